@@ -1,0 +1,64 @@
+import type { DefaultJobOptions, QueueOptions } from 'bullmq';
+
+/**
+ * The three queues. Splitting, embedding and writing have different costs, so each gets its own
+ * queue and concurrency: many embed calls wait on the network; shard writes are CPU and memory heavy.
+ */
+export const QUEUES = {
+  /** `split-corpus`: streams a corpus into embed jobs (one per corpus job and generation). */
+  split: 'split',
+  /** `embed-batch`: one DashScope request of at most 10 lines. */
+  embed: 'embed',
+  /** `write-shard` and `finalize-job`. */
+  write: 'write',
+} as const;
+export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
+
+export const JOB_NAMES = {
+  splitCorpus: 'split-corpus',
+  embedBatch: 'embed-batch',
+  writeShard: 'write-shard',
+  finalizeJob: 'finalize-job',
+} as const;
+
+/**
+ * Attempts for retryable failures (5xx, timeouts, storage hiccups). With the backoff below
+ * (1 s doubling, capped at 60 s) they span about 10 minutes of provider trouble before the corpus
+ * job is marked failed; `embedq retry` then resumes it without redoing finished work.
+ */
+export const RETRY_ATTEMPTS = 14;
+export const BACKOFF_BASE_MS = 1_000;
+export const BACKOFF_CAP_MS = 60_000;
+
+export const DEFAULT_JOB_OPTIONS: DefaultJobOptions = {
+  attempts: RETRY_ATTEMPTS,
+  backoff: { type: 'capped-exponential' },
+  // Finished jobs are removed at once: Redis memory must not grow with the corpus (invariant 3).
+  removeOnComplete: true,
+  removeOnFail: { count: 1_000 },
+};
+
+/** Queue options shared by producers and workers. */
+export function queueOptions(prefix: string, connection: QueueOptions['connection']): QueueOptions {
+  return {
+    connection,
+    prefix,
+    defaultJobOptions: DEFAULT_JOB_OPTIONS,
+    // BullMQ keeps events (with return values) in a stream of ~10,000 entries by default; cap it.
+    streams: { events: { maxLen: 100 } },
+  };
+}
+
+/** Exponential backoff with full jitter, capped; BullMQ calls it for `backoff.type: 'capped-exponential'`. */
+export function cappedExponentialBackoff(attemptsMade: number): number {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, attemptsMade - 1));
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+}
+
+/** BullMQ job ids may not contain `:` and may not be all digits. */
+export const splitJobId = (corpusJobId: string, generation: number): string => `${corpusJobId}-split-g${generation}`;
+export const embedJobId = (corpusJobId: string, generation: number, shard: number, batch: number): string =>
+  `${corpusJobId}-g${generation}-s${shard}-b${batch}`;
+export const writeShardJobId = (corpusJobId: string, generation: number, shard: number): string =>
+  `${corpusJobId}-g${generation}-write-s${shard}`;
+export const finalizeJobId = (corpusJobId: string, generation: number): string => `${corpusJobId}-g${generation}-finalize`;

@@ -1,0 +1,160 @@
+import { z } from 'zod';
+
+import { ConfigError } from './errors.js';
+import type { LoggerSettings } from './logger.js';
+
+/**
+ * Process settings from the environment (DESIGN "Contract"). Parsed once at startup, frozen, and
+ * handed down in slices; nothing else in src/ reads process.env.
+ */
+
+export const REGION_BASE_URLS = {
+  singapore: 'https://dashscope-intl.aliyuncs.com',
+  beijing: 'https://dashscope.aliyuncs.com',
+  hongkong: 'https://cn-hongkong.dashscope.aliyuncs.com',
+} as const;
+export type Region = keyof typeof REGION_BASE_URLS;
+
+/** The key the emulator accepts when none is configured; used only for loopback base URLs. */
+export const EMULATOR_API_KEY = 'sk-embedq-emulator';
+
+export interface DashScopeSettings {
+  /** Secret. Redacted from every log line. */
+  apiKey: string;
+  /** Scheme and host; the client appends the documented paths. */
+  baseUrl: string;
+  /** Per-request timeout (Default: 60,000 ms). */
+  timeoutMs: number;
+  /** Account limits shared by every worker; default: the model's published limits. */
+  requestsPerMinute?: number | undefined;
+  tokensPerMinute?: number | undefined;
+  /** Fraction of the limits the rate gate aims at (Default: 0.99). */
+  targetUtilization: number;
+}
+
+export interface S3Settings {
+  region: string;
+  /** Set for S3-compatible servers (MinIO, s3rver); unset for AWS. */
+  endpoint?: string | undefined;
+  forcePathStyle: boolean;
+  /** `WHEN_REQUIRED` for servers that reject the SDK's default checksums. */
+  checksums: 'WHEN_SUPPORTED' | 'WHEN_REQUIRED';
+}
+
+export interface WorkerSettings {
+  /** Embed jobs one worker process runs at once (Default: 32). */
+  concurrency: number;
+  /** How often BullMQ looks for jobs of dead workers (Default: 15,000 ms). */
+  stalledIntervalMs: number;
+  /** Shards a corpus job may have open (being embedded) at once; bounds Redis memory (Default: 2). */
+  maxOpenShards: number;
+}
+
+export interface Settings {
+  redisUrl: string;
+  /** Prefix of every Redis key embedq and BullMQ write (Default: `embedq`). */
+  redisPrefix: string;
+  dashscope: DashScopeSettings;
+  s3: S3Settings;
+  worker: WorkerSettings;
+  log: LoggerSettings;
+}
+
+const positiveInt = z.coerce.number().int().positive();
+
+const EnvSchema = z
+  .object({
+    REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
+    EMBEDQ_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('embedq'),
+    DASHSCOPE_API_KEY: z.string().optional(),
+    DASHSCOPE_REGION: z.enum(Object.keys(REGION_BASE_URLS) as [Region, ...Region[]]).optional(),
+    DASHSCOPE_BASE_URL: z
+      .url({ protocol: /^https?$/, error: 'must be an http(s) URL with scheme and host' })
+      .transform((value) => value.replace(/\/+$/, ''))
+      .optional(),
+    DASHSCOPE_TIMEOUT_MS: positiveInt.default(60_000),
+    EMBEDQ_QPM: positiveInt.optional(),
+    EMBEDQ_TPM: positiveInt.optional(),
+    EMBEDQ_TARGET_UTILIZATION: z.coerce.number().gt(0).lte(1).default(0.99),
+    AWS_REGION: z.string().default('us-east-1'),
+    AWS_ENDPOINT_URL_S3: z.url().optional(),
+    S3_FORCE_PATH_STYLE: z.stringbool().default(false),
+    S3_CHECKSUMS: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).default('WHEN_SUPPORTED'),
+    EMBEDQ_CONCURRENCY: positiveInt.default(32),
+    EMBEDQ_STALLED_INTERVAL_MS: positiveInt.default(15_000),
+    EMBEDQ_MAX_OPEN_SHARDS: positiveInt.default(2),
+    LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  })
+  .superRefine((env, context) => {
+    if (env.DASHSCOPE_REGION && env.DASHSCOPE_BASE_URL) {
+      context.addIssue({ code: 'custom', path: ['DASHSCOPE_BASE_URL'], message: 'set DASHSCOPE_REGION or DASHSCOPE_BASE_URL, not both' });
+    }
+  });
+
+/** True for URLs on this machine (the emulator); they need no real API key. */
+export function isLoopbackUrl(url: string): boolean {
+  const host = new URL(url).hostname;
+  return host === 'localhost' || host === '[::1]' || host.startsWith('127.');
+}
+
+export interface LoadSettingsOptions {
+  /** When false, a missing DASHSCOPE_API_KEY is allowed (commands that never call DashScope). */
+  requireApiKey?: boolean;
+}
+
+/** Reads and validates the environment; throws one ConfigError listing every problem. */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: LoadSettingsOptions = {}): Readonly<Settings> {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(`Invalid environment:\n${formatIssues(parsed.error)}`);
+  }
+  const e = parsed.data;
+  const baseUrl = e.DASHSCOPE_BASE_URL ?? REGION_BASE_URLS[e.DASHSCOPE_REGION ?? 'singapore'];
+  let apiKey = e.DASHSCOPE_API_KEY?.trim() ?? '';
+  if (!apiKey) {
+    if (isLoopbackUrl(baseUrl)) {
+      apiKey = EMULATOR_API_KEY;
+    } else if (options.requireApiKey !== false) {
+      throw new ConfigError(
+        `Invalid environment:\n- DASHSCOPE_API_KEY: missing; it is required for ${baseUrl} (set it, or point DASHSCOPE_BASE_URL at \`embedq emulator\`)`,
+      );
+    }
+  }
+  return deepFreeze({
+    redisUrl: e.REDIS_URL,
+    redisPrefix: e.EMBEDQ_REDIS_PREFIX,
+    dashscope: {
+      apiKey,
+      baseUrl,
+      timeoutMs: e.DASHSCOPE_TIMEOUT_MS,
+      requestsPerMinute: e.EMBEDQ_QPM,
+      tokensPerMinute: e.EMBEDQ_TPM,
+      targetUtilization: e.EMBEDQ_TARGET_UTILIZATION,
+    },
+    s3: {
+      region: e.AWS_REGION,
+      endpoint: e.AWS_ENDPOINT_URL_S3,
+      forcePathStyle: e.S3_FORCE_PATH_STYLE,
+      checksums: e.S3_CHECKSUMS,
+    },
+    worker: {
+      concurrency: e.EMBEDQ_CONCURRENCY,
+      stalledIntervalMs: e.EMBEDQ_STALLED_INTERVAL_MS,
+      maxOpenShards: e.EMBEDQ_MAX_OPEN_SHARDS,
+    },
+    log: { level: e.LOG_LEVEL },
+  });
+}
+
+/** One line per problem: `- PATH: message`. */
+export function formatIssues(error: z.ZodError): string {
+  return error.issues.map((issue) => `- ${issue.path.join('.') || '(options)'}: ${issue.message}`).join('\n');
+}
+
+export function deepFreeze<T>(value: T): Readonly<T> {
+  if (value && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

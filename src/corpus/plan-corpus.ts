@@ -1,0 +1,57 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+
+import type { JobOptions } from '../job-options.js';
+import { MODELS } from '../models.js';
+import { estimateCostUsd } from '../output/manifest.js';
+import { estimateTokens, loadTokenizer } from '../tokens/count-tokens.js';
+import { listCorpus } from './list-corpus.js';
+import { readCorpusLines } from './read-lines.js';
+
+export interface CorpusPlan {
+  objects: number;
+  lines: number;
+  blank: number;
+  invalid: number;
+  /** Lines over the model's token limit (truncated or recorded as errors, per --long-lines). */
+  tooLong: number;
+  requests: number;
+  tokens: number;
+  /** Whether `tokens` is an exact Qwen BPE count or the cheap over-estimate. */
+  exactTokens: boolean;
+  estimatedCostUsd: number;
+  /** Minutes at the account's limits (whichever of QPM and TPM binds). */
+  minutesAtQuota: number;
+}
+
+/**
+ * `embedq plan`: a dry run over the corpus. Counts lines as the producer will (blank, invalid,
+ * batches of 10 that never cross a shard), and tokens exactly or by estimate.
+ */
+export async function planCorpus(
+  options: JobOptions,
+  limits: { requestsPerMinute: number; tokensPerMinute: number },
+  deps: { s3Client?: S3Client | undefined; exactTokens?: boolean },
+): Promise<CorpusPlan> {
+  const spec = MODELS[options.model];
+  const tokenizer = deps.exactTokens ? await loadTokenizer() : undefined;
+  const plan = { objects: 0, lines: 0, blank: 0, invalid: 0, tooLong: 0, requests: 0, tokens: 0 };
+  let inBatch = 0;
+  for await (const object of listCorpus(options.input, { s3Client: deps.s3Client })) {
+    plan.objects += 1;
+    for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField })) {
+      if (plan.lines % options.shardRows === 0) inBatch = 0; // batches never cross a shard boundary
+      plan.lines += 1;
+      if (line.kind === 'blank') plan.blank += 1;
+      else if (line.kind === 'error') plan.invalid += 1;
+      else {
+        const tokens = tokenizer ? tokenizer.countTokens(line.text) : estimateTokens(line.text);
+        if (tokens > spec.maxTokensPerText) plan.tooLong += 1;
+        plan.tokens += Math.min(tokens, spec.maxTokensPerText);
+        if (inBatch === 0) plan.requests += 1;
+        inBatch = (inBatch + 1) % spec.maxTextsPerRequest;
+      }
+    }
+  }
+  const minutesAtQuota = Math.max(plan.requests / limits.requestsPerMinute, plan.tokens / limits.tokensPerMinute);
+  return { ...plan, exactTokens: tokenizer !== undefined, estimatedCostUsd: estimateCostUsd(options.model, plan.tokens), minutesAtQuota };
+}

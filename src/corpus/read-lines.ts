@@ -1,0 +1,200 @@
+import type { Readable } from 'node:stream';
+import { Readable as ReadableStream, pipeline } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+
+import { EmbedqError, InputLineError, StorageUnavailableError, type InputLineErrorCode } from '../errors.js';
+import type { CorpusObject } from './list-corpus.js';
+import { LineSplitter, type OversizedLine } from './split-lines.js';
+import { decodeUtf8Strict, firstInvalidUtf8Offset } from './utf8.js';
+
+export type CorpusFormat = 'text' | 'jsonl';
+
+export interface ReadCorpusLinesOptions {
+  /** Overrides the format chosen by extension (see `formatOf`). */
+  format?: CorpusFormat | undefined;
+  /** JSON Lines: the field holding the text; dotted paths (`meta.body`) reach nested objects (Default: `text`). */
+  textField?: string | undefined;
+  /** JSON Lines: the field holding the id (dotted paths too); none means every id is null. */
+  idField?: string | undefined;
+  /** Longer lines become a TEXT_TOO_LONG record without being held in memory (Default: 16 MiB). */
+  maxLineBytes?: number | undefined;
+}
+
+/**
+ * One line of a corpus object. `line` is 0-based within `source`; every line of the object comes
+ * out exactly once, in order, as text to embed, a blank (skipped, but numbered), or an error.
+ */
+export type CorpusLine =
+  | { kind: 'text'; source: string; line: number; text: string; id: string | null }
+  | { kind: 'blank'; source: string; line: number }
+  | { kind: 'error'; source: string; line: number; code: InputLineErrorCode; message: string };
+
+export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
+
+const GZIP_MAGIC = [0x1f, 0x8b] as const;
+
+/** The format an object's key implies: `.jsonl`, `.ndjson`, `.json` (after any `.gz`) are JSON Lines. */
+export function formatOf(key: string): CorpusFormat {
+  const name = key.toLowerCase().replace(/\.gz$/, '');
+  return /\.(jsonl|ndjson|json)$/.test(name) ? 'jsonl' : 'text';
+}
+
+/**
+ * Streams the lines of one corpus object, reading only as fast as the consumer pulls. Gunzips when
+ * the key ends in `.gz` or the bytes start with the gzip magic. Text is passed through unchanged
+ * (no trimming) apart from the line's trailing `\r` and the object's leading BOM.
+ *
+ * Failures: a line that cannot be used is an `error` line, and reading goes on. Corrupt gzip data
+ * is one INVALID_GZIP line at the first line that could not be read, and ends the object (nothing
+ * after it can be trusted); the partial line before it is dropped. A failing read (network, disk)
+ * throws StorageUnavailableError or StorageError; the caller retries the object.
+ *
+ * Leaving the loop early (`break`, `return()`, an exception) destroys the underlying stream.
+ */
+export async function* readCorpusLines(object: CorpusObject, options: ReadCorpusLinesOptions = {}): AsyncGenerator<CorpusLine> {
+  const { source } = object;
+  const format = options.format ?? formatOf(object.key);
+  const toLine = format === 'jsonl' ? jsonLineReader(source, options.textField ?? 'text', options.idField) : textLineReader(source);
+  const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+  const splitter = new LineSplitter({ maxLineBytes });
+  let line = 0;
+
+  const raw = await object.store.read(object.key);
+  const chunks = decompressed(raw, /\.gz$/i.test(object.key));
+  try {
+    for await (const chunk of chunks) {
+      for (const bytes of splitter.push(chunk)) yield classify(bytes, line++);
+    }
+    for (const bytes of splitter.end()) yield classify(bytes, line++);
+  } catch (error) {
+    if (isZlibError(error)) {
+      const reason = `corrupt gzip data (${(error as Error).message}); the rest of the object was not read`;
+      yield errorLine(source, line, 'INVALID_GZIP', reason);
+      return;
+    }
+    if (error instanceof EmbedqError) throw error;
+    throw new StorageUnavailableError(`read ${source}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+
+  function classify(bytes: Buffer | OversizedLine, index: number): CorpusLine {
+    if ('oversizedBytes' in bytes) {
+      return errorLine(source, index, 'TEXT_TOO_LONG', `line is ${bytes.oversizedBytes} bytes, more than the ${maxLineBytes} this reader holds; skipped`);
+    }
+    const text = decodeUtf8Strict(bytes);
+    if (text === undefined) {
+      const offset = firstInvalidUtf8Offset(bytes);
+      const value = bytes[offset]?.toString(16).padStart(2, '0') ?? '??';
+      return errorLine(source, index, 'INVALID_UTF8', `invalid UTF-8 at byte offset ${offset} of the line (0x${value})`);
+    }
+    return toLine(text, index);
+  }
+}
+
+/**
+ * The object's bytes, gunzipped if needed. The gzip decision needs the first two bytes, so they
+ * are read first and re-emitted. An empty object yields nothing, even when named `.gz`.
+ * `raw` is destroyed however this generator ends; destroying (rather than awaiting its
+ * iterator's `return()`) cannot hang on a stalled connection.
+ */
+async function* decompressed(raw: Readable, gzipByName: boolean): AsyncGenerator<Buffer> {
+  const iterator: AsyncIterator<Buffer> = raw[Symbol.asyncIterator]();
+  try {
+    const head: Buffer[] = [];
+    let headBytes = 0;
+    while (headBytes < GZIP_MAGIC.length) {
+      const next = await iterator.next();
+      if (next.done) break;
+      head.push(next.value);
+      headBytes += next.value.length;
+    }
+    if (headBytes === 0) return;
+    const first = head.length === 1 ? head[0]! : Buffer.concat(head);
+
+    async function* bytes(): AsyncGenerator<Buffer> {
+      yield first;
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
+    }
+
+    if (!gzipByName && !(first[0] === GZIP_MAGIC[0] && first[1] === GZIP_MAGIC[1])) {
+      yield* bytes();
+      return;
+    }
+    // pipeline destroys both sides when either fails or the consumer stops; errors surface
+    // through the loop below (a source error is re-raised by gunzip), so the callback ignores them.
+    const gunzip = pipeline(ReadableStream.from(bytes(), { objectMode: false }), createGunzip(), () => undefined);
+    for await (const chunk of gunzip) yield chunk as Buffer;
+  } finally {
+    raw.destroy();
+  }
+}
+
+function isZlibError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('Z_') && typeof (error as { errno?: unknown }).errno === 'number';
+}
+
+function errorLine(source: string, line: number, code: InputLineErrorCode, reason: string): CorpusLine {
+  // InputLineError owns the message format (`source:line: reason`, line 1-based for humans).
+  return { kind: 'error', source, line, code, message: new InputLineError(code, source, line, reason).message };
+}
+
+/** Any non-whitespace character (JavaScript's whitespace: Unicode spaces, tabs, U+3000, U+FEFF...). */
+const NON_BLANK = /\S/;
+
+function textLineReader(source: string): (text: string, line: number) => CorpusLine {
+  return (text, line) => (NON_BLANK.test(text) ? { kind: 'text', source, line, text, id: null } : { kind: 'blank', source, line });
+}
+
+function jsonLineReader(source: string, textField: string, idField: string | undefined): (text: string, line: number) => CorpusLine {
+  return (raw, line) => {
+    if (!NON_BLANK.test(raw)) return { kind: 'blank', source, line };
+    let record: unknown;
+    try {
+      record = JSON.parse(raw);
+    } catch (error) {
+      return errorLine(source, line, 'INVALID_JSON', `invalid JSON: ${(error as Error).message}`);
+    }
+    if (!isRecord(record)) {
+      return errorLine(source, line, 'MISSING_TEXT_FIELD', `expected a JSON object with a "${textField}" field, found ${kindOf(record)}`);
+    }
+    const text = fieldOf(record, textField);
+    if (text === undefined) return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is missing`);
+    if (typeof text !== 'string') {
+      return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is ${kindOf(text)}, expected a string`);
+    }
+    if (!NON_BLANK.test(text)) return { kind: 'blank', source, line };
+    return { kind: 'text', source, line, text, id: idField === undefined ? null : idOf(fieldOf(record, idField)) };
+  };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * `record[field]`, or for a dotted `field` the nested value. A key that itself contains the dots
+ * wins (`{"meta.body": …}`), so such keys stay reachable. Only own properties count.
+ */
+function fieldOf(record: Record<string, unknown>, field: string): unknown {
+  if (Object.hasOwn(record, field)) return record[field];
+  let value: unknown = record;
+  for (const part of field.split('.')) {
+    if (!isRecord(value) || !Object.hasOwn(value, part)) return undefined;
+    value = value[part];
+  }
+  return value;
+}
+
+/** Strings as they are; numbers and booleans as JSON writes them; objects as JSON; null or missing → null. */
+function idOf(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string') return value;
+  return JSON.stringify(value);
+}
+
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  return `a ${typeof value}`;
+}

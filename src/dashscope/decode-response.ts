@@ -1,0 +1,147 @@
+import type { EmbeddingItem, EmbeddingResult, SparseEntry } from '../embedding.js';
+import { ProviderUnavailableError } from '../errors.js';
+
+/** What the request asked for, so the response can be checked against it. */
+export interface DecodeExpectation {
+  /** Number of texts sent; every index 0..count-1 must come back exactly once. */
+  count: number;
+  dimension: number;
+  dense: boolean;
+  sparse: boolean;
+  /** `x-request-id`, used when the body carries no id. */
+  headerRequestId?: string | undefined;
+}
+
+/**
+ * Decodes a native success body: `{output:{embeddings:[{text_index, embedding, sparse_embedding}]},
+ * usage:{total_tokens}, request_id}`. Items are placed by `text_index`, never by array order.
+ *
+ * The whole decode lives here (parse included) so a faster decoder can replace it later; at
+ * dimension 1024 with sparse, a 10-text body is ~240 KB and JSON.parse costs ~2 ms of it.
+ * Throws ProviderUnavailableError ("malformed response") on anything unexpected: a server that
+ * answers 200 with a broken body is a transient fault as far as we can tell.
+ */
+export function decodeNativeResponse(body: string, expect: DecodeExpectation): EmbeddingResult {
+  const json = parseJson(body, expect);
+  const output = field(json, 'output');
+  const embeddings = output && typeof output === 'object' ? (output as Record<string, unknown>).embeddings : undefined;
+  if (!Array.isArray(embeddings)) throw malformed('output.embeddings is not an array', json, expect);
+  const items = placeItems(embeddings, 'text_index', expect, json, (entry) => ({
+    dense: expect.dense ? toDense(entry.embedding, expect, json) : null,
+    sparse: expect.sparse ? toSparse(entry.sparse_embedding, json, expect) : null,
+  }));
+  return { items, totalTokens: totalTokens(json, expect), requestId: requestId(json, ['request_id'], expect) };
+}
+
+/**
+ * Decodes an OpenAI-compatible success body: `{data:[{embedding, index, object}], model, object,
+ * usage:{prompt_tokens, total_tokens}, id}`. Dense only; placed by `index`.
+ */
+export function decodeCompatResponse(body: string, expect: DecodeExpectation): EmbeddingResult {
+  const json = parseJson(body, expect);
+  const data = field(json, 'data');
+  if (!Array.isArray(data)) throw malformed('data is not an array', json, expect);
+  const items = placeItems(data, 'index', expect, json, (entry) => ({
+    dense: toDense(entry.embedding, expect, json),
+    sparse: null,
+  }));
+  return { items, totalTokens: totalTokens(json, expect), requestId: requestId(json, ['request_id', 'id'], expect) };
+}
+
+function placeItems(
+  entries: unknown[],
+  indexField: 'text_index' | 'index',
+  expect: DecodeExpectation,
+  json: unknown,
+  decode: (entry: Record<string, unknown>) => EmbeddingItem,
+): EmbeddingItem[] {
+  if (entries.length !== expect.count) {
+    throw malformed(`${entries.length} embeddings for ${expect.count} texts`, json, expect);
+  }
+  const items = new Array<EmbeddingItem | undefined>(expect.count);
+  for (const entry of entries) {
+    if (!entry || typeof entry !== 'object') throw malformed('an embedding entry is not an object', json, expect);
+    const record = entry as Record<string, unknown>;
+    const index = record[indexField];
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= expect.count) {
+      throw malformed(`${indexField} ${JSON.stringify(index)} is outside 0..${expect.count - 1}`, json, expect);
+    }
+    if (items[index] !== undefined) throw malformed(`${indexField} ${index} appears twice`, json, expect);
+    items[index] = decode(record);
+  }
+  // Every slot is filled: count entries went into count distinct slots.
+  return items as EmbeddingItem[];
+}
+
+function toDense(value: unknown, expect: DecodeExpectation, json: unknown): Float32Array {
+  if (!Array.isArray(value)) throw malformed('embedding is missing or not an array', json, expect);
+  if (value.length !== expect.dimension) {
+    throw malformed(`embedding has ${value.length} values, expected dimension ${expect.dimension}`, json, expect);
+  }
+  const vector = new Float32Array(value.length);
+  for (let index = 0; index < value.length; index++) {
+    const number = value[index] as unknown;
+    if (typeof number !== 'number') throw malformed('embedding holds a non-number', json, expect);
+    vector[index] = number;
+  }
+  return vector;
+}
+
+function toSparse(value: unknown, json: unknown, expect: DecodeExpectation): SparseEntry[] {
+  if (!Array.isArray(value)) throw malformed('sparse_embedding is missing or not an array', json, expect);
+  const entries: SparseEntry[] = new Array<SparseEntry>(value.length);
+  for (let position = 0; position < value.length; position++) {
+    const entry = value[position] as Record<string, unknown> | null;
+    const index = entry?.index;
+    const weight = entry?.value;
+    const token = entry?.token;
+    if (typeof index !== 'number' || !Number.isInteger(index) || typeof weight !== 'number' || typeof token !== 'string') {
+      throw malformed('a sparse_embedding entry is not {index, value, token}', json, expect);
+    }
+    // Rounded to float32 here so the shard column holds what a reader of the JSON would get.
+    entries[position] = { index, value: Math.fround(weight), token };
+  }
+  return entries;
+}
+
+function totalTokens(json: unknown, expect: DecodeExpectation): number {
+  const usage = field(json, 'usage');
+  const total = usage && typeof usage === 'object' ? (usage as Record<string, unknown>).total_tokens : undefined;
+  if (typeof total !== 'number' || !Number.isInteger(total) || total < 0) throw malformed('usage.total_tokens is missing', json, expect);
+  return total;
+}
+
+function requestId(json: unknown, fields: readonly string[], expect: DecodeExpectation): string {
+  for (const name of fields) {
+    const value = field(json, name);
+    if (typeof value === 'string' && value.length > 0) return value;
+  }
+  return expect.headerRequestId ?? '';
+}
+
+function parseJson(body: string, expect: DecodeExpectation): unknown {
+  try {
+    return JSON.parse(body) as unknown;
+  } catch (cause) {
+    throw new ProviderUnavailableError(
+      `DashScope returned a malformed response: body is not JSON (${body.length} chars)${idSuffix(expect.headerRequestId)}`,
+      { status: 200, requestId: expect.headerRequestId },
+      { cause },
+    );
+  }
+}
+
+function field(json: unknown, name: string): unknown {
+  return json && typeof json === 'object' ? (json as Record<string, unknown>)[name] : undefined;
+}
+
+function malformed(reason: string, json: unknown, expect: DecodeExpectation): ProviderUnavailableError {
+  const bodyId = field(json, 'request_id') ?? field(json, 'id');
+  const id = typeof bodyId === 'string' ? bodyId : expect.headerRequestId;
+  return new ProviderUnavailableError(`DashScope returned a malformed response: ${reason}${idSuffix(id)}`, {
+    status: 200,
+    requestId: id,
+  });
+}
+
+const idSuffix = (requestId: string | undefined): string => (requestId ? ` (request_id ${requestId})` : '');

@@ -1,0 +1,134 @@
+/**
+ * The error family. Every error says whether retrying can help (`retryable`) and carries a
+ * stable `code` that dashboards, alerts, `_errors.jsonl` and the README key on.
+ */
+export abstract class EmbedqError extends Error {
+  abstract readonly code: string;
+  abstract readonly retryable: boolean;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** What DashScope said about a failed request, kept for logs and error records. */
+export interface ProviderFailure {
+  /** HTTP status, or undefined for network errors and timeouts. */
+  status?: number | undefined;
+  /** DashScope's code (`Throttling.RateQuota`, `InvalidApiKey`, ...) or the compatible-mode `error.code`. */
+  providerCode?: string | undefined;
+  requestId?: string | undefined;
+}
+
+export type RateLimitKind = 'requests' | 'tokens' | 'burst' | 'other';
+
+/** 429 throttling: waiting helps. `kind` tells which limit (RPM/RPS, TPM/TPS, burst). */
+export class ProviderRateLimitedError extends EmbedqError {
+  readonly code = 'PROVIDER_RATE_LIMITED';
+  readonly retryable = true;
+  constructor(
+    message: string,
+    readonly kind: RateLimitKind,
+    readonly failure: ProviderFailure,
+    /** From a `Retry-After` header, if the server sent one (DashScope documents none). */
+    readonly retryAfterMs?: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** 5xx, timeouts, resets, refused connections: retry with backoff. */
+export class ProviderUnavailableError extends EmbedqError {
+  readonly code = 'PROVIDER_UNAVAILABLE';
+  readonly retryable = true;
+  constructor(
+    message: string,
+    readonly failure: ProviderFailure,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * 400 for the request's content (InvalidParameter on an input, a text too long, an empty text):
+ * retrying the same request cannot help; splitting the batch can isolate the bad line.
+ */
+export class ProviderRejectedError extends EmbedqError {
+  readonly code: string = 'PROVIDER_REJECTED';
+  readonly retryable = false;
+  constructor(
+    message: string,
+    readonly failure: ProviderFailure,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** 400 DataInspectionFailed: the content moderation refused an input. */
+export class ContentRejectedError extends ProviderRejectedError {
+  override readonly code = 'CONTENT_REJECTED';
+}
+
+/**
+ * The account or the request setup is wrong (InvalidApiKey, Arrearage, AccessDenied, FreeTierOnly,
+ * ModelNotFound, billing 429s, a parameter every request shares): no request can succeed, so the
+ * corpus job stops at once instead of burning every batch.
+ */
+export class ProviderAccountError extends EmbedqError {
+  readonly code = 'PROVIDER_ACCOUNT';
+  readonly retryable = false;
+  constructor(
+    message: string,
+    readonly failure: ProviderFailure,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** The client refused to send a request that breaks a documented limit (the caller's bug). */
+export class RequestInvalidError extends EmbedqError {
+  readonly code = 'REQUEST_INVALID';
+  readonly retryable = false;
+}
+
+/**
+ * Why a corpus line cannot be embedded. `INVALID_GZIP`: the object's gzip data is corrupt from
+ * this line on; it is recorded once, at the first line that could not be read, and the rest of
+ * the object is not read.
+ */
+export type InputLineErrorCode = 'INVALID_UTF8' | 'INVALID_JSON' | 'MISSING_TEXT_FIELD' | 'TEXT_TOO_LONG' | 'INVALID_GZIP';
+
+/** A corpus line that cannot be embedded: names the source, the 0-based line and the reason. */
+export class InputLineError extends EmbedqError {
+  readonly retryable = false;
+  constructor(
+    readonly code: InputLineErrorCode,
+    readonly source: string,
+    readonly line: number,
+    reason: string,
+  ) {
+    super(`${source}:${line + 1}: ${reason}`);
+  }
+}
+
+/** Object-store trouble that may pass (S3 5xx, SlowDown, network). */
+export class StorageUnavailableError extends EmbedqError {
+  readonly code = 'STORAGE_UNAVAILABLE';
+  readonly retryable = true;
+}
+
+/** Object-store trouble that will not pass (no such bucket or key, access denied). */
+export class StorageError extends EmbedqError {
+  readonly code = 'STORAGE_ERROR';
+  readonly retryable = false;
+}
+
+/** Invalid configuration or options: every problem is listed in the message. */
+export class ConfigError extends EmbedqError {
+  readonly code = 'CONFIG_INVALID';
+  readonly retryable = false;
+}

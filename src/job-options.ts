@@ -1,0 +1,78 @@
+import { z } from 'zod';
+
+import { formatIssues } from './config.js';
+import type { EmbeddingParameters } from './embedding.js';
+import { ConfigError } from './errors.js';
+import { APIS, MODEL_NAMES, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from './models.js';
+
+/**
+ * The options of one corpus job (DESIGN "Contract": `embedq submit` / `plan` / `schedule add`).
+ * They travel with the job in Redis, so every worker embeds the corpus the same way.
+ */
+const JobOptionsSchema = z
+  .object({
+    input: z.string().min(1, 'input is required'),
+    output: z.string().min(1, '--out is required'),
+    model: z.enum(MODEL_NAMES, { error: `must be one of ${MODEL_NAMES.join(', ')}` }).default('text-embedding-v4'),
+    dimension: z.coerce.number().int().positive().optional(),
+    outputType: z.enum(OUTPUT_TYPES, { error: `must be one of ${OUTPUT_TYPES.join(', ')}` }).default('dense&sparse'),
+    textType: z.enum(TEXT_TYPES, { error: `must be one of ${TEXT_TYPES.join(', ')}` }).default('document'),
+    instruct: z.string().min(1).max(1000).optional(),
+    api: z.enum(APIS, { error: `must be one of ${APIS.join(', ')}` }).default('dashscope'),
+    shardRows: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
+    outputFormat: z.enum(['parquet', 'arrow']).default('parquet'),
+    format: z.enum(['text', 'jsonl']).optional(),
+    textField: z.string().min(1).default('text'),
+    idField: z.string().min(1).optional(),
+    longLines: z.enum(['truncate', 'error']).default('truncate'),
+  })
+  .superRefine((options, context) => {
+    const spec = MODELS[options.model];
+    if (options.dimension !== undefined && !spec.dimensions.includes(options.dimension)) {
+      context.addIssue({
+        code: 'custom',
+        path: ['dimension'],
+        message: `${options.dimension} is not allowed for ${options.model}; choose one of ${spec.dimensions.join(', ')}`,
+      });
+    }
+    if (options.instruct !== undefined && !spec.supportsInstruct) {
+      context.addIssue({ code: 'custom', path: ['instruct'], message: `${options.model} does not take an instruction (text-embedding-v4 only)` });
+    }
+    if (options.api === 'openai') {
+      if (wantsSparse(options.outputType)) {
+        context.addIssue({
+          code: 'custom',
+          path: ['outputType'],
+          message: `"${options.outputType}" needs the native API; the OpenAI-compatible endpoint returns dense vectors only (use --output-type dense or --api dashscope)`,
+        });
+      }
+      if (options.instruct !== undefined) {
+        context.addIssue({ code: 'custom', path: ['instruct'], message: 'the OpenAI-compatible endpoint takes no instruction; use --api dashscope' });
+      }
+      if (options.textType !== 'document') {
+        context.addIssue({ code: 'custom', path: ['textType'], message: 'the OpenAI-compatible endpoint takes no text type; use --api dashscope' });
+      }
+    }
+  })
+  .transform((options) => ({ ...options, dimension: options.dimension ?? MODELS[options.model].defaultDimension }));
+
+export type JobOptions = z.output<typeof JobOptionsSchema>;
+export type JobOptionsInput = z.input<typeof JobOptionsSchema>;
+
+/** Validates raw options (CLI flags, a stored schedule); throws one ConfigError listing every problem. */
+export function parseJobOptions(raw: Record<string, unknown>): JobOptions {
+  const parsed = JobOptionsSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(`Invalid options:\n${formatIssues(parsed.error)}`);
+  return parsed.data;
+}
+
+export function embeddingParameters(options: JobOptions): EmbeddingParameters {
+  return {
+    model: options.model,
+    dimension: options.dimension,
+    outputType: options.outputType,
+    textType: options.textType,
+    instruct: options.instruct,
+    api: options.api,
+  };
+}

@@ -1,0 +1,18 @@
+import type { OutputFormat } from '../shards/shard-row.js';
+
+/** File names under a job's output prefix (DESIGN "Contract: Output"). */
+export const MANIFEST_FILE = '_manifest.json';
+export const ERRORS_FILE = '_errors.jsonl';
+export const SUCCESS_FILE = '_SUCCESS';
+/** Scratch space of running jobs; finalize removes its job's folder. */
+export const TEMP_FOLDER = '_tmp';
+
+/** `part-00007.parquet`: zero-padded so key order is shard order (more digits past 99,999 shards). */
+export function shardFileName(shard: number, format: OutputFormat): string {
+  return `part-${String(shard).padStart(5, '0')}.${format === 'parquet' ? 'parquet' : 'arrow'}`;
+}
+
+/** A shard's error records until finalize merges them into `_errors.jsonl`. */
+export function shardErrorsFileName(corpusJobId: string, shard: number): string {
+  return `${TEMP_FOLDER}/${corpusJobId}/errors-${String(shard).padStart(5, '0')}.jsonl`;
+}

@@ -1,0 +1,198 @@
+import type { Redis } from 'ioredis';
+
+import type { RateLimitKind } from '../errors.js';
+
+/**
+ * One rate for every worker on every machine: a reservation-style GCRA (generic cell rate
+ * algorithm) kept in a Redis hash and advanced by a Lua script, so all workers share it.
+ *
+ * Each call reserves the next free slot and is told how long to wait for it; requests then
+ * leave evenly spaced at `requestsPerMinute / 60` per second, and tokens flow at
+ * `tokensPerMinute / 60` per second. DashScope enforces both per minute and per second (1/60), so
+ * spacing requests evenly keeps every 1-second window under the limit; a minute window follows.
+ *
+ * The rate adapts: a 429 cuts a shared factor (multiplicative decrease, at most once per
+ * `penaltyCooldownMs`), and it climbs back linearly while no 429 arrives. Token reservations use an
+ * estimate and are corrected with the server's `usage.total_tokens` afterwards.
+ */
+export interface RateLimits {
+  requestsPerMinute: number;
+  tokensPerMinute: number;
+}
+
+export interface RateGateOptions {
+  /** Fraction of the limits to aim at (Default: 0.99). */
+  targetUtilization?: number;
+  /** Factor applied to the rate on a 429 (Default: 0.8). */
+  decreaseFactor?: number;
+  /** Lowest factor (Default: 0.05). */
+  minimumFactor?: number;
+  /** Factor regained per second without a 429 (Default: 0.02, so 0.8 → 1 in 10 s). */
+  recoveryPerSecond?: number;
+  /** Later 429s within this time of a cut come from requests already in flight; ignore them (Default: 2,000 ms). */
+  penaltyCooldownMs?: number;
+}
+
+export interface Reservation {
+  /** How long to wait before sending. */
+  waitMs: number;
+  /** The rate factor in force when the slot was reserved (1 = full configured rate). */
+  factor: number;
+}
+
+// State: rTat, tTat (theoretical arrival times, ms), base (factor after the last cut), cutAt (ms).
+const FACTOR_LUA = `
+-- Redis's clock, so workers on machines with skewed clocks share one timeline.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function factor_now(key, now, recovery)
+  local base = tonumber(redis.call('HGET', key, 'base') or '1')
+  local cutAt = tonumber(redis.call('HGET', key, 'cutAt') or '0')
+  local f = base + (now - cutAt) / 1000 * recovery
+  if f > 1 then f = 1 end
+  return f
+end
+`;
+
+const RESERVE_LUA = `${FACTOR_LUA}
+local key = KEYS[1]
+local now = now_ms()
+local rpm = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[3])
+local recovery = tonumber(ARGV[4])
+local f = factor_now(key, now, recovery)
+local rTat = tonumber(redis.call('HGET', key, 'rTat') or '0')
+local tTat = tonumber(redis.call('HGET', key, 'tTat') or '0')
+local send = now
+if rTat > send then send = rTat end
+if tTat > send then send = tTat end
+redis.call('HSET', key, 'rTat', send + 60000 / (rpm * f), 'tTat', send + tokens * 60000 / (tpm * f))
+redis.call('PEXPIRE', key, 3600000)
+return {tostring(send - now), tostring(f)}
+`;
+
+const PENALIZE_LUA = `${FACTOR_LUA}
+local key = KEYS[1]
+local now = now_ms()
+local decrease = tonumber(ARGV[1])
+local minimum = tonumber(ARGV[2])
+local cooldown = tonumber(ARGV[3])
+local recovery = tonumber(ARGV[4])
+local cutAt = tonumber(redis.call('HGET', key, 'cutAt') or '0')
+local f = factor_now(key, now, recovery)
+if now - cutAt < cooldown then return tostring(f) end
+f = f * decrease
+if f < minimum then f = minimum end
+redis.call('HSET', key, 'base', f, 'cutAt', now)
+-- Push the schedule back so requests already reserved at the old rate spread out too.
+local rTat = tonumber(redis.call('HGET', key, 'rTat') or '0')
+if rTat < now then rTat = now end
+redis.call('HSET', key, 'rTat', rTat + cooldown * (1 - decrease))
+return tostring(f)
+`;
+
+const ADJUST_TOKENS_LUA = `${FACTOR_LUA}
+local key = KEYS[1]
+local delta = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+local now = now_ms()
+local recovery = tonumber(ARGV[3])
+local f = factor_now(key, now, recovery)
+local tTat = tonumber(redis.call('HGET', key, 'tTat') or '0')
+if tTat < now - 1000 then tTat = now - 1000 end
+redis.call('HSET', key, 'tTat', tTat + delta * 60000 / (tpm * f))
+return 1
+`;
+
+export class RateGate {
+  private readonly targetUtilization: number;
+  private readonly decreaseFactor: number;
+  private readonly minimumFactor: number;
+  private readonly recoveryPerSecond: number;
+  private readonly penaltyCooldownMs: number;
+
+  constructor(
+    private readonly redis: Redis,
+    /** Redis key of this gate, e.g. `embedq:rate:text-embedding-v4` (DashScope limits per model). */
+    private readonly key: string,
+    private readonly limits: RateLimits,
+    options: RateGateOptions = {},
+  ) {
+    this.targetUtilization = options.targetUtilization ?? 0.99;
+    this.decreaseFactor = options.decreaseFactor ?? 0.8;
+    this.minimumFactor = options.minimumFactor ?? 0.05;
+    this.recoveryPerSecond = options.recoveryPerSecond ?? 0.02;
+    this.penaltyCooldownMs = options.penaltyCooldownMs ?? 2_000;
+  }
+
+  private get requestsPerMinute(): number {
+    return this.limits.requestsPerMinute * this.targetUtilization;
+  }
+
+  private get tokensPerMinute(): number {
+    return this.limits.tokensPerMinute * this.targetUtilization;
+  }
+
+  /** Reserves a slot for one request of about `estimatedTokens` tokens. */
+  async reserve(estimatedTokens: number): Promise<Reservation> {
+    const [waitMs, factor] = (await this.redis.eval(
+      RESERVE_LUA,
+      1,
+      this.key,
+      this.requestsPerMinute,
+      this.tokensPerMinute,
+      estimatedTokens,
+      this.recoveryPerSecond,
+    )) as [string, string];
+    return { waitMs: Math.max(0, Number(waitMs)), factor: Number(factor) };
+  }
+
+  /** Reserves a slot and sleeps until it comes (or the signal aborts). */
+  async acquire(estimatedTokens: number, signal?: AbortSignal): Promise<Reservation> {
+    const reservation = await this.reserve(estimatedTokens);
+    if (reservation.waitMs > 0) await sleep(reservation.waitMs, signal);
+    return reservation;
+  }
+
+  /** Corrects the token schedule once the server has said how many tokens a request used. */
+  async settleTokens(estimatedTokens: number, actualTokens: number): Promise<void> {
+    const delta = actualTokens - estimatedTokens;
+    if (delta === 0) return;
+    await this.redis.eval(ADJUST_TOKENS_LUA, 1, this.key, delta, this.tokensPerMinute, this.recoveryPerSecond);
+  }
+
+  /** A 429 arrived: slow everyone down. Returns the new factor. */
+  async throttled(_kind: RateLimitKind): Promise<number> {
+    const factor = await this.redis.eval(
+      PENALIZE_LUA,
+      1,
+      this.key,
+      this.decreaseFactor,
+      this.minimumFactor,
+      this.penaltyCooldownMs,
+      this.recoveryPerSecond,
+    );
+    return Number(factor);
+  }
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason as Error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,98 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { Redis } from 'ioredis';
+
+/** A redis-server child process on a free loopback port, with no persistence (tests, `embedq demo`). */
+export interface PrivateRedis {
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Starts Debian's (or any) `redis-server` from PATH; `scripts/ensure-redis.sh` installs it. */
+export async function startPrivateRedis(options: { maxmemory?: string } = {}): Promise<PrivateRedis> {
+  let lastError: unknown;
+  // A free port can be taken between probing and binding; try a few.
+  for (let attempt = 0; attempt < 5; attempt += 1) {
+    const port = await freePort();
+    try {
+      return await launch(port, options);
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  throw new Error(`could not start redis-server: ${String(lastError)}`, { cause: lastError });
+}
+
+async function launch(port: number, options: { maxmemory?: string }): Promise<PrivateRedis> {
+  const dir = await mkdtemp(join(tmpdir(), 'embedq-redis-'));
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  args.push('--maxmemory-policy', 'noeviction', '--daemonize', 'no', '--loglevel', 'warning');
+  if (options.maxmemory) args.push('--maxmemory', options.maxmemory);
+  const child: ChildProcess = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<never>((_, reject) => {
+    child.once('error', (error) =>
+      reject(
+        new Error(`redis-server is not available (${error.message}); run scripts/ensure-redis.sh or install Debian's redis-server`),
+      ),
+    );
+    child.once('exit', (code) => reject(new Error(`redis-server exited with code ${code}: ${stderr.trim()}`)));
+  });
+  exited.catch(() => undefined);
+  const url = `redis://127.0.0.1:${port}`;
+  try {
+    await Promise.race([waitForPing(url), exited]);
+  } catch (error) {
+    child.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+  return {
+    url,
+    port,
+    async stop() {
+      if (child.exitCode === null) {
+        const gone = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        await gone;
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function waitForPing(url: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      await client.ping();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      client.disconnect();
+    }
+  }
+}
+
+/** Asks the OS for a free loopback port. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}

@@ -1,0 +1,171 @@
+import { randomBytes } from 'node:crypto';
+import type { Dirent } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+
+import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js';
+import { mapStreamErrors } from './map-stream-errors.js';
+import type { ObjectStore, StoredObject } from './object-store.js';
+
+/** Names of in-flight writes (`<file>.tmp-<16 hex>`); listings skip them. */
+const TEMP_FILE = /\.tmp-[0-9a-f]{16}$/;
+
+/**
+ * An ObjectStore over a local folder, with S3's semantics: keys are `/`-separated paths relative
+ * to the folder, listings are recursive and in byte order of the key, and a written file appears
+ * only complete. Folders are created on write and never reported (S3 has none).
+ */
+export class LocalObjectStore implements ObjectStore {
+  /** The folder as it was given, for messages. */
+  readonly description: string;
+  /** The folder, resolved once against the working directory. */
+  readonly root: string;
+
+  constructor(folder: string) {
+    this.description = folder;
+    this.root = path.resolve(folder);
+  }
+
+  /** The file path of `key`. Throws StorageError for keys that could leave the folder. */
+  pathOf(key: string): string {
+    const segments = key.split('/');
+    if (key === '' || key.includes('\\') || key.includes('\0') || segments.some((part) => part === '' || part === '.' || part === '..')) {
+      throw new StorageError(`invalid key ${JSON.stringify(key)} for ${this.description}: keys are relative paths without empty, "." or ".." parts`);
+    }
+    return path.join(this.root, ...segments);
+  }
+
+  list(prefix: string): AsyncIterable<StoredObject> {
+    return this.#walk(this.root, '', prefix);
+  }
+
+  async stat(key: string): Promise<StoredObject | undefined> {
+    const file = this.pathOf(key);
+    try {
+      const info = await stat(file);
+      // A folder is not an object, just as `dir/` is not one in S3.
+      return info.isFile() ? { key, sizeBytes: info.size } : undefined;
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw this.#error(error, 'stat', key);
+    }
+  }
+
+  async read(key: string): Promise<Readable> {
+    const file = this.pathOf(key);
+    let handle;
+    try {
+      handle = await open(file, 'r');
+      if (!(await handle.stat()).isFile()) {
+        await handle.close();
+        throw new StorageError(`read ${this.#display(key)}: not a file`);
+      }
+    } catch (error) {
+      throw this.#error(error, 'read', key);
+    }
+    // The stream closes the handle when it ends or is destroyed.
+    return mapStreamErrors(handle.createReadStream(), (error) => this.#error(error, 'read', key));
+  }
+
+  async write(key: string, body: Uint8Array | string): Promise<void> {
+    const file = this.pathOf(key);
+    // Same folder as the target, so the rename is atomic (one file system); readers see the old
+    // file or the new one, never a partial one.
+    const temporary = `${file}.tmp-${randomBytes(8).toString('hex')}`;
+    try {
+      await mkdir(path.dirname(file), { recursive: true });
+      await writeFile(temporary, body);
+      await rename(temporary, file);
+    } catch (error) {
+      await rm(temporary, { force: true }).catch(() => undefined);
+      throw this.#error(error, 'write', key);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await rm(this.pathOf(key), { force: true });
+    } catch (error) {
+      throw this.#error(error, 'delete', key);
+    }
+  }
+
+  /**
+   * Yields the files under `folder` whose keys start with `prefix`, in byte order of the key.
+   * Sorting each folder's entries with folders compared as `name/` gives the global key order
+   * (every key inside `name/` sorts exactly where `name/` does), so the walk needs no buffering
+   * beyond one folder's entries, and folders that cannot match `prefix` are not read.
+   */
+  async *#walk(folder: string, folderKey: string, prefix: string): AsyncGenerator<StoredObject> {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(folder, { withFileTypes: true });
+    } catch (error) {
+      // A missing root (or a folder deleted while listing) lists as empty, like an empty S3 prefix.
+      if (isMissing(error)) return;
+      throw this.#error(error, 'list', folderKey || '.');
+    }
+    const children: { name: string; sortKey: Buffer; isFolder: boolean }[] = [];
+    for (const entry of entries) {
+      // Symbolic links to files are followed; links to folders are not (they can form cycles).
+      const isFolder = entry.isDirectory();
+      if (!isFolder && !entry.isFile() && !(entry.isSymbolicLink() && (await isFile(path.join(folder, entry.name))))) continue;
+      children.push({ name: entry.name, isFolder, sortKey: Buffer.from(isFolder ? `${entry.name}/` : entry.name) });
+    }
+    children.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
+
+    for (const child of children) {
+      const key = folderKey + child.name;
+      if (child.isFolder) {
+        const childFolderKey = `${key}/`;
+        if (childFolderKey.startsWith(prefix) || prefix.startsWith(childFolderKey)) {
+          yield* this.#walk(path.join(folder, child.name), childFolderKey, prefix);
+        }
+      } else if (key.startsWith(prefix) && !TEMP_FILE.test(child.name)) {
+        const object = await this.stat(key).catch((error: unknown) => {
+          throw this.#error(error, 'list', key);
+        });
+        // Undefined: deleted between readdir and stat; it is simply no longer there.
+        if (object) yield object;
+      }
+    }
+  }
+
+  #display(key: string): string {
+    return path.join(this.description, ...key.split('/'));
+  }
+
+  #error(error: unknown, operation: string, key: string): EmbedqError {
+    if (error instanceof EmbedqError) return error;
+    const code = (error as NodeJS.ErrnoException | null)?.code;
+    const where = `${operation} ${this.#display(key)}`;
+    const reason = code ? (REASONS[code] ?? `${code}: ${(error as Error).message}`) : String(error);
+    const message = `${where}: ${reason}`;
+    return code && TRANSIENT_CODES.has(code) ? new StorageUnavailableError(message, { cause: error }) : new StorageError(message, { cause: error });
+  }
+}
+
+const REASONS: Record<string, string> = {
+  ENOENT: 'no such file',
+  ENOTDIR: 'a part of the path is a file, not a folder',
+  EISDIR: 'is a folder, not a file',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+};
+
+/** Failures that may pass: descriptor exhaustion, busy or flaky (network) file systems. */
+const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EIO', 'ETIMEDOUT', 'ECONNRESET', 'ESTALE']);
+
+function isMissing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+async function isFile(file: string): Promise<boolean> {
+  try {
+    return (await stat(file)).isFile();
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,95 @@
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+
+import type { S3Client } from '@aws-sdk/client-s3';
+
+import { ConfigError, StorageError } from '../errors.js';
+import { LocalObjectStore } from './local-store.js';
+import type { ObjectStore } from './object-store.js';
+import { S3ObjectStore } from './s3-store.js';
+
+/** Where an input or output lives: an S3 bucket and key (or prefix), or a local path. */
+export type Location = { kind: 's3'; bucket: string; key: string } | { kind: 'local'; path: string };
+
+const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
+/** Permissive on purpose (legacy buckets may have capitals or `_`); S3 itself rejects bad names. */
+const BUCKET = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/**
+ * Parses `s3://bucket`, `s3://bucket/key`, `s3://bucket/prefix/` or a local path. The key is kept
+ * exactly as written (S3 keys may contain `//`); a local path is kept as given, so messages and
+ * `source` values show what the user typed. Throws ConfigError for other schemes or a missing
+ * bucket.
+ */
+export function parseLocation(text: string): Location {
+  if (text === '') throw new ConfigError('location is empty: give s3://bucket/key, s3://bucket/prefix/ or a local path');
+  const scheme = SCHEME.exec(text)?.[1];
+  if (scheme === undefined) return { kind: 'local', path: text };
+  if (scheme.toLowerCase() !== 's3') {
+    throw new ConfigError(`unsupported location ${JSON.stringify(text)}: only s3://bucket/key, s3://bucket/prefix/ and local paths are supported`);
+  }
+  const rest = text.slice(scheme.length + 3);
+  const slash = rest.indexOf('/');
+  const bucket = slash === -1 ? rest : rest.slice(0, slash);
+  const key = slash === -1 ? '' : rest.slice(slash + 1);
+  if (!BUCKET.test(bucket)) {
+    throw new ConfigError(`invalid location ${JSON.stringify(text)}: expected s3://bucket/key with a bucket name`);
+  }
+  return { kind: 's3', bucket, key };
+}
+
+/** Formats a location back into the text form `parseLocation` reads. */
+export function formatLocation(location: Location): string {
+  return location.kind === 's3' ? `s3://${location.bucket}/${location.key}` : location.path;
+}
+
+/**
+ * Opens an OUTPUT location: the store plus the key prefix every output file goes under. S3: the
+ * bucket, prefix normalised to end with `/` (unless empty, the bucket root). Local: the folder
+ * (created on first write), prefix ''.
+ */
+export function openStore(location: Location, s3Client?: S3Client): { store: ObjectStore; prefix: string } {
+  if (location.kind === 'local') return { store: new LocalObjectStore(location.path), prefix: '' };
+  const prefix = location.key === '' || location.key.endsWith('/') ? location.key : `${location.key}/`;
+  return { store: new S3ObjectStore(requireClient(s3Client, location), location.bucket), prefix };
+}
+
+/**
+ * An INPUT location, resolved: one object (`s3://bucket/key`, a local file), or every object
+ * under a prefix (`s3://bucket/prefix/`, `s3://bucket`, a local folder).
+ */
+export type InputTarget =
+  | { mode: 'object'; store: ObjectStore; key: string; location: Location }
+  | { mode: 'prefix'; store: ObjectStore; prefix: string; location: Location };
+
+/**
+ * Opens an INPUT location. S3 needs no I/O here (a key ending in `/`, or none, is a prefix); a
+ * local path is checked: a file is one object (in a store at its folder), a folder is a prefix,
+ * anything else throws StorageError naming the path.
+ */
+export async function openInput(location: Location, s3Client?: S3Client): Promise<InputTarget> {
+  if (location.kind === 's3') {
+    const store = new S3ObjectStore(requireClient(s3Client, location), location.bucket);
+    return location.key === '' || location.key.endsWith('/')
+      ? { mode: 'prefix', store, prefix: location.key, location }
+      : { mode: 'object', store, key: location.key, location };
+  }
+  let info;
+  try {
+    info = await stat(location.path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file or folder' : (error as Error).message;
+    throw new StorageError(`input ${location.path}: ${reason}`, { cause: error });
+  }
+  if (info.isDirectory()) return { mode: 'prefix', store: new LocalObjectStore(location.path), prefix: '', location };
+  if (info.isFile()) {
+    return { mode: 'object', store: new LocalObjectStore(path.dirname(location.path)), key: path.basename(location.path), location };
+  }
+  throw new StorageError(`input ${location.path}: not a regular file or folder`);
+}
+
+function requireClient(s3Client: S3Client | undefined, location: Location): S3Client {
+  if (!s3Client) throw new ConfigError(`${formatLocation(location)}: an S3 client is needed for s3:// locations`);
+  return s3Client;
+}

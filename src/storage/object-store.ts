@@ -1,0 +1,30 @@
+import type { Readable } from 'node:stream';
+
+/** One object (S3) or file (local folder) under a store. */
+export interface StoredObject {
+  /** Key relative to the store's root, `/`-separated. */
+  key: string;
+  sizeBytes: number;
+}
+
+/**
+ * Where corpus objects are read from and output files written to: an S3 bucket or a local folder.
+ * Keys are `/`-separated and relative to the store's root (the bucket, or the folder).
+ */
+export interface ObjectStore {
+  /** For messages: `s3://bucket` or the folder path. */
+  readonly description: string;
+  /** Every object whose key starts with `prefix`, in key (byte) order, across all pages. */
+  list(prefix: string): AsyncIterable<StoredObject>;
+  /** The object's size, or undefined when there is no such object. */
+  stat(key: string): Promise<StoredObject | undefined>;
+  /** Streams the object's bytes. Throws StorageError when it does not exist. */
+  read(key: string): Promise<Readable>;
+  /**
+   * Writes the whole object. It becomes visible only complete (S3 PUT; local: temp file + rename),
+   * and writing the same key again replaces it.
+   */
+  write(key: string, body: Uint8Array | string): Promise<void>;
+  /** Removes the object; no error if it is already gone. */
+  delete(key: string): Promise<void>;
+}

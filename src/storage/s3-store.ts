@@ -1,0 +1,196 @@
+import { Readable } from 'node:stream';
+
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+
+import type { S3Settings } from '../config.js';
+import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js';
+import { mapStreamErrors } from './map-stream-errors.js';
+import type { ObjectStore, StoredObject } from './object-store.js';
+
+/**
+ * Creates the one S3 client a process shares. Credentials come from the SDK's own chain
+ * (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, instance roles); `overrides` is for
+ * tests and special setups (for example fixed credentials for a local server). Does no I/O.
+ */
+export function createS3Client(settings: S3Settings, overrides: Partial<S3ClientConfig> = {}): S3Client {
+  return new S3Client({
+    region: settings.region,
+    ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+    forcePathStyle: settings.forcePathStyle,
+    // S3-compatible servers (s3rver, older MinIO) reject the SDK's default CRC checksums.
+    requestChecksumCalculation: settings.checksums,
+    responseChecksumValidation: settings.checksums,
+    ...overrides,
+  });
+}
+
+export interface S3ObjectStoreOptions {
+  /** `MaxKeys` of each ListObjectsV2 page (Default: 1,000, the S3 maximum). Small values test paging. */
+  listPageSize?: number;
+  /** Bodies larger than this go up as a multipart upload (Default: 64 MiB; S3 parts are at least 5 MiB). */
+  multipartThresholdBytes?: number;
+}
+
+const DEFAULT_MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024;
+
+/** An ObjectStore over one S3 bucket; keys are S3 object keys. */
+export class S3ObjectStore implements ObjectStore {
+  readonly description: string;
+  readonly #listPageSize: number | undefined;
+  readonly #multipartThresholdBytes: number;
+
+  constructor(
+    readonly client: S3Client,
+    readonly bucket: string,
+    options: S3ObjectStoreOptions = {},
+  ) {
+    this.description = `s3://${bucket}`;
+    this.#listPageSize = options.listPageSize;
+    this.#multipartThresholdBytes = options.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD_BYTES;
+  }
+
+  /** `s3://bucket/key`, for messages. */
+  url(key: string): string {
+    return `s3://${this.bucket}/${key}`;
+  }
+
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    let continuationToken: string | undefined;
+    do {
+      const page = await this.#send('list', prefix, () =>
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix || undefined,
+            ContinuationToken: continuationToken,
+            MaxKeys: this.#listPageSize,
+          }),
+        ),
+      );
+      // S3 returns keys in UTF-8 byte order within and across pages; we keep its order.
+      for (const entry of page.Contents ?? []) {
+        if (entry.Key !== undefined) yield { key: entry.Key, sizeBytes: entry.Size ?? 0 };
+      }
+      continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (continuationToken);
+  }
+
+  async stat(key: string): Promise<StoredObject | undefined> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { key, sizeBytes: head.ContentLength ?? 0 };
+    } catch (error) {
+      // HEAD responses have no body, so a missing key arrives as a bare 404 (`NotFound`).
+      if (httpStatusOf(error) === 404) return undefined;
+      throw toStorageError(error, 'stat', this.url(key));
+    }
+  }
+
+  async read(key: string): Promise<Readable> {
+    const response = await this.#send('read', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key })));
+    const body = response.Body;
+    if (!(body instanceof Readable)) {
+      throw new StorageError(`read ${this.url(key)}: the response has no Node.js stream body`);
+    }
+    return mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key)));
+  }
+
+  async write(key: string, body: Uint8Array | string): Promise<void> {
+    const sizeBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
+    await this.#send('write', key, async () => {
+      if (sizeBytes > this.#multipartThresholdBytes) {
+        // lib-storage uploads parts in parallel and completes (or aborts) the multipart upload;
+        // the object appears only when CompleteMultipartUpload succeeds.
+        const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+        await new Upload({ client: this.client, params: { Bucket: this.bucket, Key: key, Body: bytes } }).done();
+      } else {
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body }));
+      }
+    });
+  }
+
+  async delete(key: string): Promise<void> {
+    // S3 answers 204 for keys that do not exist, so "already gone" needs no special case.
+    await this.#send('delete', key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+  }
+
+  async #send<T>(operation: string, key: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      throw toStorageError(error, operation, this.url(key));
+    }
+  }
+}
+
+/** Error names the SDK or S3 use for failures that waiting will not fix. */
+const PERMANENT_NAMES = new Set([
+  'NoSuchKey',
+  'NoSuchBucket',
+  'NotFound',
+  'AccessDenied',
+  'Forbidden',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'InvalidBucketName',
+  'AllAccessDisabled',
+  'CredentialsProviderError',
+]);
+
+/** Error names that mean "try again later" even though S3 sends them with a 4xx status. */
+const TRANSIENT_NAMES = new Set(['SlowDown', 'RequestTimeout', 'RequestTimeTooSkewed', 'Throttling', 'ThrottlingException', 'TimeoutError']);
+
+/**
+ * Maps an SDK or network error to the storage error family: missing things and refusals are
+ * permanent (StorageError), 5xx, throttling and network trouble are retryable
+ * (StorageUnavailableError). The message names the `s3://bucket/key` involved; `cause` keeps the
+ * original for logs.
+ */
+export function toStorageError(error: unknown, operation: string, url: string): EmbedqError {
+  if (error instanceof EmbedqError) return error;
+  const name = error instanceof Error ? error.name : 'Error';
+  const status = httpStatusOf(error);
+  const reason = describe(name, status, error);
+  const message = `${operation} ${url}: ${reason}`;
+  if (TRANSIENT_NAMES.has(name) || status === 429 || (status !== undefined && status >= 500)) {
+    return new StorageUnavailableError(message, { cause: error });
+  }
+  if (PERMANENT_NAMES.has(name) || (status !== undefined && status >= 400)) {
+    return new StorageError(message, { cause: error });
+  }
+  // No HTTP status: the request never got an answer (refused, reset, DNS, aborted body).
+  return new StorageUnavailableError(message, { cause: error });
+}
+
+function describe(name: string, status: number | undefined, error: unknown): string {
+  switch (name) {
+    case 'NoSuchKey':
+      return 'no such object';
+    case 'NoSuchBucket':
+      return 'no such bucket';
+    case 'AccessDenied':
+    case 'Forbidden':
+      return 'access denied (check the credentials and the bucket policy)';
+  }
+  if (status === 404) return 'not found';
+  if (status === 403) return 'access denied (check the credentials and the bucket policy)';
+  const text = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  const label = typeof code === 'string' && code !== name ? `${name} ${code}` : name;
+  return `${label}${status ? ` (HTTP ${status})` : ''}: ${text || 'no message'}`;
+}
+
+function httpStatusOf(error: unknown): number | undefined {
+  const metadata = (error as { $metadata?: { httpStatusCode?: unknown } } | null)?.$metadata;
+  return typeof metadata?.httpStatusCode === 'number' ? metadata.httpStatusCode : undefined;
+}

@@ -1,0 +1,44 @@
+import { Option, type Command } from 'commander';
+
+import { parseJobOptions, type JobOptions } from '../../src/job-options.js';
+import { MODEL_NAMES, OUTPUT_TYPES, TEXT_TYPES, APIS } from '../../src/models.js';
+
+/** The options shared by `submit`, `plan` and `schedule add` (DESIGN "Contract"). */
+export function addJobFlags(command: Command, { requireOut }: { requireOut: boolean }): Command {
+  const out = new Option('-o, --out <output>', 'output: s3://bucket/prefix/ or a local folder');
+  if (requireOut) out.makeOptionMandatory();
+  return command
+    .addOption(out)
+    .addOption(new Option('--model <model>', 'embedding model').choices(MODEL_NAMES).default('text-embedding-v4'))
+    .option('--dimension <n>', 'dense dimension (default 1024; v4: 64-2048, v3: 512/768/1024)')
+    .addOption(new Option('--output-type <type>', 'vectors to keep').choices(OUTPUT_TYPES).default('dense&sparse'))
+    .addOption(new Option('--text-type <type>', 'document or query').choices(TEXT_TYPES).default('document'))
+    .option('--instruct <text>', 'task instruction (text-embedding-v4, native API)')
+    .addOption(new Option('--api <api>', 'native DashScope API or the OpenAI-compatible one (dense only)').choices(APIS).default('dashscope'))
+    .option('--shard-rows <n>', 'input rows per output shard', '10000')
+    .addOption(new Option('--output-format <format>', 'shard file format').choices(['parquet', 'arrow']).default('parquet'))
+    .addOption(new Option('--format <format>', 'input format (default: by extension)').choices(['text', 'jsonl']))
+    .option('--text-field <field>', 'JSON Lines field holding the text (dotted paths allowed)', 'text')
+    .option('--id-field <field>', 'JSON Lines field holding an id to carry into the output')
+    .addOption(new Option('--long-lines <mode>', 'lines over 8,192 tokens: truncate them, or record errors').choices(['truncate', 'error']).default('truncate'));
+}
+
+/** Commander's camelCase flags → validated JobOptions (every problem reported at once). */
+export function jobOptionsFromFlags(input: string, flags: Record<string, unknown>): JobOptions {
+  return parseJobOptions({
+    input,
+    output: flags.out ?? '-',
+    model: flags.model,
+    dimension: flags.dimension,
+    outputType: flags.outputType,
+    textType: flags.textType,
+    instruct: flags.instruct,
+    api: flags.api,
+    shardRows: flags.shardRows,
+    outputFormat: flags.outputFormat,
+    format: flags.format,
+    textField: flags.textField,
+    idField: flags.idField,
+    longLines: flags.longLines,
+  });
+}

@@ -1,0 +1,91 @@
+import type { Command } from 'commander';
+
+import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
+import { listCorpus } from '../../src/corpus/list-corpus.js';
+import { ConfigError } from '../../src/errors.js';
+import type { JobOptions } from '../../src/job-options.js';
+import { QUEUES } from '../../jobs/queues.js';
+import type { Services } from '../services.js';
+import { withServices } from './context.js';
+import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
+import { describeJob, progressLine } from './progress.js';
+import { watchJob } from './watch.js';
+
+/** Fails early, before anything is queued, when the input names nothing. */
+export async function checkInputExists(services: Services, options: JobOptions): Promise<void> {
+  const s3Client = options.input.startsWith('s3://') ? services.s3() : undefined;
+  for await (const _object of listCorpus(options.input, { s3Client })) return;
+  throw new ConfigError(`input ${options.input} holds no objects`);
+}
+
+export function registerJobCommands(program: Command): void {
+  addJobFlags(
+    program
+      .command('submit <input>')
+      .description('record a corpus job and print its id; workers do the rest')
+      .option('--wait', 'show progress until the job ends; exit 0 only on success'),
+    { requireOut: true },
+  ).action(async (input: string, flags: Record<string, unknown>) => {
+    const options = jobOptionsFromFlags(input, flags);
+    process.exitCode = await withServices(async (services) => {
+      await checkInputExists(services, options);
+      const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, options);
+      process.stdout.write(`${id}\n`);
+      if (!flags.wait) return 0;
+      const record = await watchJob(services, id);
+      if (record.state !== 'completed') process.stderr.write(`job ${id} ${record.state}: ${record.errorCode ?? ''} ${record.error ?? ''}\n`);
+      return record.state === 'completed' ? 0 : 1;
+    });
+  });
+
+  program
+    .command('status <jobId>')
+    .description("show a corpus job's state and counts")
+    .option('--json', 'print JSON')
+    .action(async (jobId: string, flags: { json?: boolean }) => {
+      process.exitCode = await withServices(async (services) => {
+        const record = await services.corpora.get(jobId);
+        if (!record) {
+          process.stderr.write(`no corpus job ${jobId}\n`);
+          return 1;
+        }
+        process.stdout.write(flags.json ? `${JSON.stringify(record, null, 2)}\n` : `${describeJob(record)}\n`);
+        return 0;
+      });
+    });
+
+  program
+    .command('list')
+    .description('list corpus jobs, newest first')
+    .option('--json', 'print JSON')
+    .option('--limit <n>', 'how many', '50')
+    .action(async (flags: { json?: boolean; limit: string }) => {
+      await withServices(async (services) => {
+        const records = await services.corpora.list(Number(flags.limit));
+        if (flags.json) process.stdout.write(`${JSON.stringify(records, null, 2)}\n`);
+        else for (const record of records) process.stdout.write(`${record.id}  ${progressLine(record)}  ${record.options.input} → ${record.options.output}\n`);
+      });
+    });
+
+  program
+    .command('cancel <jobId>')
+    .description('stop a queued or running corpus job')
+    .action(async (jobId: string) => {
+      process.exitCode = await withServices(async (services) => {
+        const cancelled = await cancelCorpusJob(services.corpora, jobId);
+        process.stderr.write(cancelled ? `cancelled ${jobId}\n` : `${jobId} is not queued or running\n`);
+        return cancelled ? 0 : 1;
+      });
+    });
+
+  program
+    .command('retry <jobId>')
+    .description('resume a failed or cancelled corpus job; finished shards and batches are kept')
+    .action(async (jobId: string) => {
+      process.exitCode = await withServices(async (services) => {
+        const retried = await retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, jobId);
+        process.stderr.write(retried ? `retrying ${jobId}\n` : `${jobId} is not failed or cancelled\n`);
+        return retried ? 0 : 1;
+      });
+    });
+}

@@ -1,0 +1,46 @@
+import type { Command } from 'commander';
+
+import { loadSettings } from '../../src/config.js';
+import { planCorpus } from '../../src/corpus/plan-corpus.js';
+import { MODELS } from '../../src/models.js';
+import { createS3Client } from '../../src/storage/s3-store.js';
+import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
+
+export function registerPlanCommand(program: Command): void {
+  addJobFlags(
+    program
+      .command('plan <input>')
+      .description('dry run: lines, requests, tokens, estimated cost and time at quota')
+      .option('--exact', 'count tokens with the Qwen tokenizer (slower) instead of the quick over-estimate')
+      .option('--json', 'print JSON'),
+    { requireOut: false },
+  ).action(async (input: string, flags: Record<string, unknown>) => {
+    const options = jobOptionsFromFlags(input, flags);
+    const settings = loadSettings(process.env, { requireApiKey: false });
+    const s3Client = input.startsWith('s3://') ? createS3Client(settings.s3) : undefined;
+    try {
+      const limits = {
+        requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[options.model].defaultRequestsPerMinute,
+        tokensPerMinute: settings.dashscope.tokensPerMinute ?? MODELS[options.model].defaultTokensPerMinute,
+      };
+      const plan = await planCorpus(options, limits, { s3Client, exactTokens: flags.exact === true });
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify({ ...plan, limits }, null, 2)}\n`);
+        return;
+      }
+      const n = (value: number): string => value.toLocaleString('en-US');
+      process.stdout.write(
+        [
+          `input      ${input} (${n(plan.objects)} objects)`,
+          `lines      ${n(plan.lines)} (${n(plan.blank)} blank, ${n(plan.invalid)} invalid, ${n(plan.tooLong)} over ${n(MODELS[options.model].maxTokensPerText)} tokens)`,
+          `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
+          `tokens     ${plan.exactTokens ? '' : '≤ ~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, before the per-text end token)' : ' (estimate; --exact to count)'}`,
+          `cost       ~$${plan.estimatedCostUsd.toFixed(4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
+          `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(limits.requestsPerMinute)} QPM / ${n(limits.tokensPerMinute)} TPM`,
+        ].join('\n') + '\n',
+      );
+    } finally {
+      s3Client?.destroy();
+    }
+  });
+}

@@ -1,0 +1,38 @@
+import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
+
+/** Lines accounted for so far: embedded, failed or blank. */
+export const processedLines = (record: CorpusJobRecord): number => record.rowsEmbedded + record.rowsFailed + record.rowsBlank;
+
+/** One human line: state, a bar, counts, shards. The total is known once splitting has finished. */
+export function progressLine(record: CorpusJobRecord, linesPerSecond?: number): string {
+  const done = processedLines(record);
+  const total = record.totalLines;
+  const width = 24;
+  const fraction = total ? (total === 0 ? 1 : done / total) : 0;
+  const bar = total === null ? '·'.repeat(width) : '█'.repeat(Math.round(fraction * width)).padEnd(width, '░');
+  const parts = [
+    `${record.state.padEnd(9)} [${bar}]`,
+    total === null ? `${fmt(done)} lines (${fmt(record.linesRead)} read)` : `${(fraction * 100).toFixed(1)}% ${fmt(done)}/${fmt(total)} lines`,
+    `${fmt(record.shardsWritten)}${record.totalShards === null ? '' : `/${fmt(record.totalShards)}`} shards`,
+  ];
+  if (record.rowsFailed > 0) parts.push(`${fmt(record.rowsFailed)} failed`);
+  if (linesPerSecond !== undefined) parts.push(`${fmt(Math.round(linesPerSecond))} lines/s`);
+  return parts.join(' · ');
+}
+
+export function describeJob(record: CorpusJobRecord): string {
+  const o = record.options;
+  const lines = [
+    `job       ${record.id}${record.schedule ? ` (schedule ${record.schedule})` : ''}`,
+    `state     ${record.state}${record.error ? ` — ${record.errorCode}: ${record.error}` : ''}`,
+    `input     ${o.input}`,
+    `output    ${o.output}`,
+    `model     ${o.model} dim ${o.dimension} ${o.outputType} ${o.textType} via ${o.api}`,
+    `progress  ${progressLine(record)}`,
+    `counts    embedded ${fmt(record.rowsEmbedded)} · blank ${fmt(record.rowsBlank)} · failed ${fmt(record.rowsFailed)} · truncated ${fmt(record.rowsTruncated)} · tokens ${fmt(record.tokens)}`,
+    `created   ${new Date(record.createdAt).toISOString()}${record.finishedAt ? ` · finished ${new Date(record.finishedAt).toISOString()}` : ''}`,
+  ];
+  return lines.join('\n');
+}
+
+const fmt = (value: number): string => value.toLocaleString('en-US');

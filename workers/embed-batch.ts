@@ -1,0 +1,109 @@
+import type { ErrorRecord } from '../jobs/corpus-store.js';
+import { enqueueWriteShard } from '../jobs/enqueue.js';
+import type { BatchLine, EmbedBatchPayload } from '../jobs/payloads.js';
+import type { EmbeddingClient, EmbeddingParameters, EmbeddingResult } from '../src/embedding.js';
+import { ProviderRateLimitedError, ProviderRejectedError } from '../src/errors.js';
+import { embeddingParameters } from '../src/job-options.js';
+import type { Logger } from '../src/logger.js';
+import { sleep, type RateGate } from '../src/rate/rate-gate.js';
+import { encodeBatch } from '../src/shards/batch-codec.js';
+import type { ShardRow } from '../src/shards/shard-row.js';
+import { estimateTokens } from '../src/tokens/count-tokens.js';
+import { corpusOptions } from './corpus-options.js';
+import type { JobContext } from './run-job.js';
+
+/**
+ * 429s a job absorbs itself (after slowing the shared gate) before handing the batch back to
+ * BullMQ's backoff. They use no attempt: a rate limit says "later", not "broken".
+ */
+const MAX_THROTTLED_RETRIES = 20;
+
+export interface EmbeddedLines {
+  rows: ShardRow[];
+  errors: ErrorRecord[];
+  tokens: number;
+}
+
+/**
+ * One DashScope request of at most 10 lines: embed, place each vector at its global row, store the
+ * batch once in the shard's buffer, and queue the shard's writer when this was its last batch.
+ */
+export async function embedBatch(payload: EmbedBatchPayload, { services, logger }: JobContext): Promise<void> {
+  const { corpora, queues } = services;
+  const id = payload.corpusJobId;
+  const status = await corpora.batchStatus(id, payload.shard, payload.batch);
+  if (status === 'complete') await enqueueWriteShard(queues.write, id, payload.generation, payload.shard);
+  if (status !== 'pending') return; // inactive (cancelled, failed), written, or stored by an earlier attempt
+
+  const options = await corpusOptions(corpora, id);
+  const parameters = embeddingParameters(options);
+  const started = performance.now();
+  const embedded = await embedLines(payload.lines, {
+    client: services.embeddings,
+    gate: services.rateGate(options.model),
+    parameters,
+    logger,
+  });
+  const progress = await corpora.storeBatch(id, payload.shard, payload.batch, encodeBatch(embedded.rows, options.dimension), embedded.errors, {
+    embedded: embedded.rows.length,
+    tokens: embedded.tokens,
+  });
+  logger.debug(
+    { shard: payload.shard, batch: payload.batch, rows: embedded.rows.length, failed: embedded.errors.length, tokens: embedded.tokens, durationMs: Math.round(performance.now() - started) },
+    'batch embedded',
+  );
+  if (progress === 'complete') await enqueueWriteShard(queues.write, id, payload.generation, payload.shard);
+}
+
+interface EmbedDeps {
+  client: EmbeddingClient;
+  gate: RateGate;
+  parameters: EmbeddingParameters;
+  logger: Logger;
+}
+
+/**
+ * Embeds lines; a batch the provider rejects for its content (moderation, one invalid input) is
+ * bisected until the offending line stands alone, so only it becomes an error record and the
+ * others are embedded.
+ */
+export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): Promise<EmbeddedLines> {
+  try {
+    const result = await callThroughGate(lines.map((line) => line.text), deps);
+    const rows = lines.map((line, index): ShardRow => {
+      const item = result.items[index]!;
+      return { row: line.row, source: line.source, line: line.line, id: line.id, text: line.text, dense: item.dense, sparse: item.sparse };
+    });
+    return { rows, errors: [], tokens: result.totalTokens };
+  } catch (error) {
+    if (!(error instanceof ProviderRejectedError)) throw error;
+    if (lines.length === 1) {
+      const line = lines[0]!;
+      deps.logger.info({ row: line.row, code: error.code, providerCode: error.failure.providerCode }, 'line rejected by provider');
+      return { rows: [], errors: [{ row: line.row, source: line.source, line: line.line, code: error.code, message: error.message }], tokens: 0 };
+    }
+    const middle = Math.ceil(lines.length / 2);
+    const first = await embedLines(lines.slice(0, middle), deps);
+    const second = await embedLines(lines.slice(middle), deps);
+    return { rows: [...first.rows, ...second.rows], errors: [...first.errors, ...second.errors], tokens: first.tokens + second.tokens };
+  }
+}
+
+async function callThroughGate(texts: string[], { client, gate, parameters, logger }: EmbedDeps): Promise<EmbeddingResult> {
+  const estimate = texts.reduce((sum, text) => sum + estimateTokens(text), 0);
+  for (let throttled = 0; ; throttled += 1) {
+    await gate.acquire(estimate);
+    try {
+      const result = await client.embed(texts, parameters);
+      await gate.settleTokens(estimate, result.totalTokens);
+      return result;
+    } catch (error) {
+      // A rejected request used no quota: give the reserved tokens back.
+      await gate.settleTokens(estimate, 0);
+      if (!(error instanceof ProviderRateLimitedError) || throttled >= MAX_THROTTLED_RETRIES) throw error;
+      const factor = await gate.throttled(error.kind);
+      logger.info({ kind: error.kind, factor, requestId: error.failure.requestId }, 'rate limited; slowing down');
+      if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs);
+    }
+  }
+}

@@ -1,0 +1,59 @@
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { z } from 'zod';
+
+import { EmbedqError } from '../src/errors.js';
+import type { Logger } from '../src/logger.js';
+import type { Services } from './services.js';
+
+export interface JobContext {
+  services: Services;
+  /** Child logger with queue, job name, BullMQ job id, corpus job id and attempt. */
+  logger: Logger;
+}
+
+/**
+ * Turns a handler into a BullMQ processor: parses the payload, builds the job's logger, and maps
+ * errors to queue outcomes. A permanent error (or the last attempt of a retryable one) fails the
+ * whole corpus job with a clear reason, so its other steps stop instead of burning attempts.
+ */
+export function processor<Schema extends z.ZodType<{ corpusJobId: string }>>(
+  services: Services,
+  schema: Schema,
+  handle: (payload: z.output<Schema>, context: JobContext) => Promise<void>,
+): (job: Job) => Promise<void> {
+  return async (job) => {
+    const parsed = schema.safeParse(job.data);
+    if (!parsed.success) {
+      services.logger.error({ queue: job.queueName, jobId: job.id, issues: parsed.error.issues }, 'job payload invalid');
+      throw new UnrecoverableError(`INVALID_PAYLOAD: ${parsed.error.message}`);
+    }
+    const payload = parsed.data;
+    const logger = services.logger.child({
+      queue: job.queueName,
+      job: job.name,
+      jobId: job.id,
+      corpusJobId: payload.corpusJobId,
+      attempt: job.attemptsMade + 1,
+    });
+    try {
+      await handle(payload, { services, logger });
+    } catch (error) {
+      const attempts = job.opts.attempts ?? 1;
+      const permanent = !(error instanceof EmbedqError) ? false : !error.retryable;
+      const lastAttempt = job.attemptsMade + 1 >= attempts;
+      if (permanent || lastAttempt) {
+        const code = error instanceof EmbedqError ? error.code : 'INTERNAL';
+        const reason = permanent ? errorMessage(error) : `gave up after ${attempts} attempts: ${errorMessage(error)}`;
+        await services.corpora.markFailed(payload.corpusJobId, `${job.name} ${job.id}: ${reason}`, code);
+        logger.error({ err: error, code }, 'corpus job failed');
+        throw new UnrecoverableError(`${code}: ${reason}`);
+      }
+      logger.warn({ err: error }, 'job attempt failed; will retry');
+      throw error;
+    }
+  };
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

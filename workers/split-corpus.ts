@@ -1,0 +1,159 @@
+import type { ErrorRecord } from '../jobs/corpus-store.js';
+import { enqueueEmbedBatches, enqueueFinalize, enqueueWriteShard } from '../jobs/enqueue.js';
+import type { BatchLine, EmbedBatchPayload, SplitCorpusPayload } from '../jobs/payloads.js';
+import { listCorpus } from '../src/corpus/list-corpus.js';
+import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
+import { MODELS } from '../src/models.js';
+import { sleep } from '../src/rate/rate-gate.js';
+import { SUCCESS_FILE } from '../src/output/layout.js';
+import { loadTokenizer, mayExceedTokens } from '../src/tokens/count-tokens.js';
+import { openOutput } from './output.js';
+import type { JobContext } from './run-job.js';
+
+/** Embed jobs added per Redis round trip. */
+const ENQUEUE_CHUNK = 200;
+/** How often the producer looks whether an open shard was written (backpressure). */
+const ROOM_POLL_MS = 200;
+
+/**
+ * The producer: streams the corpus line by line and turns it into embed jobs of at most 10 lines,
+ * shard by shard. It is itself a job, so a crash resumes through BullMQ's retry: shards already
+ * written are skipped, and re-adding a shard's batches is harmless (deterministic job ids, results
+ * stored once).
+ *
+ * Backpressure: shard k is not started until at most `maxOpenShards - 1` earlier shards are
+ * unwritten, so waiting jobs and buffered vectors in Redis stay bounded by
+ * `maxOpenShards × shardRows` lines, whatever the corpus size.
+ */
+export async function splitCorpus(payload: SplitCorpusPayload, { services, logger }: JobContext): Promise<void> {
+  const { corpora, queues, settings } = services;
+  const id = payload.corpusJobId;
+  const record = await corpora.get(id);
+  if (!record || !(await corpora.markRunning(id))) {
+    logger.info({ state: record?.state }, 'split skipped: job not active');
+    return;
+  }
+  const options = record.options;
+  const maxTokens = MODELS[options.model].maxTokensPerText;
+  const shardRows = options.shardRows;
+  const output = openOutput(options.output, services);
+  // A previous run's marker must not vouch for files this run is about to replace.
+  await output.store.delete(output.prefix + SUCCESS_FILE);
+
+  let row = 0;
+  let shard = -1;
+  let shardSkipped = false;
+  let batchIndex = 0;
+  let batch: BatchLine[] = [];
+  let pending: EmbedBatchPayload[] = [];
+  let blank = 0;
+  let truncated = 0;
+  let inputErrors: ErrorRecord[] = [];
+  let stopped = false;
+  let lastProgressAt = Date.now();
+
+  const flushBatch = (): void => {
+    if (batch.length === 0) return;
+    pending.push({ v: 1, corpusJobId: id, generation: payload.generation, shard, batch: batchIndex, lines: batch });
+    batchIndex += 1;
+    batch = [];
+  };
+  const flushPending = async (): Promise<void> => {
+    await enqueueEmbedBatches(queues.embed, pending);
+    pending = [];
+  };
+
+  const openShard = async (next: number): Promise<void> => {
+    shard = next;
+    batchIndex = 0;
+    blank = 0;
+    truncated = 0;
+    inputErrors = [];
+    shardSkipped = await corpora.isShardWritten(id, shard);
+    if (shardSkipped) return;
+    // Wait for room: at most maxOpenShards shards (this one included) unwritten at once.
+    while ((await corpora.writtenShardCount(id)) < shard + 1 - settings.worker.maxOpenShards) {
+      const state = await corpora.state(id);
+      if (state !== 'running') {
+        stopped = true;
+        return;
+      }
+      await sleep(ROOM_POLL_MS);
+    }
+  };
+
+  const closeShard = async (endRow: number): Promise<void> => {
+    if (shardSkipped) return;
+    flushBatch();
+    await flushPending();
+    const progress = await corpora.closeShard(id, shard, {
+      expectedBatches: batchIndex,
+      blank,
+      truncated,
+      inputErrors,
+      firstRow: shard * shardRows,
+      lastRow: endRow - 1,
+    });
+    logger.debug({ shard, batches: batchIndex, progress }, 'shard split');
+    if (progress === 'inactive') stopped = true;
+    if (progress === 'complete') await enqueueWriteShard(queues.write, id, payload.generation, shard);
+  };
+
+  const take = async (line: CorpusLine): Promise<void> => {
+    if (line.kind === 'blank') {
+      blank += 1;
+      return;
+    }
+    if (line.kind === 'error') {
+      inputErrors.push({ row, source: line.source, line: line.line, code: line.code, message: line.message });
+      return;
+    }
+    let text = line.text;
+    if (mayExceedTokens(text, maxTokens)) {
+      const tokenizer = await loadTokenizer();
+      const count = tokenizer.countTokens(text);
+      if (count > maxTokens) {
+        if (options.longLines === 'error') {
+          const message = `${line.source}:${line.line + 1}: text has ${count} tokens; ${options.model} takes at most ${maxTokens}`;
+          inputErrors.push({ row, source: line.source, line: line.line, code: 'TEXT_TOO_LONG', message });
+          return;
+        }
+        text = tokenizer.truncateToTokens(text, maxTokens);
+        truncated += 1;
+      }
+    }
+    batch.push({ row, source: line.source, line: line.line, id: line.id, text });
+    if (batch.length === MODELS[options.model].maxTextsPerRequest) {
+      flushBatch();
+      if (pending.length >= ENQUEUE_CHUNK) await flushPending();
+    }
+  };
+
+  await openShard(0);
+  outer: for await (const object of listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined })) {
+    for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField })) {
+      if (stopped) break outer;
+      if (row === (shard + 1) * shardRows) {
+        await closeShard(row);
+        await openShard(shard + 1);
+        if (stopped) break outer;
+      }
+      if (!shardSkipped) await take(line);
+      row += 1;
+      if (Date.now() - lastProgressAt > 1_000) {
+        lastProgressAt = Date.now();
+        await corpora.setLinesRead(id, row);
+      }
+    }
+  }
+  if (stopped) {
+    logger.info({ row }, 'split stopped: job no longer active');
+    return;
+  }
+  // The last shard holds the rows after the last boundary; an empty corpus has no shard.
+  const totalShards = Math.ceil(row / shardRows);
+  if (row > shard * shardRows) await closeShard(row);
+  const totals = await corpora.finishSplit(id, { totalLines: row, totalShards });
+  logger.info({ lines: row, shards: totalShards }, 'corpus split');
+  if (totals && totals.shardsWritten === totals.totalShards) await enqueueFinalize(queues.write, id, payload.generation);
+}

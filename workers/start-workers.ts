@@ -1,0 +1,56 @@
+import { Worker, type Job } from 'bullmq';
+
+import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
+import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
+import { embedBatch } from './embed-batch.js';
+import { finalizeJob } from './finalize-job.js';
+import { processor } from './run-job.js';
+import type { Services } from './services.js';
+import { splitCorpus } from './split-corpus.js';
+import { writeShard } from './write-shard.js';
+
+export interface WorkerPoolOptions {
+  /** Embed requests in flight in this process (Default: settings.worker.concurrency). */
+  concurrency?: number;
+}
+
+export interface WorkerPool {
+  /** Stops taking jobs and waits for the running ones to finish (graceful drain). */
+  close(): Promise<void>;
+}
+
+/** Runs every processor of the pipeline in this process; any number of processes may share one Redis. */
+export function startWorkers(services: Services, options: WorkerPoolOptions = {}): WorkerPool {
+  const { settings, logger } = services;
+  const write = processor(services, WriteShardPayload, writeShard);
+  const finalize = processor(services, FinalizeJobPayload, finalizeJob);
+  const definitions = [
+    { queue: QUEUES.split, concurrency: 4, process: processor(services, SplitCorpusPayload, splitCorpus) },
+    { queue: QUEUES.embed, concurrency: options.concurrency ?? settings.worker.concurrency, process: processor(services, EmbedBatchPayload, embedBatch) },
+    {
+      queue: QUEUES.write,
+      // Shard writes are CPU and memory heavy (a 10,000-row shard is ~60 MB of vectors): one at a time.
+      concurrency: 1,
+      process: (job: Job) => (job.name === JOB_NAMES.finalizeJob ? finalize(job) : write(job)),
+    },
+  ];
+  const workers = definitions.map(({ queue, concurrency, process }) => {
+    const worker = new Worker(queue, process, {
+      connection: services.workerConnection(),
+      prefix: settings.redisPrefix,
+      concurrency,
+      stalledInterval: settings.worker.stalledIntervalMs,
+      // A killed worker's jobs come back after `stalledInterval`; allow that to happen several times.
+      maxStalledCount: 10,
+      settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },
+    });
+    worker.on('error', (error) => logger.warn({ err: error, queue }, 'worker error'));
+    return worker;
+  });
+  logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
+  return {
+    async close() {
+      await Promise.all(workers.map((worker) => worker.close()));
+    },
+  };
+}
