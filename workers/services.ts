@@ -5,7 +5,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { CorpusStore } from '../jobs/corpus-store.js';
 import { QUEUES, queueOptions, type QueueName } from '../jobs/queues.js';
 import type { Settings } from '../src/config.js';
-import { createDashScopeClient } from '../src/dashscope/client.js';
+import { createDashScopeClient } from '../src/dashscope/dashscope-client.js';
 import type { EmbeddingClient } from '../src/embedding.js';
 import type { Logger } from '../src/logger.js';
 import { MODELS, type ModelName } from '../src/models.js';

@@ -1,5 +1,4 @@
 import type { Readable } from 'node:stream';
-import { Readable as ReadableStream, pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 
 import { EmbedqError, InputLineError, StorageUnavailableError, type InputLineErrorCode } from '../errors.js';
@@ -7,8 +6,10 @@ import type { CorpusObject } from './list-corpus.js';
 import { LineSplitter, type OversizedLine } from './split-lines.js';
 import { decodeUtf8Strict, firstInvalidUtf8Offset } from './utf8.js';
 
+/** `text`: one item per line. `jsonl`: one JSON object per line, the text in `textField`. */
 export type CorpusFormat = 'text' | 'jsonl';
 
+/** How to read one object's lines (the `--format`, `--text-field` and `--id-field` options). */
 export interface ReadCorpusLinesOptions {
   /** Overrides the format chosen by extension (see `formatOf`). */
   format?: CorpusFormat | undefined;
@@ -29,6 +30,10 @@ export type CorpusLine =
   | { kind: 'blank'; source: string; line: number }
   | { kind: 'error'; source: string; line: number; code: InputLineErrorCode; message: string };
 
+/**
+ * Lines above this many bytes are not held in memory (they become TEXT_TOO_LONG records). Far above
+ * anything DashScope accepts (8,192 tokens), so it only guards memory against newline-less files.
+ */
 export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
 
 const GZIP_MAGIC = [0x1f, 0x8b] as const;
@@ -115,17 +120,81 @@ async function* decompressed(raw: Readable, gzipByName: boolean): AsyncGenerator
       for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
     }
 
-    if (!gzipByName && !(first[0] === GZIP_MAGIC[0] && first[1] === GZIP_MAGIC[1])) {
-      yield* bytes();
-      return;
-    }
-    // pipeline destroys both sides when either fails or the consumer stops; errors surface
-    // through the loop below (a source error is re-raised by gunzip), so the callback ignores them.
-    const gunzip = pipeline(ReadableStream.from(bytes(), { objectMode: false }), createGunzip(), () => undefined);
-    for await (const chunk of gunzip) yield chunk as Buffer;
+    const isGzip = gzipByName || (first[0] === GZIP_MAGIC[0] && first[1] === GZIP_MAGIC[1]);
+    yield* isGzip ? gunzipped(bytes()) : bytes();
   } finally {
     raw.destroy();
   }
+}
+
+/** Compressed bytes go to zlib in slices of this size: at most ~8 MiB of output each (deflate's ratio tops out near 1:1032). */
+const GZIP_SLICE_BYTES = 8 * 1024;
+
+/**
+ * Gunzips, deterministically even for corrupt data. With a piped stream, how much output comes
+ * out before a zlib error depends on how the network chunked the input and on timing (a stream
+ * destroyed with an error drops what it buffered), so a re-run could salvage a different number of
+ * lines. Here the input is cut into fixed slices by offset, each slice is written and awaited,
+ * and output is collected by a `data` listener that never pauses: what zlib produced before an
+ * error is always the same, and always delivered. The await per slice is also the backpressure.
+ */
+async function* gunzipped(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const gunzip = createGunzip();
+  let output: Buffer[] = [];
+  let failure: unknown;
+  gunzip.on('data', (chunk: Buffer) => output.push(chunk));
+  gunzip.on('error', (error) => {
+    failure ??= error;
+  });
+  const take = (): Buffer[] => {
+    const taken = output;
+    output = [];
+    return taken;
+  };
+  // zlib reports a corrupt input through 'error' and then never calls the pending write's
+  // callback, so every wait also ends on 'error' or 'close'.
+  const settled = (start: (done: () => void) => void): Promise<void> =>
+    new Promise((resolve) => {
+      const done = (): void => {
+        gunzip.off('error', done).off('close', done);
+        resolve();
+      };
+      gunzip.once('error', done).once('close', done);
+      start(done);
+    });
+  try {
+    for await (const slice of fixedSlices(input, GZIP_SLICE_BYTES)) {
+      await settled((done) => gunzip.write(slice, () => done()));
+      yield* take();
+      if (failure !== undefined) throw failure;
+    }
+    await settled((done) => gunzip.once('end', done).end());
+    yield* take();
+    if (failure !== undefined) throw failure;
+  } finally {
+    gunzip.destroy();
+  }
+}
+
+/** Re-cuts a byte stream into slices of exactly `size` bytes (the last may be shorter). */
+async function* fixedSlices(input: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const chunk of input) {
+    let offset = 0;
+    while (offset < chunk.length) {
+      const count = Math.min(size - pendingBytes, chunk.length - offset);
+      pending.push(chunk.subarray(offset, offset + count));
+      pendingBytes += count;
+      offset += count;
+      if (pendingBytes === size) {
+        yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
+        pending = [];
+        pendingBytes = 0;
+      }
+    }
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
 }
 
 function isZlibError(error: unknown): boolean {

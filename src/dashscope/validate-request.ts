@@ -3,6 +3,9 @@ import { RequestInvalidError } from '../errors.js';
 import { isModelName, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from '../models.js';
 import { loadTokenizer, mayExceedTokens } from '../tokens/count-tokens.js';
 
+/** A text counts as blank unless it has a character that String#trim would keep (no allocation). */
+const NON_BLANK = /\S/;
+
 /**
  * Checks a request against the documented limits before it is sent (facts §3), so a caller's bug
  * costs no quota and gets a precise message instead of a provider 400. Throws RequestInvalidError.
@@ -20,7 +23,7 @@ export async function validateRequest(texts: readonly string[], parameters: Embe
   for (let index = 0; index < texts.length; index++) {
     const text = texts[index];
     if (typeof text !== 'string') throw new RequestInvalidError(`text ${index} is not a string`);
-    if (text.trim().length === 0) {
+    if (!NON_BLANK.test(text)) {
       throw new RequestInvalidError(`text ${index} is empty or whitespace only; DashScope rejects blank texts`);
     }
     if (mayExceedTokens(text, model.maxTokensPerText)) long.push(index);

@@ -1,9 +1,13 @@
 import { Buffer } from 'node:buffer';
+import { ReadableStream } from 'node:stream/web';
 
 import { type Data, Float32, Int32, Int64, makeData, RecordBatch, Struct, Table, tableToIPC, Utf8 } from 'apache-arrow';
 import {
   Compression,
+  type RecordBatch as WasmRecordBatch,
   Table as WasmTable,
+  transformParquetStream,
+  type WriterProperties,
   WriterPropertiesBuilder,
   WriterVersion,
   writeParquet,
@@ -21,29 +25,26 @@ export interface EncodeShardOptions {
 }
 
 /**
- * Rows per Parquet row group. The default shard (10,000 rows) is one row group: about 40 MB
- * of dense floats at dimension 1024 before compression, small enough for any reader and
- * large enough that per-group overhead does not matter.
+ * Rows per Parquet row group, and per slice handed to the writer. At dimension 1024 that is
+ * about 8 MB of dense floats per group: readers can skip and parallelise by group, and the
+ * writer (which buffers one group) stays small. A 10,000-row shard becomes five groups.
  */
-export const PARQUET_ROW_GROUP_ROWS = 10_000;
-
-/**
- * Parquet's `created_by`. Set explicitly so the bytes of a shard do not change when the
- * parquet-wasm version does (DESIGN invariant 5: identical shards on re-run).
- */
-export const PARQUET_CREATED_BY = 'embedq';
+export const PARQUET_ROW_GROUP_ROWS = 2_000;
 
 /**
  * Encodes the rows of one shard as a Parquet or Arrow IPC file.
  *
- * The bytes depend only on `rows` and `options`: no timestamps, no random ids, so a retried
- * shard write produces the identical object. Zero rows give a valid file with the full schema.
+ * The bytes depend only on `rows`, `options` and the installed writer: no timestamps, no
+ * random ids, so a retried shard write produces the identical object (DESIGN invariant 5).
+ * Parquet's `created_by` names the writer's version ("parquet-rs version 59.3.0"): constant
+ * for a given lockfile, and readers use it for workarounds, so it is left as it is.
+ * Zero rows give a valid file with the full schema.
  *
  * @param rows the shard's rows, already sorted by `row` (they are written in the given order)
  * @throws RangeError when a dense vector's length is not `dimension`, or a row/line number is
  *   not a safe non-negative integer
  */
-export function encodeShard(rows: readonly ShardRow[], options: EncodeShardOptions): Uint8Array {
+export async function encodeShard(rows: readonly ShardRow[], options: EncodeShardOptions): Promise<Uint8Array> {
   const table = shardTable(rows, options.dimension);
   if (options.format === 'arrow') {
     return tableToIPC(table, 'file');
@@ -71,25 +72,69 @@ export function shardTable(rows: readonly ShardRow[], dimension: number): Table 
   return new Table(schema, batch);
 }
 
-function toParquet(table: Table): Uint8Array {
-  // The IPC stream is the hand-over format between arrow JS and parquet-wasm (Rust arrow-rs);
-  // it carries the Arrow schema, which the writer stores in the file so Arrow readers get the
-  // fixed_size_list back (Parquet itself only has variable-length lists).
-  const wasmTable = WasmTable.fromIPCStream(tableToIPC(table, 'stream'));
-  const properties = new WriterPropertiesBuilder()
-    .setCompression(Compression.ZSTD)
-    .setMaxRowGroupSize(PARQUET_ROW_GROUP_ROWS)
-    .setWriterVersion(WriterVersion.V2)
-    .setCreatedBy(PARQUET_CREATED_BY)
-    // Dictionaries only pay off for `source` (a handful of values per shard). On vectors,
-    // texts and ids the writer would build one, overflow it and fall back to PLAIN: measured
-    // 30% slower and slightly larger. (Nested columns such as `dense.list.item` cannot be
-    // addressed one by one: parquet-wasm takes a column path as a single name.)
-    .setDictionaryEnabled(false)
-    .setColumnDictionaryEnabled('source', true)
-    .build();
-  // writeParquet takes ownership of (and frees) both the table and the properties.
-  return writeParquet(wasmTable, properties);
+/**
+ * Writes the table through parquet-wasm one row group at a time.
+ *
+ * The hand-over format is an Arrow IPC stream; it carries the Arrow schema, which the writer
+ * stores in the file so Arrow readers get `fixed_size_list` back (Parquet only has lists).
+ * Handing over the whole shard at once (`writeParquet`) grew the WebAssembly memory to about
+ * 330 MB for a 10,000-row shard at dimension 1024 with sparse, and that memory is never
+ * returned; the first such shard also took 2.5-5 s while the memory grew. Slices keep it at
+ * 45-85 MB, and the first shard at about 1.5 s.
+ */
+async function toParquet(table: Table): Promise<Uint8Array> {
+  if (table.numRows === 0) {
+    // The streaming writer takes its schema from the first batch, and there is none.
+    return writeParquet(WasmTable.fromIPCStream(tableToIPC(table, 'stream')), writerProperties());
+  }
+  let offset = 0;
+  const batches = new ReadableStream<WasmRecordBatch>(
+    {
+      // Called only when the writer wants the next batch (highWaterMark 0): one slice in
+      // WebAssembly memory at a time.
+      pull(controller) {
+        if (offset >= table.numRows) {
+          controller.close();
+          return;
+        }
+        const slice = table.slice(offset, offset + PARQUET_ROW_GROUP_ROWS);
+        offset += PARQUET_ROW_GROUP_ROWS;
+        const wasmSlice = WasmTable.fromIPCStream(tableToIPC(slice, 'stream'));
+        try {
+          for (const batch of wasmSlice.recordBatches()) {
+            controller.enqueue(batch);
+          }
+        } finally {
+          wasmSlice.free();
+        }
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  // transformParquetStream takes ownership of the properties and frees each batch it consumes.
+  const output = (await transformParquetStream(batches, writerProperties())) as ReadableStream<Uint8Array>;
+  const chunks: Uint8Array[] = [];
+  const reader = output.getReader();
+  for (let next = await reader.read(); !next.done; next = await reader.read()) {
+    chunks.push(next.value);
+  }
+  return Buffer.concat(chunks);
+}
+
+function writerProperties(): WriterProperties {
+  return (
+    new WriterPropertiesBuilder()
+      .setCompression(Compression.ZSTD)
+      .setMaxRowGroupSize(PARQUET_ROW_GROUP_ROWS)
+      .setWriterVersion(WriterVersion.V2)
+      // Dictionaries only pay off for `source` (a handful of values per shard). On vectors,
+      // texts and ids the writer builds one, overflows it and falls back to PLAIN: measured
+      // 30% slower and slightly larger. (Nested columns such as `dense.list.item` cannot be
+      // addressed one by one: parquet-wasm takes a column path as a single name.)
+      .setDictionaryEnabled(false)
+      .setColumnDictionaryEnabled('source', true)
+      .build()
+  );
 }
 
 function int64Column(rows: readonly ShardRow[], key: 'row' | 'line'): Data<Int64> {

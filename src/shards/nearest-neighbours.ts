@@ -27,7 +27,7 @@ export function nearestNeighbours(shards: readonly Uint8Array[], format: OutputF
       }
       const score = dot / (Math.sqrt(norm) * queryNorm || 1);
       if (best.length < k || score > best[best.length - 1]!.score) {
-        best.push({ row: matrix.rows[index]!, text: String(texts?.get(index) ?? ''), score });
+        best.push({ row: matrix.rows[index]!, text: String(texts?.get(matrix.tableIndices[index]!) ?? ''), score });
         best.sort((a, b) => b.score - a.score);
         if (best.length > k) best.pop();
       }

@@ -1,4 +1,4 @@
-import { type Data, DataType, type FixedSizeList, type Float32, type Table, tableFromIPC } from 'apache-arrow';
+import { type Data, DataType, type FixedSizeList, type Float32, Precision, type Table, tableFromIPC } from 'apache-arrow';
 import { readParquet } from 'parquet-wasm';
 
 import type { OutputFormat } from './shard-row.js';
@@ -24,6 +24,11 @@ export function readShard(bytes: Uint8Array, format: OutputFormat): Table {
 export interface DenseMatrix {
   /** The `row` column, in table order: `rows[i]` is the row of vector `i`. */
   rows: number[];
+  /**
+   * `tableIndices[i]` is the table position of vector `i` (for `table.get(...)` or another
+   * column's `.get(...)`); it differs from `i` once a row without a dense vector was skipped.
+   */
+  tableIndices: number[];
   /** Values per vector. */
   dimension: number;
   /**
@@ -47,12 +52,14 @@ export function denseMatrix(table: Table): DenseMatrix {
     throw new Error('shard table has no "row" or "dense" column');
   }
   const type = denseColumn.type as DataType;
-  if (!DataType.isFixedSizeList(type) || !DataType.isFloat(type.children[0]!.type)) {
+  const item = DataType.isFixedSizeList(type) ? (type.children[0]!.type as DataType) : null;
+  if (!DataType.isFixedSizeList(type) || !DataType.isFloat(item) || item.precision !== Precision.SINGLE) {
     throw new Error(`shard column "dense" is ${String(type)}, expected FixedSizeList<Float32>`);
   }
   const dimension = type.listSize;
 
   const rows: number[] = [];
+  const tableIndices: number[] = [];
   const values = new Float32Array((denseColumn.length - denseColumn.nullCount) * dimension);
   let next = 0;
   let tableIndex = 0;
@@ -68,8 +75,9 @@ export function denseMatrix(table: Table): DenseMatrix {
       const start = i * dimension;
       values.set(childValues.subarray(start, start + dimension), next * dimension);
       rows.push(Number(rowColumn.get(tableIndex) as bigint | number));
+      tableIndices.push(tableIndex);
       next++;
     }
   }
-  return { rows, dimension, values };
+  return { rows, tableIndices, dimension, values };
 }

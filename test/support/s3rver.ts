@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -22,6 +23,7 @@ export interface TestS3 {
 
 /** Starts s3rver on 127.0.0.1 (a free port), storing objects in a fresh temp folder, silently. */
 export async function startS3rver(): Promise<TestS3> {
+  allowSingleDes();
   const directory = await mkdtemp(path.join(tmpdir(), 'embedq-s3rver-'));
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
   const { port } = await server.run();
@@ -52,4 +54,32 @@ export async function startS3rver(): Promise<TestS3> {
       await rm(directory, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * s3rver 3.7 encrypts ListObjectsV2 continuation tokens with single DES, which OpenSSL 3 (Node
+ * 17+) only has in its legacy provider: without this, every listing with more than one page fails
+ * with HTTP 500 (`ERR_OSSL_EVP_UNSUPPORTED`). Three-key 3DES with K1 = K2 = K3 is exactly single
+ * DES and lives in the default provider, so `des` calls are routed there. Test process only.
+ */
+function allowSingleDes(): void {
+  try {
+    crypto.createCipheriv('des', Buffer.alloc(8), Buffer.alloc(8));
+    return; // DES works here (legacy provider loaded); nothing to do.
+  } catch {
+    // fall through: patch
+  }
+  const tripled = (key: crypto.CipherKey): Buffer => {
+    const bytes = Buffer.from(key as Uint8Array);
+    return Buffer.concat([bytes, bytes, bytes]);
+  };
+  // Loose signatures: the originals are overloaded; extra arguments (options) pass through untouched.
+  type Factory = (algorithm: string, key: crypto.CipherKey, iv: crypto.BinaryLike | null, ...rest: unknown[]) => unknown;
+  const createCipheriv = crypto.createCipheriv.bind(crypto) as Factory;
+  const createDecipheriv = crypto.createDecipheriv.bind(crypto) as Factory;
+  const viaTripleDes =
+    (original: Factory): Factory =>
+    (algorithm, key, iv, ...rest) =>
+      algorithm === 'des' ? original('des-ede3-cbc', tripled(key), iv, ...rest) : original(algorithm, key, iv, ...rest);
+  Object.assign(crypto, { createCipheriv: viaTripleDes(createCipheriv), createDecipheriv: viaTripleDes(createDecipheriv) });
 }

@@ -46,7 +46,7 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redis.url, EMBEDQ_STALLED_INTERVAL_MS: '5000' };
     if (useEmulator) {
       // Realistic latency so the demo shows the rate gate and concurrency at work.
-      const emulator = await startEmulator({ port: 0, latencyMs: { min: 30, median: 80, p99: 300 } });
+      const emulator = await startEmulator({ port: 0, tokenCounting: 'estimate', faults: { latencyMs: { min: 30, median: 80, p99: 300 } } });
       stops.push(() => emulator.close());
       env.DASHSCOPE_BASE_URL = emulator.url;
       delete env.DASHSCOPE_REGION;

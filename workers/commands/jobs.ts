@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
-import { listCorpus } from '../../src/corpus/list-corpus.js';
-import { ConfigError } from '../../src/errors.js';
+import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import type { JobOptions } from '../../src/job-options.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
@@ -12,10 +11,8 @@ import { describeJob, progressLine } from './progress.js';
 import { watchJob } from './watch.js';
 
 /** Fails early, before anything is queued, when the input names nothing. */
-export async function checkInputExists(services: Services, options: JobOptions): Promise<void> {
-  const s3Client = options.input.startsWith('s3://') ? services.s3() : undefined;
-  for await (const _object of listCorpus(options.input, { s3Client })) return;
-  throw new ConfigError(`input ${options.input} holds no objects`);
+function checkInputExists(services: Services, options: JobOptions): Promise<void> {
+  return assertInputExists(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined });
 }
 
 export function registerJobCommands(program: Command): void {

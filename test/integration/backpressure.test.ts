@@ -1,0 +1,59 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { submitCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { startWorkers } from '../../workers/start-workers.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { startWorld, waitForJob, type World } from '../support/world.js';
+
+const SHARD_ROWS = 50;
+const MAX_OPEN_SHARDS = 2;
+
+describe('bounded Redis memory', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld({ faults: { latencyMs: { min: 5, median: 15, p99: 40 } } }, { EMBEDQ_MAX_OPEN_SHARDS: String(MAX_OPEN_SHARDS) });
+    const corpus = buildCorpus('data/', { textLines: 1500 });
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+  });
+  afterAll(() => world.close());
+
+  it('never holds more than maxOpenShards × shardRows lines in queued jobs and buffers, however long the corpus', async () => {
+    const { services, settings } = world;
+    const pool = startWorkers(services, { concurrency: 8 });
+    let peakJobs = 0;
+    let peakBuffers = 0;
+    let samples = 0;
+    try {
+      const id = await submitCorpusJob(
+        { corpora: services.corpora, splitQueue: services.queues[QUEUES.split] },
+        parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/bp/', shardRows: SHARD_ROWS, outputType: 'dense' }),
+      );
+      const sampler = (async () => {
+        for (;;) {
+          const record = await services.corpora.get(id);
+          const counts = await services.queues[QUEUES.embed].getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+          const jobs = Object.values(counts).reduce((sum, count) => sum + count, 0);
+          const buffers = await services.redis.keys(`${settings.redisPrefix}:job:${id}:shard:*`);
+          peakJobs = Math.max(peakJobs, jobs);
+          peakBuffers = Math.max(peakBuffers, buffers.length);
+          samples += 1;
+          if (!record || record.state !== 'running' && record.state !== 'queued') return;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      })();
+      const record = await waitForJob(services, id);
+      await sampler;
+      expect(record.state).toBe('completed');
+      expect(record.totalShards).toBeGreaterThan(20);
+    } finally {
+      await pool.close();
+    }
+    expect(samples).toBeGreaterThan(20);
+    // Batches of ≤10 lines: at most MAX_OPEN_SHARDS × SHARD_ROWS / 10 embed jobs exist at once.
+    expect(peakJobs).toBeGreaterThan(0);
+    expect(peakJobs).toBeLessThanOrEqual((MAX_OPEN_SHARDS * SHARD_ROWS) / 10);
+    expect(peakBuffers).toBeLessThanOrEqual(MAX_OPEN_SHARDS);
+  });
+});

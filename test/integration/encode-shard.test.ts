@@ -1,0 +1,212 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { DataType, type Field, tableFromIPC } from 'apache-arrow';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { encodeShard, PARQUET_ROW_GROUP_ROWS } from '../../src/shards/encode-shard.js';
+import { denseMatrix, readShard } from '../../src/shards/read-shard.js';
+import type { OutputFormat, ShardRow } from '../../src/shards/shard-row.js';
+import { queryParquet, sqlString } from '../support/duckdb.js';
+import { float32Bytes, makeShardRows } from '../support/shard-rows.js';
+
+const folder = mkdtempSync(path.join(tmpdir(), 'embedq-encode-shard-'));
+afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+async function writeShard(name: string, rows: readonly ShardRow[], dimension: number, format: OutputFormat): Promise<{ file: string; bytes: Uint8Array }> {
+  const bytes = await encodeShard(rows, { dimension, format });
+  const file = path.join(folder, name);
+  writeFileSync(file, bytes);
+  return { file, bytes };
+}
+
+/** Every value of every row as DuckDB reads it, compared with the input; floats bit for bit. */
+async function expectParquetHolds(file: string, rows: readonly ShardRow[]): Promise<void> {
+  const read = await queryParquet(`SELECT * FROM read_parquet(${sqlString(file)})`);
+  expect(read.length).toBe(rows.length);
+  for (const [i, got] of read.entries()) {
+    const want = rows[i]!;
+    expect({ row: got.row, source: got.source, line: got.line, id: got.id, text: got.text }).toEqual({
+      row: BigInt(want.row),
+      source: want.source,
+      line: BigInt(want.line),
+      id: want.id,
+      text: want.text,
+    });
+    if (want.dense === null) {
+      expect(got.dense).toBeNull();
+    } else {
+      expect(float32Bytes(got.dense as number[]).equals(float32Bytes(want.dense))).toBe(true);
+    }
+    // toEqual compares numbers with Object.is, so -0 and 0 differ; sparse values are float32.
+    expect(got.sparse).toEqual(want.sparse);
+  }
+}
+
+function typeOf(fields: readonly Field[], name: string): DataType {
+  const field = fields.find((candidate) => candidate.name === name);
+  expect(field, `column ${name}`).toBeDefined();
+  return field!.type as DataType;
+}
+
+/** The exact Arrow types of DESIGN's output columns table. */
+function expectShardSchema(fields: readonly Field[], dimension: number): void {
+  expect(fields.map((field) => field.name)).toEqual(['row', 'source', 'line', 'id', 'text', 'dense', 'sparse']);
+  for (const name of ['row', 'line']) {
+    const type = typeOf(fields, name);
+    expect(DataType.isInt(type) && type.bitWidth === 64 && type.isSigned).toBe(true);
+  }
+  for (const name of ['source', 'id', 'text']) {
+    expect(DataType.isUtf8(typeOf(fields, name))).toBe(true);
+  }
+  expect(fields.find((field) => field.name === 'id')!.nullable).toBe(true);
+
+  const dense = typeOf(fields, 'dense');
+  expect(DataType.isFixedSizeList(dense)).toBe(true);
+  if (DataType.isFixedSizeList(dense)) {
+    expect(dense.listSize).toBe(dimension);
+    const item = dense.children[0]!.type as DataType;
+    expect(DataType.isFloat(item) && item.precision === 1).toBe(true); // Precision.SINGLE
+  }
+
+  const sparse = typeOf(fields, 'sparse');
+  expect(DataType.isList(sparse)).toBe(true);
+  const entry = sparse.children![0]!.type as DataType;
+  expect(DataType.isStruct(entry)).toBe(true);
+  expect(entry.children!.map((field) => `${field.name}:${String(field.type)}`)).toEqual(['index:Int32', 'value:Float32', 'token:Utf8']);
+}
+
+describe('encodeShard → Parquet, read back with DuckDB', () => {
+  const dimension = 64;
+  const rows = makeShardRows(PARQUET_ROW_GROUP_ROWS + 500, { dimension, firstRow: 2 ** 40, sparseEntries: 20 }); // spans two row groups
+
+  it('has the documented column types', async () => {
+    const { file } = await writeShard('types.parquet', rows.slice(0, 10), dimension, 'parquet');
+    const columns = await queryParquet(`DESCRIBE SELECT * FROM read_parquet(${sqlString(file)})`);
+    expect(Object.fromEntries(columns.map((column) => [column.column_name, column.column_type]))).toEqual({
+      row: 'BIGINT',
+      source: 'VARCHAR',
+      line: 'BIGINT',
+      id: 'VARCHAR',
+      text: 'VARCHAR',
+      dense: 'FLOAT[]',
+      sparse: 'STRUCT("index" INTEGER, "value" FLOAT, token VARCHAR)[]',
+    });
+  });
+
+  it('keeps every value bit-exact, nulls where expected, in row order', async () => {
+    const { file } = await writeShard('values.parquet', rows, dimension, 'parquet');
+    await expectParquetHolds(file, rows);
+    // Row groups as configured, ZSTD, and a created_by without a build timestamp.
+    const groups = await queryParquet(
+      `SELECT DISTINCT row_group_id, row_group_num_rows, compression FROM parquet_metadata(${sqlString(file)}) ORDER BY row_group_id`,
+    );
+    expect(groups.map((group) => [Number(group.row_group_num_rows), group.compression])).toEqual([
+      [PARQUET_ROW_GROUP_ROWS, 'ZSTD'],
+      [500, 'ZSTD'],
+    ]);
+    const [metadata] = await queryParquet(`SELECT created_by FROM parquet_file_metadata(${sqlString(file)})`);
+    expect(metadata!.created_by).toMatch(/^parquet-rs version [\d.]+$/);
+  });
+
+  it('writes identical bytes for identical rows', async () => {
+    const first = await encodeShard(rows, { dimension, format: 'parquet' });
+    const second = await encodeShard(makeShardRows(rows.length, { dimension, firstRow: 2 ** 40, sparseEntries: 20 }), { dimension, format: 'parquet' });
+    expect(Buffer.from(first).equals(Buffer.from(second))).toBe(true);
+  });
+
+  it('writes a dense-only shard (sparse all null)', async () => {
+    const denseOnly = makeShardRows(50, { dimension, sparse: false });
+    const { file } = await writeShard('dense-only.parquet', denseOnly, dimension, 'parquet');
+    await expectParquetHolds(file, denseOnly);
+  });
+
+  it('writes a sparse-only shard (dense all null)', async () => {
+    const sparseOnly = makeShardRows(50, { dimension, dense: false });
+    const { file } = await writeShard('sparse-only.parquet', sparseOnly, dimension, 'parquet');
+    await expectParquetHolds(file, sparseOnly);
+  });
+
+  it('writes zero rows as a valid file with the full schema', async () => {
+    const { file, bytes } = await writeShard('empty.parquet', [], dimension, 'parquet');
+    expect(await queryParquet(`SELECT * FROM read_parquet(${sqlString(file)})`)).toEqual([]);
+    const columns = await queryParquet(`DESCRIBE SELECT * FROM read_parquet(${sqlString(file)})`);
+    expect(columns.map((column) => column.column_type)).toEqual(['BIGINT', 'VARCHAR', 'BIGINT', 'VARCHAR', 'VARCHAR', 'FLOAT[]', 'STRUCT("index" INTEGER, "value" FLOAT, token VARCHAR)[]']);
+    expectShardSchema(readShard(bytes, 'parquet').schema.fields, dimension);
+  });
+
+  it('carries the Arrow schema, so an Arrow reader gets fixed_size_list back', async () => {
+    const some = rows.slice(0, 20);
+    const table = readShard(await encodeShard(some, { dimension, format: 'parquet' }), 'parquet');
+    expectShardSchema(table.schema.fields, dimension);
+    const matrix = denseMatrix(table);
+    expect(matrix.rows).toEqual(some.map((row) => row.row));
+    expect(matrix.dimension).toBe(dimension);
+    expect(float32Bytes(matrix.values).equals(Buffer.concat(some.map((row) => float32Bytes(row.dense!))))).toBe(true);
+  });
+
+  it('denseMatrix skips rows without a vector, across record batches and slices', async () => {
+    const mixed = makeShardRows(2_500, { dimension }).map((row, i) => (i % 9 === 4 ? { ...row, dense: null } : row));
+    const table = readShard(await encodeShard(mixed, { dimension, format: 'parquet' }), 'parquet');
+    expect(table.batches.length).toBeGreaterThan(1); // readParquet yields batches of 1,024 rows
+    for (const [view, offset] of [[table, 0], [table.slice(1_000, 2_100), 1_000]] as const) {
+      const expected = mixed.slice(offset, offset + view.numRows).flatMap((row, i) => (row.dense === null ? [] : [{ row, i }]));
+      const matrix = denseMatrix(view);
+      expect(matrix.rows).toEqual(expected.map(({ row }) => row.row));
+      expect(matrix.tableIndices).toEqual(expected.map(({ i }) => i));
+      expect(float32Bytes(matrix.values).equals(Buffer.concat(expected.map(({ row }) => float32Bytes(row.dense!))))).toBe(true);
+    }
+  });
+
+  it('rejects a dense vector of the wrong length', async () => {
+    await expect(encodeShard(rows.slice(0, 3), { dimension: dimension + 1, format: 'parquet' })).rejects.toThrow(/expected 65/);
+  });
+});
+
+describe('encodeShard → Arrow IPC file, read back with apache-arrow', () => {
+  const dimension = 32;
+
+  it('has the exact Arrow types and every value', async () => {
+    const rows = makeShardRows(300, { dimension, firstRow: 2 ** 40 });
+    const { bytes } = await writeShard('values.arrow', rows, dimension, 'arrow');
+    // The IPC file format starts and ends with the "ARROW1" magic (the stream format does not).
+    expect(Buffer.from(bytes.subarray(0, 6)).toString()).toBe('ARROW1');
+    expect(Buffer.from(bytes.subarray(-6)).toString()).toBe('ARROW1');
+
+    const table = tableFromIPC(bytes);
+    expectShardSchema(table.schema.fields, dimension);
+    expect(table.numRows).toBe(rows.length);
+    for (const [i, want] of rows.entries()) {
+      const got = table.get(i)!.toJSON();
+      expect({ row: got.row, source: got.source, line: got.line, id: got.id, text: got.text }).toEqual({
+        row: BigInt(want.row),
+        source: want.source,
+        line: BigInt(want.line),
+        id: want.id,
+        text: want.text,
+      });
+      expect(float32Bytes(got.dense!.toArray()).equals(float32Bytes(want.dense!))).toBe(true);
+      expect(got.sparse!.toArray().map((entry: { toJSON(): unknown }) => entry.toJSON())).toEqual(want.sparse);
+    }
+  });
+
+  it('writes dense-only, sparse-only and empty shards; identical bytes for identical rows', async () => {
+    for (const [name, rows] of [
+      ['dense-only', makeShardRows(20, { dimension, sparse: false })],
+      ['sparse-only', makeShardRows(20, { dimension, dense: false })],
+      ['empty', []],
+    ] as const) {
+      const bytes = await encodeShard(rows, { dimension, format: 'arrow' });
+      expect(Buffer.from(bytes).equals(Buffer.from(await encodeShard(rows, { dimension, format: 'arrow' }))), name).toBe(true);
+      const table = readShard(bytes, 'arrow');
+      expectShardSchema(table.schema.fields, dimension);
+      expect(table.numRows).toBe(rows.length);
+      const dense = table.getChild('dense')!;
+      const sparse = table.getChild('sparse')!;
+      expect(dense.nullCount, name).toBe(name === 'sparse-only' ? rows.length : 0);
+      expect(sparse.nullCount, name).toBe(name === 'dense-only' ? rows.length : 0);
+      expect(denseMatrix(table).rows).toEqual(name === 'dense-only' ? rows.map((row) => row.row) : []);
+    }
+  });
+});

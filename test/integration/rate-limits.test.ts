@@ -1,0 +1,38 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+
+const QPM = 900; // 15 requests per second
+
+describe('one global rate across worker processes', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld({ qpm: QPM, faults: { latencyMs: { min: 40, median: 80, p99: 200 } } }, { EMBEDQ_QPM: String(QPM) });
+    const corpus = buildCorpus('data/', { textLines: 1500 });
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+  });
+  afterAll(() => world.close());
+
+  it('keeps two worker processes under the per-second limit with almost no 429s', async () => {
+    const workers = [spawnEmbedq(world.env, ['worker', '--concurrency', '16']), spawnEmbedq(world.env, ['worker', '--concurrency', '16'])];
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/rate/', '--output-type', 'dense']);
+      const record = await waitForJob(world.services, submitted.stdout.trim());
+      expect(record.state).toBe('completed');
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+    const stats = world.emulator.stats();
+    const requestsPerSecond = QPM / 60;
+    expect(stats.accepted).toBeGreaterThan(150);
+    // Never more than the limit in any sliding second (the emulator would have said 429 past it).
+    expect(stats.maxRequestsPerSecond).toBeLessThanOrEqual(requestsPerSecond);
+    const throttled = stats.byStatus['429'] ?? 0;
+    expect(throttled / stats.requests).toBeLessThan(0.01);
+    // And the quota was used: busy seconds ran at ≥ 85% of the limit.
+    const busy = stats.history.slice(2, -2);
+    const mean = busy.reduce((sum, second) => sum + second.accepted, 0) / busy.length;
+    expect(mean).toBeGreaterThan(requestsPerSecond * 0.85);
+  });
+});

@@ -1,0 +1,544 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { ConfigError, StorageError, StorageUnavailableError } from '../../src/errors.js';
+import { listCorpus, assertInputExists, type CorpusObject } from '../../src/corpus/list-corpus.js';
+import { formatOf, readCorpusLines, type CorpusLine, type ReadCorpusLinesOptions } from '../../src/corpus/read-lines.js';
+import { LocalObjectStore } from '../../src/storage/local-store.js';
+import type { ObjectStore, StoredObject } from '../../src/storage/object-store.js';
+import { S3ObjectStore } from '../../src/storage/s3-store.js';
+import { startS3rver, type TestS3 } from '../support/s3rver.js';
+
+async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const result: T[] = [];
+  for await (const item of items) result.push(item);
+  return result;
+}
+
+/**
+ * A store over in-memory bytes that hands them out in chunks of `chunkBytes`, so tests control
+ * where chunk boundaries fall, and that keeps every stream it returned for inspection.
+ */
+class MemoryStore implements ObjectStore {
+  readonly description = 'memory';
+  readonly streams: Readable[] = [];
+  constructor(
+    private readonly objects: Record<string, Buffer>,
+    private readonly chunkBytes = 64 * 1024,
+  ) {}
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    for (const key of Object.keys(this.objects).sort()) if (key.startsWith(prefix)) yield { key, sizeBytes: this.objects[key]!.length };
+  }
+  async stat(key: string): Promise<StoredObject | undefined> {
+    const bytes = this.objects[key];
+    return bytes ? { key, sizeBytes: bytes.length } : undefined;
+  }
+  async read(key: string): Promise<Readable> {
+    const bytes = this.objects[key];
+    if (!bytes) throw new StorageError(`read memory/${key}: no such object`);
+    const chunks: Buffer[] = [];
+    for (let offset = 0; offset < bytes.length; offset += this.chunkBytes) chunks.push(bytes.subarray(offset, offset + this.chunkBytes));
+    return this.track(Readable.from(chunks, { objectMode: false }));
+  }
+  track(stream: Readable): Readable {
+    this.streams.push(stream);
+    return stream;
+  }
+  async write(): Promise<void> {
+    throw new Error('read-only');
+  }
+  async delete(): Promise<void> {
+    throw new Error('read-only');
+  }
+}
+
+/** Reads `bytes` as the object `key`, once in one chunk and once byte by byte; both must agree. */
+async function linesOf(key: string, bytes: Buffer | string, options: ReadCorpusLinesOptions = {}): Promise<CorpusLine[]> {
+  const body = typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
+  const results: CorpusLine[][] = [];
+  for (const chunkBytes of [1 << 20, 1]) {
+    const store = new MemoryStore({ [key]: body }, chunkBytes);
+    results.push(await collect(readCorpusLines({ store, key, source: key, sizeBytes: body.length }, options)));
+  }
+  expect(results[1], 'byte-by-byte chunks give the same lines').toEqual(results[0]);
+  return results[0]!;
+}
+
+const text = (source: string, line: number, value: string, id: string | null = null): CorpusLine => ({ kind: 'text', source, line, text: value, id });
+const blank = (source: string, line: number): CorpusLine => ({ kind: 'blank', source, line });
+const failure = (source: string, line: number, code: string, reason: string): CorpusLine =>
+  ({ kind: 'error', source, line, code, message: `${source}:${line + 1}: ${reason}` }) as CorpusLine;
+
+describe('readCorpusLines: plain text', () => {
+  it('yields one record per line: text as-is, blank and whitespace-only lines as blank', async () => {
+    const lines = await linesOf('a.txt', 'alpha\nbeta\n\n   \n\t gamma  \nlast');
+    expect(lines).toEqual([text('a.txt', 0, 'alpha'), text('a.txt', 1, 'beta'), blank('a.txt', 2), blank('a.txt', 3), text('a.txt', 4, '\t gamma  '), text('a.txt', 5, 'last')]);
+  });
+
+  it('counts a final line without newline; a newline at EOF adds no line; empty object has none', async () => {
+    expect(await linesOf('a.txt', 'a\nb\n')).toEqual([text('a.txt', 0, 'a'), text('a.txt', 1, 'b')]);
+    expect(await linesOf('a.txt', 'a\nb')).toEqual([text('a.txt', 0, 'a'), text('a.txt', 1, 'b')]);
+    expect(await linesOf('a.txt', '\n')).toEqual([blank('a.txt', 0)]);
+    expect(await linesOf('a.txt', '\n\n')).toEqual([blank('a.txt', 0), blank('a.txt', 1)]);
+    expect(await linesOf('a.txt', '')).toEqual([]);
+  });
+
+  it('strips one trailing \\r (CRLF files), and only one', async () => {
+    expect(await linesOf('crlf.txt', 'one\r\ntwo\r\n\r\nthree\r\nx\r\r\n\rlead')).toEqual([
+      text('crlf.txt', 0, 'one'),
+      text('crlf.txt', 1, 'two'),
+      blank('crlf.txt', 2),
+      text('crlf.txt', 3, 'three'),
+      text('crlf.txt', 4, 'x\r'),
+      text('crlf.txt', 5, '\rlead'),
+    ]);
+  });
+
+  it('drops a UTF-8 BOM at the start of the object only', async () => {
+    expect(await linesOf('bom.txt', '\uFEFFfirst\nsecond\n\uFEFFthird')).toEqual([
+      text('bom.txt', 0, 'first'),
+      text('bom.txt', 1, 'second'),
+      text('bom.txt', 2, '\uFEFFthird'),
+    ]);
+    expect(await linesOf('bom.txt', '\uFEFF')).toEqual([]);
+    expect(await linesOf('bom.txt', '\uFEFF\n')).toEqual([blank('bom.txt', 0)]);
+    expect(await linesOf('bom.txt', '\uFEFF\r\nx')).toEqual([blank('bom.txt', 0), text('bom.txt', 1, 'x')]);
+  });
+
+  it('keeps Chinese text intact across chunk boundaries; U+3000 alone is blank', async () => {
+    expect(await linesOf('zh.txt', '你好，世界\n嵌入向量与检索\n\u3000\n阿里云百炼 😀\n')).toEqual([
+      text('zh.txt', 0, '你好，世界'),
+      text('zh.txt', 1, '嵌入向量与检索'),
+      blank('zh.txt', 2),
+      text('zh.txt', 3, '阿里云百炼 😀'),
+    ]);
+  });
+
+  it('reports invalid UTF-8 per line; every other line survives with its number', async () => {
+    const bytes = Buffer.concat([
+      Buffer.from('ok 0\n'),
+      Buffer.from([0x61, 0x62, 0xff, 0x63, 0x0a]), // 0xff never appears in UTF-8
+      Buffer.from('ok 2\n'),
+      Buffer.from([0xe4, 0xb8, 0x20, 0x78, 0x0a]), // '中' cut short
+      Buffer.from([0x78, 0xc0, 0x80, 0x0a]), // overlong NUL
+      Buffer.from([0xed, 0xa0, 0x80, 0x0a]), // a UTF-16 surrogate
+      Buffer.from('中文 ok 6\n'),
+      Buffer.from([0x6f, 0x6b, 0xe4, 0xb8]), // truncated at EOF, no newline
+    ]);
+    expect(await linesOf('corpus/a.txt', bytes)).toEqual([
+      text('corpus/a.txt', 0, 'ok 0'),
+      failure('corpus/a.txt', 1, 'INVALID_UTF8', 'invalid UTF-8 at byte offset 2 of the line (0xff)'),
+      text('corpus/a.txt', 2, 'ok 2'),
+      failure('corpus/a.txt', 3, 'INVALID_UTF8', 'invalid UTF-8 at byte offset 0 of the line (0xe4)'),
+      failure('corpus/a.txt', 4, 'INVALID_UTF8', 'invalid UTF-8 at byte offset 1 of the line (0xc0)'),
+      failure('corpus/a.txt', 5, 'INVALID_UTF8', 'invalid UTF-8 at byte offset 0 of the line (0xed)'),
+      text('corpus/a.txt', 6, '中文 ok 6'),
+      failure('corpus/a.txt', 7, 'INVALID_UTF8', 'invalid UTF-8 at byte offset 2 of the line (0xe4)'),
+    ]);
+  });
+
+  it('turns a line longer than maxLineBytes into one TEXT_TOO_LONG record without keeping it', async () => {
+    const long = 'x'.repeat(100);
+    expect(await linesOf('long.txt', `short\n${long}\nafter\n${long}`, { maxLineBytes: 64 })).toEqual([
+      text('long.txt', 0, 'short'),
+      failure('long.txt', 1, 'TEXT_TOO_LONG', 'line is 100 bytes, more than the 64 this reader holds; skipped'),
+      text('long.txt', 2, 'after'),
+      failure('long.txt', 3, 'TEXT_TOO_LONG', 'line is 100 bytes, more than the 64 this reader holds; skipped'),
+    ]);
+  });
+});
+
+describe('readCorpusLines: gzip', () => {
+  const content = 'first\nsecond\n\n第四\n';
+  const expected = (source: string): CorpusLine[] => [text(source, 0, 'first'), text(source, 1, 'second'), blank(source, 2), text(source, 3, '第四')];
+
+  it('gunzips by extension', async () => {
+    expect(await linesOf('a.txt.gz', gzipSync(content))).toEqual(expected('a.txt.gz'));
+  });
+
+  it('gunzips by magic bytes when the name does not say so', async () => {
+    expect(await linesOf('a.txt', gzipSync(content))).toEqual(expected('a.txt'));
+  });
+
+  it('reads concatenated gzip members as one stream', async () => {
+    expect(await linesOf('m.txt.gz', Buffer.concat([gzipSync('first\nsec'), gzipSync('ond\n\n第四\n')]))).toEqual(expected('m.txt.gz'));
+  });
+
+  it('chooses JSON Lines by the extension under .gz', async () => {
+    expect(await linesOf('d.jsonl.gz', gzipSync('{"text":"hi","id":1}\n'), { idField: 'id' })).toEqual([text('d.jsonl.gz', 0, 'hi', '1')]);
+  });
+
+  it('a truncated gzip: the lines before it, then one INVALID_GZIP record', async () => {
+    const whole = gzipSync('a\nb\nc\n');
+    expect(await linesOf('t.txt.gz', whole.subarray(0, whole.length - 4))).toEqual([
+      text('t.txt.gz', 0, 'a'),
+      text('t.txt.gz', 1, 'b'),
+      text('t.txt.gz', 2, 'c'),
+      failure('t.txt.gz', 3, 'INVALID_GZIP', 'corrupt gzip data (unexpected end of file); the rest of the object was not read'),
+    ]);
+  });
+
+  it('a .gz name over plain bytes is INVALID_GZIP; an empty .gz object has no lines', async () => {
+    expect(await linesOf('p.txt.gz', 'hello\n')).toEqual([
+      failure('p.txt.gz', 0, 'INVALID_GZIP', 'corrupt gzip data (incorrect header check); the rest of the object was not read'),
+    ]);
+    expect(await linesOf('e.txt.gz', '')).toEqual([]);
+  });
+
+  it('corruption inside a large object gives the same records however the bytes arrive', async () => {
+    const lines = Array.from({ length: 20_000 }, (_, index) => `line ${index} ${'abcdefghij'.repeat(index % 7)}`);
+    const damaged = Buffer.from(gzipSync(`${lines.join('\n')}\n`));
+    damaged[Math.floor(damaged.length * 0.6)]! ^= 0x55;
+    const result = await linesOf('big.txt.gz', damaged); // compares one-chunk against byte-by-byte
+    const last = result.at(-1)!;
+    expect(last).toMatchObject({ kind: 'error', code: 'INVALID_GZIP', line: result.length - 1 });
+    expect(result.map((line) => line.line)).toEqual(result.map((_, index) => index));
+    // Deflate may emit some garbage before it notices the damage, but the start is intact.
+    expect(result.slice(0, 1000)).toEqual(lines.slice(0, 1000).map((value, index) => text('big.txt.gz', index, value)));
+  });
+});
+
+describe('readCorpusLines: JSON Lines', () => {
+  const jsonError = (raw: string): string => {
+    try {
+      JSON.parse(raw);
+    } catch (error) {
+      return `invalid JSON: ${(error as Error).message}`;
+    }
+    throw new Error('expected invalid JSON');
+  };
+
+  it('reads the text and id fields, and reports each kind of bad line', async () => {
+    const rows = [
+      '{"text":"hello","id":"a1"}',
+      '{"text":"number id","id":42}',
+      '',
+      '{"text":"   ","id":"blank"}',
+      '{"text":5}',
+      '{"body":"no text field"}',
+      '[1,2]',
+      '{"text": "broken"',
+      '{"text":"no id"}',
+      '{"text":"null id","id":null}',
+      '{"text":"  keep spaces  ","id":"x"}',
+      '"just a string"',
+      '{"text":null}',
+      '{"text":"bool id","id":true}',
+      '  \t ',
+    ];
+    const source = 'data/docs.jsonl';
+    expect(await linesOf(source, `${rows.join('\n')}\n`, { textField: 'text', idField: 'id' })).toEqual([
+      text(source, 0, 'hello', 'a1'),
+      text(source, 1, 'number id', '42'),
+      blank(source, 2),
+      blank(source, 3),
+      failure(source, 4, 'MISSING_TEXT_FIELD', 'field "text" is a number, expected a string'),
+      failure(source, 5, 'MISSING_TEXT_FIELD', 'field "text" is missing'),
+      failure(source, 6, 'MISSING_TEXT_FIELD', 'expected a JSON object with a "text" field, found an array'),
+      failure(source, 7, 'INVALID_JSON', jsonError('{"text": "broken"')),
+      text(source, 8, 'no id', null),
+      text(source, 9, 'null id', null),
+      text(source, 10, '  keep spaces  ', 'x'),
+      failure(source, 11, 'MISSING_TEXT_FIELD', 'expected a JSON object with a "text" field, found a string'),
+      failure(source, 12, 'MISSING_TEXT_FIELD', 'field "text" is null, expected a string'),
+      text(source, 13, 'bool id', 'true'),
+      blank(source, 14),
+    ]);
+  });
+
+  it('follows dotted paths for text and id; a key containing the dots wins', async () => {
+    const rows = [
+      '{"meta":{"body":"deep text","id":7}}',
+      '{"meta.body":"literal key","meta":{"body":"not this","id":"m2"}}',
+      '{"meta":"a string"}',
+      '{"meta":{"body":["a"]}}',
+      '{"meta":{"body":"no id"}}',
+    ];
+    expect(await linesOf('n.ndjson', rows.join('\n'), { textField: 'meta.body', idField: 'meta.id' })).toEqual([
+      text('n.ndjson', 0, 'deep text', '7'),
+      text('n.ndjson', 1, 'literal key', 'm2'),
+      failure('n.ndjson', 2, 'MISSING_TEXT_FIELD', 'field "meta.body" is missing'),
+      failure('n.ndjson', 3, 'MISSING_TEXT_FIELD', 'field "meta.body" is an array, expected a string'),
+      text('n.ndjson', 4, 'no id', null),
+    ]);
+  });
+
+  it('defaults textField to "text" and ids to null; handles CRLF, BOM and UTF-8 errors as text does', async () => {
+    const bytes = Buffer.concat([Buffer.from('\uFEFF{"text":"a","id":1}\r\n'), Buffer.from([0x7b, 0xff, 0x7d, 0x0d, 0x0a]), Buffer.from('{"text":"c"}')]);
+    expect(await linesOf('x.json', bytes)).toEqual([
+      text('x.json', 0, 'a', null),
+      failure('x.json', 1, 'INVALID_UTF8', 'invalid UTF-8 at byte offset 1 of the line (0xff)'),
+      text('x.json', 2, 'c', null),
+    ]);
+  });
+
+  it('lets options.format override the extension both ways', async () => {
+    expect(await linesOf('data.txt', '{"text":"json in a .txt"}', { format: 'jsonl' })).toEqual([text('data.txt', 0, 'json in a .txt')]);
+    expect(await linesOf('data.jsonl', '{"text":"raw"}', { format: 'text' })).toEqual([text('data.jsonl', 0, '{"text":"raw"}')]);
+  });
+
+  it('chooses the format by extension', () => {
+    const formats = ['a.jsonl', 'a.JSONL', 'a.ndjson', 'a.json', 'a.jsonl.gz', 'a.json.GZ', 'a.txt', 'a.txt.gz', 'a', 'jsonl', 'a.jsonl.bak', 'dir.jsonl/a.txt'].map((key) => [key, formatOf(key)]);
+    expect(formats).toEqual([
+      ['a.jsonl', 'jsonl'],
+      ['a.JSONL', 'jsonl'],
+      ['a.ndjson', 'jsonl'],
+      ['a.json', 'jsonl'],
+      ['a.jsonl.gz', 'jsonl'],
+      ['a.json.GZ', 'jsonl'],
+      ['a.txt', 'text'],
+      ['a.txt.gz', 'text'],
+      ['a', 'text'],
+      ['jsonl', 'text'],
+      ['a.jsonl.bak', 'text'],
+      ['dir.jsonl/a.txt', 'text'],
+    ]);
+  });
+});
+
+describe('readCorpusLines: streaming', () => {
+  /** An endless object: line after line, produced only when the reader asks. Counts what it produced. */
+  function endless(): { stream: Readable; produced: () => number } {
+    let index = 0;
+    const stream = new Readable({
+      read() {
+        this.push(Buffer.from(`line ${index}\n${'x'.repeat(1000)}\n`));
+        index += 1;
+      },
+    });
+    return { stream, produced: () => index };
+  }
+
+  it('stops reading and destroys the stream when the consumer breaks early', async () => {
+    const source = endless();
+    const store = new MemoryStore({});
+    store.read = async () => store.track(source.stream);
+    const seen: CorpusLine[] = [];
+    for await (const line of readCorpusLines({ store, key: 'endless.txt', source: 'endless.txt', sizeBytes: 0 })) {
+      seen.push(line);
+      if (seen.length === 3) break;
+    }
+    expect(seen).toEqual([text('endless.txt', 0, 'line 0'), text('endless.txt', 1, 'x'.repeat(1000)), text('endless.txt', 2, 'line 1')]);
+    expect(source.stream.destroyed).toBe(true);
+    // Backpressure: only about a stream buffer's worth was produced, not the endless rest.
+    expect(source.produced()).toBeLessThan(100);
+  });
+
+  it('destroys a gzip source too when the consumer breaks early', async () => {
+    const compressed = gzipSync(Array.from({ length: 50_000 }, (_, index) => `row ${index}`).join('\n'));
+    const store = new MemoryStore({ 'g.txt.gz': compressed }, 512);
+    const iterator = readCorpusLines({ store, key: 'g.txt.gz', source: 'g.txt.gz', sizeBytes: compressed.length });
+    expect((await iterator.next()).value).toEqual(text('g.txt.gz', 0, 'row 0'));
+    expect((await iterator.next()).value).toEqual(text('g.txt.gz', 1, 'row 1'));
+    await iterator.return(undefined);
+    expect(store.streams).toHaveLength(1);
+    expect(store.streams[0]!.destroyed).toBe(true);
+    expect(store.streams[0]!.readableEnded).toBe(false);
+  });
+
+  it('destroys a real file stream when the consumer breaks early', async () => {
+    const folder = await mkdtemp(path.join(tmpdir(), 'embedq-read-lines-'));
+    try {
+      await writeFile(path.join(folder, 'big.txt'), 'a line\n'.repeat(200_000));
+      const local = new LocalObjectStore(folder);
+      const opened: Readable[] = [];
+      const store: ObjectStore = Object.assign(Object.create(local) as LocalObjectStore, {
+        read: async (key: string) => {
+          const stream = await local.read(key);
+          opened.push(stream);
+          return stream;
+        },
+      });
+      for await (const line of readCorpusLines({ store, key: 'big.txt', source: 'big.txt', sizeBytes: 1_400_000 })) {
+        expect(line).toEqual(text('big.txt', 0, 'a line'));
+        break;
+      }
+      expect(opened).toHaveLength(1);
+      expect(opened[0]!.destroyed).toBe(true);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  it('turns a stream failure mid-object into a retryable StorageUnavailableError', async () => {
+    const store = new MemoryStore({});
+    const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    store.read = async () =>
+      store.track(
+        Readable.from(
+          (async function* () {
+            yield Buffer.from('one\ntwo\nthr');
+            throw reset;
+          })(),
+          { objectMode: false },
+        ),
+      );
+    const seen: CorpusLine[] = [];
+    const error = await (async () => {
+      for await (const line of readCorpusLines({ store, key: 'n.txt', source: 'n.txt', sizeBytes: 0 })) seen.push(line);
+    })().catch((caught: unknown) => caught);
+    expect(seen).toEqual([text('n.txt', 0, 'one'), text('n.txt', 1, 'two')]);
+    expect(error).toBeInstanceOf(StorageUnavailableError);
+    expect(error).toMatchObject({ message: 'read n.txt: read ECONNRESET', retryable: true, cause: reset });
+    expect(store.streams[0]!.destroyed).toBe(true);
+  });
+
+  it('passes storage errors from the store through unchanged', async () => {
+    const store = new MemoryStore({});
+    await expect(collect(readCorpusLines({ store, key: 'gone.txt', source: 'gone.txt', sizeBytes: 0 }))).rejects.toThrow(
+      new StorageError('read memory/gone.txt: no such object'),
+    );
+  });
+});
+
+describe('listCorpus + readCorpusLines over S3 (s3rver)', () => {
+  let s3: TestS3;
+  const bucket = 'corpus-bucket';
+
+  beforeAll(async () => {
+    s3 = await startS3rver();
+    await s3.createBucket(bucket);
+    const store = new S3ObjectStore(s3.client, bucket);
+    // Written out of key order on purpose.
+    await store.write('corpus/04.txt', 'four a\nfour b');
+    await store.write('corpus/', ''); // a console-made "folder" marker
+    await store.write('corpus/01.txt', 'one a\n\none c\n');
+    await store.write('corpus/03-empty.txt', '');
+    await store.write('corpus/02.jsonl.gz', gzipSync('{"text":"two a","id":"x"}\n{"oops"\n'));
+    await store.write('corpusx/not-under-prefix.txt', 'no');
+    await store.write('elsewhere.txt', 'no');
+  });
+
+  afterAll(async () => {
+    await s3?.close();
+  });
+
+  it('lists every object under a prefix in key order, skipping folder markers, keeping empty objects', async () => {
+    const objects = await collect(listCorpus(`s3://${bucket}/corpus/`, { s3Client: s3.client }));
+    expect(objects.map(({ key, source, sizeBytes }) => ({ key, source, sizeBytes }))).toEqual([
+      { key: 'corpus/01.txt', source: 'corpus/01.txt', sizeBytes: 13 },
+      { key: 'corpus/02.jsonl.gz', source: 'corpus/02.jsonl.gz', sizeBytes: gzipSync('{"text":"two a","id":"x"}\n{"oops"\n').length },
+      { key: 'corpus/03-empty.txt', source: 'corpus/03-empty.txt', sizeBytes: 0 },
+      { key: 'corpus/04.txt', source: 'corpus/04.txt', sizeBytes: 13 },
+    ]);
+    expect(objects.every((object) => object.store.description === `s3://${bucket}`)).toBe(true);
+  });
+
+  it('reads the lines of all objects, each with its own source and line numbers', async () => {
+    const lines: CorpusLine[] = [];
+    for await (const object of listCorpus(`s3://${bucket}/corpus/`, { s3Client: s3.client })) {
+      for await (const line of readCorpusLines(object, { textField: 'text', idField: 'id' })) lines.push(line);
+    }
+    let invalidJson = '';
+    try {
+      JSON.parse('{"oops"');
+    } catch (error) {
+      invalidJson = (error as Error).message;
+    }
+    expect(lines).toEqual([
+      text('corpus/01.txt', 0, 'one a'),
+      blank('corpus/01.txt', 1),
+      text('corpus/01.txt', 2, 'one c'),
+      text('corpus/02.jsonl.gz', 0, 'two a', 'x'),
+      failure('corpus/02.jsonl.gz', 1, 'INVALID_JSON', `invalid JSON: ${invalidJson}`),
+      text('corpus/04.txt', 0, 'four a'),
+      text('corpus/04.txt', 1, 'four b'),
+    ]);
+  });
+
+  it('lists a single object by its key', async () => {
+    const objects = await collect(listCorpus(`s3://${bucket}/corpus/04.txt`, { s3Client: s3.client }));
+    expect(objects.map(({ key, source, sizeBytes }) => ({ key, source, sizeBytes }))).toEqual([{ key: 'corpus/04.txt', source: 'corpus/04.txt', sizeBytes: 13 }]);
+  });
+
+  it('suggests the prefix form when a key is missing but objects exist under key/', async () => {
+    await expect(collect(listCorpus(`s3://${bucket}/corpus`, { s3Client: s3.client }))).rejects.toThrow(
+      new StorageError(`input s3://${bucket}/corpus: no such object, but objects exist under s3://${bucket}/corpus/ (to read them all, use s3://${bucket}/corpus/)`),
+    );
+    await expect(assertInputExists(`s3://${bucket}/corpus/missing.txt`, { s3Client: s3.client })).rejects.toThrow(
+      new StorageError(`input s3://${bucket}/corpus/missing.txt: no such object`),
+    );
+  });
+
+  it('fails clearly for an empty prefix and a missing bucket; passes for an existing input', async () => {
+    await expect(assertInputExists(`s3://${bucket}/nothing/`, { s3Client: s3.client })).rejects.toThrow(
+      new StorageError(`input s3://${bucket}/nothing/: no objects found`),
+    );
+    await expect(assertInputExists('s3://no-such-bucket/x/', { s3Client: s3.client })).rejects.toThrow(
+      new StorageError('list s3://no-such-bucket/x/: no such bucket'),
+    );
+    await expect(assertInputExists(`s3://${bucket}/corpus/`, { s3Client: s3.client })).resolves.toBeUndefined();
+  });
+});
+
+describe('listCorpus over local files', () => {
+  let root: string;
+
+  beforeAll(async () => {
+    root = await mkdtemp(path.join(tmpdir(), 'embedq-corpus-'));
+    const files: Record<string, string> = {
+      'corpus/b.txt': 'b0\nb1\n',
+      'corpus/a/x.txt': 'ax0\n',
+      'corpus/a-1.txt': 'a-1 0\n',
+      'corpus/empty.txt': '',
+      'corpus/sub/z.jsonl': '{"text":"z0"}\n',
+      'corpus/.hidden.txt': 'hidden',
+      'corpus/.git/config': 'hidden',
+      'corpus/sub/.DS_Store': 'hidden',
+      'emptyfolder/.only-hidden': 'hidden',
+    };
+    for (const [name, content] of Object.entries(files)) {
+      await mkdir(path.dirname(path.join(root, name)), { recursive: true });
+      await writeFile(path.join(root, name), content);
+    }
+  });
+
+  afterAll(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const sources = async (input: string): Promise<string[]> => (await collect(listCorpus(input))).map((object) => object.source);
+
+  it('lists a folder recursively in key order, skipping hidden entries; sources are folder + key', async () => {
+    const folder = path.join(root, 'corpus');
+    expect(await sources(`${folder}/`)).toEqual(['a-1.txt', 'a/x.txt', 'b.txt', 'empty.txt', 'sub/z.jsonl'].map((key) => `${folder}/${key}`));
+    const relative = path.relative(process.cwd(), folder);
+    expect(await sources(relative)).toEqual(['a-1.txt', 'a/x.txt', 'b.txt', 'empty.txt', 'sub/z.jsonl'].map((key) => path.posix.normalize(`${relative}/${key}`)));
+    expect(await sources(`./${relative}//`)).toEqual(['a-1.txt', 'a/x.txt', 'b.txt', 'empty.txt', 'sub/z.jsonl'].map((key) => path.posix.normalize(`${relative}/${key}`)));
+  });
+
+  it('reads the lines of a folder in order', async () => {
+    const lines: CorpusLine[] = [];
+    for await (const object of listCorpus(path.join(root, 'corpus'))) {
+      for await (const line of readCorpusLines(object, { textField: 'text' })) lines.push(line);
+    }
+    const source = (key: string): string => `${root}/corpus/${key}`;
+    expect(lines).toEqual([
+      text(source('a-1.txt'), 0, 'a-1 0'),
+      text(source('a/x.txt'), 0, 'ax0'),
+      text(source('b.txt'), 0, 'b0'),
+      text(source('b.txt'), 1, 'b1'),
+      text(source('sub/z.jsonl'), 0, 'z0'),
+    ]);
+  });
+
+  it('lists a single file with its path exactly as given', async () => {
+    const given = `${root}/corpus/../corpus/b.txt`;
+    const objects = await collect(listCorpus(given));
+    expect(objects.map(({ key, source, sizeBytes }) => ({ key, source, sizeBytes }))).toEqual([{ key: 'b.txt', source: given, sizeBytes: 6 }]);
+  });
+
+  it('fails clearly for a missing path, an empty folder and an unsupported scheme', async () => {
+    const missing = path.join(root, 'missing.txt');
+    await expect(assertInputExists(missing)).rejects.toThrow(new StorageError(`input ${missing}: no such file or folder`));
+    const empty = path.join(root, 'emptyfolder');
+    await expect(assertInputExists(empty)).rejects.toThrow(new StorageError(`input ${empty}: no objects found (hidden files are skipped)`));
+    await expect(assertInputExists('gs://bucket/x')).rejects.toBeInstanceOf(ConfigError);
+    await expect(assertInputExists('s3://bucket/x')).rejects.toThrow(new ConfigError('s3://bucket/x: an S3 client is needed for s3:// locations'));
+  });
+});
