@@ -10,7 +10,7 @@ import type { JobOptions } from '../src/job-options.js';
  * Keys under `<prefix>:`
  *   jobs                 ZSET  corpus job id → creation time (ms)
  *   job:<id>             HASH  options (JSON), state, generation, times, counters
- *   job:<id>:shard:<k>   HASH  b<n> → encoded batch (Float32 bytes), e<n> → error records (JSON),
+ *   job:<id>:shard:<k>   HASH  b:<n> → encoded batch (Float32 bytes), e:<n> → error records (JSON),
  *                              expected (batches in the shard), done, meta (JSON)
  *   job:<id>:shards      HASH  k → stats of a written shard (JSON); its presence means "written"
  */
@@ -77,8 +77,8 @@ end
 const STORE_BATCH = `${ACTIVE}
 if not active(KEYS[1]) then return 'inactive' end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 'written' end
-if redis.call('HSETNX', KEYS[2], 'b' .. ARGV[2], ARGV[3]) == 1 then
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'e' .. ARGV[2], ARGV[4]) end
+if redis.call('HSETNX', KEYS[2], 'b:' .. ARGV[2], ARGV[3]) == 1 then
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'e:' .. ARGV[2], ARGV[4]) end
   redis.call('HINCRBY', KEYS[2], 'done', 1)
   redis.call('HINCRBY', KEYS[1], 'batchesDone', 1)
   redis.call('HINCRBY', KEYS[1], 'rowsEmbedded', ARGV[5])
@@ -94,7 +94,7 @@ return 'open'
 const BATCH_STATUS = `${ACTIVE}
 if not active(KEYS[1]) then return 'inactive' end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 'written' end
-if redis.call('HEXISTS', KEYS[2], 'b' .. ARGV[2]) == 1 then
+if redis.call('HEXISTS', KEYS[2], 'b:' .. ARGV[2]) == 1 then
   local expected = redis.call('HGET', KEYS[2], 'expected')
   if expected and tonumber(expected) == tonumber(redis.call('HGET', KEYS[2], 'done') or '0') then return 'complete' end
   return 'stored'
@@ -341,8 +341,8 @@ export class CorpusStore {
     const batches: Array<[number, Buffer]> = [];
     const errors: ErrorRecord[] = [...parsedMeta.inputErrors];
     for (const [field, value] of Object.entries(hash)) {
-      if (field.startsWith('b')) batches.push([Number(field.slice(1)), value]);
-      else if (field.startsWith('e')) errors.push(...(JSON.parse(value.toString('utf8')) as ErrorRecord[]));
+      if (field.startsWith('b:')) batches.push([Number(field.slice(2)), value]);
+      else if (field.startsWith('e:')) errors.push(...(JSON.parse(value.toString('utf8')) as ErrorRecord[]));
     }
     batches.sort((a, b) => a[0] - b[0]);
     errors.sort((a, b) => a.row - b.row);

@@ -39,6 +39,11 @@ export interface S3Settings {
   forcePathStyle: boolean;
   /** `WHEN_REQUIRED` for servers that reject the SDK's default checksums. */
   checksums: 'WHEN_SUPPORTED' | 'WHEN_REQUIRED';
+  /**
+   * Static credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` of the
+   * environment given to loadSettings; unset means the SDK's own chain (profiles, roles). Secret.
+   */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string | undefined } | undefined;
 }
 
 export interface WorkerSettings {
@@ -46,6 +51,11 @@ export interface WorkerSettings {
   concurrency: number;
   /** How often BullMQ looks for jobs of dead workers (Default: 15,000 ms). */
   stalledIntervalMs: number;
+  /**
+   * How long a job's lock lasts without renewal; a killed worker's jobs are taken over once it runs
+   * out (Default: 30,000 ms).
+   */
+  lockDurationMs: number;
   /** Shards a corpus job may have open (being embedded) at once; bounds Redis memory (Default: 2). */
   maxOpenShards: number;
 }
@@ -80,8 +90,12 @@ const EnvSchema = z
     AWS_ENDPOINT_URL_S3: z.url().optional(),
     S3_FORCE_PATH_STYLE: z.stringbool().default(false),
     S3_CHECKSUMS: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).default('WHEN_SUPPORTED'),
+    AWS_ACCESS_KEY_ID: z.string().min(1).optional(),
+    AWS_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+    AWS_SESSION_TOKEN: z.string().min(1).optional(),
     EMBEDQ_CONCURRENCY: positiveInt.default(32),
     EMBEDQ_STALLED_INTERVAL_MS: positiveInt.default(15_000),
+    EMBEDQ_LOCK_DURATION_MS: positiveInt.default(30_000),
     EMBEDQ_MAX_OPEN_SHARDS: positiveInt.default(2),
     LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   })
@@ -136,10 +150,15 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       endpoint: e.AWS_ENDPOINT_URL_S3,
       forcePathStyle: e.S3_FORCE_PATH_STYLE,
       checksums: e.S3_CHECKSUMS,
+      credentials:
+        e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY
+          ? { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, sessionToken: e.AWS_SESSION_TOKEN }
+          : undefined,
     },
     worker: {
       concurrency: e.EMBEDQ_CONCURRENCY,
       stalledIntervalMs: e.EMBEDQ_STALLED_INTERVAL_MS,
+      lockDurationMs: e.EMBEDQ_LOCK_DURATION_MS,
       maxOpenShards: e.EMBEDQ_MAX_OPEN_SHARDS,
     },
     log: { level: e.LOG_LEVEL },

@@ -20,6 +20,11 @@ export const REDACT_PATHS = [
   'secretAccessKey',
   '*.secretAccessKey',
   '*.*.secretAccessKey',
+  '*.*.*.secretAccessKey',
+  'sessionToken',
+  '*.sessionToken',
+  '*.*.sessionToken',
+  '*.*.*.sessionToken',
 ];
 
 export interface LoggerSettings {

@@ -79,8 +79,11 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
     if (!(error instanceof ProviderRejectedError)) throw error;
     if (lines.length === 1) {
       const line = lines[0]!;
-      deps.logger.info({ row: line.row, code: error.code, providerCode: error.failure.providerCode }, 'line rejected by provider');
-      return { rows: [], errors: [{ row: line.row, source: line.source, line: line.line, code: error.code, message: error.message }], tokens: 0 };
+      const { providerCode, requestId } = error.failure;
+      deps.logger.info({ row: line.row, code: error.code, providerCode, requestId }, 'line rejected by provider');
+      // The record leaves out the request id (it is in the log line above) so re-runs write identical files.
+      const message = requestId ? error.message.replace(` (request_id ${requestId})`, '') : error.message;
+      return { rows: [], errors: [{ row: line.row, source: line.source, line: line.line, code: error.code, message }], tokens: 0 };
     }
     const middle = Math.ceil(lines.length / 2);
     const first = await embedLines(lines.slice(0, middle), deps);

@@ -40,6 +40,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       prefix: settings.redisPrefix,
       concurrency,
       stalledInterval: settings.worker.stalledIntervalMs,
+      lockDuration: settings.worker.lockDurationMs,
       // A killed worker's jobs come back after `stalledInterval`; allow that to happen several times.
       maxStalledCount: 10,
       settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },

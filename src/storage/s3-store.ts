@@ -17,8 +17,8 @@ import { mapStreamErrors } from './map-stream-errors.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
 
 /**
- * Creates the one S3 client a process shares. Credentials come from the SDK's own chain
- * (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, instance roles); `overrides` is for
+ * Creates the one S3 client a process shares. Credentials are the static keys from the settings
+ * when set, else the SDK's own chain (profiles, instance roles); `overrides` is for
  * tests and special setups (for example fixed credentials for a local server). Does no I/O.
  */
 export function createS3Client(settings: S3Settings, overrides: Partial<S3ClientConfig> = {}): S3Client {
@@ -29,6 +29,8 @@ export function createS3Client(settings: S3Settings, overrides: Partial<S3Client
     // S3-compatible servers (s3rver, older MinIO) reject the SDK's default CRC checksums.
     requestChecksumCalculation: settings.checksums,
     responseChecksumValidation: settings.checksums,
+    // A copy: settings are frozen, and the SDK marks the credentials object it is given.
+    ...(settings.credentials ? { credentials: { ...settings.credentials } } : {}),
     ...overrides,
   });
 }

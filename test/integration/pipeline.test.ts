@@ -34,9 +34,10 @@ describe('pipeline end to end: S3 corpus → emulator with faults → Parquet on
 
   beforeAll(async () => {
     world = await startWorld({
+      seed: 7, // the fault dice roll the same way every run
       faults: {
         failRate429: { requests: 0.04, tokens: 0.03, burst: 0.02 },
-        failRate500: 0.05,
+        failRate500: 0.12,
         shuffleRate: 1,
         latencyMs: { min: 5, median: 20, p99: 80 },
       },
@@ -52,8 +53,7 @@ describe('pipeline end to end: S3 corpus → emulator with faults → Parquet on
     const pool = startWorkers(world.services, { concurrency: 8 });
     try {
       const submitted = await runEmbedq(world.env, submitArgs('s3://out/run-a/'));
-      expect(submitted.stderr).toBe('');
-      expect(submitted.code).toBe(0);
+      expect(submitted.code, submitted.stderr).toBe(0);
       const id = submitted.stdout.trim();
       expect(id).toMatch(/^cj-/);
       const record = await waitForJob(world.services, id);

@@ -42,7 +42,8 @@ export async function startWorld(emulatorOptions: Partial<EmulatorOptions> = {},
     REDIS_URL: inject('redisUrl'),
     EMBEDQ_REDIS_PREFIX: `t${randomBytes(4).toString('hex')}`,
     DASHSCOPE_BASE_URL: emulator.url,
-    EMBEDQ_STALLED_INTERVAL_MS: '1500',
+    EMBEDQ_STALLED_INTERVAL_MS: '1000',
+    EMBEDQ_LOCK_DURATION_MS: '4000',
     LOG_LEVEL: 'warn',
     ...s3.env,
     ...extraEnv,
@@ -96,7 +97,7 @@ export async function waitForJob(
   services: Services,
   id: string,
   until: (record: CorpusJobRecord) => boolean = (record) => ['completed', 'failed', 'cancelled'].includes(record.state),
-  timeoutMs = 120_000,
+  timeoutMs = 50_000,
 ): Promise<CorpusJobRecord> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
