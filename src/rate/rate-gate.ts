@@ -31,6 +31,11 @@ export interface RateGateOptions {
   recoveryPerSecond?: number;
   /** Later 429s within this time of a cut come from requests already in flight; ignore them (Default: 2,000 ms). */
   penaltyCooldownMs?: number;
+  /**
+   * A caller that wakes up later than this after its slot (a busy event loop) takes a new slot
+   * instead of sending late, where it would crowd the next requests (Default: 5 ms).
+   */
+  maxLatenessMs?: number;
 }
 
 export interface Reservation {
@@ -113,6 +118,7 @@ export class RateGate {
   private readonly minimumFactor: number;
   private readonly recoveryPerSecond: number;
   private readonly penaltyCooldownMs: number;
+  private readonly maxLatenessMs: number;
 
   constructor(
     private readonly redis: Redis,
@@ -126,6 +132,7 @@ export class RateGate {
     this.minimumFactor = options.minimumFactor ?? 0.05;
     this.recoveryPerSecond = options.recoveryPerSecond ?? 0.02;
     this.penaltyCooldownMs = options.penaltyCooldownMs ?? 2_000;
+    this.maxLatenessMs = options.maxLatenessMs ?? 5;
   }
 
   private get requestsPerMinute(): number {
@@ -150,11 +157,21 @@ export class RateGate {
     return { waitMs: Math.max(0, Number(waitMs)), factor: Number(factor) };
   }
 
-  /** Reserves a slot and sleeps until it comes (or the signal aborts). */
+  /**
+   * Reserves a slot and sleeps until it comes (or the signal aborts). Requests must leave on time:
+   * the per-second limit leaves only ~1% of a second of slack, so one that wakes up late gives its
+   * slot away and takes the next free one rather than crowding the requests behind it.
+   */
   async acquire(estimatedTokens: number, signal?: AbortSignal): Promise<Reservation> {
-    const reservation = await this.reserve(estimatedTokens);
-    if (reservation.waitMs > 0) await sleep(reservation.waitMs, signal);
-    return reservation;
+    for (let attempt = 0; ; attempt += 1) {
+      const reservation = await this.reserve(estimatedTokens);
+      if (reservation.waitMs === 0) return reservation;
+      const due = performance.now() + reservation.waitMs;
+      await sleep(reservation.waitMs, signal);
+      if (performance.now() - due <= this.maxLatenessMs || attempt >= 3) return reservation;
+      // The slot's tokens were booked; hand them back before booking again.
+      await this.settleTokens(estimatedTokens, 0);
+    }
   }
 
   /** Corrects the token schedule once the server has said how many tokens a request used. */

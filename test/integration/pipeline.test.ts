@@ -11,7 +11,7 @@ import { downloadPrefix, removeFolder, runEmbedq, spawnEmbedq, startWorld, stopP
 
 // Digits tokenize one per token: ~18,000 tokens, far over the 8,192 limit, so it is truncated.
 const LONG_LINE = Array.from({ length: 9_000 }, (_, index) => String(index % 10)).join(' ');
-const SHARD_ROWS = 40;
+const SHARD_ROWS = 100;
 
 const submitArgs = (output: string): string[] => [
   'submit',
@@ -29,15 +29,15 @@ const parameters = embeddingParameters(parseJobOptions({ input: 'x', output: 'y'
 
 describe('pipeline end to end: S3 corpus → emulator with faults → Parquet on S3', () => {
   let world: World;
-  const corpus = buildCorpus('data/', { textLines: 90, longLine: LONG_LINE });
+  const corpus = buildCorpus('data/', { textLines: 300, longLine: LONG_LINE });
   const folders: string[] = [];
 
   beforeAll(async () => {
     world = await startWorld({
       seed: 7, // the fault dice roll the same way every run
       faults: {
-        failRate429: { requests: 0.04, tokens: 0.03, burst: 0.02 },
-        failRate500: 0.12,
+        failRate429: { requests: 0.05, tokens: 0.05, burst: 0.05 },
+        failRate500: 0.15,
         shuffleRate: 1,
         latencyMs: { min: 5, median: 20, p99: 80 },
       },
@@ -83,7 +83,7 @@ describe('pipeline end to end: S3 corpus → emulator with faults → Parquet on
       const submitted = await runEmbedq(world.env, submitArgs('s3://out/run-b/'));
       const id = submitted.stdout.trim();
       // Kill it once some but not all batches are embedded.
-      await waitForJob(world.services, id, (record) => record.batchesDone >= 4);
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 6);
       await stopProcess(first, 'SIGKILL');
       const midway = (await world.services.corpora.get(id))!;
       expect(midway.state).toBe('running');
