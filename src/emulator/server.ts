@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { setMaxListeners } from 'node:events';
 
 import { COMPAT_EMBEDDING_PATH, NATIVE_EMBEDDING_PATH } from '../dashscope/endpoints.js';
 import { ConfigError } from '../errors.js';
@@ -67,6 +68,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const random = mulberry32(options.seed ?? Math.floor(Math.random() * 2 ** 32));
   let stats = new StatsRecorder();
   const shutdown = new AbortController();
+  // Every delayed response listens on this one signal; hundreds may wait at once.
+  setMaxListeners(0, shutdown.signal);
   const context = (): EmbeddingRequestContext => ({
     apiKey: options.apiKey,
     faults,
