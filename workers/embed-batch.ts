@@ -22,6 +22,8 @@ export interface EmbeddedLines {
   rows: ShardRow[];
   errors: ErrorRecord[];
   tokens: number;
+  /** Wall time of the successful DashScope calls (gate waits excluded), for latency figures. */
+  requestMs: number;
 }
 
 /**
@@ -49,7 +51,15 @@ export async function embedBatch(payload: EmbedBatchPayload, { services, logger 
     tokens: embedded.tokens,
   });
   logger.debug(
-    { shard: payload.shard, batch: payload.batch, rows: embedded.rows.length, failed: embedded.errors.length, tokens: embedded.tokens, durationMs: Math.round(performance.now() - started) },
+    {
+      shard: payload.shard,
+      batch: payload.batch,
+      rows: embedded.rows.length,
+      failed: embedded.errors.length,
+      tokens: embedded.tokens,
+      requestMs: Math.round(embedded.requestMs),
+      durationMs: Math.round(performance.now() - started),
+    },
     'batch embedded',
   );
   if (progress === 'complete') await enqueueWriteShard(queues.write, id, payload.generation, payload.shard);
@@ -69,12 +79,12 @@ interface EmbedDeps {
  */
 export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): Promise<EmbeddedLines> {
   try {
-    const result = await callThroughGate(lines.map((line) => line.text), deps);
+    const { result, requestMs } = await callThroughGate(lines.map((line) => line.text), deps);
     const rows = lines.map((line, index): ShardRow => {
       const item = result.items[index]!;
       return { row: line.row, source: line.source, line: line.line, id: line.id, text: line.text, dense: item.dense, sparse: item.sparse };
     });
-    return { rows, errors: [], tokens: result.totalTokens };
+    return { rows, errors: [], tokens: result.totalTokens, requestMs };
   } catch (error) {
     if (!(error instanceof ProviderRejectedError)) throw error;
     if (lines.length === 1) {
@@ -83,23 +93,30 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
       deps.logger.info({ row: line.row, code: error.code, providerCode, requestId }, 'line rejected by provider');
       // The record leaves out the request id (it is in the log line above) so re-runs write identical files.
       const message = requestId ? error.message.replace(` (request_id ${requestId})`, '') : error.message;
-      return { rows: [], errors: [{ row: line.row, source: line.source, line: line.line, code: error.code, message }], tokens: 0 };
+      return { rows: [], errors: [{ row: line.row, source: line.source, line: line.line, code: error.code, message }], tokens: 0, requestMs: 0 };
     }
     const middle = Math.ceil(lines.length / 2);
     const first = await embedLines(lines.slice(0, middle), deps);
     const second = await embedLines(lines.slice(middle), deps);
-    return { rows: [...first.rows, ...second.rows], errors: [...first.errors, ...second.errors], tokens: first.tokens + second.tokens };
+    return {
+      rows: [...first.rows, ...second.rows],
+      errors: [...first.errors, ...second.errors],
+      tokens: first.tokens + second.tokens,
+      requestMs: first.requestMs + second.requestMs,
+    };
   }
 }
 
-async function callThroughGate(texts: string[], { client, gate, parameters, logger }: EmbedDeps): Promise<EmbeddingResult> {
+async function callThroughGate(texts: string[], { client, gate, parameters, logger }: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {
   const estimate = texts.reduce((sum, text) => sum + estimateTokens(text), 0);
   for (let throttled = 0; ; throttled += 1) {
     await gate.acquire(estimate);
+    const sent = performance.now();
     try {
       const result = await client.embed(texts, parameters);
+      const requestMs = performance.now() - sent;
       await gate.settleTokens(estimate, result.totalTokens);
-      return result;
+      return { result, requestMs };
     } catch (error) {
       // A rejected request used no quota: give the reserved tokens back.
       await gate.settleTokens(estimate, 0);

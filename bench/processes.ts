@@ -1,0 +1,60 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const CLOCK_TICKS_PER_SECOND = 100; // Linux USER_HZ
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  /** `requestMs` of every `batch embedded` debug line (needs LOG_LEVEL=debug). */
+  requestMs: number[];
+  /** Parsed `--cpu-prof` output path, if profiling. */
+  stop(): Promise<void>;
+}
+
+/** `embedq worker` from the compiled build, as users run it. */
+export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOptions: string[] = []): WorkerProcess {
+  const child = spawn(process.execPath, [...nodeOptions, path.join(ROOT, 'bin/embedq.js'), 'worker', '--concurrency', String(concurrency)], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const requestMs: number[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    if (!line.includes('"batch embedded"')) return;
+    const parsed = JSON.parse(line) as { requestMs?: number };
+    if (parsed.requestMs) requestMs.push(parsed.requestMs);
+  });
+  return {
+    child,
+    requestMs,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** CPU seconds (user + system) a live process has used, from /proc. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** Resident set size in bytes, from /proc. */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = /VmRSS:\s+(\d+) kB/.exec(status);
+  return match ? Number(match[1]) * 1024 : 0;
+}
+
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}

@@ -1,0 +1,46 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string };
+  hitCount?: number;
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Where a worker's CPU time goes, by broad category, from V8's `--cpu-prof` output. */
+const CATEGORIES: Array<[string, (frame: ProfileNode['callFrame']) => boolean]> = [
+  ['response decode (JSON.parse)', ({ url, functionName }) => url.includes('decode-response') || functionName === 'parse'],
+  ['HTTP client (undici)', ({ url }) => url.includes('undici') || url.includes('node:internal/deps') || url.includes('dashscope-client')],
+  ['Redis client (ioredis)', ({ url }) => url.includes('node_modules/ioredis') || url.includes('redis-parser') || url.includes('node_modules/denque')],
+  ['BullMQ', ({ url }) => url.includes('node_modules/bullmq') || url.includes('msgpackr')],
+  ['batch codec (Float32 bytes)', ({ url }) => url.includes('batch-codec')],
+  ['shard encoding (Arrow, Parquet)', ({ url }) => url.includes('apache-arrow') || url.includes('parquet-wasm') || url.includes('encode-shard') || url.includes('wasm://')],
+  ['garbage collection', ({ functionName }) => functionName === '(garbage collector)'],
+  ['embedq (other)', ({ url }) => /\/(src|jobs|workers)\//.test(url)],
+  ['Node internals, other', () => true],
+];
+
+export function summarizeProfile(folder: string): Array<{ category: string; ms: number; share: number }> {
+  const file = readdirSync(folder).find((name) => name.endsWith('.cpuprofile'));
+  if (!file) return [];
+  const profile = JSON.parse(readFileSync(path.join(folder, file), 'utf8')) as CpuProfile;
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const totals = new Map<string, number>();
+  let busy = 0;
+  profile.samples.forEach((id, index) => {
+    const frame = byId.get(id)!.callFrame;
+    if (frame.functionName === '(idle)' || frame.functionName === '(program)') return;
+    const micros = profile.timeDeltas[index] ?? 0;
+    const category = CATEGORIES.find(([, matches]) => matches(frame))![0];
+    totals.set(category, (totals.get(category) ?? 0) + micros);
+    busy += micros;
+  });
+  return [...totals.entries()]
+    .map(([category, micros]) => ({ category, ms: Math.round(micros / 1000), share: micros / busy }))
+    .sort((a, b) => b.ms - a.ms);
+}

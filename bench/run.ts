@@ -1,0 +1,325 @@
+/**
+ * `npm run bench`: quota-bound, side by side with a hand-rolled loop, overhead-bound, and scale.
+ * Real redis-server, real `embedq worker` processes (the compiled build), the emulator in this
+ * process with realistic latency and limits. Prints a table and writes bench/results/latest.{json,md}.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+import { Redis } from 'ioredis';
+import OpenAI from 'openai';
+import pLimit from 'p-limit';
+
+import { submitCorpusJob } from '../jobs/enqueue.js';
+import { QUEUES } from '../jobs/queues.js';
+import { loadSettings } from '../src/config.js';
+import { decodeNativeResponse } from '../src/dashscope/decode-response.js';
+import { emulatorEmbedding } from '../src/emulator/emulator-embedding.js';
+import { nativeSuccessBody } from '../src/emulator/serialize-response.js';
+import { startEmulator, type RunningEmulator } from '../src/emulator/server.js';
+import { parseJobOptions, type JobOptionsInput } from '../src/job-options.js';
+import { createLogger } from '../src/logger.js';
+import { sleep } from '../src/rate/rate-gate.js';
+import { startPrivateRedis } from '../src/redis/private-redis.js';
+import { createServices } from '../workers/services.js';
+import { benchCorpus } from './corpus.js';
+import { cpuSeconds, percentile, rssBytes, spawnWorker, type WorkerProcess } from './processes.js';
+import { summarizeProfile } from './profile.js';
+
+const QUICK = process.argv.includes('--quick');
+const QPM = 6_000;
+const TPM = 24_000_000;
+const WORKERS = 2;
+const CONCURRENCY = 32;
+const REALISTIC_LATENCY = { min: 150, median: 220, p99: 400 };
+const QUOTA_LINES = QUICK ? 8_000 : 40_000;
+const SCALE_LINES = QUICK ? 4_000 : 10_000;
+const SCALE_SHARD_ROWS = 2_000;
+
+interface RunResult {
+  lines: number;
+  seconds: number;
+  linesPerSecond: number;
+  requests: number;
+  accepted: number;
+  throttled: number;
+  throttledShare: number;
+  steadyRequestsPerMinute: number;
+  steadyTokensPerMinute: number;
+  maxRequestsPerSecond: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  workerCpuSeconds: number;
+  workerCpuMicrosPerLine: number;
+  peakRedisBytes: number;
+  baselineRedisBytes: number;
+  peakWorkerRssBytes: number;
+}
+
+let runCounter = 0;
+
+async function runEmbedq(
+  context: { redisUrl: string; emulator: RunningEmulator; folder: string },
+  options: { corpus: string; lines: number; workers: number; job: Partial<JobOptionsInput>; profileDir?: string },
+): Promise<RunResult> {
+  const { emulator } = context;
+  runCounter += 1;
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    REDIS_URL: context.redisUrl,
+    EMBEDQ_REDIS_PREFIX: `bench${runCounter}`,
+    DASHSCOPE_BASE_URL: emulator.url,
+    EMBEDQ_QPM: String(QPM),
+    EMBEDQ_TPM: String(TPM),
+    LOG_LEVEL: 'debug',
+  };
+  delete env.DASHSCOPE_API_KEY;
+  delete env.DASHSCOPE_REGION;
+  const settings = loadSettings(env);
+  const services = createServices(settings, createLogger({ level: 'silent' }));
+  const monitor = new Redis(context.redisUrl);
+  const workers: WorkerProcess[] = [];
+  try {
+    const nodeOptions = options.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`] : [];
+    for (let index = 0; index < options.workers; index += 1) workers.push(spawnWorker(env, CONCURRENCY, nodeOptions));
+    await sleep(1_500); // let the workers connect before the clock starts
+    const usedMemory = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await monitor.info('memory'))![1]);
+    const baselineRedisBytes = await usedMemory();
+    const cpuAtStart = workers.map((worker) => cpuSeconds(worker.child.pid!));
+    emulator.resetStats();
+    emulator.clearRateWindows();
+    const output = path.join(context.folder, `out-${runCounter}`);
+    const started = performance.now();
+    const id = await submitCorpusJob(
+      { corpora: services.corpora, splitQueue: services.queues[QUEUES.split] },
+      parseJobOptions({ input: options.corpus, output, ...options.job }),
+    );
+    let peakRedisBytes = baselineRedisBytes;
+    let peakWorkerRssBytes = 0;
+    for (;;) {
+      peakRedisBytes = Math.max(peakRedisBytes, await usedMemory());
+      for (const worker of workers) peakWorkerRssBytes = Math.max(peakWorkerRssBytes, rssBytes(worker.child.pid!));
+      const record = await services.corpora.get(id);
+      if (record?.state === 'completed') break;
+      if (record?.state === 'failed' || record?.state === 'cancelled') throw new Error(`bench job ${record.state}: ${record.error}`);
+      await sleep(200);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const workerCpuSeconds = workers.reduce((sum, worker, index) => sum + cpuSeconds(worker.child.pid!) - cpuAtStart[index]!, 0);
+    const stats = emulator.stats();
+    // Steady state: drop the first and last 3 seconds (ramp-up and the tail of the last shard).
+    const steady = stats.history.slice(3, -3);
+    const mean = (pick: (second: (typeof steady)[number]) => number): number =>
+      steady.length ? steady.reduce((sum, second) => sum + pick(second), 0) / steady.length : NaN;
+    const latencies = workers.flatMap((worker) => worker.requestMs);
+    const throttled = stats.byStatus['429'] ?? 0;
+    return {
+      lines: options.lines,
+      seconds,
+      linesPerSecond: options.lines / seconds,
+      requests: stats.requests,
+      accepted: stats.accepted,
+      throttled,
+      throttledShare: throttled / Math.max(1, stats.requests),
+      steadyRequestsPerMinute: mean((second) => second.accepted) * 60,
+      steadyTokensPerMinute: mean((second) => second.tokens) * 60,
+      maxRequestsPerSecond: stats.maxRequestsPerSecond,
+      latencyP50Ms: percentile(latencies, 50),
+      latencyP99Ms: percentile(latencies, 99),
+      workerCpuSeconds,
+      workerCpuMicrosPerLine: (workerCpuSeconds * 1e6) / options.lines,
+      peakRedisBytes,
+      baselineRedisBytes,
+      peakWorkerRssBytes,
+    };
+  } finally {
+    await Promise.all(workers.map((worker) => worker.stop()));
+    monitor.disconnect();
+    await services.close();
+  }
+}
+
+/** What a data engineer would write instead: openai-node on the compatible endpoint, p-limit, backoff on 429. */
+async function runHandRolled(emulator: RunningEmulator, lines: string[], concurrency: number) {
+  const client = new OpenAI({ apiKey: 'sk-bench', baseURL: `${emulator.url}/compatible-mode/v1`, maxRetries: 0, timeout: 60_000 });
+  emulator.resetStats();
+  emulator.clearRateWindows();
+  const limit = pLimit(concurrency);
+  const latencies: number[] = [];
+  let embedded = 0;
+  let retries = 0;
+  const batches: string[][] = [];
+  for (let index = 0; index < lines.length; index += 10) batches.push(lines.slice(index, index + 10));
+  const started = performance.now();
+  await Promise.all(
+    batches.map((batch) =>
+      limit(async () => {
+        for (let attempt = 0; ; attempt += 1) {
+          const sent = performance.now();
+          try {
+            const response = await client.embeddings.create({ model: 'text-embedding-v4', input: batch, dimensions: 1024, encoding_format: 'float' });
+            latencies.push(performance.now() - sent);
+            embedded += response.data.length;
+            return;
+          } catch (error) {
+            if (!(error instanceof OpenAI.APIError) || error.status !== 429) throw error;
+            retries += 1;
+            // Exponential backoff with jitter: 0.5 s, 1 s, 2 s, ... capped at 30 s.
+            const ceiling = Math.min(30_000, 500 * 2 ** attempt);
+            await sleep(ceiling / 2 + (Math.random() * ceiling) / 2);
+          }
+        }
+      }),
+    ),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const stats = emulator.stats();
+  const throttled = stats.byStatus['429'] ?? 0;
+  return {
+    lines: embedded,
+    seconds,
+    linesPerSecond: embedded / seconds,
+    requests: stats.requests,
+    throttled,
+    throttledShare: throttled / Math.max(1, stats.requests),
+    retries,
+    maxRequestsPerSecond: stats.maxRequestsPerSecond,
+    latencyP50Ms: percentile(latencies, 50),
+    latencyP99Ms: percentile(latencies, 99),
+  };
+}
+
+/** The floor: CPU of a bare JSON.parse of the same 10-line native responses, and of our decoder. */
+function parseFloor(lines: string[]) {
+  const texts = lines.slice(0, 10);
+  const parameters = { model: 'text-embedding-v4', dimension: 1024, outputType: 'dense&sparse', textType: 'document' } as const;
+  const items = texts.map((text, index) => ({ index, ...emulatorEmbedding(text, parameters) }));
+  const body = Buffer.from(nativeSuccessBody(items, 1234, 'bench-request')).toString('utf8');
+  const rounds = 300;
+  const time = (work: () => void): number => {
+    for (let index = 0; index < 20; index += 1) work(); // warm up
+    const started = process.cpuUsage();
+    for (let index = 0; index < rounds; index += 1) work();
+    const used = process.cpuUsage(started);
+    return (used.user + used.system) / (rounds * texts.length);
+  };
+  return {
+    responseBytes: Buffer.byteLength(body),
+    jsonParseMicrosPerLine: time(() => JSON.parse(body)),
+    decodeMicrosPerLine: time(() => decodeNativeResponse(body, { count: texts.length, dimension: 1024, dense: true, sparse: true })),
+  };
+}
+
+const mb = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+const fixed = (value: number, digits = 1): string => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
+
+async function main(): Promise<void> {
+  const folder = await mkdtemp(path.join(os.tmpdir(), 'embedq-bench-'));
+  const redis = await startPrivateRedis();
+  const emulator = await startEmulator({ port: 0, qpm: QPM, tpm: TPM, tokenCounting: 'estimate', faults: { latencyMs: REALISTIC_LATENCY } });
+  const context = { redisUrl: redis.url, emulator, folder };
+  try {
+    const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${mb(os.totalmem())} RAM, Node ${process.version}, ${os.platform()}`;
+    console.log(`embedq bench${QUICK ? ' (quick)' : ''} on ${machine}`);
+
+    const quotaCorpus = await benchCorpus(folder, QUOTA_LINES);
+    const quotaLines = readFileSync(quotaCorpus, 'utf8').trimEnd().split('\n');
+
+    console.log(`\n1. quota-bound: ${QUOTA_LINES} lines, ${WORKERS} workers × ${CONCURRENCY}, emulator ${QPM} QPM / ${TPM} TPM, latency ${JSON.stringify(REALISTIC_LATENCY)} ms`);
+    const quota = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: {} });
+    console.log(quota);
+
+    console.log(`\n2. side by side (OpenAI-compatible endpoint, dense, same corpus and limits)`);
+    const embedqCompat = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: { api: 'openai', outputType: 'dense' } });
+    console.log({ embedq: embedqCompat });
+    const handRolled = await runHandRolled(emulator, quotaLines, WORKERS * CONCURRENCY);
+    console.log({ handRolled });
+
+    console.log(`\n3/4. overhead-bound and scale: no limits, no latency, 1 worker × ${CONCURRENCY}, --shard-rows ${SCALE_SHARD_ROWS}`);
+    emulator.setLimits({ qpm: 0, tpm: 0 });
+    emulator.setFaults({ latencyMs: { min: 0, median: 0, p99: 0 } });
+    const smallCorpus = await benchCorpus(folder, SCALE_LINES);
+    const largeCorpus = await benchCorpus(folder, SCALE_LINES * 10);
+    const scaleJob = { shardRows: SCALE_SHARD_ROWS };
+    const small = await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob });
+    const large = await runEmbedq(context, { corpus: largeCorpus, lines: SCALE_LINES * 10, workers: 1, job: scaleJob });
+    console.log({ small, large });
+    const profileDir = path.join(folder, 'profile');
+    await mkdir(profileDir, { recursive: true });
+    await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, profileDir });
+    const profile = summarizeProfile(profileDir);
+    const floor = parseFloor(quotaLines);
+    console.log({ floor, profile });
+
+    const results = {
+      date: new Date().toISOString(),
+      machine,
+      command: `npm run bench${QUICK ? ' -- --quick' : ''}`,
+      quotaBound: { ...quota, qpmShare: quota.steadyRequestsPerMinute / QPM, tpmShare: quota.steadyTokensPerMinute / TPM },
+      sideBySide: {
+        embedq: embedqCompat,
+        handRolled,
+        throughputRatio: embedqCompat.linesPerSecond / handRolled.linesPerSecond,
+        throttledRatio: embedqCompat.throttled / Math.max(1, handRolled.throttled),
+      },
+      overheadBound: { ...large, floor, cpuToFloorRatio: large.workerCpuMicrosPerLine / floor.jsonParseMicrosPerLine, profile },
+      scale: {
+        small,
+        large,
+        redisGrowth: (large.peakRedisBytes - large.baselineRedisBytes) / Math.max(1, small.peakRedisBytes - small.baselineRedisBytes),
+        rssGrowth: large.peakWorkerRssBytes / small.peakWorkerRssBytes,
+      },
+    };
+    const table = markdown(results);
+    console.log(`\n${table}`);
+    const resultsFolder = path.resolve(import.meta.dirname, 'results');
+    await mkdir(resultsFolder, { recursive: true });
+    await writeFile(path.join(resultsFolder, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+    await writeFile(path.join(resultsFolder, 'latest.md'), `${table}\n`);
+  } finally {
+    await emulator.close();
+    await redis.stop();
+    await rm(folder, { recursive: true, force: true });
+  }
+}
+
+function markdown(r: {
+  date: string;
+  machine: string;
+  command: string;
+  quotaBound: RunResult & { qpmShare: number; tpmShare: number };
+  sideBySide: { embedq: RunResult; handRolled: Awaited<ReturnType<typeof runHandRolled>>; throughputRatio: number; throttledRatio: number };
+  overheadBound: RunResult & { floor: ReturnType<typeof parseFloor>; cpuToFloorRatio: number; profile: ReturnType<typeof summarizeProfile> };
+  scale: { small: RunResult; large: RunResult; redisGrowth: number; rssGrowth: number };
+}): string {
+  const q = r.quotaBound;
+  const s = r.sideBySide;
+  const o = r.overheadBound;
+  const rows = [
+    `Measured ${r.date} on ${r.machine} with \`${r.command}\`.`,
+    '',
+    '| scenario | figure | value |',
+    '|---|---|---|',
+    `| 1. quota-bound (native, dense&sparse, ${q.lines} lines) | steady QPM / limit | ${fixed(q.steadyRequestsPerMinute, 0)} / ${QPM} = ${fixed(q.qpmShare * 100)}% |`,
+    `| | steady TPM / limit | ${fixed(q.steadyTokensPerMinute, 0)} / ${TPM} = ${fixed(q.tpmShare * 100, 2)}% |`,
+    `| | 429s / requests | ${q.throttled} / ${q.requests} = ${fixed(q.throttledShare * 100, 2)}% |`,
+    `| | lines/s (end to end) | ${fixed(q.linesPerSecond, 0)} |`,
+    `| | request latency p50 / p99 | ${fixed(q.latencyP50Ms, 0)} / ${fixed(q.latencyP99Ms, 0)} ms |`,
+    `| | max requests in any 1 s | ${q.maxRequestsPerSecond} (limit ${QPM / 60}) |`,
+    `| 2. side by side (compatible API, dense) | embedq lines/s, 429s | ${fixed(s.embedq.linesPerSecond, 0)}, ${s.embedq.throttled} of ${s.embedq.requests} requests |`,
+    `| | hand-rolled openai + p-limit(${WORKERS * CONCURRENCY}) lines/s, 429s | ${fixed(s.handRolled.linesPerSecond, 0)}, ${s.handRolled.throttled} of ${s.handRolled.requests} requests |`,
+    `| | throughput ratio, 429 ratio (embedq / hand-rolled) | ${fixed(s.throughputRatio, 2)}×, ${fixed(s.throttledRatio, 4)} |`,
+    `| 3. overhead-bound (no limits, 1 worker, ${o.lines} lines) | lines/s per worker | ${fixed(o.linesPerSecond, 0)} |`,
+    `| | worker CPU per line | ${fixed(o.workerCpuMicrosPerLine, 0)} µs |`,
+    `| | floor: bare JSON.parse per line (${(o.floor.responseBytes / 1024).toFixed(0)} KB / 10 lines) | ${fixed(o.floor.jsonParseMicrosPerLine, 0)} µs (our decode: ${fixed(o.floor.decodeMicrosPerLine, 0)} µs) |`,
+    `| | worker CPU / floor | ${fixed(o.cpuToFloorRatio, 2)}× |`,
+    `| | profile (self time) | ${o.profile.slice(0, 6).map((entry) => `${entry.category} ${fixed(entry.share * 100, 0)}%`).join(', ')} |`,
+    `| 4. scale (${r.scale.small.lines} vs ${r.scale.large.lines} lines) | peak Redis used_memory above baseline | ${mb(r.scale.small.peakRedisBytes - r.scale.small.baselineRedisBytes)} vs ${mb(r.scale.large.peakRedisBytes - r.scale.large.baselineRedisBytes)} (${fixed(r.scale.redisGrowth, 2)}×) |`,
+    `| | peak worker RSS | ${mb(r.scale.small.peakWorkerRssBytes)} vs ${mb(r.scale.large.peakWorkerRssBytes)} (${fixed(r.scale.rssGrowth, 2)}×) |`,
+  ];
+  return rows.join('\n');
+}
+
+await main();
