@@ -16,7 +16,7 @@ export async function benchCorpus(folder: string, lines: number): Promise<string
   for (const name of sample.files) {
     const raw = await readFile(name);
     const text = name.endsWith('.gz') ? gunzipSync(raw).toString('utf8') : raw.toString('utf8');
-    for (const line of text.split('\n')) {
+    for (const line of text.split('\n').filter(Boolean)) {
       const sentence = name.endsWith('.gz') ? (JSON.parse(line) as { text: string }).text : line;
       if (sentence.trim() && sentence.length < 600) sentences.push(sentence.trim());
     }

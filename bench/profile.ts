@@ -25,12 +25,19 @@ const CATEGORIES: Array<[string, (frame: ProfileNode['callFrame']) => boolean]> 
   ['Node internals, other', () => true],
 ];
 
-export function summarizeProfile(folder: string): Array<{ category: string; ms: number; share: number }> {
+export interface ProfileSummary {
+  categories: Array<{ category: string; ms: number; share: number }>;
+  /** The busiest functions by self time, `name (file)`. */
+  top: Array<{ name: string; ms: number }>;
+}
+
+export function summarizeProfile(folder: string): ProfileSummary {
   const file = readdirSync(folder).find((name) => name.endsWith('.cpuprofile'));
-  if (!file) return [];
+  if (!file) return { categories: [], top: [] };
   const profile = JSON.parse(readFileSync(path.join(folder, file), 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const totals = new Map<string, number>();
+  const functions = new Map<string, number>();
   let busy = 0;
   profile.samples.forEach((id, index) => {
     const frame = byId.get(id)!.callFrame;
@@ -38,9 +45,17 @@ export function summarizeProfile(folder: string): Array<{ category: string; ms: 
     const micros = profile.timeDeltas[index] ?? 0;
     const category = CATEGORIES.find(([, matches]) => matches(frame))![0];
     totals.set(category, (totals.get(category) ?? 0) + micros);
+    const name = `${frame.functionName || '(anonymous)'} (${frame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/(src|jobs|workers)\//, '$1/')})`;
+    functions.set(name, (functions.get(name) ?? 0) + micros);
     busy += micros;
   });
-  return [...totals.entries()]
-    .map(([category, micros]) => ({ category, ms: Math.round(micros / 1000), share: micros / busy }))
-    .sort((a, b) => b.ms - a.ms);
+  return {
+    categories: [...totals.entries()]
+      .map(([category, micros]) => ({ category, ms: Math.round(micros / 1000), share: micros / busy }))
+      .sort((a, b) => b.ms - a.ms),
+    top: [...functions.entries()]
+      .map(([name, micros]) => ({ name, ms: Math.round(micros / 1000) }))
+      .sort((a, b) => b.ms - a.ms)
+      .slice(0, 25),
+  };
 }

@@ -29,6 +29,8 @@ import { cpuSeconds, percentile, rssBytes, spawnWorker, type WorkerProcess } fro
 import { summarizeProfile } from './profile.js';
 
 const QUICK = process.argv.includes('--quick');
+/** `--only overhead` runs just scenarios 3 and 4 (for profiling work). */
+const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const QPM = 6_000;
 const TPM = 24_000_000;
 const WORKERS = 2;
@@ -227,6 +229,10 @@ async function main(): Promise<void> {
     const quotaCorpus = await benchCorpus(folder, QUOTA_LINES);
     const quotaLines = readFileSync(quotaCorpus, 'utf8').trimEnd().split('\n');
 
+    if (ONLY === 'overhead') {
+      await overheadScenarios(context, quotaLines);
+      return;
+    }
     console.log(`\n1. quota-bound: ${QUOTA_LINES} lines, ${WORKERS} workers × ${CONCURRENCY}, emulator ${QPM} QPM / ${TPM} TPM, latency ${JSON.stringify(REALISTIC_LATENCY)} ms`);
     const quota = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: {} });
     console.log(quota);
@@ -237,21 +243,7 @@ async function main(): Promise<void> {
     const handRolled = await runHandRolled(emulator, quotaLines, WORKERS * CONCURRENCY);
     console.log({ handRolled });
 
-    console.log(`\n3/4. overhead-bound and scale: no limits, no latency, 1 worker × ${CONCURRENCY}, --shard-rows ${SCALE_SHARD_ROWS}`);
-    emulator.setLimits({ qpm: 0, tpm: 0 });
-    emulator.setFaults({ latencyMs: { min: 0, median: 0, p99: 0 } });
-    const smallCorpus = await benchCorpus(folder, SCALE_LINES);
-    const largeCorpus = await benchCorpus(folder, SCALE_LINES * 10);
-    const scaleJob = { shardRows: SCALE_SHARD_ROWS };
-    const small = await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob });
-    const large = await runEmbedq(context, { corpus: largeCorpus, lines: SCALE_LINES * 10, workers: 1, job: scaleJob });
-    console.log({ small, large });
-    const profileDir = path.join(folder, 'profile');
-    await mkdir(profileDir, { recursive: true });
-    await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, profileDir });
-    const profile = summarizeProfile(profileDir);
-    const floor = parseFloor(quotaLines);
-    console.log({ floor, profile });
+    const { small, large, floor, profile } = await overheadScenarios(context, quotaLines);
 
     const results = {
       date: new Date().toISOString(),
@@ -285,6 +277,29 @@ async function main(): Promise<void> {
   }
 }
 
+
+/** Scenarios 3 and 4: no limits, no latency, one worker; the 1× and 10× corpora, then a profiled 1× run. */
+async function overheadScenarios(context: { redisUrl: string; emulator: RunningEmulator; folder: string }, sampleLines: string[]) {
+  const { emulator, folder } = context;
+  console.log(`\n3/4. overhead-bound and scale: no limits, no latency, 1 worker × ${CONCURRENCY}, --shard-rows ${SCALE_SHARD_ROWS}`);
+  emulator.setLimits({ qpm: 0, tpm: 0 });
+  emulator.setFaults({ latencyMs: { min: 0, median: 0, p99: 0 } });
+  const smallCorpus = await benchCorpus(folder, SCALE_LINES);
+  const largeCorpus = await benchCorpus(folder, SCALE_LINES * 10);
+  const scaleJob = { shardRows: SCALE_SHARD_ROWS };
+  const small = await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob });
+  const large = await runEmbedq(context, { corpus: largeCorpus, lines: SCALE_LINES * 10, workers: 1, job: scaleJob });
+  console.log({ small, large });
+  const profileDir = path.join(folder, 'profile');
+  await mkdir(profileDir, { recursive: true });
+  await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, profileDir });
+  const profile = summarizeProfile(profileDir);
+  const floor = parseFloor(sampleLines);
+  console.log({ floor, profile });
+  return { small, large, floor, profile };
+
+}
+
 function markdown(r: {
   date: string;
   machine: string;
@@ -315,7 +330,7 @@ function markdown(r: {
     `| | worker CPU per line | ${fixed(o.workerCpuMicrosPerLine, 0)} µs |`,
     `| | floor: bare JSON.parse per line (${(o.floor.responseBytes / 1024).toFixed(0)} KB / 10 lines) | ${fixed(o.floor.jsonParseMicrosPerLine, 0)} µs (our decode: ${fixed(o.floor.decodeMicrosPerLine, 0)} µs) |`,
     `| | worker CPU / floor | ${fixed(o.cpuToFloorRatio, 2)}× |`,
-    `| | profile (self time) | ${o.profile.slice(0, 6).map((entry) => `${entry.category} ${fixed(entry.share * 100, 0)}%`).join(', ')} |`,
+    `| | profile (self time) | ${o.profile.categories.slice(0, 6).map((entry) => `${entry.category} ${fixed(entry.share * 100, 0)}%`).join(', ')} |`,
     `| 4. scale (${r.scale.small.lines} vs ${r.scale.large.lines} lines) | peak Redis used_memory above baseline | ${mb(r.scale.small.peakRedisBytes - r.scale.small.baselineRedisBytes)} vs ${mb(r.scale.large.peakRedisBytes - r.scale.large.baselineRedisBytes)} (${fixed(r.scale.redisGrowth, 2)}×) |`,
     `| | peak worker RSS | ${mb(r.scale.small.peakWorkerRssBytes)} vs ${mb(r.scale.large.peakWorkerRssBytes)} (${fixed(r.scale.rssGrowth, 2)}×) |`,
   ];

@@ -10,6 +10,7 @@ import type { EmbeddingClient } from '../src/embedding.js';
 import type { Logger } from '../src/logger.js';
 import { MODELS, type ModelName } from '../src/models.js';
 import { RateGate } from '../src/rate/rate-gate.js';
+import { ShardEncoder } from '../src/shards/shard-encoder.js';
 import { createS3Client } from '../src/storage/s3-store.js';
 
 /**
@@ -28,6 +29,8 @@ export interface Services {
   rateGate(model: ModelName): RateGate;
   /** Created on first use: local-only runs never build one. */
   s3(): S3Client;
+  /** Encodes shard files on a background thread. */
+  shardEncoder: ShardEncoder;
   /** A new connection for a BullMQ worker (workers need `maxRetriesPerRequest: null`). */
   workerConnection(): Redis;
   close(): Promise<void>;
@@ -61,6 +64,8 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, ove
   const embeddings = overrides.embeddings ?? createDashScopeClient(settings.dashscope);
   releasers.push(() => embeddings.close());
 
+  const shardEncoder = new ShardEncoder();
+  releasers.push(() => shardEncoder.close());
   const gates = new Map<ModelName, RateGate>();
   let s3Client: S3Client | undefined;
   const workerConnections: Redis[] = [];
@@ -72,6 +77,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, ove
     corpora: new CorpusStore(redis, settings.redisPrefix),
     queues,
     embeddings,
+    shardEncoder,
     rateGate(model) {
       let gate = gates.get(model);
       if (!gate) {

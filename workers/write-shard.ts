@@ -1,9 +1,6 @@
 import { enqueueFinalize } from '../jobs/enqueue.js';
 import type { WriteShardPayload } from '../jobs/payloads.js';
 import { shardErrorsFileName, shardFileName } from '../src/output/layout.js';
-import { decodeBatch } from '../src/shards/batch-codec.js';
-import { encodeShard } from '../src/shards/encode-shard.js';
-import type { ShardRow } from '../src/shards/shard-row.js';
 import { corpusOptions } from './corpus-options.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
@@ -28,10 +25,8 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   if (!buffered) throw new Error(`shard ${payload.shard} of ${id} has no buffered data`);
 
   const options = await corpusOptions(corpora, id);
-  const rows: ShardRow[] = buffered.batches.flatMap((batch) => decodeBatch(batch));
-  rows.sort((a, b) => a.row - b.row);
   const started = performance.now();
-  const bytes = await encodeShard(rows, { dimension: options.dimension, format: options.outputFormat });
+  const { bytes, rows } = await services.shardEncoder.encode(buffered.batches, { dimension: options.dimension, format: options.outputFormat });
   const output = openOutput(options.output, services);
   const file = shardFileName(payload.shard, options.outputFormat);
   await output.store.write(output.prefix + file, bytes);
@@ -45,11 +40,11 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     file,
     firstRow: buffered.firstRow,
     lastRow: buffered.lastRow,
-    rows: rows.length,
+    rows,
     bytes: bytes.byteLength,
     errors: buffered.errors.length,
     errorsKey,
   });
-  log.info({ file, rows: rows.length, errors: buffered.errors.length, bytes: bytes.byteLength, durationMs: Math.round(performance.now() - started) }, 'shard written');
+  log.info({ file, rows, errors: buffered.errors.length, bytes: bytes.byteLength, durationMs: Math.round(performance.now() - started) }, 'shard written');
   if (totalShards !== null && shardsWritten === totalShards) await enqueueFinalize(queues.write, id, payload.generation);
 }

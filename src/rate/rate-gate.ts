@@ -23,17 +23,17 @@ export interface RateLimits {
 export interface RateGateOptions {
   /** Fraction of the limits to aim at (Default: 0.99). */
   targetUtilization?: number;
-  /** Factor applied to the rate on a 429 (Default: 0.8). */
+  /** Factor applied to the rate on a 429 (Default: 0.85). */
   decreaseFactor?: number;
   /** Lowest factor (Default: 0.05). */
   minimumFactor?: number;
-  /** Factor regained per second without a 429 (Default: 0.02, so 0.8 → 1 in 10 s). */
+  /** Factor regained per second without a 429 (Default: 0.03, so 0.85 → 1 in 5 s). */
   recoveryPerSecond?: number;
   /** Later 429s within this time of a cut come from requests already in flight; ignore them (Default: 2,000 ms). */
   penaltyCooldownMs?: number;
   /**
    * A caller that wakes up later than this after its slot (a busy event loop) takes a new slot
-   * instead of sending late, where it would crowd the next requests (Default: 5 ms).
+   * instead of sending late, where it would crowd the next requests (Default: 8 ms).
    */
   maxLatenessMs?: number;
 }
@@ -128,11 +128,11 @@ export class RateGate {
     options: RateGateOptions = {},
   ) {
     this.targetUtilization = options.targetUtilization ?? 0.99;
-    this.decreaseFactor = options.decreaseFactor ?? 0.8;
+    this.decreaseFactor = options.decreaseFactor ?? 0.85;
     this.minimumFactor = options.minimumFactor ?? 0.05;
-    this.recoveryPerSecond = options.recoveryPerSecond ?? 0.02;
+    this.recoveryPerSecond = options.recoveryPerSecond ?? 0.03;
     this.penaltyCooldownMs = options.penaltyCooldownMs ?? 2_000;
-    this.maxLatenessMs = options.maxLatenessMs ?? 5;
+    this.maxLatenessMs = options.maxLatenessMs ?? 8;
   }
 
   private get requestsPerMinute(): number {

@@ -1,0 +1,76 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+
+import type { OutputFormat } from './shard-row.js';
+import type { ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
+
+/**
+ * Encodes shards on one background thread per process (see shard-thread.ts for why). The thread
+ * starts on first use and is unref'd, so it never keeps a process alive.
+ */
+export class ShardEncoder {
+  private worker: Worker | undefined;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (value: { bytes: Uint8Array; rows: number }) => void; reject: (error: Error) => void }>();
+
+  /** Decodes the batches, sorts rows by `row`, and returns the shard file's bytes. */
+  encode(batches: readonly Buffer[], options: { dimension: number; format: OutputFormat }): Promise<{ bytes: Uint8Array; rows: number }> {
+    const worker = this.thread();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      worker.ref();
+      // Batches are copied into the message (Redis reply buffers may share memory with others).
+      worker.postMessage({ id, batches: [...batches], dimension: options.dimension, format: options.format } satisfies ShardThreadRequest);
+    });
+  }
+
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    if (worker) await worker.terminate();
+  }
+
+  private thread(): Worker {
+    if (this.worker) return this.worker;
+    const compiled = new URL('./shard-thread.js', import.meta.url);
+    const worker = existsSync(fileURLToPath(compiled)) ? new Worker(compiled) : sourceThread(new URL('./shard-thread.ts', import.meta.url));
+    worker.unref();
+    worker.on('message', (response: ShardThreadResponse) => {
+      const waiter = this.pending.get(response.id);
+      if (!waiter) return;
+      this.pending.delete(response.id);
+      if (this.pending.size === 0) worker.unref();
+      if ('error' in response) {
+        const error = new Error(`shard encoding failed: ${response.error.message}`);
+        error.stack = response.error.stack ?? error.stack;
+        waiter.reject(error);
+      } else {
+        waiter.resolve({ bytes: response.bytes, rows: response.rows });
+      }
+    });
+    worker.on('error', (error) => this.failAll(error));
+    worker.on('exit', (code) => {
+      if (this.worker === worker) this.worker = undefined;
+      if (this.pending.size > 0) this.failAll(new Error(`shard encoding thread exited with code ${code}`));
+    });
+    this.worker = worker;
+    return worker;
+  }
+
+  private failAll(error: Error): void {
+    for (const waiter of this.pending.values()) waiter.reject(error);
+    this.pending.clear();
+  }
+}
+
+/**
+ * Under tsx and vitest this module runs from its .ts source; a thread does not inherit their
+ * loaders, so it registers tsx itself before importing the .ts entry (development and tests only).
+ */
+function sourceThread(entry: URL): Worker {
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(entry.href)}); });`;
+  return new Worker(bootstrap, { eval: true });
+}
