@@ -295,7 +295,7 @@ async function overheadScenarios(context: { redisUrl: string; emulator: RunningE
   await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, profileDir });
   const profile = summarizeProfile(profileDir);
   const floor = parseFloor(sampleLines);
-  console.log({ floor, profile });
+  console.log(JSON.stringify({ floor, profile }, null, 1));
   return { small, large, floor, profile };
 
 }
