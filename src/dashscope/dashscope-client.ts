@@ -63,13 +63,15 @@ export function createDashScopeClient(settings: DashScopeSettings, deps: DashSco
       throw describeTransportFailure('request', cause);
     }
     // Always read the body to the end: an unread body pins the keep-alive connection.
-    let text: string;
+    // Bytes, not text: the decoder reads vectors from UTF-8 directly (see parse-json-bytes.ts).
+    let bytes: Uint8Array;
     try {
-      text = await response.text();
+      bytes = new Uint8Array(await response.arrayBuffer());
     } catch (cause) {
       throw describeTransportFailure('response body', cause);
     }
     if (!response.ok) {
+      const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
       throw scrub(classifyFailure({ status: response.status, body: text, headers: response.headers, api: parameters.api }));
     }
     const expect: DecodeExpectation = {
@@ -79,7 +81,7 @@ export function createDashScopeClient(settings: DashScopeSettings, deps: DashSco
       sparse: wantsSparse(parameters.outputType),
       headerRequestId: response.headers.get('x-request-id') ?? undefined,
     };
-    return native ? decodeNativeResponse(text, expect) : decodeCompatResponse(text, expect);
+    return native ? decodeNativeResponse(bytes, expect) : decodeCompatResponse(bytes, expect);
   }
 
   return {

@@ -1,5 +1,9 @@
 import type { EmbeddingItem, EmbeddingResult, SparseEntry } from '../embedding.js';
 import { ProviderUnavailableError } from '../errors.js';
+import { parseJsonBytes } from './parse-json-bytes.js';
+
+/** Arrays read straight into Float32Array by the byte parser. */
+const FLOAT32_KEYS: ReadonlySet<string> = new Set(['embedding']);
 
 /** What the request asked for, so the response can be checked against it. */
 export interface DecodeExpectation {
@@ -16,12 +20,13 @@ export interface DecodeExpectation {
  * Decodes a native success body: `{output:{embeddings:[{text_index, embedding, sparse_embedding}]},
  * usage:{total_tokens}, request_id}`. Items are placed by `text_index`, never by array order.
  *
- * The whole decode lives here (parse included) so a faster decoder can replace it later; at
- * dimension 1024 with sparse, a 10-text body is ~240 KB and JSON.parse costs ~2 ms of it.
+ * The body may be the raw bytes: then `parseJsonBytes` reads the vectors straight into
+ * Float32Arrays (at dimension 1024 with sparse a 10-text body is ~250 KB, and TextDecoder plus
+ * JSON.parse cost more than the rest of a worker's work on it); a string goes through JSON.parse.
  * Throws ProviderUnavailableError ("malformed response") on anything unexpected: a server that
  * answers 200 with a broken body is a transient fault as far as we can tell.
  */
-export function decodeNativeResponse(body: string, expect: DecodeExpectation): EmbeddingResult {
+export function decodeNativeResponse(body: string | Uint8Array, expect: DecodeExpectation): EmbeddingResult {
   const json = parseJson(body, expect);
   const output = field(json, 'output');
   const embeddings = output && typeof output === 'object' ? (output as Record<string, unknown>).embeddings : undefined;
@@ -37,7 +42,7 @@ export function decodeNativeResponse(body: string, expect: DecodeExpectation): E
  * Decodes an OpenAI-compatible success body: `{data:[{embedding, index, object}], model, object,
  * usage:{prompt_tokens, total_tokens}, id}`. Dense only; placed by `index`.
  */
-export function decodeCompatResponse(body: string, expect: DecodeExpectation): EmbeddingResult {
+export function decodeCompatResponse(body: string | Uint8Array, expect: DecodeExpectation): EmbeddingResult {
   const json = parseJson(body, expect);
   const data = field(json, 'data');
   if (!Array.isArray(data)) throw malformed('data is not an array', json, expect);
@@ -74,6 +79,12 @@ function placeItems(
 }
 
 function toDense(value: unknown, expect: DecodeExpectation, json: unknown): Float32Array {
+  if (value instanceof Float32Array) {
+    if (value.length !== expect.dimension) {
+      throw malformed(`embedding has ${value.length} values, expected dimension ${expect.dimension}`, json, expect);
+    }
+    return value;
+  }
   if (!Array.isArray(value)) throw malformed('embedding is missing or not an array', json, expect);
   if (value.length !== expect.dimension) {
     throw malformed(`embedding has ${value.length} values, expected dimension ${expect.dimension}`, json, expect);
@@ -119,7 +130,12 @@ function requestId(json: unknown, fields: readonly string[], expect: DecodeExpec
   return expect.headerRequestId ?? '';
 }
 
-function parseJson(body: string, expect: DecodeExpectation): unknown {
+function parseJson(body: string | Uint8Array, expect: DecodeExpectation): unknown {
+  if (typeof body !== 'string') {
+    const parsed = parseJsonBytes(body, FLOAT32_KEYS);
+    if (parsed !== undefined) return parsed;
+    body = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  }
   try {
     return JSON.parse(body) as unknown;
   } catch (cause) {

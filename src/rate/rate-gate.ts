@@ -23,11 +23,15 @@ export interface RateLimits {
 export interface RateGateOptions {
   /** Fraction of the limits to aim at (Default: 0.99). */
   targetUtilization?: number;
-  /** Factor applied to the rate on a 429 (Default: 0.85). */
+  /** Factor applied to the rate on a 429 (Default: 0.9). */
   decreaseFactor?: number;
   /** Lowest factor (Default: 0.05). */
   minimumFactor?: number;
-  /** Factor regained per second without a 429 (Default: 0.03, so 0.85 → 1 in 5 s). */
+  /**
+   * Factor regained per second without a 429 (Default: 0.05, so 0.9 → 1 in 2 s). Most 429s under a
+   * correct limit come from network jitter, so the cut is small and short; a limit set too high
+   * still gets cut again every cooldown until the 429s stop.
+   */
   recoveryPerSecond?: number;
   /** Later 429s within this time of a cut come from requests already in flight; ignore them (Default: 2,000 ms). */
   penaltyCooldownMs?: number;
@@ -92,10 +96,6 @@ if now - cutAt < cooldown then return tostring(f) end
 f = f * decrease
 if f < minimum then f = minimum end
 redis.call('HSET', key, 'base', f, 'cutAt', now)
--- Push the schedule back so requests already reserved at the old rate spread out too.
-local rTat = tonumber(redis.call('HGET', key, 'rTat') or '0')
-if rTat < now then rTat = now end
-redis.call('HSET', key, 'rTat', rTat + cooldown * (1 - decrease))
 return tostring(f)
 `;
 
@@ -128,9 +128,9 @@ export class RateGate {
     options: RateGateOptions = {},
   ) {
     this.targetUtilization = options.targetUtilization ?? 0.99;
-    this.decreaseFactor = options.decreaseFactor ?? 0.85;
+    this.decreaseFactor = options.decreaseFactor ?? 0.9;
     this.minimumFactor = options.minimumFactor ?? 0.05;
-    this.recoveryPerSecond = options.recoveryPerSecond ?? 0.03;
+    this.recoveryPerSecond = options.recoveryPerSecond ?? 0.05;
     this.penaltyCooldownMs = options.penaltyCooldownMs ?? 2_000;
     this.maxLatenessMs = options.maxLatenessMs ?? 8;
   }
