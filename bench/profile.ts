@@ -14,7 +14,7 @@ interface CpuProfile {
 
 /** Where a worker's CPU time goes, by broad category, from V8's `--cpu-prof` output. */
 const CATEGORIES: Array<[string, (frame: ProfileNode['callFrame']) => boolean]> = [
-  ['response decode (JSON.parse)', ({ url, functionName }) => url.includes('decode-response') || functionName === 'parse'],
+  ['response decode (parse-json-bytes, JSON.parse)', ({ url, functionName }) => url.includes('decode-response') || url.includes('parse-json-bytes') || functionName === 'parse'],
   ['HTTP client (undici)', ({ url }) => url.includes('undici') || url.includes('node:internal/deps') || url.includes('dashscope-client')],
   ['Redis client (ioredis)', ({ url }) => url.includes('node_modules/ioredis') || url.includes('redis-parser') || url.includes('node_modules/denque')],
   ['BullMQ', ({ url }) => url.includes('node_modules/bullmq') || url.includes('msgpackr')],

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 
 import type { JobOptions } from '../src/job-options.js';
+import { defineLuaScript } from '../src/redis/lua-script.js';
 
 /**
  * The durable state of corpus jobs in Redis, and the atomic steps that keep invariant 1 (nothing
@@ -150,10 +151,21 @@ export type BatchStatus = 'inactive' | 'written' | 'complete' | 'stored' | 'pend
 export type ShardProgress = 'inactive' | 'written' | 'complete' | 'open';
 
 export class CorpusStore {
+  private readonly scripts;
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
-  ) {}
+  ) {
+    this.scripts = {
+      storeBatch: defineLuaScript(redis, STORE_BATCH),
+      batchStatus: defineLuaScript(redis, BATCH_STATUS),
+      closeShard: defineLuaScript(redis, CLOSE_SHARD),
+      markShardWritten: defineLuaScript(redis, MARK_SHARD_WRITTEN),
+      finishSplit: defineLuaScript(redis, FINISH_SPLIT),
+      transition: defineLuaScript(redis, TRANSITION),
+    };
+  }
 
   private jobKey = (id: string): string => `${this.prefix}:job:${id}`;
   private shardKey = (id: string, shard: number): string => `${this.prefix}:job:${id}:shard:${shard}`;
@@ -224,10 +236,8 @@ export class CorpusStore {
     from: readonly CorpusJobState[],
     fields: { error?: string; errorCode?: string; timeField?: 'startedAt' | 'finishedAt' } = {},
   ): Promise<boolean> {
-    const changed = await this.redis.eval(
-      TRANSITION,
-      1,
-      this.jobKey(id),
+    const changed = await this.scripts.transition(
+      [this.jobKey(id)],
       to,
       from.join(','),
       fields.error ?? '',
@@ -288,12 +298,8 @@ export class CorpusStore {
     summary: { expectedBatches: number; blank: number; truncated: number; inputErrors: ErrorRecord[]; firstRow: number; lastRow: number },
   ): Promise<ShardProgress> {
     const meta = JSON.stringify({ firstRow: summary.firstRow, lastRow: summary.lastRow, inputErrors: summary.inputErrors });
-    return (await this.redis.eval(
-      CLOSE_SHARD,
-      3,
-      this.jobKey(id),
-      this.shardKey(id, shard),
-      this.shardsKey(id),
+    return (await this.scripts.closeShard(
+      [this.jobKey(id), this.shardKey(id, shard), this.shardsKey(id)],
       shard,
       summary.expectedBatches,
       meta,
@@ -304,7 +310,7 @@ export class CorpusStore {
   }
 
   async batchStatus(id: string, shard: number, batch: number): Promise<BatchStatus> {
-    return (await this.redis.eval(BATCH_STATUS, 3, this.jobKey(id), this.shardKey(id, shard), this.shardsKey(id), shard, batch)) as BatchStatus;
+    return (await this.scripts.batchStatus([this.jobKey(id), this.shardKey(id, shard), this.shardsKey(id)], shard, batch)) as BatchStatus;
   }
 
   /** Stores one batch's vectors and errors once; says whether its shard is now complete. */
@@ -316,12 +322,8 @@ export class CorpusStore {
     errors: readonly ErrorRecord[],
     counts: { embedded: number; tokens: number },
   ): Promise<ShardProgress> {
-    return (await this.redis.eval(
-      STORE_BATCH,
-      3,
-      this.jobKey(id),
-      this.shardKey(id, shard),
-      this.shardsKey(id),
+    return (await this.scripts.storeBatch(
+      [this.jobKey(id), this.shardKey(id, shard), this.shardsKey(id)],
       shard,
       batch,
       encoded,
@@ -351,12 +353,8 @@ export class CorpusStore {
 
   /** Records a written shard once and frees its buffer; returns what finalize needs to know. */
   async markShardWritten(id: string, stats: ShardStats): Promise<{ shardsWritten: number; totalShards: number | null }> {
-    const [shardsWritten, totalShards] = (await this.redis.eval(
-      MARK_SHARD_WRITTEN,
-      3,
-      this.jobKey(id),
-      this.shardKey(id, stats.shard),
-      this.shardsKey(id),
+    const [shardsWritten, totalShards] = (await this.scripts.markShardWritten(
+      [this.jobKey(id), this.shardKey(id, stats.shard), this.shardsKey(id)],
       stats.shard,
       JSON.stringify(stats),
     )) as [number, number];
@@ -364,7 +362,7 @@ export class CorpusStore {
   }
 
   async finishSplit(id: string, totals: { totalLines: number; totalShards: number }): Promise<{ shardsWritten: number; totalShards: number } | undefined> {
-    const [shardsWritten, totalShards] = (await this.redis.eval(FINISH_SPLIT, 1, this.jobKey(id), totals.totalLines, totals.totalShards)) as [
+    const [shardsWritten, totalShards] = (await this.scripts.finishSplit([this.jobKey(id)], totals.totalLines, totals.totalShards)) as [
       number,
       number,
     ];

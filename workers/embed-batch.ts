@@ -2,7 +2,7 @@ import type { ErrorRecord } from '../jobs/corpus-store.js';
 import { enqueueWriteShard } from '../jobs/enqueue.js';
 import type { BatchLine, EmbedBatchPayload } from '../jobs/payloads.js';
 import type { EmbeddingClient, EmbeddingParameters, EmbeddingResult } from '../src/embedding.js';
-import { ProviderRateLimitedError, ProviderRejectedError } from '../src/errors.js';
+import { ProviderRateLimitedError, ProviderRejectedError, RequestInvalidError } from '../src/errors.js';
 import { embeddingParameters } from '../src/job-options.js';
 import type { Logger } from '../src/logger.js';
 import { sleep, type RateGate } from '../src/rate/rate-gate.js';
@@ -86,10 +86,11 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
     });
     return { rows, errors: [], tokens: result.totalTokens, requestMs };
   } catch (error) {
-    if (!(error instanceof ProviderRejectedError)) throw error;
+    // Refused by the provider, or by the client's own checks: either way about these lines.
+    if (!(error instanceof ProviderRejectedError || error instanceof RequestInvalidError)) throw error;
     if (lines.length === 1) {
       const line = lines[0]!;
-      const { providerCode, requestId } = error.failure;
+      const { providerCode, requestId } = error instanceof ProviderRejectedError ? error.failure : {};
       deps.logger.info({ row: line.row, code: error.code, providerCode, requestId }, 'line rejected by provider');
       // The record leaves out the request id (it is in the log line above) so re-runs write identical files.
       const message = requestId ? error.message.replace(` (request_id ${requestId})`, '') : error.message;

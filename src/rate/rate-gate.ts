@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 
 import type { RateLimitKind } from '../errors.js';
+import { defineLuaScript } from '../redis/lua-script.js';
 
 /**
  * One rate for every worker on every machine: a reservation-style GCRA (generic cell rate
@@ -119,9 +120,10 @@ export class RateGate {
   private readonly recoveryPerSecond: number;
   private readonly penaltyCooldownMs: number;
   private readonly maxLatenessMs: number;
+  private readonly scripts;
 
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     /** Redis key of this gate, e.g. `embedq:rate:text-embedding-v4` (DashScope limits per model). */
     private readonly key: string,
     private readonly limits: RateLimits,
@@ -133,6 +135,11 @@ export class RateGate {
     this.recoveryPerSecond = options.recoveryPerSecond ?? 0.05;
     this.penaltyCooldownMs = options.penaltyCooldownMs ?? 2_000;
     this.maxLatenessMs = options.maxLatenessMs ?? 8;
+    this.scripts = {
+      reserve: defineLuaScript(redis, RESERVE_LUA),
+      penalize: defineLuaScript(redis, PENALIZE_LUA),
+      adjustTokens: defineLuaScript(redis, ADJUST_TOKENS_LUA),
+    };
   }
 
   private get requestsPerMinute(): number {
@@ -145,10 +152,8 @@ export class RateGate {
 
   /** Reserves a slot for one request of about `estimatedTokens` tokens. */
   async reserve(estimatedTokens: number): Promise<Reservation> {
-    const [waitMs, factor] = (await this.redis.eval(
-      RESERVE_LUA,
-      1,
-      this.key,
+    const [waitMs, factor] = (await this.scripts.reserve(
+      [this.key],
       this.requestsPerMinute,
       this.tokensPerMinute,
       estimatedTokens,
@@ -178,15 +183,13 @@ export class RateGate {
   async settleTokens(estimatedTokens: number, actualTokens: number): Promise<void> {
     const delta = actualTokens - estimatedTokens;
     if (delta === 0) return;
-    await this.redis.eval(ADJUST_TOKENS_LUA, 1, this.key, delta, this.tokensPerMinute, this.recoveryPerSecond);
+    await this.scripts.adjustTokens([this.key], delta, this.tokensPerMinute, this.recoveryPerSecond);
   }
 
   /** A 429 arrived: slow everyone down. Returns the new factor. */
   async throttled(_kind: RateLimitKind): Promise<number> {
-    const factor = await this.redis.eval(
-      PENALIZE_LUA,
-      1,
-      this.key,
+    const factor = await this.scripts.penalize(
+      [this.key],
       this.decreaseFactor,
       this.minimumFactor,
       this.penaltyCooldownMs,

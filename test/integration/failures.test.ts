@@ -34,7 +34,11 @@ describe('failures that stop a job, and bad input', () => {
       expect(record.error).toMatch(/InvalidApiKey/);
       expect(record.error).not.toMatch(/sk-wrong-key/);
       const status = await runEmbedq({ ...world.env }, ['status', id]);
-      expect(status.stdout).toMatch(/failed/);
+      expect(status.stdout).toMatch(/state +failed — PROVIDER_ACCOUNT: .*InvalidApiKey/);
+      // The same through `submit --wait`: it reports the failure and exits 1.
+      const waited = await runEmbedq({ ...world.env, DASHSCOPE_API_KEY: 'sk-wrong-key' }, ['submit', 's3://corpus/data/', '--out', 's3://out/badkey2/', '--wait']);
+      expect(waited.code).toBe(1);
+      expect(waited.stderr).toMatch(/failed: PROVIDER_ACCOUNT/);
     } finally {
       await pool.close();
       await services.close();

@@ -17,7 +17,10 @@ describe('one global rate across worker processes', () => {
   it('keeps two worker processes under the per-second limit with almost no 429s', async () => {
     const workers = [spawnEmbedq(world.env, ['worker', '--concurrency', '16']), spawnEmbedq(world.env, ['worker', '--concurrency', '16'])];
     try {
-      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/rate/', '--output-type', 'dense']);
+      // --wait follows the job to its end and exits 0 only on success.
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/rate/', '--output-type', 'dense', '--wait']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      expect(submitted.stderr).toMatch(/completed .*100\.0% 2,431\/2,431 lines/);
       const record = await waitForJob(world.services, submitted.stdout.trim());
       expect(record.state).toBe('completed');
     } finally {

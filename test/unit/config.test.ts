@@ -1,0 +1,94 @@
+import { Writable } from 'node:stream';
+
+import { describe, expect, it } from 'vitest';
+
+import { EMULATOR_API_KEY, loadSettings } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { createLogger } from '../../src/logger.js';
+
+const problems = (run: () => unknown): string => {
+  try {
+    run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+};
+
+describe('settings from the environment', () => {
+  it('defaults to Singapore and needs an API key for the real service', () => {
+    expect(problems(() => loadSettings({}))).toMatch(/DASHSCOPE_API_KEY: missing; it is required for https:\/\/dashscope-intl\.aliyuncs\.com/);
+    const settings = loadSettings({ DASHSCOPE_API_KEY: 'sk-real' });
+    expect(settings.dashscope.baseUrl).toBe('https://dashscope-intl.aliyuncs.com');
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', DASHSCOPE_REGION: 'beijing' }).dashscope.baseUrl).toBe('https://dashscope.aliyuncs.com');
+    expect(Object.isFrozen(settings.dashscope)).toBe(true);
+  });
+
+  it('needs no key for the emulator on loopback', () => {
+    const settings = loadSettings({ DASHSCOPE_BASE_URL: 'http://127.0.0.1:8089/' });
+    expect(settings.dashscope).toMatchObject({ baseUrl: 'http://127.0.0.1:8089', apiKey: EMULATOR_API_KEY });
+  });
+
+  it('lists every bad value at once', () => {
+    const message = problems(() =>
+      loadSettings({ DASHSCOPE_API_KEY: 'k', DASHSCOPE_REGION: 'mars', REDIS_URL: 'http://x', EMBEDQ_CONCURRENCY: '0', S3_FORCE_PATH_STYLE: 'maybe' }),
+    );
+    for (const field of ['DASHSCOPE_REGION', 'REDIS_URL', 'EMBEDQ_CONCURRENCY', 'S3_FORCE_PATH_STYLE']) expect(message).toContain(`- ${field}:`);
+    expect(problems(() => loadSettings({ DASHSCOPE_REGION: 'beijing', DASHSCOPE_BASE_URL: 'http://127.0.0.1:1' }))).toMatch(/not both/);
+  });
+
+  it('reads static S3 credentials when given', () => {
+    const settings = loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'SK' });
+    expect(settings.s3.credentials).toEqual({ accessKeyId: 'AK', secretAccessKey: 'SK', sessionToken: undefined });
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k' }).s3.credentials).toBeUndefined();
+  });
+});
+
+describe('job options', () => {
+  it('applies the contract defaults', () => {
+    expect(parseJobOptions({ input: 'in/', output: 'out/' })).toMatchObject({
+      model: 'text-embedding-v4',
+      dimension: 1024,
+      outputType: 'dense&sparse',
+      textType: 'document',
+      api: 'dashscope',
+      shardRows: 10_000,
+      outputFormat: 'parquet',
+      textField: 'text',
+      longLines: 'truncate',
+    });
+  });
+
+  it('validates per model and per API, reporting every problem', () => {
+    const message = problems(() => parseJobOptions({ input: 'i', output: 'o', model: 'text-embedding-v3', dimension: 2048, instruct: 'x' }));
+    expect(message).toMatch(/dimension: 2048 is not allowed for text-embedding-v3; choose one of 1024, 768, 512/);
+    expect(message).toMatch(/instruct: text-embedding-v3 does not take an instruction/);
+    expect(problems(() => parseJobOptions({ input: 'i', output: 'o', model: 'text-embedding-v9' }))).toMatch(/model: must be one of/);
+    expect(problems(() => parseJobOptions({ input: 'i', output: 'o', api: 'openai' }))).toMatch(/outputType: "dense&sparse" needs the native API/);
+    expect(parseJobOptions({ input: 'i', output: 'o', api: 'openai', outputType: 'dense', dimension: '64' }).dimension).toBe(64);
+  });
+});
+
+describe('logger', () => {
+  it('never writes the API key or an Authorization header', () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
+    const logger = createLogger({ level: 'info' }, sink);
+    const settings = loadSettings({ DASHSCOPE_API_KEY: 'sk-very-secret', AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'aws-secret' });
+    logger.info({ settings }, 'settings');
+    logger.info({ request: { headers: { authorization: 'Bearer sk-very-secret' } } }, 'request');
+    logger.child({ dashscope: settings.dashscope }).info('child');
+    const output = lines.join('');
+    expect(lines).toHaveLength(3);
+    expect(output).not.toContain('sk-very-secret');
+    expect(output).not.toContain('aws-secret');
+    expect(output).toContain('[redacted]');
+  });
+});
