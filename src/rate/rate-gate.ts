@@ -12,8 +12,8 @@ import { defineLuaScript } from '../redis/lua-script.js';
  * `tokensPerMinute / 60` per second. DashScope enforces both per minute and per second (1/60), so
  * spacing requests evenly keeps every 1-second window under the limit; a minute window follows.
  *
- * The rate adapts: a 429 cuts a shared factor (multiplicative decrease, at most once per
- * `penaltyCooldownMs`), and it climbs back linearly while no 429 arrives. Token reservations use an
+ * The rate adapts: a 429 skips a slot, a cluster of 429s cuts a shared factor (multiplicative
+ * decrease, at most once per `penaltyCooldownMs`), and it climbs back linearly while no cut comes. Token reservations use an
  * estimate and are corrected with the server's `usage.total_tokens` afterwards.
  */
 export interface RateLimits {
@@ -34,8 +34,13 @@ export interface RateGateOptions {
    * still gets cut again every cooldown until the 429s stop.
    */
   recoveryPerSecond?: number;
-  /** Later 429s within this time of a cut come from requests already in flight; ignore them (Default: 2,000 ms). */
+  /**
+   * The window in which 429s are counted, and the least time between two cuts: later 429s within
+   * it come from requests already in flight (Default: 2,000 ms).
+   */
   penaltyCooldownMs?: number;
+  /** 429s within `penaltyCooldownMs` that cut the rate; fewer only skip a slot each (Default: 3). */
+  strikesToCut?: number;
   /**
    * A caller that wakes up later than this after its slot (a busy event loop) takes a new slot
    * instead of sending late, where it would crowd the next requests (Default: 8 ms).
@@ -84,6 +89,9 @@ redis.call('PEXPIRE', key, 3600000)
 return {tostring(send - now), tostring(f)}
 `;
 
+// A 429 always gives up the next request slot (the window it hit is full). The rate itself is cut
+// only when 429s come in a cluster: under a correct limit, single ones are network jitter, and
+// cutting for each would cost far more throughput than the one retried request.
 const PENALIZE_LUA = `${FACTOR_LUA}
 local key = KEYS[1]
 local now = now_ms()
@@ -91,12 +99,25 @@ local decrease = tonumber(ARGV[1])
 local minimum = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 local recovery = tonumber(ARGV[4])
-local cutAt = tonumber(redis.call('HGET', key, 'cutAt') or '0')
+local strikesToCut = tonumber(ARGV[5])
+local rpm = tonumber(ARGV[6])
 local f = factor_now(key, now, recovery)
-if now - cutAt < cooldown then return tostring(f) end
+local rTat = tonumber(redis.call('HGET', key, 'rTat') or '0')
+if rTat < now then rTat = now end
+redis.call('HSET', key, 'rTat', rTat + 60000 / (rpm * f))
+local strikeAt = tonumber(redis.call('HGET', key, 'strikeAt') or '0')
+local strikes = tonumber(redis.call('HGET', key, 'strikes') or '0')
+if now - strikeAt > cooldown then
+  strikeAt = now
+  strikes = 0
+end
+strikes = strikes + 1
+redis.call('HSET', key, 'strikeAt', strikeAt, 'strikes', strikes)
+local cutAt = tonumber(redis.call('HGET', key, 'cutAt') or '0')
+if strikes < strikesToCut or now - cutAt < cooldown then return tostring(f) end
 f = f * decrease
 if f < minimum then f = minimum end
-redis.call('HSET', key, 'base', f, 'cutAt', now)
+redis.call('HSET', key, 'base', f, 'cutAt', now, 'strikes', 0)
 return tostring(f)
 `;
 
@@ -120,6 +141,7 @@ export class RateGate {
   private readonly recoveryPerSecond: number;
   private readonly penaltyCooldownMs: number;
   private readonly maxLatenessMs: number;
+  private readonly strikesToCut: number;
   private readonly scripts;
 
   constructor(
@@ -135,6 +157,7 @@ export class RateGate {
     this.recoveryPerSecond = options.recoveryPerSecond ?? 0.05;
     this.penaltyCooldownMs = options.penaltyCooldownMs ?? 2_000;
     this.maxLatenessMs = options.maxLatenessMs ?? 8;
+    this.strikesToCut = options.strikesToCut ?? 3;
     this.scripts = {
       reserve: defineLuaScript(redis, RESERVE_LUA),
       penalize: defineLuaScript(redis, PENALIZE_LUA),
@@ -186,7 +209,7 @@ export class RateGate {
     await this.scripts.adjustTokens([this.key], delta, this.tokensPerMinute, this.recoveryPerSecond);
   }
 
-  /** A 429 arrived: slow everyone down. Returns the new factor. */
+  /** A 429 arrived: skip a slot, and slow everyone down if 429s cluster. Returns the factor in force. */
   async throttled(_kind: RateLimitKind): Promise<number> {
     const factor = await this.scripts.penalize(
       [this.key],
@@ -194,6 +217,8 @@ export class RateGate {
       this.minimumFactor,
       this.penaltyCooldownMs,
       this.recoveryPerSecond,
+      this.strikesToCut,
+      this.requestsPerMinute,
     );
     return Number(factor);
   }

@@ -57,18 +57,25 @@ describe('RateGate (real Redis)', () => {
     expect(third.waitMs).toBeLessThanOrEqual(600);
   });
 
-  it('cuts the shared rate on a 429 once per cooldown and recovers linearly', async () => {
+  it('skips a slot for a lone 429, cuts the shared rate for a cluster (once per cooldown), and recovers linearly', async () => {
     const gateKey = key();
-    const options = { decreaseFactor: 0.5, penaltyCooldownMs: 500, recoveryPerSecond: 1 };
+    const options = { decreaseFactor: 0.5, penaltyCooldownMs: 500, recoveryPerSecond: 1, strikesToCut: 3, targetUtilization: 1 };
     const a = new RateGate(redisA, gateKey, { requestsPerMinute: 600, tokensPerMinute: 1e12 }, options);
     const b = new RateGate(redisB, gateKey, { requestsPerMinute: 600, tokensPerMinute: 1e12 }, options);
-    expect(await a.throttled('requests')).toBeCloseTo(0.5, 2);
-    // A second 429 inside the cooldown came from a request already in flight: no second cut.
-    expect(await b.throttled('requests')).toBeCloseTo(0.5, 1);
-    expect((await b.reserve(1)).factor).toBeLessThan(0.6);
+    // 600 QPM: one slot every 100 ms. A lone 429 gives up the next slot but keeps the rate.
+    expect((await a.reserve(1)).waitMs).toBe(0);
+    expect(await a.throttled('requests')).toBe(1);
+    const afterSkip = await a.reserve(1);
+    expect(afterSkip.waitMs).toBeGreaterThan(190);
+    expect(afterSkip.factor).toBe(1);
+    // The third 429 within the cooldown cuts the factor for every client of the key.
+    expect(await b.throttled('requests')).toBe(1);
+    expect(await b.throttled('requests')).toBeCloseTo(0.5, 2);
+    expect((await a.reserve(1)).factor).toBeLessThan(0.6);
+    // More 429s inside the cooldown came from requests already in flight: no second cut.
+    for (let index = 0; index < 3; index += 1) expect(await a.throttled('tokens')).toBeGreaterThan(0.45);
     await new Promise((resolve) => setTimeout(resolve, 600));
-    // +1 per second → about 1.0 (capped) after 0.6 s from 0.5.
-    const recovered = await a.reserve(1);
-    expect(recovered.factor).toBeGreaterThan(0.99);
+    // +1 per second → back at 1 (the cap) 0.6 s after the cut from 0.5.
+    expect((await a.reserve(1)).factor).toBeGreaterThan(0.99);
   });
 });
