@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 
+import type { EmulatorStats } from '../src/emulator/server.js';
+
 const ROOT = path.resolve(import.meta.dirname, '..');
 const CLOCK_TICKS_PER_SECOND = 100; // Linux USER_HZ
 
@@ -57,4 +59,39 @@ export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** `embedq emulator` in its own process, so the bench's own work never delays its clock. */
+export interface EmulatorProcess {
+  url: string;
+  stats(): Promise<EmulatorStats>;
+  stop(): Promise<void>;
+}
+
+export async function spawnEmulator(flags: string[]): Promise<EmulatorProcess> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/embedq.js'), 'emulator', '--port', '0', ...flags], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      const parsed = JSON.parse(line) as { url?: string; msg?: string };
+      if (parsed.msg === 'emulator listening' && parsed.url) resolve(parsed.url);
+    });
+    child.once('exit', (code) => reject(new Error(`emulator exited with ${code}`)));
+  });
+  return {
+    url,
+    async stats() {
+      const response = await fetch(`${url}/emulator/stats`);
+      return (await response.json()) as EmulatorStats;
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }

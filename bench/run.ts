@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: quota-bound, side by side with a hand-rolled loop, overhead-bound, and scale.
- * Real redis-server, real `embedq worker` processes (the compiled build), the emulator in this
- * process with realistic latency and limits. Prints a table and writes bench/results/latest.{json,md}.
+ * Real redis-server, real `embedq worker` processes and a fresh `embedq emulator` process per run
+ * (the compiled build), with realistic latency and limits. Prints a table and writes bench/results/latest.{json,md}.
  */
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -18,14 +18,13 @@ import { loadSettings } from '../src/config.js';
 import { decodeNativeResponse } from '../src/dashscope/decode-response.js';
 import { emulatorEmbedding } from '../src/emulator/emulator-embedding.js';
 import { nativeSuccessBody } from '../src/emulator/serialize-response.js';
-import { startEmulator, type RunningEmulator } from '../src/emulator/server.js';
 import { parseJobOptions, type JobOptionsInput } from '../src/job-options.js';
 import { createLogger } from '../src/logger.js';
 import { sleep } from '../src/rate/rate-gate.js';
 import { startPrivateRedis } from '../src/redis/private-redis.js';
 import { createServices } from '../workers/services.js';
 import { benchCorpus } from './corpus.js';
-import { cpuSeconds, percentile, rssBytes, spawnWorker, type WorkerProcess } from './processes.js';
+import { cpuSeconds, percentile, rssBytes, spawnEmulator, spawnWorker, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
 
 const QUICK = process.argv.includes('--quick');
@@ -64,11 +63,22 @@ interface RunResult {
 
 let runCounter = 0;
 
+/** Emulator flags of the realistic, quota-bound scenarios. */
+const QUOTA_EMULATOR = ['--qpm', String(QPM), '--tpm', String(TPM), '--token-counting', 'estimate', '--latency-ms', `${REALISTIC_LATENCY.min},${REALISTIC_LATENCY.median},${REALISTIC_LATENCY.p99}`];
+/** No limits, no latency: what the worker itself costs. */
+const OVERHEAD_EMULATOR = ['--qpm', '0', '--tpm', '0', '--token-counting', 'estimate'];
+
+interface BenchContext {
+  redisUrl: string;
+  folder: string;
+}
+
 async function runEmbedq(
-  context: { redisUrl: string; emulator: RunningEmulator; folder: string },
-  options: { corpus: string; lines: number; workers: number; job: Partial<JobOptionsInput>; profileDir?: string; unlimited?: boolean },
+  context: BenchContext,
+  options: { corpus: string; lines: number; workers: number; job: Partial<JobOptionsInput>; emulator: string[]; profileDir?: string; unlimited?: boolean },
 ): Promise<RunResult> {
-  const { emulator } = context;
+  // A fresh emulator per run: empty rate windows and counters.
+  const emulator = await spawnEmulator(options.emulator);
   runCounter += 1;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -93,8 +103,6 @@ async function runEmbedq(
     const usedMemory = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await monitor.info('memory'))![1]);
     const baselineRedisBytes = await usedMemory();
     const cpuAtStart = workers.map((worker) => cpuSeconds(worker.child.pid!));
-    emulator.resetStats();
-    emulator.clearRateWindows();
     const output = path.join(context.folder, `out-${runCounter}`);
     const started = performance.now();
     const id = await submitCorpusJob(
@@ -113,7 +121,7 @@ async function runEmbedq(
     }
     const seconds = (performance.now() - started) / 1000;
     const workerCpuSeconds = workers.reduce((sum, worker, index) => sum + cpuSeconds(worker.child.pid!) - cpuAtStart[index]!, 0);
-    const stats = emulator.stats();
+    const stats = await emulator.stats();
     // Steady state: drop the first and last 3 seconds (ramp-up and the tail of the last shard).
     const steady = stats.history.slice(3, -3);
     const mean = (pick: (second: (typeof steady)[number]) => number): number =>
@@ -144,14 +152,14 @@ async function runEmbedq(
     await Promise.all(workers.map((worker) => worker.stop()));
     monitor.disconnect();
     await services.close();
+    await emulator.stop();
   }
 }
 
 /** What a data engineer would write instead: openai-node on the compatible endpoint, p-limit, backoff on 429. */
-async function runHandRolled(emulator: RunningEmulator, lines: string[], concurrency: number) {
+async function runHandRolled(lines: string[], concurrency: number) {
+  const emulator = await spawnEmulator(QUOTA_EMULATOR);
   const client = new OpenAI({ apiKey: 'sk-bench', baseURL: `${emulator.url}/compatible-mode/v1`, maxRetries: 0, timeout: 60_000 });
-  emulator.resetStats();
-  emulator.clearRateWindows();
   const limit = pLimit(concurrency);
   const latencies: number[] = [];
   let embedded = 0;
@@ -181,7 +189,8 @@ async function runHandRolled(emulator: RunningEmulator, lines: string[], concurr
     ),
   );
   const seconds = (performance.now() - started) / 1000;
-  const stats = emulator.stats();
+  const stats = await emulator.stats();
+  await emulator.stop();
   const throttled = stats.byStatus['429'] ?? 0;
   return {
     lines: embedded,
@@ -224,8 +233,7 @@ const fixed = (value: number, digits = 1): string => (Number.isFinite(value) ? v
 async function main(): Promise<void> {
   const folder = await mkdtemp(path.join(os.tmpdir(), 'embedq-bench-'));
   const redis = await startPrivateRedis();
-  const emulator = await startEmulator({ port: 0, qpm: QPM, tpm: TPM, tokenCounting: 'estimate', faults: { latencyMs: REALISTIC_LATENCY } });
-  const context = { redisUrl: redis.url, emulator, folder };
+  const context: BenchContext = { redisUrl: redis.url, folder };
   try {
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${mb(os.totalmem())} RAM, Node ${process.version}, ${os.platform()}`;
     console.log(`embedq bench${QUICK ? ' (quick)' : ''} on ${machine}`);
@@ -238,14 +246,20 @@ async function main(): Promise<void> {
       return;
     }
     console.log(`\n1. quota-bound: ${QUOTA_LINES} lines, ${WORKERS} workers × ${CONCURRENCY}, emulator ${QPM} QPM / ${TPM} TPM, latency ${JSON.stringify(REALISTIC_LATENCY)} ms`);
-    const quota = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: {} });
+    const quota = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: {}, emulator: QUOTA_EMULATOR });
     console.log(quota);
     if (ONLY === 'quota') return;
 
     console.log(`\n2. side by side (OpenAI-compatible endpoint, dense, same corpus and limits)`);
-    const embedqCompat = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: { api: 'openai', outputType: 'dense' } });
+    const embedqCompat = await runEmbedq(context, {
+      corpus: quotaCorpus,
+      lines: QUOTA_LINES,
+      workers: WORKERS,
+      job: { api: 'openai', outputType: 'dense' },
+      emulator: QUOTA_EMULATOR,
+    });
     console.log({ embedq: embedqCompat });
-    const handRolled = await runHandRolled(emulator, quotaLines, WORKERS * CONCURRENCY);
+    const handRolled = await runHandRolled(quotaLines, WORKERS * CONCURRENCY);
     console.log({ handRolled });
 
     const { small, large, floor, profile } = await overheadScenarios(context, quotaLines);
@@ -276,7 +290,6 @@ async function main(): Promise<void> {
     await writeFile(path.join(resultsFolder, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
     await writeFile(path.join(resultsFolder, 'latest.md'), `${table}\n`);
   } finally {
-    await emulator.close();
     await redis.stop();
     await rm(folder, { recursive: true, force: true });
   }
@@ -284,21 +297,20 @@ async function main(): Promise<void> {
 
 
 /** Scenarios 3 and 4: no limits, no latency, one worker; the 1× and 10× corpora, then a profiled 1× run. */
-async function overheadScenarios(context: { redisUrl: string; emulator: RunningEmulator; folder: string }, sampleLines: string[]) {
-  const { emulator, folder } = context;
+async function overheadScenarios(context: BenchContext, sampleLines: string[]) {
+  const { folder } = context;
   console.log(`\n3/4. overhead-bound and scale: no limits, no latency, 1 worker × ${CONCURRENCY}, --shard-rows ${SCALE_SHARD_ROWS}`);
-  emulator.setLimits({ qpm: 0, tpm: 0 });
-  emulator.setFaults({ latencyMs: { min: 0, median: 0, p99: 0 } });
   const smallCorpus = await benchCorpus(folder, SCALE_LINES);
   const largeCorpus = await benchCorpus(folder, SCALE_LINES * 10);
   const scaleJob = { shardRows: SCALE_SHARD_ROWS };
   const unlimited = true;
-  const small = await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, unlimited });
-  const large = await runEmbedq(context, { corpus: largeCorpus, lines: SCALE_LINES * 10, workers: 1, job: scaleJob, unlimited });
+  const emulator = OVERHEAD_EMULATOR;
+  const small = await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, unlimited, emulator });
+  const large = await runEmbedq(context, { corpus: largeCorpus, lines: SCALE_LINES * 10, workers: 1, job: scaleJob, unlimited, emulator });
   console.log({ small, large });
   const profileDir = path.join(folder, 'profile');
   await mkdir(profileDir, { recursive: true });
-  await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, profileDir, unlimited });
+  await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, profileDir, unlimited, emulator });
   const profile = summarizeProfile(profileDir);
   const floor = parseFloor(sampleLines);
   console.log(JSON.stringify({ floor, profile }, null, 1));

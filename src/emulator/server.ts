@@ -70,23 +70,25 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const shutdown = new AbortController();
   // Every delayed response listens on this one signal; hundreds may wait at once.
   setMaxListeners(0, shutdown.signal);
-  const context = (): EmbeddingRequestContext => ({
+  // Throttling counts a request when it reaches the gateway (its headers), as DashScope's gateway
+  // does, not when this process gets round to its body.
+  const context = (arrivedAt: number): EmbeddingRequestContext => ({
     apiKey: options.apiKey,
     faults,
     tokenCounting,
     tokenizer,
     limiter,
     random,
-    now: () => performance.now(),
+    now: () => arrivedAt,
   });
 
-  async function handleEmbedding(api: Api, request: IncomingMessage, response: ServerResponse, rawBody: string): Promise<void> {
+  async function handleEmbedding(api: Api, request: IncomingMessage, response: ServerResponse, rawBody: string, receivedAt: number): Promise<void> {
     const arrivedAt = Date.now();
     const started = performance.now();
     const requestId = randomUUID();
     stats.received(arrivedAt);
     const drop = faults.dropRate > 0 && random() < faults.dropRate;
-    const outcome = await handleEmbeddingRequest(api, request.headers.authorization, rawBody, requestId, context());
+    const outcome = await handleEmbeddingRequest(api, request.headers.authorization, rawBody, requestId, context(receivedAt));
     if (outcome.ok) stats.acceptedRequest(outcome.model, outcome.rows, outcome.tokens, outcome.acceptedAt, Date.now());
     await delay(sampleDelay(faults, random));
     if (response.destroyed) return;
@@ -137,6 +139,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     const path = (request.url ?? '/').split('?')[0];
     const api: Api | undefined = path === NATIVE_EMBEDDING_PATH ? 'dashscope' : path === COMPAT_EMBEDDING_PATH ? 'openai' : undefined;
     if (api) {
+      const receivedAt = performance.now();
       if (request.method !== 'POST') return sendError(response, 'dashscope', { ...EMULATOR_ERRORS.notFound, status: 405, message: 'Method Not Allowed.' });
       const body = await readBody(request);
       if (body === undefined) {
@@ -144,7 +147,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         response.setHeader('connection', 'close');
         return sendError(response, api, EMULATOR_ERRORS.tooLarge);
       }
-      return handleEmbedding(api, request, response, body);
+      return handleEmbedding(api, request, response, body, receivedAt);
     }
     const control = `${request.method} ${path}`;
     try {
