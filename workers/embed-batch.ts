@@ -45,6 +45,7 @@ export async function embedBatch(payload: EmbedBatchPayload, { services, logger 
     gate: services.rateGate(options.model),
     parameters,
     logger,
+    stillWanted: async () => ['queued', 'running'].includes((await corpora.state(id)) ?? ''),
   });
   const progress = await corpora.storeBatch(id, payload.shard, payload.batch, encodeBatch(embedded.rows, options.dimension), embedded.errors, {
     embedded: embedded.rows.length,
@@ -70,6 +71,8 @@ interface EmbedDeps {
   gate: RateGate;
   parameters: EmbeddingParameters;
   logger: Logger;
+  /** False once the corpus job was cancelled or failed: bisecting stops sending then. */
+  stillWanted: () => Promise<boolean>;
 }
 
 /**
@@ -97,8 +100,8 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
       return { rows: [], errors: [{ row: line.row, source: line.source, line: line.line, code: error.code, message }], tokens: 0, requestMs: 0 };
     }
     const middle = Math.ceil(lines.length / 2);
-    const first = await embedLines(lines.slice(0, middle), deps);
-    const second = await embedLines(lines.slice(middle), deps);
+    const first = await embedHalf(lines.slice(0, middle), deps);
+    const second = await embedHalf(lines.slice(middle), deps);
     return {
       rows: [...first.rows, ...second.rows],
       errors: [...first.errors, ...second.errors],
@@ -106,6 +109,12 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
       requestMs: first.requestMs + second.requestMs,
     };
   }
+}
+
+/** One half of a bisected batch; nothing will store the batch if the job has stopped, so send nothing then. */
+async function embedHalf(lines: readonly BatchLine[], deps: EmbedDeps): Promise<EmbeddedLines> {
+  if (!(await deps.stillWanted())) return { rows: [], errors: [], tokens: 0, requestMs: 0 };
+  return embedLines(lines, deps);
 }
 
 async function callThroughGate(texts: string[], { client, gate, parameters, logger }: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {

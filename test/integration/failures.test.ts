@@ -9,11 +9,13 @@ import { startWorkers } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { downloadPrefix, removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
 import { loadSettings } from '../../src/config.js';
+import type { Manifest } from '../../src/output/manifest.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 describe('failures that stop a job, and bad input', () => {
   let world: World;
+  let failedJobId = '';
   beforeAll(async () => {
     world = await startWorld({ apiKey: 'sk-the-right-key', faults: { latencyMs: { min: 20, median: 30, p99: 60 } } }, { DASHSCOPE_API_KEY: 'sk-the-right-key' });
     const corpus = buildCorpus('data/', { textLines: 400 });
@@ -28,6 +30,7 @@ describe('failures that stop a job, and bad input', () => {
     const pool = startWorkers(services, { concurrency: 4 });
     try {
       const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/badkey/' }));
+      failedJobId = id;
       const record = await waitForJob(services, id);
       expect(record.state).toBe('failed');
       expect(record.errorCode).toBe('PROVIDER_ACCOUNT');
@@ -45,6 +48,54 @@ describe('failures that stop a job, and bad input', () => {
     }
     // ~45 batches were queued; only the ones already in flight reached the server.
     expect(world.emulator.stats().byStatus['401'] ?? 0).toBeLessThanOrEqual(8);
+  });
+
+  it('resumes the failed job with `embedq retry` once the key is fixed, and finishes it whole', async () => {
+    expect(failedJobId).not.toBe('');
+    const before = (await world.services.corpora.get(failedJobId))!;
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const retried = await runEmbedq(world.env, ['retry', failedJobId]);
+      expect(retried.code, retried.stderr).toBe(0);
+      const record = await waitForJob(world.services, failedJobId);
+      expect(record.state).toBe('completed');
+      expect(record.generation).toBe(before.generation + 1);
+      expect(record.rowsEmbedded + record.rowsBlank + record.rowsFailed).toBe(record.totalLines);
+    } finally {
+      await pool.close();
+    }
+    const { folder } = await downloadPrefix(world.s3, 'out', 'badkey/');
+    const manifest = JSON.parse(readFileSync(path.join(folder, '_manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.counts.lines).toBe(manifest.counts.embedded + manifest.counts.skipped_blank + manifest.counts.failed);
+    expect(manifest.counts.embedded).toBeGreaterThan(380);
+    await removeFolder(folder);
+    // Nothing left to retry, and a completed job cannot be cancelled.
+    expect((await runEmbedq(world.env, ['retry', failedJobId])).code).toBe(1);
+    expect((await runEmbedq(world.env, ['cancel', failedJobId])).code).toBe(1);
+  });
+
+  it('cancels a running job: its queued work becomes no-ops and its buffers are freed', async () => {
+    world.emulator.setFaults({ latencyMs: { min: 300, median: 400, p99: 600 } });
+    const pool = startWorkers(world.services, { concurrency: 2 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/cancel/', '--shard-rows', '50']);
+      const id = submitted.stdout.trim();
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 2);
+      const cancelled = await runEmbedq(world.env, ['cancel', id]);
+      expect(cancelled.code, cancelled.stderr).toBe(0);
+      const record = (await world.services.corpora.get(id))!;
+      expect(record.state).toBe('cancelled');
+      const requestsAtCancel = world.emulator.stats().requests;
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      // Only requests already in flight finish (a batch being bisected stops too); nothing new is
+      // sent, and no buffer is left behind.
+      expect(world.emulator.stats().requests - requestsAtCancel).toBeLessThanOrEqual(2);
+      expect(await world.services.redis.keys(`${world.settings.redisPrefix}:job:${id}:shard:*`)).toEqual([]);
+      expect((await world.services.corpora.get(id))!.state).toBe('cancelled');
+    } finally {
+      await pool.close();
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });
+    }
   });
 
   it('records a line over 8,192 tokens as an error with --long-lines error, and embeds the rest', async () => {

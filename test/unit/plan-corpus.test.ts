@@ -1,0 +1,42 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { planCorpus } from '../../src/corpus/plan-corpus.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { loadTokenizer } from '../../src/tokens/count-tokens.js';
+
+describe('embedq plan', () => {
+  let folder: string;
+  beforeAll(async () => {
+    folder = await mkdtemp(path.join(tmpdir(), 'embedq-plan-'));
+    // 25 lines: 2 blank, 1 invalid UTF-8 → 22 texts; shard-rows 12 splits them 11 + 11 → 2 + 2 requests.
+    const lines: Buffer[] = [];
+    for (let index = 0; index < 25; index += 1) {
+      if (index === 3 || index === 17) lines.push(Buffer.from('  \n'));
+      else if (index === 9) lines.push(Buffer.from([0xc3, 0x28, 0x0a]));
+      else lines.push(Buffer.from(`hello world number ${index}\n`));
+    }
+    await writeFile(path.join(folder, 'a.txt'), Buffer.concat(lines));
+  });
+  afterAll(() => rm(folder, { recursive: true, force: true }));
+
+  it('counts lines, requests (never across a shard), exact tokens, cost and time at quota', async () => {
+    const options = parseJobOptions({ input: path.join(folder, 'a.txt'), output: 'unused', shardRows: 12 });
+    const plan = await planCorpus(options, { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, { exactTokens: true });
+    expect(plan).toMatchObject({ objects: 1, lines: 25, blank: 2, invalid: 1, tooLong: 0, exactTokens: true });
+    // Rows 0-11 hold 10 texts (row 3 blank, row 9 invalid): 1 request; rows 12-23: 11 texts: 2; row 24: 1.
+    expect(plan.requests).toBe(4);
+    // Exactly the 22 text lines, counted with the Qwen tokenizer (digits are one token each).
+    const tokenizer = await loadTokenizer();
+    const texts = Array.from({ length: 25 }, (_, index) => index).filter((index) => ![3, 9, 17].includes(index));
+    expect(plan.tokens).toBe(texts.reduce((sum, index) => sum + tokenizer.countTokens(`hello world number ${index}`), 0));
+    expect(plan.minutesAtQuota).toBeCloseTo(4 / 60, 5);
+    expect(plan.estimatedCostUsd).toBe(0);
+    const estimate = await planCorpus(options, { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
+    expect(estimate.exactTokens).toBe(false);
+    expect(estimate.tokens).toBeGreaterThanOrEqual(plan.tokens);
+  });
+});
