@@ -14,6 +14,7 @@ import { type EmulatorStats, StatsRecorder } from './emulator-stats.js';
 import { EMULATOR_ERRORS, type EmulatorError, errorBody } from './error-catalog.js';
 import { type EmbeddingRequestContext, handleEmbeddingRequest } from './handle-embedding-request.js';
 import { normaliseLimit, RateLimiter } from './rate-limiter.js';
+import { mulberry32 } from '../seeded-random.js';
 
 export type { EmulatorFaults, EmulatorOptions, FaultsPatch, TokenCounting } from './emulator-options.js';
 export type { EmulatorStats } from './emulator-stats.js';
@@ -274,14 +275,3 @@ function standardNormal(random: () => number): number {
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
 }
 
-/** A small seeded PRNG in [0, 1) for the fault dice. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x100000000;
-  };
-}
