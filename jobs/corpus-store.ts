@@ -37,6 +37,11 @@ export interface ShardStats {
   errors: number;
   /** Temporary key of the shard's error records, merged into `_errors.jsonl` by finalize. */
   errorsKey: string | null;
+  /** The shard's share of the job's counters, so a restarted job can rebuild them from written shards. */
+  blank: number;
+  truncated: number;
+  tokens: number;
+  batches: number;
 }
 
 export interface CorpusJobCounters {
@@ -85,6 +90,7 @@ if redis.call('HSETNX', KEYS[2], 'b:' .. ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'rowsEmbedded', ARGV[5])
   redis.call('HINCRBY', KEYS[1], 'rowsFailed', ARGV[6])
   redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[7])
+  redis.call('HINCRBY', KEYS[2], 'tokens', ARGV[7])
 end
 local expected = redis.call('HGET', KEYS[2], 'expected')
 if expected and tonumber(expected) == tonumber(redis.call('HGET', KEYS[2], 'done') or '0') then return 'complete' end
@@ -146,6 +152,27 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3], 'errorCode',
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
 return 1
 `;
+
+/** What the splitter records for a shard when it has queued all its batches. */
+interface ShardMeta {
+  firstRow: number;
+  lastRow: number;
+  inputErrors: ErrorRecord[];
+  blank: number;
+  truncated: number;
+  batches: number;
+}
+
+export interface BufferedShard {
+  batches: Buffer[];
+  errors: ErrorRecord[];
+  firstRow: number;
+  lastRow: number;
+  blank: number;
+  truncated: number;
+  batchCount: number;
+  tokens: number;
+}
 
 export type BatchStatus = 'inactive' | 'written' | 'complete' | 'stored' | 'pending';
 export type ShardProgress = 'inactive' | 'written' | 'complete' | 'open';
@@ -271,11 +298,37 @@ export class CorpusStore {
     });
   }
 
-  /** Back to running for `embedq retry`; returns the new generation, or undefined if not failed. */
+  /**
+   * Back to queued for `embedq retry`; returns the new generation, or undefined if not failed or
+   * cancelled. Written shards stay; the buffers of unwritten ones go (at most maxOpenShards shards
+   * of work), and the counters are rebuilt from the written shards, so the new run counts every
+   * other line exactly once.
+   */
   async restart(id: string): Promise<number | undefined> {
-    const changed = await this.transition(id, 'queued', ['failed', 'cancelled']);
-    if (!changed) return undefined;
-    await this.redis.hdel(this.jobKey(id), 'error', 'errorCode', 'finishedAt');
+    const state = await this.state(id);
+    if (state !== 'failed' && state !== 'cancelled') return undefined;
+    // While the job is still stopped, late steps of the old run can store nothing (the Lua scripts
+    // refuse inactive jobs), so the rebuilt counters cannot miss or double anything.
+    await this.dropShardBuffers(id);
+    const written = await this.shardStats(id);
+    const sum = (pick: (shard: ShardStats) => number): number => written.reduce((total, shard) => total + pick(shard), 0);
+    const batches = sum((shard) => shard.batches);
+    await this.redis
+      .multi()
+      .hdel(this.jobKey(id), 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards')
+      .hset(this.jobKey(id), {
+        linesRead: 0,
+        batchesTotal: batches,
+        batchesDone: batches,
+        rowsEmbedded: sum((shard) => shard.rows),
+        rowsFailed: sum((shard) => shard.errors),
+        rowsBlank: sum((shard) => shard.blank),
+        rowsTruncated: sum((shard) => shard.truncated),
+        tokens: sum((shard) => shard.tokens),
+        shardsWritten: written.length,
+      })
+      .exec();
+    if (!(await this.transition(id, 'queued', ['failed', 'cancelled']))) return undefined;
     return this.redis.hincrby(this.jobKey(id), 'generation', 1);
   }
 
@@ -297,7 +350,14 @@ export class CorpusStore {
     shard: number,
     summary: { expectedBatches: number; blank: number; truncated: number; inputErrors: ErrorRecord[]; firstRow: number; lastRow: number },
   ): Promise<ShardProgress> {
-    const meta = JSON.stringify({ firstRow: summary.firstRow, lastRow: summary.lastRow, inputErrors: summary.inputErrors });
+    const meta = JSON.stringify({
+      firstRow: summary.firstRow,
+      lastRow: summary.lastRow,
+      inputErrors: summary.inputErrors,
+      blank: summary.blank,
+      truncated: summary.truncated,
+      batches: summary.expectedBatches,
+    });
     return (await this.scripts.closeShard(
       [this.jobKey(id), this.shardKey(id, shard), this.shardsKey(id)],
       shard,
@@ -334,21 +394,30 @@ export class CorpusStore {
     )) as ShardProgress;
   }
 
-  /** Everything buffered for a shard: encoded batches in batch order, error records, and the splitter's meta. */
-  async readShard(id: string, shard: number): Promise<{ batches: Buffer[]; errors: ErrorRecord[]; firstRow: number; lastRow: number } | undefined> {
+  /** Everything buffered for a shard: encoded batches in batch order, error records, the splitter's counts. */
+  async readShard(id: string, shard: number): Promise<BufferedShard | undefined> {
     const hash = await this.redis.hgetallBuffer(this.shardKey(id, shard));
     const meta = hash.meta;
     if (!meta) return undefined;
-    const parsedMeta = JSON.parse(meta.toString('utf8')) as { firstRow: number; lastRow: number; inputErrors: ErrorRecord[] };
+    const parsed = JSON.parse(meta.toString('utf8')) as ShardMeta;
     const batches: Array<[number, Buffer]> = [];
-    const errors: ErrorRecord[] = [...parsedMeta.inputErrors];
+    const errors: ErrorRecord[] = [...parsed.inputErrors];
     for (const [field, value] of Object.entries(hash)) {
       if (field.startsWith('b:')) batches.push([Number(field.slice(2)), value]);
       else if (field.startsWith('e:')) errors.push(...(JSON.parse(value.toString('utf8')) as ErrorRecord[]));
     }
     batches.sort((a, b) => a[0] - b[0]);
     errors.sort((a, b) => a.row - b.row);
-    return { batches: batches.map(([, value]) => value), errors, firstRow: parsedMeta.firstRow, lastRow: parsedMeta.lastRow };
+    return {
+      batches: batches.map(([, value]) => value),
+      errors,
+      firstRow: parsed.firstRow,
+      lastRow: parsed.lastRow,
+      blank: parsed.blank,
+      truncated: parsed.truncated,
+      batchCount: parsed.batches,
+      tokens: Number(hash.tokens?.toString() ?? 0),
+    };
   }
 
   /** Records a written shard once and frees its buffer; returns what finalize needs to know. */

@@ -54,7 +54,7 @@ export async function enqueueFinalize(queue: Queue, corpusJobId: string, generat
   await queue.add(JOB_NAMES.finalizeJob, payload, { jobId: finalizeJobId(corpusJobId, generation) });
 }
 
-/** `embedq cancel`: stops the job; queued steps become no-ops and its buffers are freed. */
+/** `embedq cancel`: stops the job; queued steps become no-ops and its buffers are freed (retry redoes them). */
 export async function cancelCorpusJob(corpora: CorpusStore, corpusJobId: string): Promise<boolean> {
   const cancelled = await corpora.markCancelled(corpusJobId);
   if (cancelled) await corpora.dropShardBuffers(corpusJobId);
@@ -63,7 +63,7 @@ export async function cancelCorpusJob(corpora: CorpusStore, corpusJobId: string)
 
 /**
  * `embedq retry`: resumes a failed or cancelled job under a new generation. Written shards are
- * kept, batches already embedded are not sent again, and the rest is re-queued.
+ * kept; the shards that were still open are embedded again (see CorpusStore.restart).
  */
 export async function retryCorpusJob(deps: { corpora: CorpusStore; splitQueue: Queue }, corpusJobId: string): Promise<boolean> {
   const generation = await deps.corpora.restart(corpusJobId);

@@ -24,6 +24,8 @@ export interface EmbeddedLines {
   tokens: number;
   /** Wall time of the successful DashScope calls (gate waits excluded), for latency figures. */
   requestMs: number;
+  /** The job stopped during a bisection: the lines are incomplete and must not be stored. */
+  abandoned?: boolean;
 }
 
 /**
@@ -47,6 +49,7 @@ export async function embedBatch(payload: EmbedBatchPayload, { services, logger 
     logger,
     stillWanted: async () => ['queued', 'running'].includes((await corpora.state(id)) ?? ''),
   });
+  if (embedded.abandoned) return;
   const progress = await corpora.storeBatch(id, payload.shard, payload.batch, encodeBatch(embedded.rows, options.dimension), embedded.errors, {
     embedded: embedded.rows.length,
     tokens: embedded.tokens,
@@ -107,13 +110,14 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
       errors: [...first.errors, ...second.errors],
       tokens: first.tokens + second.tokens,
       requestMs: first.requestMs + second.requestMs,
+      abandoned: first.abandoned === true || second.abandoned === true,
     };
   }
 }
 
 /** One half of a bisected batch; nothing will store the batch if the job has stopped, so send nothing then. */
 async function embedHalf(lines: readonly BatchLine[], deps: EmbedDeps): Promise<EmbeddedLines> {
-  if (!(await deps.stillWanted())) return { rows: [], errors: [], tokens: 0, requestMs: 0 };
+  if (!(await deps.stillWanted())) return { rows: [], errors: [], tokens: 0, requestMs: 0, abandoned: true };
   return embedLines(lines, deps);
 }
 

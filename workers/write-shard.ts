@@ -44,6 +44,10 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     bytes: bytes.byteLength,
     errors: buffered.errors.length,
     errorsKey,
+    blank: buffered.blank,
+    truncated: buffered.truncated,
+    tokens: buffered.tokens,
+    batches: buffered.batchCount,
   });
   log.info({ file, rows, errors: buffered.errors.length, bytes: bytes.byteLength, durationMs: Math.round(performance.now() - started) }, 'shard written');
   if (totalShards !== null && shardsWritten === totalShards) await enqueueFinalize(queues.write, id, payload.generation);

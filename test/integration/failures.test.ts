@@ -92,6 +92,24 @@ describe('failures that stop a job, and bad input', () => {
       expect(world.emulator.stats().requests - requestsAtCancel).toBeLessThanOrEqual(2);
       expect(await world.services.redis.keys(`${world.settings.redisPrefix}:job:${id}:shard:*`)).toEqual([]);
       expect((await world.services.corpora.get(id))!.state).toBe('cancelled');
+      // A cancelled job can be resumed: written shards stay, the rest is redone, counts add up.
+      world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } });
+      expect((await runEmbedq(world.env, ['retry', id])).code).toBe(0);
+      const finished = await waitForJob(world.services, id);
+      expect(finished.state).toBe('completed');
+      const { folder } = await downloadPrefix(world.s3, 'out', 'cancel/');
+      const manifest = JSON.parse(readFileSync(path.join(folder, '_manifest.json'), 'utf8')) as Manifest;
+      const expected = buildCorpus('data/', { textLines: 400 }).expected;
+      const count = (...kinds: string[]): number => expected.filter((line) => kinds.includes(line.kind)).length;
+      expect(manifest.counts).toEqual({
+        lines: expected.length,
+        embedded: count('text'),
+        skipped_blank: count('blank'),
+        failed: count('error', 'rejected'),
+        truncated: 0,
+      });
+      expect(manifest.shards).toHaveLength(9);
+      await removeFolder(folder);
     } finally {
       await pool.close();
       world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });

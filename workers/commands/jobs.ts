@@ -77,7 +77,7 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('retry <jobId>')
-    .description('resume a failed or cancelled corpus job; finished shards and batches are kept')
+    .description('resume a failed or cancelled corpus job; written shards are kept')
     .action(async (jobId: string) => {
       process.exitCode = await withServices(async (services) => {
         const retried = await retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, jobId);
