@@ -28,7 +28,7 @@ import { cpuSeconds, percentile, rssBytes, spawnEmulator, spawnWorker, type Work
 import { summarizeProfile } from './profile.js';
 
 const QUICK = process.argv.includes('--quick');
-/** `--only overhead` runs just scenarios 3 and 4, `--only quota` just scenario 1 (for tuning work). */
+/** `--only overhead` runs just scenarios 3 and 4, `--only quota` just scenario 1 (for tuning work); `--keep` keeps the work folder (profiles, outputs). */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const QPM = 6_000;
 const TPM = 24_000_000;
@@ -292,7 +292,8 @@ async function main(): Promise<void> {
     await writeFile(path.join(resultsFolder, 'latest.md'), `${table}\n`);
   } finally {
     await redis.stop();
-    await rm(folder, { recursive: true, force: true });
+    if (process.argv.includes('--keep')) console.log(`kept ${folder}`);
+    else await rm(folder, { recursive: true, force: true });
   }
 }
 
