@@ -1,24 +1,31 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { buildCorpus } from '../support/corpus-fixture.js';
-import { runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+import { runEmbedq, spawnEmbedq, spawnEmulatorProcess, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
 
 const QPM = 900; // 15 requests per second
 
 describe('one global rate across worker processes', () => {
   let world: World;
+  let emulator: Awaited<ReturnType<typeof spawnEmulatorProcess>>;
+  let env: NodeJS.ProcessEnv;
   beforeAll(async () => {
-    world = await startWorld({ qpm: QPM, faults: { latencyMs: { min: 40, median: 80, p99: 200 } } }, { EMBEDQ_QPM: String(QPM) });
+    world = await startWorld({}, { EMBEDQ_QPM: String(QPM) });
+    emulator = await spawnEmulatorProcess(world.env, ['--qpm', String(QPM), '--latency-ms', '40,80,200', '--token-counting', 'estimate']);
+    env = { ...world.env, DASHSCOPE_BASE_URL: emulator.url };
     const corpus = buildCorpus('data/', { textLines: 2400 });
     for (const object of corpus.objects) await world.put(object.key, object.body);
   });
-  afterAll(() => world.close());
+  afterAll(async () => {
+    await emulator.stop();
+    await world.close();
+  });
 
   it('keeps two worker processes under the per-second limit with almost no 429s', async () => {
-    const workers = [spawnEmbedq(world.env, ['worker', '--concurrency', '16']), spawnEmbedq(world.env, ['worker', '--concurrency', '16'])];
+    const workers = [spawnEmbedq(env, ['worker', '--concurrency', '16']), spawnEmbedq(env, ['worker', '--concurrency', '16'])];
     try {
       // --wait follows the job to its end and exits 0 only on success.
-      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/rate/', '--output-type', 'dense', '--wait']);
+      const submitted = await runEmbedq(env, ['submit', 's3://corpus/data/', '--out', 's3://out/rate/', '--output-type', 'dense', '--wait']);
       expect(submitted.code, submitted.stderr).toBe(0);
       expect(submitted.stderr).toMatch(/completed .*100\.0% 2,431\/2,431 lines/);
       const record = await waitForJob(world.services, submitted.stdout.trim());
@@ -26,7 +33,7 @@ describe('one global rate across worker processes', () => {
     } finally {
       await Promise.all(workers.map((worker) => stopProcess(worker)));
     }
-    const stats = world.emulator.stats();
+    const stats = await emulator.stats();
     const requestsPerSecond = QPM / 60;
     expect(stats.accepted).toBeGreaterThan(200);
     // Never more than the limit in any sliding second (the emulator would have said 429 past it).

@@ -9,7 +9,7 @@ import { inject } from 'vitest';
 
 import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
 import { loadSettings, type Settings } from '../../src/config.js';
-import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../../src/emulator/server.js';
+import { startEmulator, type EmulatorOptions, type EmulatorStats, type RunningEmulator } from '../../src/emulator/server.js';
 import { createLogger } from '../../src/logger.js';
 import { sleep } from '../../src/rate/rate-gate.js';
 import { createServices, type Services } from '../../workers/services.js';
@@ -126,4 +126,28 @@ export async function downloadPrefix(s3: TestS3, bucket: string, prefix: string)
 
 export async function removeFolder(folder: string): Promise<void> {
   await rm(folder, { recursive: true, force: true });
+}
+
+/**
+ * `embedq emulator` in its own process: its clock then runs apart from this test process, where
+ * s3rver's work (shard uploads) would otherwise delay it and fake bursts.
+ */
+export async function spawnEmulatorProcess(env: NodeJS.ProcessEnv, flags: string[]): Promise<{ url: string; stats(): Promise<EmulatorStats>; stop(): Promise<void> }> {
+  const child = spawnEmbedq(env, ['emulator', '--port', '0', ...flags]);
+  const url = await new Promise<string>((resolve, reject) => {
+    let buffered = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const match = /"url":"([^"]+)"/.exec(buffered);
+      if (match) resolve(match[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`emulator exited with ${code}`)));
+  });
+  return {
+    url,
+    async stats() {
+      return (await (await fetch(`${url}/emulator/stats`)).json()) as EmulatorStats;
+    },
+    stop: () => stopProcess(child),
+  };
 }
