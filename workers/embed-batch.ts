@@ -2,7 +2,7 @@ import type { ErrorRecord } from '../jobs/corpus-store.js';
 import { enqueueWriteShard } from '../jobs/enqueue.js';
 import type { BatchLine, EmbedBatchPayload } from '../jobs/payloads.js';
 import type { EmbeddingClient, EmbeddingParameters, EmbeddingResult } from '../src/embedding.js';
-import { ProviderRateLimitedError, ProviderRejectedError, RequestInvalidError } from '../src/errors.js';
+import { ProviderRateLimitedError, ProviderRejectedError, ProviderUnavailableError, RequestInvalidError } from '../src/errors.js';
 import { embeddingParameters } from '../src/job-options.js';
 import type { Logger } from '../src/logger.js';
 import { sleep, type RateGate } from '../src/rate/rate-gate.js';
@@ -17,6 +17,14 @@ import type { JobContext } from './run-job.js';
  * BullMQ's backoff. They use no attempt: a rate limit says "later", not "broken".
  */
 const MAX_THROTTLED_RETRIES = 20;
+
+/**
+ * Quick in-call retries of a 5xx, timeout or reset before the whole job goes back to BullMQ's
+ * backoff. They matter most while bisecting a rejected batch: that takes ~8 requests, and
+ * restarting all of them for one passing 500 could keep a batch from ever finishing.
+ */
+const QUICK_RETRIES = 2;
+const QUICK_RETRY_BASE_MS = 250;
 
 export interface EmbeddedLines {
   rows: ShardRow[];
@@ -123,7 +131,9 @@ async function embedHalf(lines: readonly BatchLine[], deps: EmbedDeps): Promise<
 
 async function callThroughGate(texts: string[], { client, gate, parameters, logger }: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {
   const estimate = texts.reduce((sum, text) => sum + estimateTokens(text), 0);
-  for (let throttled = 0; ; throttled += 1) {
+  let throttled = 0;
+  let unavailable = 0;
+  for (;;) {
     await gate.acquire(estimate);
     const sent = performance.now();
     try {
@@ -134,7 +144,14 @@ async function callThroughGate(texts: string[], { client, gate, parameters, logg
     } catch (error) {
       // A rejected request used no quota: give the reserved tokens back.
       await gate.settleTokens(estimate, 0);
+      if (error instanceof ProviderUnavailableError && unavailable < QUICK_RETRIES) {
+        unavailable += 1;
+        logger.debug({ err: error, retry: unavailable }, 'provider unavailable; retrying at once');
+        await sleep(QUICK_RETRY_BASE_MS * unavailable * (0.5 + Math.random()));
+        continue;
+      }
       if (!(error instanceof ProviderRateLimitedError) || throttled >= MAX_THROTTLED_RETRIES) throw error;
+      throttled += 1;
       const factor = await gate.throttled(error.kind);
       logger.info({ kind: error.kind, factor, requestId: error.failure.requestId }, 'rate limited; slowing down');
       if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs);

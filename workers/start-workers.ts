@@ -48,6 +48,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     worker.on('error', (error) => logger.warn({ err: error, queue }, 'worker error'));
     return worker;
   });
+  services.shardEncoder.warm();
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   return {
     async close() {

@@ -29,7 +29,7 @@ export interface RateGateOptions {
   /** Lowest factor (Default: 0.05). */
   minimumFactor?: number;
   /**
-   * Factor regained per second without a 429 (Default: 0.05, so 0.9 → 1 in 2 s). Most 429s under a
+   * Factor regained per second without a cut (Default: 0.1, so 0.9 → 1 in 1 s). Most 429s under a
    * correct limit come from network jitter, so the cut is small and short; a limit set too high
    * still gets cut again every cooldown until the 429s stop.
    */
@@ -39,7 +39,7 @@ export interface RateGateOptions {
    * it come from requests already in flight (Default: 2,000 ms).
    */
   penaltyCooldownMs?: number;
-  /** 429s within `penaltyCooldownMs` that cut the rate; fewer only skip a slot each (Default: 3). */
+  /** 429s within `penaltyCooldownMs` that cut the rate; fewer only skip a slot each (Default: 5). */
   strikesToCut?: number;
   /**
    * A caller that wakes up later than this after its slot (a busy event loop) takes a new slot
@@ -154,10 +154,10 @@ export class RateGate {
     this.targetUtilization = options.targetUtilization ?? 0.99;
     this.decreaseFactor = options.decreaseFactor ?? 0.9;
     this.minimumFactor = options.minimumFactor ?? 0.05;
-    this.recoveryPerSecond = options.recoveryPerSecond ?? 0.05;
+    this.recoveryPerSecond = options.recoveryPerSecond ?? 0.1;
     this.penaltyCooldownMs = options.penaltyCooldownMs ?? 2_000;
     this.maxLatenessMs = options.maxLatenessMs ?? 8;
-    this.strikesToCut = options.strikesToCut ?? 3;
+    this.strikesToCut = options.strikesToCut ?? 5;
     this.scripts = {
       reserve: defineLuaScript(redis, RESERVE_LUA),
       penalize: defineLuaScript(redis, PENALIZE_LUA),
