@@ -1,14 +1,17 @@
 import { text } from 'node:stream/consumers';
 
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
-import { buildManifest } from '../src/output/manifest.js';
+import type { CorpusJobRecord, ShardStats } from '../jobs/corpus-store.js';
+import { buildManifest, type Manifest } from '../src/output/manifest.js';
+import type { ObjectStore } from '../src/storage/object-store.js';
 import { ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE } from '../src/output/layout.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 
 /**
  * Last step: `_errors.jsonl` (every shard's error records, in row order), `_manifest.json`, then
- * `_SUCCESS`, written last and only when every shard is in place. Scratch files go after that.
+ * `_SUCCESS`, written last of the output and only when every shard is in place. Then the scratch
+ * files go, and only then is the job marked completed.
  */
 export async function finalizeJob(payload: FinalizeJobPayload, { services, logger }: JobContext): Promise<void> {
   const { corpora } = services;
@@ -20,20 +23,39 @@ export async function finalizeJob(payload: FinalizeJobPayload, { services, logge
     throw new Error(`finalize found ${shards.length} of ${record.totalShards ?? '?'} shards written`);
   }
   const output = openOutput(record.options.output, services);
-
-  const errorParts: string[] = [];
-  for (const shard of shards) {
-    if (shard.errorsKey) errorParts.push(await text(await output.store.read(output.prefix + shard.errorsKey)));
+  // The split step deleted any earlier `_SUCCESS`, so one here is this run's: an earlier attempt
+  // got that far (and may have removed the scratch files already); only the cleanup is left.
+  if (!(await output.store.stat(output.prefix + SUCCESS_FILE))) {
+    await writeOutputFiles(id, record, shards, output);
   }
-  await output.store.write(output.prefix + ERRORS_FILE, errorParts.join(''));
+  for (const shard of shards) {
+    if (shard.errorsKey) await output.store.delete(output.prefix + shard.errorsKey);
+  }
+  // Completed last: whoever waits on the job's state finds the output with no scratch files left.
+  await corpora.markCompleted(id);
+  await corpora.dropShardStats(id);
+  const counts = countsOf(record);
+  logger.info({ ...counts, tokens: record.tokens, shards: shards.length }, 'corpus job completed');
+}
 
-  const counts = {
+function countsOf(record: CorpusJobRecord): Manifest['counts'] {
+  return {
     lines: record.totalLines ?? 0,
     embedded: record.rowsEmbedded,
     skipped_blank: record.rowsBlank,
     failed: record.rowsFailed,
     truncated: record.rowsTruncated,
   };
+}
+
+async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: ShardStats[], output: { store: ObjectStore; prefix: string }): Promise<void> {
+  const errorParts: string[] = [];
+  for (const shard of shards) {
+    if (shard.errorsKey) errorParts.push(await text(await output.store.read(output.prefix + shard.errorsKey)));
+  }
+  await output.store.write(output.prefix + ERRORS_FILE, errorParts.join(''));
+
+  const counts = countsOf(record);
   if (counts.embedded + counts.skipped_blank + counts.failed !== counts.lines) {
     // Invariant 1 is broken somewhere; refuse to vouch for the output.
     throw new Error(`counts do not add up: ${JSON.stringify(counts)}`);
@@ -50,10 +72,4 @@ export async function finalizeJob(payload: FinalizeJobPayload, { services, logge
   });
   await output.store.write(output.prefix + MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`);
   await output.store.write(output.prefix + SUCCESS_FILE, '');
-  await corpora.markCompleted(id);
-  for (const shard of shards) {
-    if (shard.errorsKey) await output.store.delete(output.prefix + shard.errorsKey);
-  }
-  await corpora.dropShardStats(id);
-  logger.info({ ...counts, tokens: record.tokens, shards: shards.length }, 'corpus job completed');
 }
