@@ -72,4 +72,3 @@ export async function retryCorpusJob(deps: { corpora: CorpusStore; splitQueue: Q
   return true;
 }
 
-export type { JobOptions };

@@ -36,10 +36,6 @@ export interface Services {
   close(): Promise<void>;
 }
 
-export interface ServiceOverrides {
-  embeddings?: EmbeddingClient;
-}
-
 export function redisConnection(url: string, options: RedisOptions = {}): Redis {
   const redis = new Redis(url, { maxRetriesPerRequest: null, ...options });
   // ioredis reconnects by itself; without a listener an error event would crash the process.
@@ -47,7 +43,7 @@ export function redisConnection(url: string, options: RedisOptions = {}): Redis 
   return redis;
 }
 
-export function createServices(settings: Readonly<Settings>, logger: Logger, overrides: ServiceOverrides = {}): Services {
+export function createServices(settings: Readonly<Settings>, logger: Logger): Services {
   const releasers: Array<() => Promise<unknown> | void> = [];
   const redis = redisConnection(settings.redisUrl);
   releasers.push(() => redis.quit().catch(() => redis.disconnect()));
@@ -61,7 +57,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, ove
     }),
   ) as Record<QueueName, Queue>;
 
-  const embeddings = overrides.embeddings ?? createDashScopeClient(settings.dashscope);
+  const embeddings = createDashScopeClient(settings.dashscope);
   releasers.push(() => embeddings.close());
 
   const shardEncoder = new ShardEncoder();

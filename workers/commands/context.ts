@@ -1,6 +1,6 @@
-import { loadSettings, type Settings } from '../../src/config.js';
+import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { createServices, type ServiceOverrides, type Services } from '../services.js';
+import { createServices, type Services } from '../services.js';
 
 /**
  * Builds services for a CLI command, runs it, and always releases them. Commands that never call
@@ -8,12 +8,12 @@ import { createServices, type ServiceOverrides, type Services } from '../service
  */
 export async function withServices<T>(
   run: (services: Services) => Promise<T>,
-  options: { requireApiKey?: boolean; settings?: Readonly<Settings>; overrides?: ServiceOverrides } = {},
+  options: { requireApiKey?: boolean } = {},
 ): Promise<T> {
-  const settings = options.settings ?? loadSettings(process.env, { requireApiKey: options.requireApiKey ?? false });
+  const settings = loadSettings(process.env, { requireApiKey: options.requireApiKey ?? false });
   // CLI commands log to stderr so stdout stays for results (job ids, JSON).
   const logger = createLogger({ level: settings.log.level === 'info' ? 'warn' : settings.log.level }, process.stderr);
-  const services = createServices(settings, logger, options.overrides);
+  const services = createServices(settings, logger);
   try {
     return await run(services);
   } finally {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 
 import { loadSettings } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
@@ -11,10 +12,14 @@ export function registerWorkerCommand(program: Command): void {
     .description('run every processor until SIGTERM/SIGINT, then drain running jobs and exit')
     .option('--concurrency <n>', 'DashScope requests in flight in this process (default: EMBEDQ_CONCURRENCY or 32)')
     .action(async (flags: { concurrency?: string }) => {
+      const concurrency = flags.concurrency === undefined ? undefined : Number(flags.concurrency);
+      if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency > 0)) {
+        throw new ConfigError(`Invalid options:\n- concurrency: must be a whole number above 0, got "${flags.concurrency}"`);
+      }
       const settings = loadSettings(process.env, { requireApiKey: true });
       const logger = createLogger(settings.log);
       const services = createServices(settings, logger);
-      const pool = startWorkers(services, { concurrency: flags.concurrency ? Number(flags.concurrency) : undefined });
+      const pool = startWorkers(services, { concurrency });
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'draining');
