@@ -4,6 +4,7 @@ import { formatIssues } from './config.js';
 import type { EmbeddingParameters } from './embedding.js';
 import { ConfigError } from './errors.js';
 import { APIS, MODEL_NAMES, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from './models.js';
+import { parseLocation } from './storage/locations.js';
 
 /**
  * The options of one corpus job (DESIGN "Contract": `embedq submit` / `plan` / `schedule add`).
@@ -27,6 +28,13 @@ const JobOptionsSchema = z
     longLines: z.enum(['truncate', 'error']).default('truncate'),
   })
   .superRefine((options, context) => {
+    for (const field of ['input', 'output'] as const) {
+      try {
+        parseLocation(options[field]);
+      } catch (error) {
+        context.addIssue({ code: 'custom', path: [field], message: (error as Error).message });
+      }
+    }
     const spec = MODELS[options.model];
     if (options.dimension !== undefined && !spec.dimensions.includes(options.dimension)) {
       context.addIssue({

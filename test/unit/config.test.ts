@@ -68,6 +68,9 @@ describe('job options', () => {
     expect(problems(() => parseJobOptions({ input: 'i', output: 'o', model: 'text-embedding-v9' }))).toMatch(/model: must be one of/);
     expect(problems(() => parseJobOptions({ input: 'i', output: 'o', api: 'openai' }))).toMatch(/outputType: "dense&sparse" needs the native API/);
     expect(parseJobOptions({ input: 'i', output: 'o', api: 'openai', outputType: 'dense', dimension: '64' }).dimension).toBe(64);
+    const locations = problems(() => parseJobOptions({ input: 's3://', output: 'ftp://host/out/' }));
+    expect(locations).toMatch(/- input: invalid location "s3:\/\/"/);
+    expect(locations).toMatch(/- output: unsupported location "ftp:\/\/host\/out\/"/);
   });
 });
 

@@ -1,3 +1,5 @@
+import path from 'node:path';
+
 import { Option, type Command } from 'commander';
 
 import { parseJobOptions, type JobOptions } from '../../src/job-options.js';
@@ -23,11 +25,15 @@ export function addJobFlags(command: Command, { requireOut }: { requireOut: bool
     .addOption(new Option('--long-lines <mode>', 'lines over 8,192 tokens: truncate them, or record errors').choices(['truncate', 'error']).default('truncate'));
 }
 
-/** Commander's camelCase flags → validated JobOptions (every problem reported at once). */
+/**
+ * Commander's camelCase flags → validated JobOptions (every problem reported at once). Local
+ * paths become absolute: the workers that read and write them need not share this shell's folder.
+ */
 export function jobOptionsFromFlags(input: string, flags: Record<string, unknown>): JobOptions {
+  const absolute = (location: string): string => (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) || location === '' ? location : path.resolve(location));
   return parseJobOptions({
-    input,
-    output: flags.out ?? '-',
+    input: absolute(input),
+    output: typeof flags.out === 'string' ? absolute(flags.out) : '-',
     model: flags.model,
     dimension: flags.dimension,
     outputType: flags.outputType,
