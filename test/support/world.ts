@@ -60,6 +60,7 @@ export async function startWorld(emulatorOptions: Partial<EmulatorOptions> = {},
       await s3.client.send(new PutObjectCommand({ Bucket: 'corpus', Key: key, Body: body }));
     },
     async close() {
+      await Promise.all([...children].map((child) => stopProcess(child, 'SIGKILL')));
       await services.close();
       await emulator.close();
       await s3.close();
@@ -67,13 +68,19 @@ export async function startWorld(emulatorOptions: Partial<EmulatorOptions> = {},
   };
 }
 
+/** Children still running; a world's close() kills them, so a test that timed out leaves none. */
+const children = new Set<ChildProcess>();
+
 /** `embedq <args>` in a child process, as a user runs it (TypeScript through tsx). */
 export function spawnEmbedq(env: NodeJS.ProcessEnv, args: string[]): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers/cli.ts'), ...args], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers/cli.ts'), ...args], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
 }
 
 export async function runEmbedq(env: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {

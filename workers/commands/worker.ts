@@ -6,6 +6,9 @@ import { createLogger } from '../../src/logger.js';
 import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
 
+/** How long a stopping worker waits for its running jobs (a request takes seconds at most). */
+const DRAIN_TIMEOUT_MS = 60_000;
+
 export function registerWorkerCommand(program: Command): void {
   program
     .command('worker')
@@ -23,7 +26,16 @@ export function registerWorkerCommand(program: Command): void {
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'draining');
+          // A second signal, or a drain that cannot finish (Redis gone), ends the process anyway;
+          // its unfinished jobs come back to other workers when their locks run out.
+          process.once('SIGTERM', () => forceExit('second SIGTERM'));
+          process.once('SIGINT', () => forceExit('second SIGINT'));
+          setTimeout(() => forceExit('drain timed out'), DRAIN_TIMEOUT_MS).unref();
           resolve();
+        };
+        const forceExit = (reason: string): void => {
+          logger.warn({ reason }, 'exiting without a full drain');
+          process.exit(1);
         };
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);
