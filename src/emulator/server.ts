@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { setMaxListeners } from 'node:events';
 
 import { COMPAT_EMBEDDING_PATH, NATIVE_EMBEDDING_PATH } from '../dashscope/endpoints.js';
 import { ConfigError } from '../errors.js';

@@ -27,13 +27,7 @@ async function expectParquetHolds(file: string, rows: readonly ShardRow[]): Prom
   expect(read.length).toBe(rows.length);
   for (const [i, got] of read.entries()) {
     const want = rows[i]!;
-    expect({ row: got.row, source: got.source, line: got.line, id: got.id, text: got.text }).toEqual({
-      row: BigInt(want.row),
-      source: want.source,
-      line: BigInt(want.line),
-      id: want.id,
-      text: want.text,
-    });
+    expect(scalarColumns(got)).toEqual(expectedScalars(want));
     if (want.dense === null) {
       expect(got.dense).toBeNull();
     } else {
@@ -179,13 +173,7 @@ describe('encodeShard → Arrow IPC file, read back with apache-arrow', () => {
     expect(table.numRows).toBe(rows.length);
     for (const [i, want] of rows.entries()) {
       const got = table.get(i)!.toJSON();
-      expect({ row: got.row, source: got.source, line: got.line, id: got.id, text: got.text }).toEqual({
-        row: BigInt(want.row),
-        source: want.source,
-        line: BigInt(want.line),
-        id: want.id,
-        text: want.text,
-      });
+      expect(scalarColumns(got)).toEqual(expectedScalars(want));
       expect(float32Bytes(got.dense!.toArray()).equals(float32Bytes(want.dense!))).toBe(true);
       expect(got.sparse!.toArray().map((entry: { toJSON(): unknown }) => entry.toJSON())).toEqual(want.sparse);
     }
@@ -210,3 +198,12 @@ describe('encodeShard → Arrow IPC file, read back with apache-arrow', () => {
     }
   });
 });
+
+/** The scalar columns of a row as read back (either reader), and what they must hold: int64 as bigint. */
+function scalarColumns(got: Record<string, unknown>): Record<string, unknown> {
+  return { row: got.row, source: got.source, line: got.line, id: got.id, text: got.text };
+}
+
+function expectedScalars(want: ShardRow): Record<string, unknown> {
+  return { row: BigInt(want.row), source: want.source, line: BigInt(want.line), id: want.id, text: want.text };
+}
