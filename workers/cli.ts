@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 
 import { emulatorCommand } from '../src/cli/emulator-command.js';
 import { EmbedqError } from '../src/errors.js';
+import { registerDashboardCommand } from './commands/dashboard.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerPlanCommand } from './commands/plan.js';
@@ -21,6 +22,7 @@ registerJobCommands(program);
 registerWorkerCommand(program);
 registerPlanCommand(program);
 registerDemoCommand(program);
+registerDashboardCommand(program);
 program.addCommand(emulatorCommand());
 
 try {

@@ -62,6 +62,7 @@ export async function embedBatch(payload: EmbedBatchPayload, { services, logger 
     embedded: embedded.rows.length,
     tokens: embedded.tokens,
   });
+  services.metrics.batchStored({ embedded: embedded.rows.length, tokens: embedded.tokens });
   logger.debug(
     {
       shard: payload.shard,

@@ -8,6 +8,8 @@ import type { Settings } from '../src/config.js';
 import { createDashScopeClient } from '../src/dashscope/dashscope-client.js';
 import type { EmbeddingClient } from '../src/embedding.js';
 import type { Logger } from '../src/logger.js';
+import { instrumentEmbeddingClient } from '../src/metrics/instrumented-client.js';
+import { MetricsRecorder } from '../src/metrics/metrics-recorder.js';
 import { MODELS, type ModelName } from '../src/models.js';
 import { RateGate } from '../src/rate/rate-gate.js';
 import { ShardEncoder } from '../src/shards/shard-encoder.js';
@@ -25,6 +27,8 @@ export interface Services {
   corpora: CorpusStore;
   queues: Record<QueueName, Queue>;
   embeddings: EmbeddingClient;
+  /** Worker-side metrics, flushed to Redis while `embedq worker` runs (read by the dashboard's /metrics). */
+  metrics: MetricsRecorder;
   /** The shared rate gate of a model (DashScope limits per model and account). */
   rateGate(model: ModelName): RateGate;
   /** Created on first use: local-only runs never build one. */
@@ -57,7 +61,8 @@ export function createServices(settings: Readonly<Settings>, logger: Logger): Se
     }),
   ) as Record<QueueName, Queue>;
 
-  const embeddings = createDashScopeClient(settings.dashscope);
+  const metrics = new MetricsRecorder(redis, settings.redisPrefix);
+  const embeddings = instrumentEmbeddingClient(createDashScopeClient(settings.dashscope), metrics);
   releasers.push(() => embeddings.close());
 
   const shardEncoder = new ShardEncoder();
@@ -73,6 +78,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger): Se
     corpora: new CorpusStore(redis, settings.redisPrefix),
     queues,
     embeddings,
+    metrics,
     shardEncoder,
     rateGate(model) {
       let gate = gates.get(model);

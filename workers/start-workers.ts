@@ -34,8 +34,11 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       process: (job: Job) => (job.name === JOB_NAMES.finalizeJob ? finalize(job) : write(job)),
     },
   ];
+  const embedConcurrency = definitions[1]!.concurrency;
   const workers = definitions.map(({ queue, concurrency, process }) => {
-    const worker = new Worker(queue, process, {
+    // The corpus job id in scope lets metrics count each job's requests and 429s.
+    const withJob = (job: Job) => services.metrics.withJob(String((job.data as { corpusJobId?: unknown }).corpusJobId ?? ''), () => process(job));
+    const worker = new Worker(queue, withJob, {
       connection: services.workerConnection(),
       prefix: settings.redisPrefix,
       concurrency,
@@ -49,10 +52,12 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     return worker;
   });
   services.shardEncoder.warm();
+  services.metrics.start({ concurrency: embedConcurrency });
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   return {
     async close() {
       await Promise.all(workers.map((worker) => worker.close()));
+      await services.metrics.stop();
     },
   };
 }

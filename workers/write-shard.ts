@@ -49,6 +49,7 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     tokens: buffered.tokens,
     batches: buffered.batchCount,
   });
+  services.metrics.shardWritten({ seconds: (performance.now() - started) / 1000, blank: buffered.blank, failed: buffered.errors.length });
   log.info({ file, rows, errors: buffered.errors.length, bytes: bytes.byteLength, durationMs: Math.round(performance.now() - started) }, 'shard written');
   if (totalShards !== null && shardsWritten === totalShards) await enqueueFinalize(queues.write, id, payload.generation);
 }

@@ -1,0 +1,134 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { hostname } from 'node:os';
+
+import type { Redis } from 'ioredis';
+
+import { METRICS, type MetricDefinition } from './metric-names.js';
+import { metricField, metricsKeys, type WorkerHeartbeat } from './metrics-keys.js';
+
+/**
+ * Worker-side metrics. Many worker processes on many machines must reach one scrape target, and
+ * KEDA adds and removes worker pods all the time, so a process's own `/metrics` would lose what a
+ * short-lived pod counted and need service discovery. Instead each process adds to counters and
+ * histogram buckets in memory and flushes the deltas to one Redis hash every few seconds (one
+ * pipelined round, HINCRBYFLOAT, so concurrent flushes add up); the dashboard's `/metrics` reads
+ * that hash. The counters survive worker restarts and Redis restarts (AOF), as Prometheus expects.
+ * The same round refreshes this process's heartbeat (the dashboard's live-workers list).
+ */
+export interface RecorderOptions {
+  /** How often deltas go to Redis (Default: 5,000 ms). */
+  flushIntervalMs?: number;
+  /** How long per-job request counts stay after the last flush (Default: 7 days). */
+  jobStatsTtlSeconds?: number;
+}
+
+const HEARTBEAT_TTL_MS = 20_000;
+
+export class MetricsRecorder {
+  private readonly keys;
+  private pending = new Map<string, number>();
+  private pendingJobs = new Map<string, Map<string, number>>();
+  private readonly jobContext = new AsyncLocalStorage<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private heartbeat: WorkerHeartbeat | undefined;
+  private readonly options: Required<RecorderOptions>;
+
+  constructor(
+    private readonly redis: Redis,
+    prefix: string,
+    options: RecorderOptions = {},
+  ) {
+    this.keys = metricsKeys(prefix);
+    this.options = { flushIntervalMs: 5_000, jobStatsTtlSeconds: 7 * 86_400, ...options };
+  }
+
+  /** Starts the periodic flush and the heartbeat (worker processes only; commands never call it). */
+  start(info: { concurrency: number }): void {
+    if (this.timer) return;
+    this.heartbeat = { id: `${hostname()}:${process.pid}`, host: hostname(), pid: process.pid, startedAt: Date.now(), lastSeen: 0, ...info };
+    this.timer = setInterval(() => void this.flush().catch(() => undefined), this.options.flushIntervalMs);
+    this.timer.unref();
+    void this.flush().catch(() => undefined);
+  }
+
+  /** Stops the timer and sends what is left; the heartbeat is removed so the worker leaves the list at once. */
+  async stop(): Promise<void> {
+    if (!this.timer) return;
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.flush({ leaving: true }).catch(() => undefined);
+  }
+
+  increment(metric: MetricDefinition, labels: Record<string, string> = {}, value = 1): void {
+    this.add(metricField(metric.name, labels), value);
+  }
+
+  observe(metric: MetricDefinition, seconds: number): void {
+    for (const bound of metric.buckets ?? []) if (seconds <= bound) this.add(metricField(`${metric.name}_bucket`, { le: String(bound) }), 1);
+    this.add(metricField(`${metric.name}_bucket`, { le: '+Inf' }), 1);
+    this.add(metricField(`${metric.name}_sum`, {}), seconds);
+    this.add(metricField(`${metric.name}_count`, {}), 1);
+  }
+
+  /** Runs a BullMQ job's handler with its corpus job id in scope, so request counts land on that job. */
+  withJob<T>(corpusJobId: string, run: () => Promise<T>): Promise<T> {
+    return this.jobContext.run(corpusJobId, run);
+  }
+
+  /** Adds to a per-corpus-job counter (requests, throttled) of the job in scope, if any. */
+  incrementJob(field: string, value = 1): void {
+    const id = this.jobContext.getStore();
+    if (id === undefined) return;
+    let fields = this.pendingJobs.get(id);
+    if (!fields) this.pendingJobs.set(id, (fields = new Map()));
+    fields.set(field, (fields.get(field) ?? 0) + value);
+  }
+
+  /** embed-batch: a batch was stored in its shard's buffer. */
+  batchStored(counts: { embedded: number; tokens: number }): void {
+    this.increment(METRICS.lines, { outcome: 'embedded' }, counts.embedded);
+    this.increment(METRICS.tokens, {}, counts.tokens);
+  }
+
+  /** write-shard: a shard file was written; its blank and failed lines are final now. */
+  shardWritten(shard: { seconds: number; blank: number; failed: number }): void {
+    this.observe(METRICS.shardWriteDuration, shard.seconds);
+    this.increment(METRICS.lines, { outcome: 'blank' }, shard.blank);
+    this.increment(METRICS.lines, { outcome: 'failed' }, shard.failed);
+  }
+
+  /** Sends the deltas in one pipelined round; on failure they are kept for the next round. */
+  async flush(options: { leaving?: boolean } = {}): Promise<void> {
+    const counters = this.pending;
+    const jobs = this.pendingJobs;
+    this.pending = new Map();
+    this.pendingJobs = new Map();
+    const pipeline = this.redis.pipeline();
+    for (const [field, value] of counters) pipeline.hincrbyfloat(this.keys.counters, field, value);
+    for (const [id, fields] of jobs) {
+      for (const [field, value] of fields) pipeline.hincrbyfloat(this.keys.job(id), field, value);
+      pipeline.expire(this.keys.job(id), this.options.jobStatsTtlSeconds);
+    }
+    if (this.heartbeat) {
+      const now = Date.now();
+      const beat = { ...this.heartbeat, lastSeen: now };
+      if (options.leaving) pipeline.zrem(this.keys.workers, beat.id).del(this.keys.worker(beat.id));
+      else pipeline.zadd(this.keys.workers, now, beat.id).set(this.keys.worker(beat.id), JSON.stringify(beat), 'PX', HEARTBEAT_TTL_MS);
+      pipeline.zremrangebyscore(this.keys.workers, 0, now - 3_600_000);
+    }
+    try {
+      const results = await pipeline.exec();
+      const failed = results?.find(([error]) => error);
+      if (failed) throw failed[0];
+    } catch (error) {
+      for (const [field, value] of counters) this.add(field, value);
+      for (const [id, fields] of jobs) for (const [field, value] of fields) this.jobContext.run(id, () => this.incrementJob(field, value));
+      throw error;
+    }
+  }
+
+  private add(field: string, value: number): void {
+    if (value === 0) return;
+    this.pending.set(field, (this.pending.get(field) ?? 0) + value);
+  }
+}

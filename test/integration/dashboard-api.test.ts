@@ -1,0 +1,169 @@
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { submitCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { METRICS } from '../../src/metrics/metric-names.js';
+import { sleep } from '../../src/rate/rate-gate.js';
+import { buildDashboard } from '../../workers/dashboard/server.js';
+import { startWorkers, type WorkerPool } from '../../workers/start-workers.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { startDashboard } from '../support/dashboard.js';
+import { startWorld, waitForJob, type World } from '../support/world.js';
+
+const TOKEN = 'dashboard-test-token-7f3a';
+const API_KEY = 'sk-never-shown-8c1d9e';
+
+interface Family {
+  name: string;
+  type: string;
+  metrics: Array<{ value?: string; count?: string; labels?: Record<string, string>; buckets?: Record<string, string> }>;
+}
+
+/** Sum of a family's samples (histograms: their count), optionally filtered by labels. */
+function total(families: Family[], name: string, labels: Record<string, string> = {}): number {
+  const family = families.find((candidate) => candidate.name === name);
+  if (!family) return Number.NaN;
+  return family.metrics
+    .filter((metric) => Object.entries(labels).every(([key, value]) => metric.labels?.[key] === value))
+    .reduce((sum, metric) => sum + Number(metric.value ?? metric.count ?? 0), 0);
+}
+
+describe('dashboard: JSON API, /metrics and security against a real job', () => {
+  let world: World;
+  let dashboard: Awaited<ReturnType<typeof startDashboard>>;
+  let pool: WorkerPool;
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  const get = (path: string, headers: Record<string, string> = auth) => fetch(dashboard.url + path, { headers });
+  const scrape = async (): Promise<Family[]> => parsePrometheusTextFormat(await (await get('/metrics')).text()) as Family[];
+
+  beforeAll(async () => {
+    world = await startWorld(
+      { faults: { latencyMs: { min: 20, median: 40, p99: 80 }, failRate429: { requests: 0.05 } } },
+      // 1,200 requests a minute: a ~1,900-line job takes ~10 s, long enough to watch it move.
+      { EMBEDQ_QPM: '1200', DASHSCOPE_API_KEY: API_KEY },
+    );
+    const corpus = buildCorpus('data/', { textLines: 1500 });
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+    dashboard = await startDashboard(world.services, TOKEN);
+    pool = startWorkers(world.services, { concurrency: 8 });
+  });
+  afterAll(async () => {
+    await pool?.close();
+    await dashboard?.close();
+    await world?.close();
+  });
+
+  const submit = (name: string) =>
+    submitCorpusJob(
+      { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] },
+      parseJobOptions({ input: 's3://corpus/data/', output: `s3://out/${name}/`, shardRows: 200, outputType: 'dense' }),
+    );
+
+  it('exposes every metric on /metrics, and each moves while a job runs', async () => {
+    const before = await scrape();
+    for (const metric of Object.values(METRICS)) expect(before.map((family) => family.name), metric.name).toContain(metric.name);
+    expect(before.map((family) => family.name)).toContain('bullmq_job_count');
+    const id = await submit('metrics');
+    // Mid-job: queue depths show work, and a worker flush (every 5 s) has brought counters in.
+    let during: Family[] = [];
+    let sawBacklog = false;
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      during = await scrape();
+      sawBacklog ||= total(during, METRICS.embedBacklog.name) > 0;
+      if (sawBacklog && total(during, METRICS.lines.name, { outcome: 'embedded' }) > 0) break;
+      await sleep(250);
+    }
+    expect(sawBacklog).toBe(true);
+    expect(total(during, METRICS.corpusJobs.name, { state: 'running' })).toBe(1);
+    expect(total(during, METRICS.workers.name)).toBe(1);
+    const record = await waitForJob(world.services, id);
+    expect(record.state).toBe('completed');
+    await world.services.metrics.flush();
+    const after = await scrape();
+    const moved = (name: string, labels: Record<string, string> = {}) => total(after, name, labels) - total(before, name, labels);
+    expect(moved(METRICS.lines.name, { outcome: 'embedded' })).toBe(record.rowsEmbedded);
+    expect(moved(METRICS.lines.name, { outcome: 'blank' })).toBe(record.rowsBlank);
+    expect(moved(METRICS.lines.name, { outcome: 'failed' })).toBe(record.rowsFailed);
+    expect(moved(METRICS.tokens.name)).toBe(record.tokens);
+    expect(moved(METRICS.requests.name, { outcome: 'ok', status: '200' })).toBeGreaterThanOrEqual(record.batchesTotal);
+    expect(moved(METRICS.requests.name, { outcome: 'rate_limited', status: '429' })).toBeGreaterThan(0);
+    expect(moved(METRICS.requests.name, { outcome: 'rejected', status: '400' })).toBeGreaterThan(0);
+    expect(moved(METRICS.requestDuration.name)).toBe(moved(METRICS.requests.name));
+    expect(moved(METRICS.shardWriteDuration.name)).toBe(record.totalShards);
+    expect(moved(METRICS.corpusJobs.name, { state: 'completed' })).toBe(1);
+    expect(total(after, METRICS.queueJobs.name, { queue: 'embed' })).toBe(0);
+    expect(total(after, METRICS.rateConfigured.name, { model: 'text-embedding-v4', unit: 'requests' })).toBe(1200);
+    expect(total(after, METRICS.rateInForce.name, { model: 'text-embedding-v4', unit: 'requests' })).toBeGreaterThan(0);
+    // The histogram's buckets are cumulative and end at +Inf = count.
+    const latency = after.find((family) => family.name === METRICS.requestDuration.name)!.metrics[0]!;
+    expect(Number(latency.buckets!['+Inf'])).toBe(Number(latency.count));
+
+    const view = (await (await get(`/api/jobs/${id}`)).json()) as Record<string, unknown>;
+    expect(view).toMatchObject({ id, state: 'completed', progress: 1, linesDone: record.totalLines, tokens: record.tokens });
+    expect(view.throttled as number).toBeGreaterThan(0);
+    expect(view.throttledShare as number).toBeGreaterThan(0);
+    expect(view.estimatedCostUsd as number).toBeCloseTo((record.tokens / 1e6) * 0.07, 10);
+    const firstErrors = view.firstErrors as Array<{ code: string }>;
+    expect(firstErrors.length).toBeGreaterThan(0);
+    expect(firstErrors.map((error) => error.code)).toContain('CONTENT_REJECTED');
+  });
+
+  it('cancels a running job and retries it through the JSON API, with the CLI functions', async () => {
+    const id = await submit('cancel-retry');
+    await waitForJob(world.services, id, (record) => record.state === 'running' && record.rowsEmbedded > 100);
+    const post = (action: string) => fetch(`${dashboard.url}/api/jobs/${id}/${action}`, { method: 'POST', headers: auth });
+    expect((await post('retry')).status).toBe(409); // running: nothing to retry
+    const cancel = await post('cancel');
+    expect(cancel.status).toBe(200);
+    expect(await cancel.json()).toEqual({ id, cancelled: true });
+    expect((await world.services.corpora.get(id))?.state).toBe('cancelled');
+    expect((await post('cancel')).status).toBe(409);
+    const jobs = (await (await get('/api/jobs')).json()) as Array<{ id: string; state: string }>;
+    expect(jobs.find((job) => job.id === id)?.state).toBe('cancelled');
+    const retry = await post('retry');
+    expect(retry.status).toBe(200);
+    const record = await waitForJob(world.services, id);
+    expect(record.state).toBe('completed');
+    expect(record.rowsEmbedded + record.rowsBlank + record.rowsFailed).toBe(record.totalLines);
+    expect(record.generation).toBe(1);
+  });
+
+  it('requires the token everywhere but /healthz, by bearer or login cookie, and never shows the API key', async () => {
+    for (const path of ['/', '/api/jobs', '/api/workers', '/api/schedules', '/metrics', '/queues', '/queues/api/queues']) {
+      expect((await get(path, {})).status, path).toBe(401);
+      expect((await get(path, { authorization: 'Bearer wrong' })).status, path).toBe(401);
+      const ok = await get(path);
+      expect(ok.status, path).toBe(200);
+      expect(await ok.text(), path).not.toContain(API_KEY);
+    }
+    expect((await fetch(`${dashboard.url}/api/jobs/x/cancel`, { method: 'POST' })).status).toBe(401);
+    expect((await get('/healthz', {})).status).toBe(200);
+    const login = await fetch(`${dashboard.url}/login`, {
+      method: 'POST',
+      body: new URLSearchParams({ token: TOKEN, next: '/' }),
+      redirect: 'manual',
+    });
+    expect(login.status).toBe(303);
+    const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    expect(cookie).not.toContain(TOKEN);
+    expect((await get('/api/jobs', { cookie })).status).toBe(200);
+    const wrong = await fetch(`${dashboard.url}/login`, { method: 'POST', body: new URLSearchParams({ token: 'nope' }), redirect: 'manual' });
+    expect(wrong.status).toBe(401);
+    const events = await fetch(`${dashboard.url}/api/events`, { headers: auth });
+    const reader = events.body!.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(first).toMatch(/^data: \{"at":/);
+    expect(first).not.toContain(API_KEY);
+  });
+
+  it('refuses a non-loopback host without a token', async () => {
+    await expect(buildDashboard(world.services, { host: '0.0.0.0' })).rejects.toThrow(/EMBEDQ_DASHBOARD_TOKEN/);
+    const open = await buildDashboard(world.services, { host: '127.0.0.1' });
+    expect((await open.app.inject({ method: 'GET', url: '/api/schedules' })).json()).toEqual([]);
+    await open.app.close();
+  });
+});

@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+
+import { loadSettings } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+import { createLogger } from '../../src/logger.js';
+import { buildDashboard } from '../dashboard/server.js';
+import { createServices } from '../services.js';
+
+export function registerDashboardCommand(program: Command): void {
+  program
+    .command('dashboard')
+    .description('serve the live page, /api/*, Bull Board at /queues, /metrics and /healthz until SIGTERM/SIGINT')
+    .option('--port <port>', 'TCP port', '8080')
+    .option('--host <host>', 'address to bind; anything but loopback needs EMBEDQ_DASHBOARD_TOKEN', '127.0.0.1')
+    .action(async (flags: { port: string; host: string }) => {
+      const port = Number(flags.port);
+      if (!(Number.isInteger(port) && port >= 0 && port < 65_536)) throw new ConfigError(`Invalid options:\n- port: must be 0-65535, got "${flags.port}"`);
+      const settings = loadSettings(process.env, { requireApiKey: false });
+      const token = process.env.EMBEDQ_DASHBOARD_TOKEN || undefined;
+      const logger = createLogger(settings.log);
+      const services = createServices(settings, logger);
+      try {
+        const { app } = await buildDashboard(services, { host: flags.host, token });
+        const address = await app.listen({ host: flags.host, port });
+        logger.info({ address, auth: token ? 'token' : 'none' }, 'dashboard listening');
+        await new Promise<void>((resolve) => {
+          process.once('SIGTERM', () => resolve());
+          process.once('SIGINT', () => resolve());
+        });
+        await app.close();
+      } finally {
+        await services.close();
+      }
+    });
+}

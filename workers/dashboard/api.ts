@@ -1,0 +1,56 @@
+import type { FastifyInstance } from 'fastify';
+
+import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import type { Services } from '../services.js';
+import type { DashboardSources, DashboardState } from './snapshot.js';
+
+/**
+ * The JSON API the page uses and scripts can use. Cancel and retry call the same functions as
+ * `embedq cancel` and `embedq retry`; nothing else here writes.
+ */
+export function registerApi(app: FastifyInstance, services: Services, state: DashboardState, sources: DashboardSources): void {
+  app.get('/api/jobs', async () => (await state.refresh()).jobs);
+
+  app.get<{ Params: { id: string } }>('/api/jobs/:id', async (request, reply) => {
+    const job = (await state.refresh()).jobs.find((view) => view.id === request.params.id);
+    if (job) return job;
+    const record = await services.corpora.get(request.params.id);
+    if (!record) return reply.code(404).send({ error: `no corpus job ${request.params.id}` });
+    // Older than the page's list: shown without live figures.
+    return { ...record, options: undefined, input: record.options.input, output: record.options.output };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request, reply) => {
+    const cancelled = await cancelCorpusJob(services.corpora, request.params.id);
+    if (!cancelled) return reply.code(409).send({ error: `${request.params.id} is not queued or running` });
+    return { id: request.params.id, cancelled: true };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/jobs/:id/retry', async (request, reply) => {
+    const retried = await retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, request.params.id);
+    if (!retried) return reply.code(409).send({ error: `${request.params.id} is not failed or cancelled` });
+    return { id: request.params.id, retried: true };
+  });
+
+  app.get('/api/schedules', async () => sources.schedules.list());
+  app.get('/api/workers', async () => (await state.refresh()).workers);
+  app.get('/api/rates', async () => sources.rates.read());
+  /** Queue depths; KEDA's metrics-api trigger reads `embed.backlog`. */
+  app.get('/api/queues', async () => {
+    const { queues } = await state.refresh();
+    return Object.fromEntries(
+      Object.entries(queues).map(([name, depth]) => [name, { ...depth, backlog: depth.waiting + depth.prioritized + depth.delayed }]),
+    );
+  });
+
+  /** Server-sent events: one snapshot a tick, as long as the page is open. */
+  app.get('/api/events', (request, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const send = (snapshot: unknown): void => void reply.raw.write(`data: ${JSON.stringify(snapshot)}\n\n`);
+    void state.latest().then(send, () => undefined);
+    const unsubscribe = state.subscribe(send);
+    request.raw.once('close', unsubscribe);
+  });
+}

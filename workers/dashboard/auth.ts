@@ -1,0 +1,50 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+import { loginPage } from './page.js';
+
+export const SESSION_COOKIE = 'embedq_session';
+/** Paths reachable without the token: the liveness probe and the login form itself. */
+const OPEN_PATHS = new Set(['/healthz', '/login']);
+
+/** Only loopback hosts may serve without a token. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+const sameSecret = (a: string, b: string): boolean => {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+};
+
+/**
+ * With EMBEDQ_DASHBOARD_TOKEN set, every route except /healthz and /login (the page, /api/*,
+ * /queues and /metrics) needs `Authorization: Bearer <token>` or the session cookie the login form
+ * sets. The cookie holds an HMAC of the token, never the token, so it cannot be replayed as a bearer.
+ */
+export function registerAuth(app: FastifyInstance, token: string | undefined): void {
+  if (!token) return;
+  const session = createHmac('sha256', token).update('embedq-dashboard-session').digest('hex');
+  const authorized = (request: FastifyRequest): boolean => {
+    const header = request.headers.authorization;
+    if (header?.startsWith('Bearer ') && sameSecret(header.slice(7), token)) return true;
+    const cookie = request.cookies[SESSION_COOKIE];
+    return cookie !== undefined && sameSecret(cookie, session);
+  };
+  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    const path = request.url.split('?')[0] ?? '';
+    if (OPEN_PATHS.has(path) || authorized(request)) return;
+    const wantsPage = request.method === 'GET' && (request.headers.accept ?? '').includes('text/html');
+    if (wantsPage) return reply.code(401).type('text/html; charset=utf-8').send(loginPage(path));
+    return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized' });
+  });
+  app.get('/login', async (_request, reply) => reply.type('text/html; charset=utf-8').send(loginPage('/')));
+  app.post<{ Body: { token?: string; next?: string } }>('/login', async (request, reply) => {
+    const next = request.body?.next?.startsWith('/') && !request.body.next.startsWith('//') ? request.body.next : '/';
+    if (!sameSecret(request.body?.token ?? '', token)) return reply.code(401).type('text/html; charset=utf-8').send(loginPage(next, true));
+    reply.setCookie(SESSION_COOKIE, session, { path: '/', httpOnly: true, sameSite: 'strict', secure: request.protocol === 'https' });
+    return reply.redirect(next, 303);
+  });
+}

@@ -1,0 +1,113 @@
+import { Registry } from 'prom-client';
+
+import { QUEUES } from '../../jobs/queues.js';
+import { BACKLOG_STATES, METRICS, QUEUE_DEPTH_STATES, type MetricDefinition } from '../../src/metrics/metric-names.js';
+import { readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
+import type { Services } from '../services.js';
+import { readQueueDepths } from './snapshot.js';
+import { liveWorkers, type RateSource } from './sources.js';
+
+interface Value {
+  value: number;
+  labels: Record<string, string>;
+  metricName?: string;
+}
+
+/**
+ * `/metrics`: the workers' counters and histograms (flushed to Redis, see MetricsRecorder) next to
+ * what the dashboard reads directly at scrape time (queue depths, corpus jobs by state, rates, live
+ * workers), then BullMQ's own `exportPrometheusMetrics` per queue (`bullmq_job_count`).
+ */
+export function createMetricsEndpoint(services: Services, rates: RateSource) {
+  let samples: MetricSample[] = [];
+  let direct = new Map<string, Value[]>();
+  const registry = new Registry();
+
+  const fromWorkers = (metric: MetricDefinition): Value[] => {
+    const names = metric.type === 'histogram' ? ['_bucket', '_sum', '_count'].map((suffix) => metric.name + suffix) : [metric.name];
+    const values = samples.filter((sample) => names.includes(sample.name)).map((sample) => ({ value: sample.value, labels: sample.labels, metricName: sample.name }));
+    // A histogram nobody observed yet still shows as zero, so dashboards and alerts find it.
+    if (metric.type === 'histogram' && values.length === 0) return [{ value: 0, labels: {}, metricName: `${metric.name}_count` }];
+    if (metric.type === 'counter' && values.length === 0 && metric.labels.length === 0) return [{ value: 0, labels: {} }];
+    return values;
+  };
+
+  for (const metric of Object.values(METRICS) as MetricDefinition[]) {
+    registry.registerMetric({
+      name: metric.name,
+      help: metric.help,
+      type: metric.type,
+      get: async () => ({ name: metric.name, help: metric.help, type: metric.type, values: direct.get(metric.name) ?? fromWorkers(metric) }),
+    } as never);
+  }
+
+  async function readDirect(): Promise<Map<string, Value[]>> {
+    const [depths, records, figures, workers] = await Promise.all([
+      readQueueDepths(services),
+      services.corpora.list(1_000),
+      rates.read(),
+      liveWorkers(services),
+    ]);
+    const map = new Map<string, Value[]>();
+    map.set(
+      METRICS.queueJobs.name,
+      Object.values(QUEUES).flatMap((queue) => QUEUE_DEPTH_STATES.map((state) => ({ value: depths[queue][state], labels: { queue, state } }))),
+    );
+    map.set(METRICS.embedBacklog.name, [{ value: BACKLOG_STATES.reduce((sum, state) => sum + depths[QUEUES.embed][state], 0), labels: {} }]);
+    const states = ['queued', 'running', 'completed', 'failed', 'cancelled'];
+    map.set(
+      METRICS.corpusJobs.name,
+      states.map((state) => ({ value: records.filter((record) => record.state === state).length, labels: { state } })),
+    );
+    const perModel = (pick: (figure: (typeof figures)[number]) => { requests: number; tokens: number } | null): Value[] =>
+      figures.flatMap((figure) => {
+        const value = pick(figure);
+        return value === null
+          ? []
+          : [
+              { value: value.requests, labels: { model: figure.model, unit: 'requests' } },
+              { value: value.tokens, labels: { model: figure.model, unit: 'tokens' } },
+            ];
+      });
+    map.set(METRICS.rateConfigured.name, perModel((figure) => figure.configured));
+    map.set(METRICS.rateLearned.name, perModel((figure) => figure.learned));
+    map.set(METRICS.rateInForce.name, perModel((figure) => figure.inForce));
+    map.set(METRICS.workers.name, [{ value: workers.length, labels: {} }]);
+    return map;
+  }
+
+  return {
+    contentType: registry.contentType,
+    /** One scrape: reads Redis, then renders the text format. */
+    async render(): Promise<string> {
+      [samples, direct] = await Promise.all([readWorkerMetrics(services.redis, services.settings.redisPrefix), readDirect()]);
+      const bullmq = await Promise.all(Object.values(QUEUES).map((name) => services.queues[name].exportPrometheusMetrics()));
+      return `${await registry.metrics()}\n${mergeFamilies(bullmq)}`;
+    },
+  };
+}
+
+/**
+ * BullMQ renders each queue on its own, with the same HELP/TYPE lines each time; the text format
+ * wants one block per metric family, so the queues' lines are regrouped by family.
+ */
+export function mergeFamilies(texts: readonly string[]): string {
+  const families = new Map<string, { header: string[]; samples: string[] }>();
+  const family = (name: string) => {
+    let entry = families.get(name);
+    if (!entry) families.set(name, (entry = { header: [], samples: [] }));
+    return entry;
+  };
+  for (let line of texts.flatMap((text) => text.split('\n'))) {
+    const header = /^# (HELP|TYPE) (\S+)/.exec(line);
+    if (header) {
+      const entry = family(header[2]!);
+      if (!entry.header.some((existing) => existing.startsWith(`# ${header[1]} `))) entry.header.push(line);
+    } else if (line.trim() !== '') {
+      // BullMQ writes `{queue="a", state="b"}`; strict parsers want no space after the comma.
+      line = line.replace(/", /g, '",');
+      family(/^[^{\s]+/.exec(line)![0]).samples.push(line);
+    }
+  }
+  return [...families.values()].map((entry) => [...entry.header, ...entry.samples].join('\n') + '\n').join('');
+}

@@ -1,0 +1,76 @@
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { FastifyAdapter } from '@bull-board/fastify';
+import fastifyCookie from '@fastify/cookie';
+import fastifyFormbody from '@fastify/formbody';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+
+import { ConfigError } from '../../src/errors.js';
+import type { Services } from '../services.js';
+import { registerApi } from './api.js';
+import { isLoopbackHost, registerAuth } from './auth.js';
+import { createMetricsEndpoint } from './metrics-endpoint.js';
+import { dashboardPage } from './page.js';
+import { DashboardState, type DashboardSources } from './snapshot.js';
+import { configuredRates, noSchedules } from './sources.js';
+
+export interface DashboardOptions {
+  host: string;
+  /** EMBEDQ_DASHBOARD_TOKEN; required unless `host` is loopback. */
+  token?: string | undefined;
+  /** Seconds between snapshots pushed to open pages (Default: 1). */
+  refreshMs?: number;
+  /** Where rate figures and schedules come from (Default: configured limits, no schedules). */
+  sources?: Partial<DashboardSources>;
+}
+
+export interface Dashboard {
+  app: FastifyInstance;
+  state: DashboardState;
+}
+
+/**
+ * `embedq dashboard`: the live page, the JSON API, Bull Board at /queues, /metrics and /healthz,
+ * all reading the Redis state the CLI reads.
+ */
+export async function buildDashboard(services: Services, options: DashboardOptions): Promise<Dashboard> {
+  if (!options.token && !isLoopbackHost(options.host)) {
+    throw new ConfigError(`dashboard: refusing to listen on ${options.host} without EMBEDQ_DASHBOARD_TOKEN (anyone who reaches it could cancel jobs)`);
+  }
+  const sources: DashboardSources = { rates: configuredRates(services.settings), schedules: noSchedules, ...options.sources };
+  const state = new DashboardState(services, sources, { intervalMs: options.refreshMs ?? 1_000, jobLimit: 50 });
+  const app: FastifyInstance = Fastify({
+    // Requests are not logged (the page polls); warnings and errors are.
+    loggerInstance: services.logger.child({ component: 'dashboard' }, { level: 'warn' }) as FastifyBaseLogger,
+  });
+  await app.register(fastifyCookie);
+  await app.register(fastifyFormbody);
+  registerAuth(app, options.token);
+
+  app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
+  app.get('/healthz', async (_request, reply) => {
+    const redis = await services.redis.ping().then(
+      () => true,
+      () => false,
+    );
+    return reply.code(redis ? 200 : 503).send({ ok: redis, redis });
+  });
+  const metrics = createMetricsEndpoint(services, sources.rates);
+  app.get('/metrics', async (_request, reply) => reply.type(metrics.contentType).send(await metrics.render()));
+  registerApi(app, services, state, sources);
+
+  // Bull Board shows BullMQ's own view of the queues, read-only: the dashboard writes no pipeline
+  // state except cancel and retry (DESIGN), and Bull Board has no auth of its own (the hook above covers it).
+  const board = new FastifyAdapter();
+  board.setBasePath('/queues');
+  createBullBoard({
+    queues: Object.values(services.queues).map((queue) => new BullMQAdapter(queue, { readOnlyMode: true })),
+    serverAdapter: board,
+    options: { uiConfig: { boardTitle: 'embedq' } },
+  });
+  await app.register(board.registerPlugin(), { prefix: '/queues' });
+
+  app.addHook('onReady', async () => state.start());
+  app.addHook('onClose', async () => state.stop());
+  return { app, state };
+}

@@ -1,0 +1,111 @@
+import { QUEUES, type QueueName } from '../../jobs/queues.js';
+import { QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
+import { readJobRequestStats } from '../../src/metrics/read-metrics.js';
+import type { Services } from '../services.js';
+import { FirstErrors, toJobView, type JobView } from './job-views.js';
+import { liveWorkers, type RateFigures, type RateSource, type ScheduleSource, type ScheduleView, type WorkerView } from './sources.js';
+import { ThroughputTracker } from './throughput.js';
+
+export type QueueDepths = Record<QueueName, Record<(typeof QUEUE_DEPTH_STATES)[number], number>>;
+
+/** Everything the page shows, as one JSON document (sent over SSE each tick). */
+export interface Snapshot {
+  at: number;
+  jobs: JobView[];
+  queues: QueueDepths;
+  rates: RateFigures[];
+  workers: WorkerView[];
+  schedules: ScheduleView[];
+}
+
+export interface DashboardSources {
+  rates: RateSource;
+  schedules: ScheduleSource;
+}
+
+export async function readQueueDepths(services: Pick<Services, 'queues'>): Promise<QueueDepths> {
+  const entries = await Promise.all(
+    Object.values(QUEUES).map(async (name) => {
+      const counts = await services.queues[name].getJobCounts(...QUEUE_DEPTH_STATES);
+      return [name, Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, counts[state] ?? 0]))] as const;
+    }),
+  );
+  return Object.fromEntries(entries) as QueueDepths;
+}
+
+/**
+ * Reads the same Redis state the CLI reads (CorpusStore, queue getters, the metrics hash), once per
+ * tick for every viewer, and keeps per-job throughput samples between ticks. It writes nothing.
+ */
+export class DashboardState {
+  private readonly throughput = new ThroughputTracker();
+  private readonly firstErrors;
+  private current: Snapshot | undefined;
+  private readonly listeners = new Set<(snapshot: Snapshot) => void>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<Snapshot> | undefined;
+
+  constructor(
+    private readonly services: Services,
+    private readonly sources: DashboardSources,
+    private readonly options: { intervalMs: number; jobLimit: number } = { intervalMs: 1_000, jobLimit: 50 },
+  ) {
+    this.firstErrors = new FirstErrors(services);
+  }
+
+  start(): void {
+    const tick = (): void => {
+      this.refresh()
+        .catch((error: unknown) => this.services.logger.warn({ err: error }, 'dashboard refresh failed'))
+        .finally(() => {
+          if (this.timer) this.timer = setTimeout(tick, this.options.intervalMs);
+        });
+    };
+    this.timer = setTimeout(tick, 0);
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => undefined);
+  }
+
+  subscribe(listener: (snapshot: Snapshot) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The latest snapshot, reading one if none was taken yet. */
+  async latest(): Promise<Snapshot> {
+    return this.current ?? this.refresh();
+  }
+
+  refresh(): Promise<Snapshot> {
+    this.running ??= this.read().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async read(): Promise<Snapshot> {
+    const { services } = this;
+    const records = await services.corpora.list(this.options.jobLimit);
+    const now = Date.now();
+    const ids = new Set(records.map((record) => record.id));
+    for (const record of records) this.throughput.record(record.id, record.rowsEmbedded + record.rowsFailed + record.rowsBlank, now);
+    this.throughput.keepOnly(ids);
+    this.firstErrors.keepOnly(ids);
+    const [requests, queues, rates, workers, schedules, errors] = await Promise.all([
+      readJobRequestStats(services.redis, services.settings.redisPrefix, [...ids]),
+      readQueueDepths(services),
+      this.sources.rates.read(),
+      liveWorkers(services, now),
+      this.sources.schedules.list(),
+      Promise.all(records.map((record) => this.firstErrors.of(record))),
+    ]);
+    const jobs = records.map((record, index) =>
+      toJobView(record, requests.get(record.id) ?? { requests: 0, throttled: 0 }, this.throughput, errors[index] ?? [], now),
+    );
+    this.current = { at: now, jobs, queues, rates, workers, schedules };
+    for (const listener of this.listeners) listener(this.current);
+    return this.current;
+  }
+}

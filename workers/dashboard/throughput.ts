@@ -1,0 +1,50 @@
+/**
+ * Lines done per job over time, sampled by the dashboard each tick (in this process's memory: a
+ * restarted dashboard starts its charts afresh; the averages come from Redis and stay right).
+ */
+const WINDOW_MS = 5_000;
+const KEEP_SAMPLES = 600;
+
+interface Sample {
+  t: number;
+  done: number;
+}
+
+export class ThroughputTracker {
+  private readonly samples = new Map<string, Sample[]>();
+
+  record(id: string, done: number, t = Date.now()): void {
+    let list = this.samples.get(id);
+    if (!list) this.samples.set(id, (list = []));
+    const last = list.at(-1);
+    if (last && last.done === done && list.length > 1 && list.at(-2)!.done === done) last.t = t;
+    else list.push({ t, done });
+    if (list.length > KEEP_SAMPLES) list.splice(0, list.length - KEEP_SAMPLES);
+  }
+
+  /** Lines per second over the last few seconds. */
+  now(id: string, t = Date.now()): number {
+    const list = this.samples.get(id) ?? [];
+    const last = list.at(-1);
+    if (!last || t - last.t > WINDOW_MS * 2) return 0;
+    const first = list.find((sample) => last.t - sample.t <= WINDOW_MS) ?? last;
+    return last.t > first.t ? ((last.done - first.done) * 1000) / (last.t - first.t) : 0;
+  }
+
+  /** `[time ms, lines/s]` points for the job's chart. */
+  history(id: string): Array<[number, number]> {
+    const list = this.samples.get(id) ?? [];
+    const points: Array<[number, number]> = [];
+    for (let i = 1; i < list.length; i += 1) {
+      const a = list[i - 1]!;
+      const b = list[i]!;
+      if (b.t > a.t) points.push([b.t, Math.round(((b.done - a.done) * 1000) / (b.t - a.t))]);
+    }
+    return points;
+  }
+
+  /** Drops jobs no longer listed, so memory follows the job list. */
+  keepOnly(ids: ReadonlySet<string>): void {
+    for (const id of this.samples.keys()) if (!ids.has(id)) this.samples.delete(id);
+  }
+}
