@@ -15,11 +15,13 @@ h2{font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute
 .state{font-size:12px;padding:1px 8px;border-radius:999px;background:#e0e7ff;color:#3730a3}
 .state.completed{background:#dcfce7;color:#166534}.state.failed{background:#fee2e2;color:#991b1b}.state.cancelled{background:#f1f5f9;color:#475569}.state.queued{background:#fef3c7;color:#92400e}
 .paths{color:var(--muted);font-size:12px;overflow-wrap:anywhere}
+.bar.unknown .bar-fill{width:100%!important;background:repeating-linear-gradient(45deg,#c7d2fe 0 8px,#e0e7ff 8px 16px)}
 .bar{height:10px;background:#eef2f7;border-radius:5px;overflow:hidden;margin:8px 0}.bar-fill{height:100%;background:var(--accent);transition:width .6s}
 .completed .bar-fill{background:var(--ok)}.failed .bar-fill{background:var(--bad)}
 .figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(130px,1fr));gap:6px 14px;font-size:13px}
 .figures b{display:block;font-size:11px;color:var(--muted);font-weight:500}
-.chart{width:100%;height:60px;margin-top:8px}.chart polyline{fill:none;stroke:var(--accent);stroke-width:1.5}
+.model{margin:8px 0 2px;font-weight:600}.chart-box{margin-top:8px}.chart-box span{display:block;text-align:right;font-size:11px;color:var(--muted)}
+.chart{width:100%;height:60px;display:block;background:linear-gradient(#f8fafc,#fff);border-bottom:1px solid var(--line)}.chart polyline{fill:none;stroke:var(--accent);stroke-width:1.5}
 .errors{margin:8px 0 0;padding:8px;background:#fff7ed;border-radius:6px;font:12px ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere}
 .actions button{font:inherit;font-size:12px;padding:2px 10px;border:1px solid var(--line);border-radius:6px;background:#fff;cursor:pointer}
 table{width:100%;border-collapse:collapse;font-size:13px}td,th{text-align:left;padding:4px 2px;border-top:1px solid var(--line)}th{color:var(--muted);font-weight:500}
@@ -33,10 +35,10 @@ const num = (v, d = 0) => Number(v).toLocaleString('en-US', {maximumFractionDigi
 const dur = (s) => s == null ? '–' : s < 60 ? Math.round(s) + ' s' : s < 3600 ? Math.floor(s / 60) + ' min ' + Math.round(s % 60) + ' s' : (s / 3600).toFixed(1) + ' h';
 const time = (t) => t ? new Date(t).toLocaleString() : '–';
 function chart(history) {
-  if (history.length < 2) return '<svg class="chart"></svg>';
+  if (history.length < 2) return '<div class="chart-box"><svg class="chart"></svg></div>';
   const max = Math.max(1, ...history.map((p) => p[1])), t0 = history[0][0], t1 = history[history.length - 1][0];
   const pts = history.map(([t, v]) => ((t - t0) / Math.max(1, t1 - t0) * 600).toFixed(1) + ',' + (58 - v / max * 54).toFixed(1)).join(' ');
-  return '<svg class="chart" viewBox="0 0 600 60" preserveAspectRatio="none"><title>lines/s, peak ' + num(max) + '</title><polyline points="' + pts + '"/></svg>';
+  return '<div class="chart-box"><span>lines/s · peak ' + num(max) + '</span><svg class="chart" viewBox="0 0 600 60" preserveAspectRatio="none"><polyline vector-effect="non-scaling-stroke" points="' + pts + '"/></svg></div>';
 }
 function job(j) {
   const pct = j.progress == null ? 0 : j.progress * 100;
@@ -48,7 +50,7 @@ function job(j) {
     '<div class="job-head"><span class="job-id">' + esc(j.id) + '</span><span class="state ' + esc(j.state) + '">' + esc(j.state) + '</span>' +
     (j.schedule ? '<span class="paths">schedule ' + esc(j.schedule) + '</span>' : '') + '<span class="actions">' + actions + '</span></div>' +
     '<div class="paths">' + esc(j.input) + ' → ' + esc(j.output) + ' · ' + esc(j.model) + ' · ' + esc(j.dimension) + '</div>' +
-    '<div class="bar" role="progressbar" aria-valuenow="' + pct.toFixed(1) + '"><div class="bar-fill" style="width:' + pct.toFixed(2) + '%"></div></div>' +
+    '<div class="bar' + (j.progress == null ? ' unknown' : '') + '" role="progressbar" aria-valuenow="' + pct.toFixed(1) + '"><div class="bar-fill" style="width:' + pct.toFixed(2) + '%"></div></div>' +
     '<div class="figures">' +
     '<div><b>lines</b><span class="lines">' + num(j.linesDone) + ' / ' + total + '</span> (' + pct.toFixed(1) + '%)</div>' +
     '<div><b>now</b>' + num(j.throughputNow) + ' lines/s</div><div><b>average</b>' + num(j.throughputAverage) + ' lines/s</div>' +
@@ -64,9 +66,9 @@ function rows(list, empty, cols, cells) {
 }
 function render(s) {
   $('#jobs').innerHTML = s.jobs.length ? s.jobs.map(job).join('') : '<p class="empty">No corpus jobs yet. Submit one with <code>embedq submit</code>.</p>';
-  $('#rates').innerHTML = rows(s.rates, 'no models', ['model', 'configured#', 'learned#', 'in force#'], (r) => [esc(r.model),
-    num(r.configured.requests) + ' rpm<br>' + num(r.configured.tokens) + ' tpm', r.learned ? num(r.learned.requests) + ' rpm<br>' + num(r.learned.tokens) + ' tpm' : '–',
-    num(r.inForce.requests) + ' rpm<br>' + num(r.inForce.tokens) + ' tpm']);
+  const pm = (v) => v ? num(v.requests) + '<br><span class="paths">' + num(v.tokens) + '</span>' : '–';
+  $('#rates').innerHTML = s.rates.map((r) => '<p class="model">' + esc(r.model) + '</p>' + rows([['configured', r.configured], ['learned', r.learned], ['in force', r.inForce]], '',
+    ['per minute', 'requests · tokens#'], ([k, v]) => [k, pm(v)])).join('');
   $('#queues').innerHTML = rows(Object.entries(s.queues), '', ['queue', 'waiting#', 'prior.#', 'delayed#', 'active#'], ([q, d]) => [esc(q), num(d.waiting), num(d.prioritized), num(d.delayed), num(d.active)]);
   $('#workers').innerHTML = rows(s.workers, 'No live workers.', ['worker', 'conc.#', 'seen#'], (w) => [esc(w.id), num(w.concurrency), w.ageSeconds + ' s ago']);
   $('#schedules').innerHTML = rows(s.schedules, 'No schedules.', ['name', 'next', 'last'], (x) => [esc(x.name) + '<br><span class="paths">' + esc(x.cron) + '</span>', time(x.nextRunAt), x.lastRun ? esc(x.lastRun.jobId) + ' ' + esc(x.lastRun.state) : '–']);

@@ -31,13 +31,15 @@ export class ThroughputTracker {
     return last.t > first.t ? ((last.done - first.done) * 1000) / (last.t - first.t) : 0;
   }
 
-  /** `[time ms, lines/s]` points for the job's chart. */
+  /** `[time ms, lines/s]` points for the job's chart, each over the few seconds before it (smooths bursts such as a shard's blank lines counted at once). */
   history(id: string): Array<[number, number]> {
     const list = this.samples.get(id) ?? [];
     const points: Array<[number, number]> = [];
+    let start = 0;
     for (let i = 1; i < list.length; i += 1) {
-      const a = list[i - 1]!;
       const b = list[i]!;
+      while (start < i - 1 && b.t - list[start + 1]!.t >= WINDOW_MS) start += 1;
+      const a = list[start]!;
       if (b.t > a.t) points.push([b.t, Math.round(((b.done - a.done) * 1000) / (b.t - a.t))]);
     }
     return points;

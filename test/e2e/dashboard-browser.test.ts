@@ -1,0 +1,110 @@
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { chromium, type BrowserContext } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { submitCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { startWorkers, type WorkerPool } from '../../workers/start-workers.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { startDashboard } from '../support/dashboard.js';
+import { startWorld, type World } from '../support/world.js';
+
+/** Debian's chromium (`.ci/run` installs it); playwright-core brings no browser of its own. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const ARTIFACTS = path.resolve(import.meta.dirname, '../artifacts');
+const TOKEN = 'browser-test-token-41c2';
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+describe.skipIf(!existsSync(CHROMIUM))('dashboard in a real browser', () => {
+  let world: World;
+  let dashboard: Awaited<ReturnType<typeof startDashboard>>;
+  let pool: WorkerPool;
+  let browser: BrowserContext;
+  let profile: string;
+
+  beforeAll(async () => {
+    // 900 requests a minute: the ~3,900-line job takes ~25 s, so the bar visibly moves.
+    world = await startWorld({ faults: { latencyMs: { min: 20, median: 40, p99: 80 }, failRate429: { requests: 0.03 } } }, {
+      EMBEDQ_QPM: '900',
+      // The bar needs the total, known once the splitter has read the whole corpus; enough open
+      // shards let it finish early here (with the default 2 it finishes near the end).
+      EMBEDQ_MAX_OPEN_SHARDS: '20',
+    });
+    const corpus = buildCorpus('data/', { textLines: 3500 });
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+    dashboard = await startDashboard(world.services, TOKEN);
+    pool = startWorkers(world.services, { concurrency: 8 });
+    await mkdir(ARTIFACTS, { recursive: true });
+    profile = await mkdtemp(path.join(tmpdir(), 'embedq-chromium-'));
+    // A fresh --user-data-dir each run (launchPersistentContext passes it to Chromium).
+    browser = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: FLAGS,
+      viewport: { width: 1440, height: 900 },
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await pool?.close();
+    await dashboard?.close();
+    await world?.close();
+    if (profile) await rm(profile, { recursive: true, force: true });
+  });
+
+  it('shows a real job live: it appears, its bar moves, it completes without a reload; /queues renders Bull Board', async () => {
+    expect((await fetch(`${dashboard.url}/`)).status).toBe(401);
+    expect((await fetch(`${dashboard.url}/queues`)).status).toBe(401);
+
+    const page = await browser.newPage();
+    await page.goto(`${dashboard.url}/`);
+    // Unauthenticated: the login form; the token sets the session cookie and leads back to the page.
+    await page.fill('input[name="token"]', TOKEN);
+    await Promise.all([page.waitForURL(`${dashboard.url}/`), page.click('button[type="submit"]')]);
+    await page.waitForSelector('#updated:has-text("updated")', { timeout: 10_000 });
+    let reloads = 0;
+    page.on('load', () => (reloads += 1));
+
+    const id = await submitCorpusJob(
+      { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] },
+      parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/browser/', shardRows: 500, outputType: 'dense' }),
+    );
+    const card = page.locator(`[data-job-id="${id}"]`);
+    await card.waitFor({ timeout: 10_000 });
+    const bar = card.locator('[role="progressbar"]');
+    const progress = async (): Promise<number> => Number(await bar.getAttribute('aria-valuenow'));
+    // Two reads of a bar that is running: wait for the first non-zero value, then for a larger one.
+    await expect.poll(progress, { timeout: 20_000, interval: 200 }).toBeGreaterThan(0);
+    const first = await progress();
+    await expect.poll(progress, { timeout: 10_000, interval: 200 }).toBeGreaterThan(first);
+    const second = await progress();
+    expect(second).toBeLessThan(100);
+    await expect.poll(async () => card.locator('.chart polyline').count(), { timeout: 10_000 }).toBe(1);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-running.png'), fullPage: true });
+
+    await card.locator('.state', { hasText: 'completed' }).waitFor({ timeout: 60_000 });
+    expect(await progress()).toBe(100);
+    expect(reloads).toBe(0);
+    await expect.poll(async () => card.locator('.errors').textContent(), { timeout: 10_000 }).toContain('CONTENT_REJECTED');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-completed.png'), fullPage: true });
+
+    await page.goto(`${dashboard.url}/queues`);
+    // Bull Board's React app lists the three queues once it has loaded its API.
+    for (const queue of Object.values(QUEUES)) await page.getByText(queue, { exact: true }).first().waitFor({ timeout: 15_000 });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'bull-board.png') });
+  });
+});
