@@ -7,7 +7,7 @@ import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
 
 /** How long a stopping worker waits for its running jobs (a request takes seconds at most). */
-const DRAIN_TIMEOUT_MS = 60_000;
+export const DRAIN_TIMEOUT_MS = 60_000;
 
 export function registerWorkerCommand(program: Command): void {
   program
