@@ -1,0 +1,44 @@
+import { inject } from 'vitest';
+import { describe, expect, it } from 'vitest';
+
+import { runEmbedq, spawnEmbedq, stopProcess } from '../support/world.js';
+
+const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({
+  PATH: process.env.PATH,
+  HOME: process.env.HOME,
+  REDIS_URL: inject('redisUrl'),
+  EMBEDQ_REDIS_PREFIX: 'dashcmd',
+  LOG_LEVEL: 'info',
+  ...extra,
+});
+
+describe('embedq dashboard (the command)', () => {
+  it('refuses a non-loopback host without EMBEDQ_DASHBOARD_TOKEN', async () => {
+    const result = await runEmbedq(env(), ['dashboard', '--host', '0.0.0.0', '--port', '0']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('EMBEDQ_DASHBOARD_TOKEN');
+  });
+
+  it('serves /healthz and the token-protected page, and stops on SIGTERM', async () => {
+    const child = spawnEmbedq(env({ EMBEDQ_DASHBOARD_TOKEN: 'cmd-token' }), ['dashboard', '--port', '0']);
+    let output = '';
+    const address = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no address in: ${output}`)), 30_000);
+      child.stdout!.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        const match = /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]!);
+        }
+      });
+    });
+    expect((await fetch(`${address}/healthz`)).status).toBe(200);
+    expect((await fetch(`${address}/`)).status).toBe(401);
+    expect((await fetch(`${address}/`, { headers: { authorization: 'Bearer cmd-token' } })).status).toBe(200);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    await stopProcess(child, 'SIGTERM');
+    expect(await exited).toBe(0);
+    expect(output).not.toContain('cmd-token');
+  });
+});
