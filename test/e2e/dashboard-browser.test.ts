@@ -97,6 +97,8 @@ describe.skipIf(SKIP)('dashboard in a real browser', () => {
     const second = await progress();
     expect(second).toBeLessThan(100);
     await expect.poll(async () => card.locator('.chart polyline').count(), { timeout: 10_000 }).toBe(1);
+    // Half way, the chart has some history and the workers have flushed request counts (429 share).
+    await expect.poll(progress, { timeout: 30_000, interval: 200 }).toBeGreaterThan(50);
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-running.png'), fullPage: true });
 
     await card.locator('.state', { hasText: 'completed' }).waitFor({ timeout: 60_000 });
