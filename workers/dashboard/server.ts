@@ -49,10 +49,14 @@ export async function buildDashboard(services: Services, options: DashboardOptio
 
   app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
   app.get('/healthz', async (_request, reply) => {
-    const redis = await services.redis.ping().then(
-      () => true,
-      () => false,
-    );
+    // Commands wait for a reconnect (maxRetriesPerRequest: null), so the probe bounds its own wait.
+    const redis = await Promise.race([
+      services.redis.ping().then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref()),
+    ]);
     return reply.code(redis ? 200 : 503).send({ ok: redis, redis });
   });
   const metrics = createMetricsEndpoint(services, sources.rates);
