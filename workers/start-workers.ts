@@ -34,10 +34,13 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       process: (job: Job) => (job.name === JOB_NAMES.finalizeJob ? finalize(job) : write(job)),
     },
   ];
-  const embedConcurrency = definitions[1]!.concurrency;
+  const embedConcurrency = definitions.find((definition) => definition.queue === QUEUES.embed)!.concurrency;
   const workers = definitions.map(({ queue, concurrency, process }) => {
     // The corpus job id in scope lets metrics count each job's requests and 429s.
-    const withJob = (job: Job) => services.metrics.withJob(String((job.data as { corpusJobId?: unknown }).corpusJobId ?? ''), () => process(job));
+    const withJob = (job: Job): Promise<void> => {
+      const corpusJobId = (job.data as { corpusJobId?: unknown }).corpusJobId;
+      return typeof corpusJobId === 'string' ? services.metrics.withJob(corpusJobId, () => process(job)) : process(job);
+    };
     const worker = new Worker(queue, withJob, {
       connection: services.workerConnection(),
       prefix: settings.redisPrefix,

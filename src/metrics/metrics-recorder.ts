@@ -46,7 +46,16 @@ export class MetricsRecorder {
   start(info: { concurrency: number }): void {
     if (this.timer) return;
     this.heartbeat = { id: `${hostname()}:${process.pid}`, host: hostname(), pid: process.pid, startedAt: Date.now(), lastSeen: 0, ...info };
-    this.timer = setInterval(() => void this.flush().catch(() => undefined), this.options.flushIntervalMs);
+    // One flush at a time: while Redis is away a flush waits for the reconnect, and the deltas of
+    // the ticks in between simply accumulate for the next one.
+    let flushing = false;
+    this.timer = setInterval(() => {
+      if (flushing) return;
+      flushing = true;
+      this.flush()
+        .catch(() => undefined)
+        .finally(() => (flushing = false));
+    }, this.options.flushIntervalMs);
     this.timer.unref();
     void this.flush().catch(() => undefined);
   }
