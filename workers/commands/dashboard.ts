@@ -20,6 +20,7 @@ export function registerDashboardCommand(program: Command): void {
       const logger = createLogger(settings.log);
       const services = createServices(settings, logger);
       try {
+        // Schedules and the adaptive gate's figures plug in here as `sources` (see dashboard/sources.ts).
         const { app } = await buildDashboard(services, { host: flags.host, token });
         const address = await app.listen({ host: flags.host, port });
         logger.info({ address, auth: token ? 'token' : 'none' }, 'dashboard listening');

@@ -17,8 +17,8 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
     if (job) return job;
     const record = await services.corpora.get(request.params.id);
     if (!record) return reply.code(404).send({ error: `no corpus job ${request.params.id}` });
-    // Older than the page's list: shown without live figures.
-    return { ...record, options: undefined, input: record.options.input, output: record.options.output };
+    // Older than the page's list: the stored record, without live figures.
+    return record;
   });
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request, reply) => {
