@@ -1,5 +1,5 @@
 import { inject } from 'vitest';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 
 import { runEmbedq, spawnEmbedq, stopProcess } from '../support/world.js';
 
@@ -13,6 +13,12 @@ const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({
 });
 
 describe('embedq dashboard (the command)', () => {
+  const started: Array<ReturnType<typeof spawnEmbedq>> = [];
+  // A test that failed half way leaves no dashboard process behind.
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((child) => stopProcess(child, 'SIGKILL')));
+  });
+
   it('refuses a non-loopback host without EMBEDQ_DASHBOARD_TOKEN', async () => {
     const result = await runEmbedq(env(), ['dashboard', '--host', '0.0.0.0', '--port', '0']);
     expect(result.code).toBe(2);
@@ -21,6 +27,7 @@ describe('embedq dashboard (the command)', () => {
 
   it('serves /healthz and the token-protected page, and stops on SIGTERM', async () => {
     const child = spawnEmbedq(env({ EMBEDQ_DASHBOARD_TOKEN: 'cmd-token' }), ['dashboard', '--port', '0']);
+    started.push(child);
     let output = '';
     const address = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no address in: ${output}`)), 30_000);
@@ -36,6 +43,9 @@ describe('embedq dashboard (the command)', () => {
     expect((await fetch(`${address}/healthz`)).status).toBe(200);
     expect((await fetch(`${address}/`)).status).toBe(401);
     expect((await fetch(`${address}/`, { headers: { authorization: 'Bearer cmd-token' } })).status).toBe(200);
+    // An open page (an SSE stream) must not keep the process from stopping.
+    const events = await fetch(`${address}/api/events`, { headers: { authorization: 'Bearer cmd-token' } });
+    expect(events.headers.get('content-type')).toBe('text/event-stream');
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     await stopProcess(child, 'SIGTERM');
     expect(await exited).toBe(0);

@@ -42,6 +42,8 @@ export async function buildDashboard(services: Services, options: DashboardOptio
   const app: FastifyInstance = Fastify({
     // Requests are not logged (the page polls); warnings and errors are.
     loggerInstance: services.logger.child({ component: 'dashboard' }, { level: 'warn' }) as FastifyBaseLogger,
+    // Open pages hold SSE connections forever; closing must not wait for them.
+    forceCloseConnections: true,
   });
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody);
