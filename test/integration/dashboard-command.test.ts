@@ -51,4 +51,17 @@ describe('embedq dashboard (the command)', () => {
     expect(await exited).toBe(0);
     expect(output).not.toContain('cmd-token');
   });
+
+  it('stops within its shutdown bound on SIGTERM even when Redis is unreachable', async () => {
+    const child = spawnEmbedq(env({ REDIS_URL: 'redis://127.0.0.1:1' }), ['dashboard', '--port', '0']);
+    started.push(child);
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await expect.poll(() => output, { timeout: 30_000 }).toContain('dashboard listening');
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const stopping = Date.now();
+    child.kill('SIGTERM');
+    expect(await exited).not.toBeNull();
+    expect(Date.now() - stopping).toBeLessThan(20_000);
+  });
 });

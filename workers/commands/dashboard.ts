@@ -6,6 +6,9 @@ import { createLogger } from '../../src/logger.js';
 import { buildDashboard } from '../dashboard/server.js';
 import { createServices } from '../services.js';
 
+/** How long a stopping dashboard waits for its connections to close. */
+const SHUTDOWN_TIMEOUT_MS = 10_000;
+
 export function registerDashboardCommand(program: Command): void {
   program
     .command('dashboard')
@@ -28,6 +31,15 @@ export function registerDashboardCommand(program: Command): void {
           process.once('SIGTERM', () => resolve());
           process.once('SIGINT', () => resolve());
         });
+        // Closing waits on Redis (a refresh in flight, quitting connections); with Redis gone that
+        // would never end, so a second signal or SHUTDOWN_TIMEOUT_MS exits anyway.
+        const forceExit = (reason: string): void => {
+          logger.warn({ reason }, 'dashboard exiting without a clean close');
+          process.exit(1);
+        };
+        process.once('SIGTERM', () => forceExit('second SIGTERM'));
+        process.once('SIGINT', () => forceExit('second SIGINT'));
+        setTimeout(() => forceExit('close timed out'), SHUTDOWN_TIMEOUT_MS).unref();
         await app.close();
       } finally {
         await services.close();
