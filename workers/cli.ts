@@ -6,6 +6,7 @@ import { EmbedqError } from '../src/errors.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerPlanCommand } from './commands/plan.js';
+import { registerScheduleCommands } from './commands/schedule.js';
 import { registerWorkerCommand } from './commands/worker.js';
 
 /**
@@ -20,6 +21,7 @@ const program = new Command('embedq')
 registerJobCommands(program);
 registerWorkerCommand(program);
 registerPlanCommand(program);
+registerScheduleCommands(program);
 registerDemoCommand(program);
 program.addCommand(emulatorCommand());
 

@@ -1,0 +1,119 @@
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { QUEUES } from '../../jobs/queues.js';
+import { removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
+import { sleep } from '../../src/rate/rate-gate.js';
+import { runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+
+/**
+ * Schedules end to end: real Redis, s3rver, the emulator, and two `embedq worker` processes.
+ * The emulator answers after 3 s, so a run outlasts the 2-second cron and the next tick overlaps.
+ */
+const LINES = 20;
+
+describe('embedq schedule', () => {
+  let world: World;
+  let schedules: ScheduleStore;
+
+  beforeAll(async () => {
+    world = await startWorld({ faults: { latencyMs: { min: 3_000, median: 3_000, p99: 3_000 } } });
+    schedules = new ScheduleStore(world.services.redis, world.settings.redisPrefix);
+    await world.put('daily/corpus.txt', Array.from({ length: LINES }, (_, i) => `line ${i} of the nightly corpus`).join('\n'));
+  });
+  afterAll(async () => {
+    await world?.close();
+  });
+
+  it('refuses a bad cron expression, zone or placeholder at add, with the reason', async () => {
+    const add = (extra: string[]) =>
+      runEmbedq(world.env, ['schedule', 'add', 'bad', 's3://corpus/daily/corpus.txt', '--out', 's3://out/bad/{date}/', '--dimension', '64', ...extra]);
+    const range = await add(['--cron', '61 * * * *']);
+    expect(range.code).toBe(2);
+    expect(range.stderr).toMatch(/--cron "61 \* \* \* \*": .*59/);
+    const fields = await add(['--cron', '* * *']);
+    expect(fields.code).toBe(2);
+    expect(fields.stderr).toContain('expected 5 fields');
+    const zone = await add(['--cron', '0 3 * * *', '--tz', 'Mars/Olympus_Mons']);
+    expect(zone.code).toBe(2);
+    expect(zone.stderr).toContain('--tz "Mars/Olympus_Mons"');
+    const placeholder = await runEmbedq(world.env, ['schedule', 'add', 'bad', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--out', 's3://out/bad/{day}/']);
+    expect(placeholder.code).toBe(2);
+    expect(placeholder.stderr).toContain('unknown placeholder "{day}"');
+    expect(await schedules.get('bad')).toBeUndefined();
+  });
+
+  it('add of an existing name updates it and says so; a run whose stored options no longer validate fails clearly', async () => {
+    const args = ['schedule', 'add', 'upsert', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--tz', 'Asia/Shanghai', '--out', 's3://out/upsert/{date}/'];
+    const first = await runEmbedq(world.env, [...args, '--dimension', '64']);
+    expect(first.stdout).toMatch(/^added schedule upsert; next run \d{4}-\d\d-\d\dT19:00:00\.000Z/);
+    const second = await runEmbedq(world.env, [...args, '--dimension', '128']);
+    expect(second.stdout).toMatch(/^updated schedule upsert/);
+    expect((await schedules.get('upsert'))?.options.dimension).toBe(128);
+
+    // What a stored record looks like after an upgrade that dropped a dimension.
+    const key = `${world.settings.redisPrefix}:schedule:upsert`;
+    const definition = JSON.parse((await world.services.redis.hget(key, 'definition'))!) as { options: Record<string, unknown> };
+    definition.options.dimension = 999;
+    await world.services.redis.hset(key, 'definition', JSON.stringify(definition));
+    const run = await runEmbedq(world.env, ['schedule', 'run', 'upsert']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('999 is not allowed for text-embedding-v4');
+    const list = JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Array<{ name: string; last_error: string; failures: number }>;
+    const row = list.find((entry) => entry.name === 'upsert')!;
+    expect(row.failures).toBe(1);
+    expect(row.last_error).toMatch(/not started: Invalid options:[\s\S]*dimension[\s\S]*999 is not allowed/);
+
+    const removed = await runEmbedq(world.env, ['schedule', 'remove', 'upsert']);
+    expect(removed.code).toBe(0);
+    expect(await schedules.get('upsert')).toBeUndefined();
+  });
+
+  it('two ticks of a 2-second cron with two workers: each once, distinct outputs, _latest.json names the second, the overlap skipped', async () => {
+    const workers = [spawnEmbedq(world.env, ['worker']), spawnEmbedq(world.env, ['worker'])];
+    try {
+      const added = await runEmbedq(world.env, [
+        'schedule', 'add', 'nightly', 's3://corpus/daily/corpus.txt',
+        '--cron', '*/2 * * * * *', '--out', 's3://out/nightly/{date}/{time}-{runId}/',
+        '--dimension', '64', '--output-type', 'dense', '--shard-rows', '10',
+      ]);
+      expect(added.code, added.stderr).toBe(0);
+      const deadline = Date.now() + 40_000;
+      while ((await schedules.get('nightly'))!.runs < 2) {
+        if (Date.now() > deadline) throw new Error(`timed out: ${JSON.stringify(await schedules.get('nightly'))}`);
+        await sleep(50);
+      }
+      // Stop ticking while the second run is still going (it takes 3 s or more); keep the record.
+      await removeScheduler(world.services.queues[QUEUES.schedule], 'nightly');
+      const jobs = (await world.services.corpora.list(100)).filter((record) => record.schedule === 'nightly').reverse();
+      expect(jobs).toHaveLength(2);
+      const done = await Promise.all(jobs.map((job) => waitForJob(world.services, job.id)));
+      expect(done.map((record) => record.state)).toEqual(['completed', 'completed']);
+      expect(new Set(jobs.map((job) => job.options.output)).size).toBe(2);
+      for (const job of jobs) expect(job.options.output).toMatch(new RegExp(`^s3://out/nightly/\\d{4}-\\d\\d-\\d\\d/\\d{6}-${job.id}/$`));
+
+      // Each tick handled once: no tick time twice in the history, two runs, the overlap skipped.
+      const ticks = await schedules.ticks('nightly');
+      expect(new Set(ticks.map((tick) => tick.tickMillis)).size).toBe(ticks.length);
+      for (const tick of ticks) expect(tick.tickMillis % 2_000).toBe(0);
+      expect(ticks.filter((tick) => tick.outcome === 'submitted').map((tick) => tick.detail).reverse()).toEqual(jobs.map((job) => job.id));
+      expect(ticks.filter((tick) => tick.outcome === 'skipped').length).toBeGreaterThanOrEqual(1);
+      const listed = JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Array<Record<string, unknown>>;
+      const row = listed.find((entry) => entry.name === 'nightly')!;
+      expect(row.skipped).toBe(ticks.filter((tick) => tick.outcome === 'skipped').length);
+      expect(row.runs).toBe(2);
+      expect(row.last_run).toMatchObject({ job_id: jobs[1]!.id, state: 'completed', output: jobs[1]!.options.output });
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'nightly'])).code).toBe(0);
+
+      const latest = JSON.parse(
+        await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'nightly/_latest.json' }))).Body!.transformToString(),
+      ) as { output: string; job_id: string; finished_at: string; counts: { lines: number; embedded: number } };
+      expect(latest.job_id).toBe(jobs[1]!.id);
+      expect(latest.output).toBe(jobs[1]!.options.output);
+      expect(latest.counts).toMatchObject({ lines: LINES, embedded: LINES });
+      expect(Date.parse(latest.finished_at)).toBeGreaterThan(jobs[1]!.createdAt);
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+});
