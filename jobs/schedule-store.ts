@@ -158,13 +158,30 @@ export class ScheduleStore {
     await this.logTick(name, { tickMillis, outcome: 'submitted', detail: jobId });
   }
 
-  async recordSkip(name: string, tickMillis: number, activeJobId: string): Promise<void> {
+  async recordSkip(name: string, tickMillis: number, reason: string): Promise<void> {
     await this.redis.hincrby(this.key(name), 'skipped', 1);
-    await this.logTick(name, { tickMillis, outcome: 'skipped', detail: `previous run ${activeJobId} still active` });
+    await this.logTick(name, { tickMillis, outcome: 'skipped', detail: reason });
   }
 
-  async recordQueued(name: string, tickMillis: number, activeJobId: string): Promise<void> {
-    await this.logTick(name, { tickMillis, outcome: 'queued', detail: `waiting for ${activeJobId}` });
+  /**
+   * `--on-overlap queue`: holds at most one tick waiting for the active run (later overlapping
+   * ticks are skipped, or a slow run would pile up a backlog). False when one is already waiting.
+   */
+  async queueTick(name: string, tickMillis: number, activeJobId: string): Promise<boolean> {
+    const taken = await this.redis.hsetnx(this.key(name), 'queuedTick', tickMillis);
+    if (taken === 1) await this.logTick(name, { tickMillis, outcome: 'queued', detail: `waiting for ${activeJobId}` });
+    return taken === 1;
+  }
+
+  /** The tick waiting under `--on-overlap queue`, if any. */
+  async queuedTick(name: string): Promise<number | null> {
+    const tick = await this.redis.hget(this.key(name), 'queuedTick');
+    return tick === null ? null : Number(tick);
+  }
+
+  /** The queued tick ran (or gave up): the next overlapping tick may queue again. */
+  async unqueueTick(name: string, tickMillis: number): Promise<void> {
+    if ((await this.redis.hget(this.key(name), 'queuedTick')) === String(tickMillis)) await this.redis.hdel(this.key(name), 'queuedTick');
   }
 
   async recordFailure(name: string, tickMillis: number, message: string, now = Date.now()): Promise<void> {

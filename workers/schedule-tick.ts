@@ -10,7 +10,7 @@ import type { Services } from './services.js';
  * The `schedule-tick` processor. BullMQ's Job Scheduler adds one job per tick, so however many
  * workers run this, a tick is handled once. A tick that finds the previous run still going is
  * skipped (counted), or with `--on-overlap queue` comes back every QUEUE_POLL_MS until the run
- * has ended (for at most QUEUE_WAIT_LIMIT_MS, then it counts as skipped: every wait ends).
+ * has ended (at most one tick waits; it gives up after QUEUE_WAIT_LIMIT_MS: every wait ends).
  */
 const TickPayload = z.object({ v: z.literal(1), schedule: z.string().min(1), tickMillis: z.number().int().nonnegative().optional() });
 
@@ -30,35 +30,49 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
     // A scheduler's job carries its tick as `prevMillis`; a re-queued tick carries it in the payload.
     const tickMillis = payload.tickMillis ?? (job.opts as { prevMillis?: number }).prevMillis ?? job.timestamp;
     const logger = services.logger.child({ queue: job.queueName, job: job.name, jobId: job.id, schedule: payload.schedule, tick: new Date(tickMillis).toISOString() });
+    const requeued = payload.tickMillis !== undefined;
+    if (!requeued && (await waitingTick(schedules, payload.schedule)) !== null) {
+      // A queued tick goes first; a fresh one must not overtake it when the run ends.
+      await schedules.recordSkip(payload.schedule, tickMillis, 'a tick already queued');
+      logger.warn('tick skipped: a tick already queued');
+      return;
+    }
     const outcome = await runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, payload.schedule, tickMillis);
-    switch (outcome.kind) {
-      case 'submitted':
-        logger.info({ corpusJobId: outcome.jobId, output: outcome.output }, 'schedule run submitted');
+    if (outcome.kind !== 'busy') {
+      if (requeued) await schedules.unqueueTick(payload.schedule, tickMillis);
+      if (outcome.kind === 'submitted') logger.info({ corpusJobId: outcome.jobId, output: outcome.output }, 'schedule run submitted');
+      if (outcome.kind === 'failed') logger.error({ reason: outcome.error }, 'schedule run not started');
+      if (outcome.kind === 'missing') logger.warn('schedule no longer exists; tick ignored');
+      return;
+    }
+    const schedule = await schedules.get(payload.schedule);
+    const waitedMs = Date.now() - tickMillis;
+    let reason = `previous run ${outcome.activeJobId} still active`;
+    if (schedule?.onOverlap === 'queue') {
+      if (waitedMs >= QUEUE_WAIT_LIMIT_MS) {
+        reason = `waited ${Math.round(waitedMs / 60_000)} min for ${outcome.activeJobId}; gave up`;
+        await schedules.unqueueTick(payload.schedule, tickMillis);
+      } else if (requeued || (await schedules.queueTick(payload.schedule, tickMillis, outcome.activeJobId))) {
+        if (!requeued) logger.info({ activeJobId: outcome.activeJobId }, 'previous run still active; tick queued');
+        const retry: ScheduleTickPayload = { v: 1, schedule: payload.schedule, tickMillis };
+        await services.queues[QUEUES.schedule].add(JOB_NAMES.scheduleTick, retry, {
+          delay: QUEUE_POLL_MS,
+          jobId: `queued-${payload.schedule}-${tickMillis}-${Date.now()}`,
+        });
         return;
-      case 'failed':
-        logger.error({ reason: outcome.error }, 'schedule run not started');
-        return;
-      case 'missing':
-        logger.warn('schedule no longer exists; tick ignored');
-        return;
-      case 'busy': {
-        const schedule = await schedules.get(payload.schedule);
-        const waitedMs = Date.now() - tickMillis;
-        if (schedule?.onOverlap === 'queue' && waitedMs < QUEUE_WAIT_LIMIT_MS) {
-          if (payload.tickMillis === undefined) {
-            await schedules.recordQueued(payload.schedule, tickMillis, outcome.activeJobId);
-            logger.info({ activeJobId: outcome.activeJobId }, 'previous run still active; tick queued');
-          }
-          const retry: ScheduleTickPayload = { v: 1, schedule: payload.schedule, tickMillis };
-          await services.queues[QUEUES.schedule].add(JOB_NAMES.scheduleTick, retry, {
-            delay: QUEUE_POLL_MS,
-            jobId: `queued-${payload.schedule}-${tickMillis}-${Date.now()}`,
-          });
-          return;
-        }
-        await schedules.recordSkip(payload.schedule, tickMillis, outcome.activeJobId);
-        logger.warn({ activeJobId: outcome.activeJobId, waitedMs }, 'previous run still active; tick skipped');
+      } else {
+        reason = `previous run ${outcome.activeJobId} still active and a tick already queued`;
       }
     }
+    await schedules.recordSkip(payload.schedule, tickMillis, reason);
+    logger.warn({ activeJobId: outcome.activeJobId, waitedMs }, `tick skipped: ${reason}`);
   };
+}
+
+/** The tick waiting under `--on-overlap queue`; one left behind by a crash expires with the wait limit. */
+async function waitingTick(schedules: ScheduleStore, name: string): Promise<number | null> {
+  const tick = await schedules.queuedTick(name);
+  if (tick === null || Date.now() - tick < QUEUE_WAIT_LIMIT_MS + 60_000) return tick;
+  await schedules.unqueueTick(name, tick);
+  return null;
 }

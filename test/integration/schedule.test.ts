@@ -116,4 +116,42 @@ describe('embedq schedule', () => {
       await Promise.all(workers.map((worker) => stopProcess(worker)));
     }
   });
+
+  it('--on-overlap queue: an overlapping tick waits for the run, then runs; a template without placeholder re-runs into the same output', async () => {
+    const workers = [spawnEmbedq(world.env, ['worker']), spawnEmbedq(world.env, ['worker'])];
+    try {
+      const added = await runEmbedq(world.env, [
+        'schedule', 'add', 'fixed', 's3://corpus/daily/corpus.txt', '--cron', '*/2 * * * * *', '--on-overlap', 'queue',
+        '--out', 's3://out/fixed/', '--dimension', '64', '--output-type', 'dense', '--shard-rows', '10',
+      ]);
+      expect(added.code, added.stderr).toBe(0);
+      const deadline = Date.now() + 40_000;
+      while ((await schedules.get('fixed'))!.runs < 2) {
+        if (Date.now() > deadline) throw new Error(`timed out: ${JSON.stringify(await schedules.get('fixed'))}`);
+        await sleep(50);
+      }
+      await removeScheduler(world.services.queues[QUEUES.schedule], 'fixed');
+      const ticks = await schedules.ticks('fixed');
+      const jobs = (await world.services.corpora.list(100)).filter((record) => record.schedule === 'fixed').reverse();
+      expect(jobs).toHaveLength(2);
+      const [first, second] = await Promise.all(jobs.map((job) => waitForJob(world.services, job.id)));
+      expect([first!.state, second!.state]).toEqual(['completed', 'completed']);
+      expect([first!.options.output, second!.options.output]).toEqual(['s3://out/fixed/', 's3://out/fixed/']);
+      // Never two writers: the queued tick started its run only after the first had finished.
+      expect(second!.createdAt).toBeGreaterThanOrEqual(first!.finishedAt!);
+      const queued = ticks.filter((tick) => tick.outcome === 'queued');
+      expect(queued).toHaveLength(1);
+      const submittedTicks = ticks.filter((tick) => tick.outcome === 'submitted');
+      expect(submittedTicks[0]).toMatchObject({ tickMillis: queued[0]!.tickMillis, detail: second!.id });
+      // Later overlapping ticks were skipped while one tick was already waiting.
+      expect(ticks.filter((tick) => tick.outcome === 'skipped').every((tick) => tick.detail.includes('a tick already queued'))).toBe(true);
+      const latest = JSON.parse(
+        await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'fixed/_latest.json' }))).Body!.transformToString(),
+      ) as { job_id: string; output: string };
+      expect(latest).toMatchObject({ job_id: second!.id, output: 's3://out/fixed/' });
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'fixed'])).code).toBe(0);
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
 });
