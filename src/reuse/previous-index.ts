@@ -1,21 +1,26 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
 import type { PreviousOutput } from './previous-output.js';
-import { readShardColumns } from './shard-columns.js';
+import { scanShardColumns } from './shard-columns.js';
 
 /**
  * A memory-bounded index of a previous output, built from its shards' `source`, `line`, `id` and
  * `content_hash` columns (nothing else is read). Everything per row lives in typed arrays, about
- * 70 bytes a row (70 MB for 1,000,000 rows), never in a JS Map of strings: a row is known by its
+ * 47 bytes a row (47 MB for 1,000,000 rows), never in a JS Map of strings: a row is known by its
  * POSITION, its place in the previous output's manifest order (shard by shard, row order within).
  *
  * Lookups: by position first (same source, line and content hash: the common case of an
  * unchanged line), then by content hash (a line that moved). Ids (with `--id-field`) are kept as
  * 128-bit hashes for the delta (new, changed, unchanged) and a seen-set gives the deletes.
  */
-const HASH_BYTES = 32;
+/**
+ * The index keeps the first 128 bits of each 256-bit content key and of each id's SHA-256: the
+ * chance that any two of a billion rows share one is about 10^-21, and it halves the index.
+ */
+const HASH_BYTES = 16;
 const ID_BYTES = 16;
+const HEX_HASH = /^[0-9a-f]{64}$/;
 
 export class PreviousIndex {
   private constructor(
@@ -26,7 +31,7 @@ export class PreviousIndex {
     private readonly shardStarts: Float64Array,
     private readonly sources: Map<string, number>,
     private readonly sourceOf: Uint32Array,
-    private readonly lineOf: Float64Array,
+    private readonly lineOf: Uint32Array,
     private readonly hashes: Uint8Array,
     private readonly hasHash: Uint8Array,
     private readonly ids: Uint8Array,
@@ -47,54 +52,64 @@ export class PreviousIndex {
     const shardStarts = new Float64Array(manifest.shards.length + 1);
     const sources = new Map<string, number>();
     const sourceOf = new Uint32Array(size);
-    const lineOf = new Float64Array(size);
+    const lineOf = new Uint32Array(size);
     const hashes = new Uint8Array(size * HASH_BYTES);
     const hasHash = new Uint8Array(size);
-    const ids = new Uint8Array(size * ID_BYTES);
+    // Allocated at the first id: outputs without `--id-field` need none.
+    let ids = new Uint8Array(0);
     const hasId = new Uint8Array(size);
     let position = 0;
-    let ordered = true;
     for (const [index, shard] of manifest.shards.entries()) {
       shardStarts[index] = position;
-      let read;
+      const base = position;
+      // Each column chunk is folded straight into the typed arrays: no shard's strings are kept.
+      const fold = (column: string, rowStart: number, values: ArrayLike<unknown>): void => {
+        if (rowStart + values.length > shard.rows) throw new Error(`more rows than the manifest's ${shard.rows}`);
+        for (let i = 0; i < values.length; i++) {
+          const at = base + rowStart + i;
+          const value = values[i];
+          if (column === 'source') {
+            const name = String(value);
+            let sourceIndex = sources.get(name);
+            if (sourceIndex === undefined) sources.set(name, (sourceIndex = sources.size));
+            sourceOf[at] = sourceIndex;
+          } else if (column === 'line') {
+            const line = Number(value);
+            if (!(line >= 0 && line <= 0xffff_ffff)) throw new Error(`line ${String(value)} out of range`);
+            lineOf[at] = line;
+          } else if (column === 'content_hash') {
+            if (typeof value === 'string' && HEX_HASH.test(value)) {
+              decodeHex(value, hashes, at * HASH_BYTES, HASH_BYTES);
+              hasHash[at] = 1;
+            }
+          } else if (value !== null && value !== undefined) {
+            if (ids.length === 0) ids = new Uint8Array(size * ID_BYTES);
+            ids.set(idKey(String(value)), at * ID_BYTES);
+            hasId[at] = 1;
+          }
+        }
+      };
+      let rows;
       try {
-        read = await readShardColumns(store, prefix + shard.file, manifest.output_format, ['source', 'line', 'id', 'content_hash']);
+        rows = await scanShardColumns(store, prefix + shard.file, manifest.output_format, ['source', 'line', 'id', 'content_hash'], fold);
       } catch (error) {
         if (error instanceof StorageUnavailableError) throw error;
         throw new ReuseUnavailableError(`${previous.location}: shard ${shard.file} unreadable: ${(error as Error).message}`, { cause: error });
       }
-      if (read.rows !== shard.rows) {
-        throw new ReuseUnavailableError(`${previous.location}: shard ${shard.file} has ${read.rows} rows, the manifest says ${shard.rows}`);
+      if (rows !== shard.rows) {
+        throw new ReuseUnavailableError(`${previous.location}: shard ${shard.file} has ${rows} rows, the manifest says ${shard.rows}`);
       }
-      const source = read.columns.get('source')!;
-      const line = read.columns.get('line')!;
-      const id = read.columns.get('id')!;
-      const hash = read.columns.get('content_hash')!;
-      for (let i = 0; i < read.rows; i++, position++) {
-        const name = String(source[i]);
-        let sourceIndex = sources.get(name);
-        if (sourceIndex === undefined) sources.set(name, (sourceIndex = sources.size));
-        sourceOf[position] = sourceIndex;
-        lineOf[position] = Number(line[i]);
-        if (position > 0 && comparePosition(sourceOf, lineOf, position - 1, position) > 0) ordered = false;
-        const hex = hash[i];
-        if (typeof hex === 'string' && hex.length === HASH_BYTES * 2 && /^[0-9a-f]+$/.test(hex)) {
-          hashes.set(Buffer.from(hex, 'hex'), position * HASH_BYTES);
-          hasHash[position] = 1;
-        }
-        if (id[i] !== null && id[i] !== undefined) {
-          ids.set(idKey(String(id[i])), position * ID_BYTES);
-          hasId[position] = 1;
-        }
-      }
+      position += rows;
     }
+    let ordered = true;
+    for (let p = 1; p < size && ordered; p++) ordered = comparePosition(sourceOf, lineOf, p - 1, p) <= 0;
     shardStarts[manifest.shards.length] = position;
     if (size > 0 && !hasHash.includes(1)) {
       throw new ReuseUnavailableError(`${previous.location}: no row has a content_hash (written before content keys existed); embedding everything`);
     }
-    const byPosition = ordered ? null : sortedPositions(size, () => true, (a, b) => comparePosition(sourceOf, lineOf, a, b));
-    const byHash = sortedPositions(size, (p) => hasHash[p] === 1, (a, b) => compareBytes(hashes, a, b, HASH_BYTES));
-    const byId = sortedPositions(size, (p) => hasId[p] === 1, (a, b) => compareBytes(ids, a, b, ID_BYTES));
+    const byPosition = ordered ? null : selectPositions(size, () => true).sort((a, b) => comparePosition(sourceOf, lineOf, a, b));
+    const byHash = sortByBytes(selectPositions(size, (p) => hasHash[p] === 1), hashes, HASH_BYTES);
+    const byId = sortByBytes(selectPositions(size, (p) => hasId[p] === 1), ids, ID_BYTES);
     return new PreviousIndex(previous, size, shardStarts, sources, sourceOf, lineOf, hashes, hasHash, ids, hasId, byPosition, byHash, byId, new Uint8Array(size));
   }
 
@@ -170,20 +185,59 @@ export class PreviousIndex {
 
 /** 128 bits of SHA-256 of an id: collisions are out of reach for any corpus (2^-64 at 4 billion ids). */
 function idKey(id: string): Buffer {
-  return createHash('sha256').update(id, 'utf8').digest().subarray(0, ID_BYTES);
+  // One-shot hash (Node ≥ 20.12): no Hash object per id while a million are indexed.
+  return hash('sha256', id, 'buffer').subarray(0, ID_BYTES);
 }
 
-function comparePosition(sourceOf: Uint32Array, lineOf: Float64Array, a: number, b: number): number {
+function comparePosition(sourceOf: Uint32Array, lineOf: Uint32Array, a: number, b: number): number {
   return sourceOf[a]! - sourceOf[b]! || lineOf[a]! - lineOf[b]!;
 }
 
-function sortedPositions(size: number, include: (position: number) => boolean, compare: (a: number, b: number) => number): Uint32Array {
+function selectPositions(size: number, include: (position: number) => boolean): Uint32Array {
   let count = 0;
   for (let p = 0; p < size; p++) if (include(p)) count++;
   const positions = new Uint32Array(count);
   let next = 0;
   for (let p = 0; p < size; p++) if (include(p)) positions[next++] = p;
-  return positions.sort(compare);
+  return positions;
+}
+
+/**
+ * Sorts positions by their `width`-byte keys. A comparator sort of a million positions made V8
+ * box every element (tens of MB); the keys are hash bytes, uniformly spread, so a two-pass radix
+ * sort on the first four bytes (one 4 MB scratch array) does it, and the rare runs that share
+ * those four bytes are finished by insertion sort on the whole key.
+ */
+function sortByBytes(positions: Uint32Array, keys: Uint8Array, width: number): Uint32Array {
+  const scratch = new Uint32Array(positions.length);
+  const counts = new Uint32Array(65_537);
+  const digit = (p: number, byte: number): number => (keys[p * width + byte]! << 8) | keys[p * width + byte + 1]!;
+  for (const [from, to, byte] of [[positions, scratch, 2], [scratch, positions, 0]] as const) {
+    counts.fill(0);
+    for (const p of from) counts[digit(p, byte) + 1]!++;
+    for (let i = 1; i < counts.length; i++) counts[i]! += counts[i - 1]!;
+    for (const p of from) to[counts[digit(p, byte)]!++] = p;
+  }
+  for (let i = 1; i < positions.length; i++) {
+    const p = positions[i]!;
+    if (digit(p, 0) !== digit(positions[i - 1]!, 0) || digit(p, 2) !== digit(positions[i - 1]!, 2)) continue;
+    let j = i - 1;
+    while (j >= 0 && digit(positions[j]!, 0) === digit(p, 0) && digit(positions[j]!, 2) === digit(p, 2) && compareBytes(keys, positions[j]!, p, width) > 0) {
+      positions[j + 1] = positions[j]!;
+      j--;
+    }
+    positions[j + 1] = p;
+  }
+  return positions;
+}
+
+/** Lowercase hex (already checked) into `target` at `offset`, `bytes` bytes, without a Buffer per row. */
+function decodeHex(hex: string, target: Uint8Array, offset: number, bytes: number): void {
+  for (let i = 0; i < bytes; i++) {
+    const high = hex.charCodeAt(i * 2);
+    const low = hex.charCodeAt(i * 2 + 1);
+    target[offset + i] = ((high > 57 ? high - 87 : high - 48) << 4) | (low > 57 ? low - 87 : low - 48);
+  }
 }
 
 function compareBytes(values: Uint8Array, a: number, b: number, width: number): number {

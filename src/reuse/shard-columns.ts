@@ -20,34 +20,50 @@ export async function readShardColumns(
   format: OutputFormat,
   columns: readonly string[],
 ): Promise<{ rows: number; columns: Map<string, unknown[]> }> {
+  const result = new Map<string, unknown[]>(columns.map((name) => [name, []]));
+  const rows = await scanShardColumns(store, key, format, columns, (name, rowStart, values) => {
+    const target = result.get(name)!;
+    for (let i = 0; i < values.length; i++) target[rowStart + i] = values[i];
+  });
+  return { rows, columns: result };
+}
+
+/**
+ * The streaming form: `onValues(column, firstRow, values)` is called per column chunk (a Parquet
+ * row group), so a caller can fold values into typed arrays without holding a shard's strings.
+ * Returns the shard's row count.
+ */
+export async function scanShardColumns(
+  store: ObjectStore,
+  key: string,
+  format: OutputFormat,
+  columns: readonly string[],
+  onValues: (column: string, rowStart: number, values: ArrayLike<unknown>) => void,
+): Promise<number> {
   if (format === 'arrow') {
     const table = tableFromIPC(await buffer(await store.read(key)));
-    const result = new Map<string, unknown[]>();
     for (const name of columns) {
       const column = table.getChild(name);
       if (!column) throw new Error(`${key}: no column "${name}"`);
-      result.set(name, column.toArray() as unknown[]);
+      onValues(name, 0, column.toArray() as ArrayLike<unknown>);
     }
-    return { rows: table.numRows, columns: result };
+    return table.numRows;
   }
   const file = await asyncBufferOf(store, key);
   const metadata = await parquetMetadataAsync(file);
   const present = new Set(metadata.schema.map((element) => element.name));
   for (const name of columns) if (!present.has(name)) throw new Error(`${key}: no column "${name}"`);
-  const rows = Number(metadata.num_rows);
-  const result = new Map<string, unknown[]>(columns.map((name) => [name, new Array<unknown>(rows)]));
+  const wanted = new Set(columns);
   await parquetRead({
     file,
     metadata,
     columns: [...columns],
     compressors,
-    onChunk: ({ columnName, columnData, rowStart, rowEnd }) => {
-      const target = result.get(columnName);
-      if (!target) return;
-      for (let row = rowStart; row < rowEnd; row++) target[row] = columnData[row - rowStart];
+    onChunk: ({ columnName, columnData, rowStart }) => {
+      if (wanted.has(columnName)) onValues(columnName, rowStart, columnData as ArrayLike<unknown>);
     },
   });
-  return { rows, columns: result };
+  return Number(metadata.num_rows);
 }
 
 /** An object as hyparquet's AsyncBuffer: ranged reads when the store has them, else one whole read. */

@@ -183,4 +183,21 @@ describe('reuse library', () => {
     await writePreviousOutput(old.write, old.root, false);
     await expectReuseError(PreviousIndex.build(await resolvePreviousOutput(old.root, open)), /no-hashes: no row has a content_hash/);
   });
+
+  it('finds every one of 5,000 rows by hash and by id (the radix-sorted lookups)', async () => {
+    const { root, write } = local('many');
+    const lines = Array.from({ length: 5_000 }, (_, i) => ({ source: `/corpus/${i % 3}.txt`, line: i, id: `id-${(i * 7919) % 5_000}`, text: `text number ${i}` }));
+    const rows = lines.map((line, i): ShardRow => ({ row: i, ...line, dense: null, sparse: null, contentHash: contentHash(line.text, PARAMETERS) }));
+    await write('part-00000.parquet', await encodeShard(rows, { dimension: DIMENSION, format: 'parquet' }));
+    await write('_manifest.json', JSON.stringify({ job_id: 'x', output: root, model: PARAMETERS.model, dimension: DIMENSION, output_type: 'dense', output_format: 'parquet', shards: [{ file: 'part-00000.parquet', first_row: 0, last_row: 4_999, rows: 5_000, bytes: 0 }] }));
+    await write('_SUCCESS', '');
+    const index = await PreviousIndex.build(await resolvePreviousOutput(root, open));
+    // Sources interleave here, so the position lookup goes through its sorted order too.
+    const misses = lines.filter((line, i) => index.match('/elsewhere.txt', 0, contentKey(line.text, PARAMETERS)) !== i || index.match(line.source, line.line, contentKey(line.text, PARAMETERS)) !== i);
+    expect(misses).toEqual([]);
+    expect(index.findHash(contentKey('text number 5000', PARAMETERS))).toBe(-1);
+    const kinds = new Set(lines.map((line) => index.classifyId(line.id, contentKey(line.text, PARAMETERS))));
+    expect([...kinds]).toEqual(['unchanged']);
+    expect([...index.unseenIdPositions()]).toEqual([]);
+  });
 });
