@@ -121,6 +121,8 @@ export class ScheduleStore {
     now = Date.now(),
   ): Promise<{ claimed: true; previousJobId: string | null; previousCompleted: boolean } | { claimed: false; activeJobId: string }> {
     const connection = this.redis.duplicate();
+    // Errors surface on the commands below; without a listener an 'error' event would crash the process.
+    connection.on('error', () => undefined);
     try {
       for (let attempt = 0; attempt < 20; attempt++) {
         await connection.watch(this.key(name));

@@ -69,6 +69,24 @@ describe('embedq schedule', () => {
     expect(await schedules.get('upsert')).toBeUndefined();
   });
 
+  it('schedule run takes the same single slot as a tick: refused while the previous run is active', async () => {
+    const added = await runEmbedq(world.env, ['schedule', 'add', 'manual', 's3://corpus/daily/corpus.txt', '--cron', '0 0 1 1 *', '--out', 's3://out/manual/{runId}/', '--dimension', '64']);
+    expect(added.code, added.stderr).toBe(0);
+    const first = await runEmbedq(world.env, ['schedule', 'run', 'manual']);
+    expect(first.code, first.stderr).toBe(0);
+    const jobId = first.stdout.trim();
+    expect((await world.services.corpora.get(jobId))).toMatchObject({ state: 'queued', schedule: 'manual', options: { output: `s3://out/manual/${jobId}/`, dimension: 64 } });
+    const second = await runEmbedq(world.env, ['schedule', 'run', 'manual']);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(`previous run ${jobId} is still active; not started`);
+    expect((await runEmbedq(world.env, ['cancel', jobId])).code).toBe(0);
+    const third = await runEmbedq(world.env, ['schedule', 'run', 'manual']);
+    expect(third.code, third.stderr).toBe(0);
+    expect(third.stdout.trim()).not.toBe(jobId);
+    expect((await runEmbedq(world.env, ['cancel', third.stdout.trim()])).code).toBe(0);
+    expect((await runEmbedq(world.env, ['schedule', 'remove', 'manual'])).code).toBe(0);
+  });
+
   it('two ticks of a 2-second cron with two workers: each once, distinct outputs, _latest.json names the second, the overlap skipped', async () => {
     const workers = [spawnEmbedq(world.env, ['worker']), spawnEmbedq(world.env, ['worker'])];
     try {
