@@ -157,6 +157,7 @@ export class PreviousIndex {
 
   /** Which shard of the manifest holds a position, and at which row of that shard file. */
   locate(position: number): { shard: number; file: string; rowInShard: number } {
+    if (!(position >= 0 && position < this.size)) throw new RangeError(`position ${position} outside 0..${this.size - 1}`);
     let low = 0;
     let high = this.shardStarts.length - 2;
     while (low < high) {

@@ -5,28 +5,36 @@ import { readParquet } from 'parquet-wasm';
 
 import type { EmbeddingItem, SparseEntry } from '../embedding.js';
 import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
-import type { PreviousIndex } from './previous-index.js';
+import type { PreviousOutput } from './previous-output.js';
+
+/** Where a previous row is: its shard (index in the previous manifest) and its row in that file. */
+export interface PreviousRowRef {
+  shard: number;
+  rowInShard: number;
+}
 
 /**
  * The vectors of given previous rows, copied out of the previous shards so the new shard can be
- * written with them instead of DashScope calls. Shards are read one at a time and only their
- * `dense` and `sparse` columns are decoded; those are nearly all of a shard's bytes, so a
- * ranged read would not save much here (the index, which reads none of them, does use ranges).
+ * written with them instead of DashScope calls. It needs only the previous manifest, not the
+ * index: the split step turns index positions into refs (PreviousIndex.locate), so the shard
+ * writer never builds an index. Shards are read one at a time and only their `dense` and
+ * `sparse` columns are decoded; those are nearly all of a shard's bytes, so a ranged read would
+ * not save much here (the index, which reads none of them, does use ranges).
  *
- * @param positions positions in `index` (see PreviousIndex); duplicates are fine
- * @returns position → vectors
+ * @returns the vectors of `refs[i]` at index i
  */
-export async function fetchPreviousVectors(index: PreviousIndex, positions: Iterable<number>): Promise<Map<number, EmbeddingItem>> {
-  const byShard = new Map<number, { file: string; wanted: Array<{ position: number; rowInShard: number }> }>();
-  for (const position of positions) {
-    const { shard, file, rowInShard } = index.locate(position);
-    let entry = byShard.get(shard);
-    if (!entry) byShard.set(shard, (entry = { file, wanted: [] }));
-    entry.wanted.push({ position, rowInShard });
-  }
-  const { store, prefix, manifest, location } = index.previous;
-  const result = new Map<number, EmbeddingItem>();
-  for (const [, { file, wanted }] of [...byShard].sort(([a], [b]) => a - b)) {
+export async function fetchPreviousVectors(previous: PreviousOutput, refs: readonly PreviousRowRef[]): Promise<EmbeddingItem[]> {
+  const byShard = new Map<number, number[]>();
+  refs.forEach((ref, i) => {
+    let wanted = byShard.get(ref.shard);
+    if (!wanted) byShard.set(ref.shard, (wanted = []));
+    wanted.push(i);
+  });
+  const { store, prefix, manifest, location } = previous;
+  const result = new Array<EmbeddingItem>(refs.length);
+  for (const [shard, wanted] of [...byShard].sort(([a], [b]) => a - b)) {
+    const file = manifest.shards[shard]?.file;
+    if (file === undefined) throw new ReuseUnavailableError(`${location}: the manifest has no shard ${shard}`);
     let table: Table;
     try {
       const bytes = await buffer(await store.read(prefix + file));
@@ -37,15 +45,16 @@ export async function fetchPreviousVectors(index: PreviousIndex, positions: Iter
     }
     const dense = table.getChild('dense');
     const sparse = table.getChild('sparse');
-    for (const { position, rowInShard } of wanted) {
+    for (const i of wanted) {
+      const { rowInShard } = refs[i]!;
       if (rowInShard >= table.numRows) throw new ReuseUnavailableError(`${location}: shard ${file} has no row ${rowInShard}`);
       const denseValue = dense?.get(rowInShard) as { toArray(): Float32Array } | null | undefined;
       const sparseValue = sparse?.get(rowInShard) as { toArray(): Array<{ index: number; value: number; token: string }> } | null | undefined;
-      result.set(position, {
+      result[i] = {
         // Copies: the table's buffers go when it does.
         dense: denseValue ? Float32Array.from(denseValue.toArray()) : null,
         sparse: sparseValue ? sparseValue.toArray().map((entry): SparseEntry => ({ index: entry.index, value: entry.value, token: entry.token })) : null,
-      });
+      };
     }
   }
   return result;

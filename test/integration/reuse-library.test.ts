@@ -103,11 +103,13 @@ describe('reuse library', () => {
     expect(index.match('/corpus/a.jsonl', 3, key('alpha 3', { ...PARAMETERS, dimension: 64 }))).toBe(-1);
 
     // The vectors of chosen rows, from both shards, exactly as written.
-    const vectors = await fetchPreviousVectors(index, [24, 0, 15, 7]);
-    for (const position of [24, 0, 15, 7]) {
-      expect(vectors.get(position)!.dense).toEqual(written[position]!.dense);
-      expect(vectors.get(position)!.sparse).toEqual(written[position]!.sparse);
-    }
+    const positions = [24, 0, 15, 7, 24];
+    const vectors = await fetchPreviousVectors(previous, positions.map((position) => index.locate(position)));
+    positions.forEach((position, i) => {
+      expect(vectors[i]!.dense).toEqual(written[position]!.dense);
+      expect(vectors[i]!.sparse).toEqual(written[position]!.sparse);
+    });
+    expect(() => index.locate(25)).toThrow(RangeError);
     expect(written[24]!.sparse!.length).toBeGreaterThan(0);
   });
 

@@ -40,6 +40,9 @@ describe('embedq schedule', () => {
     const placeholder = await runEmbedq(world.env, ['schedule', 'add', 'bad', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--out', 's3://out/bad/{day}/']);
     expect(placeholder.code).toBe(2);
     expect(placeholder.stderr).toContain('unknown placeholder "{day}"');
+    const incremental = await runEmbedq(world.env, ['schedule', 'add', 'bad', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--out', 's3://out/bad/', '--incremental']);
+    expect(incremental.code).toBe(2);
+    expect(incremental.stderr).toContain('--incremental needs a placeholder in --out');
     expect(await schedules.get('bad')).toBeUndefined();
   });
 

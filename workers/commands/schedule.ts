@@ -5,7 +5,7 @@ import { Option, type Command } from 'commander';
 import { QUEUES } from '../../jobs/queues.js';
 import { runSchedule } from '../../jobs/schedule-run.js';
 import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../../jobs/schedule-store.js';
-import { renderTemplate, validateCron, validateTemplate } from '../../jobs/schedule-template.js';
+import { hasPlaceholder, renderTemplate, validateCron, validateTemplate } from '../../jobs/schedule-template.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import { ConfigError } from '../../src/errors.js';
 import { scheduleStore } from '../schedule-tick.js';
@@ -31,6 +31,10 @@ export function scheduleFromFlags(name: string, input: string, flags: Record<str
   validateCron(cron, tz);
   const out = absoluteTemplate(String(flags.out));
   validateTemplate(out);
+  if (flags.incremental === true && !hasPlaceholder(out)) {
+    // The run would overwrite the very shards it copies its reused vectors from.
+    throw new ConfigError(`--incremental needs a placeholder in --out ("${out}" re-runs into the output it would reuse); add {date}, {time} or {runId}`);
+  }
   // Validate the options as a run would see them, with a sample output in place of the template.
   const sample = renderTemplate(out, { tickMillis: Date.now(), tz, runId: 'cj-sample-000000' });
   const { input: absoluteInput, output: _output, ...options } = jobOptionsFromFlags(input, { ...flags, out: sample });
