@@ -1,4 +1,4 @@
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { QUEUES } from '../../jobs/queues.js';
@@ -173,6 +173,35 @@ describe('embedq schedule', () => {
       expect((await runEmbedq(world.env, ['schedule', 'remove', 'fixed'])).code).toBe(0);
     } finally {
       await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+
+  it('a failed run leaves _latest.json naming the last good output, and schedule list shows why', async () => {
+    const worker = spawnEmbedq(world.env, ['worker']);
+    try {
+      await world.put('keeper/corpus.txt', 'one line\nanother line\n');
+      const added = await runEmbedq(world.env, ['schedule', 'add', 'keeper', 's3://corpus/keeper/corpus.txt', '--cron', '0 0 1 1 *', '--out', 's3://out/keeper/{runId}/', '--dimension', '64', '--output-type', 'dense']);
+      expect(added.code, added.stderr).toBe(0);
+      const good = await runEmbedq(world.env, ['schedule', 'run', 'keeper', '--wait']);
+      expect(good.code, good.stderr).toBe(0);
+      const goodId = good.stdout.trim();
+      const readLatest = async () =>
+        JSON.parse(await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'keeper/_latest.json' }))).Body!.transformToString()) as { job_id: string; output: string };
+      expect(await readLatest()).toMatchObject({ job_id: goodId, output: `s3://out/keeper/${goodId}/` });
+
+      await world.s3.client.send(new DeleteObjectCommand({ Bucket: 'corpus', Key: 'keeper/corpus.txt' }));
+      const bad = await runEmbedq(world.env, ['schedule', 'run', 'keeper', '--wait']);
+      expect(bad.code).toBe(1);
+      const badId = bad.stdout.trim();
+      expect((await world.services.corpora.get(badId))?.state).toBe('failed');
+      expect(await readLatest()).toMatchObject({ job_id: goodId, output: `s3://out/keeper/${goodId}/` });
+      const listed = JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Array<{ name: string; last_run: { job_id: string; state: string; error: string } }>;
+      const row = listed.find((entry) => entry.name === 'keeper')!;
+      expect(row.last_run).toMatchObject({ job_id: badId, state: 'failed' });
+      expect(row.last_run.error).toContain('keeper/corpus.txt');
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'keeper'])).code).toBe(0);
+    } finally {
+      await stopProcess(worker);
     }
   });
 });
