@@ -17,12 +17,25 @@ export function newCorpusJobId(now = Date.now()): string {
   return `cj-${now.toString(36)}-${randomBytes(3).toString('hex')}`;
 }
 
+/**
+ * What a schedule run passes besides the options. `jobId`: the id chosen beforehand (a template's
+ * `{runId}`). `overwrite` and `reuse` are INTENTS for issue 9 (`--overwrite`) and issue 11 phase 2
+ * (`--reuse`): a template without a placeholder re-runs into the same output once the previous
+ * run succeeded; `--incremental` reuses the schedule root. Today's submit does not act on them.
+ */
+export interface SubmitExtra {
+  schedule?: string;
+  jobId?: string;
+  overwrite?: boolean;
+  reuse?: string;
+}
+
 export async function submitCorpusJob(
   deps: { corpora: CorpusStore; splitQueue: Queue },
   options: JobOptions,
-  extra: { schedule?: string } = {},
+  extra: SubmitExtra = {},
 ): Promise<string> {
-  const id = newCorpusJobId();
+  const id = extra.jobId ?? newCorpusJobId();
   await deps.corpora.create(id, options, extra);
   await enqueueSplit(deps.splitQueue, id, 0);
   return id;

@@ -11,6 +11,8 @@ export const QUEUES = {
   embed: 'embed',
   /** `write-shard` and `finalize-job`. */
   write: 'write',
+  /** `schedule-tick`: one per schedule tick (BullMQ Job Schedulers) or `schedule run`. */
+  schedule: 'schedule',
 } as const;
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
@@ -19,6 +21,7 @@ export const JOB_NAMES = {
   embedBatch: 'embed-batch',
   writeShard: 'write-shard',
   finalizeJob: 'finalize-job',
+  scheduleTick: 'schedule-tick',
 } as const;
 
 /**

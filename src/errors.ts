@@ -132,3 +132,12 @@ export class ConfigError extends EmbedqError {
   readonly code = 'CONFIG_INVALID';
   readonly retryable = false;
 }
+
+/**
+ * `--reuse`: the previous output is missing, unfinished, corrupt or made with other settings.
+ * Not fatal to the run: it embeds everything and says why (manifest, log, `schedule list`).
+ */
+export class ReuseUnavailableError extends EmbedqError {
+  readonly code = 'REUSE_UNAVAILABLE';
+  readonly retryable = false;
+}

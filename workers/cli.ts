@@ -7,6 +7,7 @@ import { registerDashboardCommand } from './commands/dashboard.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerPlanCommand } from './commands/plan.js';
+import { registerScheduleCommands } from './commands/schedule.js';
 import { registerWorkerCommand } from './commands/worker.js';
 
 /**
@@ -21,6 +22,7 @@ const program = new Command('embedq')
 registerJobCommands(program);
 registerWorkerCommand(program);
 registerPlanCommand(program);
+registerScheduleCommands(program);
 registerDemoCommand(program);
 registerDashboardCommand(program);
 program.addCommand(emulatorCommand());

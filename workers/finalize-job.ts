@@ -7,6 +7,7 @@ import type { ObjectStore } from '../src/storage/object-store.js';
 import { ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE } from '../src/output/layout.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
+import { publishScheduleLatest } from './schedule-latest.js';
 
 /**
  * Last step: `_errors.jsonl` (every shard's error records, in row order), `_manifest.json`, then
@@ -31,6 +32,7 @@ export async function finalizeJob(payload: FinalizeJobPayload, { services, logge
   for (const shard of shards) {
     if (shard.errorsKey) await output.store.delete(output.prefix + shard.errorsKey);
   }
+  await publishScheduleLatest(services, record, logger);
   // Completed last: whoever waits on the job's state finds the output with no scratch files left.
   await corpora.markCompleted(id);
   await corpora.dropShardStats(id);

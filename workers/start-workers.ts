@@ -5,6 +5,7 @@ import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import { embedBatch } from './embed-batch.js';
 import { finalizeJob } from './finalize-job.js';
 import { processor } from './run-job.js';
+import { scheduleTickProcessor } from './schedule-tick.js';
 import type { Services } from './services.js';
 import { splitCorpus } from './split-corpus.js';
 import { writeShard } from './write-shard.js';
@@ -33,6 +34,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       concurrency: 1,
       process: (job: Job) => (job.name === JOB_NAMES.finalizeJob ? finalize(job) : write(job)),
     },
+    { queue: QUEUES.schedule, concurrency: 4, process: scheduleTickProcessor(services) },
   ];
   const embedConcurrency = definitions.find((definition) => definition.queue === QUEUES.embed)!.concurrency;
   const workers = definitions.map(({ queue, concurrency, process }) => {

@@ -4,6 +4,8 @@ import type { OutputFormat } from '../shards/shard-row.js';
 export const MANIFEST_FILE = '_manifest.json';
 export const ERRORS_FILE = '_errors.jsonl';
 export const SUCCESS_FILE = '_SUCCESS';
+/** At a schedule's root: which output is the last good run (`{"output","job_id","finished_at","counts"}`). */
+export const LATEST_FILE = '_latest.json';
 /** Scratch space of running jobs; finalize removes its job's folder. */
 export const TEMP_FOLDER = '_tmp';
 

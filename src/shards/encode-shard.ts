@@ -67,6 +67,7 @@ export function shardTable(rows: readonly ShardRow[], dimension: number): Table 
     utf8Column(length, (i) => rows[i]!.text),
     denseColumn(rows, dimension),
     sparseColumn(rows),
+    utf8Column(length, (i) => rows[i]!.contentHash ?? null),
   ];
   const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length, nullCount: 0, children }));
   return new Table(schema, batch);

@@ -16,6 +16,8 @@ export interface ShardRow {
   dense: Float32Array | null;
   /** Sparse vector; null when the output type is `dense`. */
   sparse: SparseEntry[] | null;
+  /** Content key of text + embedding parameters, 64 hex digits (src/reuse); null or absent when unknown. */
+  contentHash?: string | null;
 }
 
 export type OutputFormat = 'parquet' | 'arrow';

@@ -20,6 +20,9 @@ export function shardSchema(dimension: number): Schema {
     new Field('text', new Utf8(), false),
     new Field('dense', denseType(dimension), true),
     new Field('sparse', sparseType(), true),
+    // SHA-256 content key (src/reuse/content-key.ts) as 64 hex digits; the next `--reuse` run reads
+    // only this column (plus source/line/id) to find what it need not embed again. Null until filled.
+    new Field('content_hash', new Utf8(), true),
   ]);
 }
 

@@ -68,6 +68,26 @@ export class LocalObjectStore implements ObjectStore {
     return mapStreamErrors(handle.createReadStream(), (error) => this.#error(error, 'read', key));
   }
 
+  async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
+    const bytes = Buffer.alloc(Math.max(0, end - start));
+    try {
+      const handle = await open(this.pathOf(key), 'r');
+      try {
+        let filled = 0;
+        while (filled < bytes.length) {
+          const { bytesRead } = await handle.read(bytes, filled, bytes.length - filled, start + filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        return bytes.subarray(0, filled);
+      } finally {
+        await handle.close();
+      }
+    } catch (error) {
+      throw this.#error(error, 'read', key);
+    }
+  }
+
   async write(key: string, body: Uint8Array | string): Promise<void> {
     const file = this.pathOf(key);
     // Same folder as the target, so the rename is atomic (one file system); readers see the old

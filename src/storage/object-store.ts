@@ -21,6 +21,11 @@ export interface ObjectStore {
   /** Streams the object's bytes. Throws StorageError when it does not exist. */
   read(key: string): Promise<Readable>;
   /**
+   * Bytes `[start, end)` of the object (S3 ranged GET; a positioned file read), e.g. a Parquet
+   * footer and the few column chunks a reader needs. Optional: callers fall back to `read`.
+   */
+  readRange?(key: string, start: number, end: number): Promise<Uint8Array>;
+  /**
    * Writes the whole object. It becomes visible only complete (S3 PUT; local: temp file + rename),
    * and writing the same key again replaces it.
    */

@@ -106,6 +106,15 @@ export class S3ObjectStore implements ObjectStore {
     return mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key)));
   }
 
+  async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
+    if (end <= start) return new Uint8Array(0);
+    const response = await this.#send('read', key, () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` })),
+    );
+    if (!response.Body) throw new StorageError(`read ${this.url(key)}: the response has no body`);
+    return response.Body.transformToByteArray();
+  }
+
   async write(key: string, body: Uint8Array | string): Promise<void> {
     const sizeBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
     await this.#send('write', key, async () => {

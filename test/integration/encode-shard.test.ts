@@ -46,12 +46,12 @@ function typeOf(fields: readonly Field[], name: string): DataType {
 
 /** The exact Arrow types of DESIGN's output columns table. */
 function expectShardSchema(fields: readonly Field[], dimension: number): void {
-  expect(fields.map((field) => field.name)).toEqual(['row', 'source', 'line', 'id', 'text', 'dense', 'sparse']);
+  expect(fields.map((field) => field.name)).toEqual(['row', 'source', 'line', 'id', 'text', 'dense', 'sparse', 'content_hash']);
   for (const name of ['row', 'line']) {
     const type = typeOf(fields, name);
     expect(DataType.isInt(type) && type.bitWidth === 64 && type.isSigned).toBe(true);
   }
-  for (const name of ['source', 'id', 'text']) {
+  for (const name of ['source', 'id', 'text', 'content_hash']) {
     expect(DataType.isUtf8(typeOf(fields, name))).toBe(true);
   }
   expect(fields.find((field) => field.name === 'id')!.nullable).toBe(true);
@@ -86,6 +86,7 @@ describe('encodeShard → Parquet, read back with DuckDB', () => {
       text: 'VARCHAR',
       dense: 'FLOAT[]',
       sparse: 'STRUCT("index" INTEGER, "value" FLOAT, token VARCHAR)[]',
+      content_hash: 'VARCHAR',
     });
   });
 
@@ -126,7 +127,7 @@ describe('encodeShard → Parquet, read back with DuckDB', () => {
     const { file, bytes } = await writeShard('empty.parquet', [], dimension, 'parquet');
     expect(await queryParquet(`SELECT * FROM read_parquet(${sqlString(file)})`)).toEqual([]);
     const columns = await queryParquet(`DESCRIBE SELECT * FROM read_parquet(${sqlString(file)})`);
-    expect(columns.map((column) => column.column_type)).toEqual(['BIGINT', 'VARCHAR', 'BIGINT', 'VARCHAR', 'VARCHAR', 'FLOAT[]', 'STRUCT("index" INTEGER, "value" FLOAT, token VARCHAR)[]']);
+    expect(columns.map((column) => column.column_type)).toEqual(['BIGINT', 'VARCHAR', 'BIGINT', 'VARCHAR', 'VARCHAR', 'FLOAT[]', 'STRUCT("index" INTEGER, "value" FLOAT, token VARCHAR)[]', 'VARCHAR']);
     expectShardSchema(readShard(bytes, 'parquet').schema.fields, dimension);
   });
 

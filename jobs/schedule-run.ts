@@ -1,0 +1,52 @@
+import type { Queue } from 'bullmq';
+
+import { parseJobOptions } from '../src/job-options.js';
+import type { CorpusStore } from './corpus-store.js';
+import { newCorpusJobId, submitCorpusJob } from './enqueue.js';
+import { hasPlaceholder, renderTemplate, scheduleRoot } from './schedule-template.js';
+import type { ScheduleStore } from './schedule-store.js';
+
+/**
+ * One run of a schedule: the path of every tick and of `schedule run`. Claims the schedule's
+ * single writer slot, renders the output, re-validates the stored options, and submits.
+ */
+export type ScheduleRunOutcome =
+  | { kind: 'submitted'; jobId: string; output: string }
+  | { kind: 'busy'; activeJobId: string }
+  | { kind: 'failed'; error: string }
+  | { kind: 'missing' };
+
+export interface ScheduleRunDeps {
+  schedules: ScheduleStore;
+  corpora: CorpusStore;
+  splitQueue: Queue;
+}
+
+export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMillis: number): Promise<ScheduleRunOutcome> {
+  const schedule = await deps.schedules.get(name);
+  if (!schedule) return { kind: 'missing' };
+  const runId = newCorpusJobId();
+  const claim = await deps.schedules.claim(name, runId, deps.corpora);
+  if (!claim.claimed) return { kind: 'busy', activeJobId: claim.activeJobId };
+  const output = renderTemplate(schedule.out, { tickMillis, tz: schedule.tz, runId });
+  try {
+    // The stored options were valid at `add`; a newer embedq (or an edited record) may disagree.
+    const options = parseJobOptions({ ...schedule.options, input: schedule.input, output });
+    const jobId = await submitCorpusJob({ corpora: deps.corpora, splitQueue: deps.splitQueue }, options, {
+      schedule: name,
+      jobId: runId,
+      // Issue 9 intent: a template without placeholder re-runs into the same output, and may
+      // replace it once the previous run succeeded. The claim above already rules out a live writer.
+      overwrite: !hasPlaceholder(schedule.out) && (claim.previousJobId === null || claim.previousCompleted),
+      // Issue 11 phase 2 intent: `--incremental` = `--reuse <root>` (follows its `_latest.json`).
+      ...(schedule.incremental ? { reuse: scheduleRoot(schedule.out) } : {}),
+    });
+    await deps.schedules.recordRun(name, tickMillis, jobId, output);
+    return { kind: 'submitted', jobId, output };
+  } catch (error) {
+    await deps.schedules.release(name, runId, claim.previousJobId);
+    const message = `run at ${new Date(tickMillis).toISOString()} not started: ${error instanceof Error ? error.message : String(error)}`;
+    await deps.schedules.recordFailure(name, tickMillis, message);
+    return { kind: 'failed', error: message };
+  }
+}

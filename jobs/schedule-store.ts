@@ -1,0 +1,237 @@
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+
+import type { CorpusStore } from './corpus-store.js';
+import { JOB_NAMES } from './queues.js';
+
+/**
+ * Schedules: their definitions and run history in Redis, and the BullMQ Job Scheduler behind
+ * each one. A Job Scheduler keeps one delayed job per schedule and adds the next when the current
+ * one starts, so each tick runs once however many workers there are.
+ *
+ * Keys under `<prefix>:`
+ *   schedules              ZSET  name → creation time (ms)
+ *   schedule:<name>        HASH  definition (JSON), counters, current run, last run, last error
+ *   schedule:<name>:ticks  LIST  newest first, last 100: `<tick ms> <outcome> <job id or reason>`
+ */
+
+export type OverlapPolicy = 'skip' | 'queue';
+
+export interface ScheduleDefinition {
+  name: string;
+  cron: string;
+  tz: string;
+  input: string;
+  /** The output template, local paths made absolute. */
+  out: string;
+  /** Submit options as validated at `add` (output excluded: it comes from the template). */
+  options: Record<string, unknown>;
+  incremental: boolean;
+  onOverlap: OverlapPolicy;
+}
+
+export interface ScheduleRecord extends ScheduleDefinition {
+  createdAt: number;
+  updatedAt: number;
+  runs: number;
+  /** Ticks that came while the previous run was still going, under `--on-overlap skip`. */
+  skipped: number;
+  /** Runs that could not start (options no longer valid, submit refused). */
+  failures: number;
+  lastJobId: string | null;
+  lastOutput: string | null;
+  lastTickAt: number | null;
+  lastError: string | null;
+  lastErrorAt: number | null;
+}
+
+export interface TickLogEntry {
+  tickMillis: number;
+  outcome: 'submitted' | 'skipped' | 'queued' | 'failed';
+  detail: string;
+}
+
+/** A claim older than this without its corpus job record is a submit that died half-way. */
+const CLAIM_GRACE_MS = 60_000;
+const TICK_LOG_LENGTH = 100;
+const ACTIVE_STATES = new Set(['queued', 'running']);
+
+export class ScheduleStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  private key = (name: string): string => `${this.prefix}:schedule:${name}`;
+  private ticksKey = (name: string): string => `${this.prefix}:schedule:${name}:ticks`;
+  private get namesKey(): string {
+    return `${this.prefix}:schedules`;
+  }
+
+  /** Creates or replaces the definition; counters and history are kept. Returns whether it existed. */
+  async upsert(definition: ScheduleDefinition, now = Date.now()): Promise<{ updated: boolean }> {
+    const added = await this.redis.zadd(this.namesKey, 'NX', now, definition.name);
+    await this.redis
+      .multi()
+      .hset(this.key(definition.name), { definition: JSON.stringify(definition), updatedAt: now })
+      .hsetnx(this.key(definition.name), 'createdAt', now)
+      .exec();
+    return { updated: Number(added) === 0 };
+  }
+
+  async get(name: string): Promise<ScheduleRecord | undefined> {
+    const hash = await this.redis.hgetall(this.key(name));
+    if (!hash.definition) return undefined;
+    const number = (field: string): number => Number(hash[field] ?? 0);
+    const optional = (field: string): number | null => (hash[field] === undefined ? null : Number(hash[field]));
+    return {
+      ...(JSON.parse(hash.definition) as ScheduleDefinition),
+      createdAt: number('createdAt'),
+      updatedAt: number('updatedAt'),
+      runs: number('runs'),
+      skipped: number('skipped'),
+      failures: number('failures'),
+      lastJobId: hash.lastJobId ?? null,
+      lastOutput: hash.lastOutput ?? null,
+      lastTickAt: optional('lastTickAt'),
+      lastError: hash.lastError ?? null,
+      lastErrorAt: optional('lastErrorAt'),
+    };
+  }
+
+  async names(): Promise<string[]> {
+    return this.redis.zrange(this.namesKey, 0, -1);
+  }
+
+  async remove(name: string): Promise<boolean> {
+    const [[, removed]] = (await this.redis.multi().zrem(this.namesKey, name).del(this.key(name), this.ticksKey(name)).exec()) as [[unknown, number]];
+    return Number(removed) === 1;
+  }
+
+  /**
+   * Takes the schedule's single writer slot for a new run `runId`, unless its current run is still
+   * queued or running (or was claimed less than a minute ago and has no record yet). WATCH on a
+   * connection of its own makes two claimers (two ticks, a tick and `schedule run`) race safely.
+   * Returns the previous run's id and whether it completed, or `busy` with the active run.
+   */
+  async claim(
+    name: string,
+    runId: string,
+    corpora: CorpusStore,
+    now = Date.now(),
+  ): Promise<{ claimed: true; previousJobId: string | null; previousCompleted: boolean } | { claimed: false; activeJobId: string }> {
+    const connection = this.redis.duplicate();
+    // Errors surface on the commands below; without a listener an 'error' event would crash the process.
+    connection.on('error', () => undefined);
+    try {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        await connection.watch(this.key(name));
+        const [current, claimedAt] = await connection.hmget(this.key(name), 'current', 'claimedAt');
+        const previous = current ? await corpora.get(current) : undefined;
+        const pending = current && !previous && now - Number(claimedAt ?? 0) < CLAIM_GRACE_MS;
+        if (current && (pending || (previous && ACTIVE_STATES.has(previous.state)))) {
+          await connection.unwatch();
+          return { claimed: false, activeJobId: current };
+        }
+        const result = await connection.multi().hset(this.key(name), { current: runId, claimedAt: now }).exec();
+        if (result !== null) return { claimed: true, previousJobId: current ?? null, previousCompleted: previous?.state === 'completed' };
+      }
+      throw new Error(`schedule ${name}: could not claim a run slot (contention)`);
+    } finally {
+      connection.disconnect();
+    }
+  }
+
+  /** Gives the slot back after a claim whose submit failed, so the next tick is not blocked. */
+  async release(name: string, runId: string, previousJobId: string | null): Promise<void> {
+    const current = await this.redis.hget(this.key(name), 'current');
+    if (current !== runId) return;
+    if (previousJobId) await this.redis.hset(this.key(name), 'current', previousJobId);
+    else await this.redis.hdel(this.key(name), 'current', 'claimedAt');
+  }
+
+  async recordRun(name: string, tickMillis: number, jobId: string, output: string): Promise<void> {
+    await this.redis
+      .multi()
+      .hincrby(this.key(name), 'runs', 1)
+      .hset(this.key(name), { lastJobId: jobId, lastOutput: output, lastTickAt: tickMillis })
+      .hdel(this.key(name), 'lastError', 'lastErrorAt')
+      .exec();
+    await this.logTick(name, { tickMillis, outcome: 'submitted', detail: jobId });
+  }
+
+  async recordSkip(name: string, tickMillis: number, reason: string): Promise<void> {
+    await this.redis.hincrby(this.key(name), 'skipped', 1);
+    await this.logTick(name, { tickMillis, outcome: 'skipped', detail: reason });
+  }
+
+  /**
+   * `--on-overlap queue`: holds at most one tick waiting for the active run (later overlapping
+   * ticks are skipped, or a slow run would pile up a backlog). False when one is already waiting.
+   */
+  async queueTick(name: string, tickMillis: number, activeJobId: string): Promise<boolean> {
+    const taken = await this.redis.hsetnx(this.key(name), 'queuedTick', tickMillis);
+    if (taken === 1) await this.logTick(name, { tickMillis, outcome: 'queued', detail: `waiting for ${activeJobId}` });
+    return taken === 1;
+  }
+
+  /** The tick waiting under `--on-overlap queue`, if any. */
+  async queuedTick(name: string): Promise<number | null> {
+    const tick = await this.redis.hget(this.key(name), 'queuedTick');
+    return tick === null ? null : Number(tick);
+  }
+
+  /** The queued tick ran (or gave up): the next overlapping tick may queue again. */
+  async unqueueTick(name: string, tickMillis: number): Promise<void> {
+    if ((await this.redis.hget(this.key(name), 'queuedTick')) === String(tickMillis)) await this.redis.hdel(this.key(name), 'queuedTick');
+  }
+
+  async recordFailure(name: string, tickMillis: number, message: string, now = Date.now()): Promise<void> {
+    await this.redis
+      .multi()
+      .hincrby(this.key(name), 'failures', 1)
+      .hset(this.key(name), { lastError: message, lastErrorAt: now, lastTickAt: tickMillis })
+      .exec();
+    await this.logTick(name, { tickMillis, outcome: 'failed', detail: message });
+  }
+
+  async ticks(name: string): Promise<TickLogEntry[]> {
+    const entries = await this.redis.lrange(this.ticksKey(name), 0, -1);
+    return entries.map((entry) => {
+      const [tick, outcome, ...detail] = entry.split(' ');
+      return { tickMillis: Number(tick), outcome: outcome as TickLogEntry['outcome'], detail: detail.join(' ') };
+    });
+  }
+
+  private async logTick(name: string, entry: TickLogEntry): Promise<void> {
+    await this.redis
+      .multi()
+      .lpush(this.ticksKey(name), `${entry.tickMillis} ${entry.outcome} ${entry.detail}`)
+      .ltrim(this.ticksKey(name), 0, TICK_LOG_LENGTH - 1)
+      .exec();
+  }
+}
+
+/** Payload of a `schedule-tick` job: the schedule's name; the tick time comes from the job. */
+export interface ScheduleTickPayload {
+  v: 1;
+  schedule: string;
+  /** Set on a re-queued tick (`--on-overlap queue`) and by `schedule run`: the tick it stands for. */
+  tickMillis?: number;
+}
+
+/** Installs (or replaces) the BullMQ Job Scheduler that adds one `schedule-tick` job per tick. */
+export async function installScheduler(queue: Queue, definition: Pick<ScheduleDefinition, 'name' | 'cron' | 'tz'>): Promise<void> {
+  const payload: ScheduleTickPayload = { v: 1, schedule: definition.name };
+  await queue.upsertJobScheduler(definition.name, { pattern: definition.cron, tz: definition.tz }, { name: JOB_NAMES.scheduleTick, data: payload });
+}
+
+export async function removeScheduler(queue: Queue, name: string): Promise<void> {
+  await queue.removeJobScheduler(name);
+}
+
+/** The next tick BullMQ has planned, or null. */
+export async function nextTick(queue: Queue, name: string): Promise<number | null> {
+  const scheduler = await queue.getJobScheduler(name);
+  return scheduler?.next ?? null;
+}

@@ -1,0 +1,81 @@
+import { CronExpressionParser } from 'cron-parser';
+
+import { ConfigError } from '../src/errors.js';
+
+/**
+ * Cron checks and output templates of schedules (DESIGN "Contract": `schedule add`). Pure: no I/O.
+ *
+ * Placeholders: `{date}` (YYYY-MM-DD of the tick in the schedule's zone), `{time}` (HHmmss),
+ * `{runId}` (the corpus job id).
+ */
+export const PLACEHOLDERS = ['date', 'time', 'runId'] as const;
+
+/**
+ * Refuses what BullMQ's scheduler would choke on later: a pattern that is not 5 fields (or 6 with
+ * seconds), one cron-parser rejects, or a zone the platform does not know. Returns the next tick.
+ */
+export function validateCron(pattern: string, tz: string): Date {
+  const fields = pattern.trim().split(/\s+/).length;
+  if (fields !== 5 && fields !== 6) {
+    throw new ConfigError(`--cron "${pattern}": expected 5 fields (minute hour day month weekday), or 6 with seconds first; got ${fields}`);
+  }
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+  } catch {
+    throw new ConfigError(`--tz "${tz}": not an IANA time zone the platform knows (e.g. UTC, Europe/Berlin, Asia/Shanghai)`);
+  }
+  try {
+    return CronExpressionParser.parse(pattern, { tz }).next().toDate();
+  } catch (error) {
+    throw new ConfigError(`--cron "${pattern}": ${(error as Error).message}`);
+  }
+}
+
+/** Refuses unknown or unclosed placeholders, so a typo is caught at `add`, not at 3 a.m. */
+export function validateTemplate(template: string): void {
+  for (const match of template.matchAll(/\{([^}]*)\}?/g)) {
+    const name = match[1]!;
+    if (!match[0].endsWith('}') || !(PLACEHOLDERS as readonly string[]).includes(name)) {
+      throw new ConfigError(`--out "${template}": unknown placeholder "${match[0]}"; use {date}, {time} or {runId}`);
+    }
+  }
+}
+
+export function hasPlaceholder(template: string): boolean {
+  return template.includes('{');
+}
+
+/**
+ * The schedule's root, where `_latest.json` lives: the template up to its first `{`, cut back to
+ * the last `/` so that the root is always a folder (`s3://b/nightly-{date}/` → `s3://b/`), or the
+ * output itself when there is no placeholder.
+ */
+export function scheduleRoot(template: string): string {
+  const brace = template.indexOf('{');
+  if (brace === -1) return template;
+  return template.slice(0, template.lastIndexOf('/', brace) + 1);
+}
+
+/** Fills the placeholders for one run. The tick's wall-clock parts come from the schedule's zone. */
+export function renderTemplate(template: string, values: { tickMillis: number; tz: string; runId: string }): string {
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat('en-CA', {
+      timeZone: values.tz,
+      year: 'numeric',
+      month: '2-digit',
+      day: '2-digit',
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+      hourCycle: 'h23',
+    })
+      .formatToParts(new Date(values.tickMillis))
+      .map((part) => [part.type, part.value]),
+  );
+  const replacements: Record<string, string> = {
+    date: `${parts.year}-${parts.month}-${parts.day}`,
+    time: `${parts.hour}${parts.minute}${parts.second}`,
+    runId: values.runId,
+  };
+  return template.replace(/\{(date|time|runId)\}/g, (_, name: string) => replacements[name]!);
+}

@@ -1,0 +1,53 @@
+import { encodeShard } from '../shards/encode-shard.js';
+import type { ShardRow } from '../shards/shard-row.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import type { PreviousIndex } from './previous-index.js';
+import { readShardColumns } from './shard-columns.js';
+
+/**
+ * `_delta/` of a `--reuse --id-field` run, for a vector store to apply:
+ *   `upserts-NNNNN.parquet`  the shard columns, rows whose id is new or whose text changed
+ *                            (one file per output shard that has any; NNNNN is that shard)
+ *   `deletes.jsonl`          one `{"id": …}` per id of the previous output that is gone now
+ */
+export const DELTA_FOLDER = '_delta';
+export const DELETES_FILE = `${DELTA_FOLDER}/deletes.jsonl`;
+
+export function upsertsFileName(shard: number): string {
+  return `${DELTA_FOLDER}/upserts-${String(shard).padStart(5, '0')}.parquet`;
+}
+
+/** Writes one shard's upserts (sorted by `row`, as the shard); nothing when there are none. */
+export async function writeUpserts(
+  output: { store: ObjectStore; prefix: string },
+  shard: number,
+  rows: readonly ShardRow[],
+  dimension: number,
+): Promise<string | undefined> {
+  if (rows.length === 0) return undefined;
+  const key = upsertsFileName(shard);
+  await output.store.write(output.prefix + key, await encodeShard(rows, { dimension, format: 'parquet' }));
+  return key;
+}
+
+/**
+ * Writes `deletes.jsonl` from the ids the run never classified (PreviousIndex.classifyId), reading
+ * only the `id` column of the previous shards that hold any. Returns how many ids it wrote.
+ */
+export async function writeDeletes(output: { store: ObjectStore; prefix: string }, index: PreviousIndex): Promise<number> {
+  const byShard = new Map<string, number[]>();
+  for (const position of index.unseenIdPositions()) {
+    const { file, rowInShard } = index.locate(position);
+    let rows = byShard.get(file);
+    if (!rows) byShard.set(file, (rows = []));
+    rows.push(rowInShard);
+  }
+  const lines: string[] = [];
+  const { store, prefix, manifest } = index.previous;
+  for (const [file, rows] of byShard) {
+    const ids = (await readShardColumns(store, prefix + file, manifest.output_format, ['id'])).columns.get('id')!;
+    for (const row of rows) lines.push(`${JSON.stringify({ id: String(ids[row]) })}\n`);
+  }
+  await output.store.write(output.prefix + DELETES_FILE, lines.join(''));
+  return lines.length;
+}

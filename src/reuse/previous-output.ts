@@ -1,0 +1,92 @@
+import { text } from 'node:stream/consumers';
+
+import { z } from 'zod';
+
+import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
+import { LATEST_FILE, MANIFEST_FILE, SUCCESS_FILE } from '../output/layout.js';
+import type { ObjectStore } from '../storage/object-store.js';
+
+/**
+ * Finds the output a `--reuse` run builds on: an output folder (`_manifest.json` + `_SUCCESS`),
+ * or a schedule root whose `_latest.json` names one. Every way this can go wrong becomes one
+ * ReuseUnavailableError naming the file and the reason; only a storage outage (retryable) is
+ * thrown as such, so the job retries instead of embedding everything for a network blip.
+ */
+
+/** The parts of `_manifest.json` reuse relies on. */
+const PreviousManifest = z.object({
+  job_id: z.string(),
+  output: z.string(),
+  model: z.string(),
+  dimension: z.number().int().positive(),
+  output_type: z.string(),
+  output_format: z.enum(['parquet', 'arrow']),
+  shards: z.array(z.object({ file: z.string().min(1), first_row: z.number().int(), last_row: z.number().int(), rows: z.number().int().nonnegative() })),
+});
+export type PreviousManifest = z.infer<typeof PreviousManifest>;
+
+const LatestPointer = z.object({ output: z.string().min(1), job_id: z.string() });
+
+export interface PreviousOutput {
+  /** The output folder that was read (after following `_latest.json`). */
+  location: string;
+  store: ObjectStore;
+  /** Key prefix of the output's files in `store` (`''` or ending in `/`). */
+  prefix: string;
+  manifest: PreviousManifest;
+}
+
+/** Opens an output location as a store plus prefix (the caller's `openStore` with its S3 client). */
+export type OpenLocation = (location: string) => { store: ObjectStore; prefix: string };
+
+export async function resolvePreviousOutput(location: string, open: OpenLocation): Promise<PreviousOutput> {
+  const root = open(location);
+  const latest = await readJson(root.store, root.prefix + LATEST_FILE, location);
+  if (latest !== undefined) {
+    const pointer = LatestPointer.safeParse(latest);
+    if (!pointer.success) throw new ReuseUnavailableError(`${join(location, LATEST_FILE)}: not a valid pointer (${pointer.error.issues[0]?.message ?? 'bad shape'})`);
+    // A schedule whose template has no placeholder keeps `_latest.json` in its own output.
+    if (pointer.data.output !== location) return openOutput(pointer.data.output, open, `named by ${join(location, LATEST_FILE)}`);
+  }
+  return openOutput(location, open, undefined);
+}
+
+async function openOutput(location: string, open: OpenLocation, via: string | undefined): Promise<PreviousOutput> {
+  const { store, prefix } = open(location);
+  const where = via ? `${location} (${via})` : location;
+  if (!(await store.stat(prefix + SUCCESS_FILE))) {
+    const started = await store.stat(prefix + MANIFEST_FILE);
+    throw new ReuseUnavailableError(
+      started ? `${where}: no ${SUCCESS_FILE}, the run did not finish` : `${where}: no ${MANIFEST_FILE} or ${LATEST_FILE}; not an embedq output or schedule root`,
+    );
+  }
+  const raw = await readJson(store, prefix + MANIFEST_FILE, location);
+  if (raw === undefined) throw new ReuseUnavailableError(`${join(where, MANIFEST_FILE)}: missing although ${SUCCESS_FILE} is there`);
+  const manifest = PreviousManifest.safeParse(raw);
+  if (!manifest.success) {
+    const issue = manifest.error.issues[0];
+    throw new ReuseUnavailableError(`${join(where, MANIFEST_FILE)}: ${issue?.path.join('.') || 'manifest'}: ${issue?.message ?? 'bad shape'}`);
+  }
+  return { location, store, prefix, manifest: manifest.data };
+}
+
+/** The parsed JSON, or undefined when the file does not exist. */
+async function readJson(store: ObjectStore, key: string, location: string): Promise<unknown> {
+  if (!(await store.stat(key))) return undefined;
+  let body: string;
+  try {
+    body = await text(await store.read(key));
+  } catch (error) {
+    if (error instanceof StorageUnavailableError) throw error;
+    throw new ReuseUnavailableError(`${join(location, key.split('/').pop()!)}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    return JSON.parse(body) as unknown;
+  } catch (error) {
+    throw new ReuseUnavailableError(`${join(location, key.split('/').pop()!)}: not valid JSON (${(error as Error).message})`, { cause: error });
+  }
+}
+
+function join(location: string, file: string): string {
+  return location.endsWith('/') ? `${location}${file}` : `${location}/${file}`;
+}

@@ -1,0 +1,205 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { ReuseUnavailableError } from '../../src/errors.js';
+import { encodeShard } from '../../src/shards/encode-shard.js';
+import type { ShardRow } from '../../src/shards/shard-row.js';
+import { openStore, parseLocation } from '../../src/storage/locations.js';
+import { contentHash, contentKey, type ContentKeyParameters } from '../../src/reuse/content-key.js';
+import { DELETES_FILE, upsertsFileName, writeDeletes, writeUpserts } from '../../src/reuse/delta-writer.js';
+import { PreviousIndex } from '../../src/reuse/previous-index.js';
+import { resolvePreviousOutput, type OpenLocation } from '../../src/reuse/previous-output.js';
+import { fetchPreviousVectors } from '../../src/reuse/previous-vectors.js';
+import { queryParquet, sqlString } from '../support/duckdb.js';
+import { startS3rver, type TestS3 } from '../support/s3rver.js';
+import { makeShardRows } from '../support/shard-rows.js';
+
+/**
+ * The reuse building blocks on real files: a previous output written with the real encoder (local
+ * folder and s3rver), read back through its manifest, indexed from four columns, its vectors
+ * copied out, and a delta written and read back by DuckDB.
+ */
+const DIMENSION = 16;
+const PARAMETERS: ContentKeyParameters = { model: 'text-embedding-v4', dimension: DIMENSION, outputType: 'dense&sparse', textType: 'document', instruct: undefined, api: 'dashscope' };
+
+interface Line {
+  source: string;
+  line: number;
+  id: string | null;
+  text: string;
+}
+
+/** 25 lines over two sources; the second output shard starts in the middle of b.jsonl. */
+const LINES: Line[] = [
+  ...Array.from({ length: 12 }, (_, i) => ({ source: '/corpus/a.jsonl', line: i, id: `a${i}`, text: `alpha ${i}` })),
+  ...Array.from({ length: 13 }, (_, i) => ({ source: '/corpus/b.jsonl', line: i + 1, id: i === 5 ? null : `b${i}`, text: `beta ${i}` })),
+];
+
+function rowsOf(lines: Line[], firstRow: number, withHash = true): ShardRow[] {
+  const vectors = makeShardRows(lines.length, { dimension: DIMENSION, firstRow });
+  return lines.map((line, i) => ({ ...vectors[i]!, row: firstRow + i, ...line, contentHash: withHash ? contentHash(line.text, PARAMETERS) : null }));
+}
+
+/** A finished output: two Parquet shards (rows 0-14, 15-24), `_manifest.json`, `_SUCCESS`. */
+async function writePreviousOutput(write: (key: string, body: Uint8Array | string) => Promise<void>, location: string, withHash = true): Promise<ShardRow[]> {
+  const shards = [rowsOf(LINES.slice(0, 15), 0, withHash), rowsOf(LINES.slice(15), 15, withHash)];
+  const entries = [];
+  for (const [index, rows] of shards.entries()) {
+    const file = `part-0000${index}.parquet`;
+    const bytes = await encodeShard(rows, { dimension: DIMENSION, format: 'parquet' });
+    await write(file, bytes);
+    entries.push({ file, first_row: rows[0]!.row, last_row: rows.at(-1)!.row, rows: rows.length, bytes: bytes.length });
+  }
+  const manifest = { job_id: 'cj-previous', input: '/corpus/', output: location, model: PARAMETERS.model, dimension: DIMENSION, output_type: PARAMETERS.outputType, output_format: 'parquet', shards: entries };
+  await write('_manifest.json', JSON.stringify(manifest));
+  await write('_SUCCESS', '');
+  return shards.flat();
+}
+
+describe('reuse library', () => {
+  let folder: string;
+  let s3: TestS3;
+  const open: OpenLocation = (location) => openStore(parseLocation(location), s3.client);
+
+  beforeAll(async () => {
+    folder = await mkdtemp(path.join(tmpdir(), 'embedq-reuse-'));
+    s3 = await startS3rver();
+    await s3.createBucket('out');
+  });
+  afterAll(async () => {
+    await rm(folder, { recursive: true, force: true });
+    await s3?.close();
+  });
+
+  const local = (name: string) => {
+    const root = path.join(folder, name);
+    return { root, write: (key: string, body: Uint8Array | string) => open(root).store.write(key, body) };
+  };
+
+  it('follows a schedule root to its last good output and indexes it by position, hash and id (S3, ranged reads)', async () => {
+    const location = 's3://out/nightly/2026-11-28/';
+    const put = (key: string, body: Uint8Array | string) => s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: `nightly/2026-11-28/${key}`, Body: body })).then(() => undefined);
+    const written = await writePreviousOutput(put, location);
+    await s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: 'nightly/_latest.json', Body: JSON.stringify({ output: location, job_id: 'cj-previous', finished_at: '2026-11-28T03:00:00Z', counts: {} }) }));
+
+    const previous = await resolvePreviousOutput('s3://out/nightly/', open);
+    expect(previous.location).toBe(location);
+    const index = await PreviousIndex.build(previous);
+    expect(index.size).toBe(LINES.length);
+
+    // Same source, line and text: the row at that position.
+    const key = (text: string, parameters = PARAMETERS) => contentKey(text, parameters);
+    expect(index.match('/corpus/b.jsonl', 4, key('beta 3'))).toBe(15);
+    expect(index.locate(15)).toEqual({ shard: 1, file: 'part-00001.parquet', rowInShard: 0 });
+    // The same text moved to another line or file: found by hash.
+    expect(index.match('/corpus/c.jsonl', 0, key('alpha 7'))).toBe(7);
+    expect(index.match('/corpus/a.jsonl', 3, key('alpha 7'))).toBe(7);
+    // Edited text, or other parameters: nothing to reuse.
+    expect(index.match('/corpus/a.jsonl', 3, key('alpha 3 (edited)'))).toBe(-1);
+    expect(index.match('/corpus/a.jsonl', 3, key('alpha 3', { ...PARAMETERS, dimension: 64 }))).toBe(-1);
+
+    // The vectors of chosen rows, from both shards, exactly as written.
+    const positions = [24, 0, 15, 7, 24];
+    const vectors = await fetchPreviousVectors(previous, positions.map((position) => index.locate(position)));
+    positions.forEach((position, i) => {
+      expect(vectors[i]!.dense).toEqual(written[position]!.dense);
+      expect(vectors[i]!.sparse).toEqual(written[position]!.sparse);
+    });
+    expect(() => index.locate(25)).toThrow(RangeError);
+    expect(written[24]!.sparse!.length).toBeGreaterThan(0);
+  });
+
+  it('classifies ids as new, changed or unchanged and writes the delta', async () => {
+    const { root, write } = local('delta-previous');
+    await writePreviousOutput(write, root);
+    const index = await PreviousIndex.build(await resolvePreviousOutput(root, open));
+    // This run: a0-a9 unchanged, a10 edited, a11 and b12 gone, b0-b11 unchanged, one new id.
+    const current = [
+      ...LINES.slice(0, 10).map((line) => ({ ...line })),
+      { ...LINES[10]!, text: 'alpha 10, edited' },
+      ...LINES.slice(12, 24).map((line) => ({ ...line })),
+      { source: '/corpus/b.jsonl', line: 14, id: 'b-new', text: 'beta new' },
+    ];
+    const classes = current.filter((line) => line.id !== null).map((line) => [line.id, index.classifyId(line.id!, contentKey(line.text, PARAMETERS))]);
+    expect(classes.filter(([, kind]) => kind === 'changed')).toEqual([['a10', 'changed']]);
+    expect(classes.filter(([, kind]) => kind === 'new')).toEqual([['b-new', 'new']]);
+    expect(classes.filter(([, kind]) => kind === 'unchanged')).toHaveLength(current.length - 3); // minus a10, b-new, the null id
+
+    const { root: outRoot } = local('delta-output');
+    const output = open(outRoot);
+    const upsertRows = rowsOf(current.filter((line) => line.id === 'a10' || line.id === 'b-new'), 10);
+    expect(await writeUpserts(output, 3, upsertRows, DIMENSION)).toBe(upsertsFileName(3));
+    expect(await writeUpserts(output, 4, [], DIMENSION)).toBeUndefined();
+    const file = path.join(outRoot, '_delta/upserts-00003.parquet');
+    const read = await queryParquet(`SELECT id, text, content_hash, len(dense)::INTEGER AS d FROM read_parquet(${sqlString(file)}) ORDER BY row`);
+    expect(read).toEqual(upsertRows.map((row) => ({ id: row.id, text: row.text, content_hash: row.contentHash, d: DIMENSION })));
+
+    expect(await writeDeletes(output, index)).toBe(2);
+    const deletes = (await readFile(path.join(outRoot, DELETES_FILE), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { id: string });
+    expect(deletes).toEqual([{ id: 'a11' }, { id: 'b12' }]);
+  });
+
+  it('reports a missing, unfinished or corrupt previous output clearly', async () => {
+    const expectReuseError = async (promise: Promise<unknown>, message: RegExp) => {
+      const error = await promise.then(() => undefined, (caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ReuseUnavailableError);
+      expect((error as Error).message).toMatch(message);
+    };
+    const missing = path.join(folder, 'never-written');
+    await expectReuseError(resolvePreviousOutput(missing, open), new RegExp(`${missing}: no _manifest.json or _latest.json; not an embedq output or schedule root`));
+
+    const unfinished = local('unfinished');
+    await writePreviousOutput(unfinished.write, unfinished.root);
+    await rm(path.join(unfinished.root, '_SUCCESS'));
+    await expectReuseError(resolvePreviousOutput(unfinished.root, open), /unfinished: no _SUCCESS, the run did not finish/);
+
+    const corrupt = local('corrupt');
+    await writePreviousOutput(corrupt.write, corrupt.root);
+    await writeFile(path.join(corrupt.root, '_manifest.json'), '{"job_id": "cj-previous", "shards": [');
+    await expectReuseError(resolvePreviousOutput(corrupt.root, open), /corrupt\/_manifest\.json: not valid JSON/);
+    await writeFile(path.join(corrupt.root, '_manifest.json'), JSON.stringify({ job_id: 'x', output: corrupt.root, model: 'm', dimension: 16, output_type: 'dense', output_format: 'parquet' }));
+    await expectReuseError(resolvePreviousOutput(corrupt.root, open), /corrupt\/_manifest\.json: shards: /);
+
+    const root = local('bad-root');
+    await root.write('_latest.json', '{"job_id": 7}');
+    await expectReuseError(resolvePreviousOutput(root.root, open), /bad-root\/_latest\.json: not a valid pointer/);
+    await root.write('_latest.json', JSON.stringify({ output: missing, job_id: 'cj-gone' }));
+    await expectReuseError(resolvePreviousOutput(root.root, open), /never-written \(named by .*bad-root\/_latest\.json\): no _manifest\.json/);
+
+    const lostShard = local('lost-shard');
+    await writePreviousOutput(lostShard.write, lostShard.root);
+    await rm(path.join(lostShard.root, 'part-00001.parquet'));
+    await expectReuseError(PreviousIndex.build(await resolvePreviousOutput(lostShard.root, open)), /lost-shard: shard part-00001\.parquet unreadable/);
+
+    const truncated = local('truncated-shard');
+    await writePreviousOutput(truncated.write, truncated.root);
+    const shardFile = path.join(truncated.root, 'part-00000.parquet');
+    await writeFile(shardFile, (await readFile(shardFile)).subarray(0, 100));
+    await expectReuseError(PreviousIndex.build(await resolvePreviousOutput(truncated.root, open)), /truncated-shard: shard part-00000\.parquet unreadable/);
+
+    const old = local('no-hashes');
+    await writePreviousOutput(old.write, old.root, false);
+    await expectReuseError(PreviousIndex.build(await resolvePreviousOutput(old.root, open)), /no-hashes: no row has a content_hash/);
+  });
+
+  it('finds every one of 5,000 rows by hash and by id (the radix-sorted lookups)', async () => {
+    const { root, write } = local('many');
+    const lines = Array.from({ length: 5_000 }, (_, i) => ({ source: `/corpus/${i % 3}.txt`, line: i, id: `id-${(i * 7919) % 5_000}`, text: `text number ${i}` }));
+    const rows = lines.map((line, i): ShardRow => ({ row: i, ...line, dense: null, sparse: null, contentHash: contentHash(line.text, PARAMETERS) }));
+    await write('part-00000.parquet', await encodeShard(rows, { dimension: DIMENSION, format: 'parquet' }));
+    await write('_manifest.json', JSON.stringify({ job_id: 'x', output: root, model: PARAMETERS.model, dimension: DIMENSION, output_type: 'dense', output_format: 'parquet', shards: [{ file: 'part-00000.parquet', first_row: 0, last_row: 4_999, rows: 5_000, bytes: 0 }] }));
+    await write('_SUCCESS', '');
+    const index = await PreviousIndex.build(await resolvePreviousOutput(root, open));
+    // Sources interleave here, so the position lookup goes through its sorted order too.
+    const misses = lines.filter((line, i) => index.match('/elsewhere.txt', 0, contentKey(line.text, PARAMETERS)) !== i || index.match(line.source, line.line, contentKey(line.text, PARAMETERS)) !== i);
+    expect(misses).toEqual([]);
+    expect(index.findHash(contentKey('text number 5000', PARAMETERS))).toBe(-1);
+    const kinds = new Set(lines.map((line) => index.classifyId(line.id, contentKey(line.text, PARAMETERS))));
+    expect([...kinds]).toEqual(['unchanged']);
+    expect([...index.unseenIdPositions()]).toEqual([]);
+  });
+});

@@ -1,0 +1,207 @@
+import { DeleteObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { QUEUES } from '../../jobs/queues.js';
+import { removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
+import { sleep } from '../../src/rate/rate-gate.js';
+import { runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+
+/**
+ * Schedules end to end: real Redis, s3rver, the emulator, and two `embedq worker` processes.
+ * The emulator answers after 3 s, so a run outlasts the 2-second cron and the next tick overlaps.
+ */
+const LINES = 20;
+
+describe('embedq schedule', () => {
+  let world: World;
+  let schedules: ScheduleStore;
+
+  beforeAll(async () => {
+    world = await startWorld({ faults: { latencyMs: { min: 3_000, median: 3_000, p99: 3_000 } } });
+    schedules = new ScheduleStore(world.services.redis, world.settings.redisPrefix);
+    await world.put('daily/corpus.txt', Array.from({ length: LINES }, (_, i) => `line ${i} of the nightly corpus`).join('\n'));
+  });
+  afterAll(async () => {
+    await world?.close();
+  });
+
+  it('refuses a bad cron expression, zone or placeholder at add, with the reason', async () => {
+    const add = (extra: string[]) =>
+      runEmbedq(world.env, ['schedule', 'add', 'bad', 's3://corpus/daily/corpus.txt', '--out', 's3://out/bad/{date}/', '--dimension', '64', ...extra]);
+    const range = await add(['--cron', '61 * * * *']);
+    expect(range.code).toBe(2);
+    expect(range.stderr).toMatch(/--cron "61 \* \* \* \*": .*59/);
+    const fields = await add(['--cron', '* * *']);
+    expect(fields.code).toBe(2);
+    expect(fields.stderr).toContain('expected 5 fields');
+    const zone = await add(['--cron', '0 3 * * *', '--tz', 'Mars/Olympus_Mons']);
+    expect(zone.code).toBe(2);
+    expect(zone.stderr).toContain('--tz "Mars/Olympus_Mons"');
+    const placeholder = await runEmbedq(world.env, ['schedule', 'add', 'bad', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--out', 's3://out/bad/{day}/']);
+    expect(placeholder.code).toBe(2);
+    expect(placeholder.stderr).toContain('unknown placeholder "{day}"');
+    const incremental = await runEmbedq(world.env, ['schedule', 'add', 'bad', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--out', 's3://out/bad/', '--incremental']);
+    expect(incremental.code).toBe(2);
+    expect(incremental.stderr).toContain('--incremental needs a placeholder in --out');
+    expect(await schedules.get('bad')).toBeUndefined();
+  });
+
+  it('add of an existing name updates it and says so; a run whose stored options no longer validate fails clearly', async () => {
+    const args = ['schedule', 'add', 'upsert', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--tz', 'Asia/Shanghai', '--out', 's3://out/upsert/{date}/'];
+    const first = await runEmbedq(world.env, [...args, '--dimension', '64']);
+    expect(first.stdout).toMatch(/^added schedule upsert; next run \d{4}-\d\d-\d\dT19:00:00\.000Z/);
+    const second = await runEmbedq(world.env, [...args, '--dimension', '128']);
+    expect(second.stdout).toMatch(/^updated schedule upsert/);
+    expect((await schedules.get('upsert'))?.options.dimension).toBe(128);
+
+    // What a stored record looks like after an upgrade that dropped a dimension.
+    const key = `${world.settings.redisPrefix}:schedule:upsert`;
+    const definition = JSON.parse((await world.services.redis.hget(key, 'definition'))!) as { options: Record<string, unknown> };
+    definition.options.dimension = 999;
+    await world.services.redis.hset(key, 'definition', JSON.stringify(definition));
+    const run = await runEmbedq(world.env, ['schedule', 'run', 'upsert']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('999 is not allowed for text-embedding-v4');
+    const list = JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Array<{ name: string; last_error: string; failures: number }>;
+    const row = list.find((entry) => entry.name === 'upsert')!;
+    expect(row.failures).toBe(1);
+    expect(row.last_error).toMatch(/not started: Invalid options:[\s\S]*dimension[\s\S]*999 is not allowed/);
+
+    const removed = await runEmbedq(world.env, ['schedule', 'remove', 'upsert']);
+    expect(removed.code).toBe(0);
+    expect(await schedules.get('upsert')).toBeUndefined();
+  });
+
+  it('schedule run takes the same single slot as a tick: refused while the previous run is active', async () => {
+    const added = await runEmbedq(world.env, ['schedule', 'add', 'manual', 's3://corpus/daily/corpus.txt', '--cron', '0 0 1 1 *', '--out', 's3://out/manual/{runId}/', '--dimension', '64']);
+    expect(added.code, added.stderr).toBe(0);
+    const first = await runEmbedq(world.env, ['schedule', 'run', 'manual']);
+    expect(first.code, first.stderr).toBe(0);
+    const jobId = first.stdout.trim();
+    expect((await world.services.corpora.get(jobId))).toMatchObject({ state: 'queued', schedule: 'manual', options: { output: `s3://out/manual/${jobId}/`, dimension: 64 } });
+    const second = await runEmbedq(world.env, ['schedule', 'run', 'manual']);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(`previous run ${jobId} is still active; not started`);
+    expect((await runEmbedq(world.env, ['cancel', jobId])).code).toBe(0);
+    const third = await runEmbedq(world.env, ['schedule', 'run', 'manual']);
+    expect(third.code, third.stderr).toBe(0);
+    expect(third.stdout.trim()).not.toBe(jobId);
+    expect((await runEmbedq(world.env, ['cancel', third.stdout.trim()])).code).toBe(0);
+    expect((await runEmbedq(world.env, ['schedule', 'remove', 'manual'])).code).toBe(0);
+  });
+
+  it('two ticks of a 2-second cron with two workers: each once, distinct outputs, _latest.json names the second, the overlap skipped', async () => {
+    const workers = [spawnEmbedq(world.env, ['worker']), spawnEmbedq(world.env, ['worker'])];
+    try {
+      const added = await runEmbedq(world.env, [
+        'schedule', 'add', 'nightly', 's3://corpus/daily/corpus.txt',
+        '--cron', '*/2 * * * * *', '--out', 's3://out/nightly/{date}/{time}-{runId}/',
+        '--dimension', '64', '--output-type', 'dense', '--shard-rows', '10',
+      ]);
+      expect(added.code, added.stderr).toBe(0);
+      const deadline = Date.now() + 40_000;
+      while ((await schedules.get('nightly'))!.runs < 2) {
+        if (Date.now() > deadline) throw new Error(`timed out: ${JSON.stringify(await schedules.get('nightly'))}`);
+        await sleep(50);
+      }
+      // Stop ticking while the second run is still going (it takes 3 s or more); keep the record.
+      await removeScheduler(world.services.queues[QUEUES.schedule], 'nightly');
+      const jobs = (await world.services.corpora.list(100)).filter((record) => record.schedule === 'nightly').reverse();
+      expect(jobs).toHaveLength(2);
+      const done = await Promise.all(jobs.map((job) => waitForJob(world.services, job.id)));
+      expect(done.map((record) => record.state)).toEqual(['completed', 'completed']);
+      expect(new Set(jobs.map((job) => job.options.output)).size).toBe(2);
+      for (const job of jobs) expect(job.options.output).toMatch(new RegExp(`^s3://out/nightly/\\d{4}-\\d\\d-\\d\\d/\\d{6}-${job.id}/$`));
+
+      // Each tick handled once: no tick time twice in the history, two runs, the overlap skipped.
+      const ticks = await schedules.ticks('nightly');
+      expect(new Set(ticks.map((tick) => tick.tickMillis)).size).toBe(ticks.length);
+      for (const tick of ticks) expect(tick.tickMillis % 2_000).toBe(0);
+      expect(ticks.filter((tick) => tick.outcome === 'submitted').map((tick) => tick.detail).reverse()).toEqual(jobs.map((job) => job.id));
+      expect(ticks.filter((tick) => tick.outcome === 'skipped').length).toBeGreaterThanOrEqual(1);
+      const listed = JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Array<Record<string, unknown>>;
+      const row = listed.find((entry) => entry.name === 'nightly')!;
+      expect(row.skipped).toBe(ticks.filter((tick) => tick.outcome === 'skipped').length);
+      expect(row.runs).toBe(2);
+      expect(row.last_run).toMatchObject({ job_id: jobs[1]!.id, state: 'completed', output: jobs[1]!.options.output });
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'nightly'])).code).toBe(0);
+
+      const latest = JSON.parse(
+        await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'nightly/_latest.json' }))).Body!.transformToString(),
+      ) as { output: string; job_id: string; finished_at: string; counts: { lines: number; embedded: number } };
+      expect(latest.job_id).toBe(jobs[1]!.id);
+      expect(latest.output).toBe(jobs[1]!.options.output);
+      expect(latest.counts).toMatchObject({ lines: LINES, embedded: LINES });
+      expect(Date.parse(latest.finished_at)).toBeGreaterThan(jobs[1]!.createdAt);
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+
+  it('--on-overlap queue: an overlapping tick waits for the run, then runs; a template without placeholder re-runs into the same output', async () => {
+    const workers = [spawnEmbedq(world.env, ['worker']), spawnEmbedq(world.env, ['worker'])];
+    try {
+      const added = await runEmbedq(world.env, [
+        'schedule', 'add', 'fixed', 's3://corpus/daily/corpus.txt', '--cron', '*/2 * * * * *', '--on-overlap', 'queue',
+        '--out', 's3://out/fixed/', '--dimension', '64', '--output-type', 'dense', '--shard-rows', '10',
+      ]);
+      expect(added.code, added.stderr).toBe(0);
+      const deadline = Date.now() + 40_000;
+      while ((await schedules.get('fixed'))!.runs < 2) {
+        if (Date.now() > deadline) throw new Error(`timed out: ${JSON.stringify(await schedules.get('fixed'))}`);
+        await sleep(50);
+      }
+      await removeScheduler(world.services.queues[QUEUES.schedule], 'fixed');
+      const ticks = await schedules.ticks('fixed');
+      const jobs = (await world.services.corpora.list(100)).filter((record) => record.schedule === 'fixed').reverse();
+      expect(jobs).toHaveLength(2);
+      const [first, second] = await Promise.all(jobs.map((job) => waitForJob(world.services, job.id)));
+      expect([first!.state, second!.state]).toEqual(['completed', 'completed']);
+      expect([first!.options.output, second!.options.output]).toEqual(['s3://out/fixed/', 's3://out/fixed/']);
+      // Never two writers: the queued tick started its run only after the first had finished.
+      expect(second!.createdAt).toBeGreaterThanOrEqual(first!.finishedAt!);
+      const queued = ticks.filter((tick) => tick.outcome === 'queued');
+      expect(queued).toHaveLength(1);
+      const submittedTicks = ticks.filter((tick) => tick.outcome === 'submitted');
+      expect(submittedTicks[0]).toMatchObject({ tickMillis: queued[0]!.tickMillis, detail: second!.id });
+      // Later overlapping ticks were skipped while one tick was already waiting.
+      expect(ticks.filter((tick) => tick.outcome === 'skipped').every((tick) => tick.detail.includes('a tick already queued'))).toBe(true);
+      const latest = JSON.parse(
+        await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'fixed/_latest.json' }))).Body!.transformToString(),
+      ) as { job_id: string; output: string };
+      expect(latest).toMatchObject({ job_id: second!.id, output: 's3://out/fixed/' });
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'fixed'])).code).toBe(0);
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+
+  it('a failed run leaves _latest.json naming the last good output, and schedule list shows why', async () => {
+    const worker = spawnEmbedq(world.env, ['worker']);
+    try {
+      await world.put('keeper/corpus.txt', 'one line\nanother line\n');
+      const added = await runEmbedq(world.env, ['schedule', 'add', 'keeper', 's3://corpus/keeper/corpus.txt', '--cron', '0 0 1 1 *', '--out', 's3://out/keeper/{runId}/', '--dimension', '64', '--output-type', 'dense']);
+      expect(added.code, added.stderr).toBe(0);
+      const good = await runEmbedq(world.env, ['schedule', 'run', 'keeper', '--wait']);
+      expect(good.code, good.stderr).toBe(0);
+      const goodId = good.stdout.trim();
+      const readLatest = async () =>
+        JSON.parse(await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'keeper/_latest.json' }))).Body!.transformToString()) as { job_id: string; output: string };
+      expect(await readLatest()).toMatchObject({ job_id: goodId, output: `s3://out/keeper/${goodId}/` });
+
+      await world.s3.client.send(new DeleteObjectCommand({ Bucket: 'corpus', Key: 'keeper/corpus.txt' }));
+      const bad = await runEmbedq(world.env, ['schedule', 'run', 'keeper', '--wait']);
+      expect(bad.code).toBe(1);
+      const badId = bad.stdout.trim();
+      expect((await world.services.corpora.get(badId))?.state).toBe('failed');
+      expect(await readLatest()).toMatchObject({ job_id: goodId, output: `s3://out/keeper/${goodId}/` });
+      const listed = JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Array<{ name: string; last_run: { job_id: string; state: string; error: string } }>;
+      const row = listed.find((entry) => entry.name === 'keeper')!;
+      expect(row.last_run).toMatchObject({ job_id: badId, state: 'failed' });
+      expect(row.last_run.error).toContain('keeper/corpus.txt');
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'keeper'])).code).toBe(0);
+    } finally {
+      await stopProcess(worker);
+    }
+  });
+});

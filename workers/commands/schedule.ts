@@ -1,0 +1,165 @@
+import path from 'node:path';
+
+import { Option, type Command } from 'commander';
+
+import { QUEUES } from '../../jobs/queues.js';
+import { runSchedule } from '../../jobs/schedule-run.js';
+import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../../jobs/schedule-store.js';
+import { hasPlaceholder, renderTemplate, validateCron, validateTemplate } from '../../jobs/schedule-template.js';
+import { assertInputExists } from '../../src/corpus/list-corpus.js';
+import { ConfigError } from '../../src/errors.js';
+import { scheduleStore } from '../schedule-tick.js';
+import type { Services } from '../services.js';
+import { withServices } from './context.js';
+import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
+import { watchJob } from './watch.js';
+
+/** `embedq schedule add|list|remove|run` (DESIGN "Contract"). */
+
+/** BullMQ reserves `:` in ids; the name also appears in job ids and Redis keys. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+function absoluteTemplate(template: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(template) ? template : path.resolve(template);
+}
+
+/** Everything `add` checks before touching Redis; every problem is a ConfigError (exit code 2). */
+export function scheduleFromFlags(name: string, input: string, flags: Record<string, unknown>): ScheduleDefinition {
+  if (!NAME.test(name)) throw new ConfigError(`schedule name "${name}": use letters, digits, "_", "." and "-" (at most 64, no ":")`);
+  const cron = String(flags.cron);
+  const tz = String(flags.tz);
+  validateCron(cron, tz);
+  const out = absoluteTemplate(String(flags.out));
+  validateTemplate(out);
+  if (flags.incremental === true && !hasPlaceholder(out)) {
+    // The run would overwrite the very shards it copies its reused vectors from.
+    throw new ConfigError(`--incremental needs a placeholder in --out ("${out}" re-runs into the output it would reuse); add {date}, {time} or {runId}`);
+  }
+  // Validate the options as a run would see them, with a sample output in place of the template.
+  const sample = renderTemplate(out, { tickMillis: Date.now(), tz, runId: 'cj-sample-000000' });
+  const { input: absoluteInput, output: _output, ...options } = jobOptionsFromFlags(input, { ...flags, out: sample });
+  return { name, cron, tz, input: absoluteInput, out, options, incremental: flags.incremental === true, onOverlap: flags.onOverlap === 'queue' ? 'queue' : 'skip' };
+}
+
+export function registerScheduleCommands(program: Command): void {
+  const schedule = program.command('schedule').description('cron-scheduled runs (BullMQ Job Schedulers): add, list, remove, run');
+
+  addJobFlags(
+    schedule
+      .command('add <name> <input>')
+      .description('create or update a schedule; --out is a template: {date} {time} {runId}')
+      .requiredOption('--cron <expr>', 'cron pattern: 5 fields, or 6 with seconds first')
+      .option('--tz <zone>', 'IANA time zone of the pattern and of {date}/{time}', 'UTC')
+      .option('--incremental', 'reuse the last good run (--reuse <schedule root>)')
+      .addOption(new Option('--on-overlap <policy>', 'a tick while the previous run is still going').choices(['skip', 'queue']).default('skip')),
+    { requireOut: true },
+  ).action(async (name: string, input: string, flags: Record<string, unknown>) => {
+    const definition = scheduleFromFlags(name, input, flags);
+    await withServices(async (services) => {
+      await assertInputExists(definition.input, { s3Client: definition.input.startsWith('s3://') ? services.s3() : undefined });
+      const { updated } = await scheduleStore(services).upsert(definition);
+      await installScheduler(services.queues[QUEUES.schedule], definition);
+      const next = await nextTick(services.queues[QUEUES.schedule], name);
+      process.stdout.write(`${updated ? 'updated' : 'added'} schedule ${name}; next run ${next ? new Date(next).toISOString() : 'none'}\n`);
+    });
+  });
+
+  schedule
+    .command('list')
+    .description('schedules with next run, last run, skipped ticks and the last error')
+    .option('--json', 'print JSON')
+    .action(async (flags: { json?: boolean }) => {
+      await withServices(async (services) => {
+        const rows = await listSchedules(services);
+        if (flags.json) {
+          process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+          return;
+        }
+        for (const row of rows) {
+          const last = row.last_run ? `${row.last_run.job_id} ${row.last_run.state} → ${row.last_run.output}` : 'never';
+          process.stdout.write(
+            `${row.name}  "${row.cron}" ${row.tz}  ${row.input} → ${row.out}\n` +
+              `  next ${row.next_run ?? 'none'}  last ${last}  runs ${row.runs}  skipped ${row.skipped}  failures ${row.failures}\n` +
+              (row.last_error ? `  error: ${row.last_error}\n` : ''),
+          );
+        }
+      });
+    });
+
+  schedule
+    .command('remove <name>')
+    .description('delete a schedule (its outputs and running job are left alone)')
+    .action(async (name: string) => {
+      process.exitCode = await withServices(async (services) => {
+        await removeScheduler(services.queues[QUEUES.schedule], name);
+        const removed = await scheduleStore(services).remove(name);
+        process.stderr.write(removed ? `removed schedule ${name}\n` : `no schedule ${name}\n`);
+        return removed ? 0 : 1;
+      });
+    });
+
+  schedule
+    .command('run <name>')
+    .description('one run now, the same path as a tick; prints the corpus job id')
+    .option('--wait', 'show progress until the job ends; exit 0 only on success')
+    .action(async (name: string, flags: { wait?: boolean }) => {
+      process.exitCode = await withServices(async (services) => {
+        const deps = { schedules: scheduleStore(services), corpora: services.corpora, splitQueue: services.queues[QUEUES.split] };
+        const outcome = await runSchedule(deps, name, Date.now());
+        if (outcome.kind === 'missing') process.stderr.write(`no schedule ${name}\n`);
+        if (outcome.kind === 'busy') process.stderr.write(`schedule ${name}: previous run ${outcome.activeJobId} is still active; not started\n`);
+        if (outcome.kind === 'failed') process.stderr.write(`schedule ${name}: ${outcome.error}\n`);
+        if (outcome.kind !== 'submitted') return 1;
+        process.stdout.write(`${outcome.jobId}\n`);
+        if (!flags.wait) return 0;
+        const record = await watchJob(services, outcome.jobId);
+        if (record.state !== 'completed') process.stderr.write(`job ${outcome.jobId} ${record.state}: ${record.errorCode ?? ''} ${record.error ?? ''}\n`);
+        return record.state === 'completed' ? 0 : 1;
+      });
+    });
+}
+
+export interface ScheduleListRow {
+  name: string;
+  cron: string;
+  tz: string;
+  input: string;
+  out: string;
+  incremental: boolean;
+  on_overlap: string;
+  next_run: string | null;
+  last_run: { job_id: string; state: string; output: string | null; error: string | null } | null;
+  runs: number;
+  skipped: number;
+  failures: number;
+  last_error: string | null;
+}
+
+export async function listSchedules(services: Services): Promise<ScheduleListRow[]> {
+  const store = scheduleStore(services);
+  const rows: ScheduleListRow[] = [];
+  for (const name of await store.names()) {
+    const record = await store.get(name);
+    if (!record) continue;
+    const next = await nextTick(services.queues[QUEUES.schedule], name);
+    const job = record.lastJobId ? await services.corpora.get(record.lastJobId) : undefined;
+    rows.push({
+      name,
+      cron: record.cron,
+      tz: record.tz,
+      input: record.input,
+      out: record.out,
+      incremental: record.incremental,
+      on_overlap: record.onOverlap,
+      next_run: next ? new Date(next).toISOString() : null,
+      last_run: record.lastJobId
+        ? { job_id: record.lastJobId, state: job?.state ?? 'expired', output: record.lastOutput, error: job?.error ?? null }
+        : null,
+      runs: record.runs,
+      skipped: record.skipped,
+      failures: record.failures,
+      last_error: record.lastError,
+    });
+  }
+  return rows;
+}

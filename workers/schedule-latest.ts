@@ -1,0 +1,42 @@
+import { text } from 'node:stream/consumers';
+
+import type { CorpusJobRecord } from '../jobs/corpus-store.js';
+import { scheduleRoot } from '../jobs/schedule-template.js';
+import { LATEST_FILE, MANIFEST_FILE, SUCCESS_FILE } from '../src/output/layout.js';
+import type { Manifest } from '../src/output/manifest.js';
+import type { Logger } from '../src/logger.js';
+import { openOutput } from './output.js';
+import { scheduleStore } from './schedule-tick.js';
+import type { Services } from './services.js';
+
+/** `_latest.json` at a schedule's root. */
+export interface LatestPointer {
+  output: string;
+  job_id: string;
+  finished_at: string;
+  counts: Manifest['counts'];
+}
+
+/**
+ * Called by finalize once a run's `_SUCCESS` is in place (and before the job is marked completed,
+ * so a crash in between repeats this on retry): points the schedule's `_latest.json` at the run.
+ * A failed run never gets here, so the pointer keeps naming the last good output. Runs of one
+ * schedule never overlap (ScheduleStore.claim), so the newest success is the last to write.
+ */
+export async function publishScheduleLatest(services: Services, record: CorpusJobRecord, logger: Logger): Promise<void> {
+  if (!record.schedule) return;
+  const schedule = await scheduleStore(services).get(record.schedule);
+  if (!schedule) {
+    logger.warn({ schedule: record.schedule }, 'schedule removed before its run finished; _latest.json left as it was');
+    return;
+  }
+  const output = openOutput(record.options.output, services);
+  if (!(await output.store.stat(output.prefix + SUCCESS_FILE))) {
+    throw new Error(`${record.options.output} has no ${SUCCESS_FILE}; ${LATEST_FILE} not moved`);
+  }
+  const manifest = JSON.parse(await text(await output.store.read(output.prefix + MANIFEST_FILE))) as Manifest;
+  const latest: LatestPointer = { output: record.options.output, job_id: record.id, finished_at: manifest.finished_at, counts: manifest.counts };
+  const root = openOutput(scheduleRoot(schedule.out), services);
+  await root.store.write(root.prefix + LATEST_FILE, `${JSON.stringify(latest, null, 2)}\n`);
+  logger.info({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} updated`);
+}

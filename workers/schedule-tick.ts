@@ -1,0 +1,78 @@
+import { UnrecoverableError, type Job } from 'bullmq';
+import { z } from 'zod';
+
+import { JOB_NAMES, QUEUES } from '../jobs/queues.js';
+import { runSchedule } from '../jobs/schedule-run.js';
+import { ScheduleStore, type ScheduleTickPayload } from '../jobs/schedule-store.js';
+import type { Services } from './services.js';
+
+/**
+ * The `schedule-tick` processor. BullMQ's Job Scheduler adds one job per tick, so however many
+ * workers run this, a tick is handled once. A tick that finds the previous run still going is
+ * skipped (counted), or with `--on-overlap queue` comes back every QUEUE_POLL_MS until the run
+ * has ended (at most one tick waits; it gives up after QUEUE_WAIT_LIMIT_MS: every wait ends).
+ */
+const TickPayload = z.object({ v: z.literal(1), schedule: z.string().min(1), tickMillis: z.number().int().nonnegative().optional() });
+
+export const QUEUE_POLL_MS = 1_000;
+export const QUEUE_WAIT_LIMIT_MS = 24 * 60 * 60 * 1_000;
+
+export function scheduleStore(services: Pick<Services, 'redis' | 'settings'>): ScheduleStore {
+  return new ScheduleStore(services.redis, services.settings.redisPrefix);
+}
+
+export function scheduleTickProcessor(services: Services): (job: Job) => Promise<void> {
+  const schedules = scheduleStore(services);
+  return async (job) => {
+    const parsed = TickPayload.safeParse(job.data);
+    if (!parsed.success) throw new UnrecoverableError(`INVALID_PAYLOAD: ${parsed.error.message}`);
+    const payload = parsed.data;
+    // A scheduler's job carries its tick as `prevMillis`; a re-queued tick carries it in the payload.
+    const tickMillis = payload.tickMillis ?? (job.opts as { prevMillis?: number }).prevMillis ?? job.timestamp;
+    const logger = services.logger.child({ queue: job.queueName, job: job.name, jobId: job.id, schedule: payload.schedule, tick: new Date(tickMillis).toISOString() });
+    const requeued = payload.tickMillis !== undefined;
+    if (!requeued && (await waitingTick(schedules, payload.schedule)) !== null) {
+      // A queued tick goes first; a fresh one must not overtake it when the run ends.
+      await schedules.recordSkip(payload.schedule, tickMillis, 'a tick already queued');
+      logger.warn('tick skipped: a tick already queued');
+      return;
+    }
+    const outcome = await runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, payload.schedule, tickMillis);
+    if (outcome.kind !== 'busy') {
+      if (requeued) await schedules.unqueueTick(payload.schedule, tickMillis);
+      if (outcome.kind === 'submitted') logger.info({ corpusJobId: outcome.jobId, output: outcome.output }, 'schedule run submitted');
+      if (outcome.kind === 'failed') logger.error({ reason: outcome.error }, 'schedule run not started');
+      if (outcome.kind === 'missing') logger.warn('schedule no longer exists; tick ignored');
+      return;
+    }
+    const schedule = await schedules.get(payload.schedule);
+    const waitedMs = Date.now() - tickMillis;
+    let reason = `previous run ${outcome.activeJobId} still active`;
+    if (schedule?.onOverlap === 'queue') {
+      if (waitedMs >= QUEUE_WAIT_LIMIT_MS) {
+        reason = `waited ${Math.round(waitedMs / 60_000)} min for ${outcome.activeJobId}; gave up`;
+        await schedules.unqueueTick(payload.schedule, tickMillis);
+      } else if (requeued || (await schedules.queueTick(payload.schedule, tickMillis, outcome.activeJobId))) {
+        if (!requeued) logger.info({ activeJobId: outcome.activeJobId }, 'previous run still active; tick queued');
+        const retry: ScheduleTickPayload = { v: 1, schedule: payload.schedule, tickMillis };
+        await services.queues[QUEUES.schedule].add(JOB_NAMES.scheduleTick, retry, {
+          delay: QUEUE_POLL_MS,
+          jobId: `queued-${payload.schedule}-${tickMillis}-${Date.now()}`,
+        });
+        return;
+      } else {
+        reason = `previous run ${outcome.activeJobId} still active and a tick already queued`;
+      }
+    }
+    await schedules.recordSkip(payload.schedule, tickMillis, reason);
+    logger.warn({ activeJobId: outcome.activeJobId, waitedMs }, `tick skipped: ${reason}`);
+  };
+}
+
+/** The tick waiting under `--on-overlap queue`; one left behind by a crash expires with the wait limit. */
+async function waitingTick(schedules: ScheduleStore, name: string): Promise<number | null> {
+  const tick = await schedules.queuedTick(name);
+  if (tick === null || Date.now() - tick < QUEUE_WAIT_LIMIT_MS + 60_000) return tick;
+  await schedules.unqueueTick(name, tick);
+  return null;
+}
