@@ -3,10 +3,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { submitCorpusJob } from '../../jobs/enqueue.js';
 import { QUEUES } from '../../jobs/queues.js';
+import { installScheduler, removeScheduler } from '../../jobs/schedule-store.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { METRICS } from '../../src/metrics/metric-names.js';
 import { sleep } from '../../src/rate/rate-gate.js';
 import { buildDashboard } from '../../workers/dashboard/server.js';
+import { listSchedules } from '../../workers/schedule-list.js';
+import { scheduleStore } from '../../workers/schedule-tick.js';
 import { startWorkers, type WorkerPool } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { startDashboard } from '../support/dashboard.js';
@@ -129,6 +132,31 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     expect(record.state).toBe('completed');
     expect(record.rowsEmbedded + record.rowsBlank + record.rowsFailed).toBe(record.totalLines);
     expect(record.generation).toBe(1);
+  });
+
+  it('lists schedules as `embedq schedule list --json` does, with the next tick', async () => {
+    const schedules = scheduleStore(world.services);
+    await schedules.upsert({
+      name: 'nightly',
+      cron: '0 2 * * *',
+      tz: 'Asia/Singapore',
+      input: 's3://corpus/data/',
+      out: 's3://out/nightly/{date}/',
+      options: { outputType: 'dense' },
+      incremental: false,
+      onOverlap: 'skip',
+    });
+    await installScheduler(world.services.queues[QUEUES.schedule], { name: 'nightly', cron: '0 2 * * *', tz: 'Asia/Singapore' });
+    try {
+      const listed = (await (await get('/api/schedules')).json()) as Array<{ name: string; next_run: string | null; tz: string }>;
+      expect(listed).toEqual(await listSchedules(world.services));
+      expect(listed).toHaveLength(1);
+      // 02:00 in Singapore is 18:00 UTC the day before.
+      expect(listed[0]!.next_run).toMatch(/T18:00:00\.000Z$/);
+    } finally {
+      await removeScheduler(world.services.queues[QUEUES.schedule], 'nightly');
+      await schedules.remove('nightly');
+    }
   });
 
   it('requires the token everywhere but /healthz, by bearer or login cookie, and never shows the API key', async () => {

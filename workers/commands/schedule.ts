@@ -5,6 +5,7 @@ import { Option, type Command } from 'commander';
 import { QUEUES } from '../../jobs/queues.js';
 import { runSchedule } from '../../jobs/schedule-run.js';
 import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../../jobs/schedule-store.js';
+import { listSchedules } from '../schedule-list.js';
 import { hasPlaceholder, renderTemplate, validateCron, validateTemplate } from '../../jobs/schedule-template.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import { ConfigError } from '../../src/errors.js';
@@ -117,49 +118,4 @@ export function registerScheduleCommands(program: Command): void {
         return record.state === 'completed' ? 0 : 1;
       });
     });
-}
-
-export interface ScheduleListRow {
-  name: string;
-  cron: string;
-  tz: string;
-  input: string;
-  out: string;
-  incremental: boolean;
-  on_overlap: string;
-  next_run: string | null;
-  last_run: { job_id: string; state: string; output: string | null; error: string | null } | null;
-  runs: number;
-  skipped: number;
-  failures: number;
-  last_error: string | null;
-}
-
-export async function listSchedules(services: Services): Promise<ScheduleListRow[]> {
-  const store = scheduleStore(services);
-  const rows: ScheduleListRow[] = [];
-  for (const name of await store.names()) {
-    const record = await store.get(name);
-    if (!record) continue;
-    const next = await nextTick(services.queues[QUEUES.schedule], name);
-    const job = record.lastJobId ? await services.corpora.get(record.lastJobId) : undefined;
-    rows.push({
-      name,
-      cron: record.cron,
-      tz: record.tz,
-      input: record.input,
-      out: record.out,
-      incremental: record.incremental,
-      on_overlap: record.onOverlap,
-      next_run: next ? new Date(next).toISOString() : null,
-      last_run: record.lastJobId
-        ? { job_id: record.lastJobId, state: job?.state ?? 'expired', output: record.lastOutput, error: job?.error ?? null }
-        : null,
-      runs: record.runs,
-      skipped: record.skipped,
-      failures: record.failures,
-      last_error: record.lastError,
-    });
-  }
-  return rows;
 }

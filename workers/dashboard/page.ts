@@ -71,7 +71,7 @@ function render(s) {
     ['per minute', 'requests · tokens#'], ([k, v]) => [k, pm(v)])).join('');
   $('#queues').innerHTML = rows(Object.entries(s.queues), '', ['queue', 'waiting#', 'prior.#', 'delayed#', 'active#'], ([q, d]) => [esc(q), num(d.waiting), num(d.prioritized), num(d.delayed), num(d.active)]);
   $('#workers').innerHTML = rows(s.workers, 'No live workers.', ['worker', 'conc.#', 'seen#'], (w) => [esc(w.id), num(w.concurrency), w.ageSeconds + ' s ago']);
-  $('#schedules').innerHTML = rows(s.schedules, 'No schedules.', ['name', 'next', 'last'], (x) => [esc(x.name) + '<br><span class="paths">' + esc(x.cron) + '</span>', time(x.nextRunAt), x.lastRun ? esc(x.lastRun.jobId) + ' ' + esc(x.lastRun.state) : '–']);
+  $('#schedules').innerHTML = rows(s.schedules, 'No schedules.', ['name', 'next', 'last', 'runs / skipped'], (x) => [esc(x.name) + '<br><span class="paths">' + esc(x.cron) + ' ' + esc(x.tz) + '</span>', x.next_run ? time(Date.parse(x.next_run)) : '–', x.last_run ? esc(x.last_run.job_id) + ' ' + esc(x.last_run.state) : '–', x.runs + ' / ' + x.skipped + (x.last_error ? '<br><span class="paths">' + esc(x.last_error) + '</span>' : '')]);
   $('#updated').textContent = 'updated ' + new Date(s.at).toLocaleTimeString();
 }
 document.addEventListener('click', async (e) => {

@@ -1,6 +1,7 @@
 import type { Settings } from '../../src/config.js';
 import { metricsKeys, type WorkerHeartbeat } from '../../src/metrics/metrics-keys.js';
 import { MODELS, type ModelName } from '../../src/models.js';
+import { listSchedules, type ScheduleListRow } from '../schedule-list.js';
 import type { Services } from '../services.js';
 
 /**
@@ -48,22 +49,16 @@ export function configuredRates(settings: Readonly<Settings>): RateSource {
   };
 }
 
-export interface ScheduleView {
-  name: string;
-  cron: string;
-  tz: string | null;
-  input: string;
-  output: string;
-  nextRunAt: number | null;
-  lastRun: { jobId: string; state: string; finishedAt: number | null } | null;
-}
+export type ScheduleView = ScheduleListRow;
 
 export interface ScheduleSource {
   list(): Promise<ScheduleView[]>;
 }
 
-/** No schedules exist yet; `embedq schedule` provides a ScheduleSource over its job schedulers. */
-export const noSchedules: ScheduleSource = { list: async () => [] };
+/** The schedules as `embedq schedule list --json` shows them. */
+export function storedSchedules(services: Services): ScheduleSource {
+  return { list: () => listSchedules(services) };
+}
 
 export interface WorkerView extends WorkerHeartbeat {
   /** Seconds since the last heartbeat. */
