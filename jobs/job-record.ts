@@ -43,7 +43,7 @@ export interface CorpusJobRecord extends CorpusJobCounters {
 }
 
 // KEYS: job, open, lease. ARGV: new state, allowed-from (comma list), error, errorCode, time field,
-// time, shard prefix, generation ('' = any). Returns 1 if changed.
+// time, shard prefix, generation ('' = any), job id. Returns 1 if changed.
 const TRANSITION = `${CURRENT_LUA}${DROP_BUFFERS_LUA}
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return 0 end
@@ -56,7 +56,7 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3], 'errorCode',
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
 if ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled' then
   -- The output is free for the next job; buffers of shards still open are of no use now.
-  if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == string.match(KEYS[1], 'job:(.+)$') then redis.call('DEL', KEYS[3]) end
+  if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[9] then redis.call('DEL', KEYS[3]) end
   if ARGV[1] ~= 'completed' then drop_buffers(KEYS[2], ARGV[7]) end
 end
 return 1
@@ -274,6 +274,7 @@ export class JobRecords {
       Date.now(),
       this.keys.shardPrefix(id),
       fields.generation ?? '',
+      id,
     );
     return changed === 1;
   }
