@@ -7,6 +7,7 @@ import { parseJobOptions } from '../../src/job-options.js';
 import { embedBatch } from '../../workers/embed-batch.js';
 import { splitCorpus } from '../../workers/split-corpus.js';
 import { startWorkers } from '../../workers/start-workers.js';
+import { failCorpusJobOf } from '../../workers/fail-on-lost-jobs.js';
 import { writeShard } from '../../workers/write-shard.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { startWorld, waitForJob, type World } from '../support/world.js';
@@ -106,5 +107,23 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     } finally {
       await pool.close();
     }
+  });
+
+  it('a step BullMQ failed for stalling too often fails the corpus job, but only in its generation (item 6)', async () => {
+    const id = await submit('s3://out/fence-stalled/');
+    const stalled = { id: `${id}-g0-s0-b0`, name: 'embed-batch', data: { v: 1, corpusJobId: id, generation: 0 }, opts: { attempts: 14 }, attemptsMade: 3 };
+    // A step of an older generation changes nothing.
+    await failCorpusJobOf(world.services, { ...stalled, data: { ...stalled.data, generation: 7 } }, 'job stalled more than allowable limit', world.services.logger);
+    expect(await world.services.corpora.state(id)).toBe('queued');
+    // A retryable failure with attempts left is not the end of the job either.
+    await failCorpusJobOf(world.services, stalled, 'PROVIDER_UNAVAILABLE: HTTP 503', world.services.logger);
+    expect(await world.services.corpora.state(id)).toBe('queued');
+    await failCorpusJobOf(world.services, stalled, 'job stalled more than allowable limit', world.services.logger);
+    const record = (await world.services.corpora.get(id))!;
+    expect(record.state).toBe('failed');
+    expect(record.errorCode).toBe('JOB_STALLED');
+    expect(record.error).toContain('stalled more than allowable limit');
+    // The end of the job gave its output back.
+    expect(await world.services.corpora.leases.holder('s3://out/fence-stalled/')).toBeUndefined();
   });
 });
