@@ -1,9 +1,13 @@
 import { randomBytes } from 'node:crypto';
 
+import type { S3Client } from '@aws-sdk/client-s3';
 import type { Queue } from 'bullmq';
 
 import type { JobOptions } from '../src/job-options.js';
+import { openStore, parseLocation } from '../src/storage/locations.js';
 import type { CorpusStore } from './corpus-store.js';
+import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
+import { clearPreviousRun, findPreviousRun, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
 import { JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
 
@@ -17,27 +21,52 @@ export function newCorpusJobId(now = Date.now()): string {
   return `cj-${now.toString(36)}-${randomBytes(3).toString('hex')}`;
 }
 
-/**
- * What a schedule run passes besides the options. `jobId`: the id chosen beforehand (a template's
- * `{runId}`). `overwrite` and `reuse` are INTENTS for issue 9 (`--overwrite`) and issue 11 phase 2
- * (`--reuse`): a template without a placeholder re-runs into the same output once the previous
- * run succeeded; `--incremental` reuses the schedule root. Today's submit does not act on them.
- */
-export interface SubmitExtra {
-  schedule?: string;
-  jobId?: string;
-  overwrite?: boolean;
-  reuse?: string;
+export interface SubmitDeps {
+  corpora: CorpusStore;
+  splitQueue: Queue;
+  /** For s3:// outputs (created on first use). */
+  s3?: () => S3Client;
 }
 
-export async function submitCorpusJob(
-  deps: { corpora: CorpusStore; splitQueue: Queue },
-  options: JobOptions,
-  extra: SubmitExtra = {},
-): Promise<string> {
+export interface SubmitOptions {
+  /** Name of the schedule that submits it. */
+  schedule?: string;
+  /** The id chosen beforehand (a schedule template's `{runId}`); default: a new one. */
+  jobId?: string;
+  /** The previous output whose vectors unchanged lines reuse (`--reuse`, a schedule's `--incremental`). */
+  reuse?: string;
+  /** Remove an earlier run's files from the output first, instead of refusing (Default: false). */
+  overwrite?: boolean;
+}
+
+/** A job's output as a store plus key prefix. */
+export function openOutputLocation(output: string, s3?: () => S3Client): OutputLocation {
+  const location = parseLocation(output);
+  return openStore(location, location.kind === 's3' ? s3?.() : undefined);
+}
+
+/**
+ * The one way a corpus job is submitted (CLI, demo, scheduler). Invariant 7: it takes the output's
+ * lease first (refused with OutputLeasedError when another job holds it), then, holding it, looks
+ * for an earlier run's files: refused with OutputNotEmptyError, or removed with `overwrite`. Only
+ * then is the job recorded and its split queued; the lease is given back if anything fails first.
+ */
+export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, extra: SubmitOptions = {}): Promise<string> {
+  const { corpora } = deps;
   const id = extra.jobId ?? newCorpusJobId();
-  await deps.corpora.create(id, options, extra);
-  await enqueueSplit(deps.splitQueue, id, 0);
+  const holder = await corpora.leases.acquire(options.output, id);
+  if (holder !== undefined) throw new OutputLeasedError(options.output, holder);
+  try {
+    const output = openOutputLocation(options.output, deps.s3);
+    const previous = await findPreviousRun(output);
+    if (previous.length > 0 && !extra.overwrite) throw new OutputNotEmptyError(options.output, previous);
+    if (extra.overwrite) await clearPreviousRun(output);
+    await corpora.jobs.create(id, options, { schedule: extra.schedule, leaseKey: corpora.leases.keyOf(options.output) });
+    await enqueueSplit(deps.splitQueue, id, 0);
+  } catch (error) {
+    await corpora.leases.release(options.output, id);
+    throw error;
+  }
   return id;
 }
 
@@ -67,21 +96,30 @@ export async function enqueueFinalize(queue: Queue, corpusJobId: string, generat
   await queue.add(JOB_NAMES.finalizeJob, payload, { jobId: finalizeJobId(corpusJobId, generation) });
 }
 
-/** `embedq cancel`: stops the job; queued steps become no-ops and its buffers are freed (retry redoes them). */
+/**
+ * `embedq cancel`: stops the job and frees its buffers in one step; queued steps become no-ops and
+ * workers abort the job's requests in flight. Throws JobLostError when Redis has no such job.
+ */
 export async function cancelCorpusJob(corpora: CorpusStore, corpusJobId: string): Promise<boolean> {
-  const cancelled = await corpora.markCancelled(corpusJobId);
-  if (cancelled) await corpora.dropShardBuffers(corpusJobId);
-  return cancelled;
+  if (await corpora.jobs.markCancelled(corpusJobId)) return true;
+  if ((await corpora.state(corpusJobId)) === undefined) throw new JobLostError(corpusJobId);
+  return false;
 }
+
+export type RetryResult = { retried: true; generation: number } | { retried: false; message: string };
 
 /**
- * `embedq retry`: resumes a failed or cancelled job under a new generation. Written shards are
- * kept; the shards that were still open are embedded again (see CorpusStore.restart).
+ * `embedq retry`: resumes a failed or cancelled job under a new generation (see JobRecords.restart).
+ * Written shards are kept; the shards that were still open are embedded again. Throws JobLostError
+ * when Redis has no such job.
  */
-export async function retryCorpusJob(deps: { corpora: CorpusStore; splitQueue: Queue }, corpusJobId: string): Promise<boolean> {
-  const generation = await deps.corpora.restart(corpusJobId);
-  if (generation === undefined) return false;
-  await enqueueSplit(deps.splitQueue, corpusJobId, generation);
-  return true;
+export async function retryCorpusJob(deps: { corpora: CorpusStore; splitQueue: Queue }, corpusJobId: string): Promise<RetryResult> {
+  const result = await deps.corpora.jobs.restart(corpusJobId);
+  if ('generation' in result) {
+    await enqueueSplit(deps.splitQueue, corpusJobId, result.generation);
+    return { retried: true, generation: result.generation };
+  }
+  if (result.reason === 'missing') throw new JobLostError(corpusJobId);
+  if (result.reason === 'leased') return { retried: false, message: `its output is now being written by job ${result.holder}` };
+  return { retried: false, message: `it is ${result.state}, not failed or cancelled` };
 }
-

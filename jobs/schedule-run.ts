@@ -1,8 +1,5 @@
-import type { Queue } from 'bullmq';
-
 import { parseJobOptions } from '../src/job-options.js';
-import type { CorpusStore } from './corpus-store.js';
-import { newCorpusJobId, submitCorpusJob } from './enqueue.js';
+import { newCorpusJobId, submitCorpusJob, type SubmitDeps } from './enqueue.js';
 import { hasPlaceholder, renderTemplate, scheduleRoot } from './schedule-template.js';
 import type { ScheduleStore } from './schedule-store.js';
 
@@ -16,10 +13,8 @@ export type ScheduleRunOutcome =
   | { kind: 'failed'; error: string }
   | { kind: 'missing' };
 
-export interface ScheduleRunDeps {
+export interface ScheduleRunDeps extends SubmitDeps {
   schedules: ScheduleStore;
-  corpora: CorpusStore;
-  splitQueue: Queue;
 }
 
 export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMillis: number): Promise<ScheduleRunOutcome> {
@@ -32,12 +27,14 @@ export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMilli
   try {
     // The stored options were valid at `add`; a newer embedq (or an edited record) may disagree.
     const options = parseJobOptions({ ...schedule.options, input: schedule.input, output });
-    const jobId = await submitCorpusJob({ corpora: deps.corpora, splitQueue: deps.splitQueue }, options, {
+    const jobId = await submitCorpusJob(deps, options, {
       schedule: name,
       jobId: runId,
-      // Issue 9 intent: a template without placeholder re-runs into the same output, and may
-      // replace it once the previous run succeeded. The claim above already rules out a live writer.
-      overwrite: !hasPlaceholder(schedule.out) && (claim.previousJobId === null || claim.previousCompleted),
+      // A template without placeholder re-runs into the same output and replaces the previous run's
+      // files: the claim above has made sure that run has ended, so there is never a second writer.
+      // With a placeholder, an output that already exists (say `{date}` ticking twice a day) is
+      // refused as for any submit, and the reason shows in `schedule list`.
+      overwrite: !hasPlaceholder(schedule.out),
       // Issue 11 phase 2 intent: `--incremental` = `--reuse <root>` (follows its `_latest.json`).
       ...(schedule.incremental ? { reuse: scheduleRoot(schedule.out) } : {}),
     });

@@ -98,8 +98,17 @@ const EnvSchema = z
     EMBEDQ_LOCK_DURATION_MS: positiveInt.default(30_000),
     EMBEDQ_MAX_OPEN_SHARDS: positiveInt.default(2),
     LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    EMBEDQ_ALLOW_INSECURE_HTTP: z.enum(['0', '1']).optional(),
   })
   .superRefine((env, context) => {
+    // The API key travels in a header: over plain http it would cross the network in cleartext.
+    if (env.DASHSCOPE_BASE_URL?.toLowerCase().startsWith('http://') && !isLoopbackUrl(env.DASHSCOPE_BASE_URL) && env.EMBEDQ_ALLOW_INSECURE_HTTP !== '1') {
+      context.addIssue({
+        code: 'custom',
+        path: ['DASHSCOPE_BASE_URL'],
+        message: 'http:// sends the API key in cleartext; use https://, a loopback address, or set EMBEDQ_ALLOW_INSECURE_HTTP=1 (a trusted private network only)',
+      });
+    }
     if (env.DASHSCOPE_REGION && env.DASHSCOPE_BASE_URL) {
       context.addIssue({ code: 'custom', path: ['DASHSCOPE_BASE_URL'], message: 'set DASHSCOPE_REGION or DASHSCOPE_BASE_URL, not both' });
     }

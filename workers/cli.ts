@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 
-import { emulatorCommand } from '../src/cli/emulator-command.js';
+import { emulatorCommand } from './commands/emulator.js';
 import { EmbedqError } from '../src/errors.js';
 import { registerDashboardCommand } from './commands/dashboard.js';
 import { registerDemoCommand } from './commands/demo.js';
@@ -27,17 +27,22 @@ registerDemoCommand(program);
 registerDashboardCommand(program);
 program.addCommand(emulatorCommand());
 
+const debug = process.env.LOG_LEVEL === 'debug' || process.env.LOG_LEVEL === 'trace';
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
   if (error instanceof CommanderError) {
     process.exitCode = error.exitCode;
-  } else if (error instanceof EmbedqError && !error.retryable) {
-    // Configuration and input problems: the message lists every problem; no stack needed.
-    process.stderr.write(`embedq: ${error.message}\n`);
-    process.exitCode = 2;
+  } else if (error instanceof EmbedqError) {
+    // Expected failures: a code and a message (configuration problems list every one); the stack
+    // only with LOG_LEVEL=debug. Refused input or options exit 2, the rest 1.
+    process.stderr.write(`embedq: ${error.code}: ${error.message}\n`);
+    if (debug) process.stderr.write(`${error.stack ?? ''}\n`);
+    process.exitCode = error.retryable ? 1 : 2;
   } else {
-    process.stderr.write(`embedq: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    const text = error instanceof Error ? (debug ? (error.stack ?? error.message) : error.message) : String(error);
+    process.stderr.write(`embedq: INTERNAL: ${text}${debug ? '' : ' (LOG_LEVEL=debug shows the stack)'}\n`);
     process.exitCode = 1;
   }
 }

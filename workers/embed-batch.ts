@@ -1,8 +1,10 @@
-import type { ErrorRecord } from '../jobs/corpus-store.js';
+import type { ErrorRecord } from '../jobs/shard-buffer.js';
 import { enqueueWriteShard } from '../jobs/enqueue.js';
 import type { BatchLine, EmbedBatchPayload } from '../jobs/payloads.js';
 import type { EmbeddingClient, EmbeddingParameters, EmbeddingResult } from '../src/embedding.js';
 import { ProviderRateLimitedError, ProviderRejectedError, ProviderUnavailableError, RequestInvalidError } from '../src/errors.js';
+import { REJECTED_SHARD_FRACTION, REJECTED_STREAK_LIMIT } from '../jobs/shard-buffer.js';
+import { SystematicRejectionError } from '../jobs/job-errors.js';
 import { embeddingParameters } from '../src/job-options.js';
 import type { Logger } from '../src/logger.js';
 import { sleep, type RateGate } from '../src/rate/rate-gate.js';
@@ -11,6 +13,7 @@ import type { ShardRow } from '../src/shards/shard-row.js';
 import { estimateTokens } from '../src/tokens/count-tokens.js';
 import { corpusOptions } from './corpus-options.js';
 import type { JobContext } from './run-job.js';
+import { JobStoppedError } from './stop-watch.js';
 
 /**
  * 429s a job absorbs itself (after slowing the shared gate) before handing the batch back to
@@ -32,8 +35,6 @@ export interface EmbeddedLines {
   tokens: number;
   /** Wall time of the successful DashScope calls (gate waits excluded), for latency figures. */
   requestMs: number;
-  /** The job stopped during a bisection: the lines are incomplete and must not be stored. */
-  abandoned?: boolean;
 }
 
 /**
@@ -43,26 +44,47 @@ export interface EmbeddedLines {
 export async function embedBatch(payload: EmbedBatchPayload, { services, logger }: JobContext): Promise<void> {
   const { corpora, queues } = services;
   const id = payload.corpusJobId;
-  const status = await corpora.batchStatus(id, payload.shard, payload.batch);
-  if (status === 'complete') await enqueueWriteShard(queues.write, id, payload.generation, payload.shard);
-  if (status !== 'pending') return; // inactive (cancelled, failed), written, or stored by an earlier attempt
+  const generation = payload.generation;
+  const status = await corpora.buffers.batchStatus(id, generation, payload.shard, payload.batch);
+  if (status === 'complete') await enqueueWriteShard(queues.write, id, generation, payload.shard);
+  // inactive (cancelled, failed, lost, or an earlier generation), written, or stored by an earlier attempt
+  if (status !== 'pending') return;
 
   const options = await corpusOptions(corpora, id);
   const parameters = embeddingParameters(options);
   const started = performance.now();
-  const embedded = await embedLines(payload.lines, {
-    client: services.embeddings,
-    gate: services.rateGate(options.model),
-    parameters,
-    logger,
-    stillWanted: async () => ['queued', 'running'].includes((await corpora.state(id)) ?? ''),
-  });
-  if (embedded.abandoned) return;
-  const progress = await corpora.storeBatch(id, payload.shard, payload.batch, encodeBatch(embedded.rows, options.dimension), embedded.errors, {
+  const stop = services.stopWatch.watch(id, generation);
+  let embedded: EmbeddedLines;
+  try {
+    embedded = await embedLines(payload.lines, {
+      client: services.embeddings,
+      gate: services.rateGate(options.model),
+      parameters,
+      logger,
+      signal: stop.signal,
+    });
+  } catch (error) {
+    if (error instanceof JobStoppedError) {
+      logger.debug({ shard: payload.shard, batch: payload.batch }, 'batch abandoned: job stopped');
+      return;
+    }
+    throw error;
+  } finally {
+    stop.done();
+  }
+  const rejected = embedded.errors.filter((record) => record.code === 'PROVIDER_REJECTED').length;
+  const progress = await corpora.buffers.storeBatch(id, generation, payload.shard, payload.batch, encodeBatch(embedded.rows, options.dimension), embedded.errors, {
     embedded: embedded.rows.length,
     tokens: embedded.tokens,
+    rejected,
+    shardRows: options.shardRows,
   });
-  services.metrics.batchStored({ embedded: embedded.rows.length, tokens: embedded.tokens });
+  if (progress === 'too-many-rejected') {
+    throw new SystematicRejectionError(
+      `the provider rejected too many lines without a reason tied to their content (${REJECTED_STREAK_LIMIT} in a row, or over ${REJECTED_SHARD_FRACTION * 100}% of a shard); the cause is likely the request setup, a proxy or the endpoint, not the lines. Last: ${embedded.errors.at(-1)?.message ?? ''}`,
+    );
+  }
+  if (progress === 'open' || progress === 'complete') services.metrics.batchStored({ embedded: embedded.rows.length, tokens: embedded.tokens });
   logger.debug(
     {
       shard: payload.shard,
@@ -75,7 +97,7 @@ export async function embedBatch(payload: EmbedBatchPayload, { services, logger 
     },
     'batch embedded',
   );
-  if (progress === 'complete') await enqueueWriteShard(queues.write, id, payload.generation, payload.shard);
+  if (progress === 'complete') await enqueueWriteShard(queues.write, id, generation, payload.shard);
 }
 
 interface EmbedDeps {
@@ -83,8 +105,8 @@ interface EmbedDeps {
   gate: RateGate;
   parameters: EmbeddingParameters;
   logger: Logger;
-  /** False once the corpus job was cancelled or failed: bisecting stops sending then. */
-  stillWanted: () => Promise<boolean>;
+  /** Aborts when the corpus job stops (cancel, failure, retry): waits, requests and retries end at once. */
+  signal?: AbortSignal | undefined;
 }
 
 /**
@@ -112,50 +134,45 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
       return { rows: [], errors: [{ row: line.row, source: line.source, line: line.line, code: error.code, message }], tokens: 0, requestMs: 0 };
     }
     const middle = Math.ceil(lines.length / 2);
-    const first = await embedHalf(lines.slice(0, middle), deps);
-    const second = await embedHalf(lines.slice(middle), deps);
+    const first = await embedLines(lines.slice(0, middle), deps);
+    const second = await embedLines(lines.slice(middle), deps);
     return {
       rows: [...first.rows, ...second.rows],
       errors: [...first.errors, ...second.errors],
       tokens: first.tokens + second.tokens,
       requestMs: first.requestMs + second.requestMs,
-      abandoned: first.abandoned === true || second.abandoned === true,
     };
   }
 }
 
-/** One half of a bisected batch; nothing will store the batch if the job has stopped, so send nothing then. */
-async function embedHalf(lines: readonly BatchLine[], deps: EmbedDeps): Promise<EmbeddedLines> {
-  if (!(await deps.stillWanted())) return { rows: [], errors: [], tokens: 0, requestMs: 0, abandoned: true };
-  return embedLines(lines, deps);
-}
-
-async function callThroughGate(texts: string[], { client, gate, parameters, logger }: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {
+async function callThroughGate(texts: string[], { client, gate, parameters, logger, signal }: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {
   const estimate = texts.reduce((sum, text) => sum + estimateTokens(text), 0);
   let throttled = 0;
   let unavailable = 0;
   for (;;) {
-    await gate.acquire(estimate);
+    signal?.throwIfAborted();
+    await gate.acquire(estimate, signal);
     const sent = performance.now();
     try {
-      const result = await client.embed(texts, parameters);
+      const result = await client.embed(texts, parameters, { signal });
       const requestMs = performance.now() - sent;
       await gate.settleTokens(estimate, result.totalTokens);
       return { result, requestMs };
     } catch (error) {
       // A rejected request used no quota: give the reserved tokens back.
       await gate.settleTokens(estimate, 0);
+      if (signal?.aborted) throw signal.reason as Error;
       if (error instanceof ProviderUnavailableError && unavailable < QUICK_RETRIES) {
         unavailable += 1;
         logger.debug({ err: error, retry: unavailable }, 'provider unavailable; retrying at once');
-        await sleep(QUICK_RETRY_BASE_MS * unavailable * (0.5 + Math.random()));
+        await sleep(QUICK_RETRY_BASE_MS * unavailable * (0.5 + Math.random()), signal);
         continue;
       }
       if (!(error instanceof ProviderRateLimitedError) || throttled >= MAX_THROTTLED_RETRIES) throw error;
       throttled += 1;
       const factor = await gate.throttled(error.kind);
       logger.info({ kind: error.kind, factor, requestId: error.failure.requestId }, 'rate limited; slowing down');
-      if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs);
+      if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs, signal);
     }
   }
 }

@@ -1,10 +1,11 @@
 import { text } from 'node:stream/consumers';
 
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
-import type { CorpusJobRecord, ShardStats } from '../jobs/corpus-store.js';
+import type { CorpusJobRecord } from '../jobs/job-record.js';
+import type { ShardStats } from '../jobs/shard-ledger.js';
 import { buildManifest, type Manifest } from '../src/output/manifest.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
-import { ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE } from '../src/output/layout.js';
+import { ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 import { publishScheduleLatest } from './schedule-latest.js';
@@ -18,24 +19,27 @@ export async function finalizeJob(payload: FinalizeJobPayload, { services, logge
   const { corpora } = services;
   const id = payload.corpusJobId;
   const record = await corpora.get(id);
-  if (!record || record.state !== 'running') return;
-  const shards = await corpora.shardStats(id);
+  if (!record || record.state !== 'running' || record.generation !== payload.generation) return;
+  const shards = await corpora.ledger.stats(id);
   if (record.totalShards === null || shards.length !== record.totalShards) {
     throw new Error(`finalize found ${shards.length} of ${record.totalShards ?? '?'} shards written`);
   }
   const output = openOutput(record.options.output, services);
+  // Writes a killed process left half done (local temp files, S3 multipart uploads) go before
+  // _SUCCESS vouches for the output.
+  const aborted = await output.store.abortIncompleteWrites(output.prefix);
+  if (aborted > 0) logger.info({ aborted }, 'incomplete writes removed');
   // The split step deleted any earlier `_SUCCESS`, so one here is this run's: an earlier attempt
   // got that far (and may have removed the scratch files already); only the cleanup is left.
   if (!(await output.store.stat(output.prefix + SUCCESS_FILE))) {
     await writeOutputFiles(id, record, shards, output);
   }
-  for (const shard of shards) {
-    if (shard.errorsKey) await output.store.delete(output.prefix + shard.errorsKey);
-  }
+  // The whole scratch folder of this job (its shards' error records), and nothing else's.
+  for await (const object of output.store.list(`${output.prefix}${TEMP_FOLDER}/${id}/`)) await output.store.delete(object.key);
   await publishScheduleLatest(services, record, logger);
   // Completed last: whoever waits on the job's state finds the output with no scratch files left.
-  await corpora.markCompleted(id);
-  await corpora.dropShardStats(id);
+  if (!(await corpora.jobs.markCompleted(id, payload.generation))) return;
+  await corpora.ledger.dropStats(id);
   const counts = countsOf(record);
   logger.info({ ...counts, tokens: record.tokens, shards: shards.length }, 'corpus job completed');
 }
@@ -51,6 +55,14 @@ function countsOf(record: CorpusJobRecord): Manifest['counts'] {
 }
 
 async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: ShardStats[], output: { store: ObjectStore; prefix: string }): Promise<void> {
+  // Every shard file must be the one the ledger recorded: a stale writer of an earlier generation
+  // that replaced it would show here as a size that does not match.
+  for (const shard of shards) {
+    const found = await output.store.stat(output.prefix + shard.file);
+    if (found?.sizeBytes !== shard.bytes) {
+      throw new Error(`${shard.file} is ${found ? `${found.sizeBytes} bytes` : 'missing'}; the ledger recorded ${shard.bytes} bytes`);
+    }
+  }
   const errorParts: string[] = [];
   for (const shard of shards) {
     if (shard.errorsKey) errorParts.push(await text(await output.store.read(output.prefix + shard.errorsKey)));

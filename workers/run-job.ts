@@ -16,7 +16,7 @@ export interface JobContext {
  * errors to queue outcomes. A permanent error (or the last attempt of a retryable one) fails the
  * whole corpus job with a clear reason, so its other steps stop instead of burning attempts.
  */
-export function processor<Schema extends z.ZodType<{ corpusJobId: string }>>(
+export function processor<Schema extends z.ZodType<{ corpusJobId: string; generation: number }>>(
   services: Services,
   schema: Schema,
   handle: (payload: z.output<Schema>, context: JobContext) => Promise<void>,
@@ -44,7 +44,8 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string }>>(
       if (permanent || lastAttempt) {
         const code = error instanceof EmbedqError ? error.code : 'INTERNAL';
         const reason = permanent ? errorMessage(error) : `gave up after ${attempts} attempts: ${errorMessage(error)}`;
-        await services.corpora.markFailed(payload.corpusJobId, `${job.name} ${job.id}: ${reason}`, code);
+        // Fenced: a late failure of an earlier generation does not fail the retried job.
+        await services.corpora.jobs.markFailed(payload.corpusJobId, `${job.name} ${job.id}: ${reason}`, code, payload.generation);
         logger.error({ err: error, code }, 'corpus job failed');
         throw new UnrecoverableError(`${code}: ${reason}`);
       }

@@ -37,7 +37,7 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
       logger.warn('tick skipped: a tick already queued');
       return;
     }
-    const outcome = await runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, payload.schedule, tickMillis);
+    const outcome = await runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 }, payload.schedule, tickMillis);
     if (outcome.kind !== 'busy') {
       if (requeued) await schedules.unqueueTick(payload.schedule, tickMillis);
       if (outcome.kind === 'submitted') logger.info({ corpusJobId: outcome.jobId, output: outcome.output }, 'schedule run submitted');

@@ -14,6 +14,7 @@ import { MODELS, type ModelName } from '../src/models.js';
 import { RateGate } from '../src/rate/rate-gate.js';
 import { ShardEncoder } from '../src/shards/shard-encoder.js';
 import { createS3Client } from '../src/storage/s3-store.js';
+import { StopWatch } from './stop-watch.js';
 
 /**
  * The composition root: the only place that creates clients. Everything else receives them.
@@ -35,6 +36,8 @@ export interface Services {
   s3(): S3Client;
   /** Encodes shard files on a background thread. */
   shardEncoder: ShardEncoder;
+  /** Aborts in-flight work of corpus jobs that stopped (cancel, failure, retry). */
+  stopWatch: StopWatch;
   /** A new connection for a BullMQ worker (workers need `maxRetriesPerRequest: null`). */
   workerConnection(): Redis;
   close(): Promise<void>;
@@ -47,9 +50,25 @@ export function redisConnection(url: string, options: RedisOptions = {}): Redis 
   return redis;
 }
 
-export function createServices(settings: Readonly<Settings>, logger: Logger): Services {
+export interface ServicesOptions {
+  /**
+   * Commands give up on Redis instead of waiting for it (Default: false, the workers' patience):
+   * each command fails after a few reconnection attempts rather than queueing forever.
+   */
+  failFast?: boolean;
+}
+
+/** How long a command waits for Redis in all before saying it cannot reach it. */
+export const COMMAND_REDIS_TIMEOUT_MS = 5_000;
+
+export function createServices(settings: Readonly<Settings>, logger: Logger, options: ServicesOptions = {}): Services {
   const releasers: Array<() => Promise<unknown> | void> = [];
-  const redis = redisConnection(settings.redisUrl);
+  const redis = redisConnection(
+    settings.redisUrl,
+    options.failFast
+      ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, retryStrategy: (times) => (times > 3 ? null : 300 * times) }
+      : {},
+  );
   releasers.push(() => redis.quit().catch(() => redis.disconnect()));
 
   const queues = Object.fromEntries(
@@ -71,11 +90,13 @@ export function createServices(settings: Readonly<Settings>, logger: Logger): Se
   let s3Client: S3Client | undefined;
   const workerConnections: Redis[] = [];
 
+  const corpora = new CorpusStore(redis, settings.redisPrefix);
   return {
     settings,
     logger,
     redis,
-    corpora: new CorpusStore(redis, settings.redisPrefix),
+    corpora,
+    stopWatch: new StopWatch(corpora.jobs, logger),
     queues,
     embeddings,
     metrics,

@@ -1,6 +1,7 @@
-import type { ErrorRecord } from '../jobs/corpus-store.js';
+import type { ErrorRecord } from '../jobs/shard-buffer.js';
 import { enqueueEmbedBatches, enqueueFinalize, enqueueWriteShard } from '../jobs/enqueue.js';
 import type { BatchLine, EmbedBatchPayload, SplitCorpusPayload } from '../jobs/payloads.js';
+import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
 import { MODELS } from '../src/models.js';
@@ -28,14 +29,16 @@ const ROOM_POLL_MS = 200;
 export async function splitCorpus(payload: SplitCorpusPayload, { services, logger }: JobContext): Promise<void> {
   const { corpora, queues, settings } = services;
   const id = payload.corpusJobId;
+  const generation = payload.generation;
   const record = await corpora.get(id);
-  if (!record || !(await corpora.markRunning(id))) {
-    logger.info({ state: record?.state }, 'split skipped: job not active');
+  if (!record || !(await corpora.jobs.markRunning(id, generation))) {
+    logger.info({ state: record?.state, generation: record?.generation }, 'split skipped: job not active in this generation');
     return;
   }
   const options = record.options;
   const maxTokens = MODELS[options.model].maxTokensPerText;
   const shardRows = options.shardRows;
+  const limits = { shardRows, maxTextsPerRequest: MODELS[options.model].maxTextsPerRequest };
   const output = openOutput(options.output, services);
   // A previous run's marker must not vouch for files this run is about to replace.
   await output.store.delete(output.prefix + SUCCESS_FILE);
@@ -43,7 +46,7 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
   let row = 0;
   let shard = -1;
   let shardSkipped = false;
-  let batchIndex = 0;
+  let slot: BatchSlot | undefined;
   let batch: BatchLine[] = [];
   let pending: EmbedBatchPayload[] = [];
   let blank = 0;
@@ -53,11 +56,12 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
   let lastProgressAt = Date.now();
 
   const flushBatch = (): void => {
-    if (batch.length === 0) return;
-    pending.push({ v: 1, corpusJobId: id, generation: payload.generation, shard, batch: batchIndex, lines: batch });
-    batchIndex += 1;
+    if (batch.length === 0 || !slot) return;
+    pending.push({ v: 1, corpusJobId: id, generation, shard: slot.shard, batch: slot.batch, lines: batch });
     batch = [];
   };
+  /** Batches the shard has: the last slot's batch + 1 (0 when no line of the shard was embeddable). */
+  const batchesOfShard = (): number => (slot && slot.shard === shard ? slot.batch + 1 : 0);
   const flushPending = async (): Promise<void> => {
     await enqueueEmbedBatches(queues.embed, pending);
     pending = [];
@@ -65,16 +69,15 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
 
   const openShard = async (next: number): Promise<void> => {
     shard = next;
-    batchIndex = 0;
     blank = 0;
     truncated = 0;
     inputErrors = [];
-    shardSkipped = await corpora.isShardWritten(id, shard);
+    shardSkipped = await corpora.ledger.isWritten(id, shard);
     if (shardSkipped) return;
     // Wait for room: at most maxOpenShards shards (this one included) unwritten at once.
-    while ((await corpora.writtenShardCount(id)) < shard + 1 - settings.worker.maxOpenShards) {
-      const state = await corpora.state(id);
-      if (state !== 'running') {
+    while ((await corpora.ledger.writtenCount(id)) < shard + 1 - settings.worker.maxOpenShards) {
+      const now = await corpora.jobs.stateAndGeneration(id);
+      if (now?.state !== 'running' || now.generation !== generation) {
         stopped = true;
         return;
       }
@@ -86,17 +89,18 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
     if (shardSkipped) return;
     flushBatch();
     await flushPending();
-    const progress = await corpora.closeShard(id, shard, {
-      expectedBatches: batchIndex,
+    const expectedBatches = batchesOfShard();
+    const progress = await corpora.buffers.closeShard(id, generation, shard, {
+      expectedBatches,
       blank,
       truncated,
       inputErrors,
       firstRow: shard * shardRows,
       lastRow: endRow - 1,
     });
-    logger.debug({ shard, batches: batchIndex, progress }, 'shard split');
+    logger.debug({ shard, batches: expectedBatches, progress }, 'shard split');
     if (progress === 'inactive') stopped = true;
-    if (progress === 'complete') await enqueueWriteShard(queues.write, id, payload.generation, shard);
+    if (progress === 'complete') await enqueueWriteShard(queues.write, id, generation, shard);
   };
 
   const take = async (line: CorpusLine): Promise<void> => {
@@ -122,11 +126,11 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
         truncated += 1;
       }
     }
+    const next = placeLine(slot, row, limits);
+    if (next.position === 0) flushBatch();
+    slot = next;
     batch.push({ row, source: line.source, line: line.line, id: line.id, text });
-    if (batch.length === MODELS[options.model].maxTextsPerRequest) {
-      flushBatch();
-      if (pending.length >= ENQUEUE_CHUNK) await flushPending();
-    }
+    if (pending.length >= ENQUEUE_CHUNK) await flushPending();
   };
 
   await openShard(0);
@@ -142,7 +146,7 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
       row += 1;
       if (Date.now() - lastProgressAt > 1_000) {
         lastProgressAt = Date.now();
-        await corpora.setLinesRead(id, row);
+        await corpora.jobs.setLinesRead(id, generation, row);
       }
     }
   }
@@ -153,7 +157,7 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
   // The last shard holds the rows after the last boundary; an empty corpus has no shard.
   const totalShards = Math.ceil(row / shardRows);
   if (row > shard * shardRows) await closeShard(row);
-  const totals = await corpora.finishSplit(id, { totalLines: row, totalShards });
+  const totals = await corpora.jobs.finishSplit(id, generation, { totalLines: row, totalShards });
   logger.info({ lines: row, shards: totalShards }, 'corpus split');
-  if (totals && totals.shardsWritten === totals.totalShards) await enqueueFinalize(queues.write, id, payload.generation);
+  if (totals && totals.shardsWritten === totals.totalShards) await enqueueFinalize(queues.write, id, generation);
 }

@@ -3,6 +3,7 @@ import { Worker, type Job } from 'bullmq';
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
 import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import { embedBatch } from './embed-batch.js';
+import { failCorpusJobOf, watchQueueFailures } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
 import { processor } from './run-job.js';
 import { scheduleTickProcessor } from './schedule-tick.js';
@@ -54,14 +55,22 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },
     });
     worker.on('error', (error) => logger.warn({ err: error, queue }, 'worker error'));
+    worker.on('failed', (job, error) => {
+      failCorpusJobOf(services, job, error.message, logger.child({ queue })).catch((cause: unknown) =>
+        logger.warn({ err: cause, queue }, 'could not fail the corpus job of a failed job'),
+      );
+    });
     return worker;
   });
+  const failureWatchers = definitions.map(({ queue }) => watchQueueFailures(services, queue));
   services.shardEncoder.warm();
   services.metrics.start({ concurrency: embedConcurrency });
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   return {
     async close() {
       await Promise.all(workers.map((worker) => worker.close()));
+      await Promise.all(failureWatchers.map((events) => events.close()));
+      services.stopWatch.close();
       await services.metrics.stop();
     },
   };

@@ -10,19 +10,31 @@ import type { JobContext } from './run-job.js';
  * file (visible only complete: a single PUT or a rename), the shard's error records to a scratch
  * file, then records the shard as written and frees its Redis buffer. The last shard queues
  * finalize. Running it twice writes the same bytes.
+ *
+ * Fenced: nothing is written unless the job runs in this step's generation and the buffer holds
+ * every batch the splitter queued (`done == expected`); the ledger checks both again, atomically,
+ * when it records the shard.
  */
 export async function writeShard(payload: WriteShardPayload, { services, logger }: JobContext): Promise<void> {
   const { corpora, queues } = services;
   const id = payload.corpusJobId;
+  const generation = payload.generation;
   const log = logger.child({ shard: payload.shard });
-  if (await corpora.isShardWritten(id, payload.shard)) {
+  if (await corpora.ledger.isWritten(id, payload.shard)) {
     log.debug('shard already written');
     return;
   }
-  const state = await corpora.state(id);
-  if (state !== 'running') return;
-  const buffered = await corpora.readShard(id, payload.shard);
-  if (!buffered) throw new Error(`shard ${payload.shard} of ${id} has no buffered data`);
+  const now = await corpora.jobs.stateAndGeneration(id);
+  if (now?.state !== 'running' || now.generation !== generation) {
+    log.info({ state: now?.state, generation: now?.generation }, 'write skipped: job not running in this generation');
+    return;
+  }
+  const buffered = await corpora.buffers.read(id, payload.shard);
+  if (!buffered || buffered.expected === undefined || buffered.done !== buffered.expected) {
+    // Only an out-of-date step gets here (the last batch queues the writer); the current one comes.
+    log.warn({ done: buffered?.done, expected: buffered?.expected }, 'write skipped: shard buffer incomplete');
+    return;
+  }
 
   const options = await corpusOptions(corpora, id);
   const started = performance.now();
@@ -35,7 +47,7 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     errorsKey = shardErrorsFileName(id, payload.shard);
     await output.store.write(output.prefix + errorsKey, buffered.errors.map((record) => `${JSON.stringify(record)}\n`).join(''));
   }
-  const { shardsWritten, totalShards } = await corpora.markShardWritten(id, {
+  const result = await corpora.ledger.markWritten(id, generation, {
     shard: payload.shard,
     file,
     firstRow: buffered.firstRow,
@@ -49,7 +61,12 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     tokens: buffered.tokens,
     batches: buffered.batchCount,
   });
+  if (result.status === 'refused') {
+    // Stopped or retried while writing: the file is rewritten by the run that records the shard.
+    log.info({ reason: result.reason }, 'shard not recorded');
+    return;
+  }
   services.metrics.shardWritten({ seconds: (performance.now() - started) / 1000, blank: buffered.blank, failed: buffered.errors.length });
   log.info({ file, rows, errors: buffered.errors.length, bytes: bytes.byteLength, durationMs: Math.round(performance.now() - started) }, 'shard written');
-  if (totalShards !== null && shardsWritten === totalShards) await enqueueFinalize(queues.write, id, payload.generation);
+  if (result.totalShards !== null && result.shardsWritten === result.totalShards) await enqueueFinalize(queues.write, id, generation);
 }

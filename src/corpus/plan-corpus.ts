@@ -4,6 +4,7 @@ import type { JobOptions } from '../job-options.js';
 import { MODELS } from '../models.js';
 import { estimateCostUsd } from '../output/manifest.js';
 import { estimateTokens, loadTokenizer } from '../tokens/count-tokens.js';
+import { placeLine, type BatchSlot } from './batching.js';
 import { listCorpus } from './list-corpus.js';
 import { readCorpusLines } from './read-lines.js';
 
@@ -35,11 +36,12 @@ export async function planCorpus(
   const spec = MODELS[options.model];
   const tokenizer = deps.exactTokens ? await loadTokenizer() : undefined;
   const plan = { objects: 0, lines: 0, blank: 0, invalid: 0, tooLong: 0, requests: 0, tokens: 0 };
-  let inBatch = 0;
+  let slot: BatchSlot | undefined;
+  const batching = { shardRows: options.shardRows, maxTextsPerRequest: spec.maxTextsPerRequest };
   for await (const object of listCorpus(options.input, { s3Client: deps.s3Client })) {
     plan.objects += 1;
     for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField })) {
-      if (plan.lines % options.shardRows === 0) inBatch = 0; // batches never cross a shard boundary
+      const row = plan.lines;
       plan.lines += 1;
       if (line.kind === 'blank') plan.blank += 1;
       else if (line.kind === 'error') plan.invalid += 1;
@@ -47,8 +49,8 @@ export async function planCorpus(
         const tokens = tokenizer ? tokenizer.countTokens(line.text) : estimateTokens(line.text);
         if (tokens > spec.maxTokensPerText) plan.tooLong += 1;
         plan.tokens += Math.min(tokens, spec.maxTokensPerText);
-        if (inBatch === 0) plan.requests += 1;
-        inBatch = (inBatch + 1) % spec.maxTextsPerRequest;
+        slot = placeLine(slot, row, batching);
+        if (slot.position === 0) plan.requests += 1;
       }
     }
   }

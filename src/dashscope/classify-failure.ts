@@ -64,7 +64,13 @@ const UNAVAILABLE_CODES = new Set([
 ]);
 /** Request setup that every request shares: rejecting one means rejecting all. */
 const CONFIG_CODES = new Set(['badrequest.emptymodel', 'badrequest.emptyparameters']);
-const CONFIG_MESSAGE = /dimension|output_type|text_type|instruct|encoding_format|\bmodel\b/i;
+/**
+ * Messages that name a shared parameter as the invalid one (DashScope's "dimension for embedding v3
+ * is invalid, its value shold be in [...]", "parameter.output_type ..."). A message that merely
+ * mentions a word like "model" or "dimension" is about the line, not the setup.
+ */
+const CONFIG_MESSAGE =
+  /\b(dimensions?)\b[^.]{0,40}\b(is invalid|invalid|should be in|must be one of|not supported)\b|\bparameters?\.(dimension|output_type|text_type|instruct)\b|\b(output_type|text_type|encoding_format|instruct)\b[^.]{0,40}\b(is invalid|invalid|should be|must be|not supported)\b|\bmodel\b[^.]{0,30}\b(does not exist|not exist|not found|not supported|is invalid)\b|\b(provide|missing)\b[^.]{0,20}\bmodel\b/i;
 
 /**
  * Maps a failed DashScope response to the error family. Pure: the same input always gives the

@@ -6,15 +6,28 @@ import { join } from 'node:path';
 
 import { Redis } from 'ioredis';
 
-/** A redis-server child process on a free loopback port, with no persistence (tests, `embedq demo`). */
+/**
+ * A redis-server child process on a free loopback port (tests, `embedq demo`); no persistence
+ * unless `appendOnly`.
+ */
 export interface PrivateRedis {
   url: string;
   port: number;
   stop(): Promise<void>;
+  /** Kills the server at once (SIGKILL by default), as a crash would; `restart` brings it back. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts the server again on the same port and data folder (its AOF, if any, is replayed). */
+  restart(): Promise<void>;
+}
+
+export interface PrivateRedisOptions {
+  maxmemory?: string;
+  /** AOF with `appendfsync always`, as embedq's runbook asks of a production Redis (Default: false). */
+  appendOnly?: boolean;
 }
 
 /** Starts Debian's (or any) `redis-server` from PATH; `scripts/ensure-redis.sh` installs it. */
-export async function startPrivateRedis(options: { maxmemory?: string } = {}): Promise<PrivateRedis> {
+export async function startPrivateRedis(options: PrivateRedisOptions = {}): Promise<PrivateRedis> {
   let lastError: unknown;
   // A free port can be taken between probing and binding; try a few.
   for (let attempt = 0; attempt < 5; attempt += 1) {
@@ -28,9 +41,37 @@ export async function startPrivateRedis(options: { maxmemory?: string } = {}): P
   throw new Error(`could not start redis-server: ${String(lastError)}`, { cause: lastError });
 }
 
-async function launch(port: number, options: { maxmemory?: string }): Promise<PrivateRedis> {
+async function launch(port: number, options: PrivateRedisOptions): Promise<PrivateRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'embedq-redis-'));
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  let child = await spawnServer(port, dir, options).catch(async (error: unknown) => {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise((resolve) => child.once('exit', resolve));
+    child.kill(signal);
+    await gone;
+  };
+  return {
+    url,
+    port,
+    kill,
+    async restart() {
+      await kill();
+      child = await spawnServer(port, dir, options);
+    },
+    async stop() {
+      await kill('SIGTERM');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function spawnServer(port: number, dir: string, options: PrivateRedisOptions): Promise<ChildProcess> {
+  const persistence = options.appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir];
   args.push('--maxmemory-policy', 'noeviction', '--daemonize', 'no', '--loglevel', 'warning');
   if (options.maxmemory) args.push('--maxmemory', options.maxmemory);
   const child: ChildProcess = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -50,21 +91,9 @@ async function launch(port: number, options: { maxmemory?: string }): Promise<Pr
     await Promise.race([waitForPing(url), exited]);
   } catch (error) {
     child.kill('SIGKILL');
-    await rm(dir, { recursive: true, force: true });
     throw error;
   }
-  return {
-    url,
-    port,
-    async stop() {
-      if (child.exitCode === null) {
-        const gone = new Promise((resolve) => child.once('exit', resolve));
-        child.kill('SIGTERM');
-        await gone;
-      }
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return child;
 }
 
 async function waitForPing(url: string): Promise<void> {

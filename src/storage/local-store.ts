@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Dirent } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -104,10 +104,47 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
+    const file = this.pathOf(key);
     try {
-      await rm(this.pathOf(key), { force: true });
+      await rm(file, { force: true });
     } catch (error) {
       throw this.#error(error, 'delete', key);
+    }
+    await this.#removeEmptyFolders(path.dirname(file));
+  }
+
+  async abortIncompleteWrites(prefix: string): Promise<number> {
+    let removed = 0;
+    const sweep = async (folder: string): Promise<void> => {
+      let entries: Dirent[];
+      try {
+        entries = await readdir(folder, { withFileTypes: true });
+      } catch (error) {
+        if (isMissing(error)) return;
+        throw this.#error(error, 'list', path.relative(this.root, folder) || '.');
+      }
+      for (const entry of entries) {
+        const full = path.join(folder, entry.name);
+        if (entry.isDirectory()) await sweep(full);
+        else if (TEMP_FILE.test(entry.name) && path.relative(this.root, full).split(path.sep).join('/').startsWith(prefix)) {
+          await rm(full, { force: true });
+          removed += 1;
+        }
+      }
+    };
+    await sweep(this.root);
+    return removed;
+  }
+
+  /** S3 has no folders: a folder emptied by a delete goes too (up to, not including, the root). */
+  async #removeEmptyFolders(folder: string): Promise<void> {
+    while (folder.startsWith(this.root + path.sep)) {
+      try {
+        await rmdir(folder);
+      } catch {
+        return; // not empty, or already gone
+      }
+      folder = path.dirname(folder);
     }
   }
 

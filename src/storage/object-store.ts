@@ -30,6 +30,11 @@ export interface ObjectStore {
    * and writing the same key again replaces it.
    */
   write(key: string, body: Uint8Array | string): Promise<void>;
-  /** Removes the object; no error if it is already gone. */
+  /** Removes the object; no error if it is already gone. Local: empty folders left behind go too. */
   delete(key: string): Promise<void>;
+  /**
+   * Removes what interrupted writes under `prefix` left behind: local `*.tmp-*` files, S3
+   * multipart uploads never completed (billed until aborted). Returns how many.
+   */
+  abortIncompleteWrites(prefix: string): Promise<number>;
 }

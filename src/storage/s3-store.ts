@@ -1,9 +1,11 @@
 import { Readable } from 'node:stream';
 
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -119,10 +121,12 @@ export class S3ObjectStore implements ObjectStore {
     const sizeBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
     await this.#send('write', key, async () => {
       if (sizeBytes > this.#multipartThresholdBytes) {
-        // lib-storage uploads parts in parallel and completes (or aborts) the multipart upload;
-        // the object appears only when CompleteMultipartUpload succeeds.
+        // lib-storage uploads parts in parallel and completes the multipart upload, or aborts it
+        // on error (leavePartsOnError: false); the object appears only when it completes. A process
+        // killed mid-upload leaves the parts: finalize and --overwrite abort those
+        // (abortIncompleteWrites).
         const bytes = typeof body === 'string' ? Buffer.from(body) : body;
-        await new Upload({ client: this.client, params: { Bucket: this.bucket, Key: key, Body: bytes } }).done();
+        await new Upload({ client: this.client, params: { Bucket: this.bucket, Key: key, Body: bytes }, leavePartsOnError: false }).done();
       } else {
         // An explicit length: the SDK cannot infer one for an empty body and would warn.
         await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: sizeBytes }));
@@ -133,6 +137,34 @@ export class S3ObjectStore implements ObjectStore {
   async delete(key: string): Promise<void> {
     // S3 answers 204 for keys that do not exist, so "already gone" needs no special case.
     await this.#send('delete', key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+  }
+
+  async abortIncompleteWrites(prefix: string): Promise<number> {
+    let aborted = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix || undefined, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        );
+      } catch (error) {
+        // Some S3-compatible servers (s3rver) do not list uploads; there is nothing we can abort then.
+        if (httpStatusOf(error) === 501 || (error instanceof Error && error.name === 'NotImplemented')) return aborted;
+        throw toStorageError(error, 'list uploads', this.url(prefix));
+      }
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key || !upload.UploadId) continue;
+        await this.#send('abort upload', upload.Key, () =>
+          this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId })),
+        );
+        aborted += 1;
+      }
+      if (!page.IsTruncated) return aborted;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
   }
 
   async #send<T>(operation: string, key: string, call: () => Promise<T>): Promise<T> {

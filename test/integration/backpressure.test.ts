@@ -27,7 +27,7 @@ describe('bounded Redis memory', () => {
     let samples = 0;
     try {
       const id = await submitCorpusJob(
-        { corpora: services.corpora, splitQueue: services.queues[QUEUES.split] },
+        { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
         parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/bp/', shardRows: SHARD_ROWS, outputType: 'dense' }),
       );
       const sampler = (async () => {

@@ -29,7 +29,7 @@ describe('failures that stop a job, and bad input', () => {
     const services = createServices(settings, createLogger({ level: 'silent' }));
     const pool = startWorkers(services, { concurrency: 4 });
     try {
-      const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/badkey/' }));
+      const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() }, parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/badkey/' }));
       failedJobId = id;
       const record = await waitForJob(services, id);
       expect(record.state).toBe('failed');

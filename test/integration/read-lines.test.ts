@@ -55,6 +55,9 @@ class MemoryStore implements ObjectStore {
   async delete(): Promise<void> {
     throw new Error('read-only');
   }
+  async abortIncompleteWrites(): Promise<number> {
+    return 0;
+  }
 }
 
 /** Reads `bytes` as the object `key`, once in one chunk and once byte by byte; both must agree. */

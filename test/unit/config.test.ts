@@ -31,6 +31,14 @@ describe('settings from the environment', () => {
     expect(settings.dashscope).toMatchObject({ baseUrl: 'http://127.0.0.1:8089', apiKey: EMULATOR_API_KEY });
   });
 
+  it('refuses a non-loopback http:// base URL, which would send the key in cleartext, unless allowed (issue 9, item 12)', () => {
+    const env = { DASHSCOPE_API_KEY: 'sk-real', DASHSCOPE_BASE_URL: 'http://dashscope.example.internal' };
+    expect(problems(() => loadSettings(env))).toMatch(/DASHSCOPE_BASE_URL: http:\/\/ sends the API key in cleartext.*EMBEDQ_ALLOW_INSECURE_HTTP=1/);
+    expect(loadSettings({ ...env, EMBEDQ_ALLOW_INSECURE_HTTP: '1' }).dashscope.baseUrl).toBe('http://dashscope.example.internal');
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'sk-real', DASHSCOPE_BASE_URL: 'https://dashscope.example.internal' }).dashscope.baseUrl).toBe('https://dashscope.example.internal');
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'sk-real', DASHSCOPE_BASE_URL: 'http://localhost:8089' }).dashscope.baseUrl).toBe('http://localhost:8089');
+  });
+
   it('lists every bad value at once', () => {
     const message = problems(() =>
       loadSettings({ DASHSCOPE_API_KEY: 'k', DASHSCOPE_REGION: 'mars', REDIS_URL: 'http://x', EMBEDQ_CONCURRENCY: '0', S3_FORCE_PATH_STYLE: 'maybe' }),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { mergeOptions } from '../../src/cli/emulator-command.js';
+import { mergeOptions } from '../../workers/commands/emulator.js';
 import { DEFAULT_FAULTS, emulatorOptionsFromEnv, mergeFaults } from '../../src/emulator/emulator-options.js';
 import { ConfigError } from '../../src/errors.js';
 

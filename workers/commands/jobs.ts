@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
+import { JobLostError } from '../../jobs/job-errors.js';
+import { sleep } from '../../src/rate/rate-gate.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import type { JobOptions } from '../../src/job-options.js';
 import { QUEUES } from '../../jobs/queues.js';
@@ -20,13 +22,18 @@ export function registerJobCommands(program: Command): void {
     program
       .command('submit <input>')
       .description('record a corpus job and print its id; workers do the rest')
-      .option('--wait', 'show progress until the job ends; exit 0 only on success'),
+      .option('--wait', 'show progress until the job ends; exit 0 only on success')
+      .option('--overwrite', "remove an earlier run's files from the output first (without it, a non-empty output is refused)"),
     { requireOut: true },
   ).action(async (input: string, flags: Record<string, unknown>) => {
     const options = jobOptionsFromFlags(input, flags);
     process.exitCode = await withServices(async (services) => {
       await checkInputExists(services, options);
-      const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, options);
+      const id = await submitCorpusJob(
+        { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
+        options,
+        { overwrite: flags.overwrite === true },
+      );
       process.stdout.write(`${id}\n`);
       if (!flags.wait) return 0;
       const record = await watchJob(services, id);
@@ -42,10 +49,7 @@ export function registerJobCommands(program: Command): void {
     .action(async (jobId: string, flags: { json?: boolean }) => {
       process.exitCode = await withServices(async (services) => {
         const record = await services.corpora.get(jobId);
-        if (!record) {
-          process.stderr.write(`no corpus job ${jobId}\n`);
-          return 1;
-        }
+        if (!record) throw new JobLostError(jobId);
         process.stdout.write(flags.json ? `${JSON.stringify(record, null, 2)}\n` : `${describeJob(record)}\n`);
         return 0;
       });
@@ -66,12 +70,17 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('cancel <jobId>')
-    .description('stop a queued or running corpus job')
+    .description('stop a queued or running corpus job; waits (up to 5 s) until its requests in flight have stopped')
     .action(async (jobId: string) => {
       process.exitCode = await withServices(async (services) => {
         const cancelled = await cancelCorpusJob(services.corpora, jobId);
-        process.stderr.write(cancelled ? `cancelled ${jobId}\n` : `${jobId} is not queued or running\n`);
-        return cancelled ? 0 : 1;
+        if (!cancelled) {
+          process.stderr.write(`${jobId} is not queued or running\n`);
+          return 1;
+        }
+        const settled = await waitForActiveSteps(services, jobId, CANCEL_WAIT_MS);
+        process.stderr.write(settled ? `cancelled ${jobId}\n` : `cancelled ${jobId}; some of its steps are still finishing\n`);
+        return 0;
       });
     });
 
@@ -80,9 +89,29 @@ export function registerJobCommands(program: Command): void {
     .description('resume a failed or cancelled corpus job; written shards are kept')
     .action(async (jobId: string) => {
       process.exitCode = await withServices(async (services) => {
-        const retried = await retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, jobId);
-        process.stderr.write(retried ? `retrying ${jobId}\n` : `${jobId} is not failed or cancelled\n`);
-        return retried ? 0 : 1;
+        const result = await retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, jobId);
+        process.stderr.write(result.retried ? `retrying ${jobId} (generation ${result.generation})\n` : `cannot retry ${jobId}: ${result.message}\n`);
+        return result.retried ? 0 : 1;
       });
     });
+}
+
+const CANCEL_WAIT_MS = 5_000;
+
+/**
+ * Waits until no BullMQ step of the job is active (workers abort its requests within a poll of
+ * their stop watch, so this is quick). True if it got there in time.
+ */
+async function waitForActiveSteps(services: Services, jobId: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let active = 0;
+    for (const queue of Object.values(services.queues)) {
+      const jobs = await queue.getActive();
+      active += jobs.filter((job) => job.id?.startsWith(`${jobId}-`)).length;
+    }
+    if (active === 0) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(100);
+  }
 }

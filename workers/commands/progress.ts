@@ -1,4 +1,4 @@
-import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
+import type { CorpusJobRecord } from '../../jobs/job-record.js';
 
 /** Lines accounted for so far: embedded, failed or blank. */
 export const processedLines = (record: CorpusJobRecord): number => record.rowsEmbedded + record.rowsFailed + record.rowsBlank;

@@ -105,7 +105,7 @@ export function registerScheduleCommands(program: Command): void {
     .option('--wait', 'show progress until the job ends; exit 0 only on success')
     .action(async (name: string, flags: { wait?: boolean }) => {
       process.exitCode = await withServices(async (services) => {
-        const deps = { schedules: scheduleStore(services), corpora: services.corpora, splitQueue: services.queues[QUEUES.split] };
+        const deps = { schedules: scheduleStore(services), corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 };
         const outcome = await runSchedule(deps, name, Date.now());
         if (outcome.kind === 'missing') process.stderr.write(`no schedule ${name}\n`);
         if (outcome.kind === 'busy') process.stderr.write(`schedule ${name}: previous run ${outcome.activeJobId} is still active; not started\n`);

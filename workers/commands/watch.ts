@@ -1,9 +1,8 @@
-import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
+import { FINAL_STATES, type CorpusJobRecord } from '../../jobs/job-record.js';
+import { JobLostError } from '../../jobs/job-errors.js';
 import { sleep } from '../../src/rate/rate-gate.js';
 import type { Services } from '../services.js';
 import { processedLines, progressLine } from './progress.js';
-
-const FINAL_STATES = new Set(['completed', 'failed', 'cancelled']);
 
 /**
  * Follows a corpus job until it ends, drawing progress on `stream` (a redrawn line on a terminal,
@@ -20,7 +19,7 @@ export async function watchJob(
   const samples: Array<{ at: number; done: number }> = [];
   for (;;) {
     const record = await services.corpora.get(corpusJobId);
-    if (!record) throw new Error(`no corpus job ${corpusJobId}`);
+    if (!record) throw new JobLostError(corpusJobId);
     const now = Date.now();
     samples.push({ at: now, done: processedLines(record) });
     while (samples.length > 2 && now - samples[0]!.at > 10_000) samples.shift();

@@ -128,7 +128,7 @@ export class FirstErrors {
     const files =
       record.state === 'completed'
         ? [ERRORS_FILE]
-        : (await this.services.corpora.shardStats(record.id)).flatMap((shard) => (shard.errorsKey ? [shard.errorsKey] : []));
+        : (await this.services.corpora.ledger.stats(record.id)).flatMap((shard) => (shard.errorsKey ? [shard.errorsKey] : []));
     const errors: ErrorRecord[] = [];
     for (const file of files) {
       if (errors.length >= this.limit) break;

@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
 
-import { createLogger } from '../logger.js';
+import { createLogger } from '../../src/logger.js';
 import {
   type EmulatorOptions,
   emulatorOptionsFromEnv,
@@ -12,8 +12,8 @@ import {
   parsePort,
   parseProbability,
   parseTokenCounting,
-} from '../emulator/emulator-options.js';
-import { startEmulator } from '../emulator/server.js';
+} from '../../src/emulator/emulator-options.js';
+import { startEmulator } from '../../src/emulator/server.js';
 
 /** The CLI's default port (the library's default is 0, a free port). */
 const DEFAULT_PORT = 8089;

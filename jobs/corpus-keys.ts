@@ -1,0 +1,58 @@
+/**
+ * Where corpus job state lives in Redis, under `<prefix>:`
+ *
+ *   jobs                 ZSET  corpus job id → creation time (ms)
+ *   job:<id>             HASH  options (JSON), state, generation, times, counters, lease (key)
+ *   job:<id>:shard:<k>   HASH  a shard's buffer: b:<n> → encoded batch, e:<n> → error records (JSON),
+ *                              expected (batches in the shard), done, meta (JSON), tokens, rejected
+ *   job:<id>:open        SET   shard numbers that have a buffer (so one script can drop them all)
+ *   job:<id>:shards      HASH  k → stats of a written shard (JSON); its presence means "written"
+ *   lease:<output>       STRING the corpus job id that owns the output location
+ */
+export class CorpusKeys {
+  constructor(readonly prefix: string) {}
+
+  get jobs(): string {
+    return `${this.prefix}:jobs`;
+  }
+  job(id: string): string {
+    return `${this.prefix}:job:${id}`;
+  }
+  shard(id: string, shard: number): string {
+    return `${this.prefix}:job:${id}:shard:${shard}`;
+  }
+  /** Prefix of a job's shard buffers; Lua appends the shard number. */
+  shardPrefix(id: string): string {
+    return `${this.prefix}:job:${id}:shard:`;
+  }
+  openShards(id: string): string {
+    return `${this.prefix}:job:${id}:open`;
+  }
+  writtenShards(id: string): string {
+    return `${this.prefix}:job:${id}:shards`;
+  }
+  lease(output: string): string {
+    return `${this.prefix}:lease:${output}`;
+  }
+}
+
+/**
+ * Lua shared by every script that changes a job's state: a step of generation `gen` may act only
+ * while the job is active AND still in that generation. Work of an earlier generation (queued
+ * before `embedq retry`) is fenced off this way (invariant 8).
+ */
+export const CURRENT_LUA = `
+local function current(jobKey, gen)
+  local h = redis.call('HMGET', jobKey, 'state', 'generation')
+  if h[1] ~= 'queued' and h[1] ~= 'running' then return false end
+  return tonumber(h[2]) == tonumber(gen)
+end
+`;
+
+/** Lua: drops every open shard buffer of a job (cancel, failure, restart). */
+export const DROP_BUFFERS_LUA = `
+local function drop_buffers(openKey, shardPrefix)
+  for _, k in ipairs(redis.call('SMEMBERS', openKey)) do redis.call('DEL', shardPrefix .. k) end
+  redis.call('DEL', openKey)
+end
+`;

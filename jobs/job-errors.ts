@@ -1,0 +1,52 @@
+import { EmbedqError } from '../src/errors.js';
+
+/** Errors of the job lifecycle that commands report with a code and a message, never a stack. */
+
+/** Another job holds the output location (invariant 7). Exit 2. */
+export class OutputLeasedError extends EmbedqError {
+  readonly code = 'OUTPUT_LEASED';
+  readonly retryable = false;
+  constructor(
+    readonly output: string,
+    readonly holder: string,
+  ) {
+    super(`${output} is being written by job ${holder}; wait for it to end or cancel it (embedq cancel ${holder})`);
+  }
+}
+
+/** A new run into an output that holds an earlier run's files, without `--overwrite`. Exit 2. */
+export class OutputNotEmptyError extends EmbedqError {
+  readonly code = 'OUTPUT_NOT_EMPTY';
+  readonly retryable = false;
+  constructor(
+    readonly output: string,
+    readonly found: readonly string[],
+  ) {
+    const shown = found.slice(0, 3).join(', ') + (found.length > 3 ? `, … (${found.length} files)` : '');
+    super(`${output} already holds a run's files (${shown}); choose another output, or add --overwrite to remove them first`);
+  }
+}
+
+/** The job's record is gone from Redis. Exit 1. */
+export class JobLostError extends EmbedqError {
+  readonly code = 'JOB_LOST';
+  readonly retryable = true;
+  constructor(readonly jobId: string) {
+    super(`job ${jobId} no longer exists in Redis (was Redis flushed or restarted without persistence?)`);
+  }
+}
+
+/** Redis did not answer in time. Exit 1. */
+export class RedisUnavailableError extends EmbedqError {
+  readonly code = 'REDIS_UNAVAILABLE';
+  readonly retryable = true;
+}
+
+/**
+ * Lines rejected so thickly that the cause must be systematic (see shard-buffer.ts): the job
+ * fails rather than completing with every row in `_errors.jsonl`.
+ */
+export class SystematicRejectionError extends EmbedqError {
+  readonly code = 'PROVIDER_REJECTED_SYSTEMATIC';
+  readonly retryable = false;
+}

@@ -1,0 +1,76 @@
+import { CURRENT_LUA, DROP_BUFFERS_LUA } from './corpus-keys.js';
+
+/** The Lua scripts of job-record.ts: every state change of a job record is one of these. */
+
+// KEYS: job, open, lease. ARGV: new state, allowed-from (comma list), error, errorCode, time field,
+// time, shard prefix, generation ('' = any), job id. Returns 1 if changed.
+export const TRANSITION = `${CURRENT_LUA}${DROP_BUFFERS_LUA}
+local s = redis.call('HGET', KEYS[1], 'state')
+if not s then return 0 end
+if ARGV[8] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'generation')) ~= tonumber(ARGV[8]) then return 0 end
+local allowed = false
+for st in string.gmatch(ARGV[2], '[^,]+') do if st == s then allowed = true end end
+if not allowed then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3], 'errorCode', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
+if ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled' then
+  -- The output is free for the next job; buffers of shards still open are of no use now.
+  if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[9] then redis.call('DEL', KEYS[3]) end
+  if ARGV[1] ~= 'completed' then drop_buffers(KEYS[2], ARGV[7]) end
+end
+return 1
+`;
+
+// KEYS: job, open, shards (written), lease. ARGV: job id, shard prefix.
+// Returns {generation} or {0, reason, holder}.
+export const RESTART = `${DROP_BUFFERS_LUA}
+local s = redis.call('HGET', KEYS[1], 'state')
+if not s then return {0, 'missing', ''} end
+if s ~= 'failed' and s ~= 'cancelled' then return {0, s, ''} end
+if KEYS[4] ~= '' then
+  local holder = redis.call('GET', KEYS[4])
+  if holder and holder ~= ARGV[1] then return {0, 'leased', holder} end
+  redis.call('SET', KEYS[4], ARGV[1])
+end
+drop_buffers(KEYS[2], ARGV[2])
+-- Counters rebuilt from the written shards: the new run counts every other line exactly once.
+local c = {batches = 0, rows = 0, errors = 0, blank = 0, truncated = 0, tokens = 0, n = 0}
+for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
+  local st = cjson.decode(v)
+  c.batches = c.batches + st.batches
+  c.rows = c.rows + st.rows
+  c.errors = c.errors + st.errors
+  c.blank = c.blank + st.blank
+  c.truncated = c.truncated + st.truncated
+  c.tokens = c.tokens + st.tokens
+  c.n = c.n + 1
+end
+redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak')
+redis.call('HSET', KEYS[1], 'state', 'queued', 'linesRead', 0, 'batchesTotal', c.batches, 'batchesDone', c.batches,
+  'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
+  'tokens', c.tokens, 'shardsWritten', c.n)
+return {redis.call('HINCRBY', KEYS[1], 'generation', 1)}
+`;
+
+// KEYS: job. ARGV: generation. Queued → running (startedAt set once). Returns 1 if running now.
+export const START = `${CURRENT_LUA}
+if not current(KEYS[1], ARGV[1]) then return 0 end
+if redis.call('HGET', KEYS[1], 'state') == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running')
+  redis.call('HSETNX', KEYS[1], 'startedAt', ARGV[2])
+end
+return 1
+`;
+
+// KEYS: job. ARGV: generation, totalLines, totalShards. Returns {shardsWritten, totalShards} or {-1, -1}.
+export const FINISH_SPLIT = `${CURRENT_LUA}
+if not current(KEYS[1], ARGV[1]) then return {-1, -1} end
+redis.call('HSET', KEYS[1], 'totalLines', ARGV[2], 'totalShards', ARGV[3], 'linesRead', ARGV[2])
+return {tonumber(redis.call('HGET', KEYS[1], 'shardsWritten') or '0'), tonumber(ARGV[3])}
+`;
+
+// KEYS: job. ARGV: generation, linesRead.
+export const SET_LINES_READ = `${CURRENT_LUA}
+if current(KEYS[1], ARGV[1]) then redis.call('HSET', KEYS[1], 'linesRead', ARGV[2]) end
+`;

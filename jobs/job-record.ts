@@ -1,0 +1,209 @@
+import type { Redis } from 'ioredis';
+
+import type { JobOptions } from '../src/job-options.js';
+import { defineLuaScript } from '../src/redis/lua-script.js';
+import type { CorpusKeys } from './corpus-keys.js';
+import { FINISH_SPLIT, RESTART, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
+
+/**
+ * A corpus job's record in Redis: options, state, generation, times and counters. Every state
+ * change is one Lua script, so it cannot interleave with a step of the pipeline; the end states
+ * (completed, failed, cancelled) also give up the job's output lease.
+ */
+
+export type CorpusJobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+export const FINAL_STATES: ReadonlySet<CorpusJobState> = new Set(['completed', 'failed', 'cancelled']);
+
+export interface CorpusJobCounters {
+  linesRead: number;
+  totalLines: number | null;
+  totalShards: number | null;
+  batchesTotal: number;
+  batchesDone: number;
+  rowsEmbedded: number;
+  rowsFailed: number;
+  rowsBlank: number;
+  rowsTruncated: number;
+  tokens: number;
+  shardsWritten: number;
+}
+
+export interface CorpusJobRecord extends CorpusJobCounters {
+  id: string;
+  options: JobOptions;
+  state: CorpusJobState;
+  generation: number;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  /** Why the job failed or was cancelled. */
+  error: string | null;
+  errorCode: string | null;
+  /** Name of the schedule that submitted it, if any. */
+  schedule: string | null;
+}
+
+/** Why `restart` refused: the job is gone, not stopped, or its output now belongs to another job. */
+export type RestartRefusal = { reason: 'missing' } | { reason: 'not-stopped'; state: string } | { reason: 'leased'; holder: string };
+
+export class JobRecords {
+  private readonly scripts;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: CorpusKeys,
+  ) {
+    this.scripts = {
+      transition: defineLuaScript(redis, TRANSITION),
+      restart: defineLuaScript(redis, RESTART),
+      start: defineLuaScript(redis, START),
+      finishSplit: defineLuaScript(redis, FINISH_SPLIT),
+      setLinesRead: defineLuaScript(redis, SET_LINES_READ),
+    };
+  }
+
+  /** Records a new job (state queued, generation 0); `leaseKey` is the output lease it holds. */
+  async create(id: string, options: JobOptions, extra: { schedule?: string | undefined; leaseKey?: string } = {}): Promise<void> {
+    const now = Date.now();
+    await this.redis
+      .multi()
+      .hset(this.keys.job(id), {
+        options: JSON.stringify(options),
+        state: 'queued',
+        generation: 0,
+        createdAt: now,
+        ...(extra.schedule ? { schedule: extra.schedule } : {}),
+        ...(extra.leaseKey ? { lease: extra.leaseKey } : {}),
+      })
+      .zadd(this.keys.jobs, now, id)
+      .exec();
+  }
+
+  /** The job's record, or undefined when Redis does not have it (never submitted, or Redis lost it). */
+  async get(id: string): Promise<CorpusJobRecord | undefined> {
+    const hash = await this.redis.hgetall(this.keys.job(id));
+    if (!hash.options) return undefined;
+    const number = (field: string): number => Number(hash[field] ?? 0);
+    const optional = (field: string): number | null => (hash[field] === undefined ? null : Number(hash[field]));
+    return {
+      id,
+      options: JSON.parse(hash.options) as JobOptions,
+      state: hash.state as CorpusJobState,
+      generation: number('generation'),
+      createdAt: number('createdAt'),
+      startedAt: optional('startedAt'),
+      finishedAt: optional('finishedAt'),
+      error: hash.error ?? null,
+      errorCode: hash.errorCode ?? null,
+      schedule: hash.schedule ?? null,
+      linesRead: number('linesRead'),
+      totalLines: optional('totalLines'),
+      totalShards: optional('totalShards'),
+      batchesTotal: number('batchesTotal'),
+      batchesDone: number('batchesDone'),
+      rowsEmbedded: number('rowsEmbedded'),
+      rowsFailed: number('rowsFailed'),
+      rowsBlank: number('rowsBlank'),
+      rowsTruncated: number('rowsTruncated'),
+      tokens: number('tokens'),
+      shardsWritten: number('shardsWritten'),
+    };
+  }
+
+  /** Just the state (cheap); undefined when the job does not exist. */
+  async state(id: string): Promise<CorpusJobState | undefined> {
+    return ((await this.redis.hget(this.keys.job(id), 'state')) ?? undefined) as CorpusJobState | undefined;
+  }
+
+  /** State and generation in one round trip, for fencing checks outside Lua. */
+  async stateAndGeneration(id: string): Promise<{ state: CorpusJobState; generation: number } | undefined> {
+    const [state, generation] = await this.redis.hmget(this.keys.job(id), 'state', 'generation');
+    return state ? { state: state as CorpusJobState, generation: Number(generation ?? 0) } : undefined;
+  }
+
+  /** Newest first. */
+  async list(limit = 50): Promise<CorpusJobRecord[]> {
+    const ids = await this.redis.zrevrange(this.keys.jobs, 0, limit - 1);
+    const records = await Promise.all(ids.map((id) => this.get(id)));
+    return records.filter((record): record is CorpusJobRecord => record !== undefined);
+  }
+
+  /** The split step of `generation` starts: queued → running. False if the job is stopped or newer. */
+  async markRunning(id: string, generation: number): Promise<boolean> {
+    return (await this.scripts.start([this.keys.job(id)], generation, Date.now())) === 1;
+  }
+
+  async markCompleted(id: string, generation: number): Promise<boolean> {
+    return this.transition(id, 'completed', ['running'], { timeField: 'finishedAt', generation });
+  }
+
+  /**
+   * Stops the job with a reason; only a queued or running job can fail. With `generation`, only
+   * if the job is still in it (a late failure of an earlier generation fails nothing).
+   */
+  async markFailed(id: string, error: string, errorCode: string, generation?: number): Promise<boolean> {
+    return this.transition(id, 'failed', ['queued', 'running'], { error, errorCode, timeField: 'finishedAt', generation });
+  }
+
+  /** `embedq cancel`: stops the job and frees its open buffers in one step. */
+  async markCancelled(id: string): Promise<boolean> {
+    return this.transition(id, 'cancelled', ['queued', 'running'], { error: 'cancelled by user', errorCode: 'CANCELLED', timeField: 'finishedAt' });
+  }
+
+  /**
+   * Back to queued for `embedq retry`, in one script: takes the output lease again, drops the
+   * buffers of unwritten shards, rebuilds the counters from the written shards and bumps the
+   * generation. Returns the new generation, or why not.
+   */
+  async restart(id: string): Promise<{ generation: number } | RestartRefusal> {
+    const leaseKey = (await this.redis.hget(this.keys.job(id), 'lease')) ?? '';
+    const result = (await this.scripts.restart(
+      [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), leaseKey],
+      id,
+      this.keys.shardPrefix(id),
+    )) as [number, string?, string?];
+    if (result[0] > 0) return { generation: result[0] };
+    if (result[1] === 'missing') return { reason: 'missing' };
+    if (result[1] === 'leased') return { reason: 'leased', holder: result[2]! };
+    return { reason: 'not-stopped', state: result[1]! };
+  }
+
+  async setLinesRead(id: string, generation: number, linesRead: number): Promise<void> {
+    await this.scripts.setLinesRead([this.keys.job(id)], generation, linesRead);
+  }
+
+  /** The split of `generation` read the whole corpus; undefined if the job stopped or moved on. */
+  async finishSplit(
+    id: string,
+    generation: number,
+    totals: { totalLines: number; totalShards: number },
+  ): Promise<{ shardsWritten: number; totalShards: number } | undefined> {
+    const [shardsWritten, totalShards] = (await this.scripts.finishSplit([this.keys.job(id)], generation, totals.totalLines, totals.totalShards)) as [
+      number,
+      number,
+    ];
+    return shardsWritten < 0 ? undefined : { shardsWritten, totalShards };
+  }
+
+  private async transition(
+    id: string,
+    to: CorpusJobState,
+    from: readonly CorpusJobState[],
+    fields: { error?: string; errorCode?: string; timeField?: 'startedAt' | 'finishedAt'; generation?: number | undefined },
+  ): Promise<boolean> {
+    const leaseKey = (await this.redis.hget(this.keys.job(id), 'lease')) ?? '';
+    const changed = await this.scripts.transition(
+      [this.keys.job(id), this.keys.openShards(id), leaseKey],
+      to,
+      from.join(','),
+      fields.error ?? '',
+      fields.errorCode ?? '',
+      fields.timeField ?? '',
+      Date.now(),
+      this.keys.shardPrefix(id),
+      fields.generation ?? '',
+      id,
+    );
+    return changed === 1;
+  }
+}

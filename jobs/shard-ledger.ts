@@ -1,0 +1,92 @@
+import type { Redis } from 'ioredis';
+
+import { defineLuaScript } from '../src/redis/lua-script.js';
+import { CURRENT_LUA, type CorpusKeys } from './corpus-keys.js';
+
+/**
+ * Which shards of a job are written out, with their stats. A shard is recorded once, only by the
+ * job's current generation while it runs, and only when its buffer holds every batch the splitter
+ * queued (`done == expected`); then its buffer is freed.
+ */
+
+export interface ShardStats {
+  shard: number;
+  file: string;
+  firstRow: number;
+  lastRow: number;
+  rows: number;
+  bytes: number;
+  errors: number;
+  /** Temporary key of the shard's error records, merged into `_errors.jsonl` by finalize. */
+  errorsKey: string | null;
+  /** The shard's share of the job's counters, so a restarted job can rebuild them from written shards. */
+  blank: number;
+  truncated: number;
+  tokens: number;
+  batches: number;
+}
+
+/** `recorded` (now or before); `refused`: stopped, newer generation, or the buffer is incomplete. */
+export type MarkWrittenResult =
+  | { status: 'recorded'; shardsWritten: number; totalShards: number | null }
+  | { status: 'refused'; reason: 'inactive' | 'incomplete' };
+
+// KEYS: job, shard, written, open. ARGV: generation, shard, stats JSON.
+// Returns {'recorded', shardsWritten, totalShards or -1} or {'inactive'|'incomplete'}
+const MARK_WRITTEN = `${CURRENT_LUA}
+if not current(KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[1], 'state') ~= 'running' then return {'inactive'} end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
+  local expected = redis.call('HGET', KEYS[2], 'expected')
+  if not expected or tonumber(expected) ~= tonumber(redis.call('HGET', KEYS[2], 'done') or '0') then return {'incomplete'} end
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'shardsWritten', 1)
+end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[4], ARGV[2])
+return {'recorded', tonumber(redis.call('HGET', KEYS[1], 'shardsWritten') or '0'), tonumber(redis.call('HGET', KEYS[1], 'totalShards') or '-1')}
+`;
+
+export class ShardLedger {
+  private readonly markWrittenScript;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: CorpusKeys,
+  ) {
+    this.markWrittenScript = defineLuaScript(redis, MARK_WRITTEN);
+  }
+
+  async isWritten(id: string, shard: number): Promise<boolean> {
+    return (await this.redis.hexists(this.keys.writtenShards(id), String(shard))) === 1;
+  }
+
+  async writtenCount(id: string): Promise<number> {
+    return this.redis.hlen(this.keys.writtenShards(id));
+  }
+
+  /** Records a written shard once and frees its buffer (see the class comment for when it refuses). */
+  async markWritten(id: string, generation: number, stats: ShardStats): Promise<MarkWrittenResult> {
+    const result = (await this.markWrittenScript(
+      [this.keys.job(id), this.keys.shard(id, stats.shard), this.keys.writtenShards(id), this.keys.openShards(id)],
+      generation,
+      stats.shard,
+      JSON.stringify(stats),
+    )) as [string, number?, number?];
+    if (result[0] !== 'recorded') return { status: 'refused', reason: result[0] as 'inactive' | 'incomplete' };
+    const totalShards = result[2]!;
+    return { status: 'recorded', shardsWritten: result[1]!, totalShards: totalShards < 0 ? null : totalShards };
+  }
+
+  /** Stats of every written shard, in shard order. */
+  async stats(id: string): Promise<ShardStats[]> {
+    const hash = await this.redis.hgetall(this.keys.writtenShards(id));
+    return Object.values(hash)
+      .map((value) => JSON.parse(value) as ShardStats)
+      .sort((a, b) => a.shard - b.shard);
+  }
+
+  /** After finalize: the per-shard stats are in the manifest now. */
+  async dropStats(id: string): Promise<void> {
+    await this.redis.del(this.keys.writtenShards(id));
+  }
+}

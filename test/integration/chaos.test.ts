@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
+import { JOB_NAMES, QUEUES } from '../../jobs/queues.js';
+import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
+import { sleep } from '../../src/rate/rate-gate.js';
+import { startPrivateRedis, type PrivateRedis } from '../../src/redis/private-redis.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { verifyOutput } from '../support/verify-output.js';
+import { downloadPrefix, removeFolder, runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+
+/**
+ * The chaos suite of issue 9: what operators do to a running pipeline (lose Redis, flush it, kill
+ * workers at the worst moments, cancel and retry under load) must end in exact output or a clear
+ * failure. Real worker processes, a private redis-server with AOF (`appendfsync always`) that the
+ * test kills and restarts, s3rver and the emulator. (Two submits at once and re-runs into a used
+ * output are in output-ownership.test.ts.)
+ */
+const SHARD_ROWS = 40;
+const parameters = embeddingParameters(parseJobOptions({ input: 'x', output: 'y' }));
+
+describe('chaos', () => {
+  let redis: PrivateRedis;
+  let world: World;
+  const corpus = buildCorpus('data/', { textLines: 200 });
+  const folders: string[] = [];
+  const submitArgs = (output: string): string[] => ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', String(SHARD_ROWS), '--text-field', 'text', '--id-field', 'id'];
+  const submit = async (output: string): Promise<string> => {
+    const result = await runEmbedq(world.env, submitArgs(output));
+    expect(result.code, result.stderr).toBe(0);
+    return result.stdout.trim();
+  };
+  const expectExactOutput = async (prefix: string): Promise<void> => {
+    const { folder } = await downloadPrefix(world.s3, 'out', prefix);
+    folders.push(folder);
+    await verifyOutput(folder, corpus.expected, parameters, SHARD_ROWS);
+  };
+  /** Polls until a step named `name` of job `id` is active on the write queue; false if none came. */
+  const waitForActiveStep = async (id: string, name: string, timeoutMs = 30_000): Promise<boolean> => {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const active = await world.services.queues[QUEUES.write].getActive();
+      if (active.some((job) => job.name === name && job.id?.startsWith(`${id}-`))) return true;
+      const record = await world.services.corpora.get(id);
+      if (record?.state === 'completed') return false;
+      await sleep(5);
+    }
+    return false;
+  };
+
+  beforeAll(async () => {
+    redis = await startPrivateRedis({ appendOnly: true });
+    world = await startWorld({ seed: 11, faults: { latencyMs: { min: 20, median: 40, p99: 80 } } }, { REDIS_URL: redis.url });
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+  });
+  afterAll(async () => {
+    await world.close();
+    await redis.stop();
+    for (const folder of folders) await removeFolder(folder);
+  });
+
+  it('Redis SIGKILLed mid-run and restarted from its AOF: the job finishes with exact output', async () => {
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '4']);
+    try {
+      const id = await submit('s3://out/redis-kill/');
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 8);
+      await redis.kill('SIGKILL');
+      await sleep(500);
+      await redis.restart();
+      const record = await waitForJob(world.services, id, undefined, 60_000);
+      expect(record.state, record.error ?? '').toBe('completed');
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+    await expectExactOutput('redis-kill/');
+  });
+
+  it('FLUSHALL mid-run: --wait reports the lost job, workers survive, and the next job succeeds', async () => {
+    world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '4']);
+    try {
+      const waiting = spawnEmbedq(world.env, [...submitArgs('s3://out/flushed/'), '--wait']);
+      let stdout = '';
+      let stderr = '';
+      waiting.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      waiting.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise<number | null>((resolve) => waiting.once('exit', (code) => resolve(code)));
+      const deadline = Date.now() + 20_000;
+      while (!/cj-\S+/.test(stdout) && Date.now() < deadline) await sleep(50);
+      const id = /cj-\S+/.exec(stdout)![0];
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 4);
+      await world.services.redis.flushall();
+      expect(await exited).toBe(1);
+      expect(stderr).toContain(`JOB_LOST: job ${id} no longer exists in Redis`);
+      expect(worker.exitCode).toBeNull();
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
+      // The lease went with the flush; the old run's files may be there: --overwrite.
+      const next = await runEmbedq(world.env, [...submitArgs('s3://out/flushed/'), '--overwrite']);
+      expect(next.code, next.stderr).toBe(0);
+      const record = await waitForJob(world.services, next.stdout.trim(), undefined, 60_000);
+      expect(record.state, record.error ?? '').toBe('completed');
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+    await expectExactOutput('flushed/');
+  });
+
+  it('a worker SIGKILLed during write-shard, then another during finalize: exact output', async () => {
+    for (const [step, output] of [
+      [JOB_NAMES.writeShard, 'kill-write/'],
+      [JOB_NAMES.finalizeJob, 'kill-finalize/'],
+    ] as const) {
+      const first = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
+      let second: ReturnType<typeof spawnEmbedq> | undefined;
+      try {
+        const id = await submit(`s3://out/${output}`);
+        expect(await waitForActiveStep(id, step), `${step} seen active`).toBe(true);
+        await stopProcess(first, 'SIGKILL');
+        second = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
+        const record = await waitForJob(world.services, id, undefined, 60_000);
+        expect(record.state, record.error ?? '').toBe('completed');
+      } finally {
+        await stopProcess(first, 'SIGKILL');
+        if (second) await stopProcess(second, 'SIGKILL');
+      }
+      await expectExactOutput(output);
+    }
+  });
+
+  it('cancel then retry under load, with generation-0 steps still queued: exact output', async () => {
+    world.emulator.setFaults({ latencyMs: { min: 300, median: 400, p99: 500 } });
+    // Every shard open at once, so plenty of generation-0 steps are queued when the cancel comes.
+    const worker = spawnEmbedq({ ...world.env, EMBEDQ_MAX_OPEN_SHARDS: '20' }, ['worker', '--concurrency', '2']);
+    try {
+      const id = await submit('s3://out/cancel-retry/');
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 3);
+      // Back to back, as a script would: the generation-0 steps are still queued when generation 1 starts.
+      const { corpora, queues } = world.services;
+      expect(await cancelCorpusJob(corpora, id)).toBe(true);
+      const retried = await retryCorpusJob({ corpora, splitQueue: queues[QUEUES.split] }, id);
+      expect(retried).toMatchObject({ retried: true, generation: 1 });
+      const stale = (await queues[QUEUES.embed].getJobs(['waiting', 'prioritized'], 0, -1)).filter((job) => job.id?.startsWith(`${id}-g0-`));
+      expect(stale.length).toBeGreaterThan(0);
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
+      const record = await waitForJob(world.services, id, undefined, 60_000);
+      expect(record.state, record.error ?? '').toBe('completed');
+      expect(record.generation).toBe(1);
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
+    }
+    await expectExactOutput('cancel-retry/');
+  });
+});

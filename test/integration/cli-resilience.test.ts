@@ -1,0 +1,71 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { freePort } from '../../src/redis/private-redis.js';
+import { sleep } from '../../src/rate/rate-gate.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { runEmbedq, spawnEmbedq, startWorld, stopProcess, type World } from '../support/world.js';
+
+/** Runs a command, but never longer than `limitMs` (a hang is the defect these tests look for). */
+async function runBounded(env: NodeJS.ProcessEnv, args: string[], limitMs = 15_000): Promise<{ code: number | null; stderr: string; ms: number }> {
+  const started = Date.now();
+  const child = spawnEmbedq(env, args);
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const timer = setTimeout(() => void stopProcess(child, 'SIGKILL'), limitMs);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
+  clearTimeout(timer);
+  return { code, stderr, ms: Date.now() - started };
+}
+
+describe('commands never wait forever (issue 9, items 4 and 5)', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld();
+    for (const object of buildCorpus('data/', { textLines: 30 }).objects) await world.put(object.key, object.body);
+  });
+  afterAll(() => world.close());
+
+  it('gives up on an unreachable Redis within seconds, naming REDIS_URL with the password masked', async () => {
+    const port = await freePort(); // nothing listens there
+    const env = { ...world.env, REDIS_URL: `redis://:hunter2secret@127.0.0.1:${port}` };
+    const results = await Promise.all([
+      runBounded(env, ['status', 'cj-abc-123']),
+      runBounded(env, ['list']),
+      runBounded(env, ['submit', 's3://corpus/data/', '--out', 's3://out/unreachable/', '--wait']),
+    ]);
+    for (const result of results) {
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.ms).toBeLessThan(10_000);
+      expect(result.stderr).toContain(`REDIS_UNAVAILABLE: cannot reach Redis at REDIS_URL=redis://:***@127.0.0.1:${port}`);
+      expect(result.stderr).not.toContain('hunter2secret');
+      expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    }
+  });
+
+  it('says a job Redis lost no longer exists: submit --wait, status and retry exit 1 without a stack', async () => {
+    const child = spawnEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/lost/', '--wait']);
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const deadline = Date.now() + 20_000;
+    while (!/cj-\S+/.test(stdout) && Date.now() < deadline) await sleep(50);
+    const id = /cj-\S+/.exec(stdout)![0];
+    // What a FLUSHALL or a restart without persistence does to this job (no workers run here).
+    const keys = await world.services.redis.keys(`${world.settings.redisPrefix}:job:${id}*`);
+    await world.services.redis.del(...keys);
+    const timer = setTimeout(() => void stopProcess(child, 'SIGKILL'), 15_000);
+    expect(await exited).toBe(1);
+    clearTimeout(timer);
+    const lost = `JOB_LOST: job ${id} no longer exists in Redis (was Redis flushed or restarted without persistence?)`;
+    expect(stderr).toContain(lost);
+    expect(stderr).not.toMatch(/\n\s+at /);
+    for (const command of ['status', 'retry']) {
+      const result = await runEmbedq(world.env, [command, id]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(lost);
+      expect(result.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});

@@ -1,0 +1,129 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
+import { EmbedBatchPayload } from '../../jobs/payloads.js';
+import { QUEUES, splitJobId } from '../../jobs/queues.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { embedBatch } from '../../workers/embed-batch.js';
+import { splitCorpus } from '../../workers/split-corpus.js';
+import { startWorkers } from '../../workers/start-workers.js';
+import { failCorpusJobOf } from '../../workers/fail-on-lost-jobs.js';
+import { writeShard } from '../../workers/write-shard.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { startWorld, waitForJob, type World } from '../support/world.js';
+
+/**
+ * Issue 9, items 3, 6, 7 and 8: steps run by hand (the processors, as BullMQ would call them) so
+ * each stale or early step happens exactly when the defect needs it to.
+ */
+describe('fencing: stale, early and unparseable steps change nothing', () => {
+  let world: World;
+  const context = (): Parameters<typeof embedBatch>[1] => ({ services: world.services, logger: world.services.logger });
+  const submit = (output: string, shardRows = 30): Promise<string> =>
+    submitCorpusJob(
+      { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() },
+      parseJobOptions({ input: 's3://corpus/data/', output, shardRows, outputType: 'dense' }),
+    );
+  /** The embed payloads the split queued for a job, in shard and batch order. */
+  const queuedBatches = async (id: string, generation: number): Promise<EmbedBatchPayload[]> => {
+    const jobs = await world.services.queues[QUEUES.embed].getJobs(['waiting', 'prioritized', 'delayed'], 0, -1);
+    return jobs
+      .map((job) => EmbedBatchPayload.parse(job.data))
+      .filter((payload) => payload.corpusJobId === id && payload.generation === generation)
+      .sort((a, b) => a.shard - b.shard || a.batch - b.batch);
+  };
+  const writtenShards = async (id: string): Promise<number> => world.services.redis.hlen(`${world.settings.redisPrefix}:job:${id}:shards`);
+
+  beforeAll(async () => {
+    // No backpressure: the split runs to its end here without any shard being written.
+    world = await startWorld({}, { EMBEDQ_MAX_OPEN_SHARDS: '100' });
+    for (const object of buildCorpus('data/', { textLines: 60 }).objects) await world.put(object.key, object.body);
+  });
+  afterAll(() => world.close());
+
+  it('write-shard refuses a shard whose batches are not all stored (item 3)', async () => {
+    const id = await submit('s3://out/fence-incomplete/');
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    const batches = (await queuedBatches(id, 0)).filter((payload) => payload.shard === 0);
+    expect(batches.length).toBeGreaterThan(1);
+    await embedBatch(batches[0]!, context()); // one of the shard's batches, not all
+    await writeShard({ v: 1, corpusJobId: id, generation: 0, shard: 0 }, context());
+    expect(await writtenShards(id)).toBe(0);
+    expect(await world.s3.client.send(new (await import('@aws-sdk/client-s3')).ListObjectsV2Command({ Bucket: 'out', Prefix: 'fence-incomplete/part-' })).then((r) => r.KeyCount ?? 0)).toBe(0);
+  });
+
+  it('a generation-0 embed step after retry stores nothing into generation 1 (item 8)', async () => {
+    const id = await submit('s3://out/fence-generation/');
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    const stale = await queuedBatches(id, 0);
+    await cancelCorpusJob(world.services.corpora, id);
+    await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id);
+    const before = (await world.services.corpora.get(id))!;
+    expect(before.generation).toBe(1);
+    await embedBatch(stale[0]!, context());
+    const after = (await world.services.corpora.get(id))!;
+    expect(after.batchesDone).toBe(before.batchesDone);
+    expect(after.rowsEmbedded).toBe(before.rowsEmbedded);
+    expect(await world.services.redis.keys(`${world.settings.redisPrefix}:job:${id}:shard:*`)).toEqual([]);
+  });
+
+  it('a write of the cancelled generation is not recorded, so the retried job still finishes (item 7)', async () => {
+    const id = await submit('s3://out/fence-cancel/');
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    for (const payload of (await queuedBatches(id, 0)).filter((batch) => batch.shard === 0)) await embedBatch(payload, context());
+    // A writer found the job running and wrote its file; the cancel lands before it records the
+    // shard. On main, MARK_SHARD_WRITTEN recorded it anyway, and after retry shardsWritten counted
+    // it twice (the rebuilt counters plus the late record), so the job never finalized.
+    const corpora = world.services.corpora;
+    await cancelCorpusJob(corpora, id);
+    const late = await corpora.ledger.markWritten(id, 0, {
+      shard: 0, file: 'part-00000.parquet', firstRow: 0, lastRow: 29, rows: 1, bytes: 1, errors: 0, errorsKey: null, blank: 0, truncated: 0, tokens: 0, batches: 1,
+    });
+    expect(late).toEqual({ status: 'refused', reason: 'inactive' });
+    expect(await writtenShards(id)).toBe(0);
+    await retryCorpusJob({ corpora, splitQueue: world.services.queues[QUEUES.split] }, id);
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const record = await waitForJob(world.services, id);
+      expect(record.state).toBe('completed');
+      expect(record.shardsWritten).toBe(record.totalShards);
+      expect(record.rowsEmbedded + record.rowsBlank + record.rowsFailed).toBe(record.totalLines);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a step BullMQ fails outside the processor (unparseable payload) fails the corpus job with the reason (item 6)', async () => {
+    const id = await submit('s3://out/fence-payload/');
+    const split = world.services.queues[QUEUES.split];
+    await split.remove(splitJobId(id, 0));
+    await split.add('split-corpus', { v: 1, corpusJobId: id, generation: 'zero' }, { jobId: `${id}-broken`, attempts: 1 });
+    const pool = startWorkers(world.services, { concurrency: 2 });
+    try {
+      const record = await waitForJob(world.services, id, (r) => r.state !== 'queued' && r.state !== 'running', 15_000);
+      expect(record.state).toBe('failed');
+      expect(record.errorCode).toBe('INVALID_PAYLOAD');
+      expect(record.error).toMatch(/generation/);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a step BullMQ failed for stalling too often fails the corpus job, but only in its generation (item 6)', async () => {
+    const id = await submit('s3://out/fence-stalled/');
+    const stalled = { id: `${id}-g0-s0-b0`, name: 'embed-batch', data: { v: 1, corpusJobId: id, generation: 0 }, opts: { attempts: 14 }, attemptsMade: 3 };
+    // A step of an older generation changes nothing.
+    await failCorpusJobOf(world.services, { ...stalled, data: { ...stalled.data, generation: 7 } }, 'job stalled more than allowable limit', world.services.logger);
+    expect(await world.services.corpora.state(id)).toBe('queued');
+    // A retryable failure with attempts left is not the end of the job either.
+    await failCorpusJobOf(world.services, stalled, 'PROVIDER_UNAVAILABLE: HTTP 503', world.services.logger);
+    expect(await world.services.corpora.state(id)).toBe('queued');
+    await failCorpusJobOf(world.services, stalled, 'job stalled more than allowable limit', world.services.logger);
+    const record = (await world.services.corpora.get(id))!;
+    expect(record.state).toBe('failed');
+    expect(record.errorCode).toBe('JOB_STALLED');
+    expect(record.error).toContain('stalled more than allowable limit');
+    // The end of the job gave its output back.
+    expect(await world.services.corpora.leases.holder('s3://out/fence-stalled/')).toBeUndefined();
+  });
+});

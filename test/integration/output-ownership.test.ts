@@ -1,0 +1,91 @@
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { Manifest } from '../../src/output/manifest.js';
+import { startWorkers, type WorkerPool } from '../../workers/start-workers.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { queryParquet } from '../support/duckdb.js';
+import { removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
+
+/** Every file under a folder, as `/`-separated relative paths (folders show only through their files). */
+async function filesUnder(folder: string): Promise<string[]> {
+  const entries = await readdir(folder, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((entry) => entry.isFile())
+    .map((entry) => path.relative(folder, path.join(entry.parentPath, entry.name)).split(path.sep).join('/'))
+    .sort();
+}
+
+/** Folders under a folder (an empty `_tmp/` left behind shows here). */
+async function foldersUnder(folder: string): Promise<string[]> {
+  const entries = await readdir(folder, { recursive: true, withFileTypes: true });
+  return entries.filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+}
+
+/** Invariant 7 and issue 9 items 1, 2 and 10: one writer per output, clean re-runs, nothing left over. */
+describe('one writer per output', () => {
+  let world: World;
+  let pool: WorkerPool;
+  let folder: string;
+  const corpus = buildCorpus('data/', { textLines: 150 });
+  const embedded = corpus.expected.filter((line) => line.kind === 'text').length;
+
+  beforeAll(async () => {
+    world = await startWorld({ faults: { latencyMs: { min: 2, median: 5, p99: 20 } } });
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+    pool = startWorkers(world.services, { concurrency: 8 });
+    folder = await mkdtemp(path.join(tmpdir(), 'embedq-owner-'));
+  });
+  afterAll(async () => {
+    await pool.close();
+    await world.close();
+    await removeFolder(folder);
+  });
+
+  it('refuses the second of two submits into one output at once, naming the job that holds it', async () => {
+    const args = ['submit', 's3://corpus/data/', '--out', 's3://out/same/', '--shard-rows', '50'];
+    const [a, b] = await Promise.all([runEmbedq(world.env, args), runEmbedq(world.env, [...args.slice(0, 3), 's3://out/same', ...args.slice(4)])]);
+    const winner = a.code === 0 ? a : b;
+    const loser = a.code === 0 ? b : a;
+    expect([a.code, b.code].sort()).toEqual([0, 2]);
+    const id = winner.stdout.trim();
+    expect(loser.stderr).toContain(`OUTPUT_LEASED: s3://out/same`);
+    expect(loser.stderr).toContain(`being written by job ${id}`);
+    expect((await waitForJob(world.services, id)).state).toBe('completed');
+    // Ended: the lease is free, but the output is not empty.
+    const again = await runEmbedq(world.env, args);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/OUTPUT_NOT_EMPTY: s3:\/\/out\/same\/ already holds a run's files \(.*part-00000\.parquet/);
+  });
+
+  it('re-runs with fewer shards: refused without --overwrite; with it, the output holds exactly the new run', async () => {
+    const output = path.join(folder, 'rerun');
+    const first = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '20', '--output-type', 'dense']);
+    expect(first.code, first.stderr).toBe(0);
+    expect((await waitForJob(world.services, first.stdout.trim())).state).toBe('completed');
+    const firstManifest = JSON.parse(await readFile(path.join(output, '_manifest.json'), 'utf8')) as Manifest;
+    expect(firstManifest.shards.length).toBeGreaterThan(4);
+    // A write a killed worker left behind (item 10): finalize removes it.
+    await writeFile(path.join(output, 'part-00001.parquet.tmp-0123456789abcdef'), 'half a shard');
+
+    const refused = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '80', '--output-type', 'dense']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('OUTPUT_NOT_EMPTY');
+    expect(refused.stderr).toContain('--overwrite');
+
+    const second = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '80', '--output-type', 'dense', '--overwrite']);
+    expect(second.code, second.stderr).toBe(0);
+    expect((await waitForJob(world.services, second.stdout.trim())).state).toBe('completed');
+    const manifest = JSON.parse(await readFile(path.join(output, '_manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.shards.length).toBe(Math.ceil(corpus.expected.length / 80));
+    expect(manifest.counts.failed).toBeGreaterThan(0); // error records went through _tmp/
+    // Exactly the manifest's shards plus the three files: no old shards, no temp files, no _tmp/.
+    expect(await filesUnder(output)).toEqual([...manifest.shards.map((shard) => shard.file), '_SUCCESS', '_errors.jsonl', '_manifest.json'].sort());
+    expect(await foldersUnder(output)).toEqual([]);
+    const [count] = await queryParquet(`SELECT count(*) AS n FROM read_parquet('${output}/*.parquet')`);
+    expect(Number(count!.n)).toBe(embedded);
+  });
+});

@@ -1,0 +1,78 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { cancelCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import { loadSettings } from '../../src/config.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { createLogger } from '../../src/logger.js';
+import { sleep } from '../../src/rate/rate-gate.js';
+import { createServices, type Services } from '../../workers/services.js';
+import { startWorkers } from '../../workers/start-workers.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { startWorld, waitForJob, type World } from '../support/world.js';
+
+const submit = (services: Services, output: string): Promise<string> =>
+  submitCorpusJob(
+    { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
+    parseJobOptions({ input: 's3://corpus/data/', output, shardRows: 100, outputType: 'dense' }),
+  );
+
+describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
+  let world: World;
+  beforeAll(async () => {
+    // Slow answers: a request is in flight for seconds, as with a struggling provider.
+    world = await startWorld({ faults: { latencyMs: { min: 6_000, median: 7_000, p99: 8_000 } } });
+    for (const object of buildCorpus('data/', { textLines: 150 }).objects) await world.put(object.key, object.body);
+  });
+  afterAll(() => world.close());
+
+  it('cancel aborts the requests in flight: every step of the job has stopped within 2 s', async () => {
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const id = await submit(world.services, 's3://out/cancel-abort/');
+      const deadline = Date.now() + 20_000;
+      while ((await world.services.queues[QUEUES.embed].getActive()).length < 4 && Date.now() < deadline) await sleep(50);
+      await sleep(300); // the requests are on the wire now
+      const inFlight = new Set((await world.services.queues[QUEUES.embed].getActive()).map((job) => job.id));
+      expect(inFlight.size).toBe(4);
+      const cancelledAt = Date.now();
+      expect(await cancelCorpusJob(world.services.corpora, id)).toBe(true);
+      // Those steps end (their requests aborted); queued steps of the job that a worker picks up
+      // next are no-ops and come and go, so they are not what is measured here.
+      const stillActive = async (): Promise<number> => (await world.services.queues[QUEUES.embed].getActive()).filter((job) => inFlight.has(job.id)).length;
+      while ((await stillActive()) > 0 && Date.now() - cancelledAt < 5_000) await sleep(25);
+      expect(await stillActive()).toBe(0);
+      expect(Date.now() - cancelledAt).toBeLessThan(2_000);
+      expect((await world.services.corpora.get(id))!.batchesDone).toBe(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('fails the job when every line is rejected for no reason of its own (a proxy answering 413)', async () => {
+    const proxy: Server = createServer((request, response) => {
+      request.resume();
+      request.on('end', () => response.writeHead(413, { 'content-type': 'text/html' }).end('<html><body>413 Request Entity Too Large</body></html>'));
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const settings = loadSettings({ ...world.env, DASHSCOPE_BASE_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` });
+    const services = createServices(settings, createLogger({ level: 'silent' }));
+    const pool = startWorkers(services, { concurrency: 8 });
+    try {
+      const id = await submit(services, 's3://out/proxy-413/');
+      const record = await waitForJob(services, id, undefined, 30_000);
+      expect(record.state).toBe('failed');
+      expect(record.errorCode).toBe('PROVIDER_REJECTED_SYSTEMATIC');
+      expect(record.error).toMatch(/HTTP 413/);
+      await expect(world.s3.client.send(new HeadObjectCommand({ Bucket: 'out', Key: 'proxy-413/_SUCCESS' }))).rejects.toThrow();
+    } finally {
+      await pool.close();
+      await services.close();
+      proxy.close();
+    }
+  });
+});
