@@ -107,7 +107,7 @@ async function runEmbedq(
     const output = path.join(context.folder, `out-${runCounter}`);
     const started = performance.now();
     const id = await submitCorpusJob(
-      { corpora: services.corpora, splitQueue: services.queues[QUEUES.split] },
+      { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 },
       parseJobOptions({ input: options.corpus, output, ...options.job }),
     );
     let peakRedisBytes = baselineRedisBytes;

@@ -25,7 +25,7 @@ export interface SubmitDeps {
   corpora: CorpusStore;
   splitQueue: Queue;
   /** For s3:// outputs (created on first use). */
-  s3?: () => S3Client;
+  s3: () => S3Client;
 }
 
 export interface SubmitOptions {

@@ -83,7 +83,7 @@ describe.skipIf(SKIP)('dashboard in a real browser', () => {
     page.on('load', () => (reloads += 1));
 
     const id = await submitCorpusJob(
-      { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] },
+      { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: world.services.s3 },
       parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/browser/', shardRows: 500, outputType: 'dense' }),
     );
     const card = page.locator(`[data-job-id="${id}"]`);

@@ -60,7 +60,7 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
 
   const submit = (name: string) =>
     submitCorpusJob(
-      { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] },
+      { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: world.services.s3 },
       parseJobOptions({ input: 's3://corpus/data/', output: `s3://out/${name}/`, shardRows: 200, outputType: 'dense' }),
     );
 
@@ -132,6 +132,12 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     expect(record.state).toBe('completed');
     expect(record.rowsEmbedded + record.rowsBlank + record.rowsFailed).toBe(record.totalLines);
     expect(record.generation).toBe(1);
+    // A job Redis no longer has answers 404 with the CLI's message, for both actions.
+    for (const action of ['cancel', 'retry']) {
+      const lost = await fetch(`${dashboard.url}/api/jobs/cj-gone-000000/${action}`, { method: 'POST', headers: auth });
+      expect(lost.status).toBe(404);
+      expect(((await lost.json()) as { code: string }).code).toBe('JOB_LOST');
+    }
   });
 
   it('lists schedules as `embedq schedule list --json` does, with the next tick', async () => {

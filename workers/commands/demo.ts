@@ -63,7 +63,7 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
 
     const options = parseJobOptions({ input: corpusFolder, output: outputFolder, textField: 'text', idField: 'id', shardRows: 1000 });
     const started = performance.now();
-    const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, options);
+    const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 }, options);
     say(`submitted ${id}: ${options.model}, ${options.dimension} dims, ${options.outputType}`);
     const record = await watchJob(services, id, process.stderr);
     const seconds = (performance.now() - started) / 1000;

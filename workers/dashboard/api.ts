@@ -1,6 +1,7 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 
 import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
+import { JobLostError } from '../../jobs/job-errors.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
 import type { DashboardSources, DashboardState } from './snapshot.js';
@@ -22,15 +23,19 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
   });
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request, reply) => {
-    const cancelled = await cancelCorpusJob(services.corpora, request.params.id);
-    if (!cancelled) return reply.code(409).send({ error: `${request.params.id} is not queued or running` });
-    return { id: request.params.id, cancelled: true };
+    const { id } = request.params;
+    const cancelled = await lostAs404(reply, () => cancelCorpusJob(services.corpora, id));
+    if (cancelled === undefined) return reply;
+    if (!cancelled) return reply.code(409).send({ error: `${id} is not queued or running` });
+    return { id, cancelled: true };
   });
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/retry', async (request, reply) => {
-    const retried = await retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, request.params.id);
-    if (!retried) return reply.code(409).send({ error: `${request.params.id} is not failed or cancelled` });
-    return { id: request.params.id, retried: true };
+    const { id } = request.params;
+    const result = await lostAs404(reply, () => retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, id));
+    if (result === undefined) return reply;
+    if (!result.retried) return reply.code(409).send({ error: `cannot retry ${id}: ${result.message}` });
+    return { id, retried: true, generation: result.generation };
   });
 
   app.get('/api/schedules', async () => sources.schedules.list());
@@ -53,4 +58,15 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
     const unsubscribe = state.subscribe(send);
     request.raw.once('close', unsubscribe);
   });
+}
+
+/** A job Redis no longer has (flushed, restarted without persistence) is a 404 with the CLI's message. */
+async function lostAs404<T>(reply: FastifyReply, action: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await action();
+  } catch (error) {
+    if (!(error instanceof JobLostError)) throw error;
+    await reply.code(404).send({ error: error.message, code: error.code });
+    return undefined;
+  }
 }
