@@ -5,7 +5,7 @@
  *   job:<id>             HASH  options (JSON), state, generation, times, counters, lease (key)
  *   job:<id>:shard:<k>   HASH  a shard's buffer: b:<n> → encoded batch, e:<n> → error records (JSON),
  *                              expected (batches in the shard), done, meta (JSON), tokens, rejected
- *   job:<id>:open        SET   shard numbers that have a buffer (so one script can drop them all)
+ *   job:<id>:open        SET   shard numbers that have a buffer: the index that finds them (no SCAN)
  *   job:<id>:shards      HASH  k → stats of a written shard (JSON); its presence means "written"
  *   lease:<output>       STRING the corpus job id that owns the output location
  */
@@ -20,10 +20,6 @@ export class CorpusKeys {
   }
   shard(id: string, shard: number): string {
     return `${this.prefix}:job:${id}:shard:${shard}`;
-  }
-  /** Prefix of a job's shard buffers; Lua appends the shard number. */
-  shardPrefix(id: string): string {
-    return `${this.prefix}:job:${id}:shard:`;
   }
   openShards(id: string): string {
     return `${this.prefix}:job:${id}:open`;
@@ -49,10 +45,29 @@ local function current(jobKey, gen)
 end
 `;
 
-/** Lua: drops every open shard buffer of a job (cancel, failure, restart). */
+/**
+ * Lua: drops every open shard buffer of a job (cancel, failure, restart). Scripts name every key
+ * they touch in KEYS (a Redis Cluster routes by them, and other servers insist), so the caller
+ * reads the open set first and passes the buffers' keys (`KEYS[from..from+n-1]`) with their shard
+ * numbers (`ARGV[argFrom..]`); `open_buffers_match` tells whether the set is still what the caller
+ * read. The script checks that before it changes anything and the caller retries if not.
+ */
 export const DROP_BUFFERS_LUA = `
-local function drop_buffers(openKey, shardPrefix)
-  for _, k in ipairs(redis.call('SMEMBERS', openKey)) do redis.call('DEL', shardPrefix .. k) end
+local function open_buffers_match(openKey, n, argFrom)
+  if redis.call('SCARD', openKey) ~= n then return false end
+  for i = 0, n - 1 do
+    if redis.call('SISMEMBER', openKey, ARGV[argFrom + i]) == 0 then return false end
+  end
+  return true
+end
+local function drop_buffers(openKey, from, n)
+  for i = 0, n - 1 do redis.call('DEL', KEYS[from + i]) end
   redis.call('DEL', openKey)
 end
 `;
+
+/** Answer of a script whose view of the open buffers was stale; the caller reads them again. */
+export const STALE_OPEN_BUFFERS = 'stale-open-buffers';
+
+/** How often a caller re-reads the open buffers before giving up (they change a few times a shard). */
+export const OPEN_BUFFER_ATTEMPTS = 20;

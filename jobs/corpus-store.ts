@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../src/redis/redis-client.js';
 
 import { CorpusKeys } from './corpus-keys.js';
 import { JobRecords, type CorpusJobRecord, type CorpusJobState } from './job-record.js';
@@ -22,7 +22,7 @@ export class CorpusStore {
   readonly ledger: ShardLedger;
   readonly leases: OutputLeases;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.keys = new CorpusKeys(prefix);
     this.jobs = new JobRecords(redis, this.keys);
     this.buffers = new ShardBuffers(redis, this.keys);

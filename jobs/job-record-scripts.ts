@@ -1,39 +1,49 @@
-import { CURRENT_LUA, DROP_BUFFERS_LUA } from './corpus-keys.js';
+import { CURRENT_LUA, DROP_BUFFERS_LUA, STALE_OPEN_BUFFERS } from './corpus-keys.js';
 
 /** The Lua scripts of job-record.ts: every state change of a job record is one of these. */
 
-// KEYS: job, open, lease. ARGV: new state, allowed-from (comma list), error, errorCode, time field,
-// time, shard prefix, generation ('' = any), job id. Returns 1 if changed.
+// KEYS: job, open, the n open buffers, then the lease if the job has one. ARGV: new state,
+// allowed-from (comma list), error, errorCode, time field, time, n, generation ('' = any), job id,
+// then the n open shard numbers. Returns 1 if changed, 0 if not, or STALE_OPEN_BUFFERS.
 export const TRANSITION = `${CURRENT_LUA}${DROP_BUFFERS_LUA}
+local n = tonumber(ARGV[7])
+local lease = KEYS[3 + n]
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return 0 end
 if ARGV[8] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'generation')) ~= tonumber(ARGV[8]) then return 0 end
 local allowed = false
 for st in string.gmatch(ARGV[2], '[^,]+') do if st == s then allowed = true end end
 if not allowed then return 0 end
+local ending = ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled'
+-- Buffers of shards still open are of no use to a job that failed or was cancelled.
+local dropping = ending and ARGV[1] ~= 'completed'
+if dropping and not open_buffers_match(KEYS[2], n, 10) then return '${STALE_OPEN_BUFFERS}' end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3], 'errorCode', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
-if ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled' then
-  -- The output is free for the next job; buffers of shards still open are of no use now.
-  if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[9] then redis.call('DEL', KEYS[3]) end
-  if ARGV[1] ~= 'completed' then drop_buffers(KEYS[2], ARGV[7]) end
+if ending then
+  -- The output is free for the next job.
+  if lease and redis.call('GET', lease) == ARGV[9] then redis.call('DEL', lease) end
+  if dropping then drop_buffers(KEYS[2], 3, n) end
 end
 return 1
 `;
 
-// KEYS: job, open, shards (written), lease. ARGV: job id, shard prefix.
-// Returns {generation} or {0, reason, holder}.
+// KEYS: job, open, shards (written), the n open buffers, then the lease if any. ARGV: job id, n,
+// then the n open shard numbers. Returns {generation} or {0, reason, holder}.
 export const RESTART = `${DROP_BUFFERS_LUA}
+local n = tonumber(ARGV[2])
+local lease = KEYS[4 + n]
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return {0, 'missing', ''} end
 if s ~= 'failed' and s ~= 'cancelled' then return {0, s, ''} end
-if KEYS[4] ~= '' then
-  local holder = redis.call('GET', KEYS[4])
+if not open_buffers_match(KEYS[2], n, 3) then return {0, '${STALE_OPEN_BUFFERS}', ''} end
+if lease then
+  local holder = redis.call('GET', lease)
   if holder and holder ~= ARGV[1] then return {0, 'leased', holder} end
-  redis.call('SET', KEYS[4], ARGV[1])
+  redis.call('SET', lease, ARGV[1])
 end
-drop_buffers(KEYS[2], ARGV[2])
+drop_buffers(KEYS[2], 4, n)
 -- Counters rebuilt from the written shards: the new run counts every other line exactly once.
 local c = {batches = 0, rows = 0, errors = 0, blank = 0, truncated = 0, tokens = 0, n = 0}
 for _, v in ipairs(redis.call('HVALS', KEYS[3])) do

@@ -1,8 +1,8 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../src/redis/redis-client.js';
 
 import type { JobOptions } from '../src/job-options.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
-import type { CorpusKeys } from './corpus-keys.js';
+import { OPEN_BUFFER_ATTEMPTS, STALE_OPEN_BUFFERS, type CorpusKeys } from './corpus-keys.js';
 import { FINISH_SPLIT, RESTART, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
 
 /**
@@ -50,7 +50,7 @@ export class JobRecords {
   private readonly scripts;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: CorpusKeys,
   ) {
     this.scripts = {
@@ -156,12 +156,15 @@ export class JobRecords {
    * generation. Returns the new generation, or why not.
    */
   async restart(id: string): Promise<{ generation: number } | RestartRefusal> {
-    const leaseKey = (await this.redis.hget(this.keys.job(id), 'lease')) ?? '';
-    const result = (await this.scripts.restart(
-      [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), leaseKey],
-      id,
-      this.keys.shardPrefix(id),
-    )) as [number, string?, string?];
+    const result = await this.withOpenBuffers(id, async ({ keys, shards, lease }) => {
+      const answer = (await this.scripts.restart(
+        [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), ...keys, ...lease],
+        id,
+        shards.length,
+        ...shards,
+      )) as [number, string?, string?];
+      return answer[1] === STALE_OPEN_BUFFERS ? STALE_OPEN_BUFFERS : answer;
+    });
     if (result[0] > 0) return { generation: result[0] };
     if (result[1] === 'missing') return { reason: 'missing' };
     if (result[1] === 'leased') return { reason: 'leased', holder: result[2]! };
@@ -191,19 +194,40 @@ export class JobRecords {
     from: readonly CorpusJobState[],
     fields: { error?: string; errorCode?: string; timeField?: 'startedAt' | 'finishedAt'; generation?: number | undefined },
   ): Promise<boolean> {
-    const leaseKey = (await this.redis.hget(this.keys.job(id), 'lease')) ?? '';
-    const changed = await this.scripts.transition(
-      [this.keys.job(id), this.keys.openShards(id), leaseKey],
-      to,
-      from.join(','),
-      fields.error ?? '',
-      fields.errorCode ?? '',
-      fields.timeField ?? '',
-      Date.now(),
-      this.keys.shardPrefix(id),
-      fields.generation ?? '',
-      id,
-    );
+    const changed = await this.withOpenBuffers(id, async ({ keys, shards, lease }) => {
+      // Only a failure or a cancel drops buffers; other transitions need not read them.
+      const drop = to === 'failed' || to === 'cancelled';
+      const answer = await this.scripts.transition(
+        [this.keys.job(id), this.keys.openShards(id), ...(drop ? keys : []), ...lease],
+        to,
+        from.join(','),
+        fields.error ?? '',
+        fields.errorCode ?? '',
+        fields.timeField ?? '',
+        Date.now(),
+        drop ? shards.length : 0,
+        fields.generation ?? '',
+        id,
+        ...(drop ? shards : []),
+      );
+      return answer === STALE_OPEN_BUFFERS ? STALE_OPEN_BUFFERS : answer;
+    });
     return changed === 1;
+  }
+
+  /**
+   * Runs a script that may drop the job's open shard buffers, with their keys declared: reads the
+   * open set and the job's lease key, and runs again when the script saw the set change meanwhile.
+   */
+  private async withOpenBuffers<T>(
+    id: string,
+    run: (open: { keys: string[]; shards: string[]; lease: string[] }) => Promise<T | typeof STALE_OPEN_BUFFERS>,
+  ): Promise<T> {
+    for (let attempt = 0; attempt < OPEN_BUFFER_ATTEMPTS; attempt += 1) {
+      const [shards, lease] = await Promise.all([this.redis.smembers(this.keys.openShards(id)), this.redis.hget(this.keys.job(id), 'lease')]);
+      const result = await run({ keys: shards.map((shard) => this.keys.shard(id, Number(shard))), shards, lease: lease ? [lease] : [] });
+      if (result !== STALE_OPEN_BUFFERS) return result;
+    }
+    throw new Error(`job ${id}: its open shard buffers kept changing; try again`);
   }
 }

@@ -1,6 +1,6 @@
 import path from 'node:path';
 
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../src/redis/redis-client.js';
 
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
@@ -27,7 +27,7 @@ export class OutputLeases {
   private readonly releaseScript;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: CorpusKeys,
   ) {
     this.releaseScript = defineLuaScript(redis, RELEASE);

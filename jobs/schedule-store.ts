@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../src/redis/redis-client.js';
 
 import type { CorpusStore } from './corpus-store.js';
 import { JOB_NAMES } from './queues.js';
@@ -58,7 +58,7 @@ const ACTIVE_STATES = new Set(['queued', 'running']);
 
 export class ScheduleStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
   ) {}
 

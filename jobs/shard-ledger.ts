@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../src/redis/redis-client.js';
 
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import { CURRENT_LUA, type CorpusKeys } from './corpus-keys.js';
@@ -50,7 +50,7 @@ export class ShardLedger {
   private readonly markWrittenScript;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: CorpusKeys,
   ) {
     this.markWrittenScript = defineLuaScript(redis, MARK_WRITTEN);

@@ -2,6 +2,7 @@ import { z } from 'zod';
 
 import { ConfigError } from './errors.js';
 import type { LoggerSettings } from './logger.js';
+import { hashTagOf, parseNodeUrl } from './redis/redis-client.js';
 
 /**
  * Process settings from the environment (DESIGN "Contract"). Parsed once at startup, frozen, and
@@ -61,8 +62,14 @@ export interface WorkerSettings {
 }
 
 export interface Settings {
+  /** The one Redis (Default: `redis://127.0.0.1:6379`); unused when `redisClusterNodes` is set. */
   redisUrl: string;
-  /** Prefix of every Redis key embedq and BullMQ write (Default: `embedq`). */
+  /** Seed nodes of a Redis Cluster (`REDIS_CLUSTER_NODES`); unset for one Redis. */
+  redisClusterNodes: readonly string[] | undefined;
+  /**
+   * Prefix of every Redis key embedq and BullMQ write (Default: `embedq`). On a cluster it must be
+   * a hash tag such as `{embedq}`, so every key lands in one slot.
+   */
   redisPrefix: string;
   dashscope: DashScopeSettings;
   s3: S3Settings;
@@ -74,8 +81,28 @@ const positiveInt = z.coerce.number().int().positive();
 
 const EnvSchema = z
   .object({
-    REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
-    EMBEDQ_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('embedq'),
+    REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional(),
+    REDIS_CLUSTER_NODES: z
+      .string()
+      .transform((value, context) => {
+        const nodes = value.split(',').map((node) => node.trim()).filter(Boolean);
+        if (nodes.length === 0) context.addIssue({ code: 'custom', message: 'list at least one node: host:port or redis[s]://[user:password@]host:port, comma-separated' });
+        for (const node of nodes) {
+          try {
+            parseNodeUrl(node);
+          } catch (error) {
+            context.addIssue({ code: 'custom', message: (error as Error).message });
+          }
+        }
+        return nodes;
+      })
+      .optional(),
+    // Braces only as a leading hash tag (`{embedq}`): Redis Cluster hashes what is inside them.
+    EMBEDQ_REDIS_PREFIX: z
+      .string()
+      .regex(/^(\{[A-Za-z0-9_-]+\})?[A-Za-z0-9_-]*$/, 'letters, digits, _ and -, optionally in a leading hash tag such as {embedq}')
+      .min(1)
+      .default('embedq'),
     DASHSCOPE_API_KEY: z.string().optional(),
     DASHSCOPE_REGION: z.enum(Object.keys(REGION_BASE_URLS) as [Region, ...Region[]]).optional(),
     DASHSCOPE_BASE_URL: z
@@ -107,6 +134,16 @@ const EnvSchema = z
         code: 'custom',
         path: ['DASHSCOPE_BASE_URL'],
         message: 'http:// sends the API key in cleartext; use https://, a loopback address, or set EMBEDQ_ALLOW_INSECURE_HTTP=1 (a trusted private network only)',
+      });
+    }
+    if (env.REDIS_CLUSTER_NODES && env.REDIS_URL) {
+      context.addIssue({ code: 'custom', path: ['REDIS_CLUSTER_NODES'], message: 'set REDIS_URL (one Redis) or REDIS_CLUSTER_NODES (a cluster), not both' });
+    }
+    if (env.REDIS_CLUSTER_NODES && !hashTagOf(env.EMBEDQ_REDIS_PREFIX)?.length) {
+      context.addIssue({
+        code: 'custom',
+        path: ['EMBEDQ_REDIS_PREFIX'],
+        message: `a Redis Cluster needs a hash-tag prefix such as {${env.EMBEDQ_REDIS_PREFIX}}, so every key of a job and its queues is in one slot`,
       });
     }
     if (env.DASHSCOPE_REGION && env.DASHSCOPE_BASE_URL) {
@@ -144,7 +181,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     }
   }
   return deepFreeze({
-    redisUrl: e.REDIS_URL,
+    redisUrl: e.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    redisClusterNodes: e.REDIS_CLUSTER_NODES,
     redisPrefix: e.EMBEDQ_REDIS_PREFIX,
     dashscope: {
       apiKey,

@@ -1,6 +1,5 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { Queue } from 'bullmq';
-import { Redis, type RedisOptions } from 'ioredis';
 
 import { CorpusStore } from '../jobs/corpus-store.js';
 import { QUEUES, queueOptions, type QueueName } from '../jobs/queues.js';
@@ -12,6 +11,7 @@ import { instrumentEmbeddingClient } from '../src/metrics/instrumented-client.js
 import { MetricsRecorder } from '../src/metrics/metrics-recorder.js';
 import { MODELS, type ModelName } from '../src/models.js';
 import { RateGate } from '../src/rate/rate-gate.js';
+import { createRedisClient, type ConnectionOptions, type RedisClient, type RedisTarget } from '../src/redis/redis-client.js';
 import { ShardEncoder } from '../src/shards/shard-encoder.js';
 import { createS3Client } from '../src/storage/s3-store.js';
 import { StopWatch } from './stop-watch.js';
@@ -23,8 +23,8 @@ import { StopWatch } from './stop-watch.js';
 export interface Services {
   settings: Readonly<Settings>;
   logger: Logger;
-  /** Commands and scripts (not BullMQ's blocking connections). */
-  redis: Redis;
+  /** Commands and scripts (not BullMQ's blocking connections); one Redis or a cluster client. */
+  redis: RedisClient;
   corpora: CorpusStore;
   queues: Record<QueueName, Queue>;
   embeddings: EmbeddingClient;
@@ -39,15 +39,18 @@ export interface Services {
   /** Aborts in-flight work of corpus jobs that stopped (cancel, failure, retry). */
   stopWatch: StopWatch;
   /** A new connection for a BullMQ worker (workers need `maxRetriesPerRequest: null`). */
-  workerConnection(): Redis;
+  workerConnection(): RedisClient;
   close(): Promise<void>;
 }
 
-export function redisConnection(url: string, options: RedisOptions = {}): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: null, ...options });
-  // ioredis reconnects by itself; without a listener an error event would crash the process.
-  redis.on('error', () => undefined);
-  return redis;
+/** Where the settings say Redis is: `REDIS_URL`, or the seed nodes of `REDIS_CLUSTER_NODES`. */
+export function redisTarget(settings: Pick<Settings, 'redisUrl' | 'redisClusterNodes'>): RedisTarget {
+  return settings.redisClusterNodes ? { clusterNodes: settings.redisClusterNodes } : { url: settings.redisUrl };
+}
+
+/** A connection to the configured Redis or cluster; `maxRetriesPerRequest: null` unless told otherwise. */
+export function redisConnection(settings: Pick<Settings, 'redisUrl' | 'redisClusterNodes'>, options: ConnectionOptions = {}): RedisClient {
+  return createRedisClient(redisTarget(settings), options);
 }
 
 export interface ServicesOptions {
@@ -63,12 +66,7 @@ export const COMMAND_REDIS_TIMEOUT_MS = 5_000;
 
 export function createServices(settings: Readonly<Settings>, logger: Logger, options: ServicesOptions = {}): Services {
   const releasers: Array<() => Promise<unknown> | void> = [];
-  const redis = redisConnection(
-    settings.redisUrl,
-    options.failFast
-      ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, retryStrategy: (times) => (times > 3 ? null : 300 * times) }
-      : {},
-  );
+  const redis = redisConnection(settings, options.failFast ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, maxReconnects: 3 } : {});
   releasers.push(() => redis.quit().catch(() => redis.disconnect()));
 
   const queues = Object.fromEntries(
@@ -88,7 +86,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   releasers.push(() => shardEncoder.close());
   const gates = new Map<ModelName, RateGate>();
   let s3Client: S3Client | undefined;
-  const workerConnections: Redis[] = [];
+  const workerConnections: RedisClient[] = [];
 
   const corpora = new CorpusStore(redis, settings.redisPrefix);
   return {
@@ -126,7 +124,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
       return s3Client;
     },
     workerConnection() {
-      const connection = redisConnection(settings.redisUrl);
+      const connection = redisConnection(settings);
       workerConnections.push(connection);
       return connection;
     },

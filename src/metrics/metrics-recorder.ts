@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { hostname } from 'node:os';
 
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/redis-client.js';
 
 import { METRICS, type MetricDefinition } from './metric-names.js';
 import { metricField, metricsKeys, type WorkerHeartbeat } from './metrics-keys.js';
@@ -34,7 +34,7 @@ export class MetricsRecorder {
   private readonly options: Required<RecorderOptions>;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     prefix: string,
     options: RecorderOptions = {},
   ) {

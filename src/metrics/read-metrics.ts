@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/redis-client.js';
 
 import { metricsKeys, parseMetricField } from './metrics-keys.js';
 
@@ -9,7 +9,7 @@ export interface MetricSample {
 }
 
 /** Every series the workers flushed, as cumulative samples. */
-export async function readWorkerMetrics(redis: Redis, prefix: string): Promise<MetricSample[]> {
+export async function readWorkerMetrics(redis: RedisClient, prefix: string): Promise<MetricSample[]> {
   const hash = await redis.hgetall(metricsKeys(prefix).counters);
   return Object.entries(hash).map(([field, value]) => ({ ...parseMetricField(field), value: Number(value) }));
 }
@@ -20,7 +20,7 @@ export interface JobRequestStats {
 }
 
 /** Requests and 429s per corpus job, in one pipelined round. */
-export async function readJobRequestStats(redis: Redis, prefix: string, ids: readonly string[]): Promise<Map<string, JobRequestStats>> {
+export async function readJobRequestStats(redis: RedisClient, prefix: string, ids: readonly string[]): Promise<Map<string, JobRequestStats>> {
   const keys = metricsKeys(prefix);
   const pipeline = redis.pipeline();
   for (const id of ids) pipeline.hmget(keys.job(id), 'requests', 'throttled');

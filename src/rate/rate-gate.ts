@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/redis-client.js';
 
 import type { RateLimitKind } from '../errors.js';
 import { defineLuaScript } from '../redis/lua-script.js';
@@ -145,7 +145,7 @@ export class RateGate {
   private readonly scripts;
 
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     /** Redis key of this gate, e.g. `embedq:rate:text-embedding-v4` (DashScope limits per model). */
     private readonly key: string,
     private readonly limits: RateLimits,

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-client.js';
 
 /**
  * A Lua script registered on a client: ioredis sends EVALSHA (the script body only once per
@@ -8,7 +8,7 @@ export type LuaScript = (keys: readonly (string | Buffer)[], ...args: Array<stri
 
 let counter = 0;
 
-export function defineLuaScript(redis: Redis, lua: string): LuaScript {
+export function defineLuaScript(redis: RedisClient, lua: string): LuaScript {
   const name = `embedqScript${(counter += 1)}`;
   redis.defineCommand(name, { lua });
   const command = (redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[name]!.bind(redis);

@@ -1,23 +1,14 @@
 import { RedisUnavailableError } from '../../jobs/job-errors.js';
 import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { COMMAND_REDIS_TIMEOUT_MS, createServices, type Services } from '../services.js';
+import { describeRedisTarget } from '../../src/redis/redis-client.js';
+import { COMMAND_REDIS_TIMEOUT_MS, createServices, redisTarget, type Services } from '../services.js';
 
-/** `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`, for messages. */
-export function maskRedisUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return url.replace(/:[^:@/]*@/, ':***@');
-  }
-}
 
 /**
  * Builds services for a CLI command, runs it, and always releases them. Commands that never call
  * DashScope (submit, status, ...) do not need an API key. A command gives up on Redis within
- * ~5 s, with a message naming REDIS_URL (password masked), instead of waiting forever.
+ * ~5 s, with a message naming REDIS_URL or REDIS_CLUSTER_NODES (passwords masked), instead of waiting forever.
  */
 export async function withServices<T>(
   run: (services: Services) => Promise<T>,
@@ -28,7 +19,7 @@ export async function withServices<T>(
   const logger = createLogger({ level: settings.log.level === 'info' ? 'warn' : settings.log.level }, process.stderr);
   const services = createServices(settings, logger, { failFast: true });
   const unreachable = (): RedisUnavailableError =>
-    new RedisUnavailableError(`cannot reach Redis at REDIS_URL=${maskRedisUrl(settings.redisUrl)} (no answer within ${COMMAND_REDIS_TIMEOUT_MS / 1000} s)`);
+    new RedisUnavailableError(`cannot reach Redis at ${describeRedisTarget(redisTarget(settings))} (no answer within ${COMMAND_REDIS_TIMEOUT_MS / 1000} s)`);
   try {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {

@@ -1,0 +1,89 @@
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+
+/**
+ * One Redis, or a Redis Cluster: everything in embedq takes a `RedisClient` and works on both.
+ * On a cluster every key embedq and BullMQ write starts with the hash-tag prefix (`{embedq}`),
+ * so all of them live in one slot: multi-key Lua scripts, MULTI and pipelines stay legal.
+ */
+export type RedisClient = Redis | Cluster;
+
+/** Where Redis is: one server by URL, or the seed nodes of a cluster (the rest are discovered). */
+export type RedisTarget = { url: string; clusterNodes?: undefined } | { url?: string; clusterNodes: readonly string[] };
+
+/** Options for one connection, whichever kind; they apply to every node of a cluster. */
+export interface ConnectionOptions {
+  /** `null` (the default) queues commands through reconnects, as BullMQ workers require. */
+  maxRetriesPerRequest?: number | null;
+  connectTimeout?: number;
+  /** Reconnection attempts before giving up (Default: forever). */
+  maxReconnects?: number;
+}
+
+/** A seed node `host:port` or `redis[s]://[user:password@]host:port`, as a URL. */
+export function parseNodeUrl(node: string): URL {
+  const text = /^[a-z]+:\/\//i.test(node) ? node : `redis://${node}`;
+  const url = new URL(text);
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new Error(`${node}: must be host:port, redis:// or rediss://`);
+  if (!url.hostname || !url.port) throw new Error(`${node}: needs a host and a port`);
+  return url;
+}
+
+export function createRedisClient(target: RedisTarget, options: ConnectionOptions = {}): RedisClient {
+  const { maxReconnects } = options;
+  const retry = (times: number): number | null => (maxReconnects !== undefined && times > maxReconnects ? null : Math.min(300 * times, 2_000));
+  const common: RedisOptions = {
+    maxRetriesPerRequest: options.maxRetriesPerRequest === undefined ? null : options.maxRetriesPerRequest,
+    ...(options.connectTimeout ? { connectTimeout: options.connectTimeout } : {}),
+  };
+  let client: RedisClient;
+  if (target.clusterNodes) {
+    const seeds = target.clusterNodes.map(parseNodeUrl);
+    const first = seeds[0]!;
+    const clusterOptions: ClusterOptions = {
+      // Every node shares the seeds' credentials and TLS; the cluster tells us the other nodes.
+      redisOptions: {
+        ...common,
+        ...(first.username ? { username: decodeURIComponent(first.username) } : {}),
+        ...(first.password ? { password: decodeURIComponent(first.password) } : {}),
+        ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
+      },
+      clusterRetryStrategy: retry,
+      // TLS certificates name the host we dialled, not the IP the cluster announces (ElastiCache).
+      ...(first.protocol === 'rediss:' ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) } : {}),
+    };
+    client = new Cluster(
+      seeds.map((seed) => ({ host: seed.hostname, port: Number(seed.port) })),
+      clusterOptions,
+    );
+  } else {
+    client = new Redis(target.url, { ...common, ...(maxReconnects !== undefined ? { retryStrategy: retry } : {}) });
+  }
+  // ioredis reconnects by itself; without a listener an error event would crash the process.
+  client.on('error', () => undefined);
+  return client;
+}
+
+/** `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`, for messages. */
+export function maskRedisUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return url.replace(/:[^:@/]*@/, ':***@');
+  }
+}
+
+/** Names the setting in use, passwords masked: `REDIS_URL=…` or `REDIS_CLUSTER_NODES=…`. */
+export function describeRedisTarget(target: RedisTarget): string {
+  if (target.clusterNodes) return `REDIS_CLUSTER_NODES=${target.clusterNodes.map(maskRedisUrl).join(',')}`;
+  return `REDIS_URL=${maskRedisUrl(target.url)}`;
+}
+
+/** The hash tag of a key prefix (`{embedq}` → `embedq`), as Redis Cluster hashes it; undefined if none. */
+export function hashTagOf(prefix: string): string | undefined {
+  const open = prefix.indexOf('{');
+  if (open < 0) return undefined;
+  const close = prefix.indexOf('}', open + 1);
+  return close > open + 1 ? prefix.slice(open + 1, close) : undefined;
+}
