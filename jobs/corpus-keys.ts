@@ -46,28 +46,25 @@ end
 `;
 
 /**
- * Lua: drops every open shard buffer of a job (cancel, failure, restart). Scripts name every key
- * they touch in KEYS (a Redis Cluster routes by them, and other servers insist), so the caller
+ * Lua: drops open shard buffers of a job (cancel, failure, restart). Scripts name every key they
+ * touch in KEYS (a Redis Cluster routes by them, and Redis asks it of every script), so the caller
  * reads the open set first and passes the buffers' keys (`KEYS[from..from+n-1]`) with their shard
- * numbers (`ARGV[argFrom..]`); `open_buffers_match` tells whether the set is still what the caller
- * read. The script checks that before it changes anything and the caller retries if not.
+ * numbers (`ARGV[argFrom..]`). Returns how many shards are still open: ones opened after the
+ * caller read the set. Once the job is stopped no shard opens any more (CLOSE_SHARD and
+ * STORE_BATCH are fenced), so one more round with a fresh read drops the rest.
  */
 export const DROP_BUFFERS_LUA = `
-local function open_buffers_match(openKey, n, argFrom)
-  if redis.call('SCARD', openKey) ~= n then return false end
+local function drop_buffers(openKey, from, n, argFrom)
   for i = 0, n - 1 do
-    if redis.call('SISMEMBER', openKey, ARGV[argFrom + i]) == 0 then return false end
+    redis.call('DEL', KEYS[from + i])
+    redis.call('SREM', openKey, ARGV[argFrom + i])
   end
-  return true
-end
-local function drop_buffers(openKey, from, n)
-  for i = 0, n - 1 do redis.call('DEL', KEYS[from + i]) end
-  redis.call('DEL', openKey)
+  return redis.call('SCARD', openKey)
 end
 `;
 
-/** Answer of a script whose view of the open buffers was stale; the caller reads them again. */
+/** Answer of a restart that found shards it was not told about; the caller reads them again. */
 export const STALE_OPEN_BUFFERS = 'stale-open-buffers';
 
-/** How often a caller re-reads the open buffers before giving up (they change a few times a shard). */
-export const OPEN_BUFFER_ATTEMPTS = 20;
+/** Rounds of "read the open set, drop those" before giving up (a stopped job needs at most two). */
+export const OPEN_BUFFER_ATTEMPTS = 5;

@@ -4,7 +4,8 @@ import { CURRENT_LUA, DROP_BUFFERS_LUA, STALE_OPEN_BUFFERS } from './corpus-keys
 
 // KEYS: job, open, the n open buffers, then the lease if the job has one. ARGV: new state,
 // allowed-from (comma list), error, errorCode, time field, time, n, generation ('' = any), job id,
-// then the n open shard numbers. Returns 1 if changed, 0 if not, or STALE_OPEN_BUFFERS.
+// then the n open shard numbers. Returns 1 if changed, 0 if not, 2 if changed with shards still
+// open that the caller did not list (it drops them with DROP_LEFTOVER_BUFFERS).
 export const TRANSITION = `${CURRENT_LUA}${DROP_BUFFERS_LUA}
 local n = tonumber(ARGV[7])
 local lease = KEYS[3 + n]
@@ -15,16 +16,14 @@ local allowed = false
 for st in string.gmatch(ARGV[2], '[^,]+') do if st == s then allowed = true end end
 if not allowed then return 0 end
 local ending = ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled'
--- Buffers of shards still open are of no use to a job that failed or was cancelled.
-local dropping = ending and ARGV[1] ~= 'completed'
-if dropping and not open_buffers_match(KEYS[2], n, 10) then return '${STALE_OPEN_BUFFERS}' end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3], 'errorCode', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
 if ending then
   -- The output is free for the next job.
   if lease and redis.call('GET', lease) == ARGV[9] then redis.call('DEL', lease) end
-  if dropping then drop_buffers(KEYS[2], 3, n) end
+  -- Buffers of shards still open are of no use to a job that failed or was cancelled.
+  if ARGV[1] ~= 'completed' and drop_buffers(KEYS[2], 3, n, 10) > 0 then return 2 end
 end
 return 1
 `;
@@ -37,13 +36,11 @@ local lease = KEYS[4 + n]
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return {0, 'missing', ''} end
 if s ~= 'failed' and s ~= 'cancelled' then return {0, s, ''} end
-if not open_buffers_match(KEYS[2], n, 3) then return {0, '${STALE_OPEN_BUFFERS}', ''} end
-if lease then
-  local holder = redis.call('GET', lease)
-  if holder and holder ~= ARGV[1] then return {0, 'leased', holder} end
-  redis.call('SET', lease, ARGV[1])
-end
-drop_buffers(KEYS[2], 4, n)
+local holder = lease and redis.call('GET', lease)
+if holder and holder ~= ARGV[1] then return {0, 'leased', holder} end
+-- The new generation's buffers use the same keys: none of the old may survive.
+if drop_buffers(KEYS[2], 4, n, 3) > 0 then return {0, '${STALE_OPEN_BUFFERS}', ''} end
+if lease then redis.call('SET', lease, ARGV[1]) end
 -- Counters rebuilt from the written shards: the new run counts every other line exactly once.
 local c = {batches = 0, rows = 0, errors = 0, blank = 0, truncated = 0, tokens = 0, n = 0}
 for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
@@ -61,6 +58,14 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'linesRead', 0, 'batchesTotal', c
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
   'tokens', c.tokens, 'shardsWritten', c.n)
 return {redis.call('HINCRBY', KEYS[1], 'generation', 1)}
+`;
+
+// KEYS: job, open, the n open buffers. ARGV: n, the n open shard numbers. For a stopped job only
+// (a restarted one dropped them itself). Returns how many shards are still open.
+export const DROP_LEFTOVER_BUFFERS = `${DROP_BUFFERS_LUA}
+local s = redis.call('HGET', KEYS[1], 'state')
+if s == 'queued' or s == 'running' then return 0 end
+return drop_buffers(KEYS[2], 3, tonumber(ARGV[1]), 2)
 `;
 
 // KEYS: job. ARGV: generation. Queued → running (startedAt set once). Returns 1 if running now.

@@ -3,7 +3,7 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 import type { JobOptions } from '../src/job-options.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import { OPEN_BUFFER_ATTEMPTS, STALE_OPEN_BUFFERS, type CorpusKeys } from './corpus-keys.js';
-import { FINISH_SPLIT, RESTART, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
+import { DROP_LEFTOVER_BUFFERS, FINISH_SPLIT, RESTART, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
 
 /**
  * A corpus job's record in Redis: options, state, generation, times and counters. Every state
@@ -56,6 +56,7 @@ export class JobRecords {
     this.scripts = {
       transition: defineLuaScript(redis, TRANSITION),
       restart: defineLuaScript(redis, RESTART),
+      dropLeftoverBuffers: defineLuaScript(redis, DROP_LEFTOVER_BUFFERS),
       start: defineLuaScript(redis, START),
       finishSplit: defineLuaScript(redis, FINISH_SPLIT),
       setLinesRead: defineLuaScript(redis, SET_LINES_READ),
@@ -156,19 +157,21 @@ export class JobRecords {
    * generation. Returns the new generation, or why not.
    */
   async restart(id: string): Promise<{ generation: number } | RestartRefusal> {
-    const result = await this.withOpenBuffers(id, async ({ keys, shards, lease }) => {
-      const answer = (await this.scripts.restart(
+    for (let attempt = 0; attempt < OPEN_BUFFER_ATTEMPTS; attempt += 1) {
+      const { keys, shards, lease } = await this.openBuffers(id);
+      const result = (await this.scripts.restart(
         [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), ...keys, ...lease],
         id,
         shards.length,
         ...shards,
       )) as [number, string?, string?];
-      return answer[1] === STALE_OPEN_BUFFERS ? STALE_OPEN_BUFFERS : answer;
-    });
-    if (result[0] > 0) return { generation: result[0] };
-    if (result[1] === 'missing') return { reason: 'missing' };
-    if (result[1] === 'leased') return { reason: 'leased', holder: result[2]! };
-    return { reason: 'not-stopped', state: result[1]! };
+      if (result[1] === STALE_OPEN_BUFFERS) continue;
+      if (result[0] > 0) return { generation: result[0] };
+      if (result[1] === 'missing') return { reason: 'missing' };
+      if (result[1] === 'leased') return { reason: 'leased', holder: result[2]! };
+      return { reason: 'not-stopped', state: result[1]! };
+    }
+    throw new Error(`job ${id}: shard buffers kept appearing during retry; try again`);
   }
 
   async setLinesRead(id: string, generation: number, linesRead: number): Promise<void> {
@@ -194,40 +197,44 @@ export class JobRecords {
     from: readonly CorpusJobState[],
     fields: { error?: string; errorCode?: string; timeField?: 'startedAt' | 'finishedAt'; generation?: number | undefined },
   ): Promise<boolean> {
-    const changed = await this.withOpenBuffers(id, async ({ keys, shards, lease }) => {
-      // Only a failure or a cancel drops buffers; other transitions need not read them.
-      const drop = to === 'failed' || to === 'cancelled';
-      const answer = await this.scripts.transition(
-        [this.keys.job(id), this.keys.openShards(id), ...(drop ? keys : []), ...lease],
-        to,
-        from.join(','),
-        fields.error ?? '',
-        fields.errorCode ?? '',
-        fields.timeField ?? '',
-        Date.now(),
-        drop ? shards.length : 0,
-        fields.generation ?? '',
-        id,
-        ...(drop ? shards : []),
-      );
-      return answer === STALE_OPEN_BUFFERS ? STALE_OPEN_BUFFERS : answer;
-    });
-    return changed === 1;
+    // Only a failure or a cancel drops buffers; other transitions need not read them.
+    const drop = to === 'failed' || to === 'cancelled';
+    const { keys, shards, lease } = await this.openBuffers(id, drop);
+    const changed = await this.scripts.transition(
+      [this.keys.job(id), this.keys.openShards(id), ...keys, ...lease],
+      to,
+      from.join(','),
+      fields.error ?? '',
+      fields.errorCode ?? '',
+      fields.timeField ?? '',
+      Date.now(),
+      shards.length,
+      fields.generation ?? '',
+      id,
+      ...shards,
+    );
+    if (changed === 2) await this.dropLeftoverBuffers(id);
+    return changed === 1 || changed === 2;
+  }
+
+  /** Shards opened between reading the open set and stopping the job: read again and drop them. */
+  private async dropLeftoverBuffers(id: string): Promise<void> {
+    for (let attempt = 0; attempt < OPEN_BUFFER_ATTEMPTS; attempt += 1) {
+      const { keys, shards } = await this.openBuffers(id);
+      if ((await this.scripts.dropLeftoverBuffers([this.keys.job(id), this.keys.openShards(id), ...keys], shards.length, ...shards)) === 0) return;
+    }
+    throw new Error(`job ${id}: shard buffers kept appearing after it stopped`);
   }
 
   /**
-   * Runs a script that may drop the job's open shard buffers, with their keys declared: reads the
-   * open set and the job's lease key, and runs again when the script saw the set change meanwhile.
+   * What a script that drops buffers must declare: the open shards' buffer keys (with their shard
+   * numbers) and the job's lease key, if it has one.
    */
-  private async withOpenBuffers<T>(
-    id: string,
-    run: (open: { keys: string[]; shards: string[]; lease: string[] }) => Promise<T | typeof STALE_OPEN_BUFFERS>,
-  ): Promise<T> {
-    for (let attempt = 0; attempt < OPEN_BUFFER_ATTEMPTS; attempt += 1) {
-      const [shards, lease] = await Promise.all([this.redis.smembers(this.keys.openShards(id)), this.redis.hget(this.keys.job(id), 'lease')]);
-      const result = await run({ keys: shards.map((shard) => this.keys.shard(id, Number(shard))), shards, lease: lease ? [lease] : [] });
-      if (result !== STALE_OPEN_BUFFERS) return result;
-    }
-    throw new Error(`job ${id}: its open shard buffers kept changing; try again`);
+  private async openBuffers(id: string, withShards = true): Promise<{ keys: string[]; shards: string[]; lease: string[] }> {
+    const [shards, lease] = await Promise.all([
+      withShards ? this.redis.smembers(this.keys.openShards(id)) : Promise.resolve([]),
+      this.redis.hget(this.keys.job(id), 'lease'),
+    ]);
+    return { keys: shards.map((shard) => this.keys.shard(id, Number(shard))), shards, lease: lease ? [lease] : [] };
   }
 }

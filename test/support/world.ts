@@ -31,7 +31,8 @@ export interface World {
   close(): Promise<void>;
 }
 
-export async function startWorld(emulatorOptions: Partial<EmulatorOptions> = {}, extraEnv: Record<string, string> = {}): Promise<World> {
+/** `extraEnv` adds to or overrides the world's environment; an `undefined` value removes a variable. */
+export async function startWorld(emulatorOptions: Partial<EmulatorOptions> = {}, extraEnv: Record<string, string | undefined> = {}): Promise<World> {
   const s3 = await startS3rver();
   await s3.createBucket('corpus');
   await s3.createBucket('out');
@@ -48,6 +49,7 @@ export async function startWorld(emulatorOptions: Partial<EmulatorOptions> = {},
     ...s3.env,
     ...extraEnv,
   };
+  for (const [name, value] of Object.entries(env)) if (value === undefined) delete env[name];
   const settings = loadSettings(env);
   const services = createServices(settings, createLogger({ level: 'warn' }, process.stderr));
   return {

@@ -1,0 +1,159 @@
+import { randomBytes } from 'node:crypto';
+
+import { Cluster, Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import { installScheduler, nextTick, removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
+import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
+import { RateGate } from '../../src/rate/rate-gate.js';
+import { createRedisClient } from '../../src/redis/redis-client.js';
+import { startWorkers } from '../../workers/start-workers.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { startRedisCluster, type TestRedisCluster } from '../support/redis-cluster.js';
+import { verifyOutput } from '../support/verify-output.js';
+import { downloadPrefix, removeFolder, runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+
+/**
+ * The pipeline on a real three-master Redis Cluster (`REDIS_CLUSTER_NODES`, prefix `{t…}`): a
+ * corpus job submitted by the CLI and run by workers in two processes, with 429s, 5xx and
+ * shuffled answers, ends with exact output; cancel and retry (the scripts that drop a job's
+ * buffers) work there; so do the rate gate, schedules and output leases.
+ */
+const SHARD_ROWS = 50;
+const parameters = embeddingParameters(parseJobOptions({ input: 'x', output: 'y' }));
+
+describe('on a Redis Cluster', () => {
+  let cluster: TestRedisCluster;
+  let world: World;
+  let masters: Redis[] = [];
+  const corpus = buildCorpus('data/', { textLines: 150 });
+  const folders: string[] = [];
+  const prefix = `{t${randomBytes(4).toString('hex')}}`;
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+    world = await startWorld(
+      { seed: 5, faults: { failRate429: { requests: 0.05, tokens: 0, burst: 0 }, failRate500: 0.05, shuffleRate: 1, latencyMs: { min: 5, median: 15, p99: 40 } } },
+      { REDIS_URL: undefined, REDIS_CLUSTER_NODES: cluster.nodes.join(','), EMBEDQ_REDIS_PREFIX: prefix },
+    );
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+    masters = cluster.nodes.map((node) => new Redis(`redis://${node}`));
+  });
+  afterAll(async () => {
+    await world?.close();
+    for (const master of masters) master.disconnect();
+    await cluster?.stop();
+    for (const folder of folders) await removeFolder(folder);
+  });
+
+  /** Keys of this test's prefix on each master, found by asking every master itself. */
+  const keysPerMaster = async (pattern = `${prefix}*`): Promise<string[][]> => Promise.all(masters.map((master) => master.keys(pattern)));
+
+  it('runs a corpus job with workers in two processes to exact output, every key in the prefix’s slot', async () => {
+    expect(world.services.redis).toBeInstanceOf(Cluster);
+    const child = spawnEmbedq(world.env, ['worker', '--concurrency', '4']);
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/cluster-a/', '--shard-rows', String(SHARD_ROWS), '--text-field', 'text', '--id-field', 'id']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const id = submitted.stdout.trim();
+      const record = await waitForJob(world.services, id);
+      expect(record.error).toBeNull();
+      expect(record.state).toBe('completed');
+      const status = await runEmbedq(world.env, ['status', id, '--json']);
+      expect(status.code, status.stderr).toBe(0);
+      expect(JSON.parse(status.stdout)).toMatchObject({ id, state: 'completed' });
+    } finally {
+      await pool.close();
+      await stopProcess(child);
+    }
+    expect(world.emulator.stats().byStatus['429'] ?? 0).toBeGreaterThan(0);
+    expect(world.emulator.stats().byStatus['500'] ?? 0).toBeGreaterThan(0);
+
+    const { folder } = await downloadPrefix(world.s3, 'out', 'cluster-a/');
+    folders.push(folder);
+    await verifyOutput(folder, corpus.expected, parameters, SHARD_ROWS);
+
+    // Job records, BullMQ queues, the rate gate, metrics: all on the one master that owns the slot
+    // (the output lease is gone with the job's end; the last test checks leases).
+    const perMaster = await keysPerMaster();
+    const holders = perMaster.filter((keys) => keys.length > 0);
+    expect(holders).toHaveLength(1);
+    const kinds = new Set(holders[0]!.map((key) => key.slice(prefix.length + 1).split(':')[0]));
+    for (const kind of ['jobs', 'job', 'split', 'embed', 'write', 'rate', 'metrics']) expect([...kinds]).toContain(kind);
+  });
+
+  it('cancel drops the job’s open buffers on the cluster, and retry finishes it with exact output', async () => {
+    world.emulator.setFaults({ failRate429: { requests: 0, tokens: 0, burst: 0 }, failRate500: 0, latencyMs: { min: 300, median: 400, p99: 500 } });
+    const pool = startWorkers(world.services, { concurrency: 2 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/cluster-b/', '--shard-rows', String(SHARD_ROWS), '--text-field', 'text', '--id-field', 'id']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const id = submitted.stdout.trim();
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 3 || record.state !== 'running' && record.state !== 'queued');
+      const open = world.services.corpora.keys.openShards(id);
+      expect(await world.services.redis.scard(open)).toBeGreaterThan(0);
+      // What `embedq cancel` and `retry` call (the first test ran the CLI; here timing matters).
+      expect(await cancelCorpusJob(world.services.corpora, id)).toBe(true);
+      expect(await world.services.corpora.state(id)).toBe('cancelled');
+      // No buffer survives, on any master.
+      expect((await keysPerMaster(`${prefix}:job:${id}:shard:*`)).flat()).toEqual([]);
+      expect(await world.services.redis.exists(open)).toBe(0);
+
+      world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } });
+      await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id);
+      const record = await waitForJob(world.services, id);
+      expect(record.error).toBeNull();
+      expect(record.state).toBe('completed');
+      expect(record.generation).toBe(1);
+    } finally {
+      await pool.close();
+    }
+    const { folder } = await downloadPrefix(world.s3, 'out', 'cluster-b/');
+    folders.push(folder);
+    await verifyOutput(folder, corpus.expected, parameters, SHARD_ROWS);
+  });
+
+  it('rate gate: two cluster clients share one evenly spaced rate', async () => {
+    const other = createRedisClient({ clusterNodes: cluster.nodes });
+    try {
+      const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
+      const key = `${prefix}:rate:smoke`;
+      const gates = [new RateGate(world.services.redis, key, limits, { targetUtilization: 1 }), new RateGate(other, key, limits, { targetUtilization: 1 })];
+      const started = Date.now();
+      const slots: number[] = [];
+      for (let index = 0; index < 40; index += 1) {
+        const reservation = await gates[index % 2]!.reserve(1);
+        slots.push(reservation.waitMs + (Date.now() - started));
+      }
+      // Slots 10 ms apart whichever client took them. A slot is seen one reply late, and replies
+      // come late under load: the lower bound (the rate holds) is tight, the upper one loose.
+      expect(slots[39]! - slots[0]!).toBeGreaterThan(390 - 30);
+      expect(slots[39]! - slots[0]!).toBeLessThan(390 + 200);
+    } finally {
+      other.disconnect();
+    }
+  });
+
+  it('schedules and output leases: one claim wins a race, the Job Scheduler plans the next tick, a lease has one holder', async () => {
+    const schedules = new ScheduleStore(world.services.redis, prefix);
+    await schedules.upsert({ name: 'nightly', cron: '0 3 * * *', tz: 'UTC', input: 's3://corpus/data/', out: 's3://out/n/{date}/', options: {}, incremental: false, onOverlap: 'skip' });
+    const claims = await Promise.all(['cj-a', 'cj-b', 'cj-c'].map((runId) => schedules.claim('nightly', runId, world.services.corpora)));
+    expect(claims.filter((claim) => claim.claimed)).toHaveLength(1);
+    const queue = world.services.queues[QUEUES.schedule];
+    await installScheduler(queue, { name: 'nightly', cron: '0 3 * * *', tz: 'UTC' });
+    expect(await nextTick(queue, 'nightly')).toBeGreaterThan(Date.now());
+    await removeScheduler(queue, 'nightly');
+    expect(await nextTick(queue, 'nightly')).toBeNull();
+
+    const leases = world.services.corpora.leases;
+    expect(await leases.acquire('s3://out/leased/', 'cj-one')).toBeUndefined();
+    expect(await leases.acquire('s3://out/leased', 'cj-two')).toBe('cj-one');
+    await leases.release('s3://out/leased/', 'cj-two');
+    expect(await leases.holder('s3://out/leased/')).toBe('cj-one');
+    await leases.release('s3://out/leased/', 'cj-one');
+    expect(await leases.holder('s3://out/leased/')).toBeUndefined();
+  });
+});
