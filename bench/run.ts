@@ -59,6 +59,21 @@ interface RunResult {
   peakWorkerRssBytes: number;
   /** Requests the emulator accepted in each second of the run. */
   acceptedPerSecond: number[];
+  /**
+   * Redis's load during the run, from INFO deltas: commands (those run inside Lua scripts, ours and
+   * BullMQ's, included) and CPU seconds. Includes the bench's own polling, ~40 commands a second.
+   */
+  redisCommandsPerLine: number;
+  redisCpuMicrosPerLine: number;
+  /** Redis CPU seconds per second of the run: the share of one core Redis used. */
+  redisCpuShare: number;
+}
+
+/** Redis's own counters: commands processed (scripts' inner calls included) and CPU seconds. */
+async function redisLoad(monitor: Redis): Promise<{ commands: number; cpuSeconds: number }> {
+  const [stats, cpu] = await Promise.all([monitor.info('stats'), monitor.info('cpu')]);
+  const field = (text: string, name: string): number => Number(new RegExp(`${name}:([\\d.]+)`).exec(text)?.[1] ?? NaN);
+  return { commands: field(stats, 'total_commands_processed'), cpuSeconds: field(cpu, 'used_cpu_user') + field(cpu, 'used_cpu_sys') };
 }
 
 let runCounter = 0;
@@ -104,6 +119,7 @@ async function runEmbedq(
     const usedMemory = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await monitor.info('memory'))![1]);
     const baselineRedisBytes = await usedMemory();
     const cpuAtStart = workers.map((worker) => cpuSeconds(worker.child.pid!));
+    const redisAtStart = await redisLoad(monitor);
     const output = path.join(context.folder, `out-${runCounter}`);
     const started = performance.now();
     const id = await submitCorpusJob(
@@ -121,6 +137,7 @@ async function runEmbedq(
       await sleep(50);
     }
     const seconds = (performance.now() - started) / 1000;
+    const redisAtEnd = await redisLoad(monitor);
     const workerCpuSeconds = workers.reduce((sum, worker, index) => sum + cpuSeconds(worker.child.pid!) - cpuAtStart[index]!, 0);
     const stats = await emulator.stats();
     // Steady state: drop the first and last 3 seconds (ramp-up and the tail of the last shard).
@@ -148,6 +165,9 @@ async function runEmbedq(
       baselineRedisBytes,
       peakWorkerRssBytes,
       acceptedPerSecond: stats.history.map((second) => second.accepted),
+      redisCommandsPerLine: (redisAtEnd.commands - redisAtStart.commands) / options.lines,
+      redisCpuMicrosPerLine: ((redisAtEnd.cpuSeconds - redisAtStart.cpuSeconds) * 1e6) / options.lines,
+      redisCpuShare: (redisAtEnd.cpuSeconds - redisAtStart.cpuSeconds) / seconds,
     };
   } finally {
     await Promise.all(workers.map((worker) => worker.stop()));
@@ -343,6 +363,8 @@ function markdown(r: {
     `| | lines/s (end to end) | ${fixed(q.linesPerSecond, 0)} |`,
     `| | request latency p50 / p99 | ${fixed(q.latencyP50Ms, 0)} / ${fixed(q.latencyP99Ms, 0)} ms |`,
     `| | max requests in any 1 s | ${q.maxRequestsPerSecond} (limit ${QPM / 60}) |`,
+    `| | Redis per line: commands (inside scripts too), CPU | ${fixed(q.redisCommandsPerLine, 2)}, ${fixed(q.redisCpuMicrosPerLine, 1)} µs |`,
+    `| | Redis CPU at this rate | ${fixed(q.redisCpuShare * 100)}% of one core |`,
     `| 2. side by side (compatible API, dense) | embedq lines/s, 429s | ${fixed(s.embedq.linesPerSecond, 0)}, ${s.embedq.throttled} of ${s.embedq.requests} requests |`,
     `| | hand-rolled openai + p-limit(${WORKERS * CONCURRENCY}) lines/s, 429s | ${fixed(s.handRolled.linesPerSecond, 0)}, ${s.handRolled.throttled} of ${s.handRolled.requests} requests |`,
     `| | throughput ratio, 429 ratio (embedq / hand-rolled) | ${fixed(s.throughputRatio, 2)}×, ${fixed(s.throttledRatio, 4)} |`,
