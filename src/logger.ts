@@ -25,6 +25,11 @@ export const REDACT_PATHS = [
   '*.sessionToken',
   '*.*.sessionToken',
   '*.*.*.sessionToken',
+  // Redis URLs may carry a password (`redis://:secret@host:6379`).
+  'redisUrl',
+  '*.redisUrl',
+  'redisClusterNodes',
+  '*.redisClusterNodes',
 ];
 
 export interface LoggerSettings {

@@ -47,6 +47,21 @@ describe('settings from the environment', () => {
     expect(problems(() => loadSettings({ DASHSCOPE_REGION: 'beijing', DASHSCOPE_BASE_URL: 'http://127.0.0.1:1' }))).toMatch(/not both/);
   });
 
+  it('takes a Redis Cluster from REDIS_CLUSTER_NODES, with a hash-tag prefix', () => {
+    const env = { DASHSCOPE_API_KEY: 'k', REDIS_CLUSTER_NODES: '10.0.0.1:7000, rediss://:pw@10.0.0.2:7001,', EMBEDQ_REDIS_PREFIX: '{embedq}' };
+    const settings = loadSettings(env);
+    expect(settings.redisClusterNodes).toEqual(['10.0.0.1:7000', 'rediss://:pw@10.0.0.2:7001']);
+    expect(settings.redisPrefix).toBe('{embedq}');
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k' }).redisClusterNodes).toBeUndefined();
+    // Without the hash tag, a job's keys and its queues would scatter over slots (CROSSSLOT).
+    expect(problems(() => loadSettings({ ...env, EMBEDQ_REDIS_PREFIX: 'embedq' }))).toMatch(/EMBEDQ_REDIS_PREFIX: a Redis Cluster needs a hash-tag prefix such as \{embedq\}/);
+    expect(problems(() => loadSettings({ ...env, REDIS_URL: 'redis://x:6379' }))).toMatch(/REDIS_CLUSTER_NODES: set REDIS_URL .* not both/);
+    expect(problems(() => loadSettings({ ...env, REDIS_CLUSTER_NODES: 'nohost, http://h:1' }))).toMatch(/nohost: needs a host and a port[\s\S]*http:\/\/h:1: must be host:port, redis:\/\/ or rediss:\/\//);
+    // Braces only as a leading hash tag; one Redis may use one too.
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_REDIS_PREFIX: '{tenant-a}prod' }).redisPrefix).toBe('{tenant-a}prod');
+    for (const prefix of ['a{b}', '{}', '{a}{b}', 'a:b']) expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_REDIS_PREFIX: prefix })), prefix).toMatch(/EMBEDQ_REDIS_PREFIX: letters/);
+  });
+
   it('reads static S3 credentials when given', () => {
     const settings = loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'SK' });
     expect(settings.s3.credentials).toEqual({ accessKeyId: 'AK', secretAccessKey: 'SK', sessionToken: undefined });
@@ -92,14 +107,18 @@ describe('logger', () => {
       },
     });
     const logger = createLogger({ level: 'info' }, sink);
-    const settings = loadSettings({ DASHSCOPE_API_KEY: 'sk-very-secret', AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'aws-secret' });
+    const settings = loadSettings({ DASHSCOPE_API_KEY: 'sk-very-secret', AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'aws-secret', REDIS_URL: 'redis://:redis-secret@h:6379' });
+    const cluster = loadSettings({ DASHSCOPE_API_KEY: 'k', REDIS_CLUSTER_NODES: 'redis://:cluster-secret@h:7000', EMBEDQ_REDIS_PREFIX: '{e}' });
     logger.info({ settings }, 'settings');
     logger.info({ request: { headers: { authorization: 'Bearer sk-very-secret' } } }, 'request');
     logger.child({ dashscope: settings.dashscope }).info('child');
+    logger.info({ settings: cluster }, 'cluster settings');
     const output = lines.join('');
-    expect(lines).toHaveLength(3);
+    expect(lines).toHaveLength(4);
     expect(output).not.toContain('sk-very-secret');
     expect(output).not.toContain('aws-secret');
+    expect(output).not.toContain('redis-secret');
+    expect(output).not.toContain('cluster-secret');
     expect(output).toContain('[redacted]');
   });
 });
