@@ -11,6 +11,7 @@ import { RateGate } from '../../src/rate/rate-gate.js';
 import { createRedisClient } from '../../src/redis/redis-client.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
+import { startDashboard } from '../support/dashboard.js';
 import { startRedisCluster, type TestRedisCluster } from '../support/redis-cluster.js';
 import { verifyOutput } from '../support/verify-output.js';
 import { downloadPrefix, removeFolder, runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
@@ -76,6 +77,21 @@ describe('on a Redis Cluster', () => {
     folders.push(folder);
     await verifyOutput(folder, corpus.expected, parameters, SHARD_ROWS);
 
+    // The dashboard reads the same state from the cluster: the job, Bull Board, the workers' metrics.
+    const dashboard = await startDashboard(world.services);
+    try {
+      const get = (path: string): Promise<Response> => fetch(`${dashboard.url}${path}`);
+      const jobs = (await (await get('/api/jobs')).json()) as Array<{ id: string; state: string }>;
+      expect(jobs.map((job) => job.state)).toEqual(['completed']);
+      expect(await (await get('/healthz')).json()).toMatchObject({ ok: true });
+      expect((await get('/queues/api/queues')).status).toBe(200);
+      const metrics = await (await get('/metrics')).text();
+      expect(metrics).toMatch(/^embedq_lines_total\{outcome="embedded"\} [1-9]/m);
+      expect(metrics).toMatch(/^embedq_corpus_jobs\{state="completed"\} 1$/m);
+    } finally {
+      await dashboard.close();
+    }
+
     // Job records, BullMQ queues, the rate gate, metrics: all on the one master that owns the slot
     // (the output lease is gone with the job's end; the last test checks leases).
     const perMaster = await keysPerMaster();
@@ -114,6 +130,16 @@ describe('on a Redis Cluster', () => {
     const { folder } = await downloadPrefix(world.s3, 'out', 'cluster-b/');
     folders.push(folder);
     await verifyOutput(folder, corpus.expected, parameters, SHARD_ROWS);
+  });
+
+  it('a command gives up on an unreachable cluster within seconds, naming REDIS_CLUSTER_NODES with the password masked', async () => {
+    const env = { ...world.env, REDIS_CLUSTER_NODES: 'redis://:hunter2secret@127.0.0.1:1' };
+    const started = Date.now();
+    const result = await runEmbedq(env, ['status', 'cj-nothing']);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('REDIS_UNAVAILABLE: cannot reach Redis at REDIS_CLUSTER_NODES=redis://:***@127.0.0.1:1');
+    expect(result.stderr).not.toContain('hunter2secret');
+    expect(Date.now() - started).toBeLessThan(15_000);
   });
 
   it('rate gate: two cluster clients share one evenly spaced rate', async () => {
