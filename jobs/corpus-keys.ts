@@ -44,27 +44,3 @@ local function current(jobKey, gen)
   return tonumber(h[2]) == tonumber(gen)
 end
 `;
-
-/**
- * Lua: drops open shard buffers of a job (cancel, failure, restart). Scripts name every key they
- * touch in KEYS (a Redis Cluster routes by them, and Redis asks it of every script), so the caller
- * reads the open set first and passes the buffers' keys (`KEYS[from..from+n-1]`) with their shard
- * numbers (`ARGV[argFrom..]`). Returns how many shards are still open: ones opened after the
- * caller read the set. Once the job is stopped no shard opens any more (CLOSE_SHARD and
- * STORE_BATCH are fenced), so one more round with a fresh read drops the rest.
- */
-export const DROP_BUFFERS_LUA = `
-local function drop_buffers(openKey, from, n, argFrom)
-  for i = 0, n - 1 do
-    redis.call('DEL', KEYS[from + i])
-    redis.call('SREM', openKey, ARGV[argFrom + i])
-  end
-  return redis.call('SCARD', openKey)
-end
-`;
-
-/** Answer of a restart that found shards it was not told about; the caller reads them again. */
-export const STALE_OPEN_BUFFERS = 'stale-open-buffers';
-
-/** Rounds of "read the open set, drop those" before giving up (a stopped job needs at most two). */
-export const OPEN_BUFFER_ATTEMPTS = 5;

@@ -1,11 +1,12 @@
-import { CURRENT_LUA, DROP_BUFFERS_LUA, STALE_OPEN_BUFFERS } from './corpus-keys.js';
+import { CURRENT_LUA } from './corpus-keys.js';
+import { DROP_BUFFERS_LUA, STALE_OPEN_BUFFERS } from './open-buffers.js';
 
 /** The Lua scripts of job-record.ts: every state change of a job record is one of these. */
 
 // KEYS: job, open, the n open buffers, then the lease if the job has one. ARGV: new state,
 // allowed-from (comma list), error, errorCode, time field, time, n, generation ('' = any), job id,
 // then the n open shard numbers. Returns 1 if changed, 0 if not, 2 if changed with shards still
-// open that the caller did not list (it drops them with DROP_LEFTOVER_BUFFERS).
+// open that the caller did not list (OpenBuffers.dropLeftovers drops them).
 export const TRANSITION = `${CURRENT_LUA}${DROP_BUFFERS_LUA}
 local n = tonumber(ARGV[7])
 local lease = KEYS[3 + n]
@@ -58,14 +59,6 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'linesRead', 0, 'batchesTotal', c
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
   'tokens', c.tokens, 'shardsWritten', c.n)
 return {redis.call('HINCRBY', KEYS[1], 'generation', 1)}
-`;
-
-// KEYS: job, open, the n open buffers. ARGV: n, the n open shard numbers. For a stopped job only
-// (a restarted one dropped them itself). Returns how many shards are still open.
-export const DROP_LEFTOVER_BUFFERS = `${DROP_BUFFERS_LUA}
-local s = redis.call('HGET', KEYS[1], 'state')
-if s == 'queued' or s == 'running' then return 0 end
-return drop_buffers(KEYS[2], 3, tonumber(ARGV[1]), 2)
 `;
 
 // KEYS: job. ARGV: generation. Queued → running (startedAt set once). Returns 1 if running now.

@@ -2,8 +2,9 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 
 import type { JobOptions } from '../src/job-options.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
-import { OPEN_BUFFER_ATTEMPTS, STALE_OPEN_BUFFERS, type CorpusKeys } from './corpus-keys.js';
-import { DROP_LEFTOVER_BUFFERS, FINISH_SPLIT, RESTART, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
+import type { CorpusKeys } from './corpus-keys.js';
+import { FINISH_SPLIT, RESTART, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
+import { OPEN_BUFFER_ATTEMPTS, OpenBuffers, STALE_OPEN_BUFFERS } from './open-buffers.js';
 
 /**
  * A corpus job's record in Redis: options, state, generation, times and counters. Every state
@@ -48,15 +49,16 @@ export type RestartRefusal = { reason: 'missing' } | { reason: 'not-stopped'; st
 
 export class JobRecords {
   private readonly scripts;
+  private readonly openBuffers;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: CorpusKeys,
   ) {
+    this.openBuffers = new OpenBuffers(redis, keys);
     this.scripts = {
       transition: defineLuaScript(redis, TRANSITION),
       restart: defineLuaScript(redis, RESTART),
-      dropLeftoverBuffers: defineLuaScript(redis, DROP_LEFTOVER_BUFFERS),
       start: defineLuaScript(redis, START),
       finishSplit: defineLuaScript(redis, FINISH_SPLIT),
       setLinesRead: defineLuaScript(redis, SET_LINES_READ),
@@ -158,9 +160,9 @@ export class JobRecords {
    */
   async restart(id: string): Promise<{ generation: number } | RestartRefusal> {
     for (let attempt = 0; attempt < OPEN_BUFFER_ATTEMPTS; attempt += 1) {
-      const { keys, shards, lease } = await this.openBuffers(id);
+      const { buffers, shards, lease } = await this.openBuffers.declared(id);
       const result = (await this.scripts.restart(
-        [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), ...keys, ...lease],
+        [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), ...buffers, ...lease],
         id,
         shards.length,
         ...shards,
@@ -199,9 +201,9 @@ export class JobRecords {
   ): Promise<boolean> {
     // Only a failure or a cancel drops buffers; other transitions need not read them.
     const drop = to === 'failed' || to === 'cancelled';
-    const { keys, shards, lease } = await this.openBuffers(id, drop);
+    const { buffers, shards, lease } = await this.openBuffers.declared(id, drop);
     const changed = await this.scripts.transition(
-      [this.keys.job(id), this.keys.openShards(id), ...keys, ...lease],
+      [this.keys.job(id), this.keys.openShards(id), ...buffers, ...lease],
       to,
       from.join(','),
       fields.error ?? '',
@@ -213,28 +215,7 @@ export class JobRecords {
       id,
       ...shards,
     );
-    if (changed === 2) await this.dropLeftoverBuffers(id);
+    if (changed === 2) await this.openBuffers.dropLeftovers(id);
     return changed === 1 || changed === 2;
-  }
-
-  /** Shards opened between reading the open set and stopping the job: read again and drop them. */
-  private async dropLeftoverBuffers(id: string): Promise<void> {
-    for (let attempt = 0; attempt < OPEN_BUFFER_ATTEMPTS; attempt += 1) {
-      const { keys, shards } = await this.openBuffers(id);
-      if ((await this.scripts.dropLeftoverBuffers([this.keys.job(id), this.keys.openShards(id), ...keys], shards.length, ...shards)) === 0) return;
-    }
-    throw new Error(`job ${id}: shard buffers kept appearing after it stopped`);
-  }
-
-  /**
-   * What a script that drops buffers must declare: the open shards' buffer keys (with their shard
-   * numbers) and the job's lease key, if it has one.
-   */
-  private async openBuffers(id: string, withShards = true): Promise<{ keys: string[]; shards: string[]; lease: string[] }> {
-    const [shards, lease] = await Promise.all([
-      withShards ? this.redis.smembers(this.keys.openShards(id)) : Promise.resolve([]),
-      this.redis.hget(this.keys.job(id), 'lease'),
-    ]);
-    return { keys: shards.map((shard) => this.keys.shard(id, Number(shard))), shards, lease: lease ? [lease] : [] };
   }
 }
