@@ -4,7 +4,6 @@ import { createLogger } from '../../src/logger.js';
 import { describeRedisTarget } from '../../src/redis/redis-client.js';
 import { COMMAND_REDIS_TIMEOUT_MS, createServices, redisTarget, type Services } from '../services.js';
 
-
 /**
  * Builds services for a CLI command, runs it, and always releases them. Commands that never call
  * DashScope (submit, status, ...) do not need an API key. A command gives up on Redis within
