@@ -20,7 +20,7 @@ import { emulatorEmbedding } from '../src/emulator/emulator-embedding.js';
 import { nativeSuccessBody } from '../src/emulator/serialize-response.js';
 import { parseJobOptions, type JobOptionsInput } from '../src/job-options.js';
 import { createLogger } from '../src/logger.js';
-import { sleep } from '../src/rate/rate-gate.js';
+import { sleep } from '../src/sleep.js';
 import { startPrivateRedis } from '../src/redis/private-redis.js';
 import { createServices } from '../workers/services.js';
 import { benchCorpus } from './corpus.js';

@@ -9,7 +9,7 @@ import { createDashScopeClient } from '../src/dashscope/dashscope-client.js';
 import type { EmbeddingClient } from '../src/embedding.js';
 import type { Logger } from '../src/logger.js';
 import { MODELS, type ModelName } from '../src/models.js';
-import { RateGate } from '../src/rate/rate-gate.js';
+import { RateGate, rateGateKey } from '../src/rate/rate-gate.js';
 import { ShardEncoder } from '../src/shards/shard-encoder.js';
 import { createS3Client } from '../src/storage/s3-store.js';
 
@@ -79,12 +79,16 @@ export function createServices(settings: Readonly<Settings>, logger: Logger): Se
       if (!gate) {
         gate = new RateGate(
           redis,
-          `${settings.redisPrefix}:rate:${model}`,
+          rateGateKey(settings.redisPrefix, model, settings.dashscope.baseUrl),
           {
             requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[model].defaultRequestsPerMinute,
             tokensPerMinute: settings.dashscope.tokensPerMinute ?? MODELS[model].defaultTokensPerMinute,
           },
-          { targetUtilization: settings.dashscope.targetUtilization },
+          {
+            targetUtilization: settings.dashscope.targetUtilization,
+            reserve: settings.dashscope.reserve,
+            learnedTtlMs: settings.dashscope.learnedLimitTtlMs,
+          },
         );
         gates.set(model, gate);
       }

@@ -4,7 +4,7 @@ import type { BatchLine, EmbedBatchPayload, SplitCorpusPayload } from '../jobs/p
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
 import { MODELS } from '../src/models.js';
-import { sleep } from '../src/rate/rate-gate.js';
+import { sleep } from '../src/sleep.js';
 import { SUCCESS_FILE } from '../src/output/layout.js';
 import { loadTokenizer, mayExceedTokens } from '../src/tokens/count-tokens.js';
 import { openOutput } from './output.js';

@@ -1,5 +1,5 @@
 import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import type { Services } from '../services.js';
 import { processedLines, progressLine } from './progress.js';
 

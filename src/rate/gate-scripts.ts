@@ -1,0 +1,218 @@
+/**
+ * The rate gate's Lua, run atomically in Redis so every worker on every machine shares one
+ * schedule and one learned limit. See rate-gate.ts for the behaviour; this file is the arithmetic.
+ *
+ * KEYS[1]: the schedule hash (slot times, accepted-traffic buckets, slow start, strikes); expires
+ * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
+ * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
+ * `kCut` when); its TTL is set when a limit is learned and is not extended by traffic.
+ *
+ * ARGV[1..11], shared by every script: configured requests and tokens per minute, target
+ * utilisation, reserve, learned TTL (ms), cubic growth coefficient (per s³, relative to the learned
+ * limit), plateau hold (ms), backoff below the learned limit after a cut, slow-start initial
+ * fraction, slow-start doubling time (ms), idle gap (ms) after which traffic counts as new.
+ */
+const COMMON_LUA = `
+local S, L = KEYS[1], KEYS[2]
+local ceil = { r = tonumber(ARGV[1]), t = tonumber(ARGV[2]) }
+local target, reserve, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local c, hold, backoff = tonumber(ARGV[6]), tonumber(ARGV[7]) / 1000, tonumber(ARGV[8])
+local s0, doubling, idle = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local KINDS = { 'r', 't' }
+
+-- Redis's clock, so workers on machines with skewed clocks share one timeline.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function hash(key)
+  local raw, out = redis.call('HGETALL', key), {}
+  for i = 1, #raw, 2 do out[raw[i]] = tonumber(raw[i + 1]) end
+  return out
+end
+local function cbrt(x)
+  if x <= 0 then return 0 end
+  return x ^ (1 / 3)
+end
+-- Seconds from a cut until the estimate is back at the learned limit.
+local function plateau_at(lw, k)
+  local W = lw[k .. 'W']
+  return cbrt((W - lw[k .. 'E0']) / (c * W))
+end
+-- CUBIC-shaped estimate of the account's limit (per minute): back to W fast, hold near it, then
+-- probe above it slowly at first and faster the longer no 429 comes (a limit was raised).
+local function estimate(lw, k)
+  local W = lw[k .. 'W']
+  if not W then return nil end
+  local t, K = lw[k .. 'A'] / 1000, plateau_at(lw, k)
+  if t < K then return W + c * W * (t - K) ^ 3 end
+  if t < K + hold then return W end
+  return W * (1 + c * (t - K - hold) ^ 3)
+end
+-- The rate in force (per minute) for kind k: the smaller of the configured and learned limits,
+-- times the target utilisation, less the reserve, ramped during slow start.
+local function in_force(lw, k, ss)
+  local limit = ceil[k]
+  local e = estimate(lw, k)
+  if e and e < limit then limit = e end
+  local rate = limit * target * (1 - reserve)
+  if ss then
+    local f = s0 * 2 ^ (ss / doubling)
+    if f < 1 then rate = rate * f end
+  end
+  return rate
+end
+-- Counts accepted traffic in 100 ms buckets (ten of them: the last second).
+local function record(now, requests, tokens)
+  if requests <= 0 then return end
+  local id = math.floor(now / 100)
+  local i = id % 10
+  if tonumber(redis.call('HGET', S, 'ab' .. i) or '-1') ~= id then
+    redis.call('HSET', S, 'ab' .. i, id, 'ar' .. i, requests, 'at' .. i, tokens)
+  else
+    redis.call('HINCRBY', S, 'ar' .. i, requests)
+    redis.call('HINCRBYFLOAT', S, 'at' .. i, tokens)
+  end
+end
+-- What the provider accepted over the last 0.9-1 s, per minute: the delivery-rate estimate.
+local function accepted_per_minute(now)
+  local id = math.floor(now / 100)
+  local requests, tokens = 0, 0
+  for i = 0, 9 do
+    local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i)
+    if b[1] and tonumber(b[1]) > id - 10 then
+      requests = requests + tonumber(b[2])
+      tokens = tokens + tonumber(b[3])
+    end
+  end
+  local span = 900 + now % 100
+  return { r = requests * 60000 / span, t = tokens * 60000 / span }
+end
+-- Moves the active clock (time with traffic) forward. After an idle gap, traffic starts again at
+-- the learned limit (no probing overshoot), or with a slow start when nothing is learned.
+local function advance(now, lw)
+  local seen = tonumber(redis.call('HGET', S, 'seen') or '0')
+  local ss = tonumber(redis.call('HGET', S, 'ss') or 'nil')
+  local gap = now - seen
+  if seen == 0 or gap > idle then
+    gap = 0
+    if lw.rW or lw.tW then
+      ss = nil
+      redis.call('HDEL', S, 'ss')
+      for _, k in ipairs(KINDS) do
+        if lw[k .. 'W'] then
+          local K = plateau_at(lw, k) * 1000
+          if lw[k .. 'A'] > K then lw[k .. 'A'] = K end
+        end
+      end
+    else
+      ss = 0
+    end
+  end
+  if gap < 0 then gap = 0 end
+  for _, k in ipairs(KINDS) do
+    if lw[k .. 'W'] then
+      lw[k .. 'A'] = lw[k .. 'A'] + gap
+      local e = estimate(lw, k)
+      if e >= ceil[k] and lw[k .. 'A'] / 1000 > plateau_at(lw, k) then
+        -- Probed up to the configured limit without a 429: the learned limit no longer applies.
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut')
+        lw[k .. 'W'] = nil
+      else
+        redis.call('HSET', L, k .. 'A', lw[k .. 'A'])
+      end
+    end
+  end
+  if ss then
+    ss = ss + gap
+    if s0 * 2 ^ (ss / doubling) >= 1 then
+      ss = nil
+      redis.call('HDEL', S, 'ss')
+    else
+      redis.call('HSET', S, 'ss', ss)
+    end
+  end
+  redis.call('HSET', S, 'seen', now)
+  return ss
+end
+-- Applies a process's folded settlements: accepted requests and the token schedule's correction.
+local function settle(now, lw, ss, requests, tokens, delta)
+  record(now, requests, tokens)
+  if delta ~= 0 then
+    local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
+    if tTat < now - 1000 then tTat = now - 1000 end
+    redis.call('HSET', S, 'tTat', tTat + delta * 60000 / in_force(lw, 't', ss))
+  end
+end
+`;
+
+/** ARGV[12] estimated tokens, [13..15] folded settlements. Returns wait ms and both rates in force. */
+export const RESERVE_LUA = `${COMMON_LUA}
+local now = now_ms()
+local lw = hash(L)
+local ss = advance(now, lw)
+settle(now, lw, ss, tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]))
+local rr, rt = in_force(lw, 'r', ss), in_force(lw, 't', ss)
+local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
+local send = now
+if rTat > send then send = rTat end
+if tTat > send then send = tTat end
+redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[12]) * 60000 / rt)
+redis.call('PEXPIRE', S, 3600000)
+return { tostring(send - now), tostring(rr), tostring(rt) }
+`;
+
+/**
+ * ARGV[12] kind (r, t or b for burst), [13] strikes that cut when not probing, [14] strike window
+ * ms, [15] cooldown ms, [16..18] folded settlements. Returns the action (skip, cut) and, after a
+ * cut, the learned limit and the new rate in force.
+ */
+export const THROTTLED_LUA = `${COMMON_LUA}
+local now = now_ms()
+local lw = hash(L)
+local ss = advance(now, lw)
+settle(now, lw, ss, tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
+local k = ARGV[12]
+-- Every 429 gives up the next request slot for everyone: the window it hit is full.
+local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+if rTat < now then rTat = now end
+redis.call('HSET', S, 'rTat', rTat + 60000 / in_force(lw, 'r', ss))
+if k == 'b' then return { 'skip' } end
+local strikeAt = tonumber(redis.call('HGET', S, k .. 'SAt') or '0')
+local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
+if now - strikeAt > tonumber(ARGV[14]) then
+  strikeAt = now
+  strikes = 0
+end
+strikes = strikes + 1
+redis.call('HSET', S, k .. 'SAt', strikeAt, k .. 'S', strikes)
+-- 429s right after a cut come from requests sent before it.
+if now - (lw[k .. 'Cut'] or 0) < tonumber(ARGV[15]) then return { 'skip' } end
+local e = estimate(lw, k)
+-- Above a learned limit, or ramping up, one 429 is news; at a limit believed right, single 429s
+-- are jitter and only a cluster cuts.
+local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
+if not probing and strikes < tonumber(ARGV[13]) then return { 'skip' } end
+local before = in_force(lw, k, ss) / (target * (1 - reserve))
+local W = accepted_per_minute(now)[k]
+if W < before * 0.5 then W = before * 0.5 end
+if W < 1 then W = 1 end
+redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now)
+redis.call('PEXPIRE', L, ttl)
+redis.call('HDEL', S, 'ss')
+redis.call('HSET', S, k .. 'S', 0)
+lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'A'] = W, W * (1 - backoff), 0
+return { 'cut', tostring(W), tostring(in_force(lw, k, nil)) }
+`;
+
+/** Read-only: learned limits (or false) and rates in force, as of now. */
+export const STATE_LUA = `${COMMON_LUA}
+local lw = hash(L)
+local ss = tonumber(redis.call('HGET', S, 'ss') or 'nil')
+return {
+  tostring(lw.rW or ''), tostring(lw.tW or ''),
+  tostring(in_force(lw, 'r', ss)), tostring(in_force(lw, 't', ss)),
+  tostring(ss or ''), tostring(redis.call('PTTL', L)),
+}
+`;
