@@ -62,11 +62,11 @@ local function in_force(lw, k, ss)
   end
   return rate
 end
--- Counts accepted traffic in 100 ms buckets (ten of them: the last second).
+-- Counts accepted traffic in 100 ms buckets (eleven: the last full second and the current one).
 local function record(now, requests, tokens)
   if requests <= 0 then return end
   local id = math.floor(now / 100)
-  local i = id % 10
+  local i = id % 11
   if tonumber(redis.call('HGET', S, 'ab' .. i) or '-1') ~= id then
     redis.call('HSET', S, 'ab' .. i, id, 'ar' .. i, requests, 'at' .. i, tokens)
   else
@@ -74,19 +74,20 @@ local function record(now, requests, tokens)
     redis.call('HINCRBYFLOAT', S, 'at' .. i, tokens)
   end
 end
--- What the provider accepted over the last 0.9-1 s, per minute: the delivery-rate estimate.
+-- What the provider accepted over the last full second (ten whole buckets), per minute: the
+-- delivery-rate estimate, over the same span as the provider's per-second window.
 local function accepted_per_minute(now)
   local id = math.floor(now / 100)
   local requests, tokens = 0, 0
-  for i = 0, 9 do
+  for i = 0, 10 do
     local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i)
-    if b[1] and tonumber(b[1]) > id - 10 then
+    local bid = tonumber(b[1] or '-1')
+    if bid >= id - 10 and bid < id then
       requests = requests + tonumber(b[2])
       tokens = tokens + tonumber(b[3])
     end
   end
-  local span = 900 + now % 100
-  return { r = requests * 60000 / span, t = tokens * 60000 / span }
+  return { r = requests * 60, t = tokens * 60 }
 end
 -- Moves the active clock (time with traffic) forward. After an idle gap, traffic starts again at
 -- the learned limit (no probing overshoot), or with a slow start when nothing is learned.
@@ -110,6 +111,11 @@ local function advance(now, lw)
     end
   end
   if gap < 0 then gap = 0 end
+  -- The clocks run only while callers queue for slots: a rate nobody tried to use is untested,
+  -- and growing it would let a burst of demand meet a rate far above the limit (as TCP's
+  -- congestion window validation holds cwnd while an application sends little).
+  local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+  if rTat + 2 * 60000 / in_force(lw, 'r', ss) < now then gap = 0 end
   for _, k in ipairs(KINDS) do
     if lw[k .. 'W'] then
       lw[k .. 'A'] = lw[k .. 'A'] + gap
@@ -146,7 +152,10 @@ local function settle(now, lw, ss, requests, tokens, delta)
 end
 `;
 
-/** ARGV[12] estimated tokens, [13..15] folded settlements. Returns wait ms and both rates in force. */
+/**
+ * ARGV[12] estimated tokens, [13..15] folded settlements, [16] booking horizon ms. Returns the wait
+ * in ms and both rates in force; a negative wait means "not booked: ask again in -wait ms".
+ */
 export const RESERVE_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
@@ -158,8 +167,12 @@ local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
 local send = now
 if rTat > send then send = rTat end
 if tTat > send then send = tTat end
-redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[12]) * 60000 / rt)
 redis.call('PEXPIRE', S, 3600000)
+-- Slots are booked at most a short horizon ahead, so a new rate (a cut, a ramp) applies within it
+-- rather than after every queued caller has left at the old one.
+local horizon = tonumber(ARGV[16])
+if send - now > horizon then return { tostring(-(send - now - horizon)), tostring(rr), tostring(rt) } end
+redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[12]) * 60000 / rt)
 return { tostring(send - now), tostring(rr), tostring(rt) }
 `;
 
@@ -196,8 +209,19 @@ local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
 if not probing and strikes < tonumber(ARGV[13]) then return { 'skip' } end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
 local W = accepted_per_minute(now)[k]
-if W < before * 0.5 then W = before * 0.5 end
+-- In slow start the rate grew by half within the last ~latency, and the accepted count lags it;
+-- the rate before that growth is a firmer floor than a count taken while ramping.
+if ss and W < before * 0.5 then W = before * 0.5 end
 if W < 1 then W = 1 end
+-- Drain: the provider's window is still full of what was sent above the limit; pause sending for
+-- the time that excess takes to age out (BBR's drain phase), at most a second.
+if before > W then
+  local drain = 1000 * (before / W - 1)
+  if drain > 1000 then drain = 1000 end
+  local tat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+  if tat < now then tat = now end
+  redis.call('HSET', S, 'rTat', tat + drain)
+end
 redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now)
 redis.call('PEXPIRE', L, ttl)
 redis.call('HDEL', S, 'ss')

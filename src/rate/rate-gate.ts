@@ -60,6 +60,11 @@ export interface RateGateOptions {
   /** Least time between two cuts of one kind: 429s just after a cut come from requests already in flight (Default: 1,000 ms). */
   cooldownMs?: number;
   /**
+   * How far ahead slots are booked (Default: 250 ms). Callers beyond it wait unbooked and ask
+   * again, so a cut or a ramp takes effect within this time whatever the queue of callers.
+   */
+  horizonMs?: number;
+  /**
    * A caller that wakes up later than this after its slot (a busy event loop) takes a new slot
    * instead of sending late, where it would crowd the next requests (Default: 8 ms).
    */
@@ -125,6 +130,7 @@ export class RateGate {
       strikeWindowMs: options.strikeWindowMs ?? 1_000,
       cooldownMs: options.cooldownMs ?? 1_000,
       maxLatenessMs: options.maxLatenessMs ?? 8,
+      horizonMs: options.horizonMs ?? 250,
     };
     const o = this.options;
     this.args = [
@@ -148,11 +154,23 @@ export class RateGate {
     };
   }
 
-  /** Reserves a slot for one request of about `estimatedTokens` tokens. */
-  async reserve(estimatedTokens: number): Promise<Reservation> {
+  /**
+   * Tries to reserve a slot for one request of about `estimatedTokens` tokens. `booked: false`
+   * means the next free slot lies beyond the booking horizon: ask again after `waitMs`.
+   */
+  async reserve(estimatedTokens: number): Promise<Reservation & { booked: boolean }> {
     const { requests, tokens, tokenDelta } = this.takePending();
-    const [waitMs, rpm, tpm] = (await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, requests, tokens, tokenDelta)) as [string, string, string];
-    return { waitMs: Math.max(0, Number(waitMs)), requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) };
+    const [waitMs, rpm, tpm] = (await this.scripts.reserve(
+      this.keys,
+      ...this.args,
+      estimatedTokens,
+      requests,
+      tokens,
+      tokenDelta,
+      this.options.horizonMs,
+    )) as [string, string, string];
+    const wait = Number(waitMs);
+    return { booked: wait >= 0, waitMs: Math.abs(wait), requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) };
   }
 
   /**
@@ -161,12 +179,19 @@ export class RateGate {
    * slot away and takes the next free one rather than crowding the requests behind it.
    */
   async acquire(estimatedTokens: number, signal?: AbortSignal): Promise<Reservation> {
-    for (let attempt = 0; ; attempt += 1) {
+    for (let attempt = 0; ; ) {
       const reservation = await this.reserve(estimatedTokens);
+      if (!reservation.booked) {
+        // Come back when the slot is about to enter the horizon; the spread keeps callers from
+        // all asking in the same millisecond.
+        await sleep(reservation.waitMs + Math.random() * this.options.horizonMs * 0.5, signal);
+        continue;
+      }
+      attempt += 1;
       if (reservation.waitMs === 0) return reservation;
       const due = performance.now() + reservation.waitMs;
       await sleep(reservation.waitMs, signal);
-      if (performance.now() - due <= this.options.maxLatenessMs || attempt >= 3) return reservation;
+      if (performance.now() - due <= this.options.maxLatenessMs || attempt > 3) return reservation;
       // The slot's tokens were booked; hand them back (with the next booking).
       this.pending.tokenDelta -= estimatedTokens;
     }

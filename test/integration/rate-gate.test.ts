@@ -18,8 +18,13 @@ describe('RateGate (real Redis)', () => {
     await redisB.quit();
   });
   const key = (): string => `test-gate:${randomBytes(4).toString('hex')}`;
-  /** No slow start: these cases look at the schedule itself. */
-  const steady = { slowStartFraction: 1 };
+  /** Sends the folded completions, and waits until their 100 ms bucket is part of the last full second. */
+  const settleIntoPastSecond = async (gate: RateGate): Promise<void> => {
+    await gate.reserve(0);
+    await sleep(120);
+  };
+  /** No slow start, no booking horizon: these cases look at the schedule itself. */
+  const steady = { slowStartFraction: 1, horizonMs: 60_000 };
 
   it('keys a gate by model and endpoint host, never by anything secret', () => {
     expect(rateGateKey('embedq', 'text-embedding-v4', 'https://dashscope-intl.aliyuncs.com')).toBe('embedq:rate:text-embedding-v4:dashscope-intl.aliyuncs.com');
@@ -64,6 +69,21 @@ describe('RateGate (real Redis)', () => {
     expect(third.waitMs).toBeLessThanOrEqual(600);
   });
 
+  it('books slots only a short horizon ahead, so a new rate applies within it', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 600, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 1, horizonMs: 250 });
+    // 100 ms slots: now, +100, +200 are booked; +300 lies beyond the horizon.
+    const waits = [];
+    for (let index = 0; index < 4; index += 1) waits.push(await gate.reserve(1));
+    expect(waits.slice(0, 3).every((reservation) => reservation.booked)).toBe(true);
+    expect(waits[3]).toMatchObject({ booked: false });
+    expect(waits[3]!.waitMs).toBeGreaterThan(30);
+    expect(waits[3]!.waitMs).toBeLessThanOrEqual(50);
+    // acquire() waits unbooked, then books and sleeps until its slot.
+    const started = performance.now();
+    await gate.acquire(1);
+    expect(performance.now() - started).toBeGreaterThan(250);
+  });
+
   it('applies EMBEDQ_RESERVE: the rate in force leaves that fraction of the limit unused', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e9 }, { targetUtilization: 1, reserve: 0.25, ...steady });
     const reservation = await gate.reserve(1);
@@ -75,12 +95,18 @@ describe('RateGate (real Redis)', () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 0.1, slowStartDoublingMs: 200 });
     const first = await gate.reserve(1);
     expect(first.requestsPerMinute).toBeLessThan(700);
+    // Demand below the rate does not grow it: a rate nobody used is untested.
     await sleep(500);
-    const later = await gate.reserve(1);
-    // 0.1 × 2^(≥500/200) ≥ 0.56 of the limit.
-    expect(later.requestsPerMinute).toBeGreaterThan(3000);
-    await sleep(300);
-    expect((await gate.reserve(1)).requestsPerMinute).toBe(6000);
+    expect((await gate.reserve(1)).requestsPerMinute).toBeLessThan(700);
+    // Callers queueing for slots (reservations ahead of the clock) let it double every 200 ms.
+    const started = Date.now();
+    let rate = 0;
+    while (Date.now() - started < 1_000 && rate < 6000) {
+      for (let index = 0; index < 5; index += 1) rate = (await gate.reserve(1)).requestsPerMinute;
+      await sleep(20);
+    }
+    expect(rate).toBe(6000);
+    expect(Date.now() - started).toBeGreaterThan(500); // 0.1 × 2^(t/200) reaches 1 at t ≈ 660 ms
     expect((await gate.state()).slowStart).toBe(false);
   });
 
@@ -100,13 +126,13 @@ describe('RateGate (real Redis)', () => {
     for (let index = 0; index < 5; index += 1) expect(await b.throttled('burst')).toEqual({ action: 'skip' });
     // The provider accepted 4 requests in the last second (240 a minute), then 429s cluster.
     for (let index = 0; index < 4; index += 1) a.completed(1, 1);
+    await settleIntoPastSecond(a);
     expect(await a.throttled('requests')).toEqual({ action: 'skip' });
     const verdict = await b.throttled('requests');
     expect(verdict).toMatchObject({ action: 'cut', kind: 'requests', configuredPerMinute: 600 });
     if (verdict.action !== 'cut') throw new Error('unreachable');
-    // 4 accepted over the last 0.9-1 s: 240-267 a minute; the rate restarts 3% below it.
-    expect(verdict.learnedPerMinute).toBeGreaterThanOrEqual(240);
-    expect(verdict.learnedPerMinute).toBeLessThanOrEqual(300);
+    // 4 accepted over the last full second: 240 a minute; the rate restarts 3% below it.
+    expect(verdict.learnedPerMinute).toBe(240);
     expect(verdict.inForcePerMinute).toBeCloseTo(verdict.learnedPerMinute * 0.97, -1);
     // Every client of the key paces at it, and the state says configured, learned and in force.
     expect((await a.reserve(1)).requestsPerMinute).toBeLessThan(300);
@@ -125,13 +151,15 @@ describe('RateGate (real Redis)', () => {
     const first = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, learnedTtlMs: 1_500 });
     await first.reserve(1); // slow start: any 429 is news
     for (let index = 0; index < 20; index += 1) first.completed(1, 1);
+    await settleIntoPastSecond(first);
     const verdict = await first.throttled('requests');
     expect(verdict.action).toBe('cut');
     const next = new RateGate(redisB, gateKey, limits, { targetUtilization: 1, learnedTtlMs: 1_500 });
     const reservation = await next.reserve(1);
-    // 20 accepted in the last second → ~1,200-1,333 a minute, far below the 6,000 configured.
-    expect(reservation.requestsPerMinute).toBeGreaterThan(1_100);
-    expect(reservation.requestsPerMinute).toBeLessThan(1_400);
+    // 20 accepted in the last second → 1,200 a minute, far below the 6,000 configured; the rate
+    // restarts 3% below it and climbs back.
+    expect(reservation.requestsPerMinute).toBeGreaterThanOrEqual(1_164);
+    expect(reservation.requestsPerMinute).toBeLessThanOrEqual(1_200);
     await sleep(1_700);
     expect((await next.state()).learned.requestsPerMinute).toBeUndefined();
   });
@@ -143,12 +171,15 @@ describe('RateGate (real Redis)', () => {
     const gate = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0 });
     await gate.reserve(1);
     for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
+    await settleIntoPastSecond(gate);
     const verdict = await gate.throttled('requests');
     if (verdict.action !== 'cut') throw new Error(`expected a cut, got ${JSON.stringify(verdict)}`);
     const learned = verdict.learnedPerMinute;
     expect(verdict.inForcePerMinute).toBeCloseTo(learned * 0.9, -1);
     const samples: number[] = [];
     for (let index = 0; index < 40; index += 1) {
+      // Two reservations per 50 ms at ≤ 33 a second keep callers queueing: the clock runs.
+      await gate.reserve(0);
       samples.push((await gate.reserve(0)).requestsPerMinute);
       await sleep(50);
     }

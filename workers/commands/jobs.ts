@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import type { JobOptions } from '../../src/job-options.js';
+import { describeGateState } from '../../src/rate/describe-gate.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
 import { withServices } from './context.js';
@@ -47,6 +48,7 @@ export function registerJobCommands(program: Command): void {
           return 1;
         }
         process.stdout.write(flags.json ? `${JSON.stringify(record, null, 2)}\n` : `${describeJob(record)}\n`);
+        if (!flags.json) process.stdout.write(`${describeGateState(await services.rateGate(record.options.model).state())}\n`);
         return 0;
       });
     });
