@@ -1,6 +1,6 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+
+import { startThread } from '../threads/start-thread.js';
 
 import type { OutputFormat } from './shard-row.js';
 import type { ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
@@ -42,8 +42,7 @@ export class ShardEncoder {
 
   private thread(): Worker {
     if (this.worker) return this.worker;
-    const compiled = new URL('./shard-thread.js', import.meta.url);
-    const worker = existsSync(fileURLToPath(compiled)) ? new Worker(compiled) : sourceThread(new URL('./shard-thread.ts', import.meta.url));
+    const worker = startThread(new URL('./shard-thread.js', import.meta.url), new URL('./shard-thread.ts', import.meta.url));
     worker.unref();
     worker.on('message', (response: ShardThreadResponse) => {
       const waiter = this.pending.get(response.id);
@@ -71,14 +70,4 @@ export class ShardEncoder {
     for (const waiter of this.pending.values()) waiter.reject(error);
     this.pending.clear();
   }
-}
-
-/**
- * Under tsx and vitest this module runs from its .ts source; a thread does not inherit their
- * loaders, so it registers tsx itself before importing the .ts entry (development and tests only).
- */
-function sourceThread(entry: URL): Worker {
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(entry.href)}); });`;
-  return new Worker(bootstrap, { eval: true });
 }
