@@ -3,7 +3,7 @@ import type { Worker } from 'node:worker_threads';
 import { startThread } from '../threads/start-thread.js';
 
 import type { OutputFormat } from './shard-row.js';
-import type { ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
+import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
 
 /**
  * Encodes shards on one background thread per process (see shard-thread.ts for why). The thread
@@ -12,6 +12,8 @@ import type { ShardThreadRequest, ShardThreadResponse } from './shard-thread.js'
 export class ShardEncoder {
   private worker: Worker | undefined;
   private nextId = 0;
+  /** The thread's memory after its last shard (for the worker's memory log line and the bench). */
+  lastThreadMemory: ShardThreadMemory | undefined;
   private readonly pending = new Map<number, { resolve: (value: { bytes: Uint8Array; rows: number }) => void; reject: (error: Error) => void }>();
 
   /** Decodes the batches, sorts rows by `row`, and returns the shard file's bytes. */
@@ -54,6 +56,7 @@ export class ShardEncoder {
         error.stack = response.error.stack ?? error.stack;
         waiter.reject(error);
       } else {
+        this.lastThreadMemory = response.memory;
         waiter.resolve({ bytes: response.bytes, rows: response.rows });
       }
     });
