@@ -24,8 +24,8 @@ export function registerWorkerCommand(program: Command): void {
       const logger = createLogger(settings.log);
       const services = createServices(settings, logger);
       const pool = startWorkers(services, { concurrency });
-      // Where the memory is (debug level; the bench reads it).
-      const memoryLog = setInterval(() => logger.debug(memoryBreakdown(services.shardEncoder.lastThreadMemory), 'memory'), 1_000).unref();
+      // Where the memory is, every 5 s (the bench reads these lines).
+      const memoryLog = setInterval(() => logger.info(memoryBreakdown(services.shardEncoder.lastThreadMemory), 'memory'), 5_000).unref();
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'draining');
