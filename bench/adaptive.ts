@@ -123,11 +123,13 @@ function figures(
   stats: EmulatorStats,
   window: { startSecond: number; endSecond: number },
   other?: Map<number, { sent: number; limited: number; accepted: number }>,
+  /** The real limit per second at a second since submit (for the quota change). */
+  limitAt: (second: number) => number = () => PER_SECOND,
 ): AdaptiveFigures {
   const seconds = stats.history.filter((second) => second.second >= window.startSecond && second.second < window.endSecond);
   const embedq = seconds.map((second) => {
     const o = other?.get(second.second) ?? { sent: 0, limited: 0, accepted: 0 };
-    return { second: second.second - window.startSecond, requests: second.requests - o.sent, accepted: second.accepted - o.accepted, limited: second.rateLimited - o.limited, available: PER_SECOND - o.accepted };
+    return { second: second.second - window.startSecond, requests: second.requests - o.sent, accepted: second.accepted - o.accepted, limited: second.rateLimited - o.limited, available: limitAt(second.second - window.startSecond) - o.accepted };
   });
   const sum = (rows: typeof embedq, pick: (row: (typeof embedq)[number]) => number): number => rows.reduce((total, row) => total + pick(row), 0);
   const after5 = embedq.filter((row) => row.second >= 5);
@@ -196,7 +198,7 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
     // Its 429 share from its first second (the 5-s allowance does not apply).
     results.push({ ...figure, share429After5s: figure.share429 });
   });
-  console.log(results.slice(-2).map(({ perSecond: _, ...rest }) => rest));
+  for (const result of results.slice(-2)) printResult(result);
 
   console.log(`\n6. shared account: another client sends 30% of ${REAL_QPM} QPM throughout; embedq told the account's ${REAL_QPM}`);
   await withSetup(redisUrl, 'bench-shared', REAL_QPM, async (services, emulator) => {
@@ -206,7 +208,7 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
     const { bySecond } = await other.stop();
     results.push(figures('shared account (other client 30%)', await emulator.stats(), run, bySecond));
   });
-  console.log(results.slice(-1).map(({ perSecond: _, ...rest }) => rest));
+  printResult(results.at(-1)!);
 
   console.log(`\n7. quota change: told ${REAL_QPM} (right); halved at 12 s, restored at 27 s`);
   await withSetup(redisUrl, 'bench-change', REAL_QPM, async (services, emulator) => {
@@ -230,7 +232,9 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
         }
       },
     });
-    const figure = figures('quota halved mid-run, then restored', await emulator.stats(), run);
+    // The limit in force each second: halved from the halving's second to the restore's.
+    const limitAt = (second: number): number => (second >= halvedAt && second < restoredAt ? PER_SECOND / 2 : PER_SECOND);
+    const figure = figures('quota halved mid-run, then restored', await emulator.stats(), run, undefined, limitAt);
     const rows = figure.perSecond.map(([accepted, limited], second) => ({ second, accepted, limited }));
     const halved = rows.filter((row) => row.second >= halvedAt + 5 && row.second < restoredAt);
     const share = halved.reduce((total, row) => total + row.limited, 0) / Math.max(1, halved.reduce((total, row) => total + row.accepted + row.limited, 0));
@@ -244,8 +248,14 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
     }
     results.push({ ...figure, share429HalvedAfter5s: share, secondsBackTo95: back });
   });
-  console.log(results.slice(-1).map(({ perSecond: _, ...rest }) => rest));
+  printResult(results.at(-1)!);
   return results;
+}
+
+/** The figures, and accepted/429s per second since submit (`14/1` = 14 accepted, one 429). */
+function printResult({ perSecond, ...figures }: AdaptiveFigures): void {
+  console.log(figures);
+  console.log(`  per second: ${perSecond.map(([accepted, limited]) => (limited ? `${accepted}/${limited}` : `${accepted}`)).join(' ')}`);
 }
 
 const percent = (value: number | undefined, digits = 1): string => (value === undefined || !Number.isFinite(value) ? 'n/a' : `${(value * 100).toFixed(digits)}%`);

@@ -7,10 +7,11 @@
  * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
  * `kCut` when); its TTL is set when a limit is learned and is not extended by traffic.
  *
- * ARGV[1..11], shared by every script: configured requests and tokens per minute, target
+ * ARGV[1..12], shared by every script: configured requests and tokens per minute, target
  * utilisation, reserve, learned TTL (ms), cubic growth coefficient (per s³, relative to the learned
  * limit), plateau hold (ms), backoff below the learned limit after a cut, slow-start initial
- * fraction, slow-start doubling time (ms), idle gap (ms) after which traffic counts as new.
+ * fraction, slow-start doubling time (ms), idle gap (ms) after which traffic counts as new, margin
+ * kept below a learned limit.
  */
 const COMMON_LUA = `
 local S, L = KEYS[1], KEYS[2]
@@ -18,6 +19,7 @@ local ceil = { r = tonumber(ARGV[1]), t = tonumber(ARGV[2]) }
 local target, reserve, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local c, hold, backoff = tonumber(ARGV[6]), tonumber(ARGV[7]) / 1000, tonumber(ARGV[8])
 local s0, doubling, idle = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local margin = tonumber(ARGV[12])
 local KINDS = { 'r', 't' }
 
 -- Redis's clock, so workers on machines with skewed clocks share one timeline.
@@ -52,10 +54,12 @@ end
 -- The rate in force (per minute) for kind k: the smaller of the configured and learned limits,
 -- times the target utilisation, less the reserve, ramped during slow start.
 local function in_force(lw, k, ss)
-  local limit = ceil[k]
+  local rate = ceil[k] * target
   local e = estimate(lw, k)
-  if e and e < limit then limit = e end
-  local rate = limit * target * (1 - reserve)
+  -- A learned limit is shared with clients we cannot see: keep a wider margin below it than the
+  -- target utilisation keeps below a configured one, or their requests and ours collide.
+  if e and e * (1 - margin) < rate then rate = e * (1 - margin) end
+  rate = rate * (1 - reserve)
   if ss then
     local f = s0 * 2 ^ (ss / doubling)
     if f < 1 then rate = rate * f end
@@ -153,14 +157,14 @@ end
 `;
 
 /**
- * ARGV[12] estimated tokens, [13..15] folded settlements, [16] booking horizon ms. Returns the wait
+ * ARGV[13] estimated tokens, [14..16] folded settlements, [17] booking horizon ms. Returns the wait
  * in ms and both rates in force; a negative wait means "not booked: ask again in -wait ms".
  */
 export const RESERVE_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
-settle(now, lw, ss, tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]))
+settle(now, lw, ss, tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]))
 local rr, rt = in_force(lw, 'r', ss), in_force(lw, 't', ss)
 local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
 local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
@@ -170,23 +174,23 @@ if tTat > send then send = tTat end
 redis.call('PEXPIRE', S, 3600000)
 -- Slots are booked at most a short horizon ahead, so a new rate (a cut, a ramp) applies within it
 -- rather than after every queued caller has left at the old one.
-local horizon = tonumber(ARGV[16])
+local horizon = tonumber(ARGV[17])
 if send - now > horizon then return { tostring(-(send - now - horizon)), tostring(rr), tostring(rt) } end
-redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[12]) * 60000 / rt)
+redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[13]) * 60000 / rt)
 return { tostring(send - now), tostring(rr), tostring(rt) }
 `;
 
 /**
- * ARGV[12] kind (r, t or b for burst), [13] strikes that cut when not probing, [14] strike window
- * ms, [15] cooldown ms, [16..18] folded settlements. Returns the action (skip, cut) and, after a
+ * ARGV[13] kind (r, t or b for burst), [14] strikes that cut when not probing, [15] strike window
+ * ms, [16] cooldown ms, [17..19] folded settlements. Returns the action (skip, cut) and, after a
  * cut, the learned limit and the new rate in force.
  */
 export const THROTTLED_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
-settle(now, lw, ss, tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
-local k = ARGV[12]
+settle(now, lw, ss, tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]))
+local k = ARGV[13]
 -- Every 429 gives up the next request slot for everyone: the window it hit is full.
 local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
 if rTat < now then rTat = now end
@@ -194,19 +198,19 @@ redis.call('HSET', S, 'rTat', rTat + 60000 / in_force(lw, 'r', ss))
 if k == 'b' then return { 'skip' } end
 local strikeAt = tonumber(redis.call('HGET', S, k .. 'SAt') or '0')
 local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
-if now - strikeAt > tonumber(ARGV[14]) then
+if now - strikeAt > tonumber(ARGV[15]) then
   strikeAt = now
   strikes = 0
 end
 strikes = strikes + 1
 redis.call('HSET', S, k .. 'SAt', strikeAt, k .. 'S', strikes)
 -- 429s right after a cut come from requests sent before it.
-if now - (lw[k .. 'Cut'] or 0) < tonumber(ARGV[15]) then return { 'skip' } end
+if now - (lw[k .. 'Cut'] or 0) < tonumber(ARGV[16]) then return { 'skip' } end
 local e = estimate(lw, k)
 -- Above a learned limit, or ramping up, one 429 is news; at a limit believed right, single 429s
 -- are jitter and only a cluster cuts.
 local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
-if not probing and strikes < tonumber(ARGV[13]) then return { 'skip' } end
+if not probing and strikes < tonumber(ARGV[14]) then return { 'skip' } end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
 local W = accepted_per_minute(now)[k]
 -- In slow start the rate grew by half within the last ~latency, and the accepted count lags it;

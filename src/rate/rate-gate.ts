@@ -45,8 +45,14 @@ export interface RateGateOptions {
   growth?: number;
   /** How long the estimate holds at the learned limit before probing above it (Default: 8,000 ms). */
   plateauMs?: number;
-  /** How far below the learned limit the rate restarts after a cut (Default: 0.03). */
+  /** How far below the learned limit the estimate restarts after a cut (Default: 0.03). */
   backoff?: number;
+  /**
+   * Margin kept below a learned limit (Default: 0.04). The limit is shared with clients the gate
+   * cannot see; 1% (the target utilisation) left their requests and ours colliding in the
+   * provider's one-second window.
+   */
+  learnedMargin?: number;
   /** Slow start's first rate, as a fraction of the limit in force (Default: 0.05). */
   slowStartFraction?: number;
   /** Slow start's doubling time (Default: 500 ms: from 5% to 100% in 2.2 s). */
@@ -123,6 +129,7 @@ export class RateGate {
       growth: options.growth ?? 1 / 5000,
       plateauMs: options.plateauMs ?? 8_000,
       backoff: options.backoff ?? 0.03,
+      learnedMargin: options.learnedMargin ?? 0.04,
       slowStartFraction: options.slowStartFraction ?? 0.05,
       slowStartDoublingMs: options.slowStartDoublingMs ?? 500,
       idleMs: options.idleMs ?? 5_000,
@@ -145,6 +152,7 @@ export class RateGate {
       o.slowStartFraction,
       o.slowStartDoublingMs,
       o.idleMs,
+      o.learnedMargin,
     ];
     this.keys = [key, `${key}:learned`];
     this.scripts = {
