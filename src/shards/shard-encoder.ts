@@ -23,8 +23,14 @@ export class ShardEncoder {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       worker.ref();
-      // Batches are copied into the message (Redis reply buffers may share memory with others).
-      worker.postMessage({ id, batches: [...batches], dimension: options.dimension, format: options.format } satisfies ShardThreadRequest);
+      // Each batch is copied once into a buffer of its own and that buffer is transferred, not
+      // cloned: Redis reply buffers may share memory with others, and a structured clone of ~60 MB
+      // would hold a serialized copy as well as the thread's.
+      const copies = batches.map((batch) => new Uint8Array(batch));
+      worker.postMessage(
+        { id, batches: copies, dimension: options.dimension, format: options.format } satisfies ShardThreadRequest,
+        copies.map((copy) => copy.buffer),
+      );
     });
   }
 
