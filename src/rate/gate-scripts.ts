@@ -216,6 +216,14 @@ local W = accepted_per_minute(now)[k]
 -- In slow start the rate grew by half within the last ~latency, and the accepted count lags it;
 -- the rate before that growth is a firmer floor than a count taken while ramping.
 if ss and W < before * 0.5 then W = before * 0.5 end
+-- A cluster at a limit believed right means the limit fell: every such cut cuts, since the count
+-- of a second that was still full can equal the rate that failed, and a provider's sliding window
+-- then keeps refusing in phase with it. (A probe's 429 just marks the limit it overshot.)
+if not probing then
+  local believed = ceil[k]
+  if e and e < believed then believed = e end
+  if W > believed * 0.9 then W = believed * 0.9 end
+end
 if W < 1 then W = 1 end
 -- Drain: the provider's window is still full of what was sent above the limit; pause sending for
 -- the time that excess takes to age out (BBR's drain phase), at most a second.
