@@ -206,6 +206,8 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
     await sleep(3_000);
     const run = await runJob(services, { ...base, prefix: 'bench-shared', output: `${folder}/shared`, emulator, told: REAL_QPM });
     const { bySecond } = await other.stop();
+    const seconds = [...bySecond].filter(([second]) => second >= run.startSecond && second < run.endSecond);
+    console.log(`  other client, 429s per second since embedq's submit: ${seconds.map(([, entry]) => entry.limited).join(' ')}`);
     results.push(figures('shared account (other client 30%)', await emulator.stats(), run, bySecond));
   });
   printResult(results.at(-1)!);
