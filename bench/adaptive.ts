@@ -126,7 +126,12 @@ function figures(
   /** The real limit per second at a second since submit (for the quota change). */
   limitAt: (second: number) => number = () => PER_SECOND,
 ): AdaptiveFigures {
-  const seconds = stats.history.filter((second) => second.second >= window.startSecond && second.second < window.endSecond);
+  // Every second of the run, idle ones included (the history lists only seconds with activity).
+  const bySecond = new Map(stats.history.map((second) => [second.second, second]));
+  const seconds = Array.from({ length: Math.max(0, window.endSecond - window.startSecond) }, (_, offset) => {
+    const second = window.startSecond + offset;
+    return bySecond.get(second) ?? { second, requests: 0, accepted: 0, rows: 0, tokens: 0, rateLimited: 0, failed: 0 };
+  });
   const embedq = seconds.map((second) => {
     const o = other?.get(second.second) ?? { sent: 0, limited: 0, accepted: 0 };
     return { second: second.second - window.startSecond, requests: second.requests - o.sent, accepted: second.accepted - o.accepted, limited: second.rateLimited - o.limited, available: limitAt(second.second - window.startSecond) - o.accepted };

@@ -53,9 +53,14 @@ export interface RateGateOptions {
    * provider's one-second window.
    */
   learnedMargin?: number;
-  /** Slow start's first rate, as a fraction of the limit in force (Default: 0.05). */
+  /** Slow start's first rate, as a fraction of the limit in force (Default: 0.1). */
   slowStartFraction?: number;
-  /** Slow start's doubling time (Default: 500 ms: from 5% to 100% in 2.2 s). */
+  /**
+   * Slow start's doubling time (Default: 1,000 ms: from 10% to 100% in 3.3 s). A 429 comes back a
+   * request's latency after the second went over the limit, so the rate may have grown by
+   * 2^(latency / doubling) meanwhile: 500 ms doubling with 220-400 ms latency overshot by ~1.7×
+   * and cost ~20 429s at 1,200 QPM.
+   */
   slowStartDoublingMs?: number;
   /** A gap in traffic longer than this starts afresh: slow start, or the learned limit's plateau (Default: 5,000 ms). */
   idleMs?: number;
@@ -130,8 +135,8 @@ export class RateGate {
       plateauMs: options.plateauMs ?? 8_000,
       backoff: options.backoff ?? 0.03,
       learnedMargin: options.learnedMargin ?? 0.04,
-      slowStartFraction: options.slowStartFraction ?? 0.05,
-      slowStartDoublingMs: options.slowStartDoublingMs ?? 500,
+      slowStartFraction: options.slowStartFraction ?? 0.1,
+      slowStartDoublingMs: options.slowStartDoublingMs ?? 1_000,
       idleMs: options.idleMs ?? 5_000,
       strikesToCut: options.strikesToCut ?? 3,
       strikeWindowMs: options.strikeWindowMs ?? 1_000,
