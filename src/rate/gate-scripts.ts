@@ -66,11 +66,11 @@ local function in_force(lw, k, ss)
   end
   return rate
 end
--- Counts accepted traffic in 100 ms buckets (eleven: the last full second and the current one).
+-- Counts accepted traffic in 100 ms buckets (21: the last two full seconds and the current one).
 local function record(now, requests, tokens)
   if requests <= 0 then return end
   local id = math.floor(now / 100)
-  local i = id % 11
+  local i = id % 21
   if tonumber(redis.call('HGET', S, 'ab' .. i) or '-1') ~= id then
     redis.call('HSET', S, 'ab' .. i, id, 'ar' .. i, requests, 'at' .. i, tokens)
   else
@@ -78,20 +78,21 @@ local function record(now, requests, tokens)
     redis.call('HINCRBYFLOAT', S, 'at' .. i, tokens)
   end
 end
--- What the provider accepted over the last full second (ten whole buckets), per minute: the
--- delivery-rate estimate, over the same span as the provider's per-second window.
+-- What the provider accepted over the last two full seconds (twenty whole buckets), per minute:
+-- the delivery-rate estimate. Counted when responses arrive, so one second's count can exceed
+-- the provider's per-second limit by the jitter of latencies; two seconds halve that error.
 local function accepted_per_minute(now)
   local id = math.floor(now / 100)
   local requests, tokens = 0, 0
-  for i = 0, 10 do
+  for i = 0, 20 do
     local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i)
     local bid = tonumber(b[1] or '-1')
-    if bid >= id - 10 and bid < id then
+    if bid >= id - 20 and bid < id then
       requests = requests + tonumber(b[2])
       tokens = tokens + tonumber(b[3])
     end
   end
-  return { r = requests * 60, t = tokens * 60 }
+  return { r = requests * 30, t = tokens * 30 }
 end
 -- Moves the active clock (time with traffic) forward. After an idle gap, traffic starts again at
 -- the learned limit (no probing overshoot), or with a slow start when nothing is learned.
@@ -198,7 +199,11 @@ redis.call('HSET', S, 'rTat', rTat + 60000 / in_force(lw, 'r', ss))
 if k == 'b' then return { 'skip' } end
 local strikeAt = tonumber(redis.call('HGET', S, k .. 'SAt') or '0')
 local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
-if now - strikeAt > tonumber(ARGV[15]) then
+-- Under a learned limit, 429s that keep coming one or two a second mean it was measured high:
+-- they are counted over three windows instead of one.
+local strikeWindow = tonumber(ARGV[15])
+if lw[k .. 'W'] then strikeWindow = strikeWindow * 3 end
+if now - strikeAt > strikeWindow then
   strikeAt = now
   strikes = 0
 end
@@ -222,7 +227,7 @@ if ss and W < before * 0.5 then W = before * 0.5 end
 if not probing then
   local believed = ceil[k]
   if e and e < believed then believed = e end
-  if W > believed * 0.9 then W = believed * 0.9 end
+  if W > believed * 0.95 then W = believed * 0.95 end
 end
 if W < 1 then W = 1 end
 -- Drain: the provider's window is still full of what was sent above the limit; pause sending for
