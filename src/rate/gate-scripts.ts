@@ -227,6 +227,11 @@ if ss and W < before * 0.5 then W = before * 0.5 end
 if not probing then
   local believed = ceil[k]
   if e and e < believed then believed = e end
+  -- A few 429s among many accepted requests are jitter (or a small drop), and what was accepted
+  -- may be short of the limit because the workers fell behind (a busy machine): cut by 10% at
+  -- most then. Many 429s mean the limit fell, and what was accepted is the measure.
+  local acceptedPerSecond = accepted_per_minute(now).r / 60
+  if strikes < 0.1 * acceptedPerSecond and W < believed * 0.9 then W = believed * 0.9 end
   if W > believed * 0.95 then W = believed * 0.95 end
 end
 if W < 1 then W = 1 end
