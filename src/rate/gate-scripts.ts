@@ -215,7 +215,11 @@ local e = estimate(lw, k)
 -- Above a learned limit, or ramping up, one 429 is news; at a limit believed right, single 429s
 -- are jitter and only a cluster cuts.
 local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
-if not probing and strikes < tonumber(ARGV[14]) then return { 'skip' } end
+-- At a limit believed right, a cluster means at least 3 and at least 10% of a second's accepted
+-- requests: a few 429s among many are jitter (bunched arrivals on a busy machine), and cutting for
+-- them cost 10-20% of a right limit for tens of seconds.
+local acceptedPerSecond = accepted_per_minute(now).r / 60
+if not probing and (strikes < tonumber(ARGV[14]) or strikes < 0.1 * acceptedPerSecond) then return { 'skip' } end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
 local W = accepted_per_minute(now)[k]
 -- In slow start the rate grew by half within the last ~latency, and the accepted count lags it;
@@ -227,11 +231,6 @@ if ss and W < before * 0.5 then W = before * 0.5 end
 if not probing then
   local believed = ceil[k]
   if e and e < believed then believed = e end
-  -- A few 429s among many accepted requests are jitter (or a small drop), and what was accepted
-  -- may be short of the limit because the workers fell behind (a busy machine): cut by 10% at
-  -- most then. Many 429s mean the limit fell, and what was accepted is the measure.
-  local acceptedPerSecond = accepted_per_minute(now).r / 60
-  if strikes < 0.1 * acceptedPerSecond and W < believed * 0.9 then W = believed * 0.9 end
   if W > believed * 0.95 then W = believed * 0.95 end
 end
 if W < 1 then W = 1 end
