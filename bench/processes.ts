@@ -12,6 +12,8 @@ export interface WorkerProcess {
   child: ChildProcess;
   /** `requestMs` of every `batch embedded` debug line (needs LOG_LEVEL=debug). */
   requestMs: number[];
+  /** The worker's `memory` lines (every 5 s). */
+  memory: Array<Record<string, number>>;
   /** Parsed `--cpu-prof` output path, if profiling. */
   stop(): Promise<void>;
 }
@@ -24,7 +26,9 @@ export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOpt
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const requestMs: number[] = [];
+  const memory: Array<Record<string, number>> = [];
   createInterface({ input: child.stdout! }).on('line', (line) => {
+    if (line.includes('"msg":"memory"')) memory.push(JSON.parse(line) as Record<string, number>);
     if (!line.includes('"batch embedded"')) return;
     const parsed = JSON.parse(line) as { requestMs?: number };
     if (parsed.requestMs) requestMs.push(parsed.requestMs);
@@ -32,6 +36,7 @@ export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOpt
   return {
     child,
     requestMs,
+    memory,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: quota-bound, side by side with a hand-rolled loop, overhead-bound, and scale.
+ * `npm run bench`: quota-bound, side by side with a hand-rolled loop, overhead-bound, scale, and the
+ * adaptive-quota scenarios (bench/adaptive.ts).
  * Real redis-server, real `embedq worker` processes and a fresh `embedq emulator` process per run
  * (the compiled build), with realistic latency and limits. Prints a table and writes bench/results/latest.{json,md}.
  */
@@ -20,15 +21,19 @@ import { emulatorEmbedding } from '../src/emulator/emulator-embedding.js';
 import { nativeSuccessBody } from '../src/emulator/serialize-response.js';
 import { parseJobOptions, type JobOptionsInput } from '../src/job-options.js';
 import { createLogger } from '../src/logger.js';
-import { sleep } from '../src/rate/rate-gate.js';
+import { sleep } from '../src/sleep.js';
 import { startPrivateRedis } from '../src/redis/private-redis.js';
 import { createServices } from '../workers/services.js';
+import { adaptiveRows, adaptiveScenarios, type AdaptiveFigures } from './adaptive.js';
 import { benchCorpus } from './corpus.js';
 import { cpuSeconds, percentile, rssBytes, spawnEmulator, spawnWorker, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
 
 const QUICK = process.argv.includes('--quick');
-/** `--only overhead` runs just scenarios 3 and 4, `--only quota` just scenario 1 (for tuning work); `--keep` keeps the work folder (profiles, outputs). */
+/**
+ * `--only overhead` runs just scenarios 3 and 4, `--only quota` just 1 and 1b, `--only adaptive`
+ * just 5-7 (for tuning work); `--keep` keeps the work folder (profiles, outputs).
+ */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const QPM = 6_000;
 const TPM = 24_000_000;
@@ -37,7 +42,9 @@ const CONCURRENCY = 32;
 const REALISTIC_LATENCY = { min: 150, median: 220, p99: 400 };
 const QUOTA_LINES = QUICK ? 8_000 : 40_000;
 const SCALE_LINES = QUICK ? 4_000 : 10_000;
-const SCALE_SHARD_ROWS = 2_000;
+/** The default shard size: the memory bound must hold at the defaults. */
+const SCALE_SHARD_ROWS = 10_000;
+const MEMORY_FIELDS = ['heapUsedMb', 'heapTotalMb', 'arrayBuffersMb', 'shardThreadHeapMb', 'shardThreadWasmMb'] as const;
 
 interface RunResult {
   lines: number;
@@ -57,6 +64,8 @@ interface RunResult {
   peakRedisBytes: number;
   baselineRedisBytes: number;
   peakWorkerRssBytes: number;
+  /** The largest value of each part of the workers' memory lines (MB). */
+  memoryBreakdown: Record<string, number>;
   /** Requests the emulator accepted in each second of the run. */
   acceptedPerSecond: number[];
   /**
@@ -90,7 +99,7 @@ interface BenchContext {
 
 async function runEmbedq(
   context: BenchContext,
-  options: { corpus: string; lines: number; workers: number; job: Partial<JobOptionsInput>; emulator: string[]; profileDir?: string; unlimited?: boolean },
+  options: { corpus: string; lines: number; workers: number; job: Partial<JobOptionsInput>; emulator: string[]; profileDir?: string; unlimited?: boolean; qpm?: number },
 ): Promise<RunResult> {
   // A fresh emulator per run: empty rate windows and counters.
   const emulator = await spawnEmulator(options.emulator);
@@ -101,7 +110,7 @@ async function runEmbedq(
     EMBEDQ_REDIS_PREFIX: `bench${runCounter}`,
     DASHSCOPE_BASE_URL: emulator.url,
     // Overhead runs lift the gate too, or it would hold them at the quota.
-    EMBEDQ_QPM: String(options.unlimited ? 1e9 : QPM),
+    EMBEDQ_QPM: String(options.unlimited ? 1e9 : (options.qpm ?? QPM)),
     EMBEDQ_TPM: String(options.unlimited ? 1e12 : TPM),
     // Debug lines carry each request's latency; the overhead runs log at info, as production does.
     LOG_LEVEL: options.unlimited ? 'info' : 'debug',
@@ -164,6 +173,9 @@ async function runEmbedq(
       peakRedisBytes,
       baselineRedisBytes,
       peakWorkerRssBytes,
+      memoryBreakdown: Object.fromEntries(
+        MEMORY_FIELDS.map((field) => [field, Math.max(0, ...workers.flatMap((worker) => worker.memory.map((line) => line[field] ?? 0)))]),
+      ),
       acceptedPerSecond: stats.history.map((second) => second.accepted),
       redisCommandsPerLine: (redisAtEnd.commands - redisAtStart.commands) / options.lines,
       redisCpuMicrosPerLine: ((redisAtEnd.cpuSeconds - redisAtStart.cpuSeconds) * 1e6) / options.lines,
@@ -266,10 +278,20 @@ async function main(): Promise<void> {
       await overheadScenarios(context, quotaLines);
       return;
     }
+    if (ONLY === 'adaptive') {
+      console.log(`\n${adaptiveTable(await adaptiveScenarios(context.redisUrl, folder, QUICK))}`);
+      return;
+    }
     console.log(`\n1. quota-bound: ${QUOTA_LINES} lines, ${WORKERS} workers × ${CONCURRENCY}, emulator ${QPM} QPM / ${TPM} TPM, latency ${JSON.stringify(REALISTIC_LATENCY)} ms`);
     const quota = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: {}, emulator: QUOTA_EMULATOR });
     console.log(quota);
+    // The same at dimension 256 dense: small responses, so the emulator's JSON work competes less
+    // with the workers on two cores and the gate's own precision is what is measured.
+    console.log(`\n1b. quota-bound at dimension 256 dense (the gate's precision apart from CPU contention)`);
+    const quota256 = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: { dimension: 256, outputType: 'dense' }, emulator: QUOTA_EMULATOR });
+    console.log(quota256);
     if (ONLY === 'quota') return;
+    const adaptive = await adaptiveScenarios(context.redisUrl, folder, QUICK);
 
     console.log(`\n2. side by side (OpenAI-compatible endpoint, dense, same corpus and limits)`);
     const embedqCompat = await runEmbedq(context, {
@@ -290,6 +312,8 @@ async function main(): Promise<void> {
       machine,
       command: `npm run bench${QUICK ? ' -- --quick' : ''}`,
       quotaBound: { ...quota, qpmShare: quota.steadyRequestsPerMinute / QPM, tpmShare: quota.steadyTokensPerMinute / TPM },
+      quotaBound256: { ...quota256, qpmShare: quota256.steadyRequestsPerMinute / QPM },
+      adaptive,
       sideBySide: {
         embedq: embedqCompat,
         handRolled,
@@ -304,7 +328,7 @@ async function main(): Promise<void> {
         rssGrowth: large.peakWorkerRssBytes / small.peakWorkerRssBytes,
       },
     };
-    const table = markdown(results);
+    const table = `${markdown(results)}\n\n${adaptiveTable(adaptive)}`;
     console.log(`\n${table}`);
     const resultsFolder = path.resolve(import.meta.dirname, 'results');
     await mkdir(resultsFolder, { recursive: true });
@@ -340,11 +364,27 @@ async function overheadScenarios(context: BenchContext, sampleLines: string[]) {
 
 }
 
+/** `main heap 40 (reserved 60), buffers 80, shard thread heap 30, wasm 70`. */
+function memoryText(parts: Record<string, number>): string {
+  return `main heap ${parts.heapUsedMb} (reserved ${parts.heapTotalMb}), buffers ${parts.arrayBuffersMb}, shard thread heap ${parts.shardThreadHeapMb}, shard thread wasm ${parts.shardThreadWasmMb}`;
+}
+
+function adaptiveTable(results: AdaptiveFigures[]): string {
+  return [
+    `Adaptive quota (emulator 1,200 QPM, latency 150/220/400 ms, 2 workers × ${CONCURRENCY}, dimension 256 dense):`,
+    '',
+    '| scenario | utilisation of the real quota (after 5 s) | 429 share | seconds to converge | other |',
+    '|---|---|---|---|---|',
+    ...adaptiveRows(results),
+  ].join('\n');
+}
+
 function markdown(r: {
   date: string;
   machine: string;
   command: string;
   quotaBound: RunResult & { qpmShare: number; tpmShare: number };
+  quotaBound256: RunResult & { qpmShare: number };
   sideBySide: { embedq: RunResult; handRolled: Awaited<ReturnType<typeof runHandRolled>>; throughputRatio: number; throttledRatio: number };
   overheadBound: RunResult & { floor: ReturnType<typeof parseFloor>; cpuToFloorRatio: number; profile: ReturnType<typeof summarizeProfile> };
   scale: { small: RunResult; large: RunResult; redisGrowth: number; rssGrowth: number };
@@ -365,6 +405,8 @@ function markdown(r: {
     `| | max requests in any 1 s | ${q.maxRequestsPerSecond} (limit ${QPM / 60}) |`,
     `| | Redis per line: commands (inside scripts too), CPU | ${fixed(q.redisCommandsPerLine, 2)}, ${fixed(q.redisCpuMicrosPerLine, 1)} µs |`,
     `| | Redis CPU at this rate | ${fixed(q.redisCpuShare * 100)}% of one core |`,
+    `| 1b. the same at dimension 256 dense | steady QPM / limit | ${fixed(r.quotaBound256.steadyRequestsPerMinute, 0)} / ${QPM} = ${fixed(r.quotaBound256.qpmShare * 100)}% |`,
+    `| | 429s / requests | ${r.quotaBound256.throttled} / ${r.quotaBound256.requests} = ${fixed(r.quotaBound256.throttledShare * 100, 2)}% |`,
     `| 2. side by side (compatible API, dense) | embedq lines/s, 429s | ${fixed(s.embedq.linesPerSecond, 0)}, ${s.embedq.throttled} of ${s.embedq.requests} requests |`,
     `| | hand-rolled openai + p-limit(${WORKERS * CONCURRENCY}) lines/s, 429s | ${fixed(s.handRolled.linesPerSecond, 0)}, ${s.handRolled.throttled} of ${s.handRolled.requests} requests |`,
     `| | throughput ratio, 429 ratio (embedq / hand-rolled) | ${fixed(s.throughputRatio, 2)}×, ${fixed(s.throttledRatio, 4)} |`,
@@ -375,6 +417,7 @@ function markdown(r: {
     `| | profile (self time) | ${o.profile.categories.slice(0, 6).map((entry) => `${entry.category} ${fixed(entry.share * 100, 0)}%`).join(', ')} |`,
     `| 4. scale (${r.scale.small.lines} vs ${r.scale.large.lines} lines) | peak Redis used_memory above baseline | ${mb(r.scale.small.peakRedisBytes - r.scale.small.baselineRedisBytes)} vs ${mb(r.scale.large.peakRedisBytes - r.scale.large.baselineRedisBytes)} (${fixed(r.scale.redisGrowth, 2)}×) |`,
     `| | peak worker RSS | ${mb(r.scale.small.peakWorkerRssBytes)} vs ${mb(r.scale.large.peakWorkerRssBytes)} (${fixed(r.scale.rssGrowth, 2)}×) |`,
+    `| | its largest parts, 10× run (MB) | ${memoryText(r.scale.large.memoryBreakdown)} |`,
   ];
   return rows.join('\n');
 }

@@ -31,6 +31,10 @@ export interface DashScopeSettings {
   tokensPerMinute?: number | undefined;
   /** Fraction of the limits the rate gate aims at (Default: 0.99). */
   targetUtilization: number;
+  /** Fraction of the limit in force embedq never uses, left to the account's other applications (Default: 0). */
+  reserve: number;
+  /** How long a learned (lower than configured) limit is remembered in Redis (Default: 3,600,000 ms). */
+  learnedLimitTtlMs: number;
 }
 
 export interface S3Settings {
@@ -113,6 +117,8 @@ const EnvSchema = z
     EMBEDQ_QPM: positiveInt.optional(),
     EMBEDQ_TPM: positiveInt.optional(),
     EMBEDQ_TARGET_UTILIZATION: z.coerce.number().gt(0).lte(1).default(0.99),
+    EMBEDQ_RESERVE: z.coerce.number().gte(0).lt(1).default(0),
+    EMBEDQ_LEARNED_LIMIT_TTL_S: positiveInt.default(3600),
     AWS_REGION: z.string().default('us-east-1'),
     AWS_ENDPOINT_URL_S3: z.url().optional(),
     S3_FORCE_PATH_STYLE: z.stringbool().default(false),
@@ -191,6 +197,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       requestsPerMinute: e.EMBEDQ_QPM,
       tokensPerMinute: e.EMBEDQ_TPM,
       targetUtilization: e.EMBEDQ_TARGET_UTILIZATION,
+      reserve: e.EMBEDQ_RESERVE,
+      learnedLimitTtlMs: e.EMBEDQ_LEARNED_LIMIT_TTL_S * 1000,
     },
     s3: {
       region: e.AWS_REGION,

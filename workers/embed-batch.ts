@@ -7,7 +7,8 @@ import { REJECTED_SHARD_FRACTION, REJECTED_STREAK_LIMIT } from '../jobs/shard-bu
 import { SystematicRejectionError } from '../jobs/job-errors.js';
 import { embeddingParameters } from '../src/job-options.js';
 import type { Logger } from '../src/logger.js';
-import { sleep, type RateGate } from '../src/rate/rate-gate.js';
+import type { RateGate } from '../src/rate/rate-gate.js';
+import { sleep } from '../src/sleep.js';
 import { encodeBatch } from '../src/shards/batch-codec.js';
 import type { ShardRow } from '../src/shards/shard-row.js';
 import { estimateTokens } from '../src/tokens/count-tokens.js';
@@ -156,11 +157,11 @@ async function callThroughGate(texts: string[], { client, gate, parameters, logg
     try {
       const result = await client.embed(texts, parameters, { signal });
       const requestMs = performance.now() - sent;
-      await gate.settleTokens(estimate, result.totalTokens);
+      gate.completed(estimate, result.totalTokens);
       return { result, requestMs };
     } catch (error) {
       // A rejected request used no quota: give the reserved tokens back.
-      await gate.settleTokens(estimate, 0);
+      gate.refused(estimate);
       if (signal?.aborted) throw signal.reason as Error;
       if (error instanceof ProviderUnavailableError && unavailable < QUICK_RETRIES) {
         unavailable += 1;
@@ -170,8 +171,9 @@ async function callThroughGate(texts: string[], { client, gate, parameters, logg
       }
       if (!(error instanceof ProviderRateLimitedError) || throttled >= MAX_THROTTLED_RETRIES) throw error;
       throttled += 1;
-      const factor = await gate.throttled(error.kind);
-      logger.info({ kind: error.kind, factor, requestId: error.failure.requestId }, 'rate limited; slowing down');
+      const verdict = await gate.throttled(error.kind);
+      if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
+      logger.debug({ kind: error.kind, requestId: error.failure.requestId }, 'rate limited; slot skipped');
       if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs, signal);
     }
   }

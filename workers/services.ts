@@ -10,7 +10,7 @@ import type { Logger } from '../src/logger.js';
 import { instrumentEmbeddingClient } from '../src/metrics/instrumented-client.js';
 import { MetricsRecorder } from '../src/metrics/metrics-recorder.js';
 import { MODELS, type ModelName } from '../src/models.js';
-import { RateGate } from '../src/rate/rate-gate.js';
+import { RateGate, rateGateKey } from '../src/rate/rate-gate.js';
 import { createRedisClient, type ConnectionOptions, type RedisClient, type RedisTarget } from '../src/redis/redis-client.js';
 import { ShardEncoder } from '../src/shards/shard-encoder.js';
 import { createS3Client } from '../src/storage/s3-store.js';
@@ -104,12 +104,16 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
       if (!gate) {
         gate = new RateGate(
           redis,
-          `${settings.redisPrefix}:rate:${model}`,
+          rateGateKey(settings.redisPrefix, model, settings.dashscope.baseUrl),
           {
             requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[model].defaultRequestsPerMinute,
             tokensPerMinute: settings.dashscope.tokensPerMinute ?? MODELS[model].defaultTokensPerMinute,
           },
-          { targetUtilization: settings.dashscope.targetUtilization },
+          {
+            targetUtilization: settings.dashscope.targetUtilization,
+            reserve: settings.dashscope.reserve,
+            learnedTtlMs: settings.dashscope.learnedLimitTtlMs,
+          },
         );
         gates.set(model, gate);
       }

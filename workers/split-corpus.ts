@@ -5,9 +5,10 @@ import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
 import { MODELS } from '../src/models.js';
-import { sleep } from '../src/rate/rate-gate.js';
+import { sleep } from '../src/sleep.js';
 import { SUCCESS_FILE } from '../src/output/layout.js';
-import { loadTokenizer, mayExceedTokens } from '../src/tokens/count-tokens.js';
+import { mayExceedTokens } from '../src/tokens/count-tokens.js';
+import { fitTokensOffThread } from '../src/tokens/token-worker.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 
@@ -114,15 +115,14 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
     }
     let text = line.text;
     if (mayExceedTokens(text, maxTokens)) {
-      const tokenizer = await loadTokenizer();
-      const count = tokenizer.countTokens(text);
-      if (count > maxTokens) {
+      const fit = await fitTokensOffThread(text, maxTokens); // a worker thread: long lines take seconds
+      if (fit.exceeded) {
         if (options.longLines === 'error') {
-          const message = `${line.source}:${line.line + 1}: text has ${count} tokens; ${options.model} takes at most ${maxTokens}`;
+          const message = `${line.source}:${line.line + 1}: text has ${fit.exact ? '' : 'more than '}${fit.exact ? fit.tokens : maxTokens} tokens; ${options.model} takes at most ${maxTokens}`;
           inputErrors.push({ row, source: line.source, line: line.line, code: 'TEXT_TOO_LONG', message });
           return;
         }
-        text = tokenizer.truncateToTokens(text, maxTokens);
+        text = fit.text;
         truncated += 1;
       }
     }

@@ -1,7 +1,8 @@
 import type { EmbeddingParameters } from '../embedding.js';
 import { RequestInvalidError } from '../errors.js';
 import { isModelName, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from '../models.js';
-import { loadTokenizer, mayExceedTokens } from '../tokens/count-tokens.js';
+import { mayExceedTokens } from '../tokens/count-tokens.js';
+import { fitTokensOffThread } from '../tokens/token-worker.js';
 
 /** A text counts as blank unless it has a character that String#trim would keep (no allocation). */
 const NON_BLANK = /\S/;
@@ -10,8 +11,8 @@ const NON_BLANK = /\S/;
  * Checks a request against the documented limits before it is sent (facts §3), so a caller's bug
  * costs no quota and gets a precise message instead of a provider 400. Throws RequestInvalidError.
  *
- * Token lengths are checked exactly, but the tokenizer is loaded only when some text has more
- * UTF-8 bytes than the limit (a byte-level BPE never makes more tokens than bytes).
+ * Token lengths are checked exactly, but only for texts with more UTF-8 bytes than the limit (a
+ * byte-level BPE never makes more tokens than bytes), and on the token thread.
  */
 export async function validateRequest(texts: readonly string[], parameters: EmbeddingParameters): Promise<void> {
   validateParameters(parameters);
@@ -29,11 +30,12 @@ export async function validateRequest(texts: readonly string[], parameters: Embe
     if (mayExceedTokens(text, model.maxTokensPerText)) long.push(index);
   }
   if (long.length === 0) return;
-  const tokenizer = await loadTokenizer();
   for (const index of long) {
-    const tokens = tokenizer.countTokens(texts[index] as string);
-    if (tokens > model.maxTokensPerText) {
-      throw new RequestInvalidError(`text ${index} has ${tokens} tokens; ${parameters.model} takes at most ${model.maxTokensPerText} per text`);
+    // On a worker thread, and only as much of the text as decides it: a long line takes seconds.
+    const fit = await fitTokensOffThread(texts[index] as string, model.maxTokensPerText);
+    if (fit.exceeded) {
+      const count = fit.exact ? `${fit.tokens}` : `more than ${model.maxTokensPerText}`;
+      throw new RequestInvalidError(`text ${index} has ${count} tokens; ${parameters.model} takes at most ${model.maxTokensPerText} per text`);
     }
   }
 }

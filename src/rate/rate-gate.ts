@@ -2,19 +2,29 @@ import type { RedisClient } from '../redis/redis-client.js';
 
 import type { RateLimitKind } from '../errors.js';
 import { defineLuaScript } from '../redis/lua-script.js';
+import { sleep } from '../sleep.js';
+import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
 
 /**
- * One rate for every worker on every machine: a reservation-style GCRA (generic cell rate
- * algorithm) kept in a Redis hash and advanced by a Lua script, so all workers share it.
+ * One rate for every worker on every machine, which finds the account's real limit.
  *
- * Each call reserves the next free slot and is told how long to wait for it; requests then
- * leave evenly spaced at `requestsPerMinute / 60` per second, and tokens flow at
- * `tokensPerMinute / 60` per second. DashScope enforces both per minute and per second (1/60), so
- * spacing requests evenly keeps every 1-second window under the limit; a minute window follows.
+ * Pacing: a reservation-style GCRA (generic cell rate algorithm) in Redis. Each call reserves the
+ * next free slot and is told how long to wait for it, so requests leave evenly spaced and tokens
+ * flow evenly; DashScope enforces both per minute and per second (1/60), and even spacing keeps
+ * every 1-second window under the limit.
  *
- * The rate adapts: a 429 skips a slot, a cluster of 429s cuts a shared factor (multiplicative
- * decrease, at most once per `penaltyCooldownMs`), and it climbs back linearly while no cut comes. Token reservations use an
- * estimate and are corrected with the server's `usage.total_tokens` afterwards.
+ * Learning: the configured limits are a ceiling. When 429s say a limit is lower, the gate sets it
+ * to what the provider actually accepted over the last second (a delivery-rate estimate, as TCP BBR
+ * does) and remembers it in Redis per model and endpoint for `learnedTtlMs`, so every worker and
+ * the next job start there. From there it probes upward along a CUBIC curve: back to the learned
+ * limit within a few seconds, a plateau, then slowly and faster the longer no 429 comes, so a
+ * raised limit is found again. Request 429s (`Throttling.RateQuota`) act on the request schedule,
+ * token 429s (`Throttling.AllocationQuota`) on the token schedule; burst 429s only skip a slot.
+ * With nothing learned, traffic after an idle spell starts slowly (doubling every
+ * `slowStartDoublingMs`), so an unknown limit is met at a rate close to it, not five times over.
+ *
+ * Redis round trips: one per request. Token settlements and accepted-request counts are folded
+ * into the process's next reservation (or 429 report) instead of a call of their own.
  */
 export interface RateLimits {
   requestsPerMinute: number;
@@ -22,25 +32,49 @@ export interface RateLimits {
 }
 
 export interface RateGateOptions {
-  /** Fraction of the limits to aim at (Default: 0.99). */
+  /** Fraction of the limit in force to aim at (Default: 0.99). */
   targetUtilization?: number;
-  /** Factor applied to the rate on a 429 (Default: 0.9). */
-  decreaseFactor?: number;
-  /** Lowest factor (Default: 0.05). */
-  minimumFactor?: number;
+  /** Fraction of the limit embedq never uses, left to the account's other applications (Default: 0). */
+  reserve?: number;
+  /** How long a learned limit is remembered (Default: 3,600,000 ms). */
+  learnedTtlMs?: number;
   /**
-   * Factor regained per second without a cut (Default: 0.1, so 0.9 → 1 in 1 s). Most 429s under a
-   * correct limit come from network jitter, so the cut is small and short; a limit set too high
-   * still gets cut again every cooldown until the 429s stop.
+   * Growth of the estimate after a cut, relative to the learned limit, per second cubed
+   * (Default: 1/5000: +20% of the learned limit 10 s past the plateau, +100% after 17 s).
    */
-  recoveryPerSecond?: number;
+  growth?: number;
+  /** How long the estimate holds at the learned limit before probing above it (Default: 8,000 ms). */
+  plateauMs?: number;
+  /** How far below the learned limit the estimate restarts after a cut (Default: 0.03). */
+  backoff?: number;
   /**
-   * The window in which 429s are counted, and the least time between two cuts: later 429s within
-   * it come from requests already in flight (Default: 2,000 ms).
+   * Margin kept below a learned limit (Default: 0.04). The limit is shared with clients the gate
+   * cannot see; 1% (the target utilisation) left their requests and ours colliding in the
+   * provider's one-second window.
    */
-  penaltyCooldownMs?: number;
-  /** 429s within `penaltyCooldownMs` that cut the rate; fewer only skip a slot each (Default: 5). */
+  learnedMargin?: number;
+  /** Slow start's first rate, as a fraction of the limit in force (Default: 0.1). */
+  slowStartFraction?: number;
+  /**
+   * Slow start's doubling time (Default: 1,000 ms: from 10% to 100% in 3.3 s). A 429 comes back a
+   * request's latency after the second went over the limit, so the rate may have grown by
+   * 2^(latency / doubling) meanwhile: 500 ms doubling with 220-400 ms latency overshot by ~1.7×
+   * and cost ~20 429s at 1,200 QPM.
+   */
+  slowStartDoublingMs?: number;
+  /** A gap in traffic longer than this starts afresh: slow start, or the learned limit's plateau (Default: 5,000 ms). */
+  idleMs?: number;
+  /** 429s within `strikeWindowMs` that cut a limit believed right; single ones are jitter (Default: 3). */
   strikesToCut?: number;
+  /** Default: 1,000 ms. */
+  strikeWindowMs?: number;
+  /** Least time between two cuts of one kind: 429s just after a cut come from requests already in flight (Default: 1,000 ms). */
+  cooldownMs?: number;
+  /**
+   * How far ahead slots are booked (Default: 250 ms). Callers beyond it wait unbooked and ask
+   * again, so a cut or a ramp takes effect within this time whatever the queue of callers.
+   */
+  horizonMs?: number;
   /**
    * A caller that wakes up later than this after its slot (a busy event loop) takes a new slot
    * instead of sending late, where it would crowd the next requests (Default: 8 ms).
@@ -51,138 +85,105 @@ export interface RateGateOptions {
 export interface Reservation {
   /** How long to wait before sending. */
   waitMs: number;
-  /** The rate factor in force when the slot was reserved (1 = full configured rate). */
-  factor: number;
+  /** Requests and tokens per minute in force when the slot was reserved. */
+  requestsPerMinute: number;
+  tokensPerMinute: number;
 }
 
-// State: rTat, tTat (theoretical arrival times, ms), base (factor after the last cut), cutAt (ms).
-const FACTOR_LUA = `
--- Redis's clock, so workers on machines with skewed clocks share one timeline.
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function factor_now(key, now, recovery)
-  local base = tonumber(redis.call('HGET', key, 'base') or '1')
-  local cutAt = tonumber(redis.call('HGET', key, 'cutAt') or '0')
-  local f = base + (now - cutAt) / 1000 * recovery
-  if f > 1 then f = 1 end
-  return f
-end
-`;
+/** What a 429 did: a skipped slot, or a cut to a newly learned limit. */
+export type ThrottleVerdict =
+  | { action: 'skip' }
+  | { action: 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
 
-const RESERVE_LUA = `${FACTOR_LUA}
-local key = KEYS[1]
-local now = now_ms()
-local rpm = tonumber(ARGV[1])
-local tpm = tonumber(ARGV[2])
-local tokens = tonumber(ARGV[3])
-local recovery = tonumber(ARGV[4])
-local f = factor_now(key, now, recovery)
-local rTat = tonumber(redis.call('HGET', key, 'rTat') or '0')
-local tTat = tonumber(redis.call('HGET', key, 'tTat') or '0')
-local send = now
-if rTat > send then send = rTat end
-if tTat > send then send = tTat end
-redis.call('HSET', key, 'rTat', send + 60000 / (rpm * f), 'tTat', send + tokens * 60000 / (tpm * f))
-redis.call('PEXPIRE', key, 3600000)
-return {tostring(send - now), tostring(f)}
-`;
+/** The gate's limits as `embedq status` and the logs show them. */
+export interface GateState {
+  configured: RateLimits;
+  /** Learned limits per minute (undefined: none, the configured limit applies). */
+  learned: { requestsPerMinute?: number | undefined; tokensPerMinute?: number | undefined };
+  /** The rates the gate paces at now (target utilisation, reserve and slow start applied). */
+  inForce: RateLimits;
+  /** Milliseconds until the learned limit is forgotten, if one is remembered. */
+  learnedExpiresInMs?: number | undefined;
+  slowStart: boolean;
+}
 
-// A 429 always gives up the next request slot (the window it hit is full). The rate itself is cut
-// only when 429s come in a cluster: under a correct limit, single ones are network jitter, and
-// cutting for each would cost far more throughput than the one retried request.
-const PENALIZE_LUA = `${FACTOR_LUA}
-local key = KEYS[1]
-local now = now_ms()
-local decrease = tonumber(ARGV[1])
-local minimum = tonumber(ARGV[2])
-local cooldown = tonumber(ARGV[3])
-local recovery = tonumber(ARGV[4])
-local strikesToCut = tonumber(ARGV[5])
-local rpm = tonumber(ARGV[6])
-local f = factor_now(key, now, recovery)
-local rTat = tonumber(redis.call('HGET', key, 'rTat') or '0')
-if rTat < now then rTat = now end
-redis.call('HSET', key, 'rTat', rTat + 60000 / (rpm * f))
-local strikeAt = tonumber(redis.call('HGET', key, 'strikeAt') or '0')
-local strikes = tonumber(redis.call('HGET', key, 'strikes') or '0')
-if now - strikeAt > cooldown then
-  strikeAt = now
-  strikes = 0
-end
-strikes = strikes + 1
-redis.call('HSET', key, 'strikeAt', strikeAt, 'strikes', strikes)
-local cutAt = tonumber(redis.call('HGET', key, 'cutAt') or '0')
-if strikes < strikesToCut or now - cutAt < cooldown then return tostring(f) end
-f = f * decrease
-if f < minimum then f = minimum end
-redis.call('HSET', key, 'base', f, 'cutAt', now, 'strikes', 0)
-return tostring(f)
-`;
-
-const ADJUST_TOKENS_LUA = `${FACTOR_LUA}
-local key = KEYS[1]
-local delta = tonumber(ARGV[1])
-local tpm = tonumber(ARGV[2])
-local now = now_ms()
-local recovery = tonumber(ARGV[3])
-local f = factor_now(key, now, recovery)
-local tTat = tonumber(redis.call('HGET', key, 'tTat') or '0')
-if tTat < now - 1000 then tTat = now - 1000 end
-redis.call('HSET', key, 'tTat', tTat + delta * 60000 / (tpm * f))
-return 1
-`;
+/** The Redis key of a gate: per model and endpoint host (never the API key), under the prefix. */
+export function rateGateKey(prefix: string, model: string, baseUrl: string): string {
+  return `${prefix}:rate:${model}:${new URL(baseUrl).host}`;
+}
 
 export class RateGate {
-  private readonly targetUtilization: number;
-  private readonly decreaseFactor: number;
-  private readonly minimumFactor: number;
-  private readonly recoveryPerSecond: number;
-  private readonly penaltyCooldownMs: number;
-  private readonly maxLatenessMs: number;
-  private readonly strikesToCut: number;
+  private readonly args: number[];
+  private readonly options: Required<RateGateOptions>;
   private readonly scripts;
+  private readonly keys: [string, string];
+  /** Settlements not yet sent: they ride on the next reservation. */
+  private pending = { requests: 0, tokens: 0, tokenDelta: 0 };
 
   constructor(
     redis: RedisClient,
-    /** Redis key of this gate, e.g. `embedq:rate:text-embedding-v4` (DashScope limits per model). */
-    private readonly key: string,
+    /** Redis key of this gate ({@link rateGateKey}); the learned limit lives at `<key>:learned`. */
+    key: string,
     private readonly limits: RateLimits,
     options: RateGateOptions = {},
   ) {
-    this.targetUtilization = options.targetUtilization ?? 0.99;
-    this.decreaseFactor = options.decreaseFactor ?? 0.9;
-    this.minimumFactor = options.minimumFactor ?? 0.05;
-    this.recoveryPerSecond = options.recoveryPerSecond ?? 0.1;
-    this.penaltyCooldownMs = options.penaltyCooldownMs ?? 2_000;
-    this.maxLatenessMs = options.maxLatenessMs ?? 8;
-    this.strikesToCut = options.strikesToCut ?? 5;
+    this.options = {
+      targetUtilization: options.targetUtilization ?? 0.99,
+      reserve: options.reserve ?? 0,
+      learnedTtlMs: options.learnedTtlMs ?? 3_600_000,
+      growth: options.growth ?? 1 / 5000,
+      plateauMs: options.plateauMs ?? 8_000,
+      backoff: options.backoff ?? 0.03,
+      learnedMargin: options.learnedMargin ?? 0.04,
+      slowStartFraction: options.slowStartFraction ?? 0.1,
+      slowStartDoublingMs: options.slowStartDoublingMs ?? 1_000,
+      idleMs: options.idleMs ?? 5_000,
+      strikesToCut: options.strikesToCut ?? 3,
+      strikeWindowMs: options.strikeWindowMs ?? 1_000,
+      cooldownMs: options.cooldownMs ?? 1_000,
+      maxLatenessMs: options.maxLatenessMs ?? 8,
+      horizonMs: options.horizonMs ?? 250,
+    };
+    const o = this.options;
+    this.args = [
+      limits.requestsPerMinute,
+      limits.tokensPerMinute,
+      o.targetUtilization,
+      o.reserve,
+      o.learnedTtlMs,
+      o.growth,
+      o.plateauMs,
+      o.backoff,
+      o.slowStartFraction,
+      o.slowStartDoublingMs,
+      o.idleMs,
+      o.learnedMargin,
+    ];
+    this.keys = [key, `${key}:learned`];
     this.scripts = {
       reserve: defineLuaScript(redis, RESERVE_LUA),
-      penalize: defineLuaScript(redis, PENALIZE_LUA),
-      adjustTokens: defineLuaScript(redis, ADJUST_TOKENS_LUA),
+      throttled: defineLuaScript(redis, THROTTLED_LUA),
+      state: defineLuaScript(redis, STATE_LUA),
     };
   }
 
-  private get requestsPerMinute(): number {
-    return this.limits.requestsPerMinute * this.targetUtilization;
-  }
-
-  private get tokensPerMinute(): number {
-    return this.limits.tokensPerMinute * this.targetUtilization;
-  }
-
-  /** Reserves a slot for one request of about `estimatedTokens` tokens. */
-  async reserve(estimatedTokens: number): Promise<Reservation> {
-    const [waitMs, factor] = (await this.scripts.reserve(
-      [this.key],
-      this.requestsPerMinute,
-      this.tokensPerMinute,
+  /**
+   * Tries to reserve a slot for one request of about `estimatedTokens` tokens. `booked: false`
+   * means the next free slot lies beyond the booking horizon: ask again after `waitMs`.
+   */
+  async reserve(estimatedTokens: number): Promise<Reservation & { booked: boolean }> {
+    const { requests, tokens, tokenDelta } = this.takePending();
+    const [waitMs, rpm, tpm] = (await this.scripts.reserve(
+      this.keys,
+      ...this.args,
       estimatedTokens,
-      this.recoveryPerSecond,
-    )) as [string, string];
-    return { waitMs: Math.max(0, Number(waitMs)), factor: Number(factor) };
+      requests,
+      tokens,
+      tokenDelta,
+      this.options.horizonMs,
+    )) as [string, string, string];
+    const wait = Number(waitMs);
+    return { booked: wait >= 0, waitMs: Math.abs(wait), requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) };
   }
 
   /**
@@ -191,53 +192,81 @@ export class RateGate {
    * slot away and takes the next free one rather than crowding the requests behind it.
    */
   async acquire(estimatedTokens: number, signal?: AbortSignal): Promise<Reservation> {
-    for (let attempt = 0; ; attempt += 1) {
+    for (let attempt = 0; ; ) {
       const reservation = await this.reserve(estimatedTokens);
+      if (!reservation.booked) {
+        // Come back when the slot is about to enter the horizon; the spread keeps callers from
+        // all asking in the same millisecond.
+        await sleep(reservation.waitMs + Math.random() * this.options.horizonMs * 0.5, signal);
+        continue;
+      }
+      attempt += 1;
       if (reservation.waitMs === 0) return reservation;
       const due = performance.now() + reservation.waitMs;
       await sleep(reservation.waitMs, signal);
-      if (performance.now() - due <= this.maxLatenessMs || attempt >= 3) return reservation;
-      // The slot's tokens were booked; hand them back before booking again.
-      await this.settleTokens(estimatedTokens, 0);
+      if (performance.now() - due <= this.options.maxLatenessMs || attempt > 3) return reservation;
+      // The slot's tokens were booked; hand them back (with the next booking).
+      this.pending.tokenDelta -= estimatedTokens;
     }
   }
 
-  /** Corrects the token schedule once the server has said how many tokens a request used. */
-  async settleTokens(estimatedTokens: number, actualTokens: number): Promise<void> {
-    const delta = actualTokens - estimatedTokens;
-    if (delta === 0) return;
-    await this.scripts.adjustTokens([this.key], delta, this.tokensPerMinute, this.recoveryPerSecond);
+  /** The provider accepted a request: counts it for the delivery-rate estimate and settles its tokens. */
+  completed(estimatedTokens: number, actualTokens: number): void {
+    this.pending.requests += 1;
+    this.pending.tokens += actualTokens;
+    this.pending.tokenDelta += actualTokens - estimatedTokens;
   }
 
-  /** A 429 arrived: skip a slot, and slow everyone down if 429s cluster. Returns the factor in force. */
-  async throttled(_kind: RateLimitKind): Promise<number> {
-    const factor = await this.scripts.penalize(
-      [this.key],
-      this.decreaseFactor,
-      this.minimumFactor,
-      this.penaltyCooldownMs,
-      this.recoveryPerSecond,
-      this.strikesToCut,
-      this.requestsPerMinute,
-    );
-    return Number(factor);
+  /** The request used no quota (refused, failed): its reserved tokens go back to the schedule. */
+  refused(estimatedTokens: number): void {
+    this.pending.tokenDelta -= estimatedTokens;
   }
-}
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason as Error);
-      return;
-    }
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason as Error);
+  /**
+   * A 429 arrived: skip a slot for everyone, and when it shows the limit is lower than the gate
+   * believed, learn the limit from what the provider accepted.
+   */
+  async throttled(kind: RateLimitKind): Promise<ThrottleVerdict> {
+    const code = kind === 'burst' ? 'b' : kind === 'tokens' ? 't' : 'r';
+    const { requests, tokens, tokenDelta } = this.takePending();
+    const o = this.options;
+    const [action, learned, inForce] = (await this.scripts.throttled(
+      this.keys,
+      ...this.args,
+      code,
+      o.strikesToCut,
+      o.strikeWindowMs,
+      o.cooldownMs,
+      requests,
+      tokens,
+      tokenDelta,
+    )) as [string, string?, string?];
+    if (action !== 'cut') return { action: 'skip' };
+    return {
+      action: 'cut',
+      kind: code === 't' ? 'tokens' : 'requests',
+      configuredPerMinute: code === 't' ? this.limits.tokensPerMinute : this.limits.requestsPerMinute,
+      learnedPerMinute: Math.round(Number(learned)),
+      inForcePerMinute: Math.round(Number(inForce)),
     };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+  }
+
+  /** Configured, learned and in-force limits, for status lines and logs. */
+  async state(): Promise<GateState> {
+    const [rW, tW, rpm, tpm, ss, ttl] = (await this.scripts.state(this.keys, ...this.args)) as string[];
+    const learnedExpiresInMs = Number(ttl) > 0 ? Number(ttl) : undefined;
+    return {
+      configured: { ...this.limits },
+      learned: { requestsPerMinute: rW ? Number(rW) : undefined, tokensPerMinute: tW ? Number(tW) : undefined },
+      inForce: { requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) },
+      learnedExpiresInMs: rW || tW ? learnedExpiresInMs : undefined,
+      slowStart: ss !== '',
+    };
+  }
+
+  private takePending(): { requests: number; tokens: number; tokenDelta: number } {
+    const taken = this.pending;
+    this.pending = { requests: 0, tokens: 0, tokenDelta: 0 };
+    return taken;
+  }
 }

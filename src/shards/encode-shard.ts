@@ -74,39 +74,63 @@ export function shardTable(rows: readonly ShardRow[], dimension: number): Table 
 }
 
 /**
- * Writes the table through parquet-wasm one row group at a time.
- *
- * The hand-over format is an Arrow IPC stream; it carries the Arrow schema, which the writer
- * stores in the file so Arrow readers get `fixed_size_list` back (Parquet only has lists).
- * Handing over the whole shard at once (`writeParquet`) grew the WebAssembly memory to about
- * 330 MB for a 10,000-row shard at dimension 1024 with sparse, and that memory is never
- * returned; the first such shard also took 2.5-5 s while the memory grew. Slices keep it at
- * 45-85 MB, and the first shard at about 1.5 s.
+ * Encodes rows handed over one row group at a time (each ≤ {@link PARQUET_ROW_GROUP_ROWS}, in
+ * `row` order) as Parquet, so neither the rows nor the Arrow table of a whole shard are ever in
+ * memory: only the group being written. The bytes equal {@link encodeShard}'s for the same rows.
  */
+export async function encodeParquetRowGroups(groups: Iterator<readonly ShardRow[]>, dimension: number): Promise<Uint8Array> {
+  const first = groups.next();
+  if (first.done || first.value.length === 0) return toParquet(shardTable([], dimension));
+  let pending: readonly ShardRow[] | undefined = first.value;
+  return writeGroups(() => {
+    const group = pending ?? groups.next().value;
+    pending = undefined;
+    return group === undefined || group.length === 0 ? undefined : shardTable(group, dimension);
+  });
+}
+
+/** Writes a whole table, handed to the writer in row-group slices. */
 async function toParquet(table: Table): Promise<Uint8Array> {
   if (table.numRows === 0) {
     // The streaming writer takes its schema from the first batch, and there is none.
     return writeParquet(WasmTable.fromIPCStream(tableToIPC(table, 'stream')), writerProperties());
   }
   let offset = 0;
+  return writeGroups(() => {
+    if (offset >= table.numRows) return undefined;
+    const slice = table.slice(offset, offset + PARQUET_ROW_GROUP_ROWS);
+    offset += PARQUET_ROW_GROUP_ROWS;
+    return slice;
+  });
+}
+
+/**
+ * Feeds parquet-wasm one row group at a time.
+ *
+ * The hand-over format is an Arrow IPC stream; it carries the Arrow schema, which the writer
+ * stores in the file so Arrow readers get `fixed_size_list` back (Parquet only has lists).
+ * Handing over a whole 10,000-row shard at once (`writeParquet`) grew the WebAssembly memory to
+ * about 330 MB at dimension 1024 with sparse, and that memory is never returned; one group at a
+ * time keeps it at 45-85 MB.
+ */
+async function writeGroups(nextGroup: () => Table | undefined): Promise<Uint8Array> {
   const batches = new ReadableStream<WasmRecordBatch>(
     {
-      // Called only when the writer wants the next batch (highWaterMark 0): one slice in
+      // Called only when the writer wants the next batch (highWaterMark 0): one group in
       // WebAssembly memory at a time.
       pull(controller) {
-        if (offset >= table.numRows) {
+        const group = nextGroup();
+        if (!group) {
           controller.close();
           return;
         }
-        const slice = table.slice(offset, offset + PARQUET_ROW_GROUP_ROWS);
-        offset += PARQUET_ROW_GROUP_ROWS;
-        const wasmSlice = WasmTable.fromIPCStream(tableToIPC(slice, 'stream'));
+        const wasmGroup = WasmTable.fromIPCStream(tableToIPC(group, 'stream'));
         try {
-          for (const batch of wasmSlice.recordBatches()) {
+          for (const batch of wasmGroup.recordBatches()) {
             controller.enqueue(batch);
           }
         } finally {
-          wasmSlice.free();
+          wasmGroup.free();
         }
       },
     },

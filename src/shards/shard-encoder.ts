@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+
+import { startThread } from '../threads/start-thread.js';
 
 import type { OutputFormat } from './shard-row.js';
-import type { ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
+import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
 
 /**
  * Encodes shards on one background thread per process (see shard-thread.ts for why). The thread
@@ -12,6 +12,8 @@ import type { ShardThreadRequest, ShardThreadResponse } from './shard-thread.js'
 export class ShardEncoder {
   private worker: Worker | undefined;
   private nextId = 0;
+  /** The thread's memory after its last shard (for the worker's memory log line and the bench). */
+  lastThreadMemory: ShardThreadMemory | undefined;
   private readonly pending = new Map<number, { resolve: (value: { bytes: Uint8Array; rows: number }) => void; reject: (error: Error) => void }>();
 
   /** Decodes the batches, sorts rows by `row`, and returns the shard file's bytes. */
@@ -21,8 +23,14 @@ export class ShardEncoder {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       worker.ref();
-      // Batches are copied into the message (Redis reply buffers may share memory with others).
-      worker.postMessage({ id, batches: [...batches], dimension: options.dimension, format: options.format } satisfies ShardThreadRequest);
+      // Each batch is copied once into a buffer of its own and that buffer is transferred, not
+      // cloned: Redis reply buffers may share memory with others, and a structured clone of ~60 MB
+      // would hold a serialized copy as well as the thread's.
+      const copies = batches.map((batch) => new Uint8Array(batch));
+      worker.postMessage(
+        { id, batches: copies, dimension: options.dimension, format: options.format } satisfies ShardThreadRequest,
+        copies.map((copy) => copy.buffer),
+      );
     });
   }
 
@@ -42,8 +50,7 @@ export class ShardEncoder {
 
   private thread(): Worker {
     if (this.worker) return this.worker;
-    const compiled = new URL('./shard-thread.js', import.meta.url);
-    const worker = existsSync(fileURLToPath(compiled)) ? new Worker(compiled) : sourceThread(new URL('./shard-thread.ts', import.meta.url));
+    const worker = startThread(new URL('./shard-thread.js', import.meta.url), new URL('./shard-thread.ts', import.meta.url));
     worker.unref();
     worker.on('message', (response: ShardThreadResponse) => {
       const waiter = this.pending.get(response.id);
@@ -55,6 +62,7 @@ export class ShardEncoder {
         error.stack = response.error.stack ?? error.stack;
         waiter.reject(error);
       } else {
+        this.lastThreadMemory = response.memory;
         waiter.resolve({ bytes: response.bytes, rows: response.rows });
       }
     });
@@ -71,14 +79,4 @@ export class ShardEncoder {
     for (const waiter of this.pending.values()) waiter.reject(error);
     this.pending.clear();
   }
-}
-
-/**
- * Under tsx and vitest this module runs from its .ts source; a thread does not inherit their
- * loaders, so it registers tsx itself before importing the .ts entry (development and tests only).
- */
-function sourceThread(entry: URL): Worker {
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(entry.href)}); });`;
-  return new Worker(bootstrap, { eval: true });
 }

@@ -1,28 +1,56 @@
 import { parentPort } from 'node:worker_threads';
 
 import { decodeBatch } from './batch-codec.js';
-import { encodeShard } from './encode-shard.js';
+import { encodeParquetRowGroups, encodeShard, PARQUET_ROW_GROUP_ROWS } from './encode-shard.js';
+import { shardRowGroups } from './shard-row-groups.js';
+import { wasmMemoryBytes } from './wasm-memory.js';
 import type { OutputFormat, ShardRow } from './shard-row.js';
 
 /** A request to the shard thread: the buffered batches of one shard. */
 export interface ShardThreadRequest {
   id: number;
-  batches: Uint8Array[];
+  /** Released one by one as the encoding goes (the thread owns this copy). */
+  batches: Array<Uint8Array | undefined>;
   dimension: number;
   format: OutputFormat;
 }
 
-export type ShardThreadResponse = { id: number; bytes: Uint8Array; rows: number } | { id: number; error: { message: string; stack?: string } };
+/** The thread's own memory after a shard: its JS heap and parquet-wasm's WebAssembly memory. */
+export interface ShardThreadMemory {
+  heapUsed: number;
+  wasmBytes: number;
+}
+
+export type ShardThreadResponse =
+  | { id: number; bytes: Uint8Array; rows: number; memory: ShardThreadMemory }
+  | { id: number; error: { message: string; stack?: string } };
+
+function* counting<T extends readonly unknown[]>(groups: Iterator<T>, add: (rows: number) => void): Generator<T> {
+  for (let next = groups.next(); !next.done; next = groups.next()) {
+    add(next.value.length);
+    yield next.value;
+  }
+}
 
 // Decoding, sorting and encoding a 10,000-row shard takes ~0.5-1.5 s of CPU. Here it runs off the
 // worker's event loop, so requests leave on their rate-gate slots and BullMQ locks keep renewing.
 parentPort?.on('message', (request: ShardThreadRequest) => {
   void (async () => {
     try {
-      const rows: ShardRow[] = request.batches.flatMap((batch) => decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength)));
-      rows.sort((a, b) => a.row - b.row);
-      const bytes = await encodeShard(rows, { dimension: request.dimension, format: request.format });
-      parentPort!.postMessage({ id: request.id, bytes, rows: rows.length } satisfies ShardThreadResponse, [bytes.buffer as ArrayBuffer]);
+      let bytes: Uint8Array;
+      let count = 0;
+      if (request.format === 'parquet') {
+        // Row group by row group: only one group's rows and Arrow data exist at a time.
+        const groups = shardRowGroups(request.batches, PARQUET_ROW_GROUP_ROWS);
+        bytes = await encodeParquetRowGroups(counting(groups, (rows) => (count += rows)), request.dimension);
+      } else {
+        const rows: ShardRow[] = request.batches.flatMap((batch) => decodeBatch(Buffer.from(batch!.buffer, batch!.byteOffset, batch!.byteLength)));
+        rows.sort((a, b) => a.row - b.row);
+        bytes = await encodeShard(rows, { dimension: request.dimension, format: request.format });
+        count = rows.length;
+      }
+      const memory = { heapUsed: process.memoryUsage().heapUsed, wasmBytes: wasmMemoryBytes() };
+      parentPort!.postMessage({ id: request.id, bytes, rows: count, memory } satisfies ShardThreadResponse, [bytes.buffer as ArrayBuffer]);
     } catch (error) {
       const { message, stack } = error instanceof Error ? error : new Error(String(error));
       parentPort!.postMessage({ id: request.id, error: { message, stack } } satisfies ShardThreadResponse);

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
 import { JOB_NAMES, QUEUES } from '../../jobs/queues.js';
 import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import { startPrivateRedis, type PrivateRedis } from '../../src/redis/private-redis.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { verifyOutput } from '../support/verify-output.js';

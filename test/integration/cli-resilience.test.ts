@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { freePort } from '../../src/redis/private-redis.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { runEmbedq, spawnEmbedq, startWorld, stopProcess, type World } from '../support/world.js';
 

@@ -6,7 +6,7 @@ import { QUEUES } from '../../jobs/queues.js';
 import { installScheduler, removeScheduler } from '../../jobs/schedule-store.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { METRICS } from '../../src/metrics/metric-names.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import { buildDashboard } from '../../workers/dashboard/server.js';
 import { listSchedules } from '../../workers/schedule-list.js';
 import { scheduleStore } from '../../workers/schedule-tick.js';

@@ -35,7 +35,7 @@ let settings: DashScopeSettings;
 
 beforeAll(async () => {
   emulator = await startEmulator({ port: 0, apiKey: API_KEY, seed: 7 });
-  settings = { apiKey: API_KEY, baseUrl: emulator.url, timeoutMs: 5000, targetUtilization: 0.99 };
+  settings = { apiKey: API_KEY, baseUrl: emulator.url, timeoutMs: 5000, targetUtilization: 0.99, reserve: 0, learnedLimitTtlMs: 3_600_000 };
   client = createDashScopeClient(settings);
   tokenizer = await loadTokenizer();
 });

@@ -5,9 +5,11 @@ import path from 'node:path';
 import { DataType, type Field, tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { encodeShard, PARQUET_ROW_GROUP_ROWS } from '../../src/shards/encode-shard.js';
+import { encodeBatch } from '../../src/shards/batch-codec.js';
+import { encodeParquetRowGroups, encodeShard, PARQUET_ROW_GROUP_ROWS } from '../../src/shards/encode-shard.js';
 import { denseMatrix, readShard } from '../../src/shards/read-shard.js';
 import type { OutputFormat, ShardRow } from '../../src/shards/shard-row.js';
+import { shardRowGroups } from '../../src/shards/shard-row-groups.js';
 import { queryParquet, sqlString } from '../support/duckdb.js';
 import { float32Bytes, makeShardRows } from '../support/shard-rows.js';
 
@@ -208,3 +210,30 @@ function scalarColumns(got: Record<string, unknown>): Record<string, unknown> {
 function expectedScalars(want: ShardRow): Record<string, unknown> {
   return { row: BigInt(want.row), source: want.source, line: BigInt(want.line), id: want.id, text: want.text };
 }
+
+describe('streaming a shard row group by row group', () => {
+  it('writes the same bytes as the whole-shard encoder, from batches in any order, releasing each batch once decoded', async () => {
+    const dimension = 64;
+    const rows = makeShardRows(PARQUET_ROW_GROUP_ROWS * 2 + 123, { dimension, firstRow: 5_000, sparseEntries: 12 });
+    const batches: Array<Uint8Array | undefined> = [];
+    for (let index = 0; index < rows.length; index += 10) batches.push(encodeBatch(rows.slice(index, index + 10), dimension));
+    batches.reverse(); // Redis hands them back in no particular order
+    const whole = await encodeShard(rows, { dimension, format: 'parquet' });
+    const groups = shardRowGroups(batches, PARQUET_ROW_GROUP_ROWS);
+    const streamed = await encodeParquetRowGroups(groups, dimension);
+    expect(Buffer.from(streamed).equals(Buffer.from(whole))).toBe(true);
+    expect(batches.every((batch) => batch === undefined)).toBe(true);
+  });
+
+  it('refuses batches whose rows overlap, rather than write a misordered shard', () => {
+    const dimension = 8;
+    const rows = makeShardRows(20, { dimension });
+    const batches = [encodeBatch(rows.slice(0, 12), dimension), encodeBatch(rows.slice(10, 20), dimension)];
+    expect(() => [...shardRowGroups(batches, 100)]).toThrow(/overlap or are out of order at row/);
+  });
+
+  it('writes an empty shard from no batches', async () => {
+    const streamed = await encodeParquetRowGroups(shardRowGroups([], PARQUET_ROW_GROUP_ROWS), 16);
+    expect(Buffer.from(streamed).equals(Buffer.from(await encodeShard([], { dimension: 16, format: 'parquet' })))).toBe(true);
+  });
+});

@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 
-import { RateGate } from '../../src/rate/rate-gate.js';
+import { RateGate, rateGateKey } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 
 describe('RateGate (real Redis)', () => {
   let redisA: Redis;
@@ -17,12 +18,23 @@ describe('RateGate (real Redis)', () => {
     await redisB.quit();
   });
   const key = (): string => `test-gate:${randomBytes(4).toString('hex')}`;
+  /** Sends the folded completions, and waits until their 100 ms bucket is part of the last full second. */
+  const settleIntoPastSecond = async (gate: RateGate): Promise<void> => {
+    await gate.reserve(0);
+    await sleep(120);
+  };
+  /** No slow start, no booking horizon: these cases look at the schedule itself. */
+  const steady = { slowStartFraction: 1, horizonMs: 60_000 };
+
+  it('keys a gate by model and endpoint host, never by anything secret', () => {
+    expect(rateGateKey('embedq', 'text-embedding-v4', 'https://dashscope-intl.aliyuncs.com')).toBe('embedq:rate:text-embedding-v4:dashscope-intl.aliyuncs.com');
+  });
 
   it('spaces requests evenly at the target rate, shared by every client of the key', async () => {
     const gateKey = key();
     const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
-    const a = new RateGate(redisA, gateKey, limits, { targetUtilization: 0.99 });
-    const b = new RateGate(redisB, gateKey, limits, { targetUtilization: 0.99 });
+    const a = new RateGate(redisA, gateKey, limits, { targetUtilization: 0.99, ...steady });
+    const b = new RateGate(redisB, gateKey, limits, { targetUtilization: 0.99, ...steady });
     const started = Date.now();
     const waits: number[] = [];
     for (let index = 0; index < 100; index += 1) {
@@ -34,7 +46,6 @@ describe('RateGate (real Redis)', () => {
     const span = waits[99]! - waits[0]!;
     expect(span).toBeGreaterThan(99 * spacing - 15);
     expect(span).toBeLessThan(99 * spacing + 15);
-    // No 1-second window holds more than the per-second limit of 100 (99% spacing leaves a slot spare per ~1.01 s).
     let maxInWindow = 0;
     for (let i = 0, j = 0; i < waits.length; i += 1) {
       while (waits[i]! - waits[j]! >= 1000) j += 1;
@@ -43,39 +54,149 @@ describe('RateGate (real Redis)', () => {
     expect(maxInWindow).toBeLessThanOrEqual(100);
   });
 
-  it('lets tokens bind when they are the tighter limit, and settles them with actual usage', async () => {
-    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e9, tokensPerMinute: 60_000 }, { targetUtilization: 1 });
+  it('lets tokens bind when they are the tighter limit, and settles them with actual usage on the next reservation', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e9, tokensPerMinute: 60_000 }, { targetUtilization: 1, ...steady });
     // 1,000 tokens per second: each 500-token request pushes the next one 500 ms out.
     expect((await gate.reserve(500)).waitMs).toBe(0);
     const second = await gate.reserve(500);
     expect(second.waitMs).toBeGreaterThan(480);
     expect(second.waitMs).toBeLessThanOrEqual(500);
-    // The first request actually used 100 tokens: 400 tokens' worth (400 ms) come back.
-    await gate.settleTokens(500, 100);
+    // The first request actually used 100 tokens: 400 tokens' worth (400 ms) come back, with no
+    // Redis call of its own (it rides on the next reservation).
+    gate.completed(500, 100);
     const third = await gate.reserve(1);
     expect(third.waitMs).toBeGreaterThan(580);
     expect(third.waitMs).toBeLessThanOrEqual(600);
   });
 
-  it('skips a slot for a lone 429, cuts the shared rate for a cluster (once per cooldown), and recovers linearly', async () => {
+  it('books slots only a short horizon ahead, so a new rate applies within it', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 600, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 1, horizonMs: 250 });
+    // 100 ms slots: now, +100, +200 are booked; +300 lies beyond the horizon.
+    const waits = [];
+    for (let index = 0; index < 4; index += 1) waits.push(await gate.reserve(1));
+    expect(waits.slice(0, 3).every((reservation) => reservation.booked)).toBe(true);
+    expect(waits[3]).toMatchObject({ booked: false });
+    expect(waits[3]!.waitMs).toBeGreaterThan(30);
+    expect(waits[3]!.waitMs).toBeLessThanOrEqual(50);
+    // acquire() waits unbooked, then books and sleeps until its slot.
+    const started = performance.now();
+    await gate.acquire(1);
+    expect(performance.now() - started).toBeGreaterThan(250);
+  });
+
+  it('applies EMBEDQ_RESERVE: the rate in force leaves that fraction of the limit unused', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e9 }, { targetUtilization: 1, reserve: 0.25, ...steady });
+    const reservation = await gate.reserve(1);
+    expect(reservation.requestsPerMinute).toBeCloseTo(4500, 5);
+    expect((await gate.state()).inForce.requestsPerMinute).toBeCloseTo(4500, 5);
+  });
+
+  it('ramps up from a slow start when nothing is learned', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 0.1, slowStartDoublingMs: 200 });
+    const first = await gate.reserve(1);
+    expect(first.requestsPerMinute).toBeLessThan(700);
+    // Demand below the rate does not grow it: a rate nobody used is untested.
+    await sleep(500);
+    expect((await gate.reserve(1)).requestsPerMinute).toBeLessThan(700);
+    // Callers queueing for slots (reservations ahead of the clock) let it double every 200 ms.
+    const started = Date.now();
+    let rate = 0;
+    while (Date.now() - started < 1_000 && rate < 6000) {
+      for (let index = 0; index < 5; index += 1) rate = (await gate.reserve(1)).requestsPerMinute;
+      await sleep(20);
+    }
+    expect(rate).toBe(6000);
+    expect(Date.now() - started).toBeGreaterThan(500); // 0.1 × 2^(t/200) reaches 1 at t ≈ 660 ms
+    expect((await gate.state()).slowStart).toBe(false);
+  });
+
+  it('skips a slot for a lone 429 at a limit believed right; a cluster learns the limit from what was accepted', async () => {
     const gateKey = key();
-    const options = { decreaseFactor: 0.5, penaltyCooldownMs: 500, recoveryPerSecond: 1, strikesToCut: 3, targetUtilization: 1 };
-    const a = new RateGate(redisA, gateKey, { requestsPerMinute: 600, tokensPerMinute: 1e12 }, options);
-    const b = new RateGate(redisB, gateKey, { requestsPerMinute: 600, tokensPerMinute: 1e12 }, options);
+    const limits = { requestsPerMinute: 600, tokensPerMinute: 1e12 };
+    const options = { targetUtilization: 1, ...steady, strikesToCut: 3, cooldownMs: 300 };
+    const a = new RateGate(redisA, gateKey, limits, options);
+    const b = new RateGate(redisB, gateKey, limits, options);
     // 600 QPM: one slot every 100 ms. A lone 429 gives up the next slot but keeps the rate.
     expect((await a.reserve(1)).waitMs).toBe(0);
-    expect(await a.throttled('requests')).toBe(1);
+    expect(await a.throttled('requests')).toEqual({ action: 'skip' });
     const afterSkip = await a.reserve(1);
     expect(afterSkip.waitMs).toBeGreaterThan(190);
-    expect(afterSkip.factor).toBe(1);
-    // The third 429 within the cooldown cuts the factor for every client of the key.
-    expect(await b.throttled('requests')).toBe(1);
-    expect(await b.throttled('requests')).toBeCloseTo(0.5, 2);
-    expect((await a.reserve(1)).factor).toBeLessThan(0.6);
-    // More 429s inside the cooldown came from requests already in flight: no second cut.
-    for (let index = 0; index < 3; index += 1) expect(await a.throttled('tokens')).toBeGreaterThan(0.45);
-    await new Promise((resolve) => setTimeout(resolve, 600));
-    // +1 per second → back at 1 (the cap) 0.6 s after the cut from 0.5.
-    expect((await a.reserve(1)).factor).toBeGreaterThan(0.99);
+    expect(afterSkip.requestsPerMinute).toBe(600);
+    // Burst 429s never cut.
+    for (let index = 0; index < 5; index += 1) expect(await b.throttled('burst')).toEqual({ action: 'skip' });
+    // The provider accepted 4 requests in the last second (240 a minute), then 429s cluster.
+    for (let index = 0; index < 4; index += 1) a.completed(1, 1);
+    await settleIntoPastSecond(a);
+    expect(await a.throttled('requests')).toEqual({ action: 'skip' });
+    const verdict = await b.throttled('requests');
+    expect(verdict).toMatchObject({ action: 'cut', kind: 'requests', configuredPerMinute: 600 });
+    if (verdict.action !== 'cut') throw new Error('unreachable');
+    // 4 accepted over the last two full seconds: 120 a minute; the estimate restarts 3% below it,
+    // and the rate keeps a 4% margin under the estimate.
+    expect(verdict.learnedPerMinute).toBe(120);
+    expect(verdict.inForcePerMinute).toBe(Math.round(120 * 0.97 * 0.96));
+    // Every client of the key paces at it, and the state says configured, learned and in force.
+    expect((await a.reserve(1)).requestsPerMinute).toBeLessThan(150);
+    const state = await a.state();
+    expect(state.configured.requestsPerMinute).toBe(600);
+    expect(state.learned.requestsPerMinute).toBeCloseTo(verdict.learnedPerMinute, -1);
+    expect(state.learned.tokensPerMinute).toBeUndefined();
+    expect(state.learnedExpiresInMs).toBeGreaterThan(3_500_000);
+    // Token 429s act on the token schedule only.
+    expect((await a.throttled('tokens')).action).toBe('skip');
+  });
+
+  it('does not cut a limit believed right for a few 429s among many accepted requests', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
+    // 100 accepted in the last two seconds (50 a second): 3 quick 429s are jitter, 5 (10%) a cluster.
+    for (let index = 0; index < 100; index += 1) gate.completed(1, 1);
+    await settleIntoPastSecond(gate);
+    for (let index = 0; index < 4; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 3000 });
+  });
+
+  it('remembers a learned limit for the next job (a new gate on the same key) and forgets it after the TTL', async () => {
+    const gateKey = key();
+    const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
+    const first = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, learnedTtlMs: 1_500 });
+    await first.reserve(1); // slow start: any 429 is news
+    for (let index = 0; index < 20; index += 1) first.completed(1, 1);
+    await settleIntoPastSecond(first);
+    const verdict = await first.throttled('requests');
+    expect(verdict.action).toBe('cut');
+    const next = new RateGate(redisB, gateKey, limits, { targetUtilization: 1, learnedTtlMs: 1_500 });
+    const reservation = await next.reserve(1);
+    // 20 accepted in the last two seconds → 600 a minute, far below the 6,000 configured; the
+    // estimate restarts 3% below it and climbs back, and the rate keeps 4% under the estimate.
+    expect(reservation.requestsPerMinute).toBeGreaterThanOrEqual(600 * 0.97 * 0.96 - 0.01);
+    expect(reservation.requestsPerMinute).toBeLessThanOrEqual(600 * 0.96 + 0.01);
+    await sleep(1_700);
+    expect((await next.state()).learned.requestsPerMinute).toBeUndefined();
+  });
+
+  it('after a cut, climbs back to the learned limit, holds, then probes above it and gives it up at the ceiling', async () => {
+    const gateKey = key();
+    const limits = { requestsPerMinute: 2000, tokensPerMinute: 1e12 };
+    // Fast curve for the test: K = cbrt(0.1 / 1) ≈ 0.46 s to the plateau, 0.3 s hold, then +100% in 1 s.
+    const gate = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0, learnedMargin: 0 });
+    await gate.reserve(1);
+    for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
+    await settleIntoPastSecond(gate);
+    const verdict = await gate.throttled('requests');
+    if (verdict.action !== 'cut') throw new Error(`expected a cut, got ${JSON.stringify(verdict)}`);
+    const learned = verdict.learnedPerMinute;
+    expect(verdict.inForcePerMinute).toBeCloseTo(learned * 0.9, -1);
+    const samples: number[] = [];
+    for (let index = 0; index < 60; index += 1) {
+      // Two reservations per 50 ms at ≤ 33 a second keep callers queueing: the clock runs.
+      await gate.reserve(0);
+      samples.push((await gate.reserve(0)).requestsPerMinute);
+      await sleep(50);
+    }
+    expect(Math.max(...samples.slice(0, 4))).toBeLessThan(learned);
+    expect(samples.some((rate) => Math.abs(rate - learned) <= 0.5)).toBe(true);
+    // Probing reached the configured ceiling: the learned limit is dropped.
+    expect(samples.at(-1)).toBe(2000);
+    expect((await gate.state()).learned.requestsPerMinute).toBeUndefined();
   });
 });

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { QUEUES } from '../../jobs/queues.js';
 import { removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import { runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
 
 /**

@@ -9,7 +9,7 @@ import { QUEUES } from '../../jobs/queues.js';
 import { loadSettings } from '../../src/config.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import { createServices, type Services } from '../../workers/services.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';

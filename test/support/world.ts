@@ -11,7 +11,7 @@ import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
 import { loadSettings, type Settings } from '../../src/config.js';
 import { startEmulator, type EmulatorOptions, type EmulatorStats, type RunningEmulator } from '../../src/emulator/server.js';
 import { createLogger } from '../../src/logger.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import { createServices, type Services } from '../../workers/services.js';
 import { startS3rver, type TestS3 } from './s3rver.js';
 

@@ -62,6 +62,17 @@ describe('settings from the environment', () => {
     for (const prefix of ['a{b}', '{}', '{a}{b}', 'a:b']) expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_REDIS_PREFIX: prefix })), prefix).toMatch(/EMBEDQ_REDIS_PREFIX: letters/);
   });
 
+  it('reads the rate gate\'s reserve and learned-limit TTL, and refuses a reserve of the whole quota', () => {
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k' }).dashscope).toMatchObject({ reserve: 0, learnedLimitTtlMs: 3_600_000 });
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_RESERVE: '0.25', EMBEDQ_LEARNED_LIMIT_TTL_S: '600' }).dashscope).toMatchObject({
+      reserve: 0.25,
+      learnedLimitTtlMs: 600_000,
+    });
+    const message = problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_RESERVE: '1', EMBEDQ_LEARNED_LIMIT_TTL_S: '0' }));
+    expect(message).toContain('- EMBEDQ_RESERVE:');
+    expect(message).toContain('- EMBEDQ_LEARNED_LIMIT_TTL_S:');
+  });
+
   it('reads static S3 credentials when given', () => {
     const settings = loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'SK' });
     expect(settings.s3.credentials).toEqual({ accessKeyId: 'AK', secretAccessKey: 'SK', sessionToken: undefined });

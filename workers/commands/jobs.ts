@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
 import { JobLostError } from '../../jobs/job-errors.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import type { JobOptions } from '../../src/job-options.js';
+import { describeGateState } from '../../src/rate/describe-gate.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
 import { withServices } from './context.js';
@@ -51,6 +52,7 @@ export function registerJobCommands(program: Command): void {
         const record = await services.corpora.get(jobId);
         if (!record) throw new JobLostError(jobId);
         process.stdout.write(flags.json ? `${JSON.stringify(record, null, 2)}\n` : `${describeJob(record)}\n`);
+        if (!flags.json) process.stdout.write(`${describeGateState(await services.rateGate(record.options.model).state())}\n`);
         return 0;
       });
     });

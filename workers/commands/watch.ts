@@ -1,6 +1,6 @@
 import { FINAL_STATES, type CorpusJobRecord } from '../../jobs/job-record.js';
 import { JobLostError } from '../../jobs/job-errors.js';
-import { sleep } from '../../src/rate/rate-gate.js';
+import { sleep } from '../../src/sleep.js';
 import type { Services } from '../services.js';
 import { processedLines, progressLine } from './progress.js';
 

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
+import { memoryBreakdown } from '../../src/memory-usage.js';
 import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
 
@@ -23,6 +24,8 @@ export function registerWorkerCommand(program: Command): void {
       const logger = createLogger(settings.log);
       const services = createServices(settings, logger);
       const pool = startWorkers(services, { concurrency });
+      // Where the memory is, every 5 s (the bench reads these lines).
+      const memoryLog = setInterval(() => logger.info(memoryBreakdown(services.shardEncoder.lastThreadMemory), 'memory'), 5_000).unref();
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'draining');
@@ -40,6 +43,7 @@ export function registerWorkerCommand(program: Command): void {
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);
       });
+      clearInterval(memoryLog);
       await pool.close();
       await services.close();
       logger.info('worker stopped');

@@ -1,0 +1,281 @@
+/**
+ * The adaptive-quota scenarios of `npm run bench` (`--only adaptive`): the gate told the wrong
+ * quota, a second job after the first learned it, an account shared with another client, and a
+ * quota halved then restored mid-run. Emulator at 1,200 QPM with realistic latency, two workers,
+ * dimension 256 dense (cheap responses, so the gate is measured rather than the CPU).
+ */
+import { submitCorpusJob } from '../jobs/enqueue.js';
+import { QUEUES } from '../jobs/queues.js';
+import { loadSettings } from '../src/config.js';
+import type { EmulatorStats } from '../src/emulator/server.js';
+import { parseJobOptions } from '../src/job-options.js';
+import { createLogger } from '../src/logger.js';
+import { sleep } from '../src/sleep.js';
+import { createServices, type Services } from '../workers/services.js';
+import { benchCorpus } from './corpus.js';
+import { spawnEmulator, spawnWorker, type EmulatorProcess, type WorkerProcess } from './processes.js';
+
+const REAL_QPM = 1_200;
+const PER_SECOND = REAL_QPM / 60;
+const LATENCY = '150,220,400';
+const WORKERS = 2;
+const CONCURRENCY = 32;
+const JOB = { outputType: 'dense', dimension: 256 } as const;
+
+export interface AdaptiveFigures {
+  scenario: string;
+  /** embedq's accepted requests per second over the run after its first 5 s, over what it could have had. */
+  utilisation: number;
+  share429: number;
+  share429After5s: number;
+  /** First second after which 5 seconds pass with no 429 and ≥ 90% of the available rate (NaN: never). */
+  secondsToConverge: number;
+  otherShare429After5s?: number | undefined;
+  /** Quota change only: 429 share from 5 s after the halving until the restore. */
+  share429HalvedAfter5s?: number | undefined;
+  /** Quota change only: seconds from the restore until a 3-second mean of ≥ 95% of the full quota. */
+  secondsBackTo95?: number | undefined;
+  requests: number;
+  accepted: number;
+  perSecond: Array<[number, number]>;
+}
+
+interface OtherClient {
+  stop(): Promise<{ bySecond: Map<number, { sent: number; limited: number; accepted: number }> }>;
+}
+
+/** An independent application on the same account: steady requests, no retries, counts its 429s. */
+function startOtherClient(url: string, perSecond: number): OtherClient {
+  const bySecond = new Map<number, { sent: number; limited: number; accepted: number }>();
+  let running = true;
+  const inFlight = new Set<Promise<void>>();
+  const loop = (async () => {
+    const interval = 1000 / perSecond;
+    let next = performance.now();
+    while (running) {
+      next += interval;
+      const second = Math.floor(Date.now() / 1000);
+      const entry = bySecond.get(second) ?? { sent: 0, limited: 0, accepted: 0 };
+      bySecond.set(second, entry);
+      entry.sent += 1;
+      const request = fetch(`${url}/api/v1/services/embeddings/text-embedding/text-embedding`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer sk-other-app', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'text-embedding-v4', input: { texts: ['a live search query'] }, parameters: { dimension: 256 } }),
+      })
+        .then(async (response) => {
+          await response.arrayBuffer();
+          if (response.status === 429) entry.limited += 1;
+          else if (response.ok) entry.accepted += 1;
+        })
+        .catch(() => undefined)
+        .finally(() => inFlight.delete(request));
+      inFlight.add(request);
+      await sleep(Math.max(0, next - performance.now()));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      await Promise.all(inFlight);
+      return { bySecond };
+    },
+  };
+}
+
+interface RunOptions {
+  redisUrl: string;
+  prefix: string;
+  corpus: string;
+  output: string;
+  emulator: EmulatorProcess;
+  told: number;
+  /** Called once a second with the seconds since submit. */
+  tick?: (elapsed: number) => Promise<void>;
+}
+
+/** Submits one job to already running workers and waits for it; returns the submit second. */
+async function runJob(services: Services, options: RunOptions): Promise<{ startSecond: number; endSecond: number }> {
+  const startSecond = Math.floor(Date.now() / 1000);
+  const id = await submitCorpusJob(
+    { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 },
+    parseJobOptions({ input: options.corpus, output: options.output, ...JOB }),
+  );
+  const started = Date.now();
+  let ticked = 0;
+  for (;;) {
+    const record = await services.corpora.get(id);
+    if (record?.state === 'completed') break;
+    if (record?.state === 'failed' || record?.state === 'cancelled') throw new Error(`bench job ${record.state}: ${record.error}`);
+    const elapsed = Math.floor((Date.now() - started) / 1000);
+    if (options.tick && elapsed > ticked) {
+      ticked = elapsed;
+      await options.tick(elapsed);
+    }
+    await sleep(100);
+  }
+  return { startSecond, endSecond: Math.floor(Date.now() / 1000) };
+}
+
+function figures(
+  scenario: string,
+  stats: EmulatorStats,
+  window: { startSecond: number; endSecond: number },
+  other?: Map<number, { sent: number; limited: number; accepted: number }>,
+  /** The real limit per second at a second since submit (for the quota change). */
+  limitAt: (second: number) => number = () => PER_SECOND,
+): AdaptiveFigures {
+  // Every second of the run, idle ones included (the history lists only seconds with activity).
+  const bySecond = new Map(stats.history.map((second) => [second.second, second]));
+  const seconds = Array.from({ length: Math.max(0, window.endSecond - window.startSecond) }, (_, offset) => {
+    const second = window.startSecond + offset;
+    return bySecond.get(second) ?? { second, requests: 0, accepted: 0, rows: 0, tokens: 0, rateLimited: 0, failed: 0 };
+  });
+  const embedq = seconds.map((second) => {
+    const o = other?.get(second.second) ?? { sent: 0, limited: 0, accepted: 0 };
+    return { second: second.second - window.startSecond, requests: second.requests - o.sent, accepted: second.accepted - o.accepted, limited: second.rateLimited - o.limited, available: limitAt(second.second - window.startSecond) - o.accepted };
+  });
+  const sum = (rows: typeof embedq, pick: (row: (typeof embedq)[number]) => number): number => rows.reduce((total, row) => total + pick(row), 0);
+  const after5 = embedq.filter((row) => row.second >= 5);
+  const steady = after5.slice(0, -2); // the last seconds drain the queue
+  let converge = NaN;
+  for (let index = 0; index + 5 <= embedq.length; index++) {
+    const next = embedq.slice(index, index + 5);
+    if (next.every((row) => row.limited === 0 && row.accepted >= row.available * 0.9)) {
+      converge = embedq[index]!.second;
+      break;
+    }
+  }
+  let otherShare: number | undefined;
+  if (other) {
+    const otherAfter = [...other].filter(([second]) => second >= window.startSecond + 5 && second < window.endSecond).map(([, entry]) => entry);
+    otherShare = otherAfter.reduce((total, entry) => total + entry.limited, 0) / Math.max(1, otherAfter.reduce((total, entry) => total + entry.sent, 0));
+  }
+  return {
+    scenario,
+    utilisation: sum(steady, (row) => row.accepted) / Math.max(1, sum(steady, (row) => row.available)),
+    share429: sum(embedq, (row) => row.limited) / Math.max(1, sum(embedq, (row) => row.requests)),
+    share429After5s: sum(after5, (row) => row.limited) / Math.max(1, sum(after5, (row) => row.requests)),
+    secondsToConverge: converge,
+    otherShare429After5s: otherShare,
+    requests: sum(embedq, (row) => row.requests),
+    accepted: sum(embedq, (row) => row.accepted),
+    perSecond: embedq.map((row) => [row.accepted, row.limited]),
+  };
+}
+
+/** Workers, a fresh emulator and a Redis prefix of their own for one scenario. */
+async function withSetup<T>(redisUrl: string, prefix: string, told: number, work: (services: Services, emulator: EmulatorProcess) => Promise<T>): Promise<T> {
+  const emulator = await spawnEmulator(['--qpm', String(REAL_QPM), '--tpm', '0', '--token-counting', 'estimate', '--latency-ms', LATENCY]);
+  const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redisUrl, EMBEDQ_REDIS_PREFIX: prefix, DASHSCOPE_BASE_URL: emulator.url, EMBEDQ_QPM: String(told), LOG_LEVEL: 'info' };
+  delete env.DASHSCOPE_API_KEY;
+  delete env.DASHSCOPE_REGION;
+  delete env.EMBEDQ_TPM;
+  const services = createServices(loadSettings(env), createLogger({ level: 'silent' }));
+  const workers: WorkerProcess[] = [];
+  try {
+    for (let index = 0; index < WORKERS; index += 1) workers.push(spawnWorker(env, CONCURRENCY));
+    await sleep(1_500);
+    return await work(services, emulator);
+  } finally {
+    await Promise.all(workers.map((worker) => worker.stop()));
+    await services.close();
+    await emulator.stop();
+  }
+}
+
+export async function adaptiveScenarios(redisUrl: string, folder: string, quick: boolean): Promise<AdaptiveFigures[]> {
+  // 200 lines a second at the real quota: 45 s of work, 22 s for the second job.
+  const lines = quick ? 3_000 : 9_000;
+  const corpus = await benchCorpus(folder, lines);
+  const secondCorpus = await benchCorpus(folder, Math.round(lines / 2));
+  const results: AdaptiveFigures[] = [];
+  const base = { redisUrl, corpus };
+
+  console.log(`\n5. unknown quota: told 6,000 QPM, the emulator allows ${REAL_QPM}; then a second job with the learned limit (${lines} lines, dim 256 dense)`);
+  await withSetup(redisUrl, 'bench-unknown', 6_000, async (services, emulator) => {
+    const first = await runJob(services, { ...base, prefix: 'bench-unknown', output: `${folder}/unknown-1`, emulator, told: 6_000 });
+    results.push(figures('unknown quota, told 5× too much', await emulator.stats(), first));
+    await sleep(6_000); // an idle gap, as between two jobs
+    const second = await runJob(services, { ...base, corpus: secondCorpus, prefix: 'bench-unknown', output: `${folder}/unknown-2`, emulator, told: 6_000 });
+    const figure = figures('a second job after the first learned the limit', await emulator.stats(), second);
+    // Its 429 share from its first second (the 5-s allowance does not apply).
+    results.push({ ...figure, share429After5s: figure.share429 });
+  });
+  for (const result of results.slice(-2)) printResult(result);
+
+  console.log(`\n6. shared account: another client sends 30% of ${REAL_QPM} QPM throughout; embedq told the account's ${REAL_QPM}`);
+  await withSetup(redisUrl, 'bench-shared', REAL_QPM, async (services, emulator) => {
+    const other = startOtherClient(emulator.url, PER_SECOND * 0.3);
+    await sleep(3_000);
+    const run = await runJob(services, { ...base, prefix: 'bench-shared', output: `${folder}/shared`, emulator, told: REAL_QPM });
+    const { bySecond } = await other.stop();
+    const seconds = [...bySecond].filter(([second]) => second >= run.startSecond && second < run.endSecond);
+    console.log(`  other client, 429s per second since embedq's submit: ${seconds.map(([, entry]) => entry.limited).join(' ')}`);
+    results.push(figures('shared account (other client 30%)', await emulator.stats(), run, bySecond));
+  });
+  printResult(results.at(-1)!);
+
+  console.log(`\n7. quota change: told ${REAL_QPM} (right); halved at 12 s, restored at 27 s`);
+  await withSetup(redisUrl, 'bench-change', REAL_QPM, async (services, emulator) => {
+    const setLimit = (qpm: number): Promise<Response> => fetch(`${emulator.url}/emulator/limits`, { method: 'POST', body: JSON.stringify({ qpm }) });
+    let halvedAt = NaN;
+    let restoredAt = NaN;
+    const run = await runJob(services, {
+      ...base,
+      prefix: 'bench-change',
+      output: `${folder}/change`,
+      emulator,
+      told: REAL_QPM,
+      tick: async (elapsed) => {
+        if (elapsed === 12) {
+          halvedAt = elapsed;
+          await setLimit(REAL_QPM / 2);
+        }
+        if (elapsed === 27) {
+          restoredAt = elapsed;
+          await setLimit(REAL_QPM);
+        }
+      },
+    });
+    // The limit in force each second: halved from the halving's second to the restore's.
+    const limitAt = (second: number): number => (second >= halvedAt && second < restoredAt ? PER_SECOND / 2 : PER_SECOND);
+    const figure = figures('quota halved mid-run, then restored', await emulator.stats(), run, undefined, limitAt);
+    const rows = figure.perSecond.map(([accepted, limited], second) => ({ second, accepted, limited }));
+    const halved = rows.filter((row) => row.second >= halvedAt + 5 && row.second < restoredAt);
+    const share = halved.reduce((total, row) => total + row.limited, 0) / Math.max(1, halved.reduce((total, row) => total + row.accepted + row.limited, 0));
+    let back = NaN;
+    for (const row of rows.filter((entry) => entry.second >= restoredAt)) {
+      const window = rows.filter((entry) => entry.second > row.second - 3 && entry.second <= row.second);
+      if (window.length === 3 && window.reduce((total, entry) => total + entry.accepted, 0) / 3 >= PER_SECOND * 0.95) {
+        back = row.second - restoredAt;
+        break;
+      }
+    }
+    results.push({ ...figure, share429HalvedAfter5s: share, secondsBackTo95: back });
+  });
+  printResult(results.at(-1)!);
+  return results;
+}
+
+/** The figures, and accepted/429s per second since submit (`14/1` = 14 accepted, one 429). */
+function printResult({ perSecond, ...figures }: AdaptiveFigures): void {
+  console.log(figures);
+  console.log(`  per second: ${perSecond.map(([accepted, limited]) => (limited ? `${accepted}/${limited}` : `${accepted}`)).join(' ')}`);
+}
+
+const percent = (value: number | undefined, digits = 1): string => (value === undefined || !Number.isFinite(value) ? 'n/a' : `${(value * 100).toFixed(digits)}%`);
+
+/** Rows for the results table. */
+export function adaptiveRows(results: readonly AdaptiveFigures[]): string[] {
+  return results.map((r) => {
+    const extra = [
+      r.otherShare429After5s === undefined ? undefined : `other client's 429s after 5 s: ${percent(r.otherShare429After5s, 2)}`,
+      r.share429HalvedAfter5s === undefined ? undefined : `429s from 5 s after halving: ${percent(r.share429HalvedAfter5s, 2)}; back to ≥ 95% ${Number.isFinite(r.secondsBackTo95) ? `${r.secondsBackTo95} s` : 'not within the run'} after the restore`,
+    ]
+      .filter(Boolean)
+      .join('; ');
+    return `| ${r.scenario} | ${percent(r.utilisation)} | ${percent(r.share429, 2)} overall, ${percent(r.share429After5s, 2)} after 5 s (${r.requests} requests) | ${Number.isFinite(r.secondsToConverge) ? `${r.secondsToConverge} s` : 'n/a'} | ${extra} |`;
+  });
+}

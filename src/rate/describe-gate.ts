@@ -1,0 +1,21 @@
+import type { GateState } from './rate-gate.js';
+
+const count = (value: number): string => Math.round(value).toLocaleString('en-US');
+
+/**
+ * One line for `embedq status` and logs: the configured limits (a ceiling), the learned ones
+ * (what the provider showed it accepts, remembered for a while) and the rates the gate paces at.
+ */
+export function describeGateState(state: GateState): string {
+  const { configured, learned, inForce } = state;
+  const learnedParts = [
+    learned.requestsPerMinute === undefined ? undefined : `${count(learned.requestsPerMinute)} QPM`,
+    learned.tokensPerMinute === undefined ? undefined : `${count(learned.tokensPerMinute)} TPM`,
+  ].filter(Boolean);
+  const expires = state.learnedExpiresInMs === undefined ? '' : ` (remembered ${Math.ceil(state.learnedExpiresInMs / 60_000)} min more)`;
+  const learnedText = learnedParts.length > 0 ? `learned ${learnedParts.join(' / ')}${expires}` : 'learned none';
+  return (
+    `rate gate: configured ${count(configured.requestsPerMinute)} QPM / ${count(configured.tokensPerMinute)} TPM; ${learnedText}; ` +
+    `in force ${count(inForce.requestsPerMinute)} QPM / ${count(inForce.tokensPerMinute)} TPM${state.slowStart ? ' (slow start)' : ''}`
+  );
+}

@@ -1,0 +1,263 @@
+/**
+ * The rate gate's Lua, run atomically in Redis so every worker on every machine shares one
+ * schedule and one learned limit. See rate-gate.ts for the behaviour; this file is the arithmetic.
+ *
+ * KEYS[1]: the schedule hash (slot times, accepted-traffic buckets, slow start, strikes); expires
+ * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
+ * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
+ * `kCut` when); its TTL is set when a limit is learned and is not extended by traffic.
+ *
+ * ARGV[1..12], shared by every script: configured requests and tokens per minute, target
+ * utilisation, reserve, learned TTL (ms), cubic growth coefficient (per s³, relative to the learned
+ * limit), plateau hold (ms), backoff below the learned limit after a cut, slow-start initial
+ * fraction, slow-start doubling time (ms), idle gap (ms) after which traffic counts as new, margin
+ * kept below a learned limit.
+ */
+const COMMON_LUA = `
+local S, L = KEYS[1], KEYS[2]
+local ceil = { r = tonumber(ARGV[1]), t = tonumber(ARGV[2]) }
+local target, reserve, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local c, hold, backoff = tonumber(ARGV[6]), tonumber(ARGV[7]) / 1000, tonumber(ARGV[8])
+local s0, doubling, idle = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local margin = tonumber(ARGV[12])
+local KINDS = { 'r', 't' }
+
+-- Redis's clock, so workers on machines with skewed clocks share one timeline.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function hash(key)
+  local raw, out = redis.call('HGETALL', key), {}
+  for i = 1, #raw, 2 do out[raw[i]] = tonumber(raw[i + 1]) end
+  return out
+end
+local function cbrt(x)
+  if x <= 0 then return 0 end
+  return x ^ (1 / 3)
+end
+-- Seconds from a cut until the estimate is back at the learned limit.
+local function plateau_at(lw, k)
+  local W = lw[k .. 'W']
+  return cbrt((W - lw[k .. 'E0']) / (c * W))
+end
+-- CUBIC-shaped estimate of the account's limit (per minute): back to W fast, hold near it, then
+-- probe above it slowly at first and faster the longer no 429 comes (a limit was raised).
+local function estimate(lw, k)
+  local W = lw[k .. 'W']
+  if not W then return nil end
+  local t, K = lw[k .. 'A'] / 1000, plateau_at(lw, k)
+  if t < K then return W + c * W * (t - K) ^ 3 end
+  if t < K + hold then return W end
+  return W * (1 + c * (t - K - hold) ^ 3)
+end
+-- The rate in force (per minute) for kind k: the smaller of the configured and learned limits,
+-- times the target utilisation, less the reserve, ramped during slow start.
+local function in_force(lw, k, ss)
+  local rate = ceil[k] * target
+  local e = estimate(lw, k)
+  -- A learned limit is shared with clients we cannot see: keep a wider margin below it than the
+  -- target utilisation keeps below a configured one, or their requests and ours collide.
+  if e and e * (1 - margin) < rate then rate = e * (1 - margin) end
+  rate = rate * (1 - reserve)
+  if ss then
+    local f = s0 * 2 ^ (ss / doubling)
+    if f < 1 then rate = rate * f end
+  end
+  return rate
+end
+-- Counts accepted traffic in 100 ms buckets (21: the last two full seconds and the current one).
+local function record(now, requests, tokens)
+  if requests <= 0 then return end
+  local id = math.floor(now / 100)
+  local i = id % 21
+  if tonumber(redis.call('HGET', S, 'ab' .. i) or '-1') ~= id then
+    redis.call('HSET', S, 'ab' .. i, id, 'ar' .. i, requests, 'at' .. i, tokens)
+  else
+    redis.call('HINCRBY', S, 'ar' .. i, requests)
+    redis.call('HINCRBYFLOAT', S, 'at' .. i, tokens)
+  end
+end
+-- What the provider accepted over the last two full seconds (twenty whole buckets), per minute:
+-- the delivery-rate estimate. Counted when responses arrive, so one second's count can exceed
+-- the provider's per-second limit by the jitter of latencies; two seconds halve that error.
+local function accepted_per_minute(now)
+  local id = math.floor(now / 100)
+  local requests, tokens = 0, 0
+  for i = 0, 20 do
+    local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i)
+    local bid = tonumber(b[1] or '-1')
+    if bid >= id - 20 and bid < id then
+      requests = requests + tonumber(b[2])
+      tokens = tokens + tonumber(b[3])
+    end
+  end
+  return { r = requests * 30, t = tokens * 30 }
+end
+-- Moves the active clock (time with traffic) forward. After an idle gap, traffic starts again at
+-- the learned limit (no probing overshoot), or with a slow start when nothing is learned.
+local function advance(now, lw)
+  local seen = tonumber(redis.call('HGET', S, 'seen') or '0')
+  local ss = tonumber(redis.call('HGET', S, 'ss') or 'nil')
+  local gap = now - seen
+  if seen == 0 or gap > idle then
+    gap = 0
+    if lw.rW or lw.tW then
+      ss = nil
+      redis.call('HDEL', S, 'ss')
+      for _, k in ipairs(KINDS) do
+        if lw[k .. 'W'] then
+          local K = plateau_at(lw, k) * 1000
+          if lw[k .. 'A'] > K then lw[k .. 'A'] = K end
+        end
+      end
+    else
+      ss = 0
+    end
+  end
+  if gap < 0 then gap = 0 end
+  -- The clocks run only while callers queue for slots: a rate nobody tried to use is untested,
+  -- and growing it would let a burst of demand meet a rate far above the limit (as TCP's
+  -- congestion window validation holds cwnd while an application sends little).
+  local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+  if rTat + 2 * 60000 / in_force(lw, 'r', ss) < now then gap = 0 end
+  for _, k in ipairs(KINDS) do
+    if lw[k .. 'W'] then
+      lw[k .. 'A'] = lw[k .. 'A'] + gap
+      local e = estimate(lw, k)
+      if e >= ceil[k] and lw[k .. 'A'] / 1000 > plateau_at(lw, k) then
+        -- Probed up to the configured limit without a 429: the learned limit no longer applies.
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut')
+        lw[k .. 'W'] = nil
+      else
+        redis.call('HSET', L, k .. 'A', lw[k .. 'A'])
+      end
+    end
+  end
+  if ss then
+    ss = ss + gap
+    if s0 * 2 ^ (ss / doubling) >= 1 then
+      ss = nil
+      redis.call('HDEL', S, 'ss')
+    else
+      redis.call('HSET', S, 'ss', ss)
+    end
+  end
+  redis.call('HSET', S, 'seen', now)
+  return ss
+end
+-- Applies a process's folded settlements: accepted requests and the token schedule's correction.
+local function settle(now, lw, ss, requests, tokens, delta)
+  record(now, requests, tokens)
+  if delta ~= 0 then
+    local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
+    if tTat < now - 1000 then tTat = now - 1000 end
+    redis.call('HSET', S, 'tTat', tTat + delta * 60000 / in_force(lw, 't', ss))
+  end
+end
+`;
+
+/**
+ * ARGV[13] estimated tokens, [14..16] folded settlements, [17] booking horizon ms. Returns the wait
+ * in ms and both rates in force; a negative wait means "not booked: ask again in -wait ms".
+ */
+export const RESERVE_LUA = `${COMMON_LUA}
+local now = now_ms()
+local lw = hash(L)
+local ss = advance(now, lw)
+settle(now, lw, ss, tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]))
+local rr, rt = in_force(lw, 'r', ss), in_force(lw, 't', ss)
+local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
+local send = now
+if rTat > send then send = rTat end
+if tTat > send then send = tTat end
+redis.call('PEXPIRE', S, 3600000)
+-- Slots are booked at most a short horizon ahead, so a new rate (a cut, a ramp) applies within it
+-- rather than after every queued caller has left at the old one.
+local horizon = tonumber(ARGV[17])
+if send - now > horizon then return { tostring(-(send - now - horizon)), tostring(rr), tostring(rt) } end
+redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[13]) * 60000 / rt)
+return { tostring(send - now), tostring(rr), tostring(rt) }
+`;
+
+/**
+ * ARGV[13] kind (r, t or b for burst), [14] strikes that cut when not probing, [15] strike window
+ * ms, [16] cooldown ms, [17..19] folded settlements. Returns the action (skip, cut) and, after a
+ * cut, the learned limit and the new rate in force.
+ */
+export const THROTTLED_LUA = `${COMMON_LUA}
+local now = now_ms()
+local lw = hash(L)
+local ss = advance(now, lw)
+settle(now, lw, ss, tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]))
+local k = ARGV[13]
+-- Every 429 gives up the next request slot for everyone: the window it hit is full.
+local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+if rTat < now then rTat = now end
+redis.call('HSET', S, 'rTat', rTat + 60000 / in_force(lw, 'r', ss))
+if k == 'b' then return { 'skip' } end
+local strikeAt = tonumber(redis.call('HGET', S, k .. 'SAt') or '0')
+local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
+-- Under a learned limit, 429s that keep coming one or two a second mean it was measured high:
+-- they are counted over three windows instead of one.
+local strikeWindow = tonumber(ARGV[15])
+if lw[k .. 'W'] then strikeWindow = strikeWindow * 3 end
+if now - strikeAt > strikeWindow then
+  strikeAt = now
+  strikes = 0
+end
+strikes = strikes + 1
+redis.call('HSET', S, k .. 'SAt', strikeAt, k .. 'S', strikes)
+-- 429s right after a cut come from requests sent before it.
+if now - (lw[k .. 'Cut'] or 0) < tonumber(ARGV[16]) then return { 'skip' } end
+local e = estimate(lw, k)
+-- Above a learned limit, or ramping up, one 429 is news; at a limit believed right, single 429s
+-- are jitter and only a cluster cuts.
+local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
+-- At a limit believed right, a cluster means at least 3 and at least 10% of a second's accepted
+-- requests: a few 429s among many are jitter (bunched arrivals on a busy machine), and cutting for
+-- them cost 10-20% of a right limit for tens of seconds.
+local acceptedPerSecond = accepted_per_minute(now).r / 60
+if not probing and (strikes < tonumber(ARGV[14]) or strikes < 0.1 * acceptedPerSecond) then return { 'skip' } end
+local before = in_force(lw, k, ss) / (target * (1 - reserve))
+local W = accepted_per_minute(now)[k]
+-- In slow start the rate grew by half within the last ~latency, and the accepted count lags it;
+-- the rate before that growth is a firmer floor than a count taken while ramping.
+if ss and W < before * 0.5 then W = before * 0.5 end
+-- A cluster at a limit believed right means the limit fell: every such cut cuts, since the count
+-- of a second that was still full can equal the rate that failed, and a provider's sliding window
+-- then keeps refusing in phase with it. (A probe's 429 just marks the limit it overshot.)
+if not probing then
+  local believed = ceil[k]
+  if e and e < believed then believed = e end
+  if W > believed * 0.95 then W = believed * 0.95 end
+end
+if W < 1 then W = 1 end
+-- Drain: the provider's window is still full of what was sent above the limit; pause sending for
+-- the time that excess takes to age out (BBR's drain phase), at most a second.
+if before > W then
+  local drain = 1000 * (before / W - 1)
+  if drain > 1000 then drain = 1000 end
+  local tat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+  if tat < now then tat = now end
+  redis.call('HSET', S, 'rTat', tat + drain)
+end
+redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now)
+redis.call('PEXPIRE', L, ttl)
+redis.call('HDEL', S, 'ss')
+redis.call('HSET', S, k .. 'S', 0)
+lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'A'] = W, W * (1 - backoff), 0
+return { 'cut', tostring(W), tostring(in_force(lw, k, nil)) }
+`;
+
+/** Read-only: learned limits (or false) and rates in force, as of now. */
+export const STATE_LUA = `${COMMON_LUA}
+local lw = hash(L)
+local ss = tonumber(redis.call('HGET', S, 'ss') or 'nil')
+return {
+  tostring(lw.rW or ''), tostring(lw.tW or ''),
+  tostring(in_force(lw, 'r', ss)), tostring(in_force(lw, 't', ss)),
+  tostring(ss or ''), tostring(redis.call('PTTL', L)),
+}
+`;

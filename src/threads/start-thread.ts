@@ -1,0 +1,15 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+
+/**
+ * Starts a worker thread from `<name>.js` beside the caller when it is compiled. Under tsx and
+ * vitest the caller runs from its .ts source, and a thread does not inherit their loaders, so the
+ * thread registers tsx itself before importing the .ts entry (development and tests only).
+ */
+export function startThread(compiled: URL, source: URL): Worker {
+  if (existsSync(fileURLToPath(compiled))) return new Worker(compiled);
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(source.href)}); });`;
+  return new Worker(bootstrap, { eval: true });
+}

@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { EmulatorStats } from '../../src/emulator/server.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { runEmbedq, spawnEmbedq, spawnEmulatorProcess, startWorld, stopProcess, type World } from '../support/world.js';
+
+/** What the emulator allows: 15 requests a second. embedq is told the published 6,000 (the default), 6.7× too much. */
+const REAL_QPM = 900;
+const PER_SECOND = REAL_QPM / 60;
+
+/** 429 share and mean accepted rate over the history's seconds from `skip` on (the last second is partial). */
+function summarize(history: EmulatorStats['history'], skip: number): { share429: number; meanAccepted: number; seconds: number } {
+  const seconds = history.slice(skip, -1);
+  const requests = seconds.reduce((sum, second) => sum + second.requests, 0);
+  const limited = seconds.reduce((sum, second) => sum + second.rateLimited, 0);
+  const accepted = seconds.reduce((sum, second) => sum + second.accepted, 0);
+  return { share429: limited / Math.max(1, requests), meanAccepted: accepted / Math.max(1, seconds.length), seconds: seconds.length };
+}
+
+describe('the gate finds a limit below the configured one', () => {
+  let world: World;
+  let emulator: Awaited<ReturnType<typeof spawnEmulatorProcess>>;
+  let env: NodeJS.ProcessEnv;
+  beforeAll(async () => {
+    // EMBEDQ_QPM unset: the model's published 6,000 QPM is the ceiling.
+    world = await startWorld({}, {});
+    emulator = await spawnEmulatorProcess(world.env, ['--qpm', String(REAL_QPM), '--latency-ms', '40,80,200', '--token-counting', 'estimate']);
+    env = { ...world.env, DASHSCOPE_BASE_URL: emulator.url };
+    const corpus = buildCorpus('data/', { textLines: 2400 });
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+  });
+  afterAll(async () => {
+    await emulator.stop();
+    await world.close();
+  });
+
+  it('converges on the real limit with few 429s, and a second job starts at the learned limit', async () => {
+    const workers = [spawnEmbedq(env, ['worker', '--concurrency', '16']), spawnEmbedq(env, ['worker', '--concurrency', '16'])];
+    let first: EmulatorStats;
+    let second: EmulatorStats;
+    try {
+      const run1 = await runEmbedq(env, ['submit', 's3://corpus/data/', '--out', 's3://out/one/', '--output-type', 'dense', '--wait']);
+      expect(run1.code, run1.stderr).toBe(0);
+      first = await emulator.stats();
+      // The learned limit is in Redis, and `embedq status` shows it next to the configured one.
+      const status = await runEmbedq(env, ['status', run1.stdout.trim()]);
+      expect(status.code, status.stderr).toBe(0);
+      expect(status.stdout).toMatch(/rate gate: configured 6,000 QPM .*learned [\d,]+ QPM/);
+      await fetch(`${emulator.url}/emulator/stats/reset`, { method: 'POST' });
+      const run2 = await runEmbedq(env, ['submit', 's3://corpus/data/', '--out', 's3://out/two/', '--output-type', 'dense', '--wait']);
+      expect(run2.code, run2.stderr).toBe(0);
+      second = await emulator.stats();
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+    // First job: told 6.7× too much. 10-20 429s while the slow start meets the limit (measured:
+    // 14-17 of ~250 requests in this 16 s run, 6%), then nearly none. The bounds leave room for
+    // the other test files sharing the two cores; the bench measures the targets on a 40 s run.
+    expect(first.accepted).toBeGreaterThan(200);
+    const overall1 = (first.byStatus['429'] ?? 0) / first.requests;
+    expect(overall1).toBeLessThan(0.12);
+    // Settled from the 8th second with traffic: beside other test files on two cores the first
+    // requests leave late and the slow start's transient (two waves of 429s at most) can reach the
+    // 6th second. Measured: 0-3 429s after it; ≥ 93% of the limit on a quiet machine, 77% at a
+    // load average of 10 (workers short of CPU). The bench measures the targets.
+    const settled1 = summarize(first.history, 8);
+    expect(settled1.seconds).toBeGreaterThan(5);
+    const history1 = JSON.stringify(first.history.map((second) => [second.accepted, second.rateLimited]));
+    expect(settled1.share429, history1).toBeLessThan(0.03);
+    expect(settled1.meanAccepted, history1).toBeGreaterThan(PER_SECOND * 0.65);
+    // Second job: starts at the learned limit, not at 6,000 QPM.
+    const overall2 = (second.byStatus['429'] ?? 0) / second.requests;
+    expect(overall2, JSON.stringify(second.history.map((entry) => [entry.accepted, entry.rateLimited]))).toBeLessThan(0.03);
+    const history2 = JSON.stringify(second.history.map((entry) => [entry.accepted, entry.rateLimited]));
+    expect(summarize(second.history, 1).meanAccepted, history2).toBeGreaterThan(PER_SECOND * 0.65);
+  }, 150_000); // two pipeline runs at 15 requests a second: ~45 s alone, more beside other test files
+});
