@@ -14,7 +14,8 @@
  * kept below a learned limit.
  */
 const COMMON_LUA = `
-local S, L = KEYS[1], KEYS[2]
+local S = KEYS[1]
+local L = KEYS[2]
 local ceil = { r = tonumber(ARGV[1]), t = tonumber(ARGV[2]) }
 local target, reserve, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local c, hold, backoff = tonumber(ARGV[6]), tonumber(ARGV[7]) / 1000, tonumber(ARGV[8])
