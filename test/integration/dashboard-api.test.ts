@@ -165,6 +165,17 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     }
   });
 
+  it('shows the shared rate gate as `embedq status` reads it: configured, learned, in force', async () => {
+    const rates = (await (await get('/api/rates')).json()) as Array<{ model: string; configured: { requests: number }; learned: unknown; inForce: { requests: number } }>;
+    const v4 = rates.find((rate) => rate.model === 'text-embedding-v4')!;
+    const state = await world.services.rateGate('text-embedding-v4').state();
+    expect(v4.configured.requests).toBe(1200); // EMBEDQ_QPM of this world
+    expect(v4.configured.requests).toBe(state.configured.requestsPerMinute);
+    expect(v4.inForce.requests).toBeGreaterThan(0);
+    expect(v4.inForce.requests).toBeLessThanOrEqual(1200);
+    expect(v4.learned === null).toBe(state.learned.requestsPerMinute === undefined && state.learned.tokensPerMinute === undefined);
+  });
+
   it('requires the token everywhere but /healthz, by bearer or login cookie, and never shows the API key', async () => {
     for (const path of ['/', '/api/jobs', '/api/workers', '/api/schedules', '/metrics', '/queues', '/queues/api/queues']) {
       expect((await get(path, {})).status, path).toBe(401);

@@ -12,7 +12,7 @@ import { isLoopbackHost, registerAuth } from './auth.js';
 import { createMetricsEndpoint } from './metrics-endpoint.js';
 import { dashboardPage } from './page.js';
 import { DashboardState, type DashboardSources } from './snapshot.js';
-import { configuredRates, storedSchedules } from './sources.js';
+import { gateRates, storedSchedules } from './sources.js';
 
 export interface DashboardOptions {
   host: string;
@@ -37,7 +37,7 @@ export async function buildDashboard(services: Services, options: DashboardOptio
   if (!options.token && !isLoopbackHost(options.host)) {
     throw new ConfigError(`dashboard: refusing to listen on ${options.host} without EMBEDQ_DASHBOARD_TOKEN (anyone who reaches it could cancel jobs)`);
   }
-  const sources: DashboardSources = { rates: configuredRates(services.settings), schedules: storedSchedules(services), ...options.sources };
+  const sources: DashboardSources = { rates: gateRates(services), schedules: storedSchedules(services), ...options.sources };
   const state = new DashboardState(services, sources, { intervalMs: options.refreshMs ?? 1_000, jobLimit: 50 });
   const app: FastifyInstance = Fastify({
     // Requests are not logged (the page polls); warnings and errors are.

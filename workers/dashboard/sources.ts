@@ -1,4 +1,3 @@
-import type { Settings } from '../../src/config.js';
 import { metricsKeys, type WorkerHeartbeat } from '../../src/metrics/metrics-keys.js';
 import { MODELS, type ModelName } from '../../src/models.js';
 import { listSchedules, type ScheduleListRow } from '../schedule-list.js';
@@ -30,21 +29,28 @@ export interface RateSource {
 }
 
 /**
- * Today's gate exposes no figures of its own, so this reports the configured limits and the target
- * the gate aims at (configured × EMBEDQ_TARGET_UTILIZATION). The adaptive gate replaces this body
- * with its own read of configured, learned and in-force rates; the callers stay as they are.
+ * The gate of each model as the workers share it in Redis: the configured ceiling, what it learned
+ * from the provider's answers (absent until a cluster of 429s taught it something, and forgotten
+ * after EMBEDQ_LEARNED_LIMIT_TTL_S), and the rate it paces at now. The same read as `embedq status`.
  */
-export function configuredRates(settings: Readonly<Settings>): RateSource {
+export function gateRates(services: Pick<Services, 'rateGate'>): RateSource {
   return {
     async read() {
-      return (Object.keys(MODELS) as ModelName[]).map((model) => {
-        const configured = {
-          requests: settings.dashscope.requestsPerMinute ?? MODELS[model].defaultRequestsPerMinute,
-          tokens: settings.dashscope.tokensPerMinute ?? MODELS[model].defaultTokensPerMinute,
-        };
-        const target = settings.dashscope.targetUtilization;
-        return { model, configured, learned: null, inForce: { requests: configured.requests * target, tokens: configured.tokens * target } };
-      });
+      return Promise.all(
+        (Object.keys(MODELS) as ModelName[]).map(async (model) => {
+          const state = await services.rateGate(model).state();
+          const { learned } = state;
+          const learnedAny = learned.requestsPerMinute !== undefined || learned.tokensPerMinute !== undefined;
+          return {
+            model,
+            configured: { requests: state.configured.requestsPerMinute, tokens: state.configured.tokensPerMinute },
+            learned: learnedAny
+              ? { requests: learned.requestsPerMinute ?? state.configured.requestsPerMinute, tokens: learned.tokensPerMinute ?? state.configured.tokensPerMinute }
+              : null,
+            inForce: { requests: state.inForce.requestsPerMinute, tokens: state.inForce.tokensPerMinute },
+          };
+        }),
+      );
     },
   };
 }
