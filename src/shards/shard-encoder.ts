@@ -5,6 +5,12 @@ import { Worker } from 'node:worker_threads';
 import type { OutputFormat } from './shard-row.js';
 import type { ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
 
+export interface EncodedShard {
+  bytes: Uint8Array;
+  rows: number;
+  upserts?: Uint8Array | undefined;
+}
+
 /**
  * Encodes shards on one background thread per process (see shard-thread.ts for why). The thread
  * starts on first use and is unref'd, so it never keeps a process alive.
@@ -12,10 +18,13 @@ import type { ShardThreadRequest, ShardThreadResponse } from './shard-thread.js'
 export class ShardEncoder {
   private worker: Worker | undefined;
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (value: { bytes: Uint8Array; rows: number }) => void; reject: (error: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (value: EncodedShard) => void; reject: (error: Error) => void }>();
 
-  /** Decodes the batches, sorts rows by `row`, and returns the shard file's bytes. */
-  encode(batches: readonly Buffer[], options: { dimension: number; format: OutputFormat }): Promise<{ bytes: Uint8Array; rows: number }> {
+  /**
+   * Decodes the batches, sorts rows by `row`, and returns the shard file's bytes, plus a Parquet
+   * file of the rows marked `upsert` (the shard's `_delta/` upserts) when any is.
+   */
+  encode(batches: readonly Buffer[], options: { dimension: number; format: OutputFormat }): Promise<EncodedShard> {
     const worker = this.thread();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -55,7 +64,7 @@ export class ShardEncoder {
         error.stack = response.error.stack ?? error.stack;
         waiter.reject(error);
       } else {
-        waiter.resolve({ bytes: response.bytes, rows: response.rows });
+        waiter.resolve({ bytes: response.bytes, rows: response.rows, upserts: response.upserts });
       }
     });
     worker.on('error', (error) => this.failAll(error));
