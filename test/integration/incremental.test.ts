@@ -108,6 +108,13 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', () =>
       // The corpus changes; faults off so the request count is the requests that succeeded.
       await world.put('docs/corpus.jsonl', jsonl(second.docs));
       world.emulator.setFaults({ failRate429: { requests: 0, tokens: 0, burst: 0 }, failRate500: 0 });
+      // `plan --reuse` says beforehand what the run will send.
+      const planned = await runEmbedq(world.env, [
+        'plan', 's3://corpus/docs/corpus.jsonl', '--reuse', 's3://out/docs/', '--id-field', 'id', '--dimension', String(DIMENSION), '--shard-rows', String(SHARD_ROWS), '--json',
+      ]);
+      expect(planned.code, planned.stderr).toBe(0);
+      const plan = JSON.parse(planned.stdout) as { reused: number; requests: number; reused_from: string };
+      expect(plan.reused_from).toBe(`s3://out/docs/${firstId}/`);
       const { result: run, accepted } = await requestsDuring(() => runEmbedq(world.env, ['schedule', 'run', 'docs', '--wait']));
       expect(run.code, run.stderr).toBe(0);
       const secondId = run.stdout.trim();
@@ -115,6 +122,7 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', () =>
       const shards = Math.ceil(second.docs.length / SHARD_ROWS);
       expect(accepted).toBeLessThanOrEqual(Math.ceil(changedLines / 10) + shards);
       expect(accepted).toBeGreaterThanOrEqual(Math.ceil(changedLines / 10));
+      expect(plan).toMatchObject({ reused: second.docs.length - changedLines, requests: accepted });
 
       const out = await download(`s3://out/docs/${secondId}/`);
       await expectExact(out.folder, second.docs);
