@@ -260,4 +260,27 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', () =>
       expect(deletes.sort()).toEqual([...second.added].sort());
     }
   }, 120_000);
+
+  it('a leftover _delta/ makes an output non-empty; --overwrite removes it with the rest of the old run', async () => {
+    await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: 'only-delta/_delta/deletes.jsonl', Body: '{"id":"x"}\n' }));
+    const refused = await runEmbedq(world.env, ['submit', 's3://corpus/docs/corpus.jsonl', '--out', 's3://out/only-delta/']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('OUTPUT_NOT_EMPTY');
+    expect(refused.stderr).toContain('_delta/deletes.jsonl');
+
+    world.emulator.setFaults({ latencyMs: { min: 2, median: 5, p99: 20 } });
+    const pool = startWorkers(world.services, { concurrency: 8 });
+    try {
+      // The killed run's output has a delta; a plain re-run over it must not leave any of it.
+      const rerun = await runEmbedq(world.env, ['submit', 's3://corpus/docs/corpus.jsonl', '--out', 's3://out/killed/', '--overwrite', '--id-field', 'id', '--dimension', String(DIMENSION), '--wait']);
+      expect(rerun.code, rerun.stderr).toBe(0);
+    } finally {
+      await pool.close();
+    }
+    const out = await download('s3://out/killed/');
+    const manifest = manifestOf(out.folder);
+    expect(manifest).not.toHaveProperty('delta');
+    expect(manifest).not.toHaveProperty('reused_from');
+    expect(out.keys).toEqual([...manifest.shards.map((shard) => shard.file), '_SUCCESS', '_errors.jsonl', '_manifest.json'].sort());
+  });
 });
