@@ -125,8 +125,11 @@ async function resolve(services: Services, record: CorpusJobRecord): Promise<Pre
   return previous;
 }
 
-/** Waits for room in the process's index budget; gives up (undefined release) when the job moved on. */
-async function acquireIndexRoom(bytes: number, stillCurrent: () => Promise<boolean>): Promise<() => void> {
+/**
+ * Waits for room in the process's index budget (checked every ROOM_POLL_MS); throws
+ * ReuseUnavailableError when the job stopped or moved on meanwhile. Returns the release.
+ */
+export async function acquireIndexRoom(bytes: number, stillCurrent: () => Promise<boolean>): Promise<() => void> {
   while (indexesHeld > 0 && indexBytesHeld + bytes > INDEX_BUDGET_BYTES) {
     if (!(await stillCurrent())) throw new ReuseUnavailableError('the job stopped while its split waited for room to index the previous output');
     await sleep(ROOM_POLL_MS);
