@@ -39,6 +39,8 @@ export interface CorpusJobCounters {
 export interface ReusedFrom {
   location: string;
   jobId: string;
+  /** The generation whose split first matched lines against it. */
+  generation: number;
 }
 
 export interface CorpusJobRecord extends CorpusJobCounters {

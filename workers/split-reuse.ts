@@ -45,7 +45,8 @@ export class SplitReuse {
    * or when the previous output cannot be used: then the reason is logged and stored on the job
    * (`reuse_error` in the manifest) and the run embeds everything. Once stored it stays: every
    * later split of the job (a retry) embeds everything too, so the delta never mixes two bases.
-   * Only a storage outage is thrown (the split retries).
+   * Thrown: a storage outage (the split retries), and the previous output failing a re-attempt of
+   * the split that first used it (the job fails; see below).
    */
   static async open(services: Services, record: CorpusJobRecord, generation: number, logger: Logger): Promise<SplitReuse | undefined> {
     const { options } = record;
@@ -64,14 +65,22 @@ export class SplitReuse {
       });
       const started = performance.now();
       const index = await PreviousIndex.build(previous);
-      await services.corpora.jobs.setReuse(record.id, generation, { reusedFrom: { location: previous.location, jobId: previous.manifest.job_id } });
+      if (!record.reusedFrom) {
+        await services.corpora.jobs.setReuse(record.id, generation, { reusedFrom: { location: previous.location, jobId: previous.manifest.job_id, generation } });
+      }
       logger.info({ reusedFrom: previous.location, previousJobId: previous.manifest.job_id, rows, durationMs: Math.round(performance.now() - started) }, 'previous output indexed');
       return new SplitReuse(index, options.idField !== undefined, release);
     } catch (error) {
       release?.();
       if (!(error instanceof ReuseUnavailableError)) throw error;
-      logger.warn({ err: error, reuse: options.reuse }, 'reuse unavailable; embedding every line');
       await services.corpora.jobs.setReuse(record.id, generation, { reuseError: error.message });
+      if (record.reusedFrom?.generation === generation) {
+        // An earlier attempt of this split closed shards with reuse lists; splitting them again
+        // without the index would batch them differently under the same batch numbers. Stop the
+        // job instead: `retry` drops the open buffers and, with the error recorded, embeds the rest.
+        throw new ReuseUnavailableError(`${error.message}; this job had already matched lines against it, so it stops here (embedq retry embeds the rest)`, { cause: error });
+      }
+      logger.warn({ err: error, reuse: options.reuse }, 'reuse unavailable; embedding every line');
       return undefined;
     }
   }
