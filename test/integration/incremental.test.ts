@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { retryCorpusJob } from '../../jobs/enqueue.js';
@@ -283,4 +283,38 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', () =>
     expect(manifest).not.toHaveProperty('reused_from');
     expect(out.keys).toEqual([...manifest.shards.map((shard) => shard.file), '_SUCCESS', '_errors.jsonl', '_manifest.json'].sort());
   });
+
+  it('the previous output removed while a killed split restarts: the job fails clearly, retry embeds the rest, exact output without a delta', async () => {
+    world.emulator.setFaults({ latencyMs: { min: 1_000, median: 1_200, p99: 1_500 } });
+    const killed = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
+    let rescuer: ReturnType<typeof spawnEmbedq> | undefined;
+    let id = '';
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/docs/corpus.jsonl', '--out', 's3://out/vanishing/', '--reuse', 's3://out/retried/', '--id-field', 'id', '--dimension', '128', '--shard-rows', '200']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      id = submitted.stdout.trim();
+      await waitForJob(world.services, id, (record) => record.shardsWritten >= 2);
+      await stopProcess(killed, 'SIGKILL');
+      expect((await world.services.corpora.get(id))!.state).toBe('running');
+      await world.s3.client.send(new DeleteObjectCommand({ Bucket: 'out', Key: 'retried/_SUCCESS' }));
+      world.emulator.setFaults({ latencyMs: { min: 2, median: 5, p99: 20 } });
+      rescuer = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
+      const failed = await waitForJob(world.services, id, undefined, 60_000);
+      expect(failed.state).toBe('failed');
+      expect(failed.errorCode).toBe('REUSE_UNAVAILABLE');
+      expect(failed.error).toContain('s3://out/retried/: no _SUCCESS');
+      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id)).toMatchObject({ retried: true });
+      expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
+    } finally {
+      await stopProcess(killed, 'SIGKILL');
+      if (rescuer) await stopProcess(rescuer);
+    }
+    const out = await download('s3://out/vanishing/');
+    await expectExact(out.folder, second.docs, { ...PARAMETERS, dimension: 128 });
+    const manifest = manifestOf(out.folder);
+    expect(manifest.reuse_error).toContain('no _SUCCESS');
+    expect(manifest.counts.reused).toBeGreaterThan(0); // the shards written before, with copied vectors
+    expect(manifest).not.toHaveProperty('delta');
+    expect(out.keys.some((key) => key.startsWith('_delta/'))).toBe(false);
+  }, 120_000);
 });
