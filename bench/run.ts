@@ -28,11 +28,13 @@ import { adaptiveRows, adaptiveScenarios, type AdaptiveFigures } from './adaptiv
 import { benchCorpus } from './corpus.js';
 import { cpuSeconds, percentile, rssBytes, spawnEmulator, spawnWorker, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
+import { reindexScenario } from './reindex.js';
 
 const QUICK = process.argv.includes('--quick');
 /**
  * `--only overhead` runs just scenarios 3 and 4, `--only quota` just 1 and 1b, `--only adaptive`
- * just 5-7 (for tuning work); `--keep` keeps the work folder (profiles, outputs).
+ * just 5-7, `--only reindex` just the reindex scenario (for tuning work); `--keep` keeps the work
+ * folder (profiles, outputs).
  */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const QPM = 6_000;
@@ -99,7 +101,7 @@ interface BenchContext {
 
 async function runEmbedq(
   context: BenchContext,
-  options: { corpus: string; lines: number; workers: number; job: Partial<JobOptionsInput>; emulator: string[]; profileDir?: string; unlimited?: boolean; qpm?: number },
+  options: { corpus: string; lines: number; workers: number; job: Partial<JobOptionsInput>; emulator: string[]; profileDir?: string; unlimited?: boolean; qpm?: number; output?: string },
 ): Promise<RunResult> {
   // A fresh emulator per run: empty rate windows and counters.
   const emulator = await spawnEmulator(options.emulator);
@@ -129,7 +131,7 @@ async function runEmbedq(
     const baselineRedisBytes = await usedMemory();
     const cpuAtStart = workers.map((worker) => cpuSeconds(worker.child.pid!));
     const redisAtStart = await redisLoad(monitor);
-    const output = path.join(context.folder, `out-${runCounter}`);
+    const output = options.output ?? path.join(context.folder, `out-${runCounter}`);
     const started = performance.now();
     const id = await submitCorpusJob(
       { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 },
@@ -274,6 +276,12 @@ async function main(): Promise<void> {
     const quotaCorpus = await benchCorpus(folder, QUOTA_LINES);
     const quotaLines = readFileSync(quotaCorpus, 'utf8').trimEnd().split('\n');
 
+    const reindex = () =>
+      reindexScenario(folder, QUICK ? 20_000 : 200_000, WORKERS, `${QPM} QPM / ${TPM} TPM`, (options) => runEmbedq(context, { ...options, emulator: QUOTA_EMULATOR }));
+    if (ONLY === 'reindex') {
+      await reindex();
+      return;
+    }
     if (ONLY === 'overhead') {
       await overheadScenarios(context, quotaLines);
       return;
@@ -334,6 +342,7 @@ async function main(): Promise<void> {
     await mkdir(resultsFolder, { recursive: true });
     await writeFile(path.join(resultsFolder, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
     await writeFile(path.join(resultsFolder, 'latest.md'), `${table}\n`);
+    await reindex();
   } finally {
     await redis.stop();
     if (process.argv.includes('--keep')) console.log(`kept ${folder}`);

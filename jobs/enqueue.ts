@@ -33,8 +33,6 @@ export interface SubmitOptions {
   schedule?: string;
   /** The id chosen beforehand (a schedule template's `{runId}`); default: a new one. */
   jobId?: string;
-  /** The previous output whose vectors unchanged lines reuse (`--reuse`, a schedule's `--incremental`). */
-  reuse?: string;
   /** Remove an earlier run's files from the output first, instead of refusing (Default: false). */
   overwrite?: boolean;
 }

@@ -43,7 +43,7 @@ if holder and holder ~= ARGV[1] then return {0, 'leased', holder} end
 if drop_buffers(KEYS[2], 4, n, 3) > 0 then return {0, '${STALE_OPEN_BUFFERS}', ''} end
 if lease then redis.call('SET', lease, ARGV[1]) end
 -- Counters rebuilt from the written shards: the new run counts every other line exactly once.
-local c = {batches = 0, rows = 0, errors = 0, blank = 0, truncated = 0, tokens = 0, n = 0}
+local c = {batches = 0, rows = 0, errors = 0, blank = 0, truncated = 0, tokens = 0, n = 0, reused = 0, new = 0, changed = 0, unchanged = 0}
 for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
   local st = cjson.decode(v)
   c.batches = c.batches + st.batches
@@ -52,12 +52,17 @@ for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
   c.blank = c.blank + st.blank
   c.truncated = c.truncated + st.truncated
   c.tokens = c.tokens + st.tokens
+  c.reused = c.reused + (st.reused or 0)
+  c.new = c.new + (st.new or 0)
+  c.changed = c.changed + (st.changed or 0)
+  c.unchanged = c.unchanged + (st.unchanged or 0)
   c.n = c.n + 1
 end
-redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak')
+redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'linesRead', 0, 'batchesTotal', c.batches, 'batchesDone', c.batches,
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
-  'tokens', c.tokens, 'shardsWritten', c.n)
+  'tokens', c.tokens, 'shardsWritten', c.n, 'rowsReused', c.reused, 'rowsNew', c.new, 'rowsChanged', c.changed,
+  'rowsUnchanged', c.unchanged)
 return {redis.call('HINCRBY', KEYS[1], 'generation', 1)}
 `;
 
@@ -81,4 +86,11 @@ return {tonumber(redis.call('HGET', KEYS[1], 'shardsWritten') or '0'), tonumber(
 // KEYS: job. ARGV: generation, linesRead.
 export const SET_LINES_READ = `${CURRENT_LUA}
 if current(KEYS[1], ARGV[1]) then redis.call('HSET', KEYS[1], 'linesRead', ARGV[2]) end
+`;
+
+// KEYS: job. ARGV: generation, field, value[, field, value…]. Sets the fields while the generation is current.
+export const SET_FIELDS = `${CURRENT_LUA}
+if not current(KEYS[1], ARGV[1]) then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
 `;

@@ -3,7 +3,7 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 import type { JobOptions } from '../src/job-options.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
-import { FINISH_SPLIT, RESTART, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
+import { FINISH_SPLIT, RESTART, SET_FIELDS, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
 import { OPEN_BUFFER_ATTEMPTS, OpenBuffers, STALE_OPEN_BUFFERS } from './open-buffers.js';
 
 /**
@@ -27,6 +27,21 @@ export interface CorpusJobCounters {
   rowsTruncated: number;
   tokens: number;
   shardsWritten: number;
+  /** `--reuse`: rows that took a previous row's vectors (they count as embedded too). */
+  rowsReused: number;
+  /** `--reuse --id-field`: ids new, changed and unchanged against the previous output, and ids gone. */
+  rowsNew: number;
+  rowsChanged: number;
+  rowsUnchanged: number;
+  rowsDeleted: number;
+}
+
+/** The previous output a `--reuse` job builds on, as the split first resolved it. */
+export interface ReusedFrom {
+  location: string;
+  jobId: string;
+  /** The generation whose split first matched lines against it. */
+  generation: number;
 }
 
 export interface CorpusJobRecord extends CorpusJobCounters {
@@ -42,6 +57,9 @@ export interface CorpusJobRecord extends CorpusJobCounters {
   errorCode: string | null;
   /** Name of the schedule that submitted it, if any. */
   schedule: string | null;
+  reusedFrom: ReusedFrom | null;
+  /** Why `--reuse` could not be used (the job then embeds every line). Once set, it stays for the job. */
+  reuseError: string | null;
 }
 
 /** Why `restart` refused: the job is gone, not stopped, or its output now belongs to another job. */
@@ -62,6 +80,7 @@ export class JobRecords {
       start: defineLuaScript(redis, START),
       finishSplit: defineLuaScript(redis, FINISH_SPLIT),
       setLinesRead: defineLuaScript(redis, SET_LINES_READ),
+      setFields: defineLuaScript(redis, SET_FIELDS),
     };
   }
 
@@ -99,6 +118,8 @@ export class JobRecords {
       error: hash.error ?? null,
       errorCode: hash.errorCode ?? null,
       schedule: hash.schedule ?? null,
+      reusedFrom: hash.reusedFrom ? (JSON.parse(hash.reusedFrom) as ReusedFrom) : null,
+      reuseError: hash.reuseError ?? null,
       linesRead: number('linesRead'),
       totalLines: optional('totalLines'),
       totalShards: optional('totalShards'),
@@ -110,6 +131,11 @@ export class JobRecords {
       rowsTruncated: number('rowsTruncated'),
       tokens: number('tokens'),
       shardsWritten: number('shardsWritten'),
+      rowsReused: number('rowsReused'),
+      rowsNew: number('rowsNew'),
+      rowsChanged: number('rowsChanged'),
+      rowsUnchanged: number('rowsUnchanged'),
+      rowsDeleted: number('rowsDeleted'),
     };
   }
 
@@ -178,6 +204,15 @@ export class JobRecords {
 
   async setLinesRead(id: string, generation: number, linesRead: number): Promise<void> {
     await this.scripts.setLinesRead([this.keys.job(id)], generation, linesRead);
+  }
+
+  /** `--reuse`: which previous output the job builds on, or why it cannot; ids gone (the deletes). Fenced by generation. */
+  async setReuse(id: string, generation: number, fields: { reusedFrom?: ReusedFrom; reuseError?: string; rowsDeleted?: number }): Promise<boolean> {
+    const args: Array<string | number> = [];
+    if (fields.reusedFrom) args.push('reusedFrom', JSON.stringify(fields.reusedFrom));
+    if (fields.reuseError !== undefined) args.push('reuseError', fields.reuseError);
+    if (fields.rowsDeleted !== undefined) args.push('rowsDeleted', fields.rowsDeleted);
+    return (await this.scripts.setFields([this.keys.job(id)], generation, ...args)) === 1;
   }
 
   /** The split of `generation` read the whole corpus; undefined if the job stopped or moved on. */

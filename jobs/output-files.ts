@@ -1,5 +1,5 @@
 import type { ObjectStore } from '../src/storage/object-store.js';
-import { ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
+import { DELTA_FOLDER, ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 
 /**
  * The files a run leaves directly under its output prefix. Deeper keys belong to other outputs
@@ -13,12 +13,12 @@ export interface OutputLocation {
 
 const isShardFile = (name: string): boolean => /^part-\d+\.(parquet|arrow)$/.test(name);
 
-/** Files that show an earlier run wrote here: any `part-*`, `_manifest.json` or `_SUCCESS`. */
+/** Files that show an earlier run wrote here: any `part-*`, `_manifest.json`, `_SUCCESS` or `_delta/` file. */
 export async function findPreviousRun(output: OutputLocation): Promise<string[]> {
   const found: string[] = [];
   for await (const object of output.store.list(output.prefix)) {
     const name = object.key.slice(output.prefix.length);
-    if (isShardFile(name) || name === MANIFEST_FILE || name === SUCCESS_FILE) found.push(name);
+    if (isShardFile(name) || name === MANIFEST_FILE || name === SUCCESS_FILE || name.startsWith(`${DELTA_FOLDER}/`)) found.push(name);
   }
   return found;
 }
@@ -32,7 +32,7 @@ export async function clearPreviousRun(output: OutputLocation): Promise<number> 
   let removed = 0;
   for await (const object of output.store.list(output.prefix)) {
     const name = object.key.slice(output.prefix.length);
-    if (isShardFile(name) || name === MANIFEST_FILE || name === ERRORS_FILE || name.startsWith(`${TEMP_FOLDER}/`)) {
+    if (isShardFile(name) || name === MANIFEST_FILE || name === ERRORS_FILE || name.startsWith(`${TEMP_FOLDER}/`) || name.startsWith(`${DELTA_FOLDER}/`)) {
       await output.store.delete(object.key);
       removed += 1;
     }

@@ -14,13 +14,17 @@ const corpusRef = {
 export const SplitCorpusPayload = z.object(corpusRef);
 export type SplitCorpusPayload = z.infer<typeof SplitCorpusPayload>;
 
-/** One line to embed: global row, source, 0-based line in source, id (JSONL), text. */
+/** One line to embed: global row, source, 0-based line in source, id (JSONL), text, content key. */
 export const BatchLine = z.object({
   row: z.number().int().nonnegative(),
   source: z.string(),
   line: z.int().nonnegative(),
   id: z.string().nullable(),
   text: z.string().min(1),
+  /** The line's content key (src/reuse/content-key.ts), 64 hex digits: the row's `content_hash`. */
+  hash: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  /** `--reuse --id-field`: the id is new or its text changed, so the row also goes to `_delta/` upserts. */
+  upsert: z.literal(true).optional(),
 });
 export type BatchLine = z.infer<typeof BatchLine>;
 

@@ -26,7 +26,8 @@ export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMilli
   const output = renderTemplate(schedule.out, { tickMillis, tz: schedule.tz, runId });
   try {
     // The stored options were valid at `add`; a newer embedq (or an edited record) may disagree.
-    const options = parseJobOptions({ ...schedule.options, input: schedule.input, output });
+    // `--incremental` = `--reuse <root>`: the root's `_latest.json` names the last good run.
+    const options = parseJobOptions({ ...schedule.options, input: schedule.input, output, ...(schedule.incremental ? { reuse: scheduleRoot(schedule.out) } : {}) });
     const jobId = await submitCorpusJob(deps, options, {
       schedule: name,
       jobId: runId,
@@ -35,8 +36,6 @@ export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMilli
       // With a placeholder, an output that already exists (say `{date}` ticking twice a day) is
       // refused as for any submit, and the reason shows in `schedule list`.
       overwrite: !hasPlaceholder(schedule.out),
-      // Issue 11 phase 2 intent: `--incremental` = `--reuse <root>` (follows its `_latest.json`).
-      ...(schedule.incremental ? { reuse: scheduleRoot(schedule.out) } : {}),
     });
     await deps.schedules.recordRun(name, tickMillis, jobId, output);
     return { kind: 'submitted', jobId, output };

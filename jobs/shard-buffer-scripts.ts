@@ -53,7 +53,8 @@ end
 return 'pending'
 `;
 
-// KEYS: job, shard, written, open. ARGV: generation, shard, expected, meta JSON, blank, truncated, input errors
+// KEYS: job, shard, written, open. ARGV: generation, shard, expected, meta JSON, blank, truncated, input errors,
+// reused, new, changed, unchanged (--reuse counts), reuse list ('' for none)
 export const CLOSE_SHARD = `${CURRENT_LUA}
 if not current(KEYS[1], ARGV[1]) then return 'inactive' end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'written' end
@@ -64,6 +65,13 @@ if redis.call('HSETNX', KEYS[2], 'expected', ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'rowsBlank', ARGV[5])
   redis.call('HINCRBY', KEYS[1], 'rowsTruncated', ARGV[6])
   redis.call('HINCRBY', KEYS[1], 'rowsFailed', ARGV[7])
+  if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'reuse', ARGV[12]) end
+  -- Reused rows are embedded rows that cost no request.
+  redis.call('HINCRBY', KEYS[1], 'rowsEmbedded', ARGV[8])
+  redis.call('HINCRBY', KEYS[1], 'rowsReused', ARGV[8])
+  redis.call('HINCRBY', KEYS[1], 'rowsNew', ARGV[9])
+  redis.call('HINCRBY', KEYS[1], 'rowsChanged', ARGV[10])
+  redis.call('HINCRBY', KEYS[1], 'rowsUnchanged', ARGV[11])
 end
 if tonumber(ARGV[3]) == tonumber(redis.call('HGET', KEYS[2], 'done') or '0') then return 'complete' end
 return 'open'

@@ -32,7 +32,20 @@ export interface BufferedShard {
   /** Batches stored so far, and how many the splitter queued (undefined until it closed the shard). */
   done: number;
   expected: number | undefined;
+  /** `--reuse`: the encoded list of lines that take a previous row's vectors (src/reuse/reuse-list.ts). */
+  reuseList: Buffer | undefined;
+  reuse: ReuseCounts;
 }
+
+/** A shard's `--reuse` counts: rows reused; with `--id-field`, ids new, changed and unchanged. */
+export interface ReuseCounts {
+  reused: number;
+  new: number;
+  changed: number;
+  unchanged: number;
+}
+
+const NO_REUSE: ReuseCounts = { reused: 0, new: 0, changed: 0, unchanged: 0 };
 
 /** What the splitter records for a shard when it has queued all its batches. */
 interface ShardMeta {
@@ -42,6 +55,7 @@ interface ShardMeta {
   blank: number;
   truncated: number;
   batches: number;
+  reuse?: ReuseCounts;
 }
 
 /** `inactive`: the job stopped, or the step belongs to an earlier generation. */
@@ -73,9 +87,20 @@ export class ShardBuffers {
     id: string,
     generation: number,
     shard: number,
-    summary: { expectedBatches: number; blank: number; truncated: number; inputErrors: ErrorRecord[]; firstRow: number; lastRow: number },
+    summary: {
+      expectedBatches: number;
+      blank: number;
+      truncated: number;
+      inputErrors: ErrorRecord[];
+      firstRow: number;
+      lastRow: number;
+      reuse?: ReuseCounts;
+      reuseList?: Buffer | undefined;
+    },
   ): Promise<ShardProgress> {
+    const reuse = summary.reuse ?? NO_REUSE;
     const meta: ShardMeta = {
+      reuse,
       firstRow: summary.firstRow,
       lastRow: summary.lastRow,
       inputErrors: summary.inputErrors,
@@ -92,6 +117,11 @@ export class ShardBuffers {
       summary.blank,
       summary.truncated,
       summary.inputErrors.length,
+      reuse.reused,
+      reuse.new,
+      reuse.changed,
+      reuse.unchanged,
+      summary.reuseList ?? '',
     )) as ShardProgress;
   }
 
@@ -153,6 +183,8 @@ export class ShardBuffers {
       tokens: Number(hash.tokens?.toString() ?? 0),
       done: Number(hash.done?.toString() ?? 0),
       expected: hash.expected === undefined ? undefined : Number(hash.expected.toString()),
+      reuseList: hash.reuse,
+      reuse: parsed.reuse ?? NO_REUSE,
     };
   }
 }

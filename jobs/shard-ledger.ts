@@ -24,6 +24,13 @@ export interface ShardStats {
   truncated: number;
   tokens: number;
   batches: number;
+  /** `--reuse`: rows whose vectors came from the previous output; with `--id-field`, ids new, changed, unchanged. */
+  reused?: number;
+  new?: number;
+  changed?: number;
+  unchanged?: number;
+  /** `--reuse --id-field`: the shard's `_delta/upserts-NNNNN.parquet`, when it has rows new or changed. */
+  upsertsFile?: string;
 }
 
 /** `recorded` (now or before); `refused`: stopped, newer generation, or the buffer is incomplete. */

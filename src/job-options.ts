@@ -26,14 +26,22 @@ const JobOptionsSchema = z
     textField: z.string().min(1).default('text'),
     idField: z.string().min(1).optional(),
     longLines: z.enum(['truncate', 'error']).default('truncate'),
+    /** `--reuse`: a previous output (or a schedule root, through its `_latest.json`) whose vectors unchanged lines take. */
+    reuse: z.string().min(1).optional(),
   })
   .superRefine((options, context) => {
-    for (const field of ['input', 'output'] as const) {
+    for (const field of ['input', 'output', 'reuse'] as const) {
+      const value = options[field];
+      if (value === undefined) continue;
       try {
-        parseLocation(options[field]);
+        parseLocation(value);
       } catch (error) {
         context.addIssue({ code: 'custom', path: [field], message: (error as Error).message });
       }
+    }
+    if (options.reuse !== undefined && sameFolder(options.reuse, options.output)) {
+      // The run would replace the very shards it copies its vectors from.
+      context.addIssue({ code: 'custom', path: ['reuse'], message: `${options.reuse} is this job's own output; reuse a previous run's output (or a schedule root)` });
     }
     const spec = MODELS[options.model];
     if (options.dimension !== undefined && !spec.dimensions.includes(options.dimension)) {
@@ -72,6 +80,12 @@ export function parseJobOptions(raw: Record<string, unknown>): JobOptions {
   const parsed = JobOptionsSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(`Invalid options:\n${formatIssues(parsed.error)}`);
   return parsed.data;
+}
+
+/** Two locations naming one folder (`s3://b/out` and `s3://b/out/` do). */
+function sameFolder(a: string, b: string): boolean {
+  const trim = (location: string): string => location.replace(/\/+$/, '');
+  return trim(a) === trim(b);
 }
 
 export function embeddingParameters(options: JobOptions): EmbeddingParameters {

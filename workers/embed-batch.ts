@@ -120,7 +120,17 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
     const { result, requestMs } = await callThroughGate(lines.map((line) => line.text), deps);
     const rows = lines.map((line, index): ShardRow => {
       const item = result.items[index]!;
-      return { row: line.row, source: line.source, line: line.line, id: line.id, text: line.text, dense: item.dense, sparse: item.sparse };
+      return {
+        row: line.row,
+        source: line.source,
+        line: line.line,
+        id: line.id,
+        text: line.text,
+        dense: item.dense,
+        sparse: item.sparse,
+        contentHash: line.hash ?? null,
+        ...(line.upsert ? { upsert: true } : {}),
+      };
     });
     return { rows, errors: [], tokens: result.totalTokens, requestMs };
   } catch (error) {

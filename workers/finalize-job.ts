@@ -6,6 +6,7 @@ import type { ShardStats } from '../jobs/shard-ledger.js';
 import { buildManifest, type Manifest } from '../src/output/manifest.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
 import { ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
+import { DELETES_FILE, DELTA_FOLDER } from '../src/reuse/delta-writer.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 import { publishScheduleLatest } from './schedule-latest.js';
@@ -44,6 +45,11 @@ export async function finalizeJob(payload: FinalizeJobPayload, { services, logge
   logger.info({ ...counts, tokens: record.tokens, shards: shards.length }, 'corpus job completed');
 }
 
+/** Whether the job writes a `_delta/`: `--reuse --id-field`, and the previous output was usable. */
+function hasDelta(record: CorpusJobRecord): boolean {
+  return record.options.reuse !== undefined && record.options.idField !== undefined && record.reuseError === null;
+}
+
 function countsOf(record: CorpusJobRecord): Manifest['counts'] {
   return {
     lines: record.totalLines ?? 0,
@@ -51,7 +57,25 @@ function countsOf(record: CorpusJobRecord): Manifest['counts'] {
     skipped_blank: record.rowsBlank,
     failed: record.rowsFailed,
     truncated: record.rowsTruncated,
+    ...(record.options.reuse !== undefined ? { reused: record.rowsReused } : {}),
+    ...(hasDelta(record) ? { new: record.rowsNew, changed: record.rowsChanged, unchanged: record.rowsUnchanged, deleted: record.rowsDeleted } : {}),
   };
+}
+
+/**
+ * Leaves in `_delta/` exactly this run's files: its shards' upserts and `deletes.jsonl`, or nothing
+ * when the job has no delta (no `--reuse --id-field`, or reuse failed in some generation, whose
+ * files were then relative to no base). Returns the delta for the manifest.
+ */
+async function settleDelta(record: CorpusJobRecord, shards: ShardStats[], output: { store: ObjectStore; prefix: string }): Promise<Manifest['delta']> {
+  const upserts = hasDelta(record) ? shards.flatMap((shard) => (shard.upsertsFile ? [shard.upsertsFile] : [])) : [];
+  const keep = new Set(hasDelta(record) ? [...upserts, DELETES_FILE] : []);
+  for await (const object of output.store.list(`${output.prefix}${DELTA_FOLDER}/`)) {
+    if (!keep.has(object.key.slice(output.prefix.length))) await output.store.delete(object.key);
+  }
+  if (!hasDelta(record)) return undefined;
+  if (!(await output.store.stat(output.prefix + DELETES_FILE))) throw new Error(`${DELETES_FILE} is missing; the split writes it before it finishes`);
+  return { upserts, deletes: DELETES_FILE };
 }
 
 async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: ShardStats[], output: { store: ObjectStore; prefix: string }): Promise<void> {
@@ -74,12 +98,15 @@ async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: Sha
     // Invariant 1 is broken somewhere; refuse to vouch for the output.
     throw new Error(`counts do not add up: ${JSON.stringify(counts)}`);
   }
+  const delta = await settleDelta(record, shards, output);
   const manifest = buildManifest({
     jobId: id,
     options: record.options,
     counts,
     tokens: record.tokens,
     shards: shards.map((shard) => ({ file: shard.file, first_row: shard.firstRow, last_row: shard.lastRow, rows: shard.rows, bytes: shard.bytes })),
+    ...(record.options.reuse !== undefined ? { reuse: { from: record.reusedFrom?.location ?? null, error: record.reuseError } } : {}),
+    ...(delta ? { delta } : {}),
     errorsFile: ERRORS_FILE,
     startedAt: new Date(record.startedAt ?? record.createdAt),
     finishedAt: new Date(),

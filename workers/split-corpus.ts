@@ -1,16 +1,20 @@
+import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ErrorRecord } from '../jobs/shard-buffer.js';
 import { enqueueEmbedBatches, enqueueFinalize, enqueueWriteShard } from '../jobs/enqueue.js';
 import type { BatchLine, EmbedBatchPayload, SplitCorpusPayload } from '../jobs/payloads.js';
 import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
+import { embeddingParameters } from '../src/job-options.js';
 import { MODELS } from '../src/models.js';
+import { contentKey } from '../src/reuse/content-key.js';
 import { sleep } from '../src/sleep.js';
 import { SUCCESS_FILE } from '../src/output/layout.js';
 import { mayExceedTokens } from '../src/tokens/count-tokens.js';
 import { fitTokensOffThread } from '../src/tokens/token-worker.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
+import { SplitReuse } from './split-reuse.js';
 
 /** Embed jobs added per Redis round trip. */
 const ENQUEUE_CHUNK = 200;
@@ -27,16 +31,30 @@ const ROOM_POLL_MS = 200;
  * unwritten, so waiting jobs and buffered vectors in Redis stay bounded by
  * `maxOpenShards × shardRows` lines, whatever the corpus size.
  */
-export async function splitCorpus(payload: SplitCorpusPayload, { services, logger }: JobContext): Promise<void> {
-  const { corpora, queues, settings } = services;
+export async function splitCorpus(payload: SplitCorpusPayload, context: JobContext): Promise<void> {
+  const { services, logger } = context;
   const id = payload.corpusJobId;
   const generation = payload.generation;
-  const record = await corpora.get(id);
-  if (!record || !(await corpora.jobs.markRunning(id, generation))) {
+  const record = await services.corpora.get(id);
+  if (!record || !(await services.corpora.jobs.markRunning(id, generation))) {
     logger.info({ state: record?.state, generation: record?.generation }, 'split skipped: job not active in this generation');
     return;
   }
+  // At most one index per job: this split is the job's only reader of the previous output.
+  const reuse = await SplitReuse.open(services, record, generation, logger);
+  try {
+    await split(payload, context, record, reuse);
+  } finally {
+    reuse?.release();
+  }
+}
+
+async function split(payload: SplitCorpusPayload, { services, logger }: JobContext, record: CorpusJobRecord, reuse: SplitReuse | undefined): Promise<void> {
+  const { corpora, queues, settings } = services;
+  const id = payload.corpusJobId;
+  const generation = payload.generation;
   const options = record.options;
+  const parameters = embeddingParameters(options);
   const maxTokens = MODELS[options.model].maxTokensPerText;
   const shardRows = options.shardRows;
   const limits = { shardRows, maxTextsPerRequest: MODELS[options.model].maxTextsPerRequest };
@@ -90,8 +108,10 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
     if (shardSkipped) return;
     flushBatch();
     await flushPending();
+    // Only embed batches are expected: a shard whose lines are all reused has none, and is complete at once.
     const expectedBatches = batchesOfShard();
     const progress = await corpora.buffers.closeShard(id, generation, shard, {
+      ...reuse?.closeShard(),
       expectedBatches,
       blank,
       truncated,
@@ -104,13 +124,17 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
     if (progress === 'complete') await enqueueWriteShard(queues.write, id, generation, shard);
   };
 
-  const take = async (line: CorpusLine): Promise<void> => {
+  /**
+   * One line. `idsOnly`: the shard is already written (a retried split), so the line only marks
+   * its id as seen for the delta's deletes; it was counted when the shard was split before.
+   */
+  const take = async (line: CorpusLine, idsOnly: boolean): Promise<void> => {
     if (line.kind === 'blank') {
-      blank += 1;
+      if (!idsOnly) blank += 1;
       return;
     }
     if (line.kind === 'error') {
-      inputErrors.push({ row, source: line.source, line: line.line, code: line.code, message: line.message });
+      if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, code: line.code, message: line.message });
       return;
     }
     let text = line.text;
@@ -119,17 +143,23 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
       if (fit.exceeded) {
         if (options.longLines === 'error') {
           const message = `${line.source}:${line.line + 1}: text has ${fit.exact ? '' : 'more than '}${fit.exact ? fit.tokens : maxTokens} tokens; ${options.model} takes at most ${maxTokens}`;
-          inputErrors.push({ row, source: line.source, line: line.line, code: 'TEXT_TOO_LONG', message });
+          if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, code: 'TEXT_TOO_LONG', message });
           return;
         }
         text = fit.text;
-        truncated += 1;
+        if (!idsOnly) truncated += 1;
       }
     }
+    // Every row gets its content key, so the next `--reuse` run can match it.
+    const key = contentKey(text, parameters);
+    const kind = reuse?.classify(line.id, key);
+    if (idsOnly) return;
+    const upsert = kind === 'new' || kind === 'changed';
+    if (reuse?.take({ row, source: line.source, line: line.line, id: line.id, hash: key, upsert }, kind)) return;
     const next = placeLine(slot, row, limits);
     if (next.position === 0) flushBatch();
     slot = next;
-    batch.push({ row, source: line.source, line: line.line, id: line.id, text });
+    batch.push({ row, source: line.source, line: line.line, id: line.id, text, hash: key.toString('hex'), ...(upsert ? { upsert } : {}) });
     if (pending.length >= ENQUEUE_CHUNK) await flushPending();
   };
 
@@ -142,7 +172,7 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
         await openShard(shard + 1);
         if (stopped) break outer;
       }
-      if (!shardSkipped) await take(line);
+      if (!shardSkipped || reuse?.tracksIds) await take(line, shardSkipped);
       row += 1;
       if (Date.now() - lastProgressAt > 1_000) {
         lastProgressAt = Date.now();
@@ -157,6 +187,10 @@ export async function splitCorpus(payload: SplitCorpusPayload, { services, logge
   // The last shard holds the rows after the last boundary; an empty corpus has no shard.
   const totalShards = Math.ceil(row / shardRows);
   if (row > shard * shardRows) await closeShard(row);
+  if (stopped) return;
+  // Before the split is recorded as finished (finalize may follow at once): the ids gone.
+  const deleted = await reuse?.writeDeletes(services, options.output);
+  if (deleted !== undefined) await corpora.jobs.setReuse(id, generation, { rowsDeleted: deleted });
   const totals = await corpora.jobs.finishSplit(id, generation, { totalLines: row, totalShards });
   logger.info({ lines: row, shards: totalShards }, 'corpus split');
   if (totals && totals.shardsWritten === totals.totalShards) await enqueueFinalize(queues.write, id, generation);

@@ -1,7 +1,9 @@
 import { enqueueFinalize } from '../jobs/enqueue.js';
 import type { WriteShardPayload } from '../jobs/payloads.js';
 import { shardErrorsFileName, shardFileName } from '../src/output/layout.js';
+import { upsertsFileName } from '../src/reuse/delta-writer.js';
 import { corpusOptions } from './corpus-options.js';
+import { reusedRowsBatch } from './reused-rows.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 
@@ -38,10 +40,14 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
 
   const options = await corpusOptions(corpora, id);
   const started = performance.now();
-  const { bytes, rows } = await services.shardEncoder.encode(buffered.batches, { dimension: options.dimension, format: options.outputFormat });
+  // Lines that take a previous row's vectors (`--reuse`) join the shard as one more batch.
+  const batches = buffered.reuseList ? [...buffered.batches, await reusedRowsBatch(services, id, buffered.reuseList, options.dimension)] : buffered.batches;
+  const { bytes, rows, upserts } = await services.shardEncoder.encode(batches, { dimension: options.dimension, format: options.outputFormat });
   const output = openOutput(options.output, services);
   const file = shardFileName(payload.shard, options.outputFormat);
   await output.store.write(output.prefix + file, bytes);
+  const upsertsFile = upserts ? upsertsFileName(payload.shard) : undefined;
+  if (upsertsFile) await output.store.write(output.prefix + upsertsFile, upserts!);
   let errorsKey: string | null = null;
   if (buffered.errors.length > 0) {
     errorsKey = shardErrorsFileName(id, payload.shard);
@@ -60,6 +66,8 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     truncated: buffered.truncated,
     tokens: buffered.tokens,
     batches: buffered.batchCount,
+    ...buffered.reuse,
+    ...(upsertsFile ? { upsertsFile } : {}),
   });
   if (result.status === 'refused') {
     // Stopped or retried while writing: the file is rewritten by the run that records the shard.
@@ -67,6 +75,6 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     return;
   }
   services.metrics.shardWritten({ seconds: (performance.now() - started) / 1000, blank: buffered.blank, failed: buffered.errors.length });
-  log.info({ file, rows, errors: buffered.errors.length, bytes: bytes.byteLength, durationMs: Math.round(performance.now() - started) }, 'shard written');
+  log.info({ file, rows, reused: buffered.reuse.reused, errors: buffered.errors.length, bytes: bytes.byteLength, durationMs: Math.round(performance.now() - started) }, 'shard written');
   if (result.totalShards !== null && result.shardsWritten === result.totalShards) await enqueueFinalize(queues.write, id, generation);
 }

@@ -15,6 +15,8 @@ export interface CorpusPlan {
   invalid: number;
   /** Lines over the model's token limit (truncated or recorded as errors, per --long-lines). */
   tooLong: number;
+  /** With `--reuse`: lines whose vectors the previous output has (not sent, not in requests or tokens). */
+  reused: number;
   requests: number;
   tokens: number;
   /** Whether `tokens` is an exact Qwen BPE count or the cheap over-estimate. */
@@ -31,11 +33,16 @@ export interface CorpusPlan {
 export async function planCorpus(
   options: JobOptions,
   limits: { requestsPerMinute: number; tokensPerMinute: number },
-  deps: { s3Client?: S3Client | undefined; exactTokens?: boolean },
+  deps: {
+    s3Client?: S3Client | undefined;
+    exactTokens?: boolean;
+    /** `--reuse`: whether the previous output has this line (its text as it would be embedded). */
+    reusable?: ((source: string, line: number, text: string) => boolean) | undefined;
+  },
 ): Promise<CorpusPlan> {
   const spec = MODELS[options.model];
   const tokenizer = deps.exactTokens ? await loadTokenizer() : undefined;
-  const plan = { objects: 0, lines: 0, blank: 0, invalid: 0, tooLong: 0, requests: 0, tokens: 0 };
+  const plan = { objects: 0, lines: 0, blank: 0, invalid: 0, tooLong: 0, reused: 0, requests: 0, tokens: 0 };
   let slot: BatchSlot | undefined;
   const batching = { shardRows: options.shardRows, maxTextsPerRequest: spec.maxTextsPerRequest };
   for await (const object of listCorpus(options.input, { s3Client: deps.s3Client })) {
@@ -48,6 +55,15 @@ export async function planCorpus(
       else {
         const tokens = tokenizer ? tokenizer.countTokens(line.text) : estimateTokens(line.text);
         if (tokens > spec.maxTokensPerText) plan.tooLong += 1;
+        if (deps.reusable) {
+          // The run matches the text it would embed: cut to the limit when it is over.
+          const over = tokens > spec.maxTokensPerText && (await loadTokenizer()).countTokens(line.text) > spec.maxTokensPerText;
+          const text = over ? (await loadTokenizer()).truncateToTokens(line.text, spec.maxTokensPerText) : line.text;
+          if (deps.reusable(line.source, line.line, text)) {
+            plan.reused += 1;
+            continue;
+          }
+        }
         plan.tokens += Math.min(tokens, spec.maxTokensPerText);
         slot = placeLine(slot, row, batching);
         if (slot.position === 0) plan.requests += 1;

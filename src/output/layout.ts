@@ -6,6 +6,8 @@ export const ERRORS_FILE = '_errors.jsonl';
 export const SUCCESS_FILE = '_SUCCESS';
 /** At a schedule's root: which output is the last good run (`{"output","job_id","finished_at","counts"}`). */
 export const LATEST_FILE = '_latest.json';
+/** `--reuse --id-field`: the delta for vector stores (src/reuse/delta-writer.ts). */
+export const DELTA_FOLDER = '_delta';
 /** Scratch space of running jobs; finalize removes its job's folder. */
 export const TEMP_FOLDER = '_tmp';
 

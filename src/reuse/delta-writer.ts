@@ -1,3 +1,4 @@
+import { DELTA_FOLDER } from '../output/layout.js';
 import { encodeShard } from '../shards/encode-shard.js';
 import type { ShardRow } from '../shards/shard-row.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -10,7 +11,7 @@ import { readShardColumns } from './shard-columns.js';
  *                            (one file per output shard that has any; NNNNN is that shard)
  *   `deletes.jsonl`          one `{"id": …}` per id of the previous output that is gone now
  */
-export const DELTA_FOLDER = '_delta';
+export { DELTA_FOLDER };
 export const DELETES_FILE = `${DELTA_FOLDER}/deletes.jsonl`;
 
 export function upsertsFileName(shard: number): string {

@@ -12,8 +12,8 @@ import type { ShardRow } from './shard-row.js';
  *
  * ```
  * header   "EQB" u8 version=1 | u32 rowCount | u32 dimension
- * per row  f64 row | f64 line | u8 flags (1 id, 2 dense, 4 sparse)
- *          str source | [str id] | str text
+ * per row  f64 row | f64 line | u8 flags (1 id, 2 dense, 4 sparse, 8 content hash, 16 upsert)
+ *          str source | [str id] | str text | [32 bytes content hash]
  *          [pad to 4 | dimension × f32 dense]
  *          [u32 n | pad to 4 | n × i32 index | n × f32 value | n × u32 token length (UTF-16 units)
  *           | u32 tokenBytes | tokenBytes of all tokens' UTF-8, concatenated]
@@ -32,6 +32,11 @@ const HEADER_BYTES = 12;
 const HAS_ID = 1;
 const HAS_DENSE = 2;
 const HAS_SPARSE = 4;
+const HAS_HASH = 8;
+/** The row goes to `_delta/upserts-*` too (`--reuse --id-field`: its id is new or its text changed). */
+const UPSERT = 16;
+const HASH_BYTES = 32;
+const HEX_HASH = /^[0-9a-f]{64}$/;
 
 // Typed-array views use the platform's byte order; the format is little-endian.
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
@@ -74,12 +79,16 @@ export function encodeBatch(rows: readonly ShardRow[], dimension: number): Buffe
     }
     p = out.writeDoubleLE(row.row, p);
     p = out.writeDoubleLE(row.line, p);
-    out[p++] = (row.id === null ? 0 : HAS_ID) | (row.dense === null ? 0 : HAS_DENSE) | (row.sparse === null ? 0 : HAS_SPARSE);
+    const hash = row.contentHash ?? null;
+    if (hash !== null && !HEX_HASH.test(hash)) throw new RangeError(`row ${row.row}: content hash must be 64 lowercase hex digits`);
+    out[p++] =
+      (row.id === null ? 0 : HAS_ID) | (row.dense === null ? 0 : HAS_DENSE) | (row.sparse === null ? 0 : HAS_SPARSE) | (hash === null ? 0 : HAS_HASH) | (row.upsert ? UPSERT : 0);
     p = writeString(out, p, row.source);
     if (row.id !== null) {
       p = writeString(out, p, row.id);
     }
     p = writeString(out, p, row.text);
+    if (hash !== null) p += out.write(hash, p, 'hex');
     if (row.dense !== null) {
       if (row.dense.length !== dimension) {
         throw new RangeError(`row ${row.row}: dense vector has ${row.dense.length} values, expected ${dimension}`);
@@ -122,12 +131,13 @@ export function decodeBatch(buffer: Buffer): ShardRow[] {
     const line = buffer.readDoubleLE(reader.position + 8);
     const flags = buffer[reader.position + 16]!;
     reader.position += 17;
-    if (flags > (HAS_ID | HAS_DENSE | HAS_SPARSE) || !Number.isSafeInteger(row) || !Number.isSafeInteger(line)) {
+    if (flags > (HAS_ID | HAS_DENSE | HAS_SPARSE | HAS_HASH | UPSERT) || !Number.isSafeInteger(row) || !Number.isSafeInteger(line)) {
       throw new BatchCodecError(`embedding batch is corrupted at byte ${reader.position - 17} (row ${i} of ${count})`);
     }
     const source = reader.string('source');
     const id = flags & HAS_ID ? reader.string('id') : null;
     const text = reader.string('text');
+    const contentHash = flags & HAS_HASH ? reader.bytes(HASH_BYTES, 'content hash').toString('hex') : null;
     let dense: Float32Array | null = null;
     if (flags & HAS_DENSE) {
       reader.align4();
@@ -136,7 +146,7 @@ export function decodeBatch(buffer: Buffer): ShardRow[] {
       new Uint8Array(dense.buffer).set(bytes);
     }
     const sparse = flags & HAS_SPARSE ? reader.sparse() : null;
-    rows[i] = { row, source, line, id, text, dense, sparse };
+    rows[i] = { row, source, line, id, text, dense, sparse, ...(contentHash === null ? {} : { contentHash }), ...(flags & UPSERT ? { upsert: true } : {}) };
   }
   if (reader.position !== buffer.length) {
     throw new BatchCodecError(`embedding batch has ${buffer.length - reader.position} unexpected trailing bytes`);
@@ -194,7 +204,7 @@ function pad4(out: Buffer, p: number): number {
 function maxEncodedBytes(rows: readonly ShardRow[], dimension: number): number {
   let bytes = HEADER_BYTES;
   for (const row of rows) {
-    bytes += 17 + 12 + 3 * (row.source.length + (row.id?.length ?? 0) + row.text.length);
+    bytes += 17 + 12 + HASH_BYTES + 3 * (row.source.length + (row.id?.length ?? 0) + row.text.length);
     if (row.dense !== null) {
       bytes += 3 + 4 * Math.max(dimension, row.dense.length);
     }

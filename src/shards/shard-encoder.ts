@@ -5,6 +5,12 @@ import { startThread } from '../threads/start-thread.js';
 import type { OutputFormat } from './shard-row.js';
 import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
 
+export interface EncodedShard {
+  bytes: Uint8Array;
+  rows: number;
+  upserts?: Uint8Array | undefined;
+}
+
 /**
  * Encodes shards on one background thread per process (see shard-thread.ts for why). The thread
  * starts on first use and is unref'd, so it never keeps a process alive.
@@ -14,10 +20,13 @@ export class ShardEncoder {
   private nextId = 0;
   /** The thread's memory after its last shard (for the worker's memory log line and the bench). */
   lastThreadMemory: ShardThreadMemory | undefined;
-  private readonly pending = new Map<number, { resolve: (value: { bytes: Uint8Array; rows: number }) => void; reject: (error: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (value: EncodedShard) => void; reject: (error: Error) => void }>();
 
-  /** Decodes the batches, sorts rows by `row`, and returns the shard file's bytes. */
-  encode(batches: readonly Buffer[], options: { dimension: number; format: OutputFormat }): Promise<{ bytes: Uint8Array; rows: number }> {
+  /**
+   * Decodes the batches, sorts rows by `row`, and returns the shard file's bytes, plus a Parquet
+   * file of the rows marked `upsert` (the shard's `_delta/` upserts) when any is.
+   */
+  encode(batches: readonly Buffer[], options: { dimension: number; format: OutputFormat }): Promise<EncodedShard> {
     const worker = this.thread();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -63,7 +72,7 @@ export class ShardEncoder {
         waiter.reject(error);
       } else {
         this.lastThreadMemory = response.memory;
-        waiter.resolve({ bytes: response.bytes, rows: response.rows });
+        waiter.resolve({ bytes: response.bytes, rows: response.rows, upserts: response.upserts });
       }
     });
     worker.on('error', (error) => this.failAll(error));

@@ -18,6 +18,11 @@ export interface ShardRow {
   sparse: SparseEntry[] | null;
   /** Content key of text + embedding parameters, 64 hex digits (src/reuse); null or absent when unknown. */
   contentHash?: string | null;
+  /**
+   * Not a column: with `--reuse --id-field`, the row's id is new or its text changed, so the shard
+   * writer also puts it in `_delta/upserts-NNNNN.parquet`.
+   */
+  upsert?: boolean;
 }
 
 export type OutputFormat = 'parquet' | 'arrow';

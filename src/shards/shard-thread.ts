@@ -21,13 +21,15 @@ export interface ShardThreadMemory {
   wasmBytes: number;
 }
 
+/** `upserts`: a Parquet file of the rows marked `upsert` (`_delta/`), when there are any. */
 export type ShardThreadResponse =
-  | { id: number; bytes: Uint8Array; rows: number; memory: ShardThreadMemory }
+  | { id: number; bytes: Uint8Array; rows: number; memory: ShardThreadMemory; upserts?: Uint8Array }
   | { id: number; error: { message: string; stack?: string } };
 
-function* counting<T extends readonly unknown[]>(groups: Iterator<T>, add: (rows: number) => void): Generator<T> {
+/** Passes row groups through, showing each to `see` (counting, picking the delta's rows). */
+function* watching<T extends readonly unknown[]>(groups: Iterator<T>, see: (group: T) => void): Generator<T> {
   for (let next = groups.next(); !next.done; next = groups.next()) {
-    add(next.value.length);
+    see(next.value);
     yield next.value;
   }
 }
@@ -39,18 +41,27 @@ parentPort?.on('message', (request: ShardThreadRequest) => {
     try {
       let bytes: Uint8Array;
       let count = 0;
+      // Rows of the delta (`upsert`: id new or changed); few in an incremental run, none otherwise.
+      const marked: ShardRow[] = [];
+      const see = (rows: readonly ShardRow[]): void => {
+        count += rows.length;
+        for (const row of rows) if (row.upsert === true) marked.push(row);
+      };
       if (request.format === 'parquet') {
         // Row group by row group: only one group's rows and Arrow data exist at a time.
         const groups = shardRowGroups(request.batches, PARQUET_ROW_GROUP_ROWS);
-        bytes = await encodeParquetRowGroups(counting(groups, (rows) => (count += rows)), request.dimension);
+        bytes = await encodeParquetRowGroups(watching(groups, see), request.dimension);
       } else {
         const rows: ShardRow[] = request.batches.flatMap((batch) => decodeBatch(Buffer.from(batch!.buffer, batch!.byteOffset, batch!.byteLength)));
         rows.sort((a, b) => a.row - b.row);
         bytes = await encodeShard(rows, { dimension: request.dimension, format: request.format });
-        count = rows.length;
+        see(rows);
       }
+      // The delta is always Parquet (src/reuse/delta-writer.ts), whatever the shards' format.
+      const upserts = marked.length > 0 ? await encodeShard(marked, { dimension: request.dimension, format: 'parquet' }) : undefined;
       const memory = { heapUsed: process.memoryUsage().heapUsed, wasmBytes: wasmMemoryBytes() };
-      parentPort!.postMessage({ id: request.id, bytes, rows: count, memory } satisfies ShardThreadResponse, [bytes.buffer as ArrayBuffer]);
+      const transfer = [bytes.buffer as ArrayBuffer, ...(upserts ? [upserts.buffer as ArrayBuffer] : [])];
+      parentPort!.postMessage({ id: request.id, bytes, rows: count, memory, ...(upserts ? { upserts } : {}) } satisfies ShardThreadResponse, transfer);
     } catch (error) {
       const { message, stack } = error instanceof Error ? error : new Error(String(error));
       parentPort!.postMessage({ id: request.id, error: { message, stack } } satisfies ShardThreadResponse);

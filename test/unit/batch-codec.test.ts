@@ -121,3 +121,18 @@ describe('batch codec', () => {
     }
   });
 });
+
+describe('batch codec: content hash and upsert flag', () => {
+  it('round-trips a content hash and the upsert mark, and leaves rows without them as they were', () => {
+    const hash = 'ab'.repeat(32);
+    const rows = [
+      { row: 3, source: 's', line: 1, id: 'x', text: 'with hash', dense: null, sparse: null, contentHash: hash, upsert: true },
+      { row: 4, source: 's', line: 2, id: null, text: 'without', dense: null, sparse: null },
+    ];
+    const decoded = decodeBatch(encodeBatch(rows, 4));
+    expect(decoded).toEqual(rows);
+    expect(decoded[1]).not.toHaveProperty('contentHash');
+    expect(decoded[1]).not.toHaveProperty('upsert');
+    expect(() => encodeBatch([{ ...rows[0]!, contentHash: 'AB'.repeat(32) }], 4)).toThrow(/64 lowercase hex/);
+  });
+});

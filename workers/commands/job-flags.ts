@@ -46,5 +46,6 @@ export function jobOptionsFromFlags(input: string, flags: Record<string, unknown
     textField: flags.textField,
     idField: flags.idField,
     longLines: flags.longLines,
+    reuse: typeof flags.reuse === 'string' ? absolute(flags.reuse) : undefined,
   });
 }

@@ -24,7 +24,8 @@ export function registerJobCommands(program: Command): void {
       .command('submit <input>')
       .description('record a corpus job and print its id; workers do the rest')
       .option('--wait', 'show progress until the job ends; exit 0 only on success')
-      .option('--overwrite', "remove an earlier run's files from the output first (without it, a non-empty output is refused)"),
+      .option('--overwrite', "remove an earlier run's files from the output first (without it, a non-empty output is refused)")
+      .option('--reuse <previous-output>', 'take the vectors of unchanged lines from a previous output (or a schedule root) instead of embedding them again'),
     { requireOut: true },
   ).action(async (input: string, flags: Record<string, unknown>) => {
     const options = jobOptionsFromFlags(input, flags);

@@ -4,6 +4,7 @@ import { loadSettings } from '../../src/config.js';
 import { planCorpus } from '../../src/corpus/plan-corpus.js';
 import { MODELS } from '../../src/models.js';
 import { createS3Client } from '../../src/storage/s3-store.js';
+import { openReuse } from './plan-reuse.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 
 export function registerPlanCommand(program: Command): void {
@@ -12,6 +13,7 @@ export function registerPlanCommand(program: Command): void {
       .command('plan <input>')
       .description('dry run: lines, requests, tokens, estimated cost and time at quota')
       .option('--exact', 'count tokens with the Qwen tokenizer (slower) instead of the quick over-estimate')
+      .option('--reuse <previous-output>', 'count only what an incremental run would send: lines the previous output (or schedule root) lacks')
       .option('--json', 'print JSON'),
     { requireOut: false },
   ).action(async (input: string, flags: Record<string, unknown>) => {
@@ -23,9 +25,11 @@ export function registerPlanCommand(program: Command): void {
         requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[options.model].defaultRequestsPerMinute,
         tokensPerMinute: settings.dashscope.tokensPerMinute ?? MODELS[options.model].defaultTokensPerMinute,
       };
-      const plan = await planCorpus(options, limits, { s3Client, exactTokens: flags.exact === true });
+      const reuse = options.reuse === undefined ? undefined : await openReuse(options, settings);
+      const plan = await planCorpus(options, limits, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable });
       if (flags.json) {
-        process.stdout.write(`${JSON.stringify({ ...plan, limits }, null, 2)}\n`);
+        const reuseFields = reuse ? { reused_from: reuse.from ?? null, reuse_error: reuse.error ?? null } : {};
+        process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits }, null, 2)}\n`);
         return;
       }
       const n = (value: number): string => value.toLocaleString('en-US');
@@ -33,6 +37,9 @@ export function registerPlanCommand(program: Command): void {
         [
           `input      ${input} (${n(plan.objects)} objects)`,
           `lines      ${n(plan.lines)} (${n(plan.blank)} blank, ${n(plan.invalid)} invalid, ${n(plan.tooLong)} over ${n(MODELS[options.model].maxTokensPerText)} tokens)`,
+          ...(reuse
+            ? [reuse.error ? `reuse      unavailable, every line would be sent: ${reuse.error}` : `reuse      ${n(plan.reused)} lines from ${reuse.from} (not sent; requests, tokens, cost and time below are for the rest)`]
+            : []),
           `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
           `tokens     ${plan.exactTokens ? '' : '≤ ~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, before the per-text end token)' : ' (estimate; --exact to count)'}`,
           `cost       ~$${plan.estimatedCostUsd.toFixed(4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,

@@ -30,6 +30,12 @@ export function describeJob(record: CorpusJobRecord): string {
     `model     ${o.model} dim ${o.dimension} ${o.outputType} ${o.textType} via ${o.api}`,
     `progress  ${progressLine(record)}`,
     `counts    embedded ${fmt(record.rowsEmbedded)} · blank ${fmt(record.rowsBlank)} · failed ${fmt(record.rowsFailed)} · truncated ${fmt(record.rowsTruncated)} · tokens ${fmt(record.tokens)}`,
+    ...(o.reuse === undefined
+      ? []
+      : [
+          `reuse     ${record.reuseError ? `unavailable, every line embedded: ${record.reuseError}` : `${record.reusedFrom?.location ?? o.reuse} · reused ${fmt(record.rowsReused)}`}` +
+            (o.idField && !record.reuseError ? ` · new ${fmt(record.rowsNew)} · changed ${fmt(record.rowsChanged)} · unchanged ${fmt(record.rowsUnchanged)} · deleted ${fmt(record.rowsDeleted)}` : ''),
+        ]),
     `created   ${new Date(record.createdAt).toISOString()}${record.finishedAt ? ` · finished ${new Date(record.finishedAt).toISOString()}` : ''}`,
   ];
   return lines.join('\n');
