@@ -75,7 +75,18 @@ local function in_force(lw, k, ss)
   local e = estimate(lw, k)
   -- A learned limit is shared with clients we cannot see: keep a wider margin below it than the
   -- target utilisation keeps below a configured one, or their requests and ours collide.
-  if e and e * (1 - margin) < rate then rate = e * (1 - margin) end
+  -- Requests: at least one a second (at most a quarter of the limit). The provider counts whole
+  -- requests in a 1-second window, and at 14 a second a 4% margin is half a request: another
+  -- client's steady stream plus ours filled the window and it saw ~10% of its requests refused.
+  if e then
+    local below = e * margin
+    if k == 'r' and margin > 0 then
+      local floor = 60
+      if floor > e * 0.25 then floor = e * 0.25 end
+      if below < floor then below = floor end
+    end
+    if e - below < rate then rate = e - below end
+  end
   rate = rate * (1 - reserve)
   if ss then
     local f = s0 * 2 ^ (ss / doubling)
@@ -244,8 +255,9 @@ local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
 -- them cost 10-20% of a right limit for tens of seconds.
 local acceptedPerSecond = accepted_per_minute(now).r / 60
 -- 429s that keep coming, even one every second or two, at a limit believed right mean another
--- client shares the provider's window: each of ours tells of theirs too. Counted over 10 s, 5 and
--- 1% of the requests accepted in that time (sporadic jitter stays below) cut like a cluster.
+-- client shares the provider's window: each of ours tells of theirs too (measured: the other
+-- client got two 429s for each of ours). Counted over 10 s, 3 and 1% of the requests accepted in
+-- that time (sporadic jitter stays below) cut like a cluster.
 local longAt = tonumber(redis.call('HGET', S, k .. 'LAt') or '0')
 local longStrikes = tonumber(redis.call('HGET', S, k .. 'L') or '0')
 if now - longAt > 10000 then
@@ -254,7 +266,7 @@ if now - longAt > 10000 then
 end
 longStrikes = longStrikes + 1
 redis.call('HSET', S, k .. 'LAt', longAt, k .. 'L', longStrikes)
-local persistent = longStrikes >= 5 and longStrikes >= 0.1 * acceptedPerSecond
+local persistent = longStrikes >= 3 and longStrikes >= 0.1 * acceptedPerSecond
 if not probing and not persistent and (strikes < tonumber(ARGV[16]) or strikes < 0.1 * acceptedPerSecond) then return { 'skip' } end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
 local W = accepted_per_minute(now)[k]

@@ -62,9 +62,10 @@ export interface RateGateOptions {
   /** How far below the learned limit the estimate restarts after a cut (Default: 0.03). */
   backoff?: number;
   /**
-   * Margin kept below a learned limit (Default: 0.04). The limit is shared with clients the gate
-   * cannot see; 1% (the target utilisation) left their requests and ours colliding in the
-   * provider's one-second window.
+   * Margin kept below a learned limit (Default: 0.04), and for requests at least one a second (at
+   * most a quarter of the limit; 0 turns both off). The limit is shared with clients the gate
+   * cannot see; 1% (the target utilisation), or 4% at 14 requests a second, left their requests
+   * and ours colliding in the provider's one-second window.
    */
   learnedMargin?: number;
   /** Slow start's first rate, as a fraction of the limit in force (Default: 0.1). */

@@ -52,17 +52,22 @@ describe('an account shared with another application', () => {
     });
     const trace = JSON.stringify(rows.map((row) => [row.embedqAccepted, row.embedqLimited, row.accepted, row.limited]));
     // embedq notices the other application by its own 429s (the slow start meets the full window).
-    console.log(`TRACE ${trace}`);
     const noticed = rows.find((row) => row.embedqLimited > 0 || row.limited > 0);
     expect(noticed, trace).toBeDefined();
-    // From 5 s after that: the other application is refused rarely. A probe above the learned
-    // limit may cost it one or two 429s; before the fix it saw 2-7% of its requests refused,
-    // at every probe. Measured: <fill>.
+    // embedq hears of the other application only through its own 429s. Told the account's limit,
+    // it used to treat one 429 every second or two as jitter, never learned, and went on
+    // colliding with the other client to the end (measured without the rule: 7 429s in the 16 s
+    // from 10 s after the first). Now 429s that keep coming cut to what was accepted: from 10 s after the first,
+    // at most a probe's few (measured: 0).
+    const late = rows.filter((row) => row.offset >= noticed!.offset + 10).slice(0, -1);
+    expect(late.length, trace).toBeGreaterThan(8);
+    expect(late.reduce((sum, row) => sum + row.embedqLimited, 0), trace).toBeLessThanOrEqual(3);
+    // And the other application is refused rarely from 5 s after it (measured: 1 and 2 of ~90).
     const after = rows.filter((row) => row.offset >= noticed!.offset + 5).slice(0, -1);
     const sent = after.reduce((sum, row) => sum + row.sent, 0);
     const limited = after.reduce((sum, row) => sum + row.limited, 0);
     expect(sent, trace).toBeGreaterThan(40);
-    expect(limited, trace).toBeLessThanOrEqual(2);
+    expect(limited, trace).toBeLessThanOrEqual(3);
     // embedq still uses most of what the other leaves (15 − 4.5 a second); loose, since the test
     // files beside it starve the workers of CPU. The bench measures the target.
     const embedqAccepted = after.reduce((sum, row) => sum + row.embedqAccepted, 0);
