@@ -288,6 +288,13 @@ if probing and W > before then W = before end
 -- clients were refused (measured: learned 15 a second of the 14 they left, then 30 s of 429s).
 local oldW = lw[k .. 'W']
 if probing and not ss and oldW and e <= oldW * (1 + CUBIC_SPAN) and W > oldW then W = oldW end
+-- Past it, the probe doubles every probeDoubling ms and the 429 comes back a latency after the
+-- window filled: credit no more than the rate of half a second ago (measured: a probe failing at
+-- 17 a second learned 17 where the other client left 14, and 429s went on for 13 s).
+if probing and not ss and oldW and e > oldW * (1 + CUBIC_SPAN) then
+  local earlier = before * 2 ^ (-500 / probeDoubling)
+  if W > earlier then W = earlier end
+end
 if W < 1 then W = 1 end
 -- A probe that found the same limit again (within 10%) is a confirmation: the next hold doubles.
 -- Anything else (a first limit, a fall, a rise) starts the count again.
