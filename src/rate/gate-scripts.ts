@@ -254,20 +254,7 @@ local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
 -- requests: a few 429s among many are jitter (bunched arrivals on a busy machine), and cutting for
 -- them cost 10-20% of a right limit for tens of seconds.
 local acceptedPerSecond = accepted_per_minute(now).r / 60
--- 429s that keep coming, even one every second or two, at a limit believed right mean another
--- client shares the provider's window: each of ours tells of theirs too (measured: the other
--- client got two 429s for each of ours). Counted over 10 s, 3 and 1% of the requests accepted in
--- that time (sporadic jitter stays below) cut like a cluster.
-local longAt = tonumber(redis.call('HGET', S, k .. 'LAt') or '0')
-local longStrikes = tonumber(redis.call('HGET', S, k .. 'L') or '0')
-if now - longAt > 10000 then
-  longAt = now
-  longStrikes = 0
-end
-longStrikes = longStrikes + 1
-redis.call('HSET', S, k .. 'LAt', longAt, k .. 'L', longStrikes)
-local persistent = longStrikes >= 3 and longStrikes >= 0.1 * acceptedPerSecond
-if not probing and not persistent and (strikes < tonumber(ARGV[16]) or strikes < 0.1 * acceptedPerSecond) then return { 'skip' } end
+if not probing and (strikes < tonumber(ARGV[16]) or strikes < 0.1 * acceptedPerSecond) then return { 'skip' } end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
 local W = accepted_per_minute(now)[k]
 -- In slow start the rate grew by half within the last ~latency, and the accepted count lags it;
@@ -312,7 +299,7 @@ end
 redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now, k .. 'N', N)
 redis.call('PEXPIRE', L, ttl)
 redis.call('HDEL', S, 'ss')
-redis.call('HSET', S, k .. 'S', 0, k .. 'L', 0)
+redis.call('HSET', S, k .. 'S', 0)
 lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'A'], lw[k .. 'N'] = W, W * (1 - backoff), 0, N
 return { 'cut', tostring(W), tostring(in_force(lw, k, nil)) }
 `;

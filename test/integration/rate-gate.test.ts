@@ -157,20 +157,6 @@ describe('RateGate (real Redis)', () => {
     expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 3000 });
   });
 
-  it('cuts a limit believed right for 429s that keep coming one at a time (another client shares the window)', async () => {
-    // A strike window of 10 ms: no two of these 429s ever make a cluster.
-    const gate = new RateGate(redisA, key(), { requestsPerMinute: 900, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady, strikeWindowMs: 10 });
-    for (let index = 0; index < 10; index += 1) gate.completed(1, 1);
-    await settleIntoPastSecond(gate);
-    // Two lone 429s within 10 s only skip slots; the third says they are not jitter.
-    for (let index = 0; index < 2; index += 1) {
-      expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
-      await sleep(25);
-    }
-    // 10 accepted in the best second: the limit left to us is 600 a minute.
-    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', kind: 'requests', learnedPerMinute: 600 });
-  });
-
   it('remembers a learned limit for the next job (a new gate on the same key) and forgets it after the TTL', async () => {
     const gateKey = key();
     const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
