@@ -8,6 +8,7 @@ import { submitCorpusJob } from '../jobs/enqueue.js';
 import { QUEUES } from '../jobs/queues.js';
 import { loadSettings } from '../src/config.js';
 import type { EmulatorStats } from '../src/emulator/server.js';
+import { startSteadyClient, type SteadySecond } from '../src/emulator/steady-client.js';
 import { parseJobOptions } from '../src/job-options.js';
 import { createLogger } from '../src/logger.js';
 import { sleep } from '../src/sleep.js';
@@ -38,50 +39,6 @@ export interface AdaptiveFigures {
   requests: number;
   accepted: number;
   perSecond: Array<[number, number]>;
-}
-
-interface OtherClient {
-  stop(): Promise<{ bySecond: Map<number, { sent: number; limited: number; accepted: number }> }>;
-}
-
-/** An independent application on the same account: steady requests, no retries, counts its 429s. */
-function startOtherClient(url: string, perSecond: number): OtherClient {
-  const bySecond = new Map<number, { sent: number; limited: number; accepted: number }>();
-  let running = true;
-  const inFlight = new Set<Promise<void>>();
-  const loop = (async () => {
-    const interval = 1000 / perSecond;
-    let next = performance.now();
-    while (running) {
-      next += interval;
-      const second = Math.floor(Date.now() / 1000);
-      const entry = bySecond.get(second) ?? { sent: 0, limited: 0, accepted: 0 };
-      bySecond.set(second, entry);
-      entry.sent += 1;
-      const request = fetch(`${url}/api/v1/services/embeddings/text-embedding/text-embedding`, {
-        method: 'POST',
-        headers: { authorization: 'Bearer sk-other-app', 'content-type': 'application/json' },
-        body: JSON.stringify({ model: 'text-embedding-v4', input: { texts: ['a live search query'] }, parameters: { dimension: 256 } }),
-      })
-        .then(async (response) => {
-          await response.arrayBuffer();
-          if (response.status === 429) entry.limited += 1;
-          else if (response.ok) entry.accepted += 1;
-        })
-        .catch(() => undefined)
-        .finally(() => inFlight.delete(request));
-      inFlight.add(request);
-      await sleep(Math.max(0, next - performance.now()));
-    }
-  })();
-  return {
-    async stop() {
-      running = false;
-      await loop;
-      await Promise.all(inFlight);
-      return { bySecond };
-    },
-  };
 }
 
 interface RunOptions {
@@ -122,7 +79,7 @@ function figures(
   scenario: string,
   stats: EmulatorStats,
   window: { startSecond: number; endSecond: number },
-  other?: Map<number, { sent: number; limited: number; accepted: number }>,
+  other?: Map<number, SteadySecond>,
   /** The real limit per second at a second since submit (for the quota change). */
   limitAt: (second: number) => number = () => PER_SECOND,
 ): AdaptiveFigures {
@@ -207,10 +164,10 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
 
   console.log(`\n6. shared account: another client sends 30% of ${REAL_QPM} QPM throughout; embedq told the account's ${REAL_QPM}`);
   await withSetup(redisUrl, 'bench-shared', REAL_QPM, async (services, emulator) => {
-    const other = startOtherClient(emulator.url, PER_SECOND * 0.3);
+    const other = startSteadyClient(emulator.url, PER_SECOND * 0.3);
     await sleep(3_000);
     const run = await runJob(services, { ...base, prefix: 'bench-shared', output: `${folder}/shared`, emulator, told: REAL_QPM });
-    const { bySecond } = await other.stop();
+    const bySecond = await other.stop();
     const seconds = [...bySecond].filter(([second]) => second >= run.startSecond && second < run.endSecond);
     console.log(`  other client, 429s per second since embedq's submit: ${seconds.map(([, entry]) => entry.limited).join(' ')}`);
     results.push(figures('shared account (other client 30%)', await emulator.stats(), run, bySecond));

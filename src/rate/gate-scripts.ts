@@ -5,13 +5,13 @@
  * KEYS[1]: the schedule hash (slot times, accepted-traffic buckets, slow start, strikes); expires
  * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
  * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
- * `kCut` when); its TTL is set when a limit is learned and is not extended by traffic.
+ * `kCut` when, `kN` probes that confirmed it); its TTL is set when a limit is learned and is not extended by traffic.
  *
- * ARGV[1..12], shared by every script: configured requests and tokens per minute, target
+ * ARGV[1..14], shared by every script: configured requests and tokens per minute, target
  * utilisation, reserve, learned TTL (ms), cubic growth coefficient (per s³, relative to the learned
  * limit), plateau hold (ms), backoff below the learned limit after a cut, slow-start initial
  * fraction, slow-start doubling time (ms), idle gap (ms) after which traffic counts as new, margin
- * kept below a learned limit.
+ * kept below a learned limit, probe doubling time (ms), longest plateau hold (ms).
  */
 const COMMON_LUA = `
 local S = KEYS[1]
@@ -21,6 +21,7 @@ local target, reserve, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV
 local c, hold, backoff = tonumber(ARGV[6]), tonumber(ARGV[7]) / 1000, tonumber(ARGV[8])
 local s0, doubling, idle = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local margin = tonumber(ARGV[12])
+local probeDoubling, maxHold = tonumber(ARGV[13]), tonumber(ARGV[14]) / 1000
 local KINDS = { 'r', 't' }
 
 -- Redis's clock, so workers on machines with skewed clocks share one timeline.
@@ -42,15 +43,30 @@ local function plateau_at(lw, k)
   local W = lw[k .. 'W']
   return cbrt((W - lw[k .. 'E0']) / (c * W))
 end
--- CUBIC-shaped estimate of the account's limit (per minute): back to W fast, hold near it, then
--- probe above it slowly at first and faster the longer no 429 comes (a limit was raised).
+-- Seconds the estimate holds at W before probing above it. Every probe that found the same limit
+-- again (kN confirmations) doubles it, up to maxHold: each probe costs the account's other clients
+-- a few 429s, and a limit confirmed again and again is probed rarely.
+local function hold_at(lw, k)
+  local h = hold * 2 ^ (lw[k .. 'N'] or 0)
+  if h > maxHold then h = maxHold end
+  return h
+end
+-- How far above W the cubic probe goes before growth turns exponential.
+local CUBIC_SPAN = 0.1
+-- The estimate of the account's limit (per minute): back to W fast along a cubic, hold at it, then
+-- probe above it slowly at first (a shared limit is met again gently, a few percent up); with no
+-- 429 by +10%, W was measured low or the limit rose, and the estimate doubles every
+-- probeDoubling ms, so a limit learned too low is left within seconds, not minutes.
 local function estimate(lw, k)
   local W = lw[k .. 'W']
   if not W then return nil end
   local t, K = lw[k .. 'A'] / 1000, plateau_at(lw, k)
   if t < K then return W + c * W * (t - K) ^ 3 end
-  if t < K + hold then return W end
-  return W * (1 + c * (t - K - hold) ^ 3)
+  local H = hold_at(lw, k)
+  if t < K + H then return W end
+  local tau, span = t - K - H, cbrt(CUBIC_SPAN / c)
+  if tau < span then return W * (1 + c * tau ^ 3) end
+  return W * (1 + CUBIC_SPAN) * 2 ^ ((tau - span) * 1000 / probeDoubling)
 end
 -- The rate in force (per minute) for kind k: the smaller of the configured and learned limits,
 -- times the target utilisation, less the reserve, ramped during slow start.
@@ -59,7 +75,18 @@ local function in_force(lw, k, ss)
   local e = estimate(lw, k)
   -- A learned limit is shared with clients we cannot see: keep a wider margin below it than the
   -- target utilisation keeps below a configured one, or their requests and ours collide.
-  if e and e * (1 - margin) < rate then rate = e * (1 - margin) end
+  -- Requests: at least one a second (at most a quarter of the limit). The provider counts whole
+  -- requests in a 1-second window, and at 14 a second a 4% margin is half a request: another
+  -- client's steady stream plus ours filled the window and it saw ~10% of its requests refused.
+  if e then
+    local below = e * margin
+    if k == 'r' and margin > 0 then
+      local floor = 60
+      if floor > e * 0.25 then floor = e * 0.25 end
+      if below < floor then below = floor end
+    end
+    if e - below < rate then rate = e - below end
+  end
   rate = rate * (1 - reserve)
   if ss then
     local f = s0 * 2 ^ (ss / doubling)
@@ -67,11 +94,11 @@ local function in_force(lw, k, ss)
   end
   return rate
 end
--- Counts accepted traffic in 100 ms buckets (21: the last two full seconds and the current one).
+-- Counts accepted traffic in 100 ms buckets (31: the last three full seconds and the current one).
 local function record(now, requests, tokens)
   if requests <= 0 then return end
   local id = math.floor(now / 100)
-  local i = id % 21
+  local i = id % 31
   if tonumber(redis.call('HGET', S, 'ab' .. i) or '-1') ~= id then
     redis.call('HSET', S, 'ab' .. i, id, 'ar' .. i, requests, 'at' .. i, tokens)
   else
@@ -79,21 +106,28 @@ local function record(now, requests, tokens)
     redis.call('HINCRBYFLOAT', S, 'at' .. i, tokens)
   end
 end
--- What the provider accepted over the last two full seconds (twenty whole buckets), per minute:
--- the delivery-rate estimate. Counted when responses arrive, so one second's count can exceed
--- the provider's per-second limit by the jitter of latencies; two seconds halve that error.
+-- What the provider accepted in the best of the last three full seconds, per minute: the
+-- delivery-rate estimate, a windowed max as TCP BBR keeps. A mean is dragged down by a second the
+-- senders left short (a drained schedule, workers starved of CPU) and then becomes a learned limit
+-- far below the real one; the best second is what the provider demonstrably let through.
 local function accepted_per_minute(now)
   local id = math.floor(now / 100)
-  local requests, tokens = 0, 0
-  for i = 0, 20 do
+  local seconds = { { r = 0, t = 0 }, { r = 0, t = 0 }, { r = 0, t = 0 } }
+  for i = 0, 30 do
     local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i)
     local bid = tonumber(b[1] or '-1')
-    if bid >= id - 20 and bid < id then
-      requests = requests + tonumber(b[2])
-      tokens = tokens + tonumber(b[3])
+    if bid >= id - 30 and bid < id then
+      local second = seconds[math.floor((id - 1 - bid) / 10) + 1]
+      second.r = second.r + tonumber(b[2])
+      second.t = second.t + tonumber(b[3])
     end
   end
-  return { r = requests * 30, t = tokens * 30 }
+  local best = { r = 0, t = 0 }
+  for _, second in ipairs(seconds) do
+    if second.r > best.r then best.r = second.r end
+    if second.t > best.t then best.t = second.t end
+  end
+  return { r = best.r * 60, t = best.t * 60 }
 end
 -- Moves the active clock (time with traffic) forward. After an idle gap, traffic starts again at
 -- the learned limit (no probing overshoot), or with a slow start when nothing is learned.
@@ -128,7 +162,7 @@ local function advance(now, lw)
       local e = estimate(lw, k)
       if e >= ceil[k] and lw[k .. 'A'] / 1000 > plateau_at(lw, k) then
         -- Probed up to the configured limit without a 429: the learned limit no longer applies.
-        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut')
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N')
         lw[k .. 'W'] = nil
       else
         redis.call('HSET', L, k .. 'A', lw[k .. 'A'])
@@ -159,14 +193,14 @@ end
 `;
 
 /**
- * ARGV[13] estimated tokens, [14..16] folded settlements, [17] booking horizon ms. Returns the wait
+ * ARGV[15] estimated tokens, [16..18] folded settlements, [19] booking horizon ms. Returns the wait
  * in ms and both rates in force; a negative wait means "not booked: ask again in -wait ms".
  */
 export const RESERVE_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
-settle(now, lw, ss, tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]))
+settle(now, lw, ss, tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
 local rr, rt = in_force(lw, 'r', ss), in_force(lw, 't', ss)
 local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
 local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
@@ -176,23 +210,23 @@ if tTat > send then send = tTat end
 redis.call('PEXPIRE', S, 3600000)
 -- Slots are booked at most a short horizon ahead, so a new rate (a cut, a ramp) applies within it
 -- rather than after every queued caller has left at the old one.
-local horizon = tonumber(ARGV[17])
+local horizon = tonumber(ARGV[19])
 if send - now > horizon then return { tostring(-(send - now - horizon)), tostring(rr), tostring(rt) } end
-redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[13]) * 60000 / rt)
+redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[15]) * 60000 / rt)
 return { tostring(send - now), tostring(rr), tostring(rt) }
 `;
 
 /**
- * ARGV[13] kind (r, t or b for burst), [14] strikes that cut when not probing, [15] strike window
- * ms, [16] cooldown ms, [17..19] folded settlements. Returns the action (skip, cut) and, after a
+ * ARGV[15] kind (r, t or b for burst), [16] strikes that cut when not probing, [17] strike window
+ * ms, [18] cooldown ms, [19..21] folded settlements. Returns the action (skip, cut) and, after a
  * cut, the learned limit and the new rate in force.
  */
 export const THROTTLED_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
-settle(now, lw, ss, tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]))
-local k = ARGV[13]
+settle(now, lw, ss, tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21]))
+local k = ARGV[15]
 -- Every 429 gives up the next request slot for everyone: the window it hit is full.
 local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
 if rTat < now then rTat = now end
@@ -202,7 +236,7 @@ local strikeAt = tonumber(redis.call('HGET', S, k .. 'SAt') or '0')
 local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
 -- Under a learned limit, 429s that keep coming one or two a second mean it was measured high:
 -- they are counted over three windows instead of one.
-local strikeWindow = tonumber(ARGV[15])
+local strikeWindow = tonumber(ARGV[17])
 if lw[k .. 'W'] then strikeWindow = strikeWindow * 3 end
 if now - strikeAt > strikeWindow then
   strikeAt = now
@@ -211,7 +245,7 @@ end
 strikes = strikes + 1
 redis.call('HSET', S, k .. 'SAt', strikeAt, k .. 'S', strikes)
 -- 429s right after a cut come from requests sent before it.
-if now - (lw[k .. 'Cut'] or 0) < tonumber(ARGV[16]) then return { 'skip' } end
+if now - (lw[k .. 'Cut'] or 0) < tonumber(ARGV[18]) then return { 'skip' } end
 local e = estimate(lw, k)
 -- Above a learned limit, or ramping up, one 429 is news; at a limit believed right, single 429s
 -- are jitter and only a cluster cuts.
@@ -220,7 +254,7 @@ local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
 -- requests: a few 429s among many are jitter (bunched arrivals on a busy machine), and cutting for
 -- them cost 10-20% of a right limit for tens of seconds.
 local acceptedPerSecond = accepted_per_minute(now).r / 60
-if not probing and (strikes < tonumber(ARGV[14]) or strikes < 0.1 * acceptedPerSecond) then return { 'skip' } end
+if not probing and (strikes < tonumber(ARGV[16]) or strikes < 0.1 * acceptedPerSecond) then return { 'skip' } end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
 local W = accepted_per_minute(now)[k]
 -- In slow start the rate grew by half within the last ~latency, and the accepted count lags it;
@@ -234,7 +268,25 @@ if not probing then
   if e and e < believed then believed = e end
   if W > believed * 0.95 then W = believed * 0.95 end
 end
+-- A probe's 429 says the rate it reached was too much: the best second is not credited above it.
+if probing and W > before then W = before end
+-- A probe that failed within its gentle first 10% found the limit it left: the best second is
+-- not credited above that either, since during the probe we took slots the account's other
+-- clients were refused (measured: learned 15 a second of the 14 they left, then 30 s of 429s).
+local oldW = lw[k .. 'W']
+if probing and not ss and oldW and e <= oldW * (1 + CUBIC_SPAN) and W > oldW then W = oldW end
+-- Past it, the probe doubles every probeDoubling ms and the 429 comes back a latency after the
+-- window filled: credit no more than the rate of half a second ago (measured: a probe failing at
+-- 17 a second learned 17 where the other client left 14, and 429s went on for 13 s).
+if probing and not ss and oldW and e > oldW * (1 + CUBIC_SPAN) then
+  local earlier = before * 2 ^ (-500 / probeDoubling)
+  if W > earlier then W = earlier end
+end
 if W < 1 then W = 1 end
+-- A probe that found the same limit again (within 10%) is a confirmation: the next hold doubles.
+-- Anything else (a first limit, a fall, a rise) starts the count again.
+local N = 0
+if probing and not ss and oldW and W >= oldW * 0.9 and W <= oldW * 1.1 then N = (lw[k .. 'N'] or 0) + 1 end
 -- Drain: the provider's window is still full of what was sent above the limit; pause sending for
 -- the time that excess takes to age out (BBR's drain phase), at most a second.
 if before > W then
@@ -244,11 +296,11 @@ if before > W then
   if tat < now then tat = now end
   redis.call('HSET', S, 'rTat', tat + drain)
 end
-redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now)
+redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now, k .. 'N', N)
 redis.call('PEXPIRE', L, ttl)
 redis.call('HDEL', S, 'ss')
 redis.call('HSET', S, k .. 'S', 0)
-lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'A'] = W, W * (1 - backoff), 0
+lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'A'], lw[k .. 'N'] = W, W * (1 - backoff), 0, N
 return { 'cut', tostring(W), tostring(in_force(lw, k, nil)) }
 `;
 

@@ -14,11 +14,12 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  * every 1-second window under the limit.
  *
  * Learning: the configured limits are a ceiling. When 429s say a limit is lower, the gate sets it
- * to what the provider actually accepted over the last second (a delivery-rate estimate, as TCP BBR
- * does) and remembers it in Redis per model and endpoint for `learnedTtlMs`, so every worker and
- * the next job start there. From there it probes upward along a CUBIC curve: back to the learned
- * limit within a few seconds, a plateau, then slowly and faster the longer no 429 comes, so a
- * raised limit is found again. Request 429s (`Throttling.RateQuota`) act on the request schedule,
+ * to what the provider accepted in the best of the last three seconds (a windowed-max delivery
+ * rate, as TCP BBR keeps; never above the rate a probe failed at) and remembers it in Redis per model and endpoint for `learnedTtlMs`, so every worker and
+ * the next job start there. From there it probes upward: back to the learned limit along a cubic
+ * within a few seconds, a plateau (4 s, doubled by every probe that finds the same limit again, up
+ * to a minute: each probe costs the account's other clients a few 429s), a gentle cubic probe up
+ * to +10%, then doubling every 2 s, so a limit learned too low or raised is found in seconds. Request 429s (`Throttling.RateQuota`) act on the request schedule,
  * token 429s (`Throttling.AllocationQuota`) on the token schedule; burst 429s only skip a slot.
  * With nothing learned, traffic after an idle spell starts slowly (doubling every
  * `slowStartDoublingMs`), so an unknown limit is met at a rate close to it, not five times over.
@@ -43,14 +44,28 @@ export interface RateGateOptions {
    * (Default: 1/5000: +20% of the learned limit 10 s past the plateau, +100% after 17 s).
    */
   growth?: number;
-  /** How long the estimate holds at the learned limit before probing above it (Default: 8,000 ms). */
+  /**
+   * How long the estimate holds at a newly learned limit before probing above it (Default: 4,000
+   * ms). Each probe that finds the same limit again doubles the hold, up to `maxPlateauMs`.
+   */
   plateauMs?: number;
+  /**
+   * Longest hold between probes of a limit confirmed again and again (Default: 60,000 ms). Every
+   * probe costs the account's other clients a few 429s; a rarer probe is the politeness.
+   */
+  maxPlateauMs?: number;
+  /**
+   * Doubling time of the probe once it is 10% above the learned limit without a 429 (Default:
+   * 2,000 ms): a limit learned too low, or one that rose, is found within seconds.
+   */
+  probeDoublingMs?: number;
   /** How far below the learned limit the estimate restarts after a cut (Default: 0.03). */
   backoff?: number;
   /**
-   * Margin kept below a learned limit (Default: 0.04). The limit is shared with clients the gate
-   * cannot see; 1% (the target utilisation) left their requests and ours colliding in the
-   * provider's one-second window.
+   * Margin kept below a learned limit (Default: 0.04), and for requests at least one a second (at
+   * most a quarter of the limit; 0 turns both off). The limit is shared with clients the gate
+   * cannot see; 1% (the target utilisation), or 4% at 14 requests a second, left their requests
+   * and ours colliding in the provider's one-second window.
    */
   learnedMargin?: number;
   /** Slow start's first rate, as a fraction of the limit in force (Default: 0.1). */
@@ -132,7 +147,9 @@ export class RateGate {
       reserve: options.reserve ?? 0,
       learnedTtlMs: options.learnedTtlMs ?? 3_600_000,
       growth: options.growth ?? 1 / 5000,
-      plateauMs: options.plateauMs ?? 8_000,
+      plateauMs: options.plateauMs ?? 4_000,
+      maxPlateauMs: options.maxPlateauMs ?? 60_000,
+      probeDoublingMs: options.probeDoublingMs ?? 2_000,
       backoff: options.backoff ?? 0.03,
       learnedMargin: options.learnedMargin ?? 0.04,
       slowStartFraction: options.slowStartFraction ?? 0.1,
@@ -158,6 +175,8 @@ export class RateGate {
       o.slowStartDoublingMs,
       o.idleMs,
       o.learnedMargin,
+      o.probeDoublingMs,
+      o.maxPlateauMs,
     ];
     this.keys = [key, `${key}:learned`];
     this.scripts = {

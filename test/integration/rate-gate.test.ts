@@ -23,6 +23,8 @@ describe('RateGate (real Redis)', () => {
     await gate.reserve(0);
     await sleep(120);
   };
+  /** The rate in force under a learned request limit's estimate: 4% below it, at least one request a second (a quarter at most). */
+  const underLearned = (estimate: number): number => estimate - Math.max(estimate * 0.04, Math.min(60, estimate / 4));
   /** No slow start, no booking horizon: these cases look at the schedule itself. */
   const steady = { slowStartFraction: 1, horizonMs: 60_000 };
 
@@ -131,12 +133,12 @@ describe('RateGate (real Redis)', () => {
     const verdict = await b.throttled('requests');
     expect(verdict).toMatchObject({ action: 'cut', kind: 'requests', configuredPerMinute: 600 });
     if (verdict.action !== 'cut') throw new Error('unreachable');
-    // 4 accepted over the last two full seconds: 120 a minute; the estimate restarts 3% below it,
-    // and the rate keeps a 4% margin under the estimate.
-    expect(verdict.learnedPerMinute).toBe(120);
-    expect(verdict.inForcePerMinute).toBe(Math.round(120 * 0.97 * 0.96));
+    // 4 accepted in the best of the last three seconds: 240 a minute; the estimate restarts 3% below
+    // it, and the rate keeps a margin under the estimate (here one request a second).
+    expect(verdict.learnedPerMinute).toBe(240);
+    expect(verdict.inForcePerMinute).toBe(Math.round(underLearned(240 * 0.97)));
     // Every client of the key paces at it, and the state says configured, learned and in force.
-    expect((await a.reserve(1)).requestsPerMinute).toBeLessThan(150);
+    expect((await a.reserve(1)).requestsPerMinute).toBeLessThan(250);
     const state = await a.state();
     expect(state.configured.requestsPerMinute).toBe(600);
     expect(state.learned.requestsPerMinute).toBeCloseTo(verdict.learnedPerMinute, -1);
@@ -148,8 +150,8 @@ describe('RateGate (real Redis)', () => {
 
   it('does not cut a limit believed right for a few 429s among many accepted requests', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
-    // 100 accepted in the last two seconds (50 a second): 3 quick 429s are jitter, 5 (10%) a cluster.
-    for (let index = 0; index < 100; index += 1) gate.completed(1, 1);
+    // 50 accepted in the last second: 3 quick 429s are jitter, 5 (10%) a cluster.
+    for (let index = 0; index < 50; index += 1) gate.completed(1, 1);
     await settleIntoPastSecond(gate);
     for (let index = 0; index < 4; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
     expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 3000 });
@@ -166,10 +168,15 @@ describe('RateGate (real Redis)', () => {
     expect(verdict.action).toBe('cut');
     const next = new RateGate(redisB, gateKey, limits, { targetUtilization: 1, learnedTtlMs: 1_500 });
     const reservation = await next.reserve(1);
-    // 20 accepted in the last two seconds → 600 a minute, far below the 6,000 configured; the
-    // estimate restarts 3% below it and climbs back, and the rate keeps 4% under the estimate.
-    expect(reservation.requestsPerMinute).toBeGreaterThanOrEqual(600 * 0.97 * 0.96 - 0.01);
-    expect(reservation.requestsPerMinute).toBeLessThanOrEqual(600 * 0.96 + 0.01);
+    // 20 accepted in the last second (1,200 a minute), but the 429 came in the slow start's first
+    // step, at ~600 a minute: a probe's 429 caps the limit at the rate that failed. The estimate
+    // restarts 3% below it and climbs back, and the rate keeps one request a second under it.
+    if (verdict.action !== 'cut') throw new Error('unreachable');
+    // (The slow start's clock ran for the ~120 ms the settlement took: a few percent above 600.)
+    expect(verdict.learnedPerMinute).toBeGreaterThanOrEqual(600);
+    expect(verdict.learnedPerMinute).toBeLessThan(700);
+    expect(reservation.requestsPerMinute).toBeGreaterThanOrEqual(underLearned(verdict.learnedPerMinute * 0.97) - 1);
+    expect(reservation.requestsPerMinute).toBeLessThanOrEqual(underLearned(verdict.learnedPerMinute) + 1);
     await sleep(1_700);
     expect((await next.state()).learned.requestsPerMinute).toBeUndefined();
   });
@@ -177,8 +184,9 @@ describe('RateGate (real Redis)', () => {
   it('after a cut, climbs back to the learned limit, holds, then probes above it and gives it up at the ceiling', async () => {
     const gateKey = key();
     const limits = { requestsPerMinute: 2000, tokensPerMinute: 1e12 };
-    // Fast curve for the test: K = cbrt(0.1 / 1) ≈ 0.46 s to the plateau, 0.3 s hold, then +100% in 1 s.
-    const gate = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0, learnedMargin: 0 });
+    // Fast curve for the test: K = cbrt(0.1 / 1) ≈ 0.46 s to the plateau, 0.3 s hold, +10% in
+    // 0.46 s, then doubling every 200 ms.
+    const gate = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0, learnedMargin: 0, probeDoublingMs: 200 });
     await gate.reserve(1);
     for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
     await settleIntoPastSecond(gate);
