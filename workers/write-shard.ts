@@ -42,7 +42,11 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   const started = performance.now();
   // Lines that take a previous row's vectors (`--reuse`) join the shard as one more batch.
   const batches = buffered.reuseList ? [...buffered.batches, await reusedRowsBatch(services, id, buffered.reuseList, options.dimension)] : buffered.batches;
-  const { bytes, rows, upserts } = await services.shardEncoder.encode(batches, { dimension: options.dimension, format: options.outputFormat });
+  const { bytes, rows, upserts } = await services.shardEncoder.encode(batches, {
+    dimension: options.dimension,
+    format: options.outputFormat,
+    interleaved: buffered.reuseList !== undefined,
+  });
   const output = openOutput(options.output, services);
   const file = shardFileName(payload.shard, options.outputFormat);
   await output.store.write(output.prefix + file, bytes);

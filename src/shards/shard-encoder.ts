@@ -26,7 +26,7 @@ export class ShardEncoder {
    * Decodes the batches, sorts rows by `row`, and returns the shard file's bytes, plus a Parquet
    * file of the rows marked `upsert` (the shard's `_delta/` upserts) when any is.
    */
-  encode(batches: readonly Buffer[], options: { dimension: number; format: OutputFormat }): Promise<EncodedShard> {
+  encode(batches: readonly Buffer[], options: { dimension: number; format: OutputFormat; interleaved?: boolean }): Promise<EncodedShard> {
     const worker = this.thread();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -37,7 +37,7 @@ export class ShardEncoder {
       // would hold a serialized copy as well as the thread's.
       const copies = batches.map((batch) => new Uint8Array(batch));
       worker.postMessage(
-        { id, batches: copies, dimension: options.dimension, format: options.format } satisfies ShardThreadRequest,
+        { id, batches: copies, dimension: options.dimension, format: options.format, interleaved: options.interleaved === true } satisfies ShardThreadRequest,
         copies.map((copy) => copy.buffer),
       );
     });

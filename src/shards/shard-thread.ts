@@ -13,6 +13,12 @@ export interface ShardThreadRequest {
   batches: Array<Uint8Array | undefined>;
   dimension: number;
   format: OutputFormat;
+  /**
+   * Batches whose rows interleave (reused rows copied from a previous output sit between embedded
+   * ones): decoded whole and sorted, since row groups can be streamed only from batches that each
+   * hold a run of rows no other batch enters.
+   */
+  interleaved?: boolean;
 }
 
 /** The thread's own memory after a shard: its JS heap and parquet-wasm's WebAssembly memory. */
@@ -47,7 +53,7 @@ parentPort?.on('message', (request: ShardThreadRequest) => {
         count += rows.length;
         for (const row of rows) if (row.upsert === true) marked.push(row);
       };
-      if (request.format === 'parquet') {
+      if (request.format === 'parquet' && request.interleaved !== true) {
         // Row group by row group: only one group's rows and Arrow data exist at a time.
         const groups = shardRowGroups(request.batches, PARQUET_ROW_GROUP_ROWS);
         bytes = await encodeParquetRowGroups(watching(groups, see), request.dimension);

@@ -49,7 +49,8 @@ function secondCorpus(): { docs: Doc[]; edited: string[]; added: string[]; delet
 
 const jsonl = (docs: Doc[]): string => docs.map((doc) => JSON.stringify(doc)).join('\n');
 
-describe('incremental runs (--reuse, schedules --incremental, the delta)', () => {
+// Each test runs whole jobs twice or more against an emulator with 429s and 5xx: give them time.
+describe('incremental runs (--reuse, schedules --incremental, the delta)', { timeout: 180_000 }, () => {
   let world: World;
   const folders: string[] = [];
   const second = secondCorpus();

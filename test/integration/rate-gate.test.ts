@@ -28,6 +28,16 @@ describe('RateGate (real Redis)', () => {
   /** No slow start, no booking horizon: these cases look at the schedule itself. */
   const steady = { slowStartFraction: 1, horizonMs: 60_000 };
 
+  /** Callers queueing for slots: only 429s that meet a saturated schedule teach the gate anything. */
+  const saturate = async (gate: RateGate, slots = 4): Promise<void> => {
+    for (let index = 0; index < slots; index += 1) await gate.reserve(0);
+  };
+  /** Ramping, a cluster of 429s (3, the default strikesToCut) ends the ramp; fewer skip a slot. */
+  const cluster = async (gate: RateGate): Promise<Awaited<ReturnType<RateGate['throttled']>>> => {
+    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    return gate.throttled('requests');
+  };
+
   it('keys a gate by model and endpoint host, never by anything secret', () => {
     expect(rateGateKey('embedq', 'text-embedding-v4', 'https://dashscope-intl.aliyuncs.com')).toBe('embedq:rate:text-embedding-v4:dashscope-intl.aliyuncs.com');
   });
@@ -153,6 +163,7 @@ describe('RateGate (real Redis)', () => {
     // 50 accepted in the last second: 3 quick 429s are jitter, 5 (10%) a cluster.
     for (let index = 0; index < 50; index += 1) gate.completed(1, 1);
     await settleIntoPastSecond(gate);
+    await saturate(gate, 12);
     for (let index = 0; index < 4; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
     expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 3000 });
   });
@@ -161,10 +172,11 @@ describe('RateGate (real Redis)', () => {
     const gateKey = key();
     const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
     const first = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, learnedTtlMs: 1_500 });
-    await first.reserve(1); // slow start: any 429 is news
+    await first.reserve(1); // slow start: a cluster of 429s is news
     for (let index = 0; index < 20; index += 1) first.completed(1, 1);
     await settleIntoPastSecond(first);
-    const verdict = await first.throttled('requests');
+    await saturate(first);
+    const verdict = await cluster(first);
     expect(verdict.action).toBe('cut');
     const next = new RateGate(redisB, gateKey, limits, { targetUtilization: 1, learnedTtlMs: 1_500 });
     const reservation = await next.reserve(1);
@@ -190,7 +202,8 @@ describe('RateGate (real Redis)', () => {
     await gate.reserve(1);
     for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
     await settleIntoPastSecond(gate);
-    const verdict = await gate.throttled('requests');
+    await saturate(gate);
+    const verdict = await cluster(gate);
     if (verdict.action !== 'cut') throw new Error(`expected a cut, got ${JSON.stringify(verdict)}`);
     const learned = verdict.learnedPerMinute;
     expect(verdict.inForcePerMinute).toBeCloseTo(learned * 0.9, -1);
