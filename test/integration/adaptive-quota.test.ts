@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { EmulatorStats } from '../../src/emulator/server.js';
-import { buildCorpus } from '../support/corpus-fixture.js';
-import { runEmbedq, spawnEmbedq, spawnEmulatorProcess, startWorld, stopProcess, type World } from '../support/world.js';
+import { type RateLimitedWorld, runEmbedq, spawnEmbedq, startRateLimitedWorld, stopProcess, type World } from '../support/world.js';
 
 /** What the emulator allows: 15 requests a second. embedq is told the published 6,000 (the default), 6.7× too much. */
 const REAL_QPM = 900;
@@ -18,21 +17,16 @@ function summarize(history: EmulatorStats['history'], skip: number): { share429:
 }
 
 describe('the gate finds a limit below the configured one', () => {
+  let limited: RateLimitedWorld;
   let world: World;
-  let emulator: Awaited<ReturnType<typeof spawnEmulatorProcess>>;
+  let emulator: RateLimitedWorld['emulator'];
   let env: NodeJS.ProcessEnv;
   beforeAll(async () => {
     // EMBEDQ_QPM unset: the model's published 6,000 QPM is the ceiling.
-    world = await startWorld({}, {});
-    emulator = await spawnEmulatorProcess(world.env, ['--qpm', String(REAL_QPM), '--latency-ms', '40,80,200', '--token-counting', 'estimate']);
-    env = { ...world.env, DASHSCOPE_BASE_URL: emulator.url };
-    const corpus = buildCorpus('data/', { textLines: 2400 });
-    for (const object of corpus.objects) await world.put(object.key, object.body);
+    limited = await startRateLimitedWorld(REAL_QPM);
+    ({ world, emulator, env } = limited);
   });
-  afterAll(async () => {
-    await emulator.stop();
-    await world.close();
-  });
+  afterAll(() => limited?.close());
 
   it('converges on the real limit with few 429s, and a second job starts at the learned limit', async () => {
     const workers = [spawnEmbedq(env, ['worker', '--concurrency', '16']), spawnEmbedq(env, ['worker', '--concurrency', '16'])];

@@ -1,27 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { buildCorpus } from '../support/corpus-fixture.js';
-import { runEmbedq, spawnEmbedq, spawnEmulatorProcess, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+import { type RateLimitedWorld, runEmbedq, spawnEmbedq, startRateLimitedWorld, stopProcess, waitForJob, type World } from '../support/world.js';
 
 const QPM = 900; // 15 requests per second
 
 describe('one global rate across worker processes', () => {
+  let limited: RateLimitedWorld;
   let world: World;
-  let emulator: Awaited<ReturnType<typeof spawnEmulatorProcess>>;
+  let emulator: RateLimitedWorld['emulator'];
   let env: NodeJS.ProcessEnv;
   beforeAll(async () => {
     // 98% of the limit leaves 20 ms a second for scheduling jitter: this file runs beside other
     // test files on two cores, which delays timers far more than a worker on its own machine sees.
-    world = await startWorld({}, { EMBEDQ_QPM: String(QPM), EMBEDQ_TARGET_UTILIZATION: '0.98' });
-    emulator = await spawnEmulatorProcess(world.env, ['--qpm', String(QPM), '--latency-ms', '40,80,200', '--token-counting', 'estimate']);
-    env = { ...world.env, DASHSCOPE_BASE_URL: emulator.url };
-    const corpus = buildCorpus('data/', { textLines: 2400 });
-    for (const object of corpus.objects) await world.put(object.key, object.body);
+    limited = await startRateLimitedWorld(QPM, { EMBEDQ_QPM: String(QPM), EMBEDQ_TARGET_UTILIZATION: '0.98' });
+    ({ world, emulator, env } = limited);
   });
-  afterAll(async () => {
-    await emulator.stop();
-    await world.close();
-  });
+  afterAll(() => limited?.close());
 
   it('keeps two worker processes under the per-second limit with almost no 429s', async () => {
     const workers = [spawnEmbedq(env, ['worker', '--concurrency', '16']), spawnEmbedq(env, ['worker', '--concurrency', '16'])];

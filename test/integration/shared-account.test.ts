@@ -2,8 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { EmulatorStats } from '../../src/emulator/server.js';
 import { startSteadyClient, type SteadySecond } from '../../src/emulator/steady-client.js';
-import { buildCorpus } from '../support/corpus-fixture.js';
-import { runEmbedq, spawnEmbedq, spawnEmulatorProcess, startWorld, stopProcess, type World } from '../support/world.js';
+import { type RateLimitedWorld, runEmbedq, spawnEmbedq, startRateLimitedWorld, stopProcess, type World } from '../support/world.js';
 
 /** The account's limit: 15 requests a second. embedq is told it; another app uses 30% of it. */
 const ACCOUNT_QPM = 900;
@@ -16,20 +15,15 @@ const OTHER_PER_SECOND = (ACCOUNT_QPM / 60) * 0.3;
  * it, the collisions go on (7 in the 16 s from 10 s after the first). See README "Adaptive quota".
  */
 describe.skipIf(!process.env.EMBEDQ_TEST_POLITENESS)('an account shared with another application', () => {
+  let limited: RateLimitedWorld;
   let world: World;
-  let emulator: Awaited<ReturnType<typeof spawnEmulatorProcess>>;
+  let emulator: RateLimitedWorld['emulator'];
   let env: NodeJS.ProcessEnv;
   beforeAll(async () => {
-    world = await startWorld({}, { EMBEDQ_QPM: String(ACCOUNT_QPM) });
-    emulator = await spawnEmulatorProcess(world.env, ['--qpm', String(ACCOUNT_QPM), '--latency-ms', '40,80,200', '--token-counting', 'estimate']);
-    env = { ...world.env, DASHSCOPE_BASE_URL: emulator.url };
-    const corpus = buildCorpus('data/', { textLines: 2400 });
-    for (const object of corpus.objects) await world.put(object.key, object.body);
+    limited = await startRateLimitedWorld(ACCOUNT_QPM, { EMBEDQ_QPM: String(ACCOUNT_QPM) });
+    ({ world, emulator, env } = limited);
   });
-  afterAll(async () => {
-    await emulator.stop();
-    await world.close();
-  });
+  afterAll(() => limited?.close());
 
   it("leaves the other application's share: its 429s stop within seconds of embedq's first", async () => {
     const other = startSteadyClient(emulator.url, OTHER_PER_SECOND);

@@ -13,6 +13,7 @@ import { startEmulator, type EmulatorOptions, type EmulatorStats, type RunningEm
 import { createLogger } from '../../src/logger.js';
 import { sleep } from '../../src/sleep.js';
 import { createServices, type Services } from '../../workers/services.js';
+import { buildCorpus } from './corpus-fixture.js';
 import { startS3rver, type TestS3 } from './s3rver.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -158,5 +159,33 @@ export async function spawnEmulatorProcess(env: NodeJS.ProcessEnv, flags: string
       return (await (await fetch(`${url}/emulator/stats`)).json()) as EmulatorStats;
     },
     stop: () => stopProcess(child),
+  };
+}
+
+/** A world whose DashScope is an emulator process allowing `qpm`, and a corpus under `data/`. */
+export interface RateLimitedWorld {
+  world: World;
+  emulator: Awaited<ReturnType<typeof spawnEmulatorProcess>>;
+  /** The world's environment pointed at the limited emulator: what `embedq` children get. */
+  env: NodeJS.ProcessEnv;
+  close(): Promise<void>;
+}
+
+/**
+ * The rate tests' setting: the emulator in its own process (its clock apart from s3rver's work),
+ * limited to `qpm` with 40/80/200 ms latency, and `lines` text lines to embed.
+ */
+export async function startRateLimitedWorld(qpm: number, extraEnv: Record<string, string> = {}, lines = 2400): Promise<RateLimitedWorld> {
+  const world = await startWorld({}, extraEnv);
+  const emulator = await spawnEmulatorProcess(world.env, ['--qpm', String(qpm), '--latency-ms', '40,80,200', '--token-counting', 'estimate']);
+  for (const object of buildCorpus('data/', { textLines: lines }).objects) await world.put(object.key, object.body);
+  return {
+    world,
+    emulator,
+    env: { ...world.env, DASHSCOPE_BASE_URL: emulator.url },
+    async close() {
+      await emulator.stop();
+      await world.close();
+    },
   };
 }
