@@ -139,6 +139,7 @@ describe('RateGate (real Redis)', () => {
     // The provider accepted 4 requests in the last second (240 a minute), then 429s cluster.
     for (let index = 0; index < 4; index += 1) a.completed(1, 1);
     await settleIntoPastSecond(a);
+    await saturate(a); // callers queue: these 429s meet a saturated schedule
     expect(await a.throttled('requests')).toEqual({ action: 'skip' });
     const verdict = await b.throttled('requests');
     expect(verdict).toMatchObject({ action: 'cut', kind: 'requests', configuredPerMinute: 600 });
