@@ -123,7 +123,7 @@ function figures(
 }
 
 /** Workers, a fresh emulator and a Redis prefix of their own for one scenario. */
-async function withSetup<T>(redisUrl: string, prefix: string, told: number, work: (services: Services, emulator: EmulatorProcess) => Promise<T>): Promise<T> {
+async function withSetup<T>(redisUrl: string, prefix: string, told: number, work: (services: Services, emulator: EmulatorProcess, workers: WorkerProcess[]) => Promise<T>): Promise<T> {
   const emulator = await spawnEmulator(['--qpm', String(REAL_QPM), '--tpm', '0', '--token-counting', 'estimate', '--latency-ms', LATENCY]);
   const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redisUrl, EMBEDQ_REDIS_PREFIX: prefix, DASHSCOPE_BASE_URL: emulator.url, EMBEDQ_QPM: String(told), LOG_LEVEL: 'info' };
   delete env.DASHSCOPE_API_KEY;
@@ -134,7 +134,7 @@ async function withSetup<T>(redisUrl: string, prefix: string, told: number, work
   try {
     for (let index = 0; index < WORKERS; index += 1) workers.push(spawnWorker(env, CONCURRENCY));
     await sleep(1_500);
-    return await work(services, emulator);
+    return await work(services, emulator, workers);
   } finally {
     await Promise.all(workers.map((worker) => worker.stop()));
     await services.close();
@@ -142,7 +142,10 @@ async function withSetup<T>(redisUrl: string, prefix: string, told: number, work
   }
 }
 
-export async function adaptiveScenarios(redisUrl: string, folder: string, quick: boolean): Promise<AdaptiveFigures[]> {
+/** The scenarios by name, for `--scenario` (tuning one at a time). */
+export type AdaptiveScenario = 'unknown' | 'shared' | 'change';
+
+export async function adaptiveScenarios(redisUrl: string, folder: string, quick: boolean, only?: AdaptiveScenario): Promise<AdaptiveFigures[]> {
   // 200 lines a second at the real quota: 45 s of work, 22 s for the second job.
   const lines = quick ? 3_000 : 9_000;
   const corpus = await benchCorpus(folder, lines);
@@ -150,70 +153,92 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
   const results: AdaptiveFigures[] = [];
   const base = { redisUrl, corpus };
 
-  console.log(`\n5. unknown quota: told 6,000 QPM, the emulator allows ${REAL_QPM}; then a second job with the learned limit (${lines} lines, dim 256 dense)`);
-  await withSetup(redisUrl, 'bench-unknown', 6_000, async (services, emulator) => {
-    const first = await runJob(services, { ...base, prefix: 'bench-unknown', output: `${folder}/unknown-1`, emulator, told: 6_000 });
-    results.push(figures('unknown quota, told 5× too much', await emulator.stats(), first));
-    await sleep(6_000); // an idle gap, as between two jobs
-    const second = await runJob(services, { ...base, corpus: secondCorpus, prefix: 'bench-unknown', output: `${folder}/unknown-2`, emulator, told: 6_000 });
-    const figure = figures('a second job after the first learned the limit', await emulator.stats(), second);
-    // Its 429 share from its first second (the 5-s allowance does not apply).
-    results.push({ ...figure, share429After5s: figure.share429 });
-  });
-  for (const result of results.slice(-2)) printResult(result);
+  const runs = (scenario: AdaptiveScenario): boolean => only === undefined || only === scenario;
 
-  console.log(`\n6. shared account: another client sends 30% of ${REAL_QPM} QPM throughout; embedq told the account's ${REAL_QPM}`);
-  await withSetup(redisUrl, 'bench-shared', REAL_QPM, async (services, emulator) => {
-    const other = startSteadyClient(emulator.url, PER_SECOND * 0.3);
-    await sleep(3_000);
-    const run = await runJob(services, { ...base, prefix: 'bench-shared', output: `${folder}/shared`, emulator, told: REAL_QPM });
-    const bySecond = await other.stop();
-    const seconds = [...bySecond].filter(([second]) => second >= run.startSecond && second < run.endSecond);
-    console.log(`  other client, 429s per second since embedq's submit: ${seconds.map(([, entry]) => entry.limited).join(' ')}`);
-    results.push(figures('shared account (other client 30%)', await emulator.stats(), run, bySecond));
-  });
-  printResult(results.at(-1)!);
-
-  console.log(`\n7. quota change: told ${REAL_QPM} (right); halved at 12 s, restored at 27 s`);
-  await withSetup(redisUrl, 'bench-change', REAL_QPM, async (services, emulator) => {
-    const setLimit = (qpm: number): Promise<Response> => fetch(`${emulator.url}/emulator/limits`, { method: 'POST', body: JSON.stringify({ qpm }) });
-    let halvedAt = NaN;
-    let restoredAt = NaN;
-    const run = await runJob(services, {
-      ...base,
-      prefix: 'bench-change',
-      output: `${folder}/change`,
-      emulator,
-      told: REAL_QPM,
-      tick: async (elapsed) => {
-        if (elapsed === 12) {
-          halvedAt = elapsed;
-          await setLimit(REAL_QPM / 2);
-        }
-        if (elapsed === 27) {
-          restoredAt = elapsed;
-          await setLimit(REAL_QPM);
-        }
-      },
+  if (runs('unknown')) {
+    console.log(`\n5. unknown quota: told 6,000 QPM, the emulator allows ${REAL_QPM}; then a second job with the learned limit (${lines} lines, dim 256 dense)`);
+    await withSetup(redisUrl, 'bench-unknown', 6_000, async (services, emulator, workers) => {
+      const first = await runJob(services, { ...base, prefix: 'bench-unknown', output: `${folder}/unknown-1`, emulator, told: 6_000 });
+      results.push(figures('unknown quota, told 5× too much', await emulator.stats(), first));
+      printCuts(workers, first);
+      await sleep(6_000); // an idle gap, as between two jobs
+      const second = await runJob(services, { ...base, corpus: secondCorpus, prefix: 'bench-unknown', output: `${folder}/unknown-2`, emulator, told: 6_000 });
+      const figure = figures('a second job after the first learned the limit', await emulator.stats(), second);
+      // Its 429 share from its first second (the 5-s allowance does not apply).
+      results.push({ ...figure, share429After5s: figure.share429 });
+      printCuts(workers, second);
     });
-    // The limit in force each second: halved from the halving's second to the restore's.
-    const limitAt = (second: number): number => (second >= halvedAt && second < restoredAt ? PER_SECOND / 2 : PER_SECOND);
-    const figure = figures('quota halved mid-run, then restored', await emulator.stats(), run, undefined, limitAt);
-    const rows = figure.perSecond.map(([accepted, limited], second) => ({ second, accepted, limited }));
-    const halved = rows.filter((row) => row.second >= halvedAt + 5 && row.second < restoredAt);
-    const share = halved.reduce((total, row) => total + row.limited, 0) / Math.max(1, halved.reduce((total, row) => total + row.accepted + row.limited, 0));
-    let back = NaN;
-    for (const row of rows.filter((entry) => entry.second >= restoredAt)) {
-      const window = rows.filter((entry) => entry.second > row.second - 3 && entry.second <= row.second);
-      if (window.length === 3 && window.reduce((total, entry) => total + entry.accepted, 0) / 3 >= PER_SECOND * 0.95) {
-        back = row.second - restoredAt;
-        break;
+    for (const result of results.slice(-2)) printResult(result);
+  }
+
+  if (runs('shared')) {
+    console.log(`\n6. shared account: another client sends 30% of ${REAL_QPM} QPM throughout; embedq told the account's ${REAL_QPM}`);
+    await withSetup(redisUrl, 'bench-shared', REAL_QPM, async (services, emulator, workers) => {
+      const other = startSteadyClient(emulator.url, PER_SECOND * 0.3);
+      await sleep(3_000);
+      const run = await runJob(services, { ...base, prefix: 'bench-shared', output: `${folder}/shared`, emulator, told: REAL_QPM });
+      const bySecond = await other.stop();
+      const seconds = [...bySecond].filter(([second]) => second >= run.startSecond && second < run.endSecond);
+      console.log(`  other client, 429s per second since embedq's submit: ${seconds.map(([, entry]) => entry.limited).join(' ')}`);
+      results.push(figures('shared account (other client 30%)', await emulator.stats(), run, bySecond));
+      printCuts(workers, run);
+    });
+    printResult(results.at(-1)!);
+  }
+
+  if (runs('change')) {
+    console.log(`\n7. quota change: told ${REAL_QPM} (right); halved at 12 s, restored at 27 s`);
+    await withSetup(redisUrl, 'bench-change', REAL_QPM, async (services, emulator, workers) => {
+      const setLimit = (qpm: number): Promise<Response> => fetch(`${emulator.url}/emulator/limits`, { method: 'POST', body: JSON.stringify({ qpm }) });
+      let halvedAt = NaN;
+      let restoredAt = NaN;
+      const run = await runJob(services, {
+        ...base,
+        prefix: 'bench-change',
+        output: `${folder}/change`,
+        emulator,
+        told: REAL_QPM,
+        tick: async (elapsed) => {
+          if (elapsed === 12) {
+            halvedAt = elapsed;
+            await setLimit(REAL_QPM / 2);
+          }
+          if (elapsed === 27) {
+            restoredAt = elapsed;
+            await setLimit(REAL_QPM);
+          }
+        },
+      });
+      // The limit in force each second: halved from the halving's second to the restore's.
+      const limitAt = (second: number): number => (second >= halvedAt && second < restoredAt ? PER_SECOND / 2 : PER_SECOND);
+      const figure = figures('quota halved mid-run, then restored', await emulator.stats(), run, undefined, limitAt);
+      const rows = figure.perSecond.map(([accepted, limited], second) => ({ second, accepted, limited }));
+      const halved = rows.filter((row) => row.second >= halvedAt + 5 && row.second < restoredAt);
+      const share = halved.reduce((total, row) => total + row.limited, 0) / Math.max(1, halved.reduce((total, row) => total + row.accepted + row.limited, 0));
+      let back = NaN;
+      for (const row of rows.filter((entry) => entry.second >= restoredAt)) {
+        const window = rows.filter((entry) => entry.second > row.second - 3 && entry.second <= row.second);
+        if (window.length === 3 && window.reduce((total, entry) => total + entry.accepted, 0) / 3 >= PER_SECOND * 0.95) {
+          back = row.second - restoredAt;
+          break;
+        }
       }
-    }
-    results.push({ ...figure, share429HalvedAfter5s: share, secondsBackTo95: back });
-  });
-  printResult(results.at(-1)!);
+      results.push({ ...figure, share429HalvedAfter5s: share, secondsBackTo95: back });
+      printCuts(workers, run);
+    });
+    printResult(results.at(-1)!);
+  }
   return results;
+}
+
+/** The gate's cuts and nudges since a job's submit second: `12.3 s cut to 1100/min`. */
+function printCuts(workers: readonly WorkerProcess[], window: { startSecond: number; endSecond: number }): void {
+  const cuts = workers
+    .flatMap((worker) => worker.cuts)
+    .filter((cut) => cut.time >= window.startSecond * 1000 && cut.time < (window.endSecond + 1) * 1000)
+    .sort((a, b) => a.time - b.time)
+    .map((cut) => `${(cut.time / 1000 - window.startSecond).toFixed(1)} s ${cut.action === 'nudge' ? 'nudged to' : 'cut to'} ${cut.learnedPerMinute}/min`);
+  console.log(`  cuts and nudges: ${cuts.length ? cuts.join(', ') : 'none'}`);
 }
 
 /** The figures, and accepted/429s per second since submit (`14/1` = 14 accepted, one 429). */

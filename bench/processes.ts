@@ -14,7 +14,9 @@ export interface WorkerProcess {
   requestMs: number[];
   /** The worker's `memory` lines (every 5 s). */
   memory: Array<Record<string, number>>;
-  /** Parsed `--cpu-prof` output path, if profiling. */
+  /** The gate's cuts and nudges this worker reported (`rate limit learned`/`lowered`): wall time (ms) and the limits. */
+  cuts: Array<{ time: number; action: 'cut' | 'nudge'; kind: string; learnedPerMinute: number; inForcePerMinute: number }>;
+  /** Stops the worker (SIGTERM) and waits for it to exit. */
   stop(): Promise<void>;
 }
 
@@ -27,8 +29,10 @@ export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOpt
   });
   const requestMs: number[] = [];
   const memory: Array<Record<string, number>> = [];
+  const cuts: WorkerProcess['cuts'] = [];
   createInterface({ input: child.stdout! }).on('line', (line) => {
     if (line.includes('"msg":"memory"')) memory.push(JSON.parse(line) as Record<string, number>);
+    if (line.includes('"msg":"rate limit l')) cuts.push({ ...(JSON.parse(line) as WorkerProcess['cuts'][number]), time: Date.now() });
     if (!line.includes('"batch embedded"')) return;
     const parsed = JSON.parse(line) as { requestMs?: number };
     if (parsed.requestMs) requestMs.push(parsed.requestMs);
@@ -37,6 +41,7 @@ export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOpt
     child,
     requestMs,
     memory,
+    cuts,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

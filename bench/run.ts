@@ -24,7 +24,7 @@ import { createLogger } from '../src/logger.js';
 import { sleep } from '../src/sleep.js';
 import { startPrivateRedis } from '../src/redis/private-redis.js';
 import { createServices } from '../workers/services.js';
-import { adaptiveRows, adaptiveScenarios, type AdaptiveFigures } from './adaptive.js';
+import { adaptiveRows, adaptiveScenarios, type AdaptiveFigures, type AdaptiveScenario } from './adaptive.js';
 import { benchCorpus } from './corpus.js';
 import { cpuSeconds, percentile, rssBytes, spawnEmulator, spawnWorker, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
@@ -37,6 +37,8 @@ const QUICK = process.argv.includes('--quick');
  * folder (profiles, outputs).
  */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+/** With `--only adaptive`: `--scenario unknown|shared|change` runs just that one. */
+const SCENARIO = process.argv.includes('--scenario') ? (process.argv[process.argv.indexOf('--scenario') + 1] as AdaptiveScenario) : undefined;
 const QPM = 6_000;
 const TPM = 24_000_000;
 const WORKERS = 2;
@@ -56,6 +58,8 @@ interface RunResult {
   accepted: number;
   throttled: number;
   throttledShare: number;
+  /** Seconds before the steady state: until the first second at 90% of the limit (at least 3). */
+  rampSeconds: number;
   steadyRequestsPerMinute: number;
   steadyTokensPerMinute: number;
   maxRequestsPerSecond: number;
@@ -70,6 +74,10 @@ interface RunResult {
   memoryBreakdown: Record<string, number>;
   /** Requests the emulator accepted in each second of the run. */
   acceptedPerSecond: number[];
+  /** 429s the emulator answered in each second of the run. */
+  throttledPerSecond: number[];
+  /** The gate's cuts and nudges: seconds since submit, the limit learned (per minute), and `nudge` for a nudge. */
+  cuts: Array<[number, number, string]>;
   /**
    * Redis's load during the run, from INFO deltas: commands (those run inside Lua scripts, ours and
    * BullMQ's, included) and CPU seconds. Includes the bench's own polling, ~40 commands a second.
@@ -133,6 +141,7 @@ async function runEmbedq(
     const redisAtStart = await redisLoad(monitor);
     const output = options.output ?? path.join(context.folder, `out-${runCounter}`);
     const started = performance.now();
+    const startedWall = Date.now();
     const id = await submitCorpusJob(
       { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 },
       parseJobOptions({ input: options.corpus, output, ...options.job }),
@@ -151,8 +160,13 @@ async function runEmbedq(
     const redisAtEnd = await redisLoad(monitor);
     const workerCpuSeconds = workers.reduce((sum, worker, index) => sum + cpuSeconds(worker.child.pid!) - cpuAtStart[index]!, 0);
     const stats = await emulator.stats();
-    // Steady state: drop the first and last 3 seconds (ramp-up and the tail of the last shard).
-    const steady = stats.history.slice(3, -3);
+    // Steady state: from the end of the ramp-up (the first second at 90% of the limit; at least 3 s:
+    // the split, and the gate's slow start when nothing is learned) to 3 s before the end (the tail
+    // of the last shard). The ramp's length is reported on its own.
+    const perSecondLimit = (options.qpm ?? QPM) / 60;
+    const reached = stats.history.findIndex((second) => second.accepted >= perSecondLimit * 0.9);
+    const rampSeconds = options.unlimited || reached < 3 ? 3 : reached;
+    const steady = stats.history.slice(rampSeconds, -3);
     const mean = (pick: (second: (typeof steady)[number]) => number): number =>
       steady.length ? steady.reduce((sum, second) => sum + pick(second), 0) / steady.length : NaN;
     const latencies = workers.flatMap((worker) => worker.requestMs);
@@ -165,6 +179,7 @@ async function runEmbedq(
       accepted: stats.accepted,
       throttled,
       throttledShare: throttled / Math.max(1, stats.requests),
+      rampSeconds,
       steadyRequestsPerMinute: mean((second) => second.accepted) * 60,
       steadyTokensPerMinute: mean((second) => second.tokens) * 60,
       maxRequestsPerSecond: stats.maxRequestsPerSecond,
@@ -179,6 +194,11 @@ async function runEmbedq(
         MEMORY_FIELDS.map((field) => [field, Math.max(0, ...workers.flatMap((worker) => worker.memory.map((line) => line[field] ?? 0)))]),
       ),
       acceptedPerSecond: stats.history.map((second) => second.accepted),
+      throttledPerSecond: stats.history.map((second) => second.rateLimited),
+      cuts: workers
+        .flatMap((worker) => worker.cuts)
+        .map((cut): [number, number, string] => [Math.round((cut.time - startedWall) / 100) / 10, cut.learnedPerMinute, cut.action])
+        .sort((a, b) => a[0] - b[0]),
       redisCommandsPerLine: (redisAtEnd.commands - redisAtStart.commands) / options.lines,
       redisCpuMicrosPerLine: ((redisAtEnd.cpuSeconds - redisAtStart.cpuSeconds) * 1e6) / options.lines,
       redisCpuShare: (redisAtEnd.cpuSeconds - redisAtStart.cpuSeconds) / seconds,
@@ -262,6 +282,13 @@ function parseFloor(lines: string[]) {
   };
 }
 
+/** Accepted/429s per second (`97/2`; a bare number had no 429) and the gate's cuts, to read a run by. */
+function printTrace(result: RunResult): void {
+  const seconds = result.acceptedPerSecond.map((accepted, index) => (result.throttledPerSecond[index] ? `${accepted}/${result.throttledPerSecond[index]}` : `${accepted}`));
+  console.log(`  per second: ${seconds.join(' ')}`);
+  console.log(`  cuts and nudges: ${result.cuts.length ? result.cuts.map(([second, learned, action]) => `${second} s ${action === 'nudge' ? 'nudged to' : 'cut to'} ${learned}/min`).join(', ') : 'none'}`);
+}
+
 const mb = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 const fixed = (value: number, digits = 1): string => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
 
@@ -287,17 +314,19 @@ async function main(): Promise<void> {
       return;
     }
     if (ONLY === 'adaptive') {
-      console.log(`\n${adaptiveTable(await adaptiveScenarios(context.redisUrl, folder, QUICK))}`);
+      console.log(`\n${adaptiveTable(await adaptiveScenarios(context.redisUrl, folder, QUICK, SCENARIO))}`);
       return;
     }
     console.log(`\n1. quota-bound: ${QUOTA_LINES} lines, ${WORKERS} workers × ${CONCURRENCY}, emulator ${QPM} QPM / ${TPM} TPM, latency ${JSON.stringify(REALISTIC_LATENCY)} ms`);
     const quota = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: {}, emulator: QUOTA_EMULATOR });
     console.log(quota);
+    printTrace(quota);
     // The same at dimension 256 dense: small responses, so the emulator's JSON work competes less
     // with the workers on two cores and the gate's own precision is what is measured.
     console.log(`\n1b. quota-bound at dimension 256 dense (the gate's precision apart from CPU contention)`);
     const quota256 = await runEmbedq(context, { corpus: quotaCorpus, lines: QUOTA_LINES, workers: WORKERS, job: { dimension: 256, outputType: 'dense' }, emulator: QUOTA_EMULATOR });
     console.log(quota256);
+    printTrace(quota256);
     if (ONLY === 'quota') return;
     const adaptive = await adaptiveScenarios(context.redisUrl, folder, QUICK);
 
@@ -406,7 +435,7 @@ function markdown(r: {
     '',
     '| scenario | figure | value |',
     '|---|---|---|',
-    `| 1. quota-bound (native, dense&sparse, ${q.lines} lines) | steady QPM / limit | ${fixed(q.steadyRequestsPerMinute, 0)} / ${QPM} = ${fixed(q.qpmShare * 100)}% |`,
+    `| 1. quota-bound (native, dense&sparse, ${q.lines} lines) | steady QPM / limit (after a ${q.rampSeconds} s ramp) | ${fixed(q.steadyRequestsPerMinute, 0)} / ${QPM} = ${fixed(q.qpmShare * 100)}% |`,
     `| | steady TPM / limit | ${fixed(q.steadyTokensPerMinute, 0)} / ${TPM} = ${fixed(q.tpmShare * 100, 2)}% |`,
     `| | 429s / requests | ${q.throttled} / ${q.requests} = ${fixed(q.throttledShare * 100, 2)}% |`,
     `| | lines/s (end to end) | ${fixed(q.linesPerSecond, 0)} |`,
@@ -414,7 +443,7 @@ function markdown(r: {
     `| | max requests in any 1 s | ${q.maxRequestsPerSecond} (limit ${QPM / 60}) |`,
     `| | Redis per line: commands (inside scripts too), CPU | ${fixed(q.redisCommandsPerLine, 2)}, ${fixed(q.redisCpuMicrosPerLine, 1)} µs |`,
     `| | Redis CPU at this rate | ${fixed(q.redisCpuShare * 100)}% of one core |`,
-    `| 1b. the same at dimension 256 dense | steady QPM / limit | ${fixed(r.quotaBound256.steadyRequestsPerMinute, 0)} / ${QPM} = ${fixed(r.quotaBound256.qpmShare * 100)}% |`,
+    `| 1b. the same at dimension 256 dense | steady QPM / limit (after a ${r.quotaBound256.rampSeconds} s ramp) | ${fixed(r.quotaBound256.steadyRequestsPerMinute, 0)} / ${QPM} = ${fixed(r.quotaBound256.qpmShare * 100)}% |`,
     `| | 429s / requests | ${r.quotaBound256.throttled} / ${r.quotaBound256.requests} = ${fixed(r.quotaBound256.throttledShare * 100, 2)}% |`,
     `| 2. side by side (compatible API, dense) | embedq lines/s, 429s | ${fixed(s.embedq.linesPerSecond, 0)}, ${s.embedq.throttled} of ${s.embedq.requests} requests |`,
     `| | hand-rolled openai + p-limit(${WORKERS * CONCURRENCY}) lines/s, 429s | ${fixed(s.handRolled.linesPerSecond, 0)}, ${s.handRolled.throttled} of ${s.handRolled.requests} requests |`,

@@ -162,12 +162,12 @@ async function callThroughGate(texts: string[], { client, gate, parameters, logg
   let unavailable = 0;
   for (;;) {
     signal?.throwIfAborted();
-    await gate.acquire(estimate, signal);
+    const slot = await gate.acquire(estimate, signal);
     const sent = performance.now();
     try {
       const result = await client.embed(texts, parameters, { signal });
       const requestMs = performance.now() - sent;
-      gate.completed(estimate, result.totalTokens);
+      gate.completed(estimate, result.totalTokens, slot.slotMs);
       return { result, requestMs };
     } catch (error) {
       // A rejected request used no quota: give the reserved tokens back.
@@ -183,6 +183,7 @@ async function callThroughGate(texts: string[], { client, gate, parameters, logg
       throttled += 1;
       const verdict = await gate.throttled(error.kind);
       if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
+      if (verdict.action === 'nudge') logger.info(verdict, 'rate limit lowered: 429s keep coming');
       logger.debug({ kind: error.kind, requestId: error.failure.requestId }, 'rate limited; slot skipped');
       if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs, signal);
     }

@@ -5,7 +5,9 @@
  * KEYS[1]: the schedule hash (slot times, accepted-traffic buckets, slow start, strikes); expires
  * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
  * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
- * `kCut` when, `kN` probes that confirmed it); its TTL is set when a limit is learned and is not extended by traffic.
+ * `kCut` when, `kN` probes that confirmed it, `kF` the floor nudges stop at, `kNudge` the last
+ * nudge, `kNb` set once nudges showed a neighbour); its TTL is set when
+ * a limit is learned and is not extended by traffic.
  *
  * ARGV[1..14], shared by every script: configured requests and tokens per minute, target
  * utilisation, reserve, learned TTL (ms), cubic growth coefficient (per s³, relative to the learned
@@ -73,14 +75,14 @@ end
 local function in_force(lw, k, ss)
   local rate = ceil[k] * target
   local e = estimate(lw, k)
-  -- A learned limit is shared with clients we cannot see: keep a wider margin below it than the
-  -- target utilisation keeps below a configured one, or their requests and ours collide.
-  -- Requests: at least one a second (at most a quarter of the limit). The provider counts whole
-  -- requests in a 1-second window, and at 14 a second a 4% margin is half a request: another
-  -- client's steady stream plus ours filled the window and it saw ~10% of its requests refused.
+  -- A learned limit was measured at the edge: keep a margin below it. Once nudges have shown a
+  -- client we cannot see sharing it (kNb), at least one request a second (at most a quarter of the
+  -- limit): the provider counts whole requests in a 1-second window, and a neighbour's steady
+  -- stream is refused far more often than we are (measured: at 13.7 a second of the 14 it left us,
+  -- it saw 0.7 429s a second and we almost none; at 12.7, none between probes).
   if e then
     local below = e * margin
-    if k == 'r' and margin > 0 then
+    if lw[k .. 'Nb'] and margin > 0 then
       local floor = 60
       if floor > e * 0.25 then floor = e * 0.25 end
       if below < floor then below = floor end
@@ -94,40 +96,65 @@ local function in_force(lw, k, ss)
   end
   return rate
 end
--- Counts accepted traffic in 100 ms buckets (31: the last three full seconds and the current one).
-local function record(now, requests, tokens)
-  if requests <= 0 then return end
+-- Counts accepted traffic in 100 ms buckets by the time each request was sent (31: the last three
+-- full seconds and the current one). The provider counts arrivals, so the send time is what
+-- matters: counted at completion, responses bunched by latency jitter showed 22 accepted in a
+-- second of a 20-a-second limit, and that became a learned limit above the real one.
+-- sent: "bucket:requests:tokens,..." (bucket -1: now).
+local function record(now, sent)
   local id = math.floor(now / 100)
-  local i = id % 31
-  if tonumber(redis.call('HGET', S, 'ab' .. i) or '-1') ~= id then
-    redis.call('HSET', S, 'ab' .. i, id, 'ar' .. i, requests, 'at' .. i, tokens)
-  else
-    redis.call('HINCRBY', S, 'ar' .. i, requests)
-    redis.call('HINCRBYFLOAT', S, 'at' .. i, tokens)
-  end
-end
--- What the provider accepted in the best of the last three full seconds, per minute: the
--- delivery-rate estimate, a windowed max as TCP BBR keeps. A mean is dragged down by a second the
--- senders left short (a drained schedule, workers starved of CPU) and then becomes a learned limit
--- far below the real one; the best second is what the provider demonstrably let through.
-local function accepted_per_minute(now)
-  local id = math.floor(now / 100)
-  local seconds = { { r = 0, t = 0 }, { r = 0, t = 0 }, { r = 0, t = 0 } }
-  for i = 0, 30 do
-    local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i)
-    local bid = tonumber(b[1] or '-1')
-    if bid >= id - 30 and bid < id then
-      local second = seconds[math.floor((id - 1 - bid) / 10) + 1]
-      second.r = second.r + tonumber(b[2])
-      second.t = second.t + tonumber(b[3])
+  for b, r, t in string.gmatch(sent, '(-?%d+):(%d+):([%d.]+)') do
+    local bid = tonumber(b)
+    if bid < 0 or bid > id then bid = id end
+    if bid > id - 31 then
+      local i = bid % 31
+      local held = tonumber(redis.call('HGET', S, 'ab' .. i) or '-1')
+      if held < bid then
+        redis.call('HSET', S, 'ab' .. i, bid, 'ar' .. i, r, 'at' .. i, t)
+      elseif held == bid then
+        redis.call('HINCRBY', S, 'ar' .. i, r)
+        redis.call('HINCRBYFLOAT', S, 'at' .. i, t)
+      end
     end
   end
-  local best = { r = 0, t = 0 }
-  for _, second in ipairs(seconds) do
-    if second.r > best.r then best.r = second.r end
-    if second.t > best.t then best.t = second.t end
+end
+-- What the provider accepted in one second, per minute, from the 100 ms buckets (by send time).
+-- best: the most in any 1-second window of the last three seconds (the current bucket left out):
+-- the delivery-rate estimate, a windowed max as TCP BBR keeps. A mean is dragged down by a second
+-- the senders left short (a drained schedule, workers starved of CPU) and then becomes a learned
+-- limit far below the real one; the best window is what the provider demonstrably let through.
+-- Otherwise: the most recent window whose requests have all come back (sent 0.5 to 1.5 s ago),
+-- what the provider lets through now, after a fall.
+local function accepted_per_minute(now, best)
+  local id = math.floor(now / 100)
+  local r, t = {}, {}
+  for back = 1, 30 do
+    local bid = id - back
+    local b = redis.call('HMGET', S, 'ab' .. (bid % 31), 'ar' .. (bid % 31), 'at' .. (bid % 31))
+    if tonumber(b[1] or '-1') == bid then
+      r[back], t[back] = tonumber(b[2]), tonumber(b[3])
+    else
+      r[back], t[back] = 0, 0
+    end
   end
-  return { r = best.r * 60, t = best.t * 60 }
+  local function window(last)
+    local wr, wt = 0, 0
+    for back = last, last + 9 do
+      wr, wt = wr + r[back], wt + t[back]
+    end
+    return wr, wt
+  end
+  if not best then
+    local wr, wt = window(6)
+    return { r = wr * 60, t = wt * 60 }
+  end
+  local out = { r = 0, t = 0 }
+  for last = 1, 21 do
+    local wr, wt = window(last)
+    if wr > out.r then out.r = wr end
+    if wt > out.t then out.t = wt end
+  end
+  return { r = out.r * 60, t = out.t * 60 }
 end
 -- Moves the active clock (time with traffic) forward. After an idle gap, traffic starts again at
 -- the learned limit (no probing overshoot), or with a slow start when nothing is learned.
@@ -160,10 +187,13 @@ local function advance(now, lw)
     if lw[k .. 'W'] then
       lw[k .. 'A'] = lw[k .. 'A'] + gap
       local e = estimate(lw, k)
-      if e >= ceil[k] and lw[k .. 'A'] / 1000 > plateau_at(lw, k) then
-        -- Probed up to the configured limit without a 429: the learned limit no longer applies.
-        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N')
-        lw[k .. 'W'] = nil
+      if e >= 2 * ceil[k] and lw[k .. 'A'] / 1000 > plateau_at(lw, k) then
+        -- Probed up to the configured limit, and a doubling past it (the rate in force stays at the
+        -- ceiling), without a 429: the learned limit no longer applies. Dropped the moment the
+        -- estimate met the ceiling, the 429s of the overshoot came back to a gate that had
+        -- forgotten the limit and started over from the configured one.
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'Nb')
+        lw[k .. 'W'], lw[k .. 'Nb'] = nil, nil
       else
         redis.call('HSET', L, k .. 'A', lw[k .. 'A'])
       end
@@ -182,8 +212,8 @@ local function advance(now, lw)
   return ss
 end
 -- Applies a process's folded settlements: accepted requests and the token schedule's correction.
-local function settle(now, lw, ss, requests, tokens, delta)
-  record(now, requests, tokens)
+local function settle(now, lw, ss, sent, delta)
+  record(now, sent)
   if delta ~= 0 then
     local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
     if tTat < now - 1000 then tTat = now - 1000 end
@@ -193,14 +223,15 @@ end
 `;
 
 /**
- * ARGV[15] estimated tokens, [16..18] folded settlements, [19] booking horizon ms. Returns the wait
- * in ms and both rates in force; a negative wait means "not booked: ask again in -wait ms".
+ * ARGV[15] estimated tokens, [16..17] folded settlements (accepted by send bucket, token
+ * correction), [18] booking horizon ms. Returns the wait in ms, both rates in force and the slot's
+ * time (Redis clock); a negative wait means "not booked: ask again in -wait ms".
  */
 export const RESERVE_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
-settle(now, lw, ss, tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
+settle(now, lw, ss, ARGV[16], tonumber(ARGV[17]))
 local rr, rt = in_force(lw, 'r', ss), in_force(lw, 't', ss)
 local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
 local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
@@ -210,23 +241,24 @@ if tTat > send then send = tTat end
 redis.call('PEXPIRE', S, 3600000)
 -- Slots are booked at most a short horizon ahead, so a new rate (a cut, a ramp) applies within it
 -- rather than after every queued caller has left at the old one.
-local horizon = tonumber(ARGV[19])
-if send - now > horizon then return { tostring(-(send - now - horizon)), tostring(rr), tostring(rt) } end
+local horizon = tonumber(ARGV[18])
+if send - now > horizon then return { tostring(-(send - now - horizon)), tostring(rr), tostring(rt), tostring(send) } end
 redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[15]) * 60000 / rt)
-return { tostring(send - now), tostring(rr), tostring(rt) }
+return { tostring(send - now), tostring(rr), tostring(rt), tostring(send) }
 `;
 
 /**
- * ARGV[15] kind (r, t or b for burst), [16] strikes that cut when not probing, [17] strike window
- * ms, [18] cooldown ms, [19..21] folded settlements. Returns the action (skip, cut) and, after a
- * cut, the learned limit and the new rate in force.
+ * ARGV[15] kind (r, t or b for burst), [16] strikes that cut a limit believed right, [17] strike
+ * window ms, [18] cooldown ms, [19..20] folded settlements, [21] nudge step. Returns the action
+ * (skip, nudge, cut) and, after a nudge or a cut, the learned limit and the new rate in force.
  */
 export const THROTTLED_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
-settle(now, lw, ss, tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21]))
+settle(now, lw, ss, ARGV[19], tonumber(ARGV[20]))
 local k = ARGV[15]
+local cooldown, nudgeStep = tonumber(ARGV[18]), tonumber(ARGV[21])
 -- Only a 429 that meets a saturated schedule (callers queueing for slots) says something about the
 -- rate: under a schedule with slack the sending was limited by demand (a job starting, a shard
 -- being written), and the best second's count would be that demand, not the account's limit (as
@@ -243,57 +275,93 @@ local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
 if rTat < now then rTat = now end
 redis.call('HSET', S, 'rTat', rTat + 60000 / in_force(lw, 'r', ss))
 if k == 'b' or demandLimited then return { 'skip' } end
+local W0 = lw[k .. 'W']
 local strikeAt = tonumber(redis.call('HGET', S, k .. 'SAt') or '0')
 local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
 -- Under a learned limit, 429s that keep coming one or two a second mean it was measured high:
 -- they are counted over three windows instead of one.
 local strikeWindow = tonumber(ARGV[17])
-if lw[k .. 'W'] then strikeWindow = strikeWindow * 3 end
+if W0 then strikeWindow = strikeWindow * 3 end
 if now - strikeAt > strikeWindow then
   strikeAt = now
   strikes = 0
 end
 strikes = strikes + 1
 redis.call('HSET', S, k .. 'SAt', strikeAt, k .. 'S', strikes)
+local previous = tonumber(redis.call('HGET', S, k .. 'P') or '0')
+redis.call('HSET', S, k .. 'P', now)
 -- 429s right after a cut come from requests sent before it.
-if now - (lw[k .. 'Cut'] or 0) < tonumber(ARGV[18]) then return { 'skip' } end
+if now - (lw[k .. 'Cut'] or 0) < cooldown then return { 'skip' } end
 local e = estimate(lw, k)
--- Above a learned limit, or ramping up, one 429 is news; at a limit believed right, single 429s
--- are jitter and only a cluster cuts.
-local probing = ss ~= nil or (e ~= nil and e > lw[k .. 'W'])
+-- Probing above a learned limit: the first 429 ends the probe. Each probe takes slots the
+-- account's other clients were using; waiting for a cluster of our own 429s let them see as many.
+local probing = ss == nil and e ~= nil and e > W0
+local ramping = ss ~= nil or probing
+local acceptedPerSecond = accepted_per_minute(now, true).r / 60
+local cluster = probing
+-- Ramping up from a slow start, a real overshoot brings 429s by the handful within a second; one or
+-- two among many accepted are a provider's passing refusals, and ending the ramp on them left jobs
+-- crawling at a tenth of their limit (measured: 1,200 QPM learned as 60 on 5% random 429s).
+if ss ~= nil then cluster = strikes >= tonumber(ARGV[16]) and strikes >= 0.05 * acceptedPerSecond end
 -- At a limit believed right, a cluster means at least 3 and at least 10% of a second's accepted
 -- requests: a few 429s among many are jitter (bunched arrivals on a busy machine), and cutting for
 -- them cost 10-20% of a right limit for tens of seconds.
-local acceptedPerSecond = accepted_per_minute(now).r / 60
-if not probing and (strikes < tonumber(ARGV[16]) or strikes < 0.1 * acceptedPerSecond) then return { 'skip' } end
--- Ramping up (slow start, a probe), a real overshoot brings 429s by the handful within a second;
--- one or two among many accepted are a provider's passing refusals, and ending the ramp on them
--- left jobs crawling at a tenth of their limit (measured: 1,200 QPM learned as 60 on 5% random 429s).
-if probing and (strikes < tonumber(ARGV[16]) or strikes < 0.05 * acceptedPerSecond) then return { 'skip' } end
+if not ramping then cluster = strikes >= tonumber(ARGV[16]) and strikes >= 0.1 * acceptedPerSecond end
+if not cluster then
+  -- Too few for a cluster at a limit believed right: a client we cannot see may share it. Under a
+  -- learned limit every such 429 nudges it down a step (at most once per cooldown) until they
+  -- stop: a neighbour's requests arrive between ours, and it was refused one and a half times as
+  -- often as we were (measured: at 13.7 of the 14 a second it left us, it saw 0.6 429s a second,
+  -- we 0.2). At a configured limit, only 429s that recur within two seconds do; a lone one there
+  -- is jitter. A floor (80% of the limit last cut to, or of the first nudge's) bounds what
+  -- random refusals, which no rate avoids, can take.
+  local recurring = W0 ~= nil or now - previous <= 2000
+  if ramping or not recurring or now - (lw[k .. 'Nudge'] or 0) < cooldown then return { 'skip' } end
+  local from = W0 or ceil[k] * target
+  -- From what the provider let through lately, if that is less: at a configured limit far above
+  -- what another client leaves, steps from the configured limit took seconds of 429s to get there.
+  local recent = accepted_per_minute(now, false)[k]
+  if recent > 0 and recent < from then from = recent end
+  local W = from * (1 - nudgeStep)
+  local floor = lw[k .. 'F'] or W * 0.8
+  if W < floor then W = floor end
+  if W >= (W0 or ceil[k] * target) then return { 'skip' } end
+  local E0 = lw[k .. 'E0'] or W
+  if E0 > W then E0 = W end
+  lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'F'] = W, E0, floor
+  -- Restart the hold at the new limit: the next probe waits a full plateau from now.
+  local K = plateau_at(lw, k) * 1000
+  local A = lw[k .. 'A'] or K
+  if A > K then A = K end
+  lw[k .. 'A'], lw[k .. 'Nudge'], lw[k .. 'Nb'] = A, now, 1
+  redis.call('HSET', L, k .. 'W', W, k .. 'E0', E0, k .. 'F', floor, k .. 'A', A, k .. 'Nudge', now, k .. 'Nb', 1)
+  if not W0 then redis.call('PEXPIRE', L, ttl) end
+  return { 'nudge', tostring(W), tostring(in_force(lw, k, ss)) }
+end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
-local W = accepted_per_minute(now)[k]
--- In slow start the rate grew by half within the last ~latency, and the accepted count lags it;
--- the rate before that growth is a firmer floor than a count taken while ramping.
-if ss and W < before * 0.5 then W = before * 0.5 end
+-- Ramping, the best window is the limit the ramp ran into. At a limit believed right, the limit
+-- fell: the best window of the last three seconds would still be one from before the fall, and
+-- cuts of 5% at a time took seconds of 429s to get there (measured: 4 s and 26 429s for a halving).
+local W = accepted_per_minute(now, ramping)[k]
 -- A cluster at a limit believed right means the limit fell: every such cut cuts, since the count
 -- of a second that was still full can equal the rate that failed, and a provider's sliding window
 -- then keeps refusing in phase with it. (A probe's 429 just marks the limit it overshot.)
-if not probing then
+if not ramping then
   local believed = ceil[k]
   if e and e < believed then believed = e end
   if W > believed * 0.95 then W = believed * 0.95 end
 end
--- A probe's 429 says the rate it reached was too much: the best second is not credited above it.
-if probing and W > before then W = before end
--- A probe that failed within its gentle first 10% found the limit it left: the best second is
--- not credited above that either, since during the probe we took slots the account's other
--- clients were refused (measured: learned 15 a second of the 14 they left, then 30 s of 429s).
-local oldW = lw[k .. 'W']
-if probing and not ss and oldW and e <= oldW * (1 + CUBIC_SPAN) and W > oldW then W = oldW end
+-- A ramp's 429 says the rate it reached was too much: the best second is not credited above it.
+if ramping and W > before then W = before end
+-- A probe that failed within its gentle first 10% found the limit it left: the best window is
+-- not credited above that, since during the probe we took slots the account's other clients were
+-- refused (measured: learned 15 a second of the 14 they left, then 30 s of 429s; credited a step
+-- below the rate the probe failed at, the limit crept up to 14 and the other client saw 13% 429s).
+if probing and W > W0 then W = W0 end
 -- Past it, the probe doubles every probeDoubling ms and the 429 comes back a latency after the
 -- window filled: credit no more than the rate of half a second ago (measured: a probe failing at
 -- 17 a second learned 17 where the other client left 14, and 429s went on for 13 s).
-if probing and not ss and oldW and e > oldW * (1 + CUBIC_SPAN) then
+if probing and e > W0 * (1 + CUBIC_SPAN) then
   local earlier = before * 2 ^ (-500 / probeDoubling)
   if W > earlier then W = earlier end
 end
@@ -301,7 +369,7 @@ if W < 1 then W = 1 end
 -- A probe that found the same limit again (within 10%) is a confirmation: the next hold doubles.
 -- Anything else (a first limit, a fall, a rise) starts the count again.
 local N = 0
-if probing and not ss and oldW and W >= oldW * 0.9 and W <= oldW * 1.1 then N = (lw[k .. 'N'] or 0) + 1 end
+if probing and W >= W0 * 0.9 and W <= W0 * 1.1 then N = (lw[k .. 'N'] or 0) + 1 end
 -- Drain: the provider's window is still full of what was sent above the limit; pause sending for
 -- the time that excess takes to age out (BBR's drain phase), at most a second.
 if before > W then
@@ -311,7 +379,7 @@ if before > W then
   if tat < now then tat = now end
   redis.call('HSET', S, 'rTat', tat + drain)
 end
-redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now, k .. 'N', N)
+redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now, k .. 'N', N, k .. 'F', W * 0.8)
 redis.call('PEXPIRE', L, ttl)
 redis.call('HDEL', S, 'ss')
 redis.call('HSET', S, k .. 'S', 0)

@@ -13,14 +13,17 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  * flow evenly; DashScope enforces both per minute and per second (1/60), and even spacing keeps
  * every 1-second window under the limit.
  *
- * Learning: the configured limits are a ceiling. When 429s say a limit is lower, the gate sets it
- * to what the provider accepted in the best of the last three seconds (a windowed-max delivery
- * rate, as TCP BBR keeps; never above the rate a probe failed at) and remembers it in Redis per model and endpoint for `learnedTtlMs`, so every worker and
- * the next job start there. From there it probes upward: back to the learned limit along a cubic
- * within a few seconds, a plateau (4 s, doubled by every probe that finds the same limit again, up
- * to a minute: each probe costs the account's other clients a few 429s), a gentle cubic probe up
- * to +10%, then doubling every 2 s, so a limit learned too low or raised is found in seconds. Request 429s (`Throttling.RateQuota`) act on the request schedule,
- * token 429s (`Throttling.AllocationQuota`) on the token schedule; burst 429s only skip a slot.
+ * Learning: the configured limits are a ceiling. When 429s cluster, the gate sets the limit to
+ * what the provider accepted in the best of the last three seconds, counted by send time (a
+ * windowed-max delivery rate, as TCP BBR keeps; never above the rate a probe failed at), and
+ * remembers it in Redis per model and endpoint for `learnedTtlMs`, so every worker and the next
+ * job start there. 429s that recur without clustering (a client we cannot see sharing the limit)
+ * nudge it down a step at a time until they stop. From there it probes upward: back to the learned
+ * limit along a cubic within a few seconds, a plateau (8 s, doubled by every probe that finds the
+ * same limit again, up to a minute), a gentle cubic probe up to +10% that ends at its first 429,
+ * then doubling every 4 s, so a limit learned too low or raised is found in seconds. Request 429s
+ * (`Throttling.RateQuota`) act on the request schedule, token 429s (`Throttling.AllocationQuota`)
+ * on the token schedule; burst 429s only skip a slot.
  * With nothing learned, traffic after an idle spell starts slowly (doubling every
  * `slowStartDoublingMs`), so an unknown limit is met at a rate close to it, not five times over.
  *
@@ -45,8 +48,9 @@ export interface RateGateOptions {
    */
   growth?: number;
   /**
-   * How long the estimate holds at a newly learned limit before probing above it (Default: 4,000
-   * ms). Each probe that finds the same limit again doubles the hold, up to `maxPlateauMs`.
+   * How long the estimate holds at a newly learned limit before probing above it (Default: 8,000
+   * ms). Each probe that finds the same limit again doubles the hold, up to `maxPlateauMs`. Every
+   * probe costs the account's other clients a 429 or two before one of ours ends it.
    */
   plateauMs?: number;
   /**
@@ -56,16 +60,17 @@ export interface RateGateOptions {
   maxPlateauMs?: number;
   /**
    * Doubling time of the probe once it is 10% above the learned limit without a 429 (Default:
-   * 2,000 ms): a limit learned too low, or one that rose, is found within seconds.
+   * 4,000 ms): a limit learned too low, or one that rose, is found within seconds. (At 2,000 ms the
+   * overshoot past a limit shared with another client cost it five 429s before ours came back.)
    */
   probeDoublingMs?: number;
   /** How far below the learned limit the estimate restarts after a cut (Default: 0.03). */
   backoff?: number;
+  /** Step by which 429s that recur without clustering lower the learned limit (Default: 0.1). */
+  nudge?: number;
   /**
-   * Margin kept below a learned limit (Default: 0.04), and for requests at least one a second (at
-   * most a quarter of the limit; 0 turns both off). The limit is shared with clients the gate
-   * cannot see; 1% (the target utilisation), or 4% at 14 requests a second, left their requests
-   * and ours colliding in the provider's one-second window.
+   * Margin kept below a learned limit (Default: 0.02): it was measured at the edge, where jitter
+   * in arrival times alone brings 429s.
    */
   learnedMargin?: number;
   /** Slow start's first rate, as a fraction of the limit in force (Default: 0.1). */
@@ -100,15 +105,17 @@ export interface RateGateOptions {
 export interface Reservation {
   /** How long to wait before sending. */
   waitMs: number;
+  /** The slot's time on the gate's (Redis's) clock: pass it to {@link RateGate.completed}. */
+  slotMs: number;
   /** Requests and tokens per minute in force when the slot was reserved. */
   requestsPerMinute: number;
   tokensPerMinute: number;
 }
 
-/** What a 429 did: a skipped slot, or a cut to a newly learned limit. */
+/** What a 429 did: a skipped slot, a nudge of the learned limit, or a cut to a newly learned limit. */
 export type ThrottleVerdict =
   | { action: 'skip' }
-  | { action: 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
+  | { action: 'nudge' | 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
 
 /** The gate's limits as `embedq status` and the logs show them. */
 export interface GateState {
@@ -133,7 +140,7 @@ export class RateGate {
   private readonly scripts;
   private readonly keys: [string, string];
   /** Settlements not yet sent: they ride on the next reservation. */
-  private pending = { requests: 0, tokens: 0, tokenDelta: 0 };
+  private pending = emptySettlements();
 
   constructor(
     redis: RedisClient,
@@ -147,11 +154,12 @@ export class RateGate {
       reserve: options.reserve ?? 0,
       learnedTtlMs: options.learnedTtlMs ?? 3_600_000,
       growth: options.growth ?? 1 / 5000,
-      plateauMs: options.plateauMs ?? 4_000,
+      plateauMs: options.plateauMs ?? 8_000,
       maxPlateauMs: options.maxPlateauMs ?? 60_000,
-      probeDoublingMs: options.probeDoublingMs ?? 2_000,
+      probeDoublingMs: options.probeDoublingMs ?? 4_000,
       backoff: options.backoff ?? 0.03,
-      learnedMargin: options.learnedMargin ?? 0.04,
+      nudge: options.nudge ?? 0.1,
+      learnedMargin: options.learnedMargin ?? 0.02,
       slowStartFraction: options.slowStartFraction ?? 0.1,
       slowStartDoublingMs: options.slowStartDoublingMs ?? 1_000,
       idleMs: options.idleMs ?? 5_000,
@@ -191,18 +199,15 @@ export class RateGate {
    * means the next free slot lies beyond the booking horizon: ask again after `waitMs`.
    */
   async reserve(estimatedTokens: number): Promise<Reservation & { booked: boolean }> {
-    const { requests, tokens, tokenDelta } = this.takePending();
-    const [waitMs, rpm, tpm] = (await this.scripts.reserve(
-      this.keys,
-      ...this.args,
-      estimatedTokens,
-      requests,
-      tokens,
-      tokenDelta,
-      this.options.horizonMs,
-    )) as [string, string, string];
+    const { sent, tokenDelta } = this.takePending();
+    const [waitMs, rpm, tpm, slot] = (await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, sent, tokenDelta, this.options.horizonMs)) as [
+      string,
+      string,
+      string,
+      string,
+    ];
     const wait = Number(waitMs);
-    return { booked: wait >= 0, waitMs: Math.abs(wait), requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) };
+    return { booked: wait >= 0, waitMs: Math.abs(wait), slotMs: Number(slot), requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) };
   }
 
   /**
@@ -229,10 +234,16 @@ export class RateGate {
     }
   }
 
-  /** The provider accepted a request: counts it for the delivery-rate estimate and settles its tokens. */
-  completed(estimatedTokens: number, actualTokens: number): void {
-    this.pending.requests += 1;
-    this.pending.tokens += actualTokens;
+  /**
+   * The provider accepted a request: counts it, in the 100 ms bucket of its slot (`slotMs`; now when
+   * not given), for the delivery-rate estimate, and settles its tokens.
+   */
+  completed(estimatedTokens: number, actualTokens: number, slotMs?: number): void {
+    const bucket = slotMs === undefined ? -1 : Math.floor(slotMs / 100);
+    const counted = this.pending.sent.get(bucket) ?? { requests: 0, tokens: 0 };
+    counted.requests += 1;
+    counted.tokens += actualTokens;
+    this.pending.sent.set(bucket, counted);
     this.pending.tokenDelta += actualTokens - estimatedTokens;
   }
 
@@ -247,7 +258,7 @@ export class RateGate {
    */
   async throttled(kind: RateLimitKind): Promise<ThrottleVerdict> {
     const code = kind === 'burst' ? 'b' : kind === 'tokens' ? 't' : 'r';
-    const { requests, tokens, tokenDelta } = this.takePending();
+    const { sent, tokenDelta } = this.takePending();
     const o = this.options;
     const [action, learned, inForce] = (await this.scripts.throttled(
       this.keys,
@@ -256,13 +267,13 @@ export class RateGate {
       o.strikesToCut,
       o.strikeWindowMs,
       o.cooldownMs,
-      requests,
-      tokens,
+      sent,
       tokenDelta,
+      o.nudge,
     )) as [string, string?, string?];
-    if (action !== 'cut') return { action: 'skip' };
+    if (action !== 'cut' && action !== 'nudge') return { action: 'skip' };
     return {
-      action: 'cut',
+      action,
       kind: code === 't' ? 'tokens' : 'requests',
       configuredPerMinute: code === 't' ? this.limits.tokensPerMinute : this.limits.requestsPerMinute,
       learnedPerMinute: Math.round(Number(learned)),
@@ -283,9 +294,15 @@ export class RateGate {
     };
   }
 
-  private takePending(): { requests: number; tokens: number; tokenDelta: number } {
+  /** The folded settlements as the scripts take them: `bucket:requests:tokens,...` and the token correction. */
+  private takePending(): { sent: string; tokenDelta: number } {
     const taken = this.pending;
-    this.pending = { requests: 0, tokens: 0, tokenDelta: 0 };
-    return taken;
+    this.pending = emptySettlements();
+    const sent = [...taken.sent].map(([bucket, { requests, tokens }]) => `${bucket}:${requests}:${tokens}`).join(',');
+    return { sent, tokenDelta: taken.tokenDelta };
   }
+}
+
+function emptySettlements(): { sent: Map<number, { requests: number; tokens: number }>; tokenDelta: number } {
+  return { sent: new Map(), tokenDelta: 0 };
 }

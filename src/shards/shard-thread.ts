@@ -2,6 +2,7 @@ import { parentPort } from 'node:worker_threads';
 
 import { decodeBatch } from './batch-codec.js';
 import { encodeParquetRowGroups, encodeShard, PARQUET_ROW_GROUP_ROWS } from './encode-shard.js';
+import { lowerThisThreadPriority } from '../threads/background-priority.js';
 import { shardRowGroups } from './shard-row-groups.js';
 import { wasmMemoryBytes } from './wasm-memory.js';
 import type { OutputFormat, ShardRow } from './shard-row.js';
@@ -41,7 +42,9 @@ function* watching<T extends readonly unknown[]>(groups: Iterator<T>, see: (grou
 }
 
 // Decoding, sorting and encoding a 10,000-row shard takes ~0.5-1.5 s of CPU. Here it runs off the
-// worker's event loop, so requests leave on their rate-gate slots and BullMQ locks keep renewing.
+// worker's event loop, and at a lower CPU priority, so requests leave on their rate-gate slots and
+// BullMQ locks keep renewing.
+if (parentPort) lowerThisThreadPriority();
 parentPort?.on('message', (request: ShardThreadRequest) => {
   void (async () => {
     try {

@@ -23,8 +23,10 @@ describe('RateGate (real Redis)', () => {
     await gate.reserve(0);
     await sleep(120);
   };
-  /** The rate in force under a learned request limit's estimate: 4% below it, at least one request a second (a quarter at most). */
-  const underLearned = (estimate: number): number => estimate - Math.max(estimate * 0.04, Math.min(60, estimate / 4));
+  /** The rate in force under a learned request limit's estimate: 2% below it (the default margin). */
+  const underLearned = (estimate: number): number => estimate * 0.98;
+  /** Once nudges showed a neighbour: at least one request a second below it (a quarter at most). */
+  const besideNeighbour = (estimate: number): number => estimate - Math.max(estimate * 0.02, Math.min(60, estimate / 4));
   /** No slow start, no booking horizon: these cases look at the schedule itself. */
   const steady = { slowStartFraction: 1, horizonMs: 60_000 };
 
@@ -122,30 +124,39 @@ describe('RateGate (real Redis)', () => {
     expect((await gate.state()).slowStart).toBe(false);
   });
 
-  it('skips a slot for a lone 429 at a limit believed right; a cluster learns the limit from what was accepted', async () => {
-    const gateKey = key();
+  it('skips a slot for a lone 429 at a limit believed right; burst 429s never cut', async () => {
     const limits = { requestsPerMinute: 600, tokensPerMinute: 1e12 };
-    const options = { targetUtilization: 1, ...steady, strikesToCut: 3, cooldownMs: 300 };
-    const a = new RateGate(redisA, gateKey, limits, options);
-    const b = new RateGate(redisB, gateKey, limits, options);
+    const options = { targetUtilization: 1, ...steady };
+    const gate = new RateGate(redisA, key(), limits, options);
     // 600 QPM: one slot every 100 ms. A lone 429 gives up the next slot but keeps the rate.
-    expect((await a.reserve(1)).waitMs).toBe(0);
-    expect(await a.throttled('requests')).toEqual({ action: 'skip' });
-    const afterSkip = await a.reserve(1);
+    expect((await gate.reserve(1)).waitMs).toBe(0);
+    expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    const afterSkip = await gate.reserve(1);
     expect(afterSkip.waitMs).toBeGreaterThan(190);
     expect(afterSkip.requestsPerMinute).toBe(600);
-    // Burst 429s never cut.
-    for (let index = 0; index < 5; index += 1) expect(await b.throttled('burst')).toEqual({ action: 'skip' });
-    // The provider accepted 4 requests in the last second (240 a minute), then 429s cluster.
-    for (let index = 0; index < 4; index += 1) a.completed(1, 1);
-    await settleIntoPastSecond(a);
+    for (let index = 0; index < 5; index += 1) expect(await gate.throttled('burst')).toEqual({ action: 'skip' });
+    expect((await gate.reserve(1)).requestsPerMinute).toBe(600);
+    expect((await gate.state()).learned.requestsPerMinute).toBeUndefined();
+  });
+
+  it('learns the limit from a cluster of 429s: what was accepted in the last second, by send time', async () => {
+    const gateKey = key();
+    const limits = { requestsPerMinute: 600, tokensPerMinute: 1e12 };
+    // Two 429s make a cluster here (3 by default), before the second could nudge (see below).
+    const options = { targetUtilization: 1, ...steady, strikesToCut: 2 };
+    const a = new RateGate(redisA, gateKey, limits, options);
+    const b = new RateGate(redisB, gateKey, limits, options);
+    // The provider accepted 4 requests sent in one 100 ms bucket 0.7 s ago (240 a minute), and
+    // one more sent 5 s ago (out of every window); then 429s cluster.
+    const { slotMs } = await a.reserve(1);
+    for (let index = 0; index < 4; index += 1) a.completed(1, 1, slotMs - 700);
+    a.completed(1, 1, slotMs - 5_000);
     await saturate(a); // callers queue: these 429s meet a saturated schedule
     expect(await a.throttled('requests')).toEqual({ action: 'skip' });
     const verdict = await b.throttled('requests');
     expect(verdict).toMatchObject({ action: 'cut', kind: 'requests', configuredPerMinute: 600 });
     if (verdict.action !== 'cut') throw new Error('unreachable');
-    // 4 accepted in the best of the last three seconds: 240 a minute; the estimate restarts 3% below
-    // it, and the rate keeps a margin under the estimate (here one request a second).
+    // 4 accepted in the window sent 0.5-1.5 s ago: 240 a minute; the estimate restarts 3% below it.
     expect(verdict.learnedPerMinute).toBe(240);
     expect(verdict.inForcePerMinute).toBe(Math.round(underLearned(240 * 0.97)));
     // Every client of the key paces at it, and the state says configured, learned and in force.
@@ -161,12 +172,45 @@ describe('RateGate (real Redis)', () => {
 
   it('does not cut a limit believed right for a few 429s among many accepted requests', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
-    // 50 accepted in the last second: 3 quick 429s are jitter, 5 (10%) a cluster.
-    for (let index = 0; index < 50; index += 1) gate.completed(1, 1);
-    await settleIntoPastSecond(gate);
+    // 50 accepted in the last second: a quick 429 or two are jitter (the second, recurring, nudges
+    // the limit 10% down, to 2,700 a minute), 5 (10%) a cluster: the limit believed right fell, and
+    // the cut takes it at least 5% lower.
+    const { slotMs } = await gate.reserve(1);
+    for (let index = 0; index < 50; index += 1) gate.completed(1, 1, slotMs - 800);
     await saturate(gate, 12);
-    for (let index = 0; index < 4; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
-    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 3000 });
+    expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    expect(await gate.throttled('requests')).toMatchObject({ action: 'nudge' });
+    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 2565 });
+  });
+
+  it('nudges a learned limit down for 429s that keep coming without clustering (a client it cannot see), down to a floor', async () => {
+    const gateKey = key();
+    const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
+    // No clusters here (strikesToCut 100): the nudges alone.
+    const gate = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, ...steady, cooldownMs: 100, strikesToCut: 100 });
+    // At the configured limit, a lone 429 is jitter; a second within 2 s nudges from the rate the
+    // provider let through lately (1,200 a minute here), a step (10%) below it.
+    const { slotMs } = await gate.reserve(1);
+    for (let index = 0; index < 20; index += 1) gate.completed(1, 1, slotMs - 800);
+    await saturate(gate);
+    expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    const first = await gate.throttled('requests');
+    expect(first).toMatchObject({ action: 'nudge', learnedPerMinute: 1080 });
+    // A neighbour now: the rate keeps a request a second below the limit, not just 2%.
+    expect((await gate.reserve(0)).requestsPerMinute).toBeCloseTo(besideNeighbour(1080), 3);
+    // Under a learned limit every 429 nudges (once per cooldown), 10% each, down to 80% of the
+    // first nudge's limit: the floor bounds what random refusals can take.
+    const learned: number[] = [];
+    for (let index = 0; index < 6; index += 1) {
+      await sleep(120);
+      await saturate(gate);
+      const verdict = await gate.throttled('requests');
+      if (verdict.action !== 'skip') learned.push(verdict.learnedPerMinute);
+    }
+    expect(learned.slice(0, 2)).toEqual([972, 875]);
+    expect(Math.min(...learned)).toBe(864);
+    expect(learned.length).toBeLessThan(6);
   });
 
   it('remembers a learned limit for the next job (a new gate on the same key) and forgets it after the TTL', async () => {
@@ -192,6 +236,30 @@ describe('RateGate (real Redis)', () => {
     expect(reservation.requestsPerMinute).toBeLessThanOrEqual(underLearned(verdict.learnedPerMinute) + 1);
     await sleep(1_700);
     expect((await next.state()).learned.requestsPerMinute).toBeUndefined();
+  });
+
+  it('ends a probe above the learned limit at its first 429, and keeps the limit it left', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 2000, tokensPerMinute: 1e12 }, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0, learnedMargin: 0, probeDoublingMs: 200 });
+    await gate.reserve(1);
+    for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
+    await settleIntoPastSecond(gate);
+    await saturate(gate);
+    const verdict = await cluster(gate);
+    if (verdict.action !== 'cut') throw new Error(`expected a cut, got ${JSON.stringify(verdict)}`);
+    const learned = verdict.learnedPerMinute;
+    // Back to the limit (~0.46 s), the hold (0.3 s), then the probe climbs above it.
+    let rate = 0;
+    for (let index = 0; index < 40 && rate <= learned * 1.02; index += 1) {
+      await gate.reserve(0);
+      rate = (await gate.reserve(0)).requestsPerMinute;
+      await sleep(50);
+    }
+    expect(rate).toBeGreaterThan(learned * 1.02);
+    // One 429 ends it: the limit it left stays, and the rate restarts below it.
+    await saturate(gate);
+    const ended = await gate.throttled('requests');
+    expect(ended).toMatchObject({ action: 'cut', learnedPerMinute: learned });
+    expect((await gate.reserve(0)).requestsPerMinute).toBeLessThan(learned);
   });
 
   it('after a cut, climbs back to the learned limit, holds, then probes above it and gives it up at the ceiling', async () => {
