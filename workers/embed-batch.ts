@@ -184,6 +184,7 @@ async function callThroughGate(texts: string[], { client, gate, parameters, logg
       const verdict = await gate.throttled(error.kind);
       if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
       if (verdict.action === 'nudge') logger.info(verdict, 'rate limit lowered: 429s keep coming');
+      if (verdict.action === 'restore') logger.info(verdict, 'rate limit restored: lowering it did not stop the 429s');
       logger.debug({ kind: error.kind, requestId: error.failure.requestId }, 'rate limited; slot skipped');
       if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs, signal);
     }

@@ -6,7 +6,8 @@
  * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
  * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
  * `kCut` when, `kN` probes that confirmed it, `kF` the floor nudges stop at, `kNudge` the last
- * nudge, `kNb` set once nudges showed a neighbour); its TTL is set when
+ * nudge, `kNb` set once nudges showed a neighbour, `kT0` the limit before the nudges (0: the
+ * configured one), `kTq` 429s met at the nudges' floor); its TTL is set when
  * a limit is learned and is not extended by traffic.
  *
  * ARGV[1..14], shared by every script: configured requests and tokens per minute, target
@@ -192,7 +193,7 @@ local function advance(now, lw)
         -- ceiling), without a 429: the learned limit no longer applies. Dropped the moment the
         -- estimate met the ceiling, the 429s of the overshoot came back to a gate that had
         -- forgotten the limit and started over from the configured one.
-        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'Nb')
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'Nb', k .. 'T0', k .. 'Tq')
         lw[k .. 'W'], lw[k .. 'Nb'] = nil, nil
       else
         redis.call('HSET', L, k .. 'A', lw[k .. 'A'])
@@ -250,7 +251,8 @@ return { tostring(send - now), tostring(rr), tostring(rt), tostring(send) }
 /**
  * ARGV[15] kind (r, t or b for burst), [16] strikes that cut a limit believed right, [17] strike
  * window ms, [18] cooldown ms, [19..20] folded settlements, [21] nudge step. Returns the action
- * (skip, nudge, cut) and, after a nudge or a cut, the learned limit and the new rate in force.
+ * (skip, nudge, restore, cut) and, after anything but a skip, the learned limit (the configured
+ * one when a restore forgot it) and the new rate in force. S's `kImm`: nudges off until then.
  */
 export const THROTTLED_LUA = `${COMMON_LUA}
 local now = now_ms()
@@ -317,15 +319,45 @@ if not cluster then
   -- random refusals, which no rate avoids, can take.
   local recurring = W0 ~= nil or now - previous <= 2000
   if ramping or not recurring or now - (lw[k .. 'Nudge'] or 0) < cooldown then return { 'skip' } end
+  -- Nudges that did not help (below) are off for a while: these 429s do not depend on our rate.
+  if tonumber(redis.call('HGET', S, k .. 'Imm') or '0') > now then return { 'skip' } end
   local from = W0 or ceil[k] * target
-  -- From what the provider let through lately, if that is less: at a configured limit far above
+  -- At a configured limit, from what the provider let through lately, if that is less: far above
   -- what another client leaves, steps from the configured limit took seconds of 429s to get there.
-  local recent = accepted_per_minute(now, false)[k]
-  if recent > 0 and recent < from then from = recent end
+  -- (Under a learned limit the learned one: a recent count taken while the rate climbed back
+  -- after a cut is low, and nudged from it the rate fell to half what the other client left.)
+  if not W0 then
+    local recent = accepted_per_minute(now, false)[k]
+    if recent > 0 and recent < from then from = recent end
+  end
   local W = from * (1 - nudgeStep)
   local floor = lw[k .. 'F'] or W * 0.8
   if W < floor then W = floor end
-  if W >= (W0 or ceil[k] * target) then return { 'skip' } end
+  if W >= (W0 or ceil[k] * target) then
+    -- At the floor and still refused: a neighbour would have stopped colliding by now; these are
+    -- refusals no rate avoids (a provider's passing throttling, injected faults). Three of them
+    -- give back the limit the nudges started from and turn nudges off for five minutes, so random
+    -- 429s cost a few seconds at a lower rate instead of a fifth of the rate for good.
+    local atFloor = (lw[k .. 'Tq'] or 0) + 1
+    if atFloor < 3 then
+      redis.call('HSET', L, k .. 'Tq', atFloor)
+      return { 'skip' }
+    end
+    redis.call('HSET', S, k .. 'Imm', now + 300000)
+    local T0 = lw[k .. 'T0'] or 0
+    if T0 > 0 then
+      redis.call('HSET', L, k .. 'W', T0, k .. 'E0', T0, k .. 'F', T0 * 0.8)
+      lw[k .. 'W'], lw[k .. 'E0'] = T0, T0
+    else
+      redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge')
+      lw[k .. 'W'] = nil
+    end
+    redis.call('HDEL', L, k .. 'Nb', k .. 'T0', k .. 'Tq')
+    lw[k .. 'Nb'] = nil
+    return { 'restore', tostring(lw[k .. 'W'] or ceil[k]), tostring(in_force(lw, k, ss)) }
+  end
+  -- The limit before the first nudge (0: the configured one), to give back if nudging does not help.
+  if not lw[k .. 'T0'] then redis.call('HSET', L, k .. 'T0', W0 or 0) end
   local E0 = lw[k .. 'E0'] or W
   if E0 > W then E0 = W end
   lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'F'] = W, E0, floor
@@ -353,11 +385,16 @@ if not ramping then
 end
 -- A ramp's 429 says the rate it reached was too much: the best second is not credited above it.
 if ramping and W > before then W = before end
--- A probe that failed within its gentle first 10% found the limit it left: the best window is
--- not credited above that, since during the probe we took slots the account's other clients were
--- refused (measured: learned 15 a second of the 14 they left, then 30 s of 429s; credited a step
--- below the rate the probe failed at, the limit crept up to 14 and the other client saw 13% 429s).
-if probing and W > W0 then W = W0 end
+-- A probe that failed found the limit a step below the rate it failed at (never below the limit
+-- it left): the best window is not credited above that, since during the probe we took slots the
+-- account's other clients were refused (measured: learned 15 a second of the 14 they left, then
+-- 30 s of 429s). Held at the limit it left instead, a limit learned low (in a slow start's
+-- collisions, or nudged to the floor) stayed low: 5 a second of the 10 the other client left.
+if probing then
+  local found = before * (1 - nudgeStep)
+  if found < W0 then found = W0 end
+  if W > found then W = found end
+end
 -- Past it, the probe doubles every probeDoubling ms and the 429 comes back a latency after the
 -- window filled: credit no more than the rate of half a second ago (measured: a probe failing at
 -- 17 a second learned 17 where the other client left 14, and 429s went on for 13 s).
@@ -380,6 +417,7 @@ if before > W then
   redis.call('HSET', S, 'rTat', tat + drain)
 end
 redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now, k .. 'N', N, k .. 'F', W * 0.8)
+redis.call('HDEL', L, k .. 'T0', k .. 'Tq')
 redis.call('PEXPIRE', L, ttl)
 redis.call('HDEL', S, 'ss')
 redis.call('HSET', S, k .. 'S', 0)

@@ -112,10 +112,13 @@ export interface Reservation {
   tokensPerMinute: number;
 }
 
-/** What a 429 did: a skipped slot, a nudge of the learned limit, or a cut to a newly learned limit. */
+/**
+ * What a 429 did: a skipped slot, a nudge of the learned limit, a restore of the limit the nudges
+ * started from (they did not stop the 429s), or a cut to a newly learned limit.
+ */
 export type ThrottleVerdict =
   | { action: 'skip' }
-  | { action: 'nudge' | 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
+  | { action: 'nudge' | 'restore' | 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
 
 /** The gate's limits as `embedq status` and the logs show them. */
 export interface GateState {
@@ -271,7 +274,7 @@ export class RateGate {
       tokenDelta,
       o.nudge,
     )) as [string, string?, string?];
-    if (action !== 'cut' && action !== 'nudge') return { action: 'skip' };
+    if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip' };
     return {
       action,
       kind: code === 't' ? 'tokens' : 'requests',
