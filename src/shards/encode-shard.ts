@@ -75,18 +75,35 @@ export function shardTable(rows: readonly ShardRow[], dimension: number): Table 
 
 /**
  * Encodes rows handed over one row group at a time (each ≤ {@link PARQUET_ROW_GROUP_ROWS}, in
- * `row` order) as Parquet, so neither the rows nor the Arrow table of a whole shard are ever in
- * memory: only the group being written. The bytes equal {@link encodeShard}'s for the same rows.
+ * `row` order) as Parquet, yielding the file's bytes as the writer produces them (about one chunk
+ * per row group, then the footer). Neither the rows, nor the Arrow table, nor the bytes of a whole
+ * shard are ever in memory: only the group being written and the chunk not yet consumed. The
+ * writer takes the next group only when the chunk before has been taken, so a slow consumer (an
+ * upload) holds the encoding back instead of letting output pile up. The concatenated chunks equal
+ * {@link encodeShard}'s bytes for the same rows.
  */
-export async function encodeParquetRowGroups(groups: Iterator<readonly ShardRow[]>, dimension: number): Promise<Uint8Array> {
-  const first = groups.next();
-  if (first.done || first.value.length === 0) return toParquet(shardTable([], dimension));
+export async function* parquetChunks(groups: AsyncIterable<readonly ShardRow[]>, dimension: number): AsyncGenerator<Uint8Array> {
+  const iterator = groups[Symbol.asyncIterator]();
+  const first = await iterator.next();
+  if (first.done || first.value.length === 0) {
+    yield await toParquet(shardTable([], dimension));
+    return;
+  }
   let pending: readonly ShardRow[] | undefined = first.value;
-  return writeGroups(() => {
-    const group = pending ?? groups.next().value;
-    pending = undefined;
-    return group === undefined || group.length === 0 ? undefined : shardTable(group, dimension);
-  });
+  yield* chunksOf(
+    writeGroups(async () => {
+      const group = pending ?? (await iterator.next()).value;
+      pending = undefined;
+      return group === undefined || group.length === 0 ? undefined : shardTable(group, dimension);
+    }),
+  );
+}
+
+/** {@link parquetChunks} gathered into one file (tests, and callers that want the bytes whole). */
+export async function encodeParquetRowGroups(groups: AsyncIterable<readonly ShardRow[]>, dimension: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of parquetChunks(groups, dimension)) chunks.push(chunk);
+  return Buffer.concat(chunks);
 }
 
 /** Writes a whole table, handed to the writer in row-group slices. */
@@ -96,16 +113,19 @@ async function toParquet(table: Table): Promise<Uint8Array> {
     return writeParquet(WasmTable.fromIPCStream(tableToIPC(table, 'stream')), writerProperties());
   }
   let offset = 0;
-  return writeGroups(() => {
+  const chunks: Uint8Array[] = [];
+  const output = writeGroups(async () => {
     if (offset >= table.numRows) return undefined;
     const slice = table.slice(offset, offset + PARQUET_ROW_GROUP_ROWS);
     offset += PARQUET_ROW_GROUP_ROWS;
     return slice;
   });
+  for await (const chunk of chunksOf(output)) chunks.push(chunk);
+  return Buffer.concat(chunks);
 }
 
 /**
- * Feeds parquet-wasm one row group at a time.
+ * Feeds parquet-wasm one row group at a time and returns its output stream.
  *
  * The hand-over format is an Arrow IPC stream; it carries the Arrow schema, which the writer
  * stores in the file so Arrow readers get `fixed_size_list` back (Parquet only has lists).
@@ -113,13 +133,13 @@ async function toParquet(table: Table): Promise<Uint8Array> {
  * about 330 MB at dimension 1024 with sparse, and that memory is never returned; one group at a
  * time keeps it at 45-85 MB.
  */
-async function writeGroups(nextGroup: () => Table | undefined): Promise<Uint8Array> {
+async function writeGroups(nextGroup: () => Promise<Table | undefined>): Promise<ReadableStream<Uint8Array>> {
   const batches = new ReadableStream<WasmRecordBatch>(
     {
       // Called only when the writer wants the next batch (highWaterMark 0): one group in
       // WebAssembly memory at a time.
-      pull(controller) {
-        const group = nextGroup();
+      async pull(controller) {
+        const group = await nextGroup();
         if (!group) {
           controller.close();
           return;
@@ -137,13 +157,19 @@ async function writeGroups(nextGroup: () => Table | undefined): Promise<Uint8Arr
     { highWaterMark: 0 },
   );
   // transformParquetStream takes ownership of the properties and frees each batch it consumes.
-  const output = (await transformParquetStream(batches, writerProperties())) as ReadableStream<Uint8Array>;
-  const chunks: Uint8Array[] = [];
-  const reader = output.getReader();
-  for (let next = await reader.read(); !next.done; next = await reader.read()) {
-    chunks.push(next.value);
+  return (await transformParquetStream(batches, writerProperties())) as ReadableStream<Uint8Array>;
+}
+
+/** The chunks of a writer's output; stopping early cancels the writer (and so its input). */
+async function* chunksOf(output: Promise<ReadableStream<Uint8Array>>): AsyncGenerator<Uint8Array> {
+  const reader = (await output).getReader();
+  let done = false;
+  try {
+    for (let next = await reader.read(); !next.done; next = await reader.read()) yield next.value;
+    done = true;
+  } finally {
+    if (!done) await reader.cancel().catch(() => undefined);
   }
-  return Buffer.concat(chunks);
 }
 
 function writerProperties(): WriterProperties {

@@ -3,44 +3,37 @@ import { Buffer } from 'node:buffer';
 import { decodeBatch } from './batch-codec.js';
 import type { ShardRow } from './shard-row.js';
 
-/** Byte offset of the first row's `row` number in a batch buffer (after the 12-byte header). */
-const FIRST_ROW_OFFSET = 12;
-
 /**
  * The rows of a shard's batches in `row` order, `groupRows` at a time, decoding each batch only
- * when its rows are due and dropping it from `batches` once decoded: the whole shard is never
- * decoded at once, and the input buffers are released as the encoding goes.
+ * when its rows are due: neither the whole shard's batches nor its decoded rows are ever held at
+ * once, only the slice being read and the group being built.
  *
- * A batch holds one request's lines in input order, and the split step gives each batch a range
- * of rows after the previous one's, so ordering the batches by their first row orders all rows.
- * Anything else is a bug upstream and throws rather than write a misordered shard.
+ * `slices` hands the batches over a few at a time in batch-number order. The split step numbers a
+ * shard's batches in input order and gives each a range of rows after the previous one's, so that
+ * order is the rows' order. Anything else is a bug upstream and throws rather than write a
+ * misordered shard. (Batches whose rows interleave, reused rows beside embedded ones, are sorted
+ * whole instead: see shard-thread.ts.)
  */
-export function* shardRowGroups(batches: Array<Uint8Array | undefined>, groupRows: number): Generator<ShardRow[]> {
-  const order = batches
-    .map((batch, index) => ({ index, first: firstRow(batch!) }))
-    .sort((a, b) => a.first - b.first)
-    .map((entry) => entry.index);
+export async function* shardRowGroups(slices: AsyncIterable<readonly Uint8Array[]>, groupRows: number): AsyncGenerator<ShardRow[]> {
   let group: ShardRow[] = [];
   let last = -1;
-  for (const index of order) {
-    const batch = batches[index]!;
-    batches[index] = undefined;
-    for (const row of decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength))) {
-      if (row.row <= last) throw new Error(`shard batches overlap or are out of order at row ${row.row}`);
-      last = row.row;
-      group.push(row);
-      if (group.length === groupRows) {
-        yield group;
-        group = [];
+  for await (const slice of slices) {
+    for (const batch of slice) {
+      for (const row of decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength))) {
+        if (row.row <= last) throw new Error(`shard batches overlap or are out of order at row ${row.row}`);
+        last = row.row;
+        group.push(row);
+        if (group.length === groupRows) {
+          yield group;
+          group = [];
+        }
       }
     }
   }
   if (group.length > 0) yield group;
 }
 
-/** The first row number of a batch, or -1 for an empty one (it sorts first and adds nothing). */
-function firstRow(batch: Uint8Array): number {
-  if (batch.byteLength < FIRST_ROW_OFFSET + 8) return -1;
-  const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
-  return view.getUint32(4, true) === 0 ? -1 : view.getFloat64(FIRST_ROW_OFFSET, true);
+/** Sorted rows handed out `groupRows` at a time (the path for batches whose rows interleave). */
+export async function* groupsOf(rows: readonly ShardRow[], groupRows: number): AsyncGenerator<readonly ShardRow[]> {
+  for (let offset = 0; offset < rows.length; offset += groupRows) yield rows.slice(offset, offset + groupRows);
 }

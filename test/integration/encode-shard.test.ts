@@ -6,7 +6,7 @@ import { DataType, type Field, tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { encodeBatch } from '../../src/shards/batch-codec.js';
-import { encodeParquetRowGroups, encodeShard, PARQUET_ROW_GROUP_ROWS } from '../../src/shards/encode-shard.js';
+import { encodeParquetRowGroups, encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks } from '../../src/shards/encode-shard.js';
 import { denseMatrix, readShard } from '../../src/shards/read-shard.js';
 import type { OutputFormat, ShardRow } from '../../src/shards/shard-row.js';
 import { shardRowGroups } from '../../src/shards/shard-row-groups.js';
@@ -211,29 +211,39 @@ function expectedScalars(want: ShardRow): Record<string, unknown> {
   return { row: BigInt(want.row), source: want.source, line: BigInt(want.line), id: want.id, text: want.text };
 }
 
+/** `batches` handed over `size` at a time, as the shard writer reads them from Redis. */
+async function* slicesOf(batches: readonly Uint8Array[], size: number): AsyncGenerator<Uint8Array[]> {
+  for (let index = 0; index < batches.length; index += size) yield batches.slice(index, index + size);
+}
+
 describe('streaming a shard row group by row group', () => {
-  it('writes the same bytes as the whole-shard encoder, from batches in any order, releasing each batch once decoded', async () => {
+  it('writes the same bytes as the whole-shard encoder, whatever the slice size', async () => {
     const dimension = 64;
     const rows = makeShardRows(PARQUET_ROW_GROUP_ROWS * 2 + 123, { dimension, firstRow: 5_000, sparseEntries: 12 });
-    const batches: Array<Uint8Array | undefined> = [];
+    const batches: Uint8Array[] = [];
     for (let index = 0; index < rows.length; index += 10) batches.push(encodeBatch(rows.slice(index, index + 10), dimension));
-    batches.reverse(); // Redis hands them back in no particular order
     const whole = await encodeShard(rows, { dimension, format: 'parquet' });
-    const groups = shardRowGroups(batches, PARQUET_ROW_GROUP_ROWS);
-    const streamed = await encodeParquetRowGroups(groups, dimension);
-    expect(Buffer.from(streamed).equals(Buffer.from(whole))).toBe(true);
-    expect(batches.every((batch) => batch === undefined)).toBe(true);
+    for (const size of [1, 7, 64, batches.length]) {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of parquetChunks(shardRowGroups(slicesOf(batches, size), PARQUET_ROW_GROUP_ROWS), dimension)) chunks.push(chunk);
+      // More than one chunk: the file leaves the encoder as it is written, not at the end.
+      expect(chunks.length).toBeGreaterThan(1);
+      expect(Buffer.concat(chunks).equals(Buffer.from(whole))).toBe(true);
+    }
   });
 
-  it('refuses batches whose rows overlap, rather than write a misordered shard', () => {
+  it('refuses batches whose rows overlap or come out of order, rather than write a misordered shard', async () => {
     const dimension = 8;
     const rows = makeShardRows(20, { dimension });
-    const batches = [encodeBatch(rows.slice(0, 12), dimension), encodeBatch(rows.slice(10, 20), dimension)];
-    expect(() => [...shardRowGroups(batches, 100)]).toThrow(/overlap or are out of order at row/);
+    const overlapping = [encodeBatch(rows.slice(0, 12), dimension), encodeBatch(rows.slice(10, 20), dimension)];
+    const reversed = [encodeBatch(rows.slice(10, 20), dimension), encodeBatch(rows.slice(0, 10), dimension)];
+    for (const batches of [overlapping, reversed]) {
+      await expect(encodeParquetRowGroups(shardRowGroups(slicesOf(batches, 1), 100), dimension)).rejects.toThrow(/overlap or are out of order at row/);
+    }
   });
 
   it('writes an empty shard from no batches', async () => {
-    const streamed = await encodeParquetRowGroups(shardRowGroups([], PARQUET_ROW_GROUP_ROWS), 16);
+    const streamed = await encodeParquetRowGroups(shardRowGroups(slicesOf([], 4), PARQUET_ROW_GROUP_ROWS), 16);
     expect(Buffer.from(streamed).equals(Buffer.from(await encodeShard([], { dimension: 16, format: 'parquet' })))).toBe(true);
   });
 });
