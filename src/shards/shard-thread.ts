@@ -1,8 +1,10 @@
 import { parentPort } from 'node:worker_threads';
 
+import type { Table } from 'apache-arrow';
+
 import { decodeBatch } from './batch-codec.js';
-import { encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks } from './encode-shard.js';
-import { groupsOf, shardRowGroups } from './shard-row-groups.js';
+import { encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks, rowTables } from './encode-shard.js';
+import { batchRowGroups } from './row-group-builder.js';
 import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
 import { wasmMemoryBytes } from './wasm-memory.js';
 import type { ShardRow } from './shard-row.js';
@@ -130,14 +132,15 @@ async function encode(session: Session, request: Extract<ShardThreadRequest, { t
   let count = 0;
   // Rows of the delta (`upsert`: id new or changed); few in an incremental run, none otherwise.
   const marked: ShardRow[] = [];
-  const see = (rows: readonly ShardRow[]): void => {
-    count += rows.length;
-    for (const row of rows) if (row.upsert === true) marked.push(row);
-    session.sampleMemory();
+  const counting = async function* (groups: AsyncIterable<Table>): AsyncGenerator<Table> {
+    for await (const group of groups) {
+      count += group.numRows;
+      yield group;
+    }
   };
   if (request.format === 'parquet' && request.interleaved !== true) {
-    // Row group by row group: only one group's rows and Arrow data exist at a time.
-    const groups = watching(shardRowGroups(session.slices(), PARQUET_ROW_GROUP_ROWS), see);
+    // Row group by row group, built straight from the batch bytes: one group's columns at a time.
+    const groups = counting(batchRowGroups(session.slices(), PARQUET_ROW_GROUP_ROWS, request.dimension, marked));
     for await (const chunk of parquetChunks(groups, request.dimension)) await session.send(chunk);
   } else {
     // Arrow IPC is written whole (its footer indexes every batch); interleaved batches must be
@@ -147,24 +150,17 @@ async function encode(session: Session, request: Extract<ShardThreadRequest, { t
       for (const batch of slice) rows.push(...decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength)));
     }
     rows.sort((a, b) => a.row - b.row);
-    see(rows);
+    count = rows.length;
+    for (const row of rows) if (row.upsert === true) marked.push(row);
+    session.sampleMemory();
     if (request.format === 'parquet') {
-      for await (const chunk of parquetChunks(groupsOf(rows, PARQUET_ROW_GROUP_ROWS), request.dimension)) await session.send(chunk);
+      for await (const chunk of parquetChunks(rowTables(rows, request.dimension), request.dimension)) await session.send(chunk);
     } else {
       await session.send(await encodeShard(rows, { dimension: request.dimension, format: 'arrow' }));
     }
   }
-  session.sampleMemory();
   // The delta is always Parquet (src/reuse/delta-writer.ts), whatever the shards' format.
   const upserts = marked.length > 0 ? ownBuffer(await encodeShard(marked, { dimension: request.dimension, format: 'parquet' })) : undefined;
   session.sampleMemory();
   post({ type: 'done', id: request.id, rows: count, memory: session.peak, ...(upserts ? { upserts } : {}) }, upserts ? [upserts.buffer as ArrayBuffer] : []);
-}
-
-/** Passes row groups through, showing each to `see` (counting, picking the delta's rows). */
-async function* watching<T>(groups: AsyncIterable<T[]>, see: (group: T[]) => void): AsyncGenerator<T[]> {
-  for await (const group of groups) {
-    see(group);
-    yield group;
-  }
 }
