@@ -1,7 +1,6 @@
 import { enqueueFinalize } from '../jobs/enqueue.js';
 import type { WriteShardPayload } from '../jobs/payloads.js';
-import { shardErrorsFileName, shardFileName } from '../src/output/layout.js';
-import { upsertsFileName } from '../src/reuse/delta-writer.js';
+import { shardErrorsFileName, shardFileName, upsertsFileName } from '../src/output/layout.js';
 import { corpusOptions } from './corpus-options.js';
 import { reusedRowsBatch } from './reused-rows.js';
 import { openOutput } from './output.js';
