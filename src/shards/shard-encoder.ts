@@ -2,6 +2,8 @@ import type { Worker } from 'node:worker_threads';
 
 import { startThread } from '../threads/start-thread.js';
 
+import { ChunkChannel } from './chunk-channel.js';
+
 import type { OutputFormat } from './shard-row.js';
 import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
 
@@ -158,54 +160,4 @@ function packed(batches: readonly Uint8Array[]): Uint8Array[] {
     offset += batch.byteLength;
     return copy;
   });
-}
-
-/**
- * The file's chunks from the thread to the sink, one at a time: taking a chunk (asking for the
- * next one) tells the thread it may go on.
- */
-class ChunkChannel {
-  bytes = 0;
-  private readonly queue: Uint8Array[] = [];
-  private ended = false;
-  private error: Error | undefined;
-  private wake: (() => void) | undefined;
-
-  constructor(private readonly taken: () => void) {}
-
-  put(chunk: Uint8Array): void {
-    this.queue.push(chunk);
-    this.notify();
-  }
-
-  end(): void {
-    this.ended = true;
-    this.notify();
-  }
-
-  fail(error: Error): void {
-    this.error = error;
-    this.notify();
-  }
-
-  async *chunks(): AsyncGenerator<Uint8Array> {
-    for (;;) {
-      if (this.error) throw this.error;
-      const chunk = this.queue.shift();
-      if (chunk) {
-        this.bytes += chunk.byteLength;
-        yield chunk;
-        this.taken();
-        continue;
-      }
-      if (this.ended) return;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
-  }
-
-  private notify(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
-  }
 }
