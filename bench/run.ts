@@ -48,7 +48,7 @@ const QUOTA_LINES = QUICK ? 8_000 : 40_000;
 const SCALE_LINES = QUICK ? 4_000 : 10_000;
 /** The default shard size: the memory bound must hold at the defaults. */
 const SCALE_SHARD_ROWS = 10_000;
-const MEMORY_FIELDS = ['heapUsedMb', 'heapTotalMb', 'arrayBuffersMb', 'shardThreadHeapMb', 'shardThreadWasmMb'] as const;
+const MEMORY_FIELDS = ['heapUsedMb', 'heapTotalMb', 'arrayBuffersMb', 'shardThreadHeapMb', 'shardThreadHeapTotalMb', 'shardThreadArrayBuffersMb', 'shardThreadWasmMb'] as const;
 
 interface RunResult {
   lines: number;
@@ -402,9 +402,9 @@ async function overheadScenarios(context: BenchContext, sampleLines: string[]) {
 
 }
 
-/** `main heap 40 (reserved 60), buffers 80, shard thread heap 30, wasm 70`. */
+/** `main heap 40 (reserved 60), buffers 80, shard thread heap 30 (reserved 40), buffers 20, wasm 70`. */
 function memoryText(parts: Record<string, number>): string {
-  return `main heap ${parts.heapUsedMb} (reserved ${parts.heapTotalMb}), buffers ${parts.arrayBuffersMb}, shard thread heap ${parts.shardThreadHeapMb}, shard thread wasm ${parts.shardThreadWasmMb}`;
+  return `main heap ${parts.heapUsedMb} (reserved ${parts.heapTotalMb}), buffers ${parts.arrayBuffersMb}; shard thread heap ${parts.shardThreadHeapMb} (reserved ${parts.shardThreadHeapTotalMb}), buffers ${parts.shardThreadArrayBuffersMb}, wasm ${parts.shardThreadWasmMb}`;
 }
 
 function adaptiveTable(results: AdaptiveFigures[]): string {

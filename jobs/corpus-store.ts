@@ -7,7 +7,7 @@ import { ShardBuffers } from './shard-buffer.js';
 import { ShardLedger } from './shard-ledger.js';
 
 export type { CorpusJobCounters, CorpusJobRecord, CorpusJobState } from './job-record.js';
-export type { BatchStatus, BufferedShard, ErrorRecord, ShardProgress } from './shard-buffer.js';
+export type { BatchStatus, ErrorRecord, ShardProgress } from './shard-buffer.js';
 export type { ShardStats } from './shard-ledger.js';
 
 /**

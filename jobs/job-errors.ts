@@ -50,3 +50,13 @@ export class SystematicRejectionError extends EmbedqError {
   readonly code = 'PROVIDER_REJECTED_SYSTEMATIC';
   readonly retryable = false;
 }
+
+/**
+ * A shard's Redis buffer lost a batch while the writer read it slice by slice (the job was
+ * stopped or retried, which drops its buffers, or Redis lost data). Retryable: the next attempt
+ * finds the job stopped and skips, or reads a complete buffer.
+ */
+export class ShardBufferChangedError extends EmbedqError {
+  readonly code = 'SHARD_BUFFER_CHANGED';
+  readonly retryable = true;
+}

@@ -2,7 +2,9 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
+import { readShardBatches, readShardSummary, type ShardSummary } from './shard-buffer-read.js';
 import { BATCH_STATUS, CLOSE_SHARD, REJECTED_SHARD_FRACTION, REJECTED_STREAK_LIMIT, STORE_BATCH } from './shard-buffer-scripts.js';
+import { type ErrorRecord, NO_REUSE, type ReuseCounts, type ShardMeta } from './shard-records.js';
 
 /**
  * The Redis buffer of a shard that is being embedded: each batch's vectors and error records,
@@ -11,52 +13,7 @@ import { BATCH_STATUS, CLOSE_SHARD, REJECTED_SHARD_FRACTION, REJECTED_STREAK_LIM
  * or late, changes nothing (invariants 1 and 8).
  */
 
-/** One line that could not be embedded, as written to `_errors.jsonl`. */
-export interface ErrorRecord {
-  row: number;
-  source: string;
-  line: number;
-  code: string;
-  message: string;
-}
-
-export interface BufferedShard {
-  batches: Buffer[];
-  errors: ErrorRecord[];
-  firstRow: number;
-  lastRow: number;
-  blank: number;
-  truncated: number;
-  batchCount: number;
-  tokens: number;
-  /** Batches stored so far, and how many the splitter queued (undefined until it closed the shard). */
-  done: number;
-  expected: number | undefined;
-  /** `--reuse`: the encoded list of lines that take a previous row's vectors (src/reuse/reuse-list.ts). */
-  reuseList: Buffer | undefined;
-  reuse: ReuseCounts;
-}
-
-/** A shard's `--reuse` counts: rows reused; with `--id-field`, ids new, changed and unchanged. */
-export interface ReuseCounts {
-  reused: number;
-  new: number;
-  changed: number;
-  unchanged: number;
-}
-
-const NO_REUSE: ReuseCounts = { reused: 0, new: 0, changed: 0, unchanged: 0 };
-
-/** What the splitter records for a shard when it has queued all its batches. */
-interface ShardMeta {
-  firstRow: number;
-  lastRow: number;
-  inputErrors: ErrorRecord[];
-  blank: number;
-  truncated: number;
-  batches: number;
-  reuse?: ReuseCounts;
-}
+export type { ErrorRecord, ReuseCounts } from './shard-records.js';
 
 /** `inactive`: the job stopped, or the step belongs to an earlier generation. */
 export type BatchStatus = 'inactive' | 'written' | 'complete' | 'stored' | 'pending';
@@ -158,33 +115,16 @@ export class ShardBuffers {
     )) as ShardProgress;
   }
 
-  /** Everything buffered for a shard: encoded batches in batch order, error records, the splitter's counts. */
-  async read(id: string, shard: number): Promise<BufferedShard | undefined> {
-    const hash = await this.redis.hgetallBuffer(this.keys.shard(id, shard));
-    const meta = hash.meta;
-    if (!meta) return undefined;
-    const parsed = JSON.parse(meta.toString('utf8')) as ShardMeta;
-    const batches: Array<[number, Buffer]> = [];
-    const errors: ErrorRecord[] = [...parsed.inputErrors];
-    for (const [field, value] of Object.entries(hash)) {
-      if (field.startsWith('b:')) batches.push([Number(field.slice(2)), value]);
-      else if (field.startsWith('e:')) errors.push(...(JSON.parse(value.toString('utf8')) as ErrorRecord[]));
-    }
-    batches.sort((a, b) => a[0] - b[0]);
-    errors.sort((a, b) => a.row - b.row);
-    return {
-      batches: batches.map(([, value]) => value),
-      errors,
-      firstRow: parsed.firstRow,
-      lastRow: parsed.lastRow,
-      blank: parsed.blank,
-      truncated: parsed.truncated,
-      batchCount: parsed.batches,
-      tokens: Number(hash.tokens?.toString() ?? 0),
-      done: Number(hash.done?.toString() ?? 0),
-      expected: hash.expected === undefined ? undefined : Number(hash.expected.toString()),
-      reuseList: hash.reuse,
-      reuse: parsed.reuse ?? NO_REUSE,
-    };
+  /** A complete-or-not shard buffer's counts and input errors, without its batches (undefined: no buffer). */
+  summary(id: string, shard: number): Promise<ShardSummary | undefined> {
+    return readShardSummary(this.redis, this.keys.shard(id, shard));
+  }
+
+  /**
+   * The shard's `count` batches, a slice at a time in batch order; their error records are added to
+   * `errors` as they are read (see shard-buffer-read.ts).
+   */
+  batches(id: string, shard: number, count: number, errors: ErrorRecord[]): AsyncGenerator<Buffer[]> {
+    return readShardBatches(this.redis, this.keys.shard(id, shard), count, errors);
   }
 }

@@ -1,19 +1,32 @@
-/** Where a worker process's memory is, in MB, for the periodic `memory` debug line and the bench. */
+/** Where a worker process's memory is, in MB, for the periodic `memory` line and the bench. */
 export interface MemoryBreakdown {
   rssMb: number;
   /** The main thread's JS heap (used, and reserved from the OS). */
   heapUsedMb: number;
   heapTotalMb: number;
-  /** Buffers and typed arrays outside the main heap (Redis replies, HTTP bodies, vectors). */
+  /** The main thread's Buffers and typed arrays outside its heap (Redis replies, HTTP bodies, vectors). */
   arrayBuffersMb: number;
-  /** The shard thread's JS heap and parquet-wasm memory after its last shard, if it wrote one. */
+  /**
+   * The shard thread, each part at its peak during its last shard, if it wrote one: its JS heap
+   * (used, reserved), its ArrayBuffers (Arrow columns, file chunks), parquet-wasm's memory.
+   */
   shardThreadHeapMb?: number | undefined;
+  shardThreadHeapTotalMb?: number | undefined;
+  shardThreadArrayBuffersMb?: number | undefined;
   shardThreadWasmMb?: number | undefined;
+}
+
+/** The shard thread's memory in bytes, as its encoder reports it (src/shards/shard-thread-messages.ts). */
+export interface ThreadMemory {
+  heapUsed: number;
+  heapTotal: number;
+  arrayBuffers: number;
+  wasmBytes: number;
 }
 
 const mb = (bytes: number): number => Math.round((bytes / 1_048_576) * 10) / 10;
 
-export function memoryBreakdown(shardThread?: { heapUsed: number; wasmBytes: number }): MemoryBreakdown {
+export function memoryBreakdown(shardThread?: ThreadMemory): MemoryBreakdown {
   const usage = process.memoryUsage();
   return {
     rssMb: mb(usage.rss),
@@ -21,6 +34,8 @@ export function memoryBreakdown(shardThread?: { heapUsed: number; wasmBytes: num
     heapTotalMb: mb(usage.heapTotal),
     arrayBuffersMb: mb(usage.arrayBuffers),
     shardThreadHeapMb: shardThread && mb(shardThread.heapUsed),
+    shardThreadHeapTotalMb: shardThread && mb(shardThread.heapTotal),
+    shardThreadArrayBuffersMb: shardThread && mb(shardThread.arrayBuffers),
     shardThreadWasmMb: shardThread && mb(shardThread.wasmBytes),
   };
 }

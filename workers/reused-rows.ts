@@ -1,6 +1,5 @@
 import { ReuseUnavailableError } from '../src/errors.js';
 import { resolvePreviousOutput, type PreviousOutput } from '../src/reuse/previous-output.js';
-import { fetchPreviousVectors } from '../src/reuse/previous-vectors.js';
 import { decodeReuseList } from '../src/reuse/reuse-list.js';
 import { encodeBatch } from '../src/shards/batch-codec.js';
 import type { ShardRow } from '../src/shards/shard-row.js';
@@ -16,6 +15,9 @@ import type { Services } from './services.js';
 export async function reusedRowsBatch(services: Services, corpusJobId: string, reuseList: Buffer, dimension: number): Promise<Buffer> {
   const previous = await previousOutputOf(services, corpusJobId);
   const lines = decodeReuseList(reuseList);
+  // Loaded on first use: it brings Arrow and parquet-wasm (~35 MB) into the main thread, which
+  // only `--reuse` runs need there.
+  const { fetchPreviousVectors } = await import('../src/reuse/previous-vectors.js');
   const vectors = await fetchPreviousVectors(previous, lines);
   const rows = lines.map((line, i): ShardRow => {
     const found = vectors[i]!;

@@ -3,8 +3,7 @@ import type { ReuseCounts } from '../jobs/shard-buffer.js';
 import { ReuseUnavailableError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { sleep } from '../src/sleep.js';
-import { writeDeletes } from '../src/reuse/delta-writer.js';
-import { PreviousIndex } from '../src/reuse/previous-index.js';
+import type { PreviousIndex } from '../src/reuse/previous-index.js';
 import { resolvePreviousOutput, type PreviousOutput } from '../src/reuse/previous-output.js';
 import { encodeReuseList, type ReusedLine } from '../src/reuse/reuse-list.js';
 import { openOutput } from './output.js';
@@ -64,6 +63,8 @@ export class SplitReuse {
         return now?.state === 'running' && now.generation === generation;
       });
       const started = performance.now();
+      // The index and delta modules bring hyparquet, Arrow and parquet-wasm: loaded by `--reuse` runs only.
+      const { PreviousIndex } = await import('../src/reuse/previous-index.js');
       const index = await PreviousIndex.build(previous);
       if (!record.reusedFrom) {
         await services.corpora.jobs.setReuse(record.id, generation, { reusedFrom: { location: previous.location, jobId: previous.manifest.job_id, generation } });
@@ -116,6 +117,7 @@ export class SplitReuse {
   /** After the last line: `_delta/deletes.jsonl` (ids of the previous output never seen). Returns how many. */
   async writeDeletes(services: Services, output: string): Promise<number | undefined> {
     if (!this.tracksIds) return undefined;
+    const { writeDeletes } = await import('../src/reuse/delta-writer.js');
     return writeDeletes(openOutput(output, services), this.index);
   }
 }

@@ -1,7 +1,6 @@
 import { enqueueFinalize } from '../jobs/enqueue.js';
 import type { WriteShardPayload } from '../jobs/payloads.js';
-import { shardErrorsFileName, shardFileName } from '../src/output/layout.js';
-import { upsertsFileName } from '../src/reuse/delta-writer.js';
+import { shardErrorsFileName, shardFileName, upsertsFileName } from '../src/output/layout.js';
 import { corpusOptions } from './corpus-options.js';
 import { reusedRowsBatch } from './reused-rows.js';
 import { openOutput } from './output.js';
@@ -9,9 +8,9 @@ import type { JobContext } from './run-job.js';
 
 /**
  * Writes one shard once all its batches are embedded: rows sorted by `row`, one Parquet or Arrow
- * file (visible only complete: a single PUT or a rename), the shard's error records to a scratch
- * file, then records the shard as written and frees its Redis buffer. The last shard queues
- * finalize. Running it twice writes the same bytes.
+ * file (visible only complete: an S3 upload completed only after its last part, or a temp file
+ * renamed), the shard's error records to a scratch file, then records the shard as written and
+ * frees its Redis buffer. The last shard queues finalize. Running it twice writes the same bytes.
  *
  * Fenced: nothing is written unless the job runs in this step's generation and the buffer holds
  * every batch the splitter queued (`done == expected`); the ledger checks both again, atomically,
@@ -31,7 +30,7 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     log.info({ state: now?.state, generation: now?.generation }, 'write skipped: job not running in this generation');
     return;
   }
-  const buffered = await corpora.buffers.read(id, payload.shard);
+  const buffered = await corpora.buffers.summary(id, payload.shard);
   if (!buffered || buffered.expected === undefined || buffered.done !== buffered.expected) {
     // Only an out-of-date step gets here (the last batch queues the writer); the current one comes.
     log.warn({ done: buffered?.done, expected: buffered?.expected }, 'write skipped: shard buffer incomplete');
@@ -40,22 +39,28 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
 
   const options = await corpusOptions(corpora, id);
   const started = performance.now();
+  // The batches stream from Redis a slice at a time into the encoder, and the file streams out of
+  // it into the store: a shard is never held whole (README "Memory"). Their error records are
+  // gathered as the slices are read.
+  const errors = [...buffered.inputErrors];
+  const embedded = corpora.buffers.batches(id, payload.shard, buffered.expected, errors);
   // Lines that take a previous row's vectors (`--reuse`) join the shard as one more batch.
-  const batches = buffered.reuseList ? [...buffered.batches, await reusedRowsBatch(services, id, buffered.reuseList, options.dimension)] : buffered.batches;
-  const { bytes, rows, upserts } = await services.shardEncoder.encode(batches, {
-    dimension: options.dimension,
-    format: options.outputFormat,
-    interleaved: buffered.reuseList !== undefined,
-  });
+  const reuseList = buffered.reuseList;
+  const batches = reuseList ? withReusedRows(embedded, () => reusedRowsBatch(services, id, reuseList, options.dimension)) : embedded;
   const output = openOutput(options.output, services);
   const file = shardFileName(payload.shard, options.outputFormat);
-  await output.store.write(output.prefix + file, bytes);
+  const { bytes, rows, upserts } = await services.shardEncoder.encode(
+    batches,
+    { dimension: options.dimension, format: options.outputFormat, interleaved: reuseList !== undefined },
+    (chunks) => output.store.writeStream(output.prefix + file, chunks),
+  );
   const upsertsFile = upserts ? upsertsFileName(payload.shard) : undefined;
   if (upsertsFile) await output.store.write(output.prefix + upsertsFile, upserts!);
+  errors.sort((a, b) => a.row - b.row);
   let errorsKey: string | null = null;
-  if (buffered.errors.length > 0) {
+  if (errors.length > 0) {
     errorsKey = shardErrorsFileName(id, payload.shard);
-    await output.store.write(output.prefix + errorsKey, buffered.errors.map((record) => `${JSON.stringify(record)}\n`).join(''));
+    await output.store.write(output.prefix + errorsKey, errors.map((record) => `${JSON.stringify(record)}\n`).join(''));
   }
   const result = await corpora.ledger.markWritten(id, generation, {
     shard: payload.shard,
@@ -63,8 +68,8 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     firstRow: buffered.firstRow,
     lastRow: buffered.lastRow,
     rows,
-    bytes: bytes.byteLength,
-    errors: buffered.errors.length,
+    bytes,
+    errors: errors.length,
     errorsKey,
     blank: buffered.blank,
     truncated: buffered.truncated,
@@ -78,7 +83,13 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
     log.info({ reason: result.reason }, 'shard not recorded');
     return;
   }
-  services.metrics.shardWritten({ seconds: (performance.now() - started) / 1000, blank: buffered.blank, failed: buffered.errors.length });
-  log.info({ file, rows, reused: buffered.reuse.reused, errors: buffered.errors.length, bytes: bytes.byteLength, durationMs: Math.round(performance.now() - started) }, 'shard written');
+  services.metrics.shardWritten({ seconds: (performance.now() - started) / 1000, blank: buffered.blank, failed: errors.length });
+  log.info({ file, rows, reused: buffered.reuse.reused, errors: errors.length, bytes, durationMs: Math.round(performance.now() - started) }, 'shard written');
   if (result.totalShards !== null && result.shardsWritten === result.totalShards) await enqueueFinalize(queues.write, id, generation);
+}
+
+/** The embedded batches, then the reused rows as one more batch (their rows interleave: sorted whole). */
+async function* withReusedRows(embedded: AsyncIterable<Buffer[]>, reused: () => Promise<Buffer>): AsyncGenerator<Buffer[]> {
+  yield* embedded;
+  yield [await reused()];
 }

@@ -8,6 +8,13 @@ export const SUCCESS_FILE = '_SUCCESS';
 export const LATEST_FILE = '_latest.json';
 /** `--reuse --id-field`: the delta for vector stores (src/reuse/delta-writer.ts). */
 export const DELTA_FOLDER = '_delta';
+/** `_delta/deletes.jsonl` of a `--reuse --id-field` run (src/reuse/delta-writer.ts writes it). */
+export const DELETES_FILE = `${DELTA_FOLDER}/deletes.jsonl`;
+
+/** `_delta/upserts-NNNNN.parquet`: the rows of shard NNNNN whose id is new or whose text changed. */
+export function upsertsFileName(shard: number): string {
+  return `${DELTA_FOLDER}/upserts-${String(shard).padStart(5, '0')}.parquet`;
+}
 /** Scratch space of running jobs; finalize removes its job's folder. */
 export const TEMP_FOLDER = '_tmp';
 

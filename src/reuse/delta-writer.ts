@@ -1,4 +1,4 @@
-import { DELTA_FOLDER } from '../output/layout.js';
+import { DELETES_FILE, DELTA_FOLDER, upsertsFileName } from '../output/layout.js';
 import { encodeShard } from '../shards/encode-shard.js';
 import type { ShardRow } from '../shards/shard-row.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -11,12 +11,8 @@ import { readShardColumns } from './shard-columns.js';
  *                            (one file per output shard that has any; NNNNN is that shard)
  *   `deletes.jsonl`          one `{"id": …}` per id of the previous output that is gone now
  */
-export { DELTA_FOLDER };
-export const DELETES_FILE = `${DELTA_FOLDER}/deletes.jsonl`;
-
-export function upsertsFileName(shard: number): string {
-  return `${DELTA_FOLDER}/upserts-${String(shard).padStart(5, '0')}.parquet`;
-}
+// The names live in src/output/layout.ts, which workers import without loading the Parquet stack.
+export { DELETES_FILE, DELTA_FOLDER, upsertsFileName };
 
 /** Writes one shard's upserts (sorted by `row`, as the shard); nothing when there are none. */
 export async function writeUpserts(

@@ -26,16 +26,17 @@ import type { ShardRow } from './shard-row.js';
  * shard, so a value that is not a float32 comes back as `Math.fround(value)`.
  */
 
-const MAGIC = [0x45, 0x51, 0x42] as const; // "EQB"
-const VERSION = 1;
-const HEADER_BYTES = 12;
-const HAS_ID = 1;
-const HAS_DENSE = 2;
-const HAS_SPARSE = 4;
-const HAS_HASH = 8;
+// Exported for batch-cursor.ts, which reads the same layout without decoding it into objects.
+export const MAGIC = [0x45, 0x51, 0x42] as const; // "EQB"
+export const VERSION = 1;
+export const HEADER_BYTES = 12;
+export const HAS_ID = 1;
+export const HAS_DENSE = 2;
+export const HAS_SPARSE = 4;
+export const HAS_HASH = 8;
 /** The row goes to `_delta/upserts-*` too (`--reuse --id-field`: its id is new or its text changed). */
-const UPSERT = 16;
-const HASH_BYTES = 32;
+export const UPSERT = 16;
+export const HASH_BYTES = 32;
 const HEX_HASH = /^[0-9a-f]{64}$/;
 
 // Typed-array views use the platform's byte order; the format is little-endian.

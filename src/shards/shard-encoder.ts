@@ -2,14 +2,30 @@ import type { Worker } from 'node:worker_threads';
 
 import { startThread } from '../threads/start-thread.js';
 
-import type { OutputFormat } from './shard-row.js';
-import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread.js';
+import { ChunkChannel } from './chunk-channel.js';
 
+import type { OutputFormat } from './shard-row.js';
+import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
+
+/** Options of {@link ShardEncoder.encode}. */
+export interface ShardEncodeOptions {
+  dimension: number;
+  format: OutputFormat;
+  /** The batches' rows interleave (`--reuse`): decoded whole and sorted (Default: false). */
+  interleaved?: boolean;
+}
+
+/** What an encoded shard came to; its bytes went to the sink. */
 export interface EncodedShard {
-  bytes: Uint8Array;
   rows: number;
+  /** Size of the file in bytes. */
+  bytes: number;
+  /** A Parquet file of the rows marked `upsert` (the shard's `_delta/` upserts), when any is. */
   upserts?: Uint8Array | undefined;
 }
+
+/** Where a file's bytes go as they are produced (an ObjectStore's writeStream, in practice). */
+export type ShardSink = (chunks: AsyncIterable<Uint8Array>) => Promise<unknown>;
 
 /**
  * Encodes shards on one background thread per process (see shard-thread.ts for why). The thread
@@ -18,29 +34,78 @@ export interface EncodedShard {
 export class ShardEncoder {
   private worker: Worker | undefined;
   private nextId = 0;
-  /** The thread's memory after its last shard (for the worker's memory log line and the bench). */
+  /** The thread's memory during its last shard (for the worker's memory log line and the bench). */
   lastThreadMemory: ShardThreadMemory | undefined;
-  private readonly pending = new Map<number, { resolve: (value: EncodedShard) => void; reject: (error: Error) => void }>();
+  /** Called with the thread's memory after each shard (the worker logs it: a shard's peak is brief). */
+  onShardMemory: ((memory: ShardThreadMemory) => void) | undefined;
+  private readonly running = new Map<number, (response: ShardThreadResponse) => void>();
 
   /**
-   * Decodes the batches, sorts rows by `row`, and returns the shard file's bytes, plus a Parquet
-   * file of the rows marked `upsert` (the shard's `_delta/` upserts) when any is.
+   * Decodes the batches `slices` hands over (a few at a time, in batch order), orders the rows by
+   * `row`, and streams the shard file's bytes into `sink`. Resolves once the sink has taken the
+   * last byte and returned. Slices are read only when the thread asks for them, and the thread
+   * produces the next chunk only once the sink has taken the one before, so memory stays at a
+   * slice and a chunk (plus one row group on the thread) whatever the shard's size.
+   *
+   * On any failure (the thread's, the source's or the sink's) the others are stopped and the
+   * first error is thrown; the sink sees its chunks end in that error and must then leave nothing
+   * visible (ObjectStore.writeStream does not).
    */
-  encode(batches: readonly Buffer[], options: { dimension: number; format: OutputFormat; interleaved?: boolean }): Promise<EncodedShard> {
+  async encode(slices: AsyncIterable<readonly Uint8Array[]>, options: ShardEncodeOptions, sink: ShardSink): Promise<EncodedShard> {
     const worker = this.thread();
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      worker.ref();
-      // Each batch is copied once into a buffer of its own and that buffer is transferred, not
-      // cloned: Redis reply buffers may share memory with others, and a structured clone of ~60 MB
-      // would hold a serialized copy as well as the thread's.
-      const copies = batches.map((batch) => new Uint8Array(batch));
-      worker.postMessage(
-        { id, batches: copies, dimension: options.dimension, format: options.format, interleaved: options.interleaved === true } satisfies ShardThreadRequest,
-        copies.map((copy) => copy.buffer),
-      );
+    const source = slices[Symbol.asyncIterator]();
+    const output = new ChunkChannel(() => worker.postMessage({ type: 'taken', id } satisfies ShardThreadRequest));
+    let failure: Error | undefined;
+    let result: { rows: number; upserts?: Uint8Array } | undefined;
+    const fail = (error: Error): void => {
+      if (failure) return;
+      failure = error;
+      this.release(id);
+      worker.postMessage({ type: 'cancel', id } satisfies ShardThreadRequest);
+      output.fail(error);
+    };
+    const feed = async (): Promise<void> => {
+      try {
+        const next = await source.next();
+        if (failure) return;
+        const batches = next.done ? null : packed(next.value);
+        worker.postMessage({ type: 'batches', id, batches } satisfies ShardThreadRequest, batches?.[0] ? [batches[0].buffer as ArrayBuffer] : []);
+      } catch (error) {
+        fail(error instanceof Error ? error : new Error(String(error)));
+      }
+    };
+    this.running.set(id, (response) => {
+      if (response.type === 'need') void feed();
+      else if (response.type === 'chunk') output.put(response.bytes);
+      else if (response.type === 'done') {
+        this.release(id);
+        this.lastThreadMemory = response.memory;
+        this.onShardMemory?.(response.memory);
+        result = { rows: response.rows, ...(response.upserts ? { upserts: response.upserts } : {}) };
+        output.end();
+      } else {
+        const error = new Error(`shard encoding failed: ${response.error.message}`);
+        error.stack = response.error.stack ?? error.stack;
+        fail(error);
+      }
     });
+    worker.ref();
+    worker.postMessage({ type: 'start', id, dimension: options.dimension, format: options.format, interleaved: options.interleaved === true } satisfies ShardThreadRequest);
+    try {
+      await sink(output.chunks());
+    } catch (error) {
+      fail(error instanceof Error ? error : new Error(String(error)));
+    } finally {
+      await source.return?.().catch(() => undefined);
+    }
+    if (failure) throw failure;
+    if (!result) {
+      const error = new Error('shard sink returned before taking the whole file');
+      fail(error);
+      throw error;
+    }
+    return { rows: result.rows, bytes: output.bytes, upserts: result.upserts };
   }
 
   /**
@@ -57,35 +122,42 @@ export class ShardEncoder {
     if (worker) await worker.terminate();
   }
 
+  private release(id: number): void {
+    this.running.delete(id);
+    if (this.running.size === 0) this.worker?.unref();
+  }
+
   private thread(): Worker {
     if (this.worker) return this.worker;
     const worker = startThread(new URL('./shard-thread.js', import.meta.url), new URL('./shard-thread.ts', import.meta.url));
     worker.unref();
-    worker.on('message', (response: ShardThreadResponse) => {
-      const waiter = this.pending.get(response.id);
-      if (!waiter) return;
-      this.pending.delete(response.id);
-      if (this.pending.size === 0) worker.unref();
-      if ('error' in response) {
-        const error = new Error(`shard encoding failed: ${response.error.message}`);
-        error.stack = response.error.stack ?? error.stack;
-        waiter.reject(error);
-      } else {
-        this.lastThreadMemory = response.memory;
-        waiter.resolve({ bytes: response.bytes, rows: response.rows, upserts: response.upserts });
-      }
-    });
-    worker.on('error', (error) => this.failAll(error));
+    worker.on('message', (response: ShardThreadResponse) => this.running.get(response.id)?.(response));
+    const failAll = (error: Error): void => {
+      for (const handle of [...this.running.values()]) handle({ type: 'error', id: -1, error: { message: error.message, stack: error.stack } });
+    };
+    worker.on('error', failAll);
     worker.on('exit', (code) => {
       if (this.worker === worker) this.worker = undefined;
-      if (this.pending.size > 0) this.failAll(new Error(`shard encoding thread exited with code ${code}`));
+      failAll(new Error(`shard encoding thread exited with code ${code}`));
     });
     this.worker = worker;
     return worker;
   }
+}
 
-  private failAll(error: Error): void {
-    for (const waiter of this.pending.values()) waiter.reject(error);
-    this.pending.clear();
-  }
+/**
+ * A slice's batches copied into one buffer of their own, which is transferred, not cloned: Redis
+ * reply buffers may share memory with other replies, and a structured clone would hold a
+ * serialized copy besides the thread's.
+ */
+function packed(batches: readonly Uint8Array[]): Uint8Array[] {
+  const total = batches.reduce((sum, batch) => sum + batch.byteLength, 0);
+  const buffer = new ArrayBuffer(total);
+  let offset = 0;
+  return batches.map((batch) => {
+    const copy = new Uint8Array(buffer, offset, batch.byteLength);
+    copy.set(batch);
+    offset += batch.byteLength;
+    return copy;
+  });
 }

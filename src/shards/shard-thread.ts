@@ -1,79 +1,171 @@
 import { parentPort } from 'node:worker_threads';
 
+import type { Table } from 'apache-arrow';
+
 import { decodeBatch } from './batch-codec.js';
-import { encodeParquetRowGroups, encodeShard, PARQUET_ROW_GROUP_ROWS } from './encode-shard.js';
 import { lowerThisThreadPriority } from '../threads/background-priority.js';
-import { shardRowGroups } from './shard-row-groups.js';
+import { encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks, rowTables } from './encode-shard.js';
+import { batchRowGroups } from './row-group-builder.js';
+import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
 import { wasmMemoryBytes } from './wasm-memory.js';
-import type { OutputFormat, ShardRow } from './shard-row.js';
+import type { ShardRow } from './shard-row.js';
 
-/** A request to the shard thread: the buffered batches of one shard. */
-export interface ShardThreadRequest {
-  id: number;
-  /** Released one by one as the encoding goes (the thread owns this copy). */
-  batches: Array<Uint8Array | undefined>;
-  dimension: number;
-  format: OutputFormat;
-  /**
-   * Batches whose rows interleave (reused rows copied from a previous output sit between embedded
-   * ones): decoded whole and sorted, since row groups can be streamed only from batches that each
-   * hold a run of rows no other batch enters.
-   */
-  interleaved?: boolean;
+/**
+ * The shard thread: decoding, sorting and encoding a 10,000-row shard takes ~0.5-1.5 s of CPU;
+ * here it runs off the worker's event loop (and at a lower CPU priority), so requests leave on
+ * their rate-gate slots and BullMQ locks keep renewing. Input and output both stream (protocol in shard-thread-messages.ts): the
+ * thread asks for batches a slice at a time and hands the file back a chunk at a time, waiting for
+ * each chunk to be taken, so neither thread holds a whole shard.
+ */
+
+class Cancelled extends Error {}
+
+interface Waiter<T> {
+  resolve(value: T): void;
+  reject(error: Error): void;
 }
 
-/** The thread's own memory after a shard: its JS heap and parquet-wasm's WebAssembly memory. */
-export interface ShardThreadMemory {
-  heapUsed: number;
-  wasmBytes: number;
-}
+/** One shard being encoded: the batches it waits for and the chunk it waits to see taken. */
+class Session {
+  private input: Waiter<Uint8Array[] | null> | undefined;
+  private taken: Waiter<void> | undefined;
+  private cancelled = false;
+  /** Peaks during this shard, for the memory line (the end of a shard is not its peak). */
+  peak: ShardThreadMemory = { heapUsed: 0, heapTotal: 0, arrayBuffers: 0, wasmBytes: 0 };
 
-/** `upserts`: a Parquet file of the rows marked `upsert` (`_delta/`), when there are any. */
-export type ShardThreadResponse =
-  | { id: number; bytes: Uint8Array; rows: number; memory: ShardThreadMemory; upserts?: Uint8Array }
-  | { id: number; error: { message: string; stack?: string } };
+  constructor(readonly id: number) {}
 
-/** Passes row groups through, showing each to `see` (counting, picking the delta's rows). */
-function* watching<T extends readonly unknown[]>(groups: Iterator<T>, see: (group: T) => void): Generator<T> {
-  for (let next = groups.next(); !next.done; next = groups.next()) {
-    see(next.value);
-    yield next.value;
+  /** The shard's batches, a slice at a time; the next slice is asked for while this one is decoded. */
+  async *slices(): AsyncGenerator<Uint8Array[]> {
+    let next = this.ask();
+    for (;;) {
+      const batches = await next;
+      if (batches === null) return;
+      next = this.ask();
+      // A pending ask is settled by the main thread's reply (or cancel); never left unobserved.
+      next.catch(() => undefined);
+      yield batches;
+    }
+  }
+
+  /** Hands one chunk of the file over and waits until the main thread has taken it. */
+  async send(bytes: Uint8Array): Promise<void> {
+    this.sampleMemory();
+    const taken = this.wait<void>((waiter) => (this.taken = waiter));
+    // Transfer, not clone: a chunk is a whole row group's pages (megabytes).
+    const own = ownBuffer(bytes);
+    post({ type: 'chunk', id: this.id, bytes: own }, [own.buffer as ArrayBuffer]);
+    await taken;
+  }
+
+  /** Samples the thread's memory (after each row group; a few times a shard). */
+  sampleMemory(): void {
+    const usage = process.memoryUsage();
+    this.peak = {
+      heapUsed: Math.max(this.peak.heapUsed, usage.heapUsed),
+      heapTotal: Math.max(this.peak.heapTotal, usage.heapTotal),
+      arrayBuffers: Math.max(this.peak.arrayBuffers, usage.arrayBuffers),
+      wasmBytes: wasmMemoryBytes(),
+    };
+  }
+
+  receive(request: ShardThreadRequest): void {
+    if (request.type === 'batches') {
+      const waiter = this.input;
+      this.input = undefined;
+      waiter?.resolve(request.batches);
+    } else if (request.type === 'taken') {
+      const waiter = this.taken;
+      this.taken = undefined;
+      waiter?.resolve();
+    } else if (request.type === 'cancel') {
+      this.cancelled = true;
+      const error = new Cancelled('shard encoding cancelled');
+      for (const waiter of [this.input, this.taken]) waiter?.reject(error);
+      this.input = undefined;
+      this.taken = undefined;
+    }
+  }
+
+  private ask(): Promise<Uint8Array[] | null> {
+    const batches = this.wait<Uint8Array[] | null>((waiter) => (this.input = waiter));
+    post({ type: 'need', id: this.id });
+    return batches;
+  }
+
+  private wait<T>(store: (waiter: Waiter<T>) => void): Promise<T> {
+    if (this.cancelled) return Promise.reject(new Cancelled('shard encoding cancelled'));
+    return new Promise<T>((resolve, reject) => store({ resolve, reject }));
   }
 }
 
-// Decoding, sorting and encoding a 10,000-row shard takes ~0.5-1.5 s of CPU. Here it runs off the
-// worker's event loop, and at a lower CPU priority, so requests leave on their rate-gate slots and
-// BullMQ locks keep renewing.
+/**
+ * `bytes` alone in its ArrayBuffer, so the buffer can be transferred: a small Buffer may be a view
+ * on Node's shared pool, and transferring that would detach every other view on it.
+ */
+function ownBuffer(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes);
+}
+
+function post(response: ShardThreadResponse, transfer: ArrayBuffer[] = []): void {
+  parentPort!.postMessage(response, transfer);
+}
+
+const sessions = new Map<number, Session>();
+
+// At a lower CPU priority than the worker's main thread (Linux): encoding is batch work, and on a
+// busy machine it starved the main thread, whose requests must leave on their rate-gate slots.
 if (parentPort) lowerThisThreadPriority();
+
 parentPort?.on('message', (request: ShardThreadRequest) => {
-  void (async () => {
-    try {
-      let bytes: Uint8Array;
-      let count = 0;
-      // Rows of the delta (`upsert`: id new or changed); few in an incremental run, none otherwise.
-      const marked: ShardRow[] = [];
-      const see = (rows: readonly ShardRow[]): void => {
-        count += rows.length;
-        for (const row of rows) if (row.upsert === true) marked.push(row);
-      };
-      if (request.format === 'parquet' && request.interleaved !== true) {
-        // Row group by row group: only one group's rows and Arrow data exist at a time.
-        const groups = shardRowGroups(request.batches, PARQUET_ROW_GROUP_ROWS);
-        bytes = await encodeParquetRowGroups(watching(groups, see), request.dimension);
-      } else {
-        const rows: ShardRow[] = request.batches.flatMap((batch) => decodeBatch(Buffer.from(batch!.buffer, batch!.byteOffset, batch!.byteLength)));
-        rows.sort((a, b) => a.row - b.row);
-        bytes = await encodeShard(rows, { dimension: request.dimension, format: request.format });
-        see(rows);
-      }
-      // The delta is always Parquet (src/reuse/delta-writer.ts), whatever the shards' format.
-      const upserts = marked.length > 0 ? await encodeShard(marked, { dimension: request.dimension, format: 'parquet' }) : undefined;
-      const memory = { heapUsed: process.memoryUsage().heapUsed, wasmBytes: wasmMemoryBytes() };
-      const transfer = [bytes.buffer as ArrayBuffer, ...(upserts ? [upserts.buffer as ArrayBuffer] : [])];
-      parentPort!.postMessage({ id: request.id, bytes, rows: count, memory, ...(upserts ? { upserts } : {}) } satisfies ShardThreadResponse, transfer);
-    } catch (error) {
+  if (request.type !== 'start') {
+    sessions.get(request.id)?.receive(request);
+    return;
+  }
+  const session = new Session(request.id);
+  sessions.set(request.id, session);
+  void encode(session, request)
+    .catch((error: unknown) => {
+      if (error instanceof Cancelled) return; // the main thread gave up on this shard; nobody listens
       const { message, stack } = error instanceof Error ? error : new Error(String(error));
-      parentPort!.postMessage({ id: request.id, error: { message, stack } } satisfies ShardThreadResponse);
-    }
-  })();
+      post({ type: 'error', id: request.id, error: { message, stack } });
+    })
+    .finally(() => sessions.delete(request.id));
 });
+
+async function encode(session: Session, request: Extract<ShardThreadRequest, { type: 'start' }>): Promise<void> {
+  let count = 0;
+  // Rows of the delta (`upsert`: id new or changed); few in an incremental run, none otherwise.
+  const marked: ShardRow[] = [];
+  const counting = async function* (groups: AsyncIterable<Table>): AsyncGenerator<Table> {
+    for await (const group of groups) {
+      count += group.numRows;
+      yield group;
+    }
+  };
+  if (request.format === 'parquet' && request.interleaved !== true) {
+    // Row group by row group, built straight from the batch bytes: one group's columns at a time.
+    const groups = counting(batchRowGroups(session.slices(), PARQUET_ROW_GROUP_ROWS, request.dimension, marked));
+    for await (const chunk of parquetChunks(groups, request.dimension)) await session.send(chunk);
+  } else {
+    // Arrow IPC is written whole (its footer indexes every batch); interleaved batches must be
+    // sorted whole. Both hold the shard's rows at once.
+    const rows: ShardRow[] = [];
+    for await (const slice of session.slices()) {
+      for (const batch of slice) rows.push(...decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength)));
+    }
+    rows.sort((a, b) => a.row - b.row);
+    count = rows.length;
+    for (const row of rows) if (row.upsert === true) marked.push(row);
+    session.sampleMemory();
+    if (request.format === 'parquet') {
+      for await (const chunk of parquetChunks(rowTables(rows, request.dimension), request.dimension)) await session.send(chunk);
+    } else {
+      await session.send(await encodeShard(rows, { dimension: request.dimension, format: 'arrow' }));
+    }
+  }
+  // The delta is always Parquet (src/reuse/delta-writer.ts), whatever the shards' format.
+  const upserts = marked.length > 0 ? ownBuffer(await encodeShard(marked, { dimension: request.dimension, format: 'parquet' })) : undefined;
+  session.sampleMemory();
+  post({ type: 'done', id: request.id, rows: count, memory: session.peak, ...(upserts ? { upserts } : {}) }, upserts ? [upserts.buffer as ArrayBuffer] : []);
+}

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import type { Dirent } from 'node:fs';
+import { createWriteStream, type Dirent } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js';
+import { CountedChunks } from './counted-chunks.js';
 import { mapStreamErrors } from './map-stream-errors.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
 
@@ -99,6 +101,23 @@ export class LocalObjectStore implements ObjectStore {
       await rename(temporary, file);
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
+      throw this.#error(error, 'write', key);
+    }
+  }
+
+  async writeStream(key: string, chunks: AsyncIterable<Uint8Array>): Promise<number> {
+    const file = this.pathOf(key);
+    // As in `write`: a temp file beside the target, renamed only once every chunk is on disk.
+    const temporary = `${file}.tmp-${randomBytes(8).toString('hex')}`;
+    const counted = new CountedChunks(chunks);
+    try {
+      await mkdir(path.dirname(file), { recursive: true });
+      await pipeline(Readable.from(counted, { objectMode: false }), createWriteStream(temporary));
+      await rename(temporary, file);
+      return counted.bytes;
+    } catch (error) {
+      await rm(temporary, { force: true }).catch(() => undefined);
+      if (counted.failure) throw counted.failure.error;
       throw this.#error(error, 'write', key);
     }
   }

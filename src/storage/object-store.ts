@@ -30,6 +30,14 @@ export interface ObjectStore {
    * and writing the same key again replaces it.
    */
   write(key: string, body: Uint8Array | string): Promise<void>;
+  /**
+   * Writes an object from chunks as they come, never holding it whole; returns its size in bytes.
+   * It becomes visible only complete, as with `write`: S3 sends a multipart upload (a body smaller
+   * than one part goes as a single PUT) and aborts it when anything fails; a local folder writes a
+   * temp file and renames it. When `chunks` throws, nothing appears (the temp file is removed, the
+   * upload aborted) and that same error is thrown.
+   */
+  writeStream(key: string, chunks: AsyncIterable<Uint8Array>): Promise<number>;
   /** Removes the object; no error if it is already gone. Local: empty folders left behind go too. */
   delete(key: string): Promise<void>;
   /**

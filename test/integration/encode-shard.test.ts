@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -5,11 +6,11 @@ import path from 'node:path';
 import { DataType, type Field, tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { encodeBatch } from '../../src/shards/batch-codec.js';
-import { encodeParquetRowGroups, encodeShard, PARQUET_ROW_GROUP_ROWS } from '../../src/shards/encode-shard.js';
+import { BatchCodecError, decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
+import { encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks } from '../../src/shards/encode-shard.js';
 import { denseMatrix, readShard } from '../../src/shards/read-shard.js';
 import type { OutputFormat, ShardRow } from '../../src/shards/shard-row.js';
-import { shardRowGroups } from '../../src/shards/shard-row-groups.js';
+import { batchRowGroups } from '../../src/shards/row-group-builder.js';
 import { queryParquet, sqlString } from '../support/duckdb.js';
 import { float32Bytes, makeShardRows } from '../support/shard-rows.js';
 
@@ -211,29 +212,83 @@ function expectedScalars(want: ShardRow): Record<string, unknown> {
   return { row: BigInt(want.row), source: want.source, line: BigInt(want.line), id: want.id, text: want.text };
 }
 
-describe('streaming a shard row group by row group', () => {
-  it('writes the same bytes as the whole-shard encoder, from batches in any order, releasing each batch once decoded', async () => {
+/** `batches` handed over `size` at a time, as the shard writer reads them from Redis. */
+async function* slicesOf(batches: readonly Uint8Array[], size: number): AsyncGenerator<Uint8Array[]> {
+  for (let index = 0; index < batches.length; index += size) yield batches.slice(index, index + size);
+}
+
+/** Batches of up to 10 rows (fewer now and then, as when lines failed), in row order. */
+function batchesOf(rows: readonly ShardRow[], dimension: number): Uint8Array[] {
+  const batches: Uint8Array[] = [];
+  for (let index = 0, size = 10; index < rows.length; index += size, size = size === 10 ? 7 : 10) batches.push(encodeBatch(rows.slice(index, index + size), dimension));
+  return batches;
+}
+
+/** Streams `batches` the way the shard thread does: row groups built from batch bytes, then Parquet. */
+async function streamed(batches: readonly Uint8Array[], size: number, dimension: number, marked: ShardRow[] = []): Promise<Uint8Array[]> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of parquetChunks(batchRowGroups(slicesOf(batches, size), PARQUET_ROW_GROUP_ROWS, dimension, marked), dimension)) chunks.push(chunk);
+  return chunks;
+}
+
+describe('streaming a shard row group by row group, straight from batch bytes', () => {
+  it('writes the same bytes as the whole-shard encoder of the decoded rows, whatever the slice size', async () => {
     const dimension = 64;
     const rows = makeShardRows(PARQUET_ROW_GROUP_ROWS * 2 + 123, { dimension, firstRow: 5_000, sparseEntries: 12 });
-    const batches: Array<Uint8Array | undefined> = [];
-    for (let index = 0; index < rows.length; index += 10) batches.push(encodeBatch(rows.slice(index, index + 10), dimension));
-    batches.reverse(); // Redis hands them back in no particular order
+    const batches = batchesOf(rows, dimension);
     const whole = await encodeShard(rows, { dimension, format: 'parquet' });
-    const groups = shardRowGroups(batches, PARQUET_ROW_GROUP_ROWS);
-    const streamed = await encodeParquetRowGroups(groups, dimension);
-    expect(Buffer.from(streamed).equals(Buffer.from(whole))).toBe(true);
-    expect(batches.every((batch) => batch === undefined)).toBe(true);
+    for (const size of [1, 7, 64, batches.length]) {
+      const chunks = await streamed(batches, size, dimension);
+      // More than one chunk: the file leaves the encoder as it is written, not at the end.
+      expect(chunks.length).toBeGreaterThan(1);
+      expect(Buffer.concat(chunks).equals(Buffer.from(whole))).toBe(true);
+    }
   });
 
-  it('refuses batches whose rows overlap, rather than write a misordered shard', () => {
+  it('copies every kind of value byte for byte: nulls in each nullable column, content hashes, 4-byte and lone-surrogate tokens; picks the upsert rows', async () => {
+    const dimension = 16;
+    const hash = (i: number): string => createHash('sha256').update(String(i)).digest('hex');
+    const rows = makeShardRows(PARQUET_ROW_GROUP_ROWS + 45, { dimension, sparseEntries: 9 }).map(
+      (row, i): ShardRow => ({
+        ...row,
+        dense: i % 4 === 1 ? null : row.dense,
+        sparse: i % 6 === 2 ? null : i % 11 === 0 ? [{ index: 3, value: 0.5, token: '\ud83d' }, { index: 9, value: -0, token: 'é🙂x' }] : row.sparse,
+        ...(i % 3 === 0 ? { contentHash: hash(i) } : {}),
+        ...(i % 13 === 5 ? { upsert: true } : {}),
+      }),
+    );
+    const batches = batchesOf(rows, dimension);
+    const marked: ShardRow[] = [];
+    const chunks = await streamed(batches, 5, dimension, marked);
+    // The whole-shard encoder sees the rows as the batches hand them back (a lone surrogate is U+FFFD by then).
+    const decoded = batches.flatMap((batch) => decodeBatch(Buffer.from(batch)));
+    expect(Buffer.concat(chunks).equals(Buffer.from(await encodeShard(decoded, { dimension, format: 'parquet' })))).toBe(true);
+    expect(marked.map((row) => row.row)).toEqual(rows.filter((row) => row.upsert).map((row) => row.row));
+    const file = path.join(folder, 'every-kind.parquet');
+    writeFileSync(file, Buffer.concat(chunks));
+    await expectParquetHolds(file, decoded);
+  });
+
+  it('refuses batches whose rows overlap or come out of order, rather than write a misordered shard', async () => {
     const dimension = 8;
     const rows = makeShardRows(20, { dimension });
-    const batches = [encodeBatch(rows.slice(0, 12), dimension), encodeBatch(rows.slice(10, 20), dimension)];
-    expect(() => [...shardRowGroups(batches, 100)]).toThrow(/overlap or are out of order at row/);
+    const overlapping = [encodeBatch(rows.slice(0, 12), dimension), encodeBatch(rows.slice(10, 20), dimension)];
+    const reversed = [encodeBatch(rows.slice(10, 20), dimension), encodeBatch(rows.slice(0, 10), dimension)];
+    for (const batches of [overlapping, reversed]) {
+      await expect(streamed(batches, 1, dimension)).rejects.toThrow(/overlap or are out of order at row/);
+    }
+  });
+
+  it('refuses a truncated or corrupted batch with BatchCodecError, and a batch of another dimension', async () => {
+    const dimension = 8;
+    const batch = encodeBatch(makeShardRows(10, { dimension }), dimension);
+    await expect(streamed([batch.subarray(0, batch.length - 3)], 1, dimension)).rejects.toThrow(BatchCodecError);
+    await expect(streamed([Buffer.concat([batch, Buffer.from([0])])], 1, dimension)).rejects.toThrow(/trailing bytes/);
+    await expect(streamed([batch], 1, 16)).rejects.toThrow(/dense vector has 8 values, expected 16/);
   });
 
   it('writes an empty shard from no batches', async () => {
-    const streamed = await encodeParquetRowGroups(shardRowGroups([], PARQUET_ROW_GROUP_ROWS), 16);
-    expect(Buffer.from(streamed).equals(Buffer.from(await encodeShard([], { dimension: 16, format: 'parquet' })))).toBe(true);
+    const chunks = await streamed([], 4, 16);
+    expect(Buffer.concat(chunks).equals(Buffer.from(await encodeShard([], { dimension: 16, format: 'parquet' })))).toBe(true);
   });
 });

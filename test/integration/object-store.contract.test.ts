@@ -102,6 +102,35 @@ function objectStoreContract(name: string, open: () => Promise<Fixture>, server:
       expect(await collect(store.list(''))).toEqual([{ key: 'a.txt', sizeBytes: 6 }]);
     });
 
+    it('writeStream: many chunks (several parts on S3) arrive whole, and the size is returned; no chunks make an empty object', async () => {
+      await setup();
+      const body = randomBytes(11 * 1024 * 1024 + 17);
+      async function* chunks(): AsyncGenerator<Uint8Array> {
+        for (let offset = 0; offset < body.length; offset += 1_000_003) yield body.subarray(offset, offset + 1_000_003);
+      }
+      expect(await store.writeStream('streamed/big.bin', chunks())).toBe(body.length);
+      expect(Buffer.compare(await streamBuffer(await store.read('streamed/big.bin')), body)).toBe(0);
+      expect(await store.stat('streamed/big.bin')).toEqual({ key: 'streamed/big.bin', sizeBytes: body.length });
+      expect(await store.writeStream('streamed/empty.bin', (async function* () {})())).toBe(0);
+      expect(await store.stat('streamed/empty.bin')).toEqual({ key: 'streamed/empty.bin', sizeBytes: 0 });
+    });
+
+    it('writeStream: when the chunks fail midway, the producer’s error is thrown, nothing new is visible, the old object stays', async () => {
+      await setup();
+      await store.write('streamed/file.bin', 'the previous version');
+      const failure = new Error('encoder failed');
+      async function* failing(): AsyncGenerator<Uint8Array> {
+        // More than one S3 part before the failure: a multipart upload was under way.
+        for (let part = 0; part < 3; part++) yield randomBytes(4 * 1024 * 1024);
+        throw failure;
+      }
+      await expect(store.writeStream('streamed/file.bin', failing())).rejects.toBe(failure);
+      await expect(store.writeStream('streamed/new.bin', failing())).rejects.toBe(failure);
+      expect(await streamText(await store.read('streamed/file.bin'))).toBe('the previous version');
+      expect(await store.stat('streamed/new.bin')).toBeUndefined();
+      expect(keysOf(await collect(store.list('streamed/')))).toEqual(['streamed/file.bin']);
+    });
+
     it('deletes; deleting a missing key is not an error', async () => {
       await setup();
       await store.write('a.txt', 'a');
@@ -241,6 +270,38 @@ describe('S3ObjectStore specifics', () => {
     expect(Buffer.compare(await streamBuffer(await store.read('multi/part.bin')), body)).toBe(0);
   });
 
+  it('writeStream aborts the multipart upload when the chunks fail, and completes it otherwise', async () => {
+    const bucket = await newBucket();
+    const client = createS3Client(
+      { region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED' },
+      { credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } },
+    );
+    const sent: string[] = [];
+    client.middlewareStack.add((next, context) => (args) => {
+      sent.push(String(context.commandName));
+      return next(args);
+    });
+    try {
+      const store = new S3ObjectStore(client, bucket, { streamPartBytes: 5 * 1024 * 1024 });
+      async function* parts(fail: boolean): AsyncGenerator<Uint8Array> {
+        for (let part = 0; part < 3; part++) yield randomBytes(4 * 1024 * 1024);
+        if (fail) throw new Error('encoder failed');
+      }
+      await expect(store.writeStream('aborted.bin', parts(true))).rejects.toThrow('encoder failed');
+      expect(sent.filter((name) => name.includes('Multipart') || name === 'UploadPartCommand')).toEqual([
+        'CreateMultipartUploadCommand',
+        'UploadPartCommand',
+        'UploadPartCommand',
+        'AbortMultipartUploadCommand',
+      ]);
+      sent.length = 0;
+      expect(await store.writeStream('complete.bin', parts(false))).toBe(12 * 1024 * 1024);
+      expect(sent.filter((name) => name.includes('Multipart'))).toEqual(['CreateMultipartUploadCommand', 'CompleteMultipartUploadCommand']);
+    } finally {
+      client.destroy();
+    }
+  });
+
   it('names a missing bucket in a permanent StorageError', async () => {
     const store = new S3ObjectStore(s3.client, 'no-such-bucket');
     await expect(collect(store.list('x/'))).rejects.toThrow(new StorageError('list s3://no-such-bucket/x/: no such bucket'));
@@ -312,6 +373,19 @@ describe('LocalObjectStore specifics', () => {
     const folder = await newFolder();
     const store = new LocalObjectStore(folder);
     await store.write('deep/er/file.txt', 'x');
+    expect(await readdir(path.join(folder, 'deep/er'))).toEqual(['file.txt']);
+  });
+
+  it('leaves no temp file behind after a streamed write, complete or failed', async () => {
+    const folder = await newFolder();
+    const store = new LocalObjectStore(folder);
+    async function* chunks(fail: boolean): AsyncGenerator<Uint8Array> {
+      yield Buffer.from('part one, ');
+      if (fail) throw new Error('encoder failed');
+      yield Buffer.from('part two');
+    }
+    await expect(store.writeStream('deep/er/failed.txt', chunks(true))).rejects.toThrow('encoder failed');
+    expect(await store.writeStream('deep/er/file.txt', chunks(false))).toBe(18);
     expect(await readdir(path.join(folder, 'deep/er'))).toEqual(['file.txt']);
   });
 

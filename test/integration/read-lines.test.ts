@@ -52,6 +52,9 @@ class MemoryStore implements ObjectStore {
   async write(): Promise<void> {
     throw new Error('read-only');
   }
+  async writeStream(): Promise<number> {
+    throw new Error('read-only');
+  }
   async delete(): Promise<void> {
     throw new Error('read-only');
   }

@@ -24,8 +24,10 @@ export function registerWorkerCommand(program: Command): void {
       const logger = createLogger(settings.log);
       const services = createServices(settings, logger);
       const pool = startWorkers(services, { concurrency });
-      // Where the memory is, every 5 s (the bench reads these lines).
-      const memoryLog = setInterval(() => logger.info(memoryBreakdown(services.shardEncoder.lastThreadMemory), 'memory'), 5_000).unref();
+      // Where the memory is, every 5 s and after each shard (the bench reads these lines).
+      const logMemory = (): void => logger.info(memoryBreakdown(services.shardEncoder.lastThreadMemory), 'memory');
+      const memoryLog = setInterval(logMemory, 5_000).unref();
+      services.shardEncoder.onShardMemory = logMemory;
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'draining');

@@ -1,0 +1,192 @@
+import { Buffer } from 'node:buffer';
+
+import type { Table } from 'apache-arrow';
+
+import { denseData, int64Data, shardTableOf, sparseData, Utf8Builder, ValidityBuilder } from './arrow-builders.js';
+import { BatchCodecError, decodeBatch } from './batch-codec.js';
+import { BatchCursor } from './batch-cursor.js';
+import type { ShardRow } from './shard-row.js';
+
+/**
+ * A row group's Arrow table built straight from batch bytes: each field is copied from the batch
+ * into the column buffers, with no object per row or per sparse entry. The table equals
+ * `shardTable` of the same rows decoded (arrow-builders.ts is shared), so the file bytes do too.
+ */
+export class RowGroupBuilder {
+  length = 0;
+  private readonly rows: BigInt64Array;
+  private readonly lines: BigInt64Array;
+  private readonly sources: Utf8Builder;
+  private readonly ids: Utf8Builder;
+  private readonly texts: Utf8Builder;
+  private readonly hashes: Utf8Builder;
+  private readonly dense: Float32Array;
+  private readonly denseValidity: ValidityBuilder;
+  private readonly sparseOffsets: Int32Array;
+  private readonly sparseValidity: ValidityBuilder;
+  private indices: Int32Array;
+  private values: Float32Array;
+  private entries = 0;
+  private readonly tokens: Utf8Builder;
+
+  constructor(
+    readonly dimension: number,
+    readonly capacity: number,
+  ) {
+    this.rows = new BigInt64Array(capacity);
+    this.lines = new BigInt64Array(capacity);
+    this.sources = new Utf8Builder(capacity);
+    this.ids = new Utf8Builder(capacity);
+    this.texts = new Utf8Builder(capacity);
+    this.hashes = new Utf8Builder(capacity);
+    this.dense = new Float32Array(capacity * dimension);
+    this.denseValidity = new ValidityBuilder(capacity);
+    this.sparseOffsets = new Int32Array(capacity + 1);
+    this.sparseValidity = new ValidityBuilder(capacity);
+    this.indices = new Int32Array(capacity * 64);
+    this.values = new Float32Array(capacity * 64);
+    this.tokens = new Utf8Builder(capacity * 64);
+  }
+
+  get full(): boolean {
+    return this.length === this.capacity;
+  }
+
+  /** Appends the row the cursor is on. */
+  append(cursor: BatchCursor): void {
+    const i = this.length;
+    const bytes = cursor.bytes;
+    for (const [key, value] of [['row', cursor.row], ['line', cursor.line]] as const) {
+      if (value < 0) throw new RangeError(`${key} must be a non-negative safe integer, got ${value} (row index ${i} of the shard)`);
+    }
+    this.rows[i] = BigInt(cursor.row);
+    this.lines[i] = BigInt(cursor.line);
+    this.sources.appendBytes(bytes, cursor.sourceStart, cursor.sourceEnd);
+    if (cursor.idStart < 0) this.ids.appendNull();
+    else this.ids.appendBytes(bytes, cursor.idStart, cursor.idEnd);
+    this.texts.appendBytes(bytes, cursor.textStart, cursor.textEnd);
+    if (cursor.hashStart < 0) this.hashes.appendNull();
+    else this.hashes.appendHex(bytes, cursor.hashStart, cursor.hashStart + 32);
+    if (cursor.denseStart < 0) {
+      this.denseValidity.setNull(i);
+    } else {
+      if (cursor.dimension !== this.dimension) throw new RangeError(`row ${cursor.row}: dense vector has ${cursor.dimension} values, expected ${this.dimension}`);
+      bytesOf(this.dense).set(bytes.subarray(cursor.denseStart, cursor.denseStart + this.dimension * 4), i * this.dimension * 4);
+    }
+    if (cursor.sparseCount < 0) this.sparseValidity.setNull(i);
+    else this.appendSparse(cursor);
+    this.sparseOffsets[i + 1] = this.entries;
+    this.length += 1;
+  }
+
+  /**
+   * Empties the builder for the next group, keeping its buffers (the dense column alone is 8 MB at
+   * 2,000 rows × 1024): the table it finished last must no longer be in use.
+   */
+  reset(): void {
+    this.length = 0;
+    this.entries = 0;
+    for (const builder of [this.sources, this.ids, this.texts, this.hashes, this.tokens]) builder.reset();
+    this.denseValidity.reset();
+    this.sparseValidity.reset();
+    // A null row's dense slot must read as zeros, as in a fresh column.
+    this.dense.fill(0);
+  }
+
+  /** The group's table, a view on the builder's buffers: valid until the next `reset`. */
+  finish(): Table {
+    const n = this.length;
+    return shardTableOf(this.dimension, n, [
+      int64Data(this.rows.subarray(0, n)),
+      this.sources.finish(),
+      int64Data(this.lines.subarray(0, n)),
+      this.ids.finish(),
+      this.texts.finish(),
+      denseData(this.dense.subarray(0, n * this.dimension), this.denseValidity, n, this.dimension),
+      sparseData(this.sparseOffsets.subarray(0, n + 1), this.sparseValidity, n, {
+        indices: this.indices.subarray(0, this.entries),
+        values: this.values.subarray(0, this.entries),
+        tokens: this.tokens.finish(),
+      }),
+      this.hashes.finish(),
+    ]);
+  }
+
+  private appendSparse(cursor: BatchCursor): void {
+    const n = cursor.sparseCount;
+    const bytes = cursor.bytes;
+    if (this.entries + n > this.indices.length) {
+      const size = Math.max(this.entries + n, this.indices.length * 2);
+      this.indices = grown(this.indices, new Int32Array(size));
+      this.values = grown(this.values, new Float32Array(size));
+    }
+    bytesOf(this.indices).set(bytes.subarray(cursor.indicesStart, cursor.indicesStart + n * 4), this.entries * 4);
+    bytesOf(this.values).set(bytes.subarray(cursor.valuesStart, cursor.valuesStart + n * 4), this.entries * 4);
+    // Tokens are one run of UTF-8 with each token's length in UTF-16 units: walk the bytes to cut it.
+    let at = cursor.tokensStart;
+    for (let j = 0; j < n; j++) {
+      const units = cursor.tokenUnits(j);
+      let end = at;
+      for (let counted = 0; counted < units; ) {
+        const lead = bytes[end]!;
+        end += lead < 0x80 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
+        counted += lead < 0xf0 ? 1 : 2;
+        if (end > cursor.tokensEnd || counted > units) throw new BatchCodecError(`embedding batch is corrupted: sparse token ${j} of row ${cursor.row} overruns its tokens`);
+      }
+      this.tokens.appendBytes(bytes, at, end);
+      at = end;
+    }
+    if (at !== cursor.tokensEnd) throw new BatchCodecError(`embedding batch is corrupted: sparse token lengths of row ${cursor.row} do not cover its tokens`);
+    this.entries += n;
+  }
+}
+
+function bytesOf(array: Int32Array | Float32Array): Uint8Array {
+  return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+}
+
+function grown<T extends Int32Array | Float32Array>(from: T, to: T): T {
+  to.set(from);
+  return to;
+}
+
+/**
+ * The shard's rows as row-group tables of `groupRows`, built from `slices` (batches a few at a
+ * time, in batch order) as they come: only the slice being read and the group being built exist.
+ * Each table is valid until the next one is asked for (one builder's buffers serve every group, so
+ * a shard allocates them once; the Parquet writer copies a group into its own memory before it
+ * asks for the next).
+ * `marked` receives the rows flagged `upsert` (decoded: they are few, and the delta wants rows).
+ *
+ * The split step numbers a shard's batches in input order and gives each a range of rows after the
+ * previous one's, so batch order is row order. Anything else is a bug upstream and throws rather
+ * than write a misordered shard. (Batches whose rows interleave, reused rows beside embedded ones,
+ * are sorted whole instead: see shard-thread.ts.)
+ */
+export async function* batchRowGroups(
+  slices: AsyncIterable<readonly Uint8Array[]>,
+  groupRows: number,
+  dimension: number,
+  marked: ShardRow[],
+): AsyncGenerator<Table> {
+  const group = new RowGroupBuilder(dimension, groupRows);
+  let last = -1;
+  for await (const slice of slices) {
+    for (const batch of slice) {
+      const cursor = new BatchCursor(batch);
+      let upserts = false;
+      while (cursor.next()) {
+        if (cursor.row <= last) throw new Error(`shard batches overlap or are out of order at row ${cursor.row}`);
+        last = cursor.row;
+        upserts ||= cursor.upsert;
+        group.append(cursor);
+        if (group.full) {
+          yield group.finish();
+          group.reset();
+        }
+      }
+      if (upserts) marked.push(...decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength)).filter((row) => row.upsert === true));
+    }
+  }
+  if (group.length > 0) yield group.finish();
+}

@@ -1,0 +1,55 @@
+import type { OutputFormat } from './shard-row.js';
+
+/**
+ * The messages between a ShardEncoder (main thread) and the shard thread, per shard `id`:
+ *
+ * ```
+ * main → thread   start      options of the shard
+ * thread → main   need       send the next slice of batches (asked one slice ahead)
+ * main → thread   batches    a slice, in batch order; null when there are no more
+ * thread → main   chunk      the next bytes of the file (transferred)
+ * main → thread   taken      the chunk was consumed: the thread may produce the next
+ * thread → main   done       rows, the thread's memory, the delta's upserts file if any
+ * thread → main   error      the encoding failed
+ * main → thread   cancel     the main thread gave up (storage or Redis failed): stop, answer nothing
+ * ```
+ *
+ * The thread waits for `taken` before it goes on, and the main thread reads the next slice from
+ * Redis only when asked: a slow upload or a slow Redis holds the other side back, so what is in
+ * flight stays a slice of batches and a chunk of output whatever the shard's size.
+ */
+export type ShardThreadRequest =
+  | {
+      type: 'start';
+      id: number;
+      dimension: number;
+      format: OutputFormat;
+      /**
+       * Batches whose rows interleave (reused rows copied from a previous output sit between
+       * embedded ones): decoded whole and sorted, since row groups can be streamed only from
+       * batches that each hold a run of rows no other batch enters.
+       */
+      interleaved: boolean;
+    }
+  | { type: 'batches'; id: number; batches: Uint8Array[] | null }
+  | { type: 'taken'; id: number }
+  | { type: 'cancel'; id: number };
+
+/**
+ * The thread's own memory in bytes, each part at its peak during a shard (sampled after each row
+ * group): its JS heap (used, and reserved from the OS), its ArrayBuffers outside the heap (vectors,
+ * Arrow buffers, file chunks), and parquet-wasm's WebAssembly memory (never shrinks).
+ */
+export interface ShardThreadMemory {
+  heapUsed: number;
+  heapTotal: number;
+  arrayBuffers: number;
+  wasmBytes: number;
+}
+
+/** `upserts`: a Parquet file of the rows marked `upsert` (`_delta/`), when there are any. */
+export type ShardThreadResponse =
+  | { type: 'need'; id: number }
+  | { type: 'chunk'; id: number; bytes: Uint8Array }
+  | { type: 'done'; id: number; rows: number; memory: ShardThreadMemory; upserts?: Uint8Array }
+  | { type: 'error'; id: number; error: { message: string; stack?: string | undefined } };

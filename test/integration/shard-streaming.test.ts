@@ -1,0 +1,156 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { buffer as streamBuffer } from 'node:stream/consumers';
+
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+
+import { CorpusStore } from '../../jobs/corpus-store.js';
+import { ShardBufferChangedError } from '../../jobs/job-errors.js';
+import type { ErrorRecord } from '../../jobs/shard-buffer.js';
+import { SHARD_SLICE_BATCHES } from '../../jobs/shard-buffer-read.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { StorageError } from '../../src/errors.js';
+import { decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
+import { encodeShard } from '../../src/shards/encode-shard.js';
+import { ShardEncoder } from '../../src/shards/shard-encoder.js';
+import type { ShardRow } from '../../src/shards/shard-row.js';
+import { LocalObjectStore } from '../../src/storage/local-store.js';
+import type { ObjectStore } from '../../src/storage/object-store.js';
+import { S3ObjectStore } from '../../src/storage/s3-store.js';
+import { queryParquet, sqlString } from '../support/duckdb.js';
+import { startS3rver, type TestS3 } from '../support/s3rver.js';
+import { makeShardRows } from '../support/shard-rows.js';
+
+/**
+ * The shard writer's streaming path end to end, on real Redis, a real shard thread, s3rver and a
+ * local folder: batches read from a shard buffer a slice at a time, encoded on the thread, and the
+ * file streamed into the store. It must give the bytes of the whole-shard encoder, and a failure
+ * in the middle must leave no file.
+ */
+describe('streaming a shard from its Redis buffer into a store', () => {
+  const dimension = 256;
+  const prefix = `ss${randomBytes(4).toString('hex')}`;
+  const options = parseJobOptions({ input: 's3://corpus/x.txt', output: 's3://out/x/' });
+  let redis: Redis;
+  let corpora: CorpusStore;
+  let s3: TestS3;
+  let folder: string;
+  const encoder = new ShardEncoder();
+
+  beforeAll(async () => {
+    redis = new Redis(inject('redisUrl'));
+    corpora = new CorpusStore(redis, prefix);
+    s3 = await startS3rver();
+    await s3.createBucket('shards');
+    folder = await mkdtemp(path.join(tmpdir(), 'embedq-shard-streaming-'));
+  });
+  afterAll(async () => {
+    await encoder.close();
+    await redis.quit();
+    await s3?.close();
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  const stores = (): Array<[string, ObjectStore]> => [
+    // Small parts, so a shard goes up as a real multipart upload of several parts.
+    ['s3rver', new S3ObjectStore(s3.client, 'shards', { streamPartBytes: 5 * 1024 * 1024 })],
+    ['local folder', new LocalObjectStore(folder)],
+  ];
+
+  /**
+   * A complete shard buffer of `rows` stored through the embed step's own script, in batches of
+   * 10 rows; batch 3 carries error records.
+   */
+  async function bufferShard(id: string, rows: readonly ShardRow[]): Promise<{ batches: Buffer[]; errors: ErrorRecord[] }> {
+    await corpora.jobs.create(id, options);
+    await corpora.jobs.markRunning(id, 0);
+    const batches: Buffer[] = [];
+    for (let index = 0; index < rows.length; index += 10) batches.push(encodeBatch(rows.slice(index, index + 10), dimension));
+    const errors: ErrorRecord[] = [{ row: 31, source: 'x.txt', line: 31, code: 'PROVIDER_REJECTED', message: 'too long' }];
+    await corpora.buffers.closeShard(id, 0, 0, { expectedBatches: batches.length, blank: 0, truncated: 0, inputErrors: [], firstRow: 0, lastRow: rows.length - 1 });
+    for (const [batch, encoded] of batches.entries()) {
+      const batchErrors = batch === 3 ? errors : [];
+      await corpora.buffers.storeBatch(id, 0, 0, batch, encoded, batchErrors, { embedded: 10, tokens: 1, rejected: 0, shardRows: rows.length });
+    }
+    return { batches, errors };
+  }
+
+  it('gives the whole-shard bytes, in several chunks and multipart parts, and a file DuckDB reads back', async () => {
+    // ~12 MB: three 5 MiB parts on S3, several row groups, many slices.
+    const rows = makeShardRows(6_000, { dimension, sparseEntries: 200 });
+    const { batches, errors } = await bufferShard('cj-whole', rows);
+    expect(batches.length).toBeGreaterThan(SHARD_SLICE_BATCHES * 3);
+    const summary = await corpora.buffers.summary('cj-whole', 0);
+    expect(summary).toMatchObject({ done: batches.length, expected: batches.length });
+    // The whole-shard path: every batch of the hash at once, decoded, sorted, encoded whole.
+    const whole = await encodeShard(batches.flatMap((batch) => decodeBatch(batch)), { dimension, format: 'parquet' });
+    expect(whole.byteLength).toBeGreaterThan(10 * 1024 * 1024);
+
+    for (const [name, store] of stores()) {
+      const read: ErrorRecord[] = [];
+      let chunks = 0;
+      const result = await encoder.encode(corpora.buffers.batches('cj-whole', 0, summary!.expected!, read), { dimension, format: 'parquet' }, async (file) => {
+        async function* counting(): AsyncGenerator<Uint8Array> {
+          for await (const chunk of file) {
+            chunks += 1;
+            yield chunk;
+          }
+        }
+        return store.writeStream('part-00000.parquet', counting());
+      });
+      expect(result, name).toEqual({ rows: rows.length, bytes: whole.byteLength, upserts: undefined });
+      expect(chunks, name).toBeGreaterThan(2);
+      expect(read, name).toEqual(errors);
+      const stored = await streamBuffer(await store.read('part-00000.parquet'));
+      expect(Buffer.compare(stored, Buffer.from(whole)), name).toBe(0);
+    }
+    const local = path.join(folder, 'part-00000.parquet');
+    const counted = await queryParquet(`SELECT count(*) AS n, sum(len(sparse)) AS entries FROM read_parquet(${sqlString(local)})`);
+    expect(counted[0]).toEqual({ n: BigInt(rows.length), entries: BigInt(rows.reduce((sum, row) => sum + (row.sparse?.length ?? 0), 0)) });
+  });
+
+  it('a batch lost from the buffer mid-read fails the shard with ShardBufferChangedError and leaves no file; the thread goes on', async () => {
+    const rows = makeShardRows(3_000, { dimension, sparseEntries: 200 });
+    const { batches } = await bufferShard('cj-lost', rows);
+    for (const [name, store] of stores()) {
+      // Lost after the first slices were read and encoded: the file had begun to stream.
+      async function* losing(): AsyncGenerator<Buffer[]> {
+        let slices = 0;
+        for await (const slice of corpora.buffers.batches('cj-lost', 0, batches.length, [])) {
+          yield slice;
+          slices += 1;
+          if (slices === 4) await redis.hdel(corpora.keys.shard('cj-lost', 0), `b:${batches.length - 1}`);
+        }
+      }
+      const failed = encoder.encode(losing(), { dimension, format: 'parquet' }, (file) => store.writeStream('lost/part-00000.parquet', file));
+      await expect(failed, name).rejects.toThrow(ShardBufferChangedError);
+      expect(await store.stat('lost/part-00000.parquet'), name).toBeUndefined();
+      await redis.hset(corpora.keys.shard('cj-lost', 0), `b:${batches.length - 1}`, batches.at(-1)!);
+    }
+    expect(await readdir(folder, { recursive: true })).not.toContainEqual(expect.stringMatching(/\.tmp-/));
+    // The thread was told to stop that shard and still encodes the next one.
+    const result = await encoder.encode(corpora.buffers.batches('cj-lost', 0, batches.length, []), { dimension, format: 'parquet' }, (file) =>
+      new LocalObjectStore(folder).writeStream('after.parquet', file),
+    );
+    expect(result.rows).toBe(rows.length);
+    expect((await readFile(path.join(folder, 'after.parquet'))).byteLength).toBe(result.bytes);
+  });
+
+  it('a store that fails mid-upload fails the shard with its StorageError and stops the thread’s work', async () => {
+    const rows = makeShardRows(3_000, { dimension, sparseEntries: 200 });
+    const { batches } = await bufferShard('cj-store', rows);
+    const missingBucket = new S3ObjectStore(s3.client, 'no-such-bucket', { streamPartBytes: 5 * 1024 * 1024 });
+    const failed = encoder.encode(corpora.buffers.batches('cj-store', 0, batches.length, []), { dimension, format: 'parquet' }, (file) =>
+      missingBucket.writeStream('part-00000.parquet', file),
+    );
+    await expect(failed).rejects.toThrow(StorageError);
+    await expect(failed).rejects.toThrow(/no-such-bucket/);
+    const result = await encoder.encode(corpora.buffers.batches('cj-store', 0, batches.length, []), { dimension, format: 'arrow' }, (file) =>
+      new LocalObjectStore(folder).writeStream('after.arrow', file),
+    );
+    expect(result.rows).toBe(rows.length);
+  });
+});
