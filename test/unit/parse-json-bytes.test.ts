@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parseJsonBytes } from '../../src/dashscope/parse-json-bytes.js';
 import { emulatorEmbedding } from '../../src/emulator/emulator-embedding.js';
 import { nativeSuccessBody } from '../../src/emulator/serialize-response.js';
+import { mulberry32 } from '../../src/seeded-random.js';
 
 const KEYS = new Set(['embedding']);
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
@@ -56,6 +57,54 @@ describe('parseJsonBytes', () => {
   it('gives up (undefined) on anything that is not valid JSON, so the caller falls back', () => {
     for (const text of ['', '{', '{"a":}', '[1,]', '{"a":1,}', '01', '1.', '-', 'tru', '"unterminated', '{"a":1} x', '{"embedding":[1,"x"]}', '{"a":"\u0001"}']) {
       expect(parseJsonBytes(bytes(text), KEYS), text).toBeUndefined();
+    }
+  });
+
+  it('matches JSON.parse (and JSON.parse + Float32Array) bit for bit on 200,000 random numbers of every form', () => {
+    const random = mulberry32(20261129);
+    const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)]!;
+    const digits = (count: number): string => Array.from({ length: count }, () => Math.floor(random() * 10)).join('');
+    const randomDouble = (): number => {
+      const bits = new DataView(new ArrayBuffer(8));
+      bits.setUint32(0, Math.floor(random() * 2 ** 32));
+      bits.setUint32(4, Math.floor(random() * 2 ** 32));
+      const value = bits.getFloat64(0);
+      return Number.isFinite(value) ? value : 0.5;
+    };
+    const forms: Array<() => string> = [
+      // The emulator's and DashScope's form: a float32 written with 16 decimals (mantissas near and above 2^53).
+      () => (random() < 0.5 ? '-' : '') + (Math.fround(random() * pick([1, 0.1, 0.01, 0.001]))).toFixed(16),
+      () => String(Math.fround((random() - 0.5) * pick([2, 0.2, 1e-3, 1e-6, 1e-9]))),
+      () => String((random() - 0.5) * pick([2, 1e3, 1e-5])),
+      () => randomDouble().toString(),
+      () => randomDouble().toExponential(Math.floor(random() * 20)),
+      () => (random() * pick([1, 1e-10, 1e10])).toPrecision(1 + Math.floor(random() * 21)),
+      () => (random() - 0.5).toFixed(Math.floor(random() * 25)),
+      // Long mantissas, leading and trailing zeros, integers, exponents of every sign and case.
+      () => `${pick(['', '-'])}${pick(['0', digits(1 + Math.floor(random() * 3)).replace(/^0+/, '') || '7'])}.${'0'.repeat(Math.floor(random() * 8))}${digits(1 + Math.floor(random() * 30))}`,
+      () => `${pick(['', '-'])}${String(1 + Math.floor(random() * 9))}${digits(Math.floor(random() * 25))}`,
+      () => `${pick(['', '-'])}${String(1 + Math.floor(random() * 9))}.${digits(Math.floor(random() * 20) + 1)}${pick(['e', 'E'])}${pick(['', '+', '-'])}${Math.floor(random() * 400)}`,
+      () => pick(['0', '-0', '0.0', '-0.0', '-0e5', '0E-3', '1e22', '1e23', '9007199254740992', '9007199254740993', '9007199254740991.5', '0.0000000000000000000001', '1.4e-45', '7e-46', '3.4028235e38', '3.4028236e38', '-1e-400', '1e400']),
+    ];
+    const numbers = Array.from({ length: 200_000 }, () => pick(forms)());
+    for (let start = 0; start < numbers.length; start += 1_000) {
+      const chunk = numbers.slice(start, start + 1_000);
+      const list = chunk.join(random() < 0.5 ? ',' : ' , ');
+      const text = `{"embedding":[${list}],"plain":[${list}]}`;
+      const parsed = parseJsonBytes(bytes(text), KEYS) as { embedding: Float32Array; plain: number[] };
+      const expected = JSON.parse(text) as { plain: number[] };
+      const expectedFloat32 = Float32Array.from(expected.plain);
+      chunk.forEach((number, index) => {
+        if (!Object.is(parsed.plain[index], expected.plain[index])) expect.fail(`${number}: ${parsed.plain[index]} ≠ JSON.parse ${expected.plain[index]}`);
+        if (!Object.is(parsed.embedding[index], expectedFloat32[index])) expect.fail(`${number}: float32 ${parsed.embedding[index]} ≠ ${expectedFloat32[index]}`);
+      });
+      expect(parsed.embedding.length).toBe(chunk.length);
+    }
+  });
+
+  it('gives up on malformed numbers inside a vector, so the caller falls back to JSON.parse', () => {
+    for (const number of ['01', '-', '1.', '.5', '+1', '1e', '1e+', '--1', '0x10', 'NaN', 'Infinity', '1.5.2']) {
+      expect(parseJsonBytes(bytes(`{"embedding":[0.5,${number},0.25]}`), KEYS), number).toBeUndefined();
     }
   });
 });
