@@ -24,6 +24,22 @@ export interface RecorderOptions {
 
 const HEARTBEAT_TTL_MS = 20_000;
 
+/** A histogram's field names, built once per metric: `observe` runs for every request. */
+const histogramFieldCache = new WeakMap<MetricDefinition, { buckets: string[]; infinity: string; sum: string; count: string }>();
+function histogramFields(metric: MetricDefinition): { buckets: string[]; infinity: string; sum: string; count: string } {
+  let fields = histogramFieldCache.get(metric);
+  if (!fields) {
+    fields = {
+      buckets: (metric.buckets ?? []).map((bound) => metricField(`${metric.name}_bucket`, { le: String(bound) })),
+      infinity: metricField(`${metric.name}_bucket`, { le: '+Inf' }),
+      sum: metricField(`${metric.name}_sum`, {}),
+      count: metricField(`${metric.name}_count`, {}),
+    };
+    histogramFieldCache.set(metric, fields);
+  }
+  return fields;
+}
+
 export class MetricsRecorder {
   private readonly keys;
   private pending = new Map<string, number>();
@@ -73,10 +89,12 @@ export class MetricsRecorder {
   }
 
   observe(metric: MetricDefinition, seconds: number): void {
-    for (const bound of metric.buckets ?? []) if (seconds <= bound) this.add(metricField(`${metric.name}_bucket`, { le: String(bound) }), 1);
-    this.add(metricField(`${metric.name}_bucket`, { le: '+Inf' }), 1);
-    this.add(metricField(`${metric.name}_sum`, {}), seconds);
-    this.add(metricField(`${metric.name}_count`, {}), 1);
+    const fields = histogramFields(metric);
+    const buckets = metric.buckets ?? [];
+    for (let index = 0; index < buckets.length; index += 1) if (seconds <= buckets[index]!) this.add(fields.buckets[index]!, 1);
+    this.add(fields.infinity, 1);
+    this.add(fields.sum, seconds);
+    this.add(fields.count, 1);
   }
 
   /** Runs a BullMQ job's handler with its corpus job id in scope, so request counts land on that job. */
