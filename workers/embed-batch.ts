@@ -63,6 +63,7 @@ export async function embedBatch(payload: EmbedBatchPayload, { services, logger 
       parameters,
       logger,
       signal: stop.signal,
+      corpusJobId: id,
     });
   } catch (error) {
     if (error instanceof JobStoppedError) {
@@ -108,6 +109,8 @@ interface EmbedDeps {
   logger: Logger;
   /** Aborts when the corpus job stops (cancel, failure, retry): waits, requests and retries end at once. */
   signal?: AbortSignal | undefined;
+  /** For the job's request and 429 counts (metrics). */
+  corpusJobId?: string | undefined;
 }
 
 /**
@@ -156,7 +159,7 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
   }
 }
 
-async function callThroughGate(texts: string[], { client, gate, parameters, logger, signal }: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {
+async function callThroughGate(texts: string[], { client, gate, parameters, logger, signal, corpusJobId }: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {
   const estimate = texts.reduce((sum, text) => sum + estimateTokens(text), 0);
   let throttled = 0;
   let unavailable = 0;
@@ -165,7 +168,7 @@ async function callThroughGate(texts: string[], { client, gate, parameters, logg
     await gate.acquire(estimate, signal);
     const sent = performance.now();
     try {
-      const result = await client.embed(texts, parameters, { signal });
+      const result = await client.embed(texts, parameters, { signal, corpusJobId });
       const requestMs = performance.now() - sent;
       gate.completed(estimate, result.totalTokens);
       return { result, requestMs };
