@@ -11,8 +11,9 @@ const decoders: Record<string, Decode> = {
   gzip: gunzipAsync,
   'x-gzip': gunzipAsync,
   br: promisify(brotliDecompress),
-  // HTTP's "deflate" is zlib-wrapped by the standard, raw by some servers: the first byte tells.
-  deflate: (bytes) => ((bytes[0]! & 0x0f) === 8 ? inflateAsync(bytes) : inflateRawAsync(bytes)),
+  // HTTP's "deflate" is zlib-wrapped by the standard, raw by some servers: the zlib header tells
+  // (method 8 in the low nibble, and the two header bytes a multiple of 31, RFC 1950).
+  deflate: (bytes) => ((bytes[0]! & 0x0f) === 8 && ((bytes[0]! << 8) | bytes[1]!) % 31 === 0 ? inflateAsync(bytes) : inflateRawAsync(bytes)),
 };
 
 /** What the client asks for, as fetch did: DashScope's gateway answers gzip (dashscope-facts.md). */
