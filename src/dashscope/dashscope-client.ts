@@ -1,4 +1,4 @@
-import { Agent, type Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
 
 import type { DashScopeSettings } from '../config.js';
 import type { EmbeddingClient, EmbeddingParameters, EmbeddingResult } from '../embedding.js';
@@ -40,7 +40,7 @@ export interface DashScopeClientDeps {
  * (content-encoding.ts), the timeout and the caller's signal both abort the request.
  */
 export function createDashScopeClient(settings: DashScopeSettings, deps: DashScopeClientDeps = {}): EmbeddingClient {
-  const dispatcher = deps.dispatcher ?? new Agent();
+  let dispatcher = deps.dispatcher;
   const ownsDispatcher = deps.dispatcher === undefined;
   const { apiKey, timeoutMs } = settings;
   const nativeUrl = embeddingUrl(settings.baseUrl, 'dashscope');
@@ -84,6 +84,10 @@ export function createDashScopeClient(settings: DashScopeSettings, deps: DashSco
       return scrub(new ProviderUnavailableError(`DashScope ${what} ${reason}`, {}, { cause }));
     };
 
+    // undici is loaded on the first request, not with the client: it is ~100 modules, and loading
+    // them at start delayed a worker's first requests by up to a second on a busy machine.
+    const { Agent, request } = await loadUndici();
+    dispatcher ??= new Agent();
     let status: number;
     let responseHeaders: Record<string, string | string[] | undefined>;
     // Bytes, not text: the decoder reads vectors from UTF-8 directly (see parse-json-bytes.ts).
@@ -128,9 +132,13 @@ export function createDashScopeClient(settings: DashScopeSettings, deps: DashSco
 
   return {
     embed,
-    close: () => (ownsDispatcher ? dispatcher.close() : Promise.resolve()),
+    close: () => (ownsDispatcher && dispatcher ? dispatcher.close() : Promise.resolve()),
   };
 }
+
+type Undici = Pick<typeof import('undici'), 'Agent' | 'request'>;
+let undici: Promise<Undici> | undefined;
+const loadUndici = (): Promise<Undici> => (undici ??= import('undici').then(({ Agent, request }) => ({ Agent, request })));
 
 function nativeBody(texts: readonly string[], parameters: EmbeddingParameters): NativeEmbeddingRequest {
   return {
