@@ -32,8 +32,16 @@ export interface EmbeddingResult {
   requestId: string;
 }
 
+/** Per-call options of {@link EmbeddingClient.embed}. */
+export interface EmbedOptions {
+  /** Aborts the request; its reason is rethrown as is. */
+  signal?: AbortSignal | undefined;
+  /** The corpus job the request is for, so metrics count its requests and 429s (Default: none). */
+  corpusJobId?: string | undefined;
+}
+
 /** Turns at most 10 texts into vectors with one DashScope request. */
 export interface EmbeddingClient {
-  embed(texts: readonly string[], parameters: EmbeddingParameters, options?: { signal?: AbortSignal }): Promise<EmbeddingResult>;
+  embed(texts: readonly string[], parameters: EmbeddingParameters, options?: EmbedOptions): Promise<EmbeddingResult>;
   close(): Promise<void>;
 }

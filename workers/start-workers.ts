@@ -39,12 +39,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   ];
   const embedConcurrency = definitions.find((definition) => definition.queue === QUEUES.embed)!.concurrency;
   const workers = definitions.map(({ queue, concurrency, process }) => {
-    // The corpus job id in scope lets metrics count each job's requests and 429s.
-    const withJob = (job: Job): Promise<void> => {
-      const corpusJobId = (job.data as { corpusJobId?: unknown }).corpusJobId;
-      return typeof corpusJobId === 'string' ? services.metrics.withJob(corpusJobId, () => process(job)) : process(job);
-    };
-    const worker = new Worker(queue, withJob, {
+    const worker = new Worker(queue, process, {
       connection: services.workerConnection(),
       prefix: settings.redisPrefix,
       concurrency,

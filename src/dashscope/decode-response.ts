@@ -4,6 +4,8 @@ import { parseJsonBytes } from './parse-json-bytes.js';
 
 /** Arrays read straight into Float32Array by the byte parser. */
 const FLOAT32_KEYS: ReadonlySet<string> = new Set(['embedding']);
+/** Lists of `{index, value, token}` read by the byte parser, values already rounded to float32. */
+const SPARSE_KEYS: ReadonlySet<string> = new Set(['sparse_embedding']);
 
 /** What the request asked for, so the response can be checked against it. */
 export interface DecodeExpectation {
@@ -132,7 +134,7 @@ function requestId(json: unknown, fields: readonly string[], expect: DecodeExpec
 
 function parseJson(body: string | Uint8Array, expect: DecodeExpectation): unknown {
   if (typeof body !== 'string') {
-    const parsed = parseJsonBytes(body, FLOAT32_KEYS);
+    const parsed = parseJsonBytes(body, FLOAT32_KEYS, SPARSE_KEYS);
     if (parsed !== undefined) return parsed;
     body = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
   }

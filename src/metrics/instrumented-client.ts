@@ -22,7 +22,8 @@ function outcomeOf(error: unknown): string {
 
 /**
  * Counts every DashScope request (outcome, HTTP status, latency) and, for the corpus job in scope,
- * its requests and 429s. Wrapping the client keeps the processors free of instrumentation.
+ * its requests and 429s (`options.corpusJobId`). Wrapping the client keeps the processors free of
+ * instrumentation.
  */
 export function instrumentEmbeddingClient(client: EmbeddingClient, metrics: MetricsRecorder): EmbeddingClient {
   return {
@@ -40,8 +41,8 @@ export function instrumentEmbeddingClient(client: EmbeddingClient, metrics: Metr
       } finally {
         metrics.increment(METRICS.requests, { outcome, status });
         metrics.observe(METRICS.requestDuration, (performance.now() - started) / 1000);
-        metrics.incrementJob('requests');
-        if (outcome === 'rate_limited') metrics.incrementJob('throttled');
+        metrics.incrementJob(options?.corpusJobId, 'requests');
+        if (outcome === 'rate_limited') metrics.incrementJob(options?.corpusJobId, 'throttled');
       }
     },
     close: () => client.close(),

@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { hostname } from 'node:os';
 
 import type { RedisClient } from '../redis/redis-client.js';
@@ -24,11 +23,26 @@ export interface RecorderOptions {
 
 const HEARTBEAT_TTL_MS = 20_000;
 
+/** A histogram's field names, built once per metric: `observe` runs for every request. */
+const histogramFieldCache = new WeakMap<MetricDefinition, { buckets: string[]; infinity: string; sum: string; count: string }>();
+function histogramFields(metric: MetricDefinition): { buckets: string[]; infinity: string; sum: string; count: string } {
+  let fields = histogramFieldCache.get(metric);
+  if (!fields) {
+    fields = {
+      buckets: (metric.buckets ?? []).map((bound) => metricField(`${metric.name}_bucket`, { le: String(bound) })),
+      infinity: metricField(`${metric.name}_bucket`, { le: '+Inf' }),
+      sum: metricField(`${metric.name}_sum`, {}),
+      count: metricField(`${metric.name}_count`, {}),
+    };
+    histogramFieldCache.set(metric, fields);
+  }
+  return fields;
+}
+
 export class MetricsRecorder {
   private readonly keys;
   private pending = new Map<string, number>();
   private pendingJobs = new Map<string, Map<string, number>>();
-  private readonly jobContext = new AsyncLocalStorage<string>();
   private timer: NodeJS.Timeout | undefined;
   private heartbeat: WorkerHeartbeat | undefined;
   private readonly options: Required<RecorderOptions>;
@@ -73,20 +87,20 @@ export class MetricsRecorder {
   }
 
   observe(metric: MetricDefinition, seconds: number): void {
-    for (const bound of metric.buckets ?? []) if (seconds <= bound) this.add(metricField(`${metric.name}_bucket`, { le: String(bound) }), 1);
-    this.add(metricField(`${metric.name}_bucket`, { le: '+Inf' }), 1);
-    this.add(metricField(`${metric.name}_sum`, {}), seconds);
-    this.add(metricField(`${metric.name}_count`, {}), 1);
+    const fields = histogramFields(metric);
+    const buckets = metric.buckets ?? [];
+    for (let index = 0; index < buckets.length; index += 1) if (seconds <= buckets[index]!) this.add(fields.buckets[index]!, 1);
+    this.add(fields.infinity, 1);
+    this.add(fields.sum, seconds);
+    this.add(fields.count, 1);
   }
 
-  /** Runs a BullMQ job's handler with its corpus job id in scope, so request counts land on that job. */
-  withJob<T>(corpusJobId: string, run: () => Promise<T>): Promise<T> {
-    return this.jobContext.run(corpusJobId, run);
-  }
-
-  /** Adds to a per-corpus-job counter (requests, throttled) of the job in scope, if any. */
-  incrementJob(field: string, value = 1): void {
-    const id = this.jobContext.getStore();
+  /**
+   * Adds to a per-corpus-job counter (requests, throttled); a call for no job (undefined) counts
+   * nothing. The id is passed, not kept in an AsyncLocalStorage: on Node 20 that turns on
+   * promise hooks for the whole process, a cost on every promise of every request.
+   */
+  incrementJob(id: string | undefined, field: string, value = 1): void {
     if (id === undefined) return;
     let fields = this.pendingJobs.get(id);
     if (!fields) this.pendingJobs.set(id, (fields = new Map()));
@@ -131,7 +145,7 @@ export class MetricsRecorder {
       if (failed) throw failed[0];
     } catch (error) {
       for (const [field, value] of counters) this.add(field, value);
-      for (const [id, fields] of jobs) for (const [field, value] of fields) this.jobContext.run(id, () => this.incrementJob(field, value));
+      for (const [id, fields] of jobs) for (const [field, value] of fields) this.incrementJob(id, field, value);
       throw error;
     }
   }

@@ -14,6 +14,7 @@ import { startWorkers, type WorkerPool } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { startDashboard } from '../support/dashboard.js';
 import { startWorld, waitForJob, type World } from '../support/world.js';
+import { readJobRequestStats } from '../../src/metrics/read-metrics.js';
 
 const TOKEN = 'dashboard-test-token-7f3a';
 const API_KEY = 'sk-never-shown-8c1d9e';
@@ -95,6 +96,9 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     expect(moved(METRICS.requests.name, { outcome: 'rate_limited', status: '429' })).toBeGreaterThan(0);
     expect(moved(METRICS.requests.name, { outcome: 'rejected', status: '400' })).toBeGreaterThan(0);
     expect(moved(METRICS.requestDuration.name)).toBe(moved(METRICS.requests.name));
+    // The job's own counts (the dashboard's job view): every request of this window was its own.
+    const jobStats = (await readJobRequestStats(world.services.redis, world.services.settings.redisPrefix, [id])).get(id);
+    expect(jobStats).toEqual({ requests: moved(METRICS.requests.name), throttled: moved(METRICS.requests.name, { outcome: 'rate_limited', status: '429' }) });
     expect(moved(METRICS.shardWriteDuration.name)).toBe(record.totalShards);
     expect(moved(METRICS.corpusJobs.name, { state: 'completed' })).toBe(1);
     expect(total(after, METRICS.queueJobs.name, { queue: 'embed' })).toBe(0);

@@ -1,3 +1,7 @@
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
+
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import type { DashScopeSettings } from '../../src/config.js';
@@ -316,6 +320,85 @@ describe('server-side errors through the client', () => {
     const reason = new Error('worker shutting down');
     const error = await failure(client.embed(['x'], parameters(), { signal: abortAfter(100, reason) }));
     expect(error).toBe(reason);
+  });
+});
+
+/**
+ * A reverse proxy in front of the emulator that compresses every answer with `encoding`, as
+ * DashScope's gateway does (gzip), and keeps the request headers it saw.
+ */
+async function compressingProxy(encoding: 'gzip' | 'deflate' | 'deflate-raw' | 'br'): Promise<{ url: string; seen: IncomingHttpHeaders[]; close(): Promise<void> }> {
+  const target = new URL(emulator.url);
+  const seen: IncomingHttpHeaders[] = [];
+  const compress = { gzip: gzipSync, deflate: deflateSync, 'deflate-raw': deflateRawSync, br: brotliCompressSync }[encoding];
+  const server: Server = createServer((incoming, outgoing) => {
+    seen.push(incoming.headers);
+    const upstream = httpRequest({ host: target.hostname, port: target.port, path: incoming.url, method: incoming.method, headers: { ...incoming.headers, 'accept-encoding': 'identity' } }, (answer) => {
+      const chunks: Buffer[] = [];
+      answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+      answer.on('end', () => {
+        const body = compress(Buffer.concat(chunks));
+        outgoing.writeHead(answer.statusCode ?? 502, {
+          ...answer.headers,
+          'content-encoding': encoding === 'deflate-raw' ? 'deflate' : encoding,
+          'content-length': String(body.length),
+        });
+        outgoing.end(body);
+      });
+    });
+    incoming.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('HTTP transport', () => {
+  for (const encoding of ['gzip', 'deflate', 'deflate-raw', 'br'] as const) {
+    it(`asks for compression and decodes a ${encoding} answer to the same result`, async () => {
+      const proxy = await compressingProxy(encoding);
+      const viaProxy = createDashScopeClient({ ...settings, baseUrl: proxy.url });
+      try {
+        const request = parameters();
+        const result = await viaProxy.embed(TEXTS, request);
+        expect({ items: result.items, totalTokens: result.totalTokens }).toEqual(expected(TEXTS, request));
+        expect(proxy.seen[0]?.['accept-encoding']).toMatch(/gzip/);
+        // Errors are decoded too: a compressed 401 is still an account error naming the provider's code.
+        const error = await failure(createDashScopeClient({ ...settings, baseUrl: proxy.url, apiKey: 'sk-wrong' }).embed(['x'], request));
+        expect(error).toBeInstanceOf(ProviderAccountError);
+        expect((error as ProviderAccountError).failure.providerCode).toBe('InvalidApiKey');
+      } finally {
+        await viaProxy.close();
+        await proxy.close();
+      }
+    });
+  }
+
+  it("a caller's signal that already fired sends nothing", async () => {
+    emulator.resetStats();
+    const reason = new Error('stopped before sending');
+    const controller = new AbortController();
+    controller.abort(reason);
+    expect(await failure(client.embed(['x'], parameters(), { signal: controller.signal }))).toBe(reason);
+    expect(emulator.stats().requests).toBe(0);
+  });
+
+  it('a timeout while the body arrives is unavailability, and the client goes on serving', async () => {
+    const impatient = createDashScopeClient({ ...settings, timeoutMs: 300 });
+    try {
+      emulator.setFaults({ slowRate: 1, slowMs: 2000 });
+      const error = await failure(impatient.embed(['x'], parameters()));
+      expect(error.constructor).toBe(ProviderUnavailableError);
+      expect(error.message).toMatch(/^DashScope (request|response body) timed out after 300 ms$/);
+      emulator.setFaults(structuredClone(DEFAULT_FAULTS));
+      await expect(impatient.embed(['x'], parameters())).resolves.toMatchObject({ totalTokens: expect.any(Number) });
+    } finally {
+      await impatient.close();
+    }
   });
 });
 
