@@ -278,12 +278,15 @@ if rTat < now then rTat = now end
 redis.call('HSET', S, 'rTat', rTat + 60000 / in_force(lw, 'r', ss))
 if k == 'b' or demandLimited then return { 'skip' } end
 local W0 = lw[k .. 'W']
+-- Set when nudging did not stop the 429s (below): they do not depend on our rate (a provider's
+-- passing refusals, injected faults), so single ones neither nudge nor end a probe for a while.
+local immune = tonumber(redis.call('HGET', S, k .. 'Imm') or '0') > now
 local strikeAt = tonumber(redis.call('HGET', S, k .. 'SAt') or '0')
 local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
 -- Under a learned limit, 429s that keep coming one or two a second mean it was measured high:
 -- they are counted over three windows instead of one.
 local strikeWindow = tonumber(ARGV[17])
-if W0 then strikeWindow = strikeWindow * 3 end
+if W0 and not immune then strikeWindow = strikeWindow * 3 end
 if now - strikeAt > strikeWindow then
   strikeAt = now
   strikes = 0
@@ -300,7 +303,8 @@ local e = estimate(lw, k)
 local probing = ss == nil and e ~= nil and e > W0
 local ramping = ss ~= nil or probing
 local acceptedPerSecond = accepted_per_minute(now, true).r / 60
-local cluster = probing
+local cluster = probing and not immune
+if probing and immune then cluster = strikes >= tonumber(ARGV[16]) and strikes >= 0.05 * acceptedPerSecond end
 -- Ramping up from a slow start, a real overshoot brings 429s by the handful within a second; one or
 -- two among many accepted are a provider's passing refusals, and ending the ramp on them left jobs
 -- crawling at a tenth of their limit (measured: 1,200 QPM learned as 60 on 5% random 429s).
@@ -319,8 +323,7 @@ if not cluster then
   -- random refusals, which no rate avoids, can take.
   local recurring = W0 ~= nil or now - previous <= 2000
   if ramping or not recurring or now - (lw[k .. 'Nudge'] or 0) < cooldown then return { 'skip' } end
-  -- Nudges that did not help (below) are off for a while: these 429s do not depend on our rate.
-  if tonumber(redis.call('HGET', S, k .. 'Imm') or '0') > now then return { 'skip' } end
+  if immune then return { 'skip' } end
   local from = W0 or ceil[k] * target
   -- At a configured limit, from what the provider let through lately, if that is less: far above
   -- what another client leaves, steps from the configured limit took seconds of 429s to get there.
@@ -336,8 +339,9 @@ if not cluster then
   if W >= (W0 or ceil[k] * target) then
     -- At the floor and still refused: a neighbour would have stopped colliding by now; these are
     -- refusals no rate avoids (a provider's passing throttling, injected faults). Three of them
-    -- give back the limit the nudges started from and turn nudges off for five minutes, so random
-    -- 429s cost a few seconds at a lower rate instead of a fifth of the rate for good.
+    -- give back the limit the nudges started from and, for five minutes, turn nudges off and
+    -- let only clusters end probes, so random 429s cost a few seconds at a lower rate instead of a
+    -- fifth of the rate for good (and probes, ended by each one, could not win it back).
     local atFloor = (lw[k .. 'Tq'] or 0) + 1
     if atFloor < 3 then
       redis.call('HSET', L, k .. 'Tq', atFloor)
