@@ -9,10 +9,10 @@ const ACCOUNT_QPM = 900;
 const OTHER_PER_SECOND = (ACCOUNT_QPM / 60) * 0.3;
 
 /**
- * Not in `npm test` (run it with EMBEDQ_TEST_POLITENESS=1): the gate does not meet issue 10's
- * politeness target. With a rule that cut for 429s that keep coming (since removed: it walked a
- * right limit down on injected random 429s) it passed 5 of 6 runs at load averages 1-3; without
- * it, the collisions go on (7 in the 16 s from 10 s after the first). See README "Adaptive quota".
+ * Not in `npm test` (run it with EMBEDQ_TEST_POLITENESS=1): its bounds are timing-sensitive, and on
+ * two cores shared with the rest of the suite the workers are starved at times. The gate hears of
+ * the other application only through its own 429s (far fewer than the other's); nudges lower the
+ * learned limit until they stop. See README "Rate limits" and "Adaptive quota".
  */
 describe.skipIf(!process.env.EMBEDQ_TEST_POLITENESS)('an account shared with another application', () => {
   let limited: RateLimitedWorld;
