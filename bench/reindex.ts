@@ -35,7 +35,7 @@ export async function reindexScenario(folder: string, lines: number, workers: nu
   const share = second.seconds / first.seconds;
   const mb = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MB`;
   const table = [
-    `Measured ${new Date().toISOString()} with \`npm run bench -- --only reindex\`.`,
+    `Measured ${new Date().toISOString()} with \`npm run bench\` (its reindex scenario; alone: \`-- --only reindex\`).`,
     '',
     '| scenario | figure | value |',
     '|---|---|---|',

@@ -316,7 +316,14 @@ async function main(): Promise<void> {
       return;
     }
     if (ONLY === 'adaptive') {
-      console.log(`\n${adaptiveTable(await adaptiveScenarios(context.redisUrl, folder, QUICK, SCENARIO))}`);
+      const table = adaptiveTable(await adaptiveScenarios(context.redisUrl, folder, QUICK, SCENARIO));
+      console.log(`\n${table}`);
+      // The adaptive scenarios alone (all of them): their own results file beside latest.md.
+      if (SCENARIO === undefined) {
+        const resultsFolder = path.resolve(import.meta.dirname, 'results');
+        await mkdir(resultsFolder, { recursive: true });
+        await writeFile(path.join(resultsFolder, 'adaptive.md'), `Measured ${new Date().toISOString()} on ${machine} with \`npm run bench -- --only adaptive\`.\n\n${table}\n`);
+      }
       return;
     }
     console.log(`\n1. quota-bound: ${QUOTA_LINES} lines, ${WORKERS} workers × ${CONCURRENCY}, emulator ${QPM} QPM / ${TPM} TPM, latency ${JSON.stringify(REALISTIC_LATENCY)} ms`);

@@ -6,8 +6,8 @@
  * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
  * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
  * `kCut` when, `kN` probes that confirmed it, `kF` the floor nudges stop at, `kNudge` the last
- * nudge, `kNb` set once nudges showed a neighbour, `kT0` the limit before the nudges, `kTq`
- * 429s met at the nudges' floor); its TTL is set when
+ * nudge, `kT0` the limit before the nudges, `kTq` 429s met at the nudges' floor); its TTL is
+ * set when
  * a limit is learned and is not extended by traffic.
  *
  * ARGV[1..14], shared by every script: configured requests and tokens per minute, target
@@ -76,14 +76,14 @@ end
 local function in_force(lw, k, ss)
   local rate = ceil[k] * target
   local e = estimate(lw, k)
-  -- A learned limit was measured at the edge: keep a margin below it. Once nudges have shown a
-  -- client we cannot see sharing it (kNb), at least one request a second (at most a quarter of the
-  -- limit): the provider counts whole requests in a 1-second window, and a neighbour's steady
-  -- stream is refused far more often than we are (measured: at 13.7 a second of the 14 it left us,
-  -- it saw 0.7 429s a second and we almost none; at 12.7, none between probes).
+  -- A learned limit was measured at the edge: keep a margin below it, and for requests at least
+  -- one a second (at most a quarter of the limit). The limit may be shared with a client we cannot
+  -- see; the provider counts whole requests in a 1-second window, and a neighbour's steady stream
+  -- is refused far more often than we are (measured: at 13.7 a second of the 14 it left us, it saw
+  -- 0.7 429s a second, 10.7% of its requests, and we almost none; at 12.7, none between probes).
   if e then
     local below = e * margin
-    if lw[k .. 'Nb'] and margin > 0 then
+    if k == 'r' and margin > 0 then
       local floor = 60
       if floor > e * 0.25 then floor = e * 0.25 end
       if below < floor then below = floor end
@@ -193,8 +193,8 @@ local function advance(now, lw)
         -- ceiling), without a 429: the learned limit no longer applies. Dropped the moment the
         -- estimate met the ceiling, the 429s of the overshoot came back to a gate that had
         -- forgotten the limit and started over from the configured one.
-        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'Nb', k .. 'T0', k .. 'Tq')
-        lw[k .. 'W'], lw[k .. 'Nb'] = nil, nil
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'T0', k .. 'Tq')
+        lw[k .. 'W'] = nil
       else
         redis.call('HSET', L, k .. 'A', lw[k .. 'A'])
       end
@@ -338,8 +338,8 @@ if not cluster then
     redis.call('HSET', S, k .. 'Imm', now + 300000)
     local T0 = lw[k .. 'T0'] or W0
     redis.call('HSET', L, k .. 'W', T0, k .. 'E0', T0, k .. 'F', T0 * 0.8)
-    redis.call('HDEL', L, k .. 'Nb', k .. 'T0', k .. 'Tq')
-    lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'Nb'] = T0, T0, nil
+    redis.call('HDEL', L, k .. 'T0', k .. 'Tq')
+    lw[k .. 'W'], lw[k .. 'E0'] = T0, T0
     return { 'restore', tostring(T0), tostring(in_force(lw, k, ss)) }
   end
   -- The limit before the first nudge, to give back if nudging does not help.
@@ -351,8 +351,8 @@ if not cluster then
   local K = plateau_at(lw, k) * 1000
   local A = lw[k .. 'A'] or K
   if A > K then A = K end
-  lw[k .. 'A'], lw[k .. 'Nudge'], lw[k .. 'Nb'] = A, now, 1
-  redis.call('HSET', L, k .. 'W', W, k .. 'E0', E0, k .. 'F', floor, k .. 'A', A, k .. 'Nudge', now, k .. 'Nb', 1)
+  lw[k .. 'A'], lw[k .. 'Nudge'] = A, now
+  redis.call('HSET', L, k .. 'W', W, k .. 'E0', E0, k .. 'F', floor, k .. 'A', A, k .. 'Nudge', now)
   return { 'nudge', tostring(W), tostring(in_force(lw, k, ss)) }
 end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
