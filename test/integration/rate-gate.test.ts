@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 
-import { RateGate, rateGateKey } from '../../src/rate/rate-gate.js';
+import { RateGate, rateGateKey, type ThrottleVerdict } from '../../src/rate/rate-gate.js';
 import { sleep } from '../../src/sleep.js';
 
 describe('RateGate (real Redis)', () => {
@@ -242,7 +242,11 @@ describe('RateGate (real Redis)', () => {
     expect((await next.state()).learned.requestsPerMinute).toBeUndefined();
   });
 
-  it('ends a probe above the learned limit at its first 429, crediting it no more than a step below the rate that failed', async () => {
+  /**
+   * A gate on a fast curve (K = cbrt(0.1 / 1) ≈ 0.46 s to the plateau, 0.3 s hold, +10% in 0.46 s,
+   * then doubling every 200 ms; ceiling 2,000 QPM) that has just learned a limit from 16 accepted.
+   */
+  const fastCurveAfterCut = async (): Promise<{ gate: RateGate; verdict: Exclude<ThrottleVerdict, { action: 'skip' }> }> => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 2000, tokensPerMinute: 1e12 }, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0, learnedMargin: 0, probeDoublingMs: 200 });
     await gate.reserve(1);
     for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
@@ -250,6 +254,11 @@ describe('RateGate (real Redis)', () => {
     await saturate(gate);
     const verdict = await cluster(gate);
     if (verdict.action !== 'cut') throw new Error(`expected a cut, got ${JSON.stringify(verdict)}`);
+    return { gate, verdict };
+  };
+
+  it('ends a probe above the learned limit at its first 429, crediting it no more than a step below the rate that failed', async () => {
+    const { gate, verdict } = await fastCurveAfterCut();
     const learned = verdict.learnedPerMinute;
     // Back to the limit (~0.46 s), the hold (0.3 s), then the probe climbs above it.
     let rate = 0;
@@ -267,17 +276,7 @@ describe('RateGate (real Redis)', () => {
   });
 
   it('after a cut, climbs back to the learned limit, holds, then probes above it and gives it up at the ceiling', async () => {
-    const gateKey = key();
-    const limits = { requestsPerMinute: 2000, tokensPerMinute: 1e12 };
-    // Fast curve for the test: K = cbrt(0.1 / 1) ≈ 0.46 s to the plateau, 0.3 s hold, +10% in
-    // 0.46 s, then doubling every 200 ms.
-    const gate = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0, learnedMargin: 0, probeDoublingMs: 200 });
-    await gate.reserve(1);
-    for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
-    await settleIntoPastSecond(gate);
-    await saturate(gate);
-    const verdict = await cluster(gate);
-    if (verdict.action !== 'cut') throw new Error(`expected a cut, got ${JSON.stringify(verdict)}`);
+    const { gate, verdict } = await fastCurveAfterCut();
     const learned = verdict.learnedPerMinute;
     expect(verdict.inForcePerMinute).toBeCloseTo(learned * 0.9, -1);
     const samples: number[] = [];
