@@ -119,14 +119,15 @@ local function record(now, sent)
     end
   end
 end
--- What the provider accepted in one second, per minute, from the 100 ms buckets (by send time).
+-- What the provider accepted in one second, per minute, from the 100 ms buckets (by send time),
+-- read once for both estimates.
 -- best: the most in any 1-second window of the last three seconds (the current bucket left out):
 -- the delivery-rate estimate, a windowed max as TCP BBR keeps. A mean is dragged down by a second
 -- the senders left short (a drained schedule, workers starved of CPU) and then becomes a learned
 -- limit far below the real one; the best window is what the provider demonstrably let through.
--- Otherwise: the most recent window whose requests have all come back (sent 0.5 to 1.5 s ago),
--- what the provider lets through now, after a fall.
-local function accepted_per_minute(now, best)
+-- recent: the most recent window whose requests have all come back (sent 0.5 to 1.5 s ago), what
+-- the provider lets through now, after a fall.
+local function accepted_per_minute(now)
   local id = math.floor(now / 100)
   local r, t = {}, {}
   for back = 1, 30 do
@@ -145,17 +146,14 @@ local function accepted_per_minute(now, best)
     end
     return wr, wt
   end
-  if not best then
-    local wr, wt = window(6)
-    return { r = wr * 60, t = wt * 60 }
-  end
-  local out = { r = 0, t = 0 }
+  local recentR, recentT = window(6)
+  local bestR, bestT = 0, 0
   for last = 1, 21 do
     local wr, wt = window(last)
-    if wr > out.r then out.r = wr end
-    if wt > out.t then out.t = wt end
+    if wr > bestR then bestR = wr end
+    if wt > bestT then bestT = wt end
   end
-  return { r = out.r * 60, t = out.t * 60 }
+  return { best = { r = bestR * 60, t = bestT * 60 }, recent = { r = recentR * 60, t = recentT * 60 } }
 end
 -- Moves the active clock (time with traffic) forward. After an idle gap, traffic starts again at
 -- the learned limit (no probing overshoot), or with a slow start when nothing is learned.
@@ -300,7 +298,8 @@ local e = estimate(lw, k)
 -- account's other clients were using; waiting for a cluster of our own 429s let them see as many.
 local probing = ss == nil and e ~= nil and e > W0
 local ramping = ss ~= nil or probing
-local acceptedPerSecond = accepted_per_minute(now, true).r / 60
+local accepted = accepted_per_minute(now)
+local acceptedPerSecond = accepted.best.r / 60
 local cluster = probing and not immune
 if probing and immune then cluster = strikes >= tonumber(ARGV[16]) and strikes >= 0.05 * acceptedPerSecond end
 -- Ramping up from a slow start, a real overshoot brings 429s by the handful within a second; one or
@@ -359,11 +358,11 @@ local before = in_force(lw, k, ss) / (target * (1 - reserve))
 -- Ramping, the best window is the limit the ramp ran into. At a limit believed right, the limit
 -- fell: the best window of the last three seconds would still be one from before the fall, and
 -- cuts of 5% at a time took seconds of 429s to get there (measured: 4 s and 26 429s for a halving).
-local W = accepted_per_minute(now, ramping)[k]
+local W = (ramping and accepted.best or accepted.recent)[k]
 -- A recent window with little or nothing in it (a pause, a drain) says little: not below half the
 -- best window.
 if not ramping then
-  local half = accepted_per_minute(now, true)[k] * 0.5
+  local half = accepted.best[k] * 0.5
   if W < half then W = half end
 end
 -- A cluster at a limit believed right means the limit fell: every such cut cuts, since the count
