@@ -143,7 +143,14 @@ async function withSetup<T>(redisUrl: string, prefix: string, told: number, work
 }
 
 /** The scenarios by name, for `--scenario` (tuning one at a time). */
-export type AdaptiveScenario = 'unknown' | 'shared' | 'change';
+export type AdaptiveScenario = 'unknown' | 'shared' | 'change' | 'frontier';
+
+/**
+ * The frontier of the shared account (`--scenario frontier`, not in the default run): embedq told
+ * a fixed rate, a share of what the other client leaves, so nothing is learned; what the other
+ * client's 429 share is at each. It shows what any gate could reach against this emulator.
+ */
+const FRONTIER_SHARES = [0.9, 0.93, 0.95, 0.97];
 
 export async function adaptiveScenarios(redisUrl: string, folder: string, quick: boolean, only?: AdaptiveScenario): Promise<AdaptiveFigures[]> {
   // 200 lines a second at the real quota: 45 s of work, 22 s for the second job.
@@ -184,6 +191,24 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
       printCuts(workers, run);
     });
     printResult(results.at(-1)!);
+  }
+
+  if (only === 'frontier') {
+    const left = PER_SECOND * 0.7;
+    for (const share of FRONTIER_SHARES) {
+      // The gate paces at 99% of a configured limit (EMBEDQ_TARGET_UTILIZATION): told 1/0.99 of the share.
+      const told = Math.round((left * share * 60) / 0.99);
+      console.log(`\n6f. shared account frontier: embedq told ${told} QPM (${(share * 100).toFixed(0)}% of the ${left}/s the other client leaves)`);
+      await withSetup(redisUrl, `bench-frontier-${told}`, told, async (services, emulator, workers) => {
+        const other = startSteadyClient(emulator.url, PER_SECOND * 0.3);
+        await sleep(3_000);
+        const run = await runJob(services, { ...base, prefix: `bench-frontier-${told}`, output: `${folder}/frontier-${told}`, emulator, told });
+        const bySecond = await other.stop();
+        results.push(figures(`shared account, embedq told ${(share * 100).toFixed(0)}% of what is left`, await emulator.stats(), run, bySecond));
+        printCuts(workers, run);
+      });
+      printResult(results.at(-1)!);
+    }
   }
 
   if (runs('change')) {

@@ -6,9 +6,9 @@
  * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
  * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
  * `kCut` when, `kN` probes that confirmed it, `kF` the floor nudges stop at, `kNudge` the last
- * nudge, `kT0` the limit before the nudges, `kTq` 429s met at the nudges' floor); its TTL is
- * set when
- * a limit is learned and is not extended by traffic.
+ * nudge, `kT0` the limit before the nudges, `kTq` 429s met at the nudges' floor, `kSh` set once a nudge
+ * showed a client we cannot see shares the limit); its TTL is set when a limit is learned and is
+ * not extended by traffic.
  *
  * ARGV[1..14], shared by every script: configured requests and tokens per minute, target
  * utilisation, reserve, learned TTL (ms), cubic growth coefficient (per s³, relative to the learned
@@ -48,8 +48,11 @@ local function plateau_at(lw, k)
 end
 -- Seconds the estimate holds at W before probing above it. Every probe that found the same limit
 -- again (kN confirmations) doubles it, up to maxHold: each probe costs the account's other clients
--- a few 429s, and a limit confirmed again and again is probed rarely.
+-- a few 429s, and a limit confirmed again and again is probed rarely. Once a nudge has shown such
+-- a client (kSh), every hold is the longest: its steady stream meets a probe's extra requests
+-- seconds before ours are refused (measured: 2-4 of its requests refused per probe).
 local function hold_at(lw, k)
+  if lw[k .. 'Sh'] then return maxHold end
   local h = hold * 2 ^ (lw[k .. 'N'] or 0)
   if h > maxHold then h = maxHold end
   return h
@@ -81,6 +84,8 @@ local function in_force(lw, k, ss)
   -- see; the provider counts whole requests in a 1-second window, and a neighbour's steady stream
   -- is refused far more often than we are (measured: at 13.7 a second of the 14 it left us, it saw
   -- 0.7 429s a second, 10.7% of its requests, and we almost none; at 12.7, none between probes).
+  -- Kept only once a nudge had shown the neighbour, it came too late: our own 429s at 13.7 a
+  -- second were one a minute, and the neighbour saw 9.6% of its requests refused.
   if e then
     local below = e * margin
     if k == 'r' and margin > 0 then
@@ -191,7 +196,7 @@ local function advance(now, lw)
         -- ceiling), without a 429: the learned limit no longer applies. Dropped the moment the
         -- estimate met the ceiling, the 429s of the overshoot came back to a gate that had
         -- forgotten the limit and started over from the configured one.
-        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'T0', k .. 'Tq')
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'T0', k .. 'Tq', k .. 'Sh')
         lw[k .. 'W'] = nil
       else
         redis.call('HSET', L, k .. 'A', lw[k .. 'A'])
@@ -337,8 +342,8 @@ if not cluster then
     redis.call('HSET', S, k .. 'Imm', now + 300000)
     local T0 = lw[k .. 'T0'] or W0
     redis.call('HSET', L, k .. 'W', T0, k .. 'E0', T0, k .. 'F', T0 * 0.8)
-    redis.call('HDEL', L, k .. 'T0', k .. 'Tq')
-    lw[k .. 'W'], lw[k .. 'E0'] = T0, T0
+    redis.call('HDEL', L, k .. 'T0', k .. 'Tq', k .. 'Sh')
+    lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'Sh'] = T0, T0, nil
     return { 'restore', tostring(T0), tostring(in_force(lw, k, ss)) }
   end
   -- The limit before the first nudge, to give back if nudging does not help.
@@ -350,8 +355,8 @@ if not cluster then
   local K = plateau_at(lw, k) * 1000
   local A = lw[k .. 'A'] or K
   if A > K then A = K end
-  lw[k .. 'A'], lw[k .. 'Nudge'] = A, now
-  redis.call('HSET', L, k .. 'W', W, k .. 'E0', E0, k .. 'F', floor, k .. 'A', A, k .. 'Nudge', now)
+  lw[k .. 'A'], lw[k .. 'Nudge'], lw[k .. 'Sh'] = A, now, 1
+  redis.call('HSET', L, k .. 'W', W, k .. 'E0', E0, k .. 'F', floor, k .. 'A', A, k .. 'Nudge', now, k .. 'Sh', 1)
   return { 'nudge', tostring(W), tostring(in_force(lw, k, ss)) }
 end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
@@ -373,8 +378,10 @@ if not ramping then
   if e and e < believed then believed = e end
   if W > believed * 0.95 then W = believed * 0.95 end
 end
--- A ramp's 429 says the rate it reached was too much: the best second is not credited above it.
-if ramping and W > before then W = before end
+-- A ramp's 429 says the rate it reached was too much: the best second is not credited more than a
+-- step above it. (Not even that step, a slow start whose requests had bunched into a full second
+-- at 20 a second was refused at 19, learned 19, and held a job at 90% of the limit for 30 s.)
+if ramping and W > before * (1 + nudgeStep) then W = before * (1 + nudgeStep) end
 -- A probe that failed found the limit a step below the rate it failed at (never below the limit
 -- it left): the best window is not credited above that, since during the probe we took slots the
 -- account's other clients were refused (measured: learned 15 a second of the 14 they left, then

@@ -19,7 +19,7 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  * remembers it in Redis per model and endpoint for `learnedTtlMs`, so every worker and the next
  * job start there. 429s that recur without clustering (a client we cannot see sharing the limit)
  * nudge it down a step at a time until they stop. From there it probes upward: back to the learned
- * limit along a cubic within a few seconds, a plateau (8 s, doubled by every probe that finds the
+ * limit along a cubic within a few seconds, a plateau (16 s, doubled by every probe that finds the
  * same limit again, up to a minute), a gentle cubic probe up to +10% that ends at its first 429,
  * then doubling every 4 s, so a limit learned too low or raised is found in seconds. Request 429s
  * (`Throttling.RateQuota`) act on the request schedule, token 429s (`Throttling.AllocationQuota`)
@@ -48,9 +48,11 @@ export interface RateGateOptions {
    */
   growth?: number;
   /**
-   * How long the estimate holds at a newly learned limit before probing above it (Default: 8,000
-   * ms). Each probe that finds the same limit again doubles the hold, up to `maxPlateauMs`. Every
-   * probe costs the account's other clients a 429 or two before one of ours ends it.
+   * How long the estimate holds at a newly learned limit before probing above it (Default: 16,000
+   * ms). Each probe that finds the same limit again doubles the hold, up to `maxPlateauMs`; after a
+   * nudge (a client sharing the limit) every hold is `maxPlateauMs`. Every probe costs the
+   * account's other clients two or three 429s before one of ours ends it (measured at 8 s: two
+   * probes a minute cost a neighbour 1.5% of its requests).
    */
   plateauMs?: number;
   /**
@@ -159,7 +161,7 @@ export class RateGate {
       reserve: options.reserve ?? 0,
       learnedTtlMs: options.learnedTtlMs ?? 3_600_000,
       growth: options.growth ?? 1 / 5000,
-      plateauMs: options.plateauMs ?? 8_000,
+      plateauMs: options.plateauMs ?? 16_000,
       maxPlateauMs: options.maxPlateauMs ?? 60_000,
       probeDoublingMs: options.probeDoublingMs ?? 4_000,
       backoff: options.backoff ?? 0.03,
