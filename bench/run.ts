@@ -318,11 +318,13 @@ async function main(): Promise<void> {
     if (ONLY === 'adaptive') {
       const table = adaptiveTable(await adaptiveScenarios(context.redisUrl, folder, QUICK, SCENARIO));
       console.log(`\n${table}`);
-      // The adaptive scenarios alone (all of them): their own results file beside latest.md.
-      if (SCENARIO === undefined) {
+      // The adaptive scenarios alone (all of them), or the shared account's frontier: their own
+      // results file beside latest.md.
+      if (SCENARIO === undefined || SCENARIO === 'frontier') {
         const resultsFolder = path.resolve(import.meta.dirname, 'results');
+        const [file, command] = SCENARIO === 'frontier' ? ['frontier.md', '--only adaptive --scenario frontier'] : ['adaptive.md', '--only adaptive'];
         await mkdir(resultsFolder, { recursive: true });
-        await writeFile(path.join(resultsFolder, 'adaptive.md'), `Measured ${new Date().toISOString()} on ${machine} with \`npm run bench -- --only adaptive\`.\n\n${table}\n`);
+        await writeFile(path.join(resultsFolder, file), `Measured ${new Date().toISOString()} on ${machine} with \`npm run bench -- ${command}\`.\n\n${table}\n`);
       }
       return;
     }

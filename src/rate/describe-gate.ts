@@ -12,7 +12,11 @@ export function describeGateState(state: GateState): string {
     learned.requestsPerMinute === undefined ? undefined : `${count(learned.requestsPerMinute)} QPM`,
     learned.tokensPerMinute === undefined ? undefined : `${count(learned.tokensPerMinute)} TPM`,
   ].filter(Boolean);
-  const expires = state.learnedExpiresInMs === undefined ? '' : ` (remembered ${Math.ceil(state.learnedExpiresInMs / 60_000)} min more)`;
+  const notes = [
+    state.shared ? 'shared with another client: probed once a minute' : undefined,
+    state.learnedExpiresInMs === undefined ? undefined : `remembered ${Math.ceil(state.learnedExpiresInMs / 60_000)} min more`,
+  ].filter(Boolean);
+  const expires = notes.length > 0 ? ` (${notes.join('; ')})` : '';
   const learnedText = learnedParts.length > 0 ? `learned ${learnedParts.join(' / ')}${expires}` : 'learned none';
   return (
     `rate gate: configured ${count(configured.requestsPerMinute)} QPM / ${count(configured.tokensPerMinute)} TPM; ${learnedText}; ` +

@@ -133,6 +133,8 @@ export interface GateState {
   inForce: RateLimits;
   /** Milliseconds until the learned limit is forgotten, if one is remembered. */
   learnedExpiresInMs?: number | undefined;
+  /** A nudge showed another client on the learned limit: probes only once a minute. */
+  shared: boolean;
   slowStart: boolean;
 }
 
@@ -290,13 +292,14 @@ export class RateGate {
 
   /** Configured, learned and in-force limits, for status lines and logs. */
   async state(): Promise<GateState> {
-    const [rW, tW, rpm, tpm, ss, ttl] = (await this.scripts.state(this.keys, ...this.args)) as string[];
+    const [rW, tW, rpm, tpm, ss, ttl, shared] = (await this.scripts.state(this.keys, ...this.args)) as string[];
     const learnedExpiresInMs = Number(ttl) > 0 ? Number(ttl) : undefined;
     return {
       configured: { ...this.limits },
       learned: { requestsPerMinute: rW ? Number(rW) : undefined, tokensPerMinute: tW ? Number(tW) : undefined },
       inForce: { requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) },
       learnedExpiresInMs: rW || tW ? learnedExpiresInMs : undefined,
+      shared: shared === '1',
       slowStart: ss !== '',
     };
   }

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 
+import { describeGateState } from '../../src/rate/describe-gate.js';
 import { RateGate, rateGateKey, type ThrottleVerdict } from '../../src/rate/rate-gate.js';
 import { sleep } from '../../src/sleep.js';
 
@@ -290,6 +291,7 @@ describe('RateGate (real Redis)', () => {
     await saturate(gate);
     const cut = await cluster(gate);
     if (cut.action !== 'cut') throw new Error(`expected a cut, got ${JSON.stringify(cut)}`);
+    expect((await gate.state()).shared).toBe(false);
     // One 429 under the learned limit, no cluster: a neighbour. The limit is nudged 10%.
     await saturate(gate);
     const nudged = await gate.throttled('requests');
@@ -297,6 +299,9 @@ describe('RateGate (real Redis)', () => {
     // (Verdicts are rounded to whole requests a minute.)
     expect(Math.abs(nudged.learnedPerMinute - cut.learnedPerMinute * 0.9)).toBeLessThanOrEqual(1);
     expect(Math.abs(nudged.inForcePerMinute - underLearned(nudged.learnedPerMinute))).toBeLessThanOrEqual(1);
+    const state = await gate.state();
+    expect(state.shared).toBe(true);
+    expect(describeGateState(state)).toMatch(/learned \d+ QPM \(shared with another client: probed once a minute; remembered 60 min more\)/);
     // The hold is now the longest (2 s), not 0.3 s: no probe for the next second, then one.
     const samples: Array<[number, number]> = [];
     const started = performance.now();
