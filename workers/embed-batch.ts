@@ -42,7 +42,9 @@ export interface EmbeddedLines {
  * One DashScope request of at most 10 lines: embed, place each vector at its global row, store the
  * batch once in the shard's buffer, and queue the shard's writer when this was its last batch.
  */
-export async function embedBatch(payload: EmbedBatchPayload, { services, logger }: JobContext): Promise<void> {
+export async function embedBatch(payload: EmbedBatchPayload, context: JobContext): Promise<void> {
+  // context.logger is read only when something is logged: the job's child logger is built on first use.
+  const { services } = context;
   const { corpora, queues } = services;
   const id = payload.corpusJobId;
   const generation = payload.generation;
@@ -61,13 +63,15 @@ export async function embedBatch(payload: EmbedBatchPayload, { services, logger 
       client: services.embeddings,
       gate: services.rateGate(options.model),
       parameters,
-      logger,
+      get logger() {
+        return context.logger;
+      },
       signal: stop.signal,
       corpusJobId: id,
     }), options.dimension);
   } catch (error) {
     if (error instanceof JobStoppedError) {
-      logger.debug({ shard: payload.shard, batch: payload.batch }, 'batch abandoned: job stopped');
+      context.logger.debug({ shard: payload.shard, batch: payload.batch }, 'batch abandoned: job stopped');
       return;
     }
     throw error;
@@ -87,18 +91,20 @@ export async function embedBatch(payload: EmbedBatchPayload, { services, logger 
     );
   }
   if (progress === 'open' || progress === 'complete') services.metrics.batchStored({ embedded: embedded.rows, tokens: embedded.tokens });
-  logger.debug(
-    {
-      shard: payload.shard,
-      batch: payload.batch,
-      rows: embedded.rows,
-      failed: embedded.errors.length,
-      tokens: embedded.tokens,
-      requestMs: Math.round(embedded.requestMs),
-      durationMs: Math.round(performance.now() - started),
-    },
-    'batch embedded',
-  );
+  if (services.logger.isLevelEnabled('debug')) {
+    context.logger.debug(
+      {
+        shard: payload.shard,
+        batch: payload.batch,
+        rows: embedded.rows,
+        failed: embedded.errors.length,
+        tokens: embedded.tokens,
+        requestMs: Math.round(embedded.requestMs),
+        durationMs: Math.round(performance.now() - started),
+      },
+      'batch embedded',
+    );
+  }
   if (progress === 'complete') await enqueueWriteShard(queues.write, id, generation, payload.shard);
 }
 
@@ -179,7 +185,9 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
   }
 }
 
-async function callThroughGate(texts: string[], { client, gate, parameters, logger, signal, corpusJobId }: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {
+async function callThroughGate(texts: string[], deps: EmbedDeps): Promise<{ result: EmbeddingResult; requestMs: number }> {
+  // deps.logger is read only when logging (it may be built on first use).
+  const { client, gate, parameters, signal, corpusJobId } = deps;
   const estimate = texts.reduce((sum, text) => sum + estimateTokens(text), 0);
   let throttled = 0;
   let unavailable = 0;
@@ -198,13 +206,14 @@ async function callThroughGate(texts: string[], { client, gate, parameters, logg
       if (signal?.aborted) throw signal.reason as Error;
       if (error instanceof ProviderUnavailableError && unavailable < QUICK_RETRIES) {
         unavailable += 1;
-        logger.debug({ err: error, retry: unavailable }, 'provider unavailable; retrying at once');
+        deps.logger.debug({ err: error, retry: unavailable }, 'provider unavailable; retrying at once');
         await sleep(QUICK_RETRY_BASE_MS * unavailable * (0.5 + Math.random()), signal);
         continue;
       }
       if (!(error instanceof ProviderRateLimitedError) || throttled >= MAX_THROTTLED_RETRIES) throw error;
       throttled += 1;
       const verdict = await gate.throttled(error.kind);
+      const { logger } = deps;
       if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
       if (verdict.action === 'nudge') logger.info(verdict, 'rate limit lowered: 429s keep coming');
       if (verdict.action === 'restore') logger.info(verdict, 'rate limit restored: lowering it did not stop the 429s');

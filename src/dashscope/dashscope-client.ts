@@ -7,7 +7,9 @@ import { wantsDense, wantsSparse } from '../models.js';
 import { classifyFailure, redactSecrets } from './classify-failure.js';
 import { ACCEPT_ENCODING, decodeContentEncoding } from './content-encoding.js';
 import { decodeCompatResponse, decodeNativeResponse, type DecodeExpectation } from './decode-response.js';
+import { BodyBuffers } from './body-buffers.js';
 import { type CompatEmbeddingRequest, embeddingUrl, type NativeEmbeddingRequest } from './endpoints.js';
+import { postJson, type PooledResponse, TransportError } from './post-json.js';
 import { validateRequest } from './validate-request.js';
 
 /** Injectable dependencies, for tests or a custom dispatcher. */
@@ -33,18 +35,21 @@ export interface DashScopeClientDeps {
  *
  * Factories do no I/O: nothing is opened until the first request.
  *
- * HTTP goes through undici's `request` on a pool of keep-alive connections, not the global
- * `fetch`: fetch builds WHATWG Request/Response/Headers objects and streams per call, and cost a
- * worker about 1 ms of CPU per request, as much again as the rest of the request (measured
- * against the emulator). What fetch did for us is done here: compressed bodies are decoded
- * (content-encoding.ts), the timeout and the caller's signal both abort the request.
+ * HTTP goes straight to an undici dispatcher (post-json.ts) on a pool of keep-alive connections,
+ * not the global `fetch`: fetch builds WHATWG Request/Response/Headers objects and streams per
+ * call, and cost a worker about 1 ms of CPU per request, as much again as the rest of the request
+ * (measured against the emulator); undici's `request` still builds a stream per response and
+ * copies the body once more, so bodies are read into reused buffers instead (body-buffers.ts).
+ * What fetch did for us is done here: compressed bodies are decoded (content-encoding.ts), the
+ * timeout and the caller's signal both abort the request.
  */
 export function createDashScopeClient(settings: DashScopeSettings, deps: DashScopeClientDeps = {}): EmbeddingClient {
   let dispatcher = deps.dispatcher;
   const ownsDispatcher = deps.dispatcher === undefined;
   const { apiKey, timeoutMs } = settings;
-  const nativeUrl = embeddingUrl(settings.baseUrl, 'dashscope');
-  const compatUrl = embeddingUrl(settings.baseUrl, 'openai');
+  const nativeUrl = new URL(embeddingUrl(settings.baseUrl, 'dashscope'));
+  const compatUrl = new URL(embeddingUrl(settings.baseUrl, 'openai'));
+  const bodyBuffers = new BodyBuffers();
   const headers = {
     authorization: `Bearer ${apiKey}`,
     'content-type': 'application/json',
@@ -86,48 +91,52 @@ export function createDashScopeClient(settings: DashScopeSettings, deps: DashSco
 
     // undici is loaded on the first request, not with the client: it is ~100 modules, and loading
     // them at start delayed a worker's first requests by up to a second on a busy machine.
-    const { Agent, request } = await loadUndici();
+    const { Agent } = await loadUndici();
     dispatcher ??= new Agent();
-    let status: number;
-    let responseHeaders: Record<string, string | string[] | undefined>;
-    // Bytes, not text: the decoder reads vectors from UTF-8 directly (see parse-json-bytes.ts).
-    let bytes: Uint8Array;
+    let response: PooledResponse;
     try {
-      let response: Dispatcher.ResponseData;
-      try {
-        response = await request(native ? nativeUrl : compatUrl, { method: 'POST', headers, body, signal: controller.signal, dispatcher });
-      } catch (cause) {
-        throw describeTransportFailure('request', cause);
-      }
-      status = response.statusCode;
-      responseHeaders = response.headers;
-      // Always read the body to the end: an unread body pins the keep-alive connection.
-      try {
-        bytes = await decodeContentEncoding(new Uint8Array(await response.body.arrayBuffer()), responseHeaders['content-encoding']);
-      } catch (cause) {
-        if (cause instanceof ProviderUnavailableError) throw scrub(cause);
-        throw describeTransportFailure('response body', cause);
-      }
+      response = await postJson(dispatcher, native ? nativeUrl : compatUrl, headers, body, controller.signal, bodyBuffers);
+    } catch (error) {
+      if (error instanceof TransportError) throw describeTransportFailure(error.stage, error.cause);
+      throw error;
     } finally {
       clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
     }
-    const header = (name: string): string | null => {
-      const value = responseHeaders[name];
-      return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
-    };
-    if (status < 200 || status > 299) {
-      const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
-      throw scrub(classifyFailure({ status, body: text, headers: { get: header }, api: parameters.api }));
+    const { status, headers: responseHeaders } = response;
+    // Bytes, not text: the decoder reads vectors from UTF-8 directly (see parse-json-bytes.ts).
+    let bytes: Uint8Array;
+    try {
+      bytes = await decodeContentEncoding(response.bytes, responseHeaders['content-encoding']);
+    } catch (cause) {
+      response.release();
+      if (cause instanceof ProviderUnavailableError) throw scrub(cause);
+      throw describeTransportFailure('response body', cause);
     }
-    const expect: DecodeExpectation = {
-      count: texts.length,
-      dimension: parameters.dimension,
-      dense: wantsDense(parameters.outputType),
-      sparse: wantsSparse(parameters.outputType),
-      headerRequestId: header('x-request-id') ?? undefined,
-    };
-    return native ? decodeNativeResponse(bytes, expect) : decodeCompatResponse(bytes, expect);
+    // A compressed body was inflated into a buffer of its own: the pooled one can go back now.
+    if (bytes !== response.bytes) response.release();
+    try {
+      return interpret(bytes);
+    } finally {
+      // Everything decoded is a copy (vectors, tokens, error text): the body's memory is free again.
+      response.release();
+    }
+
+    function interpret(bytes: Uint8Array): EmbeddingResult {
+      const header = (name: string): string | null => responseHeaders[name] ?? null;
+      if (status < 200 || status > 299) {
+        const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+        throw scrub(classifyFailure({ status, body: text, headers: { get: header }, api: parameters.api }));
+      }
+      const expect: DecodeExpectation = {
+        count: texts.length,
+        dimension: parameters.dimension,
+        dense: wantsDense(parameters.outputType),
+        sparse: wantsSparse(parameters.outputType),
+        headerRequestId: header('x-request-id') ?? undefined,
+      };
+      return native ? decodeNativeResponse(bytes, expect) : decodeCompatResponse(bytes, expect);
+    }
   }
 
   return {
@@ -136,9 +145,9 @@ export function createDashScopeClient(settings: DashScopeSettings, deps: DashSco
   };
 }
 
-type Undici = Pick<typeof import('undici'), 'Agent' | 'request'>;
+type Undici = Pick<typeof import('undici'), 'Agent'>;
 let undici: Promise<Undici> | undefined;
-const loadUndici = (): Promise<Undici> => (undici ??= import('undici').then(({ Agent, request }) => ({ Agent, request })));
+const loadUndici = (): Promise<Undici> => (undici ??= import('undici').then(({ Agent }) => ({ Agent })));
 
 function nativeBody(texts: readonly string[], parameters: EmbeddingParameters): NativeEmbeddingRequest {
   return {

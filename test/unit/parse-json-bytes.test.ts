@@ -124,6 +124,16 @@ describe('parseJsonBytes', () => {
     }
   });
 
+  it('gives up on a body cut off inside a number of a vector, whatever digit it ends on (fractions are read four digits a step)', () => {
+    const whole = '{"embedding":[0.5,-0.0123456789012345,0.25]}';
+    for (let end = whole.indexOf('-'); end < whole.indexOf(',0.25'); end += 1) {
+      expect(parseJsonBytes(bytes(whole.slice(0, end)), KEYS), whole.slice(0, end)).toBeUndefined();
+      // The same bytes at the start of a larger buffer: only the view is read.
+      const padded = bytes(`${whole.slice(0, end)}1234567`);
+      expect(parseJsonBytes(padded.subarray(0, end), KEYS), `view ${whole.slice(0, end)}`).toBeUndefined();
+    }
+  });
+
   it('reads sparse entries of the usual shape with float32 values, and any other shape as JSON.parse does', () => {
     const random = mulberry32(7);
     const entries: string[] = [];
