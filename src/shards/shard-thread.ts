@@ -35,16 +35,22 @@ class Session {
 
   constructor(readonly id: number) {}
 
-  /** The shard's batches, a slice at a time; the next slice is asked for while this one is decoded. */
+  /**
+   * The shard's batches, a slice at a time; the next slice is asked for while this one is decoded.
+   * A slice must not be used once the next one is asked for: its buffer goes back to the main
+   * thread for reuse (every consumer copies what it keeps: row-group-builder.ts, decodeBatch).
+   */
   async *slices(): AsyncGenerator<Uint8Array[]> {
-    let next = this.ask();
+    let next = this.ask(undefined);
+    let spare: ArrayBuffer | undefined;
     for (;;) {
       const batches = await next;
       if (batches === null) return;
-      next = this.ask();
+      next = this.ask(spare);
       // A pending ask is settled by the main thread's reply (or cancel); never left unobserved.
       next.catch(() => undefined);
       yield batches;
+      spare = batches[0]?.buffer as ArrayBuffer | undefined;
     }
   }
 
@@ -87,9 +93,10 @@ class Session {
     }
   }
 
-  private ask(): Promise<Uint8Array[] | null> {
+  private ask(spare: ArrayBuffer | undefined): Promise<Uint8Array[] | null> {
     const batches = this.wait<Uint8Array[] | null>((waiter) => (this.input = waiter));
-    post({ type: 'need', id: this.id });
+    if (spare && spare.byteLength > 0) post({ type: 'need', id: this.id, spare }, [spare]);
+    else post({ type: 'need', id: this.id });
     return batches;
   }
 

@@ -102,6 +102,10 @@ describe('streaming a shard from its Redis buffer into a store', () => {
         return store.writeStream('part-00000.parquet', counting());
       });
       expect(result, name).toEqual({ rows: rows.length, bytes: whole.byteLength, upserts: undefined });
+      // The thread gave each slice's buffer back once done with it, and later slices went into them.
+      const { slices, reused } = encoder.lastShardSlices;
+      expect(slices, name).toBe(Math.ceil(batches.length / SHARD_SLICE_BATCHES));
+      expect(reused, name).toBeGreaterThanOrEqual(slices - 3);
       expect(chunks, name).toBeGreaterThan(2);
       expect(read, name).toEqual(errors);
       const stored = await streamBuffer(await store.read('part-00000.parquet'));
