@@ -20,9 +20,15 @@ export interface WorkerProcess {
   stop(): Promise<void>;
 }
 
-/** `embedq worker` from the compiled build, as users run it. */
+/** The node flags on the first line of bin/embedq.js (`#!/usr/bin/env -S node <flags>`), which users get. */
+export function binNodeFlags(): string[] {
+  const shebang = readFileSync(path.join(ROOT, 'bin/embedq.js'), 'utf8').split('\n', 1)[0]!;
+  return shebang.split(/\s+/).filter((part) => part.startsWith('--'));
+}
+
+/** `embedq worker` from the compiled build, as users run it (with the bin's node flags). */
 export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOptions: string[] = []): WorkerProcess {
-  const child = spawn(process.execPath, [...nodeOptions, path.join(ROOT, 'bin/embedq.js'), 'worker', '--concurrency', String(concurrency)], {
+  const child = spawn(process.execPath, [...binNodeFlags(), ...nodeOptions, path.join(ROOT, 'bin/embedq.js'), 'worker', '--concurrency', String(concurrency)], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
