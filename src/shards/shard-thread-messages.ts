@@ -46,6 +46,8 @@ export interface ShardThreadMemory {
   heapTotal: number;
   arrayBuffers: number;
   wasmBytes: number;
+  /** The thread's OS thread id (Linux), so its CPU time can be told from the main thread's. */
+  osThreadId?: number | undefined;
 }
 
 /** `upserts`: a Parquet file of the rows marked `upsert` (`_delta/`), when there are any. */

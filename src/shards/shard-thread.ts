@@ -3,7 +3,7 @@ import { parentPort } from 'node:worker_threads';
 import type { Table } from 'apache-arrow';
 
 import { decodeBatch } from './batch-codec.js';
-import { lowerThisThreadPriority } from '../threads/background-priority.js';
+import { lowerThisThreadPriority, osThreadId } from '../threads/background-priority.js';
 import { encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks, rowTables } from './encode-shard.js';
 import { batchRowGroups } from './row-group-builder.js';
 import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
@@ -72,6 +72,7 @@ class Session {
       heapTotal: Math.max(this.peak.heapTotal, usage.heapTotal),
       arrayBuffers: Math.max(this.peak.arrayBuffers, usage.arrayBuffers),
       wasmBytes: wasmMemoryBytes(),
+      osThreadId: THREAD_ID,
     };
   }
 
@@ -123,6 +124,7 @@ const sessions = new Map<number, Session>();
 // At a lower CPU priority than the worker's main thread (Linux): encoding is batch work, and on a
 // busy machine it starved the main thread, whose requests must leave on their rate-gate slots.
 if (parentPort) lowerThisThreadPriority();
+const THREAD_ID = osThreadId();
 
 parentPort?.on('message', (request: ShardThreadRequest) => {
   if (request.type !== 'start') {
