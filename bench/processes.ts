@@ -20,17 +20,27 @@ export interface WorkerProcess {
   stop(): Promise<void>;
 }
 
-/** The node flags on the first line of bin/embedq.js (`#!/usr/bin/env -S node <flags>`), which users get. */
-export function binNodeFlags(): string[] {
+/**
+ * What the first line of bin/embedq.js (`#!/usr/bin/env -S NAME=value … node <flags>`) gives the
+ * node process users start: its environment settings and its node flags.
+ */
+export function binLaunch(): { env: Record<string, string>; flags: string[] } {
   const shebang = readFileSync(path.join(ROOT, 'bin/embedq.js'), 'utf8').split('\n', 1)[0]!;
-  return shebang.split(/\s+/).filter((part) => part.startsWith('--'));
+  const parts = shebang.split(/\s+/);
+  const node = parts.indexOf('node');
+  const settings = parts.slice(0, node).filter((part) => /^[A-Z_][A-Z0-9_]*=/.test(part));
+  return {
+    env: Object.fromEntries(settings.map((part) => [part.slice(0, part.indexOf('=')), part.slice(part.indexOf('=') + 1)])),
+    flags: parts.slice(node + 1).filter((part) => part.startsWith('--')),
+  };
 }
 
-/** `embedq worker` from the compiled build, as users run it (with the bin's node flags). */
+/** `embedq worker` from the compiled build, as users run it (with what the bin's first line sets). */
 export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOptions: string[] = []): WorkerProcess {
-  const child = spawn(process.execPath, [...binNodeFlags(), ...nodeOptions, path.join(ROOT, 'bin/embedq.js'), 'worker', '--concurrency', String(concurrency)], {
+  const launch = binLaunch();
+  const child = spawn(process.execPath, [...launch.flags, ...nodeOptions, path.join(ROOT, 'bin/embedq.js'), 'worker', '--concurrency', String(concurrency)], {
     cwd: ROOT,
-    env,
+    env: { ...env, ...launch.env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const requestMs: number[] = [];
