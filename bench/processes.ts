@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -20,11 +20,27 @@ export interface WorkerProcess {
   stop(): Promise<void>;
 }
 
-/** `embedq worker` from the compiled build, as users run it. */
+/**
+ * What the first line of bin/embedq.js (`#!/usr/bin/env -S NAME=value … node <flags>`) gives the
+ * node process users start: its environment settings and its node flags.
+ */
+export function binLaunch(): { env: Record<string, string>; flags: string[] } {
+  const shebang = readFileSync(path.join(ROOT, 'bin/embedq.js'), 'utf8').split('\n', 1)[0]!;
+  const parts = shebang.split(/\s+/);
+  const node = parts.indexOf('node');
+  const settings = parts.slice(0, node).filter((part) => /^[A-Z_][A-Z0-9_]*=/.test(part));
+  return {
+    env: Object.fromEntries(settings.map((part) => [part.slice(0, part.indexOf('=')), part.slice(part.indexOf('=') + 1)])),
+    flags: parts.slice(node + 1).filter((part) => part.startsWith('--')),
+  };
+}
+
+/** `embedq worker` from the compiled build, as users run it (with what the bin's first line sets). */
 export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOptions: string[] = []): WorkerProcess {
-  const child = spawn(process.execPath, [...nodeOptions, path.join(ROOT, 'bin/embedq.js'), 'worker', '--concurrency', String(concurrency)], {
+  const launch = binLaunch();
+  const child = spawn(process.execPath, [...launch.flags, ...nodeOptions, path.join(ROOT, 'bin/embedq.js'), 'worker', '--concurrency', String(concurrency)], {
     cwd: ROOT,
-    env,
+    env: { ...env, ...launch.env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const requestMs: number[] = [];
@@ -52,10 +68,23 @@ export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOpt
 }
 
 /** CPU seconds (user + system) a live process has used, from /proc. */
-export function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number | string): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** CPU seconds (user + system) of each thread of a live process, by OS thread id, from /proc. */
+export function threadCpuSeconds(pid: number): Map<number, number> {
+  const threads = new Map<number, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      threads.set(Number(tid), cpuSeconds(`${pid}/task/${tid}`));
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return threads;
 }
 
 /** Resident set size in bytes, from /proc. */

@@ -26,7 +26,7 @@ import { startPrivateRedis } from '../src/redis/private-redis.js';
 import { createServices } from '../workers/services.js';
 import { adaptiveRows, adaptiveScenarios, type AdaptiveFigures, type AdaptiveScenario } from './adaptive.js';
 import { benchCorpus } from './corpus.js';
-import { cpuSeconds, percentile, rssBytes, spawnEmulator, spawnWorker, type WorkerProcess } from './processes.js';
+import { cpuSeconds, percentile, rssBytes, spawnEmulator, spawnWorker, threadCpuSeconds, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
 import { reindexScenario } from './reindex.js';
 
@@ -67,6 +67,12 @@ interface RunResult {
   latencyP99Ms: number;
   workerCpuSeconds: number;
   workerCpuMicrosPerLine: number;
+  /**
+   * The same split by thread (summed over the workers): each main thread, the shard-encoding
+   * thread (its id from the `memory` lines), and the rest (V8's GC and compiler threads, libuv's
+   * pool; threads that ended before the run did are left out).
+   */
+  workerCpuMicrosPerLineByThread: { main: number; shardThread: number; other: number };
   peakRedisBytes: number;
   baselineRedisBytes: number;
   peakWorkerRssBytes: number;
@@ -138,6 +144,7 @@ async function runEmbedq(
     const usedMemory = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await monitor.info('memory'))![1]);
     const baselineRedisBytes = await usedMemory();
     const cpuAtStart = workers.map((worker) => cpuSeconds(worker.child.pid!));
+    const threadsAtStart = workers.map((worker) => threadCpuSeconds(worker.child.pid!));
     const redisAtStart = await redisLoad(monitor);
     const output = options.output ?? path.join(context.folder, `out-${runCounter}`);
     const started = performance.now();
@@ -159,6 +166,15 @@ async function runEmbedq(
     const seconds = (performance.now() - started) / 1000;
     const redisAtEnd = await redisLoad(monitor);
     const workerCpuSeconds = workers.reduce((sum, worker, index) => sum + cpuSeconds(worker.child.pid!) - cpuAtStart[index]!, 0);
+    const byThread = { main: 0, shardThread: 0, other: 0 };
+    workers.forEach((worker, index) => {
+      const pid = worker.child.pid!;
+      const shardTid = worker.memory.findLast((line) => line.shardThreadOsId !== undefined)?.shardThreadOsId;
+      for (const [tid, seconds] of threadCpuSeconds(pid)) {
+        const used = seconds - (threadsAtStart[index]!.get(tid) ?? 0);
+        byThread[tid === pid ? 'main' : tid === shardTid ? 'shardThread' : 'other'] += (used * 1e6) / options.lines;
+      }
+    });
     const stats = await emulator.stats();
     // Steady state: from the end of the ramp-up (the first second at 90% of the limit; at least 3 s:
     // the split, and the gate's slow start when nothing is learned) to 3 s before the end (the tail
@@ -187,6 +203,7 @@ async function runEmbedq(
       latencyP99Ms: percentile(latencies, 99),
       workerCpuSeconds,
       workerCpuMicrosPerLine: (workerCpuSeconds * 1e6) / options.lines,
+      workerCpuMicrosPerLineByThread: byThread,
       peakRedisBytes,
       baselineRedisBytes,
       peakWorkerRssBytes,
@@ -461,6 +478,7 @@ function markdown(r: {
     `| | throughput ratio, 429 ratio (embedq / hand-rolled) | ${fixed(s.throughputRatio, 2)}×, ${fixed(s.throttledRatio, 4)} |`,
     `| 3. overhead-bound (no limits, 1 worker, ${o.lines} lines) | lines/s per worker | ${fixed(o.linesPerSecond, 0)} |`,
     `| | worker CPU per line | ${fixed(o.workerCpuMicrosPerLine, 0)} µs |`,
+    `| | of which main thread, shard thread, other threads (V8 GC and compiler, libuv) | ${fixed(o.workerCpuMicrosPerLineByThread.main, 0)}, ${fixed(o.workerCpuMicrosPerLineByThread.shardThread, 0)}, ${fixed(o.workerCpuMicrosPerLineByThread.other, 0)} µs |`,
     `| | floor: bare JSON.parse per line (${(o.floor.responseBytes / 1024).toFixed(0)} KB / 10 lines) | ${fixed(o.floor.jsonParseMicrosPerLine, 0)} µs (our decode: ${fixed(o.floor.decodeMicrosPerLine, 0)} µs) |`,
     `| | worker CPU / floor | ${fixed(o.cpuToFloorRatio, 2)}× |`,
     `| | profile (self time) | ${o.profile.categories.slice(0, 6).map((entry) => `${entry.category} ${fixed(entry.share * 100, 0)}%`).join(', ')} |`,

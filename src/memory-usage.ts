@@ -14,6 +14,8 @@ export interface MemoryBreakdown {
   shardThreadHeapTotalMb?: number | undefined;
   shardThreadArrayBuffersMb?: number | undefined;
   shardThreadWasmMb?: number | undefined;
+  /** The shard thread's OS thread id (Linux): its CPU time is in /proc/<pid>/task/<id>/stat. */
+  shardThreadOsId?: number | undefined;
 }
 
 /** The shard thread's memory in bytes, as its encoder reports it (src/shards/shard-thread-messages.ts). */
@@ -22,6 +24,7 @@ export interface ThreadMemory {
   heapTotal: number;
   arrayBuffers: number;
   wasmBytes: number;
+  osThreadId?: number | undefined;
 }
 
 const mb = (bytes: number): number => Math.round((bytes / 1_048_576) * 10) / 10;
@@ -37,5 +40,6 @@ export function memoryBreakdown(shardThread?: ThreadMemory): MemoryBreakdown {
     shardThreadHeapTotalMb: shardThread && mb(shardThread.heapTotal),
     shardThreadArrayBuffersMb: shardThread && mb(shardThread.arrayBuffers),
     shardThreadWasmMb: shardThread && mb(shardThread.wasmBytes),
+    shardThreadOsId: shardThread?.osThreadId,
   };
 }

@@ -91,6 +91,22 @@ export class Utf8Builder {
     this.#next();
   }
 
+  /**
+   * Copies bytes `[start, end)` of `source` (UTF-8) as the data of the next values, in one copy;
+   * {@link endValue} then closes them one by one. Sparse tokens come as one run per row: copying
+   * them token by token cost a typed-array view and a copy per token, a million a shard.
+   */
+  copyRun(source: Uint8Array, start: number, end: number): void {
+    this.#reserve(end - start);
+    this.#bytes.set(source.subarray(start, end), this.#position);
+  }
+
+  /** Closes the next value after `byteLength` bytes of the run {@link copyRun} copied. */
+  endValue(byteLength: number): void {
+    this.#position += byteLength;
+    this.#next();
+  }
+
   /** Appends bytes `[start, end)` of `source` as lowercase hex digits. */
   appendHex(source: Uint8Array, start: number, end: number): void {
     this.#reserve((end - start) * 2);

@@ -56,9 +56,8 @@ export class RowGroupBuilder {
   append(cursor: BatchCursor): void {
     const i = this.length;
     const bytes = cursor.bytes;
-    for (const [key, value] of [['row', cursor.row], ['line', cursor.line]] as const) {
-      if (value < 0) throw new RangeError(`${key} must be a non-negative safe integer, got ${value} (row index ${i} of the shard)`);
-    }
+    if (cursor.row < 0) throw new RangeError(`row must be a non-negative safe integer, got ${cursor.row} (row index ${i} of the shard)`);
+    if (cursor.line < 0) throw new RangeError(`line must be a non-negative safe integer, got ${cursor.line} (row index ${i} of the shard)`);
     this.rows[i] = BigInt(cursor.row);
     this.lines[i] = BigInt(cursor.line);
     this.sources.appendBytes(bytes, cursor.sourceStart, cursor.sourceEnd);
@@ -122,7 +121,9 @@ export class RowGroupBuilder {
     }
     bytesOf(this.indices).set(bytes.subarray(cursor.indicesStart, cursor.indicesStart + n * 4), this.entries * 4);
     bytesOf(this.values).set(bytes.subarray(cursor.valuesStart, cursor.valuesStart + n * 4), this.entries * 4);
-    // Tokens are one run of UTF-8 with each token's length in UTF-16 units: walk the bytes to cut it.
+    // Tokens are one run of UTF-8 with each token's length in UTF-16 units: copied whole, then cut
+    // by walking the bytes.
+    this.tokens.copyRun(bytes, cursor.tokensStart, cursor.tokensEnd);
     let at = cursor.tokensStart;
     for (let j = 0; j < n; j++) {
       const units = cursor.tokenUnits(j);
@@ -133,7 +134,7 @@ export class RowGroupBuilder {
         counted += lead < 0xf0 ? 1 : 2;
         if (end > cursor.tokensEnd || counted > units) throw new BatchCodecError(`embedding batch is corrupted: sparse token ${j} of row ${cursor.row} overruns its tokens`);
       }
-      this.tokens.appendBytes(bytes, at, end);
+      this.tokens.endValue(end - at);
       at = end;
     }
     if (at !== cursor.tokensEnd) throw new BatchCodecError(`embedding batch is corrupted: sparse token lengths of row ${cursor.row} do not cover its tokens`);

@@ -28,6 +28,15 @@ export interface EncodedShard {
 export type ShardSink = (chunks: AsyncIterable<Uint8Array>) => Promise<unknown>;
 
 /**
+ * The shard thread's V8 young generation, in MB (V8 gives it a third to each of its two
+ * semi-spaces and large objects: 12 MB is 4 MB semi-spaces; V8's default is 16 MB semi-spaces).
+ * The thread makes little JS garbage, but what it receives and makes is mostly ArrayBuffers
+ * (slices of batches, Arrow buffers, file chunks), which are freed only when the small objects
+ * that hold them are collected: a small young generation collects them sooner.
+ */
+export const SHARD_THREAD_YOUNG_GENERATION_MB = 12;
+
+/**
  * Encodes shards on one background thread per process (see shard-thread.ts for why). The thread
  * starts on first use and is unref'd, so it never keeps a process alive.
  */
@@ -36,6 +45,8 @@ export class ShardEncoder {
   private nextId = 0;
   /** The thread's memory during its last shard (for the worker's memory log line and the bench). */
   lastThreadMemory: ShardThreadMemory | undefined;
+  /** Slices of batches handed to the thread for the last shard, and how many went into a buffer it gave back. */
+  lastShardSlices = { slices: 0, reused: 0 };
   /** Called with the thread's memory after each shard (the worker logs it: a shard's peak is brief). */
   onShardMemory: ((memory: ShardThreadMemory) => void) | undefined;
   private readonly running = new Map<number, (response: ShardThreadResponse) => void>();
@@ -57,6 +68,9 @@ export class ShardEncoder {
     const source = slices[Symbol.asyncIterator]();
     const output = new ChunkChannel(() => worker.postMessage({ type: 'taken', id } satisfies ShardThreadRequest));
     let failure: Error | undefined;
+    /** The buffer of a slice the thread has finished with: the next slice is packed into it if it fits. */
+    let spare: ArrayBuffer | undefined;
+    const handed = (this.lastShardSlices = { slices: 0, reused: 0 });
     let result: { rows: number; upserts?: Uint8Array } | undefined;
     const fail = (error: Error): void => {
       if (failure) return;
@@ -69,15 +83,22 @@ export class ShardEncoder {
       try {
         const next = await source.next();
         if (failure) return;
-        const batches = next.done ? null : packed(next.value);
+        const batches = next.done ? null : packed(next.value, spare);
+        if (batches) {
+          handed.slices += 1;
+          if (spare && batches[0]?.buffer === spare) handed.reused += 1;
+        }
+        spare = undefined;
         worker.postMessage({ type: 'batches', id, batches } satisfies ShardThreadRequest, batches?.[0] ? [batches[0].buffer as ArrayBuffer] : []);
       } catch (error) {
         fail(error instanceof Error ? error : new Error(String(error)));
       }
     };
     this.running.set(id, (response) => {
-      if (response.type === 'need') void feed();
-      else if (response.type === 'chunk') output.put(response.bytes);
+      if (response.type === 'need') {
+        spare = response.spare;
+        void feed();
+      } else if (response.type === 'chunk') output.put(response.bytes);
       else if (response.type === 'done') {
         this.release(id);
         this.lastThreadMemory = response.memory;
@@ -129,7 +150,9 @@ export class ShardEncoder {
 
   private thread(): Worker {
     if (this.worker) return this.worker;
-    const worker = startThread(new URL('./shard-thread.js', import.meta.url), new URL('./shard-thread.ts', import.meta.url));
+    const worker = startThread(new URL('./shard-thread.js', import.meta.url), new URL('./shard-thread.ts', import.meta.url), {
+      resourceLimits: { maxYoungGenerationSizeMb: SHARD_THREAD_YOUNG_GENERATION_MB },
+    });
     worker.unref();
     worker.on('message', (response: ShardThreadResponse) => this.running.get(response.id)?.(response));
     const failAll = (error: Error): void => {
@@ -148,11 +171,13 @@ export class ShardEncoder {
 /**
  * A slice's batches copied into one buffer of their own, which is transferred, not cloned: Redis
  * reply buffers may share memory with other replies, and a structured clone would hold a
- * serialized copy besides the thread's.
+ * serialized copy besides the thread's. The buffer is `spare` (one the thread gave back) when the
+ * slice fits in it; a new one has a quarter more room, so the slices after it fit too (their sizes
+ * vary with the texts).
  */
-function packed(batches: readonly Uint8Array[]): Uint8Array[] {
+export function packed(batches: readonly Uint8Array[], spare?: ArrayBuffer): Uint8Array[] {
   const total = batches.reduce((sum, batch) => sum + batch.byteLength, 0);
-  const buffer = new ArrayBuffer(total);
+  const buffer = spare && spare.byteLength >= total ? spare : new ArrayBuffer(total + (total >> 2));
   let offset = 0;
   return batches.map((batch) => {
     const copy = new Uint8Array(buffer, offset, batch.byteLength);

@@ -5,7 +5,8 @@ import type { OutputFormat } from './shard-row.js';
  *
  * ```
  * main → thread   start      options of the shard
- * thread → main   need       send the next slice of batches (asked one slice ahead)
+ * thread → main   need       send the next slice of batches (asked one slice ahead), with the
+ *                            buffer of a slice it has finished with, for the main thread to reuse
  * main → thread   batches    a slice, in batch order; null when there are no more
  * thread → main   chunk      the next bytes of the file (transferred)
  * main → thread   taken      the chunk was consumed: the thread may produce the next
@@ -45,11 +46,22 @@ export interface ShardThreadMemory {
   heapTotal: number;
   arrayBuffers: number;
   wasmBytes: number;
+  /** The thread's OS thread id (Linux), so its CPU time can be told from the main thread's. */
+  osThreadId?: number | undefined;
 }
 
 /** `upserts`: a Parquet file of the rows marked `upsert` (`_delta/`), when there are any. */
 export type ShardThreadResponse =
-  | { type: 'need'; id: number }
+  | {
+      type: 'need';
+      id: number;
+      /**
+       * A slice's buffer the thread has done with (transferred back): the next slice is packed
+       * into it when it fits. A shard's slices then cycle through a few buffers instead of leaving
+       * one dead buffer per slice (~4 MB each at dimension 1024 with sparse) until a GC.
+       */
+      spare?: ArrayBuffer | undefined;
+    }
   | { type: 'chunk'; id: number; bytes: Uint8Array }
   | { type: 'done'; id: number; rows: number; memory: ShardThreadMemory; upserts?: Uint8Array }
   | { type: 'error'; id: number; error: { message: string; stack?: string | undefined } };

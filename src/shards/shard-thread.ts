@@ -3,7 +3,7 @@ import { parentPort } from 'node:worker_threads';
 import type { Table } from 'apache-arrow';
 
 import { decodeBatch } from './batch-codec.js';
-import { lowerThisThreadPriority } from '../threads/background-priority.js';
+import { lowerThisThreadPriority, osThreadId } from '../threads/background-priority.js';
 import { encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks, rowTables } from './encode-shard.js';
 import { batchRowGroups } from './row-group-builder.js';
 import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
@@ -35,16 +35,22 @@ class Session {
 
   constructor(readonly id: number) {}
 
-  /** The shard's batches, a slice at a time; the next slice is asked for while this one is decoded. */
+  /**
+   * The shard's batches, a slice at a time; the next slice is asked for while this one is decoded.
+   * A slice must not be used once the next one is asked for: its buffer goes back to the main
+   * thread for reuse (every consumer copies what it keeps: row-group-builder.ts, decodeBatch).
+   */
   async *slices(): AsyncGenerator<Uint8Array[]> {
-    let next = this.ask();
+    let next = this.ask(undefined);
+    let spare: ArrayBuffer | undefined;
     for (;;) {
       const batches = await next;
       if (batches === null) return;
-      next = this.ask();
+      next = this.ask(spare);
       // A pending ask is settled by the main thread's reply (or cancel); never left unobserved.
       next.catch(() => undefined);
       yield batches;
+      spare = batches[0]?.buffer as ArrayBuffer | undefined;
     }
   }
 
@@ -66,6 +72,7 @@ class Session {
       heapTotal: Math.max(this.peak.heapTotal, usage.heapTotal),
       arrayBuffers: Math.max(this.peak.arrayBuffers, usage.arrayBuffers),
       wasmBytes: wasmMemoryBytes(),
+      osThreadId: THREAD_ID,
     };
   }
 
@@ -87,9 +94,10 @@ class Session {
     }
   }
 
-  private ask(): Promise<Uint8Array[] | null> {
+  private ask(spare: ArrayBuffer | undefined): Promise<Uint8Array[] | null> {
     const batches = this.wait<Uint8Array[] | null>((waiter) => (this.input = waiter));
-    post({ type: 'need', id: this.id });
+    if (spare && spare.byteLength > 0) post({ type: 'need', id: this.id, spare }, [spare]);
+    else post({ type: 'need', id: this.id });
     return batches;
   }
 
@@ -116,6 +124,7 @@ const sessions = new Map<number, Session>();
 // At a lower CPU priority than the worker's main thread (Linux): encoding is batch work, and on a
 // busy machine it starved the main thread, whose requests must leave on their rate-gate slots.
 if (parentPort) lowerThisThreadPriority();
+const THREAD_ID = osThreadId();
 
 parentPort?.on('message', (request: ShardThreadRequest) => {
   if (request.type !== 'start') {

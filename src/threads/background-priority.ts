@@ -14,16 +14,29 @@ export const BACKGROUND_NICE_STEPS = 10;
  * the right quota, 5-15% of it). On Linux, setpriority with a thread id changes just that thread.
  */
 export function lowerThisThreadPriority(): number | undefined {
-  if (process.platform !== 'linux') return undefined;
+  const tid = osThreadId();
+  if (tid === undefined) return undefined;
   try {
-    // "/proc/thread-self" links to "<pid>/task/<tid>".
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').at(-1));
-    if (!Number.isInteger(tid) || tid <= 0) return undefined;
     const nice = Math.min(19, os.getPriority(tid) + BACKGROUND_NICE_STEPS);
     os.setPriority(tid, nice);
     return nice;
   } catch {
     // A container that forbids it, or an unusual /proc: the thread just keeps the process's priority.
+    return undefined;
+  }
+}
+
+/**
+ * The calling thread's id as the OS knows it (Linux; elsewhere undefined): the `<tid>` of
+ * /proc/<pid>/task/<tid>, where its CPU time can be read (`top -H`, the bench).
+ */
+export function osThreadId(): number | undefined {
+  if (process.platform !== 'linux') return undefined;
+  try {
+    // "/proc/thread-self" links to "<pid>/task/<tid>".
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').at(-1));
+    return Number.isInteger(tid) && tid > 0 ? tid : undefined;
+  } catch {
     return undefined;
   }
 }

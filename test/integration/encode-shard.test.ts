@@ -7,7 +7,7 @@ import { DataType, type Field, tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { BatchCodecError, decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
-import { encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks } from '../../src/shards/encode-shard.js';
+import { encodeShard, PARQUET_HANDOVER_ROWS, PARQUET_ROW_GROUP_ROWS, parquetChunks } from '../../src/shards/encode-shard.js';
 import { denseMatrix, readShard } from '../../src/shards/read-shard.js';
 import type { OutputFormat, ShardRow } from '../../src/shards/shard-row.js';
 import { batchRowGroups } from '../../src/shards/row-group-builder.js';
@@ -243,6 +243,25 @@ describe('streaming a shard row group by row group, straight from batch bytes', 
       expect(chunks.length).toBeGreaterThan(1);
       expect(Buffer.concat(chunks).equals(Buffer.from(whole))).toBe(true);
     }
+  });
+
+  it('writes the same bytes and row groups however many rows each hand-over into the writer carries', async () => {
+    const dimension = 32;
+    const rows = makeShardRows(PARQUET_ROW_GROUP_ROWS * 2 + 77, { dimension, sparseEntries: 10 });
+    const batches = batchesOf(rows, dimension);
+    const handedOver = async (handoverRows: number): Promise<Buffer> => {
+      const chunks: Uint8Array[] = [];
+      const groups = batchRowGroups(slicesOf(batches, 16), PARQUET_ROW_GROUP_ROWS, dimension, []);
+      for await (const chunk of parquetChunks(groups, dimension, handoverRows)) chunks.push(chunk);
+      return Buffer.concat(chunks);
+    };
+    const whole = await handedOver(PARQUET_ROW_GROUP_ROWS);
+    expect(PARQUET_HANDOVER_ROWS).toBeLessThan(PARQUET_ROW_GROUP_ROWS);
+    for (const handoverRows of [PARQUET_HANDOVER_ROWS, 333, 1]) expect((await handedOver(handoverRows)).equals(whole), `${handoverRows} rows`).toBe(true);
+    const file = path.join(folder, 'handover.parquet');
+    writeFileSync(file, whole);
+    const groups = await queryParquet(`SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata(${sqlString(file)}) ORDER BY row_group_id`);
+    expect(groups.map((group) => Number(group.row_group_num_rows))).toEqual([PARQUET_ROW_GROUP_ROWS, PARQUET_ROW_GROUP_ROWS, 77]);
   });
 
   it('copies every kind of value byte for byte: nulls in each nullable column, content hashes, 4-byte and lone-surrogate tokens; picks the upsert rows', async () => {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -102,6 +103,16 @@ describe('streaming a shard from its Redis buffer into a store', () => {
         return store.writeStream('part-00000.parquet', counting());
       });
       expect(result, name).toEqual({ rows: rows.length, bytes: whole.byteLength, upserts: undefined });
+      // The thread gave each slice's buffer back once done with it, and later slices went into them.
+      const { slices, reused } = encoder.lastShardSlices;
+      expect(slices, name).toBe(Math.ceil(batches.length / SHARD_SLICE_BATCHES));
+      expect(reused, name).toBeGreaterThanOrEqual(slices - 3);
+      // The thread names itself by its OS thread id: a thread of this process, not the main one.
+      if (process.platform === 'linux') {
+        const tid = encoder.lastThreadMemory?.osThreadId;
+        expect(tid, name).not.toBe(process.pid);
+        expect(existsSync(`/proc/${process.pid}/task/${tid}`), name).toBe(true);
+      }
       expect(chunks, name).toBeGreaterThan(2);
       expect(read, name).toEqual(errors);
       const stored = await streamBuffer(await store.read('part-00000.parquet'));
