@@ -8,6 +8,7 @@ import { createDashScopeClient } from '../../src/dashscope/dashscope-client.js';
 import type { EmbeddingClient, EmbeddingParameters } from '../../src/embedding.js';
 import { emulatorEmbedding } from '../../src/emulator/emulator-embedding.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.js';
+import { embeddingParameters } from '../support/embedding-parameters.js';
 
 /**
  * The client reads response bodies into reused buffers (body-buffers.ts, post-json.ts). These
@@ -28,14 +29,7 @@ afterAll(async () => {
   await emulator.close();
 });
 
-const parameters = (overrides: Partial<EmbeddingParameters> = {}): EmbeddingParameters => ({
-  model: 'text-embedding-v4',
-  dimension: 1024,
-  outputType: 'dense&sparse',
-  textType: 'document',
-  api: 'dashscope',
-  ...overrides,
-});
+const parameters = embeddingParameters;
 
 const textsFor = (seed: number, count: number): string[] => Array.from({ length: count }, (_, index) => `text ${seed}-${index}: ${'lorem ipsum '.repeat(1 + ((seed * 7 + index) % 13))}`);
 

@@ -11,6 +11,7 @@ import type { EmbeddingClient, EmbeddingParameters, EmbeddingResult } from '../.
 import { emulatorEmbedding } from '../../src/emulator/emulator-embedding.js';
 import { DEFAULT_FAULTS } from '../../src/emulator/emulator-options.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.js';
+import { embeddingParameters } from '../support/embedding-parameters.js';
 import {
   ContentRejectedError,
   type EmbedqError,
@@ -53,14 +54,7 @@ afterEach(() => {
   emulator.clearRateWindows();
 });
 
-const parameters = (overrides: Partial<EmbeddingParameters> = {}): EmbeddingParameters => ({
-  model: 'text-embedding-v4',
-  dimension: 1024,
-  outputType: 'dense&sparse',
-  textType: 'document',
-  api: 'dashscope',
-  ...overrides,
-});
+const parameters = embeddingParameters;
 
 /** What the emulator must return, computed independently of the HTTP path. */
 function expected(texts: readonly string[], request: EmbeddingParameters): Omit<EmbeddingResult, 'requestId'> {

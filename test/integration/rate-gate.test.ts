@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 
 import { describeGateState } from '../../src/rate/describe-gate.js';
-import { RateGate, rateGateKey, type ThrottleVerdict } from '../../src/rate/rate-gate.js';
+import { RateGate, rateGateKey, type RateGateOptions, type ThrottleVerdict } from '../../src/rate/rate-gate.js';
 import { sleep } from '../../src/sleep.js';
 
 describe('RateGate (real Redis)', () => {
@@ -254,8 +254,8 @@ describe('RateGate (real Redis)', () => {
    * A gate on a fast curve (K = cbrt(0.1 / 1) ≈ 0.46 s to the plateau, 0.3 s hold, +10% in 0.46 s,
    * then doubling every 200 ms; ceiling 2,000 QPM) that has just learned a limit from 16 accepted.
    */
-  const fastCurveAfterCut = async (): Promise<{ gate: RateGate; verdict: Exclude<ThrottleVerdict, { action: 'skip' }> }> => {
-    const gate = new RateGate(redisA, key(), { requestsPerMinute: 2000, tokensPerMinute: 1e12 }, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0, learnedMargin: 0, probeDoublingMs: 200 });
+  const fastCurveAfterCut = async (options: RateGateOptions = {}): Promise<{ gate: RateGate; verdict: Exclude<ThrottleVerdict, { action: 'skip' }> }> => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 2000, tokensPerMinute: 1e12 }, { targetUtilization: 1, growth: 1, plateauMs: 300, backoff: 0.1, cooldownMs: 0, learnedMargin: 0, probeDoublingMs: 200, ...options });
     await gate.reserve(1);
     for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
     await settleIntoPastSecond(gate);
@@ -284,13 +284,8 @@ describe('RateGate (real Redis)', () => {
   });
 
   it('once a nudge shows a client sharing the limit, holds the longest before probing', async () => {
-    const gate = new RateGate(redisA, key(), { requestsPerMinute: 2000, tokensPerMinute: 1e12 }, { targetUtilization: 1, growth: 1, plateauMs: 300, maxPlateauMs: 2_000, backoff: 0.1, cooldownMs: 0, probeDoublingMs: 200 });
-    await gate.reserve(1);
-    for (let index = 0; index < 16; index += 1) gate.completed(1, 1);
-    await settleIntoPastSecond(gate);
-    await saturate(gate);
-    const cut = await cluster(gate);
-    if (cut.action !== 'cut') throw new Error(`expected a cut, got ${JSON.stringify(cut)}`);
+    // The fast curve with the default margin, and a longest hold of 2 s.
+    const { gate, verdict: cut } = await fastCurveAfterCut({ learnedMargin: 0.02, maxPlateauMs: 2_000 });
     expect((await gate.state()).shared).toBe(false);
     // One 429 under the learned limit, no cluster: a neighbour. The limit is nudged 10%.
     await saturate(gate);
