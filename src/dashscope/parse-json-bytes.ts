@@ -82,7 +82,7 @@ class Parser {
     if (byte === 0x5b) {
       if (key === undefined) return this.array();
       if (this.float32Keys.has(key)) return this.float32Array();
-      return this.sparseKeys.has(key) ? this.sparseArray() : this.array();
+      return this.array(this.sparseKeys.has(key));
     }
     if (byte === 0x22) return this.string();
     if (byte === 0x74) return this.literal('true', true);
@@ -119,7 +119,12 @@ class Parser {
     }
   }
 
-  private array(): unknown[] {
+  /**
+   * A list. `sparse`: a `sparse_embedding` list, whose entries of the usual shape are read directly
+   * and any other as JSON (a flag rather than an item-reader callback: one predictable branch per
+   * element on the decoder's hot path).
+   */
+  private array(sparse = false): unknown[] {
     const result: unknown[] = [];
     this.position += 1;
     this.skipWhitespace();
@@ -129,7 +134,7 @@ class Parser {
     }
     for (;;) {
       this.skipWhitespace();
-      result.push(this.value(undefined));
+      result.push(sparse ? (this.sparseEntry() ?? roundValue(this.value(undefined))) : this.value(undefined));
       this.skipWhitespace();
       const next = this.bytes[this.position];
       this.position += 1;
@@ -234,26 +239,6 @@ class Parser {
       }
       if (byte !== 0x2c) throw GIVE_UP;
       byte = bytes[position]!;
-    }
-  }
-
-  /** A `sparse_embedding` list: entries of the usual shape read directly, any other as JSON. */
-  private sparseArray(): unknown[] {
-    const result: unknown[] = [];
-    this.position += 1;
-    this.skipWhitespace();
-    if (this.bytes[this.position] === 0x5d) {
-      this.position += 1;
-      return result;
-    }
-    for (;;) {
-      this.skipWhitespace();
-      result.push(this.sparseEntry() ?? roundValue(this.value(undefined)));
-      this.skipWhitespace();
-      const next = this.bytes[this.position];
-      this.position += 1;
-      if (next === 0x5d) return result;
-      if (next !== 0x2c) throw GIVE_UP;
     }
   }
 
