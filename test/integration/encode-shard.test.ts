@@ -96,14 +96,21 @@ describe('encodeShard → Parquet, read back with DuckDB', () => {
   it('keeps every value bit-exact, nulls where expected, in row order', async () => {
     const { file } = await writeShard('values.parquet', rows, dimension, 'parquet');
     await expectParquetHolds(file, rows);
-    // Row groups as configured, ZSTD, and a created_by without a build timestamp.
+    // Row groups as configured, ZSTD on the top-level columns only, statistics where a reader uses
+    // them, and a created_by without a build timestamp.
     const groups = await queryParquet(
-      `SELECT DISTINCT row_group_id, row_group_num_rows, compression FROM parquet_metadata(${sqlString(file)}) ORDER BY row_group_id`,
+      `SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata(${sqlString(file)}) ORDER BY row_group_id`,
     );
-    expect(groups.map((group) => [Number(group.row_group_num_rows), group.compression])).toEqual([
-      [PARQUET_ROW_GROUP_ROWS, 'ZSTD'],
-      [500, 'ZSTD'],
-    ]);
+    expect(groups.map((group) => Number(group.row_group_num_rows))).toEqual([PARQUET_ROW_GROUP_ROWS, 500]);
+    const columns = await queryParquet(
+      `SELECT DISTINCT path_in_schema, compression, (stats_min IS NOT NULL OR stats_min_value IS NOT NULL) AS has_stats FROM parquet_metadata(${sqlString(file)}) ORDER BY path_in_schema`,
+    );
+    const byColumn = Object.fromEntries(columns.map((column) => [String(column.path_in_schema), `${column.compression}${column.has_stats ? ' +stats' : ''}`]));
+    expect(byColumn).toMatchObject({ row: 'ZSTD +stats', line: 'ZSTD +stats', source: 'ZSTD +stats', text: 'ZSTD +stats' });
+    expect(byColumn.content_hash).toMatch(/^ZSTD/); // null in these rows: no min or max to keep
+    const vectorLeaves = Object.entries(byColumn).filter(([column]) => /^(dense|sparse),/.test(column));
+    expect(vectorLeaves.length).toBe(4); // dense's floats; sparse's index, value and token
+    for (const [column, settings] of vectorLeaves) expect(settings, column).toBe('UNCOMPRESSED');
     const [metadata] = await queryParquet(`SELECT created_by FROM parquet_file_metadata(${sqlString(file)})`);
     expect(metadata!.created_by).toMatch(/^parquet-rs version [\d.]+$/);
   });
