@@ -48,6 +48,8 @@ const QUOTA_LINES = QUICK ? 8_000 : 40_000;
 const SCALE_LINES = QUICK ? 4_000 : 10_000;
 /** The default shard size: the memory bound must hold at the defaults. */
 const SCALE_SHARD_ROWS = 10_000;
+/** text-embedding-v4's widest dense vectors. */
+const WIDEST_DIMENSION = 2048;
 const MEMORY_FIELDS = ['heapUsedMb', 'heapTotalMb', 'arrayBuffersMb', 'shardThreadHeapMb', 'shardThreadHeapTotalMb', 'shardThreadArrayBuffersMb', 'shardThreadWasmMb'] as const;
 
 interface RunResult {
@@ -370,7 +372,7 @@ async function main(): Promise<void> {
     const handRolled = await runHandRolled(quotaLines, WORKERS * CONCURRENCY);
     console.log({ handRolled });
 
-    const { small, large, floor, profile } = await overheadScenarios(context, quotaLines);
+    const { small, large, wide, floor, profile } = await overheadScenarios(context, quotaLines);
 
     const results = {
       date: new Date().toISOString(),
@@ -389,6 +391,7 @@ async function main(): Promise<void> {
       scale: {
         small,
         large,
+        wide,
         redisGrowth: (large.peakRedisBytes - large.baselineRedisBytes) / Math.max(1, small.peakRedisBytes - small.baselineRedisBytes),
         rssGrowth: large.peakWorkerRssBytes / small.peakWorkerRssBytes,
       },
@@ -419,14 +422,16 @@ async function overheadScenarios(context: BenchContext, sampleLines: string[]) {
   const emulator = OVERHEAD_EMULATOR;
   const small = await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, unlimited, emulator });
   const large = await runEmbedq(context, { corpus: largeCorpus, lines: SCALE_LINES * 10, workers: 1, job: scaleJob, unlimited, emulator });
-  console.log({ small, large });
+  // The memory bound holds whatever the dimension: the widest v4 vectors, twice the default.
+  const wide = await runEmbedq(context, { corpus: largeCorpus, lines: SCALE_LINES * 10, workers: 1, job: { ...scaleJob, dimension: WIDEST_DIMENSION }, unlimited, emulator });
+  console.log({ small, large, wide });
   const profileDir = path.join(folder, 'profile');
   await mkdir(profileDir, { recursive: true });
   await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, profileDir, unlimited, emulator });
   const profile = summarizeProfile(profileDir);
   const floor = parseFloor(sampleLines);
   console.log(JSON.stringify({ floor, profile }, null, 1));
-  return { small, large, floor, profile };
+  return { small, large, wide, floor, profile };
 
 }
 
@@ -453,7 +458,7 @@ function markdown(r: {
   quotaBound256: RunResult & { qpmShare: number };
   sideBySide: { embedq: RunResult; handRolled: Awaited<ReturnType<typeof runHandRolled>>; throughputRatio: number; throttledRatio: number };
   overheadBound: RunResult & { floor: ReturnType<typeof parseFloor>; cpuToFloorRatio: number; profile: ReturnType<typeof summarizeProfile> };
-  scale: { small: RunResult; large: RunResult; redisGrowth: number; rssGrowth: number };
+  scale: { small: RunResult; large: RunResult; wide: RunResult; redisGrowth: number; rssGrowth: number };
 }): string {
   const q = r.quotaBound;
   const s = r.sideBySide;
@@ -485,6 +490,8 @@ function markdown(r: {
     `| 4. scale (${r.scale.small.lines} vs ${r.scale.large.lines} lines) | peak Redis used_memory above baseline | ${mb(r.scale.small.peakRedisBytes - r.scale.small.baselineRedisBytes)} vs ${mb(r.scale.large.peakRedisBytes - r.scale.large.baselineRedisBytes)} (${fixed(r.scale.redisGrowth, 2)}×) |`,
     `| | peak worker RSS | ${mb(r.scale.small.peakWorkerRssBytes)} vs ${mb(r.scale.large.peakWorkerRssBytes)} (${fixed(r.scale.rssGrowth, 2)}×) |`,
     `| | its largest parts, 10× run (MB) | ${memoryText(r.scale.large.memoryBreakdown)} |`,
+    `| | the 10× run at dimension ${WIDEST_DIMENSION}: peak worker RSS, worker CPU per line | ${mb(r.scale.wide.peakWorkerRssBytes)}, ${fixed(r.scale.wide.workerCpuMicrosPerLine, 0)} µs |`,
+    `| | its largest parts (MB) | ${memoryText(r.scale.wide.memoryBreakdown)} |`,
   ];
   return rows.join('\n');
 }
