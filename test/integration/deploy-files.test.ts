@@ -124,9 +124,10 @@ describe('deployment files agree with the code', () => {
     expect(worker.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThan(DRAIN_TIMEOUT_MS / 1000);
     const mebibytes = (value: string): number => Number.parseInt(value, 10) * (value.endsWith('Gi') ? 1024 : 1);
     const workerResources = worker.spec.template.spec.containers[0].resources;
-    // The README's measured peak RSS (the bench's MB are MiB) is 286.2 at the defaults and 337.6
-    // reindexing with --reuse: the request must cover the first, the limit the second.
-    expect(mebibytes(workerResources.requests.memory)).toBeGreaterThanOrEqual(287);
+    // The README's measured peak RSS (the bench's MB are MiB) is 290.9 at the defaults, 319.9 at
+    // dimension 2048, and 331.0–337.6 reindexing with --reuse: the request must cover the widest
+    // dimension, the limit the reindex.
+    expect(mebibytes(workerResources.requests.memory)).toBeGreaterThanOrEqual(320);
     expect(mebibytes(workerResources.limits.memory)).toBeGreaterThanOrEqual(338);
     expect(mebibytes(workerResources.limits.memory)).toBeGreaterThan(mebibytes(workerResources.requests.memory));
     const container = dashboard.spec.template.spec.containers[0];
