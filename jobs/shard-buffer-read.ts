@@ -26,8 +26,17 @@ export interface ShardSummary {
   reuse: ReuseCounts;
 }
 
-/** Batches per slice: ~640 rows, ~4 MB at dimension 1024 with sparse. One HMGET each. */
+/** Batches per slice up to dimension 1024: ~640 rows, ~4 MB at dimension 1024 with sparse. One HMGET each. */
 export const SHARD_SLICE_BATCHES = 64;
+
+/**
+ * Batches per slice at `dimension`: {@link SHARD_SLICE_BATCHES}, fewer above dimension 1024 so a
+ * slice stays ~4 MB (32 at 2048). A slice is in memory up to three times at once (the Redis reply,
+ * the buffer handed to the shard thread, and the one the thread asked for next).
+ */
+export function shardSliceBatches(dimension: number): number {
+  return Math.max(8, Math.min(SHARD_SLICE_BATCHES, Math.floor((SHARD_SLICE_BATCHES * 1024) / dimension)));
+}
 
 /** The summary of the buffer at `key`, or undefined when there is none (or the splitter never closed it). */
 export async function readShardSummary(redis: RedisClient, key: string): Promise<ShardSummary | undefined> {

@@ -2,7 +2,7 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
-import { readShardBatches, readShardSummary, type ShardSummary } from './shard-buffer-read.js';
+import { readShardBatches, readShardSummary, shardSliceBatches, type ShardSummary } from './shard-buffer-read.js';
 import { BATCH_STATUS, CLOSE_SHARD, REJECTED_SHARD_FRACTION, REJECTED_STREAK_LIMIT, STORE_BATCH } from './shard-buffer-scripts.js';
 import { type ErrorRecord, NO_REUSE, type ReuseCounts, type ShardMeta } from './shard-records.js';
 
@@ -122,9 +122,9 @@ export class ShardBuffers {
 
   /**
    * The shard's `count` batches, a slice at a time in batch order; their error records are added to
-   * `errors` as they are read (see shard-buffer-read.ts).
+   * `errors` as they are read (see shard-buffer-read.ts). `dimension` sizes the slices.
    */
-  batches(id: string, shard: number, count: number, errors: ErrorRecord[]): AsyncGenerator<Buffer[]> {
-    return readShardBatches(this.redis, this.keys.shard(id, shard), count, errors);
+  batches(id: string, shard: number, count: number, errors: ErrorRecord[], dimension: number): AsyncGenerator<Buffer[]> {
+    return readShardBatches(this.redis, this.keys.shard(id, shard), count, errors, shardSliceBatches(dimension));
   }
 }

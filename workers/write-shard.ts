@@ -43,7 +43,7 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   // it into the store: a shard is never held whole (README "Memory"). Their error records are
   // gathered as the slices are read.
   const errors = [...buffered.inputErrors];
-  const embedded = corpora.buffers.batches(id, payload.shard, buffered.expected, errors);
+  const embedded = corpora.buffers.batches(id, payload.shard, buffered.expected, errors, options.dimension);
   // Lines that take a previous row's vectors (`--reuse`) join the shard as one more batch.
   const reuseList = buffered.reuseList;
   const batches = reuseList ? withReusedRows(embedded, () => reusedRowsBatch(services, id, reuseList, options.dimension)) : embedded;

@@ -26,17 +26,30 @@ export interface EncodeShardOptions {
 }
 
 /**
- * Rows per Parquet row group, and per slice handed to the writer. At dimension 1024 that is
- * about 4 MB of dense floats per group: readers can skip and parallelise by group, and the writer
- * (which buffers one group) stays small. A 10,000-row shard becomes ten groups. Measured at
- * dimension 1024 with sparse: parquet-wasm's memory 42 MB at 1,000 rows, 67 MB at 2,000 (the value
- * before 2026-11-29), for a file 0.5% larger.
+ * Rows per Parquet row group up to dimension 1024. That is at most about 4 MB of dense floats per
+ * group: readers can skip and parallelise by group, and the writer (which buffers one group) stays
+ * small. A 10,000-row shard becomes ten groups. Measured at dimension 1024 with sparse:
+ * parquet-wasm's memory 42 MB at 1,000 rows, 67 MB at 2,000 (the value before 2026-11-29), for a
+ * file 0.5% larger.
  */
 export const PARQUET_ROW_GROUP_ROWS = 1_000;
+/** Dense floats in a group of {@link PARQUET_ROW_GROUP_ROWS} rows at dimension 1024. */
+const ROW_GROUP_DENSE_VALUES = PARQUET_ROW_GROUP_ROWS * 1024;
+
+/**
+ * Rows per row group at `dimension`: {@link PARQUET_ROW_GROUP_ROWS}, and fewer above dimension
+ * 1024 so that a group keeps to ~4 MB of dense floats (500 rows at 2048). parquet-wasm's memory
+ * grows with the group and never shrinks: at dimension 2048 with 1,000-row groups it reached
+ * 67.2 MB and the worker's peak RSS 312.1–327.6 MB in seven runs; with 500-row groups 43.3 MB
+ * and 281.8–316.5 MB in three (bench overhead run, 100,000 lines, 2026-11-29).
+ */
+export function parquetRowGroupRows(dimension: number): number {
+  return Math.max(PARQUET_HANDOVER_ROWS, Math.min(PARQUET_ROW_GROUP_ROWS, Math.floor(ROW_GROUP_DENSE_VALUES / dimension)));
+}
 
 /**
  * Rows per record batch handed into parquet-wasm's memory. The writer still makes row groups of
- * {@link PARQUET_ROW_GROUP_ROWS} (it buffers batches until a group is full), and the file's bytes
+ * {@link parquetRowGroupRows} (it buffers batches until a group is full), and the file's bytes
  * are the same as for whole groups; but a smaller input batch leaves less to copy at once into the
  * WebAssembly memory, which grows to its high-water mark and never shrinks. Measured on a real
  * 10,000-row shard (scratch re-encode, 2026-11-29), peak wasm memory at 1,000 / 500 / 250 / 100
@@ -63,7 +76,7 @@ export async function encodeShard(rows: readonly ShardRow[], options: EncodeShar
   if (options.format === 'arrow') {
     return tableToIPC(table, 'file');
   }
-  return toParquet(table);
+  return toParquet(table, options.dimension);
 }
 
 /** Builds the Arrow table of a shard; exported for tests and for callers that want Arrow in memory. */
@@ -84,13 +97,14 @@ export function shardTable(rows: readonly ShardRow[], dimension: number): Table 
   ]);
 }
 
-/** Sorted rows as row-group tables of {@link PARQUET_ROW_GROUP_ROWS}. */
+/** Sorted rows as row-group tables of {@link parquetRowGroupRows}. */
 export async function* rowTables(rows: readonly ShardRow[], dimension: number): AsyncGenerator<Table> {
-  for (let offset = 0; offset < rows.length; offset += PARQUET_ROW_GROUP_ROWS) yield shardTable(rows.slice(offset, offset + PARQUET_ROW_GROUP_ROWS), dimension);
+  const groupRows = parquetRowGroupRows(dimension);
+  for (let offset = 0; offset < rows.length; offset += groupRows) yield shardTable(rows.slice(offset, offset + groupRows), dimension);
 }
 
 /**
- * Encodes row-group tables (each ≤ {@link PARQUET_ROW_GROUP_ROWS} rows, in `row` order) as Parquet,
+ * Encodes row-group tables (each ≤ {@link parquetRowGroupRows} rows, in `row` order) as Parquet,
  * yielding the file's bytes as the writer produces them (about one chunk per row group, then the
  * footer). Neither the rows, nor the Arrow data, nor the bytes of a whole shard are ever in
  * memory: only the group being written and the chunk not yet consumed. The writer takes the next
@@ -102,7 +116,7 @@ export async function* parquetChunks(groups: AsyncIterable<Table>, dimension: nu
   const iterator = groups[Symbol.asyncIterator]();
   const first = await iterator.next();
   if (first.done || first.value.numRows === 0) {
-    yield await toParquet(shardTable([], dimension));
+    yield await toParquet(shardTable([], dimension), dimension);
     return;
   }
   let pending: Table | undefined = first.value;
@@ -111,7 +125,7 @@ export async function* parquetChunks(groups: AsyncIterable<Table>, dimension: nu
       const group = pending ?? (await iterator.next()).value;
       pending = undefined;
       return group === undefined || group.numRows === 0 ? undefined : group;
-    }, handoverRows),
+    }, parquetRowGroupRows(dimension), handoverRows),
   );
 }
 
@@ -123,19 +137,20 @@ export async function encodeParquetRowGroups(groups: AsyncIterable<Table>, dimen
 }
 
 /** Writes a whole table, handed to the writer in row-group slices. */
-async function toParquet(table: Table): Promise<Uint8Array> {
+async function toParquet(table: Table, dimension: number): Promise<Uint8Array> {
+  const groupRows = parquetRowGroupRows(dimension);
   if (table.numRows === 0) {
     // The streaming writer takes its schema from the first batch, and there is none.
-    return writeParquet(WasmTable.fromIPCStream(tableToIPC(table, 'stream')), writerProperties());
+    return writeParquet(WasmTable.fromIPCStream(tableToIPC(table, 'stream')), writerProperties(groupRows));
   }
   let offset = 0;
   const chunks: Uint8Array[] = [];
   const output = writeGroups(async () => {
     if (offset >= table.numRows) return undefined;
-    const slice = table.slice(offset, offset + PARQUET_ROW_GROUP_ROWS);
-    offset += PARQUET_ROW_GROUP_ROWS;
+    const slice = table.slice(offset, offset + groupRows);
+    offset += groupRows;
     return slice;
-  });
+  }, groupRows);
   for await (const chunk of chunksOf(output)) chunks.push(chunk);
   return Buffer.concat(chunks);
 }
@@ -149,7 +164,7 @@ async function toParquet(table: Table): Promise<Uint8Array> {
  * about 330 MB at dimension 1024 with sparse, and that memory is never returned; one group at a
  * time keeps it at ~42 MB.
  */
-async function writeGroups(nextGroup: () => Promise<Table | undefined>, handoverRows = PARQUET_HANDOVER_ROWS): Promise<ReadableStream<Uint8Array>> {
+async function writeGroups(nextGroup: () => Promise<Table | undefined>, groupRows: number, handoverRows = PARQUET_HANDOVER_ROWS): Promise<ReadableStream<Uint8Array>> {
   let group: Table | undefined;
   let offset = 0;
   const batches = new ReadableStream<WasmRecordBatch>(
@@ -180,7 +195,7 @@ async function writeGroups(nextGroup: () => Promise<Table | undefined>, handover
     { highWaterMark: 0 },
   );
   // transformParquetStream takes ownership of the properties and frees each batch it consumes.
-  return (await transformParquetStream(batches, writerProperties())) as ReadableStream<Uint8Array>;
+  return (await transformParquetStream(batches, writerProperties(groupRows))) as ReadableStream<Uint8Array>;
 }
 
 /** The chunks of a writer's output; stopping early cancels the writer (and so its input). */
@@ -210,11 +225,11 @@ const TOP_LEVEL_COLUMNS = ['row', 'source', 'line', 'id', 'text', 'content_hash'
  * 74–81 µs). Min/max statistics of vector values help no reader; those of `row` let readers
  * skip row groups.
  */
-function writerProperties(): WriterProperties {
+function writerProperties(groupRows: number): WriterProperties {
   let builder = new WriterPropertiesBuilder()
     .setCompression(Compression.UNCOMPRESSED)
     .setStatisticsEnabled(EnabledStatistics.None)
-    .setMaxRowGroupSize(PARQUET_ROW_GROUP_ROWS)
+    .setMaxRowGroupSize(groupRows)
     .setWriterVersion(WriterVersion.V2)
     // Dictionaries only pay off for `source` (a handful of values per shard). On vectors,
     // texts and ids the writer builds one, overflows it and falls back to PLAIN: measured

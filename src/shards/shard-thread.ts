@@ -4,7 +4,7 @@ import type { Table } from 'apache-arrow';
 
 import { decodeBatch } from './batch-codec.js';
 import { lowerThisThreadPriority, osThreadId } from '../threads/background-priority.js';
-import { encodeShard, PARQUET_ROW_GROUP_ROWS, parquetChunks, rowTables } from './encode-shard.js';
+import { encodeShard, parquetChunks, parquetRowGroupRows, rowTables } from './encode-shard.js';
 import { batchRowGroups } from './row-group-builder.js';
 import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
 import { wasmMemoryBytes } from './wasm-memory.js';
@@ -154,7 +154,7 @@ async function encode(session: Session, request: Extract<ShardThreadRequest, { t
   };
   if (request.format === 'parquet' && request.interleaved !== true) {
     // Row group by row group, built straight from the batch bytes: one group's columns at a time.
-    const groups = counting(batchRowGroups(session.slices(), PARQUET_ROW_GROUP_ROWS, request.dimension, marked));
+    const groups = counting(batchRowGroups(session.slices(), parquetRowGroupRows(request.dimension), request.dimension, marked));
     for await (const chunk of parquetChunks(groups, request.dimension)) await session.send(chunk);
   } else {
     // Arrow IPC is written whole (its footer indexes every batch); interleaved batches must be

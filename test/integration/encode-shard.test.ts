@@ -7,7 +7,7 @@ import { DataType, type Field, tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { BatchCodecError, decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
-import { encodeShard, PARQUET_HANDOVER_ROWS, PARQUET_ROW_GROUP_ROWS, parquetChunks } from '../../src/shards/encode-shard.js';
+import { encodeShard, PARQUET_HANDOVER_ROWS, PARQUET_ROW_GROUP_ROWS, parquetChunks, parquetRowGroupRows } from '../../src/shards/encode-shard.js';
 import { denseMatrix, readShard } from '../../src/shards/read-shard.js';
 import type { OutputFormat, ShardRow } from '../../src/shards/shard-row.js';
 import { batchRowGroups } from '../../src/shards/row-group-builder.js';
@@ -113,6 +113,15 @@ describe('encodeShard → Parquet, read back with DuckDB', () => {
     for (const [column, settings] of vectorLeaves) expect(settings, column).toBe('UNCOMPRESSED');
     const [metadata] = await queryParquet(`SELECT created_by FROM parquet_file_metadata(${sqlString(file)})`);
     expect(metadata!.created_by).toMatch(/^parquet-rs version [\d.]+$/);
+  });
+
+  it('keeps a row group to ~4 MB of dense floats above dimension 1024', async () => {
+    expect([64, 1024, 1536, 2048].map(parquetRowGroupRows)).toEqual([PARQUET_ROW_GROUP_ROWS, PARQUET_ROW_GROUP_ROWS, 666, 500]);
+    const wide = makeShardRows(1_200, { dimension: 2048, sparseEntries: 5 });
+    const { file } = await writeShard('wide.parquet', wide, 2048, 'parquet');
+    const groups = await queryParquet(`SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata(${sqlString(file)}) ORDER BY row_group_id`);
+    expect(groups.map((group) => Number(group.row_group_num_rows))).toEqual([500, 500, 200]);
+    await expectParquetHolds(file, wide);
   });
 
   it('writes identical bytes for identical rows', async () => {

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CorpusStore } from '../../jobs/corpus-store.js';
 import { ShardBufferChangedError } from '../../jobs/job-errors.js';
 import type { ErrorRecord } from '../../jobs/shard-buffer.js';
-import { SHARD_SLICE_BATCHES } from '../../jobs/shard-buffer-read.js';
+import { SHARD_SLICE_BATCHES, shardSliceBatches } from '../../jobs/shard-buffer-read.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { StorageError } from '../../src/errors.js';
 import { decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
@@ -93,7 +93,7 @@ describe('streaming a shard from its Redis buffer into a store', () => {
     for (const [name, store] of stores()) {
       const read: ErrorRecord[] = [];
       let chunks = 0;
-      const result = await encoder.encode(corpora.buffers.batches('cj-whole', 0, summary!.expected!, read), { dimension, format: 'parquet' }, async (file) => {
+      const result = await encoder.encode(corpora.buffers.batches('cj-whole', 0, summary!.expected!, read, dimension), { dimension, format: 'parquet' }, async (file) => {
         async function* counting(): AsyncGenerator<Uint8Array> {
           for await (const chunk of file) {
             chunks += 1;
@@ -106,6 +106,7 @@ describe('streaming a shard from its Redis buffer into a store', () => {
       // The thread gave each slice's buffer back once done with it, and later slices went into them.
       const { slices, reused } = encoder.lastShardSlices;
       expect(slices, name).toBe(Math.ceil(batches.length / SHARD_SLICE_BATCHES));
+      expect([dimension, 1024, 2048].map(shardSliceBatches)).toEqual([SHARD_SLICE_BATCHES, SHARD_SLICE_BATCHES, SHARD_SLICE_BATCHES / 2]);
       expect(reused, name).toBeGreaterThanOrEqual(slices - 3);
       // The thread names itself by its OS thread id: a thread of this process, not the main one.
       if (process.platform === 'linux') {
@@ -130,7 +131,7 @@ describe('streaming a shard from its Redis buffer into a store', () => {
       // Lost after the first slices were read and encoded: the file had begun to stream.
       async function* losing(): AsyncGenerator<Buffer[]> {
         let slices = 0;
-        for await (const slice of corpora.buffers.batches('cj-lost', 0, batches.length, [])) {
+        for await (const slice of corpora.buffers.batches('cj-lost', 0, batches.length, [], dimension)) {
           yield slice;
           slices += 1;
           if (slices === 4) await redis.hdel(corpora.keys.shard('cj-lost', 0), `b:${batches.length - 1}`);
@@ -143,7 +144,7 @@ describe('streaming a shard from its Redis buffer into a store', () => {
     }
     expect(await readdir(folder, { recursive: true })).not.toContainEqual(expect.stringMatching(/\.tmp-/));
     // The thread was told to stop that shard and still encodes the next one.
-    const result = await encoder.encode(corpora.buffers.batches('cj-lost', 0, batches.length, []), { dimension, format: 'parquet' }, (file) =>
+    const result = await encoder.encode(corpora.buffers.batches('cj-lost', 0, batches.length, [], dimension), { dimension, format: 'parquet' }, (file) =>
       new LocalObjectStore(folder).writeStream('after.parquet', file),
     );
     expect(result.rows).toBe(rows.length);
@@ -154,12 +155,12 @@ describe('streaming a shard from its Redis buffer into a store', () => {
     const rows = makeShardRows(3_000, { dimension, sparseEntries: 200 });
     const { batches } = await bufferShard('cj-store', rows);
     const missingBucket = new S3ObjectStore(s3.client, 'no-such-bucket', { streamPartBytes: 5 * 1024 * 1024 });
-    const failed = encoder.encode(corpora.buffers.batches('cj-store', 0, batches.length, []), { dimension, format: 'parquet' }, (file) =>
+    const failed = encoder.encode(corpora.buffers.batches('cj-store', 0, batches.length, [], dimension), { dimension, format: 'parquet' }, (file) =>
       missingBucket.writeStream('part-00000.parquet', file),
     );
     await expect(failed).rejects.toThrow(StorageError);
     await expect(failed).rejects.toThrow(/no-such-bucket/);
-    const result = await encoder.encode(corpora.buffers.batches('cj-store', 0, batches.length, []), { dimension, format: 'arrow' }, (file) =>
+    const result = await encoder.encode(corpora.buffers.batches('cj-store', 0, batches.length, [], dimension), { dimension, format: 'arrow' }, (file) =>
       new LocalObjectStore(folder).writeStream('after.arrow', file),
     );
     expect(result.rows).toBe(rows.length);
