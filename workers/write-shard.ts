@@ -44,14 +44,17 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   // gathered as the slices are read.
   const errors = [...buffered.inputErrors];
   const embedded = corpora.buffers.batches(id, payload.shard, buffered.expected, errors, options.dimension);
-  // Lines that take a previous row's vectors (`--reuse`) join the shard as one more batch.
+  // Lines that take a previous row's vectors (`--reuse`) join the shard as one more batch. Their
+  // rows interleave with the embedded ones, so the thread sorts the shard whole; a shard with
+  // nothing embedded (an unchanged corpus) has them alone, in row order, and streams.
   const reuseList = buffered.reuseList;
+  const interleaved = reuseList !== undefined && buffered.expected > 0;
   const batches = reuseList ? withReusedRows(embedded, () => reusedRowsBatch(services, id, reuseList, options.dimension)) : embedded;
   const output = openOutput(options.output, services);
   const file = shardFileName(payload.shard, options.outputFormat);
   const { bytes, rows, upserts } = await services.shardEncoder.encode(
     batches,
-    { dimension: options.dimension, format: options.outputFormat, interleaved: reuseList !== undefined },
+    { dimension: options.dimension, format: options.outputFormat, interleaved },
     (chunks) => output.store.writeStream(output.prefix + file, chunks),
   );
   const upsertsFile = upserts ? upsertsFileName(payload.shard) : undefined;

@@ -172,6 +172,27 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
     }
   });
 
+  it('nothing changed: no request, and shard files byte for byte those of the previous output', async () => {
+    // Every shard is reused rows alone: the writer streams them (no whole-shard sort).
+    const pool = startWorkers(world.services, { concurrency: 8 });
+    try {
+      const { result: submitted, accepted } = await requestsDuring(() =>
+        runEmbedq(world.env, ['submit', 's3://corpus/docs/corpus.jsonl', '--out', 's3://out/dim128-again/', '--reuse', 's3://out/dim128/', '--id-field', 'id', '--dimension', '128', '--shard-rows', String(SHARD_ROWS), '--wait']),
+      );
+      expect(submitted.code, submitted.stderr).toBe(0);
+      expect(accepted).toBe(0);
+      const [before, after] = [await download('s3://out/dim128/'), await download('s3://out/dim128-again/')];
+      expect(manifestOf(after.folder).counts).toMatchObject({ embedded: second.docs.length, reused: second.docs.length, unchanged: second.docs.length });
+      const parts = before.keys.filter((key) => /^part-\d+\.parquet$/.test(key));
+      expect(parts.length).toBe(Math.ceil(second.docs.length / SHARD_ROWS));
+      expect(after.keys.filter((key) => /^part-\d+\.parquet$/.test(key))).toEqual(parts);
+      for (const part of parts) expect(readFileSync(path.join(after.folder, part)).equals(readFileSync(path.join(before.folder, part))), part).toBe(true);
+      await expectExact(after.folder, second.docs, { ...PARAMETERS, dimension: 128 });
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('a missing or corrupt previous output is reported (manifest, status) and the run embeds everything; --reuse of the output itself is refused', async () => {
     const pool = startWorkers(world.services, { concurrency: 8 });
     try {
