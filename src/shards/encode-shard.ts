@@ -1,7 +1,7 @@
 import { Buffer } from 'node:buffer';
 import { ReadableStream } from 'node:stream/web';
 
-import { type Data, type Int64, type Table, tableToIPC, type Utf8 } from 'apache-arrow';
+import { type Data, DataType, type Int64, type Table, tableToIPC, type Utf8 } from 'apache-arrow';
 import {
   Compression,
   EnabledStatistics,
@@ -16,6 +16,7 @@ import {
 
 import type { OutputFormat, ShardRow } from './shard-row.js';
 import { denseData, int64Data, shardTableOf, sparseData, Utf8Builder, ValidityBuilder } from './arrow-builders.js';
+import { shardSchema } from './shard-schema.js';
 
 /** Options of {@link encodeShard}. */
 export interface EncodeShardOptions {
@@ -40,8 +41,9 @@ const ROW_GROUP_DENSE_VALUES = PARQUET_ROW_GROUP_ROWS * 1024;
  * Rows per row group at `dimension`: {@link PARQUET_ROW_GROUP_ROWS}, and fewer above dimension
  * 1024 so that a group keeps to ~4 MB of dense floats (500 rows at 2048). parquet-wasm's memory
  * grows with the group and never shrinks: at dimension 2048 with 1,000-row groups it reached
- * 67.2 MB and the worker's peak RSS 312.1–327.6 MB in seven runs; with 500-row groups 43.3 MB
- * and 281.8–316.5 MB in three (bench overhead run, 100,000 lines, 2026-11-29).
+ * 67.2 MB and the worker's peak RSS 312.1–327.6 MB in seven runs; with 500-row groups 43.3–46.0 MB
+ * and 280.7–316.5 MB in seven, the last two (280.7, 290.0) with slices sized the same way
+ * (jobs/shard-buffer-read.ts). Bench overhead run, 100,000 lines, 2026-11-29.
  */
 export function parquetRowGroupRows(dimension: number): number {
   return Math.max(PARQUET_HANDOVER_ROWS, Math.min(PARQUET_ROW_GROUP_ROWS, Math.floor(ROW_GROUP_DENSE_VALUES / dimension)));
@@ -211,18 +213,20 @@ async function* chunksOf(output: Promise<ReadableStream<Uint8Array>>): AsyncGene
 }
 
 /**
- * The shard's top-level columns, by their Parquet names. parquet-wasm addresses a column by one
- * name, so only these can be set one by one; `dense` and `sparse` (nested: `dense.list.item`)
- * take the writer's defaults.
+ * The shard's columns that are not vectors. parquet-wasm addresses a column by one name, so only
+ * top-level leaves can be set one by one; `dense` and `sparse` (nested: `dense.list.item`) take
+ * the writer's defaults.
  */
-const TOP_LEVEL_COLUMNS = ['row', 'source', 'line', 'id', 'text', 'content_hash'] as const;
+const SCALAR_COLUMNS = shardSchema(1)
+  .fields.filter((field) => !DataType.isList(field.type) && !DataType.isFixedSizeList(field.type))
+  .map((field) => field.name);
 
 /**
- * ZSTD and statistics for the top-level columns; the vector columns (the defaults) uncompressed
- * and without statistics. Embedding floats barely compress: on dimension-1024 dense&sparse rows
- * ZSTD made the file 11% smaller (7% dense-only) for about 55 µs of CPU a row, two thirds of the
- * shard thread's work (scratch re-encode of 2,000 bench rows, 2026-11-29: 21–24 µs a row against
- * 74–81 µs). Min/max statistics of vector values help no reader; those of `row` let readers
+ * ZSTD and statistics for the scalar columns; the vector columns (the defaults) uncompressed and
+ * without statistics. Embedding floats barely compress: on dimension-1024 dense&sparse rows ZSTD
+ * made the file 11% smaller (7% dense-only) for about 55 µs of CPU a row, two thirds of the shard
+ * thread's work (scratch re-encodes of 2,000 bench rows, 2026-11-29, five rounds: 21.1–28.7 µs a
+ * row against 74.5–81.2). Min/max statistics of vector values help no reader; those of `row` let readers
  * skip row groups.
  */
 function writerProperties(groupRows: number): WriterProperties {
@@ -236,7 +240,7 @@ function writerProperties(groupRows: number): WriterProperties {
     // 30% slower and slightly larger.
     .setDictionaryEnabled(false)
     .setColumnDictionaryEnabled('source', true);
-  for (const column of TOP_LEVEL_COLUMNS) {
+  for (const column of SCALAR_COLUMNS) {
     builder = builder.setColumnCompression(column, Compression.ZSTD).setColumnStatisticsEnabled(column, EnabledStatistics.Page);
   }
   return builder.build();
