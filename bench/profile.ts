@@ -12,7 +12,7 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** Where a worker's CPU time goes, by broad category, from V8's `--cpu-prof` output. */
+/** Where a worker's main-thread CPU time goes, by broad category, from V8's `--cpu-prof` output. */
 const CATEGORIES: Array<[string, (frame: ProfileNode['callFrame']) => boolean]> = [
   ['response decode (parse-json-bytes, JSON.parse)', ({ url, functionName }) => url.includes('decode-response') || url.includes('parse-json-bytes') || functionName === 'parse'],
   ['HTTP client (undici)', ({ url }) => url.includes('undici') || url.includes('node:internal/deps') || url.includes('dashscope-client')],
@@ -32,7 +32,9 @@ export interface ProfileSummary {
 }
 
 export function summarizeProfile(folder: string): ProfileSummary {
-  const file = readdirSync(folder).find((name) => name.endsWith('.cpuprofile'));
+  // `--cpu-prof` writes one profile per thread, `CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`;
+  // thread 0 is the main thread (the shard thread has its own file).
+  const file = readdirSync(folder).find((name) => /\.\d+\.0\.\d+\.cpuprofile$/.test(name));
   if (!file) return { categories: [], top: [] };
   const profile = JSON.parse(readFileSync(path.join(folder, file), 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
