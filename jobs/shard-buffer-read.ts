@@ -1,4 +1,5 @@
 import type { RedisClient } from '../src/redis/redis-client.js';
+import { sizeForDimension } from '../src/shards/size-for-dimension.js';
 import { ShardBufferChangedError } from './job-errors.js';
 import { type ErrorRecord, NO_REUSE, type ReuseCounts, type ShardMeta } from './shard-records.js';
 
@@ -35,7 +36,7 @@ export const SHARD_SLICE_BATCHES = 64;
  * the buffer handed to the shard thread, and the one the thread asked for next).
  */
 export function shardSliceBatches(dimension: number): number {
-  return Math.max(8, Math.min(SHARD_SLICE_BATCHES, Math.floor((SHARD_SLICE_BATCHES * 1024) / dimension)));
+  return sizeForDimension(SHARD_SLICE_BATCHES, dimension, 8);
 }
 
 /** The summary of the buffer at `key`, or undefined when there is none (or the splitter never closed it). */

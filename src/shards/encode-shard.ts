@@ -17,6 +17,7 @@ import {
 import type { OutputFormat, ShardRow } from './shard-row.js';
 import { denseData, int64Data, shardTableOf, sparseData, Utf8Builder, ValidityBuilder } from './arrow-builders.js';
 import { shardSchema } from './shard-schema.js';
+import { sizeForDimension } from './size-for-dimension.js';
 
 /** Options of {@link encodeShard}. */
 export interface EncodeShardOptions {
@@ -34,8 +35,6 @@ export interface EncodeShardOptions {
  * file 0.5% larger.
  */
 export const PARQUET_ROW_GROUP_ROWS = 1_000;
-/** Dense floats in a group of {@link PARQUET_ROW_GROUP_ROWS} rows at dimension 1024. */
-const ROW_GROUP_DENSE_VALUES = PARQUET_ROW_GROUP_ROWS * 1024;
 
 /**
  * Rows per row group at `dimension`: {@link PARQUET_ROW_GROUP_ROWS}, and fewer above dimension
@@ -46,7 +45,7 @@ const ROW_GROUP_DENSE_VALUES = PARQUET_ROW_GROUP_ROWS * 1024;
  * (jobs/shard-buffer-read.ts). Bench overhead run, 100,000 lines, 2026-11-29.
  */
 export function parquetRowGroupRows(dimension: number): number {
-  return Math.max(PARQUET_HANDOVER_ROWS, Math.min(PARQUET_ROW_GROUP_ROWS, Math.floor(ROW_GROUP_DENSE_VALUES / dimension)));
+  return sizeForDimension(PARQUET_ROW_GROUP_ROWS, dimension, PARQUET_HANDOVER_ROWS);
 }
 
 /**
