@@ -325,7 +325,15 @@ async function main(): Promise<void> {
     const quotaLines = readFileSync(quotaCorpus, 'utf8').trimEnd().split('\n');
 
     const reindex = () =>
-      reindexScenario(folder, QUICK ? 20_000 : 200_000, WORKERS, `${QPM} QPM / ${TPM} TPM`, (options) => runEmbedq(context, { ...options, emulator: QUOTA_EMULATOR }));
+      reindexScenario(
+        folder,
+        QUICK ? 20_000 : 200_000,
+        QUICK ? 10_000 : 30_000,
+        WORKERS,
+        `${QPM} QPM / ${TPM} TPM`,
+        (options) => runEmbedq(context, { ...options, emulator: QUOTA_EMULATOR }),
+        (options) => runEmbedq(context, { ...options, emulator: OVERHEAD_EMULATOR, unlimited: true }),
+      );
     if (ONLY === 'reindex') {
       await reindex();
       return;

@@ -1,8 +1,11 @@
 import { enqueueFinalize } from '../jobs/enqueue.js';
 import type { WriteShardPayload } from '../jobs/payloads.js';
 import { shardErrorsFileName, shardFileName, upsertsFileName } from '../src/output/layout.js';
+import { encodeBatch } from '../src/shards/batch-codec.js';
+import { mergeReusedRows } from '../src/shards/merge-rows.js';
+import type { ShardRow } from '../src/shards/shard-row.js';
 import { corpusOptions } from './corpus-options.js';
-import { reusedRowsBatch } from './reused-rows.js';
+import { reusedRows } from './reused-rows.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 
@@ -44,12 +47,16 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   // gathered as the slices are read.
   const errors = [...buffered.inputErrors];
   const embedded = corpora.buffers.batches(id, payload.shard, buffered.expected, errors, options.dimension);
-  // Lines that take a previous row's vectors (`--reuse`) join the shard as one more batch. Their
-  // rows interleave with the embedded ones, so the thread sorts the shard whole; a shard with
-  // nothing embedded (an unchanged corpus) has them alone, in row order, and streams.
-  const reuseList = buffered.reuseList;
-  const interleaved = reuseList !== undefined && buffered.expected > 0;
-  const batches = reuseList ? withReusedRows(embedded, () => reusedRowsBatch(services, id, reuseList, options.dimension)) : embedded;
+  // Lines that take a previous row's vectors (`--reuse`) are merged in by row as they are read, a
+  // previous row group at a time. Only if lines moved between the runs (previous rows not in row
+  // order) does the thread sort the shard whole.
+  let batches: AsyncIterable<readonly Buffer[]> = embedded;
+  let interleaved = false;
+  if (buffered.reuseList) {
+    const reused = await reusedRows(services, id, buffered.reuseList);
+    interleaved = !reused.inRowOrder;
+    batches = reused.inRowOrder ? mergeReusedRows(embedded, reused.groups, options.dimension) : withReusedRows(embedded, reused.groups, options.dimension);
+  }
   const output = openOutput(options.output, services);
   const file = shardFileName(payload.shard, options.outputFormat);
   const { bytes, rows, upserts } = await services.shardEncoder.encode(
@@ -91,8 +98,8 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   if (result.totalShards !== null && result.shardsWritten === result.totalShards) await enqueueFinalize(queues.write, id, generation);
 }
 
-/** The embedded batches, then the reused rows as one more batch (their rows interleave: sorted whole). */
-async function* withReusedRows(embedded: AsyncIterable<Buffer[]>, reused: () => Promise<Buffer>): AsyncGenerator<Buffer[]> {
+/** The embedded batches, then the reused rows a group at a time (for the thread to sort whole). */
+async function* withReusedRows(embedded: AsyncIterable<readonly Buffer[]>, reused: AsyncIterable<ShardRow[]>, dimension: number): AsyncGenerator<readonly Buffer[]> {
   yield* embedded;
-  yield [await reused()];
+  for await (const rows of reused) yield [encodeBatch(rows, dimension)];
 }

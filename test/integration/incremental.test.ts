@@ -193,6 +193,29 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
     }
   });
 
+  it('lines moved out of order and a few edited: only the edits are sent, and the output is exact', async () => {
+    // Previous rows no longer come in row order, so the writer hands the thread the shard to sort
+    // whole; the in-order case (the first test) merges instead.
+    const moved = [...second.docs].reverse().map((doc, i) => (i % 100 === 0 ? { ...doc, text: `${doc.text} (moved and edited)` } : doc));
+    const edits = moved.filter((doc) => doc.text.endsWith('(moved and edited)')).length;
+    await world.put('docs/moved.jsonl', jsonl(moved));
+    const pool = startWorkers(world.services, { concurrency: 8 });
+    try {
+      const { result: submitted, accepted } = await requestsDuring(() =>
+        runEmbedq(world.env, ['submit', 's3://corpus/docs/moved.jsonl', '--out', 's3://out/dim128-moved/', '--reuse', 's3://out/dim128/', '--id-field', 'id', '--dimension', '128', '--shard-rows', String(SHARD_ROWS), '--wait']),
+      );
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const shards = Math.ceil(moved.length / SHARD_ROWS);
+      expect(accepted).toBeGreaterThanOrEqual(Math.ceil(edits / 10));
+      expect(accepted).toBeLessThanOrEqual(Math.ceil(edits / 10) + shards);
+      const out = await download('s3://out/dim128-moved/');
+      expect(manifestOf(out.folder).counts).toMatchObject({ embedded: moved.length, reused: moved.length - edits, changed: edits });
+      await expectExact(out.folder, moved, { ...PARAMETERS, dimension: 128 });
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('a missing or corrupt previous output is reported (manifest, status) and the run embeds everything; --reuse of the output itself is refused', async () => {
     const pool = startWorkers(world.services, { concurrency: 8 });
     try {

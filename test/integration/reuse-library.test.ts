@@ -12,8 +12,8 @@ import { openStore, parseLocation } from '../../src/storage/locations.js';
 import { contentHash, contentKey, type ContentKeyParameters } from '../../src/reuse/content-key.js';
 import { DELETES_FILE, upsertsFileName, writeDeletes, writeUpserts } from '../../src/reuse/delta-writer.js';
 import { PreviousIndex } from '../../src/reuse/previous-index.js';
-import { resolvePreviousOutput, type OpenLocation } from '../../src/reuse/previous-output.js';
-import { fetchPreviousVectors } from '../../src/reuse/previous-vectors.js';
+import { resolvePreviousOutput, type OpenLocation, type PreviousOutput } from '../../src/reuse/previous-output.js';
+import { previousRows, type PreviousRowVectors } from '../../src/reuse/previous-vectors.js';
 import { queryParquet, sqlString } from '../support/duckdb.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
 import { makeShardRows } from '../support/shard-rows.js';
@@ -104,13 +104,65 @@ describe('reuse library', () => {
 
     // The vectors of chosen rows, from both shards, exactly as written.
     const positions = [24, 0, 15, 7, 24];
-    const vectors = await fetchPreviousVectors(previous, positions.map((position) => index.locate(position)));
+    const vectors: PreviousRowVectors[] = [];
+    const groups: number[][] = [];
+    for await (const found of previousRows(previous, positions.map((position) => index.locate(position)))) {
+      groups.push(found.map(({ ref }) => ref));
+      for (const { ref, vectors: row } of found) vectors[ref] = row;
+    }
+    // A previous row group at a time, in file order (both shards here are one group each).
+    expect(groups).toEqual([[1, 3], [2, 0, 4]]);
     positions.forEach((position, i) => {
       expect(vectors[i]!.dense).toEqual(written[position]!.dense);
       expect(vectors[i]!.sparse).toEqual(written[position]!.sparse);
     });
     expect(() => index.locate(25)).toThrow(RangeError);
     expect(written[24]!.sparse!.length).toBeGreaterThan(0);
+  });
+
+  it('copies previous rows a batch at a time across row groups, nulls and empty lists included, from Parquet and Arrow shards', async () => {
+    // 2,600 rows: Parquet row groups of 1,000/1,000/600, read 250 rows at a time.
+    const rows = makeShardRows(2_600, { dimension: DIMENSION, sparseEntries: 4 }).map((row, i): ShardRow => ({
+      ...row,
+      dense: i % 11 === 5 ? null : row.dense,
+      sparse: i % 13 === 6 ? null : row.sparse,
+      contentHash: i % 17 === 8 ? null : contentHash(row.text, PARAMETERS),
+    }));
+    for (const format of ['parquet', 'arrow'] as const) {
+      const { root, write } = local(`rows-${format}`);
+      const file = `part-00000.${format}`;
+      await write(file, await encodeShard(rows, { dimension: DIMENSION, format }));
+      const manifest = { job_id: 'cj-rows', output_format: format, shards: [{ file, rows: rows.length }, { file, rows: rows.length }] };
+      const previous = { location: root, ...open(root), manifest } as unknown as PreviousOutput;
+      // Out of order, repeated, both ends of each group, and the same file as a second shard.
+      const wanted = [2_599, 0, 999, 1_000, 1_999, 2_000, 5, 6, 8, 250, 249, 1_000, 1_234].map((rowInShard) => ({ shard: 0, rowInShard }));
+      wanted.push({ shard: 1, rowInShard: 17 });
+      const seen: PreviousRowVectors[] = [];
+      const groups: number[][] = [];
+      for await (const found of previousRows(previous, wanted)) {
+        groups.push(found.map(({ ref }) => wanted[ref]!.shard * 10_000 + wanted[ref]!.rowInShard));
+        for (const { ref, vectors } of found) seen[ref] = vectors;
+      }
+      // A batch at a time, in file order: rows 0-249, 250-499, 750-999, 1000-1249, ... and shard 1 last.
+      expect(groups.flat(), format).toEqual([0, 5, 6, 8, 249, 250, 999, 1_000, 1_000, 1_234, 1_999, 2_000, 2_599, 10_017]);
+      expect(groups.length, format).toBe(8);
+      wanted.forEach(({ rowInShard }, i) => {
+        const want = rows[rowInShard]!;
+        const got = seen[i]!;
+        expect({ text: got.text, contentHash: got.contentHash, sparse: got.sparse }, `${format} row ${rowInShard}`).toEqual({ text: want.text, contentHash: want.contentHash ?? null, sparse: want.sparse });
+        expect(got.dense === null ? null : Array.from(got.dense), `${format} row ${rowInShard}`).toEqual(want.dense === null ? null : Array.from(want.dense));
+      });
+      expect(seen[6]!.dense).toBeNull();
+      expect(seen[7]!.sparse).toBeNull();
+      expect(seen[8]!.contentHash).toBeNull();
+
+      // A row past the end, and a file that is not a shard: clear errors naming the file.
+      const past = previousRows(previous, [{ shard: 0, rowInShard: 2_600 }]);
+      await expect(past.next()).rejects.toThrow(new RegExp(`${file} has no row 2600`));
+      await write(file, 'not a shard at all');
+      await expect(previousRows(previous, [{ shard: 0, rowInShard: 0 }]).next()).rejects.toThrow(ReuseUnavailableError);
+      await expect(previousRows(previous, [{ shard: 0, rowInShard: 0 }]).next()).rejects.toThrow(new RegExp(`${file} unreadable`));
+    }
   });
 
   it('classifies ids as new, changed or unchanged and writes the delta', async () => {

@@ -1,0 +1,106 @@
+import { decodeBatch, encodeBatch } from './batch-codec.js';
+import { BatchCursor } from './batch-cursor.js';
+import type { ShardRow } from './shard-row.js';
+import { sizeForDimension } from './size-for-dimension.js';
+
+/** Rows per merged slice up to dimension 1024 (~4 MB with sparse, as a slice read from Redis). */
+const SLICE_ROWS = 640;
+
+/**
+ * A `--reuse` shard's embedded batches (from Redis, in row order) with its reused rows (in row
+ * order, a previous row group at a time) merged in, as slices of batches in row order: what the
+ * shard thread streams into row groups. Neither side is held whole.
+ *
+ * Embedded batches pass through as their bytes. Reused rows are encoded into batches of their own,
+ * run by run. The split gives each embedded batch a range of rows, and reused rows can fall inside
+ * it (an edited line among unchanged ones): such a batch, at most 10 lines, is decoded and its rows
+ * take their places among the reused ones. Two rows with one number, or rows out of order, are
+ * left for the thread to refuse (src/shards/row-group-builder.ts): that is a bug upstream.
+ */
+export async function* mergeReusedRows(embedded: AsyncIterable<readonly Buffer[]>, reused: AsyncIterable<ShardRow[]>, dimension: number): AsyncGenerator<Buffer[]> {
+  const sliceRows = sizeForDimension(SLICE_ROWS, dimension, 80);
+  const queue = new RowQueue(reused[Symbol.asyncIterator]());
+  let slice: Buffer[] = [];
+  let run: ShardRow[] = [];
+  let rowsInSlice = 0;
+  const endRun = (): void => {
+    if (run.length > 0) slice.push(encodeBatch(run, dimension));
+    run = [];
+  };
+  /** Moves reused rows below `limit` into the run; true when the slice is full and must go. */
+  const takeReusedBelow = async (limit: number): Promise<boolean> => {
+    for (let next = await queue.peek(); next !== undefined && next.row < limit; next = await queue.peek()) {
+      run.push(queue.shift());
+      rowsInSlice += 1;
+      if (rowsInSlice >= sliceRows) return true;
+    }
+    return false;
+  };
+  const takeSlice = (): Buffer[] => {
+    endRun();
+    const ready = slice;
+    slice = [];
+    rowsInSlice = 0;
+    return ready;
+  };
+
+  for await (const batches of embedded) {
+    for (const batch of batches) {
+      const range = rowRange(batch);
+      if (range === undefined) {
+        slice.push(batch); // no rows: order does not matter
+        continue;
+      }
+      while (await takeReusedBelow(range.first)) yield takeSlice();
+      const next = await queue.peek();
+      if (next === undefined || next.row > range.last) {
+        endRun();
+        slice.push(batch);
+        rowsInSlice += range.count;
+      } else {
+        for (const row of decodeBatch(batch)) {
+          while (await takeReusedBelow(row.row)) yield takeSlice();
+          run.push(row);
+          rowsInSlice += 1;
+        }
+      }
+      if (rowsInSlice >= sliceRows) yield takeSlice();
+    }
+  }
+  while (await takeReusedBelow(Infinity)) yield takeSlice();
+  const rest = takeSlice();
+  if (rest.length > 0) yield rest;
+}
+
+/** First and last row of a batch (read in place, not decoded); undefined when it has none. */
+function rowRange(batch: Buffer): { first: number; last: number; count: number } | undefined {
+  const cursor = new BatchCursor(batch);
+  if (!cursor.next()) return undefined;
+  const first = cursor.row;
+  let last = first;
+  while (cursor.next()) last = cursor.row;
+  return { first, last, count: cursor.count };
+}
+
+/** The reused rows one at a time, across the groups they come in. */
+class RowQueue {
+  private rows: ShardRow[] = [];
+  private at = 0;
+
+  constructor(private readonly groups: AsyncIterator<ShardRow[]>) {}
+
+  async peek(): Promise<ShardRow | undefined> {
+    while (this.at === this.rows.length) {
+      const next = await this.groups.next();
+      if (next.done === true) return undefined;
+      this.rows = next.value;
+      this.at = 0;
+    }
+    return this.rows[this.at];
+  }
+
+  /** The row peek() returned. */
+  shift(): ShardRow {
+    return this.rows[this.at++]!;
+  }
+}
