@@ -1,11 +1,8 @@
 import { enqueueFinalize } from '../jobs/enqueue.js';
 import type { WriteShardPayload } from '../jobs/payloads.js';
 import { shardErrorsFileName, shardFileName, upsertsFileName } from '../src/output/layout.js';
-import { encodeBatch } from '../src/shards/batch-codec.js';
-import { mergeReusedRows } from '../src/shards/merge-rows.js';
-import type { ShardRow } from '../src/shards/shard-row.js';
 import { corpusOptions } from './corpus-options.js';
-import { reusedRows } from './reused-rows.js';
+import { previousShardsOf } from './previous-shards-of.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 
@@ -47,23 +44,18 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   // gathered as the slices are read.
   const errors = [...buffered.inputErrors];
   const embedded = corpora.buffers.batches(id, payload.shard, buffered.expected, errors, options.dimension);
-  // Lines that take a previous row's vectors (`--reuse`) are merged in by row as they are read, a
-  // previous row group at a time. Only if lines moved between the runs (previous rows not in row
-  // order) does the thread sort the shard whole.
-  let batches: AsyncIterable<readonly Buffer[]> = embedded;
-  let interleaved = false;
-  if (buffered.reuseList) {
-    const reused = await reusedRows(services, id, buffered.reuseList);
-    interleaved = !reused.inRowOrder;
-    batches = reused.inRowOrder ? mergeReusedRows(embedded, reused.groups, options.dimension) : withReusedRows(embedded, reused.groups, options.dimension);
-  }
+  // Lines that take a previous row's vectors (`--reuse`): the thread copies their rows from the
+  // previous output's shards, a local copy at a time (README "Memory").
+  const previous = buffered.reuseList ? await previousShardsOf(services, id) : undefined;
   const output = openOutput(options.output, services);
   const file = shardFileName(payload.shard, options.outputFormat);
-  const { bytes, rows, upserts } = await services.shardEncoder.encode(
-    batches,
-    { dimension: options.dimension, format: options.outputFormat, interleaved },
-    (chunks) => output.store.writeStream(output.prefix + file, chunks),
-  );
+  const { bytes, rows, upserts } = await services.shardEncoder
+    .encode(
+      embedded,
+      { dimension: options.dimension, format: options.outputFormat, reuse: previous && { list: buffered.reuseList!, previous } },
+      (chunks) => output.store.writeStream(output.prefix + file, chunks),
+    )
+    .finally(() => previous?.dispose());
   const upsertsFile = upserts ? upsertsFileName(payload.shard) : undefined;
   if (upsertsFile) await output.store.write(output.prefix + upsertsFile, upserts!);
   errors.sort((a, b) => a.row - b.row);
@@ -98,8 +90,3 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   if (result.totalShards !== null && result.shardsWritten === result.totalShards) await enqueueFinalize(queues.write, id, generation);
 }
 
-/** The embedded batches, then the reused rows a group at a time (for the thread to sort whole). */
-async function* withReusedRows(embedded: AsyncIterable<readonly Buffer[]>, reused: AsyncIterable<ShardRow[]>, dimension: number): AsyncGenerator<readonly Buffer[]> {
-  yield* embedded;
-  for await (const rows of reused) yield [encodeBatch(rows, dimension)];
-}

@@ -1,16 +1,12 @@
-import { createWriteStream, openAsBlob } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { buffer } from 'node:stream/consumers';
-import { pipeline } from 'node:stream/promises';
+import { openAsBlob } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 
 import { makeVector, type Table, tableFromIPC, type Vector } from 'apache-arrow';
 import { ParquetFile, type RecordBatch } from 'parquet-wasm';
 
 import type { EmbeddingItem, SparseEntry } from '../embedding.js';
-import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
-import type { PreviousOutput } from './previous-output.js';
+import { ReuseUnavailableError } from '../errors.js';
+import type { PreviousShards } from './previous-shards.js';
 
 /** Where a previous row is: its shard (index in the previous manifest) and its row in that file. */
 export interface PreviousRowRef {
@@ -48,7 +44,7 @@ const READ_BATCH_ROWS = 250;
  * It needs only the previous manifest, not the index: the split step turns index positions into
  * refs (PreviousIndex.locate).
  */
-export async function* previousRows(previous: PreviousOutput, refs: readonly PreviousRowRef[]): AsyncGenerator<FoundRow[]> {
+export async function* previousRows(previous: PreviousShards, refs: readonly PreviousRowRef[]): AsyncGenerator<FoundRow[]> {
   const order = refs.map((_, i) => i).sort((a, b) => refs[a]!.shard - refs[b]!.shard || refs[a]!.rowInShard - refs[b]!.rowInShard);
   for (let start = 0; start < order.length; ) {
     const shard = refs[order[start]!]!.shard;
@@ -60,18 +56,15 @@ export async function* previousRows(previous: PreviousOutput, refs: readonly Pre
 }
 
 /** `wanted`: indexes into `refs`, all of `shard`, sorted by row. */
-async function* shardRows(previous: PreviousOutput, shard: number, wanted: number[], refs: readonly PreviousRowRef[]): AsyncGenerator<FoundRow[]> {
-  const { store, prefix, manifest, location } = previous;
-  const file = manifest.shards[shard]?.file;
+async function* shardRows(previous: PreviousShards, shard: number, wanted: number[], refs: readonly PreviousRowRef[]): AsyncGenerator<FoundRow[]> {
+  const { location } = previous;
+  const file = previous.files[shard];
   if (file === undefined) throw new ReuseUnavailableError(`${location}: the manifest has no shard ${shard}`);
-  const unreadable = (error: unknown): Error =>
-    error instanceof StorageUnavailableError || error instanceof ReuseUnavailableError
-      ? error
-      : new ReuseUnavailableError(`${location}: shard ${file} unreadable: ${(error as Error).message}`, { cause: error });
+  const local = await previous.localCopy(shard);
   let next = 0;
   const nextWanted = (): number => refs[wanted[next]!]!.rowInShard;
   try {
-    const groups = manifest.output_format === 'arrow' ? arrowGroups(await buffer(await store.read(prefix + file))) : parquetGroups(previous, prefix + file, nextWanted);
+    const groups = previous.format === 'arrow' ? arrowGroups(await readFile(local)) : parquetGroups(local, nextWanted);
     for await (const group of groups) {
       const found: FoundRow[] = [];
       for (; next < wanted.length && nextWanted() < group.rowStart + group.rows; next += 1) {
@@ -81,9 +74,10 @@ async function* shardRows(previous: PreviousOutput, shard: number, wanted: numbe
       if (next === wanted.length) return;
     }
   } catch (error) {
-    throw unreadable(error);
+    if (error instanceof ReuseUnavailableError) throw error;
+    throw new ReuseUnavailableError(`${location}: shard ${file} unreadable: ${(error as Error).message}`, { cause: error });
   }
-  throw new ReuseUnavailableError(`${location}: shard ${file} has no row ${refs[wanted[next]!]!.rowInShard}`);
+  throw new ReuseUnavailableError(`${location}: shard ${file} has no row ${nextWanted()}`);
 }
 
 interface RowGroup {
@@ -93,45 +87,37 @@ interface RowGroup {
 }
 
 /**
- * A Parquet shard's row groups in order, each read when reached; one that holds no wanted row
- * (`nextWanted()`, the lowest row still wanted, is past it) is skipped unread. The file is first
- * copied from the store to a temporary file, streaming, so that parquet-wasm reads one row group's
- * bytes at a time from disk (ParquetFile over a file-backed Blob), and hands them on a few hundred
- * rows at a time: neither the file nor its decoded columns are ever in memory whole. The copy goes
- * when the shard is done.
+ * A local Parquet shard's row groups in order, each read when reached; one that holds no wanted
+ * row (`nextWanted()`, the lowest row still wanted, is past it) is skipped unread. parquet-wasm
+ * reads the file through a file-backed Blob, so only the group's bytes are read, and hands the
+ * group on a few hundred rows at a time: neither the file nor its decoded columns are ever in
+ * memory whole.
  */
-async function* parquetGroups(previous: PreviousOutput, key: string, nextWanted: () => number): AsyncGenerator<RowGroup> {
-  const folder = await mkdtemp(path.join(tmpdir(), 'embedq-previous-'));
+async function* parquetGroups(local: string, nextWanted: () => number): AsyncGenerator<RowGroup> {
+  const file = await ParquetFile.fromFile(await openAsBlob(local));
   try {
-    const local = path.join(folder, 'shard.parquet');
-    await pipeline(await previous.store.read(key), createWriteStream(local));
-    const file = await ParquetFile.fromFile(await openAsBlob(local));
-    try {
-      const metadata = file.metadata();
-      const groups = metadata.rowGroups().map((group) => {
-        const rows = group.numRows();
-        group.free();
-        return rows;
-      });
-      metadata.free();
-      let rowStart = 0;
-      for (const [index, rows] of groups.entries()) {
-        if (nextWanted() < rowStart + rows) {
-          let read = 0;
-          for await (const batch of (await file.stream({ rowGroups: [index], columns: COLUMNS, batchSize: READ_BATCH_ROWS })) as AsyncIterable<RecordBatch>) {
-            const table = tableFromIPC(batch.intoIPCStream());
-            yield tableRows(table, rowStart + read);
-            read += table.numRows;
-          }
-          if (read !== rows) throw new Error(`row group ${index} has ${read} rows, its metadata says ${rows}`);
+    const metadata = file.metadata();
+    const groups = metadata.rowGroups().map((group) => {
+      const rows = group.numRows();
+      group.free();
+      return rows;
+    });
+    metadata.free();
+    let rowStart = 0;
+    for (const [index, rows] of groups.entries()) {
+      if (nextWanted() < rowStart + rows) {
+        let read = 0;
+        for await (const batch of (await file.stream({ rowGroups: [index], columns: COLUMNS, batchSize: READ_BATCH_ROWS })) as AsyncIterable<RecordBatch>) {
+          const table = tableFromIPC(batch.intoIPCStream());
+          yield tableRows(table, rowStart + read);
+          read += table.numRows;
         }
-        rowStart += rows;
+        if (read !== rows) throw new Error(`row group ${index} has ${read} rows, its metadata says ${rows}`);
       }
-    } finally {
-      file.free();
+      rowStart += rows;
     }
   } finally {
-    await rm(folder, { recursive: true, force: true });
+    file.free();
   }
 }
 

@@ -17,10 +17,10 @@ const SLICE_ROWS = 640;
  * take their places among the reused ones. Two rows with one number, or rows out of order, are
  * left for the thread to refuse (src/shards/row-group-builder.ts): that is a bug upstream.
  */
-export async function* mergeReusedRows(embedded: AsyncIterable<readonly Buffer[]>, reused: AsyncIterable<ShardRow[]>, dimension: number): AsyncGenerator<Buffer[]> {
+export async function* mergeReusedRows(embedded: AsyncIterable<readonly Uint8Array[]>, reused: AsyncIterable<ShardRow[]>, dimension: number): AsyncGenerator<Uint8Array[]> {
   const sliceRows = sizeForDimension(SLICE_ROWS, dimension, 80);
   const queue = new RowQueue(reused[Symbol.asyncIterator]());
-  let slice: Buffer[] = [];
+  let slice: Uint8Array[] = [];
   let run: ShardRow[] = [];
   let rowsInSlice = 0;
   const endRun = (): void => {
@@ -36,7 +36,7 @@ export async function* mergeReusedRows(embedded: AsyncIterable<readonly Buffer[]
     }
     return false;
   };
-  const takeSlice = (): Buffer[] => {
+  const takeSlice = (): Uint8Array[] => {
     endRun();
     const ready = slice;
     slice = [];
@@ -58,7 +58,7 @@ export async function* mergeReusedRows(embedded: AsyncIterable<readonly Buffer[]
         slice.push(batch);
         rowsInSlice += range.count;
       } else {
-        for (const row of decodeBatch(batch)) {
+        for (const row of decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength))) {
           while (await takeReusedBelow(row.row)) yield takeSlice();
           run.push(row);
           rowsInSlice += 1;
@@ -66,6 +66,9 @@ export async function* mergeReusedRows(embedded: AsyncIterable<readonly Buffer[]
       }
       if (rowsInSlice >= sliceRows) yield takeSlice();
     }
+    // Before the next slice is asked for: on the shard thread that hands this slice's buffer back
+    // to the main thread (shard-thread.ts), so no batch of it may wait here.
+    if (slice.length > 0) yield takeSlice();
   }
   while (await takeReusedBelow(Infinity)) yield takeSlice();
   const rest = takeSlice();
@@ -73,7 +76,7 @@ export async function* mergeReusedRows(embedded: AsyncIterable<readonly Buffer[]
 }
 
 /** First and last row of a batch (read in place, not decoded); undefined when it has none. */
-function rowRange(batch: Buffer): { first: number; last: number; count: number } | undefined {
+function rowRange(batch: Uint8Array): { first: number; last: number; count: number } | undefined {
   const cursor = new BatchCursor(batch);
   if (!cursor.next()) return undefined;
   const first = cursor.row;

@@ -1,5 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 
+import { ReuseUnavailableError } from '../errors.js';
+import type { PreviousShards } from '../reuse/previous-shards.js';
 import { startThread } from '../threads/start-thread.js';
 
 import { ChunkChannel } from './chunk-channel.js';
@@ -11,8 +13,11 @@ import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from 
 export interface ShardEncodeOptions {
   dimension: number;
   format: OutputFormat;
-  /** The batches' rows interleave (`--reuse`): decoded whole and sorted (Default: false). */
-  interleaved?: boolean;
+  /**
+   * `--reuse`: the shard's reuse list (src/reuse/reuse-list.ts) and the previous output's shards.
+   * The thread copies the reused rows in; it asks for each previous shard's local copy, made here.
+   */
+  reuse?: { list: Uint8Array; previous: PreviousShards } | undefined;
 }
 
 /** What an encoded shard came to; its bytes went to the sink. */
@@ -98,6 +103,17 @@ export class ShardEncoder {
       if (response.type === 'need') {
         spare = response.spare;
         void feed();
+      } else if (response.type === 'previous') {
+        const previous = options.reuse?.previous;
+        if (!previous) fail(new Error(`shard thread asked for previous shard ${response.shard} of a shard without --reuse`));
+        else {
+          previous.localCopy(response.shard).then(
+            (path) => {
+              if (!failure) worker.postMessage({ type: 'previous', id, path } satisfies ShardThreadRequest);
+            },
+            (error: unknown) => fail(error instanceof Error ? error : new Error(String(error))),
+          );
+        }
       } else if (response.type === 'chunk') output.put(response.bytes);
       else if (response.type === 'done') {
         this.release(id);
@@ -106,13 +122,16 @@ export class ShardEncoder {
         result = { rows: response.rows, ...(response.upserts ? { upserts: response.upserts } : {}) };
         output.end();
       } else {
-        const error = new Error(`shard encoding failed: ${response.error.message}`);
+        // The thread's ReuseUnavailableError (a previous row changed or unreadable) fails the job
+        // as it would on this thread; anything else is a failed encoding, retried.
+        const error = response.error.code === 'REUSE_UNAVAILABLE' ? new ReuseUnavailableError(response.error.message) : new Error(`shard encoding failed: ${response.error.message}`);
         error.stack = response.error.stack ?? error.stack;
         fail(error);
       }
     });
     worker.ref();
-    worker.postMessage({ type: 'start', id, dimension: options.dimension, format: options.format, interleaved: options.interleaved === true } satisfies ShardThreadRequest);
+    const reuse = options.reuse && { list: ownCopy(options.reuse.list), location: options.reuse.previous.location, format: options.reuse.previous.format, files: [...options.reuse.previous.files] };
+    worker.postMessage({ type: 'start', id, dimension: options.dimension, format: options.format, reuse } satisfies ShardThreadRequest, reuse ? [reuse.list.buffer as ArrayBuffer] : []);
     try {
       await sink(output.chunks());
     } catch (error) {
@@ -166,6 +185,11 @@ export class ShardEncoder {
     this.worker = worker;
     return worker;
   }
+}
+
+/** A copy of `bytes` in an ArrayBuffer of its own, to transfer (a Buffer may be a view on a shared pool). */
+function ownCopy(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
 }
 
 /**

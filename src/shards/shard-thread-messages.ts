@@ -8,6 +8,8 @@ import type { OutputFormat } from './shard-row.js';
  * thread → main   need       send the next slice of batches (asked one slice ahead), with the
  *                            buffer of a slice it has finished with, for the main thread to reuse
  * main → thread   batches    a slice, in batch order; null when there are no more
+ * thread → main   previous   (`--reuse`) make a local copy of a previous shard's file
+ * main → thread   previous   its path (the copy before it may be gone)
  * thread → main   chunk      the next bytes of the file (transferred)
  * main → thread   taken      the chunk was consumed: the thread may produce the next
  * thread → main   done       rows, the thread's memory, the delta's upserts file if any
@@ -25,16 +27,23 @@ export type ShardThreadRequest =
       id: number;
       dimension: number;
       format: OutputFormat;
-      /**
-       * Batches whose rows interleave (reused rows copied from a previous output sit between
-       * embedded ones): decoded whole and sorted, since row groups can be streamed only from
-       * batches that each hold a run of rows no other batch enters.
-       */
-      interleaved: boolean;
+      /** `--reuse`: lines whose rows the thread copies from a previous output (src/reuse/reused-rows.ts). */
+      reuse?: ShardReuse | undefined;
     }
   | { type: 'batches'; id: number; batches: Uint8Array[] | null }
+  | { type: 'previous'; id: number; path: string }
   | { type: 'taken'; id: number }
   | { type: 'cancel'; id: number };
+
+/** The reused lines of a shard and where their previous rows are. */
+export interface ShardReuse {
+  /** The shard's reuse list, encoded (src/reuse/reuse-list.ts); transferred. */
+  list: Uint8Array;
+  /** The previous output, its format and its shards' files, as in PreviousShards. */
+  location: string;
+  format: OutputFormat;
+  files: string[];
+}
 
 /**
  * The thread's own memory in bytes, each part at its peak during a shard (sampled after each row
@@ -62,6 +71,8 @@ export type ShardThreadResponse =
        */
       spare?: ArrayBuffer | undefined;
     }
+  | { type: 'previous'; id: number; shard: number }
   | { type: 'chunk'; id: number; bytes: Uint8Array }
   | { type: 'done'; id: number; rows: number; memory: ShardThreadMemory; upserts?: Uint8Array }
-  | { type: 'error'; id: number; error: { message: string; stack?: string | undefined } };
+  /** `code`: an EmbedqError's, so the main thread can throw the same kind (a ReuseUnavailableError fails the job). */
+  | { type: 'error'; id: number; error: { message: string; stack?: string | undefined; code?: string | undefined } };

@@ -2,11 +2,16 @@ import { parentPort } from 'node:worker_threads';
 
 import type { Table } from 'apache-arrow';
 
+import { EmbedqError } from '../errors.js';
+import type { PreviousShards } from '../reuse/previous-shards.js';
+import { reusedRows } from '../reuse/reused-rows.js';
+import { decodeReuseList } from '../reuse/reuse-list.js';
 import { decodeBatch } from './batch-codec.js';
+import { mergeReusedRows } from './merge-rows.js';
 import { lowerThisThreadPriority, osThreadId } from '../threads/background-priority.js';
 import { encodeShard, parquetChunks, parquetRowGroupRows, rowTables } from './encode-shard.js';
 import { batchRowGroups } from './row-group-builder.js';
-import type { ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
+import type { ShardReuse, ShardThreadMemory, ShardThreadRequest, ShardThreadResponse } from './shard-thread-messages.js';
 import { wasmMemoryBytes } from './wasm-memory.js';
 import type { ShardRow } from './shard-row.js';
 
@@ -29,6 +34,7 @@ interface Waiter<T> {
 class Session {
   private input: Waiter<Uint8Array[] | null> | undefined;
   private taken: Waiter<void> | undefined;
+  private previous: Waiter<string> | undefined;
   private cancelled = false;
   /** Peaks during this shard, for the memory line (the end of a shard is not its peak). */
   peak: ShardThreadMemory = { heapUsed: 0, heapTotal: 0, arrayBuffers: 0, wasmBytes: 0 };
@@ -64,6 +70,13 @@ class Session {
     await taken;
   }
 
+  /** `--reuse`: asks the main thread for a local copy of previous shard `shard` and waits for its path. */
+  async previousShard(shard: number): Promise<string> {
+    const copied = this.wait<string>((waiter) => (this.previous = waiter));
+    post({ type: 'previous', id: this.id, shard });
+    return copied;
+  }
+
   /** Samples the thread's memory (after each row group; a few times a shard). */
   sampleMemory(): void {
     const usage = process.memoryUsage();
@@ -85,12 +98,17 @@ class Session {
       const waiter = this.taken;
       this.taken = undefined;
       waiter?.resolve();
+    } else if (request.type === 'previous') {
+      const waiter = this.previous;
+      this.previous = undefined;
+      waiter?.resolve(request.path);
     } else if (request.type === 'cancel') {
       this.cancelled = true;
       const error = new Cancelled('shard encoding cancelled');
-      for (const waiter of [this.input, this.taken]) waiter?.reject(error);
+      for (const waiter of [this.input, this.taken, this.previous]) waiter?.reject(error);
       this.input = undefined;
       this.taken = undefined;
+      this.previous = undefined;
     }
   }
 
@@ -105,6 +123,11 @@ class Session {
     if (this.cancelled) return Promise.reject(new Cancelled('shard encoding cancelled'));
     return new Promise<T>((resolve, reject) => store({ resolve, reject }));
   }
+}
+
+/** A shard's previous shards, copied locally by the main thread when asked (the thread has no store). */
+function previousShards(session: Session, reuse: ShardReuse): PreviousShards {
+  return { location: reuse.location, format: reuse.format, files: reuse.files, localCopy: (shard) => session.previousShard(shard) };
 }
 
 /**
@@ -137,7 +160,7 @@ parentPort?.on('message', (request: ShardThreadRequest) => {
     .catch((error: unknown) => {
       if (error instanceof Cancelled) return; // the main thread gave up on this shard; nobody listens
       const { message, stack } = error instanceof Error ? error : new Error(String(error));
-      post({ type: 'error', id: request.id, error: { message, stack } });
+      post({ type: 'error', id: request.id, error: { message, stack, code: error instanceof EmbedqError ? error.code : undefined } });
     })
     .finally(() => sessions.delete(request.id));
 });
@@ -152,17 +175,22 @@ async function encode(session: Session, request: Extract<ShardThreadRequest, { t
       yield group;
     }
   };
-  if (request.format === 'parquet' && request.interleaved !== true) {
+  // `--reuse`: rows copied from a previous output join the embedded batches, merged by row as they
+  // are read when they come in row order; else (lines moved between the runs) the shard is sorted whole.
+  const reused = request.reuse ? reusedRows(decodeReuseList(Buffer.from(request.reuse.list.buffer, request.reuse.list.byteOffset, request.reuse.list.byteLength)), previousShards(session, request.reuse)) : undefined;
+  if (request.format === 'parquet' && (reused === undefined || reused.inRowOrder)) {
     // Row group by row group, built straight from the batch bytes: one group's columns at a time.
-    const groups = counting(batchRowGroups(session.slices(), parquetRowGroupRows(request.dimension), request.dimension, marked));
+    const slices = reused ? mergeReusedRows(session.slices(), reused.groups, request.dimension) : session.slices();
+    const groups = counting(batchRowGroups(slices, parquetRowGroupRows(request.dimension), request.dimension, marked));
     for await (const chunk of parquetChunks(groups, request.dimension)) await session.send(chunk);
   } else {
-    // Arrow IPC is written whole (its footer indexes every batch); interleaved batches must be
+    // Arrow IPC is written whole (its footer indexes every batch), and rows out of order must be
     // sorted whole. Both hold the shard's rows at once.
     const rows: ShardRow[] = [];
     for await (const slice of session.slices()) {
       for (const batch of slice) rows.push(...decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength)));
     }
+    if (reused) for await (const group of reused.groups) rows.push(...group);
     rows.sort((a, b) => a.row - b.row);
     count = rows.length;
     for (const row of rows) if (row.upsert === true) marked.push(row);

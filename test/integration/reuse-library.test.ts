@@ -13,6 +13,7 @@ import { contentHash, contentKey, type ContentKeyParameters } from '../../src/re
 import { DELETES_FILE, upsertsFileName, writeDeletes, writeUpserts } from '../../src/reuse/delta-writer.js';
 import { PreviousIndex } from '../../src/reuse/previous-index.js';
 import { resolvePreviousOutput, type OpenLocation, type PreviousOutput } from '../../src/reuse/previous-output.js';
+import { PreviousShardCopies } from '../../src/reuse/previous-shards.js';
 import { previousRows, type PreviousRowVectors } from '../../src/reuse/previous-vectors.js';
 import { queryParquet, sqlString } from '../support/duckdb.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
@@ -106,11 +107,13 @@ describe('reuse library', () => {
     const positions = [24, 0, 15, 7, 24];
     const vectors: PreviousRowVectors[] = [];
     const groups: number[][] = [];
-    for await (const found of previousRows(previous, positions.map((position) => index.locate(position)))) {
+    const copies = new PreviousShardCopies(previous);
+    for await (const found of previousRows(copies, positions.map((position) => index.locate(position)))) {
       groups.push(found.map(({ ref }) => ref));
       for (const { ref, vectors: row } of found) vectors[ref] = row;
     }
-    // A previous row group at a time, in file order (both shards here are one group each).
+    await copies.dispose();
+    // A few hundred rows at a time, in file order (both shards here are one batch each).
     expect(groups).toEqual([[1, 3], [2, 0, 4]]);
     positions.forEach((position, i) => {
       expect(vectors[i]!.dense).toEqual(written[position]!.dense);
@@ -133,7 +136,7 @@ describe('reuse library', () => {
       const file = `part-00000.${format}`;
       await write(file, await encodeShard(rows, { dimension: DIMENSION, format }));
       const manifest = { job_id: 'cj-rows', output_format: format, shards: [{ file, rows: rows.length }, { file, rows: rows.length }] };
-      const previous = { location: root, ...open(root), manifest } as unknown as PreviousOutput;
+      const previous = new PreviousShardCopies({ location: root, ...open(root), manifest } as unknown as PreviousOutput);
       // Out of order, repeated, both ends of each group, and the same file as a second shard.
       const wanted = [2_599, 0, 999, 1_000, 1_999, 2_000, 5, 6, 8, 250, 249, 1_000, 1_234].map((rowInShard) => ({ shard: 0, rowInShard }));
       wanted.push({ shard: 1, rowInShard: 17 });
@@ -156,12 +159,14 @@ describe('reuse library', () => {
       expect(seen[7]!.sparse).toBeNull();
       expect(seen[8]!.contentHash).toBeNull();
 
+      await previous.dispose();
       // A row past the end, and a file that is not a shard: clear errors naming the file.
       const past = previousRows(previous, [{ shard: 0, rowInShard: 2_600 }]);
       await expect(past.next()).rejects.toThrow(new RegExp(`${file} has no row 2600`));
       await write(file, 'not a shard at all');
       await expect(previousRows(previous, [{ shard: 0, rowInShard: 0 }]).next()).rejects.toThrow(ReuseUnavailableError);
       await expect(previousRows(previous, [{ shard: 0, rowInShard: 0 }]).next()).rejects.toThrow(new RegExp(`${file} unreadable`));
+      await previous.dispose();
     }
   });
 

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,7 +13,10 @@ import { ShardBufferChangedError } from '../../jobs/job-errors.js';
 import type { ErrorRecord } from '../../jobs/shard-buffer.js';
 import { SHARD_SLICE_BATCHES, shardSliceBatches } from '../../jobs/shard-buffer-read.js';
 import { parseJobOptions } from '../../src/job-options.js';
-import { StorageError } from '../../src/errors.js';
+import { ReuseUnavailableError, StorageError } from '../../src/errors.js';
+import type { PreviousOutput } from '../../src/reuse/previous-output.js';
+import { PreviousShardCopies } from '../../src/reuse/previous-shards.js';
+import { encodeReuseList, type ReusedLine } from '../../src/reuse/reuse-list.js';
 import { decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
 import { encodeShard } from '../../src/shards/encode-shard.js';
 import { ShardEncoder } from '../../src/shards/shard-encoder.js';
@@ -164,5 +167,33 @@ describe('streaming a shard from its Redis buffer into a store', () => {
       new LocalObjectStore(folder).writeStream('after.arrow', file),
     );
     expect(result.rows).toBe(rows.length);
+  });
+
+  it('--reuse: the thread copies previous rows in, and fails with ReuseUnavailableError, leaving no file, when one no longer matches', async () => {
+    // A previous output of 1,500 rows; this shard embeds rows 100-109 and reuses the rest.
+    const previousRows = makeShardRows(1_500, { dimension, sparseEntries: 20 }).map((row) => ({ ...row, contentHash: createHash('sha256').update(row.text).digest('hex') }));
+    const local = new LocalObjectStore(folder);
+    await local.write('previous/part-00000.parquet', await encodeShard(previousRows, { dimension, format: 'parquet' }));
+    const manifest = { output_format: 'parquet', shards: [{ file: 'part-00000.parquet', rows: previousRows.length }] };
+    const previous = (): PreviousShardCopies => new PreviousShardCopies({ location: `${folder}/previous/`, store: local, prefix: 'previous/', manifest } as unknown as PreviousOutput);
+    const embedded = previousRows.slice(100, 110).map((row) => ({ ...row, text: `${row.text} (edited)` }));
+    const { batches } = await bufferShard('cj-reuse', embedded);
+    const lines = (changedRow?: number): ReusedLine[] =>
+      previousRows
+        .filter((row) => row.row < 100 || row.row >= 110)
+        .map((row) => ({ row: row.row, source: row.source, line: row.line, id: row.id, shard: 0, rowInShard: row.row, upsert: false, hash: Buffer.from(row.row === changedRow ? 'ff'.repeat(32) : row.contentHash, 'hex') }));
+    const encode = (list: Buffer, key: string) =>
+      encoder.encode(corpora.buffers.batches('cj-reuse', 0, batches.length, [], dimension), { dimension, format: 'parquet', reuse: { list, previous: previous() } }, (file) => local.writeStream(key, file));
+
+    const failed = encode(encodeReuseList(lines(1_234)), 'changed/part-00000.parquet');
+    await expect(failed).rejects.toThrow(ReuseUnavailableError);
+    await expect(failed).rejects.toThrow(/part-00000\.parquet row 1234 no longer holds the text this job matched for row 1234/);
+    expect(existsSync(path.join(folder, 'changed/part-00000.parquet'))).toBe(false);
+
+    const result = await encode(encodeReuseList(lines()), 'reused/part-00000.parquet');
+    expect(result.rows).toBe(1_500);
+    const read = await queryParquet(`SELECT row, text, dense FROM read_parquet(${sqlString(path.join(folder, 'reused/part-00000.parquet'))}) ORDER BY row`);
+    expect(read.map((row) => row.text)).toEqual([...previousRows.slice(0, 100), ...embedded, ...previousRows.slice(110)].map((row) => row.text));
+    expect(read[1_234]!.dense).toEqual(Array.from(previousRows[1_234]!.dense!));
   });
 });

@@ -25,13 +25,14 @@ function groupsOf(rows: ShardRow[], size: number): ShardRow[][] {
   return groups;
 }
 
-async function merge(embedded: Buffer[][], reused: ShardRow[][]): Promise<Buffer[][]> {
-  const slices: Buffer[][] = [];
+async function merge(embedded: Uint8Array[][], reused: ShardRow[][]): Promise<Uint8Array[][]> {
+  const slices: Uint8Array[][] = [];
   for await (const slice of mergeReusedRows(from(embedded), from(reused), DIMENSION)) slices.push(slice);
   return slices;
 }
 
-const rowsOf = (slices: Buffer[][]): number[] => slices.flat().flatMap((batch) => decodeBatch(batch).map((row) => row.row));
+const decode = (batch: Uint8Array): ShardRow[] => decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength));
+const rowsOf = (slices: Uint8Array[][]): number[] => slices.flat().flatMap((batch) => decode(batch).map((row) => row.row));
 
 describe('mergeReusedRows', () => {
   it('puts embedded batches and reused rows in row order, rows inside a batch range included, and passes clean batches through as their bytes', async () => {
@@ -47,13 +48,13 @@ describe('mergeReusedRows', () => {
     for (const clean of [batches[0], batches[2], batches[3]]) expect(out).toContain(clean);
     expect(out).not.toContain(batches[1]);
     // Every row exactly as it came in (the decoded batch and the reused rows re-encoded).
-    const decoded = out.flatMap((batch) => decodeBatch(batch));
+    const decoded = out.flatMap(decode);
     expect(decoded.find((row) => row.row === 40)).toEqual(ALL[40]);
     expect(decoded.find((row) => row.row === 25)).toEqual(ALL[25]);
     expect(decoded.find((row) => row.row === 30)?.upsert).toBe(true);
 
     // Slices stay near 640 rows at this dimension, whatever the groups' sizes.
-    for (const slice of slices) expect(slice.reduce((sum, batch) => sum + decodeBatch(batch).length, 0)).toBeLessThanOrEqual(640 + 9);
+    for (const slice of slices) expect(slice.reduce((sum, batch) => sum + decode(batch).length, 0)).toBeLessThanOrEqual(640 + 9);
     expect(slices.length).toBeGreaterThanOrEqual(Math.ceil(2_000 / 649));
 
     // The shard thread's builder takes the stream (it throws on rows out of order or repeated).

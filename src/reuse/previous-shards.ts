@@ -1,0 +1,68 @@
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+
+import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
+import type { OutputFormat } from '../shards/shard-row.js';
+import type { PreviousOutput } from './previous-output.js';
+
+/**
+ * The shards of a previous output as the reader of reused rows needs them (previous-vectors.ts):
+ * local files, one at a time. The shard thread, which reads them, has no object store: it asks the
+ * main thread for each copy (shard-thread-messages.ts), and the main thread makes it with
+ * {@link PreviousShardCopies}.
+ */
+export interface PreviousShards {
+  /** The previous output, for messages. */
+  location: string;
+  format: OutputFormat;
+  /** The manifest's file of each shard, by index. */
+  files: readonly string[];
+  /** A local path holding shard `shard`'s file. Asking for another shard may delete it. */
+  localCopy(shard: number): Promise<string>;
+}
+
+/**
+ * Copies of a previous output's shards in a temporary folder, made when asked for (streamed from
+ * the store: never in memory whole), one at a time: the copy before is deleted when the next is
+ * asked for, and the folder by `dispose`. A file is read through parquet-wasm a row group at a
+ * time, which needs random access (a file-backed Blob), hence a local copy rather than a stream.
+ */
+export class PreviousShardCopies implements PreviousShards {
+  readonly location: string;
+  readonly format: OutputFormat;
+  readonly files: readonly string[];
+  private folder: Promise<string> | undefined;
+  private current: string | undefined;
+
+  constructor(private readonly previous: PreviousOutput) {
+    this.location = previous.location;
+    this.format = previous.manifest.output_format;
+    this.files = previous.manifest.shards.map((shard) => shard.file);
+  }
+
+  async localCopy(shard: number): Promise<string> {
+    const file = this.files[shard];
+    if (file === undefined) throw new ReuseUnavailableError(`${this.location}: the manifest has no shard ${shard}`);
+    const folder = await (this.folder ??= mkdtemp(path.join(tmpdir(), 'embedq-previous-')));
+    if (this.current) await rm(this.current, { force: true });
+    this.current = path.join(folder, `shard-${shard}`);
+    try {
+      await pipeline(await this.previous.store.read(this.previous.prefix + file), createWriteStream(this.current));
+    } catch (error) {
+      if (error instanceof StorageUnavailableError) throw error;
+      throw new ReuseUnavailableError(`${this.location}: shard ${file} unreadable: ${(error as Error).message}`, { cause: error });
+    }
+    return this.current;
+  }
+
+  async dispose(): Promise<void> {
+    const folder = this.folder;
+    this.folder = undefined;
+    this.current = undefined;
+    const made = await folder?.catch(() => undefined);
+    if (made) await rm(made, { recursive: true, force: true });
+  }
+}
