@@ -2,6 +2,7 @@ import { Worker, type Job } from 'bullmq';
 
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
 import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
+import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
 import { embedBatch } from './embed-batch.js';
 import { failCorpusJobOf, watchQueueFailures } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
@@ -20,6 +21,9 @@ export interface WorkerPool {
   /** Stops taking jobs and waits for the running ones to finish (graceful drain). */
   close(): Promise<void>;
 }
+
+/** How often a worker looks for the `--reuse` temporary copies of workers that were killed. */
+const STALE_COPIES_CHECK_MS = 10 * 60_000;
 
 /** Runs every processor of the pipeline in this process; any number of processes may share one Redis. */
 export function startWorkers(services: Services, options: WorkerPoolOptions = {}): WorkerPool {
@@ -59,10 +63,19 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   });
   const failureWatchers = definitions.map(({ queue }) => watchQueueFailures(services, queue));
   services.shardEncoder.warm();
+  const removeStaleCopies = (): void => {
+    removeStaleShardCopies().then(
+      (removed) => removed.length > 0 && logger.info({ removed }, 'removed the previous-shard copies of workers that stopped'),
+      (error: unknown) => logger.warn({ err: error }, 'could not remove stale previous-shard copies'),
+    );
+  };
+  removeStaleCopies();
+  const staleCopiesTimer = setInterval(removeStaleCopies, STALE_COPIES_CHECK_MS).unref();
   services.metrics.start({ concurrency: embedConcurrency });
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   return {
     async close() {
+      clearInterval(staleCopiesTimer);
       await Promise.all(workers.map((worker) => worker.close()));
       await Promise.all(failureWatchers.map((events) => events.close()));
       services.stopWatch.close();

@@ -1,6 +1,4 @@
 import { DELETES_FILE, DELTA_FOLDER, upsertsFileName } from '../output/layout.js';
-import { encodeShard } from '../shards/encode-shard.js';
-import type { ShardRow } from '../shards/shard-row.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { PreviousIndex } from './previous-index.js';
 import { readShardColumns } from './shard-columns.js';
@@ -8,24 +6,13 @@ import { readShardColumns } from './shard-columns.js';
 /**
  * `_delta/` of a `--reuse --id-field` run, for a vector store to apply:
  *   `upserts-NNNNN.parquet`  the shard columns, rows whose id is new or whose text changed
- *                            (one file per output shard that has any; NNNNN is that shard)
- *   `deletes.jsonl`          one `{"id": …}` per id of the previous output that is gone now
+ *                            (one file per output shard that has any; NNNNN is that shard),
+ *                            written by the shard thread with its shard (src/shards/shard-thread.ts)
+ *   `deletes.jsonl`          one `{"id": …}` per id of the previous output that is gone now,
+ *                            written here by the split once the input is read
  */
 // The names live in src/output/layout.ts, which workers import without loading the Parquet stack.
 export { DELETES_FILE, DELTA_FOLDER, upsertsFileName };
-
-/** Writes one shard's upserts (sorted by `row`, as the shard); nothing when there are none. */
-export async function writeUpserts(
-  output: { store: ObjectStore; prefix: string },
-  shard: number,
-  rows: readonly ShardRow[],
-  dimension: number,
-): Promise<string | undefined> {
-  if (rows.length === 0) return undefined;
-  const key = upsertsFileName(shard);
-  await output.store.write(output.prefix + key, await encodeShard(rows, { dimension, format: 'parquet' }));
-  return key;
-}
 
 /**
  * Writes `deletes.jsonl` from the ids the run never classified (PreviousIndex.classifyId), reading

@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -24,6 +24,9 @@ export interface PreviousShards {
   localCopy(shard: number): Promise<string>;
 }
 
+/** Temporary folders of copies are `embedq-previous-<pid>-<random>`: the pid tells a stale one. */
+const COPIES_PREFIX = 'embedq-previous-';
+
 /**
  * Copies of a previous output's shards in a temporary folder, made when asked for (streamed from
  * the store: never in memory whole), one at a time: the copy before is deleted when the next is
@@ -46,7 +49,7 @@ export class PreviousShardCopies implements PreviousShards {
   async localCopy(shard: number): Promise<string> {
     const file = this.files[shard];
     if (file === undefined) throw new ReuseUnavailableError(`${this.location}: the manifest has no shard ${shard}`);
-    const folder = await (this.folder ??= mkdtemp(path.join(tmpdir(), 'embedq-previous-')));
+    const folder = await (this.folder ??= mkdtemp(path.join(tmpdir(), `${COPIES_PREFIX}${process.pid}-`)));
     if (this.current) await rm(this.current, { force: true });
     this.current = path.join(folder, `shard-${shard}`);
     try {
@@ -64,5 +67,36 @@ export class PreviousShardCopies implements PreviousShards {
     this.current = undefined;
     const made = await folder?.catch(() => undefined);
     if (made) await rm(made, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Removes the copies folders of processes that no longer run (a worker killed while writing a
+ * `--reuse` shard leaves one, up to a previous shard's size). Only folders untouched for
+ * `olderThanMs` go: a pid is only this host's (or container's) view, so a live copy elsewhere on a
+ * shared temporary folder must not be taken for a stale one; a live folder changes with each copy.
+ *
+ * @returns the folders removed
+ */
+export async function removeStaleShardCopies(folder = tmpdir(), olderThanMs = 10 * 60_000): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdir(folder).catch(() => [])) {
+    const pid = new RegExp(`^${COPIES_PREFIX}(\\d+)-`).exec(name)?.[1];
+    if (pid === undefined || processRuns(Number(pid))) continue;
+    const modified = await stat(path.join(folder, name)).then((found) => found.mtimeMs, () => undefined);
+    if (modified === undefined || Date.now() - modified < olderThanMs) continue;
+    await rm(path.join(folder, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it runs, as another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

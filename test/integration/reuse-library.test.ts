@@ -1,4 +1,6 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -10,10 +12,10 @@ import { encodeShard } from '../../src/shards/encode-shard.js';
 import type { ShardRow } from '../../src/shards/shard-row.js';
 import { openStore, parseLocation } from '../../src/storage/locations.js';
 import { contentHash, contentKey, type ContentKeyParameters } from '../../src/reuse/content-key.js';
-import { DELETES_FILE, upsertsFileName, writeDeletes, writeUpserts } from '../../src/reuse/delta-writer.js';
+import { DELETES_FILE, writeDeletes } from '../../src/reuse/delta-writer.js';
 import { PreviousIndex } from '../../src/reuse/previous-index.js';
 import { resolvePreviousOutput, type OpenLocation, type PreviousOutput } from '../../src/reuse/previous-output.js';
-import { PreviousShardCopies } from '../../src/reuse/previous-shards.js';
+import { PreviousShardCopies, removeStaleShardCopies } from '../../src/reuse/previous-shards.js';
 import { previousRows, type PreviousRowVectors } from '../../src/reuse/previous-vectors.js';
 import { queryParquet, sqlString } from '../support/duckdb.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
@@ -170,6 +172,36 @@ describe('reuse library', () => {
     }
   });
 
+  it('keeps previous-shard copies in a folder named by pid, removed by dispose, and removes those of dead workers', async () => {
+    const { root, write } = local('copies-previous');
+    await writePreviousOutput(write, root);
+    const copies = new PreviousShardCopies(await resolvePreviousOutput(root, open));
+    const first = await copies.localCopy(0);
+    expect(path.basename(path.dirname(first))).toMatch(new RegExp(`^embedq-previous-${process.pid}-`));
+    const second = await copies.localCopy(1);
+    expect(existsSync(first)).toBe(false); // one copy at a time
+    expect(existsSync(second)).toBe(true);
+    await copies.dispose();
+    expect(existsSync(path.dirname(second))).toBe(false);
+
+    // A worker killed mid-shard leaves its folder: removed once its process is gone and it is old.
+    const tmp = path.join(folder, 'tmp');
+    const child = spawn(process.execPath, ['-e', '']);
+    await new Promise((resolve) => child.on('exit', resolve));
+    const folderOf = async (name: string, ageMs: number): Promise<string> => {
+      await mkdir(path.join(tmp, name, 'x'), { recursive: true });
+      const when = new Date(Date.now() - ageMs);
+      await utimes(path.join(tmp, name), when, when);
+      return name;
+    };
+    const stale = await folderOf(`embedq-previous-${child.pid}-abc`, 3_600_000);
+    const fresh = await folderOf(`embedq-previous-${child.pid}-def`, 1_000);
+    const alive = await folderOf(`embedq-previous-${process.pid}-ghi`, 3_600_000);
+    const other = await folderOf('something-else-1-x', 3_600_000);
+    expect(await removeStaleShardCopies(tmp)).toEqual([stale]);
+    expect((await readdir(tmp)).sort()).toEqual([alive, fresh, other].sort());
+  });
+
   it('classifies ids as new, changed or unchanged and writes the delta', async () => {
     const { root, write } = local('delta-previous');
     await writePreviousOutput(write, root);
@@ -186,15 +218,9 @@ describe('reuse library', () => {
     expect(classes.filter(([, kind]) => kind === 'new')).toEqual([['b-new', 'new']]);
     expect(classes.filter(([, kind]) => kind === 'unchanged')).toHaveLength(current.length - 3); // minus a10, b-new, the null id
 
+    // Upserts are written by the shard thread beside each shard (test/integration/incremental.test.ts).
     const { root: outRoot } = local('delta-output');
     const output = open(outRoot);
-    const upsertRows = rowsOf(current.filter((line) => line.id === 'a10' || line.id === 'b-new'), 10);
-    expect(await writeUpserts(output, 3, upsertRows, DIMENSION)).toBe(upsertsFileName(3));
-    expect(await writeUpserts(output, 4, [], DIMENSION)).toBeUndefined();
-    const file = path.join(outRoot, '_delta/upserts-00003.parquet');
-    const read = await queryParquet(`SELECT id, text, content_hash, len(dense)::INTEGER AS d FROM read_parquet(${sqlString(file)}) ORDER BY row`);
-    expect(read).toEqual(upsertRows.map((row) => ({ id: row.id, text: row.text, content_hash: row.contentHash, d: DIMENSION })));
-
     expect(await writeDeletes(output, index)).toBe(2);
     const deletes = (await readFile(path.join(outRoot, DELETES_FILE), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { id: string });
     expect(deletes).toEqual([{ id: 'a11' }, { id: 'b12' }]);
