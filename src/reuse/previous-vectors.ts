@@ -36,10 +36,10 @@ const READ_BATCH_ROWS = 250;
 
 /**
  * The rows `refs` point at, copied out of the previous shards so the new shard can be written with
- * them instead of DashScope calls, one previous row group at a time: the rows of each group come
- * together, and groups come in file order (by shard, then row). Only the `text`, `dense`,
- * `sparse` and `content_hash` columns are decoded, and only of row groups that hold a wanted row,
- * so a shard writer holds one row group of a previous shard at a time, never the whole file.
+ * them instead of DashScope calls, a batch of up to {@link READ_BATCH_ROWS} rows of one previous
+ * row group at a time, in file order (by shard, then row). Only the `text`, `dense`, `sparse` and
+ * `content_hash` columns are decoded, and only of row groups that hold a wanted row, so the shard
+ * thread holds a few hundred previous rows at a time, never a whole file.
  *
  * It needs only the previous manifest, not the index: the split step turns index positions into
  * refs (PreviousIndex.locate).
@@ -130,9 +130,11 @@ function* arrowGroups(bytes: Buffer): Generator<RowGroup> {
 }
 
 /**
- * The rows of a table of `text`, `dense`, `sparse` and `content_hash`, as copies (the table's
- * buffers go when it does). Sparse lists are read from their child columns: going through each
- * row's struct proxies cost 90 µs a row at 60 entries, nearly all of a reindex's time.
+ * The rows of a table of `text`, `dense`, `sparse` and `content_hash`. Dense vectors are views on
+ * the table's buffer, not copies: it lives as long as one of its rows does, and the rows are
+ * written into the new shard before the next batch is read. Sparse lists are read from their child
+ * columns: going through each row's struct proxies cost 90 µs a row at 60 entries, nearly all of a
+ * reindex's time.
  */
 function tableRows(table: Table, rowStart: number, first = 0, count = table.numRows): RowGroup {
   const texts = table.getChild('text');

@@ -8,7 +8,7 @@ const SLICE_ROWS = 640;
 
 /**
  * A `--reuse` shard's embedded batches (from Redis, in row order) with its reused rows (in row
- * order, a previous row group at a time) merged in, as slices of batches in row order: what the
+ * order, a few hundred at a time) merged in, as slices of batches in row order: what the
  * shard thread streams into row groups. Neither side is held whole.
  *
  * Embedded batches pass through as their bytes. Reused rows are encoded into batches of their own,
