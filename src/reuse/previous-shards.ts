@@ -51,14 +51,19 @@ export class PreviousShardCopies implements PreviousShards {
     if (file === undefined) throw new ReuseUnavailableError(`${this.location}: the manifest has no shard ${shard}`);
     const folder = await (this.folder ??= mkdtemp(path.join(tmpdir(), `${COPIES_PREFIX}${process.pid}-`)));
     if (this.current) await rm(this.current, { force: true });
-    this.current = path.join(folder, `shard-${shard}`);
+    const local = (this.current = path.join(folder, `shard-${shard}`));
+    // A failure on this side (a full or unwritable TMPDIR) is this worker's, not the previous
+    // output's: retried (maybe on another worker) instead of failing the job as REUSE_UNAVAILABLE.
+    let localFailure: Error | undefined;
+    const target = createWriteStream(local).on('error', (error) => (localFailure = error));
     try {
-      await pipeline(await this.previous.store.read(this.previous.prefix + file), createWriteStream(this.current));
+      await pipeline(await this.previous.store.read(this.previous.prefix + file), target);
     } catch (error) {
+      if (localFailure) throw new Error(`could not copy previous shard ${file} to ${local}: ${localFailure.message}`, { cause: localFailure });
       if (error instanceof StorageUnavailableError) throw error;
       throw new ReuseUnavailableError(`${this.location}: shard ${file} unreadable: ${(error as Error).message}`, { cause: error });
     }
-    return this.current;
+    return local;
   }
 
   async dispose(): Promise<void> {

@@ -181,6 +181,13 @@ describe('reuse library', () => {
     const second = await copies.localCopy(1);
     expect(existsSync(first)).toBe(false); // one copy at a time
     expect(existsSync(second)).toBe(true);
+    // A copy this worker cannot write (here a directory in its place; in life a full TMPDIR) is
+    // this worker's failure, retried: not the previous output's (REUSE_UNAVAILABLE fails the job).
+    await mkdir(path.join(path.dirname(second), 'shard-0'));
+    const unwritable = await copies.localCopy(0).then(() => undefined, (error: unknown) => error as Error);
+    expect(unwritable).toBeInstanceOf(Error);
+    expect(unwritable).not.toBeInstanceOf(ReuseUnavailableError);
+    expect(unwritable!.message).toMatch(/could not copy previous shard part-00000\.parquet to .*shard-0: EISDIR/);
     await copies.dispose();
     expect(existsSync(path.dirname(second))).toBe(false);
 
