@@ -134,3 +134,8 @@ export async function spawnEmulator(flags: string[]): Promise<EmulatorProcess> {
     },
   };
 }
+
+/** The largest value of each part of the workers' `memory` lines, as the bench's tables print it. */
+export function memoryText(parts: Record<string, number>): string {
+  return `main heap ${parts.heapUsedMb} (reserved ${parts.heapTotalMb}), buffers ${parts.arrayBuffersMb}; shard thread heap ${parts.shardThreadHeapMb} (reserved ${parts.shardThreadHeapTotalMb}), buffers ${parts.shardThreadArrayBuffersMb}, wasm ${parts.shardThreadWasmMb}`;
+}

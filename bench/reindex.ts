@@ -3,6 +3,7 @@ import path from 'node:path';
 
 import type { JobOptionsInput } from '../src/job-options.js';
 import { benchCorpus } from './corpus.js';
+import { memoryText } from './processes.js';
 
 /**
  * Scenario 5, reindex (issue 11): a corpus embedded once, then again with `--reuse` of the first
@@ -23,6 +24,8 @@ interface RunFigures {
   peakWorkerRssBytes: number;
   peakRedisBytes: number;
   baselineRedisBytes: number;
+  /** The largest value of each part of the workers' `memory` lines. */
+  memoryBreakdown: Record<string, number>;
 }
 
 export type RunJob = (options: { corpus: string; lines: number; workers: number; job: Partial<JobOptionsInput>; output: string }) => Promise<RunFigures>;
@@ -54,9 +57,11 @@ export async function reindexScenario(folder: string, lines: number, wideLines: 
     `| | reindex with --reuse, nothing changed: time, requests | ${second.seconds.toFixed(1)} s, ${second.requests} |`,
     `| | reindex / first run (target ≤ 10%) | ${(share * 100).toFixed(1)}% |`,
     `| | peak worker RSS: first run / reindex | ${mb(first.peakWorkerRssBytes)} / ${mb(second.peakWorkerRssBytes)} |`,
+    `| | the reindex's largest parts (MB) | ${memoryText(second.memoryBreakdown)} |`,
     `| | peak Redis used_memory above baseline: first run / reindex | ${mb(first.peakRedisBytes - first.baselineRedisBytes)} / ${mb(second.peakRedisBytes - second.baselineRedisBytes)} |`,
     `| 5b. reindex (${wideLines} lines, dim 1024 dense&sparse, no quota) | first run / reindex: time, requests | ${wideFirst.seconds.toFixed(1)} s, ${wideFirst.requests} / ${wideSecond.seconds.toFixed(1)} s, ${wideSecond.requests} |`,
     `| | peak worker RSS: first run / reindex (target ≤ 300 MB) | ${mb(wideFirst.peakWorkerRssBytes)} / ${mb(wideSecond.peakWorkerRssBytes)} |`,
+    `| | the reindex's largest parts (MB) | ${memoryText(wideSecond.memoryBreakdown)} |`,
   ].join('\n');
   console.log(`\n${table}`);
   const results = path.resolve(import.meta.dirname, 'results');

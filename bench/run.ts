@@ -26,7 +26,7 @@ import { startPrivateRedis } from '../src/redis/private-redis.js';
 import { createServices } from '../workers/services.js';
 import { adaptiveRows, adaptiveScenarios, type AdaptiveFigures, type AdaptiveScenario } from './adaptive.js';
 import { benchCorpus } from './corpus.js';
-import { cpuSeconds, percentile, rssBytes, spawnEmulator, spawnWorker, threadCpuSeconds, type WorkerProcess } from './processes.js';
+import { cpuSeconds, memoryText, percentile, rssBytes, spawnEmulator, spawnWorker, threadCpuSeconds, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
 import { reindexScenario } from './reindex.js';
 
@@ -444,10 +444,6 @@ async function overheadScenarios(context: BenchContext, sampleLines: string[]) {
 }
 
 /** `main heap 40 (reserved 60), buffers 80, shard thread heap 30 (reserved 40), buffers 20, wasm 70`. */
-function memoryText(parts: Record<string, number>): string {
-  return `main heap ${parts.heapUsedMb} (reserved ${parts.heapTotalMb}), buffers ${parts.arrayBuffersMb}; shard thread heap ${parts.shardThreadHeapMb} (reserved ${parts.shardThreadHeapTotalMb}), buffers ${parts.shardThreadArrayBuffersMb}, wasm ${parts.shardThreadWasmMb}`;
-}
-
 function adaptiveTable(results: AdaptiveFigures[]): string {
   return [
     `Adaptive quota (emulator 1,200 QPM, latency 150/220/400 ms, 2 workers × ${CONCURRENCY}, dimension 256 dense):`,
