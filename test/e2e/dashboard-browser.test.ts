@@ -69,9 +69,9 @@ describe.skipIf(SKIP)('dashboard in a real browser', () => {
     if (profile) await rm(profile, { recursive: true, force: true });
   });
 
-  // It takes ~30 s alone and 29-45 s in CI runs, and its own steps may wait longer (up to 60 s for
-  // the job to complete): one CI run (2026-11-29) hit the default 60 s, with no cause found in the
-  // logs. A hang still fails, at 120 s.
+  // It takes ~30 s alone but 30-53 s in CI runs, where other test files share the two cores, and
+  // its own steps may wait up to 60 s for the job to complete: one CI run (2026-11-29) hit the
+  // default 60 s. A hang still fails, at 120 s.
   it('shows a real job live: it appears, its bar moves, it completes without a reload; /queues renders Bull Board', { timeout: 120_000 }, async () => {
     expect((await fetch(`${dashboard.url}/`)).status).toBe(401);
     expect((await fetch(`${dashboard.url}/queues`)).status).toBe(401);
