@@ -135,7 +135,10 @@ export async function spawnEmulator(flags: string[]): Promise<EmulatorProcess> {
   };
 }
 
-/** The largest value of each part of the workers' `memory` lines, as the bench's tables print it. */
+/**
+ * The largest value of each part of the workers' `memory` lines, as the bench's tables print it:
+ * `main heap 40 (reserved 60), buffers 80; shard thread heap 30 (reserved 40), buffers 20, wasm 70`.
+ */
 export function memoryText(parts: Record<string, number>): string {
   return `main heap ${parts.heapUsedMb} (reserved ${parts.heapTotalMb}), buffers ${parts.arrayBuffersMb}; shard thread heap ${parts.shardThreadHeapMb} (reserved ${parts.shardThreadHeapTotalMb}), buffers ${parts.shardThreadArrayBuffersMb}, wasm ${parts.shardThreadWasmMb}`;
 }

@@ -443,7 +443,6 @@ async function overheadScenarios(context: BenchContext, sampleLines: string[]) {
 
 }
 
-/** `main heap 40 (reserved 60), buffers 80, shard thread heap 30 (reserved 40), buffers 20, wasm 70`. */
 function adaptiveTable(results: AdaptiveFigures[]): string {
   return [
     `Adaptive quota (emulator 1,200 QPM, latency 150/220/400 ms, 2 workers × ${CONCURRENCY}, dimension 256 dense):`,

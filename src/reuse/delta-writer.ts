@@ -1,4 +1,4 @@
-import { DELETES_FILE, DELTA_FOLDER, upsertsFileName } from '../output/layout.js';
+import { DELETES_FILE } from '../output/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { PreviousIndex } from './previous-index.js';
 import { readShardColumns } from './shard-columns.js';
@@ -11,8 +11,6 @@ import { readShardColumns } from './shard-columns.js';
  *   `deletes.jsonl`          one `{"id": …}` per id of the previous output that is gone now,
  *                            written here by the split once the input is read
  */
-// The names live in src/output/layout.ts, which workers import without loading the Parquet stack.
-export { DELETES_FILE, DELTA_FOLDER, upsertsFileName };
 
 /**
  * Writes `deletes.jsonl` from the ids the run never classified (PreviousIndex.classifyId), reading
