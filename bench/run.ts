@@ -28,6 +28,7 @@ import { adaptiveRows, adaptiveScenarios, type AdaptiveFigures, type AdaptiveSce
 import { benchCorpus } from './corpus.js';
 import { cpuSeconds, memoryText, percentile, rssBytes, spawnEmulator, spawnWorker, threadCpuSeconds, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
+import { measureClientCost } from './client-cost.js';
 import { reindexScenario } from './reindex.js';
 
 const QUICK = process.argv.includes('--quick');
@@ -48,6 +49,8 @@ const QUOTA_LINES = QUICK ? 8_000 : 40_000;
 const SCALE_LINES = QUICK ? 4_000 : 10_000;
 /** The default shard size: the memory bound must hold at the defaults. */
 const SCALE_SHARD_ROWS = 10_000;
+/** Lines the DashScope client alone embeds for its CPU figure (scenario 3). */
+const CLIENT_COST_LINES = 30_000;
 /** text-embedding-v4's widest dense vectors. */
 const WIDEST_DIMENSION = 2048;
 const MEMORY_FIELDS = ['heapUsedMb', 'heapTotalMb', 'arrayBuffersMb', 'shardThreadHeapMb', 'shardThreadHeapTotalMb', 'shardThreadArrayBuffersMb', 'shardThreadWasmMb'] as const;
@@ -380,7 +383,7 @@ async function main(): Promise<void> {
     const handRolled = await runHandRolled(quotaLines, WORKERS * CONCURRENCY);
     console.log({ handRolled });
 
-    const { small, large, wide, floor, profile } = await overheadScenarios(context, quotaLines);
+    const { small, large, wide, floor, profile, client } = await overheadScenarios(context, quotaLines);
 
     const results = {
       date: new Date().toISOString(),
@@ -395,7 +398,7 @@ async function main(): Promise<void> {
         throughputRatio: embedqCompat.linesPerSecond / handRolled.linesPerSecond,
         throttledRatio: embedqCompat.throttled / Math.max(1, handRolled.throttled),
       },
-      overheadBound: { ...large, floor, cpuToFloorRatio: large.workerCpuMicrosPerLine / floor.jsonParseMicrosPerLine, profile },
+      overheadBound: { ...large, floor, cpuToFloorRatio: large.workerCpuMicrosPerLine / floor.jsonParseMicrosPerLine, profile, client },
       scale: {
         small,
         large,
@@ -438,8 +441,9 @@ async function overheadScenarios(context: BenchContext, sampleLines: string[]) {
   await runEmbedq(context, { corpus: smallCorpus, lines: SCALE_LINES, workers: 1, job: scaleJob, profileDir, unlimited, emulator });
   const profile = summarizeProfile(profileDir);
   const floor = parseFloor(sampleLines);
-  console.log(JSON.stringify({ floor, profile }, null, 1));
-  return { small, large, wide, floor, profile };
+  const client = await measureClientCost(emulator, smallCorpus, CLIENT_COST_LINES);
+  console.log(JSON.stringify({ floor, profile, client }, null, 1));
+  return { small, large, wide, floor, profile, client };
 
 }
 
@@ -460,7 +464,12 @@ function markdown(r: {
   quotaBound: RunResult & { qpmShare: number; tpmShare: number };
   quotaBound256: RunResult & { qpmShare: number };
   sideBySide: { embedq: RunResult; handRolled: Awaited<ReturnType<typeof runHandRolled>>; throughputRatio: number; throttledRatio: number };
-  overheadBound: RunResult & { floor: ReturnType<typeof parseFloor>; cpuToFloorRatio: number; profile: ReturnType<typeof summarizeProfile> };
+  overheadBound: RunResult & {
+    floor: ReturnType<typeof parseFloor>;
+    cpuToFloorRatio: number;
+    profile: ReturnType<typeof summarizeProfile>;
+    client: Awaited<ReturnType<typeof measureClientCost>>;
+  };
   scale: { small: RunResult; large: RunResult; wide: RunResult; redisGrowth: number; rssGrowth: number };
 }): string {
   const q = r.quotaBound;
@@ -489,6 +498,7 @@ function markdown(r: {
     `| | of which main thread, shard thread, other threads (V8 GC and compiler, libuv) | ${fixed(o.workerCpuMicrosPerLineByThread.main, 0)}, ${fixed(o.workerCpuMicrosPerLineByThread.shardThread, 0)}, ${fixed(o.workerCpuMicrosPerLineByThread.other, 0)} µs |`,
     `| | floor: bare JSON.parse per line (${(o.floor.responseBytes / 1024).toFixed(0)} KB / 10 lines) | ${fixed(o.floor.jsonParseMicrosPerLine, 0)} µs (our decode: ${fixed(o.floor.decodeMicrosPerLine, 0)} µs) |`,
     `| | worker CPU / floor | ${fixed(o.cpuToFloorRatio, 2)}× |`,
+    `| | the DashScope client alone (HTTP + decode, no pipeline; ${CLIENT_COST_LINES} lines), CPU per line / floor | ${fixed(o.client.cpuMicrosPerLine, 0)} µs, ${fixed(o.client.cpuMicrosPerLine / o.floor.jsonParseMicrosPerLine, 2)}× |`,
     `| | profile (self time) | ${o.profile.categories.slice(0, 6).map((entry) => `${entry.category} ${fixed(entry.share * 100, 0)}%`).join(', ')} |`,
     `| 4. scale (${r.scale.small.lines} vs ${r.scale.large.lines} lines) | peak Redis used_memory above baseline | ${mb(r.scale.small.peakRedisBytes - r.scale.small.baselineRedisBytes)} vs ${mb(r.scale.large.peakRedisBytes - r.scale.large.baselineRedisBytes)} (${fixed(r.scale.redisGrowth, 2)}×) |`,
     `| | peak worker RSS | ${mb(r.scale.small.peakWorkerRssBytes)} vs ${mb(r.scale.large.peakWorkerRssBytes)} (${fixed(r.scale.rssGrowth, 2)}×) |`,
