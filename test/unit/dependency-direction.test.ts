@@ -24,3 +24,23 @@ describe('module dependencies', () => {
     expect(graph.circular()).toEqual([]);
   });
 });
+
+/**
+ * What `embedq worker` loads: every command is registered by workers/cli.ts, so a heavy module
+ * imported statically by any command is loaded, and kept, by every worker. The dashboard (fastify,
+ * Bull Board), the emulator, the demo's Parquet reader and the planner's previous-output reader
+ * are ~30 MB of RSS a worker does not need; their commands load them when run.
+ */
+describe('the CLI entry', () => {
+  it('loads no command-only module until its command runs', async () => {
+    const graph = await madge(path.join(ROOT, 'workers/cli.ts'), {
+      baseDir: ROOT,
+      fileExtensions: ['ts'],
+      tsConfig: path.join(ROOT, 'tsconfig.json'),
+      detectiveOptions: { ts: { skipTypeImports: true, skipAsyncImports: true }, es6: { skipTypeImports: true, skipAsyncImports: true } },
+    });
+    const loaded = Object.keys(graph.obj());
+    expect(loaded).toContain('workers/start-workers.ts');
+    expect(loaded.filter((file) => ['workers/dashboard/server.ts', 'src/emulator/server.ts', 'src/shards/read-shard.ts', 'src/reuse/previous-index.ts', 'workers/commands/demo-run.ts'].includes(file))).toEqual([]);
+  });
+});

@@ -3,7 +3,6 @@ import type { Command } from 'commander';
 import { loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
-import { buildDashboard } from '../dashboard/server.js';
 import { createServices } from '../services.js';
 
 /** How long a stopping dashboard waits for its connections to close. */
@@ -24,6 +23,8 @@ export function registerDashboardCommand(program: Command): void {
       const services = createServices(settings, logger);
       try {
         // Schedules and the adaptive gate's figures plug in here as `sources` (see dashboard/sources.ts).
+        // Loaded when run: fastify and Bull Board are ~30 MB that no other command needs.
+        const { buildDashboard } = await import('../dashboard/server.js');
         const { app } = await buildDashboard(services, { host: flags.host, token });
         const address = await app.listen({ host: flags.host, port });
         logger.info({ address, auth: token ? 'token' : 'none' }, 'dashboard listening');

@@ -13,7 +13,6 @@ import {
   parseProbability,
   parseTokenCounting,
 } from '../../src/emulator/emulator-options.js';
-import { startEmulator } from '../../src/emulator/server.js';
 
 /** The CLI's default port (the library's default is 0, a free port). */
 const DEFAULT_PORT = 8089;
@@ -79,6 +78,8 @@ export function emulatorCommand(): Command {
     .action(async (flags: EmulatorFlags) => {
       const logger = createLogger({ level: 'info' });
       const options = mergeOptions(emulatorOptionsFromEnv(process.env), flags);
+      // Loaded when run, so the other commands do not carry the emulator.
+      const { startEmulator } = await import('../../src/emulator/server.js');
       const emulator = await startEmulator(options);
       logger.info(
         {

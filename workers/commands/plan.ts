@@ -4,7 +4,6 @@ import { loadSettings } from '../../src/config.js';
 import { planCorpus } from '../../src/corpus/plan-corpus.js';
 import { MODELS } from '../../src/models.js';
 import { createS3Client } from '../../src/storage/s3-store.js';
-import { openReuse } from './plan-reuse.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 
 export function registerPlanCommand(program: Command): void {
@@ -25,7 +24,8 @@ export function registerPlanCommand(program: Command): void {
         requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[options.model].defaultRequestsPerMinute,
         tokensPerMinute: settings.dashscope.tokensPerMinute ?? MODELS[options.model].defaultTokensPerMinute,
       };
-      const reuse = options.reuse === undefined ? undefined : await openReuse(options, settings);
+      // The previous output's reader (hyparquet) is loaded only for `--reuse`, and by no other command.
+      const reuse = options.reuse === undefined ? undefined : await (await import('./plan-reuse.js')).openReuse(options, settings);
       const plan = await planCorpus(options, limits, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable });
       if (flags.json) {
         const reuseFields = reuse ? { reused_from: reuse.from ?? null, reuse_error: reuse.error ?? null } : {};

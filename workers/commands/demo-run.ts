@@ -1,0 +1,92 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { submitCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import { loadSettings } from '../../src/config.js';
+import { DEMO_QUERIES, writeSampleCorpus } from '../../src/demo/sample-corpus.js';
+import { startEmulator } from '../../src/emulator/server.js';
+import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
+import { createLogger } from '../../src/logger.js';
+import { MANIFEST_FILE } from '../../src/output/layout.js';
+import type { Manifest } from '../../src/output/manifest.js';
+import { startPrivateRedis } from '../../src/redis/private-redis.js';
+import { nearestNeighbours, type Neighbour } from '../../src/shards/nearest-neighbours.js';
+import { LocalObjectStore } from '../../src/storage/local-store.js';
+import { createServices } from '../services.js';
+import { startWorkers } from '../start-workers.js';
+import { watchJob } from './watch.js';
+
+/** Everything started here is stopped here, in reverse order, whatever happens. */
+export async function runDemo(folder: string, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+  const say = (line = ''): boolean => out.write(`${line}\n`);
+  const stops: Array<() => Promise<void>> = [];
+  try {
+    const corpusFolder = join(folder, 'corpus');
+    const outputFolder = join(folder, 'output');
+    await rm(folder, { recursive: true, force: true });
+    const corpus = await writeSampleCorpus(corpusFolder);
+    say(`embedq demo — sample corpus: ${corpus.lines.toLocaleString('en-US')} lines in ${corpus.files.length} files under ${corpusFolder}`);
+
+    const redis = await startPrivateRedis();
+    stops.push(() => redis.stop());
+    const useEmulator = !process.env.DASHSCOPE_API_KEY;
+    const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redis.url, EMBEDQ_STALLED_INTERVAL_MS: '5000' };
+    if (useEmulator) {
+      // Realistic latency so the demo shows the rate gate and concurrency at work.
+      const emulator = await startEmulator({ port: 0, tokenCounting: 'estimate', faults: { latencyMs: { min: 30, median: 80, p99: 300 } } });
+      stops.push(() => emulator.close());
+      env.DASHSCOPE_BASE_URL = emulator.url;
+      delete env.DASHSCOPE_REGION;
+      say(`private Redis ${redis.url} · DashScope emulator ${emulator.url} (set DASHSCOPE_API_KEY to use the real service)`);
+    } else {
+      say(`private Redis ${redis.url} · real DashScope (DASHSCOPE_API_KEY is set)`);
+    }
+    const settings = loadSettings(env, { requireApiKey: true });
+    const logger = createLogger({ level: process.env.LOG_LEVEL ? settings.log.level : 'warn' }, process.stderr);
+    const services = createServices(settings, logger);
+    stops.push(() => services.close());
+    const pool = startWorkers(services, { concurrency: 32 });
+    stops.push(() => pool.close());
+
+    const options = parseJobOptions({ input: corpusFolder, output: outputFolder, textField: 'text', idField: 'id', shardRows: 1000 });
+    const started = performance.now();
+    const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 }, options);
+    say(`submitted ${id}: ${options.model}, ${options.dimension} dims, ${options.outputType}`);
+    const record = await watchJob(services, id, process.stderr);
+    const seconds = (performance.now() - started) / 1000;
+    if (record.state !== 'completed') throw new Error(`demo job ${record.state}: ${record.errorCode}: ${record.error}`);
+
+    const store = new LocalObjectStore(outputFolder);
+    const manifest = JSON.parse((await readAll(store, MANIFEST_FILE)).toString('utf8')) as Manifest;
+    const c = manifest.counts;
+    say();
+    say(`rows       ${c.embedded.toLocaleString('en-US')} embedded · ${c.skipped_blank} blank skipped · ${c.failed} failed · ${c.lines.toLocaleString('en-US')} lines`);
+    say(`tokens     ${manifest.tokens.toLocaleString('en-US')} · estimated cost $${manifest.estimated_cost_usd.toFixed(4)}`);
+    say(`throughput ${Math.round(c.lines / seconds).toLocaleString('en-US')} lines/s (${seconds.toFixed(1)} s end to end)`);
+    say(`files      ${outputFolder}/ — ${manifest.shards.length} shards (${manifest.shards.map((s) => s.file).join(', ')}), ${MANIFEST_FILE}, _errors.jsonl, _SUCCESS`);
+
+    const parameters = { ...embeddingParameters(options), textType: 'query' as const, outputType: 'dense' as const };
+    const shards = await Promise.all(manifest.shards.map(async (shard) => readAll(store, shard.file)));
+    for (const query of DEMO_QUERIES) {
+      const [vector] = (await services.embeddings.embed([query], parameters)).items;
+      const neighbours = nearestNeighbours(shards, options.outputFormat, vector!.dense!, 3);
+      say();
+      say(`query: ${query}`);
+      for (const neighbour of neighbours) say(formatNeighbour(neighbour));
+    }
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+  }
+}
+
+function formatNeighbour(neighbour: Neighbour): string {
+  const text = neighbour.text.length > 90 ? `${neighbour.text.slice(0, 89)}…` : neighbour.text;
+  return `  ${neighbour.score.toFixed(3)}  row ${neighbour.row}  ${text}`;
+}
+
+async function readAll(store: LocalObjectStore, key: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of await store.read(key)) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
