@@ -23,7 +23,7 @@ export function registerDashboardCommand(program: Command): void {
       const services = createServices(settings, logger);
       try {
         // Schedules and the adaptive gate's figures plug in here as `sources` (see dashboard/sources.ts).
-        // Loaded when run: fastify and Bull Board are ~30 MB that no other command needs.
+        // Loaded when run: no other command needs fastify and Bull Board (README, "Bounded memory").
         const { buildDashboard } = await import('../dashboard/server.js');
         const { app } = await buildDashboard(services, { host: flags.host, token });
         const address = await app.listen({ host: flags.host, port });
