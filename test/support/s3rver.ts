@@ -1,7 +1,11 @@
 import crypto from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
@@ -24,6 +28,7 @@ export interface TestS3 {
 /** Starts s3rver on 127.0.0.1 (a free port), storing objects in a fresh temp folder, silently. */
 export async function startS3rver(): Promise<TestS3> {
   allowSingleDes();
+  awaitFileWrites();
   const directory = await mkdtemp(path.join(tmpdir(), 'embedq-s3rver-'));
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
   const { port } = await server.run();
@@ -82,4 +87,48 @@ function allowSingleDes(): void {
     (algorithm, key, iv, ...rest) =>
       algorithm === 'des' ? original('des-ede3-cbc', tripled(key), iv, ...rest) : original(algorithm, key, iv, ...rest);
   Object.assign(crypto, { createCipheriv: viaTripleDes(createCipheriv), createDecipheriv: viaTripleDes(createDecipheriv) });
+}
+
+/** The part of s3rver's FilesystemStore that {@link awaitFileWrites} replaces. */
+interface FilesystemStore {
+  getResourcePath(bucket: string, key: string | undefined, resource: string): string;
+  putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
+  putObject(object: { bucket: string; key: string; metadata: unknown; content: Buffer | NodeJS.ReadableStream }): Promise<{ size: number; md5: string }>;
+  putPart(bucket: string, uploadId: string, partNumber: number, content: NodeJS.ReadableStream): Promise<{ size: number; md5: string }>;
+}
+
+/**
+ * s3rver 3.7 answers a PUT of an object or a part once its hashing stream has finished, not its
+ * file write: a LIST or GET right after could see a short file (in a CI run, an object written
+ * just before was listed with 0 bytes), and completing a multipart upload could join a part not
+ * yet on disk. S3 and MinIO read what was written once the PUT has answered, so the test double
+ * is made to: both writes are replaced by ones that finish writing the file first. Test process only.
+ */
+function awaitFileWrites(): void {
+  const store = (createRequire(import.meta.url)('s3rver/lib/stores/filesystem.js') as { prototype: FilesystemStore }).prototype;
+  const write = async (file: string, content: Buffer | NodeJS.ReadableStream): Promise<{ size: number; md5: string }> => {
+    await mkdir(path.dirname(file), { recursive: true });
+    const md5 = crypto.createHash('md5');
+    let size = 0;
+    const counting = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        md5.update(chunk);
+        size += chunk.length;
+        callback(null, chunk);
+      },
+    });
+    await pipeline(Buffer.isBuffer(content) ? Readable.from([content]) : content, counting, createWriteStream(file));
+    return { size, md5: md5.digest('hex') };
+  };
+  store.putObject = async function (this: FilesystemStore, object) {
+    const written = await write(this.getResourcePath(object.bucket, object.key, 'object'), object.content);
+    await this.putMetadata(object.bucket, object.key, object.metadata, written.md5);
+    return written;
+  };
+  store.putPart = async function (this: FilesystemStore, bucket, uploadId, partNumber, content) {
+    const partPath = path.join(this.getResourcePath(bucket, undefined, 'uploads'), uploadId, String(partNumber));
+    const written = await write(partPath, content);
+    await writeFile(`${partPath}.md5`, written.md5);
+    return written;
+  };
 }
