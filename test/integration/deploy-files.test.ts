@@ -124,9 +124,10 @@ describe('deployment files agree with the code', () => {
     expect(worker.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThan(DRAIN_TIMEOUT_MS / 1000);
     const mebibytes = (value: string): number => Number.parseInt(value, 10) * (value.endsWith('Gi') ? 1024 : 1);
     const workerResources = worker.spec.template.spec.containers[0].resources;
-    // The README's measured peak RSS (the bench's MB are MiB) is up to 290.9 at the defaults and at
-    // dimension 2048 (319.9 before row groups were sized by dimension), and up to 340.2 reindexing
-    // with --reuse: the request covers the first with room, the limit the reindex.
+    // The README's measured peak RSS (the bench's MB are MiB) is up to 300.0 at the defaults and
+    // 284.0 at dimension 2048 (257.4 and 253.8 since commands load lazily), and up to 340.2
+    // reindexing with --reuse (330 by hand at dimension 1024 since the reindex streams): the
+    // request covers the first with room, the limit the reindex.
     expect(mebibytes(workerResources.requests.memory)).toBeGreaterThanOrEqual(320);
     expect(mebibytes(workerResources.limits.memory)).toBeGreaterThanOrEqual(341);
     expect(mebibytes(workerResources.limits.memory)).toBeGreaterThan(mebibytes(workerResources.requests.memory));
