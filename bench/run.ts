@@ -25,10 +25,10 @@ import { sleep } from '../src/sleep.js';
 import { startPrivateRedis } from '../src/redis/private-redis.js';
 import { createServices } from '../workers/services.js';
 import { adaptiveRows, adaptiveScenarios, type AdaptiveFigures, type AdaptiveScenario } from './adaptive.js';
+import { measureClientCost } from './client-cost.js';
 import { benchCorpus } from './corpus.js';
 import { cpuSeconds, memoryText, percentile, rssBytes, spawnEmulator, spawnWorker, threadCpuSeconds, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
-import { measureClientCost } from './client-cost.js';
 import { reindexScenario } from './reindex.js';
 
 const QUICK = process.argv.includes('--quick');
