@@ -2,8 +2,9 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
+import { loadSettings } from '../src/config.js';
 import { createDashScopeClient } from '../src/dashscope/dashscope-client.js';
-import type { EmbeddingParameters } from '../src/embedding.js';
+import { embeddingParameters, parseJobOptions } from '../src/job-options.js';
 import { binLaunch, spawnEmulator } from './processes.js';
 
 /**
@@ -39,9 +40,9 @@ export async function measureClientCost(emulatorFlags: string[], corpus: string,
 
 async function run(url: string, corpus: string, lines: number): Promise<void> {
   const texts = (await readFile(corpus, 'utf8')).split('\n').filter(Boolean);
-  const client = createDashScopeClient({ apiKey: 'sk-bench', baseUrl: url, timeoutMs: 60_000, targetUtilization: 0.99, reserve: 0, learnedLimitTtlMs: 3_600_000 });
-  // What the overhead scenario's job asks for (the job defaults).
-  const parameters: EmbeddingParameters = { model: 'text-embedding-v4', dimension: 1024, outputType: 'dense&sparse', textType: 'document', api: 'dashscope' };
+  const client = createDashScopeClient(loadSettings({ DASHSCOPE_BASE_URL: url, DASHSCOPE_API_KEY: 'sk-bench' }).dashscope);
+  // What the overhead scenario's job asks for: the job defaults.
+  const parameters = embeddingParameters(parseJobOptions({ input: corpus, output: 'unused/' }));
   const embedLines = async (count: number): Promise<void> => {
     let next = 0;
     await Promise.all(

@@ -26,6 +26,7 @@ export interface PreviousShards {
 
 /** Temporary folders of copies are `embedq-previous-<pid>-<random>`: the pid tells a stale one. */
 const COPIES_PREFIX = 'embedq-previous-';
+const COPIES_FOLDER = new RegExp(`^${COPIES_PREFIX}(\\d+)-`);
 
 /**
  * Copies of a previous output's shards in a temporary folder, made when asked for (streamed from
@@ -86,7 +87,7 @@ export class PreviousShardCopies implements PreviousShards {
 export async function removeStaleShardCopies(folder = tmpdir(), olderThanMs = 10 * 60_000): Promise<string[]> {
   const removed: string[] = [];
   for (const name of await readdir(folder).catch(() => [])) {
-    const pid = new RegExp(`^${COPIES_PREFIX}(\\d+)-`).exec(name)?.[1];
+    const pid = COPIES_FOLDER.exec(name)?.[1];
     if (pid === undefined || processRuns(Number(pid))) continue;
     const modified = await stat(path.join(folder, name)).then((found) => found.mtimeMs, () => undefined);
     if (modified === undefined || Date.now() - modified < olderThanMs) continue;

@@ -44,8 +44,7 @@ const READ_BATCH_ROWS = 250;
  * It needs only the previous manifest, not the index: the split step turns index positions into
  * refs (PreviousIndex.locate).
  */
-export async function* previousRows(previous: PreviousShards, refs: readonly PreviousRowRef[]): AsyncGenerator<FoundRow[]> {
-  const order = refs.map((_, i) => i).sort((a, b) => refs[a]!.shard - refs[b]!.shard || refs[a]!.rowInShard - refs[b]!.rowInShard);
+export async function* previousRows(previous: PreviousShards, refs: readonly PreviousRowRef[], order = fileOrder(refs)): AsyncGenerator<FoundRow[]> {
   for (let start = 0; start < order.length; ) {
     const shard = refs[order[start]!]!.shard;
     let end = start;
@@ -53,6 +52,11 @@ export async function* previousRows(previous: PreviousShards, refs: readonly Pre
     yield* shardRows(previous, shard, order.slice(start, end), refs);
     start = end;
   }
+}
+
+/** Indexes into `refs` in the order the previous files are read: by shard, then row. */
+export function fileOrder(refs: readonly PreviousRowRef[]): number[] {
+  return refs.map((_, i) => i).sort((a, b) => refs[a]!.shard - refs[b]!.shard || refs[a]!.rowInShard - refs[b]!.rowInShard);
 }
 
 /** `wanted`: indexes into `refs`, all of `shard`, sorted by row. */

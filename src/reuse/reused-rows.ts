@@ -1,7 +1,7 @@
 import { ReuseUnavailableError } from '../errors.js';
 import type { ShardRow } from '../shards/shard-row.js';
 import type { PreviousShards } from './previous-shards.js';
-import { previousRows, type FoundRow } from './previous-vectors.js';
+import { fileOrder, previousRows, type FoundRow } from './previous-vectors.js';
 import type { ReusedLine } from './reuse-list.js';
 
 /** The reused rows of a shard, a few hundred at a time. */
@@ -22,7 +22,7 @@ export interface ReusedRows {
  * writing someone else's vectors.
  */
 export function reusedRows(lines: readonly ReusedLine[], previous: PreviousShards): ReusedRows {
-  const readOrder = lines.map((_, i) => i).sort((a, b) => lines[a]!.shard - lines[b]!.shard || lines[a]!.rowInShard - lines[b]!.rowInShard);
+  const readOrder = fileOrder(lines);
   const inRowOrder = readOrder.every((line, i) => i === 0 || lines[readOrder[i - 1]!]!.row < lines[line]!.row);
   const rowOf = ({ ref, vectors }: FoundRow): ShardRow => {
     const line = lines[ref]!;
@@ -36,7 +36,7 @@ export function reusedRows(lines: readonly ReusedLine[], previous: PreviousShard
     return { row: line.row, source: line.source, line: line.line, id: line.id, text: vectors.text, dense: vectors.dense, sparse: vectors.sparse, contentHash: hash, ...(line.upsert ? { upsert: true } : {}) };
   };
   async function* groups(): AsyncGenerator<ShardRow[]> {
-    for await (const found of previousRows(previous, lines)) yield found.map(rowOf);
+    for await (const found of previousRows(previous, lines, readOrder)) yield found.map(rowOf);
   }
   return { inRowOrder, groups: groups() };
 }
