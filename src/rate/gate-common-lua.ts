@@ -7,7 +7,7 @@
  * KEYS[1]: the schedule hash (slot times, accepted-traffic buckets, slow start, strikes); expires
  * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
  * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
- * `kCut` when, `kN` probes that confirmed it, `kF` the floor nudges stop at, `kNudge` the last
+ * `kCut` when, `kRes` when sending resumed after its drain, `kN` probes that confirmed it, `kF` the floor nudges stop at, `kNudge` the last
  * nudge, `kT0` the limit before the nudges, `kTq` 429s met at the nudges' floor, `kSh` set once a
  * nudge showed a client we cannot see shares the limit); its TTL is set when a limit is learned
  * and is not extended by traffic.
@@ -104,52 +104,80 @@ local function in_force(lw, k, ss)
   end
   return rate
 end
--- Counts accepted traffic in 100 ms buckets by the time each request was sent (31: the last three
--- full seconds and the current one). The provider counts arrivals, so the send time is what
--- matters: counted at completion, responses bunched by latency jitter showed 22 accepted in a
--- second of a 20-a-second limit, and that became a learned limit above the real one.
--- sent: "bucket:requests:tokens,..." (bucket -1: now).
-local function record(now, sent)
+-- Traffic in 100 ms buckets by the time each request was sent (a ring of 34: the last three full
+-- seconds, the current bucket and slots booked up to 300 ms ahead). Per bucket: ak slots booked,
+-- ar and at requests and tokens the provider accepted, af requests it refused (429s). The
+-- provider counts arrivals, so the send time is what matters: counted at completion, responses
+-- bunched by latency jitter showed 22 accepted in a second of a 20-a-second limit, and that became
+-- a learned limit above the real one.
+local RING = 34
+local function bucket_add(now, bid, field, n, float)
   local id = math.floor(now / 100)
-  for b, r, t in string.gmatch(sent, '(-?%d+):(%d+):([%d.]+)') do
-    local bid = tonumber(b)
-    if bid < 0 or bid > id then bid = id end
-    if bid > id - 31 then
-      local i = bid % 31
-      local held = tonumber(redis.call('HGET', S, 'ab' .. i) or '-1')
-      if held < bid then
-        redis.call('HSET', S, 'ab' .. i, bid, 'ar' .. i, r, 'at' .. i, t)
-      elseif held == bid then
-        redis.call('HINCRBY', S, 'ar' .. i, r)
-        redis.call('HINCRBYFLOAT', S, 'at' .. i, t)
-      end
-    end
+  if bid < 0 then bid = id end
+  if bid > id + 3 then bid = id + 3 end
+  if bid <= id - 31 then return end
+  local i = bid % RING
+  local held = tonumber(redis.call('HGET', S, 'ab' .. i) or '-1')
+  if held > bid then return end
+  if held < bid then redis.call('HSET', S, 'ab' .. i, bid, 'ak' .. i, 0, 'ar' .. i, 0, 'at' .. i, 0, 'af' .. i, 0) end
+  if float then
+    redis.call('HINCRBYFLOAT', S, field .. i, n)
+  else
+    redis.call('HINCRBY', S, field .. i, n)
   end
 end
--- What the provider accepted in one second, per minute, from the 100 ms buckets (by send time),
+-- A slot booked at slot (ms, gate clock).
+local function count_booked(now, slot)
+  bucket_add(now, math.floor(slot / 100), 'ak', 1)
+end
+-- A 429 for a request sent in bucket bid (-1: now).
+local function count_refused(now, bid)
+  bucket_add(now, bid, 'af', 1)
+end
+-- Accepted requests, folded by a process: "bucket:requests:tokens,..." (bucket -1: now).
+local function record(now, sent)
+  for b, r, t in string.gmatch(sent, '(-?%d+):(%d+):([%d.]+)') do
+    local bid = tonumber(b)
+    bucket_add(now, bid, 'ar', tonumber(r))
+    bucket_add(now, bid, 'at', t, true)
+  end
+end
+-- What the provider let through in one second, per minute, from the 100 ms buckets (by send time),
 -- read once for both estimates.
+-- Slots the schedule booked that were never sent (a worker whose busy event loop woke up late for
+-- them, a response not yet counted) were not refused: a window's count is at least its booked slots
+-- less its 429s. Counting only what starved workers managed to send, a 429 taught a limit below the
+-- account's, which starved them further (measured: 900 a minute learned as 420, then nudged to 240,
+-- on random RateQuota 429s while the event loop was busy two thirds of the time); as TCP BBR does
+-- not let app-limited samples lower its estimate. Tokens are scaled by the same factor.
 -- best: the most in any 1-second window of the last three seconds (the current bucket left out):
 -- the delivery-rate estimate, a windowed max as TCP BBR keeps. A mean is dragged down by a second
--- the senders left short (a drained schedule, workers starved of CPU) and then becomes a learned
--- limit far below the real one; the best window is what the provider demonstrably let through.
+-- the senders left short (a drained schedule) and then becomes a learned limit far below the real
+-- one; the best window is what the provider demonstrably let through.
 -- recent: the most recent window whose requests have all come back (sent 0.5 to 1.5 s ago), what
 -- the provider lets through now, after a fall.
 local function accepted_per_minute(now)
   local id = math.floor(now / 100)
-  local r, t = {}, {}
+  local r, t, k, f = {}, {}, {}, {}
   for back = 1, 30 do
     local bid = id - back
-    local b = redis.call('HMGET', S, 'ab' .. (bid % 31), 'ar' .. (bid % 31), 'at' .. (bid % 31))
+    local i = bid % RING
+    local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i, 'ak' .. i, 'af' .. i)
     if tonumber(b[1] or '-1') == bid then
-      r[back], t[back] = tonumber(b[2]), tonumber(b[3])
+      r[back], t[back], k[back], f[back] = tonumber(b[2] or '0'), tonumber(b[3] or '0'), tonumber(b[4] or '0'), tonumber(b[5] or '0')
     else
-      r[back], t[back] = 0, 0
+      r[back], t[back], k[back], f[back] = 0, 0, 0, 0
     end
   end
   local function window(last)
-    local wr, wt = 0, 0
+    local wr, wt, wk, wf = 0, 0, 0, 0
     for back = last, last + 9 do
-      wr, wt = wr + r[back], wt + t[back]
+      wr, wt, wk, wf = wr + r[back], wt + t[back], wk + k[back], wf + f[back]
+    end
+    local unrefused = wk - wf
+    if unrefused > wr then
+      if wr > 0 then wt = wt * unrefused / wr end
+      wr = unrefused
     end
     return wr, wt
   end
@@ -198,7 +226,7 @@ local function advance(now, lw)
         -- ceiling), without a 429: the learned limit no longer applies. Dropped the moment the
         -- estimate met the ceiling, the 429s of the overshoot came back to a gate that had
         -- forgotten the limit and started over from the configured one.
-        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'T0', k .. 'Tq', k .. 'Sh')
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'Res', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'T0', k .. 'Tq', k .. 'Sh')
         lw[k .. 'W'] = nil
       else
         redis.call('HSET', L, k .. 'A', lw[k .. 'A'])

@@ -15,8 +15,8 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  *
  * Learning: the configured limits are a ceiling. When 429s cluster, the gate sets the limit to
  * what the provider accepted in the best of the last three seconds, counted by send time (a
- * windowed-max delivery rate, as TCP BBR keeps; never above the rate a probe failed at), and
- * remembers it in Redis per model and endpoint for `learnedTtlMs`, so every worker and the next
+ * windowed-max delivery rate, as TCP BBR keeps; never above the rate a probe failed at; slots
+ * booked but never sent, as a starved worker leaves them, count as not refused), and remembers it in Redis per model and endpoint for `learnedTtlMs`, so every worker and the next
  * job start there. 429s that recur without clustering (a client we cannot see sharing the limit)
  * nudge it down a step at a time until they stop. From there it probes upward: back to the learned
  * limit along a cubic within a few seconds, a plateau (16 s, doubled by every probe that finds the
@@ -27,7 +27,7 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  * With nothing learned, traffic after an idle spell starts slowly (doubling every
  * `slowStartDoublingMs`), so an unknown limit is met at a rate close to it, not five times over.
  *
- * Redis round trips: one per request. Token settlements and accepted-request counts are folded
+ * Redis round trips: one per request (two for a caller that woke up late for its slot). Token settlements and accepted-request counts are folded
  * into the process's next reservation (or 429 report) instead of a call of their own.
  */
 export interface RateLimits {
@@ -100,8 +100,9 @@ export interface RateGateOptions {
    */
   horizonMs?: number;
   /**
-   * A caller that wakes up later than this after its slot (a busy event loop) takes a new slot
-   * instead of sending late, where it would crowd the next requests (Default: 8 ms).
+   * A caller that wakes up later than this after its slot (a busy event loop) pays for sending
+   * late with the next free slot, which it leaves empty (Default: 8 ms, within the 1% of a second
+   * that the target utilisation leaves).
    */
   maxLatenessMs?: number;
 }
@@ -221,11 +222,12 @@ export class RateGate {
 
   /**
    * Reserves a slot and sleeps until it comes (or the signal aborts). Requests must leave on time:
-   * the per-second limit leaves only ~1% of a second of slack, so one that wakes up late gives its
-   * slot away and takes the next free one rather than crowding the requests behind it.
+   * the per-second limit leaves only ~1% of a second of slack. One that wakes up late
+   * ({@link RateGateOptions.maxLatenessMs}) leaves at once and pays with the next free slot
+   * ({@link sendLate}).
    */
   async acquire(estimatedTokens: number, signal?: AbortSignal): Promise<Reservation> {
-    for (let attempt = 0; ; ) {
+    for (;;) {
       const reservation = await this.reserve(estimatedTokens);
       if (!reservation.booked) {
         // Come back when the slot is about to enter the horizon; the spread keeps callers from
@@ -233,14 +235,31 @@ export class RateGate {
         await sleep(reservation.waitMs + Math.random() * this.options.horizonMs * 0.5, signal);
         continue;
       }
-      attempt += 1;
       if (reservation.waitMs === 0) return reservation;
       const due = performance.now() + reservation.waitMs;
       await sleep(reservation.waitMs, signal);
-      if (performance.now() - due <= this.options.maxLatenessMs || attempt > 3) return reservation;
-      // The slot's tokens were booked; hand them back (with the next booking).
-      this.pending.tokenDelta -= estimatedTokens;
+      const lateMs = performance.now() - due;
+      if (lateMs <= this.options.maxLatenessMs) return reservation;
+      return this.sendLate(reservation, lateMs, estimatedTokens);
     }
+  }
+
+  /**
+   * A caller woke up `lateMs` after its slot (a busy event loop). Sent now, its request stays in
+   * DashScope's 1-second window `lateMs` longer than its slot allowed and would crowd the window a
+   * second later; so it books the next free slot, beyond the horizon if need be, and leaves that
+   * one empty. (Giving the late slot up and waiting for a new one cost the same slot and, late
+   * again, more: a worker whose event loop was busy two thirds of the time delivered half its
+   * rate.)
+   *
+   * Both slots stay booked, and the delivery-rate estimate counts a booked slot that was never
+   * sent as one DashScope did not refuse (gate-common-lua.ts).
+   */
+  async sendLate(missed: Reservation, lateMs: number, estimatedTokens: number): Promise<Reservation> {
+    const { sent, tokenDelta } = this.takePending();
+    await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, sent, tokenDelta, Number.MAX_SAFE_INTEGER);
+    // Counted by the time it actually leaves, on the gate's clock.
+    return { ...missed, waitMs: 0, slotMs: missed.slotMs + lateMs };
   }
 
   /**
@@ -262,10 +281,11 @@ export class RateGate {
   }
 
   /**
-   * A 429 arrived: skip a slot for everyone, and when it shows the limit is lower than the gate
-   * believed, learn the limit from what the provider accepted.
+   * A 429 arrived for a request sent at `slotMs` (now when not given): skip a slot for everyone,
+   * and when it shows the limit is lower than the gate believed, learn the limit from what the
+   * provider accepted.
    */
-  async throttled(kind: RateLimitKind): Promise<ThrottleVerdict> {
+  async throttled(kind: RateLimitKind, slotMs?: number): Promise<ThrottleVerdict> {
     const code = kind === 'burst' ? 'b' : kind === 'tokens' ? 't' : 'r';
     const { sent, tokenDelta } = this.takePending();
     const o = this.options;
@@ -279,6 +299,7 @@ export class RateGate {
       sent,
       tokenDelta,
       o.nudge,
+      slotMs === undefined ? -1 : Math.floor(slotMs / 100),
     )) as [string, string?, string?];
     if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip' };
     return {

@@ -41,8 +41,9 @@ describe.skipIf(SKIP)('dashboard in a real browser', () => {
 
   beforeAll(async () => {
     // 900 requests a minute: the ~3,900-line job takes ~25 s, so the bar visibly moves. Burst 429s,
-    // as in dashboard-api.test.ts: random RateQuota ones let the gate learn a CPU-starved CI
-    // machine's rate (900 -> 360 a minute in a clean-clone run at bab3bc6; 37% after 30 s).
+    // as in dashboard-api.test.ts: random RateQuota ones can end the gate's slow start early and
+    // slow the job for tens of seconds (rate-gate.test.ts tests the gate on them); at bab3bc6,
+    // before the gate stopped ratcheting down on them, a clean-clone run was at 37% after 30 s.
     world = await startWorld({ faults: { latencyMs: { min: 20, median: 40, p99: 80 }, failRate429: { burst: 0.03 } } }, {
       EMBEDQ_QPM: '900',
       // The bar needs the total, known once the splitter has read the whole corpus; enough open

@@ -44,9 +44,9 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
 
   beforeAll(async () => {
     world = await startWorld(
-      // Burst 429s: the metrics need some 429s, not a learned limit. Random RateQuota 429s make the
-      // gate learn the rate it delivered, which on a loaded CI machine once fell to ~4 a second and
-      // kept this job past its deadline (a clean-clone run at 9e1b609).
+      // Burst 429s: the metrics need some 429s, not a learned limit. Random RateQuota 429s can end
+      // the gate's slow start early and slow the job for tens of seconds; at 9e1b609, before the
+      // gate stopped ratcheting down on them, they kept it past its deadline in a clean-clone run.
       { faults: { latencyMs: { min: 20, median: 40, p99: 80 }, failRate429: { burst: 0.05 } } },
       // 1,200 requests a minute: a ~1,900-line job takes ~10 s, long enough to watch it move.
       { EMBEDQ_QPM: '1200', DASHSCOPE_API_KEY: API_KEY },

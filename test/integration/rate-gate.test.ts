@@ -98,6 +98,25 @@ describe('RateGate (real Redis)', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(295);
   });
 
+  it('a caller that wakes up late leaves at once and pays with the next free slot, which stays empty', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 600, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
+    // 100 ms slots: the first now, the caller's at +100.
+    const first = await gate.reserve(1);
+    const acquired = gate.acquire(1);
+    await sleep(5); // its reservation is booked
+    // The event loop is busy for 130 ms: the caller wakes up ~35 ms after its slot.
+    const busyUntil = performance.now() + 130;
+    while (performance.now() < busyUntil);
+    const missed = await acquired;
+    // It left at once, not after waiting for another slot (+200, ~65 ms later) ...
+    expect(performance.now() - busyUntil).toBeLessThan(40);
+    // ... counted at the time it left, ~35 ms after its slot.
+    expect(missed.slotMs - first.slotMs).toBeGreaterThan(120);
+    expect(missed.waitMs).toBe(0);
+    // It paid with the slot at +200: the next caller gets +300.
+    expect((await gate.reserve(1)).slotMs - first.slotMs).toBe(300);
+  });
+
   it('applies EMBEDQ_RESERVE: the rate in force leaves that fraction of the limit unused', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e9 }, { targetUtilization: 1, reserve: 0.25, ...steady });
     const reservation = await gate.reserve(1);
@@ -175,6 +194,20 @@ describe('RateGate (real Redis)', () => {
     expect((await a.throttled('tokens')).action).toBe('skip');
   });
 
+  it('counts booked slots that were never sent as not refused: starved workers do not teach a lower limit', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
+    // Ten slots booked 10 ms apart; the workers, short of CPU, sent only seven: four accepted, three
+    // refused (the cluster below). The other three slots passed unused.
+    const slots = [];
+    for (let index = 0; index < 10; index += 1) slots.push((await gate.reserve(1)).slotMs);
+    for (const slotMs of slots.slice(0, 4)) gate.completed(1, 1, slotMs);
+    await sleep(800); // into the window the cut reads: requests sent 0.5 to 1.5 s ago
+    await saturate(gate, 12);
+    for (const slotMs of slots.slice(4, 6)) expect(await gate.throttled('requests', slotMs)).toEqual({ action: 'skip' });
+    // DashScope refused 3 of the 10 slots: the limit learned is 7 a second, not the 4 accepted.
+    expect(await gate.throttled('requests', slots[6])).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
+  });
+
   it('does not cut a limit believed right for a few 429s among many accepted requests', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
     // 50 accepted in the last second: a few quick 429s at the configured limit are jitter, 5 (10%)
@@ -210,6 +243,54 @@ describe('RateGate (real Redis)', () => {
     // third gives back the limit the nudges started from and turns nudges off.
     expect(verdicts).toEqual(['nudge 1080', 'nudge 972', 'nudge 960', 'skip', 'skip', 'restore 1200', 'skip', 'skip']);
     expect((await gate.state()).learned.requestsPerMinute).toBe(1200);
+  });
+
+  it('under a learned limit, 429s that keep coming one at a time nudge it; they make no cluster', async () => {
+    const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
+    const gate = new RateGate(redisA, key(), limits, { targetUtilization: 1, ...steady });
+    const accept = async (count: number): Promise<void> => {
+      const { slotMs } = await gate.reserve(1);
+      for (let index = 0; index < count; index += 1) gate.completed(1, 1, slotMs - 800);
+      await saturate(gate);
+    };
+    await accept(20);
+    expect(await cluster(gate)).toMatchObject({ action: 'cut', learnedPerMinute: 1200 });
+    // Three 429s within 3 s of the cut, past its cooldown: counted over three seconds, as they once
+    // were, they made a cluster (and random 429s at 5% made one every ~10 s); one a second, they
+    // nudge (at most once a second).
+    const verdicts: string[] = [];
+    for (const pause of [1_100, 800, 800]) {
+      await sleep(pause);
+      await accept(5); // 3 429s are 10% of a second's accepted requests
+      const verdict = await gate.throttled('requests');
+      verdicts.push(verdict.action === 'skip' ? 'skip' : `${verdict.action} ${verdict.learnedPerMinute}`);
+    }
+    expect(verdicts).toEqual(['nudge 1080', 'skip', 'nudge 972']);
+  });
+
+  it("at a limit believed right, a cut reads only requests sent after the last cut's drain", async () => {
+    const limits = { requestsPerMinute: 600, tokensPerMinute: 1e12 };
+    // Every 429 is a cluster here (one, and 10% of the accepted): the cuts alone.
+    const gate = new RateGate(redisA, key(), limits, { targetUtilization: 1, ...steady, strikesToCut: 1 });
+    const acceptedAgo = async (count: number, agoMs: number): Promise<void> => {
+      const { slotMs } = await gate.reserve(1);
+      for (let index = 0; index < count; index += 1) gate.completed(1, 1, slotMs - agoMs);
+      await saturate(gate);
+    };
+    // 8 accepted a second: 600 a minute is cut to 480, and sending pauses 250 ms (the drain) after
+    // the four slots already booked, so it resumes 650 ms after the cut.
+    await acceptedAgo(8, 800);
+    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 480 });
+    // 1.1 s later, past the cooldown: the window the cut would read (sent 0.5 to 1.5 s ago) holds the
+    // drain, whose pause looks like a fall. No cut.
+    await sleep(1_100);
+    await acceptedAgo(6, 700);
+    expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    // 1.5 s after sending resumed (after the slots booked before the cut, and the drain), the
+    // window is all after the drain: the cut reads it.
+    await sleep(1_300);
+    await acceptedAgo(7, 700);
+    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
   });
 
   it('never nudges a configured limit: single 429s there only skip a slot', async () => {
