@@ -123,8 +123,14 @@ function figures(
 }
 
 /** Workers, a fresh emulator and a Redis prefix of their own for one scenario. */
-async function withSetup<T>(redisUrl: string, prefix: string, told: number, work: (services: Services, emulator: EmulatorProcess, workers: WorkerProcess[]) => Promise<T>): Promise<T> {
-  const emulator = await spawnEmulator(['--qpm', String(REAL_QPM), '--tpm', '0', '--token-counting', 'estimate', '--latency-ms', LATENCY]);
+async function withSetup<T>(
+  redisUrl: string,
+  prefix: string,
+  told: number,
+  work: (services: Services, emulator: EmulatorProcess, workers: WorkerProcess[]) => Promise<T>,
+  emulatorFlags: readonly string[] = [],
+): Promise<T> {
+  const emulator = await spawnEmulator(['--qpm', String(REAL_QPM), '--tpm', '0', '--token-counting', 'estimate', '--latency-ms', LATENCY, ...emulatorFlags]);
   const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redisUrl, EMBEDQ_REDIS_PREFIX: prefix, DASHSCOPE_BASE_URL: emulator.url, EMBEDQ_QPM: String(told), LOG_LEVEL: 'info' };
   delete env.DASHSCOPE_API_KEY;
   delete env.DASHSCOPE_REGION;
@@ -143,7 +149,10 @@ async function withSetup<T>(redisUrl: string, prefix: string, told: number, work
 }
 
 /** The scenarios by name, for `--scenario` (tuning one at a time). */
-export type AdaptiveScenario = 'unknown' | 'shared' | 'change' | 'frontier';
+export type AdaptiveScenario = 'unknown' | 'shared' | 'change' | 'random' | 'frontier';
+
+/** Random RateQuota 429s in the random-refusals scenario: refusals that do not depend on the rate. */
+const RANDOM_429_RATE = 0.05;
 
 /**
  * The frontier of the shared account (`--scenario frontier`, not in the default run): embedq told
@@ -251,6 +260,21 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
       results.push({ ...figure, share429HalvedAfter5s: share, secondsBackTo95: back });
       printCuts(workers, run);
     });
+    printResult(results.at(-1)!);
+  }
+  if (runs('random')) {
+    console.log(`\n7b. random refusals: told ${REAL_QPM} (right); the emulator also refuses ${RANDOM_429_RATE * 100}% of requests with RateQuota 429s at random`);
+    await withSetup(
+      redisUrl,
+      'bench-random',
+      REAL_QPM,
+      async (services, emulator, workers) => {
+        const run = await runJob(services, { ...base, prefix: 'bench-random', output: `${folder}/random`, emulator, told: REAL_QPM });
+        results.push(figures(`random RateQuota 429s (${RANDOM_429_RATE * 100}%), told the right quota`, await emulator.stats(), run));
+        printCuts(workers, run);
+      },
+      ['--fail-rate-429', `requests=${RANDOM_429_RATE}`],
+    );
     printResult(results.at(-1)!);
   }
   return results;

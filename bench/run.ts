@@ -34,11 +34,11 @@ import { reindexScenario } from './reindex.js';
 const QUICK = process.argv.includes('--quick');
 /**
  * `--only overhead` runs just scenarios 3 and 4, `--only quota` just 1 and 1b, `--only adaptive`
- * just 5-7, `--only reindex` just the reindex scenario (for tuning work); `--keep` keeps the work
+ * just 5-7b, `--only reindex` just the reindex scenario (for tuning work); `--keep` keeps the work
  * folder (profiles, outputs).
  */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
-/** With `--only adaptive`: `--scenario unknown|shared|change` runs just that one. */
+/** With `--only adaptive`: `--scenario unknown|shared|change|random` runs just that one. */
 const SCENARIO = process.argv.includes('--scenario') ? (process.argv[process.argv.indexOf('--scenario') + 1] as AdaptiveScenario) : undefined;
 const QPM = 6_000;
 const TPM = 24_000_000;

@@ -106,10 +106,10 @@ local function in_force(lw, k, ss)
 end
 -- Traffic in 100 ms buckets by the time each request was sent (a ring of 34: the last three full
 -- seconds, the current bucket and slots booked up to 300 ms ahead). Per bucket: ak slots booked,
--- ar and at requests and tokens the provider accepted, af requests it refused (429s). The
--- provider counts arrivals, so the send time is what matters: counted at completion, responses
--- bunched by latency jitter showed 22 accepted in a second of a 20-a-second limit, and that became
--- a learned limit above the real one.
+-- as requests sent, ar and at requests and tokens the provider accepted. The provider counts
+-- arrivals, so the send time is what matters: counted at completion, responses bunched by latency
+-- jitter showed 22 accepted in a second of a 20-a-second limit, and that became a learned limit
+-- above the real one.
 local RING = 34
 local function bucket_add(now, bid, field, n, float)
   local id = math.floor(now / 100)
@@ -119,7 +119,7 @@ local function bucket_add(now, bid, field, n, float)
   local i = bid % RING
   local held = tonumber(redis.call('HGET', S, 'ab' .. i) or '-1')
   if held > bid then return end
-  if held < bid then redis.call('HSET', S, 'ab' .. i, bid, 'ak' .. i, 0, 'ar' .. i, 0, 'at' .. i, 0, 'af' .. i, 0) end
+  if held < bid then redis.call('HSET', S, 'ab' .. i, bid, 'ak' .. i, 0, 'as' .. i, 0, 'ar' .. i, 0, 'at' .. i, 0) end
   if float then
     redis.call('HINCRBYFLOAT', S, field .. i, n)
   else
@@ -130,26 +130,26 @@ end
 local function count_booked(now, slot)
   bucket_add(now, math.floor(slot / 100), 'ak', 1)
 end
--- A 429 for a request sent in bucket bid (-1: now).
-local function count_refused(now, bid)
-  bucket_add(now, bid, 'af', 1)
-end
--- Accepted requests, folded by a process: "bucket:requests:tokens,..." (bucket -1: now).
-local function record(now, sent)
-  for b, r, t in string.gmatch(sent, '(-?%d+):(%d+):([%d.]+)') do
+-- A process's folded counts: "bucket:sent:accepted:tokens,..." (bucket -1: now).
+local function record(now, folded)
+  for b, n, r, t in string.gmatch(folded, '(-?%d+):(%d+):(%d+):([%d.]+)') do
     local bid = tonumber(b)
-    bucket_add(now, bid, 'ar', tonumber(r))
-    bucket_add(now, bid, 'at', t, true)
+    if n ~= '0' then bucket_add(now, bid, 'as', tonumber(n)) end
+    if r ~= '0' then
+      bucket_add(now, bid, 'ar', tonumber(r))
+      bucket_add(now, bid, 'at', t, true)
+    end
   end
 end
 -- What the provider let through in one second, per minute, from the 100 ms buckets (by send time),
 -- read once for both estimates.
 -- Slots the schedule booked that were never sent (a worker whose busy event loop woke up late for
--- them, a response not yet counted) were not refused: a window's count is at least its booked slots
--- less its 429s. Counting only what starved workers managed to send, a 429 taught a limit below the
--- account's, which starved them further (measured: 900 a minute learned as 420, then nudged to 240,
--- on random RateQuota 429s while the event loop was busy two thirds of the time); as TCP BBR does
--- not let app-limited samples lower its estimate. Tokens are scaled by the same factor.
+-- them) were not refused, and count as accepted. Counting only what starved workers managed to
+-- send, a 429 taught a limit below the account's, which starved them further (measured: 900 a
+-- minute learned as 420, then nudged to 240, on random RateQuota 429s while the event loop was busy
+-- two thirds of the time); TCP BBR likewise does not let sender-limited samples lower its
+-- estimate. Requests still in flight are not credited: a probe's last ones, credited as accepted,
+-- once learned more than another client left. Tokens are scaled by the same factor.
 -- best: the most in any 1-second window of the last three seconds (the current bucket left out):
 -- the delivery-rate estimate, a windowed max as TCP BBR keeps. A mean is dragged down by a second
 -- the senders left short (a drained schedule) and then becomes a learned limit far below the real
@@ -158,26 +158,26 @@ end
 -- the provider lets through now, after a fall.
 local function accepted_per_minute(now)
   local id = math.floor(now / 100)
-  local r, t, k, f = {}, {}, {}, {}
+  local r, t, k, n = {}, {}, {}, {}
   for back = 1, 30 do
     local bid = id - back
     local i = bid % RING
-    local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i, 'ak' .. i, 'af' .. i)
+    local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i, 'ak' .. i, 'as' .. i)
     if tonumber(b[1] or '-1') == bid then
-      r[back], t[back], k[back], f[back] = tonumber(b[2] or '0'), tonumber(b[3] or '0'), tonumber(b[4] or '0'), tonumber(b[5] or '0')
+      r[back], t[back], k[back], n[back] = tonumber(b[2] or '0'), tonumber(b[3] or '0'), tonumber(b[4] or '0'), tonumber(b[5] or '0')
     else
-      r[back], t[back], k[back], f[back] = 0, 0, 0, 0
+      r[back], t[back], k[back], n[back] = 0, 0, 0, 0
     end
   end
   local function window(last)
-    local wr, wt, wk, wf = 0, 0, 0, 0
+    local wr, wt, wk, wn = 0, 0, 0, 0
     for back = last, last + 9 do
-      wr, wt, wk, wf = wr + r[back], wt + t[back], wk + k[back], wf + f[back]
+      wr, wt, wk, wn = wr + r[back], wt + t[back], wk + k[back], wn + n[back]
     end
-    local unrefused = wk - wf
-    if unrefused > wr then
-      if wr > 0 then wt = wt * unrefused / wr end
-      wr = unrefused
+    local unsent = wk - wn
+    if unsent > 0 then
+      if wr > 0 then wt = wt * (wr + unsent) / wr end
+      wr = wr + unsent
     end
     return wr, wt
   end
@@ -245,7 +245,7 @@ local function advance(now, lw)
   redis.call('HSET', S, 'seen', now)
   return ss
 end
--- Applies a process's folded settlements: accepted requests and the token schedule's correction.
+-- Applies a process's folded settlements: sent and accepted requests, and the token schedule's correction.
 local function settle(now, lw, ss, sent, delta)
   record(now, sent)
   if delta ~= 0 then

@@ -6,8 +6,8 @@
 import { COMMON_LUA } from './gate-common-lua.js';
 
 /**
- * ARGV[15] estimated tokens, [16..17] folded settlements (accepted by send bucket, token
- * correction), [18] booking horizon ms. Returns the wait in ms, both rates in force and the slot's
+ * ARGV[15] estimated tokens, [16..17] folded settlements (sent and accepted by send bucket,
+ * token correction), [18] booking horizon ms. Returns the wait in ms, both rates in force and the slot's
  * time (Redis clock); a negative wait means "not booked: ask again in -wait ms".
  */
 export const RESERVE_LUA = `${COMMON_LUA}
@@ -33,8 +33,7 @@ return { tostring(send - now), tostring(rr), tostring(rt), tostring(send) }
 
 /**
  * ARGV[15] kind (r, t or b for burst), [16] strikes that cut a limit believed right, [17] strike
- * window ms, [18] cooldown ms, [19..20] folded settlements, [21] nudge step, [22] the refused
- * request's send bucket (-1: now). Returns the action
+ * window ms, [18] cooldown ms, [19..20] folded settlements, [21] nudge step. Returns the action
  * (skip, nudge, restore, cut) and, after anything but a skip, the learned limit and the new rate
  * in force. S's `kImm`: nudges off until then.
  */
@@ -43,7 +42,6 @@ local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
 settle(now, lw, ss, ARGV[19], tonumber(ARGV[20]))
-count_refused(now, tonumber(ARGV[22]))
 local k = ARGV[15]
 local cooldown, nudgeStep = tonumber(ARGV[18]), tonumber(ARGV[21])
 -- Only a 429 that meets a saturated schedule (callers queueing for slots) says something about the
@@ -204,6 +202,13 @@ if before > W then
 end
 redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now, k .. 'Res', resumed, k .. 'N', N, k .. 'F', W * 0.8)
 redis.call('HDEL', L, k .. 'T0', k .. 'Tq')
+-- A cluster at a limit believed right: the limit itself fell. A nudge just before it (the first
+-- 429s of the fall, before they clustered) did not show another client, and its longest holds
+-- would keep a restored quota unused for a minute (measured: 61 s at 9 of 20 a second).
+if not ramping then
+  redis.call('HDEL', L, k .. 'Sh')
+  lw[k .. 'Sh'] = nil
+end
 redis.call('PEXPIRE', L, ttl)
 redis.call('HDEL', S, 'ss')
 redis.call('HSET', S, k .. 'S', 0)

@@ -27,8 +27,9 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  * With nothing learned, traffic after an idle spell starts slowly (doubling every
  * `slowStartDoublingMs`), so an unknown limit is met at a rate close to it, not five times over.
  *
- * Redis round trips: one per request (two for a caller that woke up late for its slot). Token settlements and accepted-request counts are folded
- * into the process's next reservation (or 429 report) instead of a call of their own.
+ * Redis round trips: one per request (two for a caller that woke up late for its slot). Token
+ * settlements and sent and accepted counts are folded into the process's next reservation (or 429
+ * report) instead of a call of their own.
  */
 export interface RateLimits {
   requestsPerMinute: number;
@@ -235,12 +236,13 @@ export class RateGate {
         await sleep(reservation.waitMs + Math.random() * this.options.horizonMs * 0.5, signal);
         continue;
       }
-      if (reservation.waitMs === 0) return reservation;
-      const due = performance.now() + reservation.waitMs;
-      await sleep(reservation.waitMs, signal);
-      const lateMs = performance.now() - due;
-      if (lateMs <= this.options.maxLatenessMs) return reservation;
-      return this.sendLate(reservation, lateMs, estimatedTokens);
+      if (reservation.waitMs > 0) {
+        const due = performance.now() + reservation.waitMs;
+        await sleep(reservation.waitMs, signal);
+        const lateMs = performance.now() - due;
+        if (lateMs > this.options.maxLatenessMs) return this.sent(await this.sendLate(reservation, lateMs, estimatedTokens));
+      }
+      return this.sent(reservation);
     }
   }
 
@@ -253,9 +255,9 @@ export class RateGate {
    * rate.)
    *
    * Both slots stay booked, and the delivery-rate estimate counts a booked slot that was never
-   * sent as one DashScope did not refuse (gate-common-lua.ts).
+   * sent as one DashScope accepted (gate-common-lua.ts).
    */
-  async sendLate(missed: Reservation, lateMs: number, estimatedTokens: number): Promise<Reservation> {
+  private async sendLate(missed: Reservation, lateMs: number, estimatedTokens: number): Promise<Reservation> {
     const { sent, tokenDelta } = this.takePending();
     await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, sent, tokenDelta, Number.MAX_SAFE_INTEGER);
     // Counted by the time it actually leaves, on the gate's clock.
@@ -267,11 +269,9 @@ export class RateGate {
    * not given), for the delivery-rate estimate, and settles its tokens.
    */
   completed(estimatedTokens: number, actualTokens: number, slotMs?: number): void {
-    const bucket = slotMs === undefined ? -1 : Math.floor(slotMs / 100);
-    const counted = this.pending.sent.get(bucket) ?? { requests: 0, tokens: 0 };
-    counted.requests += 1;
+    const counted = this.bucket(slotMs);
+    counted.accepted += 1;
     counted.tokens += actualTokens;
-    this.pending.sent.set(bucket, counted);
     this.pending.tokenDelta += actualTokens - estimatedTokens;
   }
 
@@ -281,11 +281,10 @@ export class RateGate {
   }
 
   /**
-   * A 429 arrived for a request sent at `slotMs` (now when not given): skip a slot for everyone,
-   * and when it shows the limit is lower than the gate believed, learn the limit from what the
-   * provider accepted.
+   * A 429 arrived: skip a slot for everyone, and when it shows the limit is lower than the gate
+   * believed, learn the limit from what the provider accepted.
    */
-  async throttled(kind: RateLimitKind, slotMs?: number): Promise<ThrottleVerdict> {
+  async throttled(kind: RateLimitKind): Promise<ThrottleVerdict> {
     const code = kind === 'burst' ? 'b' : kind === 'tokens' ? 't' : 'r';
     const { sent, tokenDelta } = this.takePending();
     const o = this.options;
@@ -299,7 +298,6 @@ export class RateGate {
       sent,
       tokenDelta,
       o.nudge,
-      slotMs === undefined ? -1 : Math.floor(slotMs / 100),
     )) as [string, string?, string?];
     if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip' };
     return {
@@ -325,15 +323,42 @@ export class RateGate {
     };
   }
 
-  /** The folded settlements as the scripts take them: `bucket:requests:tokens,...` and the token correction. */
+  /**
+   * The request leaves: counted in its slot's bucket, so that the delivery-rate estimate can tell
+   * a booked slot never sent from a request still in flight. {@link acquire} calls it; a caller of
+   * {@link reserve} calls it when it sends.
+   */
+  sent(reservation: Reservation): Reservation {
+    this.bucket(reservation.slotMs).sent += 1;
+    return reservation;
+  }
+
+  /** The folded counts of the 100 ms bucket of `slotMs` (now when not given). */
+  private bucket(slotMs: number | undefined): BucketCounts {
+    const id = slotMs === undefined ? -1 : Math.floor(slotMs / 100);
+    let counts = this.pending.buckets.get(id);
+    if (!counts) {
+      counts = { sent: 0, accepted: 0, tokens: 0 };
+      this.pending.buckets.set(id, counts);
+    }
+    return counts;
+  }
+
+  /** The folded settlements as the scripts take them: `bucket:sent:accepted:tokens,...` and the token correction. */
   private takePending(): { sent: string; tokenDelta: number } {
     const taken = this.pending;
     this.pending = emptySettlements();
-    const sent = [...taken.sent].map(([bucket, { requests, tokens }]) => `${bucket}:${requests}:${tokens}`).join(',');
+    const sent = [...taken.buckets].map(([id, { sent, accepted, tokens }]) => `${id}:${sent}:${accepted}:${tokens}`).join(',');
     return { sent, tokenDelta: taken.tokenDelta };
   }
 }
 
-function emptySettlements(): { sent: Map<number, { requests: number; tokens: number }>; tokenDelta: number } {
-  return { sent: new Map(), tokenDelta: 0 };
+interface BucketCounts {
+  sent: number;
+  accepted: number;
+  tokens: number;
+}
+
+function emptySettlements(): { buckets: Map<number, BucketCounts>; tokenDelta: number } {
+  return { buckets: new Map(), tokenDelta: 0 };
 }

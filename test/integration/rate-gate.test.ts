@@ -29,9 +29,9 @@ describe('RateGate (real Redis)', () => {
   /** No slow start, no booking horizon: these cases look at the schedule itself. */
   const steady = { slowStartFraction: 1, horizonMs: 60_000 };
 
-  /** Callers queueing for slots: only 429s that meet a saturated schedule teach the gate anything. */
+  /** Callers queueing for slots (and sending in them): only 429s that meet a saturated schedule teach the gate anything. */
   const saturate = async (gate: RateGate, slots = 4): Promise<void> => {
-    for (let index = 0; index < slots; index += 1) await gate.reserve(0);
+    for (let index = 0; index < slots; index += 1) gate.sent(await gate.reserve(0));
   };
   /** Ramping, a cluster of 429s (3, the default strikesToCut) ends the ramp; fewer skip a slot. */
   const cluster = async (gate: RateGate): Promise<Awaited<ReturnType<RateGate['throttled']>>> => {
@@ -194,18 +194,23 @@ describe('RateGate (real Redis)', () => {
     expect((await a.throttled('tokens')).action).toBe('skip');
   });
 
-  it('counts booked slots that were never sent as not refused: starved workers do not teach a lower limit', async () => {
+  it('counts a booked slot never sent as accepted, and a request in flight as neither: starved workers do not teach a lower limit', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
-    // Ten slots booked 10 ms apart; the workers, short of CPU, sent only seven: four accepted, three
-    // refused (the cluster below). The other three slots passed unused.
-    const slots = [];
-    for (let index = 0; index < 10; index += 1) slots.push((await gate.reserve(1)).slotMs);
-    for (const slotMs of slots.slice(0, 4)) gate.completed(1, 1, slotMs);
+    // Twelve slots booked 10 ms apart. Workers short of CPU never sent three of them (booked with
+    // reserve alone); of the nine sent, four were accepted, three refused (the cluster below) and
+    // two are still in flight.
+    const sent = [];
+    for (let index = 0; index < 12; index += 1) {
+      if (index % 4 === 3) await gate.reserve(1);
+      else sent.push(await gate.acquire(1));
+    }
+    for (const { slotMs } of sent.slice(0, 4)) gate.completed(1, 1, slotMs);
     await sleep(800); // into the window the cut reads: requests sent 0.5 to 1.5 s ago
     await saturate(gate, 12);
-    for (const slotMs of slots.slice(4, 6)) expect(await gate.throttled('requests', slotMs)).toEqual({ action: 'skip' });
-    // DashScope refused 3 of the 10 slots: the limit learned is 7 a second, not the 4 accepted.
-    expect(await gate.throttled('requests', slots[6])).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
+    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    // DashScope accepted 4 and never saw 3: the limit learned is 7 a second, not the 4 accepted
+    // (nor 9, had the two in flight counted).
+    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
   });
 
   it('does not cut a limit believed right for a few 429s among many accepted requests', async () => {
@@ -249,7 +254,7 @@ describe('RateGate (real Redis)', () => {
     const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
     const gate = new RateGate(redisA, key(), limits, { targetUtilization: 1, ...steady });
     const accept = async (count: number): Promise<void> => {
-      const { slotMs } = await gate.reserve(1);
+      const { slotMs } = gate.sent(await gate.reserve(1));
       for (let index = 0; index < count; index += 1) gate.completed(1, 1, slotMs - 800);
       await saturate(gate);
     };
@@ -273,7 +278,7 @@ describe('RateGate (real Redis)', () => {
     // Every 429 is a cluster here (one, and 10% of the accepted): the cuts alone.
     const gate = new RateGate(redisA, key(), limits, { targetUtilization: 1, ...steady, strikesToCut: 1 });
     const acceptedAgo = async (count: number, agoMs: number): Promise<void> => {
-      const { slotMs } = await gate.reserve(1);
+      const { slotMs } = gate.sent(await gate.reserve(1));
       for (let index = 0; index < count; index += 1) gate.completed(1, 1, slotMs - agoMs);
       await saturate(gate);
     };
@@ -291,6 +296,34 @@ describe('RateGate (real Redis)', () => {
     await sleep(1_300);
     await acceptedAgo(7, 700);
     expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
+  });
+
+  it('a cut at a limit believed right forgets that a nudge showed another client: the limit itself fell', async () => {
+    const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
+    const gateKey = key();
+    const cutter = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, ...steady });
+    const nudger = new RateGate(redisB, gateKey, limits, { targetUtilization: 1, ...steady, strikesToCut: 100 });
+    const acceptedAgo = async (count: number, agoMs: number): Promise<void> => {
+      const { slotMs } = cutter.sent(await cutter.reserve(1));
+      for (let index = 0; index < count; index += 1) cutter.completed(1, 1, slotMs - agoMs);
+      await saturate(cutter);
+    };
+    await acceptedAgo(20, 800);
+    expect(await cluster(cutter)).toMatchObject({ action: 'cut', learnedPerMinute: 1200 });
+    await sleep(1_100);
+    expect(await nudger.throttled('requests')).toMatchObject({ action: 'nudge', learnedPerMinute: 1080 });
+    expect((await cutter.state()).shared).toBe(true);
+    // Past the drain (1 s) and the window after it: 10 accepted a second, then a cluster. Its first
+    // 429 nudges again, and the third cuts to what was accepted.
+    await sleep(1_600);
+    await acceptedAgo(10, 700);
+    const verdicts = [];
+    for (let index = 0; index < 3; index += 1) verdicts.push((await cutter.throttled('requests')).action);
+    expect(verdicts).toEqual(['nudge', 'skip', 'cut']);
+    const state = await cutter.state();
+    expect(state.learned.requestsPerMinute).toBe(600);
+    // The longest holds were for a neighbour; this was a fall, and the next probe comes after 16 s.
+    expect(state.shared).toBe(false);
   });
 
   it('never nudges a configured limit: single 429s there only skip a slot', async () => {
