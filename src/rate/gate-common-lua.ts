@@ -4,13 +4,13 @@
  * Lua runs atomically in Redis so every worker on every machine shares one schedule and one
  * learned limit. See rate-gate.ts for the behaviour; this file is the arithmetic.
  *
- * KEYS[1]: the schedule hash (slot times, accepted-traffic buckets, slow start, strikes); expires
- * after an hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the
- * learned limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut,
- * `kCut` when, `kRes` when sending resumed after its drain, `kN` probes that confirmed it, `kF` the floor nudges stop at, `kNudge` the last
- * nudge, `kT0` the limit before the nudges, `kTq` 429s met at the nudges' floor, `kSh` set once a
- * nudge showed a client we cannot see shares the limit); its TTL is set when a limit is learned
- * and is not extended by traffic.
+ * KEYS[1]: the schedule hash (slot times, traffic buckets, slow start, strikes); expires after an
+ * hour idle. KEYS[2]: the learned limit hash (per request/token kind `k` = r|t: `kW` the learned
+ * limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut, `kCut`
+ * when, `kRes` when sending resumed after its drain, `kN` probes that confirmed it, `kF` the floor
+ * nudges stop at, `kNudge` the last nudge, `kT0` the limit before the nudges, `kTq` 429s met at the
+ * nudges' floor, `kSh` set once a nudge showed a client we cannot see shares the limit); its TTL is
+ * set when a limit is learned and is not extended by traffic.
  *
  * ARGV[1..14], shared by every script: configured requests and tokens per minute, target
  * utilisation, reserve, learned TTL (ms), cubic growth coefficient (per s³, relative to the learned
@@ -245,7 +245,8 @@ local function advance(now, lw)
   redis.call('HSET', S, 'seen', now)
   return ss
 end
--- Applies a process's folded settlements: sent and accepted requests, and the token schedule's correction.
+-- Applies a process's folded settlements: sent and accepted requests, and the token schedule's
+-- correction.
 local function settle(now, lw, ss, sent, delta)
   record(now, sent)
   if delta ~= 0 then

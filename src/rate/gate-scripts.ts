@@ -6,8 +6,8 @@
 import { COMMON_LUA } from './gate-common-lua.js';
 
 /**
- * ARGV[15] estimated tokens, [16..17] folded settlements (sent and accepted by send bucket,
- * token correction), [18] booking horizon ms. Returns the wait in ms, both rates in force and the slot's
+ * ARGV[15] estimated tokens, [16..17] folded settlements (sent and accepted by send bucket, token
+ * correction), [18] booking horizon ms. Returns the wait in ms, both rates in force and the slot's
  * time (Redis clock); a negative wait means "not booked: ask again in -wait ms".
  */
 export const RESERVE_LUA = `${COMMON_LUA}
@@ -69,7 +69,7 @@ local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
 -- Strikes count within one window. (Counted over three under a learned limit, 5% random 429s made
 -- a cluster every ~10 s, and each cut started the nudges below afresh, so they never reached the
 -- floor that shows such 429s do not depend on the rate: 900 a minute fell to 192 in 35 s. 429s
--- that keep coming one or two a second under a learned limit measured high are what nudges are for.)
+-- that keep coming one or two a second under a limit learned too high are what nudges are for.)
 local strikeWindow = tonumber(ARGV[17])
 if now - strikeAt > strikeWindow then
   strikeAt = now
