@@ -111,33 +111,34 @@ end
 -- jitter showed 22 accepted in a second of a 20-a-second limit, and that became a learned limit
 -- above the real one.
 local RING = 34
-local function bucket_add(now, bid, field, n, float)
+-- The ring index of bucket bid (-1: now), reset when it held an older bucket; nil when the bucket
+-- is out of the ring's range or already overwritten by a newer one.
+local function bucket_index(now, bid)
   local id = math.floor(now / 100)
   if bid < 0 then bid = id end
   if bid > id + 3 then bid = id + 3 end
-  if bid <= id - 31 then return end
+  if bid <= id - 31 then return nil end
   local i = bid % RING
   local held = tonumber(redis.call('HGET', S, 'ab' .. i) or '-1')
-  if held > bid then return end
+  if held > bid then return nil end
   if held < bid then redis.call('HSET', S, 'ab' .. i, bid, 'ak' .. i, 0, 'as' .. i, 0, 'ar' .. i, 0, 'at' .. i, 0) end
-  if float then
-    redis.call('HINCRBYFLOAT', S, field .. i, n)
-  else
-    redis.call('HINCRBY', S, field .. i, n)
-  end
+  return i
 end
 -- A slot booked at slot (ms, gate clock).
 local function count_booked(now, slot)
-  bucket_add(now, math.floor(slot / 100), 'ak', 1)
+  local i = bucket_index(now, math.floor(slot / 100))
+  if i then redis.call('HINCRBY', S, 'ak' .. i, 1) end
 end
 -- A process's folded counts: "bucket:sent:accepted:tokens,..." (bucket -1: now).
 local function record(now, folded)
   for b, n, r, t in string.gmatch(folded, '(-?%d+):(%d+):(%d+):([%d.]+)') do
-    local bid = tonumber(b)
-    if n ~= '0' then bucket_add(now, bid, 'as', tonumber(n)) end
-    if r ~= '0' then
-      bucket_add(now, bid, 'ar', tonumber(r))
-      bucket_add(now, bid, 'at', t, true)
+    local i = bucket_index(now, tonumber(b))
+    if i then
+      if n ~= '0' then redis.call('HINCRBY', S, 'as' .. i, n) end
+      if r ~= '0' then
+        redis.call('HINCRBY', S, 'ar' .. i, r)
+        redis.call('HINCRBYFLOAT', S, 'at' .. i, t)
+      end
     end
   end
 end

@@ -33,6 +33,12 @@ describe('RateGate (real Redis)', () => {
   const saturate = async (gate: RateGate, slots = 4): Promise<void> => {
     for (let index = 0; index < slots; index += 1) gate.sent(await gate.reserve(0));
   };
+  /** `count` requests accepted, sent `agoMs` before a slot just taken; then callers queue. */
+  const acceptedAgo = async (gate: RateGate, count: number, agoMs: number): Promise<void> => {
+    const { slotMs } = gate.sent(await gate.reserve(1));
+    for (let index = 0; index < count; index += 1) gate.completed(1, 1, slotMs - agoMs);
+    await saturate(gate);
+  };
   /** Ramping, a cluster of 429s (3, the default strikesToCut) ends the ramp; fewer skip a slot. */
   const cluster = async (gate: RateGate): Promise<Awaited<ReturnType<RateGate['throttled']>>> => {
     for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
@@ -253,12 +259,7 @@ describe('RateGate (real Redis)', () => {
   it('under a learned limit, 429s that keep coming one at a time nudge it; they make no cluster', async () => {
     const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
     const gate = new RateGate(redisA, key(), limits, { targetUtilization: 1, ...steady });
-    const accept = async (count: number): Promise<void> => {
-      const { slotMs } = gate.sent(await gate.reserve(1));
-      for (let index = 0; index < count; index += 1) gate.completed(1, 1, slotMs - 800);
-      await saturate(gate);
-    };
-    await accept(20);
+    await acceptedAgo(gate, 20, 800);
     expect(await cluster(gate)).toMatchObject({ action: 'cut', learnedPerMinute: 1200 });
     // Three 429s within 3 s of the cut, past its cooldown: counted over three seconds, as they once
     // were, they made a cluster (and random 429s at 5% made one every ~10 s); one a second, they
@@ -266,7 +267,7 @@ describe('RateGate (real Redis)', () => {
     const verdicts: string[] = [];
     for (const pause of [1_100, 800, 800]) {
       await sleep(pause);
-      await accept(5); // 3 429s are 10% of a second's accepted requests
+      await acceptedAgo(gate, 5, 800); // 3 429s are 10% of a second's accepted requests
       const verdict = await gate.throttled('requests');
       verdicts.push(verdict.action === 'skip' ? 'skip' : `${verdict.action} ${verdict.learnedPerMinute}`);
     }
@@ -277,24 +278,19 @@ describe('RateGate (real Redis)', () => {
     const limits = { requestsPerMinute: 600, tokensPerMinute: 1e12 };
     // Every 429 is a cluster here (one, and 10% of the accepted): the cuts alone.
     const gate = new RateGate(redisA, key(), limits, { targetUtilization: 1, ...steady, strikesToCut: 1 });
-    const acceptedAgo = async (count: number, agoMs: number): Promise<void> => {
-      const { slotMs } = gate.sent(await gate.reserve(1));
-      for (let index = 0; index < count; index += 1) gate.completed(1, 1, slotMs - agoMs);
-      await saturate(gate);
-    };
     // 8 accepted a second: 600 a minute is cut to 480, and sending pauses 250 ms (the drain) after
     // the four slots already booked, so it resumes 650 ms after the cut.
-    await acceptedAgo(8, 800);
+    await acceptedAgo(gate, 8, 800);
     expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 480 });
     // 1.1 s later, past the cooldown: the window the cut would read (sent 0.5 to 1.5 s ago) holds the
     // drain, whose pause looks like a fall. No cut.
     await sleep(1_100);
-    await acceptedAgo(6, 700);
+    await acceptedAgo(gate, 6, 700);
     expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
     // 1.5 s after sending resumed (after the slots booked before the cut, and the drain), the
     // window is all after the drain: the cut reads it.
     await sleep(1_300);
-    await acceptedAgo(7, 700);
+    await acceptedAgo(gate, 7, 700);
     expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
   });
 
@@ -303,12 +299,7 @@ describe('RateGate (real Redis)', () => {
     const gateKey = key();
     const cutter = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, ...steady });
     const nudger = new RateGate(redisB, gateKey, limits, { targetUtilization: 1, ...steady, strikesToCut: 100 });
-    const acceptedAgo = async (count: number, agoMs: number): Promise<void> => {
-      const { slotMs } = cutter.sent(await cutter.reserve(1));
-      for (let index = 0; index < count; index += 1) cutter.completed(1, 1, slotMs - agoMs);
-      await saturate(cutter);
-    };
-    await acceptedAgo(20, 800);
+    await acceptedAgo(cutter, 20, 800);
     expect(await cluster(cutter)).toMatchObject({ action: 'cut', learnedPerMinute: 1200 });
     await sleep(1_100);
     expect(await nudger.throttled('requests')).toMatchObject({ action: 'nudge', learnedPerMinute: 1080 });
@@ -316,7 +307,7 @@ describe('RateGate (real Redis)', () => {
     // Past the drain (1 s) and the window after it: 10 accepted a second, then a cluster. Its first
     // 429 nudges again, and the third cuts to what was accepted.
     await sleep(1_600);
-    await acceptedAgo(10, 700);
+    await acceptedAgo(cutter, 10, 700);
     const verdicts = [];
     for (let index = 0; index < 3; index += 1) verdicts.push((await cutter.throttled('requests')).action);
     expect(verdicts).toEqual(['nudge', 'skip', 'cut']);
