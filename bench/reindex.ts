@@ -40,14 +40,7 @@ export async function reindexScenario(folder: string, lines: number, wideLines: 
   const second = await run({ corpus, lines, workers, job: { ...job, reuse: firstOutput }, output: path.join(folder, 'reindex-second') });
   console.log({ second });
   const share = second.seconds / first.seconds;
-  const wideJob: Partial<JobOptionsInput> = { dimension: 1024, outputType: 'dense&sparse' };
-  const wideCorpus = await benchCorpus(folder, wideLines);
-  const wideFirstOutput = path.join(folder, 'reindex-wide-first');
-  console.log(`\n5b. reindex: ${wideLines} lines (dimension 1024, dense&sparse), ${workers} workers, no quota; first run, then --reuse of it`);
-  const wideFirst = await runUnlimited({ corpus: wideCorpus, lines: wideLines, workers, job: wideJob, output: wideFirstOutput });
-  const wideSecond = await runUnlimited({ corpus: wideCorpus, lines: wideLines, workers, job: { ...wideJob, reuse: wideFirstOutput }, output: path.join(folder, 'reindex-wide-second') });
-  console.log({ wideFirst, wideSecond });
-  const mb = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+  const { wideFirst, wideSecond } = await wideReindex(folder, wideLines, workers, runUnlimited);
   const table = [
     `Measured ${new Date().toISOString()} with \`npm run bench\` (its reindex scenario; alone: \`-- --only reindex\`).`,
     '',
@@ -69,3 +62,21 @@ export async function reindexScenario(folder: string, lines: number, wideLines: 
   await writeFile(path.join(results, 'reindex.json'), `${JSON.stringify({ date: new Date().toISOString(), lines, quota, first, second, share, wide: { lines: wideLines, first: wideFirst, second: wideSecond } }, null, 2)}\n`);
   await writeFile(path.join(results, 'reindex.md'), `${table}\n`);
 }
+
+/**
+ * 5b alone: `--only reindex --scenario wide` runs just this (about a minute), to compare the
+ * workers' peak memory over repeated runs; it prints and writes no results file.
+ */
+export async function wideReindex(folder: string, wideLines: number, workers: number, runUnlimited: RunJob): Promise<{ wideFirst: RunFigures; wideSecond: RunFigures }> {
+  const wideJob: Partial<JobOptionsInput> = { dimension: 1024, outputType: 'dense&sparse' };
+  const wideCorpus = await benchCorpus(folder, wideLines);
+  const wideFirstOutput = path.join(folder, 'reindex-wide-first');
+  console.log(`\n5b. reindex: ${wideLines} lines (dimension 1024, dense&sparse), ${workers} workers, no quota; first run, then --reuse of it`);
+  const wideFirst = await runUnlimited({ corpus: wideCorpus, lines: wideLines, workers, job: wideJob, output: wideFirstOutput });
+  const wideSecond = await runUnlimited({ corpus: wideCorpus, lines: wideLines, workers, job: { ...wideJob, reuse: wideFirstOutput }, output: path.join(folder, 'reindex-wide-second') });
+  console.log({ wideFirst, wideSecond });
+  console.log(`5b peak worker RSS: first run ${mb(wideFirst.peakWorkerRssBytes)}, reindex ${mb(wideSecond.peakWorkerRssBytes)}; the reindex's largest parts (MB): ${memoryText(wideSecond.memoryBreakdown)}`);
+  return { wideFirst, wideSecond };
+}
+
+const mb = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MB`;

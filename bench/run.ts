@@ -29,7 +29,7 @@ import { measureClientCost } from './client-cost.js';
 import { benchCorpus } from './corpus.js';
 import { cpuSeconds, memoryText, percentile, rssBytes, spawnEmulator, spawnWorker, threadCpuSeconds, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
-import { reindexScenario } from './reindex.js';
+import { reindexScenario, type RunJob, wideReindex } from './reindex.js';
 
 const QUICK = process.argv.includes('--quick');
 /**
@@ -38,8 +38,11 @@ const QUICK = process.argv.includes('--quick');
  * folder (profiles, outputs).
  */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
-/** With `--only adaptive`: `--scenario unknown|shared|change|random` runs just that one. */
-const SCENARIO = process.argv.includes('--scenario') ? (process.argv[process.argv.indexOf('--scenario') + 1] as AdaptiveScenario) : undefined;
+/**
+ * With `--only adaptive`: `--scenario unknown|shared|change|random|frontier` runs just that one;
+ * with `--only reindex`: `--scenario wide` runs just 5b.
+ */
+const SCENARIO = process.argv.includes('--scenario') ? (process.argv[process.argv.indexOf('--scenario') + 1] as AdaptiveScenario | 'wide') : undefined;
 const QPM = 6_000;
 const TPM = 24_000_000;
 const WORKERS = 2;
@@ -327,18 +330,21 @@ async function main(): Promise<void> {
     const quotaCorpus = await benchCorpus(folder, QUOTA_LINES);
     const quotaLines = readFileSync(quotaCorpus, 'utf8').trimEnd().split('\n');
 
+    const wideLines = QUICK ? 10_000 : 30_000;
+    const runUnlimited = (options: Parameters<RunJob>[0]) => runEmbedq(context, { ...options, emulator: OVERHEAD_EMULATOR, unlimited: true });
     const reindex = () =>
       reindexScenario(
         folder,
         QUICK ? 20_000 : 200_000,
-        QUICK ? 10_000 : 30_000,
+        wideLines,
         WORKERS,
         `${QPM} QPM / ${TPM} TPM`,
         (options) => runEmbedq(context, { ...options, emulator: QUOTA_EMULATOR }),
-        (options) => runEmbedq(context, { ...options, emulator: OVERHEAD_EMULATOR, unlimited: true }),
+        runUnlimited,
       );
     if (ONLY === 'reindex') {
-      await reindex();
+      if (SCENARIO === 'wide') await wideReindex(folder, wideLines, WORKERS, runUnlimited);
+      else await reindex();
       return;
     }
     if (ONLY === 'overhead') {
@@ -346,7 +352,7 @@ async function main(): Promise<void> {
       return;
     }
     if (ONLY === 'adaptive') {
-      const table = adaptiveTable(await adaptiveScenarios(context.redisUrl, folder, QUICK, SCENARIO));
+      const table = adaptiveTable(await adaptiveScenarios(context.redisUrl, folder, QUICK, SCENARIO === 'wide' ? undefined : SCENARIO));
       console.log(`\n${table}`);
       // The adaptive scenarios alone (all of them), or the shared account's frontier: their own
       // results file beside latest.md.

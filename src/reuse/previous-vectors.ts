@@ -1,11 +1,11 @@
 import { openAsBlob } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
-import { makeVector, type Table, tableFromIPC, type Vector } from 'apache-arrow';
-import { ParquetFile, type RecordBatch } from 'parquet-wasm';
+import { type RecordBatch, tableFromIPC } from 'apache-arrow';
+import { ParquetFile, type RecordBatch as WasmRecordBatch } from 'parquet-wasm';
 
-import type { EmbeddingItem, SparseEntry } from '../embedding.js';
 import { ReuseUnavailableError } from '../errors.js';
+import { PreviousBatch } from './previous-batch.js';
 import type { PreviousShards } from './previous-shards.js';
 
 /** Where a previous row is: its shard (index in the previous manifest) and its row in that file. */
@@ -14,16 +14,11 @@ export interface PreviousRowRef {
   rowInShard: number;
 }
 
-/** A previous row's vectors, with its text and content hash (the writer checks the hash). */
-export interface PreviousRowVectors extends EmbeddingItem {
-  text: string;
-  contentHash: string | null;
-}
-
-/** A previous row, and the index in `refs` of the ref that asked for it. */
+/** A previous row: the index in `refs` of the ref that asked for it, and where it is in a read batch. */
 export interface FoundRow {
   ref: number;
-  vectors: PreviousRowVectors;
+  batch: PreviousBatch;
+  at: number;
 }
 
 const COLUMNS = ['text', 'dense', 'sparse', 'content_hash'];
@@ -35,11 +30,12 @@ const COLUMNS = ['text', 'dense', 'sparse', 'content_hash'];
 const READ_BATCH_ROWS = 250;
 
 /**
- * The rows `refs` point at, copied out of the previous shards so the new shard can be written with
+ * The rows `refs` point at, found in the previous shards so the new shard can be written with
  * them instead of DashScope calls, a batch of up to {@link READ_BATCH_ROWS} rows of one previous
  * row group at a time, in file order (by shard, then row). Only the `text`, `dense`, `sparse` and
- * `content_hash` columns are decoded, and only of row groups that hold a wanted row, so the shard
- * thread holds a few hundred previous rows at a time, never a whole file.
+ * `content_hash` columns are read, and only of row groups that hold a wanted row, so the shard
+ * thread holds a few hundred previous rows at a time, never a whole file. Rows stay in their read
+ * batch's Arrow buffers: the writer copies them from there (or decodes them: PreviousBatch.row).
  *
  * It needs only the previous manifest, not the index: the split step turns index positions into
  * refs (PreviousIndex.locate).
@@ -72,7 +68,7 @@ async function* shardRows(previous: PreviousShards, shard: number, wanted: numbe
     for await (const group of groups) {
       const found: FoundRow[] = [];
       for (; next < wanted.length && nextWanted() < group.rowStart + group.rows; next += 1) {
-        found.push({ ref: wanted[next]!, vectors: group.row(nextWanted() - group.rowStart) });
+        found.push({ ref: wanted[next]!, batch: group.batch, at: group.first + nextWanted() - group.rowStart });
       }
       if (found.length > 0) yield found;
       if (next === wanted.length) return;
@@ -84,10 +80,12 @@ async function* shardRows(previous: PreviousShards, shard: number, wanted: numbe
   throw new ReuseUnavailableError(`${location}: shard ${file} has no row ${nextWanted()}`);
 }
 
+/** Rows `rowStart` to `rowStart + rows` of a shard: rows `first` on of `batch`. */
 interface RowGroup {
   rowStart: number;
   rows: number;
-  row(index: number): PreviousRowVectors;
+  batch: PreviousBatch;
+  first: number;
 }
 
 /**
@@ -111,10 +109,11 @@ async function* parquetGroups(local: string, nextWanted: () => number): AsyncGen
     for (const [index, rows] of groups.entries()) {
       if (nextWanted() < rowStart + rows) {
         let read = 0;
-        for await (const batch of (await file.stream({ rowGroups: [index], columns: COLUMNS, batchSize: READ_BATCH_ROWS })) as AsyncIterable<RecordBatch>) {
-          const table = tableFromIPC(batch.intoIPCStream());
-          yield tableRows(table, rowStart + read);
-          read += table.numRows;
+        for await (const wasmBatch of (await file.stream({ rowGroups: [index], columns: COLUMNS, batchSize: READ_BATCH_ROWS })) as AsyncIterable<WasmRecordBatch>) {
+          for (const batch of tableFromIPC(wasmBatch.intoIPCStream()).batches) {
+            yield { rowStart: rowStart + read, rows: batch.numRows, batch: new PreviousBatch(batch), first: 0 };
+            read += batch.numRows;
+          }
         }
         if (read !== rows) throw new Error(`row group ${index} has ${read} rows, its metadata says ${rows}`);
       }
@@ -127,65 +126,12 @@ async function* parquetGroups(local: string, nextWanted: () => number): AsyncGen
 
 /** An Arrow IPC shard, read whole (the format has no row groups to read apart), in groups of rows. */
 function* arrowGroups(bytes: Buffer): Generator<RowGroup> {
-  const table = tableFromIPC(bytes);
-  for (let rowStart = 0; rowStart < table.numRows; rowStart += READ_BATCH_ROWS) {
-    yield tableRows(table, rowStart, rowStart, Math.min(READ_BATCH_ROWS, table.numRows - rowStart));
-  }
-}
-
-/**
- * The rows of a table of `text`, `dense`, `sparse` and `content_hash`. Dense vectors are views on
- * the table's buffer, not copies: it lives as long as one of its rows does, and the rows are
- * written into the new shard before the next batch is read. Sparse lists are read from their child
- * columns: going through each row's struct proxies cost 90 µs a row at 60 entries, nearly all of a
- * reindex's time.
- */
-function tableRows(table: Table, rowStart: number, first = 0, count = table.numRows): RowGroup {
-  const texts = table.getChild('text');
-  const hashes = table.getChild('content_hash');
-  const dense = table.getChild('dense');
-  const sparse = sparseLists(table.getChild('sparse'));
-  return {
-    rowStart,
-    rows: count,
-    row: (index) => {
-      const at = first + index;
-      const denseValue = dense?.get(at) as { toArray(): Float32Array } | null | undefined;
-      return {
-        text: String(texts?.get(at) ?? ''),
-        contentHash: (hashes?.get(at) as string | null | undefined) ?? null,
-        dense: denseValue ? denseValue.toArray() : null,
-        sparse: sparse(at),
-      };
-    },
-  };
-}
-
-/** Row `index`'s sparse list of a `list<struct<index, value, token>>` column (null when null or absent). */
-function sparseLists(column: Vector | null): (index: number) => SparseEntry[] | null {
-  if (!column) return () => null;
-  const chunks = column.data.map((list) => {
-    const entries = makeVector(list.children[0]!) as Vector;
-    return {
-      list,
-      indices: entries.getChild('index')!.toArray() as Int32Array,
-      values: entries.getChild('value')!.toArray() as Float32Array,
-      tokens: entries.getChild('token')!,
-    };
-  });
-  const chunkStarts = column.data.map((_, i) => column.data.slice(0, i).reduce((sum, data) => sum + data.length, 0));
-  return (index) => {
-    let chunk = chunks.length - 1;
-    while (chunkStarts[chunk]! > index) chunk -= 1;
-    const { list, indices, values, tokens } = chunks[chunk]!;
-    const at = index - chunkStarts[chunk]!;
-    if (!list.getValid(at)) return null;
-    // Arrow JS slices a list's offsets with it (Data.slice), so they index from `at`, not `list.offset + at`.
-    const offsets = list.valueOffsets as Int32Array;
-    const entries: SparseEntry[] = [];
-    for (let k = offsets[at]!; k < offsets[at + 1]!; k++) {
-      entries.push({ index: indices[k]!, value: values[k]!, token: String(tokens.get(k)) });
+  let rowStart = 0;
+  for (const recordBatch of tableFromIPC(bytes).batches as RecordBatch[]) {
+    const batch = new PreviousBatch(recordBatch);
+    for (let first = 0; first < batch.length; first += READ_BATCH_ROWS) {
+      yield { rowStart: rowStart + first, rows: Math.min(READ_BATCH_ROWS, batch.length - first), batch, first };
     }
-    return entries;
-  };
+    rowStart += batch.length;
+  }
 }

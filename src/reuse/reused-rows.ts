@@ -1,8 +1,21 @@
 import { ReuseUnavailableError } from '../errors.js';
 import type { ShardRow } from '../shards/shard-row.js';
+import type { PreviousBatch } from './previous-batch.js';
 import type { PreviousShards } from './previous-shards.js';
-import { fileOrder, previousRows, type FoundRow } from './previous-vectors.js';
+import { fileOrder, previousRows } from './previous-vectors.js';
 import type { ReusedLine } from './reuse-list.js';
+
+/**
+ * A row of the new shard whose vectors, text and all, are row `at` of a previous shard's read
+ * batch: the new row's number, source, line and id come from `line`. It stays in the batch's
+ * buffers until the row-group builder copies it (src/shards/row-group-builder.ts).
+ */
+export interface ReusedRow {
+  row: number;
+  line: ReusedLine;
+  batch: PreviousBatch;
+  at: number;
+}
 
 /** The reused rows of a shard, a few hundred at a time. */
 export interface ReusedRows {
@@ -12,31 +25,37 @@ export interface ReusedRows {
    * batches as a stream (src/shards/merge-rows.ts); else the shard is sorted whole.
    */
   inRowOrder: boolean;
-  groups: AsyncIterable<ShardRow[]>;
+  groups: AsyncIterable<ReusedRow[]>;
 }
 
 /**
- * The rows of a shard's reuse list, with their vectors copied from the previous output the split
- * matched them against. Each copied row's `content_hash` must still be the line's content key: if
- * the previous output was replaced or changed since the split, the job fails clearly instead of
- * writing someone else's vectors.
+ * The rows of a shard's reuse list, found in the previous output the split matched them against.
+ * Each previous row's `content_hash` must still be the line's content key: if the previous output
+ * was replaced or changed since the split, the job fails clearly instead of writing someone else's
+ * vectors.
  */
 export function reusedRows(lines: readonly ReusedLine[], previous: PreviousShards): ReusedRows {
   const readOrder = fileOrder(lines);
   const inRowOrder = readOrder.every((line, i) => i === 0 || lines[readOrder[i - 1]!]!.row < lines[line]!.row);
-  const rowOf = ({ ref, vectors }: FoundRow): ShardRow => {
-    const line = lines[ref]!;
-    const hash = line.hash.toString('hex');
-    if (vectors.contentHash !== hash) {
-      const file = previous.files[line.shard] ?? `shard ${line.shard}`;
-      throw new ReuseUnavailableError(
-        `${previous.location}: ${file} row ${line.rowInShard} no longer holds the text this job matched for row ${line.row} (${line.source}:${line.line + 1}); the previous output changed during the run. Retry the job without --reuse, or with an unchanged previous output`,
-      );
+  async function* groups(): AsyncGenerator<ReusedRow[]> {
+    for await (const found of previousRows(previous, lines, readOrder)) {
+      yield found.map(({ ref, batch, at }): ReusedRow => {
+        const line = lines[ref]!;
+        if (!batch.hashIs(at, line.hash)) {
+          const file = previous.files[line.shard] ?? `shard ${line.shard}`;
+          throw new ReuseUnavailableError(
+            `${previous.location}: ${file} row ${line.rowInShard} no longer holds the text this job matched for row ${line.row} (${line.source}:${line.line + 1}); the previous output changed during the run. Retry the job without --reuse, or with an unchanged previous output`,
+          );
+        }
+        return { row: line.row, line, batch, at };
+      });
     }
-    return { row: line.row, source: line.source, line: line.line, id: line.id, text: vectors.text, dense: vectors.dense, sparse: vectors.sparse, contentHash: hash, ...(line.upsert ? { upsert: true } : {}) };
-  };
-  async function* groups(): AsyncGenerator<ShardRow[]> {
-    for await (const found of previousRows(previous, lines, readOrder)) yield found.map(rowOf);
   }
   return { inRowOrder, groups: groups() };
+}
+
+/** A reused row decoded into a shard row (shards sorted whole, and the delta's rows). */
+export function shardRowOf({ line, batch, at }: ReusedRow): ShardRow {
+  const { text, dense, sparse } = batch.row(at);
+  return { row: line.row, source: line.source, line: line.line, id: line.id, text, dense, sparse, contentHash: line.hash.toString('hex'), ...(line.upsert ? { upsert: true } : {}) };
 }

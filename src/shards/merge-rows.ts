@@ -1,5 +1,7 @@
+import type { ReusedRow } from '../reuse/reused-rows.js';
 import { decodeBatch, encodeBatch } from './batch-codec.js';
 import { BatchCursor } from './batch-cursor.js';
+import type { SlicePart } from './row-group-builder.js';
 import type { ShardRow } from './shard-row.js';
 import { sizeForDimension } from './size-for-dimension.js';
 
@@ -8,19 +10,21 @@ const SLICE_ROWS = 640;
 
 /**
  * A `--reuse` shard's embedded batches (from Redis, in row order) with its reused rows (in row
- * order, a few hundred at a time) merged in, as slices of batches in row order: what the
- * shard thread streams into row groups. Neither side is held whole.
+ * order, a few hundred at a time) merged in, as slices in row order: what the shard thread streams
+ * into row groups. Neither side is held whole.
  *
- * Embedded batches pass through as their bytes. Reused rows are encoded into batches of their own,
- * run by run. The split gives each embedded batch a range of rows, and reused rows can fall inside
- * it (an edited line among unchanged ones): such a batch, at most 10 lines, is decoded and its rows
- * take their places among the reused ones. Two rows with one number, or rows out of order, are
- * left for the thread to refuse (src/shards/row-group-builder.ts): that is a bug upstream.
+ * Embedded batches pass through as their bytes, and reused rows as they are (the row-group
+ * builder copies them from the previous shard's buffers). The split gives each embedded batch a
+ * range of rows, and reused rows can fall inside it (an edited line among unchanged ones): such a
+ * batch, at most 10 lines, is decoded and its rows, re-encoded run by run, take their places among
+ * the reused ones. Two rows with one number, or rows out of order, are left for the thread to
+ * refuse (src/shards/row-group-builder.ts): that is a bug upstream.
  */
-export async function* mergeReusedRows(embedded: AsyncIterable<readonly Uint8Array[]>, reused: AsyncIterable<ShardRow[]>, dimension: number): AsyncGenerator<Uint8Array[]> {
+export async function* mergeReusedRows(embedded: AsyncIterable<readonly Uint8Array[]>, reused: AsyncIterable<ReusedRow[]>, dimension: number): AsyncGenerator<SlicePart[]> {
   const sliceRows = sizeForDimension(SLICE_ROWS, dimension, 80);
   const queue = new RowQueue(reused[Symbol.asyncIterator]());
-  let slice: Uint8Array[] = [];
+  let slice: SlicePart[] = [];
+  /** Rows of a decoded embedded batch, waiting to be encoded as a batch of their own. */
   let run: ShardRow[] = [];
   let rowsInSlice = 0;
   const endRun = (): void => {
@@ -30,13 +34,14 @@ export async function* mergeReusedRows(embedded: AsyncIterable<readonly Uint8Arr
   /** Moves reused rows below `limit` into the run; true when the slice is full and must go. */
   const takeReusedBelow = async (limit: number): Promise<boolean> => {
     for (let next = await queue.peek(); next !== undefined && next.row < limit; next = await queue.peek()) {
-      run.push(queue.shift());
+      endRun();
+      slice.push(queue.shift());
       rowsInSlice += 1;
       if (rowsInSlice >= sliceRows) return true;
     }
     return false;
   };
-  const takeSlice = (): Uint8Array[] => {
+  const takeSlice = (): SlicePart[] => {
     endRun();
     const ready = slice;
     slice = [];
@@ -87,12 +92,12 @@ function rowRange(batch: Uint8Array): { first: number; last: number; count: numb
 
 /** The reused rows one at a time, across the groups they come in. */
 class RowQueue {
-  private rows: ShardRow[] = [];
+  private rows: ReusedRow[] = [];
   private at = 0;
 
-  constructor(private readonly groups: AsyncIterator<ShardRow[]>) {}
+  constructor(private readonly groups: AsyncIterator<ReusedRow[]>) {}
 
-  async peek(): Promise<ShardRow | undefined> {
+  async peek(): Promise<ReusedRow | undefined> {
     while (this.at === this.rows.length) {
       const next = await this.groups.next();
       if (next.done === true) return undefined;
@@ -103,7 +108,7 @@ class RowQueue {
   }
 
   /** The row peek() returned. */
-  shift(): ShardRow {
+  shift(): ReusedRow {
     return this.rows[this.at++]!;
   }
 }

@@ -2,15 +2,20 @@ import { Buffer } from 'node:buffer';
 
 import type { Table } from 'apache-arrow';
 
+import { type ReusedRow, shardRowOf } from '../reuse/reused-rows.js';
 import { denseData, int64Data, shardTableOf, sparseData, Utf8Builder, ValidityBuilder } from './arrow-builders.js';
 import { BatchCodecError, decodeBatch } from './batch-codec.js';
 import { BatchCursor } from './batch-cursor.js';
 import type { ShardRow } from './shard-row.js';
 
+/** What a shard's slices hold: an embedded batch's bytes, or (`--reuse`) a row of a previous shard. */
+export type SlicePart = Uint8Array | ReusedRow;
+
 /**
- * A row group's Arrow table built straight from batch bytes: each field is copied from the batch
- * into the column buffers, with no object per row or per sparse entry. The table equals
- * `shardTable` of the same rows decoded (arrow-builders.ts is shared), so the file bytes do too.
+ * A row group's Arrow table built straight from batch bytes, and from previous shards' Arrow
+ * buffers: each field is copied into the column buffers, with no object per row or per sparse
+ * entry. The table equals `shardTable` of the same rows decoded (arrow-builders.ts is shared), so
+ * the file bytes do too.
  */
 export class RowGroupBuilder {
   length = 0;
@@ -79,6 +84,46 @@ export class RowGroupBuilder {
   }
 
   /**
+   * Appends a reused row: its number, source, line, id and content key from the reuse list, its
+   * text and vectors copied from the previous shard's buffers.
+   */
+  appendReused({ line, batch, at }: ReusedRow): void {
+    const i = this.length;
+    if (!Number.isSafeInteger(line.row) || line.row < 0) throw new RangeError(`row must be a non-negative safe integer, got ${line.row} (row index ${i} of the shard)`);
+    if (!Number.isSafeInteger(line.line) || line.line < 0) throw new RangeError(`line must be a non-negative safe integer, got ${line.line} (row index ${i} of the shard)`);
+    this.rows[i] = BigInt(line.row);
+    this.lines[i] = BigInt(line.line);
+    this.sources.append(line.source);
+    this.ids.append(line.id);
+    const text = batch.textBytes(at);
+    this.texts.appendBytes(text.bytes, text.start, text.end);
+    this.hashes.appendHex(line.hash, 0, line.hash.length);
+    const dense = batch.dense(at);
+    if (dense === null) {
+      this.denseValidity.setNull(i);
+    } else {
+      if (dense.length !== this.dimension) throw new RangeError(`row ${line.row}: dense vector has ${dense.length} values, expected ${this.dimension}`);
+      this.dense.set(dense, i * this.dimension);
+    }
+    const sparse = batch.sparse(at);
+    if (sparse === null) {
+      this.sparseValidity.setNull(i);
+    } else {
+      const first = sparse.offsets[at]!;
+      const end = sparse.offsets[at + 1]!;
+      this.reserveEntries(end - first);
+      this.indices.set(sparse.indices.subarray(first, end), this.entries);
+      this.values.set(sparse.values.subarray(first, end), this.entries);
+      const { offsets, bytes } = sparse.tokens;
+      this.tokens.copyRun(bytes, offsets[first]!, offsets[end]!);
+      for (let k = first; k < end; k++) this.tokens.endValue(offsets[k + 1]! - offsets[k]!);
+      this.entries += end - first;
+    }
+    this.sparseOffsets[i + 1] = this.entries;
+    this.length += 1;
+  }
+
+  /**
    * Empties the builder for the next group, keeping its buffers (the dense column alone is 8 MB at
    * 2,000 rows × 1024): the table it finished last must no longer be in use.
    */
@@ -114,11 +159,7 @@ export class RowGroupBuilder {
   private appendSparse(cursor: BatchCursor): void {
     const n = cursor.sparseCount;
     const bytes = cursor.bytes;
-    if (this.entries + n > this.indices.length) {
-      const size = Math.max(this.entries + n, this.indices.length * 2);
-      this.indices = grown(this.indices, new Int32Array(size));
-      this.values = grown(this.values, new Float32Array(size));
-    }
+    this.reserveEntries(n);
     bytesOf(this.indices).set(bytes.subarray(cursor.indicesStart, cursor.indicesStart + n * 4), this.entries * 4);
     bytesOf(this.values).set(bytes.subarray(cursor.valuesStart, cursor.valuesStart + n * 4), this.entries * 4);
     // Tokens are one run of UTF-8 with each token's length in UTF-16 units: copied whole, then cut
@@ -140,6 +181,14 @@ export class RowGroupBuilder {
     if (at !== cursor.tokensEnd) throw new BatchCodecError(`embedding batch is corrupted: sparse token lengths of row ${cursor.row} do not cover its tokens`);
     this.entries += n;
   }
+
+  /** Room for `n` more sparse entries. */
+  private reserveEntries(n: number): void {
+    if (this.entries + n <= this.indices.length) return;
+    const size = Math.max(this.entries + n, this.indices.length * 2);
+    this.indices = grown(this.indices, new Int32Array(size));
+    this.values = grown(this.values, new Float32Array(size));
+  }
 }
 
 function bytesOf(array: Int32Array | Float32Array): Uint8Array {
@@ -152,41 +201,53 @@ function grown<T extends Int32Array | Float32Array>(from: T, to: T): T {
 }
 
 /**
- * The shard's rows as row-group tables of `groupRows`, built from `slices` (batches a few at a
- * time, in batch order) as they come: only the slice being read and the group being built exist.
- * Each table is valid until the next one is asked for (one builder's buffers serve every group, so
- * a shard allocates them once; the Parquet writer copies a group into its own memory before it
- * asks for the next).
+ * The shard's rows as row-group tables of `groupRows`, built from `slices` (batches, and with
+ * `--reuse` previous rows, a few hundred rows at a time, in row order) as they come: only the slice
+ * being read and the group being built exist. Each table is valid until the next one is asked for
+ * (one builder's buffers serve every group, so a shard allocates them once; the Parquet writer
+ * copies a group into its own memory before it asks for the next).
  * `marked` receives the rows flagged `upsert` (decoded: they are few, and the delta wants rows).
  *
  * The split step numbers a shard's batches in input order and gives each a range of rows after the
- * previous one's, so batch order is row order. Anything else is a bug upstream and throws rather
- * than write a misordered shard. (Batches whose rows interleave, reused rows beside embedded ones,
- * are sorted whole instead: see shard-thread.ts.)
+ * previous one's, so batch order is row order; merge-rows.ts keeps reused rows in it. Anything
+ * else is a bug upstream and throws rather than write a misordered shard. (Reused rows that came
+ * out of row order, lines moved between the runs, are sorted whole instead: see shard-thread.ts.)
  */
 export async function* batchRowGroups(
-  slices: AsyncIterable<readonly Uint8Array[]>,
+  slices: AsyncIterable<readonly SlicePart[]>,
   groupRows: number,
   dimension: number,
   marked: ShardRow[],
 ): AsyncGenerator<Table> {
   const group = new RowGroupBuilder(dimension, groupRows);
   let last = -1;
+  /** Checks the row comes after the one before; true when the group must then be yielded. */
+  const added = (row: number, append: () => void): boolean => {
+    if (row <= last) throw new Error(`shard batches overlap or are out of order at row ${row}`);
+    last = row;
+    append();
+    return group.full;
+  };
   for await (const slice of slices) {
-    for (const batch of slice) {
-      const cursor = new BatchCursor(batch);
-      let upserts = false;
-      while (cursor.next()) {
-        if (cursor.row <= last) throw new Error(`shard batches overlap or are out of order at row ${cursor.row}`);
-        last = cursor.row;
-        upserts ||= cursor.upsert;
-        group.append(cursor);
-        if (group.full) {
+    for (const part of slice) {
+      if (part instanceof Uint8Array) {
+        const cursor = new BatchCursor(part);
+        let upserts = false;
+        while (cursor.next()) {
+          upserts ||= cursor.upsert;
+          if (added(cursor.row, () => group.append(cursor))) {
+            yield group.finish();
+            group.reset();
+          }
+        }
+        if (upserts) marked.push(...decodeBatch(Buffer.from(part.buffer, part.byteOffset, part.byteLength)).filter((row) => row.upsert === true));
+      } else {
+        if (part.line.upsert) marked.push(shardRowOf(part));
+        if (added(part.row, () => group.appendReused(part))) {
           yield group.finish();
           group.reset();
         }
       }
-      if (upserts) marked.push(...decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength)).filter((row) => row.upsert === true));
     }
   }
   if (group.length > 0) yield group.finish();

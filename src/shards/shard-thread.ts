@@ -4,7 +4,7 @@ import type { Table } from 'apache-arrow';
 
 import { EmbedqError } from '../errors.js';
 import type { PreviousShards } from '../reuse/previous-shards.js';
-import { reusedRows } from '../reuse/reused-rows.js';
+import { reusedRows, shardRowOf } from '../reuse/reused-rows.js';
 import { decodeReuseList } from '../reuse/reuse-list.js';
 import { decodeBatch } from './batch-codec.js';
 import { mergeReusedRows } from './merge-rows.js';
@@ -190,7 +190,7 @@ async function encode(session: Session, request: Extract<ShardThreadRequest, { t
     for await (const slice of session.slices()) {
       for (const batch of slice) rows.push(...decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength)));
     }
-    if (reused) for await (const group of reused.groups) rows.push(...group);
+    if (reused) for await (const group of reused.groups) rows.push(...group.map(shardRowOf));
     rows.sort((a, b) => a.row - b.row);
     count = rows.length;
     for (const row of rows) if (row.upsert === true) marked.push(row);

@@ -17,7 +17,8 @@ import { writeDeletes } from '../../src/reuse/delta-writer.js';
 import { PreviousIndex } from '../../src/reuse/previous-index.js';
 import { resolvePreviousOutput, type OpenLocation, type PreviousOutput } from '../../src/reuse/previous-output.js';
 import { PreviousShardCopies, removeStaleShardCopies } from '../../src/reuse/previous-shards.js';
-import { previousRows, type PreviousRowVectors } from '../../src/reuse/previous-vectors.js';
+import type { PreviousRowVectors } from '../../src/reuse/previous-batch.js';
+import { previousRows } from '../../src/reuse/previous-vectors.js';
 import { queryParquet, sqlString } from '../support/duckdb.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
 import { makeShardRows } from '../support/shard-rows.js';
@@ -113,7 +114,7 @@ describe('reuse library', () => {
     const copies = new PreviousShardCopies(previous);
     for await (const found of previousRows(copies, positions.map((position) => index.locate(position)))) {
       groups.push(found.map(({ ref }) => ref));
-      for (const { ref, vectors: row } of found) vectors[ref] = row;
+      for (const { ref, batch, at } of found) vectors[ref] = batch.row(at);
     }
     await copies.dispose();
     // A few hundred rows at a time, in file order (both shards here are one batch each).
@@ -147,7 +148,7 @@ describe('reuse library', () => {
       const groups: number[][] = [];
       for await (const found of previousRows(previous, wanted)) {
         groups.push(found.map(({ ref }) => wanted[ref]!.shard * 10_000 + wanted[ref]!.rowInShard));
-        for (const { ref, vectors } of found) seen[ref] = vectors;
+        for (const { ref, batch, at } of found) seen[ref] = batch.row(at);
       }
       // A batch at a time, in file order: rows 0-249, 250-499, 750-999, 1000-1249, ... and shard 1 last.
       expect(groups.flat(), format).toEqual([0, 5, 6, 8, 249, 250, 999, 1_000, 1_000, 1_234, 1_999, 2_000, 2_599, 10_017]);

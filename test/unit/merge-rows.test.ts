@@ -1,8 +1,14 @@
+import { createHash } from 'node:crypto';
+
+import { tableToIPC } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
 
+import { PreviousBatch } from '../../src/reuse/previous-batch.js';
+import { type ReusedRow, shardRowOf } from '../../src/reuse/reused-rows.js';
 import { decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
+import { shardTable } from '../../src/shards/encode-shard.js';
 import { mergeReusedRows } from '../../src/shards/merge-rows.js';
-import { batchRowGroups } from '../../src/shards/row-group-builder.js';
+import { batchRowGroups, type SlicePart } from '../../src/shards/row-group-builder.js';
 import type { ShardRow } from '../../src/shards/shard-row.js';
 import { makeShardRows } from '../support/shard-rows.js';
 
@@ -12,27 +18,41 @@ import { makeShardRows } from '../support/shard-rows.js';
  * size, and accepted by the thread's row-group builder (which refuses any misorder).
  */
 const DIMENSION = 8;
-const ALL = makeShardRows(2_000, { dimension: DIMENSION, sparseEntries: 3 });
+const ALL = makeShardRows(2_000, { dimension: DIMENSION, sparseEntries: 3 }).map((row) => ({ ...row, contentHash: createHash('sha256').update(row.text).digest('hex') }));
 
 async function* from<T>(items: readonly T[]): AsyncGenerator<T> {
   yield* items;
 }
 
-/** Reused rows as a previous output gives them: groups of uneven size. */
-function groupsOf(rows: ShardRow[], size: number): ShardRow[][] {
-  const groups: ShardRow[][] = [];
-  for (let i = 0; i < rows.length; i += size) groups.push(rows.slice(i, i + size));
+/**
+ * Rows as a previous output gives them: groups of uneven size, each row in the Arrow buffers of
+ * its group (as read from a previous shard), its number, source, line and id from the reuse list.
+ */
+function groupsOf(rows: ShardRow[], size: number): ReusedRow[][] {
+  const groups: ReusedRow[][] = [];
+  for (let i = 0; i < rows.length; i += size) {
+    const group = rows.slice(i, i + size);
+    const batch = new PreviousBatch(shardTable(group, DIMENSION).batches[0]!);
+    groups.push(
+      group.map((row, at) => ({
+        row: row.row,
+        batch,
+        at,
+        line: { row: row.row, source: row.source, line: row.line, id: row.id, shard: 0, rowInShard: i + at, hash: Buffer.from(row.contentHash!, 'hex'), upsert: row.upsert === true },
+      })),
+    );
+  }
   return groups;
 }
 
-async function merge(embedded: Uint8Array[][], reused: ShardRow[][]): Promise<Uint8Array[][]> {
-  const slices: Uint8Array[][] = [];
+async function merge(embedded: Uint8Array[][], reused: ReusedRow[][]): Promise<SlicePart[][]> {
+  const slices: SlicePart[][] = [];
   for await (const slice of mergeReusedRows(from(embedded), from(reused), DIMENSION)) slices.push(slice);
   return slices;
 }
 
-const decode = (batch: Uint8Array): ShardRow[] => decodeBatch(Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength));
-const rowsOf = (slices: Uint8Array[][]): number[] => slices.flat().flatMap((batch) => decode(batch).map((row) => row.row));
+const decode = (part: SlicePart): ShardRow[] => (part instanceof Uint8Array ? decodeBatch(Buffer.from(part.buffer, part.byteOffset, part.byteLength)) : [shardRowOf(part)]);
+const rowsOf = (slices: SlicePart[][]): number[] => slices.flat().flatMap((part) => decode(part).map((row) => row.row));
 
 describe('mergeReusedRows', () => {
   it('puts embedded batches and reused rows in row order, rows inside a batch range included, and passes clean batches through as their bytes', async () => {
@@ -47,7 +67,7 @@ describe('mergeReusedRows', () => {
     const out = slices.flat();
     for (const clean of [batches[0], batches[2], batches[3]]) expect(out).toContain(clean);
     expect(out).not.toContain(batches[1]);
-    // Every row exactly as it came in (the decoded batch and the reused rows re-encoded).
+    // Every row exactly as it came in (the decoded batch re-encoded, the reused rows as they were read).
     const decoded = out.flatMap(decode);
     expect(decoded.find((row) => row.row === 40)).toEqual(ALL[40]);
     expect(decoded.find((row) => row.row === 25)).toEqual(ALL[25]);
@@ -58,22 +78,27 @@ describe('mergeReusedRows', () => {
     expect(slices.length).toBeGreaterThanOrEqual(Math.ceil(2_000 / 649));
 
     // The shard thread's builder takes the stream (it throws on rows out of order or repeated).
+    // Its groups are the very Arrow data of the same rows decoded (so the file bytes are too): the
+    // reused rows copied from the previous buffers as the embedded ones from their batches.
     const marked: ShardRow[] = [];
     let rows = 0;
-    for await (const group of batchRowGroups(from(slices), 500, DIMENSION, marked)) rows += group.numRows;
+    for await (const group of batchRowGroups(from(slices), 500, DIMENSION, marked)) {
+      expect(Buffer.from(tableToIPC(group)).equals(Buffer.from(tableToIPC(shardTable(ALL.slice(rows, rows + 500), DIMENSION)))), `group at row ${rows}`).toBe(true);
+      rows += group.numRows;
+    }
     expect(rows).toBe(2_000);
     expect(marked.map((row) => row.row)).toEqual([30]);
   });
 
   it('handles a shard of reused rows alone, and one of embedded batches alone', async () => {
     expect(rowsOf(await merge([], groupsOf(ALL, 1_000)))).toEqual(ALL.map((row) => row.row));
-    const batches = groupsOf(ALL.slice(0, 100), 10).map((rows) => encodeBatch(rows, DIMENSION));
+    const batches = Array.from({ length: 10 }, (_, i) => encodeBatch(ALL.slice(i * 10, i * 10 + 10), DIMENSION));
     const slices = await merge([batches], []);
     expect(slices.flat()).toEqual(batches);
   });
 
   it('leaves a reused row that repeats an embedded one for the thread to refuse', async () => {
-    const slices = await merge([[encodeBatch(ALL.slice(0, 10), DIMENSION)]], [[ALL[5]!]]);
+    const slices = await merge([[encodeBatch(ALL.slice(0, 10), DIMENSION)]], groupsOf([ALL[5]!], 1));
     await expect(async () => {
       for await (const group of batchRowGroups(from(slices), 500, DIMENSION, [])) void group;
     }).rejects.toThrow(/out of order at row 5/);
