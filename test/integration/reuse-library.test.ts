@@ -5,10 +5,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { tableToIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ReuseUnavailableError } from '../../src/errors.js';
-import { encodeShard } from '../../src/shards/encode-shard.js';
+import { encodeShard, shardTable } from '../../src/shards/encode-shard.js';
+import { RowGroupBuilder } from '../../src/shards/row-group-builder.js';
 import type { ShardRow } from '../../src/shards/shard-row.js';
 import { openStore, parseLocation } from '../../src/storage/locations.js';
 import { contentHash, contentKey, type ContentKeyParameters } from '../../src/reuse/content-key.js';
@@ -17,7 +19,7 @@ import { writeDeletes } from '../../src/reuse/delta-writer.js';
 import { PreviousIndex } from '../../src/reuse/previous-index.js';
 import { resolvePreviousOutput, type OpenLocation, type PreviousOutput } from '../../src/reuse/previous-output.js';
 import { PreviousShardCopies, removeStaleShardCopies } from '../../src/reuse/previous-shards.js';
-import type { PreviousRowVectors } from '../../src/reuse/previous-batch.js';
+import type { PreviousBatch, PreviousRowVectors } from '../../src/reuse/previous-batch.js';
 import { previousRows } from '../../src/reuse/previous-vectors.js';
 import { queryParquet, sqlString } from '../support/duckdb.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
@@ -146,10 +148,25 @@ describe('reuse library', () => {
       wanted.push({ shard: 1, rowInShard: 17 });
       const seen: PreviousRowVectors[] = [];
       const groups: number[][] = [];
+      // Copied as the shard writer copies them (a reused row straight from the read batch's buffers)
+      // they must give the very Arrow data of the same rows decoded.
+      const copied = new RowGroupBuilder(DIMENSION, wanted.length);
+      const expected: ShardRow[] = [];
+      const copy = (ref: number, batch: PreviousBatch, at: number): void => {
+        const row = expected.length;
+        const hash = Buffer.alloc(32, row);
+        copied.appendReused({ row, batch, at, line: { row, source: `s${ref}`, line: ref, id: ref % 2 ? `id${ref}` : null, shard: 0, rowInShard: 0, hash, upsert: false } });
+        const want = rows[wanted[ref]!.rowInShard]!;
+        expected.push({ row, source: `s${ref}`, line: ref, id: ref % 2 ? `id${ref}` : null, text: want.text, dense: want.dense, sparse: want.sparse, contentHash: hash.toString('hex') });
+      };
       for await (const found of previousRows(previous, wanted)) {
         groups.push(found.map(({ ref }) => wanted[ref]!.shard * 10_000 + wanted[ref]!.rowInShard));
-        for (const { ref, batch, at } of found) seen[ref] = batch.row(at);
+        for (const { ref, batch, at } of found) {
+          seen[ref] = batch.row(at);
+          copy(ref, batch, at);
+        }
       }
+      expect(Buffer.from(tableToIPC(copied.finish())).equals(Buffer.from(tableToIPC(shardTable(expected, DIMENSION)))), format).toBe(true);
       // A batch at a time, in file order: rows 0-249, 250-499, 750-999, 1000-1249, ... and shard 1 last.
       expect(groups.flat(), format).toEqual([0, 5, 6, 8, 249, 250, 999, 1_000, 1_000, 1_234, 1_999, 2_000, 2_599, 10_017]);
       expect(groups.length, format).toBe(8);
