@@ -12,15 +12,46 @@ import { MANIFEST_FILE } from '../../src/output/layout.js';
 import type { Manifest } from '../../src/output/manifest.js';
 import { startPrivateRedis } from '../../src/redis/private-redis.js';
 import { nearestNeighbours, type Neighbour } from '../../src/shards/nearest-neighbours.js';
+import { sleep } from '../../src/sleep.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
 import { watchJob } from './watch.js';
 
-/** Everything started here is stopped here, in reverse order, whatever happens. */
+/** How long a signal's clean-up may take before the private Redis is killed and the demo exits anyway. */
+const STOP_GRACE_MS = 5_000;
+
+/**
+ * Everything started here is stopped here, in reverse order, whatever happens: the end of the run,
+ * an error, SIGINT, SIGTERM or SIGHUP, or a reader that went away (`embedq demo | head`: EPIPE).
+ * Without that, a demo killed mid-run left its private redis-server running.
+ */
 export async function runDemo(folder: string, out: NodeJS.WritableStream = process.stdout): Promise<void> {
-  const say = (line = ''): boolean => out.write(`${line}\n`);
   const stops: Array<() => Promise<void>> = [];
+  let stopping: Promise<void> | undefined;
+  const stopAll = (): Promise<void> =>
+    (stopping ??= (async () => {
+      for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    })());
+  let killRedis: (() => Promise<void>) | undefined;
+  /** Set once interrupted: stops what was started (within STOP_GRACE_MS) and exits with its code. */
+  let exiting: Promise<never> | undefined;
+  const interrupted = (code: number) => (): void => {
+    exiting ??= Promise.race([stopAll(), sleep(STOP_GRACE_MS)])
+      .then(() => killRedis?.())
+      .finally(() => process.exit(code)) as Promise<never>;
+  };
+  const exits: Array<[NodeJS.Signals, () => void]> = [
+    ['SIGINT', interrupted(130)],
+    ['SIGTERM', interrupted(143)],
+    ['SIGHUP', interrupted(129)],
+  ];
+  for (const [signal, handler] of exits) process.once(signal, handler);
+  const closedReader = (error: NodeJS.ErrnoException): void => {
+    if (error.code === 'EPIPE') interrupted(141)();
+  };
+  out.on('error', closedReader);
+  const say = (line = ''): boolean => out.write(`${line}\n`);
   try {
     const corpusFolder = join(folder, 'corpus');
     const outputFolder = join(folder, 'output');
@@ -30,6 +61,7 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
 
     const redis = await startPrivateRedis();
     stops.push(() => redis.stop());
+    killRedis = () => redis.kill();
     const useEmulator = !process.env.DASHSCOPE_API_KEY;
     const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redis.url, EMBEDQ_STALLED_INTERVAL_MS: '5000' };
     if (useEmulator) {
@@ -76,7 +108,11 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
       for (const neighbour of neighbours) say(formatNeighbour(neighbour));
     }
   } finally {
-    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    await stopAll();
+    // Interrupted, the run's own error (a closed connection) is not the news: the exit code is.
+    if (exiting) await exiting;
+    for (const [signal, handler] of exits) process.off(signal, handler);
+    out.off('error', closedReader);
   }
 }
 

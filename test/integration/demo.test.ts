@@ -1,0 +1,95 @@
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { queryParquet, sqlString } from '../support/duckdb.js';
+import { runEmbedq, spawnEmbedq } from '../support/world.js';
+
+/**
+ * `embedq demo`, the README's first command, as a user runs it: a child process with no Redis,
+ * store or API key configured. It must run the whole pipeline to files another reader accepts, and
+ * leave nothing running behind it: not when it ends, nor when it is interrupted or its reader goes.
+ */
+const PRIVATE_REDIS = /private Redis redis:\/\/127\.0\.0\.1:(\d+)/;
+
+function demoEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of ['DASHSCOPE_API_KEY', 'REDIS_URL', 'DASHSCOPE_BASE_URL', 'LOG_LEVEL']) delete env[name];
+  return env;
+}
+
+/** Whether nothing listens on the loopback port any more (the private redis-server is gone). */
+function portClosed(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
+}
+
+/** The private Redis's port, once the demo has printed it. */
+function redisPort(child: ChildProcess): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let printed = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      printed += chunk.toString();
+      const match = PRIVATE_REDIS.exec(printed);
+      if (match) resolve(Number(match[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`demo exited (${code}) before starting Redis: ${printed}`)));
+  });
+}
+
+function exitCode(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code))));
+}
+
+describe('embedq demo', () => {
+  it('embeds the sample corpus into Parquet that DuckDB reads, answers its queries, and stops its private Redis', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'embedq-demo-'));
+    const { code, stdout, stderr } = await runEmbedq(demoEnv(), ['demo', '--dir', dir]);
+    expect(code, stderr).toBe(0);
+
+    const counts = /rows\s+([\d,]+) embedded · (\d+) blank skipped · (\d+) failed · ([\d,]+) lines/.exec(stdout);
+    expect(counts, stdout).not.toBeNull();
+    const [embedded, blank, failed, lines] = counts!.slice(1).map((figure) => Number(figure.replaceAll(',', '')));
+    expect(failed).toBe(0);
+    expect(embedded! + blank!).toBe(lines);
+    expect(lines).toBeGreaterThanOrEqual(3_000);
+
+    const output = path.join(dir, 'output');
+    expect(existsSync(path.join(output, '_SUCCESS'))).toBe(true);
+    const [read] = await queryParquet(
+      `SELECT count(*) AS rows, count(dense) AS dense, count(sparse) AS sparse, min(len(dense)) AS dimension FROM read_parquet(${sqlString(path.join(output, 'part-*.parquet'))})`,
+    );
+    expect(read).toEqual({ rows: BigInt(embedded!), dense: BigInt(embedded!), sparse: BigInt(embedded!), dimension: 1024n });
+
+    // Three queries, each with three neighbours and their scores.
+    expect(stdout.match(/^query: /gm)).toHaveLength(3);
+    expect(stdout.match(/^ {2}\d\.\d{3} {2}row \d+ {2}\S/gm)).toHaveLength(9);
+    expect(await portClosed(Number(PRIVATE_REDIS.exec(stdout)![1]))).toBe(true);
+  }, 120_000);
+
+  it('stops its private Redis when interrupted (SIGTERM) or when its reader goes away (EPIPE)', async () => {
+    const terminated = spawnEmbedq(demoEnv(), ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
+    const terminatedPort = await redisPort(terminated);
+    terminated.kill('SIGTERM');
+    expect(await exitCode(terminated)).toBe(143);
+    expect(await portClosed(terminatedPort)).toBe(true);
+
+    // `embedq demo | head -2`: the reader closes the pipe; the next line the demo writes fails.
+    const piped = spawnEmbedq(demoEnv(), ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
+    const pipedPort = await redisPort(piped);
+    piped.stdout!.destroy();
+    expect(await exitCode(piped)).toBe(141);
+    expect(await portClosed(pipedPort)).toBe(true);
+  }, 60_000);
+});
