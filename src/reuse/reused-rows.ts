@@ -6,12 +6,11 @@ import { fileOrder, previousRows } from './previous-vectors.js';
 import type { ReusedLine } from './reuse-list.js';
 
 /**
- * A row of the new shard whose vectors, text and all, are row `at` of a previous shard's read
- * batch: the new row's number, source, line and id come from `line`. It stays in the batch's
- * buffers until the row-group builder copies it (src/shards/row-group-builder.ts).
+ * A row of the new shard whose text and vectors are row `at` of a previous shard's read batch: its
+ * row number, source, line, id and content key come from `line`. It stays in the batch's buffers
+ * until the row-group builder copies it (src/shards/row-group-builder.ts).
  */
 export interface ReusedRow {
-  row: number;
   line: ReusedLine;
   batch: PreviousBatch;
   at: number;
@@ -47,7 +46,7 @@ export function reusedRows(lines: readonly ReusedLine[], previous: PreviousShard
             `${previous.location}: ${file} row ${line.rowInShard} no longer holds the text this job matched for row ${line.row} (${line.source}:${line.line + 1}); the previous output changed during the run. Retry the job without --reuse, or with an unchanged previous output`,
           );
         }
-        return { row: line.row, line, batch, at };
+        return { line, batch, at };
       });
     }
   }

@@ -31,9 +31,9 @@ export async function* mergeReusedRows(embedded: AsyncIterable<readonly Uint8Arr
     if (run.length > 0) slice.push(encodeBatch(run, dimension));
     run = [];
   };
-  /** Moves reused rows below `limit` into the run; true when the slice is full and must go. */
+  /** Moves reused rows below `limit` into the slice; true when the slice is full and must go. */
   const takeReusedBelow = async (limit: number): Promise<boolean> => {
-    for (let next = await queue.peek(); next !== undefined && next.row < limit; next = await queue.peek()) {
+    for (let next = await queue.peek(); next !== undefined && next.line.row < limit; next = await queue.peek()) {
       endRun();
       slice.push(queue.shift());
       rowsInSlice += 1;
@@ -58,7 +58,7 @@ export async function* mergeReusedRows(embedded: AsyncIterable<readonly Uint8Arr
       }
       while (await takeReusedBelow(range.first)) yield takeSlice();
       const next = await queue.peek();
-      if (next === undefined || next.row > range.last) {
+      if (next === undefined || next.line.row > range.last) {
         endRun();
         slice.push(batch);
         rowsInSlice += range.count;

@@ -243,7 +243,7 @@ export async function* batchRowGroups(
         if (upserts) marked.push(...decodeBatch(Buffer.from(part.buffer, part.byteOffset, part.byteLength)).filter((row) => row.upsert === true));
       } else {
         if (part.line.upsert) marked.push(shardRowOf(part));
-        if (added(part.row, () => group.appendReused(part))) {
+        if (added(part.line.row, () => group.appendReused(part))) {
           yield group.finish();
           group.reset();
         }

@@ -155,7 +155,7 @@ describe('reuse library', () => {
       const copy = (ref: number, batch: PreviousBatch, at: number): void => {
         const row = expected.length;
         const hash = Buffer.alloc(32, row);
-        copied.appendReused({ row, batch, at, line: { row, source: `s${ref}`, line: ref, id: ref % 2 ? `id${ref}` : null, shard: 0, rowInShard: 0, hash, upsert: false } });
+        copied.appendReused({ batch, at, line: { row, source: `s${ref}`, line: ref, id: ref % 2 ? `id${ref}` : null, shard: 0, rowInShard: 0, hash, upsert: false } });
         const want = rows[wanted[ref]!.rowInShard]!;
         expected.push({ row, source: `s${ref}`, line: ref, id: ref % 2 ? `id${ref}` : null, text: want.text, dense: want.dense, sparse: want.sparse, contentHash: hash.toString('hex') });
       };

@@ -35,7 +35,6 @@ function groupsOf(rows: ShardRow[], size: number): ReusedRow[][] {
     const batch = new PreviousBatch(shardTable(group, DIMENSION).batches[0]!);
     groups.push(
       group.map((row, at) => ({
-        row: row.row,
         batch,
         at,
         line: { row: row.row, source: row.source, line: row.line, id: row.id, shard: 0, rowInShard: i + at, hash: Buffer.from(row.contentHash!, 'hex'), upsert: row.upsert === true },
