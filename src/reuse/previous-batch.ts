@@ -1,4 +1,4 @@
-import type { Data, FixedSizeList, RecordBatch } from 'apache-arrow';
+import { type Data, DataType, type FixedSizeList, type RecordBatch } from 'apache-arrow';
 
 import type { SparseEntry } from '../embedding.js';
 
@@ -53,7 +53,11 @@ export class PreviousBatch {
     };
     this.text = column(data('text'), utf8Buffers);
     this.hash = column(data('content_hash'), utf8Buffers);
-    this.denseColumn = column(data('dense'), (dense) => ({ values: dense.children[0]!.values as Float32Array, size: (dense.type as FixedSizeList).listSize }));
+    this.denseColumn = column(data('dense'), (dense) => {
+      // The Arrow schema embedded in the file gives fixed_size_list back (Parquet itself has lists).
+      if (!DataType.isFixedSizeList(dense.type)) throw new Error(`column dense of a previous shard is ${String(dense.type)}, not a fixed_size_list`);
+      return { values: dense.children[0]!.values as Float32Array, size: (dense.type as FixedSizeList).listSize };
+    });
     this.sparseColumn = column(data('sparse'), (sparse) => {
       const entries = sparse.children[0]!;
       return {
