@@ -26,6 +26,8 @@ describe('RateGate (real Redis)', () => {
   };
   /** The rate in force under a learned request limit's estimate: 2% below it, at least one request a second (a quarter at most). */
   const underLearned = (estimate: number): number => estimate - Math.max(estimate * 0.02, Math.min(60, estimate / 4));
+  /** The same once a nudge has shown another client: at least 10% below it. */
+  const underShared = (estimate: number): number => Math.min(underLearned(estimate), estimate * 0.9);
   /** No slow start, no booking horizon: these cases look at the schedule itself. */
   const steady = { slowStartFraction: 1, horizonMs: 60_000 };
 
@@ -243,14 +245,16 @@ describe('RateGate (real Redis)', () => {
     for (let index = 0; index < 20; index += 1) cutter.completed(1, 1, slotMs - 800);
     await saturate(cutter);
     expect(await cluster(cutter)).toMatchObject({ action: 'cut', learnedPerMinute: 1200 });
-    // Under the learned limit every 429 nudges (once per cooldown), 10% each, down to 80% of it.
+    // Under the learned limit every 429 nudges (once per cooldown), 10% each, down to 80% of it;
+    // once nudged, the rate in force keeps a nudge's step below the limit (972, not 1,020: the
+    // neighbour's share is known no closer than that).
     const verdicts: string[] = [];
     for (let index = 0; index < 8; index += 1) {
       await sleep(120);
       await saturate(gate);
       const verdict = await gate.throttled('requests');
       verdicts.push(verdict.action === 'skip' ? 'skip' : `${verdict.action} ${verdict.learnedPerMinute}`);
-      if (index === 0) expect((await gate.state()).inForce.requestsPerMinute).toBeLessThanOrEqual(underLearned(1080) + 0.5);
+      if (index === 0) expect((await gate.state()).inForce.requestsPerMinute).toBeLessThanOrEqual(underShared(1080) + 0.5);
     }
     // 429s that go on at the floor are not a neighbour's (it would have stopped colliding): the
     // third gives back the limit the nudges started from and turns nudges off.
@@ -400,7 +404,7 @@ describe('RateGate (real Redis)', () => {
     if (nudged.action !== 'nudge') throw new Error(`expected a nudge, got ${JSON.stringify(nudged)}`);
     // (Verdicts are rounded to whole requests a minute.)
     expect(Math.abs(nudged.learnedPerMinute - cut.learnedPerMinute * 0.9)).toBeLessThanOrEqual(1);
-    expect(Math.abs(nudged.inForcePerMinute - underLearned(nudged.learnedPerMinute))).toBeLessThanOrEqual(1);
+    expect(Math.abs(nudged.inForcePerMinute - underShared(nudged.learnedPerMinute))).toBeLessThanOrEqual(1);
     const state = await gate.state();
     expect(state.shared).toBe(true);
     expect(describeGateState(state)).toMatch(/learned \d+ QPM \(shared with another client: probed once a minute; remembered 60 min more\)/);
