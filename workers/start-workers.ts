@@ -18,8 +18,11 @@ export interface WorkerPoolOptions {
 }
 
 export interface WorkerPool {
-  /** Stops taking jobs and waits for the running ones to finish (graceful drain). */
-  close(): Promise<void>;
+  /**
+   * Stops taking jobs and waits for the running ones to finish (graceful drain); with `force`, does
+   * not wait for them (their locks lapse and another worker takes them over).
+   */
+  close(options?: { force?: boolean }): Promise<void>;
 }
 
 /** How often a worker looks for the `--reuse` temporary copies of workers that were killed. */
@@ -74,9 +77,9 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   services.metrics.start({ concurrency: embedConcurrency });
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   return {
-    async close() {
+    async close({ force = false } = {}) {
       clearInterval(staleCopiesTimer);
-      await Promise.all(workers.map((worker) => worker.close()));
+      await Promise.all(workers.map((worker) => worker.close(force)));
       await Promise.all(failureWatchers.map((events) => events.close()));
       services.stopWatch.close();
       await services.metrics.stop();

@@ -24,6 +24,13 @@ export interface PrivateRedisOptions {
   maxmemory?: string;
   /** AOF with `appendfsync always`, as embedq's runbook asks of a production Redis (Default: false). */
   appendOnly?: boolean;
+  /**
+   * Runs the server in a process group of its own, so a terminal's Ctrl-C reaches only the parent,
+   * which stops it after its clients have closed (`embedq demo`). In the parent's group the server
+   * died with it first, and the workers' reconnect errors filled the screen while they closed
+   * (Default: false).
+   */
+  ownProcessGroup?: boolean;
 }
 
 /** Starts Debian's (or any) `redis-server` from PATH; `scripts/ensure-redis.sh` installs it. */
@@ -74,7 +81,7 @@ async function spawnServer(port: number, dir: string, options: PrivateRedisOptio
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir];
   args.push('--maxmemory-policy', 'noeviction', '--daemonize', 'no', '--loglevel', 'warning');
   if (options.maxmemory) args.push('--maxmemory', options.maxmemory);
-  const child: ChildProcess = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: options.ownProcessGroup === true });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<never>((_, reject) => {

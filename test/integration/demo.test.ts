@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -8,7 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { queryParquet, sqlString } from '../support/duckdb.js';
-import { runEmbedq, spawnEmbedq } from '../support/world.js';
+import { ROOT, runEmbedq, spawnEmbedq } from '../support/world.js';
 
 /**
  * `embedq demo`, the README's first command, as a user runs it: a child process with no Redis,
@@ -78,7 +78,7 @@ describe('embedq demo', () => {
     expect(await portClosed(Number(PRIVATE_REDIS.exec(stdout)![1]))).toBe(true);
   }, 120_000);
 
-  it('stops its private Redis when interrupted (SIGTERM) or when its reader goes away (EPIPE)', async () => {
+  it('stops its private Redis when interrupted (SIGTERM, a terminal\'s Ctrl-C) or when its reader goes away (EPIPE)', async () => {
     const terminated = spawnEmbedq(demoEnv(), ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
     const terminatedPort = await redisPort(terminated);
     terminated.kill('SIGTERM');
@@ -91,5 +91,25 @@ describe('embedq demo', () => {
     piped.stdout!.destroy();
     expect(await exitCode(piped)).toBe(141);
     expect(await portClosed(pipedPort)).toBe(true);
-  }, 60_000);
+
+    // Ctrl-C in a terminal: SIGINT to the demo's whole process group. Its Redis runs in a group of
+    // its own, so it is stopped after the workers, not killed under them: no reconnect errors.
+    const typed = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers/cli.ts'), 'demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))], {
+      cwd: ROOT,
+      env: demoEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    try {
+      let stderr = '';
+      typed.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const typedPort = await redisPort(typed);
+      process.kill(-typed.pid!, 'SIGINT');
+      expect(await exitCode(typed)).toBe(130);
+      expect(await portClosed(typedPort)).toBe(true);
+      expect(stderr).not.toMatch(/ECONNREFUSED/);
+    } finally {
+      if (typed.exitCode === null) process.kill(-typed.pid!, 'SIGKILL');
+    }
+  }, 90_000);
 });

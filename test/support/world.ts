@@ -16,7 +16,7 @@ import { createServices, type Services } from '../../workers/services.js';
 import { buildCorpus } from './corpus-fixture.js';
 import { startS3rver, type TestS3 } from './s3rver.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
+export const ROOT = path.resolve(import.meta.dirname, '../..');
 
 /**
  * Everything a pipeline test needs, all real: the run's redis-server (own key prefix per world),

@@ -36,19 +36,22 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
   let killRedis: (() => Promise<void>) | undefined;
   /** Set once interrupted: stops what was started (within STOP_GRACE_MS) and exits with its code. */
   let exiting: Promise<never> | undefined;
-  const interrupted = (code: number) => (): void => {
-    exiting ??= Promise.race([stopAll(), sleep(STOP_GRACE_MS)])
+  let interrupted = false;
+  const interruptedWith = (code: number) => (): void => {
+    if (interrupted) return;
+    interrupted = true;
+    exiting = Promise.race([stopAll(), sleep(STOP_GRACE_MS)])
       .then(() => killRedis?.())
       .finally(() => process.exit(code)) as Promise<never>;
   };
   const exits: Array<[NodeJS.Signals, () => void]> = [
-    ['SIGINT', interrupted(130)],
-    ['SIGTERM', interrupted(143)],
-    ['SIGHUP', interrupted(129)],
+    ['SIGINT', interruptedWith(130)],
+    ['SIGTERM', interruptedWith(143)],
+    ['SIGHUP', interruptedWith(129)],
   ];
   for (const [signal, handler] of exits) process.once(signal, handler);
   const closedReader = (error: NodeJS.ErrnoException): void => {
-    if (error.code === 'EPIPE') interrupted(141)();
+    if (error.code === 'EPIPE') interruptedWith(141)();
   };
   out.on('error', closedReader);
   const say = (line = ''): boolean => out.write(`${line}\n`);
@@ -59,7 +62,7 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     const corpus = await writeSampleCorpus(corpusFolder);
     say(`embedq demo — sample corpus: ${corpus.lines.toLocaleString('en-US')} lines in ${corpus.files.length} files under ${corpusFolder}`);
 
-    const redis = await startPrivateRedis();
+    const redis = await startPrivateRedis({ ownProcessGroup: true });
     stops.push(() => redis.stop());
     killRedis = () => redis.kill();
     const useEmulator = !process.env.DASHSCOPE_API_KEY;
@@ -79,7 +82,8 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     const services = createServices(settings, logger);
     stops.push(() => services.close());
     const pool = startWorkers(services, { concurrency: 32 });
-    stops.push(() => pool.close());
+    // Interrupted, the job is given up with the private Redis: no waiting for its running steps.
+    stops.push(() => pool.close({ force: interrupted }));
 
     const options = parseJobOptions({ input: corpusFolder, output: outputFolder, textField: 'text', idField: 'id', shardRows: 1000 });
     const started = performance.now();
