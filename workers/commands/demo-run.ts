@@ -10,7 +10,7 @@ import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
 import { MANIFEST_FILE } from '../../src/output/layout.js';
 import type { Manifest } from '../../src/output/manifest.js';
-import { startPrivateRedis } from '../../src/redis/private-redis.js';
+import { type PrivateRedis, startPrivateRedis } from '../../src/redis/private-redis.js';
 import { nearestNeighbours, type Neighbour } from '../../src/shards/nearest-neighbours.js';
 import { sleep } from '../../src/sleep.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
@@ -33,7 +33,8 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     (stopping ??= (async () => {
       for (const stop of stops.reverse()) await stop().catch(() => undefined);
     })());
-  let killRedis: (() => Promise<void>) | undefined;
+  /** The private Redis, once asked for: an interruption while it starts must still stop it. */
+  let redisStarting: Promise<PrivateRedis> | undefined;
   /** Set once interrupted: stops what was started (within STOP_GRACE_MS) and exits with its code. */
   let exiting: Promise<never> | undefined;
   let interrupted = false;
@@ -41,7 +42,7 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     if (interrupted) return;
     interrupted = true;
     exiting = Promise.race([stopAll(), sleep(STOP_GRACE_MS)])
-      .then(() => killRedis?.())
+      .then(async () => (await redisStarting?.catch(() => undefined))?.kill())
       .finally(() => process.exit(code)) as Promise<never>;
   };
   const exits: Array<[NodeJS.Signals, () => void]> = [
@@ -62,9 +63,9 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     const corpus = await writeSampleCorpus(corpusFolder);
     say(`embedq demo — sample corpus: ${corpus.lines.toLocaleString('en-US')} lines in ${corpus.files.length} files under ${corpusFolder}`);
 
-    const redis = await startPrivateRedis({ ownProcessGroup: true });
+    redisStarting = startPrivateRedis({ ownProcessGroup: true });
+    const redis = await redisStarting;
     stops.push(() => redis.stop());
-    killRedis = () => redis.kill();
     const useEmulator = !process.env.DASHSCOPE_API_KEY;
     const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redis.url, EMBEDQ_STALLED_INTERVAL_MS: '5000' };
     if (useEmulator) {
