@@ -43,6 +43,7 @@ const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf
  * with `--only reindex`: `--scenario wide` runs just 5b.
  */
 const SCENARIO = process.argv.includes('--scenario') ? (process.argv[process.argv.indexOf('--scenario') + 1] as AdaptiveScenario | 'wide') : undefined;
+if (SCENARIO !== undefined && ONLY !== (SCENARIO === 'wide' ? 'reindex' : 'adaptive')) throw new Error('--scenario wide goes with --only reindex, the others with --only adaptive');
 const QPM = 6_000;
 const TPM = 24_000_000;
 const WORKERS = 2;
