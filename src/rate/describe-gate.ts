@@ -13,7 +13,7 @@ export function describeGateState(state: GateState): string {
     learned.tokensPerMinute === undefined ? undefined : `${count(learned.tokensPerMinute)} TPM`,
   ].filter(Boolean);
   const notes = [
-    state.shared ? 'shared with another client: probed once a minute' : undefined,
+    state.shared ? 'shared with another client: 10% left to it, probed once a minute' : undefined,
     state.learnedExpiresInMs === undefined ? undefined : `remembered ${Math.ceil(state.learnedExpiresInMs / 60_000)} min more`,
   ].filter(Boolean);
   const expires = notes.length > 0 ? ` (${notes.join('; ')})` : '';
