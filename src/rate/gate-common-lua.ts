@@ -12,11 +12,11 @@
  * nudges' floor, `kSh` set once a nudge showed a client we cannot see shares the limit); its TTL is
  * set when a limit is learned and is not extended by traffic.
  *
- * ARGV[1..14], shared by every script: configured requests and tokens per minute, target
+ * ARGV[1..15], shared by every script: configured requests and tokens per minute, target
  * utilisation, reserve, learned TTL (ms), cubic growth coefficient (per s³, relative to the learned
  * limit), plateau hold (ms), backoff below the learned limit after a cut, slow-start initial
  * fraction, slow-start doubling time (ms), idle gap (ms) after which traffic counts as new, margin
- * kept below a learned limit, probe doubling time (ms), longest plateau hold (ms).
+ * kept below a learned limit, probe doubling time (ms), longest plateau hold (ms), nudge step.
  */
 export const COMMON_LUA = `
 local S = KEYS[1]
@@ -27,6 +27,7 @@ local c, hold, backoff = tonumber(ARGV[6]), tonumber(ARGV[7]) / 1000, tonumber(A
 local s0, doubling, idle = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local margin = tonumber(ARGV[12])
 local probeDoubling, maxHold = tonumber(ARGV[13]), tonumber(ARGV[14]) / 1000
+local nudgeStep = tonumber(ARGV[15])
 local KINDS = { 'r', 't' }
 
 -- Redis's clock, so workers on machines with skewed clocks share one timeline.
@@ -61,9 +62,6 @@ local function hold_at(lw, k)
 end
 -- How far above W the cubic probe goes before growth turns exponential.
 local CUBIC_SPAN = 0.1
--- The margin below a limit shared with a client we cannot see: one nudge (RateGateOptions.nudge's
--- default step).
-local SHARED_MARGIN = 0.1
 -- The estimate of the account's limit (per minute): back to W fast along a cubic, hold at it, then
 -- probe above it slowly at first (a shared limit is met again gently, a few percent up); with no
 -- 429 by +10%, W was measured low or the limit rose, and the estimate doubles every
@@ -98,11 +96,11 @@ local function in_force(lw, k, ss)
       if floor > e * 0.25 then floor = e * 0.25 end
       if below < floor then below = floor end
     end
-    -- Once a nudge has shown a neighbour, 10%: nudges step 10% down from a limit learned while the
-    -- neighbour was refused, and one step could leave us at 13.4 a second of the 14 it left (it
-    -- saw 8.72% of its requests refused), two at 13.0 (none). The limit is not known closer than a
-    -- step, so the margin is one.
-    if margin > 0 and lw[k .. 'Sh'] and below < e * SHARED_MARGIN then below = e * SHARED_MARGIN end
+    -- Once a nudge has shown a neighbour, one nudge step (10%): nudges step down from a limit
+    -- learned while the neighbour was refused, and one step could leave us at 13.4 a second of the
+    -- 14 it left (it saw 8.72% of its requests refused), two at 13.0 (none). The limit is not known
+    -- closer than a step, so the margin is one.
+    if margin > 0 and lw[k .. 'Sh'] and below < e * nudgeStep then below = e * nudgeStep end
     if e - below < rate then rate = e - below end
   end
   rate = rate * (1 - reserve)

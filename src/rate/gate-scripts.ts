@@ -6,15 +6,15 @@
 import { COMMON_LUA } from './gate-common-lua.js';
 
 /**
- * ARGV[15] estimated tokens, [16..17] folded settlements (sent and accepted by send bucket, token
- * correction), [18] booking horizon ms. Returns the wait in ms, both rates in force and the slot's
+ * ARGV[16] estimated tokens, [17..18] folded settlements (sent and accepted by send bucket, token
+ * correction), [19] booking horizon ms. Returns the wait in ms, both rates in force and the slot's
  * time (Redis clock); a negative wait means "not booked: ask again in -wait ms".
  */
 export const RESERVE_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
-settle(now, lw, ss, ARGV[16], tonumber(ARGV[17]))
+settle(now, lw, ss, ARGV[17], tonumber(ARGV[18]))
 local rr, rt = in_force(lw, 'r', ss), in_force(lw, 't', ss)
 local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
 local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
@@ -24,16 +24,16 @@ if tTat > send then send = tTat end
 redis.call('PEXPIRE', S, 3600000)
 -- Slots are booked at most a short horizon ahead, so a new rate (a cut, a ramp) applies within it
 -- rather than after every queued caller has left at the old one.
-local horizon = tonumber(ARGV[18])
+local horizon = tonumber(ARGV[19])
 if send - now > horizon then return { tostring(-(send - now - horizon)), tostring(rr), tostring(rt), tostring(send) } end
-redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[15]) * 60000 / rt)
+redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[16]) * 60000 / rt)
 count_booked(now, send)
 return { tostring(send - now), tostring(rr), tostring(rt), tostring(send) }
 `;
 
 /**
- * ARGV[15] kind (r, t or b for burst), [16] strikes that cut a limit believed right, [17] strike
- * window ms, [18] cooldown ms, [19..20] folded settlements, [21] nudge step. Returns the action
+ * ARGV[16] kind (r, t or b for burst), [17] strikes that cut a limit believed right, [18] strike
+ * window ms, [19] cooldown ms, [20..21] folded settlements. Returns the action
  * (skip, nudge, restore, cut) and, after anything but a skip, the learned limit and the new rate
  * in force. S's `kImm`: nudges off until then.
  */
@@ -41,9 +41,9 @@ export const THROTTLED_LUA = `${COMMON_LUA}
 local now = now_ms()
 local lw = hash(L)
 local ss = advance(now, lw)
-settle(now, lw, ss, ARGV[19], tonumber(ARGV[20]))
-local k = ARGV[15]
-local cooldown, nudgeStep = tonumber(ARGV[18]), tonumber(ARGV[21])
+settle(now, lw, ss, ARGV[20], tonumber(ARGV[21]))
+local k = ARGV[16]
+local cooldown = tonumber(ARGV[19])
 -- Only a 429 that meets a saturated schedule (callers queueing for slots) says something about the
 -- rate: under a schedule with slack the sending was limited by demand (a job starting, a shard
 -- being written), and the best second's count would be that demand, not the account's limit (as
@@ -70,7 +70,7 @@ local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
 -- a cluster every ~10 s, and each cut started the nudges below afresh, so they never reached the
 -- floor that shows such 429s do not depend on the rate: 900 a minute fell to 192 in 35 s. 429s
 -- that keep coming one or two a second under a limit learned too high are what nudges are for.)
-local strikeWindow = tonumber(ARGV[17])
+local strikeWindow = tonumber(ARGV[18])
 if now - strikeAt > strikeWindow then
   strikeAt = now
   strikes = 0
@@ -87,15 +87,15 @@ local ramping = ss ~= nil or probing
 local accepted = accepted_per_minute(now)
 local acceptedPerSecond = accepted.best.r / 60
 local cluster = probing and not immune
-if probing and immune then cluster = strikes >= tonumber(ARGV[16]) and strikes >= 0.05 * acceptedPerSecond end
+if probing and immune then cluster = strikes >= tonumber(ARGV[17]) and strikes >= 0.05 * acceptedPerSecond end
 -- Ramping up from a slow start, a real overshoot brings 429s by the handful within a second; one or
 -- two among many accepted are a provider's passing refusals, and ending the ramp on them left jobs
 -- crawling at a tenth of their limit (measured: 1,200 QPM learned as 60 on 5% random 429s).
-if ss ~= nil then cluster = strikes >= tonumber(ARGV[16]) and strikes >= 0.05 * acceptedPerSecond end
+if ss ~= nil then cluster = strikes >= tonumber(ARGV[17]) and strikes >= 0.05 * acceptedPerSecond end
 -- At a limit believed right, a cluster means at least 3 and at least 10% of a second's accepted
 -- requests: a few 429s among many are jitter (bunched arrivals on a busy machine), and cutting for
 -- them cost 10-20% of a right limit for tens of seconds.
-if not ramping then cluster = strikes >= tonumber(ARGV[16]) and strikes >= 0.1 * acceptedPerSecond end
+if not ramping then cluster = strikes >= tonumber(ARGV[17]) and strikes >= 0.1 * acceptedPerSecond end
 if not cluster then
   -- Too few for a cluster under a learned limit: a client we cannot see may share it. Every such
   -- 429 nudges the limit down a step (at most once per cooldown) until they stop: a neighbour's

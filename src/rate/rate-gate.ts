@@ -17,8 +17,9 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  * what the provider accepted in the best of the last three seconds, counted by send time (a
  * windowed-max delivery rate, as TCP BBR keeps; never above the rate a probe failed at; slots
  * booked but never sent, as a starved worker leaves them, count as accepted), and remembers it in
- * Redis per model and endpoint for `learnedTtlMs`, so every worker and the next job start there. 429s that recur without clustering (a client we cannot see sharing the limit)
- * nudge it down a step at a time until they stop. From there it probes upward: back to the learned
+ * Redis per model and endpoint for `learnedTtlMs`, so every worker and the next job start there.
+ * 429s that recur without clustering (a client we cannot see sharing the limit) nudge it down a
+ * step at a time until they stop, and the rate in force then keeps a step below it. From there it probes upward: back to the learned
  * limit along a cubic within a few seconds, a plateau (16 s, doubled by every probe that finds the
  * same limit again, up to a minute), a gentle cubic probe up to +10% that ends at its first 429,
  * then doubling every 4 s, so a limit learned too low or raised is found in seconds. Request 429s
@@ -196,6 +197,7 @@ export class RateGate {
       o.learnedMargin,
       o.probeDoublingMs,
       o.maxPlateauMs,
+      o.nudge,
     ];
     this.keys = [key, `${key}:learned`];
     this.scripts = {
@@ -210,8 +212,8 @@ export class RateGate {
    * means the next free slot lies beyond the booking horizon: ask again after `waitMs`.
    */
   async reserve(estimatedTokens: number): Promise<Reservation & { booked: boolean }> {
-    const { sent, tokenDelta } = this.takePending();
-    const [waitMs, rpm, tpm, slot] = (await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, sent, tokenDelta, this.options.horizonMs)) as [
+    const { folded, tokenDelta } = this.takePending();
+    const [waitMs, rpm, tpm, slot] = (await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, folded, tokenDelta, this.options.horizonMs)) as [
       string,
       string,
       string,
@@ -258,8 +260,8 @@ export class RateGate {
    * sent as one DashScope accepted (gate-common-lua.ts).
    */
   private async sendLate(missed: Reservation, lateMs: number, estimatedTokens: number): Promise<Reservation> {
-    const { sent, tokenDelta } = this.takePending();
-    await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, sent, tokenDelta, Number.MAX_SAFE_INTEGER);
+    const { folded, tokenDelta } = this.takePending();
+    await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, folded, tokenDelta, Number.MAX_SAFE_INTEGER);
     // Counted by the time it actually leaves, on the gate's clock.
     return { ...missed, waitMs: 0, slotMs: missed.slotMs + lateMs };
   }
@@ -286,7 +288,7 @@ export class RateGate {
    */
   async throttled(kind: RateLimitKind): Promise<ThrottleVerdict> {
     const code = kind === 'burst' ? 'b' : kind === 'tokens' ? 't' : 'r';
-    const { sent, tokenDelta } = this.takePending();
+    const { folded, tokenDelta } = this.takePending();
     const o = this.options;
     const [action, learned, inForce] = (await this.scripts.throttled(
       this.keys,
@@ -295,9 +297,8 @@ export class RateGate {
       o.strikesToCut,
       o.strikeWindowMs,
       o.cooldownMs,
-      sent,
+      folded,
       tokenDelta,
-      o.nudge,
     )) as [string, string?, string?];
     if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip' };
     return {
@@ -345,11 +346,11 @@ export class RateGate {
   }
 
   /** The folded settlements as the scripts take them: `bucket:sent:accepted:tokens,...` and the token correction. */
-  private takePending(): { sent: string; tokenDelta: number } {
+  private takePending(): { folded: string; tokenDelta: number } {
     const taken = this.pending;
     this.pending = emptySettlements();
-    const sent = [...taken.buckets].map(([id, { sent, accepted, tokens }]) => `${id}:${sent}:${accepted}:${tokens}`).join(',');
-    return { sent, tokenDelta: taken.tokenDelta };
+    const folded = [...taken.buckets].map(([id, { sent, accepted, tokens }]) => `${id}:${sent}:${accepted}:${tokens}`).join(',');
+    return { folded, tokenDelta: taken.tokenDelta };
   }
 }
 
