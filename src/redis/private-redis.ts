@@ -1,14 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 
 import { Redis } from 'ioredis';
 
 /**
  * A redis-server child process on a free loopback port (tests, `embedq demo`); no persistence
- * unless `appendOnly`.
+ * unless `appendOnly`. It stops when the process that started it dies, however it dies (where
+ * util-linux's `setpriv` is available: see {@link diesWithParent}).
  */
 export interface PrivateRedis {
   url: string;
@@ -81,7 +83,8 @@ async function spawnServer(port: number, dir: string, options: PrivateRedisOptio
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir];
   args.push('--maxmemory-policy', 'noeviction', '--daemonize', 'no', '--loglevel', 'warning');
   if (options.maxmemory) args.push('--maxmemory', options.maxmemory);
-  const child: ChildProcess = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: options.ownProcessGroup === true });
+  const [command, ...launcher] = [...diesWithParent(), 'redis-server'];
+  const child: ChildProcess = spawn(command!, [...launcher, ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: options.ownProcessGroup === true });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<never>((_, reject) => {
@@ -101,6 +104,29 @@ async function spawnServer(port: number, dir: string, options: PrivateRedisOptio
     throw error;
   }
   return child;
+}
+
+let deathSignalPrefix: string[] | undefined;
+
+/**
+ * `setpriv --pdeathsig TERM --` when util-linux's `setpriv` is on PATH (Linux; Debian has it in
+ * every install), else nothing. The kernel then sends redis-server SIGTERM when the thread that
+ * started it ends. A parent killed outright (`kill -9`, the OOM killer, a test runner killed on a
+ * timeout) runs none of its own clean-up, and its private Redis, for the demo in a process group
+ * of its own, went on running on its port.
+ */
+function diesWithParent(): string[] {
+  if (deathSignalPrefix) return deathSignalPrefix;
+  const found = process.platform === 'linux' && (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, 'setpriv'), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  deathSignalPrefix = found ? ['setpriv', '--pdeathsig', 'TERM', '--'] : [];
+  return deathSignalPrefix;
 }
 
 async function waitForPing(url: string): Promise<void> {

@@ -112,4 +112,15 @@ describe('embedq demo', () => {
       if (typed.exitCode === null) process.kill(-typed.pid!, 'SIGKILL');
     }
   }, 90_000);
+
+  it('leaves no Redis behind when it is killed outright (SIGKILL runs none of its own clean-up)', async () => {
+    const killed = spawnEmbedq(demoEnv(), ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
+    const port = await redisPort(killed);
+    killed.kill('SIGKILL');
+    await exitCode(killed);
+    // The kernel signals the server when its parent dies; it shuts down on its own time.
+    const deadline = Date.now() + 10_000;
+    while (!(await portClosed(port)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await portClosed(port)).toBe(true);
+  }, 60_000);
 });
