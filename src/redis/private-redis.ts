@@ -87,13 +87,12 @@ async function spawnServer(port: number, dir: string, options: PrivateRedisOptio
   const child: ChildProcess = spawn(command!, [...launcher, ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: options.ownProcessGroup === true });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const notAvailable = (reason: string): Error =>
+    new Error(`redis-server is not available (${reason}); run scripts/ensure-redis.sh or install Debian's redis-server`);
   const exited = new Promise<never>((_, reject) => {
-    child.once('error', (error) =>
-      reject(
-        new Error(`redis-server is not available (${error.message}); run scripts/ensure-redis.sh or install Debian's redis-server`),
-      ),
-    );
-    child.once('exit', (code) => reject(new Error(`redis-server exited with code ${code}: ${stderr.trim()}`)));
+    child.once('error', (error) => reject(notAvailable(error.message)));
+    // 127: setpriv found no redis-server to run.
+    child.once('exit', (code) => reject(code === 127 && launcher.length > 0 ? notAvailable(stderr.trim()) : new Error(`redis-server exited with code ${code}: ${stderr.trim()}`)));
   });
   exited.catch(() => undefined);
   const url = `redis://127.0.0.1:${port}`;
