@@ -1,4 +1,4 @@
-import { QueueEvents, type Job } from 'bullmq';
+import type { Job } from 'bullmq';
 
 import type { Logger } from '../src/logger.js';
 import type { Services } from './services.js';
@@ -22,15 +22,58 @@ export async function failCorpusJobOf(services: Services, job: Pick<Job, 'id' | 
   if (failed) logger.error({ corpusJobId: data.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
 }
 
-/** Listens to a queue's `failed` events (which include stalled-limit failures) across all workers. */
-export function watchQueueFailures(services: Services, queue: string): QueueEvents {
-  const events = new QueueEvents(queue, { connection: services.workerConnection(), prefix: services.settings.redisPrefix });
-  events.on('error', (error) => services.logger.warn({ err: error, queue }, 'queue events error'));
-  events.on('failed', ({ jobId, failedReason }) => {
-    void (async () => {
-      const job = await services.queues[queue as keyof Services['queues']].getJob(jobId);
-      await failCorpusJobOf(services, job, failedReason, services.logger.child({ queue }));
-    })().catch((error: unknown) => services.logger.warn({ err: error, queue, jobId }, 'could not handle a failed job'));
-  });
-  return events;
+/** How often the failed sets are swept (by one worker of the deployment at a time). */
+export const FAILED_SWEEP_MS = 2_000;
+
+/**
+ * Fails the corpus jobs of steps BullMQ failed where no processor of ours saw it: a job past its
+ * stall limit is failed inside BullMQ's stalled-job check, whose worker emits only `stalled`. Every
+ * few seconds one worker (whichever takes the sweep's lock) reads each queue's `failed` set from
+ * where the last sweep stopped (a cursor in Redis, by failure time) and fails their corpus jobs.
+ *
+ * It replaces a QueueEvents listener per queue in every worker process: those read every event of
+ * every job (~20 µs of CPU a line at the quota, per worker, more with every worker added) to catch
+ * a few, and missed what happened while no worker listened, or while one lagged more than the
+ * event stream's 100 entries. The failed set is BullMQ's record of failures (the last 1,000 are
+ * kept), so a failure is acted on even if every worker was down when it happened.
+ */
+export function sweepFailedJobs(services: Services, queues: readonly string[], intervalMs = FAILED_SWEEP_MS): { close(): Promise<void> } {
+  const { redis, logger } = services;
+  const base = `${services.settings.redisPrefix}:embedq:failed-sweep`;
+  const token = `${process.pid}-${Math.random().toString(36).slice(2)}`;
+  let running: Promise<void> | undefined;
+  const sweep = async (): Promise<void> => {
+    // One sweeper per interval across the deployment; the lock simply expires.
+    if ((await redis.set(`${base}:lock`, token, 'PX', intervalMs, 'NX')) !== 'OK') return;
+    for (const name of queues) await sweepQueue(services, name, `${base}:cursor:${name}`);
+  };
+  const tick = (): void => {
+    if (running) return;
+    running = sweep()
+      .catch((error: unknown) => logger.warn({ err: error }, 'could not sweep failed jobs'))
+      .finally(() => (running = undefined));
+  };
+  tick();
+  const timer = setInterval(tick, intervalMs).unref();
+  return {
+    async close() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
+
+async function sweepQueue(services: Services, name: string, cursorKey: string): Promise<void> {
+  const queue = services.queues[name as keyof Services['queues']];
+  let from = Number((await services.redis.get(cursorKey)) ?? 0);
+  // All of them at once: BullMQ keeps the last 1,000 (jobs/queues.ts). From the cursor inclusive:
+  // failures at the time of the last one read are read again, which is harmless (failing a corpus
+  // job is idempotent and fenced by generation).
+  const failed = await services.redis.zrangebyscore(queue.keys.failed!, from, '+inf', 'WITHSCORES');
+  for (let i = 0; i < failed.length; i += 2) {
+    const job = await queue.getJob(failed[i]!);
+    if (job) await failCorpusJobOf(services, job, job.failedReason ?? 'failed', services.logger.child({ queue: name }));
+    from = Math.max(from, Number(failed[i + 1]));
+  }
+  if (failed.length > 0) await services.redis.set(cursorKey, String(from));
 }

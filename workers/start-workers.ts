@@ -4,7 +4,7 @@ import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPa
 import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
 import { embedBatch } from './embed-batch.js';
-import { failCorpusJobOf, watchQueueFailures } from './fail-on-lost-jobs.js';
+import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
 import { processor } from './run-job.js';
 import { scheduleTickProcessor } from './schedule-tick.js';
@@ -64,7 +64,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     });
     return worker;
   });
-  const failureWatchers = definitions.map(({ queue }) => watchQueueFailures(services, queue));
+  const failureSweep = sweepFailedJobs(services, definitions.map(({ queue }) => queue));
   services.shardEncoder.warm();
   const removeStaleCopies = (): void => {
     removeStaleShardCopies().then(
@@ -80,7 +80,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     async close({ force = false } = {}) {
       clearInterval(staleCopiesTimer);
       await Promise.all(workers.map((worker) => worker.close(force)));
-      await Promise.all(failureWatchers.map((events) => events.close()));
+      await failureSweep.close();
       services.stopWatch.close();
       await services.metrics.stop();
     },

@@ -1,8 +1,9 @@
+import { UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
 import { EmbedBatchPayload } from '../../jobs/payloads.js';
-import { QUEUES, splitJobId } from '../../jobs/queues.js';
+import { QUEUES, queueOptions, splitJobId } from '../../jobs/queues.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { embedBatch } from '../../workers/embed-batch.js';
 import { splitCorpus } from '../../workers/split-corpus.js';
@@ -104,6 +105,34 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
       expect(record.state).toBe('failed');
       expect(record.errorCode).toBe('INVALID_PAYLOAD');
       expect(record.error).toMatch(/generation/);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a step BullMQ failed where no processor of ours saw it, while no worker of ours ran, fails the corpus job once one starts (item 6)', async () => {
+    const id = await submit('s3://out/fence-unseen/');
+    // BullMQ's stalled-job check fails a step past its stall limit inside its own script, in
+    // whichever worker runs the check: here a bare BullMQ worker, so nothing of ours hears of it.
+    const other = new Worker(
+      QUEUES.split,
+      async () => {
+        throw new UnrecoverableError('job stalled more than allowable limit');
+      },
+      { ...queueOptions(world.settings.redisPrefix, world.services.workerConnection()), autorun: false },
+    );
+    const failed = new Promise<void>((resolve) => other.once('failed', () => resolve()));
+    void other.run();
+    await failed;
+    await other.close();
+    expect(await world.services.corpora.state(id)).toBe('queued');
+
+    const pool = startWorkers(world.services, { concurrency: 2 });
+    try {
+      const record = await waitForJob(world.services, id, (r) => r.state !== 'queued' && r.state !== 'running', 15_000);
+      expect(record.state).toBe('failed');
+      expect(record.errorCode).toBe('JOB_STALLED');
+      expect(record.error).toContain('stalled more than allowable limit');
     } finally {
       await pool.close();
     }
