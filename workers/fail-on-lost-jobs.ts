@@ -32,9 +32,8 @@ export const FAILED_SWEEP_MS = 2_000;
  * where the last sweep stopped (a cursor in Redis, by failure time) and fails their corpus jobs.
  *
  * It replaces a QueueEvents listener per queue in every worker process: those read every event of
- * every job (~20 µs of CPU a line at the quota, per worker, more with every worker added) to catch
- * a few, and missed what happened while no worker listened, or while one lagged more than the
- * event stream's 100 entries. The failed set is BullMQ's record of failures (the last 1,000 are
+ * every job to catch a few (Redis served each event once per worker), and missed what happened
+ * while no worker listened, or while one lagged more than the event stream's 100 entries. The failed set is BullMQ's record of failures (the last 1,000 are
  * kept), so a failure is acted on even if every worker was down when it happened.
  */
 export function sweepFailedJobs(services: Services, queues: readonly string[], intervalMs = FAILED_SWEEP_MS): { close(): Promise<void> } {
