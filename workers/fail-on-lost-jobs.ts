@@ -33,17 +33,17 @@ export const FAILED_SWEEP_MS = 2_000;
  *
  * It replaces a QueueEvents listener per queue in every worker process: those read every event of
  * every job to catch a few (Redis served each event once per worker), and missed what happened
- * while no worker listened, or while one lagged more than the event stream's 100 entries. The failed set is BullMQ's record of failures (the last 1,000 are
- * kept), so a failure is acted on even if every worker was down when it happened.
+ * while no worker listened, or while one lagged more than the event stream's 100 entries. The
+ * failed set is BullMQ's record of failures (the last 1,000 are kept), so a failure is acted on
+ * even if every worker was down when it happened.
  */
 export function sweepFailedJobs(services: Services, queues: readonly string[], intervalMs = FAILED_SWEEP_MS): { close(): Promise<void> } {
   const { redis, logger } = services;
   const base = `${services.settings.redisPrefix}:embedq:failed-sweep`;
-  const token = `${process.pid}-${Math.random().toString(36).slice(2)}`;
   let running: Promise<void> | undefined;
   const sweep = async (): Promise<void> => {
-    // One sweeper per interval across the deployment; the lock simply expires.
-    if ((await redis.set(`${base}:lock`, token, 'PX', intervalMs, 'NX')) !== 'OK') return;
+    // One sweeper per interval across the deployment; the lock simply expires (its value says who).
+    if ((await redis.set(`${base}:lock`, String(process.pid), 'PX', intervalMs, 'NX')) !== 'OK') return;
     for (const name of queues) await sweepQueue(services, name, `${base}:cursor:${name}`);
   };
   const tick = (): void => {
