@@ -30,6 +30,7 @@ export const FAILED_SWEEP_MS = 2_000;
  * stall limit is failed inside BullMQ's stalled-job check, whose worker emits only `stalled`. Every
  * few seconds one worker (whichever takes the sweep's lock) reads each queue's `failed` set from
  * where the last sweep stopped (a cursor in Redis, by failure time) and fails their corpus jobs.
+ * Keys: `<prefix>:failed-sweep:lock` (the sweeper's pid) and `<prefix>:failed-sweep:cursor:<queue>`.
  *
  * It replaces a QueueEvents listener per queue in every worker process: those read every event of
  * every job to catch a few (Redis served each event once per worker), and missed what happened
@@ -39,7 +40,7 @@ export const FAILED_SWEEP_MS = 2_000;
  */
 export function sweepFailedJobs(services: Services, queues: readonly string[], intervalMs = FAILED_SWEEP_MS): { close(): Promise<void> } {
   const { redis, logger } = services;
-  const base = `${services.settings.redisPrefix}:embedq:failed-sweep`;
+  const base = `${services.settings.redisPrefix}:failed-sweep`;
   let running: Promise<void> | undefined;
   const sweep = async (): Promise<void> => {
     // One sweeper per interval across the deployment; the lock simply expires (its value says who).

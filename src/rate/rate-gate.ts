@@ -19,10 +19,10 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  * booked but never sent, as a starved worker leaves them, count as accepted), and remembers it in
  * Redis per model and endpoint for `learnedTtlMs`, so every worker and the next job start there.
  * 429s that recur without clustering (a client we cannot see sharing the limit) nudge it down a
- * step at a time until they stop, and the rate in force then keeps a step below it. From there it probes upward: back to the learned
- * limit along a cubic within a few seconds, a plateau (16 s, doubled by every probe that finds the
- * same limit again, up to a minute), a gentle cubic probe up to +10% that ends at its first 429,
- * then doubling every 4 s, so a limit learned too low or raised is found in seconds. Request 429s
+ * step at a time until they stop, and the rate in force then keeps a step below it. From there it
+ * probes upward: back to the learned limit along a cubic within a few seconds, a plateau (16 s,
+ * doubled by every probe that finds the same limit again, up to a minute), a gentle cubic probe up
+ * to +10% that ends at its first 429, then doubling every 4 s, so a limit learned too low or raised is found in seconds. Request 429s
  * (`Throttling.RateQuota`) act on the request schedule, token 429s (`Throttling.AllocationQuota`)
  * on the token schedule; burst 429s only skip a slot.
  * With nothing learned, traffic after an idle spell starts slowly (doubling every
