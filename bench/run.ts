@@ -319,6 +319,9 @@ function printTrace(result: RunResult): void {
 
 const mb = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 const fixed = (value: number, digits = 1): string => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
+/** Worker CPU per line, then by thread: main, shard thread, the rest. */
+const cpuText = (run: RunResult): string =>
+  `${fixed(run.workerCpuMicrosPerLine, 0)} µs (${fixed(run.workerCpuMicrosPerLineByThread.main, 0)}, ${fixed(run.workerCpuMicrosPerLineByThread.shardThread, 0)}, ${fixed(run.workerCpuMicrosPerLineByThread.other, 0)})`;
 
 async function main(): Promise<void> {
   const folder = await mkdtemp(path.join(os.tmpdir(), 'embedq-bench-'));
@@ -495,8 +498,10 @@ function markdown(r: {
     `| | max requests in any 1 s | ${q.maxRequestsPerSecond} (limit ${QPM / 60}) |`,
     `| | Redis per line: commands (inside scripts too), CPU | ${fixed(q.redisCommandsPerLine, 2)}, ${fixed(q.redisCpuMicrosPerLine, 1)} µs |`,
     `| | Redis CPU at this rate | ${fixed(q.redisCpuShare * 100)}% of one core |`,
+    `| | worker CPU per line (both workers, at debug level for the latencies; by thread) / scenario 3's floor | ${cpuText(q)}, ${fixed(q.workerCpuMicrosPerLine / o.floor.jsonParseMicrosPerLine, 2)}× |`,
     `| 1b. the same at dimension 256 dense | steady QPM / limit (after a ${r.quotaBound256.rampSeconds} s ramp) | ${fixed(r.quotaBound256.steadyRequestsPerMinute, 0)} / ${QPM} = ${fixed(r.quotaBound256.qpmShare * 100)}% |`,
     `| | 429s / requests | ${r.quotaBound256.throttled} / ${r.quotaBound256.requests} = ${fixed(r.quotaBound256.throttledShare * 100, 2)}% |`,
+    `| | worker CPU per line (by thread) | ${cpuText(r.quotaBound256)} |`,
     `| 2. side by side (compatible API, dense) | embedq lines/s, 429s | ${fixed(s.embedq.linesPerSecond, 0)}, ${s.embedq.throttled} of ${s.embedq.requests} requests |`,
     `| | hand-rolled openai + p-limit(${WORKERS * CONCURRENCY}) lines/s, 429s | ${fixed(s.handRolled.linesPerSecond, 0)}, ${s.handRolled.throttled} of ${s.handRolled.requests} requests |`,
     `| | throughput ratio, 429 ratio (embedq / hand-rolled) | ${fixed(s.throughputRatio, 2)}×, ${fixed(s.throttledRatio, 4)} |`,
