@@ -63,17 +63,26 @@ export function sweepFailedJobs(services: Services, queues: readonly string[], i
   };
 }
 
+/**
+ * Failures are stamped with the clock of the worker that failed them, so the last few seconds' are
+ * read again by the next sweeps (a worker's clock a little behind could still add one there); older
+ * ones are passed for good.
+ */
+const SETTLED_MS = 10_000;
+
 async function sweepQueue(services: Services, name: string, cursorKey: string): Promise<void> {
   const queue = services.queues[name as keyof Services['queues']];
-  let from = Number((await services.redis.get(cursorKey)) ?? 0);
-  // All of them at once: BullMQ keeps the last 1,000 (jobs/queues.ts). From the cursor inclusive:
-  // failures at the time of the last one read are read again, which is harmless (failing a corpus
-  // job is idempotent and fenced by generation).
+  const from = Number((await services.redis.get(cursorKey)) ?? 0);
+  const settled = Date.now() - SETTLED_MS;
+  let next = from;
+  // All of them at once: BullMQ keeps the last 1,000 (jobs/queues.ts). Reading one again is
+  // harmless: failing a corpus job is idempotent and fenced by generation.
   const failed = await services.redis.zrangebyscore(queue.keys.failed!, from, '+inf', 'WITHSCORES');
   for (let i = 0; i < failed.length; i += 2) {
     const job = await queue.getJob(failed[i]!);
     if (job) await failCorpusJobOf(services, job, job.failedReason ?? 'failed', services.logger.child({ queue: name }));
-    from = Math.max(from, Number(failed[i + 1]));
+    const failedAt = Number(failed[i + 1]);
+    if (failedAt < settled) next = Math.max(next, failedAt + 1);
   }
-  if (failed.length > 0) await services.redis.set(cursorKey, String(from));
+  if (next > from) await services.redis.set(cursorKey, String(next));
 }

@@ -8,7 +8,7 @@ import { parseJobOptions } from '../../src/job-options.js';
 import { embedBatch } from '../../workers/embed-batch.js';
 import { splitCorpus } from '../../workers/split-corpus.js';
 import { startWorkers } from '../../workers/start-workers.js';
-import { failCorpusJobOf } from '../../workers/fail-on-lost-jobs.js';
+import { failCorpusJobOf, sweepFailedJobs } from '../../workers/fail-on-lost-jobs.js';
 import { writeShard } from '../../workers/write-shard.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { startWorld, waitForJob, type World } from '../support/world.js';
@@ -136,6 +136,17 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     } finally {
       await pool.close();
     }
+
+    // The sweeps' cursor passes failures once they are older than a few seconds, never fresh ones
+    // (a worker's clock a little behind could still add one there).
+    const sweepKeys = `${world.settings.redisPrefix}:failed-sweep`;
+    const longAgo = Date.now() - 60_000;
+    await world.services.redis.zadd(world.services.queues[QUEUES.split].keys.failed!, longAgo, splitJobId(id, 0));
+    await world.services.redis.del(`${sweepKeys}:lock`);
+    await sweepFailedJobs(world.services, [QUEUES.split]).close();
+    const cursor = Number(await world.services.redis.get(`${sweepKeys}:cursor:${QUEUES.split}`));
+    expect(cursor).toBeGreaterThan(longAgo);
+    expect(cursor).toBeLessThanOrEqual(Date.now() - 10_000 + 1);
   });
 
   it('a step BullMQ failed for stalling too often fails the corpus job, but only in its generation (item 6)', async () => {
