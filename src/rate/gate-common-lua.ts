@@ -111,8 +111,10 @@ local function in_force(lw, k, ss)
   return rate
 end
 -- Traffic in 100 ms buckets by the time each request was sent (a ring of 34: the last three full
--- seconds, the current bucket and slots booked up to 300 ms ahead). Per bucket: ak slots booked,
--- as requests sent, ar and at requests and tokens the provider accepted. The provider counts
+-- seconds, the current bucket and slots booked up to 300 ms ahead). Per bucket: au slots booked
+-- that their callers left unsent, ar and at requests and tokens the provider accepted (every
+-- other booked slot is presumed sent: a process reports only what it left unsent, so counts that
+-- reach Redis late never make a request in flight look unsent). The provider counts
 -- arrivals, so the send time is what matters: counted at completion, responses bunched by latency
 -- jitter showed 22 accepted in a second of a 20-a-second limit, and that became a learned limit
 -- above the real one.
@@ -127,20 +129,15 @@ local function bucket_index(now, bid)
   local i = bid % RING
   local held = tonumber(redis.call('HGET', S, 'ab' .. i) or '-1')
   if held > bid then return nil end
-  if held < bid then redis.call('HSET', S, 'ab' .. i, bid, 'ak' .. i, 0, 'as' .. i, 0, 'ar' .. i, 0, 'at' .. i, 0) end
+  if held < bid then redis.call('HSET', S, 'ab' .. i, bid, 'au' .. i, 0, 'ar' .. i, 0, 'at' .. i, 0) end
   return i
 end
--- A slot booked at slot (ms, gate clock).
-local function count_booked(now, slot)
-  local i = bucket_index(now, math.floor(slot / 100))
-  if i then redis.call('HINCRBY', S, 'ak' .. i, 1) end
-end
--- A process's folded counts: "bucket:sent:accepted:tokens,..." (bucket -1: now).
+-- A process's folded counts: "bucket:unsent:accepted:tokens,..." (bucket -1: now).
 local function record(now, folded)
-  for b, n, r, t in string.gmatch(folded, '(-?%d+):(%d+):(%d+):([%d.]+)') do
+  for b, u, r, t in string.gmatch(folded, '(-?%d+):(%d+):(%d+):([%d.]+)') do
     local i = bucket_index(now, tonumber(b))
     if i then
-      if n ~= '0' then redis.call('HINCRBY', S, 'as' .. i, n) end
+      if u ~= '0' then redis.call('HINCRBY', S, 'au' .. i, u) end
       if r ~= '0' then
         redis.call('HINCRBY', S, 'ar' .. i, r)
         redis.call('HINCRBYFLOAT', S, 'at' .. i, t)
@@ -151,12 +148,13 @@ end
 -- What the provider let through in one second, per minute, from the 100 ms buckets (by send time),
 -- read once for both estimates.
 -- Slots the schedule booked that were never sent (a worker whose busy event loop woke up late for
--- them) were not refused, and count as accepted. Counting only what starved workers managed to
--- send, a 429 taught a limit below the account's, which starved them further (measured: 900 a
--- minute learned as 420, then nudged to 240, on random RateQuota 429s while the event loop was busy
--- two thirds of the time); TCP BBR likewise does not let sender-limited samples lower its
--- estimate. Requests still in flight are not credited: a probe's last ones, credited as accepted,
--- once learned more than another client left. Tokens are scaled by the same factor.
+-- them, a caller that gave up) were not refused, and count as accepted. Counting only what
+-- starved workers managed to send, a 429 taught a limit below the account's, which starved them
+-- further (measured: 900 a minute learned as 420, then nudged to 240, on random RateQuota 429s
+-- while the event loop was busy two thirds of the time); TCP BBR likewise does not let
+-- sender-limited samples lower its estimate. Requests still in flight are not credited: a probe's
+-- last ones, credited as accepted, once learned more than another client left. Tokens are scaled
+-- by the same factor.
 -- best: the most in any 1-second window of the last three seconds (the current bucket left out):
 -- the delivery-rate estimate, a windowed max as TCP BBR keeps. A mean is dragged down by a second
 -- the senders left short (a drained schedule) and then becomes a learned limit far below the real
@@ -165,23 +163,22 @@ end
 -- the provider lets through now, after a fall.
 local function accepted_per_minute(now)
   local id = math.floor(now / 100)
-  local r, t, k, n = {}, {}, {}, {}
+  local r, t, u = {}, {}, {}
   for back = 1, 30 do
     local bid = id - back
     local i = bid % RING
-    local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i, 'ak' .. i, 'as' .. i)
+    local b = redis.call('HMGET', S, 'ab' .. i, 'ar' .. i, 'at' .. i, 'au' .. i)
     if tonumber(b[1] or '-1') == bid then
-      r[back], t[back], k[back], n[back] = tonumber(b[2] or '0'), tonumber(b[3] or '0'), tonumber(b[4] or '0'), tonumber(b[5] or '0')
+      r[back], t[back], u[back] = tonumber(b[2] or '0'), tonumber(b[3] or '0'), tonumber(b[4] or '0')
     else
-      r[back], t[back], k[back], n[back] = 0, 0, 0, 0
+      r[back], t[back], u[back] = 0, 0, 0
     end
   end
   local function window(last)
-    local wr, wt, wk, wn = 0, 0, 0, 0
+    local wr, wt, unsent = 0, 0, 0
     for back = last, last + 9 do
-      wr, wt, wk, wn = wr + r[back], wt + t[back], wk + k[back], wn + n[back]
+      wr, wt, unsent = wr + r[back], wt + t[back], unsent + u[back]
     end
-    local unsent = wk - wn
     if unsent > 0 then
       if wr > 0 then wt = wt * (wr + unsent) / wr end
       wr = wr + unsent
@@ -252,10 +249,10 @@ local function advance(now, lw)
   redis.call('HSET', S, 'seen', now)
   return ss
 end
--- Applies a process's folded settlements: sent and accepted requests, and the token schedule's
--- correction.
-local function settle(now, lw, ss, sent, delta)
-  record(now, sent)
+-- Applies a process's folded settlements: slots left unsent, accepted requests, and the token
+-- schedule's correction.
+local function settle(now, lw, ss, folded, delta)
+  record(now, folded)
   if delta ~= 0 then
     local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
     if tTat < now - 1000 then tTat = now - 1000 end

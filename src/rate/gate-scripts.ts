@@ -6,9 +6,12 @@
 import { COMMON_LUA } from './gate-common-lua.js';
 
 /**
- * ARGV[16] estimated tokens, [17..18] folded settlements (sent and accepted by send bucket, token
- * correction), [19] booking horizon ms. Returns the wait in ms, both rates in force and the slot's
- * time (Redis clock); a negative wait means "not booked: ask again in -wait ms".
+ * ARGV[16] estimated tokens of each request to book, comma-separated (in the order of the callers
+ * waiting), [17..18] folded settlements (slots left unsent and requests accepted, by send bucket;
+ * token correction), [19] booking horizon ms. Books evenly spaced slots for as many of the
+ * requests as start within the horizon.
+ * Returns Redis's time, both rates in force, the ms until the next free slot enters the horizon
+ * (-1 when every request was booked) and each booked slot's time (Redis clock), in order.
  */
 export const RESERVE_LUA = `${COMMON_LUA}
 local now = now_ms()
@@ -18,17 +21,25 @@ settle(now, lw, ss, ARGV[17], tonumber(ARGV[18]))
 local rr, rt = in_force(lw, 'r', ss), in_force(lw, 't', ss)
 local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
 local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
-local send = now
-if rTat > send then send = rTat end
-if tTat > send then send = tTat end
 redis.call('PEXPIRE', S, 3600000)
 -- Slots are booked at most a short horizon ahead, so a new rate (a cut, a ramp) applies within it
 -- rather than after every queued caller has left at the old one.
 local horizon = tonumber(ARGV[19])
-if send - now > horizon then return { tostring(-(send - now - horizon)), tostring(rr), tostring(rt), tostring(send) } end
-redis.call('HSET', S, 'rTat', send + 60000 / rr, 'tTat', send + tonumber(ARGV[16]) * 60000 / rt)
-count_booked(now, send)
-return { tostring(send - now), tostring(rr), tostring(rt), tostring(send) }
+local out = { tostring(now), tostring(rr), tostring(rt), '-1' }
+for estimate in string.gmatch(ARGV[16], '[^,]+') do
+  local send = now
+  if rTat > send then send = rTat end
+  if tTat > send then send = tTat end
+  if send - now > horizon then
+    out[4] = tostring(send - now - horizon)
+    break
+  end
+  rTat = send + 60000 / rr
+  tTat = send + tonumber(estimate) * 60000 / rt
+  out[#out + 1] = tostring(send)
+end
+if #out > 4 then redis.call('HSET', S, 'rTat', rTat, 'tTat', tTat) end
+return out
 `;
 
 /**

@@ -28,9 +28,12 @@ import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
  * With nothing learned, traffic after an idle spell starts slowly (doubling every
  * `slowStartDoublingMs`), so an unknown limit is met at a rate close to it, not five times over.
  *
- * Redis round trips: one per request (two for a caller that woke up late for its slot). Token
- * settlements and sent and accepted counts are folded into the process's next reservation (or 429
- * report) instead of a call of their own.
+ * Redis round trips: fewer than one per request. A process's callers queue for slots locally, and
+ * one Redis call books slots for as many of them as fit within the booking horizon; while slots
+ * are scarce only that one call waits for the next, where every caller used to ask and be told to
+ * come back (at the quota, about two calls per request). A caller that woke up late for its slot
+ * makes one more. Token settlements, accepted requests and slots left unsent are folded into the process's
+ * next reservation (or 429 report) instead of a call of their own.
  */
 export interface RateLimits {
   requestsPerMinute: number;
@@ -153,6 +156,12 @@ export class RateGate {
   private readonly keys: [string, string];
   /** Settlements not yet sent: they ride on the next reservation. */
   private pending = emptySettlements();
+  /** This process's callers of {@link acquire} waiting for a slot to be booked, oldest first. */
+  private readonly queued: QueuedCaller[] = [];
+  /** Whether {@link bookQueued} runs; it ends when the queue is empty. */
+  private booking = false;
+  /** Ends {@link bookQueued}'s wait early (its queue emptied: callers gave up). */
+  private wakeBooking: (() => void) | undefined;
 
   constructor(
     redis: RedisClient,
@@ -212,15 +221,13 @@ export class RateGate {
    * means the next free slot lies beyond the booking horizon: ask again after `waitMs`.
    */
   async reserve(estimatedTokens: number): Promise<Reservation & { booked: boolean }> {
-    const { folded, tokenDelta } = this.takePending();
-    const [waitMs, rpm, tpm, slot] = (await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, folded, tokenDelta, this.options.horizonMs)) as [
-      string,
-      string,
-      string,
-      string,
-    ];
-    const wait = Number(waitMs);
-    return { booked: wait >= 0, waitMs: Math.abs(wait), slotMs: Number(slot), requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) };
+    const booking = await this.book([estimatedTokens], this.options.horizonMs);
+    const slot = booking.slots[0];
+    if (slot === undefined) {
+      const nextFreeMs = booking.nowMs + booking.retryMs + this.options.horizonMs;
+      return { booked: false, waitMs: booking.retryMs, slotMs: nextFreeMs, ...booking.rates };
+    }
+    return { booked: true, waitMs: slot - booking.nowMs, slotMs: slot, ...booking.rates };
   }
 
   /**
@@ -230,22 +237,105 @@ export class RateGate {
    * ({@link sendLate}).
    */
   async acquire(estimatedTokens: number, signal?: AbortSignal): Promise<Reservation> {
-    for (;;) {
-      const reservation = await this.reserve(estimatedTokens);
-      if (!reservation.booked) {
-        // Come back when the slot is about to enter the horizon; the spread keeps callers from
-        // all asking in the same millisecond.
-        await sleep(reservation.waitMs + Math.random() * this.options.horizonMs * 0.5, signal);
-        continue;
-      }
-      if (reservation.waitMs > 0) {
-        const due = performance.now() + reservation.waitMs;
+    const reservation = await this.queueForSlot(estimatedTokens, signal);
+    if (reservation.waitMs > 0) {
+      const due = performance.now() + reservation.waitMs;
+      try {
         await sleep(reservation.waitMs, signal);
-        const lateMs = performance.now() - due;
-        if (lateMs > this.options.maxLatenessMs) return this.sent(await this.sendLate(reservation, lateMs, estimatedTokens));
+      } catch (error) {
+        this.unsent(reservation.slotMs);
+        throw error;
       }
-      return this.sent(reservation);
+      const lateMs = performance.now() - due;
+      if (lateMs > this.options.maxLatenessMs) return this.sendLate(reservation, lateMs, estimatedTokens);
     }
+    return reservation;
+  }
+
+  /** Joins this process's queue for slots; resolves once {@link bookQueued} booked one for the caller. */
+  private queueForSlot(estimatedTokens: number, signal: AbortSignal | undefined): Promise<Reservation> {
+    signal?.throwIfAborted();
+    return new Promise((resolve, reject) => {
+      const caller: QueuedCaller = { estimatedTokens, resolve, reject, signal, onAbort: undefined };
+      if (signal) {
+        caller.onAbort = () => {
+          const index = this.queued.indexOf(caller);
+          if (index >= 0) this.queued.splice(index, 1);
+          if (this.queued.length === 0) this.wakeBooking?.();
+          reject(signal.reason as Error);
+        };
+        signal.addEventListener('abort', caller.onAbort, { once: true });
+      }
+      this.queued.push(caller);
+      if (!this.booking) void this.bookQueued();
+    });
+  }
+
+  /**
+   * Books slots for the process's queued callers, oldest first, as many a call as start within the
+   * booking horizon. While the rest wait for the next free slot to enter the horizon, only this
+   * loop waits, and then asks for all of them again; the spread keeps processes from asking in the
+   * same millisecond, and lets a few slots enter the horizon for each call to book.
+   */
+  private async bookQueued(): Promise<void> {
+    this.booking = true;
+    try {
+      while (this.queued.length > 0) {
+        const callers = this.queued.slice(0, MAX_BOOKED_PER_CALL);
+        let booking: Booking;
+        try {
+          booking = await this.book(
+            callers.map((caller) => caller.estimatedTokens),
+            this.options.horizonMs,
+          );
+        } catch (error) {
+          // Redis unreachable: every queued caller fails, as its own call would have.
+          for (const caller of this.queued.splice(0)) this.leaveQueue(caller).reject(error as Error);
+          return;
+        }
+        booking.slots.forEach((slot, index) => {
+          const caller = callers[index]!;
+          const position = this.queued.indexOf(caller);
+          // A caller that gave up meanwhile leaves its slot empty, as one that gives up while
+          // sleeping until its slot does.
+          if (position < 0) {
+            this.unsent(slot);
+            return;
+          }
+          this.queued.splice(position, 1);
+          this.leaveQueue(caller).resolve({ waitMs: slot - booking.nowMs, slotMs: slot, ...booking.rates });
+        });
+        if (booking.retryMs >= 0 && this.queued.length > 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, booking.retryMs + Math.random() * this.options.horizonMs * 0.5);
+            this.wakeBooking = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          this.wakeBooking = undefined;
+        }
+      }
+    } finally {
+      this.booking = false;
+    }
+  }
+
+  private leaveQueue(caller: QueuedCaller): QueuedCaller {
+    if (caller.onAbort) caller.signal?.removeEventListener('abort', caller.onAbort);
+    return caller;
+  }
+
+  /** One reservation script call: slots for as many of `estimates` (in order) as start within `horizonMs`. */
+  private async book(estimates: readonly number[], horizonMs: number): Promise<Booking> {
+    const { folded, tokenDelta } = this.takePending();
+    const [now, rpm, tpm, retry, ...slots] = (await this.scripts.reserve(this.keys, ...this.args, estimates.join(','), folded, tokenDelta, horizonMs)) as string[];
+    return {
+      nowMs: Number(now),
+      rates: { requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) },
+      retryMs: Number(retry),
+      slots: slots.map(Number),
+    };
   }
 
   /**
@@ -260,8 +350,8 @@ export class RateGate {
    * sent as one DashScope accepted (gate-common-lua.ts).
    */
   private async sendLate(missed: Reservation, lateMs: number, estimatedTokens: number): Promise<Reservation> {
-    const { folded, tokenDelta } = this.takePending();
-    await this.scripts.reserve(this.keys, ...this.args, estimatedTokens, folded, tokenDelta, Number.MAX_SAFE_INTEGER);
+    const { slots } = await this.book([estimatedTokens], Number.MAX_SAFE_INTEGER);
+    for (const slot of slots) this.unsent(slot);
     // Counted by the time it actually leaves, on the gate's clock.
     return { ...missed, waitMs: 0, slotMs: missed.slotMs + lateMs };
   }
@@ -325,13 +415,13 @@ export class RateGate {
   }
 
   /**
-   * The request leaves: counted in its slot's bucket, so that the delivery-rate estimate can tell
-   * a booked slot never sent from a request still in flight. {@link acquire} calls it; a caller of
-   * {@link reserve} calls it when it sends.
+   * A booked slot its caller leaves empty (it gave up, or woke up late and paid with a second
+   * slot). Nothing refused it, so the delivery-rate estimate counts it as accepted; every other
+   * booked slot is presumed sent, and counts only once its request is {@link completed}.
+   * {@link acquire} calls it; a caller of {@link reserve} that does not send calls it.
    */
-  sent(reservation: Reservation): Reservation {
-    this.bucket(reservation.slotMs).sent += 1;
-    return reservation;
+  unsent(slotMs: number): void {
+    this.bucket(slotMs).unsent += 1;
   }
 
   /** The folded counts of the 100 ms bucket of `slotMs` (now when not given). */
@@ -339,23 +429,45 @@ export class RateGate {
     const id = slotMs === undefined ? -1 : Math.floor(slotMs / 100);
     let counts = this.pending.buckets.get(id);
     if (!counts) {
-      counts = { sent: 0, accepted: 0, tokens: 0 };
+      counts = { unsent: 0, accepted: 0, tokens: 0 };
       this.pending.buckets.set(id, counts);
     }
     return counts;
   }
 
-  /** The folded settlements as the scripts take them: `bucket:sent:accepted:tokens,...` and the token correction. */
+  /** The folded settlements as the scripts take them: `bucket:unsent:accepted:tokens,...` and the token correction. */
   private takePending(): { folded: string; tokenDelta: number } {
     const taken = this.pending;
     this.pending = emptySettlements();
-    const folded = [...taken.buckets].map(([id, { sent, accepted, tokens }]) => `${id}:${sent}:${accepted}:${tokens}`).join(',');
+    const folded = [...taken.buckets].map(([id, { unsent, accepted, tokens }]) => `${id}:${unsent}:${accepted}:${tokens}`).join(',');
     return { folded, tokenDelta: taken.tokenDelta };
   }
 }
 
+/** Most callers one reservation call books (a bound on the script's work and its arguments). */
+const MAX_BOOKED_PER_CALL = 100;
+
+interface QueuedCaller {
+  estimatedTokens: number;
+  resolve(reservation: Reservation): void;
+  reject(error: Error): void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** What one reservation call returned. */
+interface Booking {
+  /** When the script ran, on the gate's (Redis's) clock. */
+  nowMs: number;
+  rates: RateLimits;
+  /** Milliseconds until the next free slot enters the horizon; -1 when every request was booked. */
+  retryMs: number;
+  /** The booked slots' times, in the order of the requests. */
+  slots: number[];
+}
+
 interface BucketCounts {
-  sent: number;
+  unsent: number;
   accepted: number;
   tokens: number;
 }

@@ -33,11 +33,11 @@ describe('RateGate (real Redis)', () => {
 
   /** Callers queueing for slots (and sending in them): only 429s that meet a saturated schedule teach the gate anything. */
   const saturate = async (gate: RateGate, slots = 4): Promise<void> => {
-    for (let index = 0; index < slots; index += 1) gate.sent(await gate.reserve(0));
+    for (let index = 0; index < slots; index += 1) await gate.reserve(0);
   };
   /** `count` requests accepted, sent `agoMs` before a slot just taken; then callers queue. */
   const acceptedAgo = async (gate: RateGate, count: number, agoMs: number): Promise<void> => {
-    const { slotMs } = gate.sent(await gate.reserve(1));
+    const { slotMs } = await gate.reserve(1);
     for (let index = 0; index < count; index += 1) gate.completed(1, 1, slotMs - agoMs);
     await saturate(gate);
   };
@@ -125,6 +125,36 @@ describe('RateGate (real Redis)', () => {
     expect((await gate.reserve(1)).slotMs - first.slotMs).toBe(300);
   });
 
+  it("books a process's queued callers a horizon at a time, with one Redis call for many, in evenly spaced slots", async () => {
+    // The gate's own connection, so its commands can be told apart in MONITOR.
+    const client = new Redis(inject('redisUrl'));
+    const monitor = await redisB.monitor();
+    try {
+      await client.ping();
+      const port = client.stream.localPort;
+      let calls = 0;
+      monitor.on('monitor', (_time: string, args: string[], source: string) => {
+        if (source.endsWith(`:${port}`) && /^eval/i.test(args[0] ?? '')) calls += 1;
+      });
+      // 10 ms slots, 250 ms horizon: 60 callers take ~600 ms of slots, more than two horizons.
+      const gate = new RateGate(client, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 1, horizonMs: 250 });
+      const gaveUp = new AbortController();
+      const leaving = gate.acquire(1, gaveUp.signal);
+      const reservations = Promise.all(Array.from({ length: 60 }, () => gate.acquire(1)));
+      gaveUp.abort(new Error('job stopped'));
+      await expect(leaving).rejects.toThrow('job stopped');
+      const slots = (await reservations).map((reservation) => reservation.slotMs).sort((a, b) => a - b);
+      for (let index = 1; index < slots.length; index += 1) expect(slots[index]! - slots[index - 1]!).toBeGreaterThanOrEqual(10);
+      await sleep(50); // MONITOR's copies of the last calls arrive
+      // One call a caller (and more for those told to come back) before; now one per few slots.
+      expect(calls).toBeGreaterThan(1);
+      expect(calls).toBeLessThanOrEqual(20);
+    } finally {
+      monitor.disconnect();
+      client.disconnect();
+    }
+  });
+
   it('applies EMBEDQ_RESERVE: the rate in force leaves that fraction of the limit unused', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e9 }, { targetUtilization: 1, reserve: 0.25, ...steady });
     const reservation = await gate.reserve(1);
@@ -180,7 +210,7 @@ describe('RateGate (real Redis)', () => {
     const b = new RateGate(redisB, gateKey, limits, options);
     // The provider accepted 4 requests sent in one 100 ms bucket 0.7 s ago (240 a minute), and
     // one more sent 5 s ago (out of every window); then 429s cluster.
-    const { slotMs } = a.sent(await a.reserve(1));
+    const { slotMs } = await a.reserve(1);
     for (let index = 0; index < 4; index += 1) a.completed(1, 1, slotMs - 700);
     a.completed(1, 1, slotMs - 5_000);
     await saturate(a); // callers queue: these 429s meet a saturated schedule
@@ -206,12 +236,11 @@ describe('RateGate (real Redis)', () => {
     // Callers never count as late here: a late one books a second slot and leaves it empty, which
     // counts as accepted too (on a loaded CI machine one did, and the limit learned was 480).
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady, maxLatenessMs: 60_000 });
-    // Twelve slots booked 10 ms apart. Workers short of CPU never sent three of them (booked with
-    // reserve alone); of the nine sent, four were accepted, three refused (the cluster below) and
-    // two are still in flight.
+    // Twelve slots booked 10 ms apart. Three were left empty (their callers gave up); of the nine
+    // sent, four were accepted, three refused (the cluster below) and two are still in flight.
     const sent = [];
     for (let index = 0; index < 12; index += 1) {
-      if (index % 4 === 3) await gate.reserve(1);
+      if (index % 4 === 3) gate.unsent((await gate.reserve(1)).slotMs);
       else sent.push(await gate.acquire(1));
     }
     for (const { slotMs } of sent.slice(0, 4)) gate.completed(1, 1, slotMs);
@@ -247,7 +276,7 @@ describe('RateGate (real Redis)', () => {
     const cutter = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, ...steady });
     const gate = new RateGate(redisB, gateKey, limits, { targetUtilization: 1, ...steady, cooldownMs: 100, strikesToCut: 100 });
     // A cluster learns 1,200 a minute (20 accepted, sent 0.8 s ago).
-    const { slotMs } = cutter.sent(await cutter.reserve(1));
+    const { slotMs } = await cutter.reserve(1);
     for (let index = 0; index < 20; index += 1) cutter.completed(1, 1, slotMs - 800);
     await saturate(cutter);
     expect(await cluster(cutter)).toMatchObject({ action: 'cut', learnedPerMinute: 1200 });
