@@ -10,8 +10,6 @@ const CLOCK_TICKS_PER_SECOND = 100; // Linux USER_HZ
 
 export interface WorkerProcess {
   child: ChildProcess;
-  /** `requestMs` of every `batch embedded` debug line (needs LOG_LEVEL=debug). */
-  requestMs: number[];
   /** The worker's `memory` lines (every 5 s). */
   memory: Array<Record<string, number>>;
   /** The gate's cuts and nudges this worker reported (`rate limit learned`/`lowered`): wall time (ms) and the limits. */
@@ -43,19 +41,14 @@ export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOpt
     env: { ...env, ...launch.env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const requestMs: number[] = [];
   const memory: Array<Record<string, number>> = [];
   const cuts: WorkerProcess['cuts'] = [];
   createInterface({ input: child.stdout! }).on('line', (line) => {
     if (line.includes('"msg":"memory"')) memory.push(JSON.parse(line) as Record<string, number>);
     if (line.includes('"msg":"rate limit l')) cuts.push({ ...(JSON.parse(line) as WorkerProcess['cuts'][number]), time: Date.now() });
-    if (!line.includes('"batch embedded"')) return;
-    const parsed = JSON.parse(line) as { requestMs?: number };
-    if (parsed.requestMs) requestMs.push(parsed.requestMs);
   });
   return {
     child,
-    requestMs,
     memory,
     cuts,
     async stop() {
@@ -92,6 +85,29 @@ export function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const match = /VmRSS:\s+(\d+) kB/.exec(status);
   return match ? Number(match[1]) * 1024 : 0;
+}
+
+/**
+ * The q-quantile (0..1) of a Prometheus histogram, its cumulative counts by upper bound (`+Inf`
+ * included), interpolated linearly within the bucket it falls in, as PromQL's histogram_quantile
+ * does; a quantile in the `+Inf` bucket is the highest finite bound.
+ */
+export function histogramQuantile(buckets: ReadonlyArray<{ le: number; count: number }>, q: number): number {
+  const sorted = [...buckets].sort((a, b) => a.le - b.le);
+  const total = sorted.at(-1)?.count ?? 0;
+  if (total === 0) return NaN;
+  const rank = q * total;
+  let lowerBound = 0;
+  let lowerCount = 0;
+  for (const { le, count } of sorted) {
+    if (count >= rank) {
+      if (!Number.isFinite(le)) return lowerBound;
+      return count === lowerCount ? le : lowerBound + ((le - lowerBound) * (rank - lowerCount)) / (count - lowerCount);
+    }
+    lowerBound = le;
+    lowerCount = count;
+  }
+  return NaN;
 }
 
 export function percentile(values: readonly number[], p: number): number {
