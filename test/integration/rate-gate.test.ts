@@ -106,6 +106,20 @@ describe('RateGate (real Redis)', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(295);
   });
 
+  it('fails every queued caller when Redis cannot be reached, and the next callers ask again', async () => {
+    // A client that never connected and queues nothing: every command fails at once.
+    const offline = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, retryStrategy: () => null });
+    offline.on('error', () => undefined);
+    try {
+      const gate = new RateGate(offline, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { slowStartFraction: 1 });
+      const callers = await Promise.allSettled([gate.acquire(1), gate.acquire(1), gate.acquire(1)]);
+      expect(callers.map((caller) => caller.status)).toEqual(['rejected', 'rejected', 'rejected']);
+      await expect(gate.acquire(1)).rejects.toThrow(/enableOfflineQueue/);
+    } finally {
+      offline.disconnect();
+    }
+  });
+
   it('a caller that wakes up late leaves at once and pays with the next free slot, which stays empty', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 600, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
     // 100 ms slots: the first now, the caller's at +100.
