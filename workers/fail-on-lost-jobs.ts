@@ -78,9 +78,10 @@ async function sweepQueue(services: Services, name: string, cursorKey: string): 
   // All of them at once: BullMQ keeps the last 1,000 (jobs/queues.ts). Reading one again is
   // harmless: failing a corpus job is idempotent and fenced by generation.
   const failed = await services.redis.zrangebyscore(queue.keys.failed!, from, '+inf', 'WITHSCORES');
+  const logger = services.logger.child({ queue: name });
   for (let i = 0; i < failed.length; i += 2) {
     const job = await queue.getJob(failed[i]!);
-    if (job) await failCorpusJobOf(services, job, job.failedReason ?? 'failed', services.logger.child({ queue: name }));
+    if (job) await failCorpusJobOf(services, job, job.failedReason ?? 'failed', logger);
     const failedAt = Number(failed[i + 1]);
     if (failedAt < settled) next = Math.max(next, failedAt + 1);
   }
