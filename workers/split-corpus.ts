@@ -81,7 +81,15 @@ async function split(payload: SplitCorpusPayload, { services, logger }: JobConte
   };
   /** Batches the shard has: the last slot's batch + 1 (0 when no line of the shard was embeddable). */
   const batchesOfShard = (): number => (slot && slot.shard === shard ? slot.batch + 1 : 0);
+  /** Lines read so far, for status and the dashboard while the total is unknown. */
+  const reportLinesRead = async (): Promise<void> => {
+    lastProgressAt = Date.now();
+    await corpora.jobs.setLinesRead(id, generation, row);
+  };
   const flushPending = async (): Promise<void> => {
+    // Before the batches go out: workers may embed them at once, and "read" must not trail "embedded"
+    // (it did for as long as the split waited for room, minutes on a slow quota).
+    await reportLinesRead();
     await enqueueEmbedBatches(queues.embed, pending);
     pending = [];
   };
@@ -174,10 +182,7 @@ async function split(payload: SplitCorpusPayload, { services, logger }: JobConte
       }
       if (!shardSkipped || reuse?.tracksIds) await take(line, shardSkipped);
       row += 1;
-      if (Date.now() - lastProgressAt > 1_000) {
-        lastProgressAt = Date.now();
-        await corpora.jobs.setLinesRead(id, generation, row);
-      }
+      if (Date.now() - lastProgressAt > 1_000) await reportLinesRead();
     }
   }
   if (stopped) {
