@@ -13,7 +13,9 @@ export function describeGateState(state: GateState): string {
     learned.tokensPerMinute === undefined ? undefined : `${count(learned.tokensPerMinute)} TPM`,
   ].filter(Boolean);
   const notes = [
-    state.shared ? 'shared with another client: 10% left to it, probed once a minute' : undefined,
+    // A nudge cannot tell a neighbour from a limit measured a little high (at 10 a second, one
+    // request is 10%), so the line says what was seen, not who.
+    state.shared ? '429s kept coming below it, as when another client shares the account: 10% kept free, probed once a minute' : undefined,
     state.learnedExpiresInMs === undefined ? undefined : `remembered ${Math.ceil(state.learnedExpiresInMs / 60_000)} min more`,
   ].filter(Boolean);
   const expires = notes.length > 0 ? ` (${notes.join('; ')})` : '';

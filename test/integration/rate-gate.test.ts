@@ -457,7 +457,7 @@ describe('RateGate (real Redis)', () => {
     expect(Math.abs(nudged.inForcePerMinute - underShared(nudged.learnedPerMinute))).toBeLessThanOrEqual(1);
     const state = await gate.state();
     expect(state.shared).toBe(true);
-    expect(describeGateState(state)).toMatch(/learned \d+ QPM \(shared with another client: 10% left to it, probed once a minute; remembered 60 min more\)/);
+    expect(describeGateState(state)).toMatch(/learned \d+ QPM \(429s kept coming below it, as when another client shares the account: 10% kept free, probed once a minute; remembered 60 min more\)/);
     // The hold is now the longest (2 s), not 0.3 s: no probe for the next second, then one.
     const samples: Array<[number, number]> = [];
     const started = performance.now();
