@@ -29,6 +29,14 @@ program.addCommand(emulatorCommand());
 
 const debug = process.env.LOG_LEVEL === 'debug' || process.env.LOG_LEVEL === 'trace';
 
+// A reader that went away (`embedq status <id> | grep -q running`, `embedq list | head -3`) is not
+// a failure: exit as a pipeline's writer does (128 + SIGPIPE), not with an unhandled EPIPE's stack.
+// A command with its own handler (the demo stops what it started first) takes it over.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  if (process.stdout.listenerCount('error') === 1) process.exit(141);
+});
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {

@@ -71,4 +71,22 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       expect(result.stderr).not.toMatch(/\n\s+at /);
     }
   });
+
+  it('exits 141 without a stack when its reader goes away (`embedq status <id> | grep -q running`)', async () => {
+    const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/piped/']);
+    const id = submitted.stdout.trim();
+    expect(id).toMatch(/^cj-/);
+    for (const args of [['status', id], ['list']]) {
+      const child = spawnEmbedq(world.env, args);
+      let stderr = '';
+      child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      // The reader closes the pipe before the command writes: its first write fails with EPIPE.
+      child.stdout!.destroy();
+      const timer = setTimeout(() => void stopProcess(child, 'SIGKILL'), 20_000);
+      const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
+      clearTimeout(timer);
+      expect(code, stderr).toBe(141);
+      expect(stderr).toBe('');
+    }
+  });
 });
