@@ -60,6 +60,12 @@ export interface CorpusJobRecord extends CorpusJobCounters {
   reusedFrom: ReusedFrom | null;
   /** Why `--reuse` could not be used (the job then embeds every line). Once set, it stays for the job. */
   reuseError: string | null;
+  /**
+   * The last failed attempt of one of the job's steps that will be retried (a DashScope outage, a
+   * storage hiccup), and when: a running job that makes no progress says why.
+   */
+  lastRetry: string | null;
+  lastRetryAt: number | null;
 }
 
 /** Why `restart` refused: the job is gone, not stopped, or its output now belongs to another job. */
@@ -120,6 +126,8 @@ export class JobRecords {
       schedule: hash.schedule ?? null,
       reusedFrom: hash.reusedFrom ? (JSON.parse(hash.reusedFrom) as ReusedFrom) : null,
       reuseError: hash.reuseError ?? null,
+      lastRetry: hash.lastRetry ?? null,
+      lastRetryAt: optional('lastRetryAt'),
       linesRead: number('linesRead'),
       totalLines: optional('totalLines'),
       totalShards: optional('totalShards'),
@@ -213,6 +221,11 @@ export class JobRecords {
     if (fields.reuseError !== undefined) args.push('reuseError', fields.reuseError);
     if (fields.rowsDeleted !== undefined) args.push('rowsDeleted', fields.rowsDeleted);
     return (await this.scripts.setFields([this.keys.job(id)], generation, ...args)) === 1;
+  }
+
+  /** A step of `generation` failed an attempt and will be retried: what went wrong. */
+  async noteRetry(id: string, generation: number, message: string, at = Date.now()): Promise<void> {
+    await this.scripts.setFields([this.keys.job(id)], generation, 'lastRetry', message, 'lastRetryAt', at);
   }
 
   /** The split of `generation` read the whole corpus; undefined if the job stopped or moved on. */

@@ -59,6 +59,10 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
         throw new UnrecoverableError(`${code}: ${reason}`);
       }
       logger.warn({ err: error }, 'job attempt failed; will retry');
+      // For `embedq status` and the dashboard: a job stuck in retries (a provider outage spans ~10
+      // minutes of them) says why. Only a note: failing to write it must not change the outcome.
+      const code = error instanceof EmbedqError ? `${error.code}: ` : '';
+      await services.corpora.jobs.noteRetry(payload.corpusJobId, payload.generation, `${job.name} attempt ${job.attemptsMade + 1} of ${attempts}: ${code}${errorMessage(error)}`).catch(() => undefined);
       throw error;
     }
   };

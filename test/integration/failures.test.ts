@@ -116,6 +116,31 @@ describe('failures that stop a job, and bad input', () => {
     }
   });
 
+  it('says why a running job makes no progress (a provider outage: retrying …), and finishes once it is back', async () => {
+    world.emulator.setFaults({ failRate500: 1 });
+    // Silent: every failed attempt is logged as a warning with its stack.
+    const services = createServices(world.settings, createLogger({ level: 'silent' }));
+    const pool = startWorkers(services, { concurrency: 2 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/outage/', '--shard-rows', '50']);
+      const id = submitted.stdout.trim();
+      await waitForJob(world.services, id, (record) => record.lastRetry !== null);
+      const during = await runEmbedq(world.env, ['status', id]);
+      expect(during.stdout).toMatch(/^state {5}running\nretrying {2}embed-batch attempt \d+ of 14: PROVIDER_UNAVAILABLE: .*500.* \(\d+ s ago\)$/m);
+      expect((await world.services.corpora.get(id))!.rowsEmbedded).toBe(0);
+      world.emulator.setFaults({ failRate500: 0 });
+      expect((await waitForJob(world.services, id)).state).toBe('completed');
+      // A finished job has no "retrying" line; the note stays in the record (`status --json`).
+      const after = await runEmbedq(world.env, ['status', id]);
+      expect(after.stdout).toMatch(/^state {5}completed$/m);
+      expect(after.stdout).not.toMatch(/^retrying/m);
+    } finally {
+      await pool.close();
+      await services.close();
+      world.emulator.setFaults({ failRate500: 0 });
+    }
+  });
+
   it('records a line over 8,192 tokens as an error with --long-lines error, and embeds the rest', async () => {
     const pool = startWorkers(world.services, { concurrency: 4 });
     try {

@@ -20,11 +20,12 @@ export function progressLine(record: CorpusJobRecord, linesPerSecond?: number): 
   return parts.join(' · ');
 }
 
-export function describeJob(record: CorpusJobRecord): string {
+export function describeJob(record: CorpusJobRecord, now = Date.now()): string {
   const o = record.options;
   const lines = [
     `job       ${record.id}${record.schedule ? ` (schedule ${record.schedule})` : ''}`,
     `state     ${record.state}${record.error ? ` — ${record.errorCode}: ${record.error}` : ''}`,
+    ...(lastRetryLine(record, now) ?? []),
     `input     ${o.input}`,
     `output    ${o.output}`,
     `model     ${o.model} dim ${o.dimension} ${o.outputType} ${o.textType} via ${o.api}`,
@@ -39,6 +40,20 @@ export function describeJob(record: CorpusJobRecord): string {
     `created   ${new Date(record.createdAt).toISOString()}${record.finishedAt ? ` · finished ${new Date(record.finishedAt).toISOString()}` : ''}`,
   ];
   return lines.join('\n');
+}
+
+/** While the job runs: its steps' last failed attempt, and how long ago (a stall in retries says why). */
+function lastRetryLine(record: CorpusJobRecord, now: number): [string] | undefined {
+  if (record.lastRetry === null || record.lastRetryAt === null) return undefined;
+  if (record.state !== 'running' && record.state !== 'queued') return undefined;
+  return [`retrying  ${record.lastRetry} (${ago(now - record.lastRetryAt)})`];
+}
+
+function ago(ms: number): string {
+  const seconds = Math.max(0, Math.round(ms / 1000));
+  if (seconds < 120) return `${seconds} s ago`;
+  const minutes = Math.round(seconds / 60);
+  return minutes < 120 ? `${minutes} min ago` : `${Math.round(minutes / 60)} h ago`;
 }
 
 const fmt = (value: number): string => value.toLocaleString('en-US');

@@ -39,6 +39,9 @@ export interface JobView {
   throttledShare: number;
   error: string | null;
   errorCode: string | null;
+  /** The last failed attempt of a step that will be retried, and when (ms). */
+  lastRetry: string | null;
+  lastRetryAt: number | null;
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
@@ -89,6 +92,8 @@ export function toJobView(
     throttledShare: requests.requests > 0 ? requests.throttled / requests.requests : 0,
     error: record.error,
     errorCode: record.errorCode,
+    lastRetry: record.lastRetry,
+    lastRetryAt: record.lastRetryAt,
     createdAt: record.createdAt,
     startedAt: record.startedAt,
     finishedAt: record.finishedAt,

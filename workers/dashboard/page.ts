@@ -45,6 +45,7 @@ function job(j) {
   const total = j.linesTotal == null ? num(j.linesRead) + ' read' : num(j.linesTotal);
   const actions = (j.state === 'queued' || j.state === 'running') ? '<button data-act="cancel">cancel</button>' : (j.state === 'failed' || j.state === 'cancelled') ? '<button data-act="retry">retry</button>' : '';
   const errs = j.error ? '<div class="errors">' + esc(j.errorCode + ': ' + j.error) + '</div>' : '';
+  const retry = j.lastRetry && (j.state === 'queued' || j.state === 'running') ? '<div class="errors retry">retrying ' + esc(j.lastRetry) + ' (' + time(j.lastRetryAt) + ')</div>' : '';
   const recs = j.firstErrors.length ? '<div class="errors">' + j.firstErrors.map((e) => esc('row ' + e.row + ' ' + e.source + ':' + e.line + ' ' + e.code + ' ' + e.message)).join('\\n') + '</div>' : '';
   return '<div class="job ' + esc(j.state) + '" data-job-id="' + esc(j.id) + '">' +
     '<div class="job-head"><span class="job-id">' + esc(j.id) + '</span><span class="state ' + esc(j.state) + '">' + esc(j.state) + '</span>' +
@@ -57,7 +58,7 @@ function job(j) {
     '<div><b>ETA</b>' + dur(j.etaSeconds) + '</div><div><b>tokens</b>' + num(j.tokens) + '</div>' +
     '<div><b>est. cost</b>$' + num(j.estimatedCostUsd, 4) + '</div><div><b>429 share</b>' + num(j.throttledShare * 100, 2) + '% of ' + num(j.requests) + '</div>' +
     '<div><b>shards</b>' + num(j.shardsWritten) + (j.totalShards == null ? '' : ' / ' + num(j.totalShards)) + '</div>' +
-    '<div><b>failed · blank</b>' + num(j.failed) + ' · ' + num(j.blank) + '</div></div>' + chart(j.history) + errs + recs + '</div>';
+    '<div><b>failed · blank</b>' + num(j.failed) + ' · ' + num(j.blank) + '</div></div>' + chart(j.history) + errs + retry + recs + '</div>';
 }
 function rows(list, empty, cols, cells) {
   if (!list.length) return '<p class="empty">' + empty + '</p>';
