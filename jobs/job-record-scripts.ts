@@ -58,7 +58,7 @@ for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
   c.unchanged = c.unchanged + (st.unchanged or 0)
   c.n = c.n + 1
 end
-redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted')
+redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted', 'lastRetry', 'lastRetryAt')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'linesRead', 0, 'batchesTotal', c.batches, 'batchesDone', c.batches,
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
   'tokens', c.tokens, 'shardsWritten', c.n, 'rowsReused', c.reused, 'rowsNew', c.new, 'rowsChanged', c.changed,

@@ -141,6 +141,29 @@ describe('failures that stop a job, and bad input', () => {
     }
   });
 
+  it('forgets the last failed attempt when the job is retried: the new generation starts clean', async () => {
+    world.emulator.setFaults({ failRate500: 1 });
+    const services = createServices(world.settings, createLogger({ level: 'silent' }));
+    const pool = startWorkers(services, { concurrency: 2 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/outage-retry/', '--shard-rows', '50']);
+      const id = submitted.stdout.trim();
+      await waitForJob(world.services, id, (record) => record.lastRetry !== null);
+      expect((await runEmbedq(world.env, ['cancel', id])).code).toBe(0);
+      expect((await runEmbedq(world.env, ['status', id])).stdout).not.toMatch(/^retrying/m);
+      world.emulator.setFaults({ failRate500: 0 });
+      expect((await runEmbedq(world.env, ['retry', id])).code).toBe(0);
+      const restarted = (await world.services.corpora.get(id))!;
+      expect(restarted.generation).toBe(1);
+      expect([restarted.lastRetry, restarted.lastRetryAt]).toEqual([null, null]);
+      expect((await waitForJob(world.services, id)).state).toBe('completed');
+    } finally {
+      await pool.close();
+      await services.close();
+      world.emulator.setFaults({ failRate500: 0 });
+    }
+  });
+
   it('records a line over 8,192 tokens as an error with --long-lines error, and embeds the rest', async () => {
     const pool = startWorkers(world.services, { concurrency: 4 });
     try {
