@@ -13,6 +13,11 @@ const OTHER_PER_SECOND = (ACCOUNT_QPM / 60) * 0.3;
  * two cores shared with the rest of the suite the workers are starved at times. The gate hears of
  * the other application only through its own 429s (far fewer than the other's); nudges lower the
  * learned limit until they stop. See README "Rate limits" and "Adaptive quota".
+ *
+ * 2026-11-30, on the gate at d2f9e3d: it passed 12 runs of 12 (3 alone, 2 in the whole suite, 4
+ * beside one busy-loop process, 3 beside two), then failed in the next clean-clone CI run: at the
+ * configured limit embedq took 429s one to three a second for 14 s, never three in one strike
+ * window at 10% of its accepted requests, so nothing cut, and the other client was refused as often.
  */
 describe.skipIf(!process.env.EMBEDQ_TEST_POLITENESS)('an account shared with another application', () => {
   let limited: RateLimitedWorld;
