@@ -217,7 +217,7 @@ async function callThroughGate(texts: string[], deps: EmbedDeps): Promise<{ resu
       if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
       if (verdict.action === 'nudge') logger.info(verdict, 'rate limit lowered: 429s keep coming');
       if (verdict.action === 'restore') logger.info(verdict, 'rate limit restored: lowering it did not stop the 429s');
-      logger.debug({ kind: error.kind, requestId: error.failure.requestId }, 'rate limited; slot skipped');
+      logger.debug({ kind: error.kind, requestId: error.failure.requestId, ...(verdict.action === 'skip' ? { reason: verdict.reason } : {}) }, 'rate limited; slot skipped');
       if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs, signal);
     }
   }

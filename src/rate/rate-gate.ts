@@ -126,8 +126,15 @@ export interface Reservation {
  * What a 429 did: a skipped slot, a nudge of the learned limit, a restore of the limit the nudges
  * started from (they did not stop the 429s), or a cut to a newly learned limit.
  */
+/**
+ * Why a 429 only skipped a slot (for debug logs): a burst 429; too little demand to read the limit
+ * from; right after a cut or nudge; not (yet) a cluster while ramping, or at a configured limit; random
+ * 429s (immune, or counted at the nudges' floor); a cut's drain not yet over.
+ */
+export type SkipReason = 'burst' | 'demand-limited' | 'after-cut' | 'no-cluster-ramping' | 'no-cluster-configured' | 'after-nudge' | 'immune' | 'at-floor' | 'in-drain';
+
 export type ThrottleVerdict =
-  | { action: 'skip' }
+  | { action: 'skip'; reason: SkipReason }
   | { action: 'nudge' | 'restore' | 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
 
 /** The gate's limits as `embedq status` and the logs show them. */
@@ -387,7 +394,7 @@ export class RateGate {
       folded,
       tokenDelta,
     )) as [string, string?, string?];
-    if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip' };
+    if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip', reason: learned as SkipReason };
     return {
       action,
       kind: code === 't' ? 'tokens' : 'requests',

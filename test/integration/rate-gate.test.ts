@@ -43,7 +43,7 @@ describe('RateGate (real Redis)', () => {
   };
   /** Ramping, a cluster of 429s (3, the default strikesToCut) ends the ramp; fewer skip a slot. */
   const cluster = async (gate: RateGate): Promise<Awaited<ReturnType<RateGate['throttled']>>> => {
-    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
     return gate.throttled('requests');
   };
 
@@ -206,12 +206,12 @@ describe('RateGate (real Redis)', () => {
     const started = Date.now();
     const first = await gate.reserve(1);
     expect(first.waitMs).toBe(0);
-    expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
     const afterSkip = await gate.reserve(1);
     expect(afterSkip.slotMs - first.slotMs).toBeGreaterThanOrEqual(199);
     expect(afterSkip.slotMs - first.slotMs).toBeLessThan(201 + (Date.now() - started));
     expect(afterSkip.requestsPerMinute).toBe(600);
-    for (let index = 0; index < 5; index += 1) expect(await gate.throttled('burst')).toEqual({ action: 'skip' });
+    for (let index = 0; index < 5; index += 1) expect(await gate.throttled('burst')).toEqual({ action: 'skip', reason: 'burst' });
     expect((await gate.reserve(1)).requestsPerMinute).toBe(600);
     expect((await gate.state()).learned.requestsPerMinute).toBeUndefined();
   });
@@ -229,7 +229,7 @@ describe('RateGate (real Redis)', () => {
     for (let index = 0; index < 4; index += 1) a.completed(1, 1, slotMs - 700);
     a.completed(1, 1, slotMs - 5_000);
     await saturate(a); // callers queue: these 429s meet a saturated schedule
-    expect(await a.throttled('requests')).toEqual({ action: 'skip' });
+    expect(await a.throttled('requests')).toMatchObject({ action: 'skip' });
     const verdict = await b.throttled('requests');
     expect(verdict).toMatchObject({ action: 'cut', kind: 'requests', configuredPerMinute: 600 });
     if (verdict.action !== 'cut') throw new Error('unreachable');
@@ -261,7 +261,7 @@ describe('RateGate (real Redis)', () => {
     for (const { slotMs } of sent.slice(0, 4)) gate.completed(1, 1, slotMs);
     await sleep(800); // into the window the cut reads: requests sent 0.5 to 1.5 s ago
     await saturate(gate, 12);
-    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
     // DashScope accepted 4 and never saw 3: the limit learned is 7 a second, not the 4 accepted
     // (nor 9, had the two in flight counted).
     expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
@@ -278,10 +278,34 @@ describe('RateGate (real Redis)', () => {
     await acceptedAgo(gate, 50, 800);
     for (let index = 0; index < 4; index += 1) {
       await saturate(gate, 3);
-      expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+      expect(await gate.throttled('requests')).toEqual({ action: 'skip', reason: 'no-cluster-configured' });
     }
     await saturate(gate, 3);
     expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 3000 });
+  });
+
+  it('at a configured limit, cuts for 429s that keep coming one at a time (a client sharing the account), not for as many among a hundred times the requests', async () => {
+    /** One 429 every 600 ms, never three in a strike window, with `perSecond` accepted meanwhile. */
+    const steady429s = async (gate: RateGate, perSecond: number, count: number): Promise<ThrottleVerdict[]> => {
+      const verdicts: ThrottleVerdict[] = [];
+      for (let index = 0; index < count; index += 1) {
+        const { slotMs } = await gate.reserve(1);
+        for (let sent = 0; sent < perSecond * 0.6; sent += 1) gate.completed(1, 1, slotMs - 700);
+        await saturate(gate, 3);
+        verdicts.push(await gate.throttled('requests'));
+        await sleep(600);
+      }
+      return verdicts;
+    };
+    // Told 900 a minute; another client takes part of it: ~13 a second accepted, a 429 every 0.6 s.
+    const shared = new RateGate(redisA, key(), { requestsPerMinute: 900, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
+    const verdicts = await steady429s(shared, 13, 5);
+    expect(verdicts.slice(0, 4).map((verdict) => verdict.action)).toEqual(['skip', 'skip', 'skip', 'skip']);
+    expect(verdicts[4]).toMatchObject({ action: 'cut' });
+    expect((verdicts[4] as { learnedPerMinute: number }).learnedPerMinute).toBeLessThan(900);
+    // Told 6,000 with ~100 a second accepted: five 429s in 3 s are 1% of the requests, jitter.
+    const jitter = new RateGate(redisB, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
+    expect((await steady429s(jitter, 100, 5)).map((verdict) => verdict.action)).toEqual(['skip', 'skip', 'skip', 'skip', 'skip']);
   });
 
   it('nudges a learned limit down for 429s that keep coming without clustering (a client it cannot see), down to a floor; gives it back when they go on there', async () => {
@@ -342,7 +366,7 @@ describe('RateGate (real Redis)', () => {
     // drain, whose pause looks like a fall. No cut.
     await sleep(1_100);
     await acceptedAgo(gate, 6, 700);
-    expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+    expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
     // 1.5 s after sending resumed (after the slots booked before the cut, and the drain), the
     // window is all after the drain: the cut reads it.
     await sleep(1_300);
@@ -380,7 +404,7 @@ describe('RateGate (real Redis)', () => {
     for (let index = 0; index < 4; index += 1) {
       await sleep(1_100); // never two within the strike window: no cluster
       await saturate(gate);
-      expect(await gate.throttled('requests')).toEqual({ action: 'skip' });
+      expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
     }
     expect((await gate.state()).learned.requestsPerMinute).toBeUndefined();
   });
