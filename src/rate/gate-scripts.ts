@@ -76,33 +76,31 @@ local W0 = lw[k .. 'W']
 -- Set when nudging did not stop the 429s (below): they do not depend on our rate (a provider's
 -- passing refusals, injected faults), so single ones neither nudge nor end a probe for a while.
 local immune = tonumber(redis.call('HGET', S, k .. 'Imm') or '0') > now
-local strikeAt = tonumber(redis.call('HGET', S, k .. 'SAt') or '0')
-local strikes = tonumber(redis.call('HGET', S, k .. 'S') or '0')
+-- Counts this 429 in a window that opens at a strike and lasts windowMs; returns the count in it.
+local function strike(atField, countField, windowMs)
+  local at = tonumber(redis.call('HGET', S, atField) or '0')
+  local count = tonumber(redis.call('HGET', S, countField) or '0')
+  if now - at > windowMs then
+    at = now
+    count = 0
+  end
+  count = count + 1
+  redis.call('HSET', S, atField, at, countField, count)
+  return count
+end
 -- Strikes count within one window. (Counted over three under a learned limit, 5% random 429s made
 -- a cluster every ~10 s, and each cut started the nudges below afresh, so they never reached the
 -- floor that shows such 429s do not depend on the rate: 900 a minute fell to 192 in 35 s. 429s
 -- that keep coming one or two a second under a limit learned too high are what nudges are for.)
 local strikeWindow = tonumber(ARGV[18])
-if now - strikeAt > strikeWindow then
-  strikeAt = now
-  strikes = 0
-end
-strikes = strikes + 1
-redis.call('HSET', S, k .. 'SAt', strikeAt, k .. 'S', strikes)
+local strikes = strike(k .. 'SAt', k .. 'S', strikeWindow)
 -- And over five strike windows: 429s that keep coming about one a second never make three in one
 -- window, yet at a configured limit nothing else hears them (single ones only skip a slot there).
 -- Measured: told the account's 15 a second while another client sent 4.5 of them, embedq met
 -- one 429 a second for 12 s, never clustered, and the other client saw 1-5 of its 4.5 refused
 -- every second.
 local longWindow = 5 * strikeWindow
-local longAt = tonumber(redis.call('HGET', S, k .. 'LAt') or '0')
-local longStrikes = tonumber(redis.call('HGET', S, k .. 'L') or '0')
-if now - longAt > longWindow then
-  longAt = now
-  longStrikes = 0
-end
-longStrikes = longStrikes + 1
-redis.call('HSET', S, k .. 'LAt', longAt, k .. 'L', longStrikes)
+local longStrikes = strike(k .. 'LAt', k .. 'L', longWindow)
 -- 429s right after a cut come from requests sent before it.
 if now - (lw[k .. 'Cut'] or 0) < cooldown then return { 'skip', 'after-cut' } end
 local e = estimate(lw, k)
