@@ -123,16 +123,16 @@ export interface Reservation {
 }
 
 /**
- * What a 429 did: a skipped slot, a nudge of the learned limit, a restore of the limit the nudges
- * started from (they did not stop the 429s), or a cut to a newly learned limit.
- */
-/**
  * Why a 429 only skipped a slot (for debug logs): a burst 429; too little demand to read the limit
- * from; right after a cut or nudge; not (yet) a cluster while ramping, or at a configured limit; random
- * 429s (immune, or counted at the nudges' floor); a cut's drain not yet over.
+ * from; right after a cut or nudge; not (yet) a cluster while ramping, or at a configured limit;
+ * random 429s (immune, or counted at the nudges' floor); a cut's drain not yet over.
  */
 export type SkipReason = 'burst' | 'demand-limited' | 'after-cut' | 'no-cluster-ramping' | 'no-cluster-configured' | 'after-nudge' | 'immune' | 'at-floor' | 'in-drain';
 
+/**
+ * What a 429 did: a skipped slot, a nudge of the learned limit, a restore of the limit the nudges
+ * started from (they did not stop the 429s), or a cut to a newly learned limit.
+ */
 export type ThrottleVerdict =
   | { action: 'skip'; reason: SkipReason }
   | { action: 'nudge' | 'restore' | 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
@@ -384,7 +384,8 @@ export class RateGate {
     const code = kind === 'burst' ? 'b' : kind === 'tokens' ? 't' : 'r';
     const { folded, tokenDelta } = this.takePending();
     const o = this.options;
-    const [action, learned, inForce] = (await this.scripts.throttled(
+    // A skip's second element is its reason; the other actions' are the learned limit.
+    const [action, learnedOrReason, inForce] = (await this.scripts.throttled(
       this.keys,
       ...this.args,
       code,
@@ -394,12 +395,12 @@ export class RateGate {
       folded,
       tokenDelta,
     )) as [string, string?, string?];
-    if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip', reason: learned as SkipReason };
+    if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip', reason: learnedOrReason as SkipReason };
     return {
       action,
       kind: code === 't' ? 'tokens' : 'requests',
       configuredPerMinute: code === 't' ? this.limits.tokensPerMinute : this.limits.requestsPerMinute,
-      learnedPerMinute: Math.round(Number(learned)),
+      learnedPerMinute: Math.round(Number(learnedOrReason)),
       inForcePerMinute: Math.round(Number(inForce)),
     };
   }
