@@ -116,12 +116,23 @@ describe('failures that stop a job, and bad input', () => {
     }
   });
 
-  it('says why a running job makes no progress (a provider outage: retrying …), and finishes once it is back', async () => {
+  /** Workers against a provider that answers every request with a 500 until `run` turns it back on. */
+  const duringOutage = async (run: () => Promise<void>): Promise<void> => {
     world.emulator.setFaults({ failRate500: 1 });
     // Silent: every failed attempt is logged as a warning with its stack.
     const services = createServices(world.settings, createLogger({ level: 'silent' }));
     const pool = startWorkers(services, { concurrency: 2 });
     try {
+      await run();
+    } finally {
+      await pool.close();
+      await services.close();
+      world.emulator.setFaults({ failRate500: 0 });
+    }
+  };
+
+  it('says why a running job makes no progress (a provider outage: retrying …), and finishes once it is back', async () => {
+    await duringOutage(async () => {
       const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/outage/', '--shard-rows', '50']);
       const id = submitted.stdout.trim();
       await waitForJob(world.services, id, (record) => record.lastRetry !== null);
@@ -134,18 +145,11 @@ describe('failures that stop a job, and bad input', () => {
       const after = await runEmbedq(world.env, ['status', id]);
       expect(after.stdout).toMatch(/^state {5}completed$/m);
       expect(after.stdout).not.toMatch(/^retrying/m);
-    } finally {
-      await pool.close();
-      await services.close();
-      world.emulator.setFaults({ failRate500: 0 });
-    }
+    });
   });
 
   it('forgets the last failed attempt when the job is retried: the new generation starts clean', async () => {
-    world.emulator.setFaults({ failRate500: 1 });
-    const services = createServices(world.settings, createLogger({ level: 'silent' }));
-    const pool = startWorkers(services, { concurrency: 2 });
-    try {
+    await duringOutage(async () => {
       const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/outage-retry/', '--shard-rows', '50']);
       const id = submitted.stdout.trim();
       await waitForJob(world.services, id, (record) => record.lastRetry !== null);
@@ -157,11 +161,7 @@ describe('failures that stop a job, and bad input', () => {
       expect(restarted.generation).toBe(1);
       expect([restarted.lastRetry, restarted.lastRetryAt]).toEqual([null, null]);
       expect((await waitForJob(world.services, id)).state).toBe('completed');
-    } finally {
-      await pool.close();
-      await services.close();
-      world.emulator.setFaults({ failRate500: 0 });
-    }
+    });
   });
 
   it('records a line over 8,192 tokens as an error with --long-lines error, and embeds the rest', async () => {

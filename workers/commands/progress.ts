@@ -25,7 +25,7 @@ export function describeJob(record: CorpusJobRecord, now = Date.now()): string {
   const lines = [
     `job       ${record.id}${record.schedule ? ` (schedule ${record.schedule})` : ''}`,
     `state     ${record.state}${record.error ? ` — ${record.errorCode}: ${record.error}` : ''}`,
-    ...(lastRetryLine(record, now) ?? []),
+    ...lastRetryLines(record, now),
     `input     ${o.input}`,
     `output    ${o.output}`,
     `model     ${o.model} dim ${o.dimension} ${o.outputType} ${o.textType} via ${o.api}`,
@@ -43,9 +43,9 @@ export function describeJob(record: CorpusJobRecord, now = Date.now()): string {
 }
 
 /** While the job runs: its steps' last failed attempt, and how long ago (a stall in retries says why). */
-function lastRetryLine(record: CorpusJobRecord, now: number): [string] | undefined {
-  if (record.lastRetry === null || record.lastRetryAt === null) return undefined;
-  if (record.state !== 'running' && record.state !== 'queued') return undefined;
+function lastRetryLines(record: CorpusJobRecord, now: number): string[] {
+  if (record.lastRetry === null || record.lastRetryAt === null) return [];
+  if (record.state !== 'running' && record.state !== 'queued') return [];
   return [`retrying  ${record.lastRetry} (${ago(now - record.lastRetryAt)})`];
 }
 
