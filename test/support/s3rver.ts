@@ -21,6 +21,11 @@ export interface TestS3 {
   /** What a child process (`embedq …`) needs in its environment to reach this server. */
   env: Record<string, string>;
   createBucket(name: string): Promise<void>;
+  /**
+   * An outage: the server stops answering (open connections are cut, new ones refused) for
+   * `ms`, then starts again on the same port with the same objects, as a restarted MinIO would.
+   */
+  outage(ms: number): Promise<void>;
   /** Stops the server, destroys the client, deletes the temp folder. */
   close(): Promise<void>;
 }
@@ -30,8 +35,13 @@ export async function startS3rver(): Promise<TestS3> {
   allowSingleDes();
   awaitFileWrites();
   const directory = await mkdtemp(path.join(tmpdir(), 'embedq-s3rver-'));
-  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
+  let server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
   const { port } = await server.run();
+  const stop = async (): Promise<void> => {
+    // Keep-alive sockets (ours or a child's) would hold httpServer.close() open.
+    server.httpServer?.closeAllConnections();
+    await server.close();
+  };
   const endpoint = `http://127.0.0.1:${port}`;
   const client = createS3Client(
     { region: 'us-east-1', endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED' },
@@ -51,11 +61,15 @@ export async function startS3rver(): Promise<TestS3> {
     async createBucket(name) {
       await client.send(new CreateBucketCommand({ Bucket: name }));
     },
+    async outage(ms) {
+      await stop();
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      server = new S3rver({ address: '127.0.0.1', port, silent: true, directory });
+      await server.run();
+    },
     async close() {
       client.destroy();
-      // Keep-alive sockets (ours or a child's) would hold httpServer.close() open.
-      server.httpServer?.closeAllConnections();
-      await server.close();
+      await stop();
       await rm(directory, { recursive: true, force: true });
     },
   };
