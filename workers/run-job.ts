@@ -1,4 +1,4 @@
-import { UnrecoverableError, type Job } from 'bullmq';
+import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type { z } from 'zod';
 
 import { EmbedqError } from '../src/errors.js';
@@ -9,19 +9,35 @@ export interface JobContext {
   services: Services;
   /** Child logger with queue, job name, BullMQ job id, corpus job id and attempt (created on first read). */
   readonly logger: Logger;
+  /**
+   * Aborts, with a {@link WorkerStoppingError}, when this worker process starts to drain (SIGTERM).
+   * A step that could run on for minutes (the split, waiting for room) throws the reason at its next
+   * safe point, and its job goes back to the queue for another worker, with no attempt used.
+   */
+  readonly stopping: AbortSignal;
+}
+
+/** A step gave its job back to the queue because this worker process is stopping. */
+export class WorkerStoppingError extends Error {
+  constructor() {
+    super('this worker is stopping');
+    this.name = 'WorkerStoppingError';
+  }
 }
 
 /**
  * Turns a handler into a BullMQ processor: parses the payload, builds the job's logger, and maps
  * errors to queue outcomes. A permanent error (or the last attempt of a retryable one) fails the
- * whole corpus job with a clear reason, so its other steps stop instead of burning attempts.
+ * whole corpus job with a clear reason, so its other steps stop instead of burning attempts. A
+ * step that gives way to a stopping worker (`stopping`) goes back to the queue as it is.
  */
 export function processor<Schema extends z.ZodType<{ corpusJobId: string; generation: number }>>(
   services: Services,
   schema: Schema,
   handle: (payload: z.output<Schema>, context: JobContext) => Promise<void>,
-): (job: Job) => Promise<void> {
-  return async (job) => {
+  stopping: AbortSignal = new AbortController().signal,
+): (job: Job, token?: string) => Promise<void> {
+  return async (job, token) => {
     const parsed = schema.safeParse(job.data);
     if (!parsed.success) {
       services.logger.error({ queue: job.queueName, jobId: job.id, issues: parsed.error.issues }, 'job payload invalid');
@@ -33,6 +49,7 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
     let child: Logger | undefined;
     const context: JobContext = {
       services,
+      stopping,
       get logger() {
         return (child ??= services.logger.child({
           queue: job.queueName,
@@ -47,6 +64,12 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
       await handle(payload, context);
     } catch (error) {
       const { logger } = context;
+      if (error instanceof WorkerStoppingError && token !== undefined) {
+        // Back to waiting, as if never taken: BullMQ counts no attempt for a WaitingError.
+        await job.moveToWait(token);
+        logger.info('job handed back: this worker is stopping');
+        throw new WaitingError();
+      }
       const attempts = job.opts.attempts ?? 1;
       const permanent = !(error instanceof EmbedqError) ? false : !error.retryable;
       const lastAttempt = job.attemptsMade + 1 >= attempts;

@@ -49,7 +49,7 @@ export async function splitCorpus(payload: SplitCorpusPayload, context: JobConte
   }
 }
 
-async function split(payload: SplitCorpusPayload, { services, logger }: JobContext, record: CorpusJobRecord, reuse: SplitReuse | undefined): Promise<void> {
+async function split(payload: SplitCorpusPayload, { services, logger, stopping }: JobContext, record: CorpusJobRecord, reuse: SplitReuse | undefined): Promise<void> {
   const { corpora, queues, settings } = services;
   const id = payload.corpusJobId;
   const generation = payload.generation;
@@ -108,6 +108,10 @@ async function split(payload: SplitCorpusPayload, { services, logger }: JobConte
         stopped = true;
         return;
       }
+      // A draining worker embeds nothing more, so the room may never come here: the split goes
+      // back to the queue and another worker resumes it (written shards skipped, the open ones'
+      // batches added again as no-ops), instead of holding the drain until it times out.
+      stopping.throwIfAborted();
       await sleep(ROOM_POLL_MS);
     }
   };

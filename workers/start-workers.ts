@@ -6,7 +6,7 @@ import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
 import { embedBatch } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
-import { processor } from './run-job.js';
+import { processor, WorkerStoppingError } from './run-job.js';
 import { scheduleTickProcessor } from './schedule-tick.js';
 import type { Services } from './services.js';
 import { splitCorpus } from './split-corpus.js';
@@ -31,10 +31,12 @@ const STALE_COPIES_CHECK_MS = 10 * 60_000;
 /** Runs every processor of the pipeline in this process; any number of processes may share one Redis. */
 export function startWorkers(services: Services, options: WorkerPoolOptions = {}): WorkerPool {
   const { settings, logger } = services;
+  // Aborted when the pool starts to close: the split, which can run for hours, gives its job back.
+  const stopping = new AbortController();
   const write = processor(services, WriteShardPayload, writeShard);
   const finalize = processor(services, FinalizeJobPayload, finalizeJob);
   const definitions = [
-    { queue: QUEUES.split, concurrency: 4, process: processor(services, SplitCorpusPayload, splitCorpus) },
+    { queue: QUEUES.split, concurrency: 4, process: processor(services, SplitCorpusPayload, splitCorpus, stopping.signal) },
     { queue: QUEUES.embed, concurrency: options.concurrency ?? settings.worker.concurrency, process: processor(services, EmbedBatchPayload, embedBatch) },
     {
       queue: QUEUES.write,
@@ -79,6 +81,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   return {
     async close({ force = false } = {}) {
       clearInterval(staleCopiesTimer);
+      stopping.abort(new WorkerStoppingError());
       await Promise.all(workers.map((worker) => worker.close(force)));
       await failureSweep.close();
       services.stopWatch.close();

@@ -11,11 +11,11 @@ import { downloadPrefix, removeFolder, runEmbedq, spawnEmbedq, startWorld, stopP
 
 /**
  * The chaos suite of issue 9: what operators do to a running pipeline (lose Redis, flush it, kill
- * workers at the worst moments, cancel and retry under load, restart the object store) must end in
- * exact output or a clear failure. Real worker processes, a private redis-server with AOF
- * (`appendfsync always`) that the test kills and restarts, s3rver (stopped and started again on
- * its port) and the emulator. (Two submits at once and re-runs into a used output are in
- * output-ownership.test.ts.)
+ * workers at the worst moments, stop one mid-split, cancel and retry under load, restart the
+ * object store) must end in exact output or a clear failure. Real worker processes, a private
+ * redis-server with AOF (`appendfsync always`) that the test kills and restarts, s3rver (stopped
+ * and started again on its port) and the emulator. (Two submits at once and re-runs into a used
+ * output are in output-ownership.test.ts.)
  */
 const SHARD_ROWS = 40;
 const parameters = embeddingParameters(parseJobOptions({ input: 'x', output: 'y' }));
@@ -123,6 +123,36 @@ describe('chaos', () => {
       world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
     }
     await expectExactOutput('s3-outage/');
+  });
+
+  it('a worker stopped (SIGTERM) while its split waits for room drains at once; the next worker resumes the split: exact output', async () => {
+    // Slow requests, so the split is still waiting for room (2 open shards of 6) when the signal comes.
+    world.emulator.setFaults({ latencyMs: { min: 300, median: 400, p99: 500 } });
+    const first = spawnEmbedq({ ...world.env, LOG_LEVEL: 'info' }, ['worker', '--concurrency', '2']);
+    let logs = '';
+    first.stdout?.on('data', (chunk: Buffer) => (logs += chunk.toString()));
+    let second: ReturnType<typeof spawnEmbedq> | undefined;
+    try {
+      const id = await submit('s3://out/drain-split/');
+      const before = await waitForJob(world.services, id, (record) => record.batchesDone >= 2);
+      expect(before.totalLines, 'the split is still running').toBeNull();
+      const exited = new Promise<number | null>((resolve) => first.once('exit', (code) => resolve(code)));
+      const signalled = Date.now();
+      first.kill('SIGTERM');
+      // Before: the split held the drain until its 60-s bound, and the worker exited 1.
+      expect(await exited).toBe(0);
+      expect(Date.now() - signalled).toBeLessThan(15_000);
+      expect(logs).toContain('job handed back: this worker is stopping');
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
+      second = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
+      const record = await waitForJob(world.services, id, undefined, 60_000);
+      expect(record.state, record.error ?? '').toBe('completed');
+    } finally {
+      await stopProcess(first, 'SIGKILL');
+      if (second) await stopProcess(second, 'SIGKILL');
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
+    }
+    await expectExactOutput('drain-split/');
   });
 
   it('a worker SIGKILLed during write-shard, then another during finalize: exact output', async () => {

@@ -19,7 +19,7 @@ import { startWorld, waitForJob, type World } from '../support/world.js';
  */
 describe('fencing: stale, early and unparseable steps change nothing', () => {
   let world: World;
-  const context = (): Parameters<typeof embedBatch>[1] => ({ services: world.services, logger: world.services.logger });
+  const context = (): Parameters<typeof embedBatch>[1] => ({ services: world.services, logger: world.services.logger, stopping: new AbortController().signal });
   const submit = (output: string, shardRows = 30): Promise<string> =>
     submitCorpusJob(
       { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() },
