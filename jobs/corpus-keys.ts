@@ -7,6 +7,7 @@
  *                              expected (batches in the shard), done, meta (JSON), tokens, rejected
  *   job:<id>:open        SET   shard numbers that have a buffer: the index that finds them (no SCAN)
  *   job:<id>:shards      HASH  k → stats of a written shard (JSON); its presence means "written"
+ *   job:<id>:pins        STRING per corpus object read, in order, 16 hex digits of its key and version
  *   lease:<output>       STRING the corpus job id that owns the output location
  */
 export class CorpusKeys {
@@ -26,6 +27,9 @@ export class CorpusKeys {
   }
   writtenShards(id: string): string {
     return `${this.prefix}:job:${id}:shards`;
+  }
+  pins(id: string): string {
+    return `${this.prefix}:job:${id}:pins`;
   }
   lease(output: string): string {
     return `${this.prefix}:lease:${output}`;

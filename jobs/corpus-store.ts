@@ -1,6 +1,7 @@
 import type { RedisClient } from '../src/redis/redis-client.js';
 
 import { CorpusKeys } from './corpus-keys.js';
+import { CorpusPins } from './corpus-pins.js';
 import { JobRecords, type CorpusJobRecord, type CorpusJobState } from './job-record.js';
 import { OutputLeases } from './output-lease.js';
 import { ShardBuffers } from './shard-buffer.js';
@@ -12,14 +13,15 @@ export type { ShardStats } from './shard-ledger.js';
 
 /**
  * The durable state of corpus jobs in Redis, one owner per part: job records (`jobs`), shard
- * buffers while shards are embedded (`buffers`), the ledger of written shards (`ledger`) and output
- * leases (`leases`). Readers (CLI, dashboard) use `get`, `list` and `state`.
+ * buffers while shards are embedded (`buffers`), the ledger of written shards (`ledger`), the
+ * versions of the corpus objects the split read (`pins`) and output leases (`leases`). Readers (CLI, dashboard) use `get`, `list` and `state`.
  */
 export class CorpusStore {
   readonly keys: CorpusKeys;
   readonly jobs: JobRecords;
   readonly buffers: ShardBuffers;
   readonly ledger: ShardLedger;
+  readonly pins: CorpusPins;
   readonly leases: OutputLeases;
 
   constructor(redis: RedisClient, prefix: string) {
@@ -27,6 +29,7 @@ export class CorpusStore {
     this.jobs = new JobRecords(redis, this.keys);
     this.buffers = new ShardBuffers(redis, this.keys);
     this.ledger = new ShardLedger(redis, this.keys);
+    this.pins = new CorpusPins(redis, this.keys);
     this.leases = new OutputLeases(redis, this.keys);
   }
 

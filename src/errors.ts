@@ -127,6 +127,17 @@ export class StorageError extends EmbedqError {
   readonly retryable = false;
 }
 
+/**
+ * The corpus is not what this job read before: an object was rewritten, removed, or added among
+ * those already read. A split that starts again (its worker stopped or died, Redis restarted,
+ * `embedq retry`) reads the corpus from the start and skips the shards already written by row
+ * number; over a changed corpus the rows would shift, and lines be lost or doubled. The job fails.
+ */
+export class InputChangedError extends EmbedqError {
+  readonly code = 'INPUT_CHANGED';
+  readonly retryable = false;
+}
+
 /** Invalid configuration or options: every problem is listed in the message. */
 export class ConfigError extends EmbedqError {
   readonly code = 'CONFIG_INVALID';

@@ -40,6 +40,7 @@ export async function finalizeJob(payload: FinalizeJobPayload, { services, logge
   // Completed last: whoever waits on the job's state finds the output with no scratch files left.
   if (!(await corpora.jobs.markCompleted(id, payload.generation))) return;
   await corpora.ledger.dropStats(id);
+  await corpora.pins.drop(id);
   const counts = countsOf(record);
   logger.info({ ...counts, tokens: record.tokens, shards: shards.length }, 'corpus job completed');
 }

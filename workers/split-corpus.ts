@@ -176,8 +176,13 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   };
 
   await openShard(0);
+  // Skipping written shards by row number is right only over the corpus read before: each object
+  // is checked against the version this job read there, if it read one (jobs/corpus-pins.ts).
+  let objects = 0;
   outer: for await (const object of listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined })) {
-    for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField })) {
+    const index = objects++;
+    const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version);
+    for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField, verify })) {
       if (stopped) break outer;
       if (row === (shard + 1) * shardRows) {
         await closeShard(row);
@@ -193,6 +198,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     logger.info({ row }, 'split stopped: job no longer active');
     return;
   }
+  await corpora.pins.checkCount(id, options.input, objects);
   // The last shard holds the rows after the last boundary; an empty corpus has no shard.
   const totalShards = Math.ceil(row / shardRows);
   if (row > shard * shardRows) await closeShard(row);

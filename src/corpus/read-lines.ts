@@ -19,6 +19,11 @@ export interface ReadCorpusLinesOptions {
   idField?: string | undefined;
   /** Longer lines become a TEXT_TOO_LONG record without being held in memory (Default: 16 MiB). */
   maxLineBytes?: number | undefined;
+  /**
+   * Called with the version of the object being read (ObjectStore.open) before its first line;
+   * what it throws ends the read. The split checks that a corpus read again is the one it read.
+   */
+  verify?: ((version: string) => Promise<void>) | undefined;
 }
 
 /**
@@ -64,8 +69,14 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
   const splitter = new LineSplitter({ maxLineBytes });
   let line = 0;
 
-  const raw = await object.store.read(object.key);
-  const chunks = decompressed(raw, /\.gz$/i.test(object.key));
+  const opened = await object.store.open(object.key);
+  try {
+    await options.verify?.(opened.version);
+  } catch (error) {
+    opened.body.destroy();
+    throw error;
+  }
+  const chunks = decompressed(opened.body, /\.gz$/i.test(object.key));
   try {
     for await (const chunk of chunks) {
       for (const bytes of splitter.push(chunk)) yield classify(bytes, line++);

@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js';
 import { CountedChunks } from './counted-chunks.js';
 import { mapStreamErrors } from './map-stream-errors.js';
-import type { ObjectStore, StoredObject } from './object-store.js';
+import type { ObjectStore, OpenedObject, StoredObject } from './object-store.js';
 
 /** Names of in-flight writes (`<file>.tmp-<16 hex>`); listings skip them. */
 const TEMP_FILE = /\.tmp-[0-9a-f]{16}$/;
@@ -55,19 +55,28 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async read(key: string): Promise<Readable> {
+    return (await this.open(key)).body;
+  }
+
+  async open(key: string): Promise<OpenedObject> {
     const file = this.pathOf(key);
     let handle;
+    let version;
     try {
       handle = await open(file, 'r');
-      if (!(await handle.stat()).isFile()) {
+      const info = await handle.stat();
+      if (!info.isFile()) {
         await handle.close();
         throw new StorageError(`read ${this.#display(key)}: not a file`);
       }
+      // Writes here replace a file by renaming a new one over it (a new inode); a program that
+      // rewrites it in place changes its time (and most often its size).
+      version = `${info.ino}:${info.size}:${info.mtimeMs}`;
     } catch (error) {
       throw this.#error(error, 'read', key);
     }
     // The stream closes the handle when it ends or is destroyed.
-    return mapStreamErrors(handle.createReadStream(), (error) => this.#error(error, 'read', key));
+    return { body: mapStreamErrors(handle.createReadStream(), (error) => this.#error(error, 'read', key)), version };
   }
 
   async readRange(key: string, start: number, end: number): Promise<Uint8Array> {

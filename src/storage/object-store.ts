@@ -7,6 +7,16 @@ export interface StoredObject {
   sizeBytes: number;
 }
 
+/** An object opened for reading, and which version of it is being read. */
+export interface OpenedObject {
+  body: Readable;
+  /**
+   * Tells versions of one key apart: S3's ETag and size; a local file's inode, size and
+   * modification time. A rewrite gives another version (on S3 unless the bytes are the same).
+   */
+  version: string;
+}
+
 /**
  * Where corpus objects are read from and output files written to: an S3 bucket or a local folder.
  * Keys are `/`-separated and relative to the store's root (the bucket, or the folder).
@@ -20,6 +30,8 @@ export interface ObjectStore {
   stat(key: string): Promise<StoredObject | undefined>;
   /** Streams the object's bytes. Throws StorageError when it does not exist. */
   read(key: string): Promise<Readable>;
+  /** As `read`, and says which version of the object the stream holds. */
+  open(key: string): Promise<OpenedObject>;
   /**
    * Bytes `[start, end)` of the object (S3 ranged GET; a positioned file read), e.g. a Parquet
    * footer and the few column chunks a reader needs. Optional: callers fall back to `read`.

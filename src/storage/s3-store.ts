@@ -17,7 +17,7 @@ import type { S3Settings } from '../config.js';
 import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js';
 import { CountedChunks } from './counted-chunks.js';
 import { mapStreamErrors } from './map-stream-errors.js';
-import type { ObjectStore, StoredObject } from './object-store.js';
+import type { ObjectStore, OpenedObject, StoredObject } from './object-store.js';
 
 /**
  * Creates the one S3 client a process shares. Credentials are the static keys from the settings
@@ -111,12 +111,17 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async read(key: string): Promise<Readable> {
+    return (await this.open(key)).body;
+  }
+
+  async open(key: string): Promise<OpenedObject> {
     const response = await this.#send('read', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key })));
     const body = response.Body;
     if (!(body instanceof Readable)) {
       throw new StorageError(`read ${this.url(key)}: the response has no Node.js stream body`);
     }
-    return mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key)));
+    // One GET serves one version whole, even if the key is overwritten while it streams.
+    return { body: mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key))), version: `${response.ETag ?? ''}:${response.ContentLength ?? ''}` };
   }
 
   async readRange(key: string, start: number, end: number): Promise<Uint8Array> {

@@ -102,6 +102,20 @@ function objectStoreContract(name: string, open: () => Promise<Fixture>, server:
       expect(await collect(store.list(''))).toEqual([{ key: 'a.txt', sizeBytes: 6 }]);
     });
 
+    it('open reads the object and names its version: the same until the object is rewritten', async () => {
+      await setup();
+      await store.write('v.txt', 'first');
+      const first = await store.open('v.txt');
+      expect(await streamText(first.body)).toBe('first');
+      const again = await store.open('v.txt');
+      again.body.destroy();
+      expect(again.version).toBe(first.version);
+      await store.write('v.txt', 'other');
+      const rewritten = await store.open('v.txt');
+      expect(await streamText(rewritten.body)).toBe('other');
+      expect(rewritten.version).not.toBe(first.version);
+    });
+
     it('writeStream: many chunks (several parts on S3) arrive whole, and the size is returned; no chunks make an empty object', async () => {
       await setup();
       const body = randomBytes(11 * 1024 * 1024 + 17);

@@ -6,11 +6,11 @@ import { gzipSync } from 'node:zlib';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { ConfigError, StorageError, StorageUnavailableError } from '../../src/errors.js';
+import { ConfigError, InputChangedError, StorageError, StorageUnavailableError } from '../../src/errors.js';
 import { listCorpus, assertInputExists, type CorpusObject } from '../../src/corpus/list-corpus.js';
 import { formatOf, readCorpusLines, type CorpusLine, type ReadCorpusLinesOptions } from '../../src/corpus/read-lines.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
-import type { ObjectStore, StoredObject } from '../../src/storage/object-store.js';
+import type { ObjectStore, OpenedObject, StoredObject } from '../../src/storage/object-store.js';
 import { S3ObjectStore } from '../../src/storage/s3-store.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
 
@@ -44,6 +44,9 @@ class MemoryStore implements ObjectStore {
     const chunks: Buffer[] = [];
     for (let offset = 0; offset < bytes.length; offset += this.chunkBytes) chunks.push(bytes.subarray(offset, offset + this.chunkBytes));
     return this.track(Readable.from(chunks, { objectMode: false }));
+  }
+  async open(key: string): Promise<OpenedObject> {
+    return { body: await this.read(key), version: `${this.objects[key]?.length}` };
   }
   track(stream: Readable): Readable {
     this.streams.push(stream);
@@ -347,6 +350,17 @@ describe('readCorpusLines: streaming', () => {
     expect(store.streams[0]!.readableEnded).toBe(false);
   });
 
+  it('verify sees the version being read before the first line; what it throws ends the read and closes the stream', async () => {
+    const store = new MemoryStore({ 'v.txt': Buffer.from('one\ntwo\n') });
+    const seen: string[] = [];
+    const lines = await collect(readCorpusLines({ store, key: 'v.txt', source: 'v.txt', sizeBytes: 8 }, { verify: async (version) => void seen.push(version) }));
+    expect(seen).toEqual(['8']);
+    expect(lines).toHaveLength(2);
+    const refused = new InputChangedError('v.txt changed');
+    await expect(collect(readCorpusLines({ store, key: 'v.txt', source: 'v.txt', sizeBytes: 8 }, { verify: () => Promise.reject(refused) }))).rejects.toBe(refused);
+    expect(store.streams[1]!.destroyed).toBe(true);
+  });
+
   it('destroys a real file stream when the consumer breaks early', async () => {
     const folder = await mkdtemp(path.join(tmpdir(), 'embedq-read-lines-'));
     try {
@@ -354,10 +368,10 @@ describe('readCorpusLines: streaming', () => {
       const local = new LocalObjectStore(folder);
       const opened: Readable[] = [];
       const store: ObjectStore = Object.assign(Object.create(local) as LocalObjectStore, {
-        read: async (key: string) => {
-          const stream = await local.read(key);
-          opened.push(stream);
-          return stream;
+        open: async (key: string) => {
+          const object = await local.open(key);
+          opened.push(object.body);
+          return object;
         },
       });
       for await (const line of readCorpusLines({ store, key: 'big.txt', source: 'big.txt', sizeBytes: 1_400_000 })) {

@@ -1,0 +1,84 @@
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { queryParquet, sqlString } from '../support/duckdb.js';
+import { downloadPrefix, removeFolder, runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+
+/**
+ * A split that starts again (its worker stopped or died, Redis restarted, `embedq retry`) reads
+ * the corpus from the start and skips the shards already written, by row number. If an object was
+ * rewritten meanwhile, its rows would shift under the written shards: lines lost or doubled,
+ * silently. The job must fail instead, naming the object.
+ */
+describe('a corpus that changes while its job runs', () => {
+  let world: World;
+  const folders: string[] = [];
+  const lines = (name: string, count: number, from = 0): string =>
+    `${Array.from({ length: count }, (_, index) => `${name} line ${from + index}: the quick brown fox jumps over the lazy dog`).join('\n')}\n`;
+
+  beforeAll(async () => {
+    world = await startWorld({ seed: 5, faults: { latencyMs: { min: 300, median: 400, p99: 500 } } });
+  });
+  afterAll(async () => {
+    await world.close();
+    for (const folder of folders) await removeFolder(folder);
+  });
+
+  /** Submits, stops the first worker (SIGTERM) once a shard is written and the split is waiting for room, runs `change`, then lets a second worker go on. */
+  const interrupted = async (prefix: string, change: () => Promise<void>): Promise<{ id: string; state: string; errorCode: string | null; error: string | null }> => {
+    const first = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
+    let second: ReturnType<typeof spawnEmbedq> | undefined;
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', `s3://corpus/${prefix}`, '--out', `s3://out/${prefix}`, '--shard-rows', '40', '--dimension', '64', '--output-type', 'dense']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const id = submitted.stdout.trim();
+      const before = await waitForJob(world.services, id, (record) => record.shardsWritten >= 1);
+      expect(before.totalLines, 'the split is still running').toBeNull();
+      await stopProcess(first, 'SIGTERM');
+      await change();
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
+      second = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
+      const record = await waitForJob(world.services, id, undefined, 60_000);
+      return { id, state: record.state, errorCode: record.errorCode, error: record.error };
+    } finally {
+      await stopProcess(first, 'SIGKILL');
+      if (second) await stopProcess(second, 'SIGKILL');
+      world.emulator.setFaults({ latencyMs: { min: 300, median: 400, p99: 500 } });
+    }
+  };
+
+  it('an object rewritten with a line inserted before the written rows: the job fails with INPUT_CHANGED naming it, and no _SUCCESS', async () => {
+    await world.put('rewritten/a.txt', lines('a', 200));
+    await world.put('rewritten/b.txt', lines('b', 100));
+    const result = await interrupted('rewritten/', () => world.put('rewritten/a.txt', `a new first line\n${lines('a', 200)}`));
+    expect(result.state, result.error ?? '').toBe('failed');
+    expect(result.errorCode).toBe('INPUT_CHANGED');
+    expect(result.error).toContain('rewritten/a.txt');
+    const { folder, keys } = await downloadPrefix(world.s3, 'out', 'rewritten/');
+    folders.push(folder);
+    expect(keys).not.toContain('_SUCCESS');
+  });
+
+  it('the first object removed: the one now in its place is named, and the job fails', async () => {
+    await world.put('removed/a.txt', lines('a', 30));
+    await world.put('removed/b.txt', lines('b', 200));
+    const result = await interrupted('removed/', async () => {
+      await world.s3.client.send(new DeleteObjectCommand({ Bucket: 'corpus', Key: 'removed/a.txt' }));
+    });
+    expect(result.state, result.error ?? '').toBe('failed');
+    expect(result.errorCode).toBe('INPUT_CHANGED');
+    expect(result.error).toContain('removed/b.txt is not the object');
+  });
+
+  it('unchanged, the corpus is read again to exact rows (the pins pass, and go at finalize)', async () => {
+    await world.put('same/a.txt', lines('a', 200));
+    await world.put('same/b.txt', lines('b', 100));
+    const result = await interrupted('same/', async () => undefined);
+    expect(result.state, result.error ?? '').toBe('completed');
+    expect(await world.services.redis.exists(world.services.corpora.keys.pins(result.id)), 'pins dropped at finalize').toBe(0);
+    const { folder } = await downloadPrefix(world.s3, 'out', 'same/');
+    folders.push(folder);
+    const rows = await queryParquet(`SELECT text FROM read_parquet(${sqlString(`${folder}/part-*.parquet`)}) ORDER BY row`);
+    expect(rows.map((row) => row.text)).toEqual([...lines('a', 200).trimEnd().split('\n'), ...lines('b', 100).trimEnd().split('\n')]);
+  });
+});
