@@ -14,7 +14,8 @@ export type { ShardStats } from './shard-ledger.js';
 /**
  * The durable state of corpus jobs in Redis, one owner per part: job records (`jobs`), shard
  * buffers while shards are embedded (`buffers`), the ledger of written shards (`ledger`), the
- * versions of the corpus objects the split read (`pins`) and output leases (`leases`). Readers (CLI, dashboard) use `get`, `list` and `state`.
+ * versions of the corpus objects the split read (`pins`) and output leases (`leases`). Readers
+ * (CLI, dashboard) use `get`, `list` and `state`.
  */
 export class CorpusStore {
   readonly keys: CorpusKeys;
