@@ -49,6 +49,17 @@ describe('chaos', () => {
     return false;
   };
 
+  /** A second worker takes job `id` over and finishes it. */
+  const anotherWorkerFinishes = async (id: string): Promise<void> => {
+    const second = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
+    try {
+      const record = await waitForJob(world.services, id, undefined, 60_000);
+      expect(record.state, record.error ?? '').toBe('completed');
+    } finally {
+      await stopProcess(second, 'SIGKILL');
+    }
+  };
+
   beforeAll(async () => {
     redis = await startPrivateRedis({ appendOnly: true });
     world = await startWorld({ seed: 11, faults: { latencyMs: { min: 20, median: 40, p99: 80 } } }, { REDIS_URL: redis.url });
@@ -131,7 +142,6 @@ describe('chaos', () => {
     const first = spawnEmbedq({ ...world.env, LOG_LEVEL: 'info' }, ['worker', '--concurrency', '2']);
     let logs = '';
     first.stdout?.on('data', (chunk: Buffer) => (logs += chunk.toString()));
-    let second: ReturnType<typeof spawnEmbedq> | undefined;
     try {
       const id = await submit('s3://out/drain-split/');
       const before = await waitForJob(world.services, id, (record) => record.batchesDone >= 2);
@@ -144,12 +154,9 @@ describe('chaos', () => {
       expect(Date.now() - signalled).toBeLessThan(15_000);
       expect(logs).toContain('job handed back: this worker is stopping');
       world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
-      second = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
-      const record = await waitForJob(world.services, id, undefined, 60_000);
-      expect(record.state, record.error ?? '').toBe('completed');
+      await anotherWorkerFinishes(id);
     } finally {
       await stopProcess(first, 'SIGKILL');
-      if (second) await stopProcess(second, 'SIGKILL');
       world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
     }
     await expectExactOutput('drain-split/');
@@ -161,17 +168,13 @@ describe('chaos', () => {
       [JOB_NAMES.finalizeJob, 'kill-finalize/'],
     ] as const) {
       const first = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
-      let second: ReturnType<typeof spawnEmbedq> | undefined;
       try {
         const id = await submit(`s3://out/${output}`);
         expect(await waitForActiveStep(id, step), `${step} seen active`).toBe(true);
         await stopProcess(first, 'SIGKILL');
-        second = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
-        const record = await waitForJob(world.services, id, undefined, 60_000);
-        expect(record.state, record.error ?? '').toBe('completed');
+        await anotherWorkerFinishes(id);
       } finally {
         await stopProcess(first, 'SIGKILL');
-        if (second) await stopProcess(second, 'SIGKILL');
       }
       await expectExactOutput(output);
     }
