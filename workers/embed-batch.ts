@@ -67,6 +67,7 @@ export async function embedBatch(payload: EmbedBatchPayload, context: JobContext
         return context.logger;
       },
       signal: stop.signal,
+      stopping: context.stopping,
       corpusJobId: id,
     }), options.dimension);
   } catch (error) {
@@ -135,6 +136,12 @@ interface EmbedDeps {
   logger: Logger;
   /** Aborts when the corpus job stops (cancel, failure, retry): waits, requests and retries end at once. */
   signal?: AbortSignal | undefined;
+  /**
+   * Aborts when this worker drains (run-job.ts): no new wait for a slot starts (callers already
+   * queued are released by the pool), so the job goes back to the queue. A request in flight runs
+   * to its end: it is paid for. Rows of a bisected batch's finished halves are embedded again.
+   */
+  stopping?: AbortSignal | undefined;
   /** For the job's request and 429 counts (metrics). */
   corpusJobId?: string | undefined;
 }
@@ -193,6 +200,7 @@ async function callThroughGate(texts: string[], deps: EmbedDeps): Promise<{ resu
   let unavailable = 0;
   for (;;) {
     signal?.throwIfAborted();
+    deps.stopping?.throwIfAborted();
     const slot = await gate.acquire(estimate, signal);
     const sent = performance.now();
     try {

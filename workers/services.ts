@@ -32,6 +32,8 @@ export interface Services {
   metrics: MetricsRecorder;
   /** The shared rate gate of a model (DashScope limits per model and account). */
   rateGate(model: ModelName): RateGate;
+  /** The rate gates made so far (one per model), e.g. to release their queued callers on shutdown. */
+  rateGates(): RateGate[];
   /** Created on first use: local-only runs never build one. */
   s3(): S3Client;
   /** Encodes shard files on a background thread. */
@@ -118,6 +120,9 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
         gates.set(model, gate);
       }
       return gate;
+    },
+    rateGates() {
+      return [...gates.values()];
     },
     s3() {
       if (!s3Client) {

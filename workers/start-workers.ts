@@ -31,13 +31,14 @@ const STALE_COPIES_CHECK_MS = 10 * 60_000;
 /** Runs every processor of the pipeline in this process; any number of processes may share one Redis. */
 export function startWorkers(services: Services, options: WorkerPoolOptions = {}): WorkerPool {
   const { settings, logger } = services;
-  // Aborted when the pool starts to close: the split, which can run for hours, gives its job back.
+  // Aborted when the pool starts to close: the split, which can run for hours, and embed steps still
+  // queued for a rate-gate slot give their jobs back instead of holding the drain.
   const stopping = new AbortController();
   const write = processor(services, WriteShardPayload, writeShard);
   const finalize = processor(services, FinalizeJobPayload, finalizeJob);
   const definitions = [
     { queue: QUEUES.split, concurrency: 4, process: processor(services, SplitCorpusPayload, splitCorpus, stopping.signal) },
-    { queue: QUEUES.embed, concurrency: options.concurrency ?? settings.worker.concurrency, process: processor(services, EmbedBatchPayload, embedBatch) },
+    { queue: QUEUES.embed, concurrency: options.concurrency ?? settings.worker.concurrency, process: processor(services, EmbedBatchPayload, embedBatch, stopping.signal) },
     {
       queue: QUEUES.write,
       // Shard writes are CPU and memory heavy (a 10,000-row shard is ~60 MB of vectors): one at a time.
@@ -82,6 +83,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     async close({ force = false } = {}) {
       clearInterval(staleCopiesTimer);
       stopping.abort(new WorkerStoppingError());
+      for (const gate of services.rateGates()) gate.cancelQueued(stopping.signal.reason as Error);
       await Promise.all(workers.map((worker) => worker.close(force)));
       await failureSweep.close();
       services.stopWatch.close();

@@ -259,6 +259,16 @@ export class RateGate {
     return reservation;
   }
 
+  /**
+   * Rejects, with `reason`, every caller of this process still queued for a slot (none booked
+   * yet); callers already told their slot keep it. A draining worker gives their jobs back
+   * instead of waiting, at a low rate, for a slot each.
+   */
+  cancelQueued(reason: Error): void {
+    for (const caller of this.queued.splice(0)) this.leaveQueue(caller).reject(reason);
+    this.wakeBooking?.();
+  }
+
   /** Joins this process's queue for slots; resolves once {@link bookQueued} booked one for the caller. */
   private queueForSlot(estimatedTokens: number, signal: AbortSignal | undefined): Promise<Reservation> {
     signal?.throwIfAborted();

@@ -162,6 +162,28 @@ describe('chaos', () => {
     await expectExactOutput('drain-split/');
   });
 
+  it('a worker stopped (SIGTERM) with requests queued for rate-gate slots drains at once; they go to the next worker: exact output', async () => {
+    // 20 a minute: a slot every 3 s, so most of the 8 embed steps wait in the gate's queue.
+    const first = spawnEmbedq({ ...world.env, EMBEDQ_QPM: '20', LOG_LEVEL: 'info' }, ['worker', '--concurrency', '8']);
+    let logs = '';
+    first.stdout?.on('data', (chunk: Buffer) => (logs += chunk.toString()));
+    try {
+      const id = await submit('s3://out/drain-gate/');
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 1);
+      const exited = new Promise<number | null>((resolve) => first.once('exit', (code) => resolve(code)));
+      const signalled = Date.now();
+      first.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      // Before: the queued steps were served one slot every 3 s (about 20 s).
+      expect(Date.now() - signalled).toBeLessThan(8_000);
+      expect(logs).toContain('job handed back: this worker is stopping');
+      await anotherWorkerFinishes(id);
+    } finally {
+      await stopProcess(first, 'SIGKILL');
+    }
+    await expectExactOutput('drain-gate/');
+  });
+
   it('a worker SIGKILLed during write-shard, then another during finalize: exact output', async () => {
     for (const [step, output] of [
       [JOB_NAMES.writeShard, 'kill-write/'],

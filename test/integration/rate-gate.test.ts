@@ -120,6 +120,22 @@ describe('RateGate (real Redis)', () => {
     }
   });
 
+  it('cancelQueued releases the callers still waiting for a slot with the reason given; booked ones keep theirs, and later callers are served', async () => {
+    // 60 a minute with a 250-ms horizon: the first caller is booked at once, the rest wait a second each.
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 60, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 1, horizonMs: 250 });
+    const callers = [gate.acquire(1), gate.acquire(1), gate.acquire(1), gate.acquire(1)];
+    await sleep(50);
+    const reason = new Error('this worker is stopping');
+    gate.cancelQueued(reason);
+    const settled = await Promise.allSettled(callers);
+    expect(settled[0]!.status).toBe('fulfilled');
+    expect(settled.slice(1)).toEqual([1, 2, 3].map(() => ({ status: 'rejected', reason })));
+    // The slots they never had are not taken from anyone: the next caller gets the next one.
+    const started = Date.now();
+    await gate.acquire(1);
+    expect(Date.now() - started).toBeLessThan(1_500);
+  });
+
   it('a caller that wakes up late leaves at once and pays with the next free slot, which stays empty', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 600, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
     // 100 ms slots: the first now, the caller's at +100.
