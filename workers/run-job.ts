@@ -11,8 +11,9 @@ export interface JobContext {
   readonly logger: Logger;
   /**
    * Aborts, with a {@link WorkerStoppingError}, when this worker process starts to drain (SIGTERM).
-   * A step that could run on for minutes (the split, waiting for room) throws the reason at its next
-   * safe point, and its job goes back to the queue for another worker, with no attempt used.
+   * A step that could wait on for minutes (the split for room, an embed step for a rate-gate slot)
+   * throws the reason at its next safe point, and its job goes back to the queue for another
+   * worker, with no attempt used.
    */
   readonly stopping: AbortSignal;
 }
