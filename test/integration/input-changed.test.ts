@@ -1,3 +1,7 @@
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -24,12 +28,20 @@ describe('a corpus that changes while its job runs', () => {
     for (const folder of folders) await removeFolder(folder);
   });
 
-  /** Submits, stops the first worker (SIGTERM) once a shard is written and the split is waiting for room, runs `change`, then lets a second worker go on. */
-  const interrupted = async (prefix: string, change: () => Promise<void>): Promise<{ id: string; state: string; errorCode: string | null; error: string | null }> => {
+  /**
+   * Submits `s3://corpus/<prefix>` (or another input) into `s3://out/<prefix>`, stops the first
+   * worker (SIGTERM) once a shard is written and the split is waiting for room, runs `change`, then
+   * lets a second worker go on.
+   */
+  const interrupted = async (
+    prefix: string,
+    change: () => Promise<void>,
+    locations = { input: `s3://corpus/${prefix}`, output: `s3://out/${prefix}` },
+  ): Promise<{ id: string; state: string; errorCode: string | null; error: string | null }> => {
     const first = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
     let second: ReturnType<typeof spawnEmbedq> | undefined;
     try {
-      const submitted = await runEmbedq(world.env, ['submit', `s3://corpus/${prefix}`, '--out', `s3://out/${prefix}`, '--shard-rows', '40', '--dimension', '64', '--output-type', 'dense']);
+      const submitted = await runEmbedq(world.env, ['submit', locations.input, '--out', locations.output, '--shard-rows', '40', '--dimension', '64', '--output-type', 'dense']);
       expect(submitted.code, submitted.stderr).toBe(0);
       const id = submitted.stdout.trim();
       const before = await waitForJob(world.services, id, (record) => record.shardsWritten >= 1);
@@ -68,6 +80,21 @@ describe('a corpus that changes while its job runs', () => {
     expect(result.state, result.error ?? '').toBe('failed');
     expect(result.errorCode).toBe('INPUT_CHANGED');
     expect(result.error).toContain('removed/b.txt is not the object');
+  });
+
+  it('a local file rewritten in place (same inode, another size and time): the job fails naming it', async () => {
+    const folder = await mkdtemp(path.join(tmpdir(), 'embedq-input-changed-'));
+    folders.push(folder);
+    await mkdir(path.join(folder, 'in'));
+    await writeFile(path.join(folder, 'in', 'a.txt'), lines('a', 200));
+    await writeFile(path.join(folder, 'in', 'b.txt'), lines('b', 100));
+    const result = await interrupted('local/', () => writeFile(path.join(folder, 'in', 'a.txt'), `a new first line\n${lines('a', 200)}`), {
+      input: path.join(folder, 'in'),
+      output: path.join(folder, 'out'),
+    });
+    expect(result.state, result.error ?? '').toBe('failed');
+    expect(result.errorCode).toBe('INPUT_CHANGED');
+    expect(result.error).toContain(`${path.join(folder, 'in')}/a.txt is not the object`);
   });
 
   it('unchanged, the corpus is read again to exact rows (the pins pass, and go at finalize)', async () => {
