@@ -59,7 +59,7 @@ for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
   c.n = c.n + 1
 end
 redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted', 'lastRetry', 'lastRetryAt')
-redis.call('HSET', KEYS[1], 'state', 'queued', 'linesRead', 0, 'batchesTotal', c.batches, 'batchesDone', c.batches,
+redis.call('HSET', KEYS[1], 'state', 'queued', 'batchesTotal', c.batches, 'batchesDone', c.batches,
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
   'tokens', c.tokens, 'shardsWritten', c.n, 'rowsReused', c.reused, 'rowsNew', c.new, 'rowsChanged', c.changed,
   'rowsUnchanged', c.unchanged)
@@ -83,9 +83,13 @@ redis.call('HSET', KEYS[1], 'totalLines', ARGV[2], 'totalShards', ARGV[3], 'line
 return {tonumber(redis.call('HGET', KEYS[1], 'shardsWritten') or '0'), tonumber(ARGV[3])}
 `;
 
-// KEYS: job. ARGV: generation, linesRead.
+// KEYS: job. ARGV: generation, linesRead. Only raises it: a split that starts again (same
+// generation, or a retry's) reads from the first line, skipping written shards, and "read" must
+// not fall below what was embedded meanwhile.
 export const SET_LINES_READ = `${CURRENT_LUA}
-if current(KEYS[1], ARGV[1]) then redis.call('HSET', KEYS[1], 'linesRead', ARGV[2]) end
+if current(KEYS[1], ARGV[1]) and tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'linesRead') or '0') then
+  redis.call('HSET', KEYS[1], 'linesRead', ARGV[2])
+end
 `;
 
 // KEYS: job. ARGV: generation, field, value[, field, value…]. Sets the fields while the generation is current.
