@@ -17,8 +17,8 @@ import { downloadPrefix, removeFolder, runEmbedq, spawnEmbedq, startWorld, stopP
 describe('a corpus that changes while its job runs', () => {
   let world: World;
   const folders: string[] = [];
-  const lines = (name: string, count: number, from = 0): string =>
-    `${Array.from({ length: count }, (_, index) => `${name} line ${from + index}: the quick brown fox jumps over the lazy dog`).join('\n')}\n`;
+  const lines = (name: string, count: number): string =>
+    `${Array.from({ length: count }, (_, index) => `${name} line ${index}: the quick brown fox jumps over the lazy dog`).join('\n')}\n`;
 
   beforeAll(async () => {
     world = await startWorld({ seed: 5, faults: { latencyMs: { min: 300, median: 400, p99: 500 } } });
