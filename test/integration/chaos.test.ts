@@ -49,6 +49,14 @@ describe('chaos', () => {
     return false;
   };
 
+  /** Stops a worker with SIGTERM, as a scale-down does; its exit code and how long its drain took. */
+  const drain = async (worker: ReturnType<typeof spawnEmbedq>): Promise<{ code: number | null; ms: number }> => {
+    const exited = new Promise<number | null>((resolve) => worker.once('exit', (code) => resolve(code)));
+    const signalled = Date.now();
+    worker.kill('SIGTERM');
+    const code = await exited;
+    return { code, ms: Date.now() - signalled };
+  };
   /** A second worker takes job `id` over and finishes it. */
   const anotherWorkerFinishes = async (id: string): Promise<void> => {
     const second = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
@@ -146,12 +154,10 @@ describe('chaos', () => {
       const id = await submit('s3://out/drain-split/');
       const before = await waitForJob(world.services, id, (record) => record.batchesDone >= 2);
       expect(before.totalLines, 'the split is still running').toBeNull();
-      const exited = new Promise<number | null>((resolve) => first.once('exit', (code) => resolve(code)));
-      const signalled = Date.now();
-      first.kill('SIGTERM');
+      const drained = await drain(first);
       // Before: the split held the drain until its 60-s bound, and the worker exited 1.
-      expect(await exited).toBe(0);
-      expect(Date.now() - signalled).toBeLessThan(15_000);
+      expect(drained.code).toBe(0);
+      expect(drained.ms).toBeLessThan(15_000);
       expect(logs).toContain('job handed back: this worker is stopping');
       world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
       await anotherWorkerFinishes(id);
@@ -170,12 +176,10 @@ describe('chaos', () => {
     try {
       const id = await submit('s3://out/drain-gate/');
       await waitForJob(world.services, id, (record) => record.batchesDone >= 1);
-      const exited = new Promise<number | null>((resolve) => first.once('exit', (code) => resolve(code)));
-      const signalled = Date.now();
-      first.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      const drained = await drain(first);
+      expect(drained.code).toBe(0);
       // Before: the queued steps, served a slot at a time, held the drain to its 60-s bound (exit 1).
-      expect(Date.now() - signalled).toBeLessThan(8_000);
+      expect(drained.ms).toBeLessThan(8_000);
       expect(logs).toContain('job handed back: this worker is stopping');
       await anotherWorkerFinishes(id);
     } finally {
