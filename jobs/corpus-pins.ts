@@ -5,6 +5,9 @@ import { defineLuaScript, type LuaScript } from '../src/redis/lua-script.js';
 import type { RedisClient } from '../src/redis/redis-client.js';
 import type { CorpusKeys } from './corpus-keys.js';
 
+/** What every INPUT_CHANGED message ends with: why the job cannot go on, and what to do. */
+const RESUBMIT = 'The shards already written hold the corpus as it was; submit the job again (into a new output, or with --overwrite)';
+
 /** Hex digits of one object's pin. */
 const PIN_LENGTH = 16;
 
@@ -48,8 +51,7 @@ export class CorpusPins {
     const pin = createHash('sha256').update(`${object.key}\0${version}`).digest('hex').slice(0, PIN_LENGTH);
     if ((await this.checkScript([this.keys.pins(id)], index, pin)) === 1) return;
     throw new InputChangedError(
-      `${object.source} is not the object job ${id} read there before: it was rewritten, or objects before it were added or removed. ` +
-        'The shards already written hold the corpus as it was; submit the job again (into a new output, or with --overwrite)',
+      `${object.source} is not the object job ${id} read there before: it was rewritten, or objects before it were added or removed. ` + RESUBMIT,
     );
   }
 
@@ -61,8 +63,7 @@ export class CorpusPins {
     const pinned = (await this.redis.strlen(this.keys.pins(id))) / PIN_LENGTH;
     if (pinned <= objects) return;
     throw new InputChangedError(
-      `${input}: ${pinned - objects} of the ${pinned} objects job ${id} read before are gone. ` +
-        'The shards already written hold the corpus as it was; submit the job again (into a new output, or with --overwrite)',
+      `${input}: ${pinned - objects} of the ${pinned} objects job ${id} read before are gone. ` + RESUBMIT,
     );
   }
 
