@@ -94,14 +94,21 @@ export async function enqueueFinalize(queue: Queue, corpusJobId: string, generat
   await queue.add(JOB_NAMES.finalizeJob, payload, { jobId: finalizeJobId(corpusJobId, generation) });
 }
 
+export type CancelResult = { cancelled: true } | { cancelled: false; message: string };
+
 /**
  * `embedq cancel`: stops the job and frees its buffers in one step; queued steps become no-ops and
- * workers abort the job's requests in flight. Throws JobLostError when Redis has no such job.
+ * workers abort the job's requests in flight. Refused once finalize is writing the output: a
+ * cancel then would give up the output's lease under a `_SUCCESS` being written. Throws
+ * JobLostError when Redis has no such job.
  */
-export async function cancelCorpusJob(corpora: CorpusStore, corpusJobId: string): Promise<boolean> {
-  if (await corpora.jobs.markCancelled(corpusJobId)) return true;
-  if ((await corpora.state(corpusJobId)) === undefined) throw new JobLostError(corpusJobId);
-  return false;
+export async function cancelCorpusJob(corpora: CorpusStore, corpusJobId: string): Promise<CancelResult> {
+  const result = await corpora.jobs.markCancelled(corpusJobId);
+  if (result === 'cancelled') return { cancelled: true };
+  if (result === 'finishing') return { cancelled: false, message: 'it is finishing: every shard is written and its manifest is being written' };
+  const state = await corpora.state(corpusJobId);
+  if (state === undefined) throw new JobLostError(corpusJobId);
+  return { cancelled: false, message: `it is ${state}, not queued or running` };
 }
 
 export type RetryResult = { retried: true; generation: number } | { retried: false; message: string };

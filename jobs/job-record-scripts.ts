@@ -6,18 +6,22 @@ import { DROP_BUFFERS_LUA, STALE_OPEN_BUFFERS } from './open-buffers.js';
 // KEYS: job, open, the n open buffers, then the lease if the job has one. ARGV: new state,
 // allowed-from (comma list), error, errorCode, time field, time, n, generation ('' = any), job id,
 // then the n open shard numbers. Returns 1 if changed, 0 if not, 2 if changed with shards still
-// open that the caller did not list (OpenBuffers.dropLeftovers drops them).
+// open that the caller did not list (OpenBuffers.dropLeftovers drops them), 3 if a cancel met a
+// finalize in progress (CLAIM_FINALIZE).
 export const TRANSITION = `${CURRENT_LUA}${DROP_BUFFERS_LUA}
 local n = tonumber(ARGV[7])
 local lease = KEYS[3 + n]
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return 0 end
-if ARGV[8] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'generation')) ~= tonumber(ARGV[8]) then return 0 end
+local generation = tonumber(redis.call('HGET', KEYS[1], 'generation'))
+if ARGV[8] ~= '' and generation ~= tonumber(ARGV[8]) then return 0 end
 local allowed = false
 for st in string.gmatch(ARGV[2], '[^,]+') do if st == s then allowed = true end end
 if not allowed then return 0 end
+if ARGV[1] == 'cancelled' and tonumber(redis.call('HGET', KEYS[1], 'finalizing')) == generation then return 3 end
 local ending = ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled'
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if ending then redis.call('HDEL', KEYS[1], 'finalizing') end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3], 'errorCode', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
 if ending then
@@ -58,7 +62,7 @@ for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
   c.unchanged = c.unchanged + (st.unchanged or 0)
   c.n = c.n + 1
 end
-redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted', 'lastRetry', 'lastRetryAt')
+redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted', 'lastRetry', 'lastRetryAt', 'finalizing')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'batchesTotal', c.batches, 'batchesDone', c.batches,
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
   'tokens', c.tokens, 'shardsWritten', c.n, 'rowsReused', c.reused, 'rowsNew', c.new, 'rowsChanged', c.changed,
@@ -74,6 +78,20 @@ if redis.call('HGET', KEYS[1], 'state') == 'queued' then
   redis.call('HSETNX', KEYS[1], 'startedAt', ARGV[2])
 end
 return 1
+`;
+
+// KEYS: job. ARGV: generation. Finalize of a running job starts writing its output: until it
+// ends (completed, failed) or gives the claim back (RELEASE_FINALIZE), a cancel is refused, so the
+// job keeps its output lease while `_SUCCESS` is being written. Returns 1 if claimed.
+export const CLAIM_FINALIZE = `${CURRENT_LUA}
+if not current(KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'finalizing', ARGV[1])
+return 1
+`;
+
+// KEYS: job. ARGV: generation. A finalize attempt that failed: the job may be cancelled again.
+export const RELEASE_FINALIZE = `
+if redis.call('HGET', KEYS[1], 'finalizing') == ARGV[1] then redis.call('HDEL', KEYS[1], 'finalizing') end
 `;
 
 // KEYS: job. ARGV: generation, totalLines, totalShards. Returns {shardsWritten, totalShards} or {-1, -1}.

@@ -3,7 +3,7 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 import type { JobOptions } from '../src/job-options.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
-import { FINISH_SPLIT, RESTART, SET_FIELDS, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
+import { CLAIM_FINALIZE, FINISH_SPLIT, RELEASE_FINALIZE, RESTART, SET_FIELDS, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
 import { OPEN_BUFFER_ATTEMPTS, OpenBuffers, STALE_OPEN_BUFFERS } from './open-buffers.js';
 
 /**
@@ -87,6 +87,8 @@ export class JobRecords {
       finishSplit: defineLuaScript(redis, FINISH_SPLIT),
       setLinesRead: defineLuaScript(redis, SET_LINES_READ),
       setFields: defineLuaScript(redis, SET_FIELDS),
+      claimFinalize: defineLuaScript(redis, CLAIM_FINALIZE),
+      releaseFinalize: defineLuaScript(redis, RELEASE_FINALIZE),
     };
   }
 
@@ -170,8 +172,21 @@ export class JobRecords {
     return (await this.scripts.start([this.keys.job(id)], generation, Date.now())) === 1;
   }
 
+  /**
+   * Finalize of `generation` starts writing the output; false if the job is not running in it.
+   * While claimed, `markCancelled` answers 'finishing' (the job's lease must outlive `_SUCCESS`).
+   */
+  async claimFinalize(id: string, generation: number): Promise<boolean> {
+    return (await this.scripts.claimFinalize([this.keys.job(id)], generation)) === 1;
+  }
+
+  /** A finalize attempt failed and will be tried again: until then the job can be cancelled. */
+  async releaseFinalize(id: string, generation: number): Promise<void> {
+    await this.scripts.releaseFinalize([this.keys.job(id)], generation);
+  }
+
   async markCompleted(id: string, generation: number): Promise<boolean> {
-    return this.transition(id, 'completed', ['running'], { timeField: 'finishedAt', generation });
+    return (await this.transition(id, 'completed', ['running'], { timeField: 'finishedAt', generation })) === 'changed';
   }
 
   /**
@@ -179,12 +194,16 @@ export class JobRecords {
    * if the job is still in it (a late failure of an earlier generation fails nothing).
    */
   async markFailed(id: string, error: string, errorCode: string, generation?: number): Promise<boolean> {
-    return this.transition(id, 'failed', ['queued', 'running'], { error, errorCode, timeField: 'finishedAt', generation });
+    return (await this.transition(id, 'failed', ['queued', 'running'], { error, errorCode, timeField: 'finishedAt', generation })) === 'changed';
   }
 
-  /** `embedq cancel`: stops the job and frees its open buffers in one step. */
-  async markCancelled(id: string): Promise<boolean> {
-    return this.transition(id, 'cancelled', ['queued', 'running'], { error: 'cancelled by user', errorCode: 'CANCELLED', timeField: 'finishedAt' });
+  /**
+   * `embedq cancel`: stops the job and frees its open buffers in one step. 'finishing': finalize
+   * is writing the output, and the job will complete (or fail) on its own.
+   */
+  async markCancelled(id: string): Promise<'cancelled' | 'finishing' | 'unchanged'> {
+    const result = await this.transition(id, 'cancelled', ['queued', 'running'], { error: 'cancelled by user', errorCode: 'CANCELLED', timeField: 'finishedAt' });
+    return result === 'changed' ? 'cancelled' : result;
   }
 
   /**
@@ -246,7 +265,7 @@ export class JobRecords {
     to: CorpusJobState,
     from: readonly CorpusJobState[],
     fields: { error?: string; errorCode?: string; timeField?: 'startedAt' | 'finishedAt'; generation?: number | undefined },
-  ): Promise<boolean> {
+  ): Promise<'changed' | 'unchanged' | 'finishing'> {
     // Only a failure or a cancel drops buffers; other transitions need not read them.
     const drop = to === 'failed' || to === 'cancelled';
     const { buffers, shards, lease } = await this.openBuffers.declared(id, drop);
@@ -264,6 +283,7 @@ export class JobRecords {
       ...shards,
     );
     if (changed === 2) await this.openBuffers.dropLeftovers(id);
-    return changed === 1 || changed === 2;
+    if (changed === 3) return 'finishing';
+    return changed === 1 || changed === 2 ? 'changed' : 'unchanged';
   }
 }

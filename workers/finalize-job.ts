@@ -15,7 +15,21 @@ import { publishScheduleLatest } from './schedule-latest.js';
  * `_SUCCESS`, written last of the output and only when every shard is in place. Then the scratch
  * files go, and only then is the job marked completed.
  */
-export async function finalizeJob(payload: FinalizeJobPayload, { services, logger }: JobContext): Promise<void> {
+export async function finalizeJob(payload: FinalizeJobPayload, context: JobContext): Promise<void> {
+  const { corpora } = context.services;
+  const { corpusJobId: id, generation } = payload;
+  // The claim keeps a cancel from releasing the output's lease while this writes it; a failed
+  // attempt gives it back, so the job can be cancelled between attempts.
+  if (!(await corpora.jobs.claimFinalize(id, generation))) return;
+  try {
+    await finalizeClaimed(payload, context);
+  } catch (error) {
+    await corpora.jobs.releaseFinalize(id, generation);
+    throw error;
+  }
+}
+
+async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }: JobContext): Promise<void> {
   const { corpora } = services;
   const id = payload.corpusJobId;
   const record = await corpora.get(id);

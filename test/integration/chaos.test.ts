@@ -215,7 +215,7 @@ describe('chaos', () => {
       await waitForJob(world.services, id, (record) => record.batchesDone >= 3);
       // Back to back, as a script would: the generation-0 steps are still queued when generation 1 starts.
       const { corpora, queues } = world.services;
-      expect(await cancelCorpusJob(corpora, id)).toBe(true);
+      expect(await cancelCorpusJob(corpora, id)).toEqual({ cancelled: true });
       const retried = await retryCorpusJob({ corpora, splitQueue: queues[QUEUES.split] }, id);
       expect(retried).toMatchObject({ retried: true, generation: 1 });
       const stale = (await queues[QUEUES.embed].getJobs(['waiting', 'prioritized'], 0, -1)).filter((job) => job.id?.startsWith(`${id}-g0-`));

@@ -1,12 +1,15 @@
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
+import { OutputLeasedError } from '../../jobs/job-errors.js';
 import { EmbedBatchPayload } from '../../jobs/payloads.js';
 import { QUEUES, queueOptions, splitJobId } from '../../jobs/queues.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { embedBatch } from '../../workers/embed-batch.js';
 import { splitCorpus } from '../../workers/split-corpus.js';
+import { finalizeJob } from '../../workers/finalize-job.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { failCorpusJobOf, sweepFailedJobs } from '../../workers/fail-on-lost-jobs.js';
 import { writeShard } from '../../workers/write-shard.js';
@@ -92,6 +95,62 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     } finally {
       await pool.close();
     }
+  });
+
+  it('a cancel while finalize writes the output is refused, so no second job takes the output mid-write', async () => {
+    const output = 's3://out/fence-finalize/';
+    const id = await submit(output);
+    const corpora = world.services.corpora;
+    // Just before finalize puts `_SUCCESS`, an operator cancels the job and submits another run
+    // with --overwrite into the same output. Before the claim, the cancel won: the record said
+    // cancelled beside a `_SUCCESS`, and the second job, given the lease, cleared the files
+    // finalize was vouching for.
+    let attempt: Promise<{ cancel: Awaited<ReturnType<typeof cancelCorpusJob>>; second: unknown }> | undefined;
+    const client = world.services.s3();
+    client.middlewareStack.add(
+      (next, { commandName }) => async (args) => {
+        const input = args.input as { Key?: string };
+        if (commandName === 'PutObjectCommand' && input.Key === 'fence-finalize/_SUCCESS' && !attempt) {
+          attempt = (async () => ({
+            cancel: await cancelCorpusJob(corpora, id),
+            second: await submitCorpusJob(
+              { corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => client },
+              parseJobOptions({ input: 's3://corpus/data/', output, shardRows: 30, outputType: 'dense' }),
+              { overwrite: true },
+            ).catch((error: unknown) => error),
+          }))();
+          await attempt;
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'cancelBeforeSuccess' },
+    );
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const record = await waitForJob(world.services, id);
+      expect(attempt).toBeDefined();
+      const { cancel, second } = await attempt!;
+      expect(cancel).toEqual({ cancelled: false, message: expect.stringMatching(/finishing/) });
+      expect(second).toBeInstanceOf(OutputLeasedError);
+      expect(record.state).toBe('completed');
+      const keys = await world.s3.client.send(new ListObjectsV2Command({ Bucket: 'out', Prefix: 'fence-finalize/' })).then((r) => (r.Contents ?? []).map((o) => o.Key));
+      expect(keys).toEqual(expect.arrayContaining(['fence-finalize/_SUCCESS', 'fence-finalize/_manifest.json', 'fence-finalize/part-00000.parquet', 'fence-finalize/part-00001.parquet']));
+      expect(await corpora.leases.holder(output)).toBeUndefined();
+    } finally {
+      client.middlewareStack.remove('cancelBeforeSuccess');
+      await pool.close();
+    }
+  });
+
+  it('a finalize attempt that fails gives its claim back: the job can be cancelled before the next attempt', async () => {
+    const id = await submit('s3://out/fence-finalize-failed/');
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    // No shard is written yet, so this attempt throws after claiming the job.
+    await expect(finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context())).rejects.toThrow(/finalize found 0 of \d+ shards/);
+    expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
+    // The next attempt finds the job cancelled and writes nothing.
+    await finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context());
+    expect(await world.services.corpora.state(id)).toBe('cancelled');
   });
 
   it('a step BullMQ fails outside the processor (unparseable payload) fails the corpus job with the reason (item 6)', async () => {

@@ -113,7 +113,7 @@ describe('on a Redis Cluster', () => {
       const open = world.services.corpora.keys.openShards(id);
       expect(await world.services.redis.scard(open)).toBeGreaterThan(0);
       // What `embedq cancel` and `retry` call (the first test ran the CLI; here timing matters).
-      expect(await cancelCorpusJob(world.services.corpora, id)).toBe(true);
+      expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
       expect(await world.services.corpora.state(id)).toBe('cancelled');
       // No buffer survives, on any master.
       expect((await keysPerMaster(`${prefix}:job:${id}:shard:*`)).flat()).toEqual([]);

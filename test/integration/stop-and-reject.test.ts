@@ -40,7 +40,7 @@ describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
       const inFlight = new Set((await world.services.queues[QUEUES.embed].getActive()).map((job) => job.id));
       expect(inFlight.size).toBe(4);
       const cancelledAt = Date.now();
-      expect(await cancelCorpusJob(world.services.corpora, id)).toBe(true);
+      expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
       // Those steps end (their requests aborted); queued steps of the job that a worker picks up
       // next are no-ops and come and go, so they are not what is measured here.
       const stillActive = async (): Promise<number> => (await world.services.queues[QUEUES.embed].getActive()).filter((job) => inFlight.has(job.id)).length;

@@ -76,9 +76,9 @@ export function registerJobCommands(program: Command): void {
     .description('stop a queued or running corpus job; waits (up to 5 s) until its requests in flight have stopped')
     .action(async (jobId: string) => {
       process.exitCode = await withServices(async (services) => {
-        const cancelled = await cancelCorpusJob(services.corpora, jobId);
-        if (!cancelled) {
-          process.stderr.write(`${jobId} is not queued or running\n`);
+        const result = await cancelCorpusJob(services.corpora, jobId);
+        if (!result.cancelled) {
+          process.stderr.write(`cannot cancel ${jobId}: ${result.message}\n`);
           return 1;
         }
         const settled = await waitForActiveSteps(services, jobId, CANCEL_WAIT_MS);

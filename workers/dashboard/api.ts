@@ -24,9 +24,9 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request, reply) => {
     const { id } = request.params;
-    const cancelled = await lostAs404(reply, () => cancelCorpusJob(services.corpora, id));
-    if (cancelled === undefined) return reply;
-    if (!cancelled) return reply.code(409).send({ error: `${id} is not queued or running` });
+    const result = await lostAs404(reply, () => cancelCorpusJob(services.corpora, id));
+    if (result === undefined) return reply;
+    if (!result.cancelled) return reply.code(409).send({ error: `cannot cancel ${id}: ${result.message}` });
     return { id, cancelled: true };
   });
 
