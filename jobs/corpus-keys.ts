@@ -1,7 +1,7 @@
 /**
  * Where corpus job state lives in Redis, under `<prefix>:`
  *
- *   jobs                 ZSET  corpus job id → creation time (ms)
+ *   jobs                 ZSET  corpus job id → creation time (ms); a job's keys go after its retention
  *   job:<id>             HASH  options (JSON), state, generation, times, counters, lease (key)
  *   job:<id>:shard:<k>   HASH  a shard's buffer: b:<n> → encoded batch, e:<n> → error records (JSON),
  *                              expected (batches in the shard), done, meta (JSON), tokens, rejected

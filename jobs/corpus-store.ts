@@ -15,7 +15,8 @@ export type { ShardStats } from './shard-ledger.js';
  * The durable state of corpus jobs in Redis, one owner per part: job records (`jobs`), shard
  * buffers while shards are embedded (`buffers`), the ledger of written shards (`ledger`), the
  * versions of the corpus objects the split read (`pins`) and output leases (`leases`). Readers
- * (CLI, dashboard) use `get`, `list` and `state`.
+ * (CLI, dashboard) use `get`, `list` and `state`. Records of ended jobs are kept for a retention
+ * period; each submit removes older ones (`pruneEnded`).
  */
 export class CorpusStore {
   readonly keys: CorpusKeys;
@@ -25,7 +26,15 @@ export class CorpusStore {
   readonly pins: CorpusPins;
   readonly leases: OutputLeases;
 
-  constructor(redis: RedisClient, prefix: string) {
+  /**
+   * `jobRetentionMs`: how long records of ended jobs are kept (0: for good); `pruneEnded` removes
+   * older ones.
+   */
+  constructor(
+    redis: RedisClient,
+    prefix: string,
+    private readonly options: { jobRetentionMs?: number } = {},
+  ) {
     this.keys = new CorpusKeys(prefix);
     this.jobs = new JobRecords(redis, this.keys);
     this.buffers = new ShardBuffers(redis, this.keys);
@@ -42,6 +51,12 @@ export class CorpusStore {
   /** Newest first. */
   list(limit = 50): Promise<CorpusJobRecord[]> {
     return this.jobs.list(limit);
+  }
+
+  /** Removes records of jobs that ended longer ago than the retention; how many went. */
+  async pruneEnded(now = Date.now()): Promise<number> {
+    const retention = this.options.jobRetentionMs ?? 0;
+    return retention > 0 ? this.jobs.prune(now - retention) : 0;
   }
 
   state(id: string): Promise<CorpusJobState | undefined> {

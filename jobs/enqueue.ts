@@ -65,6 +65,9 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
     await corpora.leases.release(options.output, id);
     throw error;
   }
+  // Records grow with every run (a schedule every minute: ~2.5 MB a day); old ones go here.
+  // The job is queued by now: a failure here must not make its submit look failed; the next submit tries again.
+  await corpora.pruneEnded().catch(() => undefined);
   return id;
 }
 

@@ -32,7 +32,7 @@ export class JobLostError extends EmbedqError {
   readonly code = 'JOB_LOST';
   readonly retryable = true;
   constructor(readonly jobId: string) {
-    super(`job ${jobId} no longer exists in Redis (was Redis flushed or restarted without persistence?)`);
+    super(`job ${jobId} no longer exists in Redis (was Redis flushed or restarted without persistence, or did the job end more than EMBEDQ_JOB_RETENTION_DAYS ago?)`);
   }
 }
 

@@ -3,7 +3,7 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 import type { JobOptions } from '../src/job-options.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
-import { CLAIM_FINALIZE, FINISH_SPLIT, RELEASE_FINALIZE, RESTART, SET_FIELDS, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
+import { CLAIM_FINALIZE, FINISH_SPLIT, PRUNE, RELEASE_FINALIZE, RESTART, SET_FIELDS, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
 import { OPEN_BUFFER_ATTEMPTS, OpenBuffers, STALE_OPEN_BUFFERS } from './open-buffers.js';
 
 /**
@@ -68,6 +68,9 @@ export interface CorpusJobRecord extends CorpusJobCounters {
   lastRetryAt: number | null;
 }
 
+/** Old records looked at per prune: a submit stays quick however many there are. */
+const PRUNE_BATCH = 100;
+
 /** Why `restart` refused: the job is gone, not stopped, or its output now belongs to another job. */
 export type RestartRefusal = { reason: 'missing' } | { reason: 'not-stopped'; state: string } | { reason: 'leased'; holder: string };
 
@@ -89,6 +92,7 @@ export class JobRecords {
       setFields: defineLuaScript(redis, SET_FIELDS),
       claimFinalize: defineLuaScript(redis, CLAIM_FINALIZE),
       releaseFinalize: defineLuaScript(redis, RELEASE_FINALIZE),
+      prune: defineLuaScript(redis, PRUNE),
     };
   }
 
@@ -158,6 +162,22 @@ export class JobRecords {
   async stateAndGeneration(id: string): Promise<{ state: CorpusJobState; generation: number } | undefined> {
     const [state, generation] = await this.redis.hmget(this.keys.job(id), 'state', 'generation');
     return state ? { state: state as CorpusJobState, generation: Number(generation ?? 0) } : undefined;
+  }
+
+  /**
+   * Removes the records (and what else of them is left: ledger, pins) of jobs that ended before
+   * `endedBefore`, looking at most `limit` of the oldest. Redis must not grow with every run of a
+   * schedule. Returns how many went.
+   */
+  async prune(endedBefore: number, limit = PRUNE_BATCH): Promise<number> {
+    // Scored by creation, which comes before the end: every job that ended before the cutoff is here.
+    const ids = await this.redis.zrangebyscore(this.keys.jobs, '-inf', endedBefore, 'LIMIT', 0, limit);
+    let removed = 0;
+    for (const id of ids) {
+      const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.openShards(id), this.keys.jobs];
+      removed += (await this.scripts.prune(keys, id, endedBefore)) as number;
+    }
+    return removed;
   }
 
   /** Newest first. */

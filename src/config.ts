@@ -75,6 +75,12 @@ export interface Settings {
    * a hash tag such as `{embedq}`, so every key lands in one slot.
    */
   redisPrefix: string;
+  /**
+   * How long the record of a job that ended (completed, failed, cancelled) is kept for `status`,
+   * `retry` and the dashboard; older ones are removed at the next submit (Default: 30 days; 0: kept
+   * for good).
+   */
+  jobRetentionMs: number;
   dashscope: DashScopeSettings;
   s3: S3Settings;
   worker: WorkerSettings;
@@ -107,6 +113,7 @@ const EnvSchema = z
       .regex(/^(\{[A-Za-z0-9_-]+\})?[A-Za-z0-9_-]*$/, 'letters, digits, _ and -, optionally in a leading hash tag such as {embedq}')
       .min(1)
       .default('embedq'),
+    EMBEDQ_JOB_RETENTION_DAYS: z.coerce.number().gte(0).default(30),
     DASHSCOPE_API_KEY: z.string().optional(),
     DASHSCOPE_REGION: z.enum(Object.keys(REGION_BASE_URLS) as [Region, ...Region[]]).optional(),
     DASHSCOPE_BASE_URL: z
@@ -190,6 +197,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     redisUrl: e.REDIS_URL ?? 'redis://127.0.0.1:6379',
     redisClusterNodes: e.REDIS_CLUSTER_NODES,
     redisPrefix: e.EMBEDQ_REDIS_PREFIX,
+    jobRetentionMs: e.EMBEDQ_JOB_RETENTION_DAYS * 24 * 60 * 60 * 1000,
     dashscope: {
       apiKey,
       baseUrl,

@@ -90,7 +90,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   let s3Client: S3Client | undefined;
   const workerConnections: RedisClient[] = [];
 
-  const corpora = new CorpusStore(redis, settings.redisPrefix);
+  const corpora = new CorpusStore(redis, settings.redisPrefix, { jobRetentionMs: settings.jobRetentionMs });
   return {
     settings,
     logger,

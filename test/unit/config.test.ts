@@ -73,6 +73,13 @@ describe('settings from the environment', () => {
     expect(message).toContain('- EMBEDQ_LEARNED_LIMIT_TTL_S:');
   });
 
+  it('keeps records of ended jobs 30 days unless told otherwise (0: for good)', () => {
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k' }).jobRetentionMs).toBe(30 * 86_400_000);
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_JOB_RETENTION_DAYS: '0.5' }).jobRetentionMs).toBe(43_200_000);
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_JOB_RETENTION_DAYS: '0' }).jobRetentionMs).toBe(0);
+    expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_JOB_RETENTION_DAYS: '-1' }))).toContain('- EMBEDQ_JOB_RETENTION_DAYS:');
+  });
+
   it('reads static S3 credentials when given', () => {
     const settings = loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'SK' });
     expect(settings.s3.credentials).toEqual({ accessKeyId: 'AK', secretAccessKey: 'SK', sessionToken: undefined });
