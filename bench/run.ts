@@ -32,12 +32,13 @@ import { benchCorpus } from './corpus.js';
 import { cpuSeconds, histogramQuantile, memoryText, percentile, rssBytes, spawnEmulator, spawnWorker, threadCpuSeconds, type WorkerProcess } from './processes.js';
 import { summarizeProfile } from './profile.js';
 import { reindexScenario, type RunJob, wideReindex } from './reindex.js';
+import { smallObjectsScenario, type SmallObjectsFigures } from './small-objects.js';
 
 const QUICK = process.argv.includes('--quick');
 /**
  * `--only overhead` runs just scenarios 3 and 4, `--only quota` just 1 and 1b, `--only adaptive`
- * just 5-7b, `--only reindex` just the reindex scenario (for tuning work); `--keep` keeps the work
- * folder (profiles, outputs).
+ * just 5-7b, `--only objects` just 8, `--only reindex` just the reindex scenario (for tuning work);
+ * `--keep` keeps the work folder (profiles, outputs).
  */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 /**
@@ -55,6 +56,9 @@ const QUOTA_LINES = QUICK ? 8_000 : 40_000;
 const SCALE_LINES = QUICK ? 4_000 : 10_000;
 /** The default shard size: the memory bound must hold at the defaults. */
 const SCALE_SHARD_ROWS = 10_000;
+/** Scenario 8: files, and the latency injected before each is opened. */
+const SMALL_OBJECTS = QUICK ? 200 : 1_000;
+const SMALL_OBJECT_GET_MS = 30;
 /** Lines the DashScope client alone embeds for its CPU figure (scenario 3). */
 const CLIENT_COST_LINES = 30_000;
 /** text-embedding-v4's widest dense vectors. */
@@ -363,6 +367,17 @@ async function main(): Promise<void> {
       else await reindex();
       return;
     }
+    const smallObjects = async (): Promise<SmallObjectsFigures> => {
+      console.log(`\n8. many small objects: ${SMALL_OBJECTS} one-to-three-line files, each open ${SMALL_OBJECT_GET_MS} ms late (an S3 GET), read as the split reads them`);
+      const figures = await smallObjectsScenario(folder, SMALL_OBJECTS, SMALL_OBJECT_GET_MS);
+      console.log(figures);
+      return figures;
+    };
+    if (ONLY === 'objects') {
+      const figures = await smallObjects();
+      console.log(`\n${smallObjectsRows(figures).join('\n')}`);
+      return;
+    }
     if (ONLY === 'overhead') {
       await overheadScenarios(context, quotaLines);
       return;
@@ -406,6 +421,7 @@ async function main(): Promise<void> {
     console.log({ handRolled });
 
     const { small, large, wide, floor, profile, client } = await overheadScenarios(context, quotaLines);
+    const objects = await smallObjects();
 
     const results = {
       date: new Date().toISOString(),
@@ -428,6 +444,7 @@ async function main(): Promise<void> {
         redisGrowth: (large.peakRedisBytes - large.baselineRedisBytes) / Math.max(1, small.peakRedisBytes - small.baselineRedisBytes),
         rssGrowth: large.peakWorkerRssBytes / small.peakWorkerRssBytes,
       },
+      smallObjects: objects,
     };
     const table = `${markdown(results)}\n\n${adaptiveTable(adaptive)}`;
     console.log(`\n${table}`);
@@ -493,6 +510,7 @@ function markdown(r: {
     client: Awaited<ReturnType<typeof measureClientCost>>;
   };
   scale: { small: RunResult; large: RunResult; wide: RunResult; redisGrowth: number; rssGrowth: number };
+  smallObjects: SmallObjectsFigures;
 }): string {
   const q = r.quotaBound;
   const s = r.sideBySide;
@@ -529,8 +547,20 @@ function markdown(r: {
     `| | its largest parts, 10× run (MB) | ${memoryText(r.scale.large.memoryBreakdown)} |`,
     `| | the 10× run at dimension ${WIDEST_DIMENSION}: peak worker RSS, worker CPU per line | ${mb(r.scale.wide.peakWorkerRssBytes)}, ${fixed(r.scale.wide.workerCpuMicrosPerLine, 0)} µs |`,
     `| | its largest parts (MB) | ${memoryText(r.scale.wide.memoryBreakdown)} |`,
+    ...smallObjectsRows(r.smallObjects).slice(2),
   ];
   return rows.join('\n');
+}
+
+/** Scenario 8's rows, under the table's header. */
+function smallObjectsRows(f: SmallObjectsFigures): string[] {
+  const rate = (seconds: number): string => `${fixed(f.objects / seconds, 0)} objects/s`;
+  return [
+    '| scenario | figure | value |',
+    '|---|---|---|',
+    `| 8. many small objects (${f.objects} files, ${f.lines} lines, ${f.getLatencyMs} ms a GET) | read one after another (before read-ahead) | ${fixed(f.serialSeconds, 2)} s, ${rate(f.serialSeconds)} |`,
+    `| | read ahead | ${fixed(f.readAheadSeconds, 2)} s, ${rate(f.readAheadSeconds)} (${fixed(f.serialSeconds / f.readAheadSeconds, 1)}× faster) |`,
+  ];
 }
 
 await main();

@@ -4,6 +4,7 @@ import { enqueueEmbedBatches, enqueueFinalize, enqueueWriteShard } from '../jobs
 import type { BatchLine, EmbedBatchPayload, SplitCorpusPayload } from '../jobs/payloads.js';
 import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
+import { readAhead } from '../src/corpus/read-ahead.js';
 import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
 import { embeddingParameters } from '../src/job-options.js';
 import { MODELS } from '../src/models.js';
@@ -178,9 +179,10 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   await openShard(0);
   // Skipping written shards by row number is right only over the corpus read before: each object
   // is checked against the version this job read there, if it read one (jobs/corpus-pins.ts).
-  let objects = 0;
-  outer: for await (const object of listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined })) {
-    const index = objects++;
+  let objectsRead = 0;
+  const objects = readAhead(listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined }));
+  outer: for await (const object of objects) {
+    const index = objectsRead++;
     const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version);
     for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField, verify })) {
       if (stopped) break outer;
@@ -198,7 +200,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     logger.info({ row }, 'split stopped: job no longer active');
     return;
   }
-  await corpora.pins.checkCount(id, options.input, objects);
+  await corpora.pins.checkCount(id, options.input, objectsRead);
   // The last shard holds the rows after the last boundary; an empty corpus has no shard.
   const totalShards = Math.ceil(row / shardRows);
   if (row > shard * shardRows) await closeShard(row);

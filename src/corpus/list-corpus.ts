@@ -4,7 +4,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 
 import { StorageError } from '../errors.js';
 import { openInput, parseLocation, type InputTarget } from '../storage/locations.js';
-import type { ObjectStore } from '../storage/object-store.js';
+import type { ObjectStore, OpenedObject } from '../storage/object-store.js';
 
 /** One object of a corpus, in the order rows are numbered (DESIGN "Contract": objects in key order). */
 export interface CorpusObject {
@@ -17,6 +17,8 @@ export interface CorpusObject {
    */
   source: string;
   sizeBytes: number;
+  /** Already being fetched (readAhead); readCorpusLines reads this instead of opening the object. */
+  opened?: Promise<OpenedObject>;
 }
 
 export interface ListCorpusDependencies {

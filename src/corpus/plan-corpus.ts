@@ -6,6 +6,7 @@ import { estimateCostUsd } from '../output/manifest.js';
 import { estimateTokens, loadTokenizer } from '../tokens/count-tokens.js';
 import { placeLine, type BatchSlot } from './batching.js';
 import { listCorpus } from './list-corpus.js';
+import { readAhead } from './read-ahead.js';
 import { readCorpusLines } from './read-lines.js';
 
 export interface CorpusPlan {
@@ -45,7 +46,7 @@ export async function planCorpus(
   const plan = { objects: 0, lines: 0, blank: 0, invalid: 0, tooLong: 0, reused: 0, requests: 0, tokens: 0 };
   let slot: BatchSlot | undefined;
   const batching = { shardRows: options.shardRows, maxTextsPerRequest: spec.maxTextsPerRequest };
-  for await (const object of listCorpus(options.input, { s3Client: deps.s3Client })) {
+  for await (const object of readAhead(listCorpus(options.input, { s3Client: deps.s3Client }))) {
     plan.objects += 1;
     for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField })) {
       const row = plan.lines;

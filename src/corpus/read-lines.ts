@@ -69,7 +69,7 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
   const splitter = new LineSplitter({ maxLineBytes });
   let line = 0;
 
-  const opened = await object.store.open(object.key);
+  const opened = await (object.opened ?? object.store.open(object.key));
   try {
     await options.verify?.(opened.version);
   } catch (error) {
