@@ -37,7 +37,7 @@ import { smallObjectsScenario, type SmallObjectsFigures } from './small-objects.
 const QUICK = process.argv.includes('--quick');
 /**
  * `--only overhead` runs just scenarios 3 and 4, `--only quota` just 1 and 1b, `--only adaptive`
- * just 5-7b, `--only objects` just 8, `--only reindex` just the reindex scenario (for tuning work);
+ * just 5-7b, `--only objects` just 9, `--only reindex` just the reindex scenario (for tuning work);
  * `--keep` keeps the work folder (profiles, outputs).
  */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
@@ -56,7 +56,7 @@ const QUOTA_LINES = QUICK ? 8_000 : 40_000;
 const SCALE_LINES = QUICK ? 4_000 : 10_000;
 /** The default shard size: the memory bound must hold at the defaults. */
 const SCALE_SHARD_ROWS = 10_000;
-/** Scenario 8: files, and the latency injected before each is opened. */
+/** Scenario 9: files, and the latency injected before each is opened. */
 const SMALL_OBJECTS = QUICK ? 200 : 1_000;
 const SMALL_OBJECT_GET_MS = 30;
 /** Lines the DashScope client alone embeds for its CPU figure (scenario 3). */
@@ -368,7 +368,7 @@ async function main(): Promise<void> {
       return;
     }
     const smallObjects = async (): Promise<SmallObjectsFigures> => {
-      console.log(`\n8. many small objects: ${SMALL_OBJECTS} one-to-three-line files, each open ${SMALL_OBJECT_GET_MS} ms late (an S3 GET), read as the split reads them`);
+      console.log(`\n9. many small objects: ${SMALL_OBJECTS} one-to-three-line files, each open ${SMALL_OBJECT_GET_MS} ms late (an S3 GET), read as the split reads them`);
       const figures = await smallObjectsScenario(folder, SMALL_OBJECTS, SMALL_OBJECT_GET_MS);
       console.log(figures);
       return figures;
@@ -552,13 +552,13 @@ function markdown(r: {
   return rows.join('\n');
 }
 
-/** Scenario 8's rows, under the table's header. */
+/** Scenario 9's rows, under the table's header. */
 function smallObjectsRows(f: SmallObjectsFigures): string[] {
   const rate = (seconds: number): string => `${fixed(f.objects / seconds, 0)} objects/s`;
   return [
     '| scenario | figure | value |',
     '|---|---|---|',
-    `| 8. many small objects (${f.objects} files, ${f.lines} lines, ${f.getLatencyMs} ms a GET) | read one after another (before read-ahead) | ${fixed(f.serialSeconds, 2)} s, ${rate(f.serialSeconds)} |`,
+    `| 9. many small objects (${f.objects} files, ${f.lines} lines, ${f.getLatencyMs} ms a GET) | read one after another (before read-ahead) | ${fixed(f.serialSeconds, 2)} s, ${rate(f.serialSeconds)} |`,
     `| | read ahead | ${fixed(f.readAheadSeconds, 2)} s, ${rate(f.readAheadSeconds)} (${fixed(f.serialSeconds / f.readAheadSeconds, 1)}× faster) |`,
   ];
 }

@@ -16,7 +16,7 @@ export interface SmallObjectsFigures {
 }
 
 /**
- * Scenario 8: a corpus of many small objects (a document per file), read as the split reads it,
+ * Scenario 9: a corpus of many small objects (a document per file), read as the split reads it,
  * one object after another (as before read-ahead) and read ahead, in the same run. Each open
  * waits `getLatencyMs` first, as an S3 GET does (the bench has no S3; a local folder answers in
  * microseconds). No workers and no emulator: only the reading is measured.
