@@ -6,10 +6,12 @@ import type { OpenedObject } from '../storage/object-store.js';
 import type { CorpusObject } from './list-corpus.js';
 
 /**
- * How far ahead small objects are fetched. 16 GETs of at most 1 MiB: at most 16 MiB held, and at
- * S3's 20–50 ms a GET, 300–800 small objects a second instead of 20–50.
+ * How far ahead small objects are fetched. 16 GETs of at most 256 KiB: at most 4 MiB held per split
+ * (a worker runs up to four), and at S3's 20–50 ms a GET, 300–800 small objects a second instead
+ * of 20–50. An object over 256 KiB holds a thousand lines or more, seconds of requests at the
+ * quota, beside which its GET's latency no longer counts.
  */
-export const READ_AHEAD = { depth: 16, maxObjectBytes: 1024 * 1024 };
+export const READ_AHEAD = { depth: 16, maxObjectBytes: 256 * 1024 };
 
 /**
  * The corpus objects in the same order, the small ones already being fetched whole, up to `depth`
