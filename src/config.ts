@@ -81,6 +81,8 @@ export interface Settings {
    * for good).
    */
   jobRetentionMs: number;
+  /** `embedq worker`: a schedules file (`embedq schedule export`) whose schedules it puts back when Redis lost them. */
+  schedulesFile: string | undefined;
   dashscope: DashScopeSettings;
   s3: S3Settings;
   worker: WorkerSettings;
@@ -114,6 +116,7 @@ const EnvSchema = z
       .min(1)
       .default('embedq'),
     EMBEDQ_JOB_RETENTION_DAYS: z.coerce.number().gte(0).default(30),
+    EMBEDQ_SCHEDULES_FILE: z.string().min(1).optional(),
     DASHSCOPE_API_KEY: z.string().optional(),
     DASHSCOPE_REGION: z.enum(Object.keys(REGION_BASE_URLS) as [Region, ...Region[]]).optional(),
     DASHSCOPE_BASE_URL: z
@@ -198,6 +201,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     redisClusterNodes: e.REDIS_CLUSTER_NODES,
     redisPrefix: e.EMBEDQ_REDIS_PREFIX,
     jobRetentionMs: e.EMBEDQ_JOB_RETENTION_DAYS * 24 * 60 * 60 * 1000,
+    schedulesFile: e.EMBEDQ_SCHEDULES_FILE,
     dashscope: {
       apiKey,
       baseUrl,

@@ -2,11 +2,13 @@ import { Worker, type Job } from 'bullmq';
 
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
 import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
+import type { ScheduleDefinition } from '../jobs/schedule-store.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
 import { embedBatch } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
 import { processor, WorkerStoppingError } from './run-job.js';
+import { RESTORE_INTERVAL_MS, restoreLostSchedules } from './schedule-file.js';
 import { scheduleTickProcessor } from './schedule-tick.js';
 import type { Services } from './services.js';
 import { splitCorpus } from './split-corpus.js';
@@ -15,6 +17,8 @@ import { writeShard } from './write-shard.js';
 export interface WorkerPoolOptions {
   /** Embed requests in flight in this process (Default: settings.worker.concurrency). */
   concurrency?: number;
+  /** A schedules file's definitions (EMBEDQ_SCHEDULES_FILE): any Redis lost is put back, checked every `intervalMs`. */
+  schedules?: { definitions: readonly ScheduleDefinition[]; intervalMs?: number };
 }
 
 export interface WorkerPool {
@@ -77,11 +81,13 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   };
   removeStaleCopies();
   const staleCopiesTimer = setInterval(removeStaleCopies, STALE_COPIES_CHECK_MS).unref();
+  const schedulesTimer = options.schedules && keepSchedules(services, options.schedules.definitions, options.schedules.intervalMs ?? RESTORE_INTERVAL_MS);
   services.metrics.start({ concurrency: embedConcurrency });
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   return {
     async close({ force = false } = {}) {
       clearInterval(staleCopiesTimer);
+      clearInterval(schedulesTimer);
       stopping.abort(new WorkerStoppingError());
       for (const gate of services.rateGates()) gate.cancelQueued(stopping.signal.reason as Error);
       await Promise.all(workers.map((worker) => worker.close(force)));
@@ -90,4 +96,14 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       await services.metrics.stop();
     },
   };
+}
+
+/** Puts back the file's schedules Redis lost (a Redis restarted without persistence), now and every `intervalMs`. */
+function keepSchedules(services: Services, definitions: readonly ScheduleDefinition[], intervalMs: number): NodeJS.Timeout {
+  const logger = services.logger.child({ component: 'schedules-file' });
+  const check = (): void => {
+    restoreLostSchedules(services, definitions, logger).catch((error: unknown) => logger.warn({ err: error }, 'could not check the schedules against the schedules file'));
+  };
+  check();
+  return setInterval(check, intervalMs).unref();
 }

@@ -6,19 +6,15 @@ import { QUEUES } from '../../jobs/queues.js';
 import { runSchedule } from '../../jobs/schedule-run.js';
 import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../../jobs/schedule-store.js';
 import { listSchedules } from '../schedule-list.js';
-import { hasPlaceholder, renderTemplate, validateCron, validateTemplate } from '../../jobs/schedule-template.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
-import { ConfigError } from '../../src/errors.js';
+import { applySchedules, checkScheduleShape, exportSchedules, readScheduleFile } from '../schedule-file.js';
 import { scheduleStore } from '../schedule-tick.js';
 import type { Services } from '../services.js';
 import { withServices } from './context.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 import { watchJob } from './watch.js';
 
-/** `embedq schedule add|list|remove|run` (DESIGN "Contract"). */
-
-/** BullMQ reserves `:` in ids; the name also appears in job ids and Redis keys. */
-const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** `embedq schedule add|list|remove|run` (DESIGN "Contract"), and `export|apply` (a schedules file). */
 
 function absoluteTemplate(template: string): string {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(template) ? template : path.resolve(template);
@@ -26,20 +22,13 @@ function absoluteTemplate(template: string): string {
 
 /** Everything `add` checks before touching Redis; every problem is a ConfigError (exit code 2). */
 export function scheduleFromFlags(name: string, input: string, flags: Record<string, unknown>): ScheduleDefinition {
-  if (!NAME.test(name)) throw new ConfigError(`schedule name "${name}": use letters, digits, "_", "." and "-" (at most 64, no ":")`);
-  const cron = String(flags.cron);
   const tz = String(flags.tz);
-  validateCron(cron, tz);
   const out = absoluteTemplate(String(flags.out));
-  validateTemplate(out);
-  if (flags.incremental === true && !hasPlaceholder(out)) {
-    // The run would overwrite the very shards it copies its reused vectors from.
-    throw new ConfigError(`--incremental needs a placeholder in --out ("${out}" re-runs into the output it would reuse); add {date}, {time} or {runId}`);
-  }
+  const incremental = flags.incremental === true;
   // Validate the options as a run would see them, with a sample output in place of the template.
-  const sample = renderTemplate(out, { tickMillis: Date.now(), tz, runId: 'cj-sample-000000' });
+  const sample = checkScheduleShape({ name, cron: String(flags.cron), tz, out, incremental });
   const { input: absoluteInput, output: _output, ...options } = jobOptionsFromFlags(input, { ...flags, out: sample });
-  return { name, cron, tz, input: absoluteInput, out, options, incremental: flags.incremental === true, onOverlap: flags.onOverlap === 'queue' ? 'queue' : 'skip' };
+  return { name, cron: String(flags.cron), tz, input: absoluteInput, out, options, incremental, onOverlap: flags.onOverlap === 'queue' ? 'queue' : 'skip' };
 }
 
 export function registerScheduleCommands(program: Command): void {
@@ -84,6 +73,27 @@ export function registerScheduleCommands(program: Command): void {
               (row.last_error ? `  error: ${row.last_error}\n` : ''),
           );
         }
+      });
+    });
+
+  schedule
+    .command('export')
+    .description('print every schedule as a schedules file (JSON) for `schedule apply` and EMBEDQ_SCHEDULES_FILE')
+    .action(async () => {
+      await withServices(async (services) => {
+        process.stdout.write(await exportSchedules(services));
+      });
+    });
+
+  schedule
+    .command('apply <file>')
+    .description('create or update the schedules a schedules file names (as `add` does); --prune removes the others')
+    .option('--prune', 'remove schedules the file does not name')
+    .action(async (file: string, flags: { prune?: boolean }) => {
+      const definitions = await readScheduleFile(file);
+      await withServices(async (services) => {
+        const outcomes = await applySchedules(services, definitions, flags.prune === true);
+        for (const [name, outcome] of outcomes) process.stdout.write(`${outcome} schedule ${name}\n`);
       });
     });
 

@@ -4,6 +4,7 @@ import { loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import { memoryBreakdown } from '../../src/memory-usage.js';
+import { readScheduleFile } from '../schedule-file.js';
 import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
 
@@ -22,8 +23,10 @@ export function registerWorkerCommand(program: Command): void {
       }
       const settings = loadSettings(process.env, { requireApiKey: true });
       const logger = createLogger(settings.log);
+      // A bad schedules file stops the worker at start, naming the file and the schedule.
+      const schedules = settings.schedulesFile === undefined ? undefined : { definitions: await readScheduleFile(settings.schedulesFile) };
       const services = createServices(settings, logger);
-      const pool = startWorkers(services, { concurrency });
+      const pool = startWorkers(services, { concurrency, schedules });
       // Where the memory is, every 5 s and after each shard (the bench reads these lines).
       const logMemory = (): void => logger.info(memoryBreakdown(services.shardEncoder.lastThreadMemory), 'memory');
       const memoryLog = setInterval(logMemory, 5_000).unref();

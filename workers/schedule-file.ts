@@ -1,0 +1,152 @@
+import { readFile } from 'node:fs/promises';
+
+import { z } from 'zod';
+
+import { QUEUES } from '../jobs/queues.js';
+import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../jobs/schedule-store.js';
+import { hasPlaceholder, renderTemplate, validateCron, validateTemplate } from '../jobs/schedule-template.js';
+import { ConfigError } from '../src/errors.js';
+import { parseJobOptions } from '../src/job-options.js';
+import type { Logger } from '../src/logger.js';
+import { scheduleStore } from './schedule-tick.js';
+import type { Services } from './services.js';
+
+/**
+ * Schedules as a file (`embedq schedule export` writes it, `schedule apply` reads it), so they
+ * can live in version control beside the deployment and come back when Redis loses them: a
+ * worker given the file (`EMBEDQ_SCHEDULES_FILE`) puts back every schedule Redis no longer has.
+ */
+
+/** BullMQ reserves `:` in ids; the name also appears in job ids and Redis keys. */
+const SCHEDULE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** How often a worker with a schedules file looks for schedules Redis lost. */
+export const RESTORE_INTERVAL_MS = 60_000;
+
+const ScheduleFile = z.object({
+  version: z.literal(1),
+  schedules: z.array(
+    z.object({
+      name: z.string(),
+      cron: z.string(),
+      tz: z.string().default('UTC'),
+      input: z.string(),
+      out: z.string(),
+      options: z.record(z.string(), z.unknown()).default({}),
+      incremental: z.boolean().default(false),
+      onOverlap: z.enum(['skip', 'queue']).default('skip'),
+    }),
+  ),
+});
+
+/**
+ * What every schedule must pass, from `add`'s flags or a file: its name, cron and zone, output
+ * template, and `--incremental` only with a placeholder. Returns a sample output for checking
+ * the submit options.
+ */
+export function checkScheduleShape(definition: Pick<ScheduleDefinition, 'name' | 'cron' | 'tz' | 'out' | 'incremental'>): string {
+  const { name, cron, tz, out } = definition;
+  if (!SCHEDULE_NAME.test(name)) throw new ConfigError(`schedule name "${name}": use letters, digits, "_", "." and "-" (at most 64, no ":")`);
+  validateCron(cron, tz);
+  validateTemplate(out);
+  if (definition.incremental && !hasPlaceholder(out)) {
+    // The run would overwrite the very shards it copies its reused vectors from.
+    throw new ConfigError(`--incremental needs a placeholder in --out ("${out}" re-runs into the output it would reuse); add {date}, {time} or {runId}`);
+  }
+  return renderTemplate(out, { tickMillis: Date.now(), tz, runId: 'cj-sample-000000' });
+}
+
+/** `embedq schedule export`: the schedules Redis holds, as a file `apply` reads back. */
+export async function exportSchedules(services: Services): Promise<string> {
+  const store = scheduleStore(services);
+  const schedules: ScheduleDefinition[] = [];
+  for (const name of await store.names()) {
+    const record = await store.get(name);
+    if (record) schedules.push({ name, cron: record.cron, tz: record.tz, input: record.input, out: record.out, options: record.options, incremental: record.incremental, onOverlap: record.onOverlap });
+  }
+  return `${JSON.stringify({ version: 1, schedules }, null, 2)}\n`;
+}
+
+/** Reads and checks a schedules file; every problem names the file and the schedule (ConfigError). */
+export async function readScheduleFile(file: string): Promise<ScheduleDefinition[]> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(file, 'utf8'));
+  } catch (error) {
+    throw new ConfigError(`schedules file ${file}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  const parsed = ScheduleFile.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(`schedules file ${file}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`);
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  for (const definition of parsed.data.schedules) {
+    try {
+      if (seen.has(definition.name)) throw new ConfigError('named twice');
+      seen.add(definition.name);
+      const sample = checkScheduleShape(definition);
+      parseJobOptions({ ...definition.options, input: definition.input, output: sample });
+    } catch (error) {
+      // Messages of several lines (every bad option) are nested under their schedule.
+      const message = error instanceof Error ? error.message : String(error);
+      problems.push(`schedule ${definition.name}: ${message.replaceAll('\n', '\n  ')}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`schedules file ${file}:\n- ${problems.join('\n- ')}`);
+  return parsed.data.schedules;
+}
+
+export type ApplyOutcome = 'added' | 'updated' | 'unchanged' | 'removed';
+
+/**
+ * `embedq schedule apply`: makes Redis hold these definitions (counters and history of existing
+ * schedules are kept, as with `add`); with `prune`, removes the schedules the file does not name.
+ */
+export async function applySchedules(services: Services, definitions: readonly ScheduleDefinition[], prune: boolean): Promise<Map<string, ApplyOutcome>> {
+  const store = scheduleStore(services);
+  const queue = services.queues[QUEUES.schedule];
+  const outcomes = new Map<string, ApplyOutcome>();
+  for (const definition of definitions) {
+    const existing = await store.get(definition.name);
+    const same = existing !== undefined && sameDefinition(existing, definition) && (await nextTick(queue, definition.name)) !== null;
+    if (!same) {
+      await store.upsert(definition);
+      await installScheduler(queue, definition);
+    }
+    outcomes.set(definition.name, same ? 'unchanged' : existing ? 'updated' : 'added');
+  }
+  if (prune) {
+    const named = new Set(definitions.map((definition) => definition.name));
+    for (const name of await store.names()) {
+      if (named.has(name)) continue;
+      await removeScheduler(queue, name);
+      await store.remove(name);
+      outcomes.set(name, 'removed');
+    }
+  }
+  return outcomes;
+}
+
+/**
+ * A worker's check: every schedule of the file that Redis no longer has (or whose BullMQ Job
+ * Scheduler is gone) is put back. Schedules Redis has are left as they are: `apply` is how a
+ * changed file takes effect, so two workers of a rolling deploy never undo each other's file.
+ */
+export async function restoreLostSchedules(services: Services, definitions: readonly ScheduleDefinition[], logger: Logger): Promise<string[]> {
+  const store = scheduleStore(services);
+  const queue = services.queues[QUEUES.schedule];
+  const restored: string[] = [];
+  for (const definition of definitions) {
+    const existing = await store.get(definition.name);
+    if (existing && (await nextTick(queue, definition.name)) !== null) continue;
+    if (!existing) await store.upsert(definition);
+    await installScheduler(queue, existing ?? definition);
+    restored.push(definition.name);
+    logger.warn({ schedule: definition.name }, existing ? 'schedule had no BullMQ Job Scheduler; installed again' : 'schedule was missing from Redis; restored from the schedules file');
+  }
+  return restored;
+}
+
+function sameDefinition(a: ScheduleDefinition, b: ScheduleDefinition): boolean {
+  const fields = (d: ScheduleDefinition): string => JSON.stringify([d.cron, d.tz, d.input, d.out, d.options, d.incremental, d.onOverlap]);
+  return fields(a) === fields(b);
+}
