@@ -18,7 +18,8 @@ if ARGV[8] ~= '' and generation ~= tonumber(ARGV[8]) then return 0 end
 local allowed = false
 for st in string.gmatch(ARGV[2], '[^,]+') do if st == s then allowed = true end end
 if not allowed then return 0 end
-if ARGV[1] == 'cancelled' and tonumber(redis.call('HGET', KEYS[1], 'finalizing')) == generation then return 3 end
+local finalizing = redis.call('HGET', KEYS[1], 'finalizing')
+if ARGV[1] == 'cancelled' and finalizing and tonumber(finalizing) == generation then return 3 end
 local ending = ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled'
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
 if ending then redis.call('HDEL', KEYS[1], 'finalizing') end
