@@ -79,12 +79,15 @@ export async function readScheduleFile(file: string): Promise<ScheduleDefinition
   if (!parsed.success) throw new ConfigError(`schedules file ${file}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`);
   const problems: string[] = [];
   const seen = new Set<string>();
+  const definitions: ScheduleDefinition[] = [];
   for (const definition of parsed.data.schedules) {
     try {
       if (seen.has(definition.name)) throw new ConfigError('named twice');
       seen.add(definition.name);
       const sample = checkScheduleShape(definition);
-      parseJobOptions({ ...definition.options, input: definition.input, output: sample });
+      // Stored with every default filled in, as `add` stores them, so a file and `add` agree.
+      const { input: _input, output: _output, ...options } = parseJobOptions({ ...definition.options, input: definition.input, output: sample });
+      definitions.push({ ...definition, options });
     } catch (error) {
       // Messages of several lines (every bad option) are nested under their schedule.
       const message = error instanceof Error ? error.message : String(error);
@@ -92,7 +95,7 @@ export async function readScheduleFile(file: string): Promise<ScheduleDefinition
     }
   }
   if (problems.length > 0) throw new ConfigError(`schedules file ${file}:\n- ${problems.join('\n- ')}`);
-  return parsed.data.schedules;
+  return definitions;
 }
 
 export type ApplyOutcome = 'added' | 'updated' | 'unchanged' | 'removed';

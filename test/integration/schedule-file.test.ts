@@ -106,6 +106,10 @@ describe('schedules file', () => {
     ];
     await writeFile(file, JSON.stringify({ version: 1, schedules: definitions }));
     expect((await runEmbedq(world.env, ['schedule', 'apply', file])).code).toBe(0);
+    // A hand-written file's options are stored with their defaults, as `add` stores them: applied
+    // again, nothing changes.
+    expect((await runEmbedq(world.env, ['schedule', 'apply', file])).stdout).toBe('unchanged schedule kept\nunchanged schedule lost\nunchanged schedule unscheduled\n');
+    expect((await store.get('lost'))?.options).toMatchObject({ dimension: 64, model: 'text-embedding-v4', outputType: 'dense&sparse' });
     // Changed by hand since: the worker does not undo it (only `apply` brings the file's version).
     expect((await add('kept', '30 4 * * *')).code).toBe(0);
     await loseSchedule('lost');
