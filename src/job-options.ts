@@ -1,10 +1,15 @@
+import path from 'node:path';
+
 import { z } from 'zod';
 
 import { formatIssues } from './config.js';
 import type { EmbeddingParameters } from './embedding.js';
 import { ConfigError } from './errors.js';
 import { APIS, MODEL_NAMES, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from './models.js';
-import { parseLocation } from './storage/locations.js';
+import { parseLocation, type Location } from './storage/locations.js';
+
+/** The output `embedq plan` validates with: it writes nothing. */
+export const NO_OUTPUT = '-';
 
 /**
  * The options of one corpus job (DESIGN "Contract": `embedq submit` / `plan` / `schedule add`).
@@ -38,6 +43,14 @@ const JobOptionsSchema = z
       } catch (error) {
         context.addIssue({ code: 'custom', path: [field], message: (error as Error).message });
       }
+    }
+    if (options.output !== NO_OUTPUT && outputInsideInput(options.input, options.output)) {
+      const hidden = parseLocation(options.input).kind === 'local' ? ' (or a hidden folder in it, such as .vectors/, which reading skips)' : '';
+      context.addIssue({
+        code: 'custom',
+        path: ['output'],
+        message: `${options.output} is inside the input ${options.input}: the next run would read this run's files as corpus lines; choose an output outside it${hidden}`,
+      });
     }
     if (options.reuse !== undefined && sameFolder(options.reuse, options.output)) {
       // The run would replace the very shards it copies its vectors from.
@@ -80,6 +93,34 @@ export function parseJobOptions(raw: Record<string, unknown>): JobOptions {
   const parsed = JobOptionsSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(`Invalid options:\n${formatIssues(parsed.error)}`);
   return parsed.data;
+}
+
+/**
+ * Whether the output's files land where listing the input finds them. A prefix or folder input
+ * lists everything under it, so a run into an output inside it would read the previous run's
+ * shards, manifest and errors as corpus lines (and its own, written while the listing goes on).
+ * A one-object input lists nothing; local listings skip hidden entries.
+ */
+function outputInsideInput(input: string, output: string): boolean {
+  let from: Location;
+  let to: Location;
+  try {
+    from = parseLocation(input);
+    to = parseLocation(output);
+  } catch {
+    return false; // reported above
+  }
+  if (from.kind === 's3' && to.kind === 's3') {
+    if (from.bucket !== to.bucket || (from.key !== '' && !from.key.endsWith('/'))) return false;
+    const prefix = to.key === '' || to.key.endsWith('/') ? to.key : `${to.key}/`;
+    return prefix.startsWith(from.key);
+  }
+  if (from.kind === 'local' && to.kind === 'local') {
+    const relative = path.relative(path.resolve(from.path), path.resolve(to.path));
+    if (relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) return false;
+    return !relative.split(path.sep).some((part) => part.startsWith('.'));
+  }
+  return false;
 }
 
 /** Two locations naming one folder (`s3://b/out` and `s3://b/out/` do). */

@@ -61,6 +61,16 @@ describe('one writer per output', () => {
     expect(again.stderr).toMatch(/OUTPUT_NOT_EMPTY: s3:\/\/out\/same\/ already holds a run's files \(.*part-00000\.parquet/);
   });
 
+  it('refuses an output inside the input prefix (submit and schedule add): the next run would read the shards as lines', async () => {
+    const submit = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://corpus/data/vectors/']);
+    expect(submit.code).toBe(2);
+    expect(submit.stderr).toContain('- output: s3://corpus/data/vectors/ is inside the input s3://corpus/data/');
+    const schedule = await runEmbedq(world.env, ['schedule', 'add', 'inside', 's3://corpus/data/', '--cron', '0 3 * * *', '--out', 's3://corpus/data/v/{date}/']);
+    expect(schedule.code).toBe(2);
+    expect(schedule.stderr).toContain('is inside the input s3://corpus/data/');
+    expect(await world.services.corpora.list()).not.toContainEqual(expect.objectContaining({ options: expect.objectContaining({ output: 's3://corpus/data/vectors/' }) }));
+  });
+
   it('re-runs with fewer shards: refused without --overwrite; with it, the output holds exactly the new run', async () => {
     const output = path.join(folder, 'rerun');
     const first = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '20', '--output-type', 'dense']);

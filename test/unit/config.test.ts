@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import { EMULATOR_API_KEY, loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
-import { parseJobOptions } from '../../src/job-options.js';
+import { NO_OUTPUT, parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
 
 const problems = (run: () => unknown): string => {
@@ -112,6 +112,40 @@ describe('job options', () => {
     const locations = problems(() => parseJobOptions({ input: 's3://', output: 'ftp://host/out/' }));
     expect(locations).toMatch(/- input: invalid location "s3:\/\/"/);
     expect(locations).toMatch(/- output: unsupported location "ftp:\/\/host\/out\/"/);
+  });
+
+  it('refuses an output where listing the input would find its files, and allows every other', () => {
+    const inside = (input: string, output: string): boolean => {
+      try {
+        parseJobOptions({ input, output });
+        return false;
+      } catch (error) {
+        return /is inside the input/.test((error as Error).message);
+      }
+    };
+    // A prefix lists everything under it: the next run would read this run's shards as lines.
+    expect(inside('s3://b/docs/', 's3://b/docs/vectors/')).toBe(true);
+    expect(inside('s3://b/docs/', 's3://b/docs/')).toBe(true);
+    expect(inside('s3://b/docs/', 's3://b/docs')).toBe(true);
+    expect(inside('s3://b/', 's3://b/out/')).toBe(true);
+    expect(inside('s3://b/docs/', 's3://b/docs-vectors/')).toBe(false);
+    expect(inside('s3://b/docs/', 's3://other/docs/vectors/')).toBe(false);
+    expect(inside('s3://b/docs/', 's3://b/')).toBe(false); // the input is deeper: overwrite never touches it
+    // One object lists nothing.
+    expect(inside('s3://b/docs/a.txt', 's3://b/docs/a.txt/')).toBe(false);
+    expect(inside('s3://b/docs', 's3://b/docs/vectors/')).toBe(false);
+    // Local folders, made absolute; hidden folders are not read.
+    expect(inside('/data/corpus', '/data/corpus/vectors')).toBe(true);
+    expect(inside('/data/corpus/', '/data/corpus')).toBe(true);
+    expect(inside('corpus', `${process.cwd()}/corpus/out`)).toBe(true);
+    expect(inside('/data/corpus', '/data/corpus/.vectors')).toBe(false);
+    expect(inside('/data/corpus', '/data/corpus-vectors')).toBe(false);
+    expect(inside('/data/corpus', '/data')).toBe(false);
+    expect(problems(() => parseJobOptions({ input: '/data/corpus', output: '/data/corpus/v' }))).toContain(
+      "- output: /data/corpus/v is inside the input /data/corpus: the next run would read this run's files as corpus lines; choose an output outside it (or a hidden folder in it, such as .vectors/, which reading skips)",
+    );
+    // `embedq plan` writes nothing.
+    expect(inside(process.cwd(), NO_OUTPUT)).toBe(false);
   });
 });
 

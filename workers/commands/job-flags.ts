@@ -2,7 +2,7 @@ import path from 'node:path';
 
 import { Option, type Command } from 'commander';
 
-import { parseJobOptions, type JobOptions } from '../../src/job-options.js';
+import { NO_OUTPUT, parseJobOptions, type JobOptions } from '../../src/job-options.js';
 import { MODEL_NAMES, OUTPUT_TYPES, TEXT_TYPES, APIS } from '../../src/models.js';
 
 /** The options shared by `submit`, `plan` and `schedule add` (DESIGN "Contract"). */
@@ -33,7 +33,7 @@ export function jobOptionsFromFlags(input: string, flags: Record<string, unknown
   const absolute = (location: string): string => (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) || location === '' ? location : path.resolve(location));
   return parseJobOptions({
     input: absolute(input),
-    output: typeof flags.out === 'string' ? absolute(flags.out) : '-',
+    output: typeof flags.out === 'string' ? absolute(flags.out) : NO_OUTPUT,
     model: flags.model,
     dimension: flags.dimension,
     outputType: flags.outputType,
