@@ -8,6 +8,7 @@
  *   job:<id>:open        SET   shard numbers that have a buffer: the index that finds them (no SCAN)
  *   job:<id>:shards      HASH  k → stats of a written shard (JSON); its presence means "written"
  *   job:<id>:pins        STRING per corpus object read, in order, 16 hex digits of its key and version
+ *   job:<id>:ends        LIST  per corpus object read to its end, in order, the row after its last
  *   lease:<output>       STRING the corpus job id that owns the output location
  */
 export class CorpusKeys {
@@ -30,6 +31,9 @@ export class CorpusKeys {
   }
   pins(id: string): string {
     return `${this.prefix}:job:${id}:pins`;
+  }
+  objectEnds(id: string): string {
+    return `${this.prefix}:job:${id}:ends`;
   }
   lease(output: string): string {
     return `${this.prefix}:lease:${output}`;

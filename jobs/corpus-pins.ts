@@ -25,6 +25,11 @@ redis.call('APPEND', KEYS[1], ARGV[2])
 return 1
 `;
 
+// KEYS: ends. ARGV: the object's index, the row after its last. Recorded once, in order.
+const RECORD_END = `
+if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then redis.call('RPUSH', KEYS[1], ARGV[2]) end
+`;
+
 /**
  * Which version of each corpus object a job read, in corpus order. The split reads the corpus
  * from the start whenever it starts again (its worker stopped or died, Redis restarted, `embedq
@@ -32,15 +37,20 @@ return 1
  * it read before: the same keys, in the same order, each the same version. Each object is pinned
  * (key and version, hashed) as the split opens it, and checked against its pin when opened again.
  * A job's pins live as long as its written shards do (they go at finalize): 16 bytes an object.
+ *
+ * Each object read to its end also records the row after its last: a split that starts again
+ * need not read an object whose rows are all in written shards, only check its version (a HEAD).
  */
 export class CorpusPins {
   private readonly checkScript: LuaScript;
+  private readonly recordEndScript: LuaScript;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: CorpusKeys,
   ) {
     this.checkScript = defineLuaScript(redis, CHECK_PIN);
+    this.recordEndScript = defineLuaScript(redis, RECORD_END);
   }
 
   /**
@@ -67,8 +77,18 @@ export class CorpusPins {
     );
   }
 
+  /** Object `index` was read to its end: `endRow` is the row after its last. */
+  async recordEnd(id: string, index: number, endRow: number): Promise<void> {
+    await this.recordEndScript([this.keys.objectEnds(id)], index, endRow);
+  }
+
+  /** The row after each object read to its end, in corpus order. */
+  async ends(id: string): Promise<number[]> {
+    return (await this.redis.lrange(this.keys.objectEnds(id), 0, -1)).map(Number);
+  }
+
   /** After finalize: the output is complete and no split will run again. */
   async drop(id: string): Promise<void> {
-    await this.redis.del(this.keys.pins(id));
+    await this.redis.del(this.keys.pins(id), this.keys.objectEnds(id));
   }
 }

@@ -174,7 +174,7 @@ export class JobRecords {
     const ids = await this.redis.zrangebyscore(this.keys.jobs, '-inf', endedBefore, 'LIMIT', 0, limit);
     let removed = 0;
     for (const id of ids) {
-      const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.openShards(id), this.keys.jobs];
+      const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.openShards(id), this.keys.jobs];
       removed += (await this.scripts.prune(keys, id, endedBefore)) as number;
     }
     return removed;

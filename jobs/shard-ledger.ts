@@ -67,6 +67,11 @@ export class ShardLedger {
     return (await this.redis.hexists(this.keys.writtenShards(id), String(shard))) === 1;
   }
 
+  /** The numbers of the written shards. */
+  async writtenShards(id: string): Promise<Set<number>> {
+    return new Set((await this.redis.hkeys(this.keys.writtenShards(id))).map(Number));
+  }
+
   async writtenCount(id: string): Promise<number> {
     return this.redis.hlen(this.keys.writtenShards(id));
   }

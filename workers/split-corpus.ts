@@ -4,7 +4,7 @@ import { enqueueEmbedBatches, enqueueFinalize, enqueueWriteShard } from '../jobs
 import type { BatchLine, EmbedBatchPayload, SplitCorpusPayload } from '../jobs/payloads.js';
 import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
-import { readAhead } from '../src/corpus/read-ahead.js';
+import { READ_AHEAD, readAhead } from '../src/corpus/read-ahead.js';
 import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
 import { embeddingParameters } from '../src/job-options.js';
 import { MODELS } from '../src/models.js';
@@ -176,14 +176,46 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     if (pending.length >= ENQUEUE_CHUNK) await flushPending();
   };
 
+  /** Moves past rows that are all in written shards without reading them, as the line loop would. */
+  const stepOver = async (end: number): Promise<void> => {
+    while ((shard + 1) * shardRows < end) {
+      await closeShard((shard + 1) * shardRows);
+      await openShard(shard + 1);
+      if (stopped) return;
+    }
+    row = end;
+  };
+
+  // A split that starts again need not read an object whose rows are all in written shards: it
+  // checks the object's version (a HEAD) and steps over its rows. Not when the delta tracks ids,
+  // which must see every line's id.
+  const ends = reuse?.tracksIds ? [] : await corpora.pins.ends(id);
+  const written = ends.length > 0 ? await corpora.ledger.writtenShards(id) : new Set<number>();
+  const startOf = (index: number): number => (index === 0 ? 0 : ends[index - 1]!);
+  const inWrittenShards = (index: number): boolean => {
+    const end = ends[index];
+    if (end === undefined) return false;
+    for (let k = Math.floor(startOf(index) / shardRows); k * shardRows < end; k += 1) if (!written.has(k)) return false;
+    return true;
+  };
+
   await openShard(0);
   // Skipping written shards by row number is right only over the corpus read before: each object
   // is checked against the version this job read there, if it read one (jobs/corpus-pins.ts).
   let objectsRead = 0;
-  const objects = readAhead(listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined }));
-  outer: for await (const object of objects) {
+  const listing = listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined });
+  outer: for await (const object of readAhead(listing, READ_AHEAD, (index) => !inWrittenShards(index))) {
     const index = objectsRead++;
     const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version);
+    if (inWrittenShards(index) && row === startOf(index)) {
+      const found = await object.store.stat(object.key);
+      if (found?.version !== undefined) {
+        await verify(found.version);
+        await stepOver(ends[index]!);
+        if (stopped) break;
+        continue;
+      }
+    }
     for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField, verify })) {
       if (stopped) break outer;
       if (row === (shard + 1) * shardRows) {
@@ -195,6 +227,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
       row += 1;
       if (Date.now() - lastProgressAt > 1_000) await reportLinesRead();
     }
+    await corpora.pins.recordEnd(id, index, row);
   }
   if (stopped) {
     logger.info({ row }, 'split stopped: job no longer active');

@@ -22,17 +22,29 @@ export const READ_AHEAD = { depth: 16, maxObjectBytes: 256 * 1024 };
  *
  * Each object's version is the one its fetch saw, so the split's pins check the bytes it reads. A
  * failed fetch throws when the reader reaches that object (readCorpusLines awaits `opened`).
+ * `wanted(index)` false: the reader will not read that object (a split that starts again steps
+ * over objects already in written shards), so it is not fetched.
  */
-export async function* readAhead(objects: AsyncIterable<CorpusObject>, options = READ_AHEAD): AsyncGenerator<CorpusObject> {
+export async function* readAhead(
+  objects: AsyncIterable<CorpusObject>,
+  options = READ_AHEAD,
+  wanted: (index: number) => boolean = () => true,
+): AsyncGenerator<CorpusObject> {
   const listing = objects[Symbol.asyncIterator]();
   const ahead: CorpusObject[] = [];
   let listed = false;
+  let index = 0;
   try {
     for (;;) {
       while (!listed && ahead.length < options.depth) {
         const next = await listing.next();
-        if (next.done) listed = true;
-        else ahead.push(next.value.sizeBytes <= options.maxObjectBytes ? { ...next.value, opened: fetchWhole(next.value) } : next.value);
+        if (next.done) {
+          listed = true;
+          continue;
+        }
+        const fetch = next.value.sizeBytes <= options.maxObjectBytes && wanted(index);
+        index += 1;
+        ahead.push(fetch ? { ...next.value, opened: fetchWhole(next.value) } : next.value);
       }
       const object = ahead.shift();
       if (!object) return;

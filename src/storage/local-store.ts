@@ -47,7 +47,7 @@ export class LocalObjectStore implements ObjectStore {
     try {
       const info = await stat(file);
       // A folder is not an object, just as `dir/` is not one in S3.
-      return info.isFile() ? { key, sizeBytes: info.size } : undefined;
+      return info.isFile() ? { key, sizeBytes: info.size, version: localVersion(info) } : undefined;
     } catch (error) {
       if (isMissing(error)) return undefined;
       throw this.#error(error, 'stat', key);
@@ -71,7 +71,7 @@ export class LocalObjectStore implements ObjectStore {
       }
       // Writes here replace a file by renaming a new one over it (a new inode); a program that
       // rewrites it in place changes its time (and most often its size).
-      version = `${info.ino}:${info.size}:${info.mtimeMs}`;
+      version = localVersion(info);
     } catch (error) {
       throw this.#error(error, 'read', key);
     }
@@ -211,8 +211,9 @@ export class LocalObjectStore implements ObjectStore {
         const object = await this.stat(key).catch((error: unknown) => {
           throw this.#error(error, 'list', key);
         });
-        // Undefined: deleted between readdir and stat; it is simply no longer there.
-        if (object) yield object;
+        // Undefined: deleted between readdir and stat; it is simply no longer there. A listing
+        // names objects, as S3's does; their versions come from stat.
+        if (object) yield { key: object.key, sizeBytes: object.sizeBytes };
       }
     }
   }
@@ -253,4 +254,9 @@ async function isFile(file: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** A file's version as `open` and `stat` report it. */
+function localVersion(info: { ino: number; size: number; mtimeMs: number }): string {
+  return `${info.ino}:${info.size}:${info.mtimeMs}`;
 }

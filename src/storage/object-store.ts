@@ -5,6 +5,8 @@ export interface StoredObject {
   /** Key relative to the store's root, `/`-separated. */
   key: string;
   sizeBytes: number;
+  /** From `stat` (not `list`): the version `open` would report now (OpenedObject.version). */
+  version?: string;
 }
 
 /** An object opened for reading, and which version of it is being read. */
@@ -26,7 +28,7 @@ export interface ObjectStore {
   readonly description: string;
   /** Every object whose key starts with `prefix`, in key (byte) order, across all pages. */
   list(prefix: string): AsyncIterable<StoredObject>;
-  /** The object's size, or undefined when there is no such object. */
+  /** The object's size and version, or undefined when there is no such object. */
   stat(key: string): Promise<StoredObject | undefined>;
   /** Streams the object's bytes. Throws StorageError when it does not exist. */
   read(key: string): Promise<Readable>;

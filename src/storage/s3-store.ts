@@ -102,7 +102,7 @@ export class S3ObjectStore implements ObjectStore {
   async stat(key: string): Promise<StoredObject | undefined> {
     try {
       const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
-      return { key, sizeBytes: head.ContentLength ?? 0 };
+      return { key, sizeBytes: head.ContentLength ?? 0, version: s3Version(head.ETag, head.ContentLength) };
     } catch (error) {
       // HEAD responses have no body, so a missing key arrives as a bare 404 (`NotFound`).
       if (httpStatusOf(error) === 404) return undefined;
@@ -121,7 +121,7 @@ export class S3ObjectStore implements ObjectStore {
       throw new StorageError(`read ${this.url(key)}: the response has no Node.js stream body`);
     }
     // One GET serves one version whole, even if the key is overwritten while it streams.
-    return { body: mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key))), version: `${response.ETag ?? ''}:${response.ContentLength ?? ''}` };
+    return { body: mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key))), version: s3Version(response.ETag, response.ContentLength) };
   }
 
   async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
@@ -273,4 +273,9 @@ function describe(name: string, status: number | undefined, error: unknown): str
 function httpStatusOf(error: unknown): number | undefined {
   const metadata = (error as { $metadata?: { httpStatusCode?: unknown } } | null)?.$metadata;
   return typeof metadata?.httpStatusCode === 'number' ? metadata.httpStatusCode : undefined;
+}
+
+/** An object's version as `open` and `stat` report it: a GET and a HEAD of one version agree. */
+function s3Version(etag: string | undefined, size: number | undefined): string {
+  return `${etag ?? ''}:${size ?? ''}`;
 }
