@@ -187,7 +187,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   };
 
   // A split that starts again need not read an object whose rows are all in written shards: it
-  // checks the object's version (a HEAD) and steps over its rows. Not when the delta tracks ids,
+  // checks the object's version (as listed) and steps over its rows. Not when the delta tracks ids,
   // which must see every line's id.
   const ends = reuse?.tracksIds ? [] : await corpora.pins.ends(id);
   const written = ends.length > 0 ? await corpora.ledger.writtenShards(id) : new Set<number>();
@@ -208,9 +208,10 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     const index = objectsRead++;
     const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version);
     if (inWrittenShards(index) && row === startOf(index)) {
-      const found = await object.store.stat(object.key);
-      if (found?.version !== undefined) {
-        await verify(found.version);
+      // The listing names each object's version (S3 lists ETags), so this costs no request.
+      const version = object.version ?? (await object.store.stat(object.key))?.version;
+      if (version !== undefined) {
+        await verify(version);
         await stepOver(ends[index]!);
         if (stopped) break;
         continue;

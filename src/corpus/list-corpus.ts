@@ -17,6 +17,8 @@ export interface CorpusObject {
    */
   source: string;
   sizeBytes: number;
+  /** Its version as listed (ObjectStore: S3's ETag and size, a local file's inode, size and time). */
+  version?: string | undefined;
   /** Already being fetched (readAhead); readCorpusLines reads this instead of opening the object. */
   opened?: Promise<OpenedObject>;
 }
@@ -38,14 +40,14 @@ export async function* listCorpus(input: string, deps: ListCorpusDependencies = 
   if (target.mode === 'object') {
     const object = await target.store.stat(target.key);
     if (!object) throw await missingObjectError(input, target);
-    yield { store: target.store, key: target.key, source: sourceOf(target, target.key), sizeBytes: object.sizeBytes };
+    yield { store: target.store, key: target.key, source: sourceOf(target, target.key), sizeBytes: object.sizeBytes, version: object.version };
     return;
   }
   let count = 0;
   for await (const object of target.store.list(target.prefix)) {
     if (!isCorpusKey(target, object.key)) continue;
     count += 1;
-    yield { store: target.store, key: object.key, source: sourceOf(target, object.key), sizeBytes: object.sizeBytes };
+    yield { store: target.store, key: object.key, source: sourceOf(target, object.key), sizeBytes: object.sizeBytes, version: object.version };
   }
   if (count === 0) {
     throw new StorageError(`input ${input}: no objects found${target.location.kind === 'local' ? ' (hidden files are skipped)' : ''}`);

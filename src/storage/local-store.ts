@@ -211,9 +211,8 @@ export class LocalObjectStore implements ObjectStore {
         const object = await this.stat(key).catch((error: unknown) => {
           throw this.#error(error, 'list', key);
         });
-        // Undefined: deleted between readdir and stat; it is simply no longer there. A listing
-        // names objects, as S3's does; their versions come from stat.
-        if (object) yield { key: object.key, sizeBytes: object.sizeBytes };
+        // Undefined: deleted between readdir and stat; it is simply no longer there.
+        if (object) yield object;
       }
     }
   }

@@ -5,7 +5,10 @@ export interface StoredObject {
   /** Key relative to the store's root, `/`-separated. */
   key: string;
   sizeBytes: number;
-  /** From `stat` (not `list`): the version `open` would report now (OpenedObject.version). */
+  /**
+   * The version `open` would report (OpenedObject.version) when listed or stat'ed: S3 lists each
+   * object's ETag and size, so a listing tells versions apart without a request per object.
+   */
   version?: string;
 }
 

@@ -93,7 +93,7 @@ export class S3ObjectStore implements ObjectStore {
       );
       // S3 returns keys in UTF-8 byte order within and across pages; we keep its order.
       for (const entry of page.Contents ?? []) {
-        if (entry.Key !== undefined) yield { key: entry.Key, sizeBytes: entry.Size ?? 0 };
+        if (entry.Key !== undefined) yield { key: entry.Key, sizeBytes: entry.Size ?? 0, version: s3Version(entry.ETag, entry.Size) };
       }
       continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (continuationToken);

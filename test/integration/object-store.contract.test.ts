@@ -62,7 +62,7 @@ function objectStoreContract(name: string, open: () => Promise<Fixture>, server:
       await store.write('empty.txt', '');
       expect(await store.stat('empty.txt')).toEqual({ key: 'empty.txt', sizeBytes: 0, version: expect.any(String) });
       expect((await streamBuffer(await store.read('empty.txt'))).length).toBe(0);
-      expect(await collect(store.list(''))).toEqual([{ key: 'empty.txt', sizeBytes: 0 }]);
+      expect(await collect(store.list(''))).toEqual([{ key: 'empty.txt', sizeBytes: 0, version: expect.any(String) }]);
     });
 
     it('round-trips keys with spaces and non-ASCII characters', async () => {
@@ -99,7 +99,7 @@ function objectStoreContract(name: string, open: () => Promise<Fixture>, server:
       await store.write('a.txt', 'second');
       expect(await streamText(await store.read('a.txt'))).toBe('second');
       expect(await store.stat('a.txt')).toEqual({ key: 'a.txt', sizeBytes: 6, version: expect.any(String) });
-      expect(await collect(store.list(''))).toEqual([{ key: 'a.txt', sizeBytes: 6 }]);
+      expect(await collect(store.list(''))).toEqual([{ key: 'a.txt', sizeBytes: 6, version: expect.any(String) }]);
     });
 
     it('open reads the object and names its version: the same until the object is rewritten', async () => {
@@ -114,8 +114,10 @@ function objectStoreContract(name: string, open: () => Promise<Fixture>, server:
       const rewritten = await store.open('v.txt');
       expect(await streamText(rewritten.body)).toBe('other');
       expect(rewritten.version).not.toBe(first.version);
-      // stat names the same version open does (a split that starts again checks objects by stat).
+      // stat and list name the same version open does (a split that starts again checks the
+      // objects it steps over by their listed version).
       expect((await store.stat('v.txt'))?.version).toBe(rewritten.version);
+      expect((await collect(store.list('v.txt'))).map((object) => object.version)).toEqual([rewritten.version]);
     });
 
     it('writeStream: many chunks (several parts on S3) arrive whole, and the size is returned; no chunks make an empty object', async () => {
@@ -174,7 +176,7 @@ function objectStoreContract(name: string, open: () => Promise<Fixture>, server:
       // Written out of order so that the listing cannot just echo write order.
       for (const key of [...orderedKeys].reverse()) await store.write(key, key);
       for (const candidate of [store, fixture.pagedStore]) {
-        expect(await collect(candidate.list(''))).toEqual(orderedKeys.map((key) => ({ key, sizeBytes: Buffer.byteLength(key) })));
+        expect(await collect(candidate.list(''))).toEqual(orderedKeys.map((key) => ({ key, sizeBytes: Buffer.byteLength(key), version: expect.any(String) })));
         expect(keysOf(await collect(candidate.list('corpus/')))).toEqual(orderedKeys.slice(0, 6));
         expect(keysOf(await collect(candidate.list('corpus')))).toEqual(orderedKeys.slice(0, 7));
         // A prefix need not end at a folder boundary, as in S3.
@@ -216,7 +218,7 @@ function objectStoreContract(name: string, open: () => Promise<Fixture>, server:
       // -1 would be another key (a temp file) showing up in the listing.
       for (const size of seen) expect([undefined, oldBody.length, newBody.length]).toContain(size);
       expect(await store.stat('big.bin')).toEqual({ key: 'big.bin', sizeBytes: newBody.length, version: expect.any(String) });
-      expect(await collect(store.list(''))).toEqual([{ key: 'big.bin', sizeBytes: newBody.length }]);
+      expect(await collect(store.list(''))).toEqual([{ key: 'big.bin', sizeBytes: newBody.length, version: expect.any(String) }]);
     });
   });
 }
