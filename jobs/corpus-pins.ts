@@ -31,15 +31,16 @@ if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then redis.call('RPUSH', KEY
 `;
 
 /**
- * Which version of each corpus object a job read, in corpus order. The split reads the corpus
- * from the start whenever it starts again (its worker stopped or died, Redis restarted, `embedq
+ * Which version of each corpus object a job read, in corpus order. The split goes through the
+ * corpus from the start whenever it starts again (its worker stopped or died, Redis restarted, `embedq
  * retry`) and skips written shards by row number, which is right only if the objects are the ones
  * it read before: the same keys, in the same order, each the same version. Each object is pinned
- * (key and version, hashed) as the split opens it, and checked against its pin when opened again.
+ * (key and version, hashed) as the split opens it, and checked against its pin when met again.
  * A job's pins live as long as its written shards do (they go at finalize): 16 bytes an object.
  *
  * Each object read to its end also records the row after its last: a split that starts again
- * need not read an object whose rows are all in written shards, only check its version (a HEAD).
+ * need not read an object whose rows are all in written shards, only check its version (as its
+ * listing gives it).
  */
 export class CorpusPins {
   private readonly checkScript: LuaScript;

@@ -15,6 +15,7 @@ import { mayExceedTokens } from '../src/tokens/count-tokens.js';
 import { fitTokensOffThread } from '../src/tokens/token-worker.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
+import type { Services } from './services.js';
 import { SplitReuse } from './split-reuse.js';
 
 /** Embed jobs added per Redis round trip. */
@@ -186,33 +187,24 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     row = end;
   };
 
-  // A split that starts again need not read an object whose rows are all in written shards: it
-  // checks the object's version (as listed) and steps over its rows. Not when the delta tracks ids,
-  // which must see every line's id.
-  const ends = reuse?.tracksIds ? [] : await corpora.pins.ends(id);
-  const written = ends.length > 0 ? await corpora.ledger.writtenShards(id) : new Set<number>();
-  const startOf = (index: number): number => (index === 0 ? 0 : ends[index - 1]!);
-  const inWrittenShards = (index: number): boolean => {
-    const end = ends[index];
-    if (end === undefined) return false;
-    for (let k = Math.floor(startOf(index) / shardRows); k * shardRows < end; k += 1) if (!written.has(k)) return false;
-    return true;
-  };
+  // Not when the delta tracks ids: it must see every line's id.
+  const written = reuse?.tracksIds ? NOTHING_WRITTEN : await objectsInWrittenShards(corpora, id, shardRows);
 
   await openShard(0);
   // Skipping written shards by row number is right only over the corpus read before: each object
   // is checked against the version this job read there, if it read one (jobs/corpus-pins.ts).
   let objectsRead = 0;
   const listing = listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined });
-  outer: for await (const object of readAhead(listing, READ_AHEAD, (index) => !inWrittenShards(index))) {
+  outer: for await (const object of readAhead(listing, READ_AHEAD, (index) => written.rowsOf(index) === undefined)) {
     const index = objectsRead++;
     const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version);
-    if (inWrittenShards(index) && row === startOf(index)) {
+    const rows = written.rowsOf(index);
+    if (rows && row === rows.start) {
       // The listing names each object's version (S3 lists ETags), so this costs no request.
       const version = object.version ?? (await object.store.stat(object.key))?.version;
       if (version !== undefined) {
         await verify(version);
-        await stepOver(ends[index]!);
+        await stepOver(rows.end);
         if (stopped) break;
         continue;
       }
@@ -245,4 +237,32 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   const totals = await corpora.jobs.finishSplit(id, generation, { totalLines: row, totalShards });
   logger.info({ lines: row, shards: totalShards }, 'corpus split');
   if (totals && totals.shardsWritten === totals.totalShards) await enqueueFinalize(queues.write, id, generation);
+}
+
+/** Which corpus objects a split that starts again need not read: their rows, when all are in written shards. */
+interface WrittenObjects {
+  rowsOf(index: number): { start: number; end: number } | undefined;
+}
+
+const NOTHING_WRITTEN: WrittenObjects = { rowsOf: () => undefined };
+
+/**
+ * A split that starts again need not read an object whose rows are all in written shards: it
+ * checks the object's version and steps over its rows. The rows of each object read to its end
+ * were recorded (CorpusPins.recordEnd); the written shards only grow, so what was written when
+ * the split started is enough.
+ */
+async function objectsInWrittenShards(corpora: Services['corpora'], id: string, shardRows: number): Promise<WrittenObjects> {
+  const ends = await corpora.pins.ends(id);
+  if (ends.length === 0) return NOTHING_WRITTEN;
+  const written = await corpora.ledger.writtenShards(id);
+  return {
+    rowsOf(index) {
+      const end = ends[index];
+      if (end === undefined) return undefined;
+      const start = index === 0 ? 0 : ends[index - 1]!;
+      for (let shard = Math.floor(start / shardRows); shard * shardRows < end; shard += 1) if (!written.has(shard)) return undefined;
+      return { start, end };
+    },
+  };
 }
