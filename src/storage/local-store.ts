@@ -187,6 +187,11 @@ export class LocalObjectStore implements ObjectStore {
     try {
       entries = await readdir(folder, { withFileTypes: true });
     } catch (error) {
+      // A root that is a file is no folder to read or write (an output given as a file's path):
+      // say so, rather than list it as empty and fail at the first write.
+      if (folderKey === '' && (error as NodeJS.ErrnoException).code === 'ENOTDIR' && (await isFile(folder))) {
+        throw new StorageError(`list ${this.root}: it is a file, not a folder`);
+      }
       // A missing root (or a folder deleted while listing) lists as empty, like an empty S3 prefix.
       if (isMissing(error)) return;
       throw this.#error(error, 'list', folderKey || '.');

@@ -418,6 +418,12 @@ describe('LocalObjectStore specifics', () => {
     const store = new LocalObjectStore(path.join(await newFolder(), 'not-yet'));
     expect(await collect(store.list(''))).toEqual([]);
   });
+
+  it('refuses to list a root that is a file, naming it', async () => {
+    const file = path.join(await newFolder(), 'a-file');
+    await writeFile(file, 'x');
+    await expect(collect(new LocalObjectStore(file).list(''))).rejects.toThrow(new StorageError(`list ${file}: it is a file, not a folder`));
+  });
 });
 
 describe('locations', () => {

@@ -69,6 +69,13 @@ describe('one writer per output', () => {
     expect(schedule.code).toBe(2);
     expect(schedule.stderr).toContain('is inside the input s3://corpus/data/');
     expect(await world.services.corpora.list()).not.toContainEqual(expect.objectContaining({ options: expect.objectContaining({ output: 's3://corpus/data/vectors/' }) }));
+    // A local output that is a file: refused at submit, naming it (it used to be accepted and fail
+    // the job at its first write).
+    const file = path.join(folder, 'not-a-folder');
+    await writeFile(file, 'x');
+    const local = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', file]);
+    expect(local.code).toBe(2);
+    expect(local.stderr).toContain(`STORAGE_ERROR: list ${file}: it is a file, not a folder`);
   });
 
   it('re-runs with fewer shards: refused without --overwrite; with it, the output holds exactly the new run', async () => {
