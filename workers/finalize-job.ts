@@ -18,18 +18,20 @@ import { publishScheduleLatest } from './schedule-latest.js';
 export async function finalizeJob(payload: FinalizeJobPayload, context: JobContext): Promise<void> {
   const { corpora } = context.services;
   const { corpusJobId: id, generation } = payload;
-  // The claim keeps a cancel from releasing the output's lease while this writes it; a failed
-  // attempt gives it back, so the job can be cancelled between attempts.
+  // The claim keeps a cancel from releasing the output's lease while this writes it. A failed
+  // attempt gives it back, so the job can be cancelled between attempts, unless `_SUCCESS` is in
+  // place: the output is complete, and the next attempt only cleans up and completes the job.
   if (!(await corpora.jobs.claimFinalize(id, generation))) return;
+  const progress = { vouched: false };
   try {
-    await finalizeClaimed(payload, context);
+    await finalizeClaimed(payload, context, progress);
   } catch (error) {
-    await corpora.jobs.releaseFinalize(id, generation);
+    if (!progress.vouched) await corpora.jobs.releaseFinalize(id, generation);
     throw error;
   }
 }
 
-async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }: JobContext): Promise<void> {
+async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }: JobContext, progress: { vouched: boolean }): Promise<void> {
   const { corpora } = services;
   const id = payload.corpusJobId;
   const record = await corpora.get(id);
@@ -48,6 +50,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   if (!(await output.store.stat(output.prefix + SUCCESS_FILE))) {
     await writeOutputFiles(id, record, shards, output);
   }
+  progress.vouched = true;
   // The whole scratch folder of this job (its shards' error records), and nothing else's.
   for await (const object of output.store.list(`${output.prefix}${TEMP_FOLDER}/${id}/`)) await output.store.delete(object.key);
   await publishScheduleLatest(services, record, logger);

@@ -153,6 +153,40 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     expect(await world.services.corpora.state(id)).toBe('cancelled');
   });
 
+  it('a finalize attempt that fails after _SUCCESS keeps its claim: no cancel under a complete output, and the next attempt completes it', async () => {
+    const id = await submit('s3://out/fence-after-success/');
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    for (const payload of await queuedBatches(id, 0)) await embedBatch(payload, context());
+    const record = (await world.services.corpora.get(id))!;
+    for (let shard = 0; shard < record.totalShards!; shard += 1) await writeShard({ v: 1, corpusJobId: id, generation: 0, shard }, context());
+    // The scratch files' cleanup, after `_SUCCESS`, fails once (a storage blip).
+    const client = world.services.s3();
+    let failed = false;
+    client.middlewareStack.add(
+      (next, { commandName }) =>
+        async (args) => {
+          const { Prefix } = args.input as { Prefix?: string };
+          if (commandName === 'ListObjectsV2Command' && Prefix === `fence-after-success/_tmp/${id}/` && !failed) {
+            failed = true;
+            throw new Error('storage blip');
+          }
+          return next(args);
+        },
+      { step: 'initialize', name: 'failAfterSuccess' },
+    );
+    try {
+      await expect(finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context())).rejects.toThrow(/storage blip/);
+    } finally {
+      client.middlewareStack.remove('failAfterSuccess');
+    }
+    const keys = await world.s3.client.send(new ListObjectsV2Command({ Bucket: 'out', Prefix: 'fence-after-success/' })).then((r) => (r.Contents ?? []).map((o) => o.Key));
+    expect(keys).toContain('fence-after-success/_SUCCESS');
+    // The output is complete: cancelling now would leave `_SUCCESS` beside a cancelled record.
+    expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: false, message: expect.stringMatching(/finishing/) });
+    await finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context());
+    expect(await world.services.corpora.state(id)).toBe('completed');
+  });
+
   it('a step BullMQ fails outside the processor (unparseable payload) fails the corpus job with the reason (item 6)', async () => {
     const id = await submit('s3://out/fence-payload/');
     const split = world.services.queues[QUEUES.split];
