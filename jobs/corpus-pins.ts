@@ -11,23 +11,35 @@ const RESUBMIT = 'The shards already written hold the corpus as it was; submit t
 /** Hex digits of one object's pin. */
 const PIN_LENGTH = 16;
 
-// KEYS: pins. ARGV: the object's index in the corpus, its pin. Returns 1 when the pin is the one
-// recorded (or is recorded now, as the next one), 0 when another was recorded there.
-const CHECK_PIN = `
-local at = tonumber(ARGV[1]) * ${PIN_LENGTH}
+// Records object ARGV[1]'s end (ARGV[2]) in the ends list KEYS[1], once and in order.
+const RECORD_END_LUA = `
+local function record_end(ends, index, row)
+  if row ~= '' and redis.call('LLEN', ends) == tonumber(index) then redis.call('RPUSH', ends, row) end
+end
+`;
+
+// KEYS: pins, ends. ARGV: the object's index in the corpus, its pin, its first row ('' = unknown).
+// Returns 1 when the pin is the one recorded (or is recorded now, as the next one), 0 when another
+// was recorded there. An object is opened only once the one before it was read to its end, so its
+// first row is that one's end: recorded here, with no call of its own.
+const CHECK_PIN = `${RECORD_END_LUA}
+local index = tonumber(ARGV[1])
+local at = index * ${PIN_LENGTH}
 local length = redis.call('STRLEN', KEYS[1])
 if at < length then
-  if redis.call('GETRANGE', KEYS[1], at, at + ${PIN_LENGTH - 1}) == ARGV[2] then return 1 end
-  return 0
+  if redis.call('GETRANGE', KEYS[1], at, at + ${PIN_LENGTH - 1}) ~= ARGV[2] then return 0 end
+elseif at > length then
+  return redis.error_reply('object ' .. ARGV[1] .. ' pinned before the ones ahead of it')
+else
+  redis.call('APPEND', KEYS[1], ARGV[2])
 end
-if at > length then return redis.error_reply('object ' .. ARGV[1] .. ' pinned before the ones ahead of it') end
-redis.call('APPEND', KEYS[1], ARGV[2])
+if index > 0 then record_end(KEYS[2], index - 1, ARGV[3]) end
 return 1
 `;
 
-// KEYS: ends. ARGV: the object's index, the row after its last. Recorded once, in order.
-const RECORD_END = `
-if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then redis.call('RPUSH', KEYS[1], ARGV[2]) end
+// KEYS: ends. ARGV: the object's index, the row after its last.
+const RECORD_END = `${RECORD_END_LUA}
+record_end(KEYS[1], ARGV[1], ARGV[2])
 `;
 
 /**
@@ -38,9 +50,9 @@ if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then redis.call('RPUSH', KEY
  * (key and version, hashed) as the split opens it, and checked against its pin when met again.
  * A job's pins live as long as its written shards do (they go at finalize): 16 bytes an object.
  *
- * Each object read to its end also records the row after its last: a split that starts again
- * need not read an object whose rows are all in written shards, only check its version (as its
- * listing gives it).
+ * The row after each object read to its end is recorded too (when the next object is pinned, and
+ * for the last one at the corpus's end): a split that starts again need not read an object whose
+ * rows are all in written shards, only check its version (as its listing gives it).
  */
 export class CorpusPins {
   private readonly checkScript: LuaScript;
@@ -56,11 +68,12 @@ export class CorpusPins {
 
   /**
    * Pins object `index` of job `id` the first time it is opened; after that, checks it is the
-   * same key and version. Throws InputChangedError naming `source` when it is not.
+   * same key and version. Throws InputChangedError naming `source` when it is not. `startRow`:
+   * the object's first row, which is where the object before it ended.
    */
-  async check(id: string, index: number, object: { key: string; source: string }, version: string): Promise<void> {
+  async check(id: string, index: number, object: { key: string; source: string }, version: string, startRow?: number): Promise<void> {
     const pin = createHash('sha256').update(`${object.key}\0${version}`).digest('hex').slice(0, PIN_LENGTH);
-    if ((await this.checkScript([this.keys.pins(id)], index, pin)) === 1) return;
+    if ((await this.checkScript([this.keys.pins(id), this.keys.objectEnds(id)], index, pin, startRow ?? '')) === 1) return;
     throw new InputChangedError(
       `${object.source} is not the object job ${id} read there before: it was rewritten, or objects before it were added or removed. ` + RESUBMIT,
     );
@@ -78,7 +91,7 @@ export class CorpusPins {
     );
   }
 
-  /** Object `index` was read to its end: `endRow` is the row after its last. */
+  /** The last object, `index`, was read to its end: `endRow` is the row after its last. */
   async recordEnd(id: string, index: number, endRow: number): Promise<void> {
     await this.recordEndScript([this.keys.objectEnds(id)], index, endRow);
   }

@@ -130,8 +130,8 @@ export class StorageError extends EmbedqError {
 /**
  * The corpus is not what this job read before: an object was rewritten, removed, or added among
  * those already read. A split that starts again (its worker stopped or died, Redis restarted,
- * `embedq retry`) reads the corpus from the start and skips the shards already written by row
- * number; over a changed corpus the rows would shift, and lines be lost or doubled. The job fails.
+ * `embedq retry`) goes through the corpus from the start and skips the shards already written by
+ * row number; over a changed corpus the rows would shift, and lines be lost or doubled. The job fails.
  */
 export class InputChangedError extends EmbedqError {
   readonly code = 'INPUT_CHANGED';

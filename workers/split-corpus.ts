@@ -197,7 +197,8 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   const listing = listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined });
   outer: for await (const object of readAhead(listing, READ_AHEAD, (index) => written.rowsOf(index) === undefined)) {
     const index = objectsRead++;
-    const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version);
+    // Called before the object's first line, so `row` is its first row.
+    const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version, row);
     const rows = written.rowsOf(index);
     if (rows && row === rows.start) {
       // The listing names each object's version (S3 lists ETags), so this costs no request.
@@ -220,13 +221,14 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
       row += 1;
       if (Date.now() - lastProgressAt > 1_000) await reportLinesRead();
     }
-    await corpora.pins.recordEnd(id, index, row);
   }
   if (stopped) {
     logger.info({ row }, 'split stopped: job no longer active');
     return;
   }
   await corpora.pins.checkCount(id, options.input, objectsRead);
+  // The other objects' ends were recorded as the next one was pinned.
+  if (objectsRead > 0) await corpora.pins.recordEnd(id, objectsRead - 1, row);
   // The last shard holds the rows after the last boundary; an empty corpus has no shard.
   const totalShards = Math.ceil(row / shardRows);
   if (row > shard * shardRows) await closeShard(row);
@@ -249,8 +251,8 @@ const NOTHING_WRITTEN: WrittenObjects = { rowsOf: () => undefined };
 /**
  * A split that starts again need not read an object whose rows are all in written shards: it
  * checks the object's version and steps over its rows. The rows of each object read to its end
- * were recorded (CorpusPins.recordEnd); the written shards only grow, so what was written when
- * the split started is enough.
+ * were recorded (CorpusPins); the written shards only grow, so what was written when the split
+ * started is enough.
  */
 async function objectsInWrittenShards(corpora: Services['corpora'], id: string, shardRows: number): Promise<WrittenObjects> {
   const ends = await corpora.pins.ends(id);
