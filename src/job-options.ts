@@ -6,6 +6,7 @@ import { formatIssues } from './config.js';
 import type { EmbeddingParameters } from './embedding.js';
 import { ConfigError } from './errors.js';
 import { APIS, MODEL_NAMES, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from './models.js';
+import { isHiddenKey } from './corpus/list-corpus.js';
 import { parseLocation, type Location } from './storage/locations.js';
 
 /** The output `embedq plan` validates with: it writes nothing. */
@@ -118,7 +119,7 @@ function outputInsideInput(input: string, output: string): boolean {
   if (from.kind === 'local' && to.kind === 'local') {
     const relative = path.relative(path.resolve(from.path), path.resolve(to.path));
     if (relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) return false;
-    return !relative.split(path.sep).some((part) => part.startsWith('.'));
+    return !isHiddenKey(relative.split(path.sep).join('/'));
   }
   return false;
 }

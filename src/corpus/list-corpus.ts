@@ -65,7 +65,12 @@ export async function assertInputExists(input: string, deps: ListCorpusDependenc
 
 function isCorpusKey(target: InputTarget, key: string): boolean {
   if (target.location.kind === 's3') return !key.endsWith('/');
-  return !key.split('/').some((part) => part.startsWith('.'));
+  return !isHiddenKey(key);
+}
+
+/** A local folder's entry that listing it skips: any part of its `/`-separated path starts with `.`. */
+export function isHiddenKey(key: string): boolean {
+  return key.split('/').some((part) => part.startsWith('.'));
 }
 
 function sourceOf(target: InputTarget, key: string): string {
