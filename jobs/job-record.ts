@@ -66,6 +66,11 @@ export interface CorpusJobRecord extends CorpusJobCounters {
    */
   lastRetry: string | null;
   lastRetryAt: number | null;
+  /**
+   * Every shard is written and finalize is writing `_manifest.json` and `_SUCCESS` (state still
+   * running): the job completes within moments and cannot be cancelled meanwhile.
+   */
+  finishing: boolean;
 }
 
 /** Old records looked at per prune: a submit stays quick however many there are. */
@@ -119,11 +124,13 @@ export class JobRecords {
     if (!hash.options) return undefined;
     const number = (field: string): number => Number(hash[field] ?? 0);
     const optional = (field: string): number | null => (hash[field] === undefined ? null : Number(hash[field]));
+    const state = hash.state as CorpusJobState;
+    const generation = number('generation');
     return {
       id,
       options: JSON.parse(hash.options) as JobOptions,
-      state: hash.state as CorpusJobState,
-      generation: number('generation'),
+      state,
+      generation,
       createdAt: number('createdAt'),
       startedAt: optional('startedAt'),
       finishedAt: optional('finishedAt'),
@@ -134,6 +141,7 @@ export class JobRecords {
       reuseError: hash.reuseError ?? null,
       lastRetry: hash.lastRetry ?? null,
       lastRetryAt: optional('lastRetryAt'),
+      finishing: state === 'running' && hash.finalizing !== undefined && Number(hash.finalizing) === generation,
       linesRead: number('linesRead'),
       totalLines: optional('totalLines'),
       totalShards: optional('totalShards'),

@@ -13,6 +13,9 @@ import { finalizeJob } from '../../workers/finalize-job.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { failCorpusJobOf, sweepFailedJobs } from '../../workers/fail-on-lost-jobs.js';
 import { writeShard } from '../../workers/write-shard.js';
+import { describeJob, progressLine } from '../../workers/commands/progress.js';
+import { toJobView } from '../../workers/dashboard/job-views.js';
+import { ThroughputTracker } from '../../workers/dashboard/throughput.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { startWorld, waitForJob, type World } from '../support/world.js';
 
@@ -147,6 +150,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
     // No shard is written yet, so this attempt throws after claiming the job.
     await expect(finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context())).rejects.toThrow(/finalize found 0 of \d+ shards/);
+    expect(await world.services.corpora.get(id)).toMatchObject({ state: 'running', finishing: false });
     expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
     // The next attempt finds the job cancelled and writes nothing.
     await finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context());
@@ -181,10 +185,16 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     }
     const keys = await world.s3.client.send(new ListObjectsV2Command({ Bucket: 'out', Prefix: 'fence-after-success/' })).then((r) => (r.Contents ?? []).map((o) => o.Key));
     expect(keys).toContain('fence-after-success/_SUCCESS');
+    // Status says why a cancel would be refused.
+    const finishing = (await world.services.corpora.get(id))!;
+    expect(finishing).toMatchObject({ state: 'running', finishing: true });
+    expect(describeJob(finishing)).toMatch(/^state {5}running · finishing: every shard is written/m);
+    expect(progressLine(finishing)).toMatch(/^finishing \[/);
+    expect(toJobView(finishing, { requests: 0, throttled: 0 }, new ThroughputTracker(), [])).toMatchObject({ state: 'running', finishing: true });
     // The output is complete: cancelling now would leave `_SUCCESS` beside a cancelled record.
     expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: false, message: expect.stringMatching(/finishing/) });
     await finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context());
-    expect(await world.services.corpora.state(id)).toBe('completed');
+    expect(await world.services.corpora.get(id)).toMatchObject({ state: 'completed', finishing: false });
   });
 
   it('a step BullMQ fails outside the processor (unparseable payload) fails the corpus job with the reason (item 6)', async () => {

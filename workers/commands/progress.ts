@@ -3,6 +3,9 @@ import type { CorpusJobRecord } from '../../jobs/job-record.js';
 /** Lines accounted for so far: embedded, failed or blank. */
 export const processedLines = (record: CorpusJobRecord): number => record.rowsEmbedded + record.rowsFailed + record.rowsBlank;
 
+/** The state as people read it: a running job whose finalize is writing the output is `finishing`. */
+export const stateLabel = (record: CorpusJobRecord): string => (record.finishing ? 'finishing' : record.state);
+
 /** One human line: state, a bar, counts, shards. The total is known once splitting has finished. */
 export function progressLine(record: CorpusJobRecord, linesPerSecond?: number): string {
   const done = processedLines(record);
@@ -11,7 +14,7 @@ export function progressLine(record: CorpusJobRecord, linesPerSecond?: number): 
   const fraction = total ? (total === 0 ? 1 : done / total) : 0;
   const bar = total === null ? '·'.repeat(width) : '█'.repeat(Math.round(fraction * width)).padEnd(width, '░');
   const parts = [
-    `${record.state.padEnd(9)} [${bar}]`,
+    `${stateLabel(record).padEnd(9)} [${bar}]`,
     total === null ? `${fmt(done)} lines (${fmt(record.linesRead)} read)` : `${(fraction * 100).toFixed(1)}% ${fmt(done)}/${fmt(total)} lines`,
     `${fmt(record.shardsWritten)}${record.totalShards === null ? '' : `/${fmt(record.totalShards)}`} shards`,
   ];
@@ -24,7 +27,8 @@ export function describeJob(record: CorpusJobRecord, now = Date.now()): string {
   const o = record.options;
   const lines = [
     `job       ${record.id}${record.schedule ? ` (schedule ${record.schedule})` : ''}`,
-    `state     ${record.state}${record.error ? ` — ${record.errorCode}: ${record.error}` : ''}`,
+    `state     ${record.state}${record.error ? ` — ${record.errorCode}: ${record.error}` : ''}` +
+      (record.finishing ? ' · finishing: every shard is written, the manifest and _SUCCESS are being written (it cannot be cancelled now)' : ''),
     ...lastRetryLines(record, now),
     `input     ${o.input}`,
     `output    ${o.output}`,

@@ -13,6 +13,8 @@ import type { ThroughputTracker } from './throughput.js';
 export interface JobView {
   id: string;
   state: CorpusJobRecord['state'];
+  /** Running, with every shard written: finalize is writing the output; no cancel. */
+  finishing: boolean;
   input: string;
   output: string;
   model: string;
@@ -68,6 +70,7 @@ export function toJobView(
   return {
     id: record.id,
     state: record.state,
+    finishing: record.finishing,
     input: record.options.input,
     output: record.options.output,
     model: record.options.model,

@@ -43,7 +43,8 @@ function chart(history) {
 function job(j) {
   const pct = j.progress == null ? 0 : j.progress * 100;
   const total = j.linesTotal == null ? num(j.linesRead) + ' read' : num(j.linesTotal);
-  const actions = (j.state === 'queued' || j.state === 'running') ? '<button data-act="cancel">cancel</button>' : (j.state === 'failed' || j.state === 'cancelled') ? '<button data-act="retry">retry</button>' : '';
+  const label = j.finishing ? 'finishing' : j.state;
+  const actions = j.finishing ? '' : (j.state === 'queued' || j.state === 'running') ? '<button data-act="cancel">cancel</button>' : (j.state === 'failed' || j.state === 'cancelled') ? '<button data-act="retry">retry</button>' : '';
   const errs = j.error ? '<div class="errors">' + esc(j.errorCode + ': ' + j.error) + '</div>' : '';
   const retry = j.lastRetry && (j.state === 'queued' || j.state === 'running') ? '<div class="errors retry">retrying ' + esc(j.lastRetry) + ' (' + time(j.lastRetryAt) + ')</div>' : '';
   const recs = j.firstErrors.length ? '<div class="errors">' + j.firstErrors.map((e) => esc('row ' + e.row + ' ' + e.source + ':' + e.line + ' ' + e.code + ' ' + e.message)).join('\\n') + '</div>' : '';
