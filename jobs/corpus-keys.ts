@@ -35,6 +35,9 @@ export class CorpusKeys {
   objectEnds(id: string): string {
     return `${this.prefix}:job:${id}:ends`;
   }
+  shardStarts(id: string): string {
+    return `${this.prefix}:job:${id}:starts`;
+  }
   lease(output: string): string {
     return `${this.prefix}:lease:${output}`;
   }

@@ -42,6 +42,13 @@ const RECORD_END = `${RECORD_END_LUA}
 record_end(KEYS[1], ARGV[1], ARGV[2])
 `;
 
+/** Where a shard's first row is in the corpus: line `line` of object `object`, at byte `offset`. */
+export interface ShardStart {
+  object: number;
+  offset: number;
+  line: number;
+}
+
 /**
  * Which version of each corpus object a job read, in corpus order. The split goes through the
  * corpus from the start whenever it starts again (its worker stopped or died, Redis restarted, `embedq
@@ -53,6 +60,10 @@ record_end(KEYS[1], ARGV[1], ARGV[2])
  * The row after each object read to its end is recorded too (when the next object is pinned, and
  * for the last one at the corpus's end): a split that starts again need not read an object whose
  * rows are all in written shards, only check its version (as its listing gives it).
+ *
+ * And where each shard opened inside an object that is not gzipped starts (object, byte offset,
+ * line): a split that starts again reads that object from the first unwritten shard's start (a
+ * ranged GET) instead of from its first byte. One hash field a shard.
  */
 export class CorpusPins {
   private readonly checkScript: LuaScript;
@@ -101,8 +112,21 @@ export class CorpusPins {
     return (await this.redis.lrange(this.keys.objectEnds(id), 0, -1)).map(Number);
   }
 
+  /** Shard `shard` starts at `start` (the first time it is split; the corpus is pinned, so it stays true). */
+  async recordShardStart(id: string, shard: number, start: ShardStart): Promise<void> {
+    await this.redis.hsetnx(this.keys.shardStarts(id), String(shard), `${start.object}:${start.offset}:${start.line}`);
+  }
+
+  /** Where shard `shard` starts, if it was recorded. */
+  async shardStart(id: string, shard: number): Promise<ShardStart | undefined> {
+    const value = await this.redis.hget(this.keys.shardStarts(id), String(shard));
+    if (!value) return undefined;
+    const [object, offset, line] = value.split(':').map(Number) as [number, number, number];
+    return { object, offset, line };
+  }
+
   /** After finalize: the output is complete and no split will run again. */
   async drop(id: string): Promise<void> {
-    await this.redis.del(this.keys.pins(id), this.keys.objectEnds(id));
+    await this.redis.del(this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id));
   }
 }

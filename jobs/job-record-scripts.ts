@@ -118,7 +118,7 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 `;
 
-// KEYS: job, written shards, pins, object ends, open, jobs index. ARGV: job id, cutoff (ms). Removes a job that
+// KEYS: job, written shards, pins, object ends, shard starts, open, jobs index. ARGV: job id, cutoff (ms). Removes a job that
 // ended before the cutoff (or whose record is gone), with every key of it left after its end.
 // Returns 1 if removed.
 export const PRUNE = `
@@ -127,7 +127,7 @@ if h[1] then
   if h[1] ~= 'completed' and h[1] ~= 'failed' and h[1] ~= 'cancelled' then return 0 end
   if tonumber(h[2] or '0') >= tonumber(ARGV[2]) then return 0 end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('ZREM', KEYS[7], ARGV[1])
 return 1
 `;

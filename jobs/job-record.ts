@@ -173,7 +173,7 @@ export class JobRecords {
   }
 
   /**
-   * Removes the records (and what else of them is left: ledger, pins) of jobs that ended before
+   * Removes the records (and what else of them is left: ledger, pins, ends, shard starts) of jobs that ended before
    * `endedBefore`, looking at most `limit` of the oldest. Redis must not grow with every run of a
    * schedule. Returns how many went.
    */
@@ -182,7 +182,7 @@ export class JobRecords {
     const ids = await this.redis.zrangebyscore(this.keys.jobs, '-inf', endedBefore, 'LIMIT', 0, limit);
     let removed = 0;
     for (const id of ids) {
-      const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.openShards(id), this.keys.jobs];
+      const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id), this.keys.openShards(id), this.keys.jobs];
       removed += (await this.scripts.prune(keys, id, endedBefore)) as number;
     }
     return removed;

@@ -188,17 +188,19 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   };
 
   // Not when the delta tracks ids: it must see every line's id.
-  const written = reuse?.tracksIds ? NOTHING_WRITTEN : await objectsInWrittenShards(corpora, id, shardRows);
+  const recordStarts = !reuse?.tracksIds;
+  const written = recordStarts ? await objectsInWrittenShards(corpora, id, shardRows) : NOTHING_WRITTEN;
 
   await openShard(0);
   // Skipping written shards by row number is right only over the corpus read before: each object
   // is checked against the version this job read there, if it read one (jobs/corpus-pins.ts).
   let objectsRead = 0;
   const listing = listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined });
-  outer: for await (const object of readAhead(listing, READ_AHEAD, (index) => written.rowsOf(index) === undefined)) {
+  const wanted = (index: number): boolean => written.rowsOf(index) === undefined && written.resumeIn(index) === undefined;
+  outer: for await (const object of readAhead(listing, READ_AHEAD, wanted)) {
     const index = objectsRead++;
-    // Called before the object's first line, so `row` is its first row.
-    const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version, row);
+    const firstRow = row;
+    const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version, firstRow);
     const rows = written.rowsOf(index);
     if (rows && row === rows.start) {
       // The listing names each object's version (S3 lists ETags), so this costs no request.
@@ -210,12 +212,24 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
         continue;
       }
     }
-    for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField, verify })) {
+    // The first unwritten shard starts inside this object: read it from there (a ranged GET), as
+    // long as the object's lines before it are the rows before it.
+    const resume = written.resumeIn(index);
+    let from: { offset: number; line: number } | undefined;
+    if (resume && resume.row - row === resume.line) {
+      await stepOver(resume.row);
+      if (stopped) break;
+      from = { offset: resume.offset, line: resume.line };
+    }
+    const read = { format: options.format, textField: options.textField, idField: options.idField, verify, from, offsets: recordStarts };
+    for await (const line of readCorpusLines(object, read)) {
       if (stopped) break outer;
       if (row === (shard + 1) * shardRows) {
         await closeShard(row);
         await openShard(shard + 1);
         if (stopped) break outer;
+        // Mid-object (offset > 0) in an object read by offsets: where a resumed split can start.
+        if (line.offset && !shardSkipped) await corpora.pins.recordShardStart(id, shard, { object: index, offset: line.offset, line: line.line });
       }
       if (!shardSkipped || reuse?.tracksIds) await take(line, shardSkipped);
       row += 1;
@@ -241,30 +255,41 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   if (totals && totals.shardsWritten === totals.totalShards) await enqueueFinalize(queues.write, id, generation);
 }
 
-/** Which corpus objects a split that starts again need not read: their rows, when all are in written shards. */
+/** What of the corpus a split that starts again need not read. */
 interface WrittenObjects {
+  /** The object's rows, when all are in written shards. */
   rowsOf(index: number): { start: number; end: number } | undefined;
+  /** When the first row no written shard holds is inside this object: that row, and where its line starts. */
+  resumeIn(index: number): { row: number; offset: number; line: number } | undefined;
 }
 
-const NOTHING_WRITTEN: WrittenObjects = { rowsOf: () => undefined };
+const NOTHING_WRITTEN: WrittenObjects = { rowsOf: () => undefined, resumeIn: () => undefined };
 
 /**
  * A split that starts again need not read an object whose rows are all in written shards: it
- * checks the object's version and steps over its rows. The rows of each object read to its end
- * were recorded (CorpusPins); the written shards only grow, so what was written when the split
- * started is enough.
+ * checks the object's version and steps over its rows. Nor the lines of the object holding the
+ * first unwritten shard's start, up to it: it reads that object from there. The rows of each
+ * object read to its end, and where each shard starts, were recorded (CorpusPins); the written
+ * shards only grow, so what was written when the split started is enough.
  */
 async function objectsInWrittenShards(corpora: Services['corpora'], id: string, shardRows: number): Promise<WrittenObjects> {
-  const ends = await corpora.pins.ends(id);
-  if (ends.length === 0) return NOTHING_WRITTEN;
   const written = await corpora.ledger.writtenShards(id);
+  if (written.size === 0) return NOTHING_WRITTEN;
+  const ends = await corpora.pins.ends(id);
+  let firstUnwritten = 0;
+  while (written.has(firstUnwritten)) firstUnwritten += 1;
+  const start = firstUnwritten > 0 ? await corpora.pins.shardStart(id, firstUnwritten) : undefined;
   return {
     rowsOf(index) {
       const end = ends[index];
       if (end === undefined) return undefined;
-      const start = index === 0 ? 0 : ends[index - 1]!;
-      for (let shard = Math.floor(start / shardRows); shard * shardRows < end; shard += 1) if (!written.has(shard)) return undefined;
-      return { start, end };
+      const begin = index === 0 ? 0 : ends[index - 1]!;
+      for (let shard = Math.floor(begin / shardRows); shard * shardRows < end; shard += 1) if (!written.has(shard)) return undefined;
+      return { start: begin, end };
+    },
+    resumeIn(index) {
+      if (start?.object !== index) return undefined;
+      return { row: firstUnwritten * shardRows, offset: start.offset, line: start.line };
     },
   };
 }

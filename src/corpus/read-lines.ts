@@ -24,16 +24,28 @@ export interface ReadCorpusLinesOptions {
    * what it throws ends the read. The split checks that a corpus read again is the one it read.
    */
   verify?: ((version: string) => Promise<void>) | undefined;
+  /**
+   * Start at this line instead of the first: `offset` is its first byte (a CorpusLine's `offset`
+   * from an earlier read of the same version), `line` its number. Only for objects that are not
+   * gzipped, whose lines have offsets; a split that starts again resumes mid-object this way.
+   */
+  from?: { offset: number; line: number } | undefined;
+  /** Give each line of an object that is not gzipped its `offset`. */
+  offsets?: boolean | undefined;
 }
 
 /**
  * One line of a corpus object. `line` is 0-based within `source`; every line of the object comes
  * out exactly once, in order, as text to embed, a blank (skipped, but numbered), or an error.
  */
-export type CorpusLine =
+export type CorpusLine = (
   | { kind: 'text'; source: string; line: number; text: string; id: string | null }
   | { kind: 'blank'; source: string; line: number }
-  | { kind: 'error'; source: string; line: number; code: InputLineErrorCode; message: string };
+  | { kind: 'error'; source: string; line: number; code: InputLineErrorCode; message: string }
+) & {
+  /** With `offsets`: the line's first byte in the object, for `from`; none in a gzipped object (no ranged reads there). */
+  offset?: number;
+};
 
 /**
  * Lines above this many bytes are not held in memory (they become TEXT_TOO_LONG records). Far above
@@ -66,22 +78,32 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
   const format = options.format ?? formatOf(object.key);
   const toLine = format === 'jsonl' ? jsonLineReader(source, options.textField ?? 'text', options.idField) : textLineReader(source);
   const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
-  const splitter = new LineSplitter({ maxLineBytes });
-  let line = 0;
+  const from = options.from;
+  const gzipByName = /\.gz$/i.test(object.key);
+  if (from && (object.opened || gzipByName)) throw new Error(`readCorpusLines: ${source} cannot be read from a byte offset`);
+  const splitter = new LineSplitter({ maxLineBytes, startOffset: from?.offset });
+  let line = from?.line ?? 0;
 
-  const opened = await (object.opened ?? object.store.open(object.key));
+  const opened = await (object.opened ?? object.store.open(object.key, from ? { from: from.offset } : {}));
   try {
     await options.verify?.(opened.version);
   } catch (error) {
     opened.body.destroy();
     throw error;
   }
-  const chunks = decompressed(opened.body, /\.gz$/i.test(object.key));
-  try {
-    for await (const chunk of chunks) {
-      for (const bytes of splitter.push(chunk)) yield classify(bytes, line++);
+  // Mid-object bytes are never a gzip header.
+  const bytes = decompressed(opened.body, gzipByName, from === undefined);
+  const lines = function* (split: (Buffer | OversizedLine)[]): Generator<CorpusLine> {
+    const offsets = options.offsets === true && !bytes.gunzipped;
+    for (let i = 0; i < split.length; i += 1) {
+      const next = classify(split[i]!, line++);
+      if (offsets) next.offset = splitter.starts[i];
+      yield next;
     }
-    for (const bytes of splitter.end()) yield classify(bytes, line++);
+  };
+  try {
+    for await (const chunk of bytes.chunks) yield* lines(splitter.push(chunk));
+    yield* lines(splitter.end());
   } catch (error) {
     if (isZlibError(error)) {
       const reason = `corrupt gzip data (${(error as Error).message}); the rest of the object was not read`;
@@ -107,12 +129,19 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
 }
 
 /**
- * The object's bytes, gunzipped if needed. The gzip decision needs the first two bytes, so they
- * are read first and re-emitted. An empty object yields nothing, even when named `.gz`.
+ * The object's bytes, gunzipped if needed, and whether they are (known once the first chunk is
+ * out). The gzip decision needs the first two bytes (unless `sniff` is off: a read from mid-object),
+ * so they are read first and re-emitted. An empty object yields nothing, even when named `.gz`.
  * `raw` is destroyed however this generator ends; destroying (rather than awaiting its
  * iterator's `return()`) cannot hang on a stalled connection.
  */
-async function* decompressed(raw: Readable, gzipByName: boolean): AsyncGenerator<Buffer> {
+function decompressed(raw: Readable, gzipByName: boolean, sniff: boolean): { chunks: AsyncGenerator<Buffer>; gunzipped: boolean } {
+  const result = { chunks: decompressedChunks(raw, gzipByName, sniff, () => (result.gunzipped = true)), gunzipped: gzipByName };
+  return result;
+}
+
+/** decompressed's bytes; `gunzipping` is called when the magic bytes show gzip. */
+async function* decompressedChunks(raw: Readable, gzipByName: boolean, sniff: boolean, gunzipping: () => void): AsyncGenerator<Buffer> {
   const iterator: AsyncIterator<Buffer> = raw[Symbol.asyncIterator]();
   try {
     const head: Buffer[] = [];
@@ -131,7 +160,8 @@ async function* decompressed(raw: Readable, gzipByName: boolean): AsyncGenerator
       for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
     }
 
-    const isGzip = gzipByName || (first[0] === GZIP_MAGIC[0] && first[1] === GZIP_MAGIC[1]);
+    const isGzip = gzipByName || (sniff && first[0] === GZIP_MAGIC[0] && first[1] === GZIP_MAGIC[1]);
+    if (isGzip) gunzipping();
     yield* isGzip ? gunzipped(bytes()) : bytes();
   } finally {
     raw.destroy();

@@ -15,20 +15,31 @@ const CARRIAGE_RETURN = 0x0d;
  * Pure and synchronous: the caller feeds chunks and gets the lines each one completes.
  */
 export class LineSplitter {
+  /**
+   * Where each line the last `push` or `end` returned starts in the input, by index: its first
+   * byte's offset, counting from `startOffset`. A reader can later start there (a ranged read).
+   */
+  readonly starts: number[] = [];
   readonly #maxLineBytes: number;
+  /** Offset of the current, unfinished line's first byte. */
+  #lineStart: number;
   /** Bytes of the current, unfinished line (pieces of earlier chunks). */
   #pieces: Buffer[] = [];
   #pendingBytes = 0;
   #oversized = false;
   #firstLine = true;
 
-  constructor(options: { maxLineBytes: number }) {
+  /** `startOffset`: the input starts at this byte of the object (a BOM is only looked for at 0). */
+  constructor(options: { maxLineBytes: number; startOffset?: number }) {
     this.#maxLineBytes = options.maxLineBytes;
+    this.#lineStart = options.startOffset ?? 0;
+    this.#firstLine = this.#lineStart === 0;
   }
 
   /** The lines `chunk` completes, in order. Returned buffers may share memory with `chunk`. */
   push(chunk: Buffer): (Buffer | OversizedLine)[] {
     const lines: (Buffer | OversizedLine)[] = [];
+    this.starts.length = 0;
     let start = 0;
     let newline = chunk.indexOf(NEWLINE, start);
     while (newline !== -1) {
@@ -42,6 +53,7 @@ export class LineSplitter {
 
   /** The final line, if the input did not end with a newline (nothing, or a lone BOM, is no line). */
   end(): (Buffer | OversizedLine)[] {
+    this.starts.length = 0;
     if (this.#pendingBytes === 0) return [];
     const onlyBomPossible = this.#firstLine && this.#pendingBytes === 3;
     const last = this.#finish(Buffer.alloc(0));
@@ -70,6 +82,8 @@ export class LineSplitter {
     this.#oversized = false;
     const firstLine = this.#firstLine;
     this.#firstLine = false;
+    this.starts.push(this.#lineStart);
+    this.#lineStart += sizeBytes + 1; // and its newline
     if (oversized) return { oversizedBytes: sizeBytes };
 
     let line = pieces.length === 0 ? tail : Buffer.concat([...pieces, tail], sizeBytes);

@@ -58,7 +58,7 @@ export class LocalObjectStore implements ObjectStore {
     return (await this.open(key)).body;
   }
 
-  async open(key: string): Promise<OpenedObject> {
+  async open(key: string, options: { from?: number } = {}): Promise<OpenedObject> {
     const file = this.pathOf(key);
     let handle;
     let version;
@@ -76,7 +76,7 @@ export class LocalObjectStore implements ObjectStore {
       throw this.#error(error, 'read', key);
     }
     // The stream closes the handle when it ends or is destroyed.
-    return { body: mapStreamErrors(handle.createReadStream(), (error) => this.#error(error, 'read', key)), version };
+    return { body: mapStreamErrors(handle.createReadStream({ start: options.from ?? 0 }), (error) => this.#error(error, 'read', key)), version };
   }
 
   async readRange(key: string, start: number, end: number): Promise<Uint8Array> {

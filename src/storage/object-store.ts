@@ -35,8 +35,12 @@ export interface ObjectStore {
   stat(key: string): Promise<StoredObject | undefined>;
   /** Streams the object's bytes. Throws StorageError when it does not exist. */
   read(key: string): Promise<Readable>;
-  /** As `read`, and says which version of the object the stream holds. */
-  open(key: string): Promise<OpenedObject>;
+  /**
+   * As `read`, and says which version of the object the stream holds (the whole object's, also
+   * when reading from `from`). `from`: the stream starts at that byte (S3 ranged GET; a positioned
+   * file stream), below the object's size.
+   */
+  open(key: string, options?: { from?: number }): Promise<OpenedObject>;
   /**
    * Bytes `[start, end)` of the object (S3 ranged GET; a positioned file read), e.g. a Parquet
    * footer and the few column chunks a reader needs. Optional: callers fall back to `read`.

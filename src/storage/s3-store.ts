@@ -114,14 +114,19 @@ export class S3ObjectStore implements ObjectStore {
     return (await this.open(key)).body;
   }
 
-  async open(key: string): Promise<OpenedObject> {
-    const response = await this.#send('read', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key })));
+  async open(key: string, options: { from?: number } = {}): Promise<OpenedObject> {
+    const from = options.from ?? 0;
+    const response = await this.#send('read', key, () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(from > 0 ? { Range: `bytes=${from}-` } : {}) })),
+    );
     const body = response.Body;
     if (!(body instanceof Readable)) {
       throw new StorageError(`read ${this.url(key)}: the response has no Node.js stream body`);
     }
+    // A ranged GET's length is the range's; `Content-Range: bytes a-b/size` has the object's.
+    const size = from > 0 ? Number(/\/(\d+)$/.exec(response.ContentRange ?? '')?.[1] ?? Number.NaN) : response.ContentLength;
     // One GET serves one version whole, even if the key is overwritten while it streams.
-    return { body: mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key))), version: s3Version(response.ETag, response.ContentLength) };
+    return { body: mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key))), version: s3Version(response.ETag, size) };
   }
 
   async readRange(key: string, start: number, end: number): Promise<Uint8Array> {

@@ -32,11 +32,12 @@ describe('records of ended jobs go after their retention', () => {
     await redis().zadd(key('jobs'), then, id);
     await redis().hset(key(`job:${id}`), 'createdAt', then, ...(state === 'running' ? [] : ['finishedAt', then + 60_000]));
     if (state === 'failed') {
-      // What a failed job keeps for `retry`: its written shards, and the versions and ends of the objects its split read.
+      // What a failed job keeps for `retry`: its written shards, the versions and ends of the objects its split read, and where its shards start.
       const shard = { shard: 0, file: 'part-00000.parquet', firstRow: 0, lastRow: 0, rows: 1, bytes: 900, errors: 0, errorsKey: null, blank: 0, truncated: 0, tokens: 2, batches: 1 };
       await redis().hset(key(`job:${id}:shards`), '0', JSON.stringify(shard));
       await redis().set(key(`job:${id}:pins`), '0123456789abcdef');
       await redis().rpush(key(`job:${id}:ends`), '1');
+      await redis().hset(key(`job:${id}:starts`), '1', '0:4096:100');
     }
   };
   const keysOf = (id: string): Promise<string[]> => redis().keys(key(`job:${id}*`));
@@ -58,7 +59,7 @@ describe('records of ended jobs go after their retention', () => {
     await seed('cj-old-cancelled', 8, 'cancelled');
     await seed('cj-recent-failed', 3, 'failed');
     await seed('cj-old-running', 12, 'running'); // a job that runs for weeks is no less alive
-    expect(await keysOf('cj-old-failed')).toHaveLength(4);
+    expect(await keysOf('cj-old-failed')).toHaveLength(5);
 
     const submitted = await submit(world.env, 'new');
     expect(submitted.code, submitted.stderr).toBe(0);
@@ -69,7 +70,7 @@ describe('records of ended jobs go after their retention', () => {
       expect(await redis().zscore(key('jobs'), gone)).toBeNull();
     }
     for (const kept of ['cj-recent-failed', 'cj-old-running', fresh]) expect(await world.services.corpora.get(kept)).toBeDefined();
-    expect(await keysOf('cj-recent-failed')).toHaveLength(4);
+    expect(await keysOf('cj-recent-failed')).toHaveLength(5);
     expect((await world.services.corpora.list(100)).map((record) => record.id).sort()).toEqual(['cj-old-running', 'cj-recent-failed', fresh].sort());
 
     // What an operator sees for a job that went.

@@ -120,6 +120,19 @@ function objectStoreContract(name: string, open: () => Promise<Fixture>, server:
       expect((await collect(store.list('v.txt'))).map((object) => object.version)).toEqual([rewritten.version]);
     });
 
+    it('open from a byte streams the rest of the object and names the whole object\'s version', async () => {
+      await setup();
+      await store.write('r.txt', 'héllo\nworld\n');
+      const whole = await store.open('r.txt');
+      whole.body.destroy();
+      // 'é' is two bytes: the offset counts bytes.
+      const rest = await store.open('r.txt', { from: 7 });
+      expect(await streamText(rest.body)).toBe('world\n');
+      // A split resuming mid-object checks the same pin whole reads recorded.
+      expect(rest.version).toBe(whole.version);
+      expect(rest.version).toBe((await store.stat('r.txt'))?.version);
+    });
+
     it('writeStream: many chunks (several parts on S3) arrive whole, and the size is returned; no chunks make an empty object', async () => {
       await setup();
       const body = randomBytes(11 * 1024 * 1024 + 17);

@@ -38,15 +38,15 @@ class MemoryStore implements ObjectStore {
     const bytes = this.objects[key];
     return bytes ? { key, sizeBytes: bytes.length } : undefined;
   }
-  async read(key: string): Promise<Readable> {
-    const bytes = this.objects[key];
+  async read(key: string, from = 0): Promise<Readable> {
+    const bytes = this.objects[key]?.subarray(from);
     if (!bytes) throw new StorageError(`read memory/${key}: no such object`);
     const chunks: Buffer[] = [];
     for (let offset = 0; offset < bytes.length; offset += this.chunkBytes) chunks.push(bytes.subarray(offset, offset + this.chunkBytes));
     return this.track(Readable.from(chunks, { objectMode: false }));
   }
-  async open(key: string): Promise<OpenedObject> {
-    return { body: await this.read(key), version: `${this.objects[key]?.length}` };
+  async open(key: string, options: { from?: number } = {}): Promise<OpenedObject> {
+    return { body: await this.read(key, options.from), version: `${this.objects[key]?.length}` };
   }
   track(stream: Readable): Readable {
     this.streams.push(stream);
@@ -159,6 +159,35 @@ describe('readCorpusLines: plain text', () => {
       text('long.txt', 2, 'after'),
       failure('long.txt', 3, 'TEXT_TOO_LONG', 'line is 100 bytes, more than the 64 this reader holds; skipped'),
     ]);
+  });
+});
+
+describe('readCorpusLines: byte offsets, and reading from one', () => {
+  // A BOM, CRLF, multi-byte text, blanks, invalid UTF-8, an oversized line, no final newline.
+  const body = Buffer.concat([
+    Buffer.from('\ufeffbom line\r\n中文 two\n\n   \n'),
+    Buffer.from([0x62, 0x61, 0x64, 0xff, 0x0a]),
+    Buffer.from(`${'x'.repeat(100)}\nafter é\r\nlast`),
+  ]);
+  const starts = [0, ...[...body.entries()].filter(([, byte]) => byte === 0x0a).map(([index]) => index + 1)];
+
+  it('gives each line the offset of its first byte, and a read from any line gives the rest exactly', async () => {
+    const whole = await linesOf('m.txt', body, { offsets: true, maxLineBytes: 64 });
+    expect(whole.map((line) => line.offset)).toEqual(starts);
+    expect(whole).toHaveLength(8);
+    for (const line of whole) {
+      const rest = await linesOf('m.txt', body, { offsets: true, maxLineBytes: 64, from: { offset: line.offset!, line: line.line } });
+      expect(rest, `from line ${line.line}`).toEqual(whole.slice(line.line));
+    }
+    // Mid-object, three bytes that look like a BOM are text: only the object's start has one.
+    const bomLater = Buffer.from('one\n\ufeffbom\n');
+    expect(await linesOf('b.txt', bomLater, { from: { offset: 4, line: 1 } })).toEqual([text('b.txt', 1, '\ufeffbom')]);
+  });
+
+  it('gives no offsets in a gzipped object (by name or by its bytes), and will not read one from an offset', async () => {
+    const gzipped = gzipSync('a\nb\n');
+    for (const key of ['g.txt.gz', 'g.txt']) expect((await linesOf(key, gzipped, { offsets: true })).map((line) => line.offset)).toEqual([undefined, undefined]);
+    await expect(linesOf('g.txt.gz', gzipped, { from: { offset: 2, line: 1 } })).rejects.toThrow(/cannot be read from a byte offset/);
   });
 });
 

@@ -1,3 +1,5 @@
+import { gzipSync } from 'node:zlib';
+
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -17,6 +19,8 @@ const SHARD_ROWS = 30;
 const OBJECTS = 6;
 const LINES = 20;
 const text = (object: number, line: number): string => `object ${object} line ${line}: the quick brown fox`;
+const LARGE_LINES = 100;
+const largeText = (line: number): string => `line ${line}: café 中文 ${'x'.repeat(line % 7)}`;
 
 /**
  * A split that starts again (a worker stopped, died, or `embedq retry`) used to read the whole
@@ -47,9 +51,31 @@ describe('a split that starts again steps over the objects already in written sh
     expect(await world.services.corpora.ledger.writtenShards(id)).toEqual(new Set([0, 1]));
   };
 
+  /** Runs workers until the job completes; its rows as DuckDB reads them back. */
+  const finishAndRead = async (id: string, prefix: string): Promise<Array<Record<string, unknown>>> => {
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const record = await waitForJob(world.services, id);
+      expect(record.state, record.error ?? '').toBe('completed');
+    } finally {
+      await pool.close();
+    }
+    const { folder } = await downloadPrefix(world.s3, 'out', prefix);
+    folders.push(folder);
+    return queryParquet(`SELECT row, source, line, text FROM read_parquet(${sqlString(`${folder}/part-*.parquet`)}) ORDER BY row`);
+  };
+
   beforeAll(async () => {
     // No backpressure: the first split runs to its end before any shard is written.
     world = await startWorld({}, { EMBEDQ_MAX_OPEN_SHARDS: '100' });
+    // One object of 100 lines (rows 0–99: shards 0–2 and part of 3), then one of 20; CRLF and
+    // multi-byte text, so offsets count bytes. The same gzipped, which cannot be read from an offset.
+    const large = Array.from({ length: LARGE_LINES }, (_, line) => `${largeText(line)}\r\n`).join('');
+    const small = Array.from({ length: LINES }, (_, line) => `${text(1, line)}\n`).join('');
+    await world.put('resume-mid/a.txt', large);
+    await world.put('resume-mid/b.txt', small);
+    await world.put('resume-mid-gz/a.txt.gz', gzipSync(large));
+    await world.put('resume-mid-gz/b.txt', small);
     for (const prefix of ['resume/', 'resume-changed/']) {
       for (let object = 0; object < OBJECTS; object += 1) {
         await world.put(`${prefix}o-${object}.txt`, `${Array.from({ length: LINES }, (_, line) => text(object, line)).join('\n')}\n`);
@@ -58,8 +84,10 @@ describe('a split that starts again steps over the objects already in written sh
     world.services.s3().middlewareStack.add(
       (next, { commandName }) =>
         async (args) => {
-          const { Bucket, Key } = args.input as { Bucket?: string; Key?: string };
-          if (Bucket === 'corpus' && Key && (commandName === 'GetObjectCommand' || commandName === 'HeadObjectCommand')) requests.push(`${commandName.replace('Command', '')} ${Key}`);
+          const { Bucket, Key, Range } = args.input as { Bucket?: string; Key?: string; Range?: string };
+          if (Bucket === 'corpus' && Key && (commandName === 'GetObjectCommand' || commandName === 'HeadObjectCommand')) {
+            requests.push(`${commandName.replace('Command', '')} ${Key}${Range ? ` ${Range}` : ''}`);
+          }
           return next(args);
         },
       { step: 'initialize', name: 'countCorpusRequests' },
@@ -103,6 +131,41 @@ describe('a split that starts again steps over the objects already in written sh
       }),
     );
     expect(await world.services.redis.exists(world.services.corpora.keys.objectEnds(id)), 'ends dropped at finalize').toBe(0);
+  });
+
+  it('reads the object holding the first unwritten shard from that shard\'s first line (a ranged GET), and the output is exact', async () => {
+    const id = await submit('resume-mid/');
+    await splitAndWriteTwoShards(id);
+    // Shard 2 starts at row 60: line 60 of a.txt, after 60 lines of `largeText` and CRLF.
+    const offset = Array.from({ length: 60 }, (_, line) => Buffer.byteLength(`${largeText(line)}\r\n`)).reduce((sum, bytes) => sum + bytes, 0);
+    expect(await world.services.corpora.pins.shardStart(id, 2)).toEqual({ object: 0, offset, line: 60 });
+
+    requests.length = 0;
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    // b.txt, small, is read ahead: the order of the GETs is not the corpus order.
+    expect([...requests].sort()).toEqual([`GetObject resume-mid/a.txt bytes=${offset}-`, 'GetObject resume-mid/b.txt']);
+    expect((await world.services.corpora.get(id))!).toMatchObject({ totalLines: LARGE_LINES + LINES, totalShards: 4 });
+
+    const rows = await finishAndRead(id, 'resume-mid/');
+    expect(rows).toEqual(
+      Array.from({ length: LARGE_LINES + LINES }, (_, row) =>
+        row < LARGE_LINES
+          ? { row: BigInt(row), source: 'resume-mid/a.txt', line: BigInt(row), text: largeText(row) }
+          : { row: BigInt(row), source: 'resume-mid/b.txt', line: BigInt(row - LARGE_LINES), text: text(1, row - LARGE_LINES) },
+      ),
+    );
+    expect(await world.services.redis.exists(world.services.corpora.keys.shardStarts(id)), 'shard starts dropped at finalize').toBe(0);
+  });
+
+  it('reads a gzipped object from its start again (no offsets in it), and the output is exact', async () => {
+    const id = await submit('resume-mid-gz/');
+    await splitAndWriteTwoShards(id);
+    expect(await world.services.redis.hlen(world.services.corpora.keys.shardStarts(id))).toBe(0);
+    requests.length = 0;
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    expect([...requests].sort()).toEqual(['GetObject resume-mid-gz/a.txt.gz', 'GetObject resume-mid-gz/b.txt']);
+    const rows = await finishAndRead(id, 'resume-mid-gz/');
+    expect(rows.map((row) => row.text)).toEqual([...Array.from({ length: LARGE_LINES }, (_, line) => largeText(line)), ...Array.from({ length: LINES }, (_, line) => text(1, line))]);
   });
 
   it('an object rewritten among those stepped over fails the job with INPUT_CHANGED, naming it', async () => {
