@@ -41,7 +41,21 @@ export function createLogger(settings: LoggerSettings, destination?: pino.Destin
   const options: LoggerOptions = {
     level: settings.level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    serializers: { err: serializeError },
     base: { pid: process.pid },
   };
   return destination ? pino(options, destination) : pino(options);
+}
+
+/**
+ * pino's error serializer, without the arguments of the Redis command an ioredis error carries:
+ * they hold job payloads (corpus text) and binary options, kilobytes a line. The name stays.
+ */
+function serializeError(error: Error): ReturnType<typeof pino.stdSerializers.err> {
+  const serialized = pino.stdSerializers.err(error);
+  const command = (serialized as { command?: unknown }).command;
+  if (command && typeof command === 'object' && 'args' in command) {
+    (serialized as { command?: unknown }).command = { name: (command as { name?: unknown }).name };
+  }
+  return serialized;
 }

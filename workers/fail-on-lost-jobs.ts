@@ -1,6 +1,7 @@
 import type { Job } from 'bullmq';
 
 import type { Logger } from '../src/logger.js';
+import { isRedisFullError } from '../src/redis/redis-memory.js';
 import type { Services } from './services.js';
 
 /**
@@ -50,7 +51,10 @@ export function sweepFailedJobs(services: Services, queues: readonly string[], i
   const tick = (): void => {
     if (running) return;
     running = sweep()
-      .catch((error: unknown) => logger.warn({ err: error }, 'could not sweep failed jobs'))
+      // A full Redis refuses the sweep's lock too; the workers' RedisFullBrake reports that.
+      .catch((error: unknown) => {
+        if (!isRedisFullError(error)) logger.warn({ err: error }, 'could not sweep failed jobs');
+      })
       .finally(() => (running = undefined));
   };
   tick();

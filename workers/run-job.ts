@@ -3,6 +3,7 @@ import type { z } from 'zod';
 
 import { EmbedqError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
+import { isRedisFullError } from '../src/redis/redis-memory.js';
 import type { Services } from './services.js';
 
 export interface JobContext {
@@ -82,7 +83,9 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
         logger.error({ err: error, code }, 'corpus job failed');
         throw new UnrecoverableError(`${code}: ${reason}`);
       }
-      logger.warn({ err: error }, 'job attempt failed; will retry');
+      // A full Redis fails every step at once: the workers' RedisFullBrake logs that, in summary.
+      if (isRedisFullError(error)) logger.debug({ err: error }, 'job attempt failed: Redis is full; will retry');
+      else logger.warn({ err: error }, 'job attempt failed; will retry');
       // For `embedq status` and the dashboard: a job stuck in retries (a provider outage spans ~10
       // minutes of them) says why. Only a note: failing to write it must not change the outcome.
       const code = error instanceof EmbedqError ? `${error.code}: ` : '';

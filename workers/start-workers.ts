@@ -3,10 +3,12 @@ import { Worker, type Job } from 'bullmq';
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
 import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import type { ScheduleDefinition } from '../jobs/schedule-store.js';
+import { readRedisMemory, redisMemoryProblem } from '../src/redis/redis-memory.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
 import { embedBatch } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
+import { RedisFullBrake } from './redis-full-brake.js';
 import { processor, WorkerStoppingError } from './run-job.js';
 import { RESTORE_INTERVAL_MS, restoreLostSchedules } from './schedule-file.js';
 import { scheduleTickProcessor } from './schedule-tick.js';
@@ -52,6 +54,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     { queue: QUEUES.schedule, concurrency: 4, process: scheduleTickProcessor(services) },
   ];
   const embedConcurrency = definitions.find((definition) => definition.queue === QUEUES.embed)!.concurrency;
+  const brake = new RedisFullBrake(services.redis, logger);
   const workers = definitions.map(({ queue, concurrency, process }) => {
     const worker = new Worker(queue, process, {
       connection: services.workerConnection(),
@@ -63,7 +66,9 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       maxStalledCount: 10,
       settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },
     });
-    worker.on('error', (error) => logger.warn({ err: error, queue }, 'worker error'));
+    worker.on('error', (error) => brake.note(error) || logger.warn({ err: error, queue }, 'worker error'));
+    // A step that failed because Redis refused a write (its attempt is logged at debug level).
+    worker.on('failed', (_job, error) => brake.note(error));
     worker.on('failed', (job, error) => {
       failCorpusJobOf(services, job, error.message, logger.child({ queue })).catch((cause: unknown) =>
         logger.warn({ err: cause, queue }, 'could not fail the corpus job of a failed job'),
@@ -71,6 +76,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     });
     return worker;
   });
+  brake.watch(workers);
   const failureSweep = sweepFailedJobs(services, definitions.map(({ queue }) => queue));
   services.shardEncoder.warm();
   const removeStaleCopies = (): void => {
@@ -84,10 +90,18 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   const schedulesTimer = options.schedules && keepSchedules(services, options.schedules.definitions, options.schedules.intervalMs ?? RESTORE_INTERVAL_MS);
   services.metrics.start({ concurrency: embedConcurrency });
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
+  readRedisMemory(services.redis).then(
+    (memory) => {
+      const problem = redisMemoryProblem(memory);
+      if (problem) logger.warn({ usedBytes: memory.usedBytes, maxmemoryBytes: memory.maxBytes, maxmemoryPolicy: memory.policy }, problem);
+    },
+    (error: unknown) => logger.warn({ err: error }, 'could not read Redis memory (INFO memory)'),
+  );
   return {
     async close({ force = false } = {}) {
       clearInterval(staleCopiesTimer);
       clearInterval(schedulesTimer);
+      brake.close();
       stopping.abort(new WorkerStoppingError());
       for (const gate of services.rateGates()) gate.cancelQueued(stopping.signal.reason as Error);
       await Promise.all(workers.map((worker) => worker.close(force)));

@@ -74,6 +74,13 @@ export const METRICS = define({
     labels: ['model', 'unit'],
   },
   workers: { name: 'embedq_workers', help: 'Worker processes that reported in the last 20 s.', type: 'gauge', labels: [] },
+  redisUsed: { name: 'embedq_redis_memory_used_bytes', help: "Redis's used_memory (on a cluster, the fullest primary's).", type: 'gauge', labels: [] },
+  redisMax: {
+    name: 'embedq_redis_maxmemory_bytes',
+    help: "Redis's maxmemory (0: no limit). At it, under noeviction, Redis refuses writes and no job makes progress.",
+    type: 'gauge',
+    labels: [],
+  },
 });
 
 export type MetricKey = keyof typeof METRICS;

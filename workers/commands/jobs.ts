@@ -6,6 +6,7 @@ import { sleep } from '../../src/sleep.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import type { JobOptions } from '../../src/job-options.js';
 import { describeGateState } from '../../src/rate/describe-gate.js';
+import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
 import { withServices } from './context.js';
@@ -53,7 +54,11 @@ export function registerJobCommands(program: Command): void {
         const record = await services.corpora.get(jobId);
         if (!record) throw new JobLostError(jobId);
         process.stdout.write(flags.json ? `${JSON.stringify(record, null, 2)}\n` : `${describeJob(record)}\n`);
-        if (!flags.json) process.stdout.write(`${describeGateState(await services.rateGate(record.options.model).state())}\n`);
+        if (flags.json) return 0;
+        // A job that does not move may be waiting on a full Redis: say so where the operator looks.
+        const redisProblem = redisMemoryProblem(await readRedisMemory(services.redis));
+        if (redisProblem) process.stdout.write(`redis     ${redisProblem}\n`);
+        process.stdout.write(`${describeGateState(await services.rateGate(record.options.model).state())}\n`);
         return 0;
       });
     });

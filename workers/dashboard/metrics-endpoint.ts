@@ -3,6 +3,7 @@ import { Registry } from 'prom-client';
 import { QUEUES } from '../../jobs/queues.js';
 import { BACKLOG_STATES, METRICS, QUEUE_DEPTH_STATES, type MetricDefinition } from '../../src/metrics/metric-names.js';
 import { readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
+import { readRedisMemory } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
 import { readQueueDepths } from './snapshot.js';
 import { liveWorkers, type RateSource } from './sources.js';
@@ -16,7 +17,7 @@ interface Value {
 /**
  * `/metrics`: the workers' counters and histograms (flushed to Redis, see MetricsRecorder) next to
  * what the dashboard reads directly at scrape time (queue depths, corpus jobs by state, rates, live
- * workers), then BullMQ's own `exportPrometheusMetrics` per queue (`bullmq_job_count`).
+ * workers, Redis memory), then BullMQ's own `exportPrometheusMetrics` per queue (`bullmq_job_count`).
  */
 export function createMetricsEndpoint(services: Services, rates: RateSource) {
   let samples: MetricSample[] = [];
@@ -42,11 +43,12 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
   }
 
   async function readDirect(): Promise<Map<string, Value[]>> {
-    const [depths, records, figures, workers] = await Promise.all([
+    const [depths, records, figures, workers, memory] = await Promise.all([
       readQueueDepths(services),
       services.corpora.list(1_000),
       rates.read(),
       liveWorkers(services),
+      readRedisMemory(services.redis),
     ]);
     const map = new Map<string, Value[]>();
     map.set(
@@ -73,6 +75,8 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
     map.set(METRICS.rateLearned.name, perModel((figure) => figure.learned));
     map.set(METRICS.rateInForce.name, perModel((figure) => figure.inForce));
     map.set(METRICS.workers.name, [{ value: workers.length, labels: {} }]);
+    map.set(METRICS.redisUsed.name, [{ value: memory.usedBytes, labels: {} }]);
+    map.set(METRICS.redisMax.name, [{ value: memory.maxBytes, labels: {} }]);
     return map;
   }
 

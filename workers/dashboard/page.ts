@@ -74,6 +74,8 @@ function render(s) {
   $('#queues').innerHTML = rows(Object.entries(s.queues), '', ['queue', 'waiting#', 'prior.#', 'delayed#', 'active#'], ([q, d]) => [esc(q), num(d.waiting), num(d.prioritized), num(d.delayed), num(d.active)]);
   $('#workers').innerHTML = rows(s.workers, 'No live workers.', ['worker', 'conc.#', 'seen#'], (w) => [esc(w.id), num(w.concurrency), w.ageSeconds + ' s ago']);
   $('#schedules').innerHTML = rows(s.schedules, 'No schedules.', ['name', 'next', 'last', 'runs / skipped'], (x) => [esc(x.name) + '<br><span class="paths">' + esc(x.cron) + ' ' + esc(x.tz) + '</span>', x.next_run ? time(Date.parse(x.next_run)) : '–', x.last_run ? esc(x.last_run.job_id) + ' ' + esc(x.last_run.state) : '–', x.runs + ' / ' + x.skipped + (x.last_error ? '<br><span class="paths">' + esc(x.last_error) + '</span>' : '')]);
+  $('#redis').hidden = !s.redisProblem;
+  $('#redis').textContent = s.redisProblem ? 'Redis: ' + s.redisProblem : '';
   $('#updated').textContent = 'updated ' + new Date(s.at).toLocaleTimeString();
 }
 document.addEventListener('click', async (e) => {
@@ -92,7 +94,7 @@ export function dashboardPage(): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>embedq dashboard</title><style>${STYLE}</style></head><body>
 <header><h1>embedq</h1><span class="live" id="updated">connecting…</span><a href="/queues">Bull Board →</a><a href="/metrics" style="margin-left:12px">/metrics</a></header>
-<main><div><section><h2>Corpus jobs</h2><div id="jobs"></div></section></div>
+<main><div><div class="errors" id="redis" role="alert" hidden></div><section><h2>Corpus jobs</h2><div id="jobs"></div></section></div>
 <aside><section><h2>Rate gate</h2><div id="rates"></div></section><section><h2>Queues</h2><div id="queues"></div></section>
 <section><h2>Live workers</h2><div id="workers"></div></section><section><h2>Schedules</h2><div id="schedules"></div></section></aside></main>
 <script>${SCRIPT}</script></body></html>`;

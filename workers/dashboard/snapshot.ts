@@ -1,6 +1,7 @@
 import { QUEUES, type QueueName } from '../../jobs/queues.js';
 import { QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
 import { readJobRequestStats } from '../../src/metrics/read-metrics.js';
+import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
 import { FirstErrors, toJobView, type JobView } from './job-views.js';
 import { liveWorkers, type RateFigures, type RateSource, type ScheduleSource, type ScheduleView, type WorkerView } from './sources.js';
@@ -16,6 +17,8 @@ export interface Snapshot {
   rates: RateFigures[];
   workers: WorkerView[];
   schedules: ScheduleView[];
+  /** What the operator must fix in Redis (full, nearly full, an evicting policy), or null. */
+  redisProblem: string | null;
 }
 
 export interface DashboardSources {
@@ -93,18 +96,19 @@ export class DashboardState {
     for (const record of records) this.throughput.record(record.id, record.rowsEmbedded + record.rowsFailed + record.rowsBlank, now);
     this.throughput.keepOnly(ids);
     this.firstErrors.keepOnly(ids);
-    const [requests, queues, rates, workers, schedules, errors] = await Promise.all([
+    const [requests, queues, rates, workers, schedules, errors, memory] = await Promise.all([
       readJobRequestStats(services.redis, services.settings.redisPrefix, [...ids]),
       readQueueDepths(services),
       this.sources.rates.read(),
       liveWorkers(services, now),
       this.sources.schedules.list(),
       Promise.all(records.map((record) => this.firstErrors.of(record))),
+      readRedisMemory(services.redis),
     ]);
     const jobs = records.map((record, index) =>
       toJobView(record, requests.get(record.id) ?? { requests: 0, throttled: 0 }, this.throughput, errors[index] ?? [], now),
     );
-    this.current = { at: now, jobs, queues, rates, workers, schedules };
+    this.current = { at: now, jobs, queues, rates, workers, schedules, redisProblem: redisMemoryProblem(memory) ?? null };
     for (const listener of this.listeners) listener(this.current);
     return this.current;
   }

@@ -1,0 +1,111 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
+import { startPrivateRedis, type PrivateRedis } from '../../src/redis/private-redis.js';
+import { parseInfoMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
+import { sleep } from '../../src/sleep.js';
+import { buildCorpus } from '../support/corpus-fixture.js';
+import { startDashboard } from '../support/dashboard.js';
+import { verifyOutput } from '../support/verify-output.js';
+import { downloadPrefix, removeFolder, runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
+
+const SHARD_ROWS = 40;
+const parameters = embeddingParameters(parseJobOptions({ input: 'x', output: 'y' }));
+
+/**
+ * A Redis at maxmemory (noeviction, as the runbook asks) refuses every write. BullMQ's workers
+ * retried the refused fetch at once, in a loop: 140 refusals a second from one worker process,
+ * each logged with its command's arguments, 22 MB of logs in a minute. Now the workers rest and
+ * say so once; `status` names the cause; freeing memory lets the job finish, exact.
+ */
+describe('a full Redis', () => {
+  let redis: PrivateRedis;
+  let world: World;
+  const corpus = buildCorpus('data/', { textLines: 200 });
+  const folders: string[] = [];
+
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+    world = await startWorld({ faults: { latencyMs: { min: 5, median: 10, p99: 20 } } }, { REDIS_URL: redis.url, LOG_LEVEL: 'info' });
+    for (const object of corpus.objects) await world.put(object.key, object.body);
+  });
+  afterAll(async () => {
+    await world.close();
+    await redis.stop();
+    for (const folder of folders) await removeFolder(folder);
+  });
+
+  it('makes the workers rest and say why once; status names it; once memory is freed the job finishes exact', { timeout: 90_000 }, async () => {
+    const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/full/', '--shard-rows', String(SHARD_ROWS), '--text-field', 'text', '--id-field', 'id']);
+    expect(submitted.code, submitted.stderr).toBe(0);
+    const id = submitted.stdout.trim();
+
+    // Fill Redis to its maxmemory with other keys.
+    const client = world.services.redis;
+    const used = parseInfoMemory(await client.info('memory')).usedBytes;
+    await client.config('SET', 'maxmemory', String(used + 2 * 1024 * 1024));
+    const filler = Buffer.alloc(64 * 1024, 1);
+    const fillers: string[] = [];
+    for (;;) {
+      const key = `filler:${fillers.length}`;
+      const refused = await client.set(key, filler).then(
+        () => false,
+        (error: Error) => error.message.startsWith('OOM'),
+      );
+      if (refused) break;
+      fillers.push(key);
+    }
+
+    let log = '';
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '4']);
+    worker.stdout?.on('data', (chunk: Buffer) => (log += chunk.toString()));
+    try {
+      await sleep(12_000);
+      const messages = log.split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { msg: string }).msg);
+      const full = messages.filter((message) => message.startsWith('Redis is full and refuses writes'));
+      expect(full).toHaveLength(1);
+      // Before: hundreds of `worker error` lines a second, kilobytes each.
+      expect(messages.filter((message) => message === 'worker error').length).toBeLessThan(10);
+      expect(log.length).toBeLessThan(64 * 1024);
+      // Nothing moved: the split never got its step.
+      expect((await world.services.corpora.get(id))?.state).toBe('queued');
+
+      const status = await runEmbedq(world.env, ['status', id]);
+      expect(status.code, status.stderr).toBe(0);
+      expect(status.stdout).toMatch(/^redis {5}Redis is full \([\d.]+ MB used of maxmemory [\d.]+ MB\): it refuses writes/m);
+      // The dashboard shows it above the jobs, and /metrics has what an alert needs.
+      const dashboard = await startDashboard(world.services);
+      try {
+        expect((await dashboard.dashboard.state.refresh()).redisProblem).toMatch(/^Redis is full/);
+        const metrics = await (await fetch(`${dashboard.url}/metrics`)).text();
+        const gauge = (name: string): number => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(metrics)?.[1]);
+        expect(gauge('embedq_redis_memory_used_bytes')).toBeGreaterThanOrEqual(gauge('embedq_redis_maxmemory_bytes'));
+        expect(gauge('embedq_redis_maxmemory_bytes')).toBeGreaterThan(0);
+      } finally {
+        await dashboard.close();
+      }
+
+      // The operator frees memory: the job goes on by itself.
+      await client.del(...fillers);
+      const record = await waitForJob(world.services, id, undefined, 60_000);
+      expect(record.state, record.error ?? '').toBe('completed');
+      // Said once the workers have gone a while without a refusal.
+      for (let waited = 0; !log.includes('"msg":"Redis accepts writes again"') && waited < 20_000; waited += 200) await sleep(200);
+      expect(log).toContain('"msg":"Redis accepts writes again"');
+      expect(log).not.toContain('could not sweep failed jobs');
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+    const { folder } = await downloadPrefix(world.s3, 'out', 'full/');
+    folders.push(folder);
+    await verifyOutput(folder, corpus.expected, parameters, SHARD_ROWS);
+  });
+
+  it('names the other memory problems an operator should fix', () => {
+    const megabyte = 1024 * 1024;
+    expect(redisMemoryProblem({ usedBytes: 50 * megabyte, maxBytes: 0, policy: 'allkeys-lru' })).toBeUndefined();
+    expect(redisMemoryProblem({ usedBytes: 50 * megabyte, maxBytes: 100 * megabyte, policy: 'noeviction' })).toBeUndefined();
+    expect(redisMemoryProblem({ usedBytes: 95 * megabyte, maxBytes: 100 * megabyte, policy: 'noeviction' })).toMatch(/^Redis is nearly full \(95\.0 MB used of maxmemory 100\.0 MB\)/);
+    expect(redisMemoryProblem({ usedBytes: 10 * megabyte, maxBytes: 100 * megabyte, policy: 'allkeys-lru' })).toMatch(/^maxmemory-policy is allkeys-lru .*set maxmemory-policy noeviction$/);
+  });
+});
