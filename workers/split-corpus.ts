@@ -217,6 +217,9 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     const resume = written.resumeIn(index);
     let from: { offset: number; line: number } | undefined;
     if (resume && resume.row - row === resume.line) {
+      // Checked first by its listed version: a rewritten object may be shorter than the offset.
+      const version = object.version ?? (await object.store.stat(object.key))?.version;
+      if (version !== undefined) await verify(version);
       await stepOver(resume.row);
       if (stopped) break;
       from = { offset: resume.offset, line: resume.line };

@@ -74,6 +74,8 @@ describe('a split that starts again steps over the objects already in written sh
     const small = Array.from({ length: LINES }, (_, line) => `${text(1, line)}\n`).join('');
     await world.put('resume-mid/a.txt', large);
     await world.put('resume-mid/b.txt', small);
+    await world.put('resume-mid-changed/a.txt', large);
+    await world.put('resume-mid-changed/b.txt', small);
     await world.put('resume-mid-gz/a.txt.gz', gzipSync(large));
     await world.put('resume-mid-gz/b.txt', small);
     for (const prefix of ['resume/', 'resume-changed/']) {
@@ -155,6 +157,15 @@ describe('a split that starts again steps over the objects already in written sh
       ),
     );
     expect(await world.services.redis.exists(world.services.corpora.keys.shardStarts(id)), 'shard starts dropped at finalize').toBe(0);
+  });
+
+  it('fails with INPUT_CHANGED, before any ranged GET, when the object holding the first unwritten shard was rewritten shorter', async () => {
+    const id = await submit('resume-mid-changed/');
+    await splitAndWriteTwoShards(id);
+    await world.s3.client.send(new PutObjectCommand({ Bucket: 'corpus', Key: 'resume-mid-changed/a.txt', Body: `${largeText(0)}\n` }));
+    requests.length = 0;
+    await expect(splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context())).rejects.toThrow(/resume-mid-changed\/a\.txt is not the object job/);
+    expect(requests.filter((request) => request.startsWith('GetObject resume-mid-changed/a.txt'))).toEqual([]);
   });
 
   it('reads a gzipped object from its start again (no offsets in it), and the output is exact', async () => {
