@@ -103,6 +103,23 @@ export class ScheduleStore {
     return this.redis.zrange(this.namesKey, 0, -1);
   }
 
+  /**
+   * Marks that Redis holds the schedules as a schedules file was last checked or applied. A Redis
+   * that lost its data (restarted without persistence, flushed) lost the mark too: only then may a
+   * worker put back the file's missing schedules, which otherwise were removed on purpose.
+   */
+  async recordFileCheck(): Promise<void> {
+    await this.redis.set(this.fileCheckKey, String(Date.now()));
+  }
+
+  async hasFileCheck(): Promise<boolean> {
+    return (await this.redis.exists(this.fileCheckKey)) === 1;
+  }
+
+  private get fileCheckKey(): string {
+    return `${this.prefix}:schedules:file-checked`;
+  }
+
   async remove(name: string): Promise<boolean> {
     const [[, removed]] = (await this.redis.multi().zrem(this.namesKey, name).del(this.key(name), this.ticksKey(name)).exec()) as [[unknown, number]];
     return Number(removed) === 1;

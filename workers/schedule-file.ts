@@ -126,26 +126,35 @@ export async function applySchedules(services: Services, definitions: readonly S
       outcomes.set(name, 'removed');
     }
   }
+  // What was applied is now what Redis holds: workers with an older file must not put back what it pruned.
+  await store.recordFileCheck();
   return outcomes;
 }
 
 /**
- * A worker's check: every schedule of the file that Redis no longer has (or whose BullMQ Job
- * Scheduler is gone) is put back. Schedules Redis has are left as they are: `apply` is how a
- * changed file takes effect, so two workers of a rolling deploy never undo each other's file.
+ * A worker's check: once Redis has lost its data, every schedule of the file it no longer has is
+ * put back; a schedule whose BullMQ Job Scheduler is gone gets one again. Schedules Redis has are
+ * left as they are: `apply` is how a changed file takes effect, so two workers of a rolling deploy
+ * never undo each other's file. A schedule missing from a Redis that kept its data was removed on
+ * purpose (`schedule remove`, `apply --prune`): it stays removed (ScheduleStore.hasFileCheck).
  */
 export async function restoreLostSchedules(services: Services, definitions: readonly ScheduleDefinition[], logger: Logger): Promise<string[]> {
   const store = scheduleStore(services);
   const queue = services.queues[QUEUES.schedule];
+  const redisLostData = !(await store.hasFileCheck());
   const restored: string[] = [];
   for (const definition of definitions) {
     const existing = await store.get(definition.name);
     if (existing && (await nextTick(queue, definition.name)) !== null) continue;
+    if (!existing && !redisLostData) continue;
     if (!existing) await store.upsert(definition);
     await installScheduler(queue, existing ?? definition);
     restored.push(definition.name);
     logger.warn({ schedule: definition.name }, existing ? 'schedule had no BullMQ Job Scheduler; installed again' : 'schedule was missing from Redis; restored from the schedules file');
   }
+  // Only after a restore: a check that found the mark must not write it again, or a Redis that
+  // lost its data while the check ran would look intact to the next one.
+  if (redisLostData) await store.recordFileCheck();
   return restored;
 }
 

@@ -10,7 +10,7 @@ import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
 import { RedisFullBrake } from './redis-full-brake.js';
 import { processor, WorkerStoppingError } from './run-job.js';
-import { RESTORE_INTERVAL_MS, restoreLostSchedules } from './schedule-file.js';
+import { readScheduleFile, RESTORE_INTERVAL_MS, restoreLostSchedules } from './schedule-file.js';
 import { scheduleTickProcessor } from './schedule-tick.js';
 import type { Services } from './services.js';
 import { splitCorpus } from './split-corpus.js';
@@ -19,8 +19,12 @@ import { writeShard } from './write-shard.js';
 export interface WorkerPoolOptions {
   /** Embed requests in flight in this process (Default: settings.worker.concurrency). */
   concurrency?: number;
-  /** A schedules file's definitions (EMBEDQ_SCHEDULES_FILE): any Redis lost is put back, checked every `intervalMs`. */
-  schedules?: { definitions: readonly ScheduleDefinition[]; intervalMs?: number };
+  /**
+   * A schedules file (EMBEDQ_SCHEDULES_FILE) and its definitions as read at start: what Redis lost
+   * is put back, checked every `intervalMs`, from the file as it is then (a ConfigMap updated in
+   * place counts; a file that no longer reads keeps the last good definitions).
+   */
+  schedules?: { file: string; definitions: readonly ScheduleDefinition[]; intervalMs?: number };
 }
 
 export interface WorkerPool {
@@ -87,7 +91,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   };
   removeStaleCopies();
   const staleCopiesTimer = setInterval(removeStaleCopies, STALE_COPIES_CHECK_MS).unref();
-  const schedulesTimer = options.schedules && keepSchedules(services, options.schedules.definitions, options.schedules.intervalMs ?? RESTORE_INTERVAL_MS);
+  const schedulesTimer = options.schedules && keepSchedules(services, options.schedules, options.schedules.intervalMs ?? RESTORE_INTERVAL_MS);
   services.metrics.start({ concurrency: embedConcurrency });
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   readRedisMemory(services.redis).then(
@@ -113,10 +117,25 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
 }
 
 /** Puts back the file's schedules Redis lost (a Redis restarted without persistence), now and every `intervalMs`. */
-function keepSchedules(services: Services, definitions: readonly ScheduleDefinition[], intervalMs: number): NodeJS.Timeout {
-  const logger = services.logger.child({ component: 'schedules-file' });
+function keepSchedules(services: Services, schedules: { file: string; definitions: readonly ScheduleDefinition[] }, intervalMs: number): NodeJS.Timeout {
+  const logger = services.logger.child({ component: 'schedules-file', file: schedules.file });
+  let definitions = schedules.definitions;
+  let unreadable: string | undefined;
+  const reread = async (): Promise<void> => {
+    try {
+      definitions = await readScheduleFile(schedules.file);
+      unreadable = undefined;
+    } catch (error) {
+      // Said once per new problem, not every minute; the last good definitions stay in use.
+      const message = error instanceof Error ? error.message : String(error);
+      if (message !== unreadable) logger.error({ err: error }, 'schedules file unreadable; the last good version stays in use');
+      unreadable = message;
+    }
+  };
   const check = (): void => {
-    restoreLostSchedules(services, definitions, logger).catch((error: unknown) => logger.warn({ err: error }, 'could not check the schedules against the schedules file'));
+    reread()
+      .then(() => restoreLostSchedules(services, definitions, logger))
+      .catch((error: unknown) => logger.warn({ err: error }, 'could not check the schedules against the schedules file'));
   };
   check();
   return setInterval(check, intervalMs).unref();

@@ -22,10 +22,19 @@ describe('schedules file', () => {
   let folder: string;
   const add = (name: string, cron: string, extra: string[] = []) =>
     runEmbedq(world.env, ['schedule', 'add', name, 's3://corpus/daily.txt', '--cron', cron, '--out', `s3://out/${name}/{date}/`, '--dimension', '64', ...extra]);
-  /** What a Redis restarted without persistence leaves of a schedule: nothing. */
+  /**
+   * What a Redis restarted without persistence leaves of a schedule: nothing, and no mark of the
+   * last file check either (a schedule merely removed leaves the mark; see the last test).
+   */
   const loseSchedule = async (name: string): Promise<void> => {
     await world.services.queues[QUEUES.schedule].removeJobScheduler(name);
     await store.remove(name);
+    await world.services.redis.del(`${world.settings.redisPrefix}:schedules:file-checked`);
+  };
+  /** Every key of this world's prefix gone, as after a FLUSHALL or a restart without persistence. */
+  const loseRedisData = async (): Promise<void> => {
+    const keys = await world.services.redis.keys(`${world.settings.redisPrefix}:*`);
+    if (keys.length > 0) await world.services.redis.del(...keys);
   };
 
   beforeAll(async () => {
@@ -115,7 +124,7 @@ describe('schedules file', () => {
     await loseSchedule('lost');
     await world.services.queues[QUEUES.schedule].removeJobScheduler('unscheduled');
 
-    const pool = startWorkers(world.services, { concurrency: 2, schedules: { definitions: await readScheduleFile(file), intervalMs: 200 } });
+    const pool = startWorkers(world.services, { concurrency: 2, schedules: { file, definitions: await readScheduleFile(file), intervalMs: 200 } });
     try {
       const deadline = Date.now() + 10_000;
       while (((await store.get('lost')) === undefined || (await nextTick(world.services.queues[QUEUES.schedule], 'unscheduled')) === null) && Date.now() < deadline) await sleep(100);
@@ -135,5 +144,45 @@ describe('schedules file', () => {
     const exported = JSON.parse((await runEmbedq(world.env, ['schedule', 'export'])).stdout) as { schedules: Array<{ name: string }> };
     expect(exported.schedules.map((schedule) => schedule.name)).toEqual(expect.arrayContaining(['kept', 'lost', 'unscheduled']));
     expect(JSON.parse(await readFile(file, 'utf8')).schedules).toHaveLength(3);
+  });
+
+  it('a schedule removed while workers run with a file naming it stays removed; the file as edited since is what a lost Redis gets back', async () => {
+    const file = path.join(folder, 'edited.json');
+    const schedule = (name: string, cron: string) => ({ name, cron, tz: 'UTC', input: 's3://corpus/daily.txt', out: `s3://out/${name}/{date}/`, options: { dimension: 64 } });
+    await writeFile(file, JSON.stringify({ version: 1, schedules: [schedule('nightly', '0 2 * * *'), schedule('hourly', '0 * * * *')] }));
+    expect((await runEmbedq(world.env, ['schedule', 'apply', file])).code).toBe(0);
+    const pool = startWorkers(world.services, { concurrency: 2, schedules: { file, definitions: await readScheduleFile(file), intervalMs: 200 } });
+    try {
+      // The operator stops the nightly run. Before, the worker put it back within a check.
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'nightly'])).code).toBe(0);
+      await sleep(1_500);
+      expect(await store.get('nightly')).toBeUndefined();
+      expect(await nextTick(world.services.queues[QUEUES.schedule], 'nightly')).toBeNull();
+
+      // The file is edited in place (a ConfigMap): nightly gone, hourly at :15, a weekly one.
+      // With Redis intact the worker changes nothing (`apply` is how an edit takes effect)...
+      await writeFile(file, JSON.stringify({ version: 1, schedules: [schedule('hourly', '15 * * * *'), schedule('weekly', '0 3 * * 1')] }));
+      await sleep(1_000);
+      expect((await store.get('hourly'))?.cron).toBe('0 * * * *');
+      expect(await store.get('weekly')).toBeUndefined();
+      // ...and a Redis that lost its data gets the file's schedules as they are now.
+      await loseRedisData();
+      const deadline = Date.now() + 10_000;
+      while ((await store.get('weekly')) === undefined && Date.now() < deadline) await sleep(100);
+      expect((await store.get('hourly'))?.cron).toBe('15 * * * *');
+      expect((await store.get('weekly'))?.cron).toBe('0 3 * * 1');
+      expect(await nextTick(world.services.queues[QUEUES.schedule], 'weekly')).toBeGreaterThan(Date.now());
+      expect(await store.names()).not.toContain('nightly');
+
+      // A file that no longer reads (a bad edit): the last good version is what comes back.
+      await writeFile(file, '{ "version": 1, "schedules": [');
+      await sleep(500);
+      await loseRedisData();
+      const again = Date.now() + 10_000;
+      while ((await store.get('weekly')) === undefined && Date.now() < again) await sleep(100);
+      expect((await store.names()).sort()).toEqual(['hourly', 'weekly']);
+    } finally {
+      await pool.close();
+    }
   });
 });

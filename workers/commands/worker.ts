@@ -24,7 +24,8 @@ export function registerWorkerCommand(program: Command): void {
       const settings = loadSettings(process.env, { requireApiKey: true });
       const logger = createLogger(settings.log);
       // A bad schedules file stops the worker at start, naming the file and the schedule.
-      const schedules = settings.schedulesFile === undefined ? undefined : { definitions: await readScheduleFile(settings.schedulesFile) };
+      const file = settings.schedulesFile;
+      const schedules = file === undefined ? undefined : { file, definitions: await readScheduleFile(file) };
       const services = createServices(settings, logger);
       const pool = startWorkers(services, { concurrency, schedules });
       // Where the memory is, every 5 s and after each shard (the bench reads these lines).
