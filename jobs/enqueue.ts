@@ -62,7 +62,10 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
     await corpora.jobs.create(id, options, { schedule: extra.schedule, leaseKey: corpora.leases.keyOf(options.output) });
     await enqueueSplit(deps.splitQueue, id, 0);
   } catch (error) {
-    await corpora.leases.release(options.output, id);
+    // Nothing of a failed submit stays: no record queued forever, no lease refusing the next run.
+    // Best effort: the submit's own error is the one to report.
+    await corpora.jobs.discard(id).catch(() => undefined);
+    await corpora.leases.release(options.output, id).catch(() => undefined);
     throw error;
   }
   // Records grow with every run (a schedule every minute: ~2.5 MB a day); old ones go here.

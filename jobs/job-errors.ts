@@ -42,6 +42,12 @@ export class RedisUnavailableError extends EmbedqError {
   readonly retryable = true;
 }
 
+/** Redis is at maxmemory (noeviction) and refused a write the command needed. Exit 1. */
+export class RedisFullError extends EmbedqError {
+  readonly code = 'REDIS_FULL';
+  readonly retryable = true;
+}
+
 /**
  * Lines rejected so thickly that the cause must be systematic (see shard-buffer.ts): the job
  * fails rather than completing with every row in `_errors.jsonl`.

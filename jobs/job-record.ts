@@ -118,6 +118,15 @@ export class JobRecords {
       .exec();
   }
 
+  /**
+   * Removes the record of a job whose submit failed before its split was queued, so no job stays
+   * `queued` forever. DEL and ZREM, not a script: a full Redis refuses scripts that may write, and
+   * these commands, which only free memory, it still takes.
+   */
+  async discard(id: string): Promise<void> {
+    await this.redis.multi().del(this.keys.job(id)).zrem(this.keys.jobs, id).exec();
+  }
+
   /** The job's record, or undefined when Redis does not have it (never submitted, or Redis lost it). */
   async get(id: string): Promise<CorpusJobRecord | undefined> {
     const hash = await this.redis.hgetall(this.keys.job(id));

@@ -2,7 +2,6 @@ import path from 'node:path';
 
 import type { RedisClient } from '../src/redis/redis-client.js';
 
-import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
 
 /**
@@ -17,21 +16,11 @@ export function outputIdentity(output: string): string {
   return `${path.resolve(output).replace(/\/*$/, '')}/`;
 }
 
-// KEYS: lease. ARGV: job id. Deletes the lease only if this job holds it.
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
 export class OutputLeases {
-  private readonly releaseScript;
-
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: CorpusKeys,
-  ) {
-    this.releaseScript = defineLuaScript(redis, RELEASE);
-  }
+  ) {}
 
   /** The Redis key of an output's lease (kept on the job record, so its end can release it). */
   keyOf(output: string): string {
@@ -48,9 +37,15 @@ export class OutputLeases {
     return holder === jobId ? undefined : holder;
   }
 
-  /** Gives the lease back if `jobId` holds it (a submit that failed after taking it). */
+  /**
+   * Gives the lease back if `jobId` holds it (a submit that failed after taking it). GET then DEL,
+   * not a script: a full Redis, which may be why the submit failed, refuses scripts that may write
+   * but takes DEL, and a lease left behind would refuse every later run into the output. Safe
+   * without a transaction: a held lease changes only by its holder's own end, and this job has none.
+   */
   async release(output: string, jobId: string): Promise<void> {
-    await this.releaseScript([this.keyOf(output)], jobId);
+    const key = this.keyOf(output);
+    if ((await this.redis.get(key)) === jobId) await this.redis.del(key);
   }
 
   /** The job holding the output, if any. */

@@ -1,5 +1,7 @@
+import type { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { submitCorpusJob } from '../../jobs/enqueue.js';
 import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { startPrivateRedis, type PrivateRedis } from '../../src/redis/private-redis.js';
 import { parseInfoMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
@@ -99,6 +101,37 @@ describe('a full Redis', () => {
     const { folder } = await downloadPrefix(world.s3, 'out', 'full/');
     folders.push(folder);
     await verifyOutput(folder, corpus.expected, parameters, SHARD_ROWS);
+  });
+
+  it('a command refused by a full Redis says REDIS_FULL with the figures (exit 1); a submit that fails midway leaves no record and no lease', async () => {
+    const client = world.services.redis;
+    const used = parseInfoMemory(await client.info('memory')).usedBytes;
+    await client.config('SET', 'maxmemory', String(used + 1024 * 1024));
+    const filler = Buffer.alloc(64 * 1024, 1);
+    const fillers: string[] = [];
+    while (await client.set(`filler:${fillers.length}`, filler).then(() => true, () => false)) fillers.push(`filler:${fillers.length}`);
+    try {
+      const refused = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/refused/']);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/^embedq: REDIS_FULL: Redis is full \([\d.]+ MB used of maxmemory [\d.]+ MB\)/m);
+    } finally {
+      await client.del(...fillers);
+      await client.config('SET', 'maxmemory', '0');
+    }
+
+    // Redis refused the split's enqueue after the lease and the record were written (BullMQ's
+    // script is the largest write of a submit, so the likeliest refused).
+    const before = (await world.services.corpora.list(1_000)).length;
+    const refusingQueue = { add: async () => Promise.reject(new Error("OOM command not allowed when used memory > 'maxmemory'.")) } as unknown as Queue;
+    const deps = { corpora: world.services.corpora, splitQueue: refusingQueue, s3: () => world.services.s3() };
+    const options = parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/midway/' });
+    await expect(submitCorpusJob(deps, options)).rejects.toThrow(/^OOM/);
+    // Before: a record `queued` for good, and a lease refusing the next run into the output.
+    expect(await world.services.corpora.list(1_000)).toHaveLength(before);
+    expect(await world.services.corpora.leases.holder('s3://out/midway/')).toBeUndefined();
+    const retried = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/midway/']);
+    expect(retried.code, retried.stderr).toBe(0);
+    await world.services.corpora.jobs.markCancelled(retried.stdout.trim());
   });
 
   it('names the other memory problems an operator should fix', () => {

@@ -1,7 +1,8 @@
-import { RedisUnavailableError } from '../../jobs/job-errors.js';
+import { RedisFullError, RedisUnavailableError } from '../../jobs/job-errors.js';
 import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { describeRedisTarget } from '../../src/redis/redis-client.js';
+import { isRedisFullError, readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { COMMAND_REDIS_TIMEOUT_MS, createServices, redisTarget, type Services } from '../services.js';
 
 /**
@@ -31,9 +32,20 @@ export async function withServices<T>(
     } finally {
       clearTimeout(timer);
     }
-    return await run(services);
+    try {
+      return await run(services);
+    } catch (error) {
+      if (isRedisFullError(error)) throw await redisFull(services);
+      throw error;
+    }
   } finally {
     // Closing politely waits for a Redis that is gone; never let that hold the command.
     await Promise.race([services.close(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
   }
+}
+
+/** The command's write was refused by a full Redis: say so with its figures, not as an internal error. */
+async function redisFull(services: Services): Promise<RedisFullError> {
+  const problem = await readRedisMemory(services.redis).then(redisMemoryProblem, () => undefined);
+  return new RedisFullError(`${problem ?? 'Redis is full: it refuses writes'}; run the command again once there is room`);
 }
