@@ -1,4 +1,5 @@
 import { EmbedqError } from '../src/errors.js';
+import type { LeaseHolder } from './output-lease.js';
 
 /** Errors of the job lifecycle that commands report with a code and a message, never a stack. */
 
@@ -6,11 +7,17 @@ import { EmbedqError } from '../src/errors.js';
 export class OutputLeasedError extends EmbedqError {
   readonly code = 'OUTPUT_LEASED';
   readonly retryable = false;
+  readonly holder: string;
   constructor(
     readonly output: string,
-    readonly holder: string,
+    holder: LeaseHolder,
   ) {
-    super(`${output} is being written by job ${holder}; wait for it to end or cancel it (embedq cancel ${holder})`);
+    super(
+      holder.ending
+        ? `${output}: job ${holder.jobId} stopped moments ago and a step of it may still be writing there; try again within a minute, or resume it (embedq retry ${holder.jobId})`
+        : `${output} is being written by job ${holder.jobId}; wait for it to end or cancel it (embedq cancel ${holder.jobId})`,
+    );
+    this.holder = holder.jobId;
   }
 }
 

@@ -260,7 +260,8 @@ export class JobRecords {
       if (result[1] === STALE_OPEN_BUFFERS) continue;
       if (result[0] > 0) return { generation: result[0] };
       if (result[1] === 'missing') return { reason: 'missing' };
-      if (result[1] === 'leased') return { reason: 'leased', holder: result[2]! };
+      // An `ending:<id>` holder stopped moments ago; its id is what the operator needs.
+      if (result[1] === 'leased') return { reason: 'leased', holder: result[2]!.replace(/^ending:/, '') };
       return { reason: 'not-stopped', state: result[1]! };
     }
     throw new Error(`job ${id}: shard buffers kept appearing during retry; try again`);

@@ -16,6 +16,25 @@ export function outputIdentity(output: string): string {
   return `${path.resolve(output).replace(/\/*$/, '')}/`;
 }
 
+/**
+ * A job that stopped (failed, cancelled) keeps its output this long, as `ending:<id>`: a step of it
+ * may still be uploading a shard (a cancel does not cut an upload), and a run submitted meanwhile
+ * with `--overwrite` would clear the output and then receive that stale file. `embedq cancel`
+ * gives it back as soon as none of the job's steps is active; `retry` of the job takes it again.
+ */
+export const ENDING_LEASE_MS = 60_000;
+const ENDING = 'ending:';
+
+/** Who holds an output: a job writing it, or one that stopped moments ago (`ending`). */
+export interface LeaseHolder {
+  jobId: string;
+  ending: boolean;
+}
+
+function parseHolder(value: string): LeaseHolder {
+  return value.startsWith(ENDING) ? { jobId: value.slice(ENDING.length), ending: true } : { jobId: value, ending: false };
+}
+
 export class OutputLeases {
   constructor(
     private readonly redis: RedisClient,
@@ -27,14 +46,17 @@ export class OutputLeases {
     return this.keys.lease(outputIdentity(output));
   }
 
-  /** Takes the lease for `jobId`; returns undefined on success, else the id of the job holding it. */
-  async acquire(output: string, jobId: string): Promise<string | undefined> {
+  /** Takes the lease for `jobId`; returns undefined on success, else who holds it. */
+  async acquire(output: string, jobId: string): Promise<LeaseHolder | undefined> {
     const key = this.keyOf(output);
     if ((await this.redis.set(key, jobId, 'NX')) === 'OK') return undefined;
-    const holder = await this.redis.get(key);
+    let holder = await this.redis.get(key);
     // Released between SET and GET: try once more rather than report a holder that is gone.
-    if (holder === null) return (await this.redis.set(key, jobId, 'NX')) === 'OK' ? undefined : ((await this.redis.get(key)) ?? 'unknown');
-    return holder === jobId ? undefined : holder;
+    if (holder === null) {
+      if ((await this.redis.set(key, jobId, 'NX')) === 'OK') return undefined;
+      holder = (await this.redis.get(key)) ?? 'unknown';
+    }
+    return holder === jobId ? undefined : parseHolder(holder);
   }
 
   /**
@@ -48,8 +70,19 @@ export class OutputLeases {
     if ((await this.redis.get(key)) === jobId) await this.redis.del(key);
   }
 
-  /** The job holding the output, if any. */
-  async holder(output: string): Promise<string | undefined> {
-    return (await this.redis.get(this.keyOf(output))) ?? undefined;
+  /**
+   * Gives back the lease a stopped job kept (`ending`) once none of its steps is active. GET then
+   * DEL: an ending lease changes only by expiring or by the job's own retry, which makes it
+   * `jobId` again, and then the GET no longer matches.
+   */
+  async releaseEnding(output: string, jobId: string): Promise<void> {
+    const key = this.keyOf(output);
+    if ((await this.redis.get(key)) === ENDING + jobId) await this.redis.del(key);
+  }
+
+  /** Who holds the output, if anyone. */
+  async holder(output: string): Promise<LeaseHolder | undefined> {
+    const value = await this.redis.get(this.keyOf(output));
+    return value === null ? undefined : parseHolder(value);
   }
 }

@@ -128,8 +128,10 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     expect((await post('retry')).status).toBe(409); // running: nothing to retry
     const cancel = await post('cancel');
     expect(cancel.status).toBe(200);
-    expect(await cancel.json()).toEqual({ id, cancelled: true });
+    // As `embedq cancel`: it waited for the job's steps to stop, and gave the output back.
+    expect(await cancel.json()).toEqual({ id, cancelled: true, settled: true });
     expect((await world.services.corpora.get(id))?.state).toBe('cancelled');
+    expect(await world.services.corpora.leases.holder(`s3://out/cancel-retry/`)).toBeUndefined();
     expect((await post('cancel')).status).toBe(409);
     const jobs = (await (await get('/api/jobs')).json()) as Array<{ id: string; state: string }>;
     expect(jobs.find((job) => job.id === id)?.state).toBe('cancelled');

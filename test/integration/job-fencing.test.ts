@@ -197,6 +197,60 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     expect(await world.services.corpora.get(id)).toMatchObject({ state: 'completed', finishing: false });
   });
 
+  it('a shard still uploading when its job is cancelled: the output stays leased until it lands, so an --overwrite run cannot get a stale file', async () => {
+    const output = 's3://out/stale-write/';
+    const id = await submit(output);
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    for (const payload of await queuedBatches(id, 0)) await embedBatch(payload, context());
+    await writeShard({ v: 1, corpusJobId: id, generation: 0, shard: 0 }, context());
+    // Shard 1's upload is slow (a large shard, a slow store): it is held until released.
+    const client = world.services.s3();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const uploading = new Promise<void>((resolve) => (reached = resolve));
+    client.middlewareStack.add(
+      (next, { commandName }) =>
+        async (args) => {
+          if (commandName === 'PutObjectCommand' && (args.input as { Key?: string }).Key === 'stale-write/part-00001.parquet') {
+            reached();
+            await held;
+          }
+          return next(args);
+        },
+      { step: 'initialize', name: 'slowUpload' },
+    );
+    try {
+      const writing = writeShard({ v: 1, corpusJobId: id, generation: 0, shard: 1 }, context());
+      await uploading;
+      expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
+      // The operator fixes an option and runs again into the same output. Before, this was
+      // accepted: its --overwrite cleared the output, then the cancelled job's part-00001 landed
+      // in it, and a run of one shard completed beside that stale file.
+      const rerun = parseJobOptions({ input: 's3://corpus/data/', output, shardRows: 1_000, outputType: 'dense', dimension: 128 });
+      const deps = { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => client };
+      const refused = await submitCorpusJob(deps, rerun, { overwrite: true }).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(OutputLeasedError);
+      expect((refused as Error).message).toMatch(new RegExp(`job ${id} stopped moments ago`));
+      release();
+      await writing;
+      // `embedq cancel` gives the output back once none of the job's steps is active.
+      await world.services.corpora.leases.releaseEnding(output, id);
+      const second = await submitCorpusJob(deps, rerun, { overwrite: true });
+      const pool = startWorkers(world.services, { concurrency: 4 });
+      try {
+        expect(await waitForJob(world.services, second)).toMatchObject({ state: 'completed', totalShards: 1 });
+      } finally {
+        await pool.close();
+      }
+      const keys = await world.s3.client.send(new ListObjectsV2Command({ Bucket: 'out', Prefix: 'stale-write/' })).then((r) => (r.Contents ?? []).map((o) => o.Key));
+      expect(keys.filter((key) => key?.includes('part-'))).toEqual(['stale-write/part-00000.parquet']);
+    } finally {
+      release();
+      client.middlewareStack.remove('slowUpload');
+    }
+  });
+
   it('a step BullMQ fails outside the processor (unparseable payload) fails the corpus job with the reason (item 6)', async () => {
     const id = await submit('s3://out/fence-payload/');
     const split = world.services.queues[QUEUES.split];
@@ -266,7 +320,8 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     expect(record.state).toBe('failed');
     expect(record.errorCode).toBe('JOB_STALLED');
     expect(record.error).toContain('stalled more than allowable limit');
-    // The end of the job gave its output back.
-    expect(await world.services.corpora.leases.holder('s3://out/fence-stalled/')).toBeUndefined();
+    // The end of the job gives its output back, after a minute in which its steps still writing finish.
+    expect(await world.services.corpora.leases.holder('s3://out/fence-stalled/')).toEqual({ jobId: id, ending: true });
+    expect(await world.services.redis.pttl(world.services.corpora.leases.keyOf('s3://out/fence-stalled/'))).toBeGreaterThan(50_000);
   });
 });

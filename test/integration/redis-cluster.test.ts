@@ -179,9 +179,9 @@ describe('on a Redis Cluster', () => {
 
     const leases = world.services.corpora.leases;
     expect(await leases.acquire('s3://out/leased/', 'cj-one')).toBeUndefined();
-    expect(await leases.acquire('s3://out/leased', 'cj-two')).toBe('cj-one');
+    expect(await leases.acquire('s3://out/leased', 'cj-two')).toEqual({ jobId: 'cj-one', ending: false });
     await leases.release('s3://out/leased/', 'cj-two');
-    expect(await leases.holder('s3://out/leased/')).toBe('cj-one');
+    expect(await leases.holder('s3://out/leased/')).toEqual({ jobId: 'cj-one', ending: false });
     await leases.release('s3://out/leased/', 'cj-one');
     expect(await leases.holder('s3://out/leased/')).toBeUndefined();
   });

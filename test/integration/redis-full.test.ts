@@ -26,6 +26,17 @@ describe('a full Redis', () => {
   const corpus = buildCorpus('data/', { textLines: 200 });
   const folders: string[] = [];
 
+  /** Sets maxmemory `headroom` bytes above what Redis uses, then fills it with other keys until it refuses one; their names. */
+  const fillRedis = async (headroom: number): Promise<string[]> => {
+    const client = world.services.redis;
+    const used = parseInfoMemory(await client.info('memory')).usedBytes;
+    await client.config('SET', 'maxmemory', String(used + headroom));
+    const filler = Buffer.alloc(64 * 1024, 1);
+    const fillers: string[] = [];
+    while (await client.set(`filler:${fillers.length}`, filler).then(() => true, () => false)) fillers.push(`filler:${fillers.length}`);
+    return fillers;
+  };
+
   beforeAll(async () => {
     redis = await startPrivateRedis();
     world = await startWorld({ faults: { latencyMs: { min: 5, median: 10, p99: 20 } } }, { REDIS_URL: redis.url, LOG_LEVEL: 'info' });
@@ -42,21 +53,8 @@ describe('a full Redis', () => {
     expect(submitted.code, submitted.stderr).toBe(0);
     const id = submitted.stdout.trim();
 
-    // Fill Redis to its maxmemory with other keys.
     const client = world.services.redis;
-    const used = parseInfoMemory(await client.info('memory')).usedBytes;
-    await client.config('SET', 'maxmemory', String(used + 2 * 1024 * 1024));
-    const filler = Buffer.alloc(64 * 1024, 1);
-    const fillers: string[] = [];
-    for (;;) {
-      const key = `filler:${fillers.length}`;
-      const refused = await client.set(key, filler).then(
-        () => false,
-        (error: Error) => error.message.startsWith('OOM'),
-      );
-      if (refused) break;
-      fillers.push(key);
-    }
+    const fillers = await fillRedis(2 * 1024 * 1024);
 
     let log = '';
     const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '4']);
@@ -105,11 +103,7 @@ describe('a full Redis', () => {
 
   it('a command refused by a full Redis says REDIS_FULL with the figures (exit 1); a submit that fails midway leaves no record and no lease', async () => {
     const client = world.services.redis;
-    const used = parseInfoMemory(await client.info('memory')).usedBytes;
-    await client.config('SET', 'maxmemory', String(used + 1024 * 1024));
-    const filler = Buffer.alloc(64 * 1024, 1);
-    const fillers: string[] = [];
-    while (await client.set(`filler:${fillers.length}`, filler).then(() => true, () => false)) fillers.push(`filler:${fillers.length}`);
+    const fillers = await fillRedis(1024 * 1024);
     try {
       const refused = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/refused/']);
       expect(refused.code).toBe(1);

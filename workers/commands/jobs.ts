@@ -2,13 +2,13 @@ import type { Command } from 'commander';
 
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
 import { JobLostError } from '../../jobs/job-errors.js';
-import { sleep } from '../../src/sleep.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import type { JobOptions } from '../../src/job-options.js';
 import { describeGateState } from '../../src/rate/describe-gate.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
+import { settleCancelled } from '../settle-cancel.js';
 import { withServices } from './context.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 import { describeJob, progressLine } from './progress.js';
@@ -86,8 +86,10 @@ export function registerJobCommands(program: Command): void {
           process.stderr.write(`cannot cancel ${jobId}: ${result.message}\n`);
           return 1;
         }
-        const settled = await waitForActiveSteps(services, jobId, CANCEL_WAIT_MS);
-        process.stderr.write(settled ? `cancelled ${jobId}\n` : `cancelled ${jobId}; some of its steps are still finishing\n`);
+        const settled = await settleCancelled(services, jobId);
+        process.stderr.write(
+          settled ? `cancelled ${jobId}\n` : `cancelled ${jobId}; some of its steps are still finishing: its output stays leased for a minute, so no new run gets a file they are still writing\n`,
+        );
         return 0;
       });
     });
@@ -102,24 +104,4 @@ export function registerJobCommands(program: Command): void {
         return result.retried ? 0 : 1;
       });
     });
-}
-
-const CANCEL_WAIT_MS = 5_000;
-
-/**
- * Waits until no BullMQ step of the job is active (workers abort its requests within a poll of
- * their stop watch, so this is quick). True if it got there in time.
- */
-async function waitForActiveSteps(services: Services, jobId: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let active = 0;
-    for (const queue of Object.values(services.queues)) {
-      const jobs = await queue.getActive();
-      active += jobs.filter((job) => job.id?.startsWith(`${jobId}-`)).length;
-    }
-    if (active === 0) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(100);
-  }
 }
