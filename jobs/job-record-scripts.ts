@@ -1,6 +1,6 @@
 import { CURRENT_LUA } from './corpus-keys.js';
 import { DROP_BUFFERS_LUA, STALE_OPEN_BUFFERS } from './open-buffers.js';
-import { ENDING_LEASE_MS } from './output-lease.js';
+import { ENDING_LEASE_MS, ENDING_PREFIX } from './output-lease.js';
 
 /** The Lua scripts of job-record.ts: every state change of a job record is one of these. */
 
@@ -30,7 +30,7 @@ if ending and lease and redis.call('GET', lease) == ARGV[9] then
   -- The output is free for the next job; after a stop, once its steps still writing are done
   -- (output-lease.ts: ENDING_LEASE_MS).
   if ARGV[1] == 'completed' then redis.call('DEL', lease)
-  else redis.call('SET', lease, 'ending:' .. ARGV[9], 'PX', ${ENDING_LEASE_MS}) end
+  else redis.call('SET', lease, '${ENDING_PREFIX}' .. ARGV[9], 'PX', ${ENDING_LEASE_MS}) end
 end
 if ending then
   -- Buffers of shards still open are of no use to a job that failed or was cancelled.
@@ -48,7 +48,7 @@ local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return {0, 'missing', ''} end
 if s ~= 'failed' and s ~= 'cancelled' then return {0, s, ''} end
 local holder = lease and redis.call('GET', lease)
-if holder and holder ~= ARGV[1] and holder ~= 'ending:' .. ARGV[1] then return {0, 'leased', holder} end
+if holder and holder ~= ARGV[1] and holder ~= '${ENDING_PREFIX}' .. ARGV[1] then return {0, 'leased', holder} end
 -- The new generation's buffers use the same keys: none of the old may survive.
 if drop_buffers(KEYS[2], 4, n, 3) > 0 then return {0, '${STALE_OPEN_BUFFERS}', ''} end
 if lease then redis.call('SET', lease, ARGV[1]) end

@@ -3,6 +3,7 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 import type { JobOptions } from '../src/job-options.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
+import { parseHolder } from './output-lease.js';
 import { CLAIM_FINALIZE, FINISH_SPLIT, PRUNE, RELEASE_FINALIZE, RESTART, SET_FIELDS, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
 import { OPEN_BUFFER_ATTEMPTS, OpenBuffers, STALE_OPEN_BUFFERS } from './open-buffers.js';
 
@@ -260,8 +261,8 @@ export class JobRecords {
       if (result[1] === STALE_OPEN_BUFFERS) continue;
       if (result[0] > 0) return { generation: result[0] };
       if (result[1] === 'missing') return { reason: 'missing' };
-      // An `ending:<id>` holder stopped moments ago; its id is what the operator needs.
-      if (result[1] === 'leased') return { reason: 'leased', holder: result[2]!.replace(/^ending:/, '') };
+      // A holder that stopped moments ago is named by its job id, which is what the operator needs.
+      if (result[1] === 'leased') return { reason: 'leased', holder: parseHolder(result[2]!).jobId };
       return { reason: 'not-stopped', state: result[1]! };
     }
     throw new Error(`job ${id}: shard buffers kept appearing during retry; try again`);

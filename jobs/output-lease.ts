@@ -23,7 +23,8 @@ export function outputIdentity(output: string): string {
  * gives it back as soon as none of the job's steps is active; `retry` of the job takes it again.
  */
 export const ENDING_LEASE_MS = 60_000;
-const ENDING = 'ending:';
+/** What precedes the job id in a stopped job's lease; the end-state and retry scripts write and read it too. */
+export const ENDING_PREFIX = 'ending:';
 
 /** Who holds an output: a job writing it, or one that stopped moments ago (`ending`). */
 export interface LeaseHolder {
@@ -31,8 +32,8 @@ export interface LeaseHolder {
   ending: boolean;
 }
 
-function parseHolder(value: string): LeaseHolder {
-  return value.startsWith(ENDING) ? { jobId: value.slice(ENDING.length), ending: true } : { jobId: value, ending: false };
+export function parseHolder(value: string): LeaseHolder {
+  return value.startsWith(ENDING_PREFIX) ? { jobId: value.slice(ENDING_PREFIX.length), ending: true } : { jobId: value, ending: false };
 }
 
 export class OutputLeases {
@@ -66,8 +67,7 @@ export class OutputLeases {
    * without a transaction: a held lease changes only by its holder's own end, and this job has none.
    */
   async release(output: string, jobId: string): Promise<void> {
-    const key = this.keyOf(output);
-    if ((await this.redis.get(key)) === jobId) await this.redis.del(key);
+    await this.#deleteIfHeld(output, jobId);
   }
 
   /**
@@ -76,8 +76,13 @@ export class OutputLeases {
    * `jobId` again, and then the GET no longer matches.
    */
   async releaseEnding(output: string, jobId: string): Promise<void> {
+    await this.#deleteIfHeld(output, ENDING_PREFIX + jobId);
+  }
+
+  /** Deletes the lease if it holds `value`. */
+  async #deleteIfHeld(output: string, value: string): Promise<void> {
     const key = this.keyOf(output);
-    if ((await this.redis.get(key)) === ENDING + jobId) await this.redis.del(key);
+    if ((await this.redis.get(key)) === value) await this.redis.del(key);
   }
 
   /** Who holds the output, if anyone. */

@@ -71,9 +71,9 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },
     });
     worker.on('error', (error) => brake.note(error) || logger.warn({ err: error, queue }, 'worker error'));
-    // A step that failed because Redis refused a write (its attempt is logged at debug level).
-    worker.on('failed', (_job, error) => brake.note(error));
     worker.on('failed', (job, error) => {
+      // A step that failed because Redis refused a write (its attempt is logged at debug level).
+      brake.note(error);
       failCorpusJobOf(services, job, error.message, logger.child({ queue })).catch((cause: unknown) =>
         logger.warn({ err: cause, queue }, 'could not fail the corpus job of a failed job'),
       );
