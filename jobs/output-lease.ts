@@ -20,7 +20,8 @@ export function outputIdentity(output: string): string {
  * A job that stopped (failed, cancelled) keeps its output this long, as `ending:<id>`: a step of it
  * may still be uploading a shard (a cancel does not cut an upload), and a run submitted meanwhile
  * with `--overwrite` would clear the output and then receive that stale file. `embedq cancel`
- * gives it back as soon as none of the job's steps is active; `retry` of the job takes it again.
+ * (and the worker that failed the job) give it back as soon as none of its steps is active;
+ * `retry` of the job takes it again.
  */
 export const ENDING_LEASE_MS = 60_000;
 /** What precedes the job id in a stopped job's lease; the end-state and retry scripts write and read it too. */

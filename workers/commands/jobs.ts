@@ -8,7 +8,7 @@ import { describeGateState } from '../../src/rate/describe-gate.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
-import { settleCancelled } from '../settle-cancel.js';
+import { settleStopped } from '../settle-stopped.js';
 import { withServices } from './context.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 import { describeJob, progressLine } from './progress.js';
@@ -86,7 +86,7 @@ export function registerJobCommands(program: Command): void {
           process.stderr.write(`cannot cancel ${jobId}: ${result.message}\n`);
           return 1;
         }
-        const settled = await settleCancelled(services, jobId);
+        const settled = await settleStopped(services, jobId);
         process.stderr.write(
           settled ? `cancelled ${jobId}\n` : `cancelled ${jobId}; some of its steps are still finishing: its output stays leased for a minute, so no new run gets a file they are still writing\n`,
         );

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 
 import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
-import { settleCancelled } from '../settle-cancel.js';
+import { settleStopped } from '../settle-stopped.js';
 import { JobLostError } from '../../jobs/job-errors.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
@@ -29,7 +29,7 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
     if (result === undefined) return reply;
     if (!result.cancelled) return reply.code(409).send({ error: `cannot cancel ${id}: ${result.message}` });
     // As `embedq cancel`: the output is free again once the job's steps have stopped.
-    return { id, cancelled: true, settled: await settleCancelled(services, id) };
+    return { id, cancelled: true, settled: await settleStopped(services, id) };
   });
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/retry', async (request, reply) => {

@@ -1,0 +1,54 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
+import type { Logger } from '../src/logger.js';
+import { ENDING_LEASE_MS } from '../jobs/output-lease.js';
+import type { Services } from './services.js';
+
+/** How long `embedq cancel` (and the dashboard's cancel) waits for the job's steps to stop. */
+export const CANCEL_WAIT_MS = 5_000;
+const POLL_MS = 100;
+
+export interface SettleOptions {
+  /** Give up after this long (Default: CANCEL_WAIT_MS); the lease then runs out by itself. */
+  timeoutMs?: number;
+  /** A step not to wait for: the one failing the job, still active until its processor returns. */
+  besides?: string;
+  /** Stops waiting (a worker process draining); the lease then runs out by itself. */
+  signal?: AbortSignal;
+}
+
+/**
+ * After a job stopped (cancelled, failed): waits until no BullMQ step of it is active (workers
+ * abort its requests within a poll of their stop watch, so this is quick unless a shard is being
+ * uploaded), then gives back the output lease the job kept meanwhile (OutputLeases.releaseEnding).
+ * True if they stopped in time; if not, the lease runs out by itself a minute after the stop.
+ */
+export async function settleStopped(services: Services, jobId: string, options: SettleOptions = {}): Promise<boolean> {
+  const deadline = Date.now() + (options.timeoutMs ?? CANCEL_WAIT_MS);
+  const ownStep = (id: string): boolean => id.startsWith(`${jobId}-`) && id !== options.besides;
+  for (;;) {
+    let active = 0;
+    // Ids only: an embed step's data is its lines' text.
+    for (const queue of Object.values(services.queues)) active += (await queue.getRanges(['active'])).filter(ownStep).length;
+    if (active === 0) break;
+    if (Date.now() > deadline) return false;
+    // Unreferenced: a worker process waiting here in the background may still exit.
+    await delay(POLL_MS, undefined, { ref: false, signal: options.signal });
+  }
+  const record = await services.corpora.get(jobId);
+  if (record) await services.corpora.leases.releaseEnding(record.options.output, jobId);
+  return true;
+}
+
+/**
+ * The worker that failed a job gives its output back once the job's other steps have stopped, so
+ * an operator who fixes the cause can run into the same output at once instead of a minute later.
+ * In the background; a failure here only leaves the lease to run out.
+ */
+export function releaseOutputOfFailed(services: Services, jobId: string, failingStep: string | undefined, signal: AbortSignal, logger: Logger): void {
+  settleStopped(services, jobId, { timeoutMs: ENDING_LEASE_MS, besides: failingStep, signal })
+    .then((settled) => logger.debug({ corpusJobId: jobId, settled }, settled ? 'output of the failed job given back' : 'failed job still has active steps; its output lease runs out by itself'))
+    .catch((error: unknown) => {
+      if (!signal.aborted) logger.debug({ err: error, corpusJobId: jobId }, 'could not give back the output of the failed job; its lease runs out by itself');
+    });
+}
