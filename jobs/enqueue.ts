@@ -7,7 +7,7 @@ import type { JobOptions } from '../src/job-options.js';
 import { openStore, parseLocation } from '../src/storage/locations.js';
 import type { CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
-import { clearPreviousRun, findPreviousRun, type OutputLocation } from './output-files.js';
+import { checkOutputWritable, clearPreviousRun, findPreviousRun, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
 import { JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
 
@@ -46,8 +46,9 @@ export function openOutputLocation(output: string, s3?: () => S3Client): OutputL
 /**
  * The one way a corpus job is submitted (CLI, demo, scheduler). Invariant 7: it takes the output's
  * lease first (refused with OutputLeasedError when another job holds it), then, holding it, looks
- * for an earlier run's files: refused with OutputNotEmptyError, or removed with `overwrite`. Only
- * then is the job recorded and its split queued; the lease is given back if anything fails first.
+ * for an earlier run's files: refused with OutputNotEmptyError, or removed with `overwrite`, and
+ * checks that it can write there. Only then is the job recorded and its split queued; the lease is
+ * given back if anything fails first.
  */
 export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, extra: SubmitOptions = {}): Promise<string> {
   const { corpora } = deps;
@@ -59,6 +60,7 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
     const previous = await findPreviousRun(output);
     if (previous.length > 0 && !extra.overwrite) throw new OutputNotEmptyError(options.output, previous);
     if (extra.overwrite) await clearPreviousRun(output);
+    await checkOutputWritable(output, id, options.output);
     await corpora.jobs.create(id, options, { schedule: extra.schedule, leaseKey: corpora.leases.keyOf(options.output) });
     await enqueueSplit(deps.splitQueue, id, 0);
   } catch (error) {

@@ -1,3 +1,4 @@
+import { StorageError } from '../src/errors.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
 import { DELTA_FOLDER, ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 
@@ -39,4 +40,20 @@ export async function clearPreviousRun(output: OutputLocation): Promise<number> 
   }
   await output.store.abortIncompleteWrites(output.prefix);
   return removed;
+}
+
+/**
+ * Writes and removes a scratch object, so that a run finds out at submit, not after paying for its
+ * first shard (or at finalize, which removes `_tmp/`), that the output cannot be written or cleaned
+ * (read-only credentials, a path under a file). Storage trouble that may pass is thrown as it is.
+ */
+export async function checkOutputWritable(output: OutputLocation, jobId: string, name: string): Promise<void> {
+  const key = `${output.prefix}${TEMP_FOLDER}/${jobId}/write-check`;
+  try {
+    await output.store.write(key, '');
+    await output.store.delete(key);
+  } catch (error) {
+    if (!(error instanceof StorageError)) throw error;
+    throw new StorageError(`cannot write to the output ${name}: ${error.message}`, { cause: error });
+  }
 }

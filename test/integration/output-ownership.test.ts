@@ -1,4 +1,6 @@
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -76,6 +78,48 @@ describe('one writer per output', () => {
     const local = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', file]);
     expect(local.code).toBe(2);
     expect(local.stderr).toContain(`STORAGE_ERROR: list ${file}: it is a file, not a folder`);
+  });
+
+  it('refuses at submit an output it cannot write (read-only credentials, a path under a file): before, the job paid for a shard and failed at its first write', async () => {
+    // Read-only credentials: a proxy before s3rver answers writes as S3 does without s3:PutObject.
+    const proxy = createServer((request, response) => {
+      if (request.method === 'PUT' || request.method === 'DELETE' || request.method === 'POST') {
+        request.resume();
+        request.on('end', () =>
+          response
+            .writeHead(403, { 'content-type': 'application/xml' })
+            .end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'),
+        );
+        return;
+      }
+      const forwarded = httpRequest(`${world.s3.endpoint}${request.url}`, { method: request.method, headers: request.headers }, (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      });
+      request.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const before = world.emulator.stats().requests;
+    try {
+      const readOnly = { ...world.env, AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` };
+      const refused = await runEmbedq(readOnly, ['submit', 's3://corpus/data/', '--out', 's3://out/read-only/']);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toMatch(/STORAGE_ERROR: cannot write to the output s3:\/\/out\/read-only\/: .*access denied \(check the credentials/);
+    } finally {
+      proxy.closeAllConnections();
+      proxy.close();
+    }
+    const underFile = path.join(folder, 'a-file', 'vectors');
+    await writeFile(path.join(folder, 'a-file'), 'x');
+    const local = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', underFile]);
+    expect(local.code).toBe(2);
+    expect(local.stderr).toMatch(/STORAGE_ERROR: cannot write to the output .*a-file\/vectors: .*a part of the path is a file/);
+    // Nothing was recorded or paid for, and neither output stays leased.
+    expect(world.emulator.stats().requests).toBe(before);
+    const outputs = (await world.services.corpora.list()).map((record) => record.options.output);
+    expect(outputs.filter((output) => output.includes('read-only') || output.includes('a-file'))).toEqual([]);
+    expect(await world.services.corpora.leases.holder('s3://out/read-only/')).toBeUndefined();
+    expect(await world.services.corpora.leases.holder(underFile)).toBeUndefined();
   });
 
   it('re-runs with fewer shards: refused without --overwrite; with it, the output holds exactly the new run', async () => {
