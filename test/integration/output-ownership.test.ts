@@ -104,6 +104,8 @@ describe('one writer per output', () => {
       const readOnly = { ...world.env, AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` };
       const refused = await runEmbedq(readOnly, ['submit', 's3://corpus/data/', '--out', 's3://out/read-only/']);
       expect(refused.code).toBe(2);
+      // One line, its own: no SDK notice around it.
+      expect(refused.stderr.trim().split('\n')).toHaveLength(1);
       expect(refused.stderr).toMatch(/STORAGE_ERROR: cannot write to the output s3:\/\/out\/read-only\/: .*access denied \(check the credentials/);
     } finally {
       proxy.closeAllConnections();
