@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -112,6 +112,50 @@ describe('embedq demo', () => {
       if (typed.exitCode === null) process.kill(-typed.pid!, 'SIGKILL');
     }
   }, 90_000);
+
+  it('refuses a --dir that holds files it did not make, and leaves them (it used to delete the whole folder)', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'embedq-demo-'));
+    await writeFile(path.join(dir, 'notes.txt'), 'mine');
+    const { code, stderr } = await runEmbedq(demoEnv(), ['demo', '--dir', dir]);
+    expect(code).toBe(2);
+    expect(stderr).toContain(`embedq: CONFIG_INVALID: ${dir} is not empty and was not made by embedq demo`);
+    expect(await readFile(path.join(dir, 'notes.txt'), 'utf8')).toBe('mine');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  // A fresh machine: the README's first command installs redis-server through
+  // scripts/ensure-redis.sh. Here PATH holds every command but redis-*, and an apt-get that
+  // "installs" by linking the machine's own redis-server and redis-cli into PATH.
+  it.runIf(process.getuid?.() === 0 && existsSync('/usr/bin/apt-get'))('installs redis-server when it is missing, then starts its private Redis', async () => {
+    const bin = await mkdtemp(path.join(tmpdir(), 'embedq-path-'));
+    const installed = (name: string): string => (process.env.PATH ?? '').split(path.delimiter).map((dir) => path.join(dir, name)).find((file) => existsSync(file))!;
+    try {
+      for (const dir of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
+        for (const name of await readdir(dir).catch(() => [])) {
+          if (/^redis-/.test(name) || name === 'apt-get' || name === 'service' || existsSync(path.join(bin, name))) continue;
+          await symlink(path.join(dir, name), path.join(bin, name));
+        }
+      }
+      const aptGet = [
+        '#!/bin/bash',
+        `echo "$*" >> ${bin}/apt-get.log`,
+        `if [[ " $* " == *" install "* ]]; then ln -s ${installed('redis-server')} ${bin}/redis-server; ln -s ${installed('redis-cli')} ${bin}/redis-cli; fi`,
+      ];
+      await writeFile(path.join(bin, 'apt-get'), `${aptGet.join('\n')}\n`, { mode: 0o755 });
+      await writeFile(path.join(bin, 'service'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      const demo = spawnEmbedq({ ...demoEnv(), PATH: bin }, ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
+      let stderr = '';
+      demo.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const port = await redisPort(demo);
+      demo.kill('SIGTERM');
+      expect(await exitCode(demo)).toBe(143);
+      expect(await portClosed(port)).toBe(true);
+      expect(stderr).toContain("embedq: installing Debian's redis-server");
+      expect(await readFile(path.join(bin, 'apt-get.log'), 'utf8')).toMatch(/install .*redis-server redis-tools/);
+    } finally {
+      await rm(bin, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it('leaves no Redis behind when it is killed outright (SIGKILL runs none of its own clean-up)', async () => {
     const killed = spawnEmbedq(demoEnv(), ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);

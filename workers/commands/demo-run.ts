@@ -1,4 +1,3 @@
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { submitCorpusJob } from '../../jobs/enqueue.js';
@@ -16,6 +15,7 @@ import { sleep } from '../../src/sleep.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
+import { ensureRedisServer, prepareDemoFolder } from './demo-setup.js';
 import { watchJob } from './watch.js';
 
 /** How long a signal's clean-up may take before the private Redis is killed and the demo exits anyway. */
@@ -59,10 +59,11 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
   try {
     const corpusFolder = join(folder, 'corpus');
     const outputFolder = join(folder, 'output');
-    await rm(folder, { recursive: true, force: true });
+    await prepareDemoFolder(folder);
     const corpus = await writeSampleCorpus(corpusFolder);
     say(`embedq demo — sample corpus: ${corpus.lines.toLocaleString('en-US')} lines in ${corpus.files.length} files under ${corpusFolder}`);
 
+    await ensureRedisServer(say);
     redisStarting = startPrivateRedis({ ownProcessGroup: true });
     const redis = await redisStarting;
     stops.push(() => redis.stop());
