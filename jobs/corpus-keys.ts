@@ -10,6 +10,7 @@
  *   job:<id>:pins        STRING per corpus object read, in order, 16 hex digits of its key and version
  *   job:<id>:ends        LIST  per corpus object read to its end, in order, the row after its last
  *   lease:<output>       STRING the corpus job id that owns the output location
+ *   taken:<output>       STRING the last job that took the output (submit); kept while its record is
  */
 export class CorpusKeys {
   constructor(readonly prefix: string) {}
@@ -40,6 +41,10 @@ export class CorpusKeys {
   }
   lease(output: string): string {
     return `${this.prefix}:lease:${output}`;
+  }
+  /** `taken:<output>` of the output whose lease key this is (a job record keeps its lease key). */
+  takenOf(leaseKey: string): string {
+    return `${this.prefix}:taken:${leaseKey.slice(`${this.prefix}:lease:`.length)}`;
   }
 }
 

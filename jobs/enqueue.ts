@@ -134,5 +134,8 @@ export async function retryCorpusJob(deps: { corpora: CorpusStore; splitQueue: Q
   }
   if (result.reason === 'missing') throw new JobLostError(corpusJobId);
   if (result.reason === 'leased') return { retried: false, message: `its output is now being written by job ${result.holder}` };
+  if (result.reason === 'taken') {
+    return { retried: false, message: `job ${result.taker} took its output since it stopped, so its shards there may be gone or replaced; submit it again (with --overwrite)` };
+  }
   return { retried: false, message: `it is ${result.state}, not failed or cancelled` };
 }

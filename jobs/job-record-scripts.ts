@@ -39,19 +39,25 @@ end
 return 1
 `;
 
-// KEYS: job, open, shards (written), the n open buffers, then the lease if any. ARGV: job id, n,
-// then the n open shard numbers. Returns {generation} or {0, reason, holder}.
+// KEYS: job, open, shards (written), the n open buffers, then the lease and the output's last
+// taker if any. ARGV: job id, n, then the n open shard numbers. Returns {generation} or {0, reason, holder}.
 export const RESTART = `${DROP_BUFFERS_LUA}
 local n = tonumber(ARGV[2])
 local lease = KEYS[4 + n]
+local taken = KEYS[5 + n]
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return {0, 'missing', ''} end
 if s ~= 'failed' and s ~= 'cancelled' then return {0, s, ''} end
 local holder = lease and redis.call('GET', lease)
 if holder and holder ~= ARGV[1] and holder ~= '${ENDING_PREFIX}' .. ARGV[1] then return {0, 'leased', holder} end
+-- A job that took the output since this one stopped cleared it, or wrote shards of its own there:
+-- resumed, this job would complete over a mix of both runs' files.
+local taker = taken and redis.call('GET', taken)
+if taker and taker ~= ARGV[1] then return {0, 'taken', taker} end
 -- The new generation's buffers use the same keys: none of the old may survive.
 if drop_buffers(KEYS[2], 4, n, 3) > 0 then return {0, '${STALE_OPEN_BUFFERS}', ''} end
 if lease then redis.call('SET', lease, ARGV[1]) end
+if taken then redis.call('SET', taken, ARGV[1]) end
 -- Counters rebuilt from the written shards: the new run counts every other line exactly once.
 local c = {batches = 0, rows = 0, errors = 0, blank = 0, truncated = 0, tokens = 0, n = 0, reused = 0, new = 0, changed = 0, unchanged = 0}
 for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
@@ -123,8 +129,9 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 `;
 
-// KEYS: job, written shards, pins, object ends, shard starts, open, jobs index. ARGV: job id, cutoff (ms). Removes a job that
-// ended before the cutoff (or whose record is gone), with every key of it left after its end.
+// KEYS: job, written shards, pins, object ends, shard starts, open, jobs index, then the output's
+// last taker if the job had a lease. ARGV: job id, cutoff (ms). Removes a job that ended before
+// the cutoff (or whose record is gone), with every key of it left after its end.
 // Returns 1 if removed.
 export const PRUNE = `
 local h = redis.call('HMGET', KEYS[1], 'state', 'finishedAt')
@@ -134,5 +141,7 @@ if h[1] then
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 redis.call('ZREM', KEYS[7], ARGV[1])
+-- The output's last taker, if it is this job, goes with its record.
+if KEYS[8] and redis.call('GET', KEYS[8]) == ARGV[1] then redis.call('DEL', KEYS[8]) end
 return 1
 `;

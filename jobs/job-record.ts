@@ -78,7 +78,12 @@ export interface CorpusJobRecord extends CorpusJobCounters {
 const PRUNE_BATCH = 100;
 
 /** Why `restart` refused: the job is gone, not stopped, or its output now belongs to another job. */
-export type RestartRefusal = { reason: 'missing' } | { reason: 'not-stopped'; state: string } | { reason: 'leased'; holder: string };
+export type RestartRefusal =
+  | { reason: 'missing' }
+  | { reason: 'not-stopped'; state: string }
+  | { reason: 'leased'; holder: string }
+  /** Another job took the output since this one stopped: its shards there may be gone or replaced. */
+  | { reason: 'taken'; taker: string };
 
 export class JobRecords {
   private readonly scripts;
@@ -102,11 +107,15 @@ export class JobRecords {
     };
   }
 
-  /** Records a new job (state queued, generation 0); `leaseKey` is the output lease it holds. */
+  /**
+   * Records a new job (state queued, generation 0); `leaseKey` is the output lease it holds. The
+   * job becomes the output's last taker: an older job stopped there can no longer be retried.
+   */
   async create(id: string, options: JobOptions, extra: { schedule?: string | undefined; leaseKey?: string } = {}): Promise<void> {
     const now = Date.now();
-    await this.redis
-      .multi()
+    const transaction = this.redis.multi();
+    if (extra.leaseKey) transaction.set(this.keys.takenOf(extra.leaseKey), id);
+    await transaction
       .hset(this.keys.job(id), {
         options: JSON.stringify(options),
         state: 'queued',
@@ -192,7 +201,9 @@ export class JobRecords {
     const ids = await this.redis.zrangebyscore(this.keys.jobs, '-inf', endedBefore, 'LIMIT', 0, limit);
     let removed = 0;
     for (const id of ids) {
-      const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id), this.keys.openShards(id), this.keys.jobs];
+      const lease = await this.redis.hget(this.keys.job(id), 'lease');
+      const taken = lease ? [this.keys.takenOf(lease)] : [];
+      const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id), this.keys.openShards(id), this.keys.jobs, ...taken];
       removed += (await this.scripts.prune(keys, id, endedBefore)) as number;
     }
     return removed;
@@ -252,8 +263,9 @@ export class JobRecords {
   async restart(id: string): Promise<{ generation: number } | RestartRefusal> {
     for (let attempt = 0; attempt < OPEN_BUFFER_ATTEMPTS; attempt += 1) {
       const { buffers, shards, lease } = await this.openBuffers.declared(id);
+      const taken = lease.map((key) => this.keys.takenOf(key));
       const result = (await this.scripts.restart(
-        [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), ...buffers, ...lease],
+        [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), ...buffers, ...lease, ...taken],
         id,
         shards.length,
         ...shards,
@@ -263,6 +275,7 @@ export class JobRecords {
       if (result[1] === 'missing') return { reason: 'missing' };
       // A holder that stopped moments ago is named by its job id, which is what the operator needs.
       if (result[1] === 'leased') return { reason: 'leased', holder: parseHolder(result[2]!).jobId };
+      if (result[1] === 'taken') return { reason: 'taken', taker: result[2]! };
       return { reason: 'not-stopped', state: result[1]! };
     }
     throw new Error(`job ${id}: shard buffers kept appearing during retry; try again`);

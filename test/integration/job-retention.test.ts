@@ -23,7 +23,8 @@ describe('records of ended jobs go after their retention', () => {
   /** A job as it stands `daysAgo` days after it was created, in `state`, with a ledger and pins when it failed. */
   const seed = async (id: string, daysAgo: number, state: 'completed' | 'failed' | 'cancelled' | 'running'): Promise<void> => {
     const jobs = world.services.corpora.jobs;
-    await jobs.create(id, parseJobOptions({ input: 's3://corpus/x.txt', output: path.join(outputs, id) }));
+    const output = path.join(outputs, id);
+    await jobs.create(id, parseJobOptions({ input: 's3://corpus/x.txt', output }), { leaseKey: world.services.corpora.leases.keyOf(output) });
     await jobs.markRunning(id, 0);
     if (state === 'completed') await jobs.markCompleted(id, 0);
     if (state === 'failed') await jobs.markFailed(id, 'a reason', 'INTERNAL', 0);
@@ -72,6 +73,9 @@ describe('records of ended jobs go after their retention', () => {
     for (const kept of ['cj-recent-failed', 'cj-old-running', fresh]) expect(await world.services.corpora.get(kept)).toBeDefined();
     expect(await keysOf('cj-recent-failed')).toHaveLength(5);
     expect((await world.services.corpora.list(100)).map((record) => record.id).sort()).toEqual(['cj-old-running', 'cj-recent-failed', fresh].sort());
+    // Each output's last taker (what `retry` checks) goes with that job's record.
+    const takers = await Promise.all((await redis().keys(key('taken:*'))).map((taken) => redis().get(taken)));
+    expect(takers.sort()).toEqual(['cj-old-running', 'cj-recent-failed', fresh].sort());
 
     // What an operator sees for a job that went.
     const status = await runEmbedq(world.env, ['status', 'cj-old-failed']);

@@ -10,7 +10,7 @@ import type { Manifest } from '../../src/output/manifest.js';
 import { startWorkers, type WorkerPool } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { queryParquet } from '../support/duckdb.js';
-import { removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
+import { downloadPrefix, removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
 
 /** Every file under a folder, as `/`-separated relative paths (folders show only through their files). */
 async function filesUnder(folder: string): Promise<string[]> {
@@ -78,6 +78,33 @@ describe('one writer per output', () => {
     const local = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', file]);
     expect(local.code).toBe(2);
     expect(local.stderr).toContain(`STORAGE_ERROR: list ${file}: it is a file, not a folder`);
+  });
+
+  it('refuses to retry a stopped job once another job took its output: resumed, it completed over a mix of both runs', async () => {
+    const output = 's3://out/retaken/';
+    const first = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '100', '--dimension', '64', '--output-type', 'dense']);
+    expect(first.code, first.stderr).toBe(0);
+    const stopped = first.stdout.trim();
+    expect((await runEmbedq(world.env, ['cancel', stopped])).code).toBe(0);
+    const second = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '20', '--output-type', 'dense', '--overwrite']);
+    expect(second.code, second.stderr).toBe(0);
+    const taker = second.stdout.trim();
+    expect((await waitForJob(world.services, taker)).state).toBe('completed');
+
+    const retried = await runEmbedq(world.env, ['retry', stopped]);
+    expect(retried.code).toBe(1);
+    expect(retried.stderr).toContain(`cannot retry ${stopped}: job ${taker} took its output since it stopped`);
+    expect((await world.services.corpora.get(stopped))!.state).toBe('cancelled');
+    // The output is the second run's alone: its manifest, its shards, nothing of the first.
+    const { folder: copy } = await downloadPrefix(world.s3, 'out', 'retaken/');
+    try {
+      const manifest = JSON.parse(await readFile(path.join(copy, '_manifest.json'), 'utf8')) as Manifest;
+      expect(manifest.job_id).toBe(taker);
+      const rows = await queryParquet(`SELECT count(*) AS n, min(len(dense)) AS low, max(len(dense)) AS high FROM read_parquet('${copy}/part-*.parquet')`);
+      expect(rows).toEqual([{ n: BigInt(embedded), low: 1024n, high: 1024n }]);
+    } finally {
+      await removeFolder(copy);
+    }
   });
 
   it('refuses at submit an output it cannot write (read-only credentials, a path under a file): before, the job paid for a shard and failed at its first write', async () => {
