@@ -46,7 +46,9 @@ try {
   await program.parseAsync(process.argv);
 } catch (error) {
   if (error instanceof CommanderError) {
-    process.exitCode = error.exitCode;
+    // Commander has printed the problem and the usage. A command line it refuses (an unknown flag,
+    // a value outside a flag's choices, a missing argument) exits 2, as bad options do.
+    process.exitCode = error.exitCode === 0 ? 0 : 2;
   } else if (error instanceof EmbedqError) {
     // Expected failures: a code and a message (configuration problems list every one); the stack
     // only with LOG_LEVEL=debug. Refused input or options exit 2, the rest 1.

@@ -194,6 +194,13 @@ describe('failures that stop a job, and bad input', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/dimension: 2048 is not allowed for text-embedding-v3/);
     expect(result.stderr).toMatch(/instruct: text-embedding-v3 does not take an instruction/);
+    // Refused by the argument parser (a value outside a flag's choices, a missing flag): also exit 2.
+    const unknownModel = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/x/', '--model', 'text-embedding-v9']);
+    expect(unknownModel.code).toBe(2);
+    expect(unknownModel.stderr).toMatch(/option '--model <model>' argument 'text-embedding-v9' is invalid/);
+    const noOutput = await runEmbedq(world.env, ['submit', 's3://corpus/data/']);
+    expect(noOutput.code).toBe(2);
+    expect(noOutput.stderr).toMatch(/--out/);
     const missing = await runEmbedq(world.env, ['submit', 's3://corpus/nothing-here/', '--out', 's3://out/x/']);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/nothing-here/);
