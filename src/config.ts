@@ -38,7 +38,8 @@ export interface DashScopeSettings {
 }
 
 export interface S3Settings {
-  region: string;
+  /** `AWS_REGION`; unset: the region of the SDK's own chain (a profile's), else us-east-1. */
+  region?: string | undefined;
   /** Set for S3-compatible servers (MinIO, s3rver); unset for AWS. */
   endpoint?: string | undefined;
   forcePathStyle: boolean;
@@ -129,7 +130,7 @@ const EnvSchema = z
     EMBEDQ_TARGET_UTILIZATION: z.coerce.number().gt(0).lte(1).default(0.99),
     EMBEDQ_RESERVE: z.coerce.number().gte(0).lt(1).default(0),
     EMBEDQ_LEARNED_LIMIT_TTL_S: positiveInt.default(3600),
-    AWS_REGION: z.string().default('us-east-1'),
+    AWS_REGION: z.string().optional(),
     AWS_ENDPOINT_URL_S3: z.url().optional(),
     S3_FORCE_PATH_STYLE: z.stringbool().default(false),
     S3_CHECKSUMS: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).default('WHEN_SUPPORTED'),

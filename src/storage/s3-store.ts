@@ -26,7 +26,7 @@ import type { ObjectStore, OpenedObject, StoredObject } from './object-store.js'
  */
 export function createS3Client(settings: S3Settings, overrides: Partial<S3ClientConfig> = {}): S3Client {
   return new S3Client({
-    region: settings.region,
+    region: settings.region ?? sdkRegionOrDefault(),
     ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
     forcePathStyle: settings.forcePathStyle,
     // S3-compatible servers (s3rver, older MinIO) reject the SDK's default CRC checksums.
@@ -36,6 +36,26 @@ export function createS3Client(settings: S3Settings, overrides: Partial<S3Client
     ...(settings.credentials ? { credentials: { ...settings.credentials } } : {}),
     ...overrides,
   });
+}
+
+/** Where S3 requests go when nothing names a region: S3-compatible servers take any. */
+const FALLBACK_REGION = 'us-east-1';
+
+/**
+ * The region the SDK's own chain finds (a profile's `region` in ~/.aws/config, `AWS_PROFILE`),
+ * else us-east-1. Before, us-east-1 was always given when `AWS_REGION` was unset, over a
+ * profile's region, and a bucket elsewhere answered every request with a redirect error.
+ */
+function sdkRegionOrDefault(): () => Promise<string> {
+  // A client given no region resolves one from that chain, lazily, and does no I/O until asked.
+  const fromSdk = new S3Client({}).config.region;
+  return async () => {
+    try {
+      return await fromSdk();
+    } catch {
+      return FALLBACK_REGION;
+    }
+  };
 }
 
 export interface S3ObjectStoreOptions {
