@@ -39,4 +39,21 @@ describe('embedq plan', () => {
     expect(estimate.exactTokens).toBe(false);
     expect(estimate.tokens).toBeGreaterThanOrEqual(plan.tokens);
   });
+
+  it('finds a line over 8,192 tokens as the run does, also without --exact (the estimate under-counts digits)', async () => {
+    // 9,000 × "1 ": ~6,000 tokens by the estimate, 18,000 by the Qwen tokenizer; the run truncates it.
+    const file = path.join(folder, 'long.txt');
+    await writeFile(file, `short line
+${'1 '.repeat(9_000)}
+another short line
+`);
+    const options = parseJobOptions({ input: file, output: 'unused' });
+    const quick = await planCorpus(options, { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
+    expect(quick).toMatchObject({ lines: 3, tooLong: 1, requests: 1 });
+    const exact = await planCorpus(options, { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, { exactTokens: true });
+    expect(exact).toMatchObject({ lines: 3, tooLong: 1 });
+    // The long line counts as what is sent: the first 8,192 tokens.
+    const tokenizer = await loadTokenizer();
+    expect(exact.tokens).toBe(8_192 + tokenizer.countTokens('short line') + tokenizer.countTokens('another short line'));
+  });
 });

@@ -11,7 +11,7 @@ export function registerPlanCommand(program: Command): void {
     program
       .command('plan <input>')
       .description('dry run: lines, requests, tokens, estimated cost and time at quota')
-      .option('--exact', 'count tokens with the Qwen tokenizer (slower) instead of the quick over-estimate')
+      .option('--exact', 'count every line with the Qwen tokenizer (slower) instead of the quick estimate; lines that may be over the limit are counted exactly either way')
       .option('--reuse <previous-output>', 'count only what an incremental run would send: lines the previous output (or schedule root) lacks')
       .option('--json', 'print JSON'),
     { requireOut: false },
@@ -41,7 +41,7 @@ export function registerPlanCommand(program: Command): void {
             ? [reuse.error ? `reuse      unavailable, every line would be sent: ${reuse.error}` : `reuse      ${n(plan.reused)} lines from ${reuse.from} (not sent; requests, tokens, cost and time below are for the rest)`]
             : []),
           `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
-          `tokens     ${plan.exactTokens ? '' : '≤ ~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, before the per-text end token)' : ' (estimate; --exact to count)'}`,
+          `tokens     ${plan.exactTokens ? '' : '~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, before the per-text end token)' : ' (estimate: over on prose, under on digit runs; --exact to count)'}`,
           `cost       ~$${plan.estimatedCostUsd.toFixed(4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
           `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(limits.requestsPerMinute)} QPM / ${n(limits.tokensPerMinute)} TPM`,
         ].join('\n') + '\n',
