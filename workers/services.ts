@@ -74,7 +74,9 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   const queues = Object.fromEntries(
     Object.values(QUEUES).map((name) => {
       const queue = new Queue(name, queueOptions(settings.redisPrefix, redis));
-      queue.on('error', (error) => logger.warn({ err: error, queue: name }, 'queue error'));
+      // A command reports an unreachable Redis once, as REDIS_UNAVAILABLE; its queues' connection
+      // errors (one per reconnection attempt, each with a stack) are only for debugging.
+      queue.on('error', (error) => (options.failFast ? logger.debug : logger.warn).call(logger, { err: error, queue: name }, 'queue error'));
       releasers.push(() => queue.close());
       return [name, queue];
     }),
