@@ -32,7 +32,7 @@ export function scheduleFromFlags(name: string, input: string, flags: Record<str
 }
 
 export function registerScheduleCommands(program: Command): void {
-  const schedule = program.command('schedule').description('cron-scheduled runs (BullMQ Job Schedulers): add, list, remove, run');
+  const schedule = program.command('schedule').description('cron-scheduled runs (BullMQ Job Schedulers): add, list, remove, run, export, apply');
 
   addJobFlags(
     schedule
