@@ -82,10 +82,14 @@ describe('one writer per output', () => {
 
   it('refuses to retry a stopped job once another job took its output: resumed, it completed over a mix of both runs', async () => {
     const output = 's3://out/retaken/';
+    // Slow answers keep the first job running until it is cancelled.
+    world.emulator.setFaults({ latencyMs: { min: 5_000, median: 5_000, p99: 5_000 } });
     const first = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '100', '--dimension', '64', '--output-type', 'dense']);
     expect(first.code, first.stderr).toBe(0);
     const stopped = first.stdout.trim();
-    expect((await runEmbedq(world.env, ['cancel', stopped])).code).toBe(0);
+    const cancelled = await runEmbedq(world.env, ['cancel', stopped]);
+    world.emulator.setFaults({ latencyMs: { min: 2, median: 5, p99: 20 } });
+    expect(cancelled.code, cancelled.stderr).toBe(0);
     const second = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '20', '--output-type', 'dense', '--overwrite']);
     expect(second.code, second.stderr).toBe(0);
     const taker = second.stdout.trim();
