@@ -172,7 +172,6 @@ export class ScheduleStore {
       .multi()
       .hincrby(this.key(name), 'runs', 1)
       .hset(this.key(name), { lastJobId: jobId, lastOutput: output, lastTickAt: tickMillis })
-      .hdel(this.key(name), 'lastError', 'lastErrorAt')
       .exec();
     await this.logTick(name, { tickMillis, outcome: 'submitted', detail: jobId });
   }
@@ -210,6 +209,25 @@ export class ScheduleStore {
       .hset(this.key(name), { lastError: message, lastErrorAt: now, lastTickAt: tickMillis })
       .exec();
     await this.logTick(name, { tickMillis, outcome: 'failed', detail: message });
+  }
+
+  /**
+   * A run the schedule started failed: counted with the ticks that could not start one, and its
+   * reason kept as the last error (before, it showed only as the last run's state, until the next tick).
+   */
+  async recordRunFailed(name: string, jobId: string, message: string, now = Date.now()): Promise<void> {
+    // A schedule removed meanwhile keeps no half record.
+    if (!(await this.redis.exists(this.key(name)))) return;
+    await this.redis
+      .multi()
+      .hincrby(this.key(name), 'failures', 1)
+      .hset(this.key(name), { lastError: `run ${jobId} failed: ${message}`, lastErrorAt: now })
+      .exec();
+  }
+
+  /** A run completed: the schedule's last error, if any, is behind it. */
+  async recordRunCompleted(name: string): Promise<void> {
+    await this.redis.hdel(this.key(name), 'lastError', 'lastErrorAt');
   }
 
   async ticks(name: string): Promise<TickLogEntry[]> {

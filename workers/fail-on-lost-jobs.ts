@@ -2,6 +2,7 @@ import type { Job } from 'bullmq';
 
 import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
+import { noteScheduledRunFailed } from './schedule-latest.js';
 import type { Services } from './services.js';
 
 /**
@@ -20,7 +21,9 @@ export async function failCorpusJobOf(services: Services, job: Pick<Job, 'id' | 
   const generation = typeof data.generation === 'number' ? data.generation : undefined;
   const code = /^([A-Z][A-Z_]+):/.exec(reason)?.[1] ?? (/allowable limit/.test(reason) ? 'JOB_STALLED' : 'INTERNAL');
   const failed = await services.corpora.jobs.markFailed(data.corpusJobId, `${job.name} ${job.id}: ${reason}`, code, generation);
-  if (failed) logger.error({ corpusJobId: data.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
+  if (!failed) return;
+  logger.error({ corpusJobId: data.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
+  await noteScheduledRunFailed(services, data.corpusJobId, `${code}: ${reason}`, logger);
 }
 
 /** How often the failed sets are swept (by one worker of the deployment at a time). */

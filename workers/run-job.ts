@@ -5,6 +5,7 @@ import { EmbedqError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
 import type { Services } from './services.js';
+import { noteScheduledRunFailed } from './schedule-latest.js';
 import { releaseOutputOfFailed } from './settle-stopped.js';
 
 export interface JobContext {
@@ -82,7 +83,10 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
         // Fenced: a late failure of an earlier generation does not fail the retried job.
         const failed = await services.corpora.jobs.markFailed(payload.corpusJobId, `${job.name} ${job.id}: ${reason}`, code, payload.generation);
         logger.error({ err: error, code }, 'corpus job failed');
-        if (failed) releaseOutputOfFailed(services, payload.corpusJobId, job.id, stopping, logger);
+        if (failed) {
+          releaseOutputOfFailed(services, payload.corpusJobId, job.id, stopping, logger);
+          await noteScheduledRunFailed(services, payload.corpusJobId, `${code}: ${reason}`, logger);
+        }
         throw new UnrecoverableError(`${code}: ${reason}`);
       }
       // A full Redis fails every step at once: the workers' RedisFullBrake logs that, in summary.

@@ -19,7 +19,8 @@ export interface LatestPointer {
 
 /**
  * Called by finalize once a run's `_SUCCESS` is in place (and before the job is marked completed,
- * so a crash in between repeats this on retry): points the schedule's `_latest.json` at the run.
+ * so a crash in between repeats this on retry): points the schedule's `_latest.json` at the run,
+ * and clears the schedule's last error.
  * A failed run never gets here, so the pointer keeps naming the last good output. Runs of one
  * schedule never overlap (ScheduleStore.claim), so the newest success is the last to write.
  */
@@ -39,4 +40,18 @@ export async function publishScheduleLatest(services: Services, record: CorpusJo
   const root = openOutput(scheduleRoot(schedule.out), services);
   await root.store.write(root.prefix + LATEST_FILE, `${JSON.stringify(latest, null, 2)}\n`);
   logger.info({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} updated`);
+  await scheduleStore(services).recordRunCompleted(record.schedule);
+}
+
+/**
+ * A corpus job failed: if a schedule started it, the schedule counts the failure and keeps its
+ * reason (`schedule list`, the dashboard). Best effort: the job's own failure is already recorded.
+ */
+export async function noteScheduledRunFailed(services: Services, corpusJobId: string, message: string, logger: Logger): Promise<void> {
+  try {
+    const record = await services.corpora.get(corpusJobId);
+    if (record?.schedule) await scheduleStore(services).recordRunFailed(record.schedule, corpusJobId, message);
+  } catch (error) {
+    logger.warn({ err: error, corpusJobId }, 'could not record the failed run on its schedule');
+  }
 }

@@ -176,7 +176,7 @@ describe('embedq schedule', () => {
     }
   });
 
-  it('a failed run leaves _latest.json naming the last good output, and schedule list shows why', async () => {
+  it('a failed run leaves _latest.json naming the last good output, and schedule list counts it and shows why until a run completes', async () => {
     const worker = spawnEmbedq(world.env, ['worker']);
     try {
       await world.put('keeper/corpus.txt', 'one line\nanother line\n');
@@ -195,10 +195,19 @@ describe('embedq schedule', () => {
       const badId = bad.stdout.trim();
       expect((await world.services.corpora.get(badId))?.state).toBe('failed');
       expect(await readLatest()).toMatchObject({ job_id: goodId, output: `s3://out/keeper/${goodId}/` });
-      const listed = JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Array<{ name: string; last_run: { job_id: string; state: string; error: string } }>;
-      const row = listed.find((entry) => entry.name === 'keeper')!;
+      type Row = { name: string; last_run: { job_id: string; state: string; error: string }; failures: number; last_error: string | null };
+      const keeperRow = async (): Promise<Row> => (JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Row[]).find((entry) => entry.name === 'keeper')!;
+      const row = await keeperRow();
       expect(row.last_run).toMatchObject({ job_id: badId, state: 'failed' });
       expect(row.last_run.error).toContain('keeper/corpus.txt');
+      // The schedule counts the failed run and keeps why, beyond the next tick (before, only the
+      // last run's state showed it, and failures counted only ticks that could not start a run).
+      expect(row.failures).toBe(1);
+      expect(row.last_error).toMatch(new RegExp(`^run ${badId} failed: [A-Z_]+: .*keeper/corpus\\.txt`));
+      await world.put('keeper/corpus.txt', 'one line\nanother line\n');
+      const next = await runEmbedq(world.env, ['schedule', 'run', 'keeper', '--wait']);
+      expect(next.code, next.stderr).toBe(0);
+      expect(await keeperRow()).toMatchObject({ failures: 1, last_error: null, last_run: { job_id: next.stdout.trim(), state: 'completed' } });
       expect((await runEmbedq(world.env, ['schedule', 'remove', 'keeper'])).code).toBe(0);
     } finally {
       await stopProcess(worker);
