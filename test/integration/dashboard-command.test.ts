@@ -1,3 +1,6 @@
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+
 import { inject } from 'vitest';
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -23,6 +26,26 @@ describe('embedq dashboard (the command)', () => {
     const result = await runEmbedq(env(), ['dashboard', '--host', '0.0.0.0', '--port', '0']);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('EMBEDQ_DASHBOARD_TOKEN');
+  });
+
+  it('exits 2 when its port is taken, instead of running on without listening', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const child = spawnEmbedq(env(), ['dashboard', '--port', String(port)]);
+      started.push(child);
+      let stderr = '';
+      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const code = await Promise.race([
+        new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode))),
+        new Promise<string>((resolve) => setTimeout(() => resolve('still running after 20 s'), 20_000)),
+      ]);
+      expect(code, stderr).toBe(2);
+      expect(stderr).toContain(`port: 127.0.0.1:${port} is already in use`);
+    } finally {
+      taken.close();
+    }
   });
 
   it('serves /healthz and the token-protected page, and stops on SIGTERM', async () => {

@@ -26,7 +26,13 @@ export function registerDashboardCommand(program: Command): void {
         // Loaded when run: no other command needs fastify and Bull Board (README, "Bounded memory").
         const { buildDashboard } = await import('../dashboard/server.js');
         const { app } = await buildDashboard(services, { host: flags.host, token });
-        const address = await app.listen({ host: flags.host, port });
+        const address = await app.listen({ host: flags.host, port }).catch(async (error: NodeJS.ErrnoException) => {
+          // Not listening, the dashboard must not live on: its refresh timer kept the process
+          // running, logging a failed refresh every second once the services had closed.
+          await app.close();
+          if (error.code === 'EADDRINUSE') throw new ConfigError(`Invalid options:\n- port: ${flags.host}:${port} is already in use; choose another with --port`);
+          throw error;
+        });
         logger.info({ address, auth: token ? 'token' : 'none' }, 'dashboard listening');
         await new Promise<void>((resolve) => {
           process.once('SIGTERM', () => resolve());
