@@ -21,6 +21,16 @@ describe('throughput tracker', () => {
     tracker.keepOnly(new Set());
     expect(tracker.history('a')).toEqual([]);
   });
+
+  it('reads a count that went down (a retry rebuilds it from the written shards) as a pause, never as negative lines a second', () => {
+    const tracker = new ThroughputTracker();
+    for (let second = 0; second <= 5; second += 1) tracker.record('a', second * 100, 1_000_000 + second * 1000);
+    // Retried: 300 lines of open shards are to be embedded again.
+    tracker.record('a', 200, 1_006_000);
+    for (let second = 7; second <= 12; second += 1) tracker.record('a', 200 + (second - 6) * 50, 1_000_000 + second * 1000);
+    expect(tracker.history('a').every(([, rate]) => rate >= 0)).toBe(true);
+    expect(tracker.now('a', 1_012_000)).toBe(50);
+  });
 });
 
 describe('metrics plumbing', () => {

@@ -7,15 +7,24 @@ const KEEP_SAMPLES = 600;
 
 interface Sample {
   t: number;
+  /** Lines done, plus what earlier drops took away: it never goes down. */
   done: number;
 }
 
 export class ThroughputTracker {
   private readonly samples = new Map<string, Sample[]>();
+  /** Per job, the lines a retry took out of its count (the open shards it embeds again). */
+  private readonly dropped = new Map<string, number>();
 
-  record(id: string, done: number, t = Date.now()): void {
+  record(id: string, linesDone: number, t = Date.now()): void {
     let list = this.samples.get(id);
     if (!list) this.samples.set(id, (list = []));
+    // A retry rebuilds the count from the written shards, lower than before: read as a pause, not
+    // as negative lines a second (as a counter reset is read), so rates stay rates.
+    const previous = list.at(-1)?.done ?? 0;
+    let dropped = this.dropped.get(id) ?? 0;
+    if (linesDone + dropped < previous) this.dropped.set(id, (dropped = previous - linesDone));
+    const done = linesDone + dropped;
     const last = list.at(-1);
     if (last && last.done === done && list.length > 1 && list.at(-2)!.done === done) last.t = t;
     else list.push({ t, done });
@@ -48,5 +57,6 @@ export class ThroughputTracker {
   /** Drops jobs no longer listed, so memory follows the job list. */
   keepOnly(ids: ReadonlySet<string>): void {
     for (const id of this.samples.keys()) if (!ids.has(id)) this.samples.delete(id);
+    for (const id of this.dropped.keys()) if (!ids.has(id)) this.dropped.delete(id);
   }
 }
