@@ -39,7 +39,9 @@ export class JobLostError extends EmbedqError {
   readonly code = 'JOB_LOST';
   readonly retryable = true;
   constructor(readonly jobId: string) {
-    super(`job ${jobId} no longer exists in Redis (was Redis flushed or restarted without persistence, or did the job end more than EMBEDQ_JOB_RETENTION_DAYS ago?)`);
+    super(
+      `job ${jobId} no longer exists in Redis (a mistyped id or another EMBEDQ_REDIS_PREFIX? was Redis flushed or restarted without persistence, or did the job end more than EMBEDQ_JOB_RETENTION_DAYS ago?)`,
+    );
   }
 }
 

@@ -91,6 +91,9 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
       }
       // A full Redis fails every step at once: the workers' RedisFullBrake logs that, in summary.
       if (isRedisFullError(error)) logger.debug({ err: error }, 'job attempt failed: Redis is full; will retry');
+      // A failure we classified (a provider outage, a storage blip) says all in its code and
+      // message; its stack (~1.5 KB) on every attempt of every step made an outage's logs megabytes.
+      else if (error instanceof EmbedqError) logger.warn({ code: error.code, reason: error.message }, 'job attempt failed; will retry');
       else logger.warn({ err: error }, 'job attempt failed; will retry');
       // For `embedq status` and the dashboard: a job stuck in retries (a provider outage spans ~10
       // minutes of them) says why. Only a note: failing to write it must not change the outcome.

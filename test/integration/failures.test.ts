@@ -123,10 +123,12 @@ describe('failures that stop a job, and bad input', () => {
   });
 
   /** Workers against a provider that answers every request with a 500 until `run` turns it back on. */
+  /** The workers' log lines of the last outage (each failed attempt is a warning). */
+  let outageLog: Array<Record<string, unknown>> = [];
   const duringOutage = async (run: () => Promise<void>): Promise<void> => {
     world.emulator.setFaults({ failRate500: 1 });
-    // Silent: every failed attempt is logged as a warning with its stack.
-    const services = createServices(world.settings, createLogger({ level: 'silent' }));
+    outageLog = [];
+    const services = createServices(world.settings, createLogger({ level: 'warn' }, { write: (line: string) => outageLog.push(JSON.parse(line) as Record<string, unknown>) }));
     const pool = startWorkers(services, { concurrency: 2 });
     try {
       await run();
@@ -145,6 +147,14 @@ describe('failures that stop a job, and bad input', () => {
       const during = await runEmbedq(world.env, ['status', id]);
       expect(during.stdout).toMatch(/^state {5}running\nretrying {2}embed-batch attempt \d+ of 14: PROVIDER_UNAVAILABLE: .*500.* \(\d+ s ago\)$/m);
       expect((await world.services.corpora.get(id))!.rowsEmbedded).toBe(0);
+      // Each failed attempt is one line with its code and reason, without a stack (~1.5 KB each,
+      // on every attempt of every step, made an outage's logs megabytes).
+      const attempts = outageLog.filter((line) => line.msg === 'job attempt failed; will retry');
+      expect(attempts.length).toBeGreaterThan(0);
+      for (const line of attempts) {
+        expect(line).toMatchObject({ code: 'PROVIDER_UNAVAILABLE', reason: expect.stringMatching(/500/), corpusJobId: id });
+        expect(line).not.toHaveProperty('err');
+      }
       world.emulator.setFaults({ failRate500: 0 });
       expect((await waitForJob(world.services, id)).state).toBe('completed');
       // A finished job has no "retrying" line; the note stays in the record (`status --json`).
