@@ -33,11 +33,13 @@ export class BatchCursor {
 
   private readonly view: DataView;
   private index = 0;
-  private position = HEADER_BYTES;
+  private position = 0;
 
   constructor(readonly bytes: Uint8Array) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // From byte 0: a batch of no rows (every line of it refused by the provider) is its header alone.
     this.need(HEADER_BYTES, 'header');
+    this.position = HEADER_BYTES;
     if (bytes[0] !== MAGIC[0] || bytes[1] !== MAGIC[1] || bytes[2] !== MAGIC[2]) throw new BatchCodecError('not an embedding batch buffer (bad magic bytes)');
     if (bytes[3] !== VERSION) throw new BatchCodecError(`unsupported embedding batch version ${bytes[3]} (this build reads ${VERSION})`);
     this.count = this.view.getUint32(4, true);

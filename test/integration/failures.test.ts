@@ -6,7 +6,8 @@ import { parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
 import { createServices } from '../../workers/services.js';
 import { startWorkers } from '../../workers/start-workers.js';
-import { buildCorpus } from '../support/corpus-fixture.js';
+import { buildCorpus, MODERATION_WORD } from '../support/corpus-fixture.js';
+import { queryParquet } from '../support/duckdb.js';
 import { downloadPrefix, removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
 import { loadSettings } from '../../src/config.js';
 import { sleep } from '../../src/sleep.js';
@@ -22,6 +23,8 @@ describe('failures that stop a job, and bad input', () => {
     const corpus = buildCorpus('data/', { textLines: 400 });
     for (const object of corpus.objects) await world.put(object.key, object.body);
     await world.put('long/only.txt', `short line\n${'9 '.repeat(9000)}\nanother short line\n`);
+    // Shard 1 of 10-line shards is one line the provider refuses: a batch of no rows.
+    await world.put('refused/corpus.txt', `${Array.from({ length: 10 }, (_, index) => `line ${index}`).join('\n')}\nplease ${MODERATION_WORD} this\n`);
   });
   afterAll(() => world.close());
 
@@ -196,6 +199,25 @@ describe('failures that stop a job, and bad input', () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatchObject({ row: 1, source: 'long/only.txt', line: 1, code: 'TEXT_TOO_LONG' });
     expect(String(errors[0]!.message)).toMatch(/long\/only\.txt:2: text has (more than )?\d+ tokens/);
+    await removeFolder(folder);
+  });
+
+  it('completes a shard whose every line the provider refused (its batch has no rows; the shard writer failed on it)', async () => {
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const id = await submitCorpusJob(
+        { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() },
+        parseJobOptions({ input: 's3://corpus/refused/', output: 's3://out/refused/', shardRows: 10, dimension: 64, outputType: 'dense' }),
+      );
+      expect(await waitForJob(world.services, id, undefined, 30_000)).toMatchObject({ state: 'completed', rowsEmbedded: 10, rowsFailed: 1, totalShards: 2 });
+    } finally {
+      await pool.close();
+    }
+    const { folder } = await downloadPrefix(world.s3, 'out', 'refused/');
+    const errors = readFileSync(path.join(folder, '_errors.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(errors).toEqual([expect.objectContaining({ row: 10, code: 'CONTENT_REJECTED' })]);
+    const [read] = await queryParquet(`SELECT count(*) AS n FROM read_parquet('${folder}/part-*.parquet')`);
+    expect(read).toEqual({ n: 10n });
     await removeFolder(folder);
   });
 

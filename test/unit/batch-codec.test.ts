@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { BatchCodecError, decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
+import { BatchCursor } from '../../src/shards/batch-cursor.js';
 import type { ShardRow } from '../../src/shards/shard-row.js';
 import { float32Bytes, makeShardRows } from '../support/shard-rows.js';
 
@@ -52,8 +53,12 @@ describe('batch codec', () => {
     expect(decoded[0]!.sparse!.map((entry) => entry.token)).toEqual(['z', 'a']);
   });
 
-  it('encodes zero rows', () => {
+  it('encodes zero rows, which the shard writer\'s cursor also reads (a batch whose every line the provider refused)', () => {
     expect(decodeBatch(encodeBatch([], 1024))).toEqual([]);
+    const cursor = new BatchCursor(encodeBatch([], 1024));
+    expect(cursor.count).toBe(0);
+    expect(cursor.next()).toBe(false);
+    expect(() => new BatchCursor(encodeBatch([], 1024).subarray(0, 11))).toThrow(BatchCodecError);
   });
 
   it('stores sparse values as float32, like the shard', () => {
