@@ -1,6 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 
 import { ReuseUnavailableError } from '../errors.js';
+import { BatchCodecError } from './batch-codec.js';
 import type { PreviousShards } from '../reuse/previous-shards.js';
 import { startThread } from '../threads/start-thread.js';
 
@@ -122,9 +123,12 @@ export class ShardEncoder {
         result = { rows: response.rows, ...(response.upserts ? { upserts: response.upserts } : {}) };
         output.end();
       } else {
-        // The thread's ReuseUnavailableError (a previous row changed or unreadable) fails the job
-        // as it would on this thread; anything else is a failed encoding, retried.
-        const error = response.error.code === 'REUSE_UNAVAILABLE' ? new ReuseUnavailableError(response.error.message) : new Error(`shard encoding failed: ${response.error.message}`);
+        // The thread's permanent errors fail the job as they would on this thread: a previous row
+        // changed or unreadable (REUSE_UNAVAILABLE), a buffered batch that does not decode
+        // (BATCH_CORRUPT: no attempt reads it better). Anything else is a failed encoding, retried.
+        const { code, message } = response.error;
+        const error =
+          code === 'REUSE_UNAVAILABLE' ? new ReuseUnavailableError(message) : code === 'BATCH_CORRUPT' ? new BatchCodecError(message) : new Error(`shard encoding failed: ${message}`);
         error.stack = response.error.stack ?? error.stack;
         fail(error);
       }

@@ -17,7 +17,7 @@ import { ReuseUnavailableError, StorageError } from '../../src/errors.js';
 import type { PreviousOutput } from '../../src/reuse/previous-output.js';
 import { PreviousShardCopies } from '../../src/reuse/previous-shards.js';
 import { encodeReuseList, type ReusedLine } from '../../src/reuse/reuse-list.js';
-import { decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
+import { BatchCodecError, decodeBatch, encodeBatch } from '../../src/shards/batch-codec.js';
 import { encodeShard } from '../../src/shards/encode-shard.js';
 import { ShardEncoder } from '../../src/shards/shard-encoder.js';
 import type { ShardRow } from '../../src/shards/shard-row.js';
@@ -152,6 +152,17 @@ describe('streaming a shard from its Redis buffer into a store', () => {
     );
     expect(result.rows).toBe(rows.length);
     expect((await readFile(path.join(folder, 'after.parquet'))).byteLength).toBe(result.bytes);
+  });
+
+  it('a batch that does not decode fails the shard with BATCH_CORRUPT, not retried (before: a plain error, retried 14 times)', async () => {
+    const rows = makeShardRows(300, { dimension, sparseEntries: 20 });
+    const { batches } = await bufferShard('cj-corrupt', rows);
+    await redis.hset(corpora.keys.shard('cj-corrupt', 0), 'b:1', batches[1]!.subarray(0, batches[1]!.length - 5));
+    const failed = encoder.encode(corpora.buffers.batches('cj-corrupt', 0, batches.length, [], dimension), { dimension, format: 'parquet' }, (file) =>
+      new LocalObjectStore(folder).writeStream('corrupt.parquet', file),
+    );
+    await expect(failed).rejects.toThrow(BatchCodecError);
+    await expect(failed).rejects.toMatchObject({ code: 'BATCH_CORRUPT', retryable: false, message: expect.stringMatching(/truncated/) });
   });
 
   it('a store that fails mid-upload fails the shard with its StorageError and stops the thread’s work', async () => {
