@@ -150,9 +150,19 @@ export class PreviousIndex {
     return found;
   }
 
-  /** Positions that had an id and were never classified: the deletes, in manifest order. */
+  /**
+   * The deletes: per id of the previous output never classified, its first position, in manifest
+   * order. One per id: an id on two previous rows was written to `deletes.jsonl` twice.
+   */
   *unseenIdPositions(): Generator<number> {
-    for (let position = 0; position < this.size; position++) if (this.hasId[position] === 1 && this.seen[position] === 0) yield position;
+    const firsts: number[] = [];
+    // byId runs each id's positions together, in position order; classifyId marks a whole run seen.
+    for (let i = 0; i < this.byId.length; i++) {
+      const position = this.byId[i]!;
+      const sameIdAsBefore = i > 0 && equalBytes(this.ids, this.byId[i - 1]!, this.ids.subarray(position * ID_BYTES, (position + 1) * ID_BYTES), ID_BYTES);
+      if (this.seen[position] === 0 && !sameIdAsBefore) firsts.push(position);
+    }
+    yield* firsts.sort((a, b) => a - b);
   }
 
   /** Which shard of the manifest holds a position, and at which row of that shard file. */

@@ -295,6 +295,21 @@ describe('reuse library', () => {
     await expectReuseError(PreviousIndex.build(await resolvePreviousOutput(old.root, open)), /no-hashes: no row has a content_hash/);
   });
 
+  it('writes one delete per id gone, also for an id the previous output had on two rows', async () => {
+    const { root, write } = local('twice');
+    const ids = ['x', 'y', 'x', 'z', 'y', 'w'];
+    const rows = ids.map((id, i): ShardRow => ({ row: i, source: '/corpus/t.jsonl', line: i, id, text: `text ${i}`, dense: null, sparse: null, contentHash: contentHash(`text ${i}`, PARAMETERS) }));
+    await write('part-00000.parquet', await encodeShard(rows, { dimension: DIMENSION, format: 'parquet' }));
+    await write('_manifest.json', JSON.stringify({ job_id: 'x', output: root, model: PARAMETERS.model, dimension: DIMENSION, output_type: 'dense', output_format: 'parquet', shards: [{ file: 'part-00000.parquet', first_row: 0, last_row: 5, rows: 6, bytes: 0 }] }));
+    await write('_SUCCESS', '');
+    const index = await PreviousIndex.build(await resolvePreviousOutput(root, open));
+    expect(index.classifyId('w', contentKey('text 5', PARAMETERS))).toBe('unchanged');
+    const { root: outRoot } = local('twice-output');
+    // x, y and z are gone: three deletes, in the previous output's order (it wrote x and y twice).
+    expect(await writeDeletes(open(outRoot), index)).toBe(3);
+    expect((await readFile(path.join(outRoot, DELETES_FILE), 'utf8')).trim().split('\n')).toEqual(['{"id":"x"}', '{"id":"y"}', '{"id":"z"}']);
+  });
+
   it('finds every one of 5,000 rows by hash and by id (the radix-sorted lookups)', async () => {
     const { root, write } = local('many');
     const lines = Array.from({ length: 5_000 }, (_, i) => ({ source: `/corpus/${i % 3}.txt`, line: i, id: `id-${(i * 7919) % 5_000}`, text: `text number ${i}` }));
