@@ -21,6 +21,12 @@ export function newCorpusJobId(now = Date.now()): string {
   return `cj-${now.toString(36)}-${randomBytes(3).toString('hex')}`;
 }
 
+/** When a corpus job id was made (milliseconds), or undefined for an id not made by newCorpusJobId. */
+export function corpusJobIdTime(id: string): number | undefined {
+  const match = /^cj-([0-9a-z]+)-[0-9a-f]+$/.exec(id);
+  return match ? parseInt(match[1]!, 36) : undefined;
+}
+
 export interface SubmitDeps {
   corpora: CorpusStore;
   splitQueue: Queue;

@@ -1,10 +1,12 @@
 import { text } from 'node:stream/consumers';
 
 import type { CorpusJobRecord } from '../jobs/corpus-store.js';
+import { corpusJobIdTime } from '../jobs/enqueue.js';
 import { scheduleRoot } from '../jobs/schedule-template.js';
 import { LATEST_FILE, MANIFEST_FILE, SUCCESS_FILE } from '../src/output/layout.js';
 import type { Manifest } from '../src/output/manifest.js';
 import type { Logger } from '../src/logger.js';
+import type { ObjectStore } from '../src/storage/object-store.js';
 import { openOutput } from './output.js';
 import { scheduleStore } from './schedule-tick.js';
 import type { Services } from './services.js';
@@ -20,9 +22,9 @@ export interface LatestPointer {
 /**
  * Called by finalize once a run's `_SUCCESS` is in place (and before the job is marked completed,
  * so a crash in between repeats this on retry): points the schedule's `_latest.json` at the run,
- * and clears the schedule's last error.
- * A failed run never gets here, so the pointer keeps naming the last good output. Runs of one
- * schedule never overlap (ScheduleStore.claim), so the newest success is the last to write.
+ * unless it names a newer run, and clears the schedule's last error.
+ * A failed run never gets here, so the pointer keeps naming the last good output. Ticks of one
+ * schedule never overlap (ScheduleStore.claim); an older run's `retry` may, hence the check.
  */
 export async function publishScheduleLatest(services: Services, record: CorpusJobRecord, logger: Logger): Promise<void> {
   if (!record.schedule) return;
@@ -38,9 +40,33 @@ export async function publishScheduleLatest(services: Services, record: CorpusJo
   const manifest = JSON.parse(await text(await output.store.read(output.prefix + MANIFEST_FILE))) as Manifest;
   const latest: LatestPointer = { output: record.options.output, job_id: record.id, finished_at: manifest.finished_at, counts: manifest.counts };
   const root = openOutput(scheduleRoot(schedule.out), services);
-  await root.store.write(root.prefix + LATEST_FILE, `${JSON.stringify(latest, null, 2)}\n`);
-  logger.info({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} updated`);
+  const named = await readLatestJobId(root);
+  if (named !== undefined && isNewerRun(named, record.id)) {
+    // An older run retried after a newer one (retry does not take the schedule's slot): the
+    // pointer stays on the newer, which the next incremental run must build on.
+    logger.info({ schedule: record.schedule, latest: named }, `${LATEST_FILE} names a newer run; left as it is`);
+  } else {
+    await root.store.write(root.prefix + LATEST_FILE, `${JSON.stringify(latest, null, 2)}\n`);
+    logger.info({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} updated`);
+  }
   await scheduleStore(services).recordRunCompleted(record.schedule);
+}
+
+/** The job `_latest.json` names, if it is there and reads. */
+async function readLatestJobId(root: { store: ObjectStore; prefix: string }): Promise<string | undefined> {
+  if (!(await root.store.stat(root.prefix + LATEST_FILE))) return undefined;
+  try {
+    const pointer = JSON.parse(await text(await root.store.read(root.prefix + LATEST_FILE))) as Partial<LatestPointer>;
+    return typeof pointer.job_id === 'string' ? pointer.job_id : undefined;
+  } catch {
+    return undefined; // unreadable: this run's pointer replaces it
+  }
+}
+
+/** Whether job `other` was made after job `id` (ids are time-sortable). */
+function isNewerRun(other: string, id: string): boolean {
+  const [otherTime, time] = [corpusJobIdTime(other), corpusJobIdTime(id)];
+  return otherTime !== undefined && time !== undefined && otherTime > time;
 }
 
 /**

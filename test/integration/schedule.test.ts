@@ -176,6 +176,33 @@ describe('embedq schedule', () => {
     }
   });
 
+  it('an older run retried after a newer one completed leaves _latest.json naming the newer', async () => {
+    const worker = spawnEmbedq(world.env, ['worker']);
+    try {
+      await world.put('order/corpus.txt', 'one line\nanother line\n');
+      const added = await runEmbedq(world.env, ['schedule', 'add', 'order', 's3://corpus/order/corpus.txt', '--cron', '0 0 1 1 *', '--out', 's3://out/order/{runId}/', '--dimension', '64', '--output-type', 'dense']);
+      expect(added.code, added.stderr).toBe(0);
+      // Run A is cancelled mid-request (each answer takes 3 s here), run B completes, then A is retried.
+      const older = (await runEmbedq(world.env, ['schedule', 'run', 'order'])).stdout.trim();
+      await waitForJob(world.services, older, (record) => record.state === 'running');
+      expect((await runEmbedq(world.env, ['cancel', older])).code).toBe(0);
+      const newer = await runEmbedq(world.env, ['schedule', 'run', 'order', '--wait']);
+      expect(newer.code, newer.stderr).toBe(0);
+      const newerId = newer.stdout.trim();
+      expect((await runEmbedq(world.env, ['retry', older])).code).toBe(0);
+      expect((await waitForJob(world.services, older)).state).toBe('completed');
+      const latest = JSON.parse(
+        await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'order/_latest.json' }))).Body!.transformToString(),
+      ) as { job_id: string; output: string };
+      // Before, the older run, finishing last, moved it back: the next incremental run would have
+      // built its delta on the older base.
+      expect(latest).toMatchObject({ job_id: newerId, output: `s3://out/order/${newerId}/` });
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'order'])).code).toBe(0);
+    } finally {
+      await stopProcess(worker);
+    }
+  });
+
   it('a failed run leaves _latest.json naming the last good output, and schedule list counts it and shows why until a run completes', async () => {
     const worker = spawnEmbedq(world.env, ['worker']);
     try {
