@@ -2,6 +2,7 @@ import { text } from 'node:stream/consumers';
 
 import type { CorpusJobRecord } from '../jobs/corpus-store.js';
 import { corpusJobIdTime } from '../jobs/enqueue.js';
+import { outputIdentity } from '../jobs/output-lease.js';
 import { scheduleRoot } from '../jobs/schedule-template.js';
 import { LATEST_FILE, MANIFEST_FILE, SUCCESS_FILE } from '../src/output/layout.js';
 import type { Manifest } from '../src/output/manifest.js';
@@ -28,7 +29,8 @@ export interface LatestPointer {
  */
 export async function publishScheduleLatest(services: Services, record: CorpusJobRecord, logger: Logger): Promise<void> {
   if (!record.schedule) return;
-  const schedule = await scheduleStore(services).get(record.schedule);
+  const schedules = scheduleStore(services);
+  const schedule = await schedules.get(record.schedule);
   if (!schedule) {
     logger.warn({ schedule: record.schedule }, 'schedule removed before its run finished; _latest.json left as it was');
     return;
@@ -40,16 +42,26 @@ export async function publishScheduleLatest(services: Services, record: CorpusJo
   const manifest = JSON.parse(await text(await output.store.read(output.prefix + MANIFEST_FILE))) as Manifest;
   const latest: LatestPointer = { output: record.options.output, job_id: record.id, finished_at: manifest.finished_at, counts: manifest.counts };
   const root = openOutput(scheduleRoot(schedule.out), services);
-  const named = await readLatestJobId(root);
-  if (named !== undefined && isNewerRun(named, record.id)) {
-    // An older run retried after a newer one (retry does not take the schedule's slot): the
-    // pointer stays on the newer, which the next incremental run must build on.
-    logger.info({ schedule: record.schedule, latest: named }, `${LATEST_FILE} names a newer run; left as it is`);
+  const keep = await reasonToKeepLatest(record, scheduleRoot(schedule.out), root);
+  if (keep) {
+    logger.warn({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} left as it is: ${keep}`);
   } else {
     await root.store.write(root.prefix + LATEST_FILE, `${JSON.stringify(latest, null, 2)}\n`);
     logger.info({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} updated`);
   }
-  await scheduleStore(services).recordRunCompleted(record.schedule);
+  await schedules.recordRunCompleted(record.schedule);
+}
+
+/** Why this run must not move the schedule's pointer, or undefined. */
+async function reasonToKeepLatest(record: CorpusJobRecord, rootLocation: string, root: { store: ObjectStore; prefix: string }): Promise<string | undefined> {
+  // The schedule's --out changed while the run went: the pointer would sit in a root that holds
+  // none of its runs, naming an output elsewhere.
+  if (!outputIdentity(record.options.output).startsWith(outputIdentity(rootLocation))) return `the schedule's output moved to ${rootLocation} since this run started`;
+  // An older run retried after a newer one (retry does not take the schedule's slot): the pointer
+  // stays on the newer, which the next incremental run must build on.
+  const named = await readLatestJobId(root);
+  if (named !== undefined && isNewerRun(named, record.id)) return `it names ${named}, a newer run`;
+  return undefined;
 }
 
 /** The job `_latest.json` names, if it is there and reads. */

@@ -203,6 +203,24 @@ describe('embedq schedule', () => {
     }
   });
 
+  it("a run whose schedule's --out changed meanwhile writes no _latest.json into the new root", async () => {
+    const worker = spawnEmbedq(world.env, ['worker']);
+    try {
+      await world.put('moved/corpus.txt', 'one line\n');
+      const add = (out: string) => runEmbedq(world.env, ['schedule', 'add', 'moved', 's3://corpus/moved/corpus.txt', '--cron', '0 0 1 1 *', '--out', out, '--dimension', '64', '--output-type', 'dense']);
+      expect((await add('s3://out/moved-a/{runId}/')).code).toBe(0);
+      const id = (await runEmbedq(world.env, ['schedule', 'run', 'moved'])).stdout.trim();
+      await waitForJob(world.services, id, (record) => record.state === 'running');
+      expect((await add('s3://out/moved-b/{runId}/')).code).toBe(0);
+      expect((await waitForJob(world.services, id)).state).toBe('completed');
+      // Before, s3://out/moved-b/_latest.json named s3://out/moved-a/<id>/.
+      await expect(world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'moved-b/_latest.json' }))).rejects.toThrow();
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'moved'])).code).toBe(0);
+    } finally {
+      await stopProcess(worker);
+    }
+  });
+
   it('a failed run leaves _latest.json naming the last good output, and schedule list counts it and shows why until a run completes', async () => {
     const worker = spawnEmbedq(world.env, ['worker']);
     try {
