@@ -1,6 +1,8 @@
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 
+import { isLosslessNumber, parse as parseLossless } from 'lossless-json';
+
 import { EmbedqError, InputLineError, StorageUnavailableError, type InputLineErrorCode } from '../errors.js';
 import type { CorpusObject } from './list-corpus.js';
 import { LineSplitter, type OversizedLine } from './split-lines.js';
@@ -273,7 +275,7 @@ function jsonLineReader(source: string, textField: string, idField: string | und
       return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is ${kindOf(text)}, expected a string`);
     }
     if (!NON_BLANK.test(text)) return { kind: 'blank', source, line };
-    return { kind: 'text', source, line, text, id: idField === undefined ? null : idOf(fieldOf(record, idField)) };
+    return { kind: 'text', source, line, text, id: idField === undefined ? null : idOf(fieldOf(record, idField), raw, idField) };
   };
 }
 
@@ -295,10 +297,18 @@ function fieldOf(record: Record<string, unknown>, field: string): unknown {
   return value;
 }
 
-/** Strings as they are; numbers and booleans as JSON writes them; objects as JSON; null or missing → null. */
-function idOf(value: unknown): string | null {
+/**
+ * Strings as they are; numbers and booleans as JSON writes them; objects as JSON; null or missing
+ * → null. A number a double does not hold exactly (an integer past 2^53, a fraction, past 1e308)
+ * is its text in the line: JSON.parse made 9007199254740993 and …992 one id, and 1e400 "null".
+ */
+function idOf(value: unknown, raw: string, idField: string): string | null {
   if (value === undefined || value === null) return null;
   if (typeof value === 'string') return value;
+  if (typeof value === 'number' && !Number.isSafeInteger(value)) {
+    const exact = fieldOf(parseLossless(raw) as Record<string, unknown>, idField);
+    if (isLosslessNumber(exact)) return exact.value;
+  }
   return JSON.stringify(value);
 }
 

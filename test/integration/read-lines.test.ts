@@ -306,6 +306,21 @@ describe('readCorpusLines: JSON Lines', () => {
     ]);
   });
 
+  it('keeps a numeric id a double cannot hold as written: two ids past 2^53 stay two, 1e400 is not "null"', async () => {
+    const rows = [
+      '{"id":9007199254740993,"text":"a"}',
+      '{"id":9007199254740992,"text":"b"}',
+      '{"id":1e400,"text":"c"}',
+      '{"meta":{"id":12345678901234567890},"id":0.1,"text":"d"}',
+      '{"id":42,"text":"e"}',
+      '{"id":true,"text":"f"}',
+    ];
+    const ids = (await linesOf('i.jsonl', rows.join('\n'), { idField: 'id' })).map((line) => (line.kind === 'text' ? line.id : line.kind));
+    expect(ids).toEqual(['9007199254740993', '9007199254740992', '1e400', '0.1', '42', 'true']);
+    const nested = await linesOf('i.jsonl', rows[3]!, { idField: 'meta.id' });
+    expect(nested).toEqual([text('i.jsonl', 0, 'd', '12345678901234567890')]);
+  });
+
   it('defaults textField to "text" and ids to null; handles CRLF, BOM and UTF-8 errors as text does', async () => {
     const bytes = Buffer.concat([Buffer.from('\uFEFF{"text":"a","id":1}\r\n'), Buffer.from([0x7b, 0xff, 0x7d, 0x0d, 0x0a]), Buffer.from('{"text":"c"}')]);
     expect(await linesOf('x.json', bytes)).toEqual([
