@@ -94,7 +94,13 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
     throw error;
   }
   // Mid-object bytes are never a gzip header.
-  const bytes = decompressed(opened.body, gzipByName, from === undefined);
+  const bytes = decompressed(opened.body, gzipByName, from === undefined, async () => {
+    // For corrupt gzip data: the same version again, from its first byte.
+    const again = await object.store.open(object.key);
+    if (again.version === opened.version) return again.body;
+    again.body.destroy();
+    return undefined;
+  });
   const lines = function* (split: (Buffer | OversizedLine)[]): Generator<CorpusLine> {
     const offsets = options.offsets === true && !bytes.gunzipped;
     for (let i = 0; i < split.length; i += 1) {
@@ -137,13 +143,16 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
  * `raw` is destroyed however this generator ends; destroying (rather than awaiting its
  * iterator's `return()`) cannot hang on a stalled connection.
  */
-function decompressed(raw: Readable, gzipByName: boolean, sniff: boolean): { chunks: AsyncGenerator<Buffer>; gunzipped: boolean } {
-  const result = { chunks: decompressedChunks(raw, gzipByName, sniff, () => (result.gunzipped = true)), gunzipped: gzipByName };
+function decompressed(raw: Readable, gzipByName: boolean, sniff: boolean, reopen: Reopen): { chunks: AsyncGenerator<Buffer>; gunzipped: boolean } {
+  const result = { chunks: decompressedChunks(raw, gzipByName, sniff, reopen, () => (result.gunzipped = true)), gunzipped: gzipByName };
   return result;
 }
 
+/** The object's bytes again from the start, if it is still the version being read. */
+type Reopen = () => Promise<Readable | undefined>;
+
 /** decompressed's bytes; `gunzipping` is called when the magic bytes show gzip. */
-async function* decompressedChunks(raw: Readable, gzipByName: boolean, sniff: boolean, gunzipping: () => void): AsyncGenerator<Buffer> {
+async function* decompressedChunks(raw: Readable, gzipByName: boolean, sniff: boolean, reopen: Reopen, gunzipping: () => void): AsyncGenerator<Buffer> {
   const iterator: AsyncIterator<Buffer> = raw[Symbol.asyncIterator]();
   try {
     const head: Buffer[] = [];
@@ -164,7 +173,7 @@ async function* decompressedChunks(raw: Readable, gzipByName: boolean, sniff: bo
 
     const isGzip = gzipByName || (sniff && first[0] === GZIP_MAGIC[0] && first[1] === GZIP_MAGIC[1]);
     if (isGzip) gunzipping();
-    yield* isGzip ? gunzipped(bytes()) : bytes();
+    yield* isGzip ? gunzipped(bytes(), reopen) : bytes();
   } finally {
     raw.destroy();
   }
@@ -178,44 +187,115 @@ const GZIP_SLICE_BYTES = 8 * 1024;
  * out before a zlib error depends on how the network chunked the input and on timing (a stream
  * destroyed with an error drops what it buffered), so a re-run could salvage a different number of
  * lines. Here the input is cut into fixed slices by offset, each slice is written and awaited,
- * and output is collected by a `data` listener that never pauses: what zlib produced before an
- * error is always the same, and always delivered. The await per slice is also the backpressure.
+ * and output is collected by a `data` listener that never pauses. The await per slice is also the
+ * backpressure.
+ *
+ * zlib drops what the write that meets the error had inflated (up to 16 KiB: ~70 lines, a whole
+ * member before a bad one, good lines before trailing garbage). So on an error the object is read
+ * again (`reopen`), the slice that failed fed byte by byte, and what the first pass lost is
+ * delivered before the error, about what `gzip -dc` prints.
  */
-async function* gunzipped(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const gunzip = createGunzip();
-  let output: Buffer[] = [];
-  let failure: unknown;
-  gunzip.on('data', (chunk: Buffer) => output.push(chunk));
-  gunzip.on('error', (error) => {
-    failure ??= error;
-  });
-  const take = (): Buffer[] => {
-    const taken = output;
-    output = [];
-    return taken;
-  };
-  // zlib reports a corrupt input through 'error' and then never calls the pending write's
-  // callback, so every wait also ends on 'error' or 'close'.
-  const settled = (start: (done: () => void) => void): Promise<void> =>
-    new Promise((resolve) => {
-      const done = (): void => {
-        gunzip.off('error', done).off('close', done);
-        resolve();
-      };
-      gunzip.once('error', done).once('close', done);
-      start(done);
-    });
+async function* gunzipped(input: AsyncIterable<Buffer>, reopen: Reopen): AsyncGenerator<Buffer> {
+  const inflater = new SliceInflater();
+  let slices = 0;
   try {
     for await (const slice of fixedSlices(input, GZIP_SLICE_BYTES)) {
-      await settled((done) => gunzip.write(slice, () => done()));
-      yield* take();
-      if (failure !== undefined) throw failure;
+      await inflater.write(slice);
+      slices += 1;
+      yield* inflater.take();
+      if (inflater.failure !== undefined) break;
     }
-    await settled((done) => gunzip.once('end', done).end());
-    yield* take();
-    if (failure !== undefined) throw failure;
+    if (inflater.failure === undefined) {
+      await inflater.end();
+      yield* inflater.take();
+    }
   } finally {
-    gunzip.destroy();
+    inflater.destroy();
+  }
+  if (inflater.failure === undefined) return;
+  // The slice being written when it failed; at the end, the last one (its output is what ended short).
+  yield* salvage(reopen, Math.max(0, slices - 1), inflater.delivered);
+  throw inflater.failure;
+}
+
+/** A gunzip fed slice by slice, each write awaited, its output collected as it comes. */
+class SliceInflater {
+  failure: unknown;
+  /** Bytes of output so far. */
+  delivered = 0;
+  private readonly gunzip = createGunzip();
+  private output: Buffer[] = [];
+
+  constructor(private readonly keepFrom = 0) {
+    this.gunzip.on('data', (chunk: Buffer) => {
+      const skip = Math.max(0, Math.min(chunk.length, this.keepFrom - this.delivered));
+      this.delivered += chunk.length;
+      if (skip < chunk.length) this.output.push(skip === 0 ? chunk : chunk.subarray(skip));
+    });
+    this.gunzip.on('error', (error) => {
+      this.failure ??= error;
+    });
+  }
+
+  write(slice: Buffer): Promise<void> {
+    return this.settled((done) => this.gunzip.write(slice, () => done()));
+  }
+
+  end(): Promise<void> {
+    return this.settled((done) => this.gunzip.once('end', done).end());
+  }
+
+  take(): Buffer[] {
+    const taken = this.output;
+    this.output = [];
+    return taken;
+  }
+
+  destroy(): void {
+    this.gunzip.destroy();
+  }
+
+  // zlib reports a corrupt input through 'error' and then never calls the pending write's
+  // callback, so every wait also ends on 'error' or 'close'.
+  private settled(start: (done: () => void) => void): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.gunzip.off('error', done).off('close', done);
+        resolve();
+      };
+      this.gunzip.once('error', done).once('close', done);
+      start(done);
+    });
+  }
+}
+
+/**
+ * The output a failed pass lost: the object again, the slices before `failedSlice` whole (their
+ * output was delivered, and is skipped), then that slice a byte at a time until the error, so at
+ * most one byte's output is lost. Nothing when the object cannot be read again as it was.
+ */
+async function* salvage(reopen: Reopen, failedSlice: number, delivered: number): AsyncGenerator<Buffer> {
+  const raw = await reopen().catch(() => undefined);
+  if (!raw) return;
+  const inflater = new SliceInflater(delivered);
+  try {
+    let index = 0;
+    for await (const slice of fixedSlices(raw, GZIP_SLICE_BYTES)) {
+      if (index < failedSlice) await inflater.write(slice);
+      else {
+        for (let at = 0; at < slice.length && inflater.failure === undefined; at += 1) await inflater.write(slice.subarray(at, at + 1));
+        break;
+      }
+      if (inflater.failure !== undefined) break;
+      index += 1;
+    }
+    if (inflater.failure === undefined) await inflater.end();
+    yield* inflater.take();
+  } catch {
+    // A failing re-read salvages nothing more; the first pass's error stands.
+  } finally {
+    inflater.destroy();
+    raw.destroy();
   }
 }
 

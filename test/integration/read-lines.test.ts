@@ -221,6 +221,20 @@ describe('readCorpusLines: gzip', () => {
     ]);
   });
 
+  it('loses no line decoded before the damage: a good member before a bad one, good lines before trailing garbage', async () => {
+    // `cat good.gz bad.gz`, the second member's CRC damaged: zlib dropped the first member's lines with it.
+    const bad = Buffer.from(gzipSync('bad member line\n'));
+    bad[bad.length - 8]! ^= 1;
+    const members = await linesOf('m.txt.gz', Buffer.concat([gzipSync('good one\ngood two\n'), bad]));
+    expect(members.slice(0, 2)).toEqual([text('m.txt.gz', 0, 'good one'), text('m.txt.gz', 1, 'good two')]);
+    expect(members.at(-1)).toMatchObject({ kind: 'error', code: 'INVALID_GZIP' });
+    // 1,800 lines, then garbage a broken uploader appended: every line, then the record (74 were lost).
+    const lines = Array.from({ length: 1_800 }, (_, index) => `line ${index} of the object, with some words`);
+    const garbage = await linesOf('g.txt.gz', Buffer.concat([gzipSync(`${lines.join('\n')}\n`), Buffer.from('GARBAGE appended by a broken uploader\n')]));
+    expect(garbage.slice(0, 1_800)).toEqual(lines.map((value, index) => text('g.txt.gz', index, value)));
+    expect(garbage.slice(1_800)).toEqual([expect.objectContaining({ kind: 'error', code: 'INVALID_GZIP', line: 1_800 })]);
+  });
+
   it('a .gz name over plain bytes is INVALID_GZIP; an empty .gz object has no lines', async () => {
     expect(await linesOf('p.txt.gz', 'hello\n')).toEqual([
       failure('p.txt.gz', 0, 'INVALID_GZIP', 'corrupt gzip data (incorrect header check); the rest of the object was not read'),
