@@ -5,6 +5,10 @@ import { metricField, parseMetricField } from '../../src/metrics/metrics-keys.js
 import { isLoopbackHost } from '../../workers/dashboard/auth.js';
 import { mergeFamilies } from '../../workers/dashboard/metrics-endpoint.js';
 import { ThroughputTracker } from '../../workers/dashboard/throughput.js';
+import { toJobView } from '../../workers/dashboard/job-views.js';
+import { rateFigures } from '../../workers/dashboard/sources.js';
+import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
+import { parseJobOptions } from '../../src/job-options.js';
 
 describe('throughput tracker', () => {
   it('reports lines per second over the last few seconds, and a smoothed history', () => {
@@ -30,6 +34,26 @@ describe('throughput tracker', () => {
     for (let second = 7; second <= 12; second += 1) tracker.record('a', 200 + (second - 6) * 50, 1_000_000 + second * 1000);
     expect(tracker.history('a').every(([, rate]) => rate >= 0)).toBe(true);
     expect(tracker.now('a', 1_012_000)).toBe(50);
+  });
+});
+
+describe('job and gate figures', () => {
+  const record = (fields: Partial<CorpusJobRecord>): CorpusJobRecord =>
+    ({ id: 'cj-x', state: 'running', finishing: false, options: parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/' }), schedule: null, totalLines: 2_000, linesRead: 2_000, rowsEmbedded: 0, rowsFailed: 0, rowsBlank: 0, tokens: 0, shardsWritten: 0, totalShards: 2, createdAt: 0, startedAt: 0, finishedAt: null, error: null, errorCode: null, lastRetry: null, lastRetryAt: null, ...fields }) as CorpusJobRecord;
+
+  it('gives no ETA for a running job that stopped moving (it made one up from the average, growing every second)', () => {
+    const tracker = new ThroughputTracker();
+    for (let second = 0; second <= 8; second += 1) tracker.record('cj-x', 680, 1_000_000 + second * 1000);
+    const stalled = toJobView(record({ rowsEmbedded: 680, startedAt: 990_000 }), { requests: 0, throttled: 0 }, tracker, [], 1_008_000);
+    expect(stalled).toMatchObject({ throughputNow: 0, etaSeconds: null });
+    for (let second = 9; second <= 12; second += 1) tracker.record('cj-x', 680 + (second - 8) * 100, 1_000_000 + second * 1000);
+    expect(toJobView(record({ rowsEmbedded: 1_080, startedAt: 990_000 }), { requests: 0, throttled: 0 }, tracker, [], 1_012_000).etaSeconds).toBeCloseTo(9.2, 0);
+  });
+
+  it('shows a limit the gate has not learned as none, not as the configured one', () => {
+    const state = { configured: { requestsPerMinute: 6_000, tokensPerMinute: 24_000_000 }, inForce: { requestsPerMinute: 540, tokensPerMinute: 23_760_000 }, shared: false, slowStart: false };
+    expect(rateFigures('text-embedding-v4', { ...state, learned: { requestsPerMinute: 600 } }).learned).toEqual({ requests: 600, tokens: null });
+    expect(rateFigures('text-embedding-v4', { ...state, learned: {} }).learned).toBeNull();
   });
 });
 

@@ -66,7 +66,6 @@ export function toJobView(
   const running = record.state === 'running';
   const throughputNow = running ? throughput.now(record.id, now) : 0;
   const throughputAverage = elapsed > 0 ? done / elapsed : 0;
-  const rate = throughputNow > 0 ? throughputNow : throughputAverage;
   return {
     id: record.id,
     state: record.state,
@@ -87,7 +86,9 @@ export function toJobView(
     totalShards: record.totalShards,
     throughputNow,
     throughputAverage,
-    etaSeconds: running && total !== null && rate > 0 ? Math.max(0, (total - done) / rate) : null,
+    // From the recent rate only: a job that stopped moving (an outage, another job's batches ahead
+    // of it) has no ETA, where the average made one up that grew with every second.
+    etaSeconds: running && total !== null && throughputNow > 0 ? Math.max(0, (total - done) / throughputNow) : null,
     tokens: record.tokens,
     estimatedCostUsd: (record.tokens / 1_000_000) * MODELS[record.options.model].usdPerMillionTokens,
     requests: requests.requests,

@@ -61,15 +61,13 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
       METRICS.corpusJobs.name,
       states.map((state) => ({ value: records.filter((record) => record.state === state).length, labels: { state } })),
     );
-    const perModel = (pick: (figure: (typeof figures)[number]) => { requests: number; tokens: number } | null): Value[] =>
+    // A unit without a figure (a limit not learned) has no series.
+    const perModel = (pick: (figure: (typeof figures)[number]) => { requests: number | null; tokens: number | null } | null): Value[] =>
       figures.flatMap((figure) => {
         const value = pick(figure);
-        return value === null
-          ? []
-          : [
-              { value: value.requests, labels: { model: figure.model, unit: 'requests' } },
-              { value: value.tokens, labels: { model: figure.model, unit: 'tokens' } },
-            ];
+        return (['requests', 'tokens'] as const).flatMap((unit) =>
+          value === null || value[unit] === null ? [] : [{ value: value[unit], labels: { model: figure.model, unit } }],
+        );
       });
     map.set(METRICS.rateConfigured.name, perModel((figure) => figure.configured));
     map.set(METRICS.rateLearned.name, perModel((figure) => figure.learned));

@@ -49,12 +49,12 @@ function job(j) {
   const retry = j.lastRetry && (j.state === 'queued' || j.state === 'running') ? '<div class="errors retry">retrying ' + esc(j.lastRetry) + ' (' + time(j.lastRetryAt) + ')</div>' : '';
   const recs = j.firstErrors.length ? '<div class="errors">' + j.firstErrors.map((e) => esc('row ' + e.row + ' ' + e.source + ':' + e.line + ' ' + e.code + ' ' + e.message)).join('\\n') + '</div>' : '';
   return '<div class="job ' + esc(j.state) + '" data-job-id="' + esc(j.id) + '">' +
-    '<div class="job-head"><span class="job-id">' + esc(j.id) + '</span><span class="state ' + esc(j.state) + '">' + esc(j.state) + '</span>' +
+    '<div class="job-head"><span class="job-id">' + esc(j.id) + '</span><span class="state ' + esc(j.state) + '">' + esc(label) + '</span>' +
     (j.schedule ? '<span class="paths">schedule ' + esc(j.schedule) + '</span>' : '') + '<span class="actions">' + actions + '</span></div>' +
     '<div class="paths">' + esc(j.input) + ' → ' + esc(j.output) + ' · ' + esc(j.model) + ' · ' + esc(j.dimension) + '</div>' +
     '<div class="bar' + (j.progress == null ? ' unknown' : '') + '" role="progressbar" aria-valuenow="' + pct.toFixed(1) + '"><div class="bar-fill" style="width:' + pct.toFixed(2) + '%"></div></div>' +
     '<div class="figures">' +
-    '<div><b>lines</b><span class="lines">' + num(j.linesDone) + ' / ' + total + '</span> (' + pct.toFixed(1) + '%)</div>' +
+    '<div><b>lines</b><span class="lines">' + num(j.linesDone) + ' / ' + total + '</span>' + (j.progress == null ? '' : ' (' + pct.toFixed(1) + '%)') + '</div>' +
     '<div><b>now</b>' + num(j.throughputNow) + ' lines/s</div><div><b>average</b>' + num(j.throughputAverage) + ' lines/s</div>' +
     '<div><b>ETA</b>' + dur(j.etaSeconds) + '</div><div><b>tokens</b>' + num(j.tokens) + '</div>' +
     '<div><b>est. cost</b>$' + num(j.estimatedCostUsd, 4) + '</div><div><b>429 share</b>' + num(j.throttledShare * 100, 2) + '% of ' + num(j.requests) + '</div>' +
@@ -68,7 +68,7 @@ function rows(list, empty, cols, cells) {
 }
 function render(s) {
   $('#jobs').innerHTML = s.jobs.length ? s.jobs.map(job).join('') : '<p class="empty">No corpus jobs yet. Submit one with <code>embedq submit</code>.</p>';
-  const pm = (v) => v ? num(v.requests) + '<br><span class="paths">' + num(v.tokens) + '</span>' : '–';
+  const pm = (v) => v ? (v.requests == null ? '–' : num(v.requests)) + '<br><span class="paths">' + (v.tokens == null ? '–' : num(v.tokens)) + '</span>' : '–';
   $('#rates').innerHTML = s.rates.map((r) => '<p class="model">' + esc(r.model) + '</p>' + rows([['configured', r.configured], ['learned', r.learned], ['in force', r.inForce]], '',
     ['per minute', 'requests · tokens#'], ([k, v]) => [k, pm(v)])).join('');
   $('#queues').innerHTML = rows(Object.entries(s.queues), '', ['queue', 'waiting#', 'prior.#', 'delayed#', 'active#'], ([q, d]) => [esc(q), num(d.waiting), num(d.prioritized), num(d.delayed), num(d.active)]);

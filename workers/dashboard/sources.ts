@@ -1,5 +1,6 @@
 import { metricsKeys, type WorkerHeartbeat } from '../../src/metrics/metrics-keys.js';
 import { MODELS, type ModelName } from '../../src/models.js';
+import type { GateState } from '../../src/rate/rate-gate.js';
 import { listSchedules, type ScheduleListRow } from '../schedule-list.js';
 import type { Services } from '../services.js';
 
@@ -18,8 +19,11 @@ export interface RateFigures {
   model: ModelName;
   /** The account limits from EMBEDQ_QPM / EMBEDQ_TPM, or the model's published ones. */
   configured: PerMinute;
-  /** What the gate learned from the provider's answers; null until it has learned something. */
-  learned: PerMinute | null;
+  /**
+   * What the gate learned from the provider's answers, per unit (null for a unit it has not
+   * learned); null until it has learned something.
+   */
+  learned: { requests: number | null; tokens: number | null } | null;
   /** What the gate lets through now. */
   inForce: PerMinute;
 }
@@ -38,20 +42,22 @@ export function gateRates(services: Pick<Services, 'rateGate'>): RateSource {
     async read() {
       return Promise.all(
         (Object.keys(MODELS) as ModelName[]).map(async (model) => {
-          const state = await services.rateGate(model).state();
-          const { learned } = state;
-          const learnedAny = learned.requestsPerMinute !== undefined || learned.tokensPerMinute !== undefined;
-          return {
-            model,
-            configured: { requests: state.configured.requestsPerMinute, tokens: state.configured.tokensPerMinute },
-            learned: learnedAny
-              ? { requests: learned.requestsPerMinute ?? state.configured.requestsPerMinute, tokens: learned.tokensPerMinute ?? state.configured.tokensPerMinute }
-              : null,
-            inForce: { requests: state.inForce.requestsPerMinute, tokens: state.inForce.tokensPerMinute },
-          };
+          return rateFigures(model, await services.rateGate(model).state());
         }),
       );
     },
+  };
+}
+
+/** A gate's state as the dashboard shows it. A unit not learned stays null (it was shown as the configured limit, "learned"). */
+export function rateFigures(model: ModelName, state: GateState): RateFigures {
+  const { learned } = state;
+  const learnedAny = learned.requestsPerMinute !== undefined || learned.tokensPerMinute !== undefined;
+  return {
+    model,
+    configured: { requests: state.configured.requestsPerMinute, tokens: state.configured.tokensPerMinute },
+    learned: learnedAny ? { requests: learned.requestsPerMinute ?? null, tokens: learned.tokensPerMinute ?? null } : null,
+    inForce: { requests: state.inForce.requestsPerMinute, tokens: state.inForce.tokensPerMinute },
   };
 }
 
