@@ -121,8 +121,9 @@ export async function applySchedules(services: Services, definitions: readonly S
     const named = new Set(definitions.map((definition) => definition.name));
     for (const name of await store.names()) {
       if (named.has(name)) continue;
-      await removeScheduler(queue, name);
+      // The record first, as `schedule remove` does (see restoreLostSchedules).
       await store.remove(name);
+      await removeScheduler(queue, name);
       outcomes.set(name, 'removed');
     }
   }
@@ -149,6 +150,11 @@ export async function restoreLostSchedules(services: Services, definitions: read
     if (!existing && !redisLostData) continue;
     if (!existing) await store.upsert(definition);
     await installScheduler(queue, existing ?? definition);
+    if (existing && !(await store.get(definition.name))) {
+      // Removed (`schedule remove`, record first) since it was read: the scheduler goes too.
+      await removeScheduler(queue, definition.name);
+      continue;
+    }
     restored.push(definition.name);
     logger.warn({ schedule: definition.name }, existing ? 'schedule had no BullMQ Job Scheduler; installed again' : 'schedule was missing from Redis; restored from the schedules file');
   }

@@ -102,8 +102,10 @@ export function registerScheduleCommands(program: Command): void {
     .description('delete a schedule (its outputs and running job are left alone)')
     .action(async (name: string) => {
       process.exitCode = await withServices(async (services) => {
-        await removeScheduler(services.queues[QUEUES.schedule], name);
+        // The record first: a worker's check that finds a record without its Job Scheduler installs
+        // one again (restoreLostSchedules), so the scheduler goes only once no record says it should be.
         const removed = await scheduleStore(services).remove(name);
+        await removeScheduler(services.queues[QUEUES.schedule], name);
         process.stderr.write(removed ? `removed schedule ${name}\n` : `no schedule ${name}\n`);
         return removed ? 0 : 1;
       });
