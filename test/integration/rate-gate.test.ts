@@ -194,7 +194,9 @@ describe('RateGate (real Redis)', () => {
   });
 
   it('ramps up from a slow start when nothing is learned', async () => {
-    const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 0.1, slowStartDoublingMs: 200 });
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 0.1, slowStartDoublingMs: 200, idleMs: 400 });
+    // What the first request will meet (it showed the whole ceiling before any traffic).
+    expect((await gate.state()).inForce.requestsPerMinute).toBeCloseTo(600, 0);
     const first = await gate.reserve(1);
     expect(first.requestsPerMinute).toBeLessThan(700);
     // Demand below the rate does not grow it: a rate nobody used is untested.
@@ -210,6 +212,9 @@ describe('RateGate (real Redis)', () => {
     expect(rate).toBe(6000);
     expect(Date.now() - started).toBeGreaterThan(500); // 0.1 × 2^(t/200) reaches 1 at t ≈ 660 ms
     expect((await gate.state()).slowStart).toBe(false);
+    // Idle past idleMs: traffic would start slowly again, and the state says so.
+    await sleep(600);
+    expect(await gate.state()).toMatchObject({ slowStart: true, inForce: { requestsPerMinute: 600 } });
   });
 
   it('skips a slot for a lone 429 at a limit believed right; burst 429s never cut', async () => {
