@@ -194,26 +194,28 @@ local function accepted_per_minute(now)
   end
   return { best = { r = bestR * 60, t = bestT * 60 }, recent = { r = recentR * 60, t = recentT * 60 } }
 end
--- Moves the active clock (time with traffic) forward. After an idle gap, traffic starts again at
--- the learned limit (no probing overshoot), or with a slow start when nothing is learned.
+-- After an idle gap, traffic starts again at the learned limit (no probing overshoot: each learned
+-- kind's probe clock goes back to its plateau), or with a slow start when nothing is learned.
+-- Changes lw only; returns the slow-start clock: nil, or 0 to start one.
+local function restart_after_idle(lw)
+  if not (lw.rW or lw.tW) then return 0 end
+  for _, k in ipairs(KINDS) do
+    if lw[k .. 'W'] then
+      local K = plateau_at(lw, k) * 1000
+      if lw[k .. 'A'] > K then lw[k .. 'A'] = K end
+    end
+  end
+  return nil
+end
+-- Moves the active clock (time with traffic) forward, restarting it after an idle gap.
 local function advance(now, lw)
   local seen = tonumber(redis.call('HGET', S, 'seen') or '0')
   local ss = tonumber(redis.call('HGET', S, 'ss') or 'nil')
   local gap = now - seen
   if seen == 0 or gap > idle then
     gap = 0
-    if lw.rW or lw.tW then
-      ss = nil
-      redis.call('HDEL', S, 'ss')
-      for _, k in ipairs(KINDS) do
-        if lw[k .. 'W'] then
-          local K = plateau_at(lw, k) * 1000
-          if lw[k .. 'A'] > K then lw[k .. 'A'] = K end
-        end
-      end
-    else
-      ss = 0
-    end
+    ss = restart_after_idle(lw)
+    if ss == nil then redis.call('HDEL', S, 'ss') end
   end
   if gap < 0 then gap = 0 end
   -- The clocks run only while callers queue for slots: a rate nobody tried to use is untested,

@@ -252,7 +252,7 @@ return { 'cut', tostring(W), tostring(in_force(lw, k, nil)) }
 
 /**
  * Read-only: learned limits (or false) and rates in force, as of now. After an idle gap, the rate
- * the next request meets (advance's rule: the learned limit, or a slow start), not the clocks the
+ * the next request meets (restart_after_idle: the learned limit, or a slow start), not the clocks the
  * last traffic left: a probe that ran during an outage of 500s showed 5,940 a minute in force,
  * idle, under a learned 600, and a gate never used showed 99% of its ceiling.
  */
@@ -260,19 +260,7 @@ export const STATE_LUA = `${COMMON_LUA}
 local lw = hash(L)
 local ss = tonumber(redis.call('HGET', S, 'ss') or 'nil')
 local seen = tonumber(redis.call('HGET', S, 'seen') or '0')
-if seen == 0 or now_ms() - seen > idle then
-  if lw.rW or lw.tW then
-    ss = nil
-    for _, k in ipairs(KINDS) do
-      if lw[k .. 'W'] then
-        local K = plateau_at(lw, k) * 1000
-        if lw[k .. 'A'] > K then lw[k .. 'A'] = K end
-      end
-    end
-  else
-    ss = 0
-  end
-end
+if seen == 0 or now_ms() - seen > idle then ss = restart_after_idle(lw) end
 return {
   tostring(lw.rW or ''), tostring(lw.tW or ''),
   tostring(in_force(lw, 'r', ss)), tostring(in_force(lw, 't', ss)),
