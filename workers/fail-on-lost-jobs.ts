@@ -2,7 +2,7 @@ import type { Job } from 'bullmq';
 
 import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
-import { noteScheduledRunFailed } from './schedule-latest.js';
+import { noteScheduledRunFailed } from './schedule-outcome.js';
 import type { Services } from './services.js';
 
 /**

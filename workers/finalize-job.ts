@@ -8,7 +8,7 @@ import type { ObjectStore } from '../src/storage/object-store.js';
 import { DELETES_FILE, DELTA_FOLDER, ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
-import { publishScheduleLatest } from './schedule-latest.js';
+import { publishScheduleLatest } from './schedule-outcome.js';
 
 /**
  * Last step: `_errors.jsonl` (every shard's error records, in row order), `_manifest.json`, then

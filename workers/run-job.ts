@@ -5,7 +5,7 @@ import { EmbedqError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
 import type { Services } from './services.js';
-import { noteScheduledRunFailed } from './schedule-latest.js';
+import { noteScheduledRunFailed } from './schedule-outcome.js';
 import { releaseOutputOfFailed } from './settle-stopped.js';
 
 export interface JobContext {
@@ -95,7 +95,7 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
       // message; its stack (~1.5 KB) on every attempt of every step made an outage's logs megabytes.
       else if (error instanceof EmbedqError) logger.warn({ code: error.code, reason: error.message }, 'job attempt failed; will retry');
       else logger.warn({ err: error }, 'job attempt failed; will retry');
-      // For `embedq status` and the dashboard: a job stuck in retries (a provider outage spans ~10
+      // For `embedq status` and the dashboard: a job stuck in retries (a provider outage spans
       // minutes of them) says why. Only a note: failing to write it must not change the outcome.
       const code = error instanceof EmbedqError ? `${error.code}: ` : '';
       await services.corpora.jobs.noteRetry(payload.corpusJobId, payload.generation, `${job.name} attempt ${job.attemptsMade + 1} of ${attempts}: ${code}${errorMessage(error)}`).catch(() => undefined);

@@ -12,6 +12,11 @@ import { openOutput } from './output.js';
 import { scheduleStore } from './schedule-tick.js';
 import type { Services } from './services.js';
 
+/**
+ * A scheduled run's end, on its schedule: a completed run moves `_latest.json` and clears the
+ * schedule's last error; a failed one counts as a failure and becomes it.
+ */
+
 /** `_latest.json` at a schedule's root. */
 export interface LatestPointer {
   output: string;
