@@ -2,7 +2,7 @@ import type { Job } from 'bullmq';
 
 import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
-import { noteScheduledRunFailed } from './schedule-outcome.js';
+import { failCorpusJob } from './fail-corpus-job.js';
 import type { Services } from './services.js';
 
 /**
@@ -20,10 +20,8 @@ export async function failCorpusJobOf(services: Services, job: Pick<Job, 'id' | 
   if (!final) return;
   const generation = typeof data.generation === 'number' ? data.generation : undefined;
   const code = /^([A-Z][A-Z_]+):/.exec(reason)?.[1] ?? (/allowable limit/.test(reason) ? 'JOB_STALLED' : 'INTERNAL');
-  const failed = await services.corpora.jobs.markFailed(data.corpusJobId, `${job.name} ${job.id}: ${reason}`, code, generation);
-  if (!failed) return;
-  logger.error({ corpusJobId: data.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
-  await noteScheduledRunFailed(services, data.corpusJobId, `${code}: ${reason}`, logger);
+  const failed = await failCorpusJob(services, { corpusJobId: data.corpusJobId, generation, code, step: `${job.name} ${job.id}`, reason }, logger);
+  if (failed) logger.error({ corpusJobId: data.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
 }
 
 /** How often the failed sets are swept (by one worker of the deployment at a time). */

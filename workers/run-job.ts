@@ -5,8 +5,7 @@ import { EmbedqError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
 import type { Services } from './services.js';
-import { noteScheduledRunFailed } from './schedule-outcome.js';
-import { releaseOutputOfFailed } from './settle-stopped.js';
+import { failCorpusJob } from './fail-corpus-job.js';
 
 export interface JobContext {
   services: Services;
@@ -80,13 +79,8 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
       if (permanent || lastAttempt) {
         const code = error instanceof EmbedqError ? error.code : 'INTERNAL';
         const reason = permanent ? errorMessage(error) : `gave up after ${attempts} attempts: ${errorMessage(error)}`;
-        // Fenced: a late failure of an earlier generation does not fail the retried job.
-        const failed = await services.corpora.jobs.markFailed(payload.corpusJobId, `${job.name} ${job.id}: ${reason}`, code, payload.generation);
+        await failCorpusJob(services, { corpusJobId: payload.corpusJobId, generation: payload.generation, code, step: `${job.name} ${job.id}`, reason, failingStep: job.id, stopping }, logger);
         logger.error({ err: error, code }, 'corpus job failed');
-        if (failed) {
-          releaseOutputOfFailed(services, payload.corpusJobId, job.id, stopping, logger);
-          await noteScheduledRunFailed(services, payload.corpusJobId, `${code}: ${reason}`, logger);
-        }
         throw new UnrecoverableError(`${code}: ${reason}`);
       }
       // A full Redis fails every step at once: the workers' RedisFullBrake logs that, in summary.

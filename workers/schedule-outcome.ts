@@ -46,8 +46,9 @@ export async function publishScheduleLatest(services: Services, record: CorpusJo
   }
   const manifest = JSON.parse(await text(await output.store.read(output.prefix + MANIFEST_FILE))) as Manifest;
   const latest: LatestPointer = { output: record.options.output, job_id: record.id, finished_at: manifest.finished_at, counts: manifest.counts };
-  const root = openOutput(scheduleRoot(schedule.out), services);
-  const keep = await reasonToKeepLatest(record, scheduleRoot(schedule.out), root);
+  const rootLocation = scheduleRoot(schedule.out);
+  const root = openOutput(rootLocation, services);
+  const keep = await reasonToKeepLatest(record, rootLocation, root);
   if (keep) {
     logger.warn({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} left as it is: ${keep}`);
   } else {
