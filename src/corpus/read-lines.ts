@@ -6,6 +6,7 @@ import { isLosslessNumber, parse as parseLossless } from 'lossless-json';
 import { EmbedqError, InputLineError, StorageUnavailableError, type InputLineErrorCode } from '../errors.js';
 import type { CorpusObject } from './list-corpus.js';
 import { LineSplitter, type OversizedLine } from './split-lines.js';
+import { utf16ByteOrder, utf16ToUtf8, type Utf16ByteOrder } from './utf16.js';
 import { decodeUtf8Strict, firstInvalidUtf8Offset } from './utf8.js';
 
 /** `text`: one item per line. `jsonl`: one JSON object per line, the text in `textField`. */
@@ -65,8 +66,10 @@ export function formatOf(key: string): CorpusFormat {
 
 /**
  * Streams the lines of one corpus object, reading only as fast as the consumer pulls. Gunzips when
- * the key ends in `.gz` or the bytes start with the gzip magic. Text is passed through unchanged
- * (no trimming) apart from the line's trailing `\r` and the object's leading BOM.
+ * the key ends in `.gz` or the bytes start with the gzip magic; reads UTF-8, or UTF-16 that starts
+ * with its byte order mark. Lines end as LineSplitter says (at `\n`, or at any line break in an
+ * object whose first is a lone `\r`). Text is passed through unchanged (no trimming) apart from the
+ * line's trailing `\r` and the object's leading BOM.
  *
  * Failures: a line that cannot be used is an `error` line, and reading goes on. Corrupt gzip data
  * is one INVALID_GZIP line at the first line that could not be read, and ends the object (nothing
@@ -101,8 +104,10 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
     again.body.destroy();
     return undefined;
   });
+  const text = utf8Bytes(bytes.chunks, from === undefined);
   const lines = function* (split: (Buffer | OversizedLine)[]): Generator<CorpusLine> {
-    const offsets = options.offsets === true && !bytes.gunzipped;
+    // Offsets are for ranged reads: of the object's bytes as they are, split at `\n`.
+    const offsets = options.offsets === true && !bytes.gunzipped && text.utf16 === undefined && !splitter.anyLineBreak;
     for (let i = 0; i < split.length; i += 1) {
       const next = classify(split[i]!, line++);
       if (offsets) next.offset = splitter.starts[i];
@@ -110,7 +115,7 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
     }
   };
   try {
-    for await (const chunk of bytes.chunks) yield* lines(splitter.push(chunk));
+    for await (const chunk of text.chunks) yield* lines(splitter.push(chunk));
     yield* lines(splitter.end());
   } catch (error) {
     if (isZlibError(error)) {
@@ -126,13 +131,20 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
     if ('oversizedBytes' in bytes) {
       return errorLine(source, index, 'TEXT_TOO_LONG', `line is ${bytes.oversizedBytes} bytes, more than the ${maxLineBytes} this reader holds; skipped`);
     }
-    const text = decodeUtf8Strict(bytes);
-    if (text === undefined) {
+    const decoded = decodeUtf8Strict(bytes);
+    if (decoded === undefined) {
+      if (text.utf16) return errorLine(source, index, 'INVALID_UTF8', `invalid ${text.utf16.toUpperCase()}: an unpaired surrogate, or an odd byte at the end`);
       const offset = firstInvalidUtf8Offset(bytes);
       const value = bytes[offset]?.toString(16).padStart(2, '0') ?? '??';
       return errorLine(source, index, 'INVALID_UTF8', `invalid UTF-8 at byte offset ${offset} of the line (0x${value})`);
     }
-    return toLine(text, index);
+    // UTF-8 text has no NUL bytes (JSON Lines refuse them as invalid JSON): a binary object among
+    // the corpus, or UTF-16 without its byte order mark, whose lines would be embedded as garbage.
+    const nul = format === 'text' ? bytes.indexOf(0) : -1;
+    if (nul !== -1) {
+      return errorLine(source, index, 'INVALID_UTF8', `NUL byte at byte offset ${nul} of the line: not UTF-8 text (binary data, or UTF-16 without a byte order mark?)`);
+    }
+    return toLine(decoded, index);
   }
 }
 
@@ -148,32 +160,71 @@ function decompressed(raw: Readable, gzipByName: boolean, sniff: boolean, reopen
   return result;
 }
 
+/**
+ * The text's bytes as UTF-8: UTF-16 with a byte order mark is transcoded (`utf16` says so once the
+ * first chunk is out). Not looked for when `sniff` is off (a read from mid-object).
+ */
+function utf8Bytes(input: AsyncGenerator<Buffer>, sniff: boolean): { chunks: AsyncGenerator<Buffer>; utf16: Utf16ByteOrder | undefined } {
+  const result: { chunks: AsyncGenerator<Buffer>; utf16: Utf16ByteOrder | undefined } = {
+    chunks: sniff ? utf8Chunks(input, (byteOrder) => (result.utf16 = byteOrder)) : input,
+    utf16: undefined,
+  };
+  return result;
+}
+
+async function* utf8Chunks(input: AsyncGenerator<Buffer>, transcoding: (byteOrder: Utf16ByteOrder) => void): AsyncGenerator<Buffer> {
+  try {
+    const { head, all } = await peek(input, 2);
+    const byteOrder = utf16ByteOrder(head);
+    if (byteOrder === undefined) return yield* all;
+    transcoding(byteOrder);
+    yield* utf16ToUtf8(withoutFirstBytes(all, 2), byteOrder);
+  } finally {
+    await input.return(undefined);
+  }
+}
+
+async function* withoutFirstBytes(chunks: AsyncIterable<Buffer>, count: number): AsyncGenerator<Buffer> {
+  let skip = count;
+  for await (const chunk of chunks) {
+    const kept = chunk.subarray(Math.min(skip, chunk.length));
+    skip -= chunk.length - kept.length;
+    if (kept.length > 0) yield kept;
+  }
+}
+
+/**
+ * The first `count` bytes of `chunks` (fewer if it ends sooner), read ahead, and all its bytes
+ * from the first. The caller ends `chunks` (its `return()`, or destroying its source).
+ */
+async function peek(chunks: AsyncIterator<Buffer>, count: number): Promise<{ head: Buffer; all: AsyncGenerator<Buffer> }> {
+  const read: Buffer[] = [];
+  let readBytes = 0;
+  while (readBytes < count) {
+    const next = await chunks.next();
+    if (next.done) break;
+    read.push(next.value);
+    readBytes += next.value.length;
+  }
+  const first = read.length === 1 ? read[0]! : Buffer.concat(read);
+  async function* all(): AsyncGenerator<Buffer> {
+    if (first.length > 0) yield first;
+    for (let next = await chunks.next(); !next.done; next = await chunks.next()) yield next.value;
+  }
+  return { head: first, all: all() };
+}
+
 /** The object's bytes again from the start, if it is still the version being read. */
 type Reopen = () => Promise<Readable | undefined>;
 
 /** decompressed's bytes; `gunzipping` is called when the magic bytes show gzip. */
 async function* decompressedChunks(raw: Readable, gzipByName: boolean, sniff: boolean, reopen: Reopen, gunzipping: () => void): AsyncGenerator<Buffer> {
-  const iterator: AsyncIterator<Buffer> = raw[Symbol.asyncIterator]();
   try {
-    const head: Buffer[] = [];
-    let headBytes = 0;
-    while (headBytes < GZIP_MAGIC.length) {
-      const next = await iterator.next();
-      if (next.done) break;
-      head.push(next.value);
-      headBytes += next.value.length;
-    }
-    if (headBytes === 0) return;
-    const first = head.length === 1 ? head[0]! : Buffer.concat(head);
-
-    async function* bytes(): AsyncGenerator<Buffer> {
-      yield first;
-      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
-    }
-
-    const isGzip = gzipByName || (sniff && first[0] === GZIP_MAGIC[0] && first[1] === GZIP_MAGIC[1]);
+    const { head, all } = await peek(raw[Symbol.asyncIterator](), GZIP_MAGIC.length);
+    if (head.length === 0) return;
+    const isGzip = gzipByName || (sniff && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1]);
     if (isGzip) gunzipping();
-    yield* isGzip ? gunzipped(bytes(), reopen) : bytes();
+    yield* isGzip ? gunzipped(all, reopen) : all;
   } finally {
     raw.destroy();
   }

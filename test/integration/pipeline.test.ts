@@ -29,7 +29,7 @@ const parameters = embeddingParameters(parseJobOptions({ input: 'x', output: 'y'
 
 describe('pipeline end to end: S3 corpus → emulator with faults → Parquet on S3', () => {
   let world: World;
-  const corpus = buildCorpus('data/', { textLines: 300, longLine: LONG_LINE });
+  const corpus = buildCorpus('data/', { textLines: 300, longLine: LONG_LINE, otherEncodings: true });
   const folders: string[] = [];
 
   beforeAll(async () => {

@@ -162,6 +162,71 @@ describe('readCorpusLines: plain text', () => {
   });
 });
 
+describe('readCorpusLines: line breaks other than \\n, and text that is not UTF-8', () => {
+  it('splits an object whose first line break is a lone \\r at every \\r, \\n and \\r\\n (it was one line)', async () => {
+    expect(await linesOf('mac.txt', 'one\rtwo\r\rthree\r')).toEqual([text('mac.txt', 0, 'one'), text('mac.txt', 1, 'two'), blank('mac.txt', 2), text('mac.txt', 3, 'three')]);
+    // Once lone-\r breaks are seen, a later \r\n is one break and a \n is one too.
+    expect(await linesOf('mixed.txt', 'a\rb\r\nc\nd\r\r\ne')).toEqual([
+      text('mixed.txt', 0, 'a'),
+      text('mixed.txt', 1, 'b'),
+      text('mixed.txt', 2, 'c'),
+      text('mixed.txt', 3, 'd'),
+      blank('mixed.txt', 4),
+      text('mixed.txt', 5, 'e'),
+    ]);
+    expect(await linesOf('bom.txt', '\uFEFFx\ry')).toEqual([text('bom.txt', 0, 'x'), text('bom.txt', 1, 'y')]);
+    expect(await linesOf('bom.txt', '\uFEFF\r')).toEqual([blank('bom.txt', 0)]);
+    expect(await linesOf('one.txt', 'only\r')).toEqual([text('one.txt', 0, 'only')]);
+    const jsonl = await linesOf('mac.jsonl', '{"text":"a"}\r{"text":"b"}\r');
+    expect(jsonl).toEqual([text('mac.jsonl', 0, 'a'), text('mac.jsonl', 1, 'b')]);
+  });
+
+  it('keeps a \\r inside a line of a \\n file as text, as before (the first line break decides)', async () => {
+    expect(await linesOf('lf.txt', 'a\nb\rc\r\nd')).toEqual([text('lf.txt', 0, 'a'), text('lf.txt', 1, 'b\rc'), text('lf.txt', 2, 'd')]);
+  });
+
+  it('gives no offsets in an object split at lone \\r (a read from an offset splits at \\n only)', async () => {
+    expect((await linesOf('mac.txt', 'a\rb\rc', { offsets: true })).map((line) => line.offset)).toEqual([undefined, undefined, undefined]);
+    expect((await linesOf('lf.txt', 'a\nb\nc', { offsets: true })).map((line) => line.offset)).toEqual([0, 2, 4]);
+  });
+
+  const utf16le = (value: string): Buffer => Buffer.concat([Buffer.of(0xff, 0xfe), Buffer.from(value, 'utf16le')]);
+  const utf16be = (value: string): Buffer => Buffer.concat([Buffer.of(0xfe, 0xff), Buffer.from(value, 'utf16le').swap16()]);
+  const windowsText = 'héllo wörld\r\n中文 😀 pair\r\n\r\nlast';
+  const windowsLines = [text('w.txt', 0, 'héllo wörld'), text('w.txt', 1, '中文 😀 pair'), blank('w.txt', 2), text('w.txt', 3, 'last')];
+
+  it('reads UTF-16 with a byte order mark, either byte order, gzipped too, with no offsets', async () => {
+    expect(await linesOf('w.txt', utf16le(windowsText), { offsets: true })).toEqual(windowsLines);
+    expect(await linesOf('w.txt', utf16be(windowsText))).toEqual(windowsLines);
+    expect(await linesOf('w.txt', gzipSync(utf16le(windowsText)))).toEqual(windowsLines);
+    const jsonl = utf16le('{"text":"一","id":7}\r\n{"text":"二","id":8}\r\n');
+    expect(await linesOf('w.jsonl', jsonl, { idField: 'id' })).toEqual([text('w.jsonl', 0, '一', '7'), text('w.jsonl', 1, '二', '8')]);
+    expect(await linesOf('w.txt', Buffer.of(0xff, 0xfe))).toEqual([]);
+  });
+
+  it('refuses only the lines of UTF-16 that is not well formed (a lone surrogate, an odd last byte)', async () => {
+    const loneHigh = Buffer.from('ok\n', 'utf16le');
+    const bad = Buffer.concat([Buffer.of(0xff, 0xfe), loneHigh, Buffer.of(0x3d, 0xd8, 0x41, 0x00, 0x0a, 0x00), Buffer.from('fine\nodd', 'utf16le'), Buffer.of(0x41)]);
+    const reason = 'invalid UTF-16LE: an unpaired surrogate, or an odd byte at the end';
+    expect(await linesOf('bad.txt', bad)).toEqual([text('bad.txt', 0, 'ok'), failure('bad.txt', 1, 'INVALID_UTF8', reason), text('bad.txt', 2, 'fine'), failure('bad.txt', 3, 'INVALID_UTF8', reason)]);
+  });
+
+  it('refuses text lines holding NUL bytes (UTF-16 without a mark, binary data); other lines go on', async () => {
+    const reason = (offset: number): string => `NUL byte at byte offset ${offset} of the line: not UTF-8 text (binary data, or UTF-16 without a byte order mark?)`;
+    const bytes = Buffer.concat([Buffer.from('fine\n'), Buffer.from('ab\n', 'utf16le'), Buffer.from('\nafter\n')]);
+    expect(await linesOf('nul.txt', bytes)).toEqual([
+      text('nul.txt', 0, 'fine'),
+      failure('nul.txt', 1, 'INVALID_UTF8', reason(1)),
+      failure('nul.txt', 2, 'INVALID_UTF8', reason(0)),
+      text('nul.txt', 3, 'after'),
+    ]);
+    // JSON Lines refuse a raw NUL as invalid JSON; an escaped one is the writer's choice.
+    const [raw, escaped] = await linesOf('nul.jsonl', '{"text":"a\u0000b"}\n{"text":"a\\u0000b"}\n');
+    expect(raw).toMatchObject({ kind: 'error', code: 'INVALID_JSON' });
+    expect(escaped).toEqual(text('nul.jsonl', 1, 'a\u0000b'));
+  });
+});
+
 describe('readCorpusLines: byte offsets, and reading from one', () => {
   // A BOM, CRLF, multi-byte text, blanks, invalid UTF-8, an oversized line, no final newline.
   const body = Buffer.concat([

@@ -39,7 +39,7 @@ function sentence(index: number): string {
  * Builds the objects (put them under `prefix`) and the expected fate of every line, rows numbered
  * over the objects in key order. `textLines` sets the size of the plain-text object.
  */
-export function buildCorpus(prefix: string, options: { textLines: number; longLine?: string }): { objects: FixtureObject[]; expected: ExpectedLine[] } {
+export function buildCorpus(prefix: string, options: { textLines: number; longLine?: string; otherEncodings?: boolean }): { objects: FixtureObject[]; expected: ExpectedLine[] } {
   const expected: ExpectedLine[] = [];
   let row = 0;
   const objects: FixtureObject[] = [];
@@ -99,6 +99,20 @@ export function buildCorpus(prefix: string, options: { textLines: number; longLi
       }
     });
     objects.push({ key: source, body: Buffer.concat(parts) });
+  }
+
+  if (options.otherEncodings) {
+    // d-mac.txt: lines that end in a lone \r (classic Mac); e-windows.txt: UTF-16LE with its mark and \r\n.
+    const mac = [sentence(2000), '', sentence(2001), CHINESE[0]!];
+    const windows = [`${sentence(2002)} é`, '😀 嵌入', '', sentence(2003)];
+    for (const [name, texts, body] of [
+      ['d-mac.txt', mac, Buffer.from(`${mac.join('\r')}\r`)],
+      ['e-windows.txt', windows, Buffer.concat([Buffer.of(0xff, 0xfe), Buffer.from(`${windows.join('\r\n')}\r\n`, 'utf16le')])],
+    ] as const) {
+      const source = `${prefix}${name}`;
+      texts.forEach((text, line) => expected.push({ row: row++, source, line, ...(text === '' ? { kind: 'blank' } : { kind: 'text', text, id: null }) }));
+      objects.push({ key: source, body });
+    }
   }
   return { objects, expected };
 }
