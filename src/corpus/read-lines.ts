@@ -118,7 +118,7 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
     for await (const chunk of text.chunks) yield* lines(splitter.push(chunk));
     yield* lines(splitter.end());
   } catch (error) {
-    if (isZlibError(error)) {
+    if (isZlibError(error) || error instanceof GzipTrailingDataError) {
       const reason = `corrupt gzip data (${(error as Error).message}); the rest of the object was not read`;
       yield errorLine(source, line, 'INVALID_GZIP', reason);
       return;
@@ -249,12 +249,27 @@ const GZIP_SLICE_BYTES = 8 * 1024;
 async function* gunzipped(input: AsyncIterable<Buffer>, reopen: Reopen): AsyncGenerator<Buffer> {
   const inflater = new SliceInflater();
   let slices = 0;
+  let fed = 0;
   try {
     for await (const slice of fixedSlices(input, GZIP_SLICE_BYTES)) {
-      await inflater.write(slice);
-      slices += 1;
-      yield* inflater.take();
-      if (inflater.failure !== undefined) break;
+      fed += slice.length;
+      if (inflater.consumed === fed - slice.length) {
+        await inflater.write(slice);
+        slices += 1;
+        yield* inflater.take();
+        if (inflater.failure !== undefined) break;
+      }
+      // zlib stops at zero bytes after a member (padding) and ignores the rest; gzip -d warns
+      // when more than zeros follow. Such data was silently not read: now it ends the object
+      // with INVALID_GZIP, like other trailing garbage.
+      if (inflater.consumed < fed) {
+        const unread = slice.subarray(Math.max(0, inflater.consumed - (fed - slice.length)));
+        const data = unread.findIndex((byte) => byte !== 0);
+        if (data !== -1) {
+          inflater.failure = new GzipTrailingDataError(fed - unread.length + data, inflater.consumed);
+          break;
+        }
+      }
     }
     if (inflater.failure === undefined) {
       await inflater.end();
@@ -264,9 +279,18 @@ async function* gunzipped(input: AsyncIterable<Buffer>, reopen: Reopen): AsyncGe
     inflater.destroy();
   }
   if (inflater.failure === undefined) return;
+  // Nothing was lost to an error: zlib had delivered everything up to the stream's end.
+  if (inflater.failure instanceof GzipTrailingDataError) throw inflater.failure;
   // The slice being written when it failed; at the end, the last one (its output is what ended short).
   yield* salvage(reopen, Math.max(0, slices - 1), inflater.delivered);
   throw inflater.failure;
+}
+
+/** Data after a gzip stream's end and the zero bytes that padded it (which zlib skips without a word). */
+class GzipTrailingDataError extends Error {
+  constructor(at: number, streamEnd: number) {
+    super(`data at byte ${at}, after the gzip stream ended at byte ${streamEnd} and zero padding`);
+  }
 }
 
 /** A gunzip fed slice by slice, each write awaited, its output collected as it comes. */
@@ -294,6 +318,11 @@ class SliceInflater {
 
   end(): Promise<void> {
     return this.settled((done) => this.gunzip.once('end', done).end());
+  }
+
+  /** Bytes of input zlib took: fewer than written once it stopped at zero bytes after a member. */
+  get consumed(): number {
+    return this.gunzip.bytesWritten;
   }
 
   take(): Buffer[] {

@@ -300,6 +300,21 @@ describe('readCorpusLines: gzip', () => {
     expect(garbage.slice(1_800)).toEqual([expect.objectContaining({ kind: 'error', code: 'INVALID_GZIP', line: 1_800 })]);
   });
 
+  it('ignores zero padding after the gzip stream, but says so when data follows it (it was dropped without a word)', async () => {
+    const first = gzipSync('a\nb\n');
+    const padded = await linesOf('p.txt.gz', Buffer.concat([first, Buffer.alloc(512), gzipSync('c\nd\n')]));
+    const reason = `corrupt gzip data (data at byte ${first.length + 512}, after the gzip stream ended at byte ${first.length} and zero padding); the rest of the object was not read`;
+    expect(padded).toEqual([text('p.txt.gz', 0, 'a'), text('p.txt.gz', 1, 'b'), failure('p.txt.gz', 2, 'INVALID_GZIP', reason)]);
+    expect(await linesOf('z.txt.gz', Buffer.concat([first, Buffer.alloc(20_000)]))).toEqual([text('z.txt.gz', 0, 'a'), text('z.txt.gz', 1, 'b')]);
+    // The stream ends in a later 8 KiB slice than the first, the padding spans slices, the data is in another.
+    const lines = Array.from({ length: 3_000 }, (_, index) => `line ${index} ${(index * 7919) % 10007}`);
+    const big = gzipSync(`${lines.join('\n')}\n`);
+    const result = await linesOf('b.txt.gz', Buffer.concat([big, Buffer.alloc(10_000), Buffer.of(1)]));
+    expect(big.length).toBeGreaterThan(8 * 1024);
+    expect(result.slice(0, 3_000)).toEqual(lines.map((value, index) => text('b.txt.gz', index, value)));
+    expect(result.slice(3_000)).toEqual([expect.objectContaining({ code: 'INVALID_GZIP', message: expect.stringContaining(`data at byte ${big.length + 10_000}, after the gzip stream ended at byte ${big.length}`) })]);
+  });
+
   it('a .gz name over plain bytes is INVALID_GZIP; an empty .gz object has no lines', async () => {
     expect(await linesOf('p.txt.gz', 'hello\n')).toEqual([
       failure('p.txt.gz', 0, 'INVALID_GZIP', 'corrupt gzip data (incorrect header check); the rest of the object was not read'),
