@@ -70,6 +70,8 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   let slot: BatchSlot | undefined;
   let batch: BatchLine[] = [];
   let pending: EmbedBatchPayload[] = [];
+  /** Batches this split queued before `pending`: a job's first ones go ahead of older jobs' (embedPriority). */
+  let batchesQueued = 0;
   let blank = 0;
   let truncated = 0;
   let inputErrors: ErrorRecord[] = [];
@@ -92,7 +94,8 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     // Before the batches go out: workers may embed them at once, and "read" must not trail "embedded"
     // (it did for as long as the split waited for room, minutes on a slow quota).
     await reportLinesRead();
-    await enqueueEmbedBatches(queues.embed, pending);
+    await enqueueEmbedBatches(queues.embed, pending, batchesQueued);
+    batchesQueued += pending.length;
     pending = [];
   };
 

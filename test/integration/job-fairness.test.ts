@@ -1,0 +1,54 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { submitCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { startWorkers } from '../../workers/start-workers.js';
+import { startWorld, waitForJob, type World } from '../support/world.js';
+
+const lines = (count: number, label: string): string => Array.from({ length: count }, (_, index) => `${label} line ${index}: some words to embed`).join('\n');
+
+describe('two jobs at once: a small job does not wait behind a big one', () => {
+  let world: World;
+  beforeAll(async () => {
+    // 20 requests a second: the big job has 3,000 lines (300 requests, 15 s), 200 of them queued at a time (2 open shards).
+    world = await startWorld({ faults: { latencyMs: { min: 5, median: 10, p99: 30 } } }, { EMBEDQ_QPM: '1200', EMBEDQ_MAX_OPEN_SHARDS: '2' });
+    await world.put('big.txt', lines(3_000, 'big'));
+    await world.put('small.txt', lines(30, 'small'));
+  });
+  afterAll(() => world.close());
+
+  it("embeds a 30-line job's batches before the big job's queued ones, without stopping the big job for long", async () => {
+    const { services } = world;
+    const submit = (input: string, output: string): Promise<string> =>
+      submitCorpusJob(
+        { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
+        parseJobOptions({ input, output, shardRows: 1_000, outputType: 'dense', dimension: 64 }),
+      );
+    const pool = startWorkers(services, { concurrency: 4 });
+    try {
+      const big = await submit('s3://corpus/big.txt', 's3://out/big/');
+      for (;;) {
+        const record = await services.corpora.get(big);
+        if ((record?.rowsEmbedded ?? 0) >= 100) break;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const queuedAhead = await services.queues[QUEUES.embed].getJobCounts('waiting', 'prioritized');
+      const bigBefore = (await services.corpora.get(big))!.rowsEmbedded;
+      const small = await submit('s3://corpus/small.txt', 's3://out/small/');
+      const smallRecord = await waitForJob(services, small);
+      const bigAfter = await services.corpora.get(big);
+
+      expect(smallRecord.state).toBe('completed');
+      expect(smallRecord.rowsEmbedded).toBe(30);
+      // The test means something only if the big job had many batches queued when the small one came.
+      expect((queuedAhead.waiting ?? 0) + (queuedAhead.prioritized ?? 0)).toBeGreaterThanOrEqual(100);
+      // In order of arrival the small job waited for every one of them (≥ 1,000 more big rows);
+      // first, it waits for those in flight and its own split and write, a few dozen requests.
+      expect(bigAfter!.state).toBe('running');
+      expect(bigAfter!.rowsEmbedded - bigBefore).toBeLessThan(500);
+    } finally {
+      await pool.close();
+    }
+  });
+});
