@@ -74,7 +74,11 @@ for _, v in ipairs(redis.call('HVALS', KEYS[3])) do
   c.unchanged = c.unchanged + (st.unchanged or 0)
   c.n = c.n + 1
 end
-redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted', 'lastRetry', 'lastRetryAt', 'finalizing')
+-- The time the ended generation ran counts toward the job's average, the time it stood stopped does not.
+local ran = redis.call('HMGET', KEYS[1], 'finishedAt', 'resumedAt', 'startedAt', 'generation')
+local ranFrom = ran[2] or (ran[4] == '0' and ran[3])
+if ran[1] and ranFrom then redis.call('HINCRBY', KEYS[1], 'activeMs', math.max(0, tonumber(ran[1]) - tonumber(ranFrom))) end
+redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted', 'lastRetry', 'lastRetryAt', 'finalizing', 'resumedAt')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'batchesTotal', c.batches, 'batchesDone', c.batches,
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
   'tokens', c.tokens, 'shardsWritten', c.n, 'rowsReused', c.reused, 'rowsNew', c.new, 'rowsChanged', c.changed,
@@ -82,11 +86,12 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'batchesTotal', c.batches, 'batch
 return {redis.call('HINCRBY', KEYS[1], 'generation', 1)}
 `;
 
-// KEYS: job. ARGV: generation. Queued → running (startedAt set once). Returns 1 if running now.
+// KEYS: job. ARGV: generation, now. Queued → running (startedAt set once, resumedAt in every
+// generation). Returns 1 if running now.
 export const START = `${CURRENT_LUA}
 if not current(KEYS[1], ARGV[1]) then return 0 end
 if redis.call('HGET', KEYS[1], 'state') == 'queued' then
-  redis.call('HSET', KEYS[1], 'state', 'running')
+  redis.call('HSET', KEYS[1], 'state', 'running', 'resumedAt', ARGV[2])
   redis.call('HSETNX', KEYS[1], 'startedAt', ARGV[2])
 end
 return 1

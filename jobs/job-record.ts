@@ -52,6 +52,10 @@ export interface CorpusJobRecord extends CorpusJobCounters {
   generation: number;
   createdAt: number;
   startedAt: number | null;
+  /** When the current generation started running (a retry's, or the first run's). */
+  resumedAt: number | null;
+  /** How long the job's ended generations ran (a retried job's time before its last stop). */
+  activeMs: number;
   finishedAt: number | null;
   /** Why the job failed or was cancelled. */
   error: string | null;
@@ -152,6 +156,8 @@ export class JobRecords {
       generation,
       createdAt: number('createdAt'),
       startedAt: optional('startedAt'),
+      resumedAt: optional('resumedAt'),
+      activeMs: number('activeMs'),
       finishedAt: optional('finishedAt'),
       error: hash.error ?? null,
       errorCode: hash.errorCode ?? null,

@@ -100,6 +100,28 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     }
   });
 
+  it('a retried job records how long its stopped generation ran, so its average leaves out the time it stood cancelled', async () => {
+    const id = await submit('s3://out/fence-active-time/');
+    const corpora = world.services.corpora;
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await cancelCorpusJob(corpora, id);
+    const cancelled = (await corpora.get(id))!;
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // stood cancelled
+    await retryCorpusJob({ corpora, splitQueue: world.services.queues[QUEUES.split] }, id);
+    const queued = (await corpora.get(id))!;
+    expect(queued).toMatchObject({ state: 'queued', generation: 1, resumedAt: null, startedAt: cancelled.startedAt, activeMs: cancelled.finishedAt! - cancelled.resumedAt! });
+    expect(queued.activeMs).toBeGreaterThanOrEqual(300);
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 1 }, context());
+    await embedBatch((await queuedBatches(id, 1))[0]!, context());
+    const running = (await corpora.get(id))!;
+    expect(running.resumedAt).toBeGreaterThan(cancelled.finishedAt! + 1_400);
+    const now = Date.now();
+    const view = toJobView(running, { requests: 0, throttled: 0 }, new ThroughputTracker(), [], now);
+    expect(view.linesDone).toBeGreaterThan(0);
+    expect(view.throughputAverage).toBeCloseTo(view.linesDone / ((running.activeMs + now - running.resumedAt!) / 1000), 6);
+  });
+
   it('a cancel while finalize writes the output is refused, so no second job takes the output mid-write', async () => {
     const output = 's3://out/fence-finalize/';
     const id = await submit(output);

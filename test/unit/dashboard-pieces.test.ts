@@ -39,7 +39,7 @@ describe('throughput tracker', () => {
 
 describe('job and gate figures', () => {
   const record = (fields: Partial<CorpusJobRecord>): CorpusJobRecord =>
-    ({ id: 'cj-x', state: 'running', finishing: false, options: parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/' }), schedule: null, totalLines: 2_000, linesRead: 2_000, rowsEmbedded: 0, rowsFailed: 0, rowsBlank: 0, tokens: 0, shardsWritten: 0, totalShards: 2, createdAt: 0, startedAt: 0, finishedAt: null, error: null, errorCode: null, lastRetry: null, lastRetryAt: null, ...fields }) as CorpusJobRecord;
+    ({ id: 'cj-x', state: 'running', finishing: false, options: parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/' }), schedule: null, totalLines: 2_000, linesRead: 2_000, rowsEmbedded: 0, rowsFailed: 0, rowsBlank: 0, tokens: 0, shardsWritten: 0, totalShards: 2, createdAt: 0, startedAt: 0, resumedAt: null, activeMs: 0, generation: 0, finishedAt: null, error: null, errorCode: null, lastRetry: null, lastRetryAt: null, ...fields }) as CorpusJobRecord;
 
   it('gives no ETA for a running job that stopped moving (it made one up from the average, growing every second)', () => {
     const tracker = new ThroughputTracker();
@@ -48,6 +48,18 @@ describe('job and gate figures', () => {
     expect(stalled).toMatchObject({ throughputNow: 0, etaSeconds: null });
     for (let second = 9; second <= 12; second += 1) tracker.record('cj-x', 680 + (second - 8) * 100, 1_000_000 + second * 1000);
     expect(toJobView(record({ rowsEmbedded: 1_080, startedAt: 990_000 }), { requests: 0, throttled: 0 }, tracker, [], 1_012_000).etaSeconds).toBeCloseTo(9.2, 0);
+  });
+
+  it("averages a retried job's lines over the time it ran, not the time it stood stopped", () => {
+    const now = 10_000_000;
+    const view = (fields: Partial<CorpusJobRecord>): number => toJobView(record({ rowsEmbedded: 700, ...fields }), { requests: 0, throttled: 0 }, new ThroughputTracker(), [], now).throughputAverage;
+    // Ran 60 s, stopped for most of an hour, running again for 10 s: 700 lines in 70 s.
+    const retried = { generation: 1, startedAt: now - 3_600_000, activeMs: 60_000 };
+    expect(view({ ...retried, resumedAt: now - 10_000 })).toBeCloseTo(10, 6);
+    expect(view({ ...retried, state: 'queued', resumedAt: null })).toBeCloseTo(700 / 60, 6);
+    expect(view({ ...retried, state: 'completed', resumedAt: now - 10_000, finishedAt: now - 5_000 })).toBeCloseTo(700 / 65, 6);
+    // Never retried: from its start, as before.
+    expect(view({ startedAt: now - 70_000, resumedAt: now - 70_000 })).toBeCloseTo(10, 6);
   });
 
   it('shows a limit the gate has not learned as none, not as the configured one', () => {

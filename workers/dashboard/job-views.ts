@@ -61,8 +61,7 @@ export function toJobView(
 ): JobView {
   const done = processedLines(record);
   const total = record.totalLines;
-  const end = record.finishedAt ?? now;
-  const elapsed = record.startedAt === null ? 0 : (end - record.startedAt) / 1000;
+  const elapsed = secondsRun(record, now);
   const running = record.state === 'running';
   const throughputNow = running ? throughput.now(record.id, now) : 0;
   const throughputAverage = elapsed > 0 ? done / elapsed : 0;
@@ -104,6 +103,18 @@ export function toJobView(
     history: throughput.history(record.id),
     firstErrors,
   };
+}
+
+/**
+ * How long the job has run: its ended generations' time and the current one's, not the time it
+ * stood failed or cancelled before a retry (the average counted it: a job retried after a night
+ * showed a few lines a second).
+ */
+function secondsRun(record: CorpusJobRecord, now: number): number {
+  // A generation before resumedAt existed (a record from an older embedq) ran from startedAt.
+  const from = record.resumedAt ?? (record.generation === 0 || record.activeMs === 0 ? record.startedAt : null);
+  const current = from === null ? 0 : Math.max(0, (record.finishedAt ?? now) - from);
+  return (record.activeMs + current) / 1000;
 }
 
 /**
