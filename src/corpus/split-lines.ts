@@ -46,7 +46,7 @@ export class LineSplitter {
 
   /**
    * `startOffset`: the input starts at this byte of the object (a BOM is only looked for at 0, and
-   * lines end at `\n`: a reader only starts mid-object in objects read that way, see `lineBreaks`).
+   * lines end at `\n`: a reader only starts mid-object in objects read that way, see `anyLineBreak`).
    */
   constructor(options: { maxLineBytes: number; startOffset?: number }) {
     this.#maxLineBytes = options.maxLineBytes;
