@@ -64,6 +64,12 @@ export interface WorkerSettings {
   lockDurationMs: number;
   /** Shards a corpus job may have open (being embedded) at once; bounds Redis memory (Default: 2). */
   maxOpenShards: number;
+  /**
+   * Corpus jobs one worker process splits at once (Default: 4). A split lasts as long as its job
+   * (it waits for its shards to be written), so a job past this many running ones stays queued
+   * until one ends; each split holds read-ahead buffers and, with --reuse, the previous output's index.
+   */
+  splitConcurrency: number;
 }
 
 export interface Settings {
@@ -141,6 +147,7 @@ const EnvSchema = z
     EMBEDQ_STALLED_INTERVAL_MS: positiveInt.default(15_000),
     EMBEDQ_LOCK_DURATION_MS: positiveInt.default(30_000),
     EMBEDQ_MAX_OPEN_SHARDS: positiveInt.default(2),
+    EMBEDQ_SPLIT_CONCURRENCY: positiveInt.default(4),
     LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     EMBEDQ_ALLOW_INSECURE_HTTP: z.enum(['0', '1']).optional(),
   })
@@ -228,6 +235,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       stalledIntervalMs: e.EMBEDQ_STALLED_INTERVAL_MS,
       lockDurationMs: e.EMBEDQ_LOCK_DURATION_MS,
       maxOpenShards: e.EMBEDQ_MAX_OPEN_SHARDS,
+      splitConcurrency: e.EMBEDQ_SPLIT_CONCURRENCY,
     },
     log: { level: e.LOG_LEVEL },
   });

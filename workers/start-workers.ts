@@ -47,7 +47,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   const write = processor(services, WriteShardPayload, writeShard);
   const finalize = processor(services, FinalizeJobPayload, finalizeJob);
   const definitions = [
-    { queue: QUEUES.split, concurrency: 4, process: processor(services, SplitCorpusPayload, splitCorpus, stopping.signal) },
+    { queue: QUEUES.split, concurrency: settings.worker.splitConcurrency, process: processor(services, SplitCorpusPayload, splitCorpus, stopping.signal) },
     { queue: QUEUES.embed, concurrency: options.concurrency ?? settings.worker.concurrency, process: processor(services, EmbedBatchPayload, embedBatch, stopping.signal) },
     {
       queue: QUEUES.write,

@@ -52,3 +52,34 @@ describe('two jobs at once: a small job does not wait behind a big one', () => {
     }
   });
 });
+
+describe('EMBEDQ_SPLIT_CONCURRENCY: how many jobs one worker splits at once', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld({ faults: { latencyMs: { min: 5, median: 10, p99: 30 } } }, { EMBEDQ_QPM: '1200', EMBEDQ_SPLIT_CONCURRENCY: '1' });
+    await world.put('big.txt', lines(3_000, 'big'));
+    await world.put('small.txt', lines(30, 'small'));
+  });
+  afterAll(() => world.close());
+
+  it('keeps a job past that many queued while the others run (a split lasts as long as its job)', async () => {
+    const { services } = world;
+    const submit = (input: string, output: string): Promise<string> =>
+      submitCorpusJob(
+        { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
+        parseJobOptions({ input, output, shardRows: 1_000, outputType: 'dense', dimension: 64 }),
+      );
+    expect(world.settings.worker.splitConcurrency).toBe(1);
+    const pool = startWorkers(services, { concurrency: 4 });
+    try {
+      const big = await submit('s3://corpus/big.txt', 's3://out/big/');
+      await waitForJob(services, big, (record) => record.rowsEmbedded > 0);
+      const small = await submit('s3://corpus/small.txt', 's3://out/small/');
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      expect((await services.corpora.get(big))!.state).toBe('running');
+      expect(await services.corpora.get(small)).toMatchObject({ state: 'queued', linesRead: 0 });
+    } finally {
+      await pool.close();
+    }
+  });
+});
