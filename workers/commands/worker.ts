@@ -4,6 +4,7 @@ import { loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import { memoryBreakdown } from '../../src/memory-usage.js';
+import { redisPersistenceProblem } from '../../src/redis/redis-persistence.js';
 import { readScheduleFile } from '../schedule-file.js';
 import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
@@ -28,6 +29,13 @@ export function registerWorkerCommand(program: Command): void {
       const schedules = file === undefined ? undefined : { file, definitions: await readScheduleFile(file) };
       const services = createServices(settings, logger);
       const pool = startWorkers(services, { concurrency, schedules });
+      // Here, not in startWorkers: the demo's and the tests' private Redis keep nothing on purpose.
+      redisPersistenceProblem(services.redis).then(
+        (problem) => {
+          if (problem) logger.warn(problem);
+        },
+        (error: unknown) => logger.warn({ err: error }, 'could not read Redis persistence (INFO persistence, CONFIG GET save)'),
+      );
       // Where the memory is, every 5 s and after each shard (the bench reads these lines).
       const logMemory = (): void => logger.info(memoryBreakdown(services.shardEncoder.lastThreadMemory), 'memory');
       const memoryLog = setInterval(logMemory, 5_000).unref();
