@@ -67,6 +67,10 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
     if (previous.length > 0 && !extra.overwrite) throw new OutputNotEmptyError(options.output, previous);
     if (extra.overwrite) await clearPreviousRun(output);
     await checkOutputWritable(output, id, options.output);
+    // Listing and clearing a large output can outlast the submit's lease (SUBMIT_LEASE_MS).
+    if (!(await corpora.leases.confirm(options.output, id))) {
+      throw new OutputLeasedError(options.output, (await corpora.leases.holder(options.output)) ?? { jobId: 'unknown', ending: false });
+    }
     await corpora.jobs.create(id, options, { schedule: extra.schedule, leaseKey: corpora.leases.keyOf(options.output) });
     await enqueueSplit(deps.splitQueue, id, 0);
   } catch (error) {

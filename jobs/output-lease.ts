@@ -1,6 +1,7 @@
 import path from 'node:path';
 
 import type { RedisClient } from '../src/redis/redis-client.js';
+import { defineLuaScript } from '../src/redis/lua-script.js';
 
 import type { CorpusKeys } from './corpus-keys.js';
 
@@ -27,6 +28,13 @@ export const ENDING_LEASE_MS = 60_000;
 /** What precedes the job id in a stopped job's lease; the end-state and retry scripts write and read it too. */
 export const ENDING_PREFIX = 'ending:';
 
+/**
+ * How long a submit holds the lease before its job record exists (listing and clearing the
+ * output, the write check). The record's creation makes it lasting (`confirm`); a submit killed
+ * meanwhile leaves a lease that runs out, where it refused every later run into the output.
+ */
+export const SUBMIT_LEASE_MS = 15 * 60_000;
+
 /** Who holds an output: a job writing it, or one that stopped moments ago (`ending`). */
 export interface LeaseHolder {
   jobId: string;
@@ -37,28 +45,61 @@ export function parseHolder(value: string): LeaseHolder {
   return value.startsWith(ENDING_PREFIX) ? { jobId: value.slice(ENDING_PREFIX.length), ending: true } : { jobId: value, ending: false };
 }
 
+// KEYS: lease. ARGV: expected holder, new holder, ms. Swaps the holder only if it is still the expected one.
+const REPLACE = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`;
+
+// KEYS: lease. ARGV: job id. Drops the submit's TTL if the job still holds the lease.
+const CONFIRM = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PERSIST', KEYS[1])
+return 1
+`;
+
 export class OutputLeases {
+  private readonly scripts;
+
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: CorpusKeys,
-  ) {}
+  ) {
+    this.scripts = { replace: defineLuaScript(redis, REPLACE), confirm: defineLuaScript(redis, CONFIRM) };
+  }
 
   /** The Redis key of an output's lease (kept on the job record, so its end can release it). */
   keyOf(output: string): string {
     return this.keys.lease(outputIdentity(output));
   }
 
-  /** Takes the lease for `jobId`; returns undefined on success, else who holds it. */
+  /**
+   * Takes the lease for `jobId`, for SUBMIT_LEASE_MS until `confirm`; returns undefined on success,
+   * else who holds it. A lasting lease whose job has no record (Redis lost or evicted it) is taken
+   * over: nothing could ever end that job, and its output stayed refused to every run.
+   */
   async acquire(output: string, jobId: string): Promise<LeaseHolder | undefined> {
     const key = this.keyOf(output);
-    if ((await this.redis.set(key, jobId, 'NX')) === 'OK') return undefined;
+    if ((await this.redis.set(key, jobId, 'PX', SUBMIT_LEASE_MS, 'NX')) === 'OK') return undefined;
     let holder = await this.redis.get(key);
     // Released between SET and GET: try once more rather than report a holder that is gone.
     if (holder === null) {
-      if ((await this.redis.set(key, jobId, 'NX')) === 'OK') return undefined;
+      if ((await this.redis.set(key, jobId, 'PX', SUBMIT_LEASE_MS, 'NX')) === 'OK') return undefined;
       holder = (await this.redis.get(key)) ?? 'unknown';
     }
-    return holder === jobId ? undefined : parseHolder(holder);
+    if (holder === jobId) return undefined;
+    const held = parseHolder(holder);
+    // A submit still under way has a TTL on its lease, and an ending lease runs out by itself.
+    if (!held.ending && (await this.redis.pttl(key)) === -1 && (await this.redis.exists(this.keys.job(held.jobId))) === 0) {
+      if ((await this.scripts.replace([key], holder, jobId, SUBMIT_LEASE_MS)) === 1) return undefined;
+    }
+    return held;
+  }
+
+  /** Makes the lease of a submit whose job record is being created lasting; false if it is no longer `jobId`'s. */
+  async confirm(output: string, jobId: string): Promise<boolean> {
+    return (await this.scripts.confirm([this.keyOf(output)], jobId)) === 1;
   }
 
   /**

@@ -63,6 +63,29 @@ describe('one writer per output', () => {
     expect(again.stderr).toMatch(/OUTPUT_NOT_EMPTY: s3:\/\/out\/same\/ already holds a run's files \(.*part-00000\.parquet/);
   });
 
+  it("takes over a lease whose job Redis lost (it refused every run for good), not one a submit under way holds", async () => {
+    const { redis, corpora } = world.services;
+    const args = (output: string): string[] => ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '50'];
+    // What an evicted or deleted job record leaves: a lasting lease naming a job that does not exist.
+    await redis.set(corpora.leases.keyOf('s3://out/orphan/'), 'cj-lost-record');
+    expect(await runEmbedq(world.env, ['cancel', 'cj-lost-record'])).toMatchObject({ code: 1 });
+    const submitted = await runEmbedq(world.env, args('s3://out/orphan/'));
+    expect(submitted.code, submitted.stderr).toBe(0);
+    expect((await waitForJob(world.services, submitted.stdout.trim())).state).toBe('completed');
+    // A submit still listing or clearing its output holds the lease for a while, its record not yet made.
+    expect(await corpora.leases.acquire('s3://out/underway/', 'cj-underway')).toBeUndefined();
+    const ttl = await redis.pttl(corpora.leases.keyOf('s3://out/underway/'));
+    expect(ttl).toBeGreaterThan(14 * 60_000);
+    const refused = await runEmbedq(world.env, args('s3://out/underway/'));
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('being written by job cj-underway');
+    // Its record made, the lease lasts until the job ends.
+    expect(await corpora.leases.confirm('s3://out/underway/', 'cj-underway')).toBe(true);
+    expect(await redis.pttl(corpora.leases.keyOf('s3://out/underway/'))).toBe(-1);
+    expect(await corpora.leases.confirm('s3://out/underway/', 'cj-other')).toBe(false);
+    await corpora.leases.release('s3://out/underway/', 'cj-underway');
+  });
+
   it('refuses an output inside the input prefix (submit and schedule add): the next run would read the shards as lines', async () => {
     const submit = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://corpus/data/vectors/']);
     expect(submit.code).toBe(2);
