@@ -34,6 +34,20 @@ export class OutputNotEmptyError extends EmbedqError {
   }
 }
 
+/**
+ * A job found, when its split started, a finished run of another job in its output, written since
+ * its submit: Redis was brought back from an older state. Fails the job; the output is left as it is.
+ */
+export class OutputTakenError extends EmbedqError {
+  readonly code = 'OUTPUT_NOT_EMPTY';
+  readonly retryable = false;
+  constructor(output: string, other: string) {
+    super(
+      `${output} holds the finished run of job ${other} (its _manifest.json), written after this job was submitted (was Redis brought back from an older snapshot?); this job stops and leaves that output alone`,
+    );
+  }
+}
+
 /** The job's record is gone from Redis. Exit 1. */
 export class JobLostError extends EmbedqError {
   readonly code = 'JOB_LOST';

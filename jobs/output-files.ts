@@ -1,4 +1,7 @@
+import { text } from 'node:stream/consumers';
+
 import { StorageError } from '../src/errors.js';
+import { OutputTakenError } from './job-errors.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
 import { DELTA_FOLDER, ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 
@@ -22,6 +25,31 @@ export async function findPreviousRun(output: OutputLocation): Promise<string[]>
     if (isShardFile(name) || name === MANIFEST_FILE || name === SUCCESS_FILE || name.startsWith(`${DELTA_FOLDER}/`)) found.push(name);
   }
   return found;
+}
+
+/**
+ * Throws OutputTakenError when the output's `_manifest.json` names another job than `jobId`: that
+ * run finished writing here after this job's submit found the output empty or cleared it. Only a
+ * Redis brought back from an older state (a snapshot) revives a job into that; before, the revived
+ * job's split removed the newer run's `_SUCCESS` and its shards replaced the newer run's. Called
+ * before a job's steps write to its output (`name`: the output as the job has it, for the message).
+ */
+export async function assertNoOtherJobsRun(output: OutputLocation, jobId: string, name: string): Promise<void> {
+  const other = await otherJobsManifest(output, jobId);
+  if (other !== undefined) throw new OutputTakenError(name, other);
+}
+
+/** The job the output's `_manifest.json` names, if not `jobId`; undefined also for a manifest that does not parse. */
+async function otherJobsManifest(output: OutputLocation, jobId: string): Promise<string | undefined> {
+  const key = output.prefix + MANIFEST_FILE;
+  if (!(await output.store.stat(key))) return undefined;
+  const body = await text(await output.store.read(key));
+  try {
+    const named = (JSON.parse(body) as { job_id?: unknown } | null)?.job_id;
+    return typeof named === 'string' && named !== jobId ? named : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

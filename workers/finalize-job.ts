@@ -1,5 +1,6 @@
 import { text } from 'node:stream/consumers';
 
+import { assertNoOtherJobsRun } from '../jobs/output-files.js';
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
 import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ShardStats } from '../jobs/shard-ledger.js';
@@ -41,6 +42,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
     throw new Error(`finalize found ${shards.length} of ${record.totalShards ?? '?'} shards written`);
   }
   const output = openOutput(record.options.output, services);
+  await assertNoOtherJobsRun(output, id, record.options.output);
   // Writes a killed process left half done (local temp files, S3 multipart uploads) go before
   // _SUCCESS vouches for the output.
   const aborted = await output.store.abortIncompleteWrites(output.prefix);

@@ -1,6 +1,7 @@
 import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ErrorRecord } from '../jobs/shard-buffer.js';
 import { enqueueEmbedBatches, enqueueFinalize, enqueueWriteShard } from '../jobs/enqueue.js';
+import { assertNoOtherJobsRun } from '../jobs/output-files.js';
 import type { BatchLine, EmbedBatchPayload, SplitCorpusPayload } from '../jobs/payloads.js';
 import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
@@ -61,6 +62,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   const shardRows = options.shardRows;
   const limits = { shardRows, maxTextsPerRequest: MODELS[options.model].maxTextsPerRequest };
   const output = openOutput(options.output, services);
+  await assertNoOtherJobsRun(output, id, options.output);
   // A previous run's marker must not vouch for files this run is about to replace.
   await output.store.delete(output.prefix + SUCCESS_FILE);
 

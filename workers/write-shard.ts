@@ -1,4 +1,5 @@
 import { enqueueFinalize } from '../jobs/enqueue.js';
+import { assertNoOtherJobsRun } from '../jobs/output-files.js';
 import type { WriteShardPayload } from '../jobs/payloads.js';
 import { shardErrorsFileName, shardFileName, upsertsFileName } from '../src/output/layout.js';
 import { corpusOptions } from './corpus-options.js';
@@ -48,6 +49,7 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   // previous output's shards, a local copy at a time (README "Memory").
   const previous = buffered.reuseList ? await previousShardsOf(services, id) : undefined;
   const output = openOutput(options.output, services);
+  await assertNoOtherJobsRun(output, id, options.output);
   const file = shardFileName(payload.shard, options.outputFormat);
   const { bytes, rows, upserts } = await services.shardEncoder
     .encode(

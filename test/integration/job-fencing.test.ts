@@ -1,4 +1,4 @@
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -120,6 +120,47 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     const view = toJobView(running, { requests: 0, throttled: 0 }, new ThroughputTracker(), [], now);
     expect(view.linesDone).toBeGreaterThan(0);
     expect(view.throughputAverage).toBeCloseTo(view.linesDone / ((running.activeMs + now - running.resumedAt!) / 1000), 6);
+  });
+
+  it("a job Redis brought back from an older snapshot leaves alone the output another job finished there since (it removed its _SUCCESS and replaced its shards)", async () => {
+    const { s3 } = world;
+    /** The output's files and their bytes. */
+    const files = async (prefix: string): Promise<Map<string, string>> => {
+      const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: 'out', Prefix: prefix }));
+      const result = new Map<string, string>();
+      for (const { Key } of listed.Contents ?? []) {
+        const body = await s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: Key! }));
+        result.set(Key!.slice(prefix.length), Buffer.from(await body.Body!.transformToByteArray()).toString('base64'));
+      }
+      return result;
+    };
+    /** What storage holds after the newer job B ran there to completion: its files, copied in. */
+    const finishOtherRunIn = async (prefix: string): Promise<Map<string, string>> => {
+      for (const key of (await files('fence-newer/')).keys()) {
+        await s3.client.send(new CopyObjectCommand({ Bucket: 'out', CopySource: `out/fence-newer/${key}`, Key: `${prefix}${key}` }));
+      }
+      return files(prefix);
+    };
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const newer = await submit('s3://out/fence-newer/');
+      expect((await waitForJob(world.services, newer)).state).toBe('completed');
+    } finally {
+      await pool.close();
+    }
+    // Revived before its split: the split finds the other run's manifest.
+    const beforeSplit = await submit('s3://out/fence-revived-split/');
+    const theirs = await finishOtherRunIn('fence-revived-split/');
+    expect(theirs.has('_SUCCESS')).toBe(true);
+    await expect(splitCorpus({ v: 1, corpusJobId: beforeSplit, generation: 0 }, context())).rejects.toMatchObject({ code: 'OUTPUT_NOT_EMPTY', message: expect.stringContaining('holds the finished run of job cj-') });
+    expect(await files('fence-revived-split/')).toEqual(theirs);
+    // Revived after its split, with its batches embedded: its shard writer finds it.
+    const afterSplit = await submit('s3://out/fence-revived-write/');
+    await splitCorpus({ v: 1, corpusJobId: afterSplit, generation: 0 }, context());
+    for (const payload of (await queuedBatches(afterSplit, 0)).filter((batch) => batch.shard === 0)) await embedBatch(payload, context());
+    const theirsToo = await finishOtherRunIn('fence-revived-write/');
+    await expect(writeShard({ v: 1, corpusJobId: afterSplit, generation: 0, shard: 0 }, context())).rejects.toMatchObject({ code: 'OUTPUT_NOT_EMPTY' });
+    expect(await files('fence-revived-write/')).toEqual(theirsToo);
   });
 
   it('a cancel while finalize writes the output is refused, so no second job takes the output mid-write', async () => {
