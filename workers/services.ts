@@ -61,6 +61,12 @@ export interface ServicesOptions {
    * each command fails after a few reconnection attempts rather than queueing forever.
    */
   failFast?: boolean;
+  /**
+   * Commands fail while Redis is unreachable (after one reconnection attempt) instead of waiting
+   * for it, and the connection keeps trying (Default: false). For the dashboard: its endpoints
+   * answered nothing for as long as Redis was down.
+   */
+  failWhileUnreachable?: boolean;
 }
 
 /** How long a command waits for Redis in all before saying it cannot reach it. */
@@ -68,7 +74,14 @@ export const COMMAND_REDIS_TIMEOUT_MS = 5_000;
 
 export function createServices(settings: Readonly<Settings>, logger: Logger, options: ServicesOptions = {}): Services {
   const releasers: Array<() => Promise<unknown> | void> = [];
-  const redis = redisConnection(settings, options.failFast ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, maxReconnects: 3 } : {});
+  const redis = redisConnection(
+    settings,
+    options.failFast
+      ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, maxReconnects: 3 }
+      : options.failWhileUnreachable
+        ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS }
+        : {},
+  );
   releasers.push(() => redis.quit().catch(() => redis.disconnect()));
 
   const queues = Object.fromEntries(

@@ -63,6 +63,14 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
   return client;
 }
 
+/**
+ * Whether ioredis failed a command because Redis could not be reached (a connection with bounded
+ * retries gave up on it), not because Redis refused it.
+ */
+export function isRedisUnreachableError(error: unknown): boolean {
+  return error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || error.message === 'Connection is closed.');
+}
+
 /** `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`, for messages. */
 export function maskRedisUrl(url: string): string {
   try {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { freePort } from '../../src/redis/private-redis.js';
+import { freePort, startPrivateRedis } from '../../src/redis/private-redis.js';
 import { sleep } from '../../src/sleep.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { runEmbedq, spawnEmbedq, startWorld, stopProcess, type World } from '../support/world.js';
@@ -71,6 +71,28 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       expect(result.code).toBe(1);
       expect(result.stderr).toContain(lost);
       expect(result.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('says REDIS_UNAVAILABLE, not INTERNAL, when Redis goes away while submit --wait follows its job', async () => {
+    const redis = await startPrivateRedis();
+    try {
+      const child = spawnEmbedq({ ...world.env, REDIS_URL: redis.url }, ['submit', 's3://corpus/data/', '--out', 's3://out/redis-gone/', '--wait']);
+      let stdout = '';
+      let stderr = '';
+      child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      await expect.poll(() => stdout, { timeout: 20_000 }).toMatch(/cj-\S+/);
+      await redis.kill();
+      const timer = setTimeout(() => void stopProcess(child, 'SIGKILL'), 15_000);
+      expect(await exited).toBe(1);
+      clearTimeout(timer);
+      expect(stderr).toMatch(/REDIS_UNAVAILABLE: lost Redis at REDIS_URL=redis:\/\/127\.0\.0\.1:\d+\/? while the command ran .*; jobs go on in the workers/);
+      expect(stderr).not.toContain('INTERNAL');
+      expect(stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      await redis.stop();
     }
   });
 

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { inject } from 'vitest';
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { startPrivateRedis } from '../../src/redis/private-redis.js';
 import { runEmbedq, spawnEmbedq, stopProcess } from '../support/world.js';
 
 const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({
@@ -73,6 +74,41 @@ describe('embedq dashboard (the command)', () => {
     await stopProcess(child, 'SIGTERM');
     expect(await exited).toBe(0);
     expect(output).not.toContain('cmd-token');
+  });
+
+  it('answers 503 and shows Redis as unreachable while it is down (its endpoints answered nothing), then recovers', { timeout: 60_000 }, async () => {
+    const redis = await startPrivateRedis();
+    try {
+      const child = spawnEmbedq(env({ REDIS_URL: redis.url }), ['dashboard', '--port', '0']);
+      started.push(child);
+      let output = '';
+      child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      await expect.poll(() => /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)?.[1], { timeout: 30_000 }).toBeDefined();
+      const address = /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)![1]!;
+      expect((await fetch(`${address}/api/jobs`)).status).toBe(200);
+      const events: string[] = [];
+      const stream = await fetch(`${address}/api/events`);
+      const reader = stream.body!.getReader();
+      void (async () => {
+        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) events.push(Buffer.from(chunk.value).toString());
+      })().catch(() => undefined);
+
+      await redis.kill();
+      const down = Date.now();
+      for (const endpoint of ['/api/jobs', '/api/queues', '/api/rates', '/api/schedules', '/metrics']) {
+        const response = await fetch(`${address}${endpoint}`, { signal: AbortSignal.timeout(10_000) });
+        expect(response.status, endpoint).toBe(503);
+        expect(await response.json(), endpoint).toMatchObject({ code: 'REDIS_UNAVAILABLE', error: expect.stringMatching(/^Redis is unreachable/) });
+      }
+      expect(Date.now() - down).toBeLessThan(15_000);
+      await expect.poll(() => events.join(''), { timeout: 10_000 }).toMatch(/"redisProblem":"unreachable since [^"]+; the figures below are from /);
+
+      await redis.restart();
+      await expect.poll(async () => (await fetch(`${address}/api/jobs`)).status, { timeout: 20_000 }).toBe(200);
+      await reader.cancel();
+    } finally {
+      await redis.stop();
+    }
   });
 
   it('stops within its shutdown bound on SIGTERM even when Redis is unreachable', async () => {

@@ -1,7 +1,7 @@
 import { RedisFullError, RedisUnavailableError } from '../../jobs/job-errors.js';
 import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { describeRedisTarget } from '../../src/redis/redis-client.js';
+import { describeRedisTarget, isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { isRedisFullError, readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { COMMAND_REDIS_TIMEOUT_MS, createServices, redisTarget, type Services } from '../services.js';
 
@@ -36,6 +36,11 @@ export async function withServices<T>(
       return await run(services);
     } catch (error) {
       if (isRedisFullError(error)) throw await redisFull(services);
+      // Redis went away while the command ran (`submit --wait` follows a job for hours): said as
+      // REDIS_UNAVAILABLE, where it was INTERNAL. The job itself goes on in the workers.
+      if (isRedisUnreachableError(error)) {
+        throw new RedisUnavailableError(`lost Redis at ${describeRedisTarget(redisTarget(settings))} while the command ran (${(error as Error).message}); jobs go on in the workers, see embedq status once Redis is back`);
+      }
       throw error;
     }
   } finally {

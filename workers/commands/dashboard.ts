@@ -20,7 +20,7 @@ export function registerDashboardCommand(program: Command): void {
       const settings = loadSettings(process.env, { requireApiKey: false });
       const token = process.env.EMBEDQ_DASHBOARD_TOKEN || undefined;
       const logger = createLogger(settings.log);
-      const services = createServices(settings, logger);
+      const services = createServices(settings, logger, { failWhileUnreachable: true });
       try {
         // Schedules and the adaptive gate's figures plug in here as `sources` (see dashboard/sources.ts).
         // Loaded when run: no other command needs fastify and Bull Board (README, "Bounded memory").

@@ -6,6 +6,7 @@ import fastifyFormbody from '@fastify/formbody';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 
 import { ConfigError } from '../../src/errors.js';
+import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import type { Services } from '../services.js';
 import { registerApi } from './api.js';
 import { isLoopbackHost, registerAuth } from './auth.js';
@@ -49,6 +50,11 @@ export async function buildDashboard(services: Services, options: DashboardOptio
   await app.register(fastifyFormbody);
   registerAuth(app, options.token);
 
+  // With Redis down, a read fails at once (failWhileUnreachable): say so as 503, not as a 500.
+  app.setErrorHandler((error, _request, reply) => {
+    if (!isRedisUnreachableError(error)) return reply.send(error);
+    return reply.code(503).send({ error: `Redis is unreachable: ${(error as Error).message}`, code: 'REDIS_UNAVAILABLE' });
+  });
   app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
   app.get('/healthz', async (_request, reply) => {
     // Commands wait for a reconnect (maxRetriesPerRequest: null), so the probe bounds its own wait.

@@ -1,6 +1,7 @@
 import { QUEUES, type QueueName } from '../../jobs/queues.js';
 import { QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
 import { readJobRequestStats } from '../../src/metrics/read-metrics.js';
+import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
 import { FirstErrors, toJobView, type JobView } from './job-views.js';
@@ -36,6 +37,11 @@ export async function readQueueDepths(services: Pick<Services, 'queues'>): Promi
   return Object.fromEntries(entries) as QueueDepths;
 }
 
+function emptySnapshot(): Snapshot {
+  const depths = Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, 0]));
+  return { at: 0, jobs: [], queues: Object.fromEntries(Object.values(QUEUES).map((name) => [name, { ...depths }])) as QueueDepths, rates: [], workers: [], schedules: [], redisProblem: null };
+}
+
 /**
  * Reads the same Redis state the CLI reads (CorpusStore, queue getters, the metrics hash), once per
  * tick for every viewer, and keeps per-job throughput samples between ticks. It writes nothing.
@@ -47,6 +53,8 @@ export class DashboardState {
   private readonly listeners = new Set<(snapshot: Snapshot) => void>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<Snapshot> | undefined;
+  /** When a refresh first found Redis unreachable, until one succeeds again. */
+  private unreachableSince: number | undefined;
 
   constructor(
     private readonly services: Services,
@@ -59,7 +67,13 @@ export class DashboardState {
   start(): void {
     const tick = (): void => {
       this.refresh()
-        .catch((error: unknown) => this.services.logger.warn({ err: error }, 'dashboard refresh failed'))
+        .then(() => (this.unreachableSince = undefined))
+        .catch((error: unknown) => {
+          if (!isRedisUnreachableError(error)) return this.services.logger.warn({ err: error }, 'dashboard refresh failed');
+          if (this.unreachableSince === undefined) this.services.logger.warn({ err: error }, 'dashboard cannot reach Redis');
+          this.unreachableSince ??= Date.now();
+          this.publishUnreachable();
+        })
         .finally(() => {
           if (this.timer) this.timer = setTimeout(tick, this.options.intervalMs);
         });
@@ -71,6 +85,17 @@ export class DashboardState {
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.running?.catch(() => undefined);
+  }
+
+  /**
+   * While Redis is down the page keeps the last figures, marked as such: it showed them as live,
+   * with no word of Redis, only its "updated" time standing still.
+   */
+  private publishUnreachable(): void {
+    const since = new Date(this.unreachableSince!).toISOString();
+    const figures = this.current ? `; the figures below are from ${new Date(this.current.at).toISOString()}` : '';
+    const stale: Snapshot = { ...(this.current ?? emptySnapshot()), redisProblem: `unreachable since ${since}${figures}` };
+    for (const listener of this.listeners) listener(stale);
   }
 
   subscribe(listener: (snapshot: Snapshot) => void): () => void {
