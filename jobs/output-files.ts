@@ -35,18 +35,18 @@ export async function findPreviousRun(output: OutputLocation): Promise<string[]>
  * before a job's steps write to its output (`name`: the output as the job has it, for the message).
  */
 export async function assertNoOtherJobsRun(output: OutputLocation, jobId: string, name: string): Promise<void> {
-  const other = await otherJobsManifest(output, jobId);
-  if (other !== undefined) throw new OutputTakenError(name, other);
+  const named = await manifestJobId(output);
+  if (named !== undefined && named !== jobId) throw new OutputTakenError(name, named);
 }
 
-/** The job the output's `_manifest.json` names, if not `jobId`; undefined also for a manifest that does not parse. */
-async function otherJobsManifest(output: OutputLocation, jobId: string): Promise<string | undefined> {
+/** The job the output's `_manifest.json` names; undefined when there is none, or it does not parse. */
+export async function manifestJobId(output: OutputLocation): Promise<string | undefined> {
   const key = output.prefix + MANIFEST_FILE;
   if (!(await output.store.stat(key))) return undefined;
   const body = await text(await output.store.read(key));
   try {
     const named = (JSON.parse(body) as { job_id?: unknown } | null)?.job_id;
-    return typeof named === 'string' && named !== jobId ? named : undefined;
+    return typeof named === 'string' ? named : undefined;
   } catch {
     return undefined;
   }

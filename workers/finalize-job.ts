@@ -1,6 +1,6 @@
 import { text } from 'node:stream/consumers';
 
-import { assertNoOtherJobsRun } from '../jobs/output-files.js';
+import { assertNoOtherJobsRun, manifestJobId } from '../jobs/output-files.js';
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
 import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ShardStats } from '../jobs/shard-ledger.js';
@@ -10,6 +10,7 @@ import { DELETES_FILE, DELTA_FOLDER, ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, T
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 import { publishScheduleLatest } from './schedule-outcome.js';
+import { stepFence } from './step-fence.js';
 
 /**
  * Last step: `_errors.jsonl` (every shard's error records, in row order), `_manifest.json`, then
@@ -47,11 +48,11 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   // _SUCCESS vouches for the output.
   const aborted = await output.store.abortIncompleteWrites(output.prefix);
   if (aborted > 0) logger.info({ aborted }, 'incomplete writes removed');
-  // The split step deleted any earlier `_SUCCESS`, so one here is this run's: an earlier attempt
-  // got that far (and may have removed the scratch files already); only the cleanup is left.
-  if (!(await output.store.stat(output.prefix + SUCCESS_FILE))) {
-    await writeOutputFiles(id, record, shards, output);
-  }
+  // `_SUCCESS` beside this job's manifest: an earlier attempt got that far (and may have removed
+  // the scratch files already); only the cleanup is left. A `_SUCCESS` alone is no proof: a paused
+  // finalize of the job before put one into this job's output.
+  const vouched = (await output.store.stat(output.prefix + SUCCESS_FILE)) !== undefined && (await manifestJobId(output)) === id;
+  if (!vouched) await writeOutputFiles(id, record, shards, output, stepFence(corpora, id, payload.generation));
   progress.vouched = true;
   // The whole scratch folder of this job (its shards' error records), and nothing else's.
   for await (const object of output.store.list(`${output.prefix}${TEMP_FOLDER}/${id}/`)) await output.store.delete(object.key);
@@ -97,7 +98,8 @@ async function settleDelta(record: CorpusJobRecord, shards: ShardStats[], output
   return { upserts, deletes: DELETES_FILE };
 }
 
-async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: ShardStats[], output: { store: ObjectStore; prefix: string }): Promise<void> {
+/** `fence` goes before each write and delete: this step may have been paused past its lock (stepFence). */
+async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: ShardStats[], output: { store: ObjectStore; prefix: string }, fence: () => Promise<void>): Promise<void> {
   // Every shard file must be the one the ledger recorded: a stale writer of an earlier generation
   // that replaced it would show here as a size that does not match.
   for (const shard of shards) {
@@ -110,6 +112,7 @@ async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: Sha
   for (const shard of shards) {
     if (shard.errorsKey) errorParts.push(await text(await output.store.read(output.prefix + shard.errorsKey)));
   }
+  await fence();
   await output.store.write(output.prefix + ERRORS_FILE, errorParts.join(''));
 
   const counts = countsOf(record);
@@ -117,6 +120,7 @@ async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: Sha
     // Invariant 1 is broken somewhere; refuse to vouch for the output.
     throw new Error(`counts do not add up: ${JSON.stringify(counts)}`);
   }
+  await fence();
   const delta = await settleDelta(record, shards, output);
   const manifest = buildManifest({
     jobId: id,
@@ -130,6 +134,8 @@ async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: Sha
     startedAt: new Date(record.startedAt ?? record.createdAt),
     finishedAt: new Date(),
   });
+  await fence();
   await output.store.write(output.prefix + MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`);
+  await fence();
   await output.store.write(output.prefix + SUCCESS_FILE, '');
 }

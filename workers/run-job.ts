@@ -6,6 +6,7 @@ import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
 import type { Services } from './services.js';
 import { failCorpusJob } from './fail-corpus-job.js';
+import { StaleStepError } from './step-fence.js';
 
 export interface JobContext {
   services: Services;
@@ -72,6 +73,11 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
         await job.moveToWait(token);
         logger.info('job handed back: this worker is stopping');
         throw new WaitingError();
+      }
+      if (error instanceof StaleStepError) {
+        // Its job ended or moved on while this step was paused: it wrote nothing, and has nothing to do.
+        logger.warn({ reason: error.message }, 'step out of date: stopped before writing');
+        return;
       }
       const attempts = job.opts.attempts ?? 1;
       const permanent = !(error instanceof EmbedqError) ? false : !error.retryable;

@@ -18,6 +18,7 @@ import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 import type { Services } from './services.js';
 import { SplitReuse } from './split-reuse.js';
+import { stepFence } from './step-fence.js';
 
 /** Embed jobs added per Redis round trip. */
 const ENQUEUE_CHUNK = 200;
@@ -63,7 +64,10 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   const limits = { shardRows, maxTextsPerRequest: MODELS[options.model].maxTextsPerRequest };
   const output = openOutput(options.output, services);
   await assertNoOtherJobsRun(output, id, options.output);
+  // Checked again before the split writes or deletes in the output: it may have been paused past its lock.
+  const fence = stepFence(corpora, id, generation);
   // A previous run's marker must not vouch for files this run is about to replace.
+  await fence();
   await output.store.delete(output.prefix + SUCCESS_FILE);
 
   let row = 0;
@@ -256,6 +260,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   if (row > shard * shardRows) await closeShard(row);
   if (stopped) return;
   // Before the split is recorded as finished (finalize may follow at once): the ids gone.
+  if (reuse) await fence();
   const deleted = await reuse?.writeDeletes(services, options.output);
   if (deleted !== undefined) await corpora.jobs.setReuse(id, generation, { rowsDeleted: deleted });
   const totals = await corpora.jobs.finishSplit(id, generation, { totalLines: row, totalShards });

@@ -6,6 +6,7 @@ import { corpusOptions } from './corpus-options.js';
 import { previousShardsOf } from './previous-shards-of.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
+import { fencedChunks, stepFence } from './step-fence.js';
 
 /**
  * Writes one shard once all its batches are embedded: rows sorted by `row`, one Parquet or Arrow
@@ -14,8 +15,9 @@ import type { JobContext } from './run-job.js';
  * frees its Redis buffer. The last shard queues finalize. Running it twice writes the same bytes.
  *
  * Fenced: nothing is written unless the job runs in this step's generation and the buffer holds
- * every batch the splitter queued (`done == expected`); the ledger checks both again, atomically,
- * when it records the shard.
+ * every batch the splitter queued (`done == expected`); the job's state is checked again just
+ * before each file appears (stepFence), and the ledger checks both, atomically, when it records
+ * the shard.
  */
 export async function writeShard(payload: WriteShardPayload, { services, logger }: JobContext): Promise<void> {
   const { corpora, queues } = services;
@@ -50,20 +52,26 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   const previous = buffered.reuseList ? await previousShardsOf(services, id) : undefined;
   const output = openOutput(options.output, services);
   await assertNoOtherJobsRun(output, id, options.output);
+  // Checked again just before each file appears: this step may have been paused past its lock.
+  const fence = stepFence(corpora, id, generation);
   const file = shardFileName(payload.shard, options.outputFormat);
   const { bytes, rows, upserts } = await services.shardEncoder
     .encode(
       embedded,
       { dimension: options.dimension, format: options.outputFormat, reuse: previous && { list: buffered.reuseList!, previous } },
-      (chunks) => output.store.writeStream(output.prefix + file, chunks),
+      (chunks) => output.store.writeStream(output.prefix + file, fencedChunks(chunks, fence)),
     )
     .finally(() => previous?.dispose());
   const upsertsFile = upserts ? upsertsFileName(payload.shard) : undefined;
-  if (upsertsFile) await output.store.write(output.prefix + upsertsFile, upserts!);
+  if (upsertsFile) {
+    await fence();
+    await output.store.write(output.prefix + upsertsFile, upserts!);
+  }
   errors.sort((a, b) => a.row - b.row);
   let errorsKey: string | null = null;
   if (errors.length > 0) {
     errorsKey = shardErrorsFileName(id, payload.shard);
+    await fence();
     await output.store.write(output.prefix + errorsKey, errors.map((record) => `${JSON.stringify(record)}\n`).join(''));
   }
   const result = await corpora.ledger.markWritten(id, generation, {

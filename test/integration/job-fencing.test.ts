@@ -1,4 +1,8 @@
-import { CopyObjectCommand, GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { mkdtemp, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { CopyObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -13,11 +17,13 @@ import { finalizeJob } from '../../workers/finalize-job.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { failCorpusJobOf, sweepFailedJobs } from '../../workers/fail-on-lost-jobs.js';
 import { writeShard } from '../../workers/write-shard.js';
+import { openOutput } from '../../workers/output.js';
+import { fencedChunks, StaleStepError, stepFence } from '../../workers/step-fence.js';
 import { describeJob, progressLine } from '../../workers/commands/progress.js';
 import { toJobView } from '../../workers/dashboard/job-views.js';
 import { ThroughputTracker } from '../../workers/dashboard/throughput.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
-import { startWorld, waitForJob, type World } from '../support/world.js';
+import { removeFolder, startWorld, waitForJob, type World } from '../support/world.js';
 
 /**
  * Issue 9, items 3, 6, 7 and 8: steps run by hand (the processors, as BullMQ would call them) so
@@ -161,6 +167,50 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     const theirsToo = await finishOtherRunIn('fence-revived-write/');
     await expect(writeShard({ v: 1, corpusJobId: afterSplit, generation: 0, shard: 0 }, context())).rejects.toMatchObject({ code: 'OUTPUT_NOT_EMPTY' });
     expect(await files('fence-revived-write/')).toEqual(theirsToo);
+  });
+
+  it("a step paused past its lock writes nothing once its job has ended: the fence just before a file appears (it replaced a newer job's shard)", async () => {
+    const corpora = world.services.corpora;
+    const id = await submit('s3://out/fence-paused/');
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context()); // running now
+    const folder = await mkdtemp(path.join(tmpdir(), 'embedq-fence-'));
+    try {
+      const stores = [
+        { name: 'local', ...openOutput(`${folder}/out/`, world.services) },
+        { name: 's3', ...openOutput('s3://out/fence-paused/', world.services) },
+      ];
+      for (const { name, store, prefix } of stores) {
+        const fence = stepFence(corpora, id, 0);
+        // The job ends while the file is being written (another worker finished it meanwhile).
+        const body = async function* (): AsyncGenerator<Uint8Array> {
+          yield Buffer.from('first part of a shard ');
+          await corpora.jobs.markCompleted(id, 0);
+          yield Buffer.from('and the rest');
+        };
+        await expect(store.writeStream(`${prefix}part-00000.parquet`, fencedChunks(body(), fence)), name).rejects.toBeInstanceOf(StaleStepError);
+        expect(await store.stat(`${prefix}part-00000.parquet`), name).toBeUndefined();
+        await expect(fence(), name).rejects.toThrow(`job ${id} is completed in generation 0, not running in generation 0`);
+      }
+      // Nothing left half written either (a temp file, an upload).
+      expect(await readdir(path.join(folder, 'out'))).toEqual([]);
+    } finally {
+      await removeFolder(folder);
+    }
+  });
+
+  it("finalize trusts a _SUCCESS only beside its own manifest: a paused finalize of another job put one there", async () => {
+    const id = await submit('s3://out/fence-stray-success/');
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    const batches = await queuedBatches(id, 0);
+    for (const payload of batches) await embedBatch(payload, context());
+    for (const shard of new Set(batches.map((payload) => payload.shard))) await writeShard({ v: 1, corpusJobId: id, generation: 0, shard }, context());
+    // The stray marker lands after the split removed any earlier one, before this job's finalize.
+    await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: 'fence-stray-success/_SUCCESS', Body: '' }));
+    await finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context());
+    expect((await world.services.corpora.get(id))!.state).toBe('completed');
+    const manifest = await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'fence-stray-success/_manifest.json' }));
+    expect(JSON.parse(await manifest.Body!.transformToString())).toMatchObject({ job_id: id });
+    await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'fence-stray-success/_errors.jsonl' }));
   });
 
   it('a cancel while finalize writes the output is refused, so no second job takes the output mid-write', async () => {

@@ -10,6 +10,7 @@ import { loadSettings } from '../../src/config.js';
 import { ProviderAccountError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import { processor } from '../../workers/run-job.js';
+import { StaleStepError } from '../../workers/step-fence.js';
 import { createServices, type Services } from '../../workers/services.js';
 
 /**
@@ -71,5 +72,20 @@ describe('processor logging', () => {
     ).rejects.toThrow(/PROVIDER_ACCOUNT|refused the key/);
     const failed = lines.slice(before).find((line) => line.msg === 'corpus job failed');
     expect(failed).toMatchObject({ jobId: 'cj-fails-finalize', corpusJobId: 'cj-fails', attempt: 1, level: 50 });
+  });
+});
+
+describe('a step out of date (its job ended while it was paused)', () => {
+  it('ends quietly with a warning: no failure, no retry, the corpus job left as it is', async () => {
+    const job = await realJob('cj-stale');
+    const before = lines.length;
+    await expect(
+      processor(services, FinalizeJobPayload, async () => {
+        throw new StaleStepError('job cj-stale is completed in generation 1, not running in generation 1');
+      })(job),
+    ).resolves.toBeUndefined();
+    expect(lines.slice(before)).toEqual([
+      expect.objectContaining({ level: 40, msg: 'step out of date: stopped before writing', reason: 'job cj-stale is completed in generation 1, not running in generation 1', corpusJobId: 'cj-stale' }),
+    ]);
   });
 });
