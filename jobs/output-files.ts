@@ -3,7 +3,7 @@ import { text } from 'node:stream/consumers';
 import { StorageError } from '../src/errors.js';
 import { OutputTakenError } from './job-errors.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
-import { DELTA_FOLDER, ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
+import { DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 
 /**
  * The files a run leaves directly under its output prefix. Deeper keys belong to other outputs
@@ -66,7 +66,7 @@ export async function clearPreviousRun(output: OutputLocation): Promise<number> 
       removed += 1;
     }
   }
-  await output.store.abortIncompleteWrites(output.prefix);
+  await output.store.abortIncompleteWrites(output.prefix, isOwnOutputKey);
   return removed;
 }
 

@@ -6,7 +6,7 @@ import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ShardStats } from '../jobs/shard-ledger.js';
 import { buildManifest, type Manifest } from '../src/output/manifest.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
-import { DELETES_FILE, DELTA_FOLDER, ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
+import { DELETES_FILE, DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 import { publishScheduleLatest } from './schedule-outcome.js';
@@ -46,7 +46,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   await assertNoOtherJobsRun(output, id, record.options.output);
   // Writes a killed process left half done (local temp files, S3 multipart uploads) go before
   // _SUCCESS vouches for the output.
-  const aborted = await output.store.abortIncompleteWrites(output.prefix);
+  const aborted = await output.store.abortIncompleteWrites(output.prefix, isOwnOutputKey);
   if (aborted > 0) logger.info({ aborted }, 'incomplete writes removed');
   // `_SUCCESS` beside this job's manifest: an earlier attempt got that far (and may have removed
   // the scratch files already); only the cleanup is left. A `_SUCCESS` alone is no proof: a paused

@@ -18,6 +18,15 @@ export function upsertsFileName(shard: number): string {
 /** Scratch space of running jobs; finalize removes its job's folder. */
 export const TEMP_FOLDER = '_tmp';
 
+/**
+ * Whether a key under an output's prefix (the prefix left off) is the output's own: directly
+ * under it, or in its `_tmp/` or `_delta/`. Deeper keys belong to other outputs (`s3://b/out/2026/`
+ * under `s3://b/out/`), which a run into the parent must not touch.
+ */
+export function isOwnOutputKey(relativeKey: string): boolean {
+  return !relativeKey.includes('/') || relativeKey.startsWith(`${TEMP_FOLDER}/`) || relativeKey.startsWith(`${DELTA_FOLDER}/`);
+}
+
 /** `part-00007.parquet`: zero-padded so key order is shard order (more digits past 99,999 shards). */
 export function shardFileName(shard: number, format: OutputFormat): string {
   return `part-${String(shard).padStart(5, '0')}.${format === 'parquet' ? 'parquet' : 'arrow'}`;

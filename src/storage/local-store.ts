@@ -141,7 +141,7 @@ export class LocalObjectStore implements ObjectStore {
     await this.#removeEmptyFolders(path.dirname(file));
   }
 
-  async abortIncompleteWrites(prefix: string): Promise<number> {
+  async abortIncompleteWrites(prefix: string, owned: (relativeKey: string) => boolean = () => true): Promise<number> {
     let removed = 0;
     const sweep = async (folder: string): Promise<void> => {
       let entries: Dirent[];
@@ -154,13 +154,16 @@ export class LocalObjectStore implements ObjectStore {
       for (const entry of entries) {
         const full = path.join(folder, entry.name);
         if (entry.isDirectory()) await sweep(full);
-        else if (TEMP_FILE.test(entry.name) && path.relative(this.root, full).split(path.sep).join('/').startsWith(prefix)) {
+        if (entry.isDirectory() || !TEMP_FILE.test(entry.name)) continue;
+        const key = path.relative(this.root, full).split(path.sep).join('/');
+        if (key.startsWith(prefix) && owned(key.slice(prefix.length))) {
           await rm(full, { force: true });
           removed += 1;
         }
       }
     };
-    await sweep(this.root);
+    // From the prefix's folder (a prefix is '' or ends in '/'), not from the root.
+    await sweep(prefix === '' ? this.root : this.pathOf(prefix.replace(/\/+$/, '')));
     return removed;
   }
 

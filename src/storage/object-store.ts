@@ -63,7 +63,8 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /**
    * Removes what interrupted writes under `prefix` left behind: local `*.tmp-*` files, S3
-   * multipart uploads never completed (billed until aborted). Returns how many.
+   * multipart uploads never completed (billed until aborted). Only those whose key, less the
+   * prefix, `owned` accepts (Default: all): deeper keys may be another writer's. Returns how many.
    */
-  abortIncompleteWrites(prefix: string): Promise<number>;
+  abortIncompleteWrites(prefix: string, owned?: (relativeKey: string) => boolean): Promise<number>;
 }

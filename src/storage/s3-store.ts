@@ -200,7 +200,7 @@ export class S3ObjectStore implements ObjectStore {
     await this.#send('delete', key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
   }
 
-  async abortIncompleteWrites(prefix: string): Promise<number> {
+  async abortIncompleteWrites(prefix: string, owned: (relativeKey: string) => boolean = () => true): Promise<number> {
     let aborted = 0;
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
@@ -216,7 +216,7 @@ export class S3ObjectStore implements ObjectStore {
         throw toStorageError(error, 'list uploads', this.url(prefix));
       }
       for (const upload of page.Uploads ?? []) {
-        if (!upload.Key || !upload.UploadId) continue;
+        if (!upload.Key || !upload.UploadId || !owned(upload.Key.slice(prefix.length))) continue;
         await this.#send('abort upload', upload.Key, () =>
           this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId })),
         );

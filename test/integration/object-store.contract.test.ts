@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { text as streamText, buffer as streamBuffer } from 'node:stream/consumers';
@@ -7,6 +7,7 @@ import { text as streamText, buffer as streamBuffer } from 'node:stream/consumer
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { ConfigError, StorageError, StorageUnavailableError } from '../../src/errors.js';
+import { isOwnOutputKey } from '../../src/output/layout.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import { openInput, openStore, parseLocation } from '../../src/storage/locations.js';
 import type { ObjectStore, StoredObject } from '../../src/storage/object-store.js';
@@ -398,6 +399,20 @@ describe('LocalObjectStore specifics', () => {
     await writeFile(path.join(folder, '.hidden'), 'h');
     await store.write('x.txt', 'done');
     expect(keysOf(await collect(store.list('')))).toEqual(['.hidden', 'x.txt']);
+  });
+
+  it("aborts only the output's own interrupted writes, not a deeper output's (a run into the parent failed the nested run's shard)", async () => {
+    const folder = await newFolder();
+    const store = new LocalObjectStore(folder);
+    const temps = ['out/part-00000.parquet.tmp-0123456789abcdef', 'out/_tmp/cj-a/errors-00000.jsonl.tmp-0123456789abcdef', 'out/sub/part-00000.parquet.tmp-0123456789abcdef', 'other/x.tmp-0123456789abcdef'];
+    for (const temp of temps) {
+      await mkdir(path.dirname(path.join(folder, temp)), { recursive: true });
+      await writeFile(path.join(folder, temp), 'partial');
+    }
+    expect(await store.abortIncompleteWrites('out/', isOwnOutputKey)).toBe(2);
+    expect(await readdir(path.join(folder, 'out/sub'))).toEqual(['part-00000.parquet.tmp-0123456789abcdef']);
+    expect(await readdir(path.join(folder, 'other'))).toEqual(['x.tmp-0123456789abcdef']);
+    expect(await store.abortIncompleteWrites('out/')).toBe(1); // without the rule: everything under the prefix
   });
 
   it('leaves no temp file behind after a write', async () => {
