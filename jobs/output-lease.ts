@@ -1,7 +1,6 @@
-import path from 'node:path';
-
 import type { RedisClient } from '../src/redis/redis-client.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
+import { canonicalLocalPath } from '../src/storage/locations.js';
 
 import type { CorpusKeys } from './corpus-keys.js';
 
@@ -11,10 +10,10 @@ import type { CorpusKeys } from './corpus-keys.js';
  * and `retry` takes it again. A second job into a leased output is refused.
  */
 
-/** The same output however it was written: `s3://b/p` = `s3://b/p/`; local paths absolute. */
+/** The same output however it was written: `s3://b/p` = `s3://b/p/`; local paths absolute, links resolved. */
 export function outputIdentity(output: string): string {
   if (/^s3:\/\//i.test(output)) return `s3://${output.slice(5).replace(/\/*$/, '')}/`;
-  return `${path.resolve(output).replace(/\/*$/, '')}/`;
+  return `${canonicalLocalPath(output).replace(/\/*$/, '')}/`;
 }
 
 /**

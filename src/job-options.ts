@@ -7,7 +7,7 @@ import type { EmbeddingParameters } from './embedding.js';
 import { ConfigError } from './errors.js';
 import { APIS, MODEL_NAMES, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from './models.js';
 import { isHiddenKey } from './corpus/list-corpus.js';
-import { parseLocation, type Location } from './storage/locations.js';
+import { canonicalLocalPath, parseLocation, type Location } from './storage/locations.js';
 
 /** The output `embedq plan` validates with: it writes nothing. */
 export const NO_OUTPUT = '-';
@@ -117,16 +117,16 @@ function outputInsideInput(input: string, output: string): boolean {
     return prefix.startsWith(from.key);
   }
   if (from.kind === 'local' && to.kind === 'local') {
-    const relative = path.relative(path.resolve(from.path), path.resolve(to.path));
+    const relative = path.relative(canonicalLocalPath(from.path), canonicalLocalPath(to.path));
     if (relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) return false;
     return !isHiddenKey(relative.split(path.sep).join('/'));
   }
   return false;
 }
 
-/** Two locations naming one folder (`s3://b/out` and `s3://b/out/` do). */
+/** Two locations naming one folder (`s3://b/out` and `s3://b/out/` do, and a local link to a folder and the folder). */
 function sameFolder(a: string, b: string): boolean {
-  const trim = (location: string): string => location.replace(/\/+$/, '');
+  const trim = (location: string): string => (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) ? location : canonicalLocalPath(location)).replace(/\/+$/, '');
   return trim(a) === trim(b);
 }
 

@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -39,6 +40,25 @@ export function parseLocation(text: string): Location {
 }
 
 /** Formats a location back into the text form `parseLocation` reads. */
+/**
+ * A local path as the file system sees it: absolute, with symbolic links resolved in the part that
+ * exists (an output folder is often made by the run). Two spellings of one folder, through a
+ * link or not, give one path: the output lease and the output-inside-input check compare these
+ * (a link to a leased folder let a second job write into it).
+ */
+export function canonicalLocalPath(location: string): string {
+  const absolute = path.resolve(location);
+  const missing: string[] = [];
+  for (let existing = absolute; ; existing = path.dirname(existing)) {
+    try {
+      return path.join(realpathSync(existing), ...missing.reverse());
+    } catch {
+      if (existing === path.dirname(existing)) return absolute;
+      missing.push(path.basename(existing));
+    }
+  }
+}
+
 export function formatLocation(location: Location): string {
   return location.kind === 's3' ? `s3://${location.bucket}/${location.key}` : location.path;
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -84,6 +84,23 @@ describe('one writer per output', () => {
     expect(await redis.pttl(corpora.leases.keyOf('s3://out/underway/'))).toBe(-1);
     expect(await corpora.leases.confirm('s3://out/underway/', 'cj-other')).toBe(false);
     await corpora.leases.release('s3://out/underway/', 'cj-underway');
+  });
+
+  it('takes a folder reached through a symbolic link for the folder: one lease, and no output inside the input through a link', async () => {
+    const { corpora } = world.services;
+    await mkdir(path.join(folder, 'real'), { recursive: true });
+    await symlink(path.join(folder, 'real'), path.join(folder, 'link'));
+    // Before, the link had a lease of its own, and two jobs wrote one folder (dimensions mixed, one manifest).
+    expect(await corpora.leases.acquire(path.join(folder, 'real'), 'cj-real')).toBeUndefined();
+    expect(await corpora.leases.acquire(`${path.join(folder, 'link')}/`, 'cj-link')).toEqual({ jobId: 'cj-real', ending: false });
+    expect(await corpora.leases.acquire(path.join(folder, 'link', 'deeper', 'new'), 'cj-deeper')).toBeUndefined(); // another output
+    await corpora.leases.release(path.join(folder, 'link'), 'cj-real');
+    expect(await corpora.leases.holder(path.join(folder, 'real'))).toBeUndefined();
+    // The next run of the input would read the shards as corpus lines.
+    await writeFile(path.join(folder, 'real', 'doc.txt'), 'a line\n');
+    const inside = await runEmbedq(world.env, ['submit', path.join(folder, 'real'), '--out', path.join(folder, 'link', 'vectors')]);
+    expect(inside.code).toBe(2);
+    expect(inside.stderr).toContain('is inside the input');
   });
 
   it('refuses an output inside the input prefix (submit and schedule add): the next run would read the shards as lines', async () => {
