@@ -67,11 +67,12 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
     if (previous.length > 0 && !extra.overwrite) throw new OutputNotEmptyError(options.output, previous);
     if (extra.overwrite) await clearPreviousRun(output);
     await checkOutputWritable(output, id, options.output);
+    await corpora.jobs.create(id, options, { schedule: extra.schedule, leaseKey: corpora.leases.keyOf(options.output) });
+    // After the record, so the lease never lasts without it (another submit would take it over).
     // Listing and clearing a large output can outlast the submit's lease (SUBMIT_LEASE_MS).
     if (!(await corpora.leases.confirm(options.output, id))) {
       throw new OutputLeasedError(options.output, (await corpora.leases.holder(options.output)) ?? { jobId: 'unknown', ending: false });
     }
-    await corpora.jobs.create(id, options, { schedule: extra.schedule, leaseKey: corpora.leases.keyOf(options.output) });
     await enqueueSplit(deps.splitQueue, id, 0);
   } catch (error) {
     // Nothing of a failed submit stays: no record queued forever, no lease refusing the next run.

@@ -35,7 +35,7 @@ export class OutputNotEmptyError extends EmbedqError {
 }
 
 /**
- * A job found, when its split started, a finished run of another job in its output, written since
+ * A job found, before writing to its output, a finished run of another job there, written since
  * its submit: Redis was brought back from an older state. Fails the job; the output is left as it is.
  */
 export class OutputTakenError extends EmbedqError {
@@ -54,7 +54,7 @@ export class JobLostError extends EmbedqError {
   readonly retryable = true;
   constructor(readonly jobId: string) {
     super(
-      `job ${jobId} no longer exists in Redis (a mistyped id or another EMBEDQ_REDIS_PREFIX? was Redis flushed or restarted without persistence, or did the job end more than EMBEDQ_JOB_RETENTION_DAYS ago?)`,
+      `job ${jobId} no longer exists in Redis (a mistyped id or another EMBEDQ_REDIS_PREFIX? was Redis flushed, restarted without persistence, or did it evict keys (a maxmemory-policy other than noeviction)? did the job end more than EMBEDQ_JOB_RETENTION_DAYS ago?)`,
     );
   }
 }

@@ -1,9 +1,9 @@
 import { text } from 'node:stream/consumers';
 
 import { StorageError } from '../src/errors.js';
-import { OutputTakenError } from './job-errors.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
 import { DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
+import { OutputTakenError } from './job-errors.js';
 
 /**
  * The files a run leaves directly under its output prefix. Deeper keys belong to other outputs

@@ -63,7 +63,7 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     const timer = setTimeout(() => void stopProcess(child, 'SIGKILL'), 15_000);
     expect(await exited).toBe(1);
     clearTimeout(timer);
-    const lost = `JOB_LOST: job ${id} no longer exists in Redis (a mistyped id or another EMBEDQ_REDIS_PREFIX? was Redis flushed or restarted without persistence, or did the job end more than EMBEDQ_JOB_RETENTION_DAYS ago?)`;
+    const lost = `JOB_LOST: job ${id} no longer exists in Redis (a mistyped id or another EMBEDQ_REDIS_PREFIX? was Redis flushed, restarted without persistence, or did it evict keys (a maxmemory-policy other than noeviction)? did the job end more than EMBEDQ_JOB_RETENTION_DAYS ago?)`;
     expect(stderr).toContain(lost);
     expect(stderr).not.toMatch(/\n\s+at /);
     for (const command of ['status', 'retry']) {

@@ -8,23 +8,36 @@ import { startWorld, waitForJob, type World } from '../support/world.js';
 
 const lines = (count: number, label: string): string => Array.from({ length: count }, (_, index) => `${label} line ${index}: some words to embed`).join('\n');
 
+/**
+ * A world at 20 requests a second with a big corpus (3,000 lines: 300 requests, 15 s; 200 of them
+ * queued at a time, two open shards of 1,000) and a small one (30 lines).
+ */
+async function startTwoCorpusWorld(extraEnv: Record<string, string>): Promise<World> {
+  const world = await startWorld({ faults: { latencyMs: { min: 5, median: 10, p99: 30 } } }, { EMBEDQ_QPM: '1200', ...extraEnv });
+  await world.put('big.txt', lines(3_000, 'big'));
+  await world.put('small.txt', lines(30, 'small'));
+  return world;
+}
+
+/** Submits a dense dimension-64 job of 1,000-row shards. */
+function submitIn(world: World, input: string, output: string): Promise<string> {
+  const { services } = world;
+  return submitCorpusJob(
+    { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
+    parseJobOptions({ input, output, shardRows: 1_000, outputType: 'dense', dimension: 64 }),
+  );
+}
+
 describe('two jobs at once: a small job does not wait behind a big one', () => {
   let world: World;
   beforeAll(async () => {
-    // 20 requests a second: the big job has 3,000 lines (300 requests, 15 s), 200 of them queued at a time (2 open shards).
-    world = await startWorld({ faults: { latencyMs: { min: 5, median: 10, p99: 30 } } }, { EMBEDQ_QPM: '1200', EMBEDQ_MAX_OPEN_SHARDS: '2' });
-    await world.put('big.txt', lines(3_000, 'big'));
-    await world.put('small.txt', lines(30, 'small'));
+    world = await startTwoCorpusWorld({ EMBEDQ_MAX_OPEN_SHARDS: '2' });
   });
   afterAll(() => world.close());
 
   it("embeds a 30-line job's batches before the big job's queued ones, without stopping the big job for long", async () => {
     const { services } = world;
-    const submit = (input: string, output: string): Promise<string> =>
-      submitCorpusJob(
-        { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
-        parseJobOptions({ input, output, shardRows: 1_000, outputType: 'dense', dimension: 64 }),
-      );
+    const submit = (input: string, output: string): Promise<string> => submitIn(world, input, output);
     const pool = startWorkers(services, { concurrency: 4 });
     try {
       const big = await submit('s3://corpus/big.txt', 's3://out/big/');
@@ -56,19 +69,13 @@ describe('two jobs at once: a small job does not wait behind a big one', () => {
 describe('EMBEDQ_SPLIT_CONCURRENCY: how many jobs one worker splits at once', () => {
   let world: World;
   beforeAll(async () => {
-    world = await startWorld({ faults: { latencyMs: { min: 5, median: 10, p99: 30 } } }, { EMBEDQ_QPM: '1200', EMBEDQ_SPLIT_CONCURRENCY: '1' });
-    await world.put('big.txt', lines(3_000, 'big'));
-    await world.put('small.txt', lines(30, 'small'));
+    world = await startTwoCorpusWorld({ EMBEDQ_SPLIT_CONCURRENCY: '1' });
   });
   afterAll(() => world.close());
 
   it('keeps a job past that many queued while the others run (a split lasts as long as its job)', async () => {
     const { services } = world;
-    const submit = (input: string, output: string): Promise<string> =>
-      submitCorpusJob(
-        { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
-        parseJobOptions({ input, output, shardRows: 1_000, outputType: 'dense', dimension: 64 }),
-      );
+    const submit = (input: string, output: string): Promise<string> => submitIn(world, input, output);
     expect(world.settings.worker.splitConcurrency).toBe(1);
     const pool = startWorkers(services, { concurrency: 4 });
     try {
