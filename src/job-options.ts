@@ -7,6 +7,7 @@ import type { EmbeddingParameters } from './embedding.js';
 import { ConfigError } from './errors.js';
 import { APIS, MODEL_NAMES, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from './models.js';
 import { isHiddenKey } from './corpus/list-corpus.js';
+import { DELTA_FOLDER, TEMP_FOLDER } from './output/layout.js';
 import { canonicalLocalPath, parseLocation, type Location } from './storage/locations.js';
 
 /** The output `embedq plan` validates with: it writes nothing. */
@@ -51,6 +52,13 @@ const JobOptionsSchema = z
         code: 'custom',
         path: ['output'],
         message: `${options.output} is inside the input ${options.input}: the next run would read this run's files as corpus lines; choose an output outside it${hidden}`,
+      });
+    }
+    if (options.output !== NO_OUTPUT && inOutputsOwnFolder(options.output)) {
+      context.addIssue({
+        code: 'custom',
+        path: ['output'],
+        message: `${options.output} is in a folder named ${TEMP_FOLDER} or ${DELTA_FOLDER}, the names an output keeps for its own files: a run into the folder above would remove this one's; choose another name`,
       });
     }
     if (options.reuse !== undefined && sameFolder(options.reuse, options.output)) {
@@ -122,6 +130,18 @@ function outputInsideInput(input: string, output: string): boolean {
     return !isHiddenKey(relative.split(path.sep).join('/'));
   }
   return false;
+}
+
+/** Whether a path segment of the location is `_tmp` or `_delta` (an output's scratch and delta folders). */
+function inOutputsOwnFolder(output: string): boolean {
+  let location: Location;
+  try {
+    location = parseLocation(output);
+  } catch {
+    return false; // reported above
+  }
+  const segments = (location.kind === 's3' ? location.key : location.path).split(/[\\/]/);
+  return segments.some((segment) => segment === TEMP_FOLDER || segment === DELTA_FOLDER);
 }
 
 /** Two locations naming one folder (`s3://b/out` and `s3://b/out/` do, and a local link to a folder and the folder). */

@@ -147,6 +147,14 @@ describe('job options', () => {
     // `embedq plan` writes nothing.
     expect(inside(process.cwd(), NO_OUTPUT)).toBe(false);
   });
+
+  it("refuses an output in a folder named _tmp or _delta: a run into the folder above removed its files", () => {
+    const reason = "is in a folder named _tmp or _delta, the names an output keeps for its own files: a run into the folder above would remove this one's; choose another name";
+    for (const output of ['s3://b/out/_delta/', 's3://b/out/_delta/x/', 's3://b/_tmp', '/data/out/_delta', '/data/_tmp/out/']) {
+      expect(problems(() => parseJobOptions({ input: 's3://b/in/', output })), output).toContain(`- output: ${output} ${reason}`);
+    }
+    for (const output of ['s3://b/out/delta/', 's3://b/out/_deltas/', '/data/tmp/out', '/data/out_tmp']) expect(parseJobOptions({ input: 's3://b/in/', output }).output).toBe(output);
+  });
 });
 
 describe('logger', () => {
