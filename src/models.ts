@@ -22,8 +22,14 @@ export interface ModelSpec {
   readonly defaultDimension: number;
   /** Rows per request (v3/v4: 10). */
   readonly maxTextsPerRequest: number;
-  /** Tokens per row. */
+  /** Tokens per row, as the service counts them (see tokensAddedPerText). */
   readonly maxTokensPerText: number;
+  /**
+   * Tokens the service adds to each text's BPE count: v4 reports one more (facts §6, 2 samples:
+   * an appended end token). Whether they count toward maxTokensPerText is unconfirmed, so a text
+   * is cut to leave them room (textTokenLimit).
+   */
+  readonly tokensAddedPerText: number;
   readonly supportsInstruct: boolean;
   /** USD per million tokens (Singapore list price). */
   readonly usdPerMillionTokens: number;
@@ -39,6 +45,7 @@ export const MODELS: Readonly<Record<ModelName, ModelSpec>> = {
     defaultDimension: 1024,
     maxTextsPerRequest: 10,
     maxTokensPerText: 8192,
+    tokensAddedPerText: 1,
     supportsInstruct: true,
     usdPerMillionTokens: 0.07,
     defaultRequestsPerMinute: 6000,
@@ -50,12 +57,23 @@ export const MODELS: Readonly<Record<ModelName, ModelSpec>> = {
     defaultDimension: 1024,
     maxTextsPerRequest: 10,
     maxTokensPerText: 8192,
+    tokensAddedPerText: 0,
     supportsInstruct: false,
     usdPerMillionTokens: 0.07,
     defaultRequestsPerMinute: 6000,
     defaultTokensPerMinute: 24_000_000,
   },
 };
+
+/**
+ * The most BPE tokens of a text embedq sends: the row limit less what the service adds. Cut at
+ * exactly 8,192, a v4 line would be 8,193 to a service that counts its end token, and if that one
+ * refuses such rows, every truncated line would be lost after splitting its batch down to it.
+ */
+export function textTokenLimit(model: ModelName): number {
+  const spec = MODELS[model];
+  return spec.maxTokensPerText - spec.tokensAddedPerText;
+}
 
 export function isModelName(value: string): value is ModelName {
   return (MODEL_NAMES as readonly string[]).includes(value);

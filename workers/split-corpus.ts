@@ -8,7 +8,7 @@ import { listCorpus } from '../src/corpus/list-corpus.js';
 import { READ_AHEAD, readAhead } from '../src/corpus/read-ahead.js';
 import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
 import { embeddingParameters } from '../src/job-options.js';
-import { MODELS } from '../src/models.js';
+import { MODELS, textTokenLimit } from '../src/models.js';
 import { contentKey } from '../src/reuse/content-key.js';
 import { sleep } from '../src/sleep.js';
 import { SUCCESS_FILE } from '../src/output/layout.js';
@@ -59,7 +59,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   const generation = payload.generation;
   const options = record.options;
   const parameters = embeddingParameters(options);
-  const maxTokens = MODELS[options.model].maxTokensPerText;
+  const maxTokens = textTokenLimit(options.model);
   const shardRows = options.shardRows;
   const limits = { shardRows, maxTextsPerRequest: MODELS[options.model].maxTextsPerRequest };
   const output = openOutput(options.output, services);

@@ -1,7 +1,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 
 import type { JobOptions } from '../job-options.js';
-import { MODELS } from '../models.js';
+import { MODELS, textTokenLimit } from '../models.js';
 import { estimateCostUsd } from '../output/manifest.js';
 import { estimateTokens, loadTokenizer, mayExceedTokens } from '../tokens/count-tokens.js';
 import { fitToTokenLimit } from '../tokens/fit-tokens.js';
@@ -46,6 +46,7 @@ export async function planCorpus(
   },
 ): Promise<CorpusPlan> {
   const spec = MODELS[options.model];
+  const tokenLimit = textTokenLimit(options.model);
   const tokenizer = deps.exactTokens ? await loadTokenizer() : undefined;
   const plan = { objects: 0, lines: 0, blank: 0, invalid: 0, tooLong: 0, reused: 0, requests: 0, tokens: 0 };
   let slot: BatchSlot | undefined;
@@ -63,10 +64,10 @@ export async function planCorpus(
         // Over the limit as the run decides it (workers/split-corpus.ts): only a line with more
         // UTF-8 bytes than the limit can be, and only such a line is counted exactly. The estimate
         // alone under-counts digit runs, and missed lines the run truncated.
-        if (mayExceedTokens(line.text, spec.maxTokensPerText)) {
-          const fit = fitToTokenLimit(await loadTokenizer(), line.text, spec.maxTokensPerText);
+        if (mayExceedTokens(line.text, tokenLimit)) {
+          const fit = fitToTokenLimit(await loadTokenizer(), line.text, tokenLimit);
           if (fit.exceeded) plan.tooLong += 1;
-          tokens = fit.exceeded ? spec.maxTokensPerText : fit.tokens;
+          tokens = fit.exceeded ? tokenLimit : fit.tokens;
           text = fit.text;
         }
         // The run matches the text it would embed: cut to the limit when it is over.

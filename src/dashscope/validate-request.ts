@@ -1,6 +1,6 @@
 import type { EmbeddingParameters } from '../embedding.js';
 import { RequestInvalidError } from '../errors.js';
-import { isModelName, MODELS, OUTPUT_TYPES, TEXT_TYPES, wantsSparse } from '../models.js';
+import { isModelName, MODELS, OUTPUT_TYPES, TEXT_TYPES, textTokenLimit, wantsSparse } from '../models.js';
 import { mayExceedTokens } from '../tokens/count-tokens.js';
 import { fitTokensOffThread } from '../tokens/token-worker.js';
 
@@ -27,15 +27,16 @@ export async function validateRequest(texts: readonly string[], parameters: Embe
     if (!NON_BLANK.test(text)) {
       throw new RequestInvalidError(`text ${index} is empty or whitespace only; DashScope rejects blank texts`);
     }
-    if (mayExceedTokens(text, model.maxTokensPerText)) long.push(index);
+    if (mayExceedTokens(text, textTokenLimit(parameters.model))) long.push(index);
   }
   if (long.length === 0) return;
   for (const index of long) {
     // On a worker thread, and only as much of the text as decides it: a long line takes seconds.
-    const fit = await fitTokensOffThread(texts[index] as string, model.maxTokensPerText);
+    const limit = textTokenLimit(parameters.model);
+    const fit = await fitTokensOffThread(texts[index] as string, limit);
     if (fit.exceeded) {
-      const count = fit.exact ? `${fit.tokens}` : `more than ${model.maxTokensPerText}`;
-      throw new RequestInvalidError(`text ${index} has ${count} tokens; ${parameters.model} takes at most ${model.maxTokensPerText} per text`);
+      const count = fit.exact ? `${fit.tokens}` : `more than ${limit}`;
+      throw new RequestInvalidError(`text ${index} has ${count} tokens; ${parameters.model} takes at most ${limit} per text (${model.maxTokensPerText} with the ${model.tokensAddedPerText} it adds)`);
     }
   }
 }

@@ -20,7 +20,7 @@ import {
   ProviderUnavailableError,
   RequestInvalidError,
 } from '../../src/errors.js';
-import { MODELS, type ModelName, OUTPUT_TYPES } from '../../src/models.js';
+import { MODELS, type ModelName, OUTPUT_TYPES, textTokenLimit } from '../../src/models.js';
 import { loadTokenizer, type Tokenizer } from '../../src/tokens/count-tokens.js';
 
 /**
@@ -190,7 +190,7 @@ describe('client-side validation (nothing is sent)', () => {
     ['sparse on the compatible mode', ['x'], { api: 'openai', outputType: 'sparse' }, 'output type sparse needs the native DashScope API'],
     ['dense&sparse on the compatible mode', ['x'], { api: 'openai' }, 'output type dense&sparse needs the native DashScope API'],
     ['query on the compatible mode', ['x'], { api: 'openai', outputType: 'dense', textType: 'query' }, 'text type query needs the native DashScope API'],
-    ['an over-long text', ['ok', '9 '.repeat(4100)], {}, 'text 1 has 8200 tokens; text-embedding-v4 takes at most 8192 per text'],
+    ['an over-long text', ['ok', '9 '.repeat(4100)], {}, 'text 1 has 8200 tokens; text-embedding-v4 takes at most 8191 per text (8192 with the 1 it adds)'],
   ])('refuses %s', async (_name, texts, overrides, message) => {
     const before = emulator.stats().requests;
     const error = await failure(client.embed(texts, parameters(overrides)));
@@ -241,6 +241,22 @@ describe('server-side error bodies', () => {
     const ids = path === NATIVE_EMBEDDING_PATH ? { request_id: requestId } : { id: requestId, request_id: requestId };
     expect(response.json).toEqual({ ...expectedBody, ...ids });
     expect(emulator.stats().accepted).toBe(before);
+  });
+});
+
+describe('the row limit at its edge (the emulator counts v4\'s added end token, the strict reading)', () => {
+  it('takes 8,191 BPE tokens on v4 and 8,192 on v3, refuses one more; the client cuts long lines to fit', async () => {
+    const tokenizer = await loadTokenizer();
+    const ofTokens = (count: number): string => tokenizer.truncateToTokens('9 '.repeat(5_000), count);
+    expect(tokenizer.countTokens(ofTokens(8_191))).toBe(8_191);
+    const send = (model: string, text: string) => post(NATIVE_EMBEDDING_PATH, { model, input: { texts: [text] }, parameters: { dimension: model === 'text-embedding-v3' ? 512 : 64 } }, API_KEY);
+    const v4 = await send('text-embedding-v4', ofTokens(8_191));
+    expect(v4.status).toBe(200);
+    expect((v4.json as { usage: { total_tokens: number } }).usage.total_tokens).toBe(8_192);
+    expect((await send('text-embedding-v4', ofTokens(8_192))).status).toBe(400);
+    expect((await send('text-embedding-v3', ofTokens(8_192))).status).toBe(200);
+    expect((await send('text-embedding-v3', ofTokens(8_193))).status).toBe(400);
+    expect([textTokenLimit('text-embedding-v4'), textTokenLimit('text-embedding-v3')]).toEqual([8_191, 8_192]);
   });
 });
 

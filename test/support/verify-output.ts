@@ -6,6 +6,7 @@ import { expect } from 'vitest';
 import type { EmbeddingParameters } from '../../src/embedding.js';
 import { emulatorEmbedding } from '../../src/emulator/emulator-embedding.js';
 import type { Manifest } from '../../src/output/manifest.js';
+import { textTokenLimit } from '../../src/models.js';
 import { loadTokenizer } from '../../src/tokens/count-tokens.js';
 import type { ExpectedLine } from './corpus-fixture.js';
 import { queryParquet } from './duckdb.js';
@@ -47,7 +48,7 @@ export async function verifyOutput(folder: string, expected: readonly ExpectedLi
       seen.push(number);
       const line = expected[number]!;
       expect(line.kind === 'text' || line.kind === 'truncated').toBe(true);
-      const text = line.kind === 'truncated' ? tokenizer.truncateToTokens(line.text!, 8192) : line.text!;
+      const text = line.kind === 'truncated' ? tokenizer.truncateToTokens(line.text!, textTokenLimit(parameters.model)) : line.text!;
       expect({ source: row.source, line: Number(row.line), id: row.id, text: row.text }).toEqual({ source: line.source, line: line.line, id: line.id ?? null, text });
       const vectors = emulatorEmbedding(text, parameters);
       expect(row.dense === null ? null : (row.dense as number[])).toEqual(vectors.dense ? Array.from(vectors.dense) : null);

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 
 import { loadSettings } from '../../src/config.js';
 import { planCorpus } from '../../src/corpus/plan-corpus.js';
-import { MODELS } from '../../src/models.js';
+import { MODELS, textTokenLimit } from '../../src/models.js';
 import { createS3Client } from '../../src/storage/s3-store.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 
@@ -36,7 +36,7 @@ export function registerPlanCommand(program: Command): void {
       process.stdout.write(
         [
           `input      ${input} (${n(plan.objects)} objects)`,
-          `lines      ${n(plan.lines)} (${n(plan.blank)} blank, ${n(plan.invalid)} invalid, ${n(plan.tooLong)} over ${n(MODELS[options.model].maxTokensPerText)} tokens)`,
+          `lines      ${n(plan.lines)} (${n(plan.blank)} blank, ${n(plan.invalid)} invalid, ${n(plan.tooLong)} over ${n(textTokenLimit(options.model))} tokens)`,
           ...(reuse
             ? [reuse.error ? `reuse      unavailable, every line would be sent: ${reuse.error}` : `reuse      ${n(plan.reused)} lines from ${reuse.from} (not sent; requests, tokens, cost and time below are for the rest)`]
             : []),
