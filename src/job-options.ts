@@ -132,7 +132,7 @@ function outputInsideInput(input: string, output: string): boolean {
   return false;
 }
 
-/** Whether a path segment of the location is `_tmp` or `_delta` (an output's scratch and delta folders). */
+/** Whether a path segment of the location is `_tmp` or `_delta` (an output's scratch and delta folders), links resolved. */
 function inOutputsOwnFolder(output: string): boolean {
   let location: Location;
   try {
@@ -140,7 +140,8 @@ function inOutputsOwnFolder(output: string): boolean {
   } catch {
     return false; // reported above
   }
-  const segments = (location.kind === 's3' ? location.key : location.path).split(/[\\/]/);
+  // Local paths with links resolved: a link to `out/_delta` is in it.
+  const segments = (location.kind === 's3' ? location.key : canonicalLocalPath(location.path)).split(/[\\/]/);
   return segments.some((segment) => segment === TEMP_FOLDER || segment === DELTA_FOLDER);
 }
 

@@ -44,15 +44,18 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   }
   const output = openOutput(record.options.output, services);
   await assertNoOtherJobsRun(output, id, record.options.output);
+  const fence = stepFence(corpora, id, payload.generation);
   // Writes a killed process left half done (local temp files, S3 multipart uploads) go before
-  // _SUCCESS vouches for the output.
+  // _SUCCESS vouches for the output. Fenced: paused here, this step removed the next job's
+  // shard being written, and that job failed.
+  await fence();
   const aborted = await output.store.abortIncompleteWrites(output.prefix, isOwnOutputKey);
   if (aborted > 0) logger.info({ aborted }, 'incomplete writes removed');
   // `_SUCCESS` beside this job's manifest: an earlier attempt got that far (and may have removed
   // the scratch files already); only the cleanup is left. A `_SUCCESS` alone is no proof: a paused
   // finalize of the job before put one into this job's output.
   const vouched = (await output.store.stat(output.prefix + SUCCESS_FILE)) !== undefined && (await manifestJobId(output)) === id;
-  if (!vouched) await writeOutputFiles(id, record, shards, output, stepFence(corpora, id, payload.generation));
+  if (!vouched) await writeOutputFiles(id, record, shards, output, fence);
   progress.vouched = true;
   // The whole scratch folder of this job (its shards' error records), and nothing else's.
   for await (const object of output.store.list(`${output.prefix}${TEMP_FOLDER}/${id}/`)) await output.store.delete(object.key);

@@ -107,7 +107,7 @@ export class LocalObjectStore implements ObjectStore {
     try {
       await mkdir(path.dirname(file), { recursive: true });
       await writeFile(temporary, body);
-      await rename(temporary, file);
+      await this.#renameTemporary(temporary, file, key);
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
       throw this.#error(error, 'write', key);
@@ -122,7 +122,7 @@ export class LocalObjectStore implements ObjectStore {
     try {
       await mkdir(path.dirname(file), { recursive: true });
       await pipeline(Readable.from(counted, { objectMode: false }), createWriteStream(temporary));
-      await rename(temporary, file);
+      await this.#renameTemporary(temporary, file, key);
       return counted.bytes;
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
@@ -165,6 +165,20 @@ export class LocalObjectStore implements ObjectStore {
     // From the prefix's folder (a prefix is '' or ends in '/'), not from the root.
     await sweep(prefix === '' ? this.root : this.pathOf(prefix.replace(/\/+$/, '')));
     return removed;
+  }
+
+  /**
+   * A temp file gone before its rename was removed by another writer's cleanup (an `--overwrite`
+   * of the output, or a finalize, that took it for an interrupted write): the write can simply be
+   * made again, so it is a retryable failure, where the ENOENT made it a permanent one.
+   */
+  async #renameTemporary(temporary: string, file: string, key: string): Promise<void> {
+    try {
+      await rename(temporary, file);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || (await stat(path.dirname(file)).catch(() => undefined)) === undefined) throw error;
+      throw new StorageUnavailableError(`write ${this.#display(key)}: its temp file was removed before it was renamed (another run cleaned the folder); write again`, { cause: error });
+    }
   }
 
   /** S3 has no folders: a folder emptied by a delete goes too (up to, not including, the root). */

@@ -415,6 +415,21 @@ describe('LocalObjectStore specifics', () => {
     expect(await store.abortIncompleteWrites('out/')).toBe(1); // without the rule: everything under the prefix
   });
 
+  it("calls a write whose temp file another run's cleanup removed retryable (it failed the job for good)", async () => {
+    const folder = await newFolder();
+    const store = new LocalObjectStore(folder);
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      yield Buffer.from('part one, ');
+      // What an --overwrite of the folder, or a paused finalize, did meanwhile.
+      await store.abortIncompleteWrites('');
+      yield Buffer.from('part two');
+    }
+    const error = await store.writeStream('out/part-00000.parquet', chunks()).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(StorageUnavailableError);
+    expect((error as Error).message).toMatch(/out\/part-00000\.parquet: its temp file was removed before it was renamed/);
+    expect(await store.writeStream('out/part-00000.parquet', (async function* () { yield Buffer.from('again'); })())).toBe(5);
+  });
+
   it('leaves no temp file behind after a write', async () => {
     const folder = await newFolder();
     const store = new LocalObjectStore(folder);

@@ -1,3 +1,6 @@
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 
 import { describe, expect, it } from 'vitest';
@@ -154,6 +157,17 @@ describe('job options', () => {
       expect(problems(() => parseJobOptions({ input: 's3://b/in/', output })), output).toContain(`- output: ${output} ${reason}`);
     }
     for (const output of ['s3://b/out/delta/', 's3://b/out/_deltas/', '/data/tmp/out', '/data/out_tmp']) expect(parseJobOptions({ input: 's3://b/in/', output }).output).toBe(output);
+  });
+
+  it('refuses a link into an output\'s _delta folder too', async () => {
+    const folder = await mkdtemp(path.join(tmpdir(), 'embedq-reserved-'));
+    try {
+      await mkdir(path.join(folder, 'out', '_delta'), { recursive: true });
+      await symlink(path.join(folder, 'out', '_delta'), path.join(folder, 'dl'));
+      expect(problems(() => parseJobOptions({ input: 's3://b/in/', output: path.join(folder, 'dl') }))).toContain('is in a folder named _tmp or _delta');
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
   });
 });
 
