@@ -126,6 +126,11 @@ export class OutputLeases {
     if ((await this.redis.get(key)) === value) await this.redis.del(key);
   }
 
+  /** The last job that took the output (submit or retry), kept as long as that job's record. */
+  async lastTaker(output: string): Promise<string | undefined> {
+    return (await this.redis.get(this.keys.takenOf(this.keyOf(output)))) ?? undefined;
+  }
+
   /** Who holds the output, if anyone. */
   async holder(output: string): Promise<LeaseHolder | undefined> {
     const value = await this.redis.get(this.keyOf(output));

@@ -10,7 +10,8 @@ import { DELETES_FILE, DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, MANIFEST_FILE,
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 import { publishScheduleLatest } from './schedule-outcome.js';
-import { stepFence } from './step-fence.js';
+import type { Services } from './services.js';
+import { StaleStepError, stepFence } from './step-fence.js';
 
 /**
  * Last step: `_errors.jsonl` (every shard's error records, in row order), `_manifest.json`, then
@@ -55,7 +56,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   // the scratch files already); only the cleanup is left. A `_SUCCESS` alone is no proof: a paused
   // finalize of the job before put one into this job's output.
   const vouched = (await output.store.stat(output.prefix + SUCCESS_FILE)) !== undefined && (await manifestJobId(output)) === id;
-  if (!vouched) await writeOutputFiles(id, record, shards, output, fence);
+  if (!vouched) await writeOutputFiles(id, record, shards, output, { before: fence, after: () => withdrawIfStale(services, record, output, fence) });
   progress.vouched = true;
   // The whole scratch folder of this job (its shards' error records), and nothing else's.
   for await (const object of output.store.list(`${output.prefix}${TEMP_FOLDER}/${id}/`)) await output.store.delete(object.key);
@@ -66,6 +67,32 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   await corpora.pins.drop(id);
   const counts = countsOf(record);
   logger.info({ ...counts, tokens: record.tokens, shards: shards.length }, 'corpus job completed');
+}
+
+/**
+ * The fence again after a write readers trust. A step paused between its fence and the write
+ * (the window the fence leaves) finds its job ended: if another job took the output since, what
+ * it wrote stands in that job's half-written output. Its manifest goes, and a `_SUCCESS` goes
+ * unless the other job's manifest is there (then it may be that job's own, and it is put back if
+ * that job finished while it was being removed). Then the step ends as stale.
+ */
+async function withdrawIfStale(services: Services, record: CorpusJobRecord, output: { store: ObjectStore; prefix: string }, fence: () => Promise<void>): Promise<void> {
+  const stale = await fence().then(
+    () => undefined,
+    (error: unknown) => {
+      if (error instanceof StaleStepError) return error;
+      throw error;
+    },
+  );
+  if (!stale) return;
+  const taker = await services.corpora.leases.lastTaker(record.options.output);
+  if (taker === undefined || taker === record.id) throw stale;
+  if ((await manifestJobId(output)) === record.id) await output.store.delete(output.prefix + MANIFEST_FILE);
+  if ((await manifestJobId(output)) !== taker) {
+    await output.store.delete(output.prefix + SUCCESS_FILE);
+    if ((await manifestJobId(output)) === taker) await output.store.write(output.prefix + SUCCESS_FILE, '');
+  }
+  throw stale;
 }
 
 /** Whether the job writes a `_delta/`: `--reuse --id-field`, and the previous output was usable. */
@@ -101,8 +128,17 @@ async function settleDelta(record: CorpusJobRecord, shards: ShardStats[], output
   return { upserts, deletes: DELETES_FILE };
 }
 
-/** `fence` goes before each write and delete: this step may have been paused past its lock (stepFence). */
-async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: ShardStats[], output: { store: ObjectStore; prefix: string }, fence: () => Promise<void>): Promise<void> {
+/**
+ * `fence.before` goes before each write and delete: this step may have been paused past its lock
+ * (stepFence); `fence.after` follows the manifest and `_SUCCESS`, the files readers trust.
+ */
+async function writeOutputFiles(
+  id: string,
+  record: CorpusJobRecord,
+  shards: ShardStats[],
+  output: { store: ObjectStore; prefix: string },
+  fence: { before: () => Promise<void>; after: () => Promise<void> },
+): Promise<void> {
   // Every shard file must be the one the ledger recorded: a stale writer of an earlier generation
   // that replaced it would show here as a size that does not match.
   for (const shard of shards) {
@@ -115,7 +151,7 @@ async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: Sha
   for (const shard of shards) {
     if (shard.errorsKey) errorParts.push(await text(await output.store.read(output.prefix + shard.errorsKey)));
   }
-  await fence();
+  await fence.before();
   await output.store.write(output.prefix + ERRORS_FILE, errorParts.join(''));
 
   const counts = countsOf(record);
@@ -123,7 +159,7 @@ async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: Sha
     // Invariant 1 is broken somewhere; refuse to vouch for the output.
     throw new Error(`counts do not add up: ${JSON.stringify(counts)}`);
   }
-  await fence();
+  await fence.before();
   const delta = await settleDelta(record, shards, output);
   const manifest = buildManifest({
     jobId: id,
@@ -137,8 +173,9 @@ async function writeOutputFiles(id: string, record: CorpusJobRecord, shards: Sha
     startedAt: new Date(record.startedAt ?? record.createdAt),
     finishedAt: new Date(),
   });
-  await fence();
+  await fence.before();
   await output.store.write(output.prefix + MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`);
-  await fence();
+  await fence.after();
   await output.store.write(output.prefix + SUCCESS_FILE, '');
+  await fence.after();
 }

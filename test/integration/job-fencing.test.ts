@@ -213,6 +213,34 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'fence-stray-success/_errors.jsonl' }));
   });
 
+  it("a finalize paused between its last check and writing _SUCCESS withdraws what it wrote once it finds another job took the output", async () => {
+    const { corpora, redis } = world.services;
+    const id = await submit('s3://out/fence-paused-final/');
+    await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    const batches = await queuedBatches(id, 0);
+    for (const payload of batches) await embedBatch(payload, context());
+    for (const shard of new Set(batches.map((payload) => payload.shard))) await writeShard({ v: 1, corpusJobId: id, generation: 0, shard }, context());
+    // The pause: just before the _SUCCESS request leaves, another worker completes the job and a
+    // newer job takes the output (its submit cleared it; it is still being written).
+    const client = world.services.s3();
+    client.middlewareStack.add(
+      (next, handlerContext) => async (args) => {
+        const key = (args.input as { Key?: string }).Key;
+        if (handlerContext.commandName === 'PutObjectCommand' && key === 'fence-paused-final/_SUCCESS') {
+          client.middlewareStack.remove('paused-finalize');
+          await corpora.jobs.markCompleted(id, 0);
+          await redis.set(corpora.keys.takenOf(corpora.leases.keyOf('s3://out/fence-paused-final/')), 'cj-newer');
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'paused-finalize' },
+    );
+    await expect(finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context())).rejects.toBeInstanceOf(StaleStepError);
+    const left = await world.s3.client.send(new ListObjectsV2Command({ Bucket: 'out', Prefix: 'fence-paused-final/_' }));
+    expect((left.Contents ?? []).map((object) => object.Key)).not.toContain('fence-paused-final/_SUCCESS');
+    expect((left.Contents ?? []).map((object) => object.Key)).not.toContain('fence-paused-final/_manifest.json');
+  });
+
   it('a cancel while finalize writes the output is refused, so no second job takes the output mid-write', async () => {
     const output = 's3://out/fence-finalize/';
     const id = await submit(output);
