@@ -4,6 +4,7 @@ import { assertNoOtherJobsRun, manifestJobId } from '../jobs/output-files.js';
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
 import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ShardStats } from '../jobs/shard-ledger.js';
+import type { Logger } from '../src/logger.js';
 import { buildManifest, type Manifest } from '../src/output/manifest.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
 import { DELETES_FILE, DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
@@ -56,7 +57,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   // the scratch files already); only the cleanup is left. A `_SUCCESS` alone is no proof: a paused
   // finalize of the job before put one into this job's output.
   const vouched = (await output.store.stat(output.prefix + SUCCESS_FILE)) !== undefined && (await manifestJobId(output)) === id;
-  if (!vouched) await writeOutputFiles(id, record, shards, output, { before: fence, after: () => withdrawIfStale(services, record, output, fence) });
+  if (!vouched) await writeOutputFiles(id, record, shards, output, { before: fence, after: (written) => withdrawIfStale(services, record, output, fence, written, logger) });
   progress.vouched = true;
   // The whole scratch folder of this job (its shards' error records), and nothing else's.
   for await (const object of output.store.list(`${output.prefix}${TEMP_FOLDER}/${id}/`)) await output.store.delete(object.key);
@@ -70,13 +71,22 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
 }
 
 /**
- * The fence again after a write readers trust. A step paused between its fence and the write
- * (the window the fence leaves) finds its job ended: if another job took the output since, what
- * it wrote stands in that job's half-written output. Its manifest goes, and a `_SUCCESS` goes
- * unless the other job's manifest is there (then it may be that job's own, and it is put back if
- * that job finished while it was being removed). Then the step ends as stale.
+ * The fence again after each file readers trust (`written`: what this step wrote so far). A step
+ * paused between its fence and a write (the window the fence leaves) finds its job ended: if
+ * another job took the output since, what it wrote stands in that job's output. While that job
+ * has no manifest there (it is still being written), those files go: it writes its own at its
+ * end. Once it has one, only our manifest goes: `_SUCCESS` is that job's own or the same bytes,
+ * and an errors file cannot be told from that job's, so it is said loudly, for the operator.
+ * Then the step ends as stale.
  */
-async function withdrawIfStale(services: Services, record: CorpusJobRecord, output: { store: ObjectStore; prefix: string }, fence: () => Promise<void>): Promise<void> {
+async function withdrawIfStale(
+  services: Services,
+  record: CorpusJobRecord,
+  output: { store: ObjectStore; prefix: string },
+  fence: () => Promise<void>,
+  written: readonly string[],
+  logger: Logger,
+): Promise<void> {
   const stale = await fence().then(
     () => undefined,
     (error: unknown) => {
@@ -88,9 +98,20 @@ async function withdrawIfStale(services: Services, record: CorpusJobRecord, outp
   const taker = await services.corpora.leases.lastTaker(record.options.output);
   if (taker === undefined || taker === record.id) throw stale;
   if ((await manifestJobId(output)) === record.id) await output.store.delete(output.prefix + MANIFEST_FILE);
-  if ((await manifestJobId(output)) !== taker) {
-    await output.store.delete(output.prefix + SUCCESS_FILE);
-    if ((await manifestJobId(output)) === taker) await output.store.write(output.prefix + SUCCESS_FILE, '');
+  const mayHaveReplaced = (): void =>
+    logger.error(
+      { output: record.options.output, otherJob: taker },
+      `this step, paused past its lock, wrote ${ERRORS_FILE} into an output job ${taker} has finished since: its error records there may be missing or this job's; run job ${taker}'s input again to be sure`,
+    );
+  if ((await manifestJobId(output)) === taker) {
+    if (written.includes(ERRORS_FILE)) mayHaveReplaced();
+    throw stale;
+  }
+  for (const file of written) await output.store.delete(output.prefix + file);
+  // That job may have finished while the files were being removed: its marker goes back.
+  if ((await manifestJobId(output)) === taker) {
+    await output.store.write(output.prefix + SUCCESS_FILE, '');
+    if (written.includes(ERRORS_FILE)) mayHaveReplaced();
   }
   throw stale;
 }
@@ -130,14 +151,15 @@ async function settleDelta(record: CorpusJobRecord, shards: ShardStats[], output
 
 /**
  * `fence.before` goes before each write and delete: this step may have been paused past its lock
- * (stepFence); `fence.after` follows the manifest and `_SUCCESS`, the files readers trust.
+ * (stepFence); `fence.after` follows the errors file, the manifest and `_SUCCESS`, the files
+ * readers trust.
  */
 async function writeOutputFiles(
   id: string,
   record: CorpusJobRecord,
   shards: ShardStats[],
   output: { store: ObjectStore; prefix: string },
-  fence: { before: () => Promise<void>; after: () => Promise<void> },
+  fence: { before: () => Promise<void>; after: (written: readonly string[]) => Promise<void> },
 ): Promise<void> {
   // Every shard file must be the one the ledger recorded: a stale writer of an earlier generation
   // that replaced it would show here as a size that does not match.
@@ -153,6 +175,7 @@ async function writeOutputFiles(
   }
   await fence.before();
   await output.store.write(output.prefix + ERRORS_FILE, errorParts.join(''));
+  await fence.after([ERRORS_FILE]);
 
   const counts = countsOf(record);
   if (counts.embedded + counts.skipped_blank + counts.failed !== counts.lines) {
@@ -175,7 +198,7 @@ async function writeOutputFiles(
   });
   await fence.before();
   await output.store.write(output.prefix + MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`);
-  await fence.after();
+  await fence.after([ERRORS_FILE, MANIFEST_FILE]);
   await output.store.write(output.prefix + SUCCESS_FILE, '');
-  await fence.after();
+  await fence.after([ERRORS_FILE, MANIFEST_FILE, SUCCESS_FILE]);
 }

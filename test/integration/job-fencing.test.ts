@@ -213,32 +213,34 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'fence-stray-success/_errors.jsonl' }));
   });
 
-  it("a finalize paused between its last check and writing _SUCCESS withdraws what it wrote once it finds another job took the output", async () => {
+  it.each(['_errors.jsonl', '_SUCCESS'])("a finalize paused between its last check and writing %s withdraws what it wrote once it finds another job took the output", async (file) => {
     const { corpora, redis } = world.services;
-    const id = await submit('s3://out/fence-paused-final/');
+    const prefix = `fence-paused-final${file.replace(/[^a-z]/gi, '-').toLowerCase()}/`;
+    const id = await submit(`s3://out/${prefix}`);
     await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
     const batches = await queuedBatches(id, 0);
     for (const payload of batches) await embedBatch(payload, context());
     for (const shard of new Set(batches.map((payload) => payload.shard))) await writeShard({ v: 1, corpusJobId: id, generation: 0, shard }, context());
-    // The pause: just before the _SUCCESS request leaves, another worker completes the job and a
-    // newer job takes the output (its submit cleared it; it is still being written).
+    // The pause: just before the request leaves, another worker completes the job and a newer job
+    // takes the output (its submit cleared it; it is still being written).
     const client = world.services.s3();
     client.middlewareStack.add(
       (next, handlerContext) => async (args) => {
         const key = (args.input as { Key?: string }).Key;
-        if (handlerContext.commandName === 'PutObjectCommand' && key === 'fence-paused-final/_SUCCESS') {
+        if (handlerContext.commandName === 'PutObjectCommand' && key === `${prefix}${file}`) {
           client.middlewareStack.remove('paused-finalize');
           await corpora.jobs.markCompleted(id, 0);
-          await redis.set(corpora.keys.takenOf(corpora.leases.keyOf('s3://out/fence-paused-final/')), 'cj-newer');
+          await redis.set(corpora.keys.takenOf(corpora.leases.keyOf(`s3://out/${prefix}`)), 'cj-newer');
         }
         return next(args);
       },
       { step: 'initialize', name: 'paused-finalize' },
     );
     await expect(finalizeJob({ v: 1, corpusJobId: id, generation: 0 }, context())).rejects.toBeInstanceOf(StaleStepError);
-    const left = await world.s3.client.send(new ListObjectsV2Command({ Bucket: 'out', Prefix: 'fence-paused-final/_' }));
-    expect((left.Contents ?? []).map((object) => object.Key)).not.toContain('fence-paused-final/_SUCCESS');
-    expect((left.Contents ?? []).map((object) => object.Key)).not.toContain('fence-paused-final/_manifest.json');
+    // What finalize wrote is gone (the scratch files under _tmp/ are the newer job's submit's to clear).
+    const left = await world.s3.client.send(new ListObjectsV2Command({ Bucket: 'out', Prefix: prefix }));
+    const names = (left.Contents ?? []).map((object) => object.Key!.slice(prefix.length));
+    expect(names.filter((name) => !name.startsWith('_tmp/') && !name.startsWith('part-'))).toEqual([]);
   });
 
   it('a cancel while finalize writes the output is refused, so no second job takes the output mid-write', async () => {
