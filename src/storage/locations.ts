@@ -39,7 +39,6 @@ export function parseLocation(text: string): Location {
   return { kind: 's3', bucket, key };
 }
 
-/** Formats a location back into the text form `parseLocation` reads. */
 /**
  * A local path as the file system sees it: absolute, with symbolic links resolved in the part that
  * exists (an output folder is often made by the run). Two spellings of one folder, through a
@@ -59,6 +58,7 @@ export function canonicalLocalPath(location: string): string {
   }
 }
 
+/** Formats a location back into the text form `parseLocation` reads. */
 export function formatLocation(location: Location): string {
   return location.kind === 's3' ? `s3://${location.bucket}/${location.key}` : location.path;
 }
