@@ -33,10 +33,12 @@ export async function findPreviousRun(output: OutputLocation): Promise<string[]>
  * Redis brought back from an older state (a snapshot) revives a job into that; before, the revived
  * job's split removed the newer run's `_SUCCESS` and its shards replaced the newer run's. Called
  * before a job's steps write to its output (`name`: the output as the job has it, for the message).
+ * Returns whether the manifest there is this job's own (an earlier attempt of its finalize wrote it).
  */
-export async function assertNoOtherJobsRun(output: OutputLocation, jobId: string, name: string): Promise<void> {
+export async function assertNoOtherJobsRun(output: OutputLocation, jobId: string, name: string): Promise<boolean> {
   const named = await manifestJobId(output);
   if (named !== undefined && named !== jobId) throw new OutputTakenError(name, named);
+  return named === jobId;
 }
 
 /** The job the output's `_manifest.json` names; undefined when there is none, or it does not parse. */

@@ -45,7 +45,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
     throw new Error(`finalize found ${shards.length} of ${record.totalShards ?? '?'} shards written`);
   }
   const output = openOutput(record.options.output, services);
-  await assertNoOtherJobsRun(output, id, record.options.output);
+  const ownManifest = await assertNoOtherJobsRun(output, id, record.options.output);
   const fence = stepFence(corpora, id, payload.generation);
   // Writes a killed process left half done (local temp files, S3 multipart uploads) go before
   // _SUCCESS vouches for the output. Fenced: paused here, this step removed the next job's
@@ -56,7 +56,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   // `_SUCCESS` beside this job's manifest: an earlier attempt got that far (and may have removed
   // the scratch files already); only the cleanup is left. A `_SUCCESS` alone is no proof: a paused
   // finalize of the job before put one into this job's output.
-  const vouched = (await output.store.stat(output.prefix + SUCCESS_FILE)) !== undefined && (await manifestJobId(output)) === id;
+  const vouched = ownManifest && (await output.store.stat(output.prefix + SUCCESS_FILE)) !== undefined;
   if (!vouched) await writeOutputFiles(id, record, shards, output, { before: fence, after: (written) => withdrawIfStale(services, record, output, fence, written, logger) });
   progress.vouched = true;
   // The whole scratch folder of this job (its shards' error records), and nothing else's.

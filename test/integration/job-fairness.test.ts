@@ -37,7 +37,7 @@ describe('two jobs at once: a small job does not wait behind a big one', () => {
 
   it("embeds a 30-line job's batches before the big job's queued ones, without stopping the big job for long", async () => {
     const { services } = world;
-    const submit = (input: string, output: string): Promise<string> => submitIn(world, input, output);
+    const submit = submitIn.bind(undefined, world);
     const pool = startWorkers(services, { concurrency: 4 });
     try {
       const big = await submit('s3://corpus/big.txt', 's3://out/big/');
@@ -75,7 +75,7 @@ describe('EMBEDQ_SPLIT_CONCURRENCY: how many jobs one worker splits at once', ()
 
   it('keeps a job past that many queued while the others run (a split lasts as long as its job)', async () => {
     const { services } = world;
-    const submit = (input: string, output: string): Promise<string> => submitIn(world, input, output);
+    const submit = submitIn.bind(undefined, world);
     expect(world.settings.worker.splitConcurrency).toBe(1);
     const pool = startWorkers(services, { concurrency: 4 });
     try {
