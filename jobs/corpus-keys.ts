@@ -60,3 +60,19 @@ local function current(jobKey, gen)
   return tonumber(h[2]) == tonumber(gen)
 end
 `;
+
+/**
+ * Lua shared by the scripts that move a running job on: part of its state gone from Redis (a key
+ * deleted by hand, evicted under a maxmemory-policy other than noeviction, a partial restore).
+ * Without these checks such a job waited forever for a shard that could never complete. Each holds
+ * while the state is whole: the ledger and its counter move together (MARK_WRITTEN, RESTART), and
+ * a shard leaves the open set in the same script that deletes its buffer.
+ */
+export const LOST_STATE_LUA = `
+local function ledger_lost(jobKey, writtenKey)
+  return redis.call('HLEN', writtenKey) < tonumber(redis.call('HGET', jobKey, 'shardsWritten') or '0')
+end
+local function buffer_lost(openKey, shardKey, shard)
+  return redis.call('EXISTS', shardKey) == 0 and redis.call('SISMEMBER', openKey, shard) == 1
+end
+`;

@@ -59,6 +59,24 @@ export class JobLostError extends EmbedqError {
   }
 }
 
+/**
+ * Part of a running job's state is gone from Redis (deleted, evicted, a partial restore): the job
+ * cannot finish as it is, so it fails instead of waiting forever. A retry rebuilds it from the
+ * shards the ledger still lists.
+ */
+export class JobStateLostError extends EmbedqError {
+  readonly code = 'JOB_STATE_LOST';
+  readonly retryable = false;
+  constructor(jobId: string, lost: LostState) {
+    super(
+      `Redis lost ${lost} of job ${jobId} while it ran (a key deleted, or evicted under a maxmemory-policy other than noeviction?); it cannot finish as it is: embedq retry ${jobId} runs it again from the shards still recorded as written`,
+    );
+  }
+}
+
+/** What a script found missing (LOST_STATE_LUA's checks). */
+export type LostState = 'the ledger of written shards' | `shard ${number}'s buffer`;
+
 /** Redis did not answer in time. Exit 1. */
 export class RedisUnavailableError extends EmbedqError {
   readonly code = 'REDIS_UNAVAILABLE';

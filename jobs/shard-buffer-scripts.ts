@@ -1,4 +1,4 @@
-import { CURRENT_LUA } from './corpus-keys.js';
+import { CURRENT_LUA, LOST_STATE_LUA } from './corpus-keys.js';
 
 /** The Lua scripts of shard-buffer.ts. */
 
@@ -11,10 +11,13 @@ export const REJECTED_STREAK_LIMIT = 20;
 export const REJECTED_SHARD_FRACTION = 0.05;
 
 // KEYS: job, shard, written, open. ARGV: generation, shard, field, blob, errorsJson|'', embedded,
-// failed, tokens, rejected (PROVIDER_REJECTED lines of this batch), shard rejected limit
-export const STORE_BATCH = `${CURRENT_LUA}
+// failed, tokens, rejected (PROVIDER_REJECTED lines of this batch), shard rejected limit.
+// Finds a lost buffer; a lost ledger is left to the steps that read or extend it (close, write,
+// finalize, the split's wait for room): one command fewer for every batch.
+export const STORE_BATCH = `${CURRENT_LUA}${LOST_STATE_LUA}
 if not current(KEYS[1], ARGV[1]) then return 'inactive' end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'written' end
+if buffer_lost(KEYS[4], KEYS[2], ARGV[2]) then return 'lost-buffer' end
 redis.call('SADD', KEYS[4], ARGV[2])
 local tooMany = false
 if redis.call('HSETNX', KEYS[2], 'b:' .. ARGV[3], ARGV[4]) == 1 then
@@ -55,9 +58,11 @@ return 'pending'
 
 // KEYS: job, shard, written, open. ARGV: generation, shard, expected, meta JSON, blank, truncated, input errors,
 // reused, new, changed, unchanged (--reuse counts), reuse list ('' for none)
-export const CLOSE_SHARD = `${CURRENT_LUA}
+export const CLOSE_SHARD = `${CURRENT_LUA}${LOST_STATE_LUA}
 if not current(KEYS[1], ARGV[1]) then return 'inactive' end
+if ledger_lost(KEYS[1], KEYS[3]) then return 'lost-ledger' end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'written' end
+if buffer_lost(KEYS[4], KEYS[2], ARGV[2]) then return 'lost-buffer' end
 redis.call('SADD', KEYS[4], ARGV[2])
 if redis.call('HSETNX', KEYS[2], 'expected', ARGV[3]) == 1 then
   redis.call('HSET', KEYS[2], 'meta', ARGV[4])
@@ -75,4 +80,14 @@ if redis.call('HSETNX', KEYS[2], 'expected', ARGV[3]) == 1 then
 end
 if tonumber(ARGV[3]) == tonumber(redis.call('HGET', KEYS[2], 'done') or '0') then return 'complete' end
 return 'open'
+`;
+
+// KEYS: job, shard, written, open. ARGV: generation, shard. For a step that found nothing to do
+// where there should be something (no buffer to write, no room coming): is the state whole?
+// Returns 'inactive', 'lost-ledger', 'lost-buffer' or 'whole'.
+export const CHECK_LOST = `${CURRENT_LUA}${LOST_STATE_LUA}
+if not current(KEYS[1], ARGV[1]) then return 'inactive' end
+if ledger_lost(KEYS[1], KEYS[3]) then return 'lost-ledger' end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 and buffer_lost(KEYS[4], KEYS[2], ARGV[2]) then return 'lost-buffer' end
+return 'whole'
 `;

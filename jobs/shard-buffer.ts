@@ -2,8 +2,9 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 
 import { defineLuaScript } from '../src/redis/lua-script.js';
 import type { CorpusKeys } from './corpus-keys.js';
+import { JobStateLostError } from './job-errors.js';
 import { readShardBatches, readShardSummary, shardSliceBatches, type ShardSummary } from './shard-buffer-read.js';
-import { BATCH_STATUS, CLOSE_SHARD, REJECTED_SHARD_FRACTION, REJECTED_STREAK_LIMIT, STORE_BATCH } from './shard-buffer-scripts.js';
+import { BATCH_STATUS, CHECK_LOST, CLOSE_SHARD, REJECTED_SHARD_FRACTION, REJECTED_STREAK_LIMIT, STORE_BATCH } from './shard-buffer-scripts.js';
 import { type ErrorRecord, NO_REUSE, type ReuseCounts, type ShardMeta } from './shard-records.js';
 
 /**
@@ -32,6 +33,7 @@ export class ShardBuffers {
       storeBatch: defineLuaScript(redis, STORE_BATCH),
       batchStatus: defineLuaScript(redis, BATCH_STATUS),
       closeShard: defineLuaScript(redis, CLOSE_SHARD),
+      checkLost: defineLuaScript(redis, CHECK_LOST),
     };
   }
 
@@ -65,7 +67,7 @@ export class ShardBuffers {
       truncated: summary.truncated,
       batches: summary.expectedBatches,
     };
-    return (await this.scripts.closeShard(
+    const answer = await this.scripts.closeShard(
       this.shardKeys(id, shard),
       generation,
       shard,
@@ -79,7 +81,8 @@ export class ShardBuffers {
       reuse.changed,
       reuse.unchanged,
       summary.reuseList ?? '',
-    )) as ShardProgress;
+    );
+    return progressOf(answer as ShardProgress | LostAnswer, id, shard);
   }
 
   async batchStatus(id: string, generation: number, shard: number, batch: number): Promise<BatchStatus> {
@@ -89,6 +92,7 @@ export class ShardBuffers {
   /**
    * Stores one batch's vectors and errors once; says whether its shard is now complete, or
    * `too-many-rejected` when rejected lines pass the limits above (the caller fails the job).
+   * JobStateLostError when the job's ledger or this shard's buffer is gone from Redis.
    */
   async storeBatch(
     id: string,
@@ -100,7 +104,7 @@ export class ShardBuffers {
     counts: { embedded: number; tokens: number; rejected: number; shardRows: number },
   ): Promise<ShardProgress> {
     const shardLimit = Math.max(REJECTED_STREAK_LIMIT, Math.ceil(counts.shardRows * REJECTED_SHARD_FRACTION));
-    return (await this.scripts.storeBatch(
+    const answer = await this.scripts.storeBatch(
       this.shardKeys(id, shard),
       generation,
       shard,
@@ -112,7 +116,20 @@ export class ShardBuffers {
       counts.tokens,
       counts.rejected,
       shardLimit,
-    )) as ShardProgress;
+    );
+    return progressOf(answer as ShardProgress | LostAnswer, id, shard);
+  }
+
+  /**
+   * For a step that finds no work where work should be: JobStateLostError if the job's ledger, or
+   * this shard's buffer (unless written), is gone from Redis. False once the job stopped or moved
+   * to another generation.
+   */
+  async checkWhole(id: string, generation: number, shard: number): Promise<boolean> {
+    const answer = (await this.scripts.checkLost(this.shardKeys(id, shard), generation, shard)) as LostAnswer | 'inactive' | 'whole';
+    if (answer === 'inactive') return false;
+    if (answer !== 'whole') progressOf(answer, id, shard);
+    return true;
   }
 
   /** A complete-or-not shard buffer's counts and input errors, without its batches (undefined: no buffer). */
@@ -127,4 +144,13 @@ export class ShardBuffers {
   batches(id: string, shard: number, count: number, errors: ErrorRecord[], dimension: number): AsyncGenerator<Buffer[]> {
     return readShardBatches(this.redis, this.keys.shard(id, shard), count, errors, shardSliceBatches(dimension));
   }
+}
+
+/** What CLOSE_SHARD and STORE_BATCH answer when part of the job's state is gone (LOST_STATE_LUA). */
+type LostAnswer = 'lost-ledger' | 'lost-buffer';
+
+function progressOf(answer: ShardProgress | LostAnswer, id: string, shard: number): ShardProgress {
+  if (answer === 'lost-ledger') throw new JobStateLostError(id, 'the ledger of written shards');
+  if (answer === 'lost-buffer') throw new JobStateLostError(id, `shard ${shard}'s buffer`);
+  return answer;
 }

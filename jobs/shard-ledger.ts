@@ -1,7 +1,8 @@
 import type { RedisClient } from '../src/redis/redis-client.js';
 
 import { defineLuaScript } from '../src/redis/lua-script.js';
-import { CURRENT_LUA, type CorpusKeys } from './corpus-keys.js';
+import { CURRENT_LUA, LOST_STATE_LUA, type CorpusKeys } from './corpus-keys.js';
+import { JobStateLostError } from './job-errors.js';
 
 /**
  * Which shards of a job are written out, with their stats. A shard is recorded once, only by the
@@ -39,10 +40,12 @@ export type MarkWrittenResult =
   | { status: 'refused'; reason: 'inactive' | 'incomplete' };
 
 // KEYS: job, shard, written, open. ARGV: generation, shard, stats JSON.
-// Returns {'recorded', shardsWritten, totalShards or -1} or {'inactive'|'incomplete'}
-const MARK_WRITTEN = `${CURRENT_LUA}
+// Returns {'recorded', shardsWritten, totalShards or -1}, {'inactive'|'incomplete'} or {'lost-ledger'|'lost-buffer'}
+const MARK_WRITTEN = `${CURRENT_LUA}${LOST_STATE_LUA}
 if not current(KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[1], 'state') ~= 'running' then return {'inactive'} end
+if ledger_lost(KEYS[1], KEYS[3]) then return {'lost-ledger'} end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
+  if buffer_lost(KEYS[4], KEYS[2], ARGV[2]) then return {'lost-buffer'} end
   local expected = redis.call('HGET', KEYS[2], 'expected')
   if not expected or tonumber(expected) ~= tonumber(redis.call('HGET', KEYS[2], 'done') or '0') then return {'incomplete'} end
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
@@ -76,7 +79,10 @@ export class ShardLedger {
     return this.redis.hlen(this.keys.writtenShards(id));
   }
 
-  /** Records a written shard once and frees its buffer (see the class comment for when it refuses). */
+  /**
+   * Records a written shard once and frees its buffer (see the class comment for when it refuses);
+   * JobStateLostError when the ledger or the shard's buffer is gone from Redis.
+   */
   async markWritten(id: string, generation: number, stats: ShardStats): Promise<MarkWrittenResult> {
     const result = (await this.markWrittenScript(
       [this.keys.job(id), this.keys.shard(id, stats.shard), this.keys.writtenShards(id), this.keys.openShards(id)],
@@ -84,6 +90,8 @@ export class ShardLedger {
       stats.shard,
       JSON.stringify(stats),
     )) as [string, number?, number?];
+    if (result[0] === 'lost-ledger') throw new JobStateLostError(id, 'the ledger of written shards');
+    if (result[0] === 'lost-buffer') throw new JobStateLostError(id, `shard ${stats.shard}'s buffer`);
     if (result[0] !== 'recorded') return { status: 'refused', reason: result[0] as 'inactive' | 'incomplete' };
     const totalShards = result[2]!;
     return { status: 'recorded', shardsWritten: result[1]!, totalShards: totalShards < 0 ? null : totalShards };

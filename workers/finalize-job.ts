@@ -1,5 +1,6 @@
 import { text } from 'node:stream/consumers';
 
+import { JobStateLostError } from '../jobs/job-errors.js';
 import { assertNoOtherJobsRun, manifestJobId } from '../jobs/output-files.js';
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
 import type { CorpusJobRecord } from '../jobs/job-record.js';
@@ -41,6 +42,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   const record = await corpora.get(id);
   if (!record || record.state !== 'running' || record.generation !== payload.generation) return;
   const shards = await corpora.ledger.stats(id);
+  if (shards.length < record.shardsWritten) throw new JobStateLostError(id, 'the ledger of written shards');
   if (record.totalShards === null || shards.length !== record.totalShards) {
     throw new Error(`finalize found ${shards.length} of ${record.totalShards ?? '?'} shards written`);
   }

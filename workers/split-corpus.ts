@@ -114,8 +114,8 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     if (shardSkipped) return;
     // Wait for room: at most maxOpenShards shards (this one included) unwritten at once.
     while ((await corpora.ledger.writtenCount(id)) < shard + 1 - settings.worker.maxOpenShards) {
-      const now = await corpora.jobs.stateAndGeneration(id);
-      if (now?.state !== 'running' || now.generation !== generation) {
+      // Stopped, or a later generation; or the ledger is gone from Redis, and the room never comes.
+      if (!(await corpora.buffers.checkWhole(id, generation, shard))) {
         stopped = true;
         return;
       }

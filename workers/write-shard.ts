@@ -36,6 +36,8 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   const buffered = await corpora.buffers.summary(id, payload.shard);
   if (!buffered || buffered.expected === undefined || buffered.done !== buffered.expected) {
     // Only an out-of-date step gets here (the last batch queues the writer); the current one comes.
+    // Unless Redis lost the buffer: then none comes, and the job fails instead of waiting forever.
+    await corpora.buffers.checkWhole(id, generation, payload.shard);
     log.warn({ done: buffered?.done, expected: buffered?.expected }, 'write skipped: shard buffer incomplete');
     return;
   }
