@@ -435,7 +435,15 @@ function jsonLineReader(source: string, textField: string, idField: string | und
       return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is ${kindOf(text)}, expected a string`);
     }
     if (!NON_BLANK.test(text)) return { kind: 'blank', source, line };
-    return { kind: 'text', source, line, text, id: idField === undefined ? null : idOf(fieldOf(record, idField), raw, idField) };
+    if (idField === undefined) return { kind: 'text', source, line, text, id: null };
+    try {
+      return { kind: 'text', source, line, text, id: idOf(fieldOf(record, idField), raw, idField) };
+    } catch (error) {
+      // The exact reader refuses what JSON.parse lets pass (a duplicate key, very deep nesting);
+      // such a line fails alone instead of its whole object (it failed the job as a storage error).
+      const reason = error instanceof RangeError ? 'the line is nested too deeply' : (error as Error).message;
+      return errorLine(source, line, 'INVALID_JSON', `field "${idField}" is a number a double cannot hold exactly, and its digits could not be read from the line: ${reason}`);
+    }
   };
 }
 
@@ -461,6 +469,7 @@ function fieldOf(record: Record<string, unknown>, field: string): unknown {
  * Strings as they are; numbers and booleans as JSON writes them; objects as JSON; null or missing
  * → null. A number a double does not hold exactly (an integer past 2^53, a fraction, past 1e308)
  * is its text in the line: JSON.parse made 9007199254740993 and …992 one id, and 1e400 "null".
+ * Throws when the exact reader cannot read the line.
  */
 function idOf(value: unknown, raw: string, idField: string): string | null {
   if (value === undefined || value === null) return null;

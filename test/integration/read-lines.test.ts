@@ -415,6 +415,20 @@ describe('readCorpusLines: JSON Lines', () => {
     expect(nested).toEqual([text('i.jsonl', 0, 'd', '12345678901234567890')]);
   });
 
+  it('a line whose inexact numeric id the exact reader refuses (a duplicate key, deep nesting) fails alone', async () => {
+    const deep = `{"text":"deep","id":0.5,"a":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+    const rows = ['{"text":"good 1","id":"g1"}', '{"text":"dup","id":0.1,"id":0.2}', deep, '{"text":"good 2","id":0.25}'];
+    // JSON.parse takes all four; before, the exact reader's exception failed the whole object as a storage error.
+    expect(await linesOf('d.jsonl', rows.join('\n'), { idField: 'id' })).toEqual([
+      text('d.jsonl', 0, 'good 1', 'g1'),
+      failure('d.jsonl', 1, 'INVALID_JSON', `field "id" is a number a double cannot hold exactly, and its digits could not be read from the line: Duplicate key 'id' encountered at position 24`),
+      failure('d.jsonl', 2, 'INVALID_JSON', 'field "id" is a number a double cannot hold exactly, and its digits could not be read from the line: the line is nested too deeply'),
+      text('d.jsonl', 3, 'good 2', '0.25'),
+    ]);
+    // Without an id field the exact reader is not needed, and every line is read.
+    expect((await linesOf('d.jsonl', rows.join('\n'))).map((line) => line.kind)).toEqual(['text', 'text', 'text', 'text']);
+  });
+
   it('defaults textField to "text" and ids to null; handles CRLF, BOM and UTF-8 errors as text does', async () => {
     const bytes = Buffer.concat([Buffer.from('\uFEFF{"text":"a","id":1}\r\n'), Buffer.from([0x7b, 0xff, 0x7d, 0x0d, 0x0a]), Buffer.from('{"text":"c"}')]);
     expect(await linesOf('x.json', bytes)).toEqual([
