@@ -30,8 +30,8 @@ export interface ListCorpusDependencies {
 
 /**
  * The objects of an input (`s3://bucket/key`, `s3://bucket/prefix/`, a local file or folder), in
- * key order, lazily (S3 pages are fetched as the consumer pulls). Skips S3 folder markers (keys
- * ending in `/`) and, in local folders, hidden entries (any path part starting with `.`); keeps
+ * key order, lazily (S3 pages are fetched as the consumer pulls). Skips S3 folder markers (empty
+ * objects whose keys end in `/`) and, in local folders, hidden entries (any path part starting with `.`); keeps
  * empty objects (they have no lines). Throws StorageError when the input does not exist or holds
  * no objects, before yielding anything.
  */
@@ -45,7 +45,7 @@ export async function* listCorpus(input: string, deps: ListCorpusDependencies = 
   }
   let count = 0;
   for await (const object of target.store.list(target.prefix)) {
-    if (!isCorpusKey(target, object.key)) continue;
+    if (!isCorpusKey(target, object.key, object.sizeBytes)) continue;
     count += 1;
     yield { store: target.store, key: object.key, source: sourceOf(target, object.key), sizeBytes: object.sizeBytes, version: object.version };
   }
@@ -63,8 +63,10 @@ export async function assertInputExists(input: string, deps: ListCorpusDependenc
   }
 }
 
-function isCorpusKey(target: InputTarget, key: string): boolean {
-  if (target.location.kind === 's3') return !key.endsWith('/');
+function isCorpusKey(target: InputTarget, key: string, sizeBytes: number): boolean {
+  // An empty object whose key ends in `/` is a folder marker (the S3 console's "Create folder").
+  // One with bytes is data, whatever its name: it was dropped without a word.
+  if (target.location.kind === 's3') return !(key.endsWith('/') && sizeBytes === 0);
   return !isHiddenKey(key);
 }
 
@@ -85,7 +87,7 @@ function sourceOf(target: InputTarget, key: string): string {
 async function missingObjectError(input: string, target: Extract<InputTarget, { mode: 'object' }>): Promise<StorageError> {
   if (target.location.kind === 's3') {
     for await (const object of target.store.list(`${target.key}/`)) {
-      void object;
+      if (!isCorpusKey(target, object.key, object.sizeBytes)) continue;
       return new StorageError(`input ${input}: no such object, but objects exist under ${input}/ (to read them all, use ${input}/)`);
     }
   }

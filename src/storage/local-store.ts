@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, type Dirent } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -24,9 +24,18 @@ export class LocalObjectStore implements ObjectStore {
   /** The folder, resolved once against the working directory. */
   readonly root: string;
 
-  constructor(folder: string) {
+  readonly #corpus: boolean;
+
+  /**
+   * `corpus`: a corpus input, every file of which must be read. Its listings enter symbolic links
+   * to folders and refuse names that are not UTF-8 (both used to be skipped without a word, their
+   * lines lost). Off for outputs: `--overwrite` and the clean-up of interrupted writes delete what
+   * a listing finds, and only files embedq wrote (UTF-8 names, no links) matter there.
+   */
+  constructor(folder: string, options: { corpus?: boolean } = {}) {
     this.description = folder;
     this.root = path.resolve(folder);
+    this.#corpus = options.corpus ?? false;
   }
 
   /** The file path of `key`. Throws StorageError for keys that could leave the folder. */
@@ -39,7 +48,7 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   list(prefix: string): AsyncIterable<StoredObject> {
-    return this.#walk(this.root, '', prefix);
+    return this.#walk(this.root, '', prefix, []);
   }
 
   async stat(key: string): Promise<StoredObject | undefined> {
@@ -199,10 +208,11 @@ export class LocalObjectStore implements ObjectStore {
    * (every key inside `name/` sorts exactly where `name/` does), so the walk needs no buffering
    * beyond one folder's entries, and folders that cannot match `prefix` are not read.
    */
-  async *#walk(folder: string, folderKey: string, prefix: string): AsyncGenerator<StoredObject> {
-    let entries: Dirent[];
+  async *#walk(folder: string, folderKey: string, prefix: string, ancestors: string[]): AsyncGenerator<StoredObject> {
+    let entries: Dirent<Buffer>[];
     try {
-      entries = await readdir(folder, { withFileTypes: true });
+      // Names as bytes: a name that is not UTF-8 read as a string no longer names its file.
+      entries = await readdir(folder, { withFileTypes: true, encoding: 'buffer' });
     } catch (error) {
       // A root that is a file is no folder to read or write (an output given as a file's path):
       // say so, rather than list it as empty and fail at the first write.
@@ -213,12 +223,18 @@ export class LocalObjectStore implements ObjectStore {
       if (isMissing(error)) return;
       throw this.#error(error, 'list', folderKey || '.');
     }
-    const children: { name: string; sortKey: Buffer; isFolder: boolean }[] = [];
+    const children: { name: string; sortKey: Buffer; isFolder: boolean; isLink: boolean }[] = [];
     for (const entry of entries) {
-      // Symbolic links to files are followed; links to folders are not (they can form cycles).
-      const isFolder = entry.isDirectory();
-      if (!isFolder && !entry.isFile() && !(entry.isSymbolicLink() && (await isFile(path.join(folder, entry.name))))) continue;
-      children.push({ name: entry.name, isFolder, sortKey: Buffer.from(isFolder ? `${entry.name}/` : entry.name) });
+      const name = entry.name.toString('utf8');
+      if (!Buffer.from(name).equals(entry.name)) {
+        // Read as UTF-8 it names no file: it was skipped as if deleted, and its lines lost unsaid.
+        if (!this.#corpus) continue;
+        throw new StorageError(`list ${this.#display(folderKey + escapedName(entry.name))}: the name is not UTF-8, so it cannot be a key (keys are UTF-8, as in S3); rename it`);
+      }
+      const isLink = entry.isSymbolicLink();
+      const folderHere = entry.isDirectory() || (isLink && this.#corpus && (await isFolder(path.join(folder, name))));
+      if (!folderHere && !entry.isFile() && !(isLink && (await isFile(path.join(folder, name))))) continue;
+      children.push({ name, isFolder: folderHere, isLink, sortKey: Buffer.concat([entry.name, folderHere ? SLASH : EMPTY]) });
     }
     children.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
 
@@ -227,7 +243,14 @@ export class LocalObjectStore implements ObjectStore {
       if (child.isFolder) {
         const childFolderKey = `${key}/`;
         if (childFolderKey.startsWith(prefix) || prefix.startsWith(childFolderKey)) {
-          yield* this.#walk(path.join(folder, child.name), childFolderKey, prefix);
+          // The real paths from the root down: a link to one of them would be walked forever.
+          if (ancestors.length === 0) ancestors = [await realpath(folder)];
+          const childFolder = path.join(folder, child.name);
+          const real = child.isLink ? await realpath(childFolder) : path.join(ancestors.at(-1)!, child.name);
+          if (ancestors.includes(real)) {
+            throw new StorageError(`list ${this.#display(key)}: the link leads back to a folder it is in (${real}), a loop; remove it or point it elsewhere`);
+          }
+          yield* this.#walk(childFolder, childFolderKey, prefix, [...ancestors, real]);
         }
       } else if (key.startsWith(prefix) && !TEMP_FILE.test(child.name)) {
         const object = await this.stat(key).catch((error: unknown) => {
@@ -267,6 +290,22 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EIO', '
 function isMissing(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+const SLASH = Buffer.from('/');
+const EMPTY = Buffer.alloc(0);
+
+/** A file name for messages: ASCII as it is, other bytes as `\xNN` (as `ls -b` shows them). */
+function escapedName(name: Buffer): string {
+  return [...name].map((byte) => (byte < 0x80 ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`)).join('');
+}
+
+async function isFolder(file: string): Promise<boolean> {
+  try {
+    return (await stat(file)).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 async function isFile(file: string): Promise<boolean> {

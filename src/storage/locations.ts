@@ -102,7 +102,7 @@ export async function openInput(location: Location, s3Client?: S3Client): Promis
     const reason = code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file or folder' : (error as Error).message;
     throw new StorageError(`input ${location.path}: ${reason}`, { cause: error });
   }
-  if (info.isDirectory()) return { mode: 'prefix', store: new LocalObjectStore(location.path), prefix: '', location };
+  if (info.isDirectory()) return { mode: 'prefix', store: new LocalObjectStore(location.path, { corpus: true }), prefix: '', location };
   if (info.isFile()) {
     return { mode: 'object', store: new LocalObjectStore(path.dirname(location.path)), key: path.basename(location.path), location };
   }

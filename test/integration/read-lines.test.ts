@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -579,6 +579,9 @@ describe('listCorpus + readCorpusLines over S3 (s3rver)', () => {
     // Written out of key order on purpose.
     await store.write('corpus/04.txt', 'four a\nfour b');
     await store.write('corpus/', ''); // a console-made "folder" marker
+    await store.write('corpus/05-data/', 'named like a folder\nstill data'); // not a marker: it has bytes
+    await store.write('markers-only/', '');
+    await store.write('markers-only/sub/', '');
     await store.write('corpus/01.txt', 'one a\n\none c\n');
     await store.write('corpus/03-empty.txt', '');
     await store.write('corpus/02.jsonl.gz', gzipSync('{"text":"two a","id":"x"}\n{"oops"\n'));
@@ -590,13 +593,14 @@ describe('listCorpus + readCorpusLines over S3 (s3rver)', () => {
     await s3?.close();
   });
 
-  it('lists every object under a prefix in key order, skipping folder markers, keeping empty objects', async () => {
+  it('lists every object under a prefix in key order, skipping folder markers (empty, named with a final /), keeping empty objects', async () => {
     const objects = await collect(listCorpus(`s3://${bucket}/corpus/`, { s3Client: s3.client }));
     expect(objects.map(({ key, source, sizeBytes }) => ({ key, source, sizeBytes }))).toEqual([
       { key: 'corpus/01.txt', source: 'corpus/01.txt', sizeBytes: 13 },
       { key: 'corpus/02.jsonl.gz', source: 'corpus/02.jsonl.gz', sizeBytes: gzipSync('{"text":"two a","id":"x"}\n{"oops"\n').length },
       { key: 'corpus/03-empty.txt', source: 'corpus/03-empty.txt', sizeBytes: 0 },
       { key: 'corpus/04.txt', source: 'corpus/04.txt', sizeBytes: 13 },
+      { key: 'corpus/05-data/', source: 'corpus/05-data/', sizeBytes: 30 },
     ]);
     expect(objects.every((object) => object.store.description === `s3://${bucket}`)).toBe(true);
   });
@@ -620,6 +624,8 @@ describe('listCorpus + readCorpusLines over S3 (s3rver)', () => {
       failure('corpus/02.jsonl.gz', 1, 'INVALID_JSON', `invalid JSON: ${invalidJson}`),
       text('corpus/04.txt', 0, 'four a'),
       text('corpus/04.txt', 1, 'four b'),
+      text('corpus/05-data/', 0, 'named like a folder'),
+      text('corpus/05-data/', 1, 'still data'),
     ]);
   });
 
@@ -634,6 +640,10 @@ describe('listCorpus + readCorpusLines over S3 (s3rver)', () => {
     );
     await expect(assertInputExists(`s3://${bucket}/corpus/missing.txt`, { s3Client: s3.client })).rejects.toThrow(
       new StorageError(`input s3://${bucket}/corpus/missing.txt: no such object`),
+    );
+    // Folder markers alone are nothing to read: no hint that would only lead to "no objects found".
+    await expect(assertInputExists(`s3://${bucket}/markers-only`, { s3Client: s3.client })).rejects.toThrow(
+      new StorageError(`input s3://${bucket}/markers-only: no such object`),
     );
   });
 
@@ -684,6 +694,34 @@ describe('listCorpus over local files', () => {
     expect(await sources(`./${relative}//`)).toEqual(['a-1.txt', 'a/x.txt', 'b.txt', 'empty.txt', 'sub/z.jsonl'].map((key) => path.posix.normalize(`${relative}/${key}`)));
   });
 
+  it('enters links to folders, in key order, and refuses a link that loops (their files were skipped without a word)', async () => {
+    const folder = path.join(root, 'linked');
+    await mkdir(path.join(root, 'shared/deeper'), { recursive: true });
+    await writeFile(path.join(root, 'shared/s.txt'), 's0\n');
+    await writeFile(path.join(root, 'shared/deeper/d.txt'), 'd0\n');
+    await mkdir(folder);
+    await writeFile(path.join(folder, 'own.txt'), 'own\n');
+    await writeFile(path.join(folder, 'm.txt'), 'm\n');
+    await symlink('../shared', path.join(folder, 'link'));
+    expect(await sources(folder)).toEqual(['link/deeper/d.txt', 'link/s.txt', 'm.txt', 'own.txt'].map((key) => `${folder}/${key}`));
+    // A link back to a folder above it would be walked forever.
+    await symlink('..', path.join(root, 'shared/deeper/up'));
+    await expect(sources(folder)).rejects.toThrow(/list .*linked\/link\/deeper\/up: the link leads back to a folder it is in \(.*shared\), a loop/);
+    await rm(path.join(root, 'shared/deeper/up'));
+    // An output's listing (what --overwrite deletes) does not follow them.
+    expect(keysOfStore(await collect(new LocalObjectStore(folder).list('')))).toEqual(['m.txt', 'own.txt']);
+  });
+
+  it('refuses a file or folder whose name is not UTF-8 (its lines were lost without a word), naming it', async () => {
+    const folder = path.join(root, 'latin1');
+    await mkdir(folder);
+    await writeFile(path.join(folder, 'fine.txt'), 'fine\n');
+    await writeFile(Buffer.concat([Buffer.from(`${folder}/caf`), Buffer.from([0xe9]), Buffer.from('.txt')]), 'lost\n');
+    await expect(sources(folder)).rejects.toThrow(new StorageError(`list ${folder}/caf\\xe9.txt: the name is not UTF-8, so it cannot be a key (keys are UTF-8, as in S3); rename it`));
+    // An output's listing passes over it: embedq writes no such name there.
+    expect(keysOfStore(await collect(new LocalObjectStore(folder).list('')))).toEqual(['fine.txt']);
+  });
+
   it('reads the lines of a folder in order', async () => {
     const lines: CorpusLine[] = [];
     for await (const object of listCorpus(path.join(root, 'corpus'))) {
@@ -714,3 +752,7 @@ describe('listCorpus over local files', () => {
     await expect(assertInputExists('s3://bucket/x')).rejects.toThrow(new ConfigError('s3://bucket/x: an S3 client is needed for s3:// locations'));
   });
 });
+
+function keysOfStore(objects: StoredObject[]): string[] {
+  return objects.map((object) => object.key);
+}
