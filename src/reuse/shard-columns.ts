@@ -30,7 +30,7 @@ export async function readShardColumns(
 /**
  * The streaming form: `onValues(column, firstRow, values)` is called per column chunk (a Parquet
  * row group), so a caller can fold values into typed arrays without holding a shard's strings.
- * Returns the shard's row count.
+ * Returns the shard's row count; an exception of `onValues` ends the scan and is thrown.
  */
 export async function scanShardColumns(
   store: ObjectStore,
@@ -55,15 +55,25 @@ export async function scanShardColumns(
   const present = new Set(metadata.schema.map((element) => element.name));
   for (const name of columns) if (!present.has(name)) throw new Error(`${key}: no column "${name}"`);
   const wanted = new Set(columns);
+  // hyparquet calls onChunk from a promise callback whose rejection it drops: a throw there was an
+  // unhandled rejection, which ends a Node process (a previous output whose manifest counted fewer
+  // rows than a shard held crashed every worker that took the job). Kept and thrown after the read.
+  let failed: { error: unknown } | undefined;
   await parquetRead({
     file,
     metadata,
     columns: [...columns],
     compressors,
     onChunk: ({ columnName, columnData, rowStart }) => {
-      if (wanted.has(columnName)) onValues(columnName, rowStart, columnData as ArrayLike<unknown>);
+      if (failed || !wanted.has(columnName)) return;
+      try {
+        onValues(columnName, rowStart, columnData as ArrayLike<unknown>);
+      } catch (error) {
+        failed = { error };
+      }
     },
   });
+  if (failed) throw failed.error;
   return Number(metadata.num_rows);
 }
 

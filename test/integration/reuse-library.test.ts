@@ -293,6 +293,24 @@ describe('reuse library', () => {
     const old = local('no-hashes');
     await writePreviousOutput(old.write, old.root, false);
     await expectReuseError(PreviousIndex.build(await resolvePreviousOutput(old.root, open)), /no-hashes: no row has a content_hash/);
+
+    // A manifest counting fewer rows than its shard holds: the check ran inside hyparquet's chunk
+    // callback, whose rejection hyparquet drops, and the unhandled rejection killed every worker.
+    const fewer = local('fewer-rows');
+    await writePreviousOutput(fewer.write, fewer.root);
+    const manifest = JSON.parse(await readFile(path.join(fewer.root, '_manifest.json'), 'utf8')) as { shards: { rows: number }[] };
+    manifest.shards[0]!.rows = 10;
+    await writeFile(path.join(fewer.root, '_manifest.json'), JSON.stringify(manifest));
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await expectReuseError(PreviousIndex.build(await resolvePreviousOutput(fewer.root, open)), /fewer-rows: shard part-00000\.parquet unreadable: more rows than the manifest's 10/);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    expect(unhandled).toEqual([]);
   });
 
   it('writes one delete per id gone, also for an id the previous output had on two rows', async () => {
