@@ -63,6 +63,10 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
       } else {
         reason = `previous run ${outcome.activeJobId} still active and a tick already queued`;
       }
+    } else if (requeued) {
+      // The schedule was changed to `skip` while this tick waited: it gives its place up, or every
+      // later tick would be skipped behind it until the wait limit (a day).
+      await schedules.unqueueTick(payload.schedule, tickMillis);
     }
     await schedules.recordSkip(payload.schedule, tickMillis, reason);
     logger.warn({ activeJobId: outcome.activeJobId, waitedMs }, `tick skipped: ${reason}`);

@@ -176,6 +176,32 @@ describe('embedq schedule', () => {
     }
   });
 
+  it('--on-overlap changed from queue to skip while a tick waits: the waiting tick goes, and later ticks run (they were skipped for a day)', async () => {
+    const workers = [spawnEmbedq(world.env, ['worker'])];
+    const flags = ['s3://corpus/daily/corpus.txt', '--cron', '*/2 * * * * *', '--out', 's3://out/switch/{runId}/', '--dimension', '64', '--output-type', 'dense', '--shard-rows', '10'];
+    try {
+      expect((await runEmbedq(world.env, ['schedule', 'add', 'switch', ...flags, '--on-overlap', 'queue'])).code).toBe(0);
+      const deadline = Date.now() + 40_000;
+      while ((await schedules.queuedTick('switch')) === null) {
+        if (Date.now() > deadline) throw new Error(`no tick queued: ${JSON.stringify(await schedules.get('switch'))}`);
+        await sleep(50);
+      }
+      const changed = await runEmbedq(world.env, ['schedule', 'add', 'switch', ...flags, '--on-overlap', 'skip']);
+      expect(changed.code, changed.stderr).toBe(0);
+      while ((await schedules.get('switch'))!.runs < 2) {
+        if (Date.now() > deadline) throw new Error(`timed out: ${JSON.stringify(await schedules.get('switch'))}, queued tick ${await schedules.queuedTick('switch')}`);
+        await sleep(50);
+      }
+      await removeScheduler(world.services.queues[QUEUES.schedule], 'switch');
+      expect(await schedules.queuedTick('switch')).toBeNull();
+      const ticks = await schedules.ticks('switch');
+      expect(ticks.filter((tick) => tick.outcome === 'submitted')).toHaveLength(2);
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'switch'])).code).toBe(0);
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+
   it('an older run retried after a newer one completed leaves _latest.json naming the newer', async () => {
     const worker = spawnEmbedq(world.env, ['worker']);
     try {
