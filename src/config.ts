@@ -136,8 +136,13 @@ const EnvSchema = z
     EMBEDQ_TARGET_UTILIZATION: z.coerce.number().gt(0).lte(1).default(0.99),
     EMBEDQ_RESERVE: z.coerce.number().gte(0).lt(1).default(0),
     EMBEDQ_LEARNED_LIMIT_TTL_S: positiveInt.default(3600),
-    AWS_REGION: z.string().optional(),
-    AWS_ENDPOINT_URL_S3: z.url().optional(),
+    // Blank (`export AWS_REGION=`, an empty Kubernetes value) reached the SDK as a region: INTERNAL
+    // "Region is missing", or a retried storage error. A name, as AWS, MinIO ("us-east-1") or R2 ("auto") use.
+    AWS_REGION: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]+$/, 'must be a region name such as us-east-1 (set but empty or with spaces: unset it to use the SDK chain or us-east-1)')
+      .optional(),
+    AWS_ENDPOINT_URL_S3: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL with scheme and host' }).optional(),
     S3_FORCE_PATH_STYLE: z.stringbool().default(false),
     S3_CHECKSUMS: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).default('WHEN_SUPPORTED'),
     AWS_ACCESS_KEY_ID: z.string().min(1).optional(),

@@ -86,7 +86,9 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
         const code = error instanceof EmbedqError ? error.code : 'INTERNAL';
         const reason = permanent ? errorMessage(error) : `gave up after ${attempts} attempts: ${errorMessage(error)}`;
         await failCorpusJob(services, { corpusJobId: payload.corpusJobId, generation: payload.generation, code, step: `${job.name} ${job.id}`, reason, failingStep: job.id, stopping }, logger);
-        logger.error({ err: error, code }, 'corpus job failed');
+        // As for attempts below: a failure we classified says all in its code and message; a stack only for the others.
+        if (error instanceof EmbedqError) logger.error({ code, reason: error.message }, 'corpus job failed');
+        else logger.error({ err: error, code }, 'corpus job failed');
         throw new UnrecoverableError(`${code}: ${reason}`);
       }
       // A full Redis fails every step at once: the workers' RedisFullBrake logs that, in summary.

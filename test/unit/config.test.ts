@@ -88,6 +88,14 @@ describe('settings from the environment', () => {
     expect(settings.s3.credentials).toEqual({ accessKeyId: 'AK', secretAccessKey: 'SK', sessionToken: undefined });
     expect(loadSettings({ DASHSCOPE_API_KEY: 'k' }).s3.credentials).toBeUndefined();
   });
+
+  it('refuses a blank or spaced AWS_REGION and an endpoint that is not http(s) (they failed later as INTERNAL or retried storage errors)', () => {
+    expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_REGION: '' }))).toMatch(/AWS_REGION: must be a region name such as us-east-1/);
+    expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_REGION: ' ' }))).toMatch(/AWS_REGION: must be a region name/);
+    expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_ENDPOINT_URL_S3: 'ftp://127.0.0.1:9000' }))).toMatch(/AWS_ENDPOINT_URL_S3: must be an http\(s\) URL/);
+    for (const region of ['us-east-1', 'auto', 'garage', 'cn-hangzhou']) expect(loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_REGION: region }).s3.region).toBe(region);
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9000' }).s3.endpoint).toBe('http://127.0.0.1:9000');
+  });
 });
 
 describe('job options', () => {

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
 import { JobLostError } from '../../jobs/job-errors.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
+import { ConfigError } from '../../src/errors.js';
 import type { JobOptions } from '../../src/job-options.js';
 import { describeGateState } from '../../src/rate/describe-gate.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
@@ -69,8 +70,11 @@ export function registerJobCommands(program: Command): void {
     .option('--json', 'print JSON')
     .option('--limit <n>', 'how many', '50')
     .action(async (flags: { json?: boolean; limit: string }) => {
+      const limit = Number(flags.limit);
+      // 0 and -1 reached ZREVRANGE as "every job" and "all but the oldest"; 1.5 as a Redis error.
+      if (!(Number.isInteger(limit) && limit > 0)) throw new ConfigError(`Invalid options:\n- limit: must be a whole number above 0, got "${flags.limit}"`);
       await withServices(async (services) => {
-        const records = await services.corpora.list(Number(flags.limit));
+        const records = await services.corpora.list(limit);
         if (flags.json) process.stdout.write(`${JSON.stringify(records, null, 2)}\n`);
         else for (const record of records) process.stdout.write(`${record.id}  ${progressLine(record)}  ${record.options.input} → ${record.options.output}\n`);
       });
