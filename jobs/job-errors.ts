@@ -75,7 +75,7 @@ export class JobStateLostError extends EmbedqError {
 }
 
 /** What a script found missing (LOST_STATE_LUA's checks). */
-export type LostState = 'the ledger of written shards' | `shard ${number}'s buffer`;
+export type LostState = 'the ledger of written shards' | `shard ${number}'s buffer` | `step ${string}'s record`;
 
 /** Redis did not answer in time. Exit 1. */
 export class RedisUnavailableError extends EmbedqError {

@@ -65,3 +65,12 @@ export const embedJobId = (corpusJobId: string, generation: number, shard: numbe
 export const writeShardJobId = (corpusJobId: string, generation: number, shard: number): string =>
   `${corpusJobId}-g${generation}-write-s${shard}`;
 export const finalizeJobId = (corpusJobId: string, generation: number): string => `${corpusJobId}-g${generation}-finalize`;
+
+/**
+ * The corpus job and generation a step's id names (the ids above), for a step whose payload is
+ * gone: its record lost from Redis, only its id left in a queue. Undefined for other ids.
+ */
+export function stepOwner(stepId: string): { corpusJobId: string; generation: number } | undefined {
+  const match = /^(cj-[0-9a-z]+-[0-9a-f]+)-(?:split-)?g(\d+)(?:-|$)/.exec(stepId);
+  return match ? { corpusJobId: match[1]!, generation: Number(match[2]) } : undefined;
+}

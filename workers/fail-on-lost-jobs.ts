@@ -2,6 +2,7 @@ import type { Job } from 'bullmq';
 
 import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
+import { stepOwner } from '../jobs/queues.js';
 import { failCorpusJob } from './fail-corpus-job.js';
 import type { Services } from './services.js';
 
@@ -13,15 +14,20 @@ import type { Services } from './services.js';
  * process may react to the same failure.
  */
 export async function failCorpusJobOf(services: Services, job: Pick<Job, 'id' | 'name' | 'data' | 'opts' | 'attemptsMade'> | undefined, reason: string, logger: Logger): Promise<void> {
-  const data = job?.data as { corpusJobId?: unknown; generation?: unknown } | undefined;
-  if (!job || typeof data?.corpusJobId !== 'string') return;
+  if (!job) return;
+  const data = job.data as { corpusJobId?: unknown; generation?: unknown } | undefined;
+  // A step whose record Redis lost has no payload left: its id names its corpus job.
+  const owner =
+    typeof data?.corpusJobId === 'string'
+      ? { corpusJobId: data.corpusJobId, generation: typeof data.generation === 'number' ? data.generation : undefined }
+      : job.id === undefined ? undefined : stepOwner(job.id);
+  if (!owner) return;
   const attempts = job.opts.attempts ?? 1;
-  const final = /UnrecoverableError|allowable limit|INVALID_PAYLOAD/.test(reason) || job.attemptsMade >= attempts || reason.startsWith('INVALID_PAYLOAD');
+  const final = /UnrecoverableError|allowable limit|INVALID_PAYLOAD|JOB_STATE_LOST/.test(reason) || job.attemptsMade >= attempts;
   if (!final) return;
-  const generation = typeof data.generation === 'number' ? data.generation : undefined;
   const code = /^([A-Z][A-Z_]+):/.exec(reason)?.[1] ?? (/allowable limit/.test(reason) ? 'JOB_STALLED' : 'INTERNAL');
-  const failed = await failCorpusJob(services, { corpusJobId: data.corpusJobId, generation, code, step: `${job.name} ${job.id}`, reason }, logger);
-  if (failed) logger.error({ corpusJobId: data.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
+  const failed = await failCorpusJob(services, { corpusJobId: owner.corpusJobId, generation: owner.generation, code, step: [job.name, job.id].filter(Boolean).join(' '), reason }, logger);
+  if (failed) logger.error({ corpusJobId: owner.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
 }
 
 /** How often the failed sets are swept (by one worker of the deployment at a time). */

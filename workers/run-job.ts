@@ -1,6 +1,8 @@
 import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type { z } from 'zod';
 
+import { JobStateLostError } from '../jobs/job-errors.js';
+import { stepOwner } from '../jobs/queues.js';
 import { EmbedqError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
@@ -44,6 +46,13 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
   return async (job, token) => {
     const parsed = schema.safeParse(job.data);
     if (!parsed.success) {
+      const owner = job.id === undefined ? undefined : stepOwner(job.id);
+      if (owner && (job.data === undefined || job.data === null || Object.keys(job.data as object).length === 0)) {
+        // Its record went from Redis (deleted, evicted) while its id stayed queued: the failed-set
+        // sweep fails the corpus job named in the id, which otherwise waited for this step forever.
+        services.logger.error({ queue: job.queueName, jobId: job.id, corpusJobId: owner.corpusJobId }, 'job record lost from Redis');
+        throw new UnrecoverableError(`JOB_STATE_LOST: ${new JobStateLostError(owner.corpusJobId, `step ${job.id}'s record`).message}`);
+      }
       services.logger.error({ queue: job.queueName, jobId: job.id, issues: parsed.error.issues }, 'job payload invalid');
       throw new UnrecoverableError(`INVALID_PAYLOAD: ${parsed.error.message}`);
     }

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CorpusKeys } from '../../jobs/corpus-keys.js';
 import { CorpusStore } from '../../jobs/corpus-store.js';
 import { JobStateLostError } from '../../jobs/job-errors.js';
+import { QUEUES } from '../../jobs/queues.js';
 import type { ShardStats } from '../../jobs/shard-ledger.js';
 import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { sleep } from '../../src/sleep.js';
@@ -157,6 +158,26 @@ describe('partial loss of a job state in Redis', () => {
       expect(shard, 'no closed shard with batches still to come').toBeDefined();
       expect(await world.services.redis.del(keys.shard(id, Number(shard)))).toBe(1);
       await failsThenRetries(id, 'lost-buffer/', new RegExp(`shard ${shard}'s buffer`), 20_000);
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+  });
+
+  it("a queued embed step's record deleted mid-run (its id still queued): the job fails naming the step, and a retry is exact", async () => {
+    world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
+    try {
+      const id = await submit('s3://out/lost-step/');
+      const embedQueue = world.services.queues[QUEUES.embed];
+      let step: string | undefined;
+      const deadline = Date.now() + 30_000;
+      while (step === undefined && Date.now() < deadline) {
+        step = (await embedQueue.getJobs(['prioritized', 'waiting'], 0, -1)).map((job) => job.id!).filter((jobId) => jobId.startsWith(`${id}-g0-`)).at(-1);
+        if (step === undefined) await sleep(20);
+      }
+      expect(step, 'no queued embed step').toBeDefined();
+      expect(await world.services.redis.del(`${world.settings.redisPrefix}:${QUEUES.embed}:${step}`)).toBe(1);
+      await failsThenRetries(id, 'lost-step/', new RegExp(`step ${step}'s record`), 20_000);
     } finally {
       await stopProcess(worker, 'SIGKILL');
     }
