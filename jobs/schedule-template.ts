@@ -1,6 +1,7 @@
 import { CronExpressionParser } from 'cron-parser';
 
 import { ConfigError } from '../src/errors.js';
+import { parseLocation } from '../src/storage/locations.js';
 
 /**
  * Cron checks and output templates of schedules (DESIGN "Contract": `schedule add`). Pure: no I/O.
@@ -38,6 +39,21 @@ export function validateTemplate(template: string): void {
     if (!match[0].endsWith('}') || !(PLACEHOLDERS as readonly string[]).includes(name)) {
       throw new ConfigError(`--out "${template}": unknown placeholder "${match[0]}"; use {date}, {time} or {runId}`);
     }
+  }
+}
+
+/**
+ * Refuses a template whose root is no location: every run writes `_latest.json` there, so a
+ * placeholder in an S3 bucket name (root `s3://`) embedded everything and then failed each run.
+ */
+export function validateRoot(template: string): void {
+  if (/^s3:\/\/[^/]*\{/i.test(template)) {
+    throw new ConfigError(`--out "${template}": a placeholder may not appear in the bucket name; put it in the key (s3://bucket/nightly/{date}/)`);
+  }
+  try {
+    parseLocation(scheduleRoot(template));
+  } catch (error) {
+    throw new ConfigError(`--out "${template}": its root "${scheduleRoot(template)}", where _latest.json is kept, is not a location: ${(error as Error).message}`);
   }
 }
 

@@ -4,7 +4,7 @@ import { z } from 'zod';
 
 import { QUEUES } from '../jobs/queues.js';
 import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../jobs/schedule-store.js';
-import { hasPlaceholder, renderTemplate, validateCron, validateTemplate } from '../jobs/schedule-template.js';
+import { hasPlaceholder, renderTemplate, validateCron, validateRoot, validateTemplate } from '../jobs/schedule-template.js';
 import { ConfigError } from '../src/errors.js';
 import { parseJobOptions } from '../src/job-options.js';
 import type { Logger } from '../src/logger.js';
@@ -41,7 +41,7 @@ const ScheduleFile = z.object({
 
 /**
  * What every schedule must pass, from `add`'s flags or a file: its name, cron and zone, output
- * template, and `--incremental` only with a placeholder. Returns a sample output for checking
+ * template and its root, and `--incremental` only with a placeholder. Returns a sample output for checking
  * the submit options.
  */
 export function checkScheduleShape(definition: Pick<ScheduleDefinition, 'name' | 'cron' | 'tz' | 'out' | 'incremental'>): string {
@@ -49,6 +49,7 @@ export function checkScheduleShape(definition: Pick<ScheduleDefinition, 'name' |
   if (!SCHEDULE_NAME.test(name)) throw new ConfigError(`schedule name "${name}": use letters, digits, "_", "." and "-" (at most 64, no ":")`);
   validateCron(cron, tz);
   validateTemplate(out);
+  validateRoot(out);
   if (definition.incremental && !hasPlaceholder(out)) {
     // The run would overwrite the very shards it copies its reused vectors from.
     throw new ConfigError(`--incremental needs a placeholder in --out ("${out}" re-runs into the output it would reuse); add {date}, {time} or {runId}`);

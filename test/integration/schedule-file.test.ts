@@ -100,6 +100,13 @@ describe('schedules file', () => {
     expect(worker.code).toBe(2);
     expect(worker.stderr).toContain('- schedule badcron:');
 
+    // A placeholder in the bucket name leaves the root "s3://": before, accepted, and every run failed.
+    await writeFile(file, JSON.stringify({ version: 1, schedules: [{ ...good, out: 's3://vec-{date}/x/' }] }));
+    const bucket = await runEmbedq(world.env, ['schedule', 'apply', file]);
+    expect(bucket.code).toBe(2);
+    expect(bucket.stderr).toContain('- schedule fine: --out "s3://vec-{date}/x/": a placeholder may not appear in the bucket name');
+    expect(await store.get('fine')).toBeUndefined();
+
     await writeFile(file, '{"version": 1, "schedules": [');
     const unreadable = await runEmbedq(world.env, ['schedule', 'apply', file]);
     expect(unreadable.code).toBe(2);

@@ -46,6 +46,16 @@ describe('embedq schedule', () => {
     expect(await schedules.get('bad')).toBeUndefined();
   });
 
+  it('refuses a placeholder in the bucket name at add: the root, where _latest.json goes, would be "s3://"', async () => {
+    for (const extra of [[], ['--incremental']]) {
+      const added = await runEmbedq(world.env, ['schedule', 'add', 'bucketdate', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--out', 's3://vec-{date}/x/', '--dimension', '64', ...extra]);
+      // Before, it was added; each run embedded everything, then failed on `invalid location "s3://"`.
+      expect(added.code).toBe(2);
+      expect(added.stderr).toContain('--out "s3://vec-{date}/x/": a placeholder may not appear in the bucket name');
+    }
+    expect(await schedules.get('bucketdate')).toBeUndefined();
+  });
+
   it('add of an existing name updates it and says so; a run whose stored options no longer validate fails clearly', async () => {
     const args = ['schedule', 'add', 'upsert', 's3://corpus/daily/corpus.txt', '--cron', '0 3 * * *', '--tz', 'Asia/Shanghai', '--out', 's3://out/upsert/{date}/'];
     const first = await runEmbedq(world.env, [...args, '--dimension', '64']);

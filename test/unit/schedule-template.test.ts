@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { hasPlaceholder, renderTemplate, scheduleRoot, validateCron, validateTemplate } from '../../jobs/schedule-template.js';
+import { hasPlaceholder, renderTemplate, scheduleRoot, validateCron, validateRoot, validateTemplate } from '../../jobs/schedule-template.js';
 
 describe('schedule templates', () => {
   // 2026-03-01T23:30:05Z: already March 2 in Shanghai (UTC+8), still March 1 in New York (UTC-5).
@@ -27,6 +27,16 @@ describe('schedule templates', () => {
     expect(() => validateTemplate('s3://b/{date}/{runId}/{time}')).not.toThrow();
     expect(() => validateTemplate('s3://b/{Date}/')).toThrow(/unknown placeholder "\{Date\}"/);
     expect(() => validateTemplate('s3://b/{date/')).toThrow(/unknown placeholder "\{date\/"/);
+  });
+
+  it('refuses a template whose root is no location: a placeholder in the bucket name', () => {
+    expect(() => validateRoot('s3://vec/{date}/x/')).not.toThrow();
+    expect(() => validateRoot('s3://vec/x-{date}/')).not.toThrow();
+    expect(() => validateRoot('/data/out/{date}/')).not.toThrow();
+    expect(() => validateRoot('s3://vec-{date}/x/')).toThrow(/a placeholder may not appear in the bucket name/);
+    expect(() => validateRoot('s3://{runId}/')).toThrow(/a placeholder may not appear in the bucket name/);
+    // A relative template in a schedules file (used as written) rooted at nothing.
+    expect(() => validateRoot('{date}/out/')).toThrow(/its root "", where _latest.json is kept, is not a location/);
   });
 
   it('accepts 5- and 6-field patterns and refuses the rest with the reason', () => {
