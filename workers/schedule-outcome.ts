@@ -21,6 +21,8 @@ import type { Services } from './services.js';
 export interface LatestPointer {
   output: string;
   job_id: string;
+  /** The schedule that wrote it: an incremental run follows only its own schedule's pointer. */
+  schedule: string;
   finished_at: string;
   counts: Manifest['counts'];
 }
@@ -45,7 +47,7 @@ export async function publishScheduleLatest(services: Services, record: CorpusJo
     throw new Error(`${record.options.output} has no ${SUCCESS_FILE}; ${LATEST_FILE} not moved`);
   }
   const manifest = JSON.parse(await text(await output.store.read(output.prefix + MANIFEST_FILE))) as Manifest;
-  const latest: LatestPointer = { output: record.options.output, job_id: record.id, finished_at: manifest.finished_at, counts: manifest.counts };
+  const latest: LatestPointer = { output: record.options.output, job_id: record.id, schedule: record.schedule, finished_at: manifest.finished_at, counts: manifest.counts };
   const rootLocation = scheduleRoot(schedule.out);
   const root = openOutput(rootLocation, services);
   const keep = await reasonToKeepLatest(record, rootLocation, root);

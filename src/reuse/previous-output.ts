@@ -25,7 +25,8 @@ const PreviousManifest = z.object({
 });
 export type PreviousManifest = z.infer<typeof PreviousManifest>;
 
-const LatestPointer = z.object({ output: z.string().min(1), job_id: z.string() });
+/** `schedule` is absent from pointers written before it was recorded: those are still followed. */
+const LatestPointer = z.object({ output: z.string().min(1), job_id: z.string(), schedule: z.string().optional() });
 
 export interface PreviousOutput {
   /** The output folder that was read (after following `_latest.json`). */
@@ -39,12 +40,21 @@ export interface PreviousOutput {
 /** Opens an output location as a store plus prefix (the caller's `openStore` with its S3 client). */
 export type OpenLocation = (location: string) => { store: ObjectStore; prefix: string };
 
-export async function resolvePreviousOutput(location: string, open: OpenLocation): Promise<PreviousOutput> {
+/**
+ * `schedule`: the schedule whose run this is. A pointer another schedule wrote is not followed:
+ * two schedules sharing a root (refused at `add` since, but Redis may hold older ones) would
+ * otherwise each build on the other's runs, sending every line and missing the deletes.
+ */
+export async function resolvePreviousOutput(location: string, open: OpenLocation, options: { schedule?: string | null } = {}): Promise<PreviousOutput> {
   const root = open(location);
   const latest = await readJson(root.store, root.prefix + LATEST_FILE, location);
   if (latest !== undefined) {
     const pointer = LatestPointer.safeParse(latest);
     if (!pointer.success) throw new ReuseUnavailableError(`${join(location, LATEST_FILE)}: not a valid pointer (${pointer.error.issues[0]?.message ?? 'bad shape'})`);
+    const writer = pointer.data.schedule;
+    if (options.schedule && writer !== undefined && writer !== options.schedule) {
+      throw new ReuseUnavailableError(`${join(location, LATEST_FILE)}: written by schedule ${writer}, not by this run's schedule ${options.schedule} (their roots are shared); not followed`);
+    }
     // A schedule whose template has no placeholder keeps `_latest.json` in its own output.
     if (pointer.data.output !== location) return openOutput(pointer.data.output, open, `named by ${join(location, LATEST_FILE)}`);
   }
