@@ -103,6 +103,12 @@ export class ScheduleStore {
     return this.redis.zrange(this.namesKey, 0, -1);
   }
 
+  /** Every schedule's record, oldest first. */
+  async list(): Promise<ScheduleRecord[]> {
+    const records = await Promise.all((await this.names()).map((name) => this.get(name)));
+    return records.filter((record) => record !== undefined);
+  }
+
   /**
    * Marks that Redis holds the schedules as a schedules file was last checked or applied. A Redis
    * that lost its data (restarted without persistence, flushed) lost the mark too: only then may a

@@ -64,7 +64,8 @@ export function hasPlaceholder(template: string): boolean {
 /**
  * The schedule's root, where `_latest.json` lives: the template up to its first `{`, cut back to
  * the last `/` so that the root is always a folder (`s3://b/nightly-{date}/` → `s3://b/`), or the
- * output itself when there is no placeholder.
+ * output itself when there is no placeholder. So `s3://b/weekly-{date}/` has that root too: two
+ * such schedules are refused (schedule-overlap.ts).
  */
 export function scheduleRoot(template: string): string {
   const brace = template.indexOf('{');

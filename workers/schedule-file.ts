@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 
 import { QUEUES } from '../jobs/queues.js';
+import { assertNoOverlap, scheduleOverlap } from '../jobs/schedule-overlap.js';
 import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../jobs/schedule-store.js';
 import { hasPlaceholder, renderTemplate, validateCron, validateRoot, validateTemplate } from '../jobs/schedule-template.js';
 import { ConfigError } from '../src/errors.js';
@@ -95,6 +96,13 @@ export async function readScheduleFile(file: string): Promise<ScheduleDefinition
       problems.push(`schedule ${definition.name}: ${message.replaceAll('\n', '\n  ')}`);
     }
   }
+  // Two schedules of the file on one root would build on each other's runs.
+  definitions.forEach((definition, index) => {
+    for (const earlier of definitions.slice(0, index)) {
+      const overlap = scheduleOverlap(definition, earlier);
+      if (overlap) problems.push(`schedule ${definition.name}: ${overlap}`);
+    }
+  });
   if (problems.length > 0) throw new ConfigError(`schedules file ${file}:\n- ${problems.join('\n- ')}`);
   return definitions;
 }
@@ -109,6 +117,7 @@ export async function applySchedules(services: Services, definitions: readonly S
   const store = scheduleStore(services);
   const queue = services.queues[QUEUES.schedule];
   const outcomes = new Map<string, ApplyOutcome>();
+  assertNoOverlapWithKept(definitions, await store.list(), prune);
   for (const definition of definitions) {
     const existing = await store.get(definition.name);
     const same = existing !== undefined && sameDefinition(existing, definition) && (await nextTick(queue, definition.name)) !== null;
@@ -163,6 +172,24 @@ export async function restoreLostSchedules(services: Services, definitions: read
   // lost its data while the check ran would look intact to the next one.
   if (redisLostData) await store.recordFileCheck();
   return restored;
+}
+
+/**
+ * Refuses (before anything is written) a file whose schedules overlap one Redis keeps: one the file
+ * does not name, unless `--prune` removes it. Those the file names are replaced, so never in the way.
+ */
+function assertNoOverlapWithKept(definitions: readonly ScheduleDefinition[], existing: readonly ScheduleDefinition[], prune: boolean): void {
+  const named = new Set(definitions.map((definition) => definition.name));
+  const kept = prune ? [] : existing.filter((schedule) => !named.has(schedule.name));
+  const problems: string[] = [];
+  for (const definition of definitions) {
+    try {
+      assertNoOverlap(definition, kept);
+    } catch (error) {
+      problems.push(`schedule ${definition.name}: ${(error as Error).message.replaceAll('\n', '\n  ')}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`schedules in Redis the file does not name are in the way:\n- ${problems.join('\n- ')}`);
 }
 
 function sameDefinition(a: ScheduleDefinition, b: ScheduleDefinition): boolean {

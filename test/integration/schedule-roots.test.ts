@@ -46,6 +46,63 @@ describe('schedule roots', { timeout: 120_000 }, () => {
     await rm(folder, { recursive: true, force: true });
   });
 
+  it('add and apply refuse a schedule sharing a root or an output with another, or whose runs can reach its root; nested roots they cannot reach are fine', async () => {
+    const en = path.join(folder, 'in/en.jsonl');
+    expect((await add('nightly-en', en, path.join(folder, 'root2/en-{runId}/'))).code).toBe(0);
+    // Before, accepted: both kept _latest.json in root2/.
+    const shared = await add('nightly-de', path.join(folder, 'in/de.jsonl'), path.join(folder, 'root2/de-{runId}/'));
+    expect(shared.code).toBe(2);
+    expect(shared.stderr).toContain(`has the same root ${path.join(folder, 'root2')}/ (where _latest.json is kept) as schedule nightly-en`);
+    expect(await store.get('nightly-de')).toBeUndefined();
+    // Replacing a schedule by name is no overlap with itself.
+    const again = await add('nightly-en', en, path.join(folder, 'root2/en-{date}-{runId}/'));
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/^updated schedule nightly-en/);
+
+    // The README's pair: both rooted at s3://out/.
+    const once = ['--cron', '0 3 * * *', '--dimension', '64'];
+    expect((await add('nightly', 's3://corpus/', 's3://out/nightly-{date}/', once)).code).toBe(0);
+    const weekly = await add('weekly', 's3://corpus/', 's3://out/weekly-{date}/', once);
+    expect(weekly.code).toBe(2);
+    expect(weekly.stderr).toContain('as schedule nightly ("s3://out/nightly-{date}/")');
+    expect((await add('weekly', 's3://corpus/', 's3://out/weekly/{date}/', once)).code).toBe(0);
+
+    // Two fixed outputs, one folder: before, both accepted and each run overwrote the other's.
+    expect((await add('fixed-a', en, path.join(folder, 'fixed/'), once)).code).toBe(0);
+    const fixed = await add('fixed-b', en, path.join(folder, 'fixed'), once);
+    expect(fixed.code).toBe(2);
+    expect(fixed.stderr).toContain('is also the output of schedule fixed-a');
+
+    // s3://out/weekly/{date}/ can render s3://out/weekly/2026-11-29/, the root of this one.
+    const reached = await add('daily-en', 's3://corpus/', 's3://out/weekly/2026-11-29/{time}/', once);
+    expect(reached.code).toBe(2);
+    expect(reached.stderr).toMatch(/the runs of schedule weekly \("s3:\/\/out\/weekly\/\{date\}\/"\) can land at or under the root s3:\/\/out\/weekly\/2026-11-29\/ of schedule daily-en/);
+    // A date is never "en": nested, but their runs and pointers never meet. Nor do a fixed output's
+    // runs reach a root inside it (deeper keys are other outputs).
+    expect((await add('weekly-en', 's3://corpus/', 's3://out/weekly/en/{date}/', once)).code).toBe(0);
+    expect((await add('inside-fixed', en, path.join(folder, 'fixed/en/{date}/'), once)).code).toBe(0);
+
+    // A schedules file: checked within itself, and against what Redis keeps, before anything is written.
+    const file = path.join(folder, 'schedules.json');
+    const entry = (name: string, out: string) => ({ name, cron: '0 3 * * *', input: 's3://corpus/', out, options: { dimension: 64 } });
+    await writeFile(file, JSON.stringify({ version: 1, schedules: [entry('a', 's3://out/files/a-{date}/'), entry('b', 's3://out/files/b-{date}/')] }));
+    const inFile = await runEmbedq(world.env, ['schedule', 'apply', file]);
+    expect(inFile.code).toBe(2);
+    expect(inFile.stderr).toContain('- schedule b: --out "s3://out/files/b-{date}/" has the same root s3://out/files/ (where _latest.json is kept) as schedule a');
+    await writeFile(file, JSON.stringify({ version: 1, schedules: [entry('monthly', 's3://out/monthly-{date}/')] }));
+    const withRedis = await runEmbedq(world.env, ['schedule', 'apply', file]);
+    expect(withRedis.code).toBe(2);
+    expect(withRedis.stderr).toContain('- schedule monthly: --out "s3://out/monthly-{date}/" has the same root s3://out/ (where _latest.json is kept) as schedule nightly');
+    expect(await store.get('monthly')).toBeUndefined();
+    // The file replaces a schedule it names, and --prune removes the ones in the way.
+    await writeFile(file, JSON.stringify({ version: 1, schedules: [entry('nightly', 's3://out/monthly-{date}/')] }));
+    expect((await runEmbedq(world.env, ['schedule', 'apply', file])).code).toBe(0);
+    await writeFile(file, JSON.stringify({ version: 1, schedules: [entry('monthly', 's3://out/nightly/{date}/'), entry('fixed-b', path.join(folder, 'fixed/'))] }));
+    const pruned = await runEmbedq(world.env, ['schedule', 'apply', file, '--prune']);
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect((await store.names()).sort()).toEqual(['fixed-b', 'monthly']);
+  });
+
   it("an incremental run follows _latest.json only when its own schedule wrote it (an older one without the field still is)", async () => {
     const pool = startWorkers(world.services, { concurrency: 4 });
     try {

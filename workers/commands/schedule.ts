@@ -3,6 +3,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 
 import { QUEUES } from '../../jobs/queues.js';
+import { assertNoOverlap } from '../../jobs/schedule-overlap.js';
 import { runSchedule } from '../../jobs/schedule-run.js';
 import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../../jobs/schedule-store.js';
 import { listSchedules } from '../schedule-list.js';
@@ -47,7 +48,10 @@ export function registerScheduleCommands(program: Command): void {
     const definition = scheduleFromFlags(name, input, flags);
     await withServices(async (services) => {
       await assertInputExists(definition.input, { s3Client: definition.input.startsWith('s3://') ? services.s3() : undefined });
-      const { updated } = await scheduleStore(services).upsert(definition);
+      const store = scheduleStore(services);
+      // Another schedule's root would be shared (or reached): each would build on the other's runs.
+      assertNoOverlap(definition, await store.list());
+      const { updated } = await store.upsert(definition);
       await installScheduler(services.queues[QUEUES.schedule], definition);
       const next = await nextTick(services.queues[QUEUES.schedule], name);
       process.stdout.write(`${updated ? 'updated' : 'added'} schedule ${name}; next run ${next ? new Date(next).toISOString() : 'none'}\n`);
