@@ -5,6 +5,8 @@ export interface ErrorRecord {
   row: number;
   source: string;
   line: number;
+  /** The line's `--id-field` value, when the run has one and the line was read far enough to know it. */
+  id?: string;
   code: string;
   message: string;
 }

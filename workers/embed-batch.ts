@@ -178,7 +178,9 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
       deps.logger.info({ row: line.row, code: error.code, providerCode, requestId }, 'line rejected by provider');
       // The record leaves out the request id (it is in the log line above) so re-runs write identical files.
       const message = requestId ? error.message.replace(` (request_id ${requestId})`, '') : error.message;
-      return { rows: [], errors: [{ row: line.row, source: line.source, line: line.line, code: error.code, message }], tokens: 0, requestMs: 0 };
+      // The id lets the next `--reuse` run know the id (the store keeps its older vector) and the operator reconcile.
+      const record: ErrorRecord = { row: line.row, source: line.source, line: line.line, ...(line.id !== null ? { id: line.id } : {}), code: error.code, message };
+      return { rows: [], errors: [record], tokens: 0, requestMs: 0 };
     }
     const middle = Math.ceil(lines.length / 2);
     const first = await embedLines(lines.slice(0, middle), deps);

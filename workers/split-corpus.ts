@@ -166,7 +166,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
       if (fit.exceeded) {
         if (options.longLines === 'error') {
           const message = `${line.source}:${line.line + 1}: text has ${fit.exact ? '' : 'more than '}${fit.exact ? fit.tokens : maxTokens} tokens; ${options.model} takes at most ${maxTokens}`;
-          if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, code: 'TEXT_TOO_LONG', message });
+          if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, ...(line.id !== null ? { id: line.id } : {}), code: 'TEXT_TOO_LONG', message });
           return;
         }
         text = fit.text;
