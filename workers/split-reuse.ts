@@ -3,6 +3,7 @@ import type { ReuseCounts } from '../jobs/shard-buffer.js';
 import { ReuseUnavailableError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { sleep } from '../src/sleep.js';
+import type { PreviousErrorIds } from '../src/reuse/previous-errors.js';
 import type { PreviousIndex } from '../src/reuse/previous-index.js';
 import { resolvePreviousOutput, type PreviousOutput } from '../src/reuse/previous-output.js';
 import { encodeReuseList, type ReusedLine } from '../src/reuse/reuse-list.js';
@@ -34,10 +35,15 @@ export class SplitReuse {
 
   private constructor(
     private readonly index: PreviousIndex,
-    /** With `--id-field`: ids are classified, the delta is written. */
-    readonly tracksIds: boolean,
+    /** With `--id-field` (ids are classified, the delta is written): the ids of the previous output's refused lines. */
+    private readonly errorIds: PreviousErrorIds | undefined,
     readonly release: () => void,
   ) {}
+
+  /** With `--id-field`: ids are classified, the delta is written. */
+  get tracksIds(): boolean {
+    return this.errorIds !== undefined;
+  }
 
   /**
    * Opens the job's previous output and builds its index; undefined when the job has no `--reuse`,
@@ -58,7 +64,9 @@ export class SplitReuse {
     try {
       const previous = await resolve(services, record);
       const rows = previous.manifest.shards.reduce((sum, shard) => sum + shard.rows, 0);
-      release = await acquireIndexRoom(rows * INDEX_BYTES_PER_ROW, async () => {
+      // With `--id-field` the ids of its error records are held too (fewer bytes each than a row's).
+      const errors = options.idField !== undefined ? (previous.manifest.counts?.failed ?? 0) : 0;
+      release = await acquireIndexRoom((rows + errors) * INDEX_BYTES_PER_ROW, async () => {
         const now = await services.corpora.jobs.stateAndGeneration(record.id);
         return now?.state === 'running' && now.generation === generation;
       });
@@ -66,11 +74,16 @@ export class SplitReuse {
       // The index and delta modules bring hyparquet, Arrow and parquet-wasm: loaded by `--reuse` runs only.
       const { PreviousIndex } = await import('../src/reuse/previous-index.js');
       const index = await PreviousIndex.build(previous);
+      let errorIds: PreviousErrorIds | undefined;
+      if (options.idField !== undefined) {
+        const { PreviousErrorIds } = await import('../src/reuse/previous-errors.js');
+        errorIds = await PreviousErrorIds.build(previous);
+      }
       if (!record.reusedFrom) {
         await services.corpora.jobs.setReuse(record.id, generation, { reusedFrom: { location: previous.location, jobId: previous.manifest.job_id, generation } });
       }
       logger.info({ reusedFrom: previous.location, previousJobId: previous.manifest.job_id, rows, durationMs: Math.round(performance.now() - started) }, 'previous output indexed');
-      return new SplitReuse(index, options.idField !== undefined, release);
+      return new SplitReuse(index, errorIds, release);
     } catch (error) {
       release?.();
       if (!(error instanceof ReuseUnavailableError)) throw error;
@@ -86,10 +99,15 @@ export class SplitReuse {
     }
   }
 
-  /** For the delta: what became of this id (marks it seen). Undefined without `--id-field` or id. */
+  /**
+   * For the delta: what became of this id (marks it seen). Undefined without `--id-field` or id.
+   * An id the previous run refused has no row there but was in its corpus: `changed`, not `new`.
+   */
   classify(id: string | null, key: Buffer): 'new' | 'changed' | 'unchanged' | undefined {
-    if (!this.tracksIds || id === null) return undefined;
-    return this.index.classifyId(id, key);
+    if (!this.errorIds || id === null) return undefined;
+    const kind = this.index.classifyId(id, key);
+    const refusedBefore = this.errorIds.see(id);
+    return kind === 'new' && refusedBefore ? 'changed' : kind;
   }
 
   /**
@@ -114,11 +132,14 @@ export class SplitReuse {
     return result;
   }
 
-  /** After the last line: `_delta/deletes.jsonl` (ids of the previous output never seen). Returns how many. */
+  /**
+   * After the last line: `_delta/deletes.jsonl` (ids of the previous output's rows and refused
+   * lines never seen). Returns how many.
+   */
   async writeDeletes(services: Services, output: string): Promise<number | undefined> {
-    if (!this.tracksIds) return undefined;
+    if (!this.errorIds) return undefined;
     const { writeDeletes } = await import('../src/reuse/delta-writer.js');
-    return writeDeletes(openOutput(output, services), this.index);
+    return writeDeletes(openOutput(output, services), this.index, this.errorIds);
   }
 }
 

@@ -1,5 +1,6 @@
 import { DELETES_FILE } from '../output/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
+import type { PreviousErrorIds } from './previous-errors.js';
 import type { PreviousIndex } from './previous-index.js';
 import { readShardColumns } from './shard-columns.js';
 
@@ -14,9 +15,12 @@ import { readShardColumns } from './shard-columns.js';
 
 /**
  * Writes `deletes.jsonl` from the ids the run never classified (PreviousIndex.classifyId), reading
- * only the `id` column of the previous shards that hold any. Returns how many ids it wrote.
+ * only the `id` column of the previous shards that hold any; then the ids of the previous
+ * output's error records the provider refused that the run never classified either
+ * (PreviousErrorIds: that run had no row for them, and a store still holds their older vector).
+ * Returns how many ids it wrote.
  */
-export async function writeDeletes(output: { store: ObjectStore; prefix: string }, index: PreviousIndex): Promise<number> {
+export async function writeDeletes(output: { store: ObjectStore; prefix: string }, index: PreviousIndex, errorIds: PreviousErrorIds): Promise<number> {
   const byShard = new Map<string, number[]>();
   for (const position of index.unseenIdPositions()) {
     const { file, rowInShard } = index.locate(position);
@@ -30,6 +34,7 @@ export async function writeDeletes(output: { store: ObjectStore; prefix: string 
     const ids = (await readShardColumns(store, prefix + file, manifest.output_format, ['id'])).columns.get('id')!;
     for (const row of rows) lines.push(`${JSON.stringify({ id: String(ids[row]) })}\n`);
   }
+  await errorIds.unseen((id) => index.hasRowWithId(id), (id) => lines.push(`${JSON.stringify({ id })}\n`));
   await output.store.write(output.prefix + DELETES_FILE, lines.join(''));
   return lines.length;
 }

@@ -20,7 +20,7 @@ import { scanShardColumns } from './shard-columns.js';
  * chance that any two of a billion rows share one is about 10^-21, and it halves the index.
  */
 const HASH_BYTES = 16;
-const ID_BYTES = 16;
+export const ID_BYTES = 16;
 const HEX_HASH = /^[0-9a-f]{64}$/;
 
 export class PreviousIndex {
@@ -150,6 +150,13 @@ export class PreviousIndex {
     return found;
   }
 
+  /** Whether a row of the previous output has this id. */
+  hasRowWithId(id: string): boolean {
+    const key = idKey(id);
+    const at = lowerBound(this.byId, (p) => compareWith(this.ids, p, key, ID_BYTES));
+    return at < this.byId.length && equalBytes(this.ids, this.byId[at]!, key, ID_BYTES);
+  }
+
   /**
    * The deletes: per id of the previous output never classified, its first position, in manifest
    * order. One per id: an id on two previous rows was written to `deletes.jsonl` twice.
@@ -196,7 +203,7 @@ export class PreviousIndex {
 }
 
 /** 128 bits of SHA-256 of an id: collisions are out of reach for any corpus (2^-64 at 4 billion ids). */
-function idKey(id: string): Buffer {
+export function idKey(id: string): Buffer {
   // One-shot hash (Node ≥ 20.12): no Hash object per id while a million are indexed.
   return hash('sha256', id, 'buffer').subarray(0, ID_BYTES);
 }

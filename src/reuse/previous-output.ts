@@ -21,6 +21,8 @@ const PreviousManifest = z.object({
   dimension: z.number().int().positive(),
   output_type: z.string(),
   output_format: z.enum(['parquet', 'arrow']),
+  /** `failed`: how many error records `_errors.jsonl` has (for the index's memory budget). */
+  counts: z.object({ failed: z.number().int().nonnegative() }).partial().optional(),
   shards: z.array(z.object({ file: z.string().min(1), first_row: z.number().int(), last_row: z.number().int(), rows: z.number().int().nonnegative() })),
 });
 export type PreviousManifest = z.infer<typeof PreviousManifest>;

@@ -16,6 +16,7 @@ import { openStore, parseLocation } from '../../src/storage/locations.js';
 import { contentHash, contentKey, type ContentKeyParameters } from '../../src/reuse/content-key.js';
 import { DELETES_FILE } from '../../src/output/layout.js';
 import { writeDeletes } from '../../src/reuse/delta-writer.js';
+import { PreviousErrorIds } from '../../src/reuse/previous-errors.js';
 import { PreviousIndex } from '../../src/reuse/previous-index.js';
 import { resolvePreviousOutput, type OpenLocation, type PreviousOutput } from '../../src/reuse/previous-output.js';
 import { PreviousShardCopies, removeStaleShardCopies } from '../../src/reuse/previous-shards.js';
@@ -51,7 +52,7 @@ function rowsOf(lines: Line[], firstRow: number, withHash = true): ShardRow[] {
   return lines.map((line, i) => ({ ...vectors[i]!, row: firstRow + i, ...line, contentHash: withHash ? contentHash(line.text, PARAMETERS) : null }));
 }
 
-/** A finished output: two Parquet shards (rows 0-14, 15-24), `_manifest.json`, `_SUCCESS`. */
+/** A finished output: two Parquet shards (rows 0-14, 15-24), `_manifest.json`, an empty `_errors.jsonl`, `_SUCCESS`. */
 async function writePreviousOutput(write: (key: string, body: Uint8Array | string) => Promise<void>, location: string, withHash = true): Promise<ShardRow[]> {
   const shards = [rowsOf(LINES.slice(0, 15), 0, withHash), rowsOf(LINES.slice(15), 15, withHash)];
   const entries = [];
@@ -63,6 +64,7 @@ async function writePreviousOutput(write: (key: string, body: Uint8Array | strin
   }
   const manifest = { job_id: 'cj-previous', input: '/corpus/', output: location, model: PARAMETERS.model, dimension: DIMENSION, output_type: PARAMETERS.outputType, output_format: 'parquet', shards: entries };
   await write('_manifest.json', JSON.stringify(manifest));
+  await write('_errors.jsonl', '');
   await write('_SUCCESS', '');
   return shards.flat();
 }
@@ -231,7 +233,8 @@ describe('reuse library', () => {
   it('classifies ids as new, changed or unchanged and writes the delta', async () => {
     const { root, write } = local('delta-previous');
     await writePreviousOutput(write, root);
-    const index = await PreviousIndex.build(await resolvePreviousOutput(root, open));
+    const previous = await resolvePreviousOutput(root, open);
+    const index = await PreviousIndex.build(previous);
     // This run: a0-a9 unchanged, a10 edited, a11 and b12 gone, b0-b11 unchanged, one new id.
     const current = [
       ...LINES.slice(0, 10).map((line) => ({ ...line })),
@@ -247,7 +250,7 @@ describe('reuse library', () => {
     // Upserts are written by the shard thread beside each shard (test/integration/incremental.test.ts).
     const { root: outRoot } = local('delta-output');
     const output = open(outRoot);
-    expect(await writeDeletes(output, index)).toBe(2);
+    expect(await writeDeletes(output, index, await PreviousErrorIds.build(previous))).toBe(2);
     const deletes = (await readFile(path.join(outRoot, DELETES_FILE), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { id: string });
     expect(deletes).toEqual([{ id: 'a11' }, { id: 'b12' }]);
   });
@@ -319,13 +322,45 @@ describe('reuse library', () => {
     const rows = ids.map((id, i): ShardRow => ({ row: i, source: '/corpus/t.jsonl', line: i, id, text: `text ${i}`, dense: null, sparse: null, contentHash: contentHash(`text ${i}`, PARAMETERS) }));
     await write('part-00000.parquet', await encodeShard(rows, { dimension: DIMENSION, format: 'parquet' }));
     await write('_manifest.json', JSON.stringify({ job_id: 'x', output: root, model: PARAMETERS.model, dimension: DIMENSION, output_type: 'dense', output_format: 'parquet', shards: [{ file: 'part-00000.parquet', first_row: 0, last_row: 5, rows: 6, bytes: 0 }] }));
+    await write('_errors.jsonl', '');
     await write('_SUCCESS', '');
-    const index = await PreviousIndex.build(await resolvePreviousOutput(root, open));
+    const previous = await resolvePreviousOutput(root, open);
+    const index = await PreviousIndex.build(previous);
     expect(index.classifyId('w', contentKey('text 5', PARAMETERS))).toBe('unchanged');
     const { root: outRoot } = local('twice-output');
     // x, y and z are gone: three deletes, in the previous output's order (it wrote x and y twice).
-    expect(await writeDeletes(open(outRoot), index)).toBe(3);
+    expect(await writeDeletes(open(outRoot), index, await PreviousErrorIds.build(previous))).toBe(3);
     expect((await readFile(path.join(outRoot, DELETES_FILE), 'utf8')).trim().split('\n')).toEqual(['{"id":"x"}', '{"id":"y"}', '{"id":"z"}']);
+  });
+
+  it('the ids of refused lines in _errors.jsonl count as ids of the previous output for the deletes', async () => {
+    const { root, write } = local('refused');
+    await writePreviousOutput(write, root);
+    const record = (row: number, id: string | undefined, code: string): string => `${JSON.stringify({ row, source: '/corpus/c.jsonl', line: row, ...(id ? { id } : {}), code, message: 'm' })}\n`;
+    await write('_errors.jsonl', [
+      record(25, 'r-gone', 'CONTENT_REJECTED'),
+      record(26, 'r-back', 'PROVIDER_REJECTED'),
+      record(27, 'r-gone', 'CONTENT_REJECTED'), // the same id twice: one delete
+      record(28, 'too-long', 'TEXT_TOO_LONG'), // refused on reading: that run listed it in its deletes already
+      record(29, undefined, 'CONTENT_REJECTED'), // no id (no --id-field, or written before records had ids)
+      record(30, 'a11', 'CONTENT_REJECTED'), // also a row's id: deleted with the rows, once
+    ].join(''));
+    const previous = await resolvePreviousOutput(root, open);
+    const index = await PreviousIndex.build(previous);
+    const errorIds = await PreviousErrorIds.build(previous);
+    for (const line of LINES.filter((line) => line.id !== 'a11')) if (line.id !== null) index.classifyId(line.id, contentKey(line.text, PARAMETERS));
+    expect(errorIds.see('r-back')).toBe(true);
+    expect(errorIds.see('too-long')).toBe(false);
+    expect(errorIds.see('never-there')).toBe(false);
+    const { root: outRoot } = local('refused-output');
+    expect(await writeDeletes(open(outRoot), index, errorIds)).toBe(2);
+    expect((await readFile(path.join(outRoot, DELETES_FILE), 'utf8')).trim().split('\n')).toEqual(['{"id":"a11"}', '{"id":"r-gone"}']);
+
+    // _SUCCESS vouches for _errors.jsonl: without it the ids of refused lines are unknown.
+    await rm(path.join(root, '_errors.jsonl'));
+    const error = await PreviousErrorIds.build(previous).then(() => undefined, (caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ReuseUnavailableError);
+    expect((error as Error).message).toMatch(/refused\/_errors\.jsonl: unreadable/);
   });
 
   it('finds every one of 5,000 rows by hash and by id (the radix-sorted lookups)', async () => {
