@@ -1,5 +1,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 
+import { ConfigError } from '../errors.js';
+
 /**
  * One Redis, or a Redis Cluster: everything in embedq takes a `RedisClient` and works on both.
  * On a cluster every key embedq and BullMQ write starts with the hash-tag prefix (`{embedq}`),
@@ -69,6 +71,34 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
  */
 export function isRedisUnreachableError(error: unknown): boolean {
   return error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || error.message === 'Connection is closed.');
+}
+
+/**
+ * Whether Redis refused the connection's credentials (a wrong password or user, a disabled ACL
+ * user): an answer, not an outage, and no retry mends it.
+ */
+export function isRedisAuthError(error: unknown): error is Error {
+  return error instanceof Error && /^(WRONGPASS|NOAUTH|NOPERM)\b/.test(error.message);
+}
+
+/**
+ * Refuses (ConfigError) credentials Redis turned down, by a PING within `waitMs`; a Redis that does
+ * not answer in time passes (it may come up later: workers wait for it). A command said "no answer
+ * within 5 s" to a wrong password Redis had refused at once, and a worker retried it forever,
+ * logging a stack several times a second.
+ */
+export async function assertRedisAccepts(redis: RedisClient, target: string, waitMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const answer = await Promise.race([
+    redis.ping().then(() => undefined, (error: unknown) => error),
+    new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
+  ]).finally(() => clearTimeout(timer));
+  if (isRedisAuthError(answer)) throw credentialsRefused(target, answer);
+}
+
+/** The ConfigError of credentials Redis refused (`target`: describeRedisTarget's, password masked). */
+export function credentialsRefused(target: string, error: Error): ConfigError {
+  return new ConfigError(`Redis at ${target} refused the credentials (${error.message}); check the user and password there`);
 }
 
 /** `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`, for messages. */

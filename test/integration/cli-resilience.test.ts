@@ -47,6 +47,19 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     }
   });
 
+  it('says Redis refused the credentials (exit 2), not that it did not answer; a worker exits at start instead of retrying forever', async () => {
+    // No such ACL user: Redis answers AUTH with WRONGPASS at once.
+    const url = new URL(world.env.REDIS_URL!);
+    const env = { ...world.env, REDIS_URL: `redis://nosuchuser:hunter2secret@${url.host}` };
+    for (const args of [['status', 'cj-abc-123'], ['worker']]) {
+      const result = await runBounded({ ...env, DASHSCOPE_API_KEY: 'sk-test' }, args, 30_000);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toContain(`CONFIG_INVALID: Redis at REDIS_URL=redis://nosuchuser:***@${url.host} refused the credentials (WRONGPASS`);
+      expect(result.stderr).not.toContain('hunter2secret');
+      expect(result.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
   it('refuses a list --limit that is not a whole number above 0 (0 listed every job, 1.5 said INTERNAL)', async () => {
     for (const limit of ['0', '-1', '1.5', 'abc']) {
       const result = await runBounded(world.env, ['list', '--limit', limit]);

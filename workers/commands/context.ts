@@ -1,7 +1,7 @@
 import { RedisFullError, RedisUnavailableError } from '../../jobs/job-errors.js';
 import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { describeRedisTarget, isRedisUnreachableError } from '../../src/redis/redis-client.js';
+import { credentialsRefused, describeRedisTarget, isRedisAuthError, isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { isRedisFullError, readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { COMMAND_REDIS_TIMEOUT_MS, createServices, redisTarget, type Services } from '../services.js';
 
@@ -28,6 +28,7 @@ export async function withServices<T>(
     try {
       await Promise.race([services.redis.ping(), timeout]);
     } catch (error) {
+      if (isRedisAuthError(error)) throw credentialsRefused(describeRedisTarget(redisTarget(settings)), error);
       throw error instanceof RedisUnavailableError ? error : unreachable();
     } finally {
       clearTimeout(timer);

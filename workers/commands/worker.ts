@@ -4,9 +4,10 @@ import { loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import { memoryBreakdown } from '../../src/memory-usage.js';
+import { assertRedisAccepts, describeRedisTarget } from '../../src/redis/redis-client.js';
 import { redisPersistenceProblem } from '../../src/redis/redis-persistence.js';
 import { readScheduleFile } from '../schedule-file.js';
-import { createServices } from '../services.js';
+import { createServices, redisTarget } from '../services.js';
 import { startWorkers } from '../start-workers.js';
 
 /** How long a stopping worker waits for its running jobs (a request takes seconds at most). */
@@ -28,6 +29,12 @@ export function registerWorkerCommand(program: Command): void {
       const file = settings.schedulesFile;
       const schedules = file === undefined ? undefined : { file, definitions: await readScheduleFile(file) };
       const services = createServices(settings, logger);
+      try {
+        await assertRedisAccepts(services.redis, describeRedisTarget(redisTarget(settings)), 5_000);
+      } catch (error) {
+        await services.close();
+        throw error;
+      }
       const pool = startWorkers(services, { concurrency, schedules });
       // Here, not in startWorkers: the demo's and the tests' private Redis keep nothing on purpose.
       redisPersistenceProblem(services.redis).then(
