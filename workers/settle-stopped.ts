@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 import type { Logger } from '../src/logger.js';
 import { ENDING_LEASE_MS } from '../jobs/output-lease.js';
+import { stepOwner } from '../jobs/queues.js';
 import type { Services } from './services.js';
 
 /** How long `embedq cancel` (and the dashboard's cancel) waits for the job's steps to stop. */
@@ -25,7 +26,15 @@ export interface SettleOptions {
  */
 export async function settleStopped(services: Services, jobId: string, options: SettleOptions = {}): Promise<boolean> {
   const deadline = Date.now() + (options.timeoutMs ?? CANCEL_WAIT_MS);
-  const ownStep = (id: string): boolean => id.startsWith(`${jobId}-`) && id !== options.besides;
+  // Retried already (`cancel` then `retry` at once): the new generation's steps are not the
+  // stopped run's, and waiting for them made `cancel` wait its full 5 s and say the output stays
+  // leased, while the new run held it.
+  const now = await services.corpora.jobs.stateAndGeneration(jobId);
+  const newest = now === undefined ? Infinity : now.state === 'queued' || now.state === 'running' ? now.generation - 1 : now.generation;
+  const ownStep = (id: string): boolean => {
+    const owner = stepOwner(id);
+    return owner?.corpusJobId === jobId && owner.generation <= newest && id !== options.besides;
+  };
   for (;;) {
     let active = 0;
     // Ids only: an embed step's data is its lines' text.

@@ -4,13 +4,14 @@ import type { AddressInfo } from 'node:net';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { cancelCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
+import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
 import { QUEUES } from '../../jobs/queues.js';
 import { loadSettings } from '../../src/config.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
 import { sleep } from '../../src/sleep.js';
 import { createServices, type Services } from '../../workers/services.js';
+import { settleStopped } from '../../workers/settle-stopped.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { startWorld, waitForJob, type World } from '../support/world.js';
@@ -48,6 +49,28 @@ describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
       expect(await stillActive()).toBe(0);
       expect(Date.now() - cancelledAt).toBeLessThan(2_000);
       expect((await world.services.corpora.get(id))!.batchesDone).toBe(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('cancel then retry at once: the cancel waits only for the stopped run\'s steps, not the new run\'s (it waited 5 s and said the output stayed leased)', async () => {
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const id = await submit(world.services, 's3://out/cancel-retry/');
+      const active = async (generation: number): Promise<number> =>
+        (await world.services.queues[QUEUES.embed].getActive()).filter((job) => job.id?.startsWith(`${id}-g${generation}-`)).length;
+      const deadline = Date.now() + 20_000;
+      while ((await active(0)) < 4 && Date.now() < deadline) await sleep(50);
+      expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
+      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id)).toMatchObject({ retried: true, generation: 1 });
+      while ((await active(1)) === 0 && Date.now() < deadline) await sleep(50);
+      expect(await active(1)).toBeGreaterThan(0); // the new run's requests are on the wire (7 s each)
+      const started = Date.now();
+      expect(await settleStopped(world.services, id)).toBe(true);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(await active(1)).toBeGreaterThan(0);
+      expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
     } finally {
       await pool.close();
     }
