@@ -61,7 +61,7 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
   });
 
   it('refuses a list --limit that is not a whole number above 0 (0 listed every job, 1.5 said INTERNAL)', async () => {
-    for (const limit of ['0', '-1', '1.5', 'abc']) {
+    for (const limit of ['0', '-1', '1.5', 'abc', '99999999999999999999']) {
       const result = await runBounded(world.env, ['list', '--limit', limit]);
       expect(result.code, result.stderr).toBe(2);
       expect(result.stderr).toContain(`CONFIG_INVALID: Invalid options:\n- limit: must be a whole number above 0, got "${limit}"`);

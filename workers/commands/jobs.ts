@@ -72,7 +72,7 @@ export function registerJobCommands(program: Command): void {
     .action(async (flags: { json?: boolean; limit: string }) => {
       const limit = Number(flags.limit);
       // 0 and -1 reached ZREVRANGE as "every job" and "all but the oldest"; 1.5 as a Redis error.
-      if (!(Number.isInteger(limit) && limit > 0)) throw new ConfigError(`Invalid options:\n- limit: must be a whole number above 0, got "${flags.limit}"`);
+      if (!(Number.isSafeInteger(limit) && limit > 0)) throw new ConfigError(`Invalid options:\n- limit: must be a whole number above 0, got "${flags.limit}"`);
       await withServices(async (services) => {
         const records = await services.corpora.list(limit);
         if (flags.json) process.stdout.write(`${JSON.stringify(records, null, 2)}\n`);
