@@ -4,6 +4,7 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import type { ErrorRecord } from '../../jobs/shard-records.js';
 import type { EmbeddingParameters } from '../../src/embedding.js';
 import { emulatorEmbedding } from '../../src/emulator/emulator-embedding.js';
 import type { Manifest } from '../../src/output/manifest.js';
@@ -24,14 +25,6 @@ const PARAMETERS: EmbeddingParameters = { model: 'text-embedding-v4', dimension:
 interface Doc {
   id: string;
   text: string;
-}
-interface ErrorLine {
-  row: number;
-  source: string;
-  line: number;
-  id?: string;
-  code: string;
-  message: string;
 }
 
 const jsonl = (docs: Doc[]): string => docs.map((doc) => JSON.stringify(doc)).join('\n');
@@ -57,8 +50,8 @@ describe('the delta after rejected lines (an id in _errors.jsonl)', { timeout: 1
     return folder;
   };
   const manifestOf = (folder: string): Manifest => JSON.parse(readFileSync(path.join(folder, '_manifest.json'), 'utf8')) as Manifest;
-  const errorsOf = (folder: string): ErrorLine[] =>
-    readFileSync(path.join(folder, '_errors.jsonl'), 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as ErrorLine);
+  const errorsOf = (folder: string): ErrorRecord[] =>
+    readFileSync(path.join(folder, '_errors.jsonl'), 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as ErrorRecord);
   const deletesOf = (folder: string): string[] =>
     readFileSync(path.join(folder, '_delta/deletes.jsonl'), 'utf8').split('\n').filter((line) => line !== '').map((line) => (JSON.parse(line) as { id: string }).id);
   const upsertsOf = async (folder: string): Promise<Array<{ id: string; text: string; dense: number[] }>> => {
