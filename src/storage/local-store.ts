@@ -244,9 +244,16 @@ export class LocalObjectStore implements ObjectStore {
         const childFolderKey = `${key}/`;
         if (childFolderKey.startsWith(prefix) || prefix.startsWith(childFolderKey)) {
           // The real paths from the root down: a link to one of them would be walked forever.
-          if (ancestors.length === 0) ancestors = [await realpath(folder)];
           const childFolder = path.join(folder, child.name);
-          const real = child.isLink ? await realpath(childFolder) : path.join(ancestors.at(-1)!, child.name);
+          let real: string;
+          try {
+            if (ancestors.length === 0) ancestors = [await realpath(folder)];
+            real = child.isLink ? await realpath(childFolder) : path.join(ancestors.at(-1)!, child.name);
+          } catch (error) {
+            // Deleted while listing: it is simply no longer there.
+            if (isMissing(error)) continue;
+            throw this.#error(error, 'list', key);
+          }
           if (ancestors.includes(real)) {
             throw new StorageError(`list ${this.#display(key)}: the link leads back to a folder it is in (${real}), a loop; remove it or point it elsewhere`);
           }
