@@ -183,6 +183,18 @@ describe('partial loss of a job state in Redis', () => {
     }
   });
 
+  it("a queued split step's record deleted before any worker took it: the job fails naming the step (it stayed queued for good), and a retry is exact", async () => {
+    const id = await submit('s3://out/lost-split/');
+    const step = `${id}-split-g0`;
+    expect(await world.services.redis.del(`${world.settings.redisPrefix}:${QUEUES.split}:${step}`)).toBe(1);
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
+    try {
+      await failsThenRetries(id, 'lost-split/', new RegExp(`step ${step}'s record`), 20_000);
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+  });
+
   it('the ledger of written shards deleted mid-run: the job fails naming it, and a retry is exact', async () => {
     world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
     const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
