@@ -134,19 +134,23 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 `;
 
-// KEYS: job, written shards, pins, object ends, shard starts, open, jobs index, then the output's
-// last taker if the job had a lease. ARGV: job id, cutoff (ms). Removes a job that ended before
-// the cutoff (or whose record is gone), with every key of it left after its end.
-// Returns 1 if removed.
+// KEYS: job, written shards, pins, object ends, shard starts, open, jobs index, the n open
+// buffers, then the output's last taker if the job had a lease. ARGV: job id, cutoff (ms), n.
+// Removes a job that ended before the cutoff (or whose record is gone), with every key of it left
+// after its end: a job whose record Redis lost left its shard buffers (~60 MB each at the
+// defaults) for good. Returns 1 if removed.
 export const PRUNE = `
 local h = redis.call('HMGET', KEYS[1], 'state', 'finishedAt')
 if h[1] then
   if h[1] ~= 'completed' and h[1] ~= 'failed' and h[1] ~= 'cancelled' then return 0 end
   if tonumber(h[2] or '0') >= tonumber(ARGV[2]) then return 0 end
 end
+local n = tonumber(ARGV[3])
+for i = 0, n - 1 do redis.call('DEL', KEYS[8 + i]) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 redis.call('ZREM', KEYS[7], ARGV[1])
 -- The output's last taker, if it is this job, goes with its record.
-if KEYS[8] and redis.call('GET', KEYS[8]) == ARGV[1] then redis.call('DEL', KEYS[8]) end
+local taken = KEYS[8 + n]
+if taken and redis.call('GET', taken) == ARGV[1] then redis.call('DEL', taken) end
 return 1
 `;

@@ -206,13 +206,25 @@ export class JobRecords {
     // Scored by creation, which comes before the end: every job that ended before the cutoff is here.
     const ids = await this.redis.zrangebyscore(this.keys.jobs, '-inf', endedBefore, 'LIMIT', 0, limit);
     let removed = 0;
-    for (const id of ids) {
-      const lease = await this.redis.hget(this.keys.job(id), 'lease');
-      const taken = lease ? [this.keys.takenOf(lease)] : [];
-      const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id), this.keys.openShards(id), this.keys.jobs, ...taken];
-      removed += (await this.scripts.prune(keys, id, endedBefore)) as number;
-    }
+    for (const id of ids) removed += await this.pruneOne(id, endedBefore);
     return removed;
+  }
+
+  /**
+   * A job whose record Redis lost (the caller found it gone): its other keys go now, rather than
+   * with the prune 30 days on. A job that has its record is left alone.
+   */
+  async forgetLost(id: string): Promise<boolean> {
+    return (await this.pruneOne(id, 0)) === 1;
+  }
+
+  private async pruneOne(id: string, endedBefore: number): Promise<number> {
+    const lease = await this.redis.hget(this.keys.job(id), 'lease');
+    const taken = lease ? [this.keys.takenOf(lease)] : [];
+    // An ended job dropped its buffers; one whose record is gone may have left some, listed here.
+    const buffers = (await this.redis.smembers(this.keys.openShards(id))).map((shard) => this.keys.shard(id, Number(shard)));
+    const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id), this.keys.openShards(id), this.keys.jobs, ...buffers, ...taken];
+    return (await this.scripts.prune(keys, id, endedBefore, buffers.length)) as number;
   }
 
   /** Newest first. */

@@ -59,6 +59,13 @@ export class StopWatch {
       this.logger.info({ corpusJobId, state: now?.state ?? 'lost', requests: entry.controllers.size }, 'job stopped; aborting its requests');
       for (const controller of entry.controllers) controller.abort(new JobStoppedError(corpusJobId));
       this.#watched.delete(key);
+      if (now === undefined) {
+        // Its record is gone (JOB_LOST): nothing can resume it, and its buffers would stay in Redis.
+        this.jobs.forgetLost(corpusJobId).then(
+          (forgotten) => forgotten && this.logger.warn({ corpusJobId }, "job's record lost from Redis: its other keys removed"),
+          (error: unknown) => this.logger.debug({ err: error, corpusJobId }, "could not remove the keys of a job whose record is lost; the prune removes them later"),
+        );
+      }
     }
   }
 

@@ -70,6 +70,24 @@ describe('the lost-state checks', () => {
     expect(await store.buffers.checkWhole(id, 0, 1)).toBe(false);
   });
 
+  it('a job whose record is lost has its other keys removed (its buffers stayed for good); a job with its record keeps them', async () => {
+    const jobKeys = (id: string): Promise<string[]> => redis.keys(`${prefix}:job:${id}*`);
+    await running('cj-kept');
+    await completeShard('cj-kept', 0);
+    expect(await store.jobs.forgetLost('cj-kept')).toBe(false);
+    expect((await jobKeys('cj-kept')).length).toBeGreaterThan(1);
+
+    await running('cj-gone');
+    await completeShard('cj-gone', 0);
+    expect(await store.buffers.closeShard('cj-gone', 0, 1, summary)).toBe('open');
+    expect(await redis.zscore(store.keys.jobs, 'cj-gone')).not.toBeNull();
+    await redis.del(store.keys.job('cj-gone'));
+    expect(await jobKeys('cj-gone')).toHaveLength(3); // two buffers and the open set
+    expect(await store.jobs.forgetLost('cj-gone')).toBe(true);
+    expect(await jobKeys('cj-gone')).toEqual([]);
+    expect(await redis.zscore(store.keys.jobs, 'cj-gone')).toBeNull();
+  });
+
   it("a buffer lost after its last batch (before its writer) or mid-way is found by each step that meets it", async () => {
     const id = 'cj-buffer';
     await running(id);
@@ -190,6 +208,25 @@ describe('partial loss of a job state in Redis', () => {
     const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
     try {
       await failsThenRetries(id, 'lost-split/', new RegExp(`step ${step}'s record`), 20_000);
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+  });
+
+  it("a running job's record deleted: its workers stop it and remove its other keys within seconds", async () => {
+    world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
+    try {
+      const id = await submit('s3://out/lost-record/');
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 2);
+      expect(await world.services.redis.del(keys.job(id))).toBe(1);
+      const deadline = Date.now() + 15_000;
+      let left = await world.services.redis.keys(`${keys.job(id)}*`);
+      while (left.length > 0 && Date.now() < deadline) {
+        await sleep(100);
+        left = await world.services.redis.keys(`${keys.job(id)}*`);
+      }
+      expect(left).toEqual([]);
     } finally {
       await stopProcess(worker, 'SIGKILL');
     }
