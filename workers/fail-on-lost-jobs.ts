@@ -25,8 +25,11 @@ export async function failCorpusJobOf(services: Services, job: Pick<Job, 'id' | 
   const attempts = job.opts.attempts ?? 1;
   const final = /UnrecoverableError|allowable limit|INVALID_PAYLOAD|JOB_STATE_LOST/.test(reason) || job.attemptsMade >= attempts;
   if (!final) return;
-  const code = /^([A-Z][A-Z_]+):/.exec(reason)?.[1] ?? (/allowable limit/.test(reason) ? 'JOB_STALLED' : 'INTERNAL');
-  const failed = await failCorpusJob(services, { corpusJobId: owner.corpusJobId, generation: owner.generation, code, step: [job.name, job.id].filter(Boolean).join(' '), reason }, logger);
+  const coded = /^([A-Z][A-Z_]+): /.exec(reason);
+  const code = coded?.[1] ?? (/allowable limit/.test(reason) ? 'JOB_STALLED' : 'INTERNAL');
+  // The record keeps `<step>: <reason>` under its code: a reason that starts with it said it twice.
+  const why = coded ? reason.slice(coded[0].length) : reason;
+  const failed = await failCorpusJob(services, { corpusJobId: owner.corpusJobId, generation: owner.generation, code, step: [job.name, job.id].filter(Boolean).join(' '), reason: why }, logger);
   if (failed) logger.error({ corpusJobId: owner.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
 }
 

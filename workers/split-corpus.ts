@@ -204,7 +204,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   // Skipping written shards by row number is right only over the corpus read before: each object
   // is checked against the version this job read there, if it read one (jobs/corpus-pins.ts).
   let objectsRead = 0;
-  const listing = listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined });
+  const listing = listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined, output: options.output });
   const wanted = (index: number): boolean => written.rowsOf(index) === undefined && written.resumeIn(index) === undefined;
   outer: for await (const object of readAhead(listing, READ_AHEAD, wanted)) {
     const index = objectsRead++;

@@ -26,6 +26,8 @@ export interface CorpusObject {
 export interface ListCorpusDependencies {
   /** Needed for `s3://` inputs. */
   s3Client?: S3Client | undefined;
+  /** The job's output: a local folder input refuses a link that leads into it. */
+  output?: string | undefined;
 }
 
 /**
@@ -36,7 +38,7 @@ export interface ListCorpusDependencies {
  * no objects, before yielding anything.
  */
 export async function* listCorpus(input: string, deps: ListCorpusDependencies = {}): AsyncIterable<CorpusObject> {
-  const target = await openInput(parseLocation(input), deps.s3Client);
+  const target = await openInput(parseLocation(input), deps.s3Client, { output: deps.output });
   if (target.mode === 'object') {
     const object = await target.store.stat(target.key);
     if (!object) throw await missingObjectError(input, target);

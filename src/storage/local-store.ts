@@ -24,18 +24,21 @@ export class LocalObjectStore implements ObjectStore {
   /** The folder, resolved once against the working directory. */
   readonly root: string;
 
-  readonly #corpus: boolean;
+  readonly #corpus: { output: string | undefined } | undefined;
 
   /**
-   * `corpus`: a corpus input, every file of which must be read. Its listings enter symbolic links
+   * `corpus`: a corpus input, every file of which must be read. Its listings pass over hidden
+   * entries (a name starting with `.`: the corpus reader never reads them), enter symbolic links
    * to folders and refuse names that are not UTF-8 (both used to be skipped without a word, their
-   * lines lost). Off for outputs: `--overwrite` and the clean-up of interrupted writes delete what
-   * a listing finds, and only files embedq wrote (UTF-8 names, no links) matter there.
+   * lines lost), and refuse a link that leads into `output` (canonical; the job's own output) or a
+   * folder holding it: the run would read its own files as corpus lines. Off for outputs:
+   * `--overwrite` and the clean-up of interrupted writes delete what a listing finds, and only
+   * files embedq wrote (UTF-8 names, no links) matter there.
    */
-  constructor(folder: string, options: { corpus?: boolean } = {}) {
+  constructor(folder: string, options: { corpus?: { output?: string | undefined } } = {}) {
     this.description = folder;
     this.root = path.resolve(folder);
-    this.#corpus = options.corpus ?? false;
+    this.#corpus = options.corpus && { output: options.corpus.output };
   }
 
   /** The file path of `key`. Throws StorageError for keys that could leave the folder. */
@@ -225,6 +228,8 @@ export class LocalObjectStore implements ObjectStore {
     }
     const children: { name: string; sortKey: Buffer; isFolder: boolean; isLink: boolean }[] = [];
     for (const entry of entries) {
+      // Hidden entries of a corpus are never read: their names and links must not refuse the input.
+      if (this.#corpus && entry.name[0] === DOT) continue;
       const name = entry.name.toString('utf8');
       if (!Buffer.from(name).equals(entry.name)) {
         // Read as UTF-8 it names no file: it was skipped as if deleted, and its lines lost unsaid.
@@ -232,7 +237,7 @@ export class LocalObjectStore implements ObjectStore {
         throw new StorageError(`list ${this.#display(folderKey + escapedName(entry.name))}: the name is not UTF-8, so it cannot be a key (keys are UTF-8, as in S3); rename it`);
       }
       const isLink = entry.isSymbolicLink();
-      const folderHere = entry.isDirectory() || (isLink && this.#corpus && (await isFolder(path.join(folder, name))));
+      const folderHere = entry.isDirectory() || (isLink && this.#corpus !== undefined && (await isFolder(path.join(folder, name))));
       if (!folderHere && !entry.isFile() && !(isLink && (await isFile(path.join(folder, name))))) continue;
       children.push({ name, isFolder: folderHere, isLink, sortKey: Buffer.concat([entry.name, folderHere ? SLASH : EMPTY]) });
     }
@@ -256,6 +261,10 @@ export class LocalObjectStore implements ObjectStore {
           }
           if (ancestors.includes(real)) {
             throw new StorageError(`list ${this.#display(key)}: the link leads back to a folder it is in (${real}), a loop; remove it or point it elsewhere`);
+          }
+          const output = this.#corpus?.output;
+          if (child.isLink && output !== undefined && (isWithin(real, output) || isWithin(output, real))) {
+            throw new StorageError(`list ${this.#display(key)}: the link leads to ${real}, which holds or is inside this job's output ${output}; the run would read its own files as corpus lines. Remove the link or choose another output`);
           }
           yield* this.#walk(childFolder, childFolderKey, prefix, [...ancestors, real]);
         }
@@ -300,11 +309,17 @@ function isMissing(error: unknown): boolean {
 }
 
 const SLASH = Buffer.from('/');
+const DOT = 0x2e;
 const EMPTY = Buffer.alloc(0);
 
 /** A file name for messages: ASCII as it is, other bytes as `\xNN` (as `ls -b` shows them). */
 function escapedName(name: Buffer): string {
   return [...name].map((byte) => (byte < 0x80 ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`)).join('');
+}
+
+/** Whether `inner` is `outer` or a path under it (both absolute and canonical). */
+function isWithin(inner: string, outer: string): boolean {
+  return inner === outer || inner.startsWith(outer.endsWith(path.sep) ? outer : outer + path.sep);
 }
 
 async function isFolder(file: string): Promise<boolean> {

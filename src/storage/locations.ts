@@ -85,9 +85,10 @@ export type InputTarget =
 /**
  * Opens an INPUT location. S3 needs no I/O here (a key ending in `/`, or none, is a prefix); a
  * local path is checked: a file is one object (in a store at its folder), a folder is a prefix,
- * anything else throws StorageError naming the path.
+ * anything else throws StorageError naming the path. `output`: the job's output, for a folder's
+ * links (LocalObjectStore's `corpus`).
  */
-export async function openInput(location: Location, s3Client?: S3Client): Promise<InputTarget> {
+export async function openInput(location: Location, s3Client?: S3Client, options: { output?: string | undefined } = {}): Promise<InputTarget> {
   if (location.kind === 's3') {
     const store = new S3ObjectStore(requireClient(s3Client, location), location.bucket);
     return location.key === '' || location.key.endsWith('/')
@@ -102,7 +103,11 @@ export async function openInput(location: Location, s3Client?: S3Client): Promis
     const reason = code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file or folder' : (error as Error).message;
     throw new StorageError(`input ${location.path}: ${reason}`, { cause: error });
   }
-  if (info.isDirectory()) return { mode: 'prefix', store: new LocalObjectStore(location.path, { corpus: true }), prefix: '', location };
+  if (info.isDirectory()) {
+    // A folder's listing follows links: one into the job's own output must be refused (the check at submit sees no links).
+    const output = options.output === undefined || options.output.startsWith('s3://') ? undefined : canonicalLocalPath(options.output);
+    return { mode: 'prefix', store: new LocalObjectStore(location.path, { corpus: { output } }), prefix: '', location };
+  }
   if (info.isFile()) {
     return { mode: 'object', store: new LocalObjectStore(path.dirname(location.path)), key: path.basename(location.path), location };
   }

@@ -57,6 +57,7 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       expect(result.stderr).toContain(`CONFIG_INVALID: Redis at REDIS_URL=redis://nosuchuser:***@${url.host} refused the credentials (WRONGPASS`);
       expect(result.stderr).not.toContain('hunter2secret');
       expect(result.stderr).not.toMatch(/\n\s+at /);
+      expect(result.stderr.trim().split('\n')).toHaveLength(1); // no queue's error (with its stack) after it
     }
   });
 

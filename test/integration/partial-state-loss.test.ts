@@ -137,6 +137,7 @@ describe('partial loss of a job state in Redis', () => {
     expect(failed.state).toBe('failed');
     expect(failed.errorCode).toBe('JOB_STATE_LOST');
     expect(failed.error).toMatch(lost);
+    expect(failed.error).not.toContain('JOB_STATE_LOST'); // the code is the record's errorCode, not said again in its error
     expect(failed.error).toContain(`embedq retry ${id}`);
     world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } });
     const retried = await runEmbedq(world.env, ['retry', id]);

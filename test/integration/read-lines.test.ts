@@ -712,6 +712,34 @@ describe('listCorpus over local files', () => {
     expect(keysOfStore(await collect(new LocalObjectStore(folder).list('')))).toEqual(['m.txt', 'own.txt']);
   });
 
+  it('passes over hidden entries before any check: their names and links, never read, do not refuse the input', async () => {
+    const folder = path.join(root, 'with-hidden');
+    await mkdir(path.join(folder, '.git/sub'), { recursive: true });
+    await writeFile(path.join(folder, 'seen.txt'), 'seen\n');
+    await mkdir(Buffer.concat([Buffer.from(`${folder}/.cache-d`), Buffer.from([0xff])]));
+    await writeFile(Buffer.concat([Buffer.from(`${folder}/.caf`), Buffer.from([0xe9])]), 'hidden\n');
+    await symlink(folder, path.join(folder, '.git/sub/loop'));
+    await symlink('.', path.join(folder, '.loop'));
+    expect(await sources(folder)).toEqual([`${folder}/seen.txt`]);
+  });
+
+  it("refuses a link that leads into the job's output, or a folder holding it (the run read its own shards as corpus lines)", async () => {
+    const folder = path.join(root, 'into-output');
+    const outputs = path.join(root, 'outputs');
+    await mkdir(path.join(outputs, 'r1'), { recursive: true });
+    await writeFile(path.join(outputs, 'r1/part-00000.parquet'), 'PAR1 not text');
+    await mkdir(folder);
+    await writeFile(path.join(folder, 'own.txt'), 'own\n');
+    await symlink(outputs, path.join(folder, 'runs'));
+    const listed = (output: string): Promise<string[]> => collect(listCorpus(folder, { output })).then((objects) => objects.map((object) => object.source));
+    // Into the output itself, and into the folder that holds this run's output ({runId} outputs of a schedule).
+    await expect(listed(path.join(outputs, 'r1'))).rejects.toThrow(/into-output\/runs: the link leads to .*outputs, which holds or is inside this job's output .*outputs\/r1; the run would read its own files/);
+    await expect(listed(path.join(outputs, 'r2/'))).rejects.toThrow(/which holds or is inside this job's output/);
+    // An output elsewhere (or none, as for `plan`) leaves the link to be read.
+    expect(await listed(path.join(root, 'elsewhere'))).toEqual([`${folder}/own.txt`, `${folder}/runs/r1/part-00000.parquet`]);
+    expect(await sources(folder)).toHaveLength(2);
+  });
+
   it('refuses a file or folder whose name is not UTF-8 (its lines were lost without a word), naming it', async () => {
     const folder = path.join(root, 'latin1');
     await mkdir(folder);

@@ -17,7 +17,7 @@ import { watchJob } from './watch.js';
 
 /** Fails early, before anything is queued, when the input names nothing. */
 function checkInputExists(services: Services, options: JobOptions): Promise<void> {
-  return assertInputExists(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined });
+  return assertInputExists(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined, output: options.output });
 }
 
 export function registerJobCommands(program: Command): void {
