@@ -149,6 +149,17 @@ describe('partial loss of a job state in Redis', () => {
     await verifyOutput(folder, corpus.expected, parameters, SHARD_ROWS);
   };
 
+  /** Runs `test` beside one worker process, requests at 100-200 ms (so a job is mid-run for seconds); kills it after. */
+  const withWorker = async (test: () => Promise<void>): Promise<void> => {
+    world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
+    try {
+      await test();
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+  };
+
   beforeAll(async () => {
     world = await startWorld({ seed: 13, faults: { latencyMs: { min: 100, median: 150, p99: 200 } } });
     keys = new CorpusKeys(world.settings.redisPrefix);
@@ -160,9 +171,7 @@ describe('partial loss of a job state in Redis', () => {
   });
 
   it('an open shard buffer deleted mid-run: the job fails naming the shard, and a retry is exact', async () => {
-    world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
-    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
-    try {
+    await withWorker(async () => {
       const id = await submit('s3://out/lost-buffer/');
       // A shard the split has closed (it knows how many batches to wait for) with batches still to come.
       let shard: string | undefined;
@@ -177,15 +186,11 @@ describe('partial loss of a job state in Redis', () => {
       expect(shard, 'no closed shard with batches still to come').toBeDefined();
       expect(await world.services.redis.del(keys.shard(id, Number(shard)))).toBe(1);
       await failsThenRetries(id, 'lost-buffer/', new RegExp(`shard ${shard}'s buffer`), 20_000);
-    } finally {
-      await stopProcess(worker, 'SIGKILL');
-    }
+    });
   });
 
   it("a queued embed step's record deleted mid-run (its id still queued): the job fails naming the step, and a retry is exact", async () => {
-    world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
-    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
-    try {
+    await withWorker(async () => {
       const id = await submit('s3://out/lost-step/');
       const embedQueue = world.services.queues[QUEUES.embed];
       let step: string | undefined;
@@ -197,27 +202,18 @@ describe('partial loss of a job state in Redis', () => {
       expect(step, 'no queued embed step').toBeDefined();
       expect(await world.services.redis.del(`${world.settings.redisPrefix}:${QUEUES.embed}:${step}`)).toBe(1);
       await failsThenRetries(id, 'lost-step/', new RegExp(`step ${step}'s record`), 20_000);
-    } finally {
-      await stopProcess(worker, 'SIGKILL');
-    }
+    });
   });
 
   it("a queued split step's record deleted before any worker took it: the job fails naming the step (it stayed queued for good), and a retry is exact", async () => {
     const id = await submit('s3://out/lost-split/');
     const step = `${id}-split-g0`;
     expect(await world.services.redis.del(`${world.settings.redisPrefix}:${QUEUES.split}:${step}`)).toBe(1);
-    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
-    try {
-      await failsThenRetries(id, 'lost-split/', new RegExp(`step ${step}'s record`), 20_000);
-    } finally {
-      await stopProcess(worker, 'SIGKILL');
-    }
+    await withWorker(() => failsThenRetries(id, 'lost-split/', new RegExp(`step ${step}'s record`), 20_000));
   });
 
   it("a running job's record deleted: its workers stop it and remove its other keys within seconds", async () => {
-    world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
-    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
-    try {
+    await withWorker(async () => {
       const id = await submit('s3://out/lost-record/');
       await waitForJob(world.services, id, (record) => record.batchesDone >= 2);
       expect(await world.services.redis.del(keys.job(id))).toBe(1);
@@ -228,21 +224,15 @@ describe('partial loss of a job state in Redis', () => {
         left = await world.services.redis.keys(`${keys.job(id)}*`);
       }
       expect(left).toEqual([]);
-    } finally {
-      await stopProcess(worker, 'SIGKILL');
-    }
+    });
   });
 
   it('the ledger of written shards deleted mid-run: the job fails naming it, and a retry is exact', async () => {
-    world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
-    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
-    try {
+    await withWorker(async () => {
       const id = await submit('s3://out/lost-ledger/');
       await waitForJob(world.services, id, (record) => record.shardsWritten >= 1);
       expect(await world.services.redis.del(keys.writtenShards(id))).toBe(1);
       await failsThenRetries(id, 'lost-ledger/', /written shards/, 20_000);
-    } finally {
-      await stopProcess(worker, 'SIGKILL');
-    }
+    });
   });
 });
