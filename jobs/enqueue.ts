@@ -9,7 +9,7 @@ import type { CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
 import { checkOutputWritable, clearPreviousRun, findPreviousRun, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
-import { JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
+import { CORPUS_JOB_ID, JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
 
 /**
  * Adding jobs. Ids are deterministic, so adding the same step twice (a retried producer, two
@@ -23,9 +23,11 @@ export function newCorpusJobId(now = Date.now()): string {
 
 /** When a corpus job id was made (milliseconds), or undefined for an id not made by newCorpusJobId. */
 export function corpusJobIdTime(id: string): number | undefined {
-  const match = /^cj-([0-9a-z]+)-[0-9a-f]+$/.exec(id);
+  const match = WHOLE_ID.exec(id);
   return match ? parseInt(match[1]!, 36) : undefined;
 }
+
+const WHOLE_ID = new RegExp(`^${CORPUS_JOB_ID}$`);
 
 export interface SubmitDeps {
   corpora: CorpusStore;

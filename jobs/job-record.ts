@@ -219,10 +219,10 @@ export class JobRecords {
   }
 
   private async pruneOne(id: string, endedBefore: number): Promise<number> {
-    const lease = await this.redis.hget(this.keys.job(id), 'lease');
-    const taken = lease ? [this.keys.takenOf(lease)] : [];
     // An ended job dropped its buffers; one whose record is gone may have left some, listed here.
-    const buffers = (await this.redis.smembers(this.keys.openShards(id))).map((shard) => this.keys.shard(id, Number(shard)));
+    const [lease, open] = await Promise.all([this.redis.hget(this.keys.job(id), 'lease'), this.redis.smembers(this.keys.openShards(id))]);
+    const taken = lease ? [this.keys.takenOf(lease)] : [];
+    const buffers = open.map((shard) => this.keys.shard(id, Number(shard)));
     const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id), this.keys.openShards(id), this.keys.jobs, ...buffers, ...taken];
     return (await this.scripts.prune(keys, id, endedBefore, buffers.length)) as number;
   }

@@ -58,6 +58,12 @@ export function cappedExponentialBackoff(attemptsMade: number): number {
   return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
 }
 
+/**
+ * The shape of a corpus job id (`cj-<time base 36>-<6 hex>`, enqueue.ts's newCorpusJobId), as a
+ * regular expression source with the time captured: step ids, schedule outputs and the id's time read it.
+ */
+export const CORPUS_JOB_ID = 'cj-([0-9a-z]+)-[0-9a-f]+';
+
 /** BullMQ job ids may not contain `:` and may not be all digits. */
 export const splitJobId = (corpusJobId: string, generation: number): string => `${corpusJobId}-split-g${generation}`;
 export const embedJobId = (corpusJobId: string, generation: number, shard: number, batch: number): string =>
@@ -66,11 +72,13 @@ export const writeShardJobId = (corpusJobId: string, generation: number, shard: 
   `${corpusJobId}-g${generation}-write-s${shard}`;
 export const finalizeJobId = (corpusJobId: string, generation: number): string => `${corpusJobId}-g${generation}-finalize`;
 
+const STEP_OWNER = new RegExp(`^(${CORPUS_JOB_ID})-(?:split-)?g(\\d+)(?:-|$)`);
+
 /**
  * The corpus job and generation a step's id names (the ids above), for a step whose payload is
  * gone: its record lost from Redis, only its id left in a queue. Undefined for other ids.
  */
 export function stepOwner(stepId: string): { corpusJobId: string; generation: number } | undefined {
-  const match = /^(cj-[0-9a-z]+-[0-9a-f]+)-(?:split-)?g(\d+)(?:-|$)/.exec(stepId);
-  return match ? { corpusJobId: match[1]!, generation: Number(match[2]) } : undefined;
+  const match = STEP_OWNER.exec(stepId);
+  return match ? { corpusJobId: match[1]!, generation: Number(match[3]) } : undefined;
 }

@@ -1,5 +1,6 @@
 import { ConfigError } from '../src/errors.js';
 import { outputIdentity } from './output-lease.js';
+import { CORPUS_JOB_ID } from './queues.js';
 import type { ScheduleDefinition } from './schedule-store.js';
 import { scheduleRoot } from './schedule-template.js';
 
@@ -20,7 +21,7 @@ import { scheduleRoot } from './schedule-template.js';
  */
 
 /** What each placeholder can render (schedule-template.ts, newCorpusJobId); none holds a `/`. */
-const RENDERED: Record<string, string> = { date: '\\d{4}-\\d{2}-\\d{2}', time: '\\d{6}', runId: 'cj-[0-9a-z]+-[0-9a-f]+' };
+const RENDERED: Record<string, string> = { date: '\\d{4}-\\d{2}-\\d{2}', time: '\\d{6}', runId: CORPUS_JOB_ID };
 
 type Named = Pick<ScheduleDefinition, 'name' | 'out'>;
 
