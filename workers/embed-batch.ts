@@ -222,7 +222,7 @@ async function callThroughGate(texts: string[], deps: EmbedDeps): Promise<{ resu
       }
       if (!(error instanceof ProviderRateLimitedError) || throttled >= MAX_THROTTLED_RETRIES) throw error;
       throttled += 1;
-      const verdict = await gate.throttled(error.kind);
+      const verdict = await gate.throttled(error.kind, estimate);
       const { logger } = deps;
       if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
       if (verdict.action === 'nudge') logger.info(verdict, 'rate limit lowered: 429s keep coming');

@@ -44,9 +44,9 @@ return out
 
 /**
  * ARGV[16] kind (r, t or b for burst), [17] strikes that cut a limit believed right, [18] strike
- * window ms, [19] cooldown ms, [20..21] folded settlements. Returns the action
- * (skip, nudge, restore, cut) and, after a skip, why (rate-gate.ts's SkipReason), after anything
- * else the learned limit and the new rate in force. S's `kImm`: nudges off until then; `kSAt`/`kS`
+ * window ms, [19] cooldown ms, [20..21] folded settlements, [22] the refused request's estimated
+ * tokens. Returns the action (skip, nudge, restore, cut) and, after a skip, why (rate-gate.ts's
+ * SkipReason), after anything else the learned limit and the new rate in force. S's `kImm`: nudges off until then; `kSAt`/`kS`
  * and `kLAt`/`kL`: the strike windows (one and five strike windows long).
  */
 export const THROTTLED_LUA = `${COMMON_LUA}
@@ -56,6 +56,8 @@ local ss = advance(now, lw)
 settle(now, lw, ss, ARGV[20], tonumber(ARGV[21]))
 local k = ARGV[16]
 local cooldown = tonumber(ARGV[19])
+local requestTokens = tonumber(ARGV[22])
+if requestTokens < 1 then requestTokens = 1 end
 -- Only a 429 that meets a saturated schedule (callers queueing for slots) says something about the
 -- rate: under a schedule with slack the sending was limited by demand (a job starting, a shard
 -- being written), and the best second's count would be that demand, not the account's limit (as
@@ -179,10 +181,20 @@ end
 -- minute cut to 840, and 1.3 s later, across its drain, to 480, on 5% random 429s).
 if not ramping and now - (lw[k .. 'Res'] or 0) < 1500 then return { 'skip', 'in-drain' } end
 local before = in_force(lw, k, ss) / (target * (1 - reserve))
+-- What this kind was actually sending, in its own units: the other schedule may be the slower one
+-- (a ceiling of 24,000,000 tokens a minute, while requests of 240 tokens left at 420 a minute).
+local other = in_force(lw, k == 'r' and 't' or 'r', ss) / (target * (1 - reserve))
+local sent = k == 'r' and other / requestTokens or other * requestTokens
+if before < sent then sent = before end
 -- Ramping, the best window is the limit the ramp ran into. At a limit believed right, the limit
 -- fell: the best window of the last three seconds would still be one from before the fall, and
 -- cuts of 5% at a time took seconds of 429s to get there (measured: 4 s and 26 429s for a halving).
 local W = (ramping and accepted.best or accepted.recent)[k]
+-- Nothing accepted in three seconds measures nothing (a provider's minute window still full from
+-- before its quota fell refuses every request for seconds): read as a limit, it taught 1 token a
+-- minute, whose next slot lay four hours ahead, and every job stopped. Halve what was being sent,
+-- as TCP halves its window on a loss it cannot measure.
+if accepted.best[k] == 0 then W = sent * 0.5 end
 -- A recent window with little or nothing in it (a pause, a drain) says little: not below half the
 -- best window.
 if not ramping then
@@ -218,7 +230,10 @@ if probing and e > W0 * (1 + CUBIC_SPAN) then
   local earlier = before * 2 ^ (-500 / probeDoubling)
   if W > earlier then W = earlier end
 end
-if W < 1 then W = 1 end
+-- Never below one request every 10 s: the next slot stays within seconds, and probes find the way
+-- back up in under a minute.
+local lowest = 6 * (k == 't' and requestTokens or 1)
+if W < lowest then W = lowest end
 -- A probe that found the same limit again (within 10%) is a confirmation: the next hold doubles.
 -- Anything else (a first limit, a fall, a rise) starts the count again.
 local N = 0

@@ -387,10 +387,11 @@ export class RateGate {
   }
 
   /**
-   * A 429 arrived: skip a slot for everyone, and when it shows the limit is lower than the gate
-   * believed, learn the limit from what the provider accepted.
+   * A 429 arrived for a request of about `estimatedTokens` tokens: skip a slot for everyone, and
+   * when it shows the limit is lower than the gate believed, learn the limit from what the provider
+   * accepted.
    */
-  async throttled(kind: RateLimitKind): Promise<ThrottleVerdict> {
+  async throttled(kind: RateLimitKind, estimatedTokens: number): Promise<ThrottleVerdict> {
     const code = kind === 'burst' ? 'b' : kind === 'tokens' ? 't' : 'r';
     const { folded, tokenDelta } = this.takePending();
     const o = this.options;
@@ -404,6 +405,7 @@ export class RateGate {
       o.cooldownMs,
       folded,
       tokenDelta,
+      estimatedTokens,
     )) as [string, string?, string?];
     if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip', reason: learnedOrReason as SkipReason };
     return {

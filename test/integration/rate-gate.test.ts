@@ -43,8 +43,8 @@ describe('RateGate (real Redis)', () => {
   };
   /** Ramping, a cluster of 429s (3, the default strikesToCut) ends the ramp; fewer skip a slot. */
   const cluster = async (gate: RateGate): Promise<Awaited<ReturnType<RateGate['throttled']>>> => {
-    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
-    return gate.throttled('requests');
+    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'skip' });
+    return gate.throttled('requests', 1);
   };
 
   it('keys a gate by model and endpoint host, never by anything secret', () => {
@@ -227,12 +227,12 @@ describe('RateGate (real Redis)', () => {
     const started = Date.now();
     const first = await gate.reserve(1);
     expect(first.waitMs).toBe(0);
-    expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
+    expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'skip' });
     const afterSkip = await gate.reserve(1);
     expect(afterSkip.slotMs - first.slotMs).toBeGreaterThanOrEqual(199);
     expect(afterSkip.slotMs - first.slotMs).toBeLessThan(201 + (Date.now() - started));
     expect(afterSkip.requestsPerMinute).toBe(600);
-    for (let index = 0; index < 5; index += 1) expect(await gate.throttled('burst')).toEqual({ action: 'skip', reason: 'burst' });
+    for (let index = 0; index < 5; index += 1) expect(await gate.throttled('burst', 1)).toEqual({ action: 'skip', reason: 'burst' });
     expect((await gate.reserve(1)).requestsPerMinute).toBe(600);
     expect((await gate.state()).learned.requestsPerMinute).toBeUndefined();
   });
@@ -250,8 +250,8 @@ describe('RateGate (real Redis)', () => {
     for (let index = 0; index < 4; index += 1) a.completed(1, 1, slotMs - 700);
     a.completed(1, 1, slotMs - 5_000);
     await saturate(a); // callers queue: these 429s meet a saturated schedule
-    expect(await a.throttled('requests')).toMatchObject({ action: 'skip' });
-    const verdict = await b.throttled('requests');
+    expect(await a.throttled('requests', 1)).toMatchObject({ action: 'skip' });
+    const verdict = await b.throttled('requests', 1);
     expect(verdict).toMatchObject({ action: 'cut', kind: 'requests', configuredPerMinute: 600 });
     if (verdict.action !== 'cut') throw new Error('unreachable');
     // 4 accepted in the window sent 0.5-1.5 s ago: 240 a minute; the estimate restarts 3% below it.
@@ -265,7 +265,7 @@ describe('RateGate (real Redis)', () => {
     expect(state.learned.tokensPerMinute).toBeUndefined();
     expect(state.learnedExpiresInMs).toBeGreaterThan(3_500_000);
     // Token 429s act on the token schedule only.
-    expect((await a.throttled('tokens')).action).toBe('skip');
+    expect((await a.throttled('tokens', 1)).action).toBe('skip');
   });
 
   it('counts a booked slot never sent as accepted, and a request in flight as neither: starved workers do not teach a lower limit', async () => {
@@ -282,10 +282,10 @@ describe('RateGate (real Redis)', () => {
     for (const { slotMs } of sent.slice(0, 4)) gate.completed(1, 1, slotMs);
     await sleep(800); // into the window the cut reads: requests sent 0.5 to 1.5 s ago
     await saturate(gate, 12);
-    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
+    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'skip' });
     // DashScope accepted 4 and never saw 3: the limit learned is 7 a second, not the 4 accepted
     // (nor 9, had the two in flight counted).
-    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
+    expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
   });
 
   it('does not cut a limit believed right for a few 429s among many accepted requests', async () => {
@@ -299,10 +299,10 @@ describe('RateGate (real Redis)', () => {
     await acceptedAgo(gate, 50, 800);
     for (let index = 0; index < 4; index += 1) {
       await saturate(gate, 3);
-      expect(await gate.throttled('requests')).toEqual({ action: 'skip', reason: 'no-cluster-configured' });
+      expect(await gate.throttled('requests', 1)).toEqual({ action: 'skip', reason: 'no-cluster-configured' });
     }
     await saturate(gate, 3);
-    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 3000 });
+    expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'cut', learnedPerMinute: 3000 });
   });
 
   it('at a configured limit, cuts for 429s that keep coming one at a time (a client sharing the account), not for as many among a hundred times the requests', async () => {
@@ -313,7 +313,7 @@ describe('RateGate (real Redis)', () => {
         const { slotMs } = await gate.reserve(1);
         for (let sent = 0; sent < perSecond * 0.6; sent += 1) gate.completed(1, 1, slotMs - 700);
         await saturate(gate, 3);
-        verdicts.push(await gate.throttled('requests'));
+        verdicts.push(await gate.throttled('requests', 1));
         await sleep(600);
       }
       return verdicts;
@@ -347,7 +347,7 @@ describe('RateGate (real Redis)', () => {
     for (let index = 0; index < 8; index += 1) {
       await sleep(120);
       await saturate(gate);
-      const verdict = await gate.throttled('requests');
+      const verdict = await gate.throttled('requests', 1);
       verdicts.push(verdict.action === 'skip' ? 'skip' : `${verdict.action} ${verdict.learnedPerMinute}`);
       if (index === 0) expect((await gate.state()).inForce.requestsPerMinute).toBeLessThanOrEqual(underShared(1080) + 0.5);
     }
@@ -369,7 +369,7 @@ describe('RateGate (real Redis)', () => {
     for (const pause of [1_100, 800, 800]) {
       await sleep(pause);
       await acceptedAgo(gate, 5, 800); // 3 429s are 10% of a second's accepted requests
-      const verdict = await gate.throttled('requests');
+      const verdict = await gate.throttled('requests', 1);
       verdicts.push(verdict.action === 'skip' ? 'skip' : `${verdict.action} ${verdict.learnedPerMinute}`);
     }
     expect(verdicts).toEqual(['nudge 1080', 'skip', 'nudge 972']);
@@ -382,17 +382,35 @@ describe('RateGate (real Redis)', () => {
     // 8 accepted a second: 600 a minute is cut to 480, and sending pauses 250 ms (the drain) after
     // the four slots already booked, so it resumes 650 ms after the cut.
     await acceptedAgo(gate, 8, 800);
-    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 480 });
+    expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'cut', learnedPerMinute: 480 });
     // 1.1 s later, past the cooldown: the window the cut would read (sent 0.5 to 1.5 s ago) holds the
     // drain, whose pause looks like a fall. No cut.
     await sleep(1_100);
     await acceptedAgo(gate, 6, 700);
-    expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
+    expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'skip' });
     // 1.5 s after sending resumed (after the slots booked before the cut, and the drain), the
     // window is all after the drain: the cut reads it.
     await sleep(1_300);
     await acceptedAgo(gate, 7, 700);
-    expect(await gate.throttled('requests')).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
+    expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'cut', learnedPerMinute: 420 });
+  });
+
+  it('a cluster with nothing accepted for three seconds (a minute window still full after a quota fell) halves what was sent, and sending goes on within seconds', async () => {
+    // Requests of 240 tokens at 420 a minute send 100,800 tokens a minute, far below the 24,000,000 configured.
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 420, tokensPerMinute: 24_000_000 }, { targetUtilization: 1, ...steady });
+    for (let index = 0; index < 4; index += 1) await gate.reserve(240);
+    for (let index = 0; index < 2; index += 1) expect(await gate.throttled('tokens', 240)).toMatchObject({ action: 'skip' });
+    // The windows hold nothing accepted: the cut halves the 100,800 being sent. (It learned 1 token
+    // a minute, and the next 240-token request's slot lay four hours ahead.)
+    expect(await gate.throttled('tokens', 240)).toMatchObject({ action: 'cut', kind: 'tokens', learnedPerMinute: 50_400 });
+    const next = await gate.reserve(240);
+    expect(next.waitMs).toBeLessThan(3_000);
+
+    // However few were being sent, the limit learned leaves one request every 10 s.
+    const slow = new RateGate(redisA, key(), { requestsPerMinute: 8, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
+    await saturate(slow, 2);
+    for (let index = 0; index < 2; index += 1) await slow.throttled('requests', 1);
+    expect(await slow.throttled('requests', 1)).toMatchObject({ action: 'cut', kind: 'requests', learnedPerMinute: 6 });
   });
 
   it('a cut at a limit believed right forgets that a nudge showed another client: the limit itself fell', async () => {
@@ -403,14 +421,14 @@ describe('RateGate (real Redis)', () => {
     await acceptedAgo(cutter, 20, 800);
     expect(await cluster(cutter)).toMatchObject({ action: 'cut', learnedPerMinute: 1200 });
     await sleep(1_100);
-    expect(await nudger.throttled('requests')).toMatchObject({ action: 'nudge', learnedPerMinute: 1080 });
+    expect(await nudger.throttled('requests', 1)).toMatchObject({ action: 'nudge', learnedPerMinute: 1080 });
     expect((await cutter.state()).shared).toBe(true);
     // Past the drain (1 s) and the window after it: 10 accepted a second, then a cluster. Its first
     // 429 nudges again, and the third cuts to what was accepted.
     await sleep(1_600);
     await acceptedAgo(cutter, 10, 700);
     const verdicts = [];
-    for (let index = 0; index < 3; index += 1) verdicts.push((await cutter.throttled('requests')).action);
+    for (let index = 0; index < 3; index += 1) verdicts.push((await cutter.throttled('requests', 1)).action);
     expect(verdicts).toEqual(['nudge', 'skip', 'cut']);
     const state = await cutter.state();
     expect(state.learned.requestsPerMinute).toBe(600);
@@ -425,7 +443,7 @@ describe('RateGate (real Redis)', () => {
     for (let index = 0; index < 4; index += 1) {
       await sleep(1_100); // never two within the strike window: no cluster
       await saturate(gate);
-      expect(await gate.throttled('requests')).toMatchObject({ action: 'skip' });
+      expect(await gate.throttled('requests', 1)).toMatchObject({ action: 'skip' });
     }
     expect((await gate.state()).learned.requestsPerMinute).toBeUndefined();
   });
@@ -484,7 +502,7 @@ describe('RateGate (real Redis)', () => {
     expect(rate).toBeGreaterThan(learned * 1.02);
     // One 429 ends it: the limit it left stays, and the rate restarts below it.
     await saturate(gate);
-    const ended = await gate.throttled('requests');
+    const ended = await gate.throttled('requests', 1);
     expect(ended).toMatchObject({ action: 'cut', learnedPerMinute: learned });
     expect((await gate.reserve(0)).requestsPerMinute).toBeLessThan(learned);
   });
@@ -495,7 +513,7 @@ describe('RateGate (real Redis)', () => {
     expect((await gate.state()).shared).toBe(false);
     // One 429 under the learned limit, no cluster: a neighbour. The limit is nudged 10%.
     await saturate(gate);
-    const nudged = await gate.throttled('requests');
+    const nudged = await gate.throttled('requests', 1);
     if (nudged.action !== 'nudge') throw new Error(`expected a nudge, got ${JSON.stringify(nudged)}`);
     // (Verdicts are rounded to whole requests a minute.)
     expect(Math.abs(nudged.learnedPerMinute - cut.learnedPerMinute * 0.9)).toBeLessThanOrEqual(1);
