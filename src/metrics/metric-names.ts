@@ -10,6 +10,11 @@ export interface MetricDefinition {
   labels: readonly string[];
   /** Histogram bucket upper bounds (seconds). */
   buckets?: readonly number[];
+  /**
+   * A counter's label sets known in advance, exposed as 0 until counted, so rate() and increase()
+   * see a series' first increments (Default: the one series of a counter without labels).
+   */
+  series?: readonly Record<string, string>[];
 }
 
 const define = <const T extends Record<string, MetricDefinition>>(definitions: T): T => definitions;
@@ -20,6 +25,7 @@ export const METRICS = define({
     help: 'Input lines by outcome: embedded (as each batch is stored), failed and blank (as each shard is written).',
     type: 'counter',
     labels: ['outcome'],
+    series: [{ outcome: 'embedded' }, { outcome: 'failed' }, { outcome: 'blank' }],
   },
   tokens: { name: 'embedq_tokens_total', help: 'Tokens DashScope billed (usage.total_tokens).', type: 'counter', labels: [] },
   requests: {
@@ -27,6 +33,11 @@ export const METRICS = define({
     help: 'DashScope requests by outcome (ok, rate_limited, rejected, unavailable, account, invalid, other) and HTTP status (none for network errors).',
     type: 'counter',
     labels: ['outcome', 'status'],
+    // The status of other outcomes is not known in advance.
+    series: [
+      { outcome: 'ok', status: '200' },
+      { outcome: 'rate_limited', status: '429' },
+    ],
   },
   requestDuration: {
     name: 'embedq_request_duration_seconds',

@@ -34,13 +34,82 @@ function total(families: Family[], name: string, labels: Record<string, string> 
     .reduce((sum, metric) => sum + Number(metric.value ?? metric.count ?? 0), 0);
 }
 
+interface StrictSample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+interface StrictFamily {
+  name: string;
+  type: string;
+  samples: StrictSample[];
+}
+
+/**
+ * Reads the text exposition format as strictly as Prometheus's own parser does, which the
+ * parse-prometheus-text-format package does not: one HELP/TYPE block per family before its samples,
+ * no family split or series repeated, and each histogram's buckets in ascending `le` order,
+ * cumulative, ending at +Inf, then _sum and _count (the count equal to +Inf).
+ */
+function parseStrictly(text: string): Map<string, StrictFamily> {
+  const families = new Map<string, StrictFamily>();
+  const seen = new Set<string>();
+  let current: StrictFamily | undefined;
+  for (const line of text.split('\n').filter((line) => line !== '')) {
+    const header = /^# (HELP|TYPE) ([a-zA-Z_:][\w:]*) (.*)$/.exec(line);
+    if (header) {
+      const [, kind, name, rest] = header as unknown as [string, string, string, string];
+      if (current?.name !== name) {
+        expect(families.has(name), `${name} declared twice`).toBe(false);
+        families.set(name, (current = { name, type: 'untyped', samples: [] }));
+      }
+      expect(current.samples, `${name}: ${kind} after its samples`).toEqual([]);
+      if (kind === 'TYPE') current.type = rest;
+      continue;
+    }
+    const sample = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    expect(sample, line).not.toBeNull();
+    const [, name, labelText = '', valueText] = sample as unknown as [string, string, string | undefined, string];
+    const labels: Record<string, string> = {};
+    const rest = labelText.replace(/([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"(?:,|$)/g, (_, key: string, value: string) => ((labels[key] = value), ''));
+    expect(rest, `${line}: labels`).toBe('');
+    const value = valueText === '+Inf' ? Infinity : Number(valueText);
+    expect(Number.isNaN(value), `${line}: value`).toBe(false);
+    const suffixes = current?.type === 'histogram' ? ['_bucket', '_sum', '_count'] : [''];
+    expect(suffixes.map((suffix) => current?.name + suffix), `${line}: outside its family`).toContain(name);
+    expect(seen.has(`${name}${JSON.stringify(labels)}`), `${line}: repeated`).toBe(false);
+    seen.add(`${name}${JSON.stringify(labels)}`);
+    current!.samples.push({ name, labels, value });
+  }
+  for (const [name, family] of families) {
+    if (family.type !== 'histogram') continue;
+    // Histograms here have no labels but le: one series of buckets, _sum, _count.
+    const order = family.samples.map((sample) => sample.name.slice(name.length));
+    const buckets = family.samples.filter((sample) => sample.name === `${name}_bucket`);
+    expect(order, name).toEqual([...buckets.map(() => '_bucket'), '_sum', '_count']);
+    const bounds = buckets.map((bucket) => (bucket.labels.le === '+Inf' ? Infinity : Number(bucket.labels.le)));
+    expect(bounds.at(-1), `${name}: last bucket`).toBe(Infinity);
+    expect(bounds, `${name}: le order`).toEqual([...bounds].sort((a, b) => a - b));
+    expect(new Set(bounds).size, `${name}: le repeated`).toBe(bounds.length);
+    const counts = buckets.map((bucket) => bucket.value);
+    expect(counts, `${name}: cumulative`).toEqual([...counts].sort((a, b) => a - b));
+    expect(counts.at(-1), `${name}: +Inf is the count`).toBe(family.samples.at(-1)!.value);
+  }
+  return families;
+}
+
 describe('dashboard: JSON API, /metrics and security against a real job', () => {
   let world: World;
   let dashboard: Awaited<ReturnType<typeof startDashboard>>;
   let pool: WorkerPool;
   const auth = { authorization: `Bearer ${TOKEN}` };
   const get = (path: string, headers: Record<string, string> = auth) => fetch(dashboard.url + path, { headers });
-  const scrape = async (): Promise<Family[]> => parsePrometheusTextFormat(await (await get('/metrics')).text()) as Family[];
+  const scrape = async (): Promise<Family[]> => {
+    const text = await (await get('/metrics')).text();
+    parseStrictly(text);
+    return parsePrometheusTextFormat(text) as Family[];
+  };
 
   beforeAll(async () => {
     world = await startWorld(
@@ -219,5 +288,52 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     const open = await buildDashboard(world.services, { host: '127.0.0.1' });
     expect((await open.app.inject({ method: 'GET', url: '/api/schedules' })).json()).toEqual([]);
     await open.app.close();
+  });
+});
+
+describe('dashboard: /metrics in the text format, before and after the workers count', () => {
+  let world: World;
+  let dashboard: Awaited<ReturnType<typeof startDashboard>>;
+  beforeAll(async () => {
+    world = await startWorld(); // its own key prefix: nothing counted yet
+    dashboard = await startDashboard(world.services);
+  });
+  afterAll(async () => {
+    await dashboard?.close();
+    await world?.close();
+  });
+  const scrape = async () => parseStrictly(await (await fetch(`${dashboard.url}/metrics`)).text());
+  const series = (families: Awaited<ReturnType<typeof scrape>>, name: string) =>
+    families.get(name)!.samples.map((sample) => [sample.name, sample.labels, sample.value]);
+
+  it('shows every bucket of every histogram, in order and zeros included, and the known counter series as 0', async () => {
+    const histogram = (name: string, buckets: readonly number[], values: number[], sum: number) => [
+      ...[...buckets.map(String), '+Inf'].map((le, index) => [`${name}_bucket`, { le }, values[index]]),
+      [`${name}_sum`, {}, sum],
+      [`${name}_count`, {}, values.at(-1)],
+    ];
+    const { requestDuration, shardWriteDuration, lines, requests } = METRICS;
+    // Nothing observed yet: before, each histogram was a lone `_count 0`, and labelled counters absent.
+    const fresh = await scrape();
+    expect(series(fresh, requestDuration.name)).toEqual(histogram(requestDuration.name, requestDuration.buckets, Array(13).fill(0), 0));
+    expect(series(fresh, shardWriteDuration.name)).toEqual(histogram(shardWriteDuration.name, shardWriteDuration.buckets, Array(11).fill(0), 0));
+    expect(series(fresh, lines.name)).toEqual(['embedded', 'failed', 'blank'].map((outcome) => [lines.name, { outcome }, 0]));
+    expect(series(fresh, requests.name)).toEqual([
+      [requests.name, { outcome: 'ok', status: '200' }, 0],
+      [requests.name, { outcome: 'rate_limited', status: '429' }, 0],
+    ]);
+
+    // Observations above the lowest bucket: it stays in the output at 0, and the hash's order
+    // (the +Inf bucket written before the others) does not show.
+    world.services.metrics.observe(requestDuration, 70);
+    await world.services.metrics.flush();
+    world.services.metrics.observe(requestDuration, 0.15);
+    world.services.metrics.increment(requests, { outcome: 'unavailable', status: '503' });
+    await world.services.metrics.flush();
+    const counted = await scrape();
+    expect(series(counted, requestDuration.name)).toEqual(histogram(requestDuration.name, requestDuration.buckets, [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2], 70.15));
+    expect(series(counted, shardWriteDuration.name)).toEqual(histogram(shardWriteDuration.name, shardWriteDuration.buckets, Array(11).fill(0), 0));
+    expect(series(counted, requests.name)).toContainEqual([requests.name, { outcome: 'unavailable', status: '503' }, 1]);
+    expect(series(counted, requests.name)).toContainEqual([requests.name, { outcome: 'ok', status: '200' }, 0]);
   });
 });

@@ -2,6 +2,7 @@ import { Registry } from 'prom-client';
 
 import { QUEUES } from '../../jobs/queues.js';
 import { BACKLOG_STATES, METRICS, QUEUE_DEPTH_STATES, type MetricDefinition } from '../../src/metrics/metric-names.js';
+import { metricField } from '../../src/metrics/metrics-keys.js';
 import { readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
 import { readRedisMemory } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
@@ -21,16 +22,29 @@ interface Value {
  */
 export function createMetricsEndpoint(services: Services, rates: RateSource) {
   let samples: MetricSample[] = [];
+  let samplesByField = new Map<string, number>();
   let direct = new Map<string, Value[]>();
   const registry = new Registry();
 
+  const stored = (name: string, labels: Record<string, string> = {}): number => samplesByField.get(metricField(name, labels)) ?? 0;
+
   const fromWorkers = (metric: MetricDefinition): Value[] => {
-    const names = metric.type === 'histogram' ? ['_bucket', '_sum', '_count'].map((suffix) => metric.name + suffix) : [metric.name];
-    const values = samples.filter((sample) => names.includes(sample.name)).map((sample) => ({ value: sample.value, labels: sample.labels, metricName: sample.name }));
-    // A histogram nobody observed yet still shows as zero, so dashboards and alerts find it.
-    if (metric.type === 'histogram' && values.length === 0) return [{ value: 0, labels: {}, metricName: `${metric.name}_count` }];
-    if (metric.type === 'counter' && values.length === 0 && metric.labels.length === 0) return [{ value: 0, labels: {} }];
-    return values;
+    if (metric.type === 'histogram') {
+      // The recorder writes only the buckets an observation reached (histograms have no labels),
+      // but every scrape must show every bucket, ascending, then _sum and _count: a bucket that
+      // first appears later starts as a new series, and rate() loses its first increments.
+      const bounds = [...(metric.buckets ?? []).map(String), '+Inf'];
+      return [
+        ...bounds.map((le) => ({ metricName: `${metric.name}_bucket`, labels: { le }, value: stored(`${metric.name}_bucket`, { le }) })),
+        { metricName: `${metric.name}_sum`, labels: {}, value: stored(`${metric.name}_sum`) },
+        { metricName: `${metric.name}_count`, labels: {}, value: stored(`${metric.name}_count`) },
+      ];
+    }
+    // Likewise a counter's known series show as 0 before anything is counted.
+    const known = metric.series ?? (metric.labels.length === 0 ? [{}] : []);
+    const knownFields = new Set(known.map((labels) => metricField(metric.name, labels)));
+    const others = samples.filter((sample) => sample.name === metric.name && !knownFields.has(metricField(sample.name, sample.labels)));
+    return [...known.map((labels) => ({ labels, value: stored(metric.name, labels) })), ...others.map(({ labels, value }) => ({ labels, value }))];
   };
 
   for (const metric of Object.values(METRICS) as MetricDefinition[]) {
@@ -83,6 +97,7 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
     /** One scrape: reads Redis, then renders the text format. */
     async render(): Promise<string> {
       [samples, direct] = await Promise.all([readWorkerMetrics(services.redis, services.settings.redisPrefix), readDirect()]);
+      samplesByField = new Map(samples.map((sample) => [metricField(sample.name, sample.labels), sample.value]));
       const bullmq = await Promise.all(Object.values(QUEUES).map((name) => services.queues[name].exportPrometheusMetrics()));
       return `${await registry.metrics()}\n${mergeFamilies(bullmq)}`;
     },
