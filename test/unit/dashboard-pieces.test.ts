@@ -26,6 +26,28 @@ describe('throughput tracker', () => {
     expect(tracker.history('a')).toEqual([]);
   });
 
+  it('shows a job that stopped as a drop to 0 when it stopped, not a slide down across the time since', () => {
+    const tracker = new ThroughputTracker();
+    const stopped = 1_010_000;
+    for (let t = 1_000_000; t <= stopped; t += 1000) tracker.record('a', (t - 1_000_000) * 0.99, t);
+    // Finished (or stalled) for two minutes: each tick records the same count.
+    for (let t = stopped + 1000; t <= stopped + 116_000; t += 1000) tracker.record('a', 9_900, t);
+    const after = tracker.history('a').filter(([t]) => t > stopped);
+    // The rate is 0 once the 5 s window holds no progress, and stays there.
+    expect(after.filter(([t]) => t >= stopped + 5_000)).toEqual([
+      [stopped + 5_000, 0],
+      [stopped + 116_000, 0],
+    ]);
+    // Moving again: 990 lines in its first second are 198 lines/s over the 5 s window, not 990 lines
+    // over the two minutes before (8 lines/s).
+    tracker.record('a', 10_890, stopped + 117_000);
+    expect(tracker.history('a').slice(-3)).toEqual([
+      [stopped + 5_000, 0],
+      [stopped + 116_000, 0],
+      [stopped + 117_000, 198],
+    ]);
+  });
+
   it('reads a count that went down (a retry rebuilds it from the written shards) as a pause, never as negative lines a second', () => {
     const tracker = new ThroughputTracker();
     for (let second = 0; second <= 5; second += 1) tracker.record('a', second * 100, 1_000_000 + second * 1000);

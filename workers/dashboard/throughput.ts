@@ -47,9 +47,19 @@ export class ThroughputTracker {
     let start = 0;
     for (let i = 1; i < list.length; i += 1) {
       const b = list[i]!;
-      while (start < i - 1 && b.t - list[start + 1]!.t >= WINDOW_MS) start += 1;
+      const previous = list[i - 1]!;
+      // `record` keeps a stretch without progress as two samples, its first and its last. The rate
+      // is 0 from a window after the stretch began: without that point the chart slid down to 0
+      // across the whole stretch, for a job that had stopped at once.
+      if (b.done === previous.done && b.t - previous.t > WINDOW_MS) points.push([previous.t + WINDOW_MS, 0]);
+      const from = b.t - WINDOW_MS;
+      while (start < i - 1 && list[start + 1]!.t <= from) start += 1;
+      // The count where the window starts, read between the samples around it: taking the sample
+      // before it spread a job's first seconds after such a stretch over the whole stretch.
       const a = list[start]!;
-      if (b.t > a.t) points.push([b.t, Math.round(((b.done - a.done) * 1000) / (b.t - a.t))]);
+      const next = list[start + 1]!;
+      const [t0, done0] = a.t < from ? [from, a.done + ((next.done - a.done) * (from - a.t)) / (next.t - a.t)] : [a.t, a.done];
+      if (b.t > t0) points.push([b.t, Math.round(((b.done - done0) * 1000) / (b.t - t0))]);
     }
     return points;
   }
