@@ -36,6 +36,12 @@ export function parseLocation(text: string): Location {
   if (!BUCKET.test(bucket)) {
     throw new ConfigError(`invalid location ${JSON.stringify(text)}: expected s3://bucket/key with a bucket name`);
   }
+  // AWS keeps `.` and `..` as literal key parts, some S3 servers resolve them (s3rver), MinIO
+  // refuses them: either way two spellings could name one folder, and `zz/../out` slipped past the
+  // output lease and the output-inside-input check, mixing two runs' shards under one _SUCCESS.
+  if (key.split('/').some((part) => part === '.' || part === '..')) {
+    throw new ConfigError(`invalid location ${JSON.stringify(text)}: "." and ".." are not allowed as parts of an S3 key`);
+  }
   return { kind: 's3', bucket, key };
 }
 

@@ -487,6 +487,11 @@ describe('locations', () => {
     expect(() => parseLocation('https://example.com/x')).toThrow(ConfigError);
     expect(() => parseLocation('s3:///key')).toThrow(new ConfigError('invalid location "s3:///key": expected s3://bucket/key with a bucket name'));
     expect(() => parseLocation('s3://')).toThrow(ConfigError);
+    // S3 servers disagree on what `.` and `..` mean in a key, so one folder could have two spellings.
+    for (const dotted of ['s3://b/out/./s1', 's3://b/out/s1/.', 's3://b/zz/../corpus/x', 's3://b/..', 's3://b/./']) {
+      expect(() => parseLocation(dotted)).toThrow(new ConfigError(`invalid location "${dotted}": "." and ".." are not allowed as parts of an S3 key`));
+    }
+    expect(parseLocation('s3://b/a.b/..c/.d')).toEqual({ kind: 's3', bucket: 'b', key: 'a.b/..c/.d' });
     expect(() => parseLocation('')).toThrow(ConfigError);
   });
 

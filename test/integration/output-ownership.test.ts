@@ -107,6 +107,10 @@ describe('one writer per output', () => {
     const submit = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://corpus/data/vectors/']);
     expect(submit.code).toBe(2);
     expect(submit.stderr).toContain('- output: s3://corpus/data/vectors/ is inside the input s3://corpus/data/');
+    // Spelled with `..`, which s3rver resolves, it went through and the run wrote into its input.
+    const dotted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://corpus/zz/../data/vectors/']);
+    expect(dotted.code).toBe(2);
+    expect(dotted.stderr).toContain('"." and ".." are not allowed as parts of an S3 key');
     const schedule = await runEmbedq(world.env, ['schedule', 'add', 'inside', 's3://corpus/data/', '--cron', '0 3 * * *', '--out', 's3://corpus/data/v/{date}/']);
     expect(schedule.code).toBe(2);
     expect(schedule.stderr).toContain('is inside the input s3://corpus/data/');
