@@ -275,6 +275,14 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     expect((await get('/api/jobs', { cookie })).status).toBe(200);
     const wrong = await fetch(`${dashboard.url}/login`, { method: 'POST', body: new URLSearchParams({ token: 'nope' }), redirect: 'manual' });
     expect(wrong.status).toBe(401);
+    // Only a path on the dashboard is followed or echoed: a browser reads `/\host` as `//host`.
+    for (const next of ['/\\evil.example.com/x', '//evil.example.com/x', '/\t/evil.example.com/x', 'https://evil.example.com/']) {
+      const signIn = (token: string) => fetch(`${dashboard.url}/login`, { method: 'POST', body: new URLSearchParams({ token, next }), redirect: 'manual' });
+      expect((await signIn(TOKEN)).headers.get('location'), next).toBe('/');
+      expect(await (await signIn('nope')).text(), next).toContain('name="next" value="/"');
+    }
+    const back = await fetch(`${dashboard.url}/login`, { method: 'POST', body: new URLSearchParams({ token: TOKEN, next: '/queues' }), redirect: 'manual' });
+    expect(back.headers.get('location')).toBe('/queues');
     const events = await fetch(`${dashboard.url}/api/events`, { headers: auth });
     const reader = events.body!.getReader();
     const first = new TextDecoder().decode((await reader.read()).value);

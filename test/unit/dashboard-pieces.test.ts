@@ -2,7 +2,7 @@ import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { describe, expect, it } from 'vitest';
 
 import { metricField, parseMetricField } from '../../src/metrics/metrics-keys.js';
-import { isLoopbackHost } from '../../workers/dashboard/auth.js';
+import { isLoopbackHost, loginRedirectPath } from '../../workers/dashboard/auth.js';
 import { mergeFamilies } from '../../workers/dashboard/metrics-endpoint.js';
 import { ThroughputTracker } from '../../workers/dashboard/throughput.js';
 import { toJobView } from '../../workers/dashboard/job-views.js';
@@ -122,4 +122,23 @@ describe('dashboard host check', () => {
     ['::', false],
     ['dashboard.example.com', false],
   ])('%s loopback: %s', (host, loopback) => expect(isLoopbackHost(host)).toBe(loopback));
+});
+
+describe('dashboard login redirect', () => {
+  it.each([
+    ['/', '/'],
+    ['/queues', '/queues'],
+    ['/api/jobs?limit=5#top', '/api/jobs?limit=5#top'],
+    ['/jobs/é', '/jobs/%C3%A9'],
+    [undefined, '/'],
+    ['', '/'],
+    ['queues', '/'],
+    ['https://evil.example.com/x', '/'],
+    ['//evil.example.com/x', '/'],
+    // Browsers read a backslash as a slash, and drop tabs and newlines: each of these led off-site.
+    ['/\\evil.example.com/x', '/'],
+    ['/\t/evil.example.com/x', '/'],
+    ['/\n/evil.example.com', '/'],
+    ['/%5Cevil.example.com', '/%5Cevil.example.com'],
+  ])('next %j goes to %j', (next, path) => expect(loginRedirectPath(next)).toBe(path));
 });

@@ -13,6 +13,19 @@ export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
+/**
+ * Where the login form may send the browser back to: a path on this dashboard, else `/`. Browsers
+ * read `\` as `/` and drop tabs and newlines in a URL, so `/\evil.example` led off-site where a
+ * check for a leading `//` saw a path.
+ */
+export function loginRedirectPath(next: string | undefined): string {
+  if (!next?.startsWith('/') || /[\\\u0000-\u001f\u007f]/.test(next)) return '/';
+  const base = new URL('http://dashboard.invalid');
+  const url = new URL(next, base);
+  // The normalized form: percent-encoded, so a Location header can always carry it.
+  return url.origin === base.origin ? `${url.pathname}${url.search}${url.hash}` : '/';
+}
+
 const sameSecret = (a: string, b: string): boolean => {
   const left = Buffer.from(a);
   const right = Buffer.from(b);
@@ -42,7 +55,7 @@ export function registerAuth(app: FastifyInstance, token: string | undefined): v
   });
   app.get('/login', async (_request, reply) => reply.type('text/html; charset=utf-8').send(loginPage('/')));
   app.post<{ Body: { token?: string; next?: string } }>('/login', async (request, reply) => {
-    const next = request.body?.next?.startsWith('/') && !request.body.next.startsWith('//') ? request.body.next : '/';
+    const next = loginRedirectPath(request.body?.next);
     if (!sameSecret(request.body?.token ?? '', token)) return reply.code(401).type('text/html; charset=utf-8').send(loginPage(next, true));
     reply.setCookie(SESSION_COOKIE, session, { path: '/', httpOnly: true, sameSite: 'strict', secure: request.protocol === 'https' });
     return reply.redirect(next, 303);
