@@ -297,6 +297,39 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     expect((await open.app.inject({ method: 'GET', url: '/api/schedules' })).json()).toEqual([]);
     await open.app.close();
   });
+
+  it('refuses writes from other sites, and without a token any Host but a loopback name (CSRF, DNS rebinding)', async () => {
+    const open = await startDashboard(world.services);
+    try {
+      const cancel = (headers: Record<string, string>) => fetch(`${open.url}/api/jobs/cj-gone-000000/cancel`, { method: 'POST', headers, body: 'x' });
+      // A form or fetch on any page: refused before it reaches the job (it cancelled it).
+      const forgeries: Array<Record<string, string>> = [
+        { origin: 'http://attacker.example.com', 'content-type': 'text/plain' },
+        { origin: 'null' },
+        { referer: 'http://attacker.example.com/page' },
+        { origin: open.url.replace('127.0.0.1', 'localhost') },
+      ];
+      for (const headers of forgeries) {
+        expect((await cancel(headers)).status, JSON.stringify(headers)).toBe(403);
+      }
+      // The page's own fetch, and curl (neither header), reach the job: 404, it is gone.
+      expect((await cancel({ origin: open.url })).status).toBe(404);
+      expect((await cancel({ referer: `${open.url}/` })).status).toBe(404);
+      expect((await cancel({})).status).toBe(404);
+      // A name rebound to 127.0.0.1 is not this dashboard's; loopback names with any port are.
+      const read = (host: string) => open.dashboard.app.inject({ method: 'GET', url: '/api/schedules', headers: { host } });
+      for (const host of ['attacker.example.com', 'attacker.example.com:8080', '127.0.0.1.nip.io', '10.0.0.5:8080']) {
+        expect((await read(host)).statusCode, host).toBe(403);
+      }
+      for (const host of ['localhost', 'localhost:8080', '127.0.0.1:9', '[::1]:8080']) expect((await read(host)).statusCode, host).toBe(200);
+    } finally {
+      await open.close();
+    }
+    // With a token, any name may reach it (it may sit behind a DNS name), but a cross-site write is still refused.
+    expect((await dashboard.dashboard.app.inject({ method: 'GET', url: '/api/schedules', headers: { ...auth, host: 'dashboard.example.com' } })).statusCode).toBe(200);
+    const forged = await fetch(`${dashboard.url}/api/jobs/cj-gone-000000/cancel`, { method: 'POST', headers: { ...auth, origin: 'http://attacker.example.com' } });
+    expect(forged.status).toBe(403);
+  });
 });
 
 describe('dashboard: /metrics in the text format, before and after the workers count', () => {

@@ -11,6 +11,7 @@ import type { Services } from '../services.js';
 import { registerApi } from './api.js';
 import { isLoopbackHost, registerAuth } from './auth.js';
 import { createMetricsEndpoint } from './metrics-endpoint.js';
+import { registerOriginChecks } from './origin-checks.js';
 import { dashboardPage } from './page.js';
 import { DashboardState, type DashboardSources } from './snapshot.js';
 import { gateRates, storedSchedules } from './sources.js';
@@ -48,6 +49,8 @@ export async function buildDashboard(services: Services, options: DashboardOptio
   });
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody);
+  // Before the token check: a forged request is refused whether or not it carries the cookie.
+  registerOriginChecks(app, { loopbackHostOnly: !options.token });
   registerAuth(app, options.token);
 
   // With Redis down, a read fails at once (failWhileUnreachable): say so as 503, not as a 500.
