@@ -289,6 +289,10 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     await reader.cancel();
     expect(first).toMatch(/^data: \{"at":/);
     expect(first).not.toContain(API_KEY);
+    // HEAD gets the stream's headers at once (it got nothing: no body is written to flush them).
+    const head = await fetch(`${dashboard.url}/api/events`, { method: 'HEAD', headers: auth, signal: AbortSignal.timeout(5_000) });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-type')).toBe('text/event-stream');
   });
 
   it('refuses a non-loopback host without a token', async () => {

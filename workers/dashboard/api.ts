@@ -55,6 +55,8 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
   app.get('/api/events', (request, reply) => {
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    // Node sends a HEAD response's headers only on end(): no write ever flushes them.
+    if (request.method === 'HEAD') return void reply.raw.end();
     const send = (snapshot: unknown): void => void reply.raw.write(`data: ${JSON.stringify(snapshot)}\n\n`);
     void state.latest().then(send, () => undefined);
     const unsubscribe = state.subscribe(send);
