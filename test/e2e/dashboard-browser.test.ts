@@ -111,6 +111,14 @@ describe.skipIf(SKIP)('dashboard in a real browser', () => {
     expect(await progress()).toBe(100);
     expect(reloads).toBe(0);
     await expect.poll(async () => card.locator('.errors').textContent(), { timeout: 10_000 }).toContain('CONTENT_REJECTED');
+    // An error row names its line 1-based, as the messages do (`line` in the API is 0-based, as in
+    // _errors.jsonl); it showed the 0-based number beside a message saying the next one.
+    const view = (await (await fetch(`${dashboard.url}/api/jobs/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as {
+      firstErrors: Array<{ row: number; source: string; line: number; code: string }>;
+    };
+    const rows = (await card.locator('.errors').textContent())!.split('\n');
+    expect(rows).toHaveLength(view.firstErrors.length);
+    view.firstErrors.forEach((error, index) => expect(rows[index]).toContain(`row ${error.row} ${error.source}:${error.line + 1} ${error.code} `));
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-completed.png'), fullPage: true });
 
     await page.goto(`${dashboard.url}/queues`);

@@ -47,7 +47,8 @@ function job(j) {
   const actions = j.finishing ? '' : (j.state === 'queued' || j.state === 'running') ? '<button data-act="cancel">cancel</button>' : (j.state === 'failed' || j.state === 'cancelled') ? '<button data-act="retry">retry</button>' : '';
   const errs = j.error ? '<div class="errors">' + esc(j.errorCode + ': ' + j.error) + '</div>' : '';
   const retry = j.lastRetry && (j.state === 'queued' || j.state === 'running') ? '<div class="errors retry">retrying ' + esc(j.lastRetry) + ' (' + time(j.lastRetryAt) + ')</div>' : '';
-  const recs = j.firstErrors.length ? '<div class="errors">' + j.firstErrors.map((e) => esc('row ' + e.row + ' ' + e.source + ':' + e.line + ' ' + e.code + ' ' + e.message)).join('\\n') + '</div>' : '';
+  // source:line as messages write it, 1-based; the record's line (as in _errors.jsonl) is 0-based.
+  const recs = j.firstErrors.length ? '<div class="errors">' + j.firstErrors.map((e) => esc('row ' + e.row + ' ' + e.source + ':' + (e.line + 1) + ' ' + e.code + ' ' + e.message)).join('\\n') + '</div>' : '';
   return '<div class="job ' + esc(j.state) + '" data-job-id="' + esc(j.id) + '">' +
     '<div class="job-head"><span class="job-id">' + esc(j.id) + '</span><span class="state ' + esc(j.state) + '">' + esc(label) + '</span>' +
     (j.schedule ? '<span class="paths">schedule ' + esc(j.schedule) + '</span>' : '') + '<span class="actions">' + actions + '</span></div>' +
