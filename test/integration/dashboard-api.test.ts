@@ -264,6 +264,7 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     }
     expect((await fetch(`${dashboard.url}/api/jobs/x/cancel`, { method: 'POST' })).status).toBe(401);
     expect((await get('/healthz', {})).status).toBe(200);
+    expect((await get('/favicon.ico', {})).status).toBe(204);
     const login = await fetch(`${dashboard.url}/login`, {
       method: 'POST',
       body: new URLSearchParams({ token: TOKEN, next: '/' }),

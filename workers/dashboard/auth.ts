@@ -5,8 +5,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { loginPage } from './page.js';
 
 export const SESSION_COOKIE = 'embedq_session';
-/** Paths reachable without the token: the liveness probe and the login form itself. */
-const OPEN_PATHS = new Set(['/healthz', '/login']);
+/** Paths reachable without the token: the liveness probe, the login form and the icon browsers ask for beside it. */
+const OPEN_PATHS = new Set(['/healthz', '/login', '/favicon.ico']);
 
 /** Only loopback hosts may serve without a token. */
 export function isLoopbackHost(host: string): boolean {

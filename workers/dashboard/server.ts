@@ -59,6 +59,8 @@ export async function buildDashboard(services: Services, options: DashboardOptio
     return reply.code(503).send({ error: `Redis is unreachable: ${(error as Error).message}`, code: 'REDIS_UNAVAILABLE' });
   });
   app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
+  // Browsers ask for it on every page; a 404 put an error in their console.
+  app.get('/favicon.ico', async (_request, reply) => reply.code(204).send());
   app.get('/healthz', async (_request, reply) => {
     // Commands wait for a reconnect (maxRetriesPerRequest: null), so the probe bounds its own wait.
     const redis = await Promise.race([
