@@ -5,6 +5,7 @@ import { JobStateLostError } from '../jobs/job-errors.js';
 import { stepOwner } from '../jobs/queues.js';
 import { EmbedqError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
+import { processIdentity } from '../src/process-identity.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
 import type { Services } from './services.js';
 import { failCorpusJob } from './fail-corpus-job.js';
@@ -94,7 +95,7 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
       if (permanent || lastAttempt) {
         const code = error instanceof EmbedqError ? error.code : 'INTERNAL';
         const reason = permanent ? errorMessage(error) : `gave up after ${attempts} attempts: ${errorMessage(error)}`;
-        await failCorpusJob(services, { corpusJobId: payload.corpusJobId, generation: payload.generation, code, step: `${job.name} ${job.id}`, reason, failingStep: job.id, stopping }, logger);
+        await failCorpusJob(services, { corpusJobId: payload.corpusJobId, generation: payload.generation, code, step: `${job.name} ${job.id} on ${processIdentity()}`, reason, failingStep: job.id, stopping }, logger);
         // As for attempts below: a failure we classified says all in its code and message; a stack only for the others.
         if (error instanceof EmbedqError) logger.error({ code, reason: error.message }, 'corpus job failed');
         else logger.error({ err: error, code }, 'corpus job failed');

@@ -9,6 +9,7 @@ import { embedBatch } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
 import { RedisFullBrake } from './redis-full-brake.js';
+import { ProviderBackoff } from './provider-backoff.js';
 import { processor, WorkerStoppingError } from './run-job.js';
 import { readScheduleFile, RESTORE_INTERVAL_MS, restoreLostSchedules } from './schedule-file.js';
 import { scheduleTickProcessor } from './schedule-tick.js';
@@ -25,6 +26,8 @@ export interface WorkerPoolOptions {
    * place counts; a file that no longer reads keeps the last good definitions).
    */
   schedules?: { file: string; definitions: readonly ScheduleDefinition[]; intervalMs?: number };
+  /** The first rest of an embed worker DashScope keeps failing from (Default: 5,000 ms; see ProviderBackoff). */
+  providerBackoffMs?: number;
 }
 
 export interface WorkerPool {
@@ -59,6 +62,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   ];
   const embedConcurrency = definitions.find((definition) => definition.queue === QUEUES.embed)!.concurrency;
   const brake = new RedisFullBrake(services.redis, logger);
+  const providerBackoff = new ProviderBackoff(logger, options.providerBackoffMs);
   const workers = definitions.map(({ queue, concurrency, process }) => {
     const worker = new Worker(queue, process, {
       connection: services.workerConnection(),
@@ -71,9 +75,14 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },
     });
     worker.on('error', (error) => brake.note(error) || logger.warn({ err: error, queue }, 'worker error'));
+    if (queue === QUEUES.embed) {
+      providerBackoff.watch(worker);
+      worker.on('completed', () => providerBackoff.succeeded());
+    }
     worker.on('failed', (job, error) => {
       // A step that failed because Redis refused a write (its attempt is logged at debug level).
       brake.note(error);
+      if (queue === QUEUES.embed) providerBackoff.failed(error);
       failCorpusJobOf(services, job, error.message, logger.child({ queue })).catch((cause: unknown) =>
         logger.warn({ err: cause, queue }, 'could not fail the corpus job of a failed job'),
       );
@@ -106,6 +115,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       clearInterval(staleCopiesTimer);
       clearInterval(schedulesTimer);
       brake.close();
+      providerBackoff.close();
       stopping.abort(new WorkerStoppingError());
       for (const gate of services.rateGates()) gate.cancelQueued(stopping.signal.reason as Error);
       await Promise.all(workers.map((worker) => worker.close(force)));

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 
+import { processIdentity } from '../process-identity.js';
 import type { RedisClient } from '../redis/redis-client.js';
 
 import { METRICS, type MetricDefinition } from './metric-names.js';
@@ -59,7 +60,7 @@ export class MetricsRecorder {
   /** Starts the periodic flush and the heartbeat (worker processes only; commands never call it). */
   start(info: { concurrency: number }): void {
     if (this.timer) return;
-    this.heartbeat = { id: `${hostname()}:${process.pid}`, host: hostname(), pid: process.pid, startedAt: Date.now(), lastSeen: 0, ...info };
+    this.heartbeat = { id: processIdentity(), host: hostname(), pid: process.pid, startedAt: Date.now(), lastSeen: 0, ...info };
     // One flush at a time: while Redis is away a flush waits for the reconnect, and the deltas of
     // the ticks in between simply accumulate for the next one.
     let flushing = false;

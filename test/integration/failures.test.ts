@@ -1,3 +1,7 @@
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { submitCorpusJob } from '../../jobs/enqueue.js';
@@ -40,6 +44,8 @@ describe('failures that stop a job, and bad input', () => {
       expect(record.errorCode).toBe('PROVIDER_ACCOUNT');
       expect(record.error).toMatch(/InvalidApiKey/);
       expect(record.error).not.toMatch(/sk-wrong-key/);
+      // Which worker met it: one with a key of its own fails the jobs of a fleet whose key is right.
+      expect(record.error).toContain(` on ${hostname()}:${process.pid}: `);
       // The worker that failed it gives the output back once the job's steps have stopped, so a
       // fixed run can go into the same output at once (before, it was refused for a minute).
       const leaseFreeBy = Date.now() + 5_000;
@@ -181,6 +187,39 @@ describe('failures that stop a job, and bad input', () => {
       expect([restarted.lastRetry, restarted.lastRetryAt]).toEqual([null, null]);
       expect((await waitForJob(world.services, id)).state).toBe('completed');
     });
+  });
+
+  it('a worker that cannot reach DashScope steps aside after a few failures, so it does not spend the attempts of the jobs the healthy workers finish', async () => {
+    world.emulator.setFaults({ latencyMs: { min: 200, median: 250, p99: 300 } });
+    // A port nothing listens on: every request of the stray worker is refused at once.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const strayLog: Array<Record<string, unknown>> = [];
+    const stray = createServices(
+      loadSettings({ ...world.env, DASHSCOPE_BASE_URL: `http://127.0.0.1:${port}` }),
+      createLogger({ level: 'warn' }, { write: (line: string) => strayLog.push(JSON.parse(line) as Record<string, unknown>) }),
+    );
+    const healthy = createServices(world.settings, createLogger({ level: 'silent' }));
+    const pools = [startWorkers(stray, { concurrency: 4 }), startWorkers(healthy, { concurrency: 2 })];
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/stray-worker/']);
+      const record = await waitForJob(world.services, submitted.stdout.trim(), undefined, 60_000);
+      expect(record.state).toBe('completed');
+      expect(record.rowsEmbedded + record.rowsBlank + record.rowsFailed).toBe(record.totalLines);
+      // 40 batches at 250 ms, two at a time, take the healthy worker ~5 s. The stray one fails a
+      // step every ~0.75 s (its quick retries), four at a time: ~25 failed attempts in that time
+      // before it stepped aside. Now three, a 5 s rest, at most four more, a 10 s rest.
+      const failedAttempts = strayLog.filter((line) => line.msg === 'job attempt failed; will retry');
+      expect(failedAttempts.length).toBeGreaterThanOrEqual(3);
+      expect(failedAttempts.length).toBeLessThanOrEqual(12);
+      expect(strayLog).toContainEqual(expect.objectContaining({ code: 'PROVIDER_UNAVAILABLE', failuresInARow: 3, restMs: 5_000 }));
+    } finally {
+      await Promise.all(pools.map((pool) => pool.close()));
+      await Promise.all([stray.close(), healthy.close()]);
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });
+    }
   });
 
   it('records a line over 8,192 tokens as an error with --long-lines error, and embeds the rest', async () => {

@@ -1,0 +1,66 @@
+import type { Worker } from 'bullmq';
+
+import { ProviderUnavailableError } from '../src/errors.js';
+import type { Logger } from '../src/logger.js';
+
+/** Embed steps failed in a row, with no success between, before this worker steps aside. */
+export const FAILURES_BEFORE_BACKOFF = 3;
+/** The first rest; each failure after it doubles the next, up to {@link MAX_BACKOFF_MS}. */
+const FIRST_BACKOFF_MS = 5_000;
+const MAX_BACKOFF_MS = 60_000;
+
+/**
+ * A worker that cannot reach DashScope (its own wrong `DASHSCOPE_BASE_URL`, a proxy or network of
+ * its own) fails each embed step in a moment, so it takes far more of them than the healthy
+ * workers, and spends the attempts every job has: measured, one batch landed on such a worker nine
+ * times in a row, five short of failing its corpus job, and the job crawled at a thirtieth of its
+ * rate. So once this process's embed steps fail as unavailable a few times in a row, with none
+ * succeeding between, its embed worker takes no new step for a while (5 s, doubling to a minute),
+ * and the other workers go on. In an outage every worker rests the same way: steps still use their
+ * attempts, only more slowly, so a fleet whose every worker is wrong still fails its jobs.
+ */
+export class ProviderBackoff {
+  #worker: Worker | undefined;
+  #failures = 0;
+  #resting: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly firstBackoffMs = FIRST_BACKOFF_MS,
+  ) {}
+
+  watch(worker: Worker): void {
+    this.#worker = worker;
+  }
+
+  /** An embed step's attempt failed. */
+  failed(error: unknown): void {
+    if (!(error instanceof ProviderUnavailableError)) return;
+    this.#failures += 1;
+    if (this.#failures < FAILURES_BEFORE_BACKOFF || this.#resting || this.#closed || !this.#worker) return;
+    const restMs = Math.min(MAX_BACKOFF_MS, this.firstBackoffMs * 2 ** (this.#failures - FAILURES_BEFORE_BACKOFF));
+    this.logger.warn(
+      { code: error.code, failuresInARow: this.#failures, restMs, reason: error.message },
+      'DashScope fails from this worker and nothing succeeded since: it takes no embed step for a while, and other workers go on; check this machine\'s DASHSCOPE_BASE_URL and network',
+    );
+    const worker = this.#worker;
+    worker.pause(true).catch((cause: unknown) => this.logger.warn({ err: cause }, 'could not pause the embed worker'));
+    this.#resting = setTimeout(() => {
+      this.#resting = undefined;
+      if (!this.#closed) worker.resume();
+    }, restMs);
+    this.#resting.unref();
+  }
+
+  /** An embed step succeeded: DashScope answers this worker. */
+  succeeded(): void {
+    if (this.#failures >= FAILURES_BEFORE_BACKOFF) this.logger.info({ failuresInARow: this.#failures }, 'DashScope answers this worker again');
+    this.#failures = 0;
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#resting);
+  }
+}
