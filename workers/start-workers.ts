@@ -3,6 +3,7 @@ import { Worker, type Job } from 'bullmq';
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
 import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import type { ScheduleDefinition } from '../jobs/schedule-store.js';
+import { clockSkewProblem, readClockSkew } from '../src/redis/redis-clock.js';
 import { readRedisMemory, redisMemoryProblem } from '../src/redis/redis-memory.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
 import { embedBatch } from './embed-batch.js';
@@ -103,6 +104,13 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   const schedulesTimer = options.schedules && keepSchedules(services, options.schedules, options.schedules.intervalMs ?? RESTORE_INTERVAL_MS);
   services.metrics.start({ concurrency: embedConcurrency });
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
+  readClockSkew(services.redis).then(
+    (skewMs) => {
+      const problem = clockSkewProblem(skewMs);
+      if (problem) logger.warn({ clockSkewMs: Math.round(skewMs) }, problem);
+    },
+    (error: unknown) => logger.warn({ err: error }, "could not compare this machine's clock with Redis's (TIME)"),
+  );
   readRedisMemory(services.redis).then(
     (memory) => {
       const problem = redisMemoryProblem(memory);

@@ -1,0 +1,29 @@
+import type { RedisClient } from './redis-client.js';
+
+/** Past this, a machine's clock moves what BullMQ and the heartbeats stamp with it. */
+const TOLERATED_SKEW_MS = 1_000;
+
+/** This machine's clock minus Redis's, in ms (read halfway through the round trip). */
+export async function readClockSkew(redis: RedisClient, clock: () => number = Date.now): Promise<number> {
+  const sent = clock();
+  const [seconds, micros] = await redis.time();
+  const received = clock();
+  return (sent + received) / 2 - (Number(seconds) * 1_000 + Number(micros) / 1_000);
+}
+
+/**
+ * What an operator must know of a worker's clock, or undefined when it agrees with Redis's. The
+ * rate gate, leases and locks run on Redis's clock, but BullMQ's Job Schedulers tick on the clock
+ * of the worker that handles a tick, and heartbeats and job times carry the clock of whoever wrote
+ * them (measured: a worker 5 min ahead ran a tick 24 s early and the next one named 5 min in the
+ * future, and the four ticks between never ran; one 5 min behind was missing from the live workers).
+ */
+export function clockSkewProblem(skewMs: number): string | undefined {
+  if (Math.abs(skewMs) <= TOLERATED_SKEW_MS) return undefined;
+  const seconds = (Math.abs(skewMs) / 1_000).toFixed(1);
+  return (
+    `this machine's clock is ${seconds} s ${skewMs > 0 ? 'ahead of' : 'behind'} Redis's: schedule ticks this worker takes run early or late, ` +
+    'named after the wrong time (ticks between may never run), the dashboard misses live workers or keeps dead ones, and job times read wrong; ' +
+    "keep every machine's clock in sync (NTP, chrony)"
+  );
+}
