@@ -258,7 +258,11 @@ local function settle(now, lw, ss, folded, delta)
   if delta ~= 0 then
     local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
     if tTat < now - 1000 then tTat = now - 1000 end
-    redis.call('HSET', S, 'tTat', tTat + delta * 60000 / in_force(lw, 't', ss))
+    tTat = tTat + delta * 60000 / in_force(lw, 't', ss)
+    -- The provider's window is a minute: no correction books tokens further ahead than that. (One
+    -- response claiming 10^12 tokens put the schedule 292 days ahead, and every job stopped.)
+    if tTat > now + 60000 then tTat = now + 60000 end
+    redis.call('HSET', S, 'tTat', tTat)
   end
 end
 `;

@@ -320,8 +320,11 @@ export class RateGate {
           this.leaveQueue(caller).resolve({ waitMs: slot - booking.nowMs, slotMs: slot, ...booking.rates });
         });
         if (booking.retryMs >= 0 && this.queued.length > 0) {
+          // Asked again at least every few seconds: a limit learned or deleted meanwhile applies,
+          // and setTimeout takes no delay past 2^31 ms (it fires at once: a busy loop).
+          const waitMs = Math.min(booking.retryMs, MAX_BOOKING_WAIT_MS);
           await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, booking.retryMs + Math.random() * this.options.horizonMs * 0.5);
+            const timer = setTimeout(resolve, waitMs + Math.random() * this.options.horizonMs * 0.5);
             this.wakeBooking = () => {
               clearTimeout(timer);
               resolve();
@@ -463,6 +466,8 @@ export class RateGate {
 
 /** Most callers one reservation call books (a bound on the script's work and its arguments). */
 const MAX_BOOKED_PER_CALL = 100;
+/** Longest the booking loop waits before asking Redis again for a slot. */
+const MAX_BOOKING_WAIT_MS = 5_000;
 
 interface QueuedCaller {
   estimatedTokens: number;

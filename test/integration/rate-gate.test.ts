@@ -90,6 +90,27 @@ describe('RateGate (real Redis)', () => {
     expect(third.slotMs - first.slotMs).toBe(600);
   });
 
+  it('never books tokens more than a minute ahead, whatever usage a response claims', async () => {
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e9, tokensPerMinute: 60_000 }, { targetUtilization: 1, ...steady });
+    const { slotMs } = await gate.reserve(500);
+    // A response claiming 10^12 tokens: settled as such, the next slot lay 31 years ahead.
+    gate.completed(500, 1e12, slotMs);
+    const next = await gate.reserve(1);
+    expect(next.slotMs - slotMs).toBeLessThanOrEqual(61_000);
+  });
+
+  it('a caller queued for a slot far ahead asks again within seconds, so a schedule reset (or a new rate) applies', async () => {
+    const gateKey = key();
+    const gate = new RateGate(redisA, gateKey, { requestsPerMinute: 1e9, tokensPerMinute: 600 }, { targetUtilization: 1, slowStartFraction: 1 });
+    await gate.acquire(500); // 10 tokens a second: the next slot is 50 s ahead
+    const started = Date.now();
+    const queued = gate.acquire(1);
+    await sleep(200);
+    await redisA.del(gateKey); // what an operator's reset of the gate does
+    const waited = await Promise.race([queued.then(() => Date.now() - started), sleep(9_000).then(() => Infinity)]);
+    expect(waited).toBeLessThan(7_000);
+  });
+
   it('books slots only a short horizon ahead, so a new rate applies within it', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 600, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 1, horizonMs: 250 });
     // 100 ms slots: now, +100, +200 are booked; +300 lies beyond the horizon.
