@@ -427,6 +427,17 @@ describe('RateGate (real Redis)', () => {
     const next = await gate.reserve(240);
     expect(next.waitMs).toBeLessThan(3_000);
 
+    // The same in a slow start whose first requests were all refused: it learned 1 request a minute,
+    // and a 3-request job took 165 s (a slow start sends 10% of the 6,000 told, doubling each second).
+    const starting = new RateGate(redisA, key(), { requestsPerMinute: 6000, tokensPerMinute: 1e12 }, { targetUtilization: 1 });
+    await saturate(starting, 3);
+    for (let index = 0; index < 2; index += 1) await starting.throttled('requests', 1);
+    const verdict = await starting.throttled('requests', 1);
+    expect(verdict).toMatchObject({ action: 'cut', kind: 'requests' });
+    if (verdict.action !== 'cut') throw new Error('unreachable');
+    expect(verdict.learnedPerMinute).toBeGreaterThanOrEqual(300);
+    expect(verdict.learnedPerMinute).toBeLessThan(700);
+
     // However few were being sent, the limit learned leaves one request every 10 s.
     const slow = new RateGate(redisA, key(), { requestsPerMinute: 8, tokensPerMinute: 1e12 }, { targetUtilization: 1, ...steady });
     await saturate(slow, 2);
