@@ -3,7 +3,7 @@ import { text } from 'node:stream/consumers';
 import { z } from 'zod';
 
 import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
-import { LATEST_FILE, MANIFEST_FILE, SUCCESS_FILE } from '../output/layout.js';
+import { LATEST_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../output/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 
 /**
@@ -67,10 +67,13 @@ async function openOutput(location: string, open: OpenLocation, via: string | un
   const { store, prefix } = open(location);
   const where = via ? `${location} (${via})` : location;
   if (!(await store.stat(prefix + SUCCESS_FILE))) {
-    const started = await store.stat(prefix + MANIFEST_FILE);
-    throw new ReuseUnavailableError(
-      started ? `${where}: no ${SUCCESS_FILE}, the run did not finish` : `${where}: no ${MANIFEST_FILE} or ${LATEST_FILE}; not an embedq output or schedule root`,
-    );
+    if (await store.stat(prefix + MANIFEST_FILE)) throw new ReuseUnavailableError(`${where}: no ${SUCCESS_FILE}, the run did not finish`);
+    // A run's shards go up under _tmp/ before its manifest: one is writing this output (an
+    // --overwrite run), or stopped before it finished.
+    if (await hasAny(store.list(`${prefix}${TEMP_FOLDER}/`))) {
+      throw new ReuseUnavailableError(`${where}: no ${MANIFEST_FILE} yet; a run is writing this output (its ${TEMP_FOLDER}/ is there), or stopped before it finished`);
+    }
+    throw new ReuseUnavailableError(`${where}: no ${MANIFEST_FILE} or ${LATEST_FILE}; not an embedq output or schedule root`);
   }
   const raw = await readJson(store, prefix + MANIFEST_FILE, location);
   if (raw === undefined) throw new ReuseUnavailableError(`${join(where, MANIFEST_FILE)}: missing although ${SUCCESS_FILE} is there`);
@@ -101,4 +104,9 @@ async function readJson(store: ObjectStore, key: string, location: string): Prom
 
 function join(location: string, file: string): string {
   return location.endsWith('/') ? `${location}${file}` : `${location}/${file}`;
+}
+
+async function hasAny(objects: AsyncIterable<unknown>): Promise<boolean> {
+  for await (const _object of objects) return true;
+  return false;
 }

@@ -264,6 +264,11 @@ describe('reuse library', () => {
     const missing = path.join(folder, 'never-written');
     await expectReuseError(resolvePreviousOutput(missing, open), new RegExp(`${missing}: no _manifest.json or _latest.json; not an embedq output or schedule root`));
 
+    // An --overwrite run writing the output: its shards are under _tmp/, its manifest not yet there.
+    const rewriting = local('rewriting');
+    await rewriting.write('_tmp/cj-rewriting/part-00000.parquet', 'x');
+    await expectReuseError(resolvePreviousOutput(rewriting.root, open), /rewriting: no _manifest\.json yet; a run is writing this output \(its _tmp\/ is there\), or stopped before it finished/);
+
     const unfinished = local('unfinished');
     await writePreviousOutput(unfinished.write, unfinished.root);
     await rm(path.join(unfinished.root, '_SUCCESS'));
