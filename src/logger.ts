@@ -25,11 +25,16 @@ export const REDACT_PATHS = [
   '*.sessionToken',
   '*.*.sessionToken',
   '*.*.*.sessionToken',
-  // Redis URLs may carry a password (`redis://:secret@host:6379`).
+  // Redis URLs may carry a password (`redis://:secret@host:6379`, `?password=secret`), as settings
+  // or as the environment variables a child process is given.
   'redisUrl',
   '*.redisUrl',
   'redisClusterNodes',
   '*.redisClusterNodes',
+  'REDIS_URL',
+  '*.REDIS_URL',
+  'REDIS_CLUSTER_NODES',
+  '*.REDIS_CLUSTER_NODES',
 ];
 
 export interface LoggerSettings {

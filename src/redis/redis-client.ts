@@ -101,14 +101,24 @@ export function credentialsRefused(target: string, error: Error): ConfigError {
   return new ConfigError(`Redis at ${target} refused the credentials (${error.message}); check the user and password there`);
 }
 
-/** `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`, for messages. */
+/**
+ * Query parameters that carry a secret: ioredis reads every parameter of a URL as an option, so
+ * `redis://host:6379/?password=secret` authenticates as well as `redis://:secret@host:6379` does.
+ */
+const SECRET_PARAMETER = /pass|secret|token/i;
+
+/**
+ * `redis://user:secret@host:6379/0?password=secret` → `redis://user:***@host:6379/0?password=***`,
+ * for messages.
+ */
 export function maskRedisUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
+    for (const name of [...parsed.searchParams.keys()]) if (SECRET_PARAMETER.test(name)) parsed.searchParams.set(name, '***');
     return parsed.toString();
   } catch {
-    return url.replace(/:[^:@/]*@/, ':***@');
+    return url.replace(/:[^:@/]*@/, ':***@').replace(/([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*/gi, '$1***');
   }
 }
 

@@ -9,6 +9,7 @@ import { EMULATOR_API_KEY, loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { NO_OUTPUT, parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
+import { describeRedisTarget } from '../../src/redis/redis-client.js';
 
 const problems = (run: () => unknown): string => {
   try {
@@ -195,12 +196,23 @@ describe('logger', () => {
     logger.info({ request: { headers: { authorization: 'Bearer sk-very-secret' } } }, 'request');
     logger.child({ dashscope: settings.dashscope }).info('child');
     logger.info({ settings: cluster }, 'cluster settings');
+    logger.info({ env: { REDIS_URL: 'redis://h:6379/?password=env-secret' } }, 'child environment');
     const output = lines.join('');
-    expect(lines).toHaveLength(4);
+    expect(lines).toHaveLength(5);
     expect(output).not.toContain('sk-very-secret');
     expect(output).not.toContain('aws-secret');
     expect(output).not.toContain('redis-secret');
     expect(output).not.toContain('cluster-secret');
+    expect(output).not.toContain('env-secret');
     expect(output).toContain('[redacted]');
+  });
+
+  it('masks a Redis password in the URL\'s user part and in its query string, which ioredis reads too', () => {
+    expect(describeRedisTarget({ url: 'redis://:Secret-1@127.0.0.1:6394/0' })).toBe('REDIS_URL=redis://:***@127.0.0.1:6394/0');
+    expect(describeRedisTarget({ url: 'redis://127.0.0.1:6394/?password=Secret-2' })).toBe('REDIS_URL=redis://127.0.0.1:6394/?password=***');
+    expect(describeRedisTarget({ url: 'redis://:Secret-1@127.0.0.1:6394/0?db=1&password=Secret-2&sentinelPassword=Secret-3' })).toBe(
+      'REDIS_URL=redis://:***@127.0.0.1:6394/0?db=1&password=***&sentinelPassword=***',
+    );
+    expect(describeRedisTarget({ clusterNodes: ['redis://:Secret-1@h:7000?password=Secret-2', 'h:7001'] })).not.toMatch(/Secret/);
   });
 });
