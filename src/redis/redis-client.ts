@@ -85,15 +85,22 @@ export function isRedisAuthError(error: unknown): error is Error {
  * Refuses (ConfigError) credentials Redis turned down, by a PING within `waitMs`; a Redis that does
  * not answer in time passes (it may come up later: workers wait for it). A command said "no answer
  * within 5 s" to a wrong password Redis had refused at once, and a worker retried it forever,
- * logging a stack several times a second.
+ * logging a stack several times a second. On a connection of its own, opened and closed here, so
+ * the process's queues never meet the refusal (each logged it with its stack).
  */
-export async function assertRedisAccepts(redis: RedisClient, target: string, waitMs: number): Promise<void> {
+export async function assertRedisAccepts(target: RedisTarget, waitMs: number): Promise<void> {
+  const probe = createRedisClient(target, { maxRetriesPerRequest: 1 });
   let timer: NodeJS.Timeout | undefined;
-  const answer = await Promise.race([
-    redis.ping().then(() => undefined, (error: unknown) => error),
-    new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
-  ]).finally(() => clearTimeout(timer));
-  if (isRedisAuthError(answer)) throw credentialsRefused(target, answer);
+  try {
+    const answer = await Promise.race([
+      probe.ping().then(() => undefined, (error: unknown) => error),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
+    ]);
+    if (isRedisAuthError(answer)) throw credentialsRefused(describeRedisTarget(target), answer);
+  } finally {
+    clearTimeout(timer);
+    probe.disconnect();
+  }
 }
 
 /** The ConfigError of credentials Redis refused (`target`: describeRedisTarget's, password masked). */

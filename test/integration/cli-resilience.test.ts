@@ -47,11 +47,11 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     }
   });
 
-  it('says Redis refused the credentials (exit 2), not that it did not answer; a worker exits at start instead of retrying forever', async () => {
+  it('says Redis refused the credentials (exit 2), not that it did not answer; a worker and the dashboard exit at start instead of retrying forever', async () => {
     // No such ACL user: Redis answers AUTH with WRONGPASS at once.
     const url = new URL(world.env.REDIS_URL!);
     const env = { ...world.env, REDIS_URL: `redis://nosuchuser:hunter2secret@${url.host}` };
-    for (const args of [['status', 'cj-abc-123'], ['worker']]) {
+    for (const args of [['status', 'cj-abc-123'], ['worker'], ['dashboard', '--port', '0']]) {
       const result = await runBounded({ ...env, DASHSCOPE_API_KEY: 'sk-test' }, args, 30_000);
       expect(result.code, result.stderr).toBe(2);
       expect(result.stderr).toContain(`CONFIG_INVALID: Redis at REDIS_URL=redis://nosuchuser:***@${url.host} refused the credentials (WRONGPASS`);

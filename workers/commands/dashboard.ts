@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
-import { createServices } from '../services.js';
+import { assertRedisAccepts } from '../../src/redis/redis-client.js';
+import { createServices, redisTarget } from '../services.js';
 
 /** How long a stopping dashboard waits for its connections to close. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
@@ -20,6 +21,9 @@ export function registerDashboardCommand(program: Command): void {
       const settings = loadSettings(process.env, { requireApiKey: false });
       const token = process.env.EMBEDQ_DASHBOARD_TOKEN || undefined;
       const logger = createLogger(settings.log);
+      // Credentials Redis refuses end the dashboard at start, as they end a worker (it served 500s
+      // and logged a WRONGPASS stack for each of them, ~18 a second).
+      await assertRedisAccepts(redisTarget(settings), 5_000);
       const services = createServices(settings, logger, { failWhileUnreachable: true });
       try {
         // Schedules and the adaptive gate's figures plug in here as `sources` (see dashboard/sources.ts).

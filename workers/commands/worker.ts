@@ -4,7 +4,7 @@ import { loadSettings } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import { memoryBreakdown } from '../../src/memory-usage.js';
-import { assertRedisAccepts, createRedisClient, describeRedisTarget } from '../../src/redis/redis-client.js';
+import { assertRedisAccepts } from '../../src/redis/redis-client.js';
 import { redisPersistenceProblem } from '../../src/redis/redis-persistence.js';
 import { readScheduleFile } from '../schedule-file.js';
 import { createServices, redisTarget } from '../services.js';
@@ -28,13 +28,7 @@ export function registerWorkerCommand(program: Command): void {
       // A bad schedules file stops the worker at start, naming the file and the schedule.
       const file = settings.schedulesFile;
       const schedules = file === undefined ? undefined : { file, definitions: await readScheduleFile(file) };
-      // On a connection of its own, before the queues open theirs (each logged the refusal's stack).
-      const probe = createRedisClient(redisTarget(settings), { maxRetriesPerRequest: 1 });
-      try {
-        await assertRedisAccepts(probe, describeRedisTarget(redisTarget(settings)), 5_000);
-      } finally {
-        probe.disconnect();
-      }
+      await assertRedisAccepts(redisTarget(settings), 5_000);
       const services = createServices(settings, logger);
       const pool = startWorkers(services, { concurrency, schedules });
       // Here, not in startWorkers: the demo's and the tests' private Redis keep nothing on purpose.
