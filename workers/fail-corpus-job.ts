@@ -21,6 +21,7 @@ export interface FailureOf {
  * Fails a corpus job, and if this call is the one that failed it, does what follows: its schedule
  * counts the failure, and (from a processor) its output lease goes back once its steps stop.
  * The one way a step's failure fails its corpus job: the processor's catch and the failed-set sweep.
+ * `logger` binds `corpusJobId` (a job's logger), so what follows does not repeat it.
  */
 export async function failCorpusJob(services: Services, failure: FailureOf, logger: Logger): Promise<boolean> {
   const { corpusJobId, code, reason } = failure;

@@ -29,8 +29,10 @@ export async function failCorpusJobOf(services: Services, job: Pick<Job, 'id' | 
   const code = coded?.[1] ?? (/allowable limit/.test(reason) ? 'JOB_STALLED' : 'INTERNAL');
   // The record keeps `<step>: <reason>` under its code: a reason that starts with it said it twice.
   const why = coded ? reason.slice(coded[0].length) : reason;
-  const failed = await failCorpusJob(services, { corpusJobId: owner.corpusJobId, generation: owner.generation, code, step: [job.name, job.id].filter(Boolean).join(' '), reason: why }, logger);
-  if (failed) logger.error({ corpusJobId: owner.corpusJobId, jobId: job.id, code, reason }, 'corpus job failed by a queue failure');
+  // Bound as a processor's job logger binds them: what failCorpusJob logs names the job once.
+  const jobLogger = logger.child({ jobId: job.id, corpusJobId: owner.corpusJobId });
+  const failed = await failCorpusJob(services, { corpusJobId: owner.corpusJobId, generation: owner.generation, code, step: [job.name, job.id].filter(Boolean).join(' '), reason: why }, jobLogger);
+  if (failed) jobLogger.error({ code, reason }, 'corpus job failed by a queue failure');
 }
 
 /** How often the failed sets are swept (by one worker of the deployment at a time). */

@@ -92,12 +92,13 @@ function isNewerRun(other: string, id: string): boolean {
 /**
  * A corpus job failed: if a schedule started it, the schedule counts the failure and keeps its
  * reason (`schedule list`, the dashboard). Best effort: the job's own failure is already recorded.
+ * `logger` binds `corpusJobId` (failCorpusJob's).
  */
 export async function noteScheduledRunFailed(services: Services, corpusJobId: string, message: string, logger: Logger): Promise<void> {
   try {
     const record = await services.corpora.get(corpusJobId);
     if (record?.schedule) await scheduleStore(services).recordRunFailed(record.schedule, corpusJobId, message);
   } catch (error) {
-    logger.warn({ err: error, corpusJobId }, 'could not record the failed run on its schedule');
+    logger.warn({ err: error }, 'could not record the failed run on its schedule');
   }
 }

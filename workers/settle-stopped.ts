@@ -52,12 +52,13 @@ export async function settleStopped(services: Services, jobId: string, options: 
 /**
  * The worker that failed a job gives its output back once the job's other steps have stopped, so
  * an operator who fixes the cause can run into the same output at once instead of a minute later.
- * In the background; a failure here only leaves the lease to run out.
+ * In the background; a failure here only leaves the lease to run out. `logger` is the failing
+ * step's, which binds `corpusJobId` (a second one broke strict JSON readers).
  */
 export function releaseOutputOfFailed(services: Services, jobId: string, failingStep: string | undefined, signal: AbortSignal, logger: Logger): void {
   settleStopped(services, jobId, { timeoutMs: ENDING_LEASE_MS, besides: failingStep, signal })
-    .then((settled) => logger.debug({ corpusJobId: jobId, settled }, settled ? 'output of the failed job given back' : 'failed job still has active steps; its output lease runs out by itself'))
+    .then((settled) => logger.debug({ settled }, settled ? 'output of the failed job given back' : 'failed job still has active steps; its output lease runs out by itself'))
     .catch((error: unknown) => {
-      if (!signal.aborted) logger.debug({ err: error, corpusJobId: jobId }, 'could not give back the output of the failed job; its lease runs out by itself');
+      if (!signal.aborted) logger.debug({ err: error }, 'could not give back the output of the failed job; its lease runs out by itself');
     });
 }

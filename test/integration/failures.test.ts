@@ -34,7 +34,8 @@ describe('failures that stop a job, and bad input', () => {
 
   it('stops the whole job quickly on a bad API key instead of trying every batch', async () => {
     const settings = loadSettings({ ...world.env, DASHSCOPE_API_KEY: 'sk-wrong-key' });
-    const services = createServices(settings, createLogger({ level: 'silent' }));
+    const lines: string[] = [];
+    const services = createServices(settings, createLogger({ level: 'debug' }, { write: (line: string) => void lines.push(line) }));
     const pool = startWorkers(services, { concurrency: 4 });
     try {
       const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() }, parseJobOptions({ input: 's3://corpus/data/', output: 's3://out/badkey/' }));
@@ -51,6 +52,10 @@ describe('failures that stop a job, and bad input', () => {
       const leaseFreeBy = Date.now() + 5_000;
       while ((await services.corpora.leases.holder('s3://out/badkey/')) !== undefined && Date.now() < leaseFreeBy) await sleep(50);
       expect(await services.corpora.leases.holder('s3://out/badkey/')).toBeUndefined();
+      // Each log line names each field once: the job logger's bindings were repeated by the call
+      // (two "corpusJobId" keys, which strict JSON readers refuse).
+      await expect.poll(() => lines.some((line) => line.includes('output of the failed job given back'))).toBe(true);
+      for (const line of lines) expect(repeatedKeys(line), line).toEqual([]);
       const status = await runEmbedq({ ...world.env }, ['status', id]);
       expect(status.stdout).toMatch(/state +failed — PROVIDER_ACCOUNT: .*InvalidApiKey/);
       // The same through `submit --wait`: it reports the failure and exits 1.
@@ -277,3 +282,26 @@ describe('failures that stop a job, and bad input', () => {
     expect(missing.stderr).toMatch(/nothing-here/);
   });
 });
+
+/** The top-level keys a JSON object line holds more than once (JSON.parse keeps the last, silently). */
+function repeatedKeys(line: string): string[] {
+  const seen = new Set<string>();
+  const repeated: string[] = [];
+  let depth = 0;
+  for (let index = 0; index < line.length; index += 1) {
+    const char = line[index]!;
+    if (char === '{' || char === '[') depth += 1;
+    else if (char === '}' || char === ']') depth -= 1;
+    else if (char === '"') {
+      let end = index + 1;
+      while (line[end] !== '"') end += line[end] === '\\' ? 2 : 1;
+      const key = line.slice(index + 1, end);
+      if (depth === 1 && line[end + 1] === ':') {
+        if (seen.has(key)) repeated.push(key);
+        seen.add(key);
+      }
+      index = end;
+    }
+  }
+  return repeated;
+}
