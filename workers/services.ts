@@ -11,7 +11,8 @@ import { instrumentEmbeddingClient } from '../src/metrics/instrumented-client.js
 import { MetricsRecorder } from '../src/metrics/metrics-recorder.js';
 import { MODELS, type ModelName } from '../src/models.js';
 import { RateGate, rateGateKey } from '../src/rate/rate-gate.js';
-import { createRedisClient, type ConnectionOptions, type RedisClient, type RedisTarget } from '../src/redis/redis-client.js';
+import { createRedisClient, describeRedisTarget, type ConnectionOptions, type RedisClient, type RedisTarget } from '../src/redis/redis-client.js';
+import { RedisOutageLog } from '../src/redis/redis-outage-log.js';
 import { ShardEncoder } from '../src/shards/shard-encoder.js';
 import { createS3Client } from '../src/storage/s3-store.js';
 import { StopWatch } from './stop-watch.js';
@@ -42,6 +43,8 @@ export interface Services {
   stopWatch: StopWatch;
   /** A new connection for a BullMQ worker (workers need `maxRetriesPerRequest: null`). */
   workerConnection(): RedisClient;
+  /** Takes the connection errors of an unreachable Redis from every connection here, and logs them in summary. */
+  redisOutage: RedisOutageLog;
   close(): Promise<void>;
 }
 
@@ -83,13 +86,18 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
         : {},
   );
   releasers.push(() => redis.quit().catch(() => redis.disconnect()));
+  const redisOutage = new RedisOutageLog(logger, describeRedisTarget(redisTarget(settings)));
+  redisOutage.watch(redis);
 
   const queues = Object.fromEntries(
     Object.values(QUEUES).map((name) => {
       const queue = new Queue(name, queueOptions(settings.redisPrefix, redis));
-      // A command reports an unreachable Redis once, as REDIS_UNAVAILABLE; its queues' connection
-      // errors (one per reconnection attempt, each with a stack) are only for debugging.
-      queue.on('error', (error) => (options.failFast ? logger.debug : logger.warn).call(logger, { err: error, queue: name }, 'queue error'));
+      queue.on('error', (error) => {
+        // A command reports an unreachable Redis once, as REDIS_UNAVAILABLE; its queues' connection
+        // errors (one per reconnection attempt, each with a stack) are only for debugging.
+        if (options.failFast) logger.debug({ err: error, queue: name }, 'queue error');
+        else if (!redisOutage.note(error)) logger.warn({ err: error, queue: name }, 'queue error');
+      });
       releasers.push(() => queue.close());
       return [name, queue];
     }),
@@ -116,6 +124,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
     embeddings,
     metrics,
     shardEncoder,
+    redisOutage,
     rateGate(model) {
       let gate = gates.get(model);
       if (!gate) {
@@ -149,6 +158,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
     },
     workerConnection() {
       const connection = redisConnection(settings);
+      redisOutage.watch(connection);
       workerConnections.push(connection);
       return connection;
     },

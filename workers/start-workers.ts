@@ -75,7 +75,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       maxStalledCount: 10,
       settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },
     });
-    worker.on('error', (error) => brake.note(error) || logger.warn({ err: error, queue }, 'worker error'));
+    worker.on('error', (error) => brake.note(error) || services.redisOutage.note(error) || logger.warn({ err: error, queue }, 'worker error'));
     if (queue === QUEUES.embed) {
       providerBackoff.watch(worker);
       worker.on('completed', () => providerBackoff.succeeded());

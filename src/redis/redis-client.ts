@@ -73,6 +73,17 @@ export function isRedisUnreachableError(error: unknown): boolean {
   return error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || error.message === 'Connection is closed.');
 }
 
+/** How a socket to a Redis that is down, or not reachable, fails. */
+const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/**
+ * Whether an error a Redis connection reported (its `error` event, a queue's or worker's) says
+ * Redis cannot be reached: a socket error, or a command given up for that reason.
+ */
+export function isRedisConnectionError(error: unknown): boolean {
+  return (error instanceof Error && CONNECTION_ERROR_CODES.has((error as NodeJS.ErrnoException).code ?? '')) || isRedisUnreachableError(error);
+}
+
 /**
  * Whether Redis refused the connection's credentials (a wrong password or user, a disabled ACL
  * user): an answer, not an outage, and no retry mends it.

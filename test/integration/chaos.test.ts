@@ -95,6 +95,27 @@ describe('chaos', () => {
     await expectExactOutput('redis-kill/');
   });
 
+  it('Redis down for 6 s: a worker logs the loss once and the return once, with no stack per reconnection attempt', async () => {
+    const worker = spawnEmbedq({ ...world.env, LOG_LEVEL: 'info' }, ['worker', '--concurrency', '4']);
+    let output = '';
+    worker.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      await expect.poll(() => output, { timeout: 30_000 }).toContain('workers started');
+      const before = output.length;
+      await redis.kill('SIGKILL');
+      await sleep(6_000);
+      await redis.restart();
+      await expect.poll(() => output.slice(before), { timeout: 20_000 }).toContain('Redis is reachable again');
+      const lines = output.slice(before).trim().split('\n').filter((line) => !line.includes('"msg":"memory"'));
+      // Before: ~170 lines (`worker error`, `queue error`: connect ECONNREFUSED with its stack).
+      expect(lines.filter((line) => line.includes('"code":"REDIS_UNAVAILABLE"')), lines.join('\n')).toHaveLength(1);
+      expect(lines.length, lines.join('\n')).toBeLessThanOrEqual(3);
+      expect(output.slice(before)).not.toContain('"stack"');
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+  });
+
   it('FLUSHALL mid-run: --wait reports the lost job, workers survive, and the next job succeeds', async () => {
     world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
     const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '4']);

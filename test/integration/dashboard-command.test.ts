@@ -76,7 +76,7 @@ describe('embedq dashboard (the command)', () => {
     expect(output).not.toContain('cmd-token');
   });
 
-  it('answers 503 and shows Redis as unreachable while it is down (its endpoints answered nothing), then recovers', { timeout: 60_000 }, async () => {
+  it('answers 503 and shows Redis as unreachable while it is down (its endpoints answered nothing), logs it in two lines, then recovers', { timeout: 60_000 }, async () => {
     const redis = await startPrivateRedis();
     try {
       const child = spawnEmbedq(env({ REDIS_URL: redis.url }), ['dashboard', '--port', '0']);
@@ -93,6 +93,7 @@ describe('embedq dashboard (the command)', () => {
         for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) events.push(Buffer.from(chunk.value).toString());
       })().catch(() => undefined);
 
+      const before = output.length;
       await redis.kill();
       const down = Date.now();
       for (const endpoint of ['/api/jobs', '/api/queues', '/api/rates', '/api/schedules', '/metrics']) {
@@ -106,6 +107,12 @@ describe('embedq dashboard (the command)', () => {
       await redis.restart();
       await expect.poll(async () => (await fetch(`${address}/api/jobs`)).status, { timeout: 20_000 }).toBe(200);
       await reader.cancel();
+      // One line for the loss, one for the return; no error with its stack per reconnection attempt.
+      await expect.poll(() => output.slice(before), { timeout: 10_000 }).toContain('Redis is reachable again');
+      const lines = output.slice(before).trim().split('\n');
+      expect(lines.filter((line) => line.includes('"code":"REDIS_UNAVAILABLE"')), output.slice(before)).toHaveLength(1);
+      expect(lines.length, output.slice(before)).toBeLessThanOrEqual(3);
+      expect(output.slice(before)).not.toContain('"stack"');
     } finally {
       await redis.stop();
     }

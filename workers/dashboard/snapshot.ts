@@ -70,7 +70,7 @@ export class DashboardState {
         .then(() => (this.unreachableSince = undefined))
         .catch((error: unknown) => {
           if (!isRedisUnreachableError(error)) return this.services.logger.warn({ err: error }, 'dashboard refresh failed');
-          if (this.unreachableSince === undefined) this.services.logger.warn({ err: error }, 'dashboard cannot reach Redis');
+          this.services.redisOutage.note(error);
           this.unreachableSince ??= Date.now();
           this.publishUnreachable();
         })

@@ -1,0 +1,22 @@
+import { describe, expect, it } from 'vitest';
+
+import { createLogger } from '../../src/logger.js';
+import { RedisOutageLog } from '../../src/redis/redis-outage-log.js';
+
+const refused = (): Error => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED', syscall: 'connect' });
+
+describe('RedisOutageLog', () => {
+  it('logs the first connection error of an outage, then a reminder per interval, without stacks; other errors are not its', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const outage = new RedisOutageLog(logger, 'REDIS_URL=redis://:***@127.0.0.1:6379', 50);
+    expect(outage.note(new Error('ERR unknown command'))).toBe(false);
+    for (let attempt = 0; attempt < 20; attempt += 1) expect(outage.note(refused())).toBe(true);
+    expect(lines).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(outage.note(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }))).toBe(true);
+    expect(lines.map((line) => line.msg)).toEqual(['lost Redis; waiting for it to come back', 'Redis is still unreachable']);
+    expect(lines[1]).toMatchObject({ code: 'REDIS_UNAVAILABLE', redis: 'REDIS_URL=redis://:***@127.0.0.1:6379', reason: 'read ECONNRESET', errors: 21 });
+    for (const line of lines) expect(line).not.toHaveProperty('err');
+  });
+});
