@@ -65,9 +65,9 @@ export interface ServicesOptions {
    */
   failFast?: boolean;
   /**
-   * Commands fail while Redis is unreachable (after one reconnection attempt) instead of waiting
-   * for it, and the connection keeps trying (Default: false). For the dashboard: its endpoints
-   * answered nothing for as long as Redis was down.
+   * Commands fail at once while Redis is unreachable instead of waiting for it, and the connection
+   * keeps trying (Default: false). For the dashboard: its endpoints answered nothing for as long as
+   * Redis was down, and then, failing after a reconnection attempt, up to 4 s late.
    */
   failWhileUnreachable?: boolean;
 }
@@ -82,7 +82,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
     options.failFast
       ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, maxReconnects: 3 }
       : options.failWhileUnreachable
-        ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS }
+        ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, offlineQueue: false }
         : {},
   );
   releasers.push(() => redis.quit().catch(() => redis.disconnect()));

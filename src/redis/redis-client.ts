@@ -19,6 +19,11 @@ export interface ConnectionOptions {
   connectTimeout?: number;
   /** Reconnection attempts before giving up (Default: forever). */
   maxReconnects?: number;
+  /**
+   * Commands wait for a connection that is not ready (Default: true); false fails them at once,
+   * while Redis is unreachable and before the first connection is ready.
+   */
+  offlineQueue?: boolean;
 }
 
 /** A seed node `host:port` or `redis[s]://[user:password@]host:port`, as a URL. */
@@ -36,6 +41,7 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
   const common: RedisOptions = {
     maxRetriesPerRequest: options.maxRetriesPerRequest === undefined ? null : options.maxRetriesPerRequest,
     ...(options.connectTimeout ? { connectTimeout: options.connectTimeout } : {}),
+    ...(options.offlineQueue === false ? { enableOfflineQueue: false } : {}),
   };
   let client: RedisClient;
   if (target.clusterNodes) {
@@ -50,6 +56,7 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
         ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
       },
       clusterRetryStrategy: retry,
+      ...(options.offlineQueue === false ? { enableOfflineQueue: false } : {}),
       // TLS certificates name the host we dialled, not the IP the cluster announces (ElastiCache).
       ...(first.protocol === 'rediss:' ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) } : {}),
     };
@@ -67,10 +74,14 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
 
 /**
  * Whether ioredis failed a command because Redis could not be reached (a connection with bounded
- * retries gave up on it), not because Redis refused it.
+ * retries gave up on it, or one without an offline queue was not connected), not because Redis
+ * refused it.
  */
 export function isRedisUnreachableError(error: unknown): boolean {
-  return error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || error.message === 'Connection is closed.');
+  return (
+    error instanceof Error &&
+    (error.name === 'MaxRetriesPerRequestError' || error.message === 'Connection is closed.' || error.message.endsWith('enableOfflineQueue options is false'))
+  );
 }
 
 /** How a socket to a Redis that is down, or not reachable, fails. */

@@ -56,7 +56,7 @@ export async function buildDashboard(services: Services, options: DashboardOptio
   // With Redis down, a read fails at once (failWhileUnreachable): say so as 503, not as a 500.
   app.setErrorHandler((error, _request, reply) => {
     if (!isRedisUnreachableError(error)) return reply.send(error);
-    return reply.code(503).send({ error: `Redis is unreachable: ${(error as Error).message}`, code: 'REDIS_UNAVAILABLE' });
+    return reply.code(503).send(redisUnavailableBody(error as Error));
   });
   app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
   // Browsers ask for it on every page; a 404 put an error in their console.
@@ -78,7 +78,7 @@ export async function buildDashboard(services: Services, options: DashboardOptio
 
   // Bull Board shows BullMQ's own view of the queues, read-only: the dashboard writes no pipeline
   // state except cancel and retry (DESIGN), and Bull Board has no auth of its own (the hook above covers it).
-  const board = new FastifyAdapter();
+  const board = new BoardAdapter();
   board.setBasePath('/queues');
   createBullBoard({
     queues: Object.values(services.queues).map((queue) => new BullMQAdapter(queue, { readOnlyMode: true })),
@@ -90,4 +90,21 @@ export async function buildDashboard(services: Services, options: DashboardOptio
   app.addHook('onReady', async () => state.start());
   app.addHook('onClose', async () => state.stop());
   return { app, state };
+}
+
+function redisUnavailableBody(error: Error): { error: string; code: 'REDIS_UNAVAILABLE' } {
+  return { error: `Redis is unreachable: ${error.message}`, code: 'REDIS_UNAVAILABLE' };
+}
+
+/**
+ * Bull Board answers every failure of its API with 500 (its own error handler, in its own plugin),
+ * and its status type lists no 503; an unreachable Redis is a 503 there too, as on the rest of the
+ * dashboard.
+ */
+class BoardAdapter extends FastifyAdapter {
+  override setErrorHandler(handler: Parameters<FastifyAdapter['setErrorHandler']>[0]): this {
+    return super.setErrorHandler((error) =>
+      isRedisUnreachableError(error) ? { status: 503 as ReturnType<typeof handler>['status'], body: redisUnavailableBody(error) } : handler(error),
+    );
+  }
 }
