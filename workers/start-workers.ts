@@ -39,6 +39,18 @@ export interface WorkerPool {
   close(options?: { force?: boolean }): Promise<void>;
 }
 
+/**
+ * BullMQ's errors for a step whose lock this worker no longer holds: it was paused past the lock
+ * (SIGSTOP, a frozen VM, swap) and another worker took the step over, or the step is gone. Expected
+ * and harmless (the step fence keeps the resumed worker from writing), so one line, no stack.
+ */
+const LOST_LOCK = /^(could not renew lock for job |Missing lock for job |Lock mismatch for job |Missing key for job )/;
+const LOST_LOCK_MESSAGE = "a step's lock was lost: this worker was paused past it (or the step is gone) and another worker has it; nothing of this worker's is written";
+
+function isLostLockError(error: Error): boolean {
+  return LOST_LOCK.test(error.message);
+}
+
 /** How often a worker looks for the `--reuse` temporary copies of workers that were killed. */
 const STALE_COPIES_CHECK_MS = 10 * 60_000;
 
@@ -75,7 +87,11 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       maxStalledCount: 10,
       settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },
     });
-    worker.on('error', (error) => brake.note(error) || services.redisOutage.note(error) || logger.warn({ err: error, queue }, 'worker error'));
+    worker.on('error', (error) => {
+      if (brake.note(error) || services.redisOutage.note(error)) return;
+      if (isLostLockError(error)) logger.warn({ queue, reason: error.message }, LOST_LOCK_MESSAGE);
+      else logger.warn({ err: error, queue }, 'worker error');
+    });
     if (queue === QUEUES.embed) {
       providerBackoff.watch(worker);
       worker.on('completed', () => providerBackoff.succeeded());

@@ -209,6 +209,35 @@ describe('chaos', () => {
     await expectExactOutput('drain-gate/');
   });
 
+  it('a worker stopped (SIGSTOP) past its lock, then resumed: another worker finishes, exact output, and the resumed one logs no stack', async () => {
+    // A 2 s lock: the stopped worker's steps are taken over within seconds.
+    const env = { ...world.env, LOG_LEVEL: 'info', EMBEDQ_LOCK_DURATION_MS: '2000', EMBEDQ_STALLED_INTERVAL_MS: '1000' };
+    world.emulator.setFaults({ latencyMs: { min: 150, median: 200, p99: 250 } });
+    const stopped = spawnEmbedq(env, ['worker', '--concurrency', '4']);
+    let output = '';
+    stopped.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const other = spawnEmbedq(env, ['worker', '--concurrency', '4']);
+    try {
+      await expect.poll(() => output, { timeout: 30_000 }).toContain('workers started');
+      const id = await submit('s3://out/sigstop/');
+      await waitForJob(world.services, id, (record) => record.batchesDone >= 2);
+      stopped.kill('SIGSTOP');
+      await sleep(5_000);
+      stopped.kill('SIGCONT');
+      const record = await waitForJob(world.services, id, undefined, 60_000);
+      expect(record.state, record.error ?? '').toBe('completed');
+      await sleep(3_000); // the resumed worker's lock renewals and moves fail meanwhile
+      // Before: `worker error` with BullMQ's stack for each ("could not renew lock for job …",
+      // "Missing lock for job … moveToFinished").
+      expect(output).not.toContain('"stack"');
+    } finally {
+      await stopProcess(stopped, 'SIGKILL');
+      await stopProcess(other, 'SIGKILL');
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
+    }
+    await expectExactOutput('sigstop/');
+  });
+
   it('a worker SIGKILLed during write-shard, then another during finalize: exact output', async () => {
     for (const [step, output] of [
       [JOB_NAMES.writeShard, 'kill-write/'],
