@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import type { DashScopeSettings } from '../config.js';
 import type { EmbeddingClient, EmbeddingParameters, EmbeddingResult } from '../embedding.js';
 import { EmbedqError, ProviderUnavailableError } from '../errors.js';
-import { wantsDense, wantsSparse } from '../models.js';
+import { MODELS, wantsDense, wantsSparse } from '../models.js';
 import { classifyFailure, redactSecrets } from './classify-failure.js';
 import { ACCEPT_ENCODING, decodeContentEncoding } from './content-encoding.js';
 import { decodeCompatResponse, decodeNativeResponse, type DecodeExpectation } from './decode-response.js';
@@ -130,6 +130,7 @@ export function createDashScopeClient(settings: DashScopeSettings, deps: DashSco
       }
       const expect: DecodeExpectation = {
         count: texts.length,
+        maxTotalTokens: mostTokensBilled(texts.length, parameters),
         dimension: parameters.dimension,
         dense: wantsDense(parameters.outputType),
         sparse: wantsSparse(parameters.outputType),
@@ -160,6 +161,18 @@ function nativeBody(texts: readonly string[], parameters: EmbeddingParameters): 
       ...(parameters.instruct !== undefined ? { instruct: parameters.instruct } : {}),
     },
   };
+}
+
+/**
+ * A bound on `usage.total_tokens` for `count` texts, far above any real count and far below a
+ * bogus one (1e12 was seen from a broken proxy): per text twice the row limit (a text is checked
+ * against it before sending; twice leaves room for the service counting differently than our
+ * tokenizer), plus the instruction's UTF-8 bytes in case it is billed with each text (a byte-level
+ * BPE never makes more tokens than bytes).
+ */
+function mostTokensBilled(count: number, parameters: EmbeddingParameters): number {
+  const instructBytes = parameters.instruct === undefined ? 0 : Buffer.byteLength(parameters.instruct);
+  return count * (2 * MODELS[parameters.model].maxTokensPerText + instructBytes);
 }
 
 function compatBody(texts: readonly string[], parameters: EmbeddingParameters): CompatEmbeddingRequest {

@@ -6,11 +6,15 @@ import { parseJsonBytes } from './parse-json-bytes.js';
 const FLOAT32_KEYS: ReadonlySet<string> = new Set(['embedding']);
 /** Lists of `{index, value, token}` read by the byte parser, values already rounded to float32. */
 const SPARSE_KEYS: ReadonlySet<string> = new Set(['sparse_embedding']);
+/** Sparse indices are stored in an int32 column (shards/batch-codec.ts); a larger one would wrap. */
+const MAX_SPARSE_INDEX = 2 ** 31 - 1;
 
 /** What the request asked for, so the response can be checked against it. */
 export interface DecodeExpectation {
   /** Number of texts sent; every index 0..count-1 must come back exactly once. */
   count: number;
+  /** The most `usage.total_tokens` the texts sent could use; more is a bogus count, not a bill. */
+  maxTotalTokens: number;
   dimension: number;
   dense: boolean;
   sparse: boolean;
@@ -81,6 +85,8 @@ function placeItems(
 }
 
 function toDense(value: unknown, expect: DecodeExpectation, json: unknown): Float32Array {
+  // From the byte parser: every value is finite (it gives up on a vector with one beyond float32,
+  // and the body comes here again through JSON.parse), so no pass over the vector is needed.
   if (value instanceof Float32Array) {
     if (value.length !== expect.dimension) {
       throw malformed(`embedding has ${value.length} values, expected dimension ${expect.dimension}`, json, expect);
@@ -95,7 +101,10 @@ function toDense(value: unknown, expect: DecodeExpectation, json: unknown): Floa
   for (let index = 0; index < value.length; index++) {
     const number = value[index] as unknown;
     if (typeof number !== 'number') throw malformed('embedding holds a non-number', json, expect);
-    vector[index] = number;
+    const rounded = Math.fround(number);
+    // Stored, it would be Infinity: a broken vector, not one to write.
+    if (!Number.isFinite(rounded)) throw malformed(`embedding holds ${number}, beyond float32`, json, expect);
+    vector[index] = rounded;
   }
   return vector;
 }
@@ -108,11 +117,16 @@ function toSparse(value: unknown, json: unknown, expect: DecodeExpectation): Spa
     const index = entry?.index;
     const weight = entry?.value;
     const token = entry?.token;
-    if (typeof index !== 'number' || !Number.isInteger(index) || typeof weight !== 'number' || typeof token !== 'string') {
+    if (typeof index !== 'number' || typeof weight !== 'number' || typeof token !== 'string') {
       throw malformed('a sparse_embedding entry is not {index, value, token}', json, expect);
     }
+    if (!Number.isInteger(index) || index < 0 || index > MAX_SPARSE_INDEX) {
+      throw malformed(`sparse_embedding index ${index} is not an integer in 0..${MAX_SPARSE_INDEX}`, json, expect);
+    }
     // Rounded to float32 here so the shard column holds what a reader of the JSON would get.
-    entries[position] = { index, value: Math.fround(weight), token };
+    const rounded = Math.fround(weight);
+    if (!Number.isFinite(rounded)) throw malformed(`sparse_embedding value ${weight} is beyond float32`, json, expect);
+    entries[position] = { index, value: rounded, token };
   }
   return entries;
 }
@@ -121,6 +135,10 @@ function totalTokens(json: unknown, expect: DecodeExpectation): number {
   const usage = field(json, 'usage');
   const total = usage && typeof usage === 'object' ? (usage as Record<string, unknown>).total_tokens : undefined;
   if (typeof total !== 'number' || !Number.isInteger(total) || total < 0) throw malformed('usage.total_tokens is missing', json, expect);
+  // A bogus count would be billed into the manifest, the metrics and the rate gate's token budget.
+  if (total > expect.maxTotalTokens) {
+    throw malformed(`usage.total_tokens ${total} is more than ${expect.count} texts can use (at most ${expect.maxTotalTokens})`, json, expect);
+  }
   return total;
 }
 

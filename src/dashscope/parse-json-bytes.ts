@@ -18,6 +18,13 @@
  * rounds to the same float32 (so the exact double, inside the margin, rounds to it too); else
  * `Number()` on the text decides. Checked against JSON.parse in test/unit/parse-json-bytes.test.ts.
  *
+ * A Float32Array it returns holds only finite values: a number beyond float32 (≥ 2^128 less half a
+ * step, such as 1e39) in an array under `float32Keys` makes it give up, so the decoder meets the
+ * number on the JSON.parse path and refuses it. Checked here, not by the decoder on every vector,
+ * because only the slow paths can overflow: the fast one's magnitudes stay below 2^53 × 10^22.
+ * Sparse values are left as JSON.parse + Math.fround gives them (Infinity included); the decoder
+ * checks each entry anyway.
+ *
  * Returns undefined for anything it does not handle (invalid JSON included); callers then use
  * JSON.parse on the text, which also produces the error message.
  */
@@ -217,9 +224,9 @@ class Parser {
       if (byte !== 0x65 && byte !== 0x45 && scale <= 22 && (mantissa < MAX_EXACT || position - start <= MAX_APPROXIMATE_DIGITS)) {
         const magnitude = mantissa < MAX_EXACT ? mantissa / POWERS_OF_TEN[scale]! : float32Of(mantissa / POWERS_OF_TEN[scale]!);
         if (magnitude !== magnitude) {
-          // The margin straddles a float32 rounding boundary: let the exact path decide.
+          // The margin straddles a float32 rounding boundary (or overflows): let the exact path decide.
           this.position = start;
-          values[length++] = this.number();
+          values[length++] = this.float32Slot();
           position = this.position;
           byte = bytes[position]!;
         } else {
@@ -227,7 +234,7 @@ class Parser {
         }
       } else {
         this.position = start;
-        values[length++] = this.number();
+        values[length++] = this.float32Slot();
         position = this.position;
         byte = bytes[position]!;
       }
@@ -397,6 +404,13 @@ class Parser {
     return value;
   }
 
+  /** A number for a Float32Array slot, rounded as storing it would; one beyond float32 gives up. */
+  private float32Slot(): number {
+    const value = Math.fround(this.number());
+    if (value === Infinity || value === -Infinity) throw GIVE_UP;
+    return value;
+  }
+
   /** A number; with `float32`, rounded to float32 as `Math.fround(JSON.parse(text))` would be. */
   private number(float32 = false): number {
     const bytes = this.bytes;
@@ -469,14 +483,15 @@ class Parser {
 }
 
 /**
- * The float32 of a double known only to within a few parts in 2^53 (see parseJsonBytes): the
- * float32 every double within a margin of 2^-45 around it rounds to, or NaN when the margin
- * straddles a rounding boundary (about one number in two million) and the caller must be exact.
+ * The float32 of a non-negative double known only to within a few parts in 2^53 (see
+ * parseJsonBytes): the float32 every double within a margin of 2^-45 around it rounds to, or NaN
+ * when the margin straddles a rounding boundary (about one number in two million) or the result
+ * overflows to Infinity, and the caller must be exact.
  */
 function float32Of(approximate: number): number {
   const margin = approximate * MARGIN;
   const low = Math.fround(approximate - margin);
-  return low === Math.fround(approximate + margin) ? low : NaN;
+  return low === Math.fround(approximate + margin) && low !== Infinity ? low : NaN;
 }
 
 /** A sparse entry read as plain JSON: its `value`, if a number, rounded to float32 like the usual shape's. */

@@ -12,6 +12,7 @@ import { emulatorEmbedding } from '../../src/emulator/emulator-embedding.js';
 import { DEFAULT_FAULTS } from '../../src/emulator/emulator-options.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.js';
 import { embeddingParameters } from '../support/embedding-parameters.js';
+import { startRewritingProxy } from '../support/rewriting-proxy.js';
 import {
   ContentRejectedError,
   type EmbedqError,
@@ -408,6 +409,50 @@ describe('HTTP transport', () => {
       await expect(impatient.embed(['x'], parameters())).resolves.toMatchObject({ totalTokens: expect.any(Number) });
     } finally {
       await impatient.close();
+    }
+  });
+});
+
+describe('answers a broken proxy or a wrong base URL gives', () => {
+  for (const api of ['dashscope', 'openai'] as const) {
+    it(`${api}: a value beyond float32 is a malformed (retryable) answer, never an Infinity in the result; the next answer is taken`, async () => {
+      for (const beyond of ['1e39', '1e400']) {
+        // The first answer's first vector value is replaced; later answers pass unchanged.
+        const proxy = await startRewritingProxy(emulator.url, (body, index) => (index === 0 ? body.replace(/("embedding":\[)[^,]+/, `$1${beyond}`) : body));
+        const viaProxy = createDashScopeClient({ ...settings, baseUrl: proxy.url });
+        try {
+          const request = parameters({ api, outputType: 'dense' });
+          const error = await failure(viaProxy.embed(TEXTS, request));
+          expect(error.constructor).toBe(ProviderUnavailableError);
+          expect(error.retryable).toBe(true);
+          expect(error.message).toMatch(/^DashScope returned a malformed response: embedding holds (1e\+39|Infinity), beyond float32 \(request_id /);
+          const retried = await viaProxy.embed(TEXTS, request);
+          expect({ items: retried.items, totalTokens: retried.totalTokens }).toEqual(expected(TEXTS, request));
+        } finally {
+          await viaProxy.close();
+          await proxy.close();
+        }
+      }
+    });
+  }
+
+  it('a sparse index outside int32 or a bogus token count is a malformed answer', async () => {
+    const rewrites: Array<[(body: string) => string, RegExp]> = [
+      [(body) => body.replace(/"index":\d+/, `"index":${2 ** 32 + 3}`), /sparse_embedding index 4294967299 is not an integer in 0\.\.2147483647/],
+      [(body) => body.replace(/"index":\d+/, '"index":-5'), /sparse_embedding index -5 is not an integer/],
+      [(body) => body.replace(/"total_tokens":\d+/, '"total_tokens":1000000000000'), /usage\.total_tokens 1000000000000 is more than 3 texts can use \(at most 49152\)/],
+    ];
+    for (const [rewrite, reason] of rewrites) {
+      const proxy = await startRewritingProxy(emulator.url, rewrite);
+      const viaProxy = createDashScopeClient({ ...settings, baseUrl: proxy.url });
+      try {
+        const error = await failure(viaProxy.embed(TEXTS, parameters({ outputType: 'dense&sparse' })));
+        expect(error.constructor).toBe(ProviderUnavailableError);
+        expect(error.message).toMatch(reason);
+      } finally {
+        await viaProxy.close();
+        await proxy.close();
+      }
     }
   });
 });

@@ -6,12 +6,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { submitCorpusJob } from '../../jobs/enqueue.js';
 import { QUEUES } from '../../jobs/queues.js';
-import { parseJobOptions } from '../../src/job-options.js';
+import { emulatorEmbedding } from '../../src/emulator/emulator-embedding.js';
+import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
 import { createServices } from '../../workers/services.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { buildCorpus, MODERATION_WORD } from '../support/corpus-fixture.js';
 import { queryParquet } from '../support/duckdb.js';
+import { startRewritingProxy } from '../support/rewriting-proxy.js';
 import { downloadPrefix, removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
 import { loadSettings } from '../../src/config.js';
 import { sleep } from '../../src/sleep.js';
@@ -28,6 +30,7 @@ describe('failures that stop a job, and bad input', () => {
     for (const object of corpus.objects) await world.put(object.key, object.body);
     await world.put('long/only.txt', `short line\n${'9 '.repeat(9000)}\nanother short line\n`);
     // Shard 1 of 10-line shards is one line the provider refuses: a batch of no rows.
+    await world.put('broken-answers/corpus.txt', `${Array.from({ length: 50 }, (_, index) => `line number ${index} of a corpus a broken proxy answers for`).join('\n')}\n`);
     await world.put('refused/corpus.txt', `${Array.from({ length: 10 }, (_, index) => `line ${index}`).join('\n')}\nplease ${MODERATION_WORD} this\n`);
   });
   afterAll(() => world.close());
@@ -262,6 +265,50 @@ describe('failures that stop a job, and bad input', () => {
     expect(errors).toEqual([expect.objectContaining({ row: 10, code: 'CONTENT_REJECTED' })]);
     const [read] = await queryParquet(`SELECT count(*) AS n FROM read_parquet('${folder}/part-*.parquet')`);
     expect(read).toEqual({ n: 10n });
+    await removeFolder(folder);
+  });
+
+  it('retries answers a broken proxy corrupted (a value beyond float32, a sparse index past int32, a bogus token count) and writes only what DashScope sent', async () => {
+    // The first four answers are corrupted, one way each; JSON.parse would read 1e39 as a double
+    // that Float32Array stores as Infinity, and 2**32 + 3 as an index an int32 column wraps to 3.
+    const corruptions: Array<(body: string) => string> = [
+      (body) => body.replace(/("embedding":\[)[^,]+/, '$11e39'),
+      (body) => body.replace(/("value":)[^,]+/, '$11e39'),
+      (body) => body.replace(/("index":)\d+/, `$1${2 ** 32 + 3}`),
+      (body) => body.replace(/("total_tokens":)\d+/, '$11000000000000'),
+    ];
+    let billedTokens = 0;
+    const proxy = await startRewritingProxy(world.emulator.url, (body, index) => {
+      const corrupt = corruptions[index];
+      if (corrupt) return corrupt(body);
+      billedTokens += Number(/"total_tokens":(\d+)/.exec(body)?.[1] ?? 0);
+      return body;
+    });
+    const settings = loadSettings({ ...world.env, DASHSCOPE_BASE_URL: proxy.url });
+    const services = createServices(settings, createLogger({ level: 'silent' }));
+    const pool = startWorkers(services, { concurrency: 4 });
+    const options = parseJobOptions({ input: 's3://corpus/broken-answers/', output: 's3://out/broken-answers/', shardRows: 10 });
+    try {
+      const id = await submitCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() }, options);
+      expect(await waitForJob(services, id, undefined, 60_000)).toMatchObject({ state: 'completed', rowsEmbedded: 50, rowsFailed: 0 });
+    } finally {
+      await pool.close();
+      await services.close();
+      await proxy.close();
+    }
+    const { folder } = await downloadPrefix(world.s3, 'out', 'broken-answers/');
+    expect(readFileSync(path.join(folder, '_errors.jsonl'), 'utf8')).toBe('');
+    const rows = await queryParquet(`SELECT text, dense, sparse FROM read_parquet('${folder}/part-*.parquet')`);
+    expect(rows).toHaveLength(50);
+    const parameters = embeddingParameters(options);
+    for (const row of rows) {
+      const vectors = emulatorEmbedding(String(row.text), parameters);
+      expect(row.dense).toEqual(Array.from(vectors.dense!));
+      expect(row.sparse).toEqual(vectors.sparse);
+    }
+    // Only the answers taken are counted: a corrupted one was billed by the emulator, but its count is not to be trusted.
+    const manifest = JSON.parse(readFileSync(path.join(folder, '_manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.tokens).toBe(billedTokens);
     await removeFolder(folder);
   });
 

@@ -8,6 +8,8 @@ import { mulberry32 } from '../../src/seeded-random.js';
 const KEYS = new Set(['embedding']);
 const SPARSE = new Set(['sparse_embedding']);
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
+/** Whether a JSON number stays finite in a Float32Array; the parser gives up on a vector holding one that does not. */
+const fitsFloat32 = (number: string): boolean => Number.isFinite(Math.fround(JSON.parse(number) as number));
 
 /**
  * What JSON.parse gives, with `embedding` arrays rounded to float32 as the decoder stores them, and
@@ -49,11 +51,24 @@ describe('parseJsonBytes', () => {
       '9007199254740993', '1.5000000000000000000000', '100e-2',
     ];
     for (const number of numbers) {
-      const text = `{"embedding":[${number}],"plain":[${number}]}`;
+      const text = `{"embedding":[${fitsFloat32(number) ? number : 0}],"plain":[${number}]}`;
       const parsed = parseJsonBytes(bytes(text), KEYS) as { embedding: Float32Array; plain: number[] };
-      const expected = JSON.parse(text) as { plain: number[] };
+      const expected = JSON.parse(text) as { embedding: number[]; plain: number[] };
       expect(Object.is(parsed.plain[0], expected.plain[0]), number).toBe(true);
-      expect(Object.is(parsed.embedding[0], Math.fround(expected.plain[0]!)), number).toBe(true);
+      expect(Object.is(parsed.embedding[0], Math.fround(expected.embedding[0]!)), number).toBe(true);
+    }
+  });
+
+  it('gives up on a vector holding a number beyond float32 (Infinity once stored), whichever path reads it; plain numbers stay as JSON.parse reads them', () => {
+    const beyond = ['1e39', '-1e39', '1e400', '3.4028236e38', '3.4028235677973366e38', '1.7976931348623157e308', '340282356779733661637539395458142568448', '1000000000000000000000000000000000000000', '1000000000000000000000000000000000000000.5'];
+    for (const number of beyond) {
+      expect(fitsFloat32(number), number).toBe(false);
+      expect(parseJsonBytes(bytes(`{"embedding":[0.5,${number},0.25]}`), KEYS), number).toBeUndefined();
+      expect(parseJsonBytes(bytes(`{"plain":[0.5,${number},0.25]}`), KEYS), number).toEqual(JSON.parse(`{"plain":[0.5,${number},0.25]}`));
+    }
+    // The largest float32 and the double just below the midpoint above it still fit.
+    for (const number of ['3.4028234663852886e38', '3.4028235677973362e38', '-340282346638528859811704183484516925440']) {
+      expect((parseJsonBytes(bytes(`{"embedding":[${number}]}`), KEYS) as { embedding: Float32Array }).embedding[0], number).toBe(Math.fround(Number(number)));
     }
   });
 
@@ -105,16 +120,20 @@ describe('parseJsonBytes', () => {
     const numbers = Array.from({ length: 200_000 }, () => pick(forms)());
     for (let start = 0; start < numbers.length; start += 1_000) {
       const chunk = numbers.slice(start, start + 1_000);
-      const list = chunk.join(random() < 0.5 ? ',' : ' , ');
-      const text = `{"embedding":[${list}],"plain":[${list}]}`;
+      const separator = random() < 0.5 ? ',' : ' , ';
+      // Vectors get the numbers that fit float32 (the parser gives up on the others, tested above).
+      const fitting = chunk.filter(fitsFloat32);
+      const text = `{"embedding":[${fitting.join(separator)}],"plain":[${chunk.join(separator)}]}`;
       const parsed = parseJsonBytes(bytes(text), KEYS) as { embedding: Float32Array; plain: number[] };
-      const expected = JSON.parse(text) as { plain: number[] };
-      const expectedFloat32 = Float32Array.from(expected.plain);
+      const expected = JSON.parse(text) as { embedding: number[]; plain: number[] };
+      const expectedFloat32 = Float32Array.from(expected.embedding);
       chunk.forEach((number, index) => {
         if (!Object.is(parsed.plain[index], expected.plain[index])) expect.fail(`${number}: ${parsed.plain[index]} ≠ JSON.parse ${expected.plain[index]}`);
+      });
+      fitting.forEach((number, index) => {
         if (!Object.is(parsed.embedding[index], expectedFloat32[index])) expect.fail(`${number}: float32 ${parsed.embedding[index]} ≠ ${expectedFloat32[index]}`);
       });
-      expect(parsed.embedding.length).toBe(chunk.length);
+      expect(parsed.embedding.length).toBe(fitting.length);
     }
   });
 
