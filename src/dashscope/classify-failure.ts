@@ -15,7 +15,7 @@ export interface HttpFailure {
   status: number;
   /** The raw response body (JSON on DashScope, anything on a proxy). */
   body: string;
-  /** Response headers; only `Retry-After` and `x-request-id` are read. */
+  /** Response headers; only `Retry-After`, `x-request-id` and `Location` are read. */
   headers?: { get(name: string): string | null } | undefined;
   /** Which endpoint answered; the two use different error envelopes (facts §1a). */
   api: Api;
@@ -130,7 +130,14 @@ export function classifyFailure(failure: HttpFailure): EmbedqError {
     // texts, so splitting the batch can isolate the bad line.
     return new ProviderRejectedError(describe(), details);
   }
-  // 1xx/3xx never reach here from fetch unless a proxy misbehaves: treat as transient.
+  if (status >= 300 && status < 400) {
+    // The client follows no redirects and DashScope sends none: the base URL points somewhere else
+    // (http for https, a portal, a moved host), and every request would meet the same answer.
+    const location = failure.headers?.get('location');
+    const target = location ? `; it redirects to ${redactSecrets(location)}` : '';
+    return new ProviderAccountError(describe(`a configuration problem: check DASHSCOPE_BASE_URL${target}`), details);
+  }
+  // A final 1xx only comes from a misbehaving proxy: treat as transient.
   return new ProviderUnavailableError(describe(), details);
 }
 

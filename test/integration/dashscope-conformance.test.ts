@@ -415,6 +415,28 @@ describe('HTTP transport', () => {
 
 describe('answers a broken proxy or a wrong base URL gives', () => {
   for (const api of ['dashscope', 'openai'] as const) {
+    it(`${api}: a redirect fails as configuration at once, naming where it points; it is not followed`, async () => {
+      const requests: string[] = [];
+      const server: Server = createServer((incoming, outgoing) => {
+        requests.push(`${incoming.method} ${incoming.url}`);
+        incoming.resume();
+        outgoing.writeHead(301, { location: `https://dashscope-intl.aliyuncs.com${incoming.url}`, 'content-length': '0' });
+        outgoing.end();
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const redirected = createDashScopeClient({ ...settings, baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+      try {
+        const error = await failure(redirected.embed(['x'], parameters({ api, outputType: 'dense' })));
+        expect(error).toBeInstanceOf(ProviderAccountError);
+        expect(error.retryable).toBe(false);
+        expect(error.message).toMatch(/HTTP 301: \(empty body\) — a configuration problem: check DASHSCOPE_BASE_URL; it redirects to https:\/\/dashscope-intl\.aliyuncs\.com\/(api\/v1|compatible-mode\/v1)\//);
+        expect(requests).toHaveLength(1);
+      } finally {
+        await redirected.close();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    });
+
     it(`${api}: a value beyond float32 is a malformed (retryable) answer, never an Infinity in the result; the next answer is taken`, async () => {
       for (const beyond of ['1e39', '1e400']) {
         // The first answer's first vector value is replaced; later answers pass unchanged.

@@ -103,6 +103,9 @@ const rows: Row[] = [
   { name: 'ModelServingError', status: 503, api: 'dashscope', body: native('ModelServingError', 'Too many requests. Your requests are being throttled due to system capacity limits. Please try again later.'), expected: ProviderUnavailableError, providerCode: 'ModelServingError' },
   { name: 'ModelUnavailable', status: 503, api: 'dashscope', body: native('ModelUnavailable', 'Model is unavailable, please try again later.'), expected: ProviderUnavailableError, providerCode: 'ModelUnavailable' },
   { name: '504 empty', status: 504, api: 'openai', body: '', expected: ProviderUnavailableError, mentions: '(empty body)' },
+  // redirects: the client follows none and DashScope sends none, so the base URL is wrong
+  { name: '301 empty', status: 301, api: 'dashscope', body: '', expected: ProviderAccountError, mentions: 'check DASHSCOPE_BASE_URL' },
+  { name: '308 HTML', status: 308, api: 'openai', body: '<html>Permanent Redirect</html>', expected: ProviderAccountError, mentions: 'check DASHSCOPE_BASE_URL' },
 ];
 
 describe('classifyFailure', () => {
@@ -152,6 +155,22 @@ describe('classifyFailure', () => {
     const error = classifyFailure({ status: 502, body: 'Bad Gateway', headers, api: 'dashscope' });
     expect(error.message).toBe('DashScope request failed: HTTP 502: Bad Gateway (request_id from-header)');
     expect((error as ProviderUnavailableError).failure).toEqual({ status: 502, providerCode: undefined, requestId: 'from-header' });
+  });
+
+  it.each([301, 302, 303, 307, 308])('fails a %i redirect as configuration, naming where it points (the client follows none)', (status) => {
+    const headers = new Headers({ location: 'https://dashscope-intl.aliyuncs.com/api/v1/services/embeddings/text-embedding/text-embedding' });
+    const error = classifyFailure({ status, body: '', headers, api: 'dashscope' });
+    expect(error).toBeInstanceOf(ProviderAccountError);
+    expect(error.retryable).toBe(false);
+    expect(error.message).toBe(
+      `DashScope request failed: HTTP ${status}: (empty body) — a configuration problem: check DASHSCOPE_BASE_URL; it redirects to https://dashscope-intl.aliyuncs.com/api/v1/services/embeddings/text-embedding/text-embedding`,
+    );
+  });
+
+  it('keeps a credential a redirect carries out of its message, and a final 1xx stays transient', () => {
+    const headers = new Headers({ location: 'https://portal.example/login?token=Bearer sk-abcdef0123456789' });
+    expect(classifyFailure({ status: 302, body: '', headers, api: 'dashscope' }).message).not.toContain('abcdef0123456789');
+    expect(classifyFailure({ status: 199, body: '', api: 'dashscope' })).toBeInstanceOf(ProviderUnavailableError);
   });
 
   it('keeps a non-JSON body in the message, truncated', () => {
