@@ -25,10 +25,7 @@ export class ProviderBackoff {
   #resting: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(
-    private readonly logger: Logger,
-    private readonly firstBackoffMs = FIRST_BACKOFF_MS,
-  ) {}
+  constructor(private readonly logger: Logger) {}
 
   watch(worker: Worker): void {
     this.#worker = worker;
@@ -39,7 +36,7 @@ export class ProviderBackoff {
     if (!(error instanceof ProviderUnavailableError)) return;
     this.#failures += 1;
     if (this.#failures < FAILURES_BEFORE_BACKOFF || this.#resting || this.#closed || !this.#worker) return;
-    const restMs = Math.min(MAX_BACKOFF_MS, this.firstBackoffMs * 2 ** (this.#failures - FAILURES_BEFORE_BACKOFF));
+    const restMs = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.#failures - FAILURES_BEFORE_BACKOFF));
     this.logger.warn(
       { code: error.code, failuresInARow: this.#failures, restMs, reason: error.message },
       'DashScope fails from this worker and nothing succeeded since: it takes no embed step for a while, and other workers go on; check this machine\'s DASHSCOPE_BASE_URL and network',

@@ -9,8 +9,8 @@ import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
 import { embedBatch } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
-import { RedisFullBrake } from './redis-full-brake.js';
 import { ProviderBackoff } from './provider-backoff.js';
+import { RedisFullBrake } from './redis-full-brake.js';
 import { processor, WorkerStoppingError } from './run-job.js';
 import { readScheduleFile, RESTORE_INTERVAL_MS, restoreLostSchedules } from './schedule-file.js';
 import { scheduleTickProcessor } from './schedule-tick.js';
@@ -27,8 +27,6 @@ export interface WorkerPoolOptions {
    * place counts; a file that no longer reads keeps the last good definitions).
    */
   schedules?: { file: string; definitions: readonly ScheduleDefinition[]; intervalMs?: number };
-  /** The first rest of an embed worker DashScope keeps failing from (Default: 5,000 ms; see ProviderBackoff). */
-  providerBackoffMs?: number;
 }
 
 export interface WorkerPool {
@@ -75,7 +73,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   ];
   const embedConcurrency = definitions.find((definition) => definition.queue === QUEUES.embed)!.concurrency;
   const brake = new RedisFullBrake(services.redis, logger);
-  const providerBackoff = new ProviderBackoff(logger, options.providerBackoffMs);
+  const providerBackoff = new ProviderBackoff(logger);
   const workers = definitions.map(({ queue, concurrency, process }) => {
     const worker = new Worker(queue, process, {
       connection: services.workerConnection(),

@@ -46,8 +46,8 @@ return out
  * ARGV[16] kind (r, t or b for burst), [17] strikes that cut a limit believed right, [18] strike
  * window ms, [19] cooldown ms, [20..21] folded settlements, [22] the refused request's estimated
  * tokens. Returns the action (skip, nudge, restore, cut) and, after a skip, why (rate-gate.ts's
- * SkipReason), after anything else the learned limit and the new rate in force. S's `kImm`: nudges off until then; `kSAt`/`kS`
- * and `kLAt`/`kL`: the strike windows (one and five strike windows long).
+ * SkipReason), after anything else the learned limit and the new rate in force. S's `kImm`: nudges
+ * off until then; `kSAt`/`kS` and `kLAt`/`kL`: the strike windows (one and five strike windows long).
  */
 export const THROTTLED_LUA = `${COMMON_LUA}
 local now = now_ms()
