@@ -68,6 +68,7 @@ export async function embedBatch(payload: EmbedBatchPayload, context: JobContext
       },
       signal: stop.signal,
       stopping: context.stopping,
+      priority: context.priority,
       corpusJobId: id,
     }), options.dimension);
   } catch (error) {
@@ -144,6 +145,8 @@ interface EmbedDeps {
   stopping?: AbortSignal | undefined;
   /** For the job's request and 429 counts (metrics). */
   corpusJobId?: string | undefined;
+  /** The step's BullMQ priority: callers of a higher one (a smaller number) get gate slots first. */
+  priority?: number | undefined;
 }
 
 /**
@@ -203,7 +206,7 @@ async function callThroughGate(texts: string[], deps: EmbedDeps): Promise<{ resu
   for (;;) {
     signal?.throwIfAborted();
     deps.stopping?.throwIfAborted();
-    const slot = await gate.acquire(estimate, signal);
+    const slot = await gate.acquire(estimate, signal, deps.priority);
     const sent = performance.now();
     try {
       const result = await client.embed(texts, parameters, { signal, corpusJobId });

@@ -22,6 +22,8 @@ export interface JobContext {
    * worker, with no attempt used.
    */
   readonly stopping: AbortSignal;
+  /** The step's BullMQ priority (lower goes first; 0: none): an embed step waits for a rate-gate slot by it. */
+  readonly priority: number;
 }
 
 /** A step gave its job back to the queue because this worker process is stopping. */
@@ -64,6 +66,7 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
     const context: JobContext = {
       services,
       stopping,
+      priority: job.opts.priority ?? 0,
       get logger() {
         return (child ??= services.logger.child({
           queue: job.queueName,

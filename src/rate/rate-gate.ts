@@ -243,8 +243,8 @@ export class RateGate {
    * ({@link RateGateOptions.maxLatenessMs}) leaves at once and pays with the next free slot
    * ({@link sendLate}).
    */
-  async acquire(estimatedTokens: number, signal?: AbortSignal): Promise<Reservation> {
-    const reservation = await this.queueForSlot(estimatedTokens, signal);
+  async acquire(estimatedTokens: number, signal?: AbortSignal, priority = 0): Promise<Reservation> {
+    const reservation = await this.queueForSlot(estimatedTokens, signal, priority);
     if (reservation.waitMs > 0) {
       const due = performance.now() + reservation.waitMs;
       try {
@@ -269,11 +269,17 @@ export class RateGate {
     this.wakeBooking?.();
   }
 
-  /** Joins this process's queue for slots; resolves once {@link bookQueued} booked one for the caller. */
-  private queueForSlot(estimatedTokens: number, signal: AbortSignal | undefined): Promise<Reservation> {
+  /**
+   * Joins this process's queue for slots, ahead of the callers of a lower `priority` (a larger
+   * number, as BullMQ's), in order of arrival among equals; resolves once {@link bookQueued} booked
+   * one for the caller. A small job's batches go before a backfill's in the embed queue, but a
+   * worker's slots were all held by the backfill's batches waiting here, oldest first: at 10
+   * requests a second and 64 slots, a 5-request job waited 9 s.
+   */
+  private queueForSlot(estimatedTokens: number, signal: AbortSignal | undefined, priority: number): Promise<Reservation> {
     signal?.throwIfAborted();
     return new Promise((resolve, reject) => {
-      const caller: QueuedCaller = { estimatedTokens, resolve, reject, signal, onAbort: undefined };
+      const caller: QueuedCaller = { estimatedTokens, priority, resolve, reject, signal, onAbort: undefined };
       if (signal) {
         caller.onAbort = () => {
           const index = this.queued.indexOf(caller);
@@ -283,7 +289,8 @@ export class RateGate {
         };
         signal.addEventListener('abort', caller.onAbort, { once: true });
       }
-      this.queued.push(caller);
+      const behind = this.queued.findIndex((queued) => queued.priority > priority);
+      this.queued.splice(behind < 0 ? this.queued.length : behind, 0, caller);
       if (!this.booking) void this.bookQueued();
     });
   }
@@ -471,6 +478,8 @@ const MAX_BOOKING_WAIT_MS = 5_000;
 
 interface QueuedCaller {
   estimatedTokens: number;
+  /** Lower goes first (BullMQ's sense). */
+  priority: number;
   resolve(reservation: Reservation): void;
   reject(error: Error): void;
   signal: AbortSignal | undefined;

@@ -66,6 +66,36 @@ describe('two jobs at once: a small job does not wait behind a big one', () => {
   });
 });
 
+describe('two jobs at once, every worker slot waiting for the gate: the small job still goes first', () => {
+  let world: World;
+  beforeAll(async () => {
+    // 10 requests a second and 64 slots: the big job's batches hold every slot, waiting for the gate.
+    world = await startTwoCorpusWorld({ EMBEDQ_MAX_OPEN_SHARDS: '2', EMBEDQ_QPM: '600' });
+  });
+  afterAll(() => world.close());
+
+  it("embeds the 30-line job's requests next, not after the big job's 64 already waiting for slots", async () => {
+    const { services } = world;
+    const submit = submitIn.bind(undefined, world);
+    const pool = startWorkers(services, { concurrency: 64 });
+    try {
+      const big = await submit('s3://corpus/big.txt', 's3://out/big/');
+      await waitForJob(services, big, (record) => record.rowsEmbedded >= 100);
+      const bigBefore = (await services.corpora.get(big))!.rowsEmbedded;
+      const small = await submit('s3://corpus/small.txt', 's3://out/small/');
+      expect((await waitForJob(services, small)).state).toBe('completed');
+      const bigAfter = (await services.corpora.get(big))!;
+      expect(bigAfter.state).toBe('running');
+      // Waiting behind the 64 in the gate's queue, 6.4 s at 10 a second, the big job embedded 640
+      // rows and more; now those booked in its horizon and what the small job's split, shard and
+      // finalize take (about a second: 100 rows).
+      expect(bigAfter.rowsEmbedded - bigBefore).toBeLessThan(350);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
 describe('EMBEDQ_SPLIT_CONCURRENCY: how many jobs one worker splits at once', () => {
   let world: World;
   beforeAll(async () => {

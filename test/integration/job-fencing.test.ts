@@ -31,7 +31,7 @@ import { removeFolder, startWorld, waitForJob, type World } from '../support/wor
  */
 describe('fencing: stale, early and unparseable steps change nothing', () => {
   let world: World;
-  const context = (): Parameters<typeof embedBatch>[1] => ({ services: world.services, logger: world.services.logger, stopping: new AbortController().signal });
+  const context = (): Parameters<typeof embedBatch>[1] => ({ services: world.services, logger: world.services.logger, stopping: new AbortController().signal, priority: 0 });
   const submit = (output: string, shardRows = 30): Promise<string> =>
     submitCorpusJob(
       { corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() },

@@ -176,6 +176,19 @@ describe('RateGate (real Redis)', () => {
     expect((await gate.reserve(1)).slotMs - first.slotMs).toBe(300);
   });
 
+  it("books a process's queued callers by their priority, in order of arrival among equals: a small job's step does not wait behind a backfill's", async () => {
+    // 50 ms slots, 250 ms horizon: of twelve backfill callers, five are booked at once; the rest wait.
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1200, tokensPerMinute: 1e12 }, { targetUtilization: 1, slowStartFraction: 1, horizonMs: 250, maxLatenessMs: 60_000 });
+    const order: string[] = [];
+    const waiting = Array.from({ length: 12 }, (_, index) => gate.acquire(1, undefined, 9).then(() => order.push(`backfill ${index}`)));
+    await sleep(20);
+    const small = gate.acquire(1, undefined, 1).then(() => order.push('small'));
+    await Promise.all([...waiting, small]);
+    // Only the slots booked before it came go first (in order of arrival it came last, 13th).
+    expect(order.indexOf('small')).toBeLessThanOrEqual(6);
+    expect(order.filter((name) => name !== 'small')).toEqual(Array.from({ length: 12 }, (_, index) => `backfill ${index}`));
+  });
+
   it("books a process's queued callers a horizon at a time, with one Redis call for many, in evenly spaced slots", async () => {
     // The gate's own connection, so its commands can be told apart in MONITOR.
     const client = new Redis(inject('redisUrl'));

@@ -32,7 +32,7 @@ const largeText = (line: number): string => `line ${line}: café 中文 ${'x'.re
 describe('a split that starts again steps over the objects already in written shards', () => {
   let world: World;
   const folders: string[] = [];
-  const context = (): Parameters<typeof splitCorpus>[1] => ({ services: world.services, logger: world.services.logger, stopping: new AbortController().signal });
+  const context = (): Parameters<typeof splitCorpus>[1] => ({ services: world.services, logger: world.services.logger, stopping: new AbortController().signal, priority: 0 });
   /** The corpus requests of the S3 client the steps use: `GetObject key`, `HeadObject key`. */
   const requests: string[] = [];
 
