@@ -1,4 +1,4 @@
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 
@@ -12,7 +12,7 @@ import { emulatorEmbedding } from '../../src/emulator/emulator-embedding.js';
 import { DEFAULT_FAULTS } from '../../src/emulator/emulator-options.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.js';
 import { embeddingParameters } from '../support/embedding-parameters.js';
-import { startRewritingProxy } from '../support/rewriting-proxy.js';
+import { rewriteText, startRewritingProxy } from '../support/rewriting-proxy.js';
 import {
   ContentRejectedError,
   type EmbedqError,
@@ -334,38 +334,10 @@ describe('server-side errors through the client', () => {
   });
 });
 
-/**
- * A reverse proxy in front of the emulator that compresses every answer with `encoding`, as
- * DashScope's gateway does (gzip), and keeps the request headers it saw.
- */
-async function compressingProxy(encoding: 'gzip' | 'deflate' | 'deflate-raw' | 'br'): Promise<{ url: string; seen: IncomingHttpHeaders[]; close(): Promise<void> }> {
-  const target = new URL(emulator.url);
-  const seen: IncomingHttpHeaders[] = [];
+/** A proxy in front of the emulator that compresses every answer with `encoding`, as DashScope's gateway does (gzip). */
+function compressingProxy(encoding: 'gzip' | 'deflate' | 'deflate-raw' | 'br'): ReturnType<typeof startRewritingProxy> {
   const compress = { gzip: gzipSync, deflate: deflateSync, 'deflate-raw': deflateRawSync, br: brotliCompressSync }[encoding];
-  const server: Server = createServer((incoming, outgoing) => {
-    seen.push(incoming.headers);
-    const upstream = httpRequest({ host: target.hostname, port: target.port, path: incoming.url, method: incoming.method, headers: { ...incoming.headers, 'accept-encoding': 'identity' } }, (answer) => {
-      const chunks: Buffer[] = [];
-      answer.on('data', (chunk: Buffer) => chunks.push(chunk));
-      answer.on('end', () => {
-        const body = compress(Buffer.concat(chunks));
-        outgoing.writeHead(answer.statusCode ?? 502, {
-          ...answer.headers,
-          'content-encoding': encoding === 'deflate-raw' ? 'deflate' : encoding,
-          'content-length': String(body.length),
-        });
-        outgoing.end(body);
-      });
-    });
-    incoming.pipe(upstream);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    seen,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
+  return startRewritingProxy(emulator.url, (body) => ({ body: compress(body), headers: { 'content-encoding': encoding === 'deflate-raw' ? 'deflate' : encoding } }));
 }
 
 describe('HTTP transport', () => {
@@ -440,7 +412,7 @@ describe('answers a broken proxy or a wrong base URL gives', () => {
     it(`${api}: a value beyond float32 is a malformed (retryable) answer, never an Infinity in the result; the next answer is taken`, async () => {
       for (const beyond of ['1e39', '1e400']) {
         // The first answer's first vector value is replaced; later answers pass unchanged.
-        const proxy = await startRewritingProxy(emulator.url, (body, index) => (index === 0 ? body.replace(/("embedding":\[)[^,]+/, `$1${beyond}`) : body));
+        const proxy = await startRewritingProxy(emulator.url, rewriteText((body, index) => (index === 0 ? body.replace(/("embedding":\[)[^,]+/, `$1${beyond}`) : body)));
         const viaProxy = createDashScopeClient({ ...settings, baseUrl: proxy.url });
         try {
           const request = parameters({ api, outputType: 'dense' });
@@ -465,7 +437,7 @@ describe('answers a broken proxy or a wrong base URL gives', () => {
       [(body) => body.replace(/"total_tokens":\d+/, '"total_tokens":1000000000000'), /usage\.total_tokens 1000000000000 is more than 3 texts can use \(at most 49152\)/],
     ];
     for (const [rewrite, reason] of rewrites) {
-      const proxy = await startRewritingProxy(emulator.url, rewrite);
+      const proxy = await startRewritingProxy(emulator.url, rewriteText(rewrite));
       const viaProxy = createDashScopeClient({ ...settings, baseUrl: proxy.url });
       try {
         const error = await failure(viaProxy.embed(TEXTS, parameters({ outputType: 'dense&sparse' })));

@@ -13,7 +13,7 @@ import { createServices } from '../../workers/services.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { buildCorpus, MODERATION_WORD } from '../support/corpus-fixture.js';
 import { queryParquet } from '../support/duckdb.js';
-import { startRewritingProxy } from '../support/rewriting-proxy.js';
+import { rewriteText, startRewritingProxy } from '../support/rewriting-proxy.js';
 import { downloadPrefix, removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
 import { loadSettings } from '../../src/config.js';
 import { sleep } from '../../src/sleep.js';
@@ -278,12 +278,15 @@ describe('failures that stop a job, and bad input', () => {
       (body) => body.replace(/("total_tokens":)\d+/, '$11000000000000'),
     ];
     let billedTokens = 0;
-    const proxy = await startRewritingProxy(world.emulator.url, (body, index) => {
-      const corrupt = corruptions[index];
-      if (corrupt) return corrupt(body);
-      billedTokens += Number(/"total_tokens":(\d+)/.exec(body)?.[1] ?? 0);
-      return body;
-    });
+    const proxy = await startRewritingProxy(
+      world.emulator.url,
+      rewriteText((body, index) => {
+        const corrupt = corruptions[index];
+        if (corrupt) return corrupt(body);
+        billedTokens += Number(/"total_tokens":(\d+)/.exec(body)?.[1] ?? 0);
+        return body;
+      }),
+    );
     const settings = loadSettings({ ...world.env, DASHSCOPE_BASE_URL: proxy.url });
     const services = createServices(settings, createLogger({ level: 'silent' }));
     const pool = startWorkers(services, { concurrency: 4 });

@@ -1,23 +1,36 @@
-import { createServer, request as httpRequest, type Server } from 'node:http';
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+
+/** What the proxy sends back in place of an upstream answer. */
+export interface RewrittenAnswer {
+  body: Buffer;
+  /** Headers set on top of the upstream's (Content-Length is always the new body's). */
+  headers?: OutgoingHttpHeaders;
+}
 
 /**
  * A reverse proxy in front of `targetUrl` (the emulator) that passes each answer's body through
- * `rewrite` (`index` counts answers from 0), as a broken gateway or a faulty upstream might change
- * it. Asks the upstream for uncompressed bodies so the rewrite sees text.
+ * `rewrite` (`index` counts answers from 0), as a broken gateway, a faulty upstream or a
+ * compressing one might change it, and keeps the request headers it saw. Asks the upstream for
+ * uncompressed bodies so the rewrite sees them as sent.
  */
-export async function startRewritingProxy(targetUrl: string, rewrite: (body: string, index: number) => string): Promise<{ url: string; close(): Promise<void> }> {
+export async function startRewritingProxy(
+  targetUrl: string,
+  rewrite: (body: Buffer, index: number) => RewrittenAnswer,
+): Promise<{ url: string; seen: IncomingHttpHeaders[]; close(): Promise<void> }> {
   const target = new URL(targetUrl);
+  const seen: IncomingHttpHeaders[] = [];
   let answers = 0;
   const server: Server = createServer((incoming, outgoing) => {
+    seen.push(incoming.headers);
     const headers = { ...incoming.headers, 'accept-encoding': 'identity' };
     const upstream = httpRequest({ host: target.hostname, port: target.port, path: incoming.url, method: incoming.method, headers }, (answer) => {
       const chunks: Buffer[] = [];
       answer.on('data', (chunk: Buffer) => chunks.push(chunk));
       answer.on('end', () => {
-        const body = Buffer.from(rewrite(Buffer.concat(chunks).toString('utf8'), answers++));
-        outgoing.writeHead(answer.statusCode ?? 502, { ...answer.headers, 'content-length': String(body.length) });
-        outgoing.end(body);
+        const rewritten = rewrite(Buffer.concat(chunks), answers++);
+        outgoing.writeHead(answer.statusCode ?? 502, { ...answer.headers, ...rewritten.headers, 'content-length': String(rewritten.body.length) });
+        outgoing.end(rewritten.body);
       });
     });
     incoming.pipe(upstream);
@@ -26,6 +39,12 @@ export async function startRewritingProxy(targetUrl: string, rewrite: (body: str
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
+    seen,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
+}
+
+/** A rewrite of the body's text only. */
+export function rewriteText(rewrite: (body: string, index: number) => string): (body: Buffer, index: number) => RewrittenAnswer {
+  return (body, index) => ({ body: Buffer.from(rewrite(body.toString('utf8'), index)) });
 }
