@@ -230,6 +230,30 @@ describe('failures that stop a job, and bad input', () => {
     }
   });
 
+  it('a provider outage: each rest doubles the one before however many steps failed at once, and the job goes on within seconds of its end', async () => {
+    const log: Array<Record<string, unknown>> = [];
+    const services = createServices(world.settings, createLogger({ level: 'warn' }, { write: (line: string) => log.push(JSON.parse(line) as Record<string, unknown>) }));
+    const pool = startWorkers(services, { concurrency: 16 });
+    try {
+      world.emulator.setFaults({ failRate500: 1 });
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/short-outage/']);
+      const id = submitted.stdout.trim();
+      // Past the first rest (5 s): the steps taken after it fail too, and the worker rests again.
+      await sleep(9_000);
+      world.emulator.setFaults({ failRate500: 0 });
+      const back = Date.now();
+      // The second rest doubled once per failed step, 16 at once: a minute, where it is 10 s.
+      expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
+      expect(Date.now() - back).toBeLessThan(25_000);
+      const rests = log.filter((line) => typeof line.restMs === 'number').map((line) => line.restMs);
+      expect(rests.slice(0, 2)).toEqual([5_000, 10_000]);
+    } finally {
+      await pool.close();
+      await services.close();
+      world.emulator.setFaults({ failRate500: 0 });
+    }
+  });
+
   it('records a line over 8,192 tokens as an error with --long-lines error, and embeds the rest', async () => {
     const pool = startWorkers(world.services, { concurrency: 4 });
     try {
