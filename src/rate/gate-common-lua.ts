@@ -220,9 +220,14 @@ local function advance(now, lw)
   if gap < 0 then gap = 0 end
   -- The clocks run only while callers queue for slots: a rate nobody tried to use is untested,
   -- and growing it would let a burst of demand meet a rate far above the limit (as TCP's
-  -- congestion window validation holds cwnd while an application sends little).
+  -- congestion window validation holds cwnd while an application sends little). Callers queue for
+  -- token slots too: where tokens bind (the token schedule is the later one), requests leave
+  -- seconds apart and the request schedule alone looked idle, so after a token cut the clock ran
+  -- 3.6 s in 28 and the gate sat at a sixth of the limit for minutes.
   local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
-  if rTat + 2 * 60000 / in_force(lw, 'r', ss) < now then gap = 0 end
+  local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
+  local tokensQueue = tTat > rTat and tTat >= now - 1000
+  if rTat + 2 * 60000 / in_force(lw, 'r', ss) < now and not tokensQueue then gap = 0 end
   for _, k in ipairs(KINDS) do
     if lw[k .. 'W'] then
       lw[k .. 'A'] = lw[k .. 'A'] + gap

@@ -90,6 +90,22 @@ describe('RateGate (real Redis)', () => {
     expect(third.slotMs - first.slotMs).toBe(600);
   });
 
+  it('where tokens bind, callers queueing for token slots run the learned limit\'s clock (its climb back, hold and probe)', async () => {
+    const gateKey = key();
+    const gate = new RateGate(redisA, gateKey, { requestsPerMinute: 1e6, tokensPerMinute: 60_000 }, { targetUtilization: 1, slowStartFraction: 1 });
+    for (let index = 0; index < 4; index += 1) await gate.reserve(500);
+    for (let index = 0; index < 2; index += 1) await gate.throttled('tokens', 500);
+    expect(await gate.throttled('tokens', 500)).toMatchObject({ action: 'cut', kind: 'tokens' });
+    // Requests of 500 tokens, about one a second at the limit learned: the request schedule idles
+    // between them, and the clock ran only in the moments after each booking.
+    const started = Date.now();
+    await Promise.all(Array.from({ length: 4 }, () => gate.acquire(500)));
+    const elapsed = Date.now() - started;
+    const active = Number(await redisA.hget(`${gateKey}:learned`, 'tA'));
+    expect(elapsed).toBeGreaterThan(2_000);
+    expect(active).toBeGreaterThan(elapsed * 0.5);
+  });
+
   it('never books tokens more than a minute ahead, whatever usage a response claims', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e9, tokensPerMinute: 60_000 }, { targetUtilization: 1, ...steady });
     const { slotMs } = await gate.reserve(500);
