@@ -38,12 +38,14 @@ export interface WorkerPool {
 }
 
 /**
- * BullMQ's errors for a step whose lock this worker no longer holds: it was paused past the lock
- * (SIGSTOP, a frozen VM, swap) and another worker took the step over, or the step is gone. Expected
- * and harmless (the step fence keeps the resumed worker from writing), so one line, no stack.
+ * BullMQ's errors for a step whose lock this worker no longer holds: it could not renew the lock in
+ * time (paused by SIGSTOP, a frozen VM or swap; cut off from Redis), or the step is gone. Expected
+ * and harmless (the step goes back to the queue and the step fence keeps this worker from writing
+ * for it), so one line, no stack.
  */
 const LOST_LOCK = /^(could not renew lock for job |Missing lock for job |Lock mismatch for job |Missing key for job )/;
-const LOST_LOCK_MESSAGE = "a step's lock was lost: this worker was paused past it (or the step is gone) and another worker has it; nothing of this worker's is written";
+const LOST_LOCK_MESSAGE =
+  "a step's lock was lost: this worker could not renew it in time (paused, or cut off from Redis) or the step is gone; the step runs again, from its queue, and nothing of this worker's is written for it";
 
 function isLostLockError(error: Error): boolean {
   return LOST_LOCK.test(error.message);

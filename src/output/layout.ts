@@ -27,9 +27,12 @@ export function isOwnOutputKey(relativeKey: string): boolean {
   return !relativeKey.includes('/') || relativeKey.startsWith(`${TEMP_FOLDER}/`) || relativeKey.startsWith(`${DELTA_FOLDER}/`);
 }
 
+/** What every shard file's name starts with. */
+export const SHARD_FILE_PREFIX = 'part-';
+
 /** `part-00007.parquet`: zero-padded so key order is shard order (more digits past 99,999 shards). */
 export function shardFileName(shard: number, format: OutputFormat): string {
-  return `part-${String(shard).padStart(5, '0')}.${format === 'parquet' ? 'parquet' : 'arrow'}`;
+  return `${SHARD_FILE_PREFIX}${String(shard).padStart(5, '0')}.${format === 'parquet' ? 'parquet' : 'arrow'}`;
 }
 
 /** A shard's error records until finalize merges them into `_errors.jsonl`. */

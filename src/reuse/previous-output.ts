@@ -3,7 +3,7 @@ import { text } from 'node:stream/consumers';
 import { z } from 'zod';
 
 import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
-import { LATEST_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../output/layout.js';
+import { LATEST_FILE, MANIFEST_FILE, SHARD_FILE_PREFIX, SUCCESS_FILE, TEMP_FOLDER } from '../output/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 
 /**
@@ -68,10 +68,10 @@ async function openOutput(location: string, open: OpenLocation, via: string | un
   const where = via ? `${location} (${via})` : location;
   if (!(await store.stat(prefix + SUCCESS_FILE))) {
     if (await store.stat(prefix + MANIFEST_FILE)) throw new ReuseUnavailableError(`${where}: no ${SUCCESS_FILE}, the run did not finish`);
-    // A run's shards go up under _tmp/ before its manifest: one is writing this output (an
+    // Shards (or a run's scratch files) without a manifest: a run is writing this output (an
     // --overwrite run), or stopped before it finished.
-    if (await hasAny(store.list(`${prefix}${TEMP_FOLDER}/`))) {
-      throw new ReuseUnavailableError(`${where}: no ${MANIFEST_FILE} yet; a run is writing this output (its ${TEMP_FOLDER}/ is there), or stopped before it finished`);
+    if ((await hasAny(store.list(prefix + SHARD_FILE_PREFIX))) || (await hasAny(store.list(`${prefix}${TEMP_FOLDER}/`)))) {
+      throw new ReuseUnavailableError(`${where}: no ${MANIFEST_FILE} yet; a run is writing this output (its shards are there), or stopped before it finished`);
     }
     throw new ReuseUnavailableError(`${where}: no ${MANIFEST_FILE} or ${LATEST_FILE}; not an embedq output or schedule root`);
   }

@@ -264,10 +264,14 @@ describe('reuse library', () => {
     const missing = path.join(folder, 'never-written');
     await expectReuseError(resolvePreviousOutput(missing, open), new RegExp(`${missing}: no _manifest.json or _latest.json; not an embedq output or schedule root`));
 
-    // An --overwrite run writing the output: its shards are under _tmp/, its manifest not yet there.
+    // An --overwrite run writing the output: its first shards are there, its manifest not yet.
     const rewriting = local('rewriting');
-    await rewriting.write('_tmp/cj-rewriting/part-00000.parquet', 'x');
-    await expectReuseError(resolvePreviousOutput(rewriting.root, open), /rewriting: no _manifest\.json yet; a run is writing this output \(its _tmp\/ is there\), or stopped before it finished/);
+    await rewriting.write('part-00000.parquet', 'x');
+    await expectReuseError(resolvePreviousOutput(rewriting.root, open), /rewriting: no _manifest\.json yet; a run is writing this output \(its shards are there\), or stopped before it finished/);
+    // Or only its scratch files so far.
+    const starting = local('starting');
+    await starting.write('_tmp/cj-starting/errors-00000.jsonl', 'x');
+    await expectReuseError(resolvePreviousOutput(starting.root, open), /starting: no _manifest\.json yet; a run is writing this output/);
 
     const unfinished = local('unfinished');
     await writePreviousOutput(unfinished.write, unfinished.root);
