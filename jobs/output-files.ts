@@ -2,7 +2,7 @@ import { text } from 'node:stream/consumers';
 
 import { StorageError } from '../src/errors.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
-import { DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
+import { DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, isShardFile, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 import { OutputTakenError } from './job-errors.js';
 
 /**
@@ -14,8 +14,6 @@ export interface OutputLocation {
   store: ObjectStore;
   prefix: string;
 }
-
-const isShardFile = (name: string): boolean => /^part-\d+\.(parquet|arrow)$/.test(name);
 
 /** Files that show an earlier run wrote here: any `part-*`, `_manifest.json`, `_SUCCESS` or `_delta/` file. */
 export async function findPreviousRun(output: OutputLocation): Promise<string[]> {

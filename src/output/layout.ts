@@ -30,6 +30,11 @@ export function isOwnOutputKey(relativeKey: string): boolean {
 /** What every shard file's name starts with. */
 export const SHARD_FILE_PREFIX = 'part-';
 
+/** Whether a name directly under an output prefix is a shard file (`part-00007.parquet`, `.arrow`). */
+export function isShardFile(name: string): boolean {
+  return /^part-\d+\.(parquet|arrow)$/.test(name);
+}
+
 /** `part-00007.parquet`: zero-padded so key order is shard order (more digits past 99,999 shards). */
 export function shardFileName(shard: number, format: OutputFormat): string {
   return `${SHARD_FILE_PREFIX}${String(shard).padStart(5, '0')}.${format === 'parquet' ? 'parquet' : 'arrow'}`;

@@ -3,7 +3,7 @@ import { text } from 'node:stream/consumers';
 import { z } from 'zod';
 
 import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
-import { LATEST_FILE, MANIFEST_FILE, SHARD_FILE_PREFIX, SUCCESS_FILE, TEMP_FOLDER } from '../output/layout.js';
+import { isShardFile, LATEST_FILE, MANIFEST_FILE, SHARD_FILE_PREFIX, SUCCESS_FILE, TEMP_FOLDER } from '../output/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 
 /**
@@ -70,7 +70,8 @@ async function openOutput(location: string, open: OpenLocation, via: string | un
     if (await store.stat(prefix + MANIFEST_FILE)) throw new ReuseUnavailableError(`${where}: no ${SUCCESS_FILE}, the run did not finish`);
     // Shards (or a run's scratch files) without a manifest: a run is writing this output (an
     // --overwrite run), or stopped before it finished.
-    if ((await hasAny(store.list(prefix + SHARD_FILE_PREFIX))) || (await hasAny(store.list(`${prefix}${TEMP_FOLDER}/`)))) {
+    const isShard = (key: string): boolean => isShardFile(key.slice(prefix.length));
+    if ((await hasAny(store.list(prefix + SHARD_FILE_PREFIX), isShard)) || (await hasAny(store.list(`${prefix}${TEMP_FOLDER}/`)))) {
       throw new ReuseUnavailableError(`${where}: no ${MANIFEST_FILE} yet; a run is writing this output (its shards are there), or stopped before it finished`);
     }
     throw new ReuseUnavailableError(`${where}: no ${MANIFEST_FILE} or ${LATEST_FILE}; not an embedq output or schedule root`);
@@ -106,7 +107,8 @@ function join(location: string, file: string): string {
   return location.endsWith('/') ? `${location}${file}` : `${location}/${file}`;
 }
 
-async function hasAny(objects: AsyncIterable<unknown>): Promise<boolean> {
-  for await (const _object of objects) return true;
+/** Whether a listing holds an object (one whose key passes `test`, when given); stops at the first. */
+async function hasAny(objects: AsyncIterable<{ key: string }>, test: (key: string) => boolean = () => true): Promise<boolean> {
+  for await (const object of objects) if (test(object.key)) return true;
   return false;
 }
