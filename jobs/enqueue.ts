@@ -95,8 +95,9 @@ export async function enqueueSplit(queue: Queue, corpusJobId: string, generation
 }
 
 /**
- * A job's batches past this many share the embed queue in order of arrival; before it, they go
- * ahead of the batches of jobs further along (see `embedPriority`). 1,000 requests: 10,000 lines.
+ * A job's batches past this many share their model's embed queue in order of arrival; before it,
+ * they go ahead of the batches of jobs further along (see `embedPriority`). 1,000 requests: 10,000
+ * lines.
  */
 export const FAST_LANE_BATCHES = 1_000;
 

@@ -1,20 +1,42 @@
 import type { DefaultJobOptions, QueueOptions } from 'bullmq';
 
+import { MODEL_NAMES, type ModelName } from '../src/models.js';
+
 /**
- * The three queues. Splitting, embedding and writing have different costs, so each gets its own
- * queue and concurrency: many embed calls wait on the network; shard writes are CPU and memory heavy.
+ * The queues. Splitting, embedding and writing have different costs, so each gets its own queue
+ * and concurrency: many embed calls wait on the network; shard writes are CPU and memory heavy.
  */
 export const QUEUES = {
   /** `split-corpus`: streams a corpus into embed jobs (one per corpus job and generation). */
   split: 'split',
-  /** `embed-batch`: one DashScope request of at most 10 lines. */
-  embed: 'embed',
   /** `write-shard` and `finalize-job`. */
   write: 'write',
   /** `schedule-tick`: one per schedule tick (BullMQ Job Schedulers) or `schedule run`. */
   schedule: 'schedule',
 } as const;
-export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
+
+/**
+ * `embed-batch`: one DashScope request of at most 10 lines, in a queue per model with worker slots
+ * of its own. Each model has its own rate gate: in one queue, a new job's batches on one model
+ * (ahead by priority) took every worker slot freed to wait for that model's gate, and an older job
+ * on the other model stood still, its quota unused, until the new job had sent as many batches.
+ */
+export const EMBED_QUEUES = {
+  'text-embedding-v4': 'embed-v4',
+  'text-embedding-v3': 'embed-v3',
+} as const satisfies Record<ModelName, string>;
+
+export type EmbedQueueName = (typeof EMBED_QUEUES)[ModelName];
+export type QueueName = (typeof QUEUES)[keyof typeof QUEUES] | EmbedQueueName;
+
+export const embedQueue = (model: ModelName): EmbedQueueName => EMBED_QUEUES[model];
+
+export const EMBED_QUEUE_NAMES: readonly EmbedQueueName[] = MODEL_NAMES.map(embedQueue);
+
+export const isEmbedQueue = (name: string): name is EmbedQueueName => (EMBED_QUEUE_NAMES as readonly string[]).includes(name);
+
+/** Every queue, in the order a corpus job passes through them (the dashboard's and /metrics' order). */
+export const QUEUE_NAMES: readonly QueueName[] = [QUEUES.split, ...EMBED_QUEUE_NAMES, QUEUES.write, QUEUES.schedule];
 
 export const JOB_NAMES = {
   splitCorpus: 'split-corpus',

@@ -21,7 +21,8 @@ const MAX_BACKOFF_MS = 60_000;
  * its jobs. A success ends a rest at once.
  */
 export class ProviderBackoff {
-  #worker: Worker | undefined;
+  /** The embed workers (one per model's queue): all rest together, as they share the endpoint. */
+  #workers: Worker[] = [];
   #failures = 0;
   /** Rests since the last success: each doubles the next. */
   #rests = 0;
@@ -31,7 +32,7 @@ export class ProviderBackoff {
   constructor(private readonly logger: Logger) {}
 
   watch(worker: Worker): void {
-    this.#worker = worker;
+    this.#workers.push(worker);
   }
 
   /** An embed step's attempt failed. */
@@ -39,7 +40,7 @@ export class ProviderBackoff {
     if (!(error instanceof ProviderUnavailableError)) return;
     this.#failures += 1;
     // Steps in flight when a rest began fail during it: they neither extend it nor count twice.
-    if (this.#failures < FAILURES_BEFORE_BACKOFF || this.#resting || this.#closed || !this.#worker) return;
+    if (this.#failures < FAILURES_BEFORE_BACKOFF || this.#resting || this.#closed || this.#workers.length === 0) return;
     // Counted per rest, not per failure: 32 steps in flight failing together once made the first rest a minute.
     const restMs = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** this.#rests);
     this.#rests += 1;
@@ -47,8 +48,7 @@ export class ProviderBackoff {
       { code: error.code, failuresInARow: this.#failures, restMs, reason: error.message },
       "DashScope fails from this worker and nothing succeeded since: it takes no embed step for a while, and other workers go on; check this machine's DASHSCOPE_BASE_URL and network",
     );
-    const worker = this.#worker;
-    worker.pause(true).catch((cause: unknown) => this.logger.warn({ err: cause }, 'could not pause the embed worker'));
+    for (const worker of this.#workers) worker.pause(true).catch((cause: unknown) => this.logger.warn({ err: cause }, 'could not pause an embed worker'));
     this.#resting = setTimeout(() => this.#endRest(), restMs);
     this.#resting.unref();
   }
@@ -69,6 +69,6 @@ export class ProviderBackoff {
   #endRest(): void {
     clearTimeout(this.#resting);
     this.#resting = undefined;
-    if (!this.#closed) this.#worker?.resume();
+    if (!this.#closed) for (const worker of this.#workers) worker.resume();
   }
 }

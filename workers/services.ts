@@ -2,7 +2,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { Queue } from 'bullmq';
 
 import { CorpusStore } from '../jobs/corpus-store.js';
-import { QUEUES, queueOptions, type QueueName } from '../jobs/queues.js';
+import { QUEUE_NAMES, queueOptions, type QueueName } from '../jobs/queues.js';
 import type { Settings } from '../src/config.js';
 import { createDashScopeClient } from '../src/dashscope/dashscope-client.js';
 import type { EmbeddingClient } from '../src/embedding.js';
@@ -90,7 +90,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   redisOutage.watch(redis);
 
   const queues = Object.fromEntries(
-    Object.values(QUEUES).map((name) => {
+    QUEUE_NAMES.map((name) => {
       const queue = new Queue(name, queueOptions(settings.redisPrefix, redis));
       queue.on('error', (error) => {
         // A command reports an unreachable Redis once, as REDIS_UNAVAILABLE; its queues' connection

@@ -3,6 +3,7 @@ import type { ErrorRecord } from '../jobs/shard-buffer.js';
 import { enqueueEmbedBatches, enqueueFinalize, enqueueWriteShard } from '../jobs/enqueue.js';
 import { assertNoOtherJobsRun } from '../jobs/output-files.js';
 import type { BatchLine, EmbedBatchPayload, SplitCorpusPayload } from '../jobs/payloads.js';
+import { embedQueue } from '../jobs/queues.js';
 import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import { READ_AHEAD, readAhead } from '../src/corpus/read-ahead.js';
@@ -100,7 +101,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     // Before the batches go out: workers may embed them at once, and "read" must not trail "embedded"
     // (it did for as long as the split waited for room, minutes on a slow quota).
     await reportLinesRead();
-    await enqueueEmbedBatches(queues.embed, pending, batchesQueued);
+    await enqueueEmbedBatches(queues[embedQueue(options.model)], pending, batchesQueued);
     batchesQueued += pending.length;
     pending = [];
   };

@@ -1,7 +1,7 @@
 import { Worker, type Job } from 'bullmq';
 
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
-import { cappedExponentialBackoff, JOB_NAMES, QUEUES } from '../jobs/queues.js';
+import { cappedExponentialBackoff, EMBED_QUEUE_NAMES, isEmbedQueue, JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import type { ScheduleDefinition } from '../jobs/schedule-store.js';
 import { clockSkewProblem, readClockSkew } from '../src/redis/redis-clock.js';
 import { readRedisMemory, redisMemoryProblem } from '../src/redis/redis-memory.js';
@@ -19,7 +19,7 @@ import { splitCorpus } from './split-corpus.js';
 import { writeShard } from './write-shard.js';
 
 export interface WorkerPoolOptions {
-  /** Embed requests in flight in this process (Default: settings.worker.concurrency). */
+  /** Embed requests in flight in this process, per model (Default: settings.worker.concurrency). */
   concurrency?: number;
   /**
    * A schedules file (EMBEDQ_SCHEDULES_FILE) and its definitions as read at start: what Redis lost
@@ -62,9 +62,13 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   const stopping = new AbortController();
   const write = processor(services, WriteShardPayload, writeShard);
   const finalize = processor(services, FinalizeJobPayload, finalizeJob);
+  const embed = processor(services, EmbedBatchPayload, embedBatch, stopping.signal);
+  const embedConcurrency = options.concurrency ?? settings.worker.concurrency;
   const definitions = [
     { queue: QUEUES.split, concurrency: settings.worker.splitConcurrency, process: processor(services, SplitCorpusPayload, splitCorpus, stopping.signal) },
-    { queue: QUEUES.embed, concurrency: options.concurrency ?? settings.worker.concurrency, process: processor(services, EmbedBatchPayload, embedBatch, stopping.signal) },
+    // A model's steps wait for its own gate in its own slots, so one model's backlog never holds
+    // the slots another model's free quota could use.
+    ...EMBED_QUEUE_NAMES.map((queue) => ({ queue, concurrency: embedConcurrency, process: embed })),
     {
       queue: QUEUES.write,
       // Shard writes are CPU and memory heavy (a 10,000-row shard is ~60 MB of vectors): one at a time.
@@ -73,7 +77,6 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     },
     { queue: QUEUES.schedule, concurrency: 4, process: scheduleTickProcessor(services) },
   ];
-  const embedConcurrency = definitions.find((definition) => definition.queue === QUEUES.embed)!.concurrency;
   const brake = new RedisFullBrake(services.redis, logger);
   const providerBackoff = new ProviderBackoff(logger);
   const workers = definitions.map(({ queue, concurrency, process }) => {
@@ -92,14 +95,14 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       if (isLostLockError(error)) logger.warn({ queue, reason: error.message }, LOST_LOCK_MESSAGE);
       else logger.warn({ err: error, queue }, 'worker error');
     });
-    if (queue === QUEUES.embed) {
+    if (isEmbedQueue(queue)) {
       providerBackoff.watch(worker);
       worker.on('completed', () => providerBackoff.succeeded());
     }
     worker.on('failed', (job, error) => {
       // A step that failed because Redis refused a write (its attempt is logged at debug level).
       brake.note(error);
-      if (queue === QUEUES.embed) providerBackoff.failed(error);
+      if (isEmbedQueue(queue)) providerBackoff.failed(error);
       failCorpusJobOf(services, job, error.message, logger.child({ queue })).catch((cause: unknown) =>
         logger.warn({ err: cause, queue }, 'could not fail the corpus job of a failed job'),
       );

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { submitCorpusJob } from '../../jobs/enqueue.js';
-import { QUEUES } from '../../jobs/queues.js';
+import { embedQueue, QUEUES } from '../../jobs/queues.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { processedLines } from '../../workers/commands/progress.js';
 import { startWorkers } from '../../workers/start-workers.js';
@@ -36,7 +36,7 @@ describe('bounded Redis memory', () => {
       const sampler = (async () => {
         for (;;) {
           const record = await services.corpora.get(id);
-          const counts = await services.queues[QUEUES.embed].getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+          const counts = await services.queues[embedQueue('text-embedding-v4')].getJobCounts('waiting', 'active', 'delayed', 'prioritized');
           const jobs = Object.values(counts).reduce((sum, count) => sum + count, 0);
           const buffers = await services.redis.keys(`${settings.redisPrefix}:job:${id}:shard:*`);
           peakJobs = Math.max(peakJobs, jobs);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
-import { JOB_NAMES, QUEUES } from '../../jobs/queues.js';
+import { embedQueue, JOB_NAMES, QUEUES } from '../../jobs/queues.js';
 import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { sleep } from '../../src/sleep.js';
 import { startPrivateRedis, type PrivateRedis } from '../../src/redis/private-redis.js';
@@ -268,7 +268,7 @@ describe('chaos', () => {
       expect(await cancelCorpusJob(corpora, id)).toEqual({ cancelled: true });
       const retried = await retryCorpusJob({ corpora, splitQueue: queues[QUEUES.split] }, id);
       expect(retried).toMatchObject({ retried: true, generation: 1 });
-      const stale = (await queues[QUEUES.embed].getJobs(['waiting', 'prioritized'], 0, -1)).filter((job) => job.id?.startsWith(`${id}-g0-`));
+      const stale = (await queues[embedQueue('text-embedding-v4')].getJobs(['waiting', 'prioritized'], 0, -1)).filter((job) => job.id?.startsWith(`${id}-g0-`));
       expect(stale.length).toBeGreaterThan(0);
       world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
       const record = await waitForJob(world.services, id, undefined, 60_000);

@@ -173,7 +173,8 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     expect(jobStats).toEqual({ requests: moved(METRICS.requests.name), throttled: moved(METRICS.requests.name, { outcome: 'rate_limited', status: '429' }) });
     expect(moved(METRICS.shardWriteDuration.name)).toBe(record.totalShards);
     expect(moved(METRICS.corpusJobs.name, { state: 'completed' })).toBe(1);
-    expect(total(after, METRICS.queueJobs.name, { queue: 'embed' })).toBe(0);
+    expect(total(after, METRICS.queueJobs.name, { queue: 'embed-v4' })).toBe(0);
+    expect(total(after, METRICS.queueJobs.name, { queue: 'embed-v3' })).toBe(0);
     expect(total(after, METRICS.rateConfigured.name, { model: 'text-embedding-v4', unit: 'requests' })).toBe(1200);
     expect(total(after, METRICS.rateInForce.name, { model: 'text-embedding-v4', unit: 'requests' })).toBeGreaterThan(0);
     // The histogram's buckets are cumulative and end at +Inf = count.

@@ -6,6 +6,7 @@ import { inject } from 'vitest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 
+import { EMBED_QUEUE_NAMES, embedQueue } from '../../jobs/queues.js';
 import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { METRICS } from '../../src/metrics/metric-names.js';
@@ -175,7 +176,12 @@ describe('deployment files agree with the code', () => {
       const auth = find('TriggerAuthentication', trigger.authenticationRef.name);
       expect(auth.spec.secretTargetRef[0]).toMatchObject({ parameter: 'token', key: 'EMBEDQ_DASHBOARD_TOKEN' });
       expect(trigger.metadata.authMode).toBe('bearer');
-      // The value KEDA reads is really there in the dashboard's answer, and it is the backlog.
+      // The value KEDA reads is really there in the dashboard's answer, and it is the backlog of
+      // every model's embed queue (nothing takes these steps: no worker runs here).
+      for (const name of EMBED_QUEUE_NAMES) await services.queues[name].obliterate({ force: true });
+      await services.queues[embedQueue('text-embedding-v4')].add('embed-batch', {}, { delay: 60_000 });
+      await services.queues[embedQueue('text-embedding-v4')].add('embed-batch', {}, { priority: 3 });
+      await services.queues[embedQueue('text-embedding-v3')].add('embed-batch', {});
       const { app } = await buildDashboard(services, { host: '127.0.0.1', token: 't' });
       const response = await app.inject({ method: 'GET', url: url.pathname, headers: { authorization: 'Bearer t' } });
       await app.close();
@@ -183,7 +189,10 @@ describe('deployment files agree with the code', () => {
       const body = response.json() as Record<string, Record<string, number>>;
       const value = (trigger.metadata.valueLocation as string).split('.').reduce<Doc>((node, key) => node?.[key], body);
       expect(typeof value).toBe('number');
-      expect(value).toBe(body.embed!.waiting! + body.embed!.prioritized! + body.embed!.delayed!);
+      expect(value).toBe(3);
+      expect(body['embed-v4']).toMatchObject({ delayed: 1, prioritized: 1, backlog: 2 });
+      expect(body['embed-v3']).toMatchObject({ waiting: 1, backlog: 1 });
+      expect(body.embed).toMatchObject({ waiting: 1, prioritized: 1, delayed: 1, active: 0, backlog: 3 });
     });
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { submitCorpusJob } from '../../jobs/enqueue.js';
-import { QUEUES } from '../../jobs/queues.js';
+import { embedQueue, QUEUES } from '../../jobs/queues.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { startWorld, waitForJob, type World } from '../support/world.js';
@@ -19,12 +19,12 @@ async function startTwoCorpusWorld(extraEnv: Record<string, string>): Promise<Wo
   return world;
 }
 
-/** Submits a dense dimension-64 job of 1,000-row shards. */
-function submitIn(world: World, input: string, output: string): Promise<string> {
+/** Submits a dense job of 1,000-row shards (text-embedding-v4 at dimension 64 unless told otherwise). */
+function submitIn(world: World, input: string, output: string, options: { model?: string; dimension?: number } = {}): Promise<string> {
   const { services } = world;
   return submitCorpusJob(
     { corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() },
-    parseJobOptions({ input, output, shardRows: 1_000, outputType: 'dense', dimension: 64 }),
+    parseJobOptions({ input, output, shardRows: 1_000, outputType: 'dense', dimension: 64, ...options }),
   );
 }
 
@@ -46,7 +46,7 @@ describe('two jobs at once: a small job does not wait behind a big one', () => {
         if ((record?.rowsEmbedded ?? 0) >= 100) break;
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      const queuedAhead = await services.queues[QUEUES.embed].getJobCounts('waiting', 'prioritized');
+      const queuedAhead = await services.queues[embedQueue('text-embedding-v4')].getJobCounts('waiting', 'prioritized');
       const bigBefore = (await services.corpora.get(big))!.rowsEmbedded;
       const small = await submit('s3://corpus/small.txt', 's3://out/small/');
       const smallRecord = await waitForJob(services, small);
@@ -90,6 +90,44 @@ describe('two jobs at once, every worker slot waiting for the gate: the small jo
       // rows and more; now those booked in its horizon and what the small job's split, shard and
       // finalize take (about a second: 100 rows).
       expect(bigAfter.rowsEmbedded - bigBefore).toBeLessThan(350);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe('two jobs at once on different models: each model has its own queue and slots', () => {
+  let world: World;
+  beforeAll(async () => {
+    // 20 requests a second per model, and 16 slots.
+    world = await startTwoCorpusWorld({ EMBEDQ_MAX_OPEN_SHARDS: '2', EMBEDQ_QPM: '1200' });
+    await world.put('v3.txt', lines(1_000, 'v3'));
+  });
+  afterAll(() => world.close());
+
+  it("keeps an older v4 job at its model's rate while a new v3 job starts, and the v3 job completes exact", async () => {
+    const { services } = world;
+    const submit = submitIn.bind(undefined, world);
+    const pool = startWorkers(services, { concurrency: 16 });
+    try {
+      const v4 = await submit('s3://corpus/big.txt', 's3://out/v4/');
+      // 100 batches sent: the new job's first 100 go ahead of the v4 job's queued ones (embedPriority).
+      await waitForJob(services, v4, (record) => record.rowsEmbedded >= 1_000);
+      const v3 = await submit('s3://corpus/v3.txt', 's3://out/v3/', { model: 'text-embedding-v3', dimension: 512 });
+      await waitForJob(services, v3, (record) => record.rowsEmbedded >= 100);
+      expect(await services.queues[embedQueue('text-embedding-v3')].getJobCounts('prioritized')).not.toEqual({ prioritized: 0 });
+      // The v4 steps that held slots when the v3 job came have gone through v4's gate by now (16 at 20 a second).
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const v4Before = (await services.corpora.get(v4))!.rowsEmbedded;
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      const v4After = (await services.corpora.get(v4))!;
+      // 20 requests a second of 10 lines: ~600 rows in 3 s. In one queue for both models, every
+      // slot freed went to the new job's batches (ahead by priority) to wait for v3's gate, and
+      // the v4 job stood still, its quota unused, until the v3 job had sent as many batches.
+      expect(v4After.state).toBe('running');
+      expect(v4After.rowsEmbedded - v4Before).toBeGreaterThan(300);
+      const v3Record = await waitForJob(services, v3);
+      expect(v3Record).toMatchObject({ state: 'completed', rowsEmbedded: 1_000, rowsFailed: 0 });
     } finally {
       await pool.close();
     }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
 import { OutputLeasedError } from '../../jobs/job-errors.js';
 import { EmbedBatchPayload } from '../../jobs/payloads.js';
-import { QUEUES, queueOptions, splitJobId } from '../../jobs/queues.js';
+import { embedQueue, queueOptions, QUEUES, splitJobId } from '../../jobs/queues.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { embedBatch } from '../../workers/embed-batch.js';
 import { splitCorpus } from '../../workers/split-corpus.js';
@@ -39,7 +39,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     );
   /** The embed payloads the split queued for a job, in shard and batch order. */
   const queuedBatches = async (id: string, generation: number): Promise<EmbedBatchPayload[]> => {
-    const jobs = await world.services.queues[QUEUES.embed].getJobs(['waiting', 'prioritized', 'delayed'], 0, -1);
+    const jobs = await world.services.queues[embedQueue('text-embedding-v4')].getJobs(['waiting', 'prioritized', 'delayed'], 0, -1);
     return jobs
       .map((job) => EmbedBatchPayload.parse(job.data))
       .filter((payload) => payload.corpusJobId === id && payload.generation === generation)

@@ -3,7 +3,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { QUEUES } from '../../jobs/queues.js';
+import { embedQueue, QUEUES } from '../../jobs/queues.js';
 import { mulberry32 } from '../../src/seeded-random.js';
 import { closeTokenThread } from '../../src/tokens/token-worker.js';
 import { redisConnection } from '../../workers/services.js';
@@ -38,7 +38,7 @@ describe('a 1 MB line', () => {
 
   it('is truncated off the event loop: no stalled job, exactly one request per batch', async () => {
     const connection = redisConnection(world.settings);
-    const events = [QUEUES.split, QUEUES.embed].map((queue) => new QueueEvents(queue, { connection: connection.duplicate(), prefix: world.settings.redisPrefix }));
+    const events = [QUEUES.split, embedQueue('text-embedding-v4')].map((queue) => new QueueEvents(queue, { connection: connection.duplicate(), prefix: world.settings.redisPrefix }));
     const stalled: string[] = [];
     for (const queueEvents of events) queueEvents.on('stalled', ({ jobId }) => stalled.push(jobId));
     await Promise.all(events.map((queueEvents) => queueEvents.waitUntilReady()));

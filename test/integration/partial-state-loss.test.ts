@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CorpusKeys } from '../../jobs/corpus-keys.js';
 import { CorpusStore } from '../../jobs/corpus-store.js';
 import { JobStateLostError } from '../../jobs/job-errors.js';
-import { QUEUES } from '../../jobs/queues.js';
+import { embedQueue, QUEUES } from '../../jobs/queues.js';
 import type { ShardStats } from '../../jobs/shard-ledger.js';
 import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { sleep } from '../../src/sleep.js';
@@ -192,8 +192,8 @@ describe('partial loss of a job state in Redis', () => {
   it("a queued embed step's record deleted mid-run (its id still queued): the job fails naming the step, and a retry is exact", async () => {
     await withWorker(async () => {
       const id = await submit('s3://out/lost-step/');
-      const embedQueue = world.services.queues[QUEUES.embed];
-      const queueKey = `${world.settings.redisPrefix}:${QUEUES.embed}`;
+      const queue = world.services.queues[embedQueue('text-embedding-v4')];
+      const queueKey = `${world.settings.redisPrefix}:${embedQueue('text-embedding-v4')}`;
       // Deleted only while still queued, in one script: a worker that took the step between the
       // listing and the delete had read its record, and embedded the batch (the job completed).
       const deleteIfQueued = (step: string): Promise<unknown> =>
@@ -208,7 +208,7 @@ describe('partial loss of a job state in Redis', () => {
       let step: string | undefined;
       const deadline = Date.now() + 30_000;
       while (step === undefined && Date.now() < deadline) {
-        const queued = (await embedQueue.getJobs(['prioritized', 'waiting'], 0, -1)).map((job) => job.id!).filter((jobId) => jobId.startsWith(`${id}-g0-`)).at(-1);
+        const queued = (await queue.getJobs(['prioritized', 'waiting'], 0, -1)).map((job) => job.id!).filter((jobId) => jobId.startsWith(`${id}-g0-`)).at(-1);
         if (queued !== undefined && (await deleteIfQueued(queued)) === 1) step = queued;
         else await sleep(20);
       }

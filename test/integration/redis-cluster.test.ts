@@ -99,7 +99,7 @@ describe('on a Redis Cluster', () => {
     const holders = perMaster.filter((keys) => keys.length > 0);
     expect(holders).toHaveLength(1);
     const kinds = new Set(holders[0]!.map((key) => key.slice(prefix.length + 1).split(':')[0]));
-    for (const kind of ['jobs', 'job', 'split', 'embed', 'write', 'rate', 'metrics']) expect([...kinds]).toContain(kind);
+    for (const kind of ['jobs', 'job', 'split', 'embed-v4', 'write', 'rate', 'metrics']) expect([...kinds]).toContain(kind);
   });
 
   it('cancel drops the job’s open buffers on the cluster, and retry finishes it with exact output', async () => {

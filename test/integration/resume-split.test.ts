@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { submitCorpusJob } from '../../jobs/enqueue.js';
 import { EmbedBatchPayload } from '../../jobs/payloads.js';
-import { QUEUES } from '../../jobs/queues.js';
+import { embedQueue, QUEUES } from '../../jobs/queues.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { embedBatch } from '../../workers/embed-batch.js';
 import { splitCorpus } from '../../workers/split-corpus.js';
@@ -44,7 +44,7 @@ describe('a split that starts again steps over the objects already in written sh
   /** Splits the job, then embeds and writes its first two shards (rows 0–59: objects 0, 1 and 2 whole). */
   const splitAndWriteTwoShards = async (id: string): Promise<void> => {
     await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
-    const queued = await world.services.queues[QUEUES.embed].getJobs(['waiting', 'prioritized', 'delayed'], 0, -1);
+    const queued = await world.services.queues[embedQueue('text-embedding-v4')].getJobs(['waiting', 'prioritized', 'delayed'], 0, -1);
     const batches = queued.map((job) => EmbedBatchPayload.parse(job.data)).filter((payload) => payload.corpusJobId === id && payload.shard < 2);
     for (const payload of batches) await embedBatch(payload, context());
     for (const shard of [0, 1]) await writeShard({ v: 1, corpusJobId: id, generation: 0, shard }, context());

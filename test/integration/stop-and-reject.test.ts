@@ -5,7 +5,7 @@ import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
-import { QUEUES } from '../../jobs/queues.js';
+import { embedQueue, QUEUES } from '../../jobs/queues.js';
 import { loadSettings } from '../../src/config.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
@@ -36,15 +36,15 @@ describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
     try {
       const id = await submit(world.services, 's3://out/cancel-abort/');
       const deadline = Date.now() + 20_000;
-      while ((await world.services.queues[QUEUES.embed].getActive()).length < 4 && Date.now() < deadline) await sleep(50);
+      while ((await world.services.queues[embedQueue('text-embedding-v4')].getActive()).length < 4 && Date.now() < deadline) await sleep(50);
       await sleep(300); // the requests are on the wire now
-      const inFlight = new Set((await world.services.queues[QUEUES.embed].getActive()).map((job) => job.id));
+      const inFlight = new Set((await world.services.queues[embedQueue('text-embedding-v4')].getActive()).map((job) => job.id));
       expect(inFlight.size).toBe(4);
       const cancelledAt = Date.now();
       expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
       // Those steps end (their requests aborted); queued steps of the job that a worker picks up
       // next are no-ops and come and go, so they are not what is measured here.
-      const stillActive = async (): Promise<number> => (await world.services.queues[QUEUES.embed].getActive()).filter((job) => inFlight.has(job.id)).length;
+      const stillActive = async (): Promise<number> => (await world.services.queues[embedQueue('text-embedding-v4')].getActive()).filter((job) => inFlight.has(job.id)).length;
       while ((await stillActive()) > 0 && Date.now() - cancelledAt < 5_000) await sleep(25);
       expect(await stillActive()).toBe(0);
       expect(Date.now() - cancelledAt).toBeLessThan(2_000);
@@ -59,7 +59,7 @@ describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
     try {
       const id = await submit(world.services, 's3://out/cancel-retry/');
       const active = async (generation: number): Promise<number> =>
-        (await world.services.queues[QUEUES.embed].getActive()).filter((job) => job.id?.startsWith(`${id}-g${generation}-`)).length;
+        (await world.services.queues[embedQueue('text-embedding-v4')].getActive()).filter((job) => job.id?.startsWith(`${id}-g${generation}-`)).length;
       const deadline = Date.now() + 20_000;
       while ((await active(0)) < 4 && Date.now() < deadline) await sleep(50);
       expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });

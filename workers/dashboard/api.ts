@@ -3,9 +3,10 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
 import { settleStopped } from '../settle-stopped.js';
 import { JobLostError } from '../../jobs/job-errors.js';
-import { QUEUES } from '../../jobs/queues.js';
+import { EMBED_QUEUE_NAMES, QUEUES } from '../../jobs/queues.js';
+import { QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
 import type { Services } from '../services.js';
-import type { DashboardSources, DashboardState } from './snapshot.js';
+import { backlogOf, embedBacklog, type DashboardSources, type DashboardState } from './snapshot.js';
 
 /**
  * The JSON API the page uses and scripts can use. Cancel and retry call the same functions as
@@ -43,12 +44,17 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
   app.get('/api/schedules', async () => sources.schedules.list());
   app.get('/api/workers', async () => (await state.refresh()).workers);
   app.get('/api/rates', async () => sources.rates.read());
-  /** Queue depths; KEDA's metrics-api trigger reads `embed.backlog`. */
+  /**
+   * Queue depths, and `embed`: the embed queues of every model together (each state summed).
+   * KEDA's metrics-api trigger reads `embed.backlog`.
+   */
   app.get('/api/queues', async () => {
     const { queues } = await state.refresh();
-    return Object.fromEntries(
-      Object.entries(queues).map(([name, depth]) => [name, { ...depth, backlog: depth.waiting + depth.prioritized + depth.delayed }]),
-    );
+    const embed = Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, EMBED_QUEUE_NAMES.reduce((sum, name) => sum + queues[name][state], 0)]));
+    return {
+      ...Object.fromEntries(Object.entries(queues).map(([name, depth]) => [name, { ...depth, backlog: backlogOf(depth) }])),
+      embed: { ...embed, backlog: embedBacklog(queues) },
+    };
   });
 
   /** Server-sent events: one snapshot a tick, as long as the page is open. */

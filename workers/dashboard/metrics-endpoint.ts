@@ -1,12 +1,12 @@
 import { Registry } from 'prom-client';
 
-import { QUEUES } from '../../jobs/queues.js';
-import { BACKLOG_STATES, METRICS, QUEUE_DEPTH_STATES, type MetricDefinition } from '../../src/metrics/metric-names.js';
+import { QUEUE_NAMES } from '../../jobs/queues.js';
+import { METRICS, QUEUE_DEPTH_STATES, type MetricDefinition } from '../../src/metrics/metric-names.js';
 import { metricField } from '../../src/metrics/metrics-keys.js';
 import { readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
 import { readRedisMemory } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
-import { readQueueDepths } from './snapshot.js';
+import { embedBacklog, readQueueDepths } from './snapshot.js';
 import { liveWorkers, type RateSource } from './sources.js';
 
 interface Value {
@@ -67,9 +67,9 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
     const map = new Map<string, Value[]>();
     map.set(
       METRICS.queueJobs.name,
-      Object.values(QUEUES).flatMap((queue) => QUEUE_DEPTH_STATES.map((state) => ({ value: depths[queue][state], labels: { queue, state } }))),
+      QUEUE_NAMES.flatMap((queue) => QUEUE_DEPTH_STATES.map((state) => ({ value: depths[queue][state], labels: { queue, state } }))),
     );
-    map.set(METRICS.embedBacklog.name, [{ value: BACKLOG_STATES.reduce((sum, state) => sum + depths[QUEUES.embed][state], 0), labels: {} }]);
+    map.set(METRICS.embedBacklog.name, [{ value: embedBacklog(depths), labels: {} }]);
     const states = ['queued', 'running', 'completed', 'failed', 'cancelled'];
     map.set(
       METRICS.corpusJobs.name,
@@ -98,7 +98,7 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
     async render(): Promise<string> {
       [samples, direct] = await Promise.all([readWorkerMetrics(services.redis, services.settings.redisPrefix), readDirect()]);
       samplesByField = new Map(samples.map((sample) => [metricField(sample.name, sample.labels), sample.value]));
-      const bullmq = await Promise.all(Object.values(QUEUES).map((name) => services.queues[name].exportPrometheusMetrics()));
+      const bullmq = await Promise.all(QUEUE_NAMES.map((name) => services.queues[name].exportPrometheusMetrics()));
       return `${await registry.metrics()}\n${mergeFamilies(bullmq)}`;
     },
   };

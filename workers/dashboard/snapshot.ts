@@ -1,5 +1,5 @@
-import { QUEUES, type QueueName } from '../../jobs/queues.js';
-import { QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
+import { EMBED_QUEUE_NAMES, QUEUE_NAMES, type QueueName } from '../../jobs/queues.js';
+import { BACKLOG_STATES, QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
 import { readJobRequestStats } from '../../src/metrics/read-metrics.js';
 import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
@@ -29,7 +29,7 @@ export interface DashboardSources {
 
 export async function readQueueDepths(services: Pick<Services, 'queues'>): Promise<QueueDepths> {
   const entries = await Promise.all(
-    Object.values(QUEUES).map(async (name) => {
+    QUEUE_NAMES.map(async (name) => {
       const counts = await services.queues[name].getJobCounts(...QUEUE_DEPTH_STATES);
       return [name, Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, counts[state] ?? 0]))] as const;
     }),
@@ -37,9 +37,19 @@ export async function readQueueDepths(services: Pick<Services, 'queues'>): Promi
   return Object.fromEntries(entries) as QueueDepths;
 }
 
+/** A queue's jobs not yet started. */
+export function backlogOf(depth: QueueDepths[QueueName]): number {
+  return BACKLOG_STATES.reduce((sum, state) => sum + depth[state], 0);
+}
+
+/** Embed jobs not yet started, every model's queue together: what KEDA scales workers on. */
+export function embedBacklog(depths: QueueDepths): number {
+  return EMBED_QUEUE_NAMES.reduce((sum, name) => sum + backlogOf(depths[name]), 0);
+}
+
 function emptySnapshot(): Snapshot {
   const depths = Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, 0]));
-  return { at: 0, jobs: [], queues: Object.fromEntries(Object.values(QUEUES).map((name) => [name, { ...depths }])) as QueueDepths, rates: [], workers: [], schedules: [], redisProblem: null };
+  return { at: 0, jobs: [], queues: Object.fromEntries(QUEUE_NAMES.map((name) => [name, { ...depths }])) as QueueDepths, rates: [], workers: [], schedules: [], redisProblem: null };
 }
 
 /**
