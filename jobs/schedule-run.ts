@@ -11,15 +11,21 @@ export type ScheduleRunOutcome =
   | { kind: 'submitted'; jobId: string; output: string }
   | { kind: 'busy'; activeJobId: string }
   | { kind: 'failed'; error: string }
-  | { kind: 'missing' };
+  | { kind: 'missing' }
+  | { kind: 'paused'; pausedAt: number };
 
 export interface ScheduleRunDeps extends SubmitDeps {
   schedules: ScheduleStore;
 }
 
-export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMillis: number): Promise<ScheduleRunOutcome> {
+/**
+ * `whenPaused`: a tick of a paused schedule starts nothing (`skip`); `schedule run`, an operator's
+ * explicit request, runs anyway (`run`).
+ */
+export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMillis: number, whenPaused: 'skip' | 'run'): Promise<ScheduleRunOutcome> {
   const schedule = await deps.schedules.get(name);
   if (!schedule) return { kind: 'missing' };
+  if (schedule.pausedAt !== null && whenPaused === 'skip') return { kind: 'paused', pausedAt: schedule.pausedAt };
   const runId = newCorpusJobId();
   const claim = await deps.schedules.claim(name, runId, deps.corpora);
   if (!claim.claimed) return { kind: 'busy', activeJobId: claim.activeJobId };

@@ -11,7 +11,7 @@ import { JOB_NAMES } from './queues.js';
  *
  * Keys under `<prefix>:`
  *   schedules              ZSET  name → creation time (ms)
- *   schedule:<name>        HASH  definition (JSON), counters, current run, last run, last error
+ *   schedule:<name>        HASH  definition (JSON), counters, current run, last run, last error, paused
  *   schedule:<name>:ticks  LIST  newest first, last 100: `<tick ms> <outcome> <job id or reason>`
  */
 
@@ -43,11 +43,14 @@ export interface ScheduleRecord extends ScheduleDefinition {
   lastTickAt: number | null;
   lastError: string | null;
   lastErrorAt: number | null;
+  /** Since when `schedule pause` has held the schedule's ticks (null: not paused). */
+  pausedAt: number | null;
 }
 
 export interface TickLogEntry {
   tickMillis: number;
-  outcome: 'submitted' | 'skipped' | 'queued' | 'failed';
+  /** `paused`: a tick while the schedule was paused; it starts nothing and is not counted as skipped. */
+  outcome: 'submitted' | 'skipped' | 'queued' | 'failed' | 'paused';
   detail: string;
 }
 
@@ -96,7 +99,26 @@ export class ScheduleStore {
       lastTickAt: optional('lastTickAt'),
       lastError: hash.lastError ?? null,
       lastErrorAt: optional('lastErrorAt'),
+      pausedAt: optional('pausedAt'),
     };
+  }
+
+  /**
+   * `schedule pause` / `resume`: while paused, ticks start no run (each is logged as `paused`); the
+   * Job Scheduler keeps ticking, so resuming needs nothing reinstalled and the next tick runs.
+   * Only an existing schedule is marked, in one script: a remove meanwhile leaves no half record.
+   */
+  async setPaused(name: string, paused: boolean, now = Date.now()): Promise<'missing' | 'changed' | 'unchanged'> {
+    const result = await this.redis.eval(
+      `if redis.call('HEXISTS', KEYS[1], 'definition') == 0 then return -1 end
+       if ARGV[1] == '1' then return redis.call('HSETNX', KEYS[1], 'pausedAt', ARGV[2]) end
+       return redis.call('HDEL', KEYS[1], 'pausedAt')`,
+      1,
+      this.key(name),
+      paused ? '1' : '0',
+      String(now),
+    );
+    return result === -1 ? 'missing' : result === 1 ? 'changed' : 'unchanged';
   }
 
   async names(): Promise<string[]> {
@@ -180,6 +202,10 @@ export class ScheduleStore {
       .hset(this.key(name), { lastJobId: jobId, lastOutput: output, lastTickAt: tickMillis })
       .exec();
     await this.logTick(name, { tickMillis, outcome: 'submitted', detail: jobId });
+  }
+
+  async recordPausedTick(name: string, tickMillis: number): Promise<void> {
+    await this.logTick(name, { tickMillis, outcome: 'paused', detail: 'schedule paused' });
   }
 
   async recordSkip(name: string, tickMillis: number, reason: string): Promise<void> {

@@ -15,7 +15,10 @@ export interface ScheduleListRow {
   out: string;
   incremental: boolean;
   on_overlap: string;
+  /** Null while the schedule is paused: no tick starts a run. */
   next_run: string | null;
+  /** When `schedule pause` held it, or null. */
+  paused_at: string | null;
   last_run: { job_id: string; state: string; output: string | null; error: string | null } | null;
   runs: number;
   skipped: number;
@@ -39,7 +42,8 @@ export async function listSchedules(services: Services): Promise<ScheduleListRow
       out: record.out,
       incremental: record.incremental,
       on_overlap: record.onOverlap,
-      next_run: next ? new Date(next).toISOString() : null,
+      next_run: next && record.pausedAt === null ? new Date(next).toISOString() : null,
+      paused_at: record.pausedAt === null ? null : new Date(record.pausedAt).toISOString(),
       last_run: record.lastJobId
         ? { job_id: record.lastJobId, state: job?.state ?? 'expired', output: record.lastOutput, error: job?.error ?? null }
         : null,

@@ -37,12 +37,16 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
       logger.warn('tick skipped: a tick already queued');
       return;
     }
-    const outcome = await runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 }, payload.schedule, tickMillis);
+    const outcome = await runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 }, payload.schedule, tickMillis, 'skip');
     if (outcome.kind !== 'busy') {
       if (requeued) await schedules.unqueueTick(payload.schedule, tickMillis);
       if (outcome.kind === 'submitted') logger.info({ corpusJobId: outcome.jobId, output: outcome.output }, 'schedule run submitted');
       if (outcome.kind === 'failed') logger.error({ reason: outcome.error }, 'schedule run not started');
       if (outcome.kind === 'missing') logger.warn('schedule no longer exists; tick ignored');
+      if (outcome.kind === 'paused') {
+        await schedules.recordPausedTick(payload.schedule, tickMillis);
+        logger.info({ pausedAt: new Date(outcome.pausedAt).toISOString() }, 'schedule paused; tick starts no run');
+      }
       return;
     }
     const schedule = await schedules.get(payload.schedule);

@@ -212,6 +212,57 @@ describe('embedq schedule', () => {
     }
   });
 
+  it('pause holds the ticks (each logged, none starts a run) and resume lets them run again; schedule run still runs while paused', async () => {
+    const flags = ['s3://corpus/daily/corpus.txt', '--cron', '* * * * * *', '--out', 's3://out/held/{runId}/', '--dimension', '64', '--output-type', 'dense'];
+    expect((await runEmbedq(world.env, ['schedule', 'add', 'held', ...flags])).code).toBe(0);
+    const paused = await runEmbedq(world.env, ['schedule', 'pause', 'held']);
+    expect(paused.code, paused.stderr).toBe(0);
+    expect(paused.stderr).toBe('paused schedule held\n');
+    expect((await runEmbedq(world.env, ['schedule', 'pause', 'held'])).stderr).toBe('schedule held was already paused\n');
+    const missing = await runEmbedq(world.env, ['schedule', 'pause', 'nope']);
+    expect([missing.code, missing.stderr]).toEqual([1, 'no schedule nope\n']);
+    expect(await world.services.redis.exists(`${world.settings.redisPrefix}:schedule:nope`)).toBe(0);
+
+    const workers = [spawnEmbedq(world.env, ['worker'])];
+    try {
+      const deadline = Date.now() + 30_000;
+      while ((await schedules.ticks('held')).length < 3) {
+        if (Date.now() > deadline) throw new Error(`no ticks: ${JSON.stringify(await schedules.get('held'))}`);
+        await sleep(50);
+      }
+      expect((await schedules.ticks('held')).every((tick) => tick.outcome === 'paused')).toBe(true);
+      expect((await schedules.get('held'))!).toMatchObject({ runs: 0, skipped: 0 });
+      expect((await world.services.corpora.list(100)).filter((record) => record.schedule === 'held')).toHaveLength(0);
+      const listed = (JSON.parse((await runEmbedq(world.env, ['schedule', 'list', '--json'])).stdout) as Array<Record<string, unknown>>).find((row) => row.name === 'held')!;
+      expect(listed.next_run).toBeNull();
+      expect(Date.parse(listed.paused_at as string)).toBeGreaterThan(0);
+      expect((await runEmbedq(world.env, ['schedule', 'list'])).stdout).toContain(`next none (paused since ${listed.paused_at as string})`);
+
+      // An explicit run is the operator's own request: it starts.
+      const manual = await runEmbedq(world.env, ['schedule', 'run', 'held']);
+      expect(manual.code, manual.stderr).toBe(0);
+      expect((await runEmbedq(world.env, ['cancel', manual.stdout.trim()])).code).toBe(0);
+
+      const resumed = await runEmbedq(world.env, ['schedule', 'resume', 'held']);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expect(resumed.stderr).toMatch(/^resumed schedule held; next run \d{4}-\d\d-\d\dT/);
+      while ((await schedules.get('held'))!.runs < 2) {
+        if (Date.now() > deadline) throw new Error(`no run after resume: ${JSON.stringify(await schedules.get('held'))}`);
+        await sleep(50);
+      }
+      await removeScheduler(world.services.queues[QUEUES.schedule], 'held');
+      const ticks = await schedules.ticks('held');
+      expect(ticks.filter((tick) => tick.outcome === 'submitted').length).toBeGreaterThanOrEqual(1);
+      expect((await schedules.get('held'))!.pausedAt).toBeNull();
+      for (const record of (await world.services.corpora.list(100)).filter((job) => job.schedule === 'held' && job.state !== 'cancelled')) {
+        await runEmbedq(world.env, ['cancel', record.id]);
+      }
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'held'])).code).toBe(0);
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+
   it('an older run retried after a newer one completed leaves _latest.json naming the newer', async () => {
     const worker = spawnEmbedq(world.env, ['worker']);
     try {

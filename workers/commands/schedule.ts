@@ -33,7 +33,9 @@ export function scheduleFromFlags(name: string, input: string, flags: Record<str
 }
 
 export function registerScheduleCommands(program: Command): void {
-  const schedule = program.command('schedule').description('cron-scheduled runs (BullMQ Job Schedulers): add, list, remove, run, export, apply');
+  const schedule = program
+    .command('schedule')
+    .description('cron-scheduled runs (BullMQ Job Schedulers): add, list, pause, resume, remove, run, export, apply');
 
   addJobFlags(
     schedule
@@ -73,7 +75,7 @@ export function registerScheduleCommands(program: Command): void {
           const last = row.last_run ? `${row.last_run.job_id} ${row.last_run.state} → ${row.last_run.output}` : 'never';
           process.stdout.write(
             `${row.name}  "${row.cron}" ${row.tz}  ${row.input} → ${row.out}\n` +
-              `  next ${row.next_run ?? 'none'}  last ${last}  runs ${row.runs}  skipped ${row.skipped}  failures ${row.failures}\n` +
+              `  next ${row.paused_at ? `none (paused since ${row.paused_at})` : (row.next_run ?? 'none')}  last ${last}  runs ${row.runs}  skipped ${row.skipped}  failures ${row.failures}\n` +
               (row.last_error ? `  error: ${row.last_error}\n` : ''),
           );
         }
@@ -116,13 +118,42 @@ export function registerScheduleCommands(program: Command): void {
     });
 
   schedule
+    .command('pause <name>')
+    .description('hold the ticks: none starts a run until `schedule resume` (a run going on goes on; `schedule run` still runs)')
+    .action(async (name: string) => {
+      process.exitCode = await withServices(async (services) => {
+        const result = await scheduleStore(services).setPaused(name, true);
+        if (result === 'missing') process.stderr.write(`no schedule ${name}\n`);
+        else process.stderr.write(result === 'changed' ? `paused schedule ${name}\n` : `schedule ${name} was already paused\n`);
+        return result === 'missing' ? 1 : 0;
+      });
+    });
+
+  schedule
+    .command('resume <name>')
+    .description('let a paused schedule tick again; the ticks it held are not made up')
+    .action(async (name: string) => {
+      process.exitCode = await withServices(async (services) => {
+        const result = await scheduleStore(services).setPaused(name, false);
+        if (result === 'missing') {
+          process.stderr.write(`no schedule ${name}\n`);
+          return 1;
+        }
+        const next = await nextTick(services.queues[QUEUES.schedule], name);
+        process.stderr.write(`${result === 'changed' ? 'resumed' : 'was not paused:'} schedule ${name}; next run ${next ? new Date(next).toISOString() : 'none'}\n`);
+        return 0;
+      });
+    });
+
+  schedule
     .command('run <name>')
     .description('one run now, the same path as a tick; prints the corpus job id')
     .option('--wait', 'show progress until the job ends; exit 0 only on success')
     .action(async (name: string, flags: { wait?: boolean }) => {
       process.exitCode = await withServices(async (services) => {
         const deps = { schedules: scheduleStore(services), corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 };
-        const outcome = await runSchedule(deps, name, Date.now());
+        // An explicit run starts even while the schedule is paused (pause holds the ticks).
+        const outcome = await runSchedule(deps, name, Date.now(), 'run');
         if (outcome.kind === 'missing') process.stderr.write(`no schedule ${name}\n`);
         if (outcome.kind === 'busy') process.stderr.write(`schedule ${name}: previous run ${outcome.activeJobId} is still active; not started\n`);
         if (outcome.kind === 'failed') process.stderr.write(`schedule ${name}: ${outcome.error}\n`);
