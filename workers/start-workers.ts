@@ -3,9 +3,12 @@ import { Worker, type Job } from 'bullmq';
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
 import { cappedExponentialBackoff, EMBED_QUEUE_NAMES, isEmbedQueue, JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import type { ScheduleDefinition } from '../jobs/schedule-store.js';
+import { processIdentity } from '../src/process-identity.js';
+import { pacingDisagreement, pacingOf } from '../src/rate/fleet-pacing.js';
 import { clockSkewProblem, readClockSkew } from '../src/redis/redis-clock.js';
 import { readRedisMemory, redisMemoryProblem } from '../src/redis/redis-memory.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
+import { liveWorkers } from './dashboard/sources.js';
 import { embedBatch } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
@@ -121,7 +124,15 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   removeStaleCopies();
   const staleCopiesTimer = setInterval(removeStaleCopies, STALE_COPIES_CHECK_MS).unref();
   const schedulesTimer = options.schedules && keepSchedules(services, options.schedules, options.schedules.intervalMs ?? RESTORE_INTERVAL_MS);
-  services.metrics.start({ concurrency: embedConcurrency });
+  const pacing = pacingOf(settings.dashscope);
+  services.metrics.start({ concurrency: embedConcurrency, pacing });
+  liveWorkers(services).then(
+    (workers) => {
+      const problem = pacingDisagreement([{ id: processIdentity(), pacing }, ...workers.filter((worker) => worker.id !== processIdentity())]);
+      if (problem) logger.warn(problem);
+    },
+    (error: unknown) => logger.warn({ err: error }, "could not compare this worker's settings with the other workers'"),
+  );
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   readClockSkew(services.redis).then(
     (skewMs) => {

@@ -1,3 +1,5 @@
+import type { WorkerPacing } from '../rate/fleet-pacing.js';
+
 /**
  * Where worker metrics live in Redis (written by MetricsRecorder, read by the dashboard):
  *   <prefix>:metrics            HASH  `<name>\t<labels JSON>` → cumulative value
@@ -20,6 +22,8 @@ export interface WorkerHeartbeat {
   host: string;
   pid: number;
   concurrency: number;
+  /** The settings it paces requests by; absent in the heartbeats of older versions. */
+  pacing?: WorkerPacing;
   startedAt: number;
   lastSeen: number;
 }

@@ -58,7 +58,7 @@ export class MetricsRecorder {
   }
 
   /** Starts the periodic flush and the heartbeat (worker processes only; commands never call it). */
-  start(info: { concurrency: number }): void {
+  start(info: Pick<WorkerHeartbeat, 'concurrency' | 'pacing'>): void {
     if (this.timer) return;
     this.heartbeat = { id: processIdentity(), host: hostname(), pid: process.pid, startedAt: Date.now(), lastSeen: 0, ...info };
     // One flush at a time: while Redis is away a flush waits for the reconnect, and the deltas of

@@ -6,8 +6,10 @@ import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import { ConfigError } from '../../src/errors.js';
 import type { JobOptions } from '../../src/job-options.js';
 import { describeGateState } from '../../src/rate/describe-gate.js';
+import { pacingDisagreement, pacingOf } from '../../src/rate/fleet-pacing.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { QUEUES } from '../../jobs/queues.js';
+import { liveWorkers } from '../dashboard/sources.js';
 import type { Services } from '../services.js';
 import { settleStopped } from '../settle-stopped.js';
 import { withServices } from './context.js';
@@ -60,6 +62,9 @@ export function registerJobCommands(program: Command): void {
         const redisProblem = redisMemoryProblem(await readRedisMemory(services.redis));
         if (redisProblem) process.stdout.write(`redis     ${redisProblem}\n`);
         process.stdout.write(`${describeGateState(await services.rateGate(record.options.model).state())}\n`);
+        // The gate line reads this shell's settings; the workers pace by their own.
+        const fleetProblem = pacingDisagreement([{ id: 'this shell', pacing: pacingOf(services.settings.dashscope) }, ...(await liveWorkers(services))]);
+        if (fleetProblem) process.stdout.write(`workers   ${fleetProblem}\n`);
         return 0;
       });
     });

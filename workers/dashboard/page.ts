@@ -77,6 +77,8 @@ function render(s) {
   $('#schedules').innerHTML = rows(s.schedules, 'No schedules.', ['name', 'next', 'last', 'runs / skipped'], (x) => [esc(x.name) + '<br><span class="paths">' + esc(x.cron) + ' ' + esc(x.tz) + '</span>', x.paused_at ? 'paused' : x.next_run ? time(Date.parse(x.next_run)) : '–', x.last_run ? esc(x.last_run.job_id) + ' ' + esc(x.last_run.state) : '–', x.runs + ' / ' + x.skipped + (x.last_error ? '<br><span class="paths">' + esc(x.last_error) + '</span>' : '')]);
   $('#redis').hidden = !s.redisProblem;
   $('#redis').textContent = s.redisProblem ? 'Redis: ' + s.redisProblem : '';
+  $('#fleet').hidden = !s.fleetProblem;
+  $('#fleet').textContent = s.fleetProblem ? 'Workers: ' + s.fleetProblem : '';
   $('#updated').textContent = 'updated ' + new Date(s.at).toLocaleTimeString();
 }
 document.addEventListener('click', async (e) => {
@@ -95,7 +97,7 @@ export function dashboardPage(): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>embedq dashboard</title><style>${STYLE}</style></head><body>
 <header><h1>embedq</h1><span class="live" id="updated">connecting…</span><a href="/queues">Bull Board →</a><a href="/metrics" style="margin-left:12px">/metrics</a></header>
-<main><div><div class="errors" id="redis" role="alert" hidden></div><section><h2>Corpus jobs</h2><div id="jobs"></div></section></div>
+<main><div><div class="errors" id="redis" role="alert" hidden></div><div class="errors" id="fleet" role="alert" hidden></div><section><h2>Corpus jobs</h2><div id="jobs"></div></section></div>
 <aside><section><h2>Rate gate</h2><div id="rates"></div></section><section><h2>Queues</h2><div id="queues"></div></section>
 <section><h2>Live workers</h2><div id="workers"></div></section><section><h2>Schedules</h2><div id="schedules"></div></section></aside></main>
 <script>${SCRIPT}</script></body></html>`;

@@ -1,6 +1,7 @@
 import { EMBED_QUEUE_NAMES, QUEUE_NAMES, type QueueName } from '../../jobs/queues.js';
 import { BACKLOG_STATES, QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
 import { readJobRequestStats } from '../../src/metrics/read-metrics.js';
+import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
@@ -20,6 +21,8 @@ export interface Snapshot {
   schedules: ScheduleView[];
   /** What the operator must fix in Redis (full, nearly full, an evicting policy), or null. */
   redisProblem: string | null;
+  /** The settings the live workers disagree on (they pace by different quotas), or null. */
+  fleetProblem: string | null;
 }
 
 export interface DashboardSources {
@@ -49,7 +52,7 @@ export function embedBacklog(depths: QueueDepths): number {
 
 function emptySnapshot(): Snapshot {
   const depths = Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, 0]));
-  return { at: 0, jobs: [], queues: Object.fromEntries(QUEUE_NAMES.map((name) => [name, { ...depths }])) as QueueDepths, rates: [], workers: [], schedules: [], redisProblem: null };
+  return { at: 0, jobs: [], queues: Object.fromEntries(QUEUE_NAMES.map((name) => [name, { ...depths }])) as QueueDepths, rates: [], workers: [], schedules: [], redisProblem: null, fleetProblem: null };
 }
 
 /**
@@ -143,7 +146,16 @@ export class DashboardState {
     const jobs = records.map((record, index) =>
       toJobView(record, requests.get(record.id) ?? { requests: 0, throttled: 0 }, this.throughput, errors[index] ?? [], now),
     );
-    this.current = { at: now, jobs, queues, rates, workers, schedules, redisProblem: redisMemoryProblem(memory) ?? null };
+    this.current = {
+      at: now,
+      jobs,
+      queues,
+      rates,
+      workers,
+      schedules,
+      redisProblem: redisMemoryProblem(memory) ?? null,
+      fleetProblem: pacingDisagreement(workers) ?? null,
+    };
     for (const listener of this.listeners) listener(this.current);
     return this.current;
   }

@@ -1,0 +1,80 @@
+import type { ChildProcess } from 'node:child_process';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { sleep } from '../../src/sleep.js';
+import { DashboardState } from '../../workers/dashboard/snapshot.js';
+import { gateRates, liveWorkers, storedSchedules } from '../../workers/dashboard/sources.js';
+import { runEmbedq, spawnEmbedq, startWorld, stopProcess, type World } from '../support/world.js';
+
+/**
+ * Workers on one Redis with different EMBEDQ_QPM each book the shared gate with their own ceiling.
+ * Two `embedq worker` processes (a heartbeat is per process) say so where the operator looks.
+ */
+describe('workers whose pacing settings differ', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld();
+    await world.put('fleet.txt', 'one line\nanother line\n');
+  });
+  afterAll(() => world.close());
+
+  it('the later worker warns at start naming both, the dashboard shows it, and status adds it below the gate line', async () => {
+    const first = spawnEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['worker']);
+    let second: ChildProcess | undefined;
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!(await liveWorkers(world.services)).some((worker) => worker.pid === first.pid)) {
+        if (Date.now() > deadline) throw new Error('the first worker did not start');
+        await sleep(50);
+      }
+      second = spawnEmbedq({ ...world.env, EMBEDQ_QPM: '6000', EMBEDQ_RESERVE: '0.2' }, ['worker']);
+      let log = '';
+      second.stdout!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+      while (!log.includes('workers pace by different settings')) {
+        if (Date.now() > deadline) throw new Error(`no warning: ${log}`);
+        await sleep(50);
+      }
+      const workers = await liveWorkers(world.services);
+      const firstId = workers.find((worker) => worker.pid === first.pid)!.id;
+      const secondId = `${firstId.split(':')[0]}:${second.pid}`;
+      const warning = JSON.parse(log.split('\n').find((line) => line.includes('workers pace by different settings'))!) as { level: number; msg: string };
+      expect(warning.level).toBe(40);
+      expect(warning.msg).toContain(`EMBEDQ_QPM 6000 (${secondId}) vs 1200 (${firstId}); EMBEDQ_RESERVE 0.2 (${secondId}) vs 0 (${firstId})`);
+
+      while (!(await liveWorkers(world.services)).some((worker) => worker.pid === second!.pid)) await sleep(50);
+      const state = new DashboardState(world.services, { rates: gateRates(world.services), schedules: storedSchedules(world.services) });
+      const { fleetProblem } = await state.refresh();
+      expect(fleetProblem).toContain('EMBEDQ_QPM');
+      expect(fleetProblem).toContain(secondId);
+
+      // status prints the gate line from its own shell's settings, and what the workers pace by.
+      const submitted = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['submit', 's3://corpus/fleet.txt', '--out', 's3://out/fleet/']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const status = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['status', submitted.stdout.trim()]);
+      const line = status.stdout.split('\n').find((text) => text.startsWith('workers '));
+      expect(line, status.stdout).toContain(`EMBEDQ_QPM 1200 (this shell, ${firstId}) vs 6000 (${secondId})`);
+    } finally {
+      await Promise.all([stopProcess(first), second && stopProcess(second)]);
+    }
+  });
+
+  it('says nothing when the workers agree', async () => {
+    const workers = [spawnEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['worker']), spawnEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['worker'])];
+    let log = '';
+    for (const worker of workers) worker.stdout!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+    try {
+      const deadline = Date.now() + 30_000;
+      while ((await liveWorkers(world.services)).filter((worker) => workers.some((child) => child.pid === worker.pid)).length < 2) {
+        if (Date.now() > deadline) throw new Error('workers did not start');
+        await sleep(50);
+      }
+      await sleep(500);
+      const state = new DashboardState(world.services, { rates: gateRates(world.services), schedules: storedSchedules(world.services) });
+      expect((await state.refresh()).fleetProblem).toBeNull();
+      expect(log).not.toContain('workers pace by different settings');
+    } finally {
+      await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+});
