@@ -96,7 +96,14 @@ export interface Settings {
   log: LoggerSettings;
 }
 
-const positiveInt = z.coerce.number().int().positive();
+/**
+ * A number from the environment. Empty (`VAR=`, an empty Kubernetes value) is refused rather than
+ * read as 0: an empty EMBEDQ_JOB_RETENTION_DAYS meant "keep job records for good".
+ */
+const envNumber = z.string().trim().min(1, 'is empty: give a number, or unset it for the default').pipe(z.coerce.number());
+const positiveInt = envNumber.pipe(z.number().int().positive());
+/** Node's timers wait at most 2^31-1 ms; a longer one fired after 1 ms (every request timed out at once). */
+const timerMs = positiveInt.pipe(z.number().max(2_147_483_647, 'at most 2147483647 (about 24.8 days): longer waits do not fit a timer'));
 
 const EnvSchema = z
   .object({
@@ -122,7 +129,7 @@ const EnvSchema = z
       .regex(/^(\{[A-Za-z0-9_-]+\})?[A-Za-z0-9_-]*$/, 'letters, digits, _ and -, optionally in a leading hash tag such as {embedq}')
       .min(1)
       .default('embedq'),
-    EMBEDQ_JOB_RETENTION_DAYS: z.coerce.number().gte(0).default(30),
+    EMBEDQ_JOB_RETENTION_DAYS: envNumber.pipe(z.number().gte(0)).default(30),
     EMBEDQ_SCHEDULES_FILE: z.string().min(1).optional(),
     DASHSCOPE_API_KEY: z.string().optional(),
     DASHSCOPE_REGION: z.enum(Object.keys(REGION_BASE_URLS) as [Region, ...Region[]]).optional(),
@@ -130,11 +137,11 @@ const EnvSchema = z
       .url({ protocol: /^https?$/, error: 'must be an http(s) URL with scheme and host' })
       .transform((value) => value.replace(/\/+$/, ''))
       .optional(),
-    DASHSCOPE_TIMEOUT_MS: positiveInt.default(60_000),
+    DASHSCOPE_TIMEOUT_MS: timerMs.default(60_000),
     EMBEDQ_QPM: positiveInt.optional(),
     EMBEDQ_TPM: positiveInt.optional(),
-    EMBEDQ_TARGET_UTILIZATION: z.coerce.number().gt(0).lte(1).default(0.99),
-    EMBEDQ_RESERVE: z.coerce.number().gte(0).lt(1).default(0),
+    EMBEDQ_TARGET_UTILIZATION: envNumber.pipe(z.number().gt(0).lte(1)).default(0.99),
+    EMBEDQ_RESERVE: envNumber.pipe(z.number().gte(0).lt(1)).default(0),
     EMBEDQ_LEARNED_LIMIT_TTL_S: positiveInt.default(3600),
     // Blank (`export AWS_REGION=`, an empty Kubernetes value) reached the SDK as a region: INTERNAL
     // "Region is missing", or a retried storage error. A name, as AWS, MinIO ("us-east-1") or R2 ("auto") use.
@@ -149,8 +156,8 @@ const EnvSchema = z
     AWS_SECRET_ACCESS_KEY: z.string().min(1).optional(),
     AWS_SESSION_TOKEN: z.string().min(1).optional(),
     EMBEDQ_CONCURRENCY: positiveInt.default(32),
-    EMBEDQ_STALLED_INTERVAL_MS: positiveInt.default(15_000),
-    EMBEDQ_LOCK_DURATION_MS: positiveInt.default(30_000),
+    EMBEDQ_STALLED_INTERVAL_MS: timerMs.default(15_000),
+    EMBEDQ_LOCK_DURATION_MS: timerMs.default(30_000),
     EMBEDQ_MAX_OPEN_SHARDS: positiveInt.default(2),
     EMBEDQ_SPLIT_CONCURRENCY: positiveInt.default(4),
     LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

@@ -84,6 +84,19 @@ describe('settings from the environment', () => {
     expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_JOB_RETENTION_DAYS: '-1' }))).toContain('- EMBEDQ_JOB_RETENTION_DAYS:');
   });
 
+  it('refuses an empty number (it read as 0: an empty retention kept job records for good) and a wait no timer can hold', () => {
+    for (const variable of ['EMBEDQ_JOB_RETENTION_DAYS', 'EMBEDQ_QPM', 'EMBEDQ_RESERVE', 'DASHSCOPE_TIMEOUT_MS', 'EMBEDQ_CONCURRENCY']) {
+      expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', [variable]: '' }))).toContain(`- ${variable}: is empty: give a number, or unset it for the default`);
+      expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', [variable]: '  ' }))).toContain(`- ${variable}: is empty`);
+    }
+    // Node fires a longer timer after 1 ms: every request "timed out" at once, the stalled check ran in a loop.
+    for (const variable of ['DASHSCOPE_TIMEOUT_MS', 'EMBEDQ_STALLED_INTERVAL_MS', 'EMBEDQ_LOCK_DURATION_MS']) {
+      expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', [variable]: '3000000000' }))).toContain(`- ${variable}: at most 2147483647`);
+    }
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', DASHSCOPE_TIMEOUT_MS: '2147483647' }).dashscope.timeoutMs).toBe(2_147_483_647);
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_QPM: ' 1200 ' }).dashscope.requestsPerMinute).toBe(1200);
+  });
+
   it('reads static S3 credentials when given', () => {
     const settings = loadSettings({ DASHSCOPE_API_KEY: 'k', AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'SK' });
     expect(settings.s3.credentials).toEqual({ accessKeyId: 'AK', secretAccessKey: 'SK', sessionToken: undefined });
