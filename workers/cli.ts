@@ -25,7 +25,8 @@ registerPlanCommand(program);
 registerScheduleCommands(program);
 registerDemoCommand(program);
 registerDashboardCommand(program);
-program.addCommand(emulatorCommand());
+// Built on its own (src/emulator), so it takes the program's usage-and-exit-2 handling explicitly.
+program.addCommand(emulatorCommand().showHelpAfterError().exitOverride());
 
 // The AWS SDK prints a seven-line notice to stderr at its first S3 client, that its releases after
 // January 2027 need Node 22: in every command's output and between the workers' JSON log lines.

@@ -120,7 +120,19 @@ describe('embedq demo', () => {
     expect(code).toBe(2);
     expect(stderr).toContain(`embedq: CONFIG_INVALID: ${dir} is not empty and was not made by embedq demo`);
     expect(await readFile(path.join(dir, 'notes.txt'), 'utf8')).toBe('mine');
+    // A file given as the folder: CONFIG_INVALID, where it was INTERNAL (ENOTDIR).
+    const asFile = await runEmbedq(demoEnv(), ['demo', '--dir', path.join(dir, 'notes.txt')]);
+    expect([asFile.code, asFile.stderr]).toEqual([2, `embedq: CONFIG_INVALID: ${path.join(dir, 'notes.txt')} is a file, not a folder; choose a new or empty folder with --dir\n`]);
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it("`embedq emulator` refuses a bad flag as every other command does: the problem, the usage, exit code 2 (it exited 1 without usage)", async () => {
+    for (const args of [['--bogus'], ['--qpm', '-1']]) {
+      const { code, stderr } = await runEmbedq(demoEnv(), ['emulator', ...args]);
+      expect(code, args.join(' ')).toBe(2);
+      expect(stderr).toMatch(/^error: /);
+      expect(stderr).toContain('Usage: embedq emulator [options]');
+    }
   });
 
   // A fresh machine: the README's first command installs redis-server through
