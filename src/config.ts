@@ -254,8 +254,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
 }
 
 /** One line per problem: `- PATH: message`. */
-export function formatIssues(error: z.ZodError): string {
-  return error.issues.map((issue) => `- ${issue.path.join('.') || '(options)'}: ${issue.message}`).join('\n');
+/** One line per problem; `name` says what a field is called where the user gave it (a flag, a variable). */
+export function formatIssues(error: z.ZodError, name: (path: string) => string = (path) => path): string {
+  return error.issues.map((issue) => `- ${issue.path.length > 0 ? name(issue.path.join('.')) : '(options)'}: ${issue.message}`).join('\n');
 }
 
 export function deepFreeze<T>(value: T): Readonly<T> {

@@ -97,10 +97,13 @@ const JobOptionsSchema = z
 export type JobOptions = z.output<typeof JobOptionsSchema>;
 export type JobOptionsInput = z.input<typeof JobOptionsSchema>;
 
-/** Validates raw options (CLI flags, a stored schedule); throws one ConfigError listing every problem. */
-export function parseJobOptions(raw: Record<string, unknown>): JobOptions {
+/**
+ * Validates raw options (CLI flags, a stored schedule); throws one ConfigError listing every
+ * problem, each under `name(field)` (Default: the option's own name, as a schedules file has it).
+ */
+export function parseJobOptions(raw: Record<string, unknown>, name?: (field: string) => string): JobOptions {
   const parsed = JobOptionsSchema.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(`Invalid options:\n${formatIssues(parsed.error)}`);
+  if (!parsed.success) throw new ConfigError(`Invalid options:\n${formatIssues(parsed.error, name)}`);
   return parsed.data;
 }
 

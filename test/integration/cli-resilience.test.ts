@@ -69,6 +69,14 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     }
   });
 
+  it('names a bad job option by the flag that was typed (it said shardRows, outputType)', async () => {
+    const result = await runBounded(world.env, ['plan', 's3://corpus/data/', '--shard-rows', '5', '--dimension', '100', '--out', 's3://corpus/data/v/']);
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stderr).toContain('CONFIG_INVALID: Invalid options:\n- --shard-rows: Too small: expected number to be >=10\n');
+    expect(result.stderr).toContain('\n- --dimension: 100 is not allowed for text-embedding-v4; choose one of 2048, 1536, 1024, 768, 512, 256, 128, 64');
+    expect(result.stderr).toContain('\n- --out: s3://corpus/data/v/ is inside the input s3://corpus/data/');
+  });
+
   it('says a job Redis lost no longer exists: submit --wait, status and retry exit 1 without a stack', async () => {
     const child = spawnEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/lost/', '--wait']);
     let stdout = '';

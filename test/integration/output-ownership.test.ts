@@ -106,7 +106,7 @@ describe('one writer per output', () => {
   it('refuses an output inside the input prefix (submit and schedule add): the next run would read the shards as lines', async () => {
     const submit = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://corpus/data/vectors/']);
     expect(submit.code).toBe(2);
-    expect(submit.stderr).toContain('- output: s3://corpus/data/vectors/ is inside the input s3://corpus/data/');
+    expect(submit.stderr).toContain('- --out: s3://corpus/data/vectors/ is inside the input s3://corpus/data/');
     // Spelled with `..`, which s3rver resolves, it went through and the run wrote into its input.
     const dotted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://corpus/zz/../data/vectors/']);
     expect(dotted.code).toBe(2);

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 
 import { NO_OUTPUT, parseJobOptions, type JobOptions } from '../../src/job-options.js';
-import { MODEL_NAMES, OUTPUT_TYPES, TEXT_TYPES, APIS } from '../../src/models.js';
+import { APIS, MODEL_NAMES, MODELS, OUTPUT_TYPES, TEXT_TYPES, textTokenLimit } from '../../src/models.js';
 
 /** The options shared by `submit`, `plan` and `schedule add` (DESIGN "Contract"). */
 export function addJobFlags(command: Command, { requireOut }: { requireOut: boolean }): Command {
@@ -12,17 +12,21 @@ export function addJobFlags(command: Command, { requireOut }: { requireOut: bool
   return command
     .addOption(out)
     .addOption(new Option('--model <model>', 'embedding model').choices(MODEL_NAMES).default('text-embedding-v4'))
-    .option('--dimension <n>', 'dense dimension (default 1024; v4: 64-2048, v3: 512/768/1024)')
+    .option('--dimension <n>', `dense dimension (default 1024; ${MODEL_NAMES.map((model) => `${model.replace('text-embedding-', '')}: ${MODELS[model].dimensions.join('/')}`).join(', ')})`)
     .addOption(new Option('--output-type <type>', 'vectors to keep').choices(OUTPUT_TYPES).default('dense&sparse'))
     .addOption(new Option('--text-type <type>', 'document or query').choices(TEXT_TYPES).default('document'))
     .option('--instruct <text>', 'task instruction (text-embedding-v4, native API)')
     .addOption(new Option('--api <api>', 'native DashScope API or the OpenAI-compatible one (dense only)').choices(APIS).default('dashscope'))
-    .option('--shard-rows <n>', 'input rows per output shard', '10000')
+    .option('--shard-rows <n>', 'input rows per output shard (10 to 10,000,000)', '10000')
     .addOption(new Option('--output-format <format>', 'shard file format').choices(['parquet', 'arrow']).default('parquet'))
     .addOption(new Option('--format <format>', 'input format (default: by extension)').choices(['text', 'jsonl']))
     .option('--text-field <field>', 'JSON Lines field holding the text (dotted paths allowed)', 'text')
     .option('--id-field <field>', 'JSON Lines field holding an id to carry into the output')
-    .addOption(new Option('--long-lines <mode>', 'lines over 8,192 tokens: truncate them, or record errors').choices(['truncate', 'error']).default('truncate'));
+    .addOption(
+      new Option('--long-lines <mode>', `lines over the model's token limit (${MODEL_NAMES.map((model) => `${model.replace('text-embedding-', '')}: ${textTokenLimit(model).toLocaleString('en-US')}`).join(', ')}): truncate them, or record errors`)
+        .choices(['truncate', 'error'])
+        .default('truncate'),
+    );
 }
 
 /**
@@ -47,5 +51,12 @@ export function jobOptionsFromFlags(input: string, flags: Record<string, unknown
     idField: flags.idField,
     longLines: flags.longLines,
     reuse: typeof flags.reuse === 'string' ? absolute(flags.reuse) : undefined,
-  });
+  }, flagName);
+}
+
+/** A problem named as the user typed it: `--shard-rows`, not `shardRows`. */
+function flagName(field: string): string {
+  if (field === 'input') return '<input>';
+  if (field === 'output') return '--out';
+  return `--${field.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)}`;
 }
