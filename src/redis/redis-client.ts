@@ -108,9 +108,12 @@ export function isRedisAuthError(error: unknown): error is Error {
  * not answer in time passes (it may come up later: workers wait for it). A command said "no answer
  * within 5 s" to a wrong password Redis had refused at once, and a worker retried it forever,
  * logging a stack several times a second. On a connection of its own, opened and closed here, so
- * the process's queues never meet the refusal (each logged it with its stack).
+ * the process's queues never meet the refusal (each logged it with its stack). Cluster seeds that
+ * are a Redis without cluster mode are refused first: a cluster client never gets an answer there.
  */
 export async function assertRedisAccepts(target: RedisTarget, waitMs: number): Promise<void> {
+  const notCluster = await standaloneSeedProblem(target);
+  if (notCluster) throw notCluster;
   const probe = createRedisClient(target, { maxRetriesPerRequest: 1 });
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -119,6 +122,33 @@ export async function assertRedisAccepts(target: RedisTarget, waitMs: number): P
       new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
     ]);
     if (isRedisAuthError(answer)) throw credentialsRefused(describeRedisTarget(target), answer);
+  } finally {
+    clearTimeout(timer);
+    probe.disconnect();
+  }
+}
+
+/**
+ * For a cluster target whose seed answers as a Redis without cluster mode (`cluster_enabled:0`),
+ * the ConfigError that says so; ioredis only says it failed to refresh the slots cache, and a
+ * command said "no answer" from a Redis that had answered. Undefined otherwise (not a cluster
+ * target, the seed unreachable, or a cluster indeed).
+ */
+export async function standaloneSeedProblem(target: RedisTarget, waitMs = 2_000): Promise<ConfigError | undefined> {
+  if (!target.clusterNodes) return undefined;
+  const seed = parseNodeUrl(target.clusterNodes[0]!);
+  const probe = new Redis(seed.href, { maxRetriesPerRequest: 1, connectTimeout: waitMs, retryStrategy: () => null, lazyConnect: true });
+  probe.on('error', () => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const info = await Promise.race([
+      probe.connect().then(() => probe.info('cluster')),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
+    ]).catch(() => undefined);
+    if (!info || !/^cluster_enabled:0\b/m.test(info)) return undefined;
+    return new ConfigError(
+      `REDIS_CLUSTER_NODES names ${maskRedisUrl(seed.href)}, a Redis without cluster mode (cluster_enabled:0); give one Redis as REDIS_URL, or the nodes of a Redis Cluster`,
+    );
   } finally {
     clearTimeout(timer);
     probe.disconnect();

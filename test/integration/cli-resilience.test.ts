@@ -39,7 +39,8 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     for (const result of results) {
       expect(result.code, result.stderr).toBe(1);
       expect(result.ms).toBeLessThan(startup + 8_000);
-      expect(result.stderr).toContain(`REDIS_UNAVAILABLE: cannot reach Redis at REDIS_URL=redis://:***@127.0.0.1:${port}`);
+      // The socket's reason, where it said "no answer within 5 s" of a refusal after 3.
+      expect(result.stderr).toContain(`REDIS_UNAVAILABLE: cannot reach Redis at REDIS_URL=redis://:***@127.0.0.1:${port} (connect ECONNREFUSED 127.0.0.1:${port})`);
       expect(result.stderr).not.toContain('hunter2secret');
       expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
       // That one line: no log line per reconnection attempt before it (each carried a stack).
@@ -58,6 +59,17 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       expect(result.stderr).not.toContain('hunter2secret');
       expect(result.stderr).not.toMatch(/\n\s+at /);
       expect(result.stderr.trim().split('\n')).toHaveLength(1); // no queue's error (with its stack) after it
+    }
+  });
+
+  it('says REDIS_CLUSTER_NODES names a Redis without cluster mode (exit 2) where it said "no answer" of a Redis that answered', async () => {
+    const { hostname: host, port } = new URL(world.env.REDIS_URL!);
+    const { REDIS_URL: _url, ...rest } = world.env;
+    const env = { ...rest, REDIS_CLUSTER_NODES: `${host}:${port}`, EMBEDQ_REDIS_PREFIX: '{notacluster}' };
+    for (const args of [['list'], ['worker'], ['dashboard', '--port', '0']]) {
+      const result = await runBounded(env, args, 30_000);
+      expect(result.code, `${args[0]}: ${result.stderr}`).toBe(2);
+      expect(result.stderr).toContain(`CONFIG_INVALID: REDIS_CLUSTER_NODES names redis://${host}:${port}, a Redis without cluster mode (cluster_enabled:0)`);
     }
   });
 

@@ -1,7 +1,7 @@
 import { RedisFullError, RedisUnavailableError } from '../../jobs/job-errors.js';
 import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { credentialsRefused, describeRedisTarget, isRedisAuthError, isRedisUnreachableError } from '../../src/redis/redis-client.js';
+import { credentialsRefused, describeRedisTarget, isRedisAuthError, isRedisUnreachableError, standaloneSeedProblem } from '../../src/redis/redis-client.js';
 import { isRedisFullError, readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { COMMAND_REDIS_TIMEOUT_MS, createServices, redisTarget, type Services } from '../services.js';
 
@@ -18,8 +18,13 @@ export async function withServices<T>(
   // CLI commands log to stderr so stdout stays for results (job ids, JSON).
   const logger = createLogger({ level: settings.log.level === 'info' ? 'warn' : settings.log.level }, process.stderr);
   const services = createServices(settings, logger, { failFast: true });
+  // The socket's own reason (connect ECONNREFUSED …) says more than the command's give-up.
+  let connectionError: Error | undefined;
+  services.redis.on('error', (error: Error) => (connectionError = error));
   const unreachable = (): RedisUnavailableError =>
-    new RedisUnavailableError(`cannot reach Redis at ${describeRedisTarget(redisTarget(settings))} (no answer within ${COMMAND_REDIS_TIMEOUT_MS / 1000} s)`);
+    new RedisUnavailableError(
+      `cannot reach Redis at ${describeRedisTarget(redisTarget(settings))} (${connectionError ? connectionError.message : `no answer within ${COMMAND_REDIS_TIMEOUT_MS / 1000} s`})`,
+    );
   try {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -29,6 +34,8 @@ export async function withServices<T>(
       await Promise.race([services.redis.ping(), timeout]);
     } catch (error) {
       if (isRedisAuthError(error)) throw credentialsRefused(describeRedisTarget(redisTarget(settings)), error);
+      const notCluster = await standaloneSeedProblem(redisTarget(settings));
+      if (notCluster) throw notCluster;
       throw error instanceof RedisUnavailableError ? error : unreachable();
     } finally {
       clearTimeout(timer);
