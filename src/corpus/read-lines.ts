@@ -58,6 +58,40 @@ export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
 
 const GZIP_MAGIC = [0x1f, 0x8b] as const;
 
+/**
+ * Compressions and archives embedq does not read, by their first bytes: read as text they gave
+ * garbage rows and INVALID_UTF8 records that never said why. bzip2's `BZh` is only taken with the
+ * block (or end-of-stream) magic after it, so a text line starting "BZh" is still text.
+ */
+const UNSUPPORTED_FORMATS: { name: string; at: number; magic: Buffer | RegExp }[] = [
+  { name: 'bzip2-compressed', at: 0, magic: /^BZh[1-9](1AY&SY|\x17rE8P\x90)/ },
+  { name: 'zstd-compressed', at: 0, magic: Buffer.of(0x28, 0xb5, 0x2f, 0xfd) },
+  { name: 'xz-compressed', at: 0, magic: Buffer.of(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00) },
+  // POSIX (`ustar\0`) and GNU (`ustar  \0`) headers name themselves at byte 257.
+  { name: 'a tar archive', at: 257, magic: /^ustar[\0 ]/ },
+];
+
+/** Bytes to read before deciding: up to the tar magic's end. */
+const SNIFF_BYTES = 257 + 6;
+
+/** What `head` (an object's first bytes, gunzipped or not) shows it is, if a format embedq does not read. */
+function unsupportedFormatOf(head: Buffer): string | undefined {
+  for (const { name, at, magic } of UNSUPPORTED_FORMATS) {
+    const bytes = head.subarray(at, at + 16);
+    if (Buffer.isBuffer(magic) ? bytes.subarray(0, magic.length).equals(magic) : magic.test(bytes.toString('latin1'))) return name;
+  }
+  return undefined;
+}
+
+/** An object in a format embedq does not read: one record for it, and none of its bytes as lines. */
+class UnsupportedFormatError extends Error {
+  constructor(format: string, gzipped: boolean) {
+    const what = gzipped ? `gzipped, and inside ${format === 'a tar archive' ? format : format.replace('-compressed', '-compressed data')}` : format;
+    const fix = format === 'a tar archive' ? 'extract its files into the input' : 'decompress it, or gzip it';
+    super(`${what}, not supported: ${fix}`);
+  }
+}
+
 /** The format an object's key implies: `.jsonl`, `.ndjson`, `.json` (after any `.gz`) are JSON Lines. */
 export function formatOf(key: string): CorpusFormat {
   const name = key.toLowerCase().replace(/\.gz$/, '');
@@ -71,7 +105,8 @@ export function formatOf(key: string): CorpusFormat {
  * object whose first is a lone `\r`). Text is passed through unchanged (no trimming) apart from the
  * line's trailing `\r` and the object's leading BOM.
  *
- * Failures: a line that cannot be used is an `error` line, and reading goes on. Corrupt gzip data
+ * Failures: a line that cannot be used is an `error` line, and reading goes on. An object that is
+ * bzip2, zstd, xz or tar (gzipped or not) is one INVALID_UTF8 line saying so, and nothing else. Corrupt gzip data
  * is one INVALID_GZIP line at the first line that could not be read, and ends the object (nothing
  * after it can be trusted); the partial line before it is dropped. A failing read (network, disk)
  * throws StorageUnavailableError or StorageError; the caller retries the object.
@@ -118,6 +153,10 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
     for await (const chunk of text.chunks) yield* lines(splitter.push(chunk));
     yield* lines(splitter.end());
   } catch (error) {
+    if (error instanceof UnsupportedFormatError) {
+      yield errorLine(source, line, 'INVALID_UTF8', error.message);
+      return;
+    }
     if (isZlibError(error) || error instanceof GzipTrailingDataError) {
       const reason = `corrupt gzip data (${(error as Error).message}); the rest of the object was not read`;
       yield errorLine(source, line, 'INVALID_GZIP', reason);
@@ -200,15 +239,22 @@ async function* withoutFirstBytes(chunks: AsyncIterable<Buffer>, count: number):
 async function peek(chunks: AsyncIterator<Buffer>, count: number): Promise<{ head: Buffer; all: AsyncGenerator<Buffer> }> {
   const read: Buffer[] = [];
   let readBytes = 0;
-  while (readBytes < count) {
-    const next = await chunks.next();
-    if (next.done) break;
-    read.push(next.value);
-    readBytes += next.value.length;
+  // A failure while reading ahead (corrupt gzip) comes after the bytes read before it, as unpeeked.
+  let failure: { error: unknown } | undefined;
+  try {
+    while (readBytes < count) {
+      const next = await chunks.next();
+      if (next.done) break;
+      read.push(next.value);
+      readBytes += next.value.length;
+    }
+  } catch (error) {
+    failure = { error };
   }
   const first = read.length === 1 ? read[0]! : Buffer.concat(read);
   async function* all(): AsyncGenerator<Buffer> {
     if (first.length > 0) yield first;
+    if (failure) throw failure.error;
     for (let next = await chunks.next(); !next.done; next = await chunks.next()) yield next.value;
   }
   return { head: first, all: all() };
@@ -220,11 +266,26 @@ type Reopen = () => Promise<Readable | undefined>;
 /** decompressed's bytes; `gunzipping` is called when the magic bytes show gzip. */
 async function* decompressedChunks(raw: Readable, gzipByName: boolean, sniff: boolean, reopen: Reopen, gunzipping: () => void): AsyncGenerator<Buffer> {
   try {
-    const { head, all } = await peek(raw[Symbol.asyncIterator](), GZIP_MAGIC.length);
+    const { head, all } = await peek(raw[Symbol.asyncIterator](), sniff ? SNIFF_BYTES : GZIP_MAGIC.length);
     if (head.length === 0) return;
     const isGzip = gzipByName || (sniff && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1]);
-    if (isGzip) gunzipping();
-    yield* isGzip ? gunzipped(all, reopen) : all;
+    if (!isGzip) {
+      const format = sniff ? unsupportedFormatOf(head) : undefined;
+      if (format !== undefined) throw new UnsupportedFormatError(format, false);
+      return yield* all;
+    }
+    gunzipping();
+    if (!sniff) return yield* gunzipped(all, reopen);
+    // A .tar.gz (or a gzipped .zst) is as unreadable once inflated.
+    const inflated = gunzipped(all, reopen);
+    try {
+      const { head: inflatedHead, all: allInflated } = await peek(inflated, SNIFF_BYTES);
+      const format = unsupportedFormatOf(inflatedHead);
+      if (format !== undefined) throw new UnsupportedFormatError(format, true);
+      yield* allInflated;
+    } finally {
+      await inflated.return(undefined);
+    }
   } finally {
     raw.destroy();
   }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -332,6 +333,38 @@ describe('readCorpusLines: gzip', () => {
     expect(result.map((line) => line.line)).toEqual(result.map((_, index) => index));
     // Deflate may emit some garbage before it notices the damage, but the start is intact.
     expect(result.slice(0, 1000)).toEqual(lines.slice(0, 1000).map((value, index) => text('big.txt.gz', index, value)));
+  });
+});
+
+describe('readCorpusLines: compressions and archives it does not read', () => {
+  const lines = Array.from({ length: 600 }, (_, index) => `line ${index} of a corpus that was compressed`).join('\n');
+  /** `lines` through the real tool (bzip2, xz, zstd; tar of two files), as a user's corpus would be. */
+  const packed = (command: string, args: string[]): Buffer => execFileSync(command, args, { input: lines, maxBuffer: 1 << 24 });
+  const tarOfTwo = async (): Promise<Buffer> => {
+    const folder = await mkdtemp(path.join(tmpdir(), 'embedq-tar-'));
+    await writeFile(path.join(folder, 'one.txt'), 'first file\n');
+    await writeFile(path.join(folder, 'two.txt'), 'second file\n');
+    const tar = execFileSync('tar', ['-cf', '-', '-C', folder, 'one.txt', 'two.txt']);
+    await rm(folder, { recursive: true });
+    return tar;
+  };
+
+  it('refuses bzip2, zstd, xz and tar objects, gzipped or not, with one record saying so and no rows (garbage rows were embedded)', async () => {
+    const tar = await tarOfTwo();
+    const cases: [string, Buffer, string][] = [
+      ['c.txt.bz2', packed('bzip2', ['-c']), 'bzip2-compressed, not supported: decompress it, or gzip it'],
+      ['c.txt.zst', packed('zstd', ['-c', '-q']), 'zstd-compressed, not supported: decompress it, or gzip it'],
+      ['c.txt.xz', packed('xz', ['-c']), 'xz-compressed, not supported: decompress it, or gzip it'],
+      ['c.tar', tar, 'a tar archive, not supported: extract its files into the input'],
+      ['c.tar.gz', gzipSync(tar), 'gzipped, and inside a tar archive, not supported: extract its files into the input'],
+      ['c.txt', gzipSync(tar), 'gzipped, and inside a tar archive, not supported: extract its files into the input'],
+      ['c.zst.gz', gzipSync(packed('zstd', ['-c', '-q'])), 'gzipped, and inside zstd-compressed data, not supported: decompress it, or gzip it'],
+    ];
+    for (const [key, bytes, reason] of cases) expect(await linesOf(key, bytes), key).toEqual([failure(key, 0, 'INVALID_UTF8', reason)]);
+  });
+
+  it('still reads text that merely starts like one ("BZh" at the start of a line, a short file)', async () => {
+    expect(await linesOf('b.txt', 'BZh9 is not bzip2\nab\n')).toEqual([text('b.txt', 0, 'BZh9 is not bzip2'), text('b.txt', 1, 'ab')]);
   });
 });
 

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -55,5 +56,12 @@ another short line
     // The long line counts as what is sent: its first 8,191 tokens (8,192 with the one v4 adds).
     const tokenizer = await loadTokenizer();
     expect(exact.tokens).toBe(8_191 + tokenizer.countTokens('short line') + tokenizer.countTokens('another short line'));
+  });
+
+  it('counts a compressed object it cannot read (zstd) as the run does: one invalid line, no tokens, no requests', async () => {
+    const file = path.join(folder, 'c.txt.zst');
+    await writeFile(file, execFileSync('zstd', ['-c', '-q'], { input: 'one line\n'.repeat(500) }));
+    const plan = await planCorpus(parseJobOptions({ input: file, output: 'unused' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
+    expect(plan).toMatchObject({ objects: 1, lines: 1, blank: 0, invalid: 1, tokens: 0, requests: 0 });
   });
 });
