@@ -138,6 +138,17 @@ export class InputChangedError extends EmbedqError {
   readonly retryable = false;
 }
 
+/**
+ * A gzip member's data is damaged inside (its checksum or length check failed, or its deflate
+ * data broke off mid-stream) after lines inflated from it were passed on: zlib checks a member
+ * only at its end, so those lines may be corrupt, and once queued they cannot be taken back. The
+ * job fails rather than complete with them.
+ */
+export class CorruptInputError extends EmbedqError {
+  readonly code = 'INVALID_GZIP';
+  readonly retryable = false;
+}
+
 /** Invalid configuration or options: every problem is listed in the message. */
 export class ConfigError extends EmbedqError {
   readonly code = 'CONFIG_INVALID';

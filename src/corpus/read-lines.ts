@@ -3,7 +3,7 @@ import { createGunzip } from 'node:zlib';
 
 import { isLosslessNumber, parse as parseLossless } from 'lossless-json';
 
-import { EmbedqError, InputLineError, StorageUnavailableError, type InputLineErrorCode } from '../errors.js';
+import { CorruptInputError, EmbedqError, InputLineError, StorageUnavailableError, type InputLineErrorCode } from '../errors.js';
 import type { CorpusObject } from './list-corpus.js';
 import { LineSplitter, type OversizedLine } from './split-lines.js';
 import { utf16ByteOrder, utf16ToUtf8, type Utf16ByteOrder } from './utf16.js';
@@ -106,9 +106,12 @@ export function formatOf(key: string): CorpusFormat {
  * line's trailing `\r` and the object's leading BOM.
  *
  * Failures: a line that cannot be used is an `error` line, and reading goes on. An object that is
- * bzip2, zstd, xz or tar (gzipped or not) is one INVALID_UTF8 line saying so, and nothing else. Corrupt gzip data
- * is one INVALID_GZIP line at the first line that could not be read, and ends the object (nothing
- * after it can be trusted); the partial line before it is dropped. A failing read (network, disk)
+ * bzip2, zstd, xz or tar (gzipped or not) is one INVALID_UTF8 line saying so, and nothing else.
+ * Truncated gzip data, a bad header or data after the gzip stream is one INVALID_GZIP line at the
+ * first line that could not be read, and ends the object (nothing after it can be trusted); the
+ * partial line before it is dropped. A gzip member damaged inside (a checksum, a length, an invalid
+ * code) after lines were yielded throws CorruptInputError: zlib finds it only after passing on
+ * lines that may be corrupt, and the caller cannot take them back. A failing read (network, disk)
  * throws StorageUnavailableError or StorageError; the caller retries the object.
  *
  * Leaving the loop early (`break`, `return()`, an exception) destroys the underlying stream.
@@ -156,6 +159,10 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
     if (error instanceof UnsupportedFormatError) {
       yield errorLine(source, line, 'INVALID_UTF8', error.message);
       return;
+    }
+    if (isDamagedMember(error) && line > 0) {
+      const reason = `corrupt gzip data (${(error as Error).message}) in the member holding line ${line}, found after lines 1–${line} were read`;
+      throw new CorruptInputError(`${source}: ${reason}: that member's lines cannot be trusted, and were already queued; fix or replace the file, then retry`, { cause: error });
     }
     if (isZlibError(error) || error instanceof GzipTrailingDataError) {
       const reason = `corrupt gzip data (${(error as Error).message}); the rest of the object was not read`;
@@ -342,6 +349,8 @@ async function* gunzipped(input: AsyncIterable<Buffer>, reopen: Reopen): AsyncGe
   if (inflater.failure === undefined) return;
   // Nothing was lost to an error: zlib had delivered everything up to the stream's end.
   if (inflater.failure instanceof GzipTrailingDataError) throw inflater.failure;
+  // What zlib dropped of a damaged member is as untrustworthy as what it delivered.
+  if (isDamagedMember(inflater.failure)) throw inflater.failure;
   // The slice being written when it failed; at the end, the last one (its output is what ended short).
   yield* salvage(reopen, Math.max(0, slices - 1), inflater.delivered);
   throw inflater.failure;
@@ -464,6 +473,15 @@ async function* fixedSlices(input: AsyncIterable<Buffer>, size: number): AsyncGe
 function isZlibError(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && code.startsWith('Z_') && typeof (error as { errno?: unknown }).errno === 'number';
+}
+
+/**
+ * A zlib error that shows a member's deflate data or its trailer damaged (a checksum or length
+ * mismatch, an invalid code): what the member inflated before it may be garbage. Not a truncation
+ * (Z_BUF_ERROR: what came out is what was stored) nor a bad header (nothing inflated from it yet).
+ */
+function isDamagedMember(error: unknown): boolean {
+  return isZlibError(error) && (error as { code: string }).code === 'Z_DATA_ERROR' && !/header|unknown compression method|invalid window size/.test((error as Error).message);
 }
 
 function errorLine(source: string, line: number, code: InputLineErrorCode, reason: string): CorpusLine {

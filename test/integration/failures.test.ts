@@ -1,6 +1,7 @@
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
+import { gzipSync } from 'node:zlib';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -31,6 +32,11 @@ describe('failures that stop a job, and bad input', () => {
     await world.put('long/only.txt', `short line\n${'9 '.repeat(9000)}\nanother short line\n`);
     // Shard 1 of 10-line shards is one line the provider refuses: a batch of no rows.
     await world.put('broken-answers/corpus.txt', `${Array.from({ length: 50 }, (_, index) => `line number ${index} of a corpus a broken proxy answers for`).join('\n')}\n`);
+    // 4,000 lines gzipped, two bytes flipped mid-stream: zlib finds it at the checksum, after the lines went out.
+    const damaged = Buffer.from(gzipSync(`${Array.from({ length: 4_000 }, (_, index) => `${index} ${'abcdefghijklmnopqrstuvwxyz'.repeat(2)}${index * 7919}`).join('\n')}\n`));
+    damaged[damaged.length >> 1]! ^= 1;
+    damaged[(damaged.length >> 1) + 1]! ^= 1;
+    await world.put('damaged-gzip/u.txt.gz', damaged);
     await world.put('refused/corpus.txt', `${Array.from({ length: 10 }, (_, index) => `line ${index}`).join('\n')}\nplease ${MODERATION_WORD} this\n`);
   });
   afterAll(() => world.close());
@@ -270,6 +276,22 @@ describe('failures that stop a job, and bad input', () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatchObject({ row: 1, source: 'long/only.txt', line: 1, code: 'TEXT_TOO_LONG' });
     expect(String(errors[0]!.message)).toMatch(/long\/only\.txt:2: text has (more than )?\d+ tokens/);
+    await removeFolder(folder);
+  });
+
+  it('fails the job when a gzip member is found damaged after its lines were queued (976 corrupt rows were embedded and the job completed)', async () => {
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/damaged-gzip/', '--out', 's3://out/damaged-gzip/', '--dimension', '64', '--output-type', 'dense']);
+      const record = await waitForJob(world.services, submitted.stdout.trim(), undefined, 30_000);
+      expect(record.state).toBe('failed');
+      expect(record.errorCode).toBe('INVALID_GZIP');
+      expect(record.error).toMatch(/damaged-gzip\/u\.txt\.gz: corrupt gzip data \(.+\) in the member holding line \d+, found after lines 1–\d+ were read: .*fix or replace the file, then retry/);
+    } finally {
+      await pool.close();
+    }
+    const { folder, keys } = await downloadPrefix(world.s3, 'out', 'damaged-gzip/');
+    expect(keys).not.toContain('_SUCCESS');
     await removeFolder(folder);
   });
 

@@ -7,7 +7,7 @@ import { gzipSync } from 'node:zlib';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { ConfigError, InputChangedError, StorageError, StorageUnavailableError } from '../../src/errors.js';
+import { ConfigError, CorruptInputError, InputChangedError, StorageError, StorageUnavailableError } from '../../src/errors.js';
 import { listCorpus, assertInputExists, type CorpusObject } from '../../src/corpus/list-corpus.js';
 import { formatOf, readCorpusLines, type CorpusLine, type ReadCorpusLinesOptions } from '../../src/corpus/read-lines.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
@@ -15,8 +15,9 @@ import type { ObjectStore, OpenedObject, StoredObject } from '../../src/storage/
 import { S3ObjectStore } from '../../src/storage/s3-store.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
 
-async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
-  const result: T[] = [];
+/** `into`: where the items go as they come, kept when `items` throws. */
+async function collect<T>(items: AsyncIterable<T>, into: T[] = []): Promise<T[]> {
+  const result = into;
   for await (const item of items) result.push(item);
   return result;
 }
@@ -287,12 +288,11 @@ describe('readCorpusLines: gzip', () => {
     ]);
   });
 
-  it('loses no line decoded before the damage: a good member before a bad one, good lines before trailing garbage', async () => {
-    // `cat good.gz bad.gz`, the second member's CRC damaged: zlib dropped the first member's lines with it.
-    const bad = Buffer.from(gzipSync('bad member line\n'));
-    bad[bad.length - 8]! ^= 1;
-    const members = await linesOf('m.txt.gz', Buffer.concat([gzipSync('good one\ngood two\n'), bad]));
-    expect(members.slice(0, 2)).toEqual([text('m.txt.gz', 0, 'good one'), text('m.txt.gz', 1, 'good two')]);
+  it('loses no line decoded before the damage: a good member before a truncated one, good lines before trailing garbage', async () => {
+    // `cat good.gz bad.gz`, the second member cut short: zlib dropped the first member's lines with it.
+    const bad = gzipSync('bad member line\n');
+    const members = await linesOf('m.txt.gz', Buffer.concat([gzipSync('good one\ngood two\n'), bad.subarray(0, bad.length - 4)]));
+    expect(members.slice(0, 3)).toEqual([text('m.txt.gz', 0, 'good one'), text('m.txt.gz', 1, 'good two'), text('m.txt.gz', 2, 'bad member line')]);
     expect(members.at(-1)).toMatchObject({ kind: 'error', code: 'INVALID_GZIP' });
     // 1,800 lines, then garbage a broken uploader appended: every line, then the record (74 were lost).
     const lines = Array.from({ length: 1_800 }, (_, index) => `line ${index} of the object, with some words`);
@@ -323,16 +323,28 @@ describe('readCorpusLines: gzip', () => {
     expect(await linesOf('e.txt.gz', '')).toEqual([]);
   });
 
-  it('corruption inside a large object gives the same records however the bytes arrive', async () => {
-    const lines = Array.from({ length: 20_000 }, (_, index) => `line ${index} ${'abcdefghij'.repeat(index % 7)}`);
+  it('damage inside a member, found after its lines were passed on, throws CorruptInputError naming the object and lines (976 corrupt rows were embedded)', async () => {
+    // The defect hunt's repro: 4,000 random lines, two bytes flipped mid-stream; zlib inflates garbage
+    // and finds it only at the member's checksum (or at an invalid code), after the lines went out.
+    let seed = 7;
+    const letter = (): string => String.fromCharCode(97 + ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) % 26));
+    const lines = Array.from({ length: 4_000 }, (_, index) => `${index}${Array.from({ length: 60 }, letter).join('')}`);
     const damaged = Buffer.from(gzipSync(`${lines.join('\n')}\n`));
-    damaged[Math.floor(damaged.length * 0.6)]! ^= 0x55;
-    const result = await linesOf('big.txt.gz', damaged); // compares one-chunk against byte-by-byte
-    const last = result.at(-1)!;
-    expect(last).toMatchObject({ kind: 'error', code: 'INVALID_GZIP', line: result.length - 1 });
-    expect(result.map((line) => line.line)).toEqual(result.map((_, index) => index));
-    // Deflate may emit some garbage before it notices the damage, but the start is intact.
-    expect(result.slice(0, 1000)).toEqual(lines.slice(0, 1000).map((value, index) => text('big.txt.gz', index, value)));
+    damaged[Math.floor(damaged.length / 2)]! ^= 0x01;
+    damaged[Math.floor(damaged.length / 2) + 1]! ^= 0x01;
+    for (const chunkBytes of [1 << 20, 1_000]) {
+      const store = new MemoryStore({ 'u.txt.gz': damaged }, chunkBytes);
+      const read: CorpusLine[] = [];
+      const failed = await collect(readCorpusLines({ store, key: 'u.txt.gz', source: 'u.txt.gz', sizeBytes: damaged.length }, {}), read).catch((error: unknown) => error);
+      expect(failed).toBeInstanceOf(CorruptInputError);
+      expect((failed as CorruptInputError).code).toBe('INVALID_GZIP');
+      expect((failed as Error).message).toMatch(new RegExp(`^u\\.txt\\.gz: corrupt gzip data \\(.+\\) in the member holding line ${read.length}, found after lines 1–${read.length} were read: that member's lines cannot be trusted`));
+      expect(read.length).toBeGreaterThan(0);
+    }
+    // A member damaged before any of its lines was passed on is one record, as before.
+    const crc = Buffer.from(gzipSync('one line\n'));
+    crc[crc.length - 8]! ^= 1;
+    expect(await linesOf('c.txt.gz', crc)).toEqual([failure('c.txt.gz', 0, 'INVALID_GZIP', 'corrupt gzip data (incorrect data check); the rest of the object was not read')]);
   });
 });
 
