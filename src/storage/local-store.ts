@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, type Dirent } from 'node:fs';
-import { mkdir, open, readdir, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js';
+import { EmbedqError, InputChangedError, StorageError, StorageUnavailableError } from '../errors.js';
 import { CountedChunks } from './counted-chunks.js';
 import { mapStreamErrors } from './map-stream-errors.js';
 import type { ObjectStore, OpenedObject, StoredObject } from './object-store.js';
@@ -87,8 +87,26 @@ export class LocalObjectStore implements ObjectStore {
     } catch (error) {
       throw this.#error(error, 'read', key);
     }
-    // The stream closes the handle when it ends or is destroyed.
-    return { body: mapStreamErrors(handle.createReadStream({ start: options.from ?? 0 }), (error) => this.#error(error, 'read', key)), version };
+    return { body: mapStreamErrors(this.#unchangedChunks(handle, version, key, options.from ?? 0), (error) => this.#error(error, 'read', key)), version };
+  }
+
+  /**
+   * The file's bytes from `from`, then a check that it is still the version opened: a file
+   * rewritten in place while it was read (`cp` over it keeps the inode) gave rows half from each
+   * version, and the job completed. Closes the handle however the read ends.
+   */
+  async *#unchangedChunks(handle: FileHandle, version: string, key: string, from: number): AsyncGenerator<Buffer> {
+    try {
+      yield* handle.createReadStream({ start: from, autoClose: false });
+      const now = localVersion(await handle.stat());
+      if (now !== version) {
+        throw new InputChangedError(
+          `read ${this.#display(key)}: the file changed while it was read (inode:size:time ${version} when opened, ${now} at its end: rewritten in place), so its lines may mix both versions. Submit again once it is written (write a new file and rename it over the old one)`,
+        );
+      }
+    } finally {
+      await handle.close();
+    }
   }
 
   async readRange(key: string, start: number, end: number): Promise<Uint8Array> {

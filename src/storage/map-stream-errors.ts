@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
  * Destroying the returned stream destroys `source`: Readable.from ends the generator, whose
  * `for await` destroys what it iterates, so abandoning a read frees the socket or file handle.
  */
-export function mapStreamErrors(source: Readable, mapError: (error: unknown) => Error): Readable {
+export function mapStreamErrors(source: AsyncIterable<unknown>, mapError: (error: unknown) => Error): Readable {
   async function* chunks(): AsyncGenerator<Buffer> {
     try {
       for await (const chunk of source) yield chunk as Buffer;

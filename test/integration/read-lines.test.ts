@@ -582,6 +582,30 @@ describe('readCorpusLines: streaming', () => {
     }
   });
 
+  it('fails with INPUT_CHANGED naming a local file rewritten in place while it was read (its rows mixed both versions)', async () => {
+    const folder = await mkdtemp(path.join(tmpdir(), 'embedq-read-lines-'));
+    try {
+      const file = path.join(folder, 'a.txt');
+      await writeFile(file, 'old line\n'.repeat(200_000));
+      const store = new LocalObjectStore(folder);
+      const read: CorpusLine[] = [];
+      const lines = readCorpusLines({ store, key: 'a.txt', source: file, sizeBytes: 1_800_000 });
+      const failed = (async () => {
+        for await (const line of lines) {
+          read.push(line);
+          // `cp new.txt a.txt`: the same inode, truncated and written again.
+          if (read.length === 1) await writeFile(file, 'new line\n'.repeat(200_000));
+        }
+      })().catch((error: unknown) => error);
+      expect(await failed).toBeInstanceOf(InputChangedError);
+      expect((await failed as Error).message).toMatch(new RegExp(`^read ${file.replace(/[.]/g, '\\.')}: the file changed while it was read`));
+      // Unchanged, the same file reads to its end.
+      expect(await collect(readCorpusLines({ store, key: 'a.txt', source: file, sizeBytes: 1_800_000 }))).toHaveLength(200_000);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
   it('turns a stream failure mid-object into a retryable StorageUnavailableError', async () => {
     const store = new MemoryStore({});
     const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
