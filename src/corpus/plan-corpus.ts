@@ -15,7 +15,7 @@ export interface CorpusPlan {
   lines: number;
   blank: number;
   invalid: number;
-  /** Lines over the model's token limit (truncated or recorded as errors, per --long-lines). */
+  /** Lines over the model's token limit: truncated, or with `--long-lines error` recorded as errors and not in `requests` or `tokens`. */
   tooLong: number;
   /** With `--reuse`: lines whose vectors the previous output has (not sent, not in requests or tokens). */
   reused: number;
@@ -67,6 +67,9 @@ export async function planCorpus(
         if (mayExceedTokens(line.text, tokenLimit)) {
           const fit = fitToTokenLimit(await loadTokenizer(), line.text, tokenLimit);
           if (fit.exceeded) plan.tooLong += 1;
+          // `--long-lines error`: the run records it as TEXT_TOO_LONG and sends nothing (it was
+          // counted as truncated, with its tokens and a batch slot).
+          if (fit.exceeded && options.longLines === 'error') continue;
           tokens = fit.exceeded ? tokenLimit : fit.tokens;
           text = fit.text;
         }

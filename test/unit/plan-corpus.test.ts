@@ -56,6 +56,16 @@ another short line
     // The long line counts as what is sent: its first 8,191 tokens (8,192 with the one v4 adds).
     const tokenizer = await loadTokenizer();
     expect(exact.tokens).toBe(8_191 + tokenizer.countTokens('short line') + tokenizer.countTokens('another short line'));
+    // With --long-lines error the run records it as TEXT_TOO_LONG and sends nothing: no tokens, no slot.
+    const refusing = parseJobOptions({ input: file, output: 'unused', longLines: 'error' });
+    const refused = await planCorpus(refusing, { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, { exactTokens: true });
+    expect(refused).toMatchObject({ lines: 3, tooLong: 1, requests: 1 });
+    expect(refused.tokens).toBe(tokenizer.countTokens('short line') + tokenizer.countTokens('another short line'));
+    // Nor does it take a batch slot: the long line and 10 short ones are one request of 10, not two.
+    const slots = path.join(folder, 'long-first.txt');
+    await writeFile(slots, `${'1 '.repeat(9_000)}\n${'short line\n'.repeat(10)}`);
+    const slotsPlan = await planCorpus(parseJobOptions({ input: slots, output: 'unused', longLines: 'error' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
+    expect(slotsPlan).toMatchObject({ lines: 11, tooLong: 1, requests: 1 });
   });
 
   it('counts a compressed object it cannot read (zstd) as the run does: one invalid line, no tokens, no requests', async () => {
