@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, type Dirent } from 'node:fs';
-import { type FileHandle, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { createWriteStream, type Dirent, type Stats } from 'node:fs';
+import { type FileHandle, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -255,8 +255,13 @@ export class LocalObjectStore implements ObjectStore {
         throw new StorageError(`list ${this.#display(folderKey + escapedName(entry.name))}: the name is not UTF-8, so it cannot be a key (keys are UTF-8, as in S3); rename it`);
       }
       const isLink = entry.isSymbolicLink();
-      const folderHere = entry.isDirectory() || (isLink && this.#corpus !== undefined && (await isFolder(path.join(folder, name))));
-      if (!folderHere && !entry.isFile() && !(isLink && (await isFile(path.join(folder, name))))) continue;
+      const target = isLink ? await linkTarget(path.join(folder, name)) : undefined;
+      if (typeof target === 'string' && this.#corpus) {
+        // A link to an unmounted share was skipped as if it were not there, its lines lost unsaid.
+        throw new StorageError(`list ${this.#display(folderKey + name)}: the link leads nowhere (${target}): its target is missing, not mounted, or a loop of links; remove it or mount what it points to`);
+      }
+      const folderHere = entry.isDirectory() || (this.#corpus !== undefined && typeof target === 'object' && target.isDirectory());
+      if (!folderHere && !entry.isFile() && !(typeof target === 'object' && target.isFile())) continue;
       children.push({ name, isFolder: folderHere, isLink, sortKey: Buffer.concat([entry.name, folderHere ? SLASH : EMPTY]) });
     }
     children.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
@@ -340,11 +345,16 @@ function isWithin(inner: string, outer: string): boolean {
   return inner === outer || inner.startsWith(outer.endsWith(path.sep) ? outer : outer + path.sep);
 }
 
-async function isFolder(file: string): Promise<boolean> {
+/**
+ * What a symbolic link leads to, or why it leads nowhere (`ENOENT`: dangling, `ELOOP`: a loop of
+ * links, ...); undefined when the link itself is gone (deleted while listing).
+ */
+async function linkTarget(link: string): Promise<Stats | string | undefined> {
   try {
-    return (await stat(file)).isDirectory();
-  } catch {
-    return false;
+    return await stat(link);
+  } catch (error) {
+    if (!(await lstat(link).then(() => true, () => false))) return undefined;
+    return (error as NodeJS.ErrnoException).code ?? String(error);
   }
 }
 

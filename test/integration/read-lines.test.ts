@@ -781,6 +781,19 @@ describe('listCorpus over local files', () => {
     expect(keysOfStore(await collect(new LocalObjectStore(folder).list('')))).toEqual(['m.txt', 'own.txt']);
   });
 
+  it('refuses a link that leads nowhere (dangling: an unmounted share; a link to itself), naming it (it was skipped without a word)', async () => {
+    const folder = path.join(root, 'dangling');
+    await mkdir(folder);
+    await writeFile(path.join(folder, 'a.txt'), 'a\n');
+    await symlink('/mnt/embedq-no-such-share/corpus', path.join(folder, 'share'));
+    await expect(sources(folder)).rejects.toThrow(new StorageError(`list ${folder}/share: the link leads nowhere (ENOENT): its target is missing, not mounted, or a loop of links; remove it or mount what it points to`));
+    await rm(path.join(folder, 'share'));
+    await symlink('self.txt', path.join(folder, 'self.txt'));
+    await expect(sources(folder)).rejects.toThrow(/list .*dangling\/self\.txt: the link leads nowhere \(ELOOP\)/);
+    // An output's listing (what --overwrite deletes) passes over them, as before.
+    expect(keysOfStore(await collect(new LocalObjectStore(folder).list('')))).toEqual(['a.txt']);
+  });
+
   it('passes over hidden entries before any check: their names and links, never read, do not refuse the input', async () => {
     const folder = path.join(root, 'with-hidden');
     await mkdir(path.join(folder, '.git/sub'), { recursive: true });
