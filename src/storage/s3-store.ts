@@ -108,12 +108,17 @@ export class S3ObjectStore implements ObjectStore {
             Prefix: prefix || undefined,
             ContinuationToken: continuationToken,
             MaxKeys: this.#listPageSize,
+            // XML cannot carry every key as it is: its parsers turn a CR into LF, so a key holding
+            // one named no object. URL-encoded, every key comes back exact.
+            EncodingType: 'url',
           }),
         ),
       );
+      // A server that ignores the request (s3rver) does not echo it, and sends keys as they are.
+      const keyOf = page.EncodingType === 'url' ? decodeListedKey : (key: string): string => key;
       // S3 returns keys in UTF-8 byte order within and across pages; we keep its order.
       for (const entry of page.Contents ?? []) {
-        if (entry.Key !== undefined) yield { key: entry.Key, sizeBytes: entry.Size ?? 0, version: s3Version(entry.ETag, entry.Size) };
+        if (entry.Key !== undefined) yield { key: keyOf(entry.Key), sizeBytes: entry.Size ?? 0, version: s3Version(entry.ETag, entry.Size) };
       }
       continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (continuationToken);
@@ -303,4 +308,9 @@ function httpStatusOf(error: unknown): number | undefined {
 /** An object's version as `open` and `stat` report it: a GET and a HEAD of one version agree. */
 function s3Version(etag: string | undefined, size: number | undefined): string {
   return `${etag ?? ''}:${size ?? ''}`;
+}
+
+/** A key from a listing made with `encoding-type=url`: S3 writes a space as `+` (and `+` as `%2B`), as forms do. */
+function decodeListedKey(key: string): string {
+  return decodeURIComponent(key.replace(/\+/g, ' '));
 }

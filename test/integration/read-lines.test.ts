@@ -12,7 +12,8 @@ import { listCorpus, assertInputExists, type CorpusObject } from '../../src/corp
 import { formatOf, readCorpusLines, type CorpusLine, type ReadCorpusLinesOptions } from '../../src/corpus/read-lines.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import type { ObjectStore, OpenedObject, StoredObject } from '../../src/storage/object-store.js';
-import { S3ObjectStore } from '../../src/storage/s3-store.js';
+import { createS3Client, S3ObjectStore } from '../../src/storage/s3-store.js';
+import { startRewritingProxy } from '../support/rewriting-proxy.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
 
 /** `into`: where the items go as they come, kept when `items` throws. */
@@ -696,6 +697,36 @@ describe('listCorpus + readCorpusLines over S3 (s3rver)', () => {
       text('corpus/05-data/', 0, 'named like a folder'),
       text('corpus/05-data/', 1, 'still data'),
     ]);
+  });
+
+  it('lists and reads keys XML cannot carry as they are (a CR: it came back as LF and named no object), from an S3 that URL-encodes them', async () => {
+    const store = new S3ObjectStore(s3.client, bucket);
+    const keys = ['odd-keys/a\rb.txt', 'odd-keys/p+q %25 r.txt'];
+    for (const key of keys) await store.write(key, `${JSON.stringify(key)}\n`);
+    // s3rver ignores `encoding-type=url`; this proxy answers as S3 does: each key encoded (a space
+    // as +), and the encoding named in the result.
+    const unescapeXml = (value: string): string =>
+      value.replace(/&(#x?[0-9a-f]+|amp|lt|gt|quot|apos);/gi, (_, name: string) =>
+        name[0] === '#' ? String.fromCodePoint(Number(name[1] === 'x' ? `0${name.slice(1)}` : name.slice(1))) : ({ amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" } as Record<string, string>)[name]!,
+      );
+    const encodeKey = (key: string): string => encodeURIComponent(key).replace(/%20/g, '+').replace(/%2F/g, '/');
+    const proxy = await startRewritingProxy(s3.endpoint, (body, _index, request) => {
+      const text = body.toString('utf8');
+      if (!request.url.includes('encoding-type=url') || !text.includes('<ListBucketResult')) return { body };
+      const encoded = text.replace(/<Key>([^<]*)<\/Key>/g, (_, key: string) => `<Key>${encodeKey(unescapeXml(key))}</Key>`).replace('</Name>', '</Name><EncodingType>url</EncodingType>');
+      return { body: Buffer.from(encoded) };
+    });
+    const client = createS3Client({ region: 'us-east-1', endpoint: proxy.url, forcePathStyle: true, checksums: 'WHEN_REQUIRED' }, { credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    try {
+      const objects = await collect(listCorpus(`s3://${bucket}/odd-keys/`, { s3Client: client }));
+      expect(objects.map((object) => object.key)).toEqual(keys);
+      for (const object of objects) expect(await collect(readCorpusLines(object))).toEqual([text(object.source, 0, JSON.stringify(object.key))]);
+    } finally {
+      client.destroy();
+      await proxy.close();
+    }
+    // Straight from s3rver, which does not encode: keys as it sends them, not decoded a second time.
+    expect((await collect(store.list('odd-keys/p'))).map((object) => object.key)).toEqual([keys[1]]);
   });
 
   it('lists a single object by its key', async () => {

@@ -9,14 +9,15 @@ export interface RewrittenAnswer {
 }
 
 /**
- * A reverse proxy in front of `targetUrl` (the emulator) that passes each answer's body through
- * `rewrite` (`index` counts answers from 0), as a broken gateway, a faulty upstream or a
- * compressing one might change it, and keeps the request headers it saw. Asks the upstream for
- * uncompressed bodies so the rewrite sees them as sent.
+ * A reverse proxy in front of `targetUrl` (the emulator, or s3rver) that passes each answer's
+ * body through `rewrite` (`index` counts answers from 0; `request.url` is the path and query
+ * asked), as a broken gateway, a faulty upstream, a compressing one or a server with a feature
+ * the local one lacks might change it, and keeps the request headers it saw. Asks the upstream
+ * for uncompressed bodies so the rewrite sees them as sent.
  */
 export async function startRewritingProxy(
   targetUrl: string,
-  rewrite: (body: Buffer, index: number) => RewrittenAnswer,
+  rewrite: (body: Buffer, index: number, request: { url: string }) => RewrittenAnswer,
 ): Promise<{ url: string; seen: IncomingHttpHeaders[]; close(): Promise<void> }> {
   const target = new URL(targetUrl);
   const seen: IncomingHttpHeaders[] = [];
@@ -28,7 +29,7 @@ export async function startRewritingProxy(
       const chunks: Buffer[] = [];
       answer.on('data', (chunk: Buffer) => chunks.push(chunk));
       answer.on('end', () => {
-        const rewritten = rewrite(Buffer.concat(chunks), answers++);
+        const rewritten = rewrite(Buffer.concat(chunks), answers++, { url: incoming.url ?? '' });
         outgoing.writeHead(answer.statusCode ?? 502, { ...answer.headers, ...rewritten.headers, 'content-length': String(rewritten.body.length) });
         outgoing.end(rewritten.body);
       });
