@@ -492,6 +492,9 @@ function errorLine(source: string, line: number, code: InputLineErrorCode, reaso
 /** Any non-whitespace character (JavaScript's whitespace: Unicode spaces, tabs, U+3000, U+FEFF...). */
 const NON_BLANK = /\S/;
 
+/** A UTF-16 surrogate not part of a pair (with the `u` flag, a pair is one code point, not two). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 function textLineReader(source: string): (text: string, line: number) => CorpusLine {
   return (text, line) => (NON_BLANK.test(text) ? { kind: 'text', source, line, text, id: null } : { kind: 'blank', source, line });
 }
@@ -512,6 +515,15 @@ function jsonLineReader(source: string, textField: string, idField: string | und
     if (text === undefined) return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is missing`);
     if (typeof text !== 'string') {
       return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is ${kindOf(text)}, expected a string`);
+    }
+    // Refused as in a text file: JSON escapes let through what UTF-8 bytes cannot hold (a NUL was
+    // embedded, a lone surrogate stored as U+FFFD, both without a record).
+    const nul = text.indexOf('\0');
+    if (nul !== -1) return errorLine(source, line, 'INVALID_UTF8', `field "${textField}" holds a NUL character (\\u0000) at character ${nul}: not text (binary data?)`);
+    const surrogate = text.search(LONE_SURROGATE);
+    if (surrogate !== -1) {
+      const escape = `\\u${text.charCodeAt(surrogate).toString(16)}`;
+      return errorLine(source, line, 'INVALID_UTF8', `field "${textField}" holds an unpaired surrogate (${escape}) at character ${surrogate}: not Unicode text, UTF-8 cannot hold it`);
     }
     if (!NON_BLANK.test(text)) return { kind: 'blank', source, line };
     if (idField === undefined) return { kind: 'text', source, line, text, id: null };

@@ -223,10 +223,10 @@ describe('readCorpusLines: line breaks other than \\n, and text that is not UTF-
       failure('nul.txt', 2, 'INVALID_UTF8', reason(0)),
       text('nul.txt', 3, 'after'),
     ]);
-    // JSON Lines refuse a raw NUL as invalid JSON; an escaped one is the writer's choice.
+    // JSON Lines refuse a raw NUL as invalid JSON, and an escaped one as a text file refuses it (it was embedded).
     const [raw, escaped] = await linesOf('nul.jsonl', '{"text":"a\u0000b"}\n{"text":"a\\u0000b"}\n');
     expect(raw).toMatchObject({ kind: 'error', code: 'INVALID_JSON' });
-    expect(escaped).toEqual(text('nul.jsonl', 1, 'a\u0000b'));
+    expect(escaped).toMatchObject({ kind: 'error', code: 'INVALID_UTF8', line: 1 });
   });
 });
 
@@ -426,6 +426,16 @@ describe('readCorpusLines: JSON Lines', () => {
       failure(source, 12, 'MISSING_TEXT_FIELD', 'field "text" is null, expected a string'),
       text(source, 13, 'bool id', 'true'),
       blank(source, 14),
+    ]);
+  });
+
+  it('refuses a text field holding a NUL or an unpaired surrogate, as a text file refuses them (embedded with a NUL, stored as U+FFFD)', async () => {
+    const lines = ['{"text":"a\\u0000b"}', '{"text":"x\\ud800y"}', '{"text":"\\udc00"}', '{"text":"pair \\ud83d\\ude00 ok"}'].join('\n');
+    expect(await linesOf('s.jsonl', `${lines}\n`)).toEqual([
+      failure('s.jsonl', 0, 'INVALID_UTF8', 'field "text" holds a NUL character (\\u0000) at character 1: not text (binary data?)'),
+      failure('s.jsonl', 1, 'INVALID_UTF8', 'field "text" holds an unpaired surrogate (\\ud800) at character 1: not Unicode text, UTF-8 cannot hold it'),
+      failure('s.jsonl', 2, 'INVALID_UTF8', 'field "text" holds an unpaired surrogate (\\udc00) at character 0: not Unicode text, UTF-8 cannot hold it'),
+      text('s.jsonl', 3, 'pair 😀 ok'),
     ]);
   });
 
