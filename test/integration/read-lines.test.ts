@@ -13,6 +13,7 @@ import { formatOf, readCorpusLines, type CorpusLine, type ReadCorpusLinesOptions
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import type { ObjectStore, OpenedObject, StoredObject } from '../../src/storage/object-store.js';
 import { createS3Client, S3ObjectStore } from '../../src/storage/s3-store.js';
+import { PACKED } from '../support/compressed-fixtures.js';
 import { startRewritingProxy } from '../support/rewriting-proxy.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
 
@@ -350,9 +351,7 @@ describe('readCorpusLines: gzip', () => {
 });
 
 describe('readCorpusLines: compressions and archives it does not read', () => {
-  const lines = Array.from({ length: 600 }, (_, index) => `line ${index} of a corpus that was compressed`).join('\n');
-  /** `lines` through the real tool (bzip2, xz, zstd; tar of two files), as a user's corpus would be. */
-  const packed = (command: string, args: string[]): Buffer => execFileSync(command, args, { input: lines, maxBuffer: 1 << 24 });
+  // Made by the real tools (bzip2, xz, zstd: test/support/compressed-fixtures.ts; tar of two files here), as a user's corpus would be.
   const tarOfTwo = async (): Promise<Buffer> => {
     const folder = await mkdtemp(path.join(tmpdir(), 'embedq-tar-'));
     await writeFile(path.join(folder, 'one.txt'), 'first file\n');
@@ -365,13 +364,13 @@ describe('readCorpusLines: compressions and archives it does not read', () => {
   it('refuses bzip2, zstd, xz and tar objects, gzipped or not, with one record saying so and no rows (garbage rows were embedded)', async () => {
     const tar = await tarOfTwo();
     const cases: [string, Buffer, string][] = [
-      ['c.txt.bz2', packed('bzip2', ['-c']), 'bzip2-compressed, not supported: decompress it, or gzip it'],
-      ['c.txt.zst', packed('zstd', ['-c', '-q']), 'zstd-compressed, not supported: decompress it, or gzip it'],
-      ['c.txt.xz', packed('xz', ['-c']), 'xz-compressed, not supported: decompress it, or gzip it'],
+      ['c.txt.bz2', PACKED.bzip2, 'bzip2-compressed, not supported: decompress it, or gzip it'],
+      ['c.txt.zst', PACKED.zstd, 'zstd-compressed, not supported: decompress it, or gzip it'],
+      ['c.txt.xz', PACKED.xz, 'xz-compressed, not supported: decompress it, or gzip it'],
       ['c.tar', tar, 'a tar archive, not supported: extract its files into the input'],
       ['c.tar.gz', gzipSync(tar), 'gzipped, and inside a tar archive, not supported: extract its files into the input'],
       ['c.txt', gzipSync(tar), 'gzipped, and inside a tar archive, not supported: extract its files into the input'],
-      ['c.zst.gz', gzipSync(packed('zstd', ['-c', '-q'])), 'gzipped, and inside zstd-compressed data, not supported: decompress it, or gzip it'],
+      ['c.zst.gz', gzipSync(PACKED.zstd), 'gzipped, and inside zstd-compressed data, not supported: decompress it, or gzip it'],
     ];
     for (const [key, bytes, reason] of cases) expect(await linesOf(key, bytes), key).toEqual([failure(key, 0, 'INVALID_UTF8', reason)]);
   });

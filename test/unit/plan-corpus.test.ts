@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planCorpus } from '../../src/corpus/plan-corpus.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { loadTokenizer } from '../../src/tokens/count-tokens.js';
+import { ZSTD_SHORT } from '../support/compressed-fixtures.js';
 
 describe('embedq plan', () => {
   let folder: string;
@@ -70,7 +70,7 @@ another short line
 
   it('counts a compressed object it cannot read (zstd) as the run does: one invalid line, no tokens, no requests', async () => {
     const file = path.join(folder, 'c.txt.zst');
-    await writeFile(file, execFileSync('zstd', ['-c', '-q'], { input: 'one line\n'.repeat(500) }));
+    await writeFile(file, ZSTD_SHORT);
     const plan = await planCorpus(parseJobOptions({ input: file, output: 'unused' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
     expect(plan).toMatchObject({ objects: 1, lines: 1, blank: 0, invalid: 1, tokens: 0, requests: 0 });
   });
