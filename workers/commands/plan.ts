@@ -24,12 +24,16 @@ export function registerPlanCommand(program: Command): void {
         requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[options.model].defaultRequestsPerMinute,
         tokensPerMinute: settings.dashscope.tokensPerMinute ?? MODELS[options.model].defaultTokensPerMinute,
       };
+      // The gate paces at the limit times the target utilisation, less the reserve: so does the plan
+      // (it timed a run at the whole limit, half the time a 0.5 reserve gives).
+      const share = settings.dashscope.targetUtilization * (1 - settings.dashscope.reserve);
+      const paced = { requestsPerMinute: limits.requestsPerMinute * share, tokensPerMinute: limits.tokensPerMinute * share };
       // The previous output's reader (hyparquet) is loaded only for `--reuse`, and by no other command.
       const reuse = options.reuse === undefined ? undefined : await (await import('./plan-reuse.js')).openReuse(options, settings);
-      const plan = await planCorpus(options, limits, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable });
+      const plan = await planCorpus(options, paced, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable });
       if (flags.json) {
         const reuseFields = reuse ? { reused_from: reuse.from ?? null, reuse_error: reuse.error ?? null } : {};
-        process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits, paced }, null, 2)}\n`);
         return;
       }
       const n = (value: number): string => value.toLocaleString('en-US');
@@ -43,7 +47,7 @@ export function registerPlanCommand(program: Command): void {
           `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
           `tokens     ${plan.exactTokens ? '' : '~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, before the per-text end token)' : ' (estimate: over on prose, under on digit runs; --exact to count)'}`,
           `cost       ~$${plan.estimatedCostUsd.toFixed(4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
-          `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(limits.requestsPerMinute)} QPM / ${n(limits.tokensPerMinute)} TPM`,
+          `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM (${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${settings.dashscope.reserve * 100}% reserved` : ''}, the gate aims at ${settings.dashscope.targetUtilization * 100}%)`,
         ].join('\n') + '\n',
       );
     } finally {
