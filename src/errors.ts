@@ -139,6 +139,16 @@ export class InputChangedError extends EmbedqError {
 }
 
 /**
+ * No line of a JSON Lines corpus has the text field (a mistyped `--text-field`): the job would
+ * "complete" with every line in `_errors.jsonl` (the input-side twin of PROVIDER_REJECTED_SYSTEMATIC),
+ * so it fails, after the first few thousand lines or at the corpus's end.
+ */
+export class TextFieldMissingError extends EmbedqError {
+  readonly code = 'MISSING_TEXT_FIELD';
+  readonly retryable = false;
+}
+
+/**
  * A gzip member's data is damaged inside (its checksum or length check failed, or its deflate
  * data broke off mid-stream) after lines inflated from it were passed on: zlib checks a member
  * only at its end, so those lines may be corrupt, and once queued they cannot be taken back. The

@@ -12,6 +12,7 @@ import { embeddingParameters } from '../src/job-options.js';
 import { MODELS, textTokenLimit } from '../src/models.js';
 import { contentKey } from '../src/reuse/content-key.js';
 import { sleep } from '../src/sleep.js';
+import { TextFieldMissingError } from '../src/errors.js';
 import { SUCCESS_FILE } from '../src/output/layout.js';
 import { mayExceedTokens } from '../src/tokens/count-tokens.js';
 import { fitTokensOffThread } from '../src/tokens/token-worker.js';
@@ -82,6 +83,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   let blank = 0;
   let truncated = 0;
   let inputErrors: ErrorRecord[] = [];
+  const textField = new TextFieldWatch(options.textField);
   let stopped = false;
   let lastProgressAt = Date.now();
 
@@ -158,9 +160,11 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
       return;
     }
     if (line.kind === 'error') {
+      textField.missing(line);
       if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, code: line.code, message: line.message });
       return;
     }
+    textField.found();
     let text = line.text;
     if (mayExceedTokens(text, maxTokens)) {
       const fit = await fitTokensOffThread(text, maxTokens); // a worker thread: long lines take seconds
@@ -189,6 +193,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
 
   /** Moves past rows that are all in written shards without reading them, as the line loop would. */
   const stepOver = async (end: number): Promise<void> => {
+    textField.steppedOver();
     while ((shard + 1) * shardRows < end) {
       await closeShard((shard + 1) * shardRows);
       await openShard(shard + 1);
@@ -253,6 +258,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     logger.info({ row }, 'split stopped: job no longer active');
     return;
   }
+  textField.atEnd();
   await corpora.pins.checkCount(id, options.input, objectsRead);
   // The other objects' ends were recorded as the next one was pinned.
   if (objectsRead > 0) await corpora.pins.recordEnd(id, objectsRead - 1, row);
@@ -307,3 +313,45 @@ async function objectsInWrittenShards(corpora: Services['corpora'], id: string, 
     },
   };
 }
+
+/** Lines lacking the text field, none having it, before the job fails (a mistyped --text-field). */
+const MISSING_TEXT_FIELD_LIMIT = 1_000;
+
+/**
+ * Fails the job (TextFieldMissingError) when no line has the text field: a mistyped `--text-field`
+ * "completed" with every line in `_errors.jsonl`, exit code 0. After MISSING_TEXT_FIELD_LIMIT such
+ * lines with no line embeddable, or at the end of a smaller corpus. A split that stepped over
+ * written shards (a restart) has not seen their lines, so it does not judge.
+ */
+class TextFieldWatch {
+  #missing = 0;
+  #first: string | undefined;
+  #found = false;
+  #partial = false;
+
+  constructor(private readonly field: string) {}
+
+  missing(line: { code: string; message: string }): void {
+    if (line.code !== 'MISSING_TEXT_FIELD') return;
+    this.#missing += 1;
+    this.#first ??= line.message;
+    if (this.#missing >= MISSING_TEXT_FIELD_LIMIT) this.atEnd();
+  }
+
+  /** A line with text (or a blank one): the field is there, or the input is text. */
+  found(): void {
+    this.#found = true;
+  }
+
+  steppedOver(): void {
+    this.#partial = true;
+  }
+
+  atEnd(): void {
+    if (this.#found || this.#partial || this.#missing === 0) return;
+    throw new TextFieldMissingError(
+      `no line of the input has the text field "${this.field}": ${this.#missing === MISSING_TEXT_FIELD_LIMIT ? `the first ${this.#missing}` : `all ${this.#missing}`} lacked it (the first: ${this.#first}); check --text-field, or --format for a text file`,
+    );
+  }
+}
+

@@ -512,7 +512,7 @@ function jsonLineReader(source: string, textField: string, idField: string | und
       return errorLine(source, line, 'MISSING_TEXT_FIELD', `expected a JSON object with a "${textField}" field, found ${kindOf(record)}`);
     }
     const text = fieldOf(record, textField);
-    if (text === undefined) return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is missing`);
+    if (text === undefined) return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is missing (the line has ${fieldsOf(record)})`);
     if (typeof text !== 'string') {
       return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is ${kindOf(text)}, expected a string`);
     }
@@ -546,6 +546,14 @@ function isRecord(value: unknown): value is Record<string, unknown> {
  * `record[field]`, or for a dotted `field` the nested value. A key that itself contains the dots
  * wins (`{"meta.body": …}`), so such keys stay reachable. Only own properties count.
  */
+/** A record's top-level field names, for a message: a mistyped --text-field shows beside the right one. */
+function fieldsOf(record: Record<string, unknown>): string {
+  const names = Object.keys(record);
+  if (names.length === 0) return 'no fields';
+  const shown = names.slice(0, 8).map((name) => JSON.stringify(name.length > 40 ? `${name.slice(0, 40)}…` : name));
+  return `${names.length === 1 ? 'field' : 'fields'} ${shown.join(', ')}${names.length > 8 ? `, and ${names.length - 8} more` : ''}`;
+}
+
 function fieldOf(record: Record<string, unknown>, field: string): unknown {
   if (Object.hasOwn(record, field)) return record[field];
   let value: unknown = record;

@@ -37,6 +37,11 @@ describe('failures that stop a job, and bad input', () => {
     damaged[damaged.length >> 1]! ^= 1;
     damaged[(damaged.length >> 1) + 1]! ^= 1;
     await world.put('damaged-gzip/u.txt.gz', damaged);
+    // Every line has "content", none "text" (the default --text-field): a mistyped field.
+    const docs = (count: number): string => Array.from({ length: count }, (_, index) => JSON.stringify({ doc_id: `d${index}`, content: `document ${index}` })).join('\n');
+    await world.put('no-text-field/small.jsonl', docs(25));
+    await world.put('no-text-field-big/big.jsonl', docs(5_000));
+    await world.put('text-field-late/docs.jsonl', `${docs(999)}\n${JSON.stringify({ text: 'the one line with text' })}\n`);
     await world.put('refused/corpus.txt', `${Array.from({ length: 10 }, (_, index) => `line ${index}`).join('\n')}\nplease ${MODERATION_WORD} this\n`);
   });
   afterAll(() => world.close());
@@ -293,6 +298,29 @@ describe('failures that stop a job, and bad input', () => {
     const { folder, keys } = await downloadPrefix(world.s3, 'out', 'damaged-gzip/');
     expect(keys).not.toContain('_SUCCESS');
     await removeFolder(folder);
+  });
+
+  it('fails a JSON Lines job none of whose lines has the text field, naming the fields its lines have (it completed with every line in _errors.jsonl, exit code 0)', async () => {
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const small = await runEmbedq(world.env, ['submit', 's3://corpus/no-text-field/', '--out', 's3://out/no-text-field/', '--id-field', 'doc_id', '--dimension', '64', '--wait']);
+      expect(small.code).toBe(1);
+      const record = await waitForJob(world.services, small.stdout.trim().split('\n')[0]!);
+      expect(record).toMatchObject({ state: 'failed', errorCode: 'MISSING_TEXT_FIELD', rowsEmbedded: 0 });
+      expect(record.error).toContain(
+        'no line of the input has the text field "text": all 25 lacked it (the first: no-text-field/small.jsonl:1: field "text" is missing (the line has fields "doc_id", "content")); check --text-field, or --format for a text file',
+      );
+      // A big corpus fails once 1,000 lines lacked it, without reading the rest.
+      const big = await runEmbedq(world.env, ['submit', 's3://corpus/no-text-field-big/', '--out', 's3://out/no-text-field-big/', '--dimension', '64']);
+      const bigRecord = await waitForJob(world.services, big.stdout.trim());
+      expect(bigRecord).toMatchObject({ state: 'failed', errorCode: 'MISSING_TEXT_FIELD' });
+      expect(bigRecord.error).toContain('the first 1000 lacked it');
+      // One line with the field is enough: the rest are records, as before.
+      const late = await runEmbedq(world.env, ['submit', 's3://corpus/text-field-late/', '--out', 's3://out/text-field-late/', '--dimension', '64']);
+      expect(await waitForJob(world.services, late.stdout.trim())).toMatchObject({ state: 'completed', rowsEmbedded: 1, rowsFailed: 999 });
+    } finally {
+      await pool.close();
+    }
   });
 
   it('completes a shard whose every line the provider refused (its batch has no rows; the shard writer failed on it)', async () => {

@@ -415,7 +415,7 @@ describe('readCorpusLines: JSON Lines', () => {
       blank(source, 2),
       blank(source, 3),
       failure(source, 4, 'MISSING_TEXT_FIELD', 'field "text" is a number, expected a string'),
-      failure(source, 5, 'MISSING_TEXT_FIELD', 'field "text" is missing'),
+      failure(source, 5, 'MISSING_TEXT_FIELD', 'field "text" is missing (the line has field "body")'),
       failure(source, 6, 'MISSING_TEXT_FIELD', 'expected a JSON object with a "text" field, found an array'),
       failure(source, 7, 'INVALID_JSON', jsonError('{"text": "broken"')),
       text(source, 8, 'no id', null),
@@ -449,7 +449,7 @@ describe('readCorpusLines: JSON Lines', () => {
     expect(await linesOf('n.ndjson', rows.join('\n'), { textField: 'meta.body', idField: 'meta.id' })).toEqual([
       text('n.ndjson', 0, 'deep text', '7'),
       text('n.ndjson', 1, 'literal key', 'm2'),
-      failure('n.ndjson', 2, 'MISSING_TEXT_FIELD', 'field "meta.body" is missing'),
+      failure('n.ndjson', 2, 'MISSING_TEXT_FIELD', 'field "meta.body" is missing (the line has field "meta")'),
       failure('n.ndjson', 3, 'MISSING_TEXT_FIELD', 'field "meta.body" is an array, expected a string'),
       text('n.ndjson', 4, 'no id', null),
     ]);
