@@ -58,7 +58,16 @@ export async function resolvePreviousOutput(location: string, open: OpenLocation
       throw new ReuseUnavailableError(`${join(location, LATEST_FILE)}: written by schedule ${writer}, not by this run's schedule ${options.schedule} (their roots are shared); not followed`);
     }
     // A schedule whose template has no placeholder keeps `_latest.json` in its own output.
-    if (pointer.data.output !== location) return openOutput(pointer.data.output, open, `named by ${join(location, LATEST_FILE)}`);
+    const via = pointer.data.output !== location ? `named by ${join(location, LATEST_FILE)}` : undefined;
+    const previous = await openOutput(pointer.data.output, open, via);
+    // Rewritten since the pointer was written (an `--overwrite` submit by hand): its rows are not
+    // the run the schedule last published, so its delta would miss the deletes in between.
+    if (previous.manifest.job_id !== pointer.data.job_id) {
+      throw new ReuseUnavailableError(
+        `${previous.location}: ${join(location, LATEST_FILE)} names job ${pointer.data.job_id} there, but the output was since rewritten by job ${previous.manifest.job_id}`,
+      );
+    }
+    return previous;
   }
   return openOutput(location, open, undefined);
 }

@@ -291,6 +291,17 @@ describe('reuse library', () => {
     await root.write('_latest.json', JSON.stringify({ output: missing, job_id: 'cj-gone' }));
     await expectReuseError(resolvePreviousOutput(root.root, open), /never-written \(named by .*bad-root\/_latest\.json\): no _manifest\.json/);
 
+    // The output _latest.json names, re-run by hand with --overwrite since: another job's rows, so a
+    // delta against it would miss the ids deleted in between (before, it was followed silently).
+    const rewritten = local('rewritten-root');
+    const rewrittenOutput = path.join(rewritten.root, 'run-2');
+    await writePreviousOutput((key, body) => open(rewrittenOutput).store.write(key, body), rewrittenOutput);
+    await rewritten.write('_latest.json', JSON.stringify({ output: rewrittenOutput, job_id: 'cj-published' }));
+    await expectReuseError(
+      resolvePreviousOutput(rewritten.root, open),
+      /rewritten-root\/run-2: .*rewritten-root\/_latest\.json names job cj-published there, but the output was since rewritten by job cj-previous/,
+    );
+
     const lostShard = local('lost-shard');
     await writePreviousOutput(lostShard.write, lostShard.root);
     await rm(path.join(lostShard.root, 'part-00001.parquet'));
