@@ -78,6 +78,11 @@ end
 local ran = redis.call('HMGET', KEYS[1], 'finishedAt', 'resumedAt', 'startedAt', 'generation')
 local ranFrom = ran[2] or (ran[4] == '0' and ran[3])
 if ran[1] and ranFrom then redis.call('HINCRBY', KEYS[1], 'activeMs', math.max(0, tonumber(ran[1]) - tonumber(ranFrom))) end
+-- A job that failed because its previous output changed under it must not build on that output
+-- again: the retry would index the changed rows and write a delta mixing two bases. Recorded as
+-- the reason reuse is unavailable, the retry embeds the rest (workers/split-reuse.ts).
+local failure = redis.call('HMGET', KEYS[1], 'errorCode', 'error', 'reuseError')
+if failure[1] == 'REUSE_UNAVAILABLE' and not failure[3] then redis.call('HSET', KEYS[1], 'reuseError', failure[2]) end
 redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted', 'lastRetry', 'lastRetryAt', 'finalizing', 'resumedAt')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'batchesTotal', c.batches, 'batchesDone', c.batches,
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,

@@ -49,7 +49,9 @@ export class SplitReuse {
    * Opens the job's previous output and builds its index; undefined when the job has no `--reuse`,
    * or when the previous output cannot be used: then the reason is logged and stored on the job
    * (`reuse_error` in the manifest) and the run embeds everything. Once stored it stays: every
-   * later split of the job (a retry) embeds everything too, so the delta never mixes two bases.
+   * later split of the job (a retry) embeds everything too, so the delta never mixes two bases. A
+   * job that failed with REUSE_UNAVAILABLE gets that failure stored as it when retried (RESTART in
+   * jobs/job-record-scripts.ts).
    * Thrown: a storage outage (the split retries), and the previous output failing a re-attempt of
    * the split that first used it (the job fails; see below).
    */

@@ -43,7 +43,7 @@ export function reusedRows(lines: readonly ReusedLine[], previous: PreviousShard
         if (!batch.hashIs(at, line.hash)) {
           const file = previous.files[line.shard] ?? `shard ${line.shard}`;
           throw new ReuseUnavailableError(
-            `${previous.location}: ${file} row ${line.rowInShard} no longer holds the text this job matched for row ${line.row} (${line.source}:${line.line + 1}); the previous output changed during the run. Retry the job without --reuse, or with an unchanged previous output`,
+            `${previous.location}: ${file} row ${line.rowInShard} no longer holds the text this job matched for row ${line.row} (${line.source}:${line.line + 1}); the previous output changed during the run. embedq retry embeds the rest of the job without reusing it (no _delta/)`,
           );
         }
         return { line, batch, at };

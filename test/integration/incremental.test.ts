@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { retryCorpusJob } from '../../jobs/enqueue.js';
@@ -359,6 +359,41 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
     const manifest = manifestOf(out.folder);
     expect(manifest.reuse_error).toContain('no _SUCCESS');
     expect(manifest.counts.reused).toBeGreaterThan(0); // the shards written before, with copied vectors
+    expect(manifest).not.toHaveProperty('delta');
+    expect(out.keys.some((key) => key.startsWith('_delta/'))).toBe(false);
+  }, 120_000);
+  it("the previous output's shards changed mid-run under the same manifest: the job fails, and its retry reuses nothing and writes no delta", async () => {
+    // s3://out/dim128/ holds the second corpus at dimension 128 in shards of 500 rows.
+    const shardBytes = async (file: string): Promise<Uint8Array> =>
+      (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: `dim128/${file}` }))).Body!.transformToByteArray();
+    world.emulator.setFaults({ latencyMs: { min: 1_000, median: 1_200, p99: 1_500 } });
+    const pool = startWorkers(world.services, { concurrency: 2 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/docs/third.jsonl', '--out', 's3://out/swapped/', '--reuse', 's3://out/dim128/', '--id-field', 'id', '--dimension', '128', '--shard-rows', '200']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const id = submitted.stdout.trim();
+      // Once the split has indexed the previous output, its first two shards swap contents (the
+      // manifest, with the same row counts, stays as it was).
+      await waitForJob(world.services, id, (record) => record.reusedFrom !== null);
+      const [first, second] = [await shardBytes('part-00000.parquet'), await shardBytes('part-00001.parquet')];
+      await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: 'dim128/part-00000.parquet', Body: second }));
+      await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: 'dim128/part-00001.parquet', Body: first }));
+      world.emulator.setFaults({ latencyMs: { min: 2, median: 5, p99: 20 } });
+      const failed = await waitForJob(world.services, id, undefined, 60_000);
+      expect(failed.state).toBe('failed');
+      expect(failed.errorCode).toBe('REUSE_UNAVAILABLE');
+      expect(failed.error).toMatch(/no longer holds the text this job matched .* embedq retry embeds the rest of the job without reusing it/);
+      // Before, the retry indexed the changed shards and wrote a delta against them: deletes
+      // missing, unchanged ids counted new.
+      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id)).toMatchObject({ retried: true });
+      expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
+    } finally {
+      await pool.close();
+    }
+    const out = await download('s3://out/swapped/');
+    await expectExact(out.folder, FIRST, { ...PARAMETERS, dimension: 128 });
+    const manifest = manifestOf(out.folder);
+    expect(manifest.reuse_error).toMatch(/no longer holds the text this job matched/);
     expect(manifest).not.toHaveProperty('delta');
     expect(out.keys.some((key) => key.startsWith('_delta/'))).toBe(false);
   }, 120_000);
