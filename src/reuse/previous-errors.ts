@@ -96,6 +96,10 @@ export class PreviousErrorIds {
  * provider refused (see INPUT_CODES). Returns the file's version; with `expected`, a file of
  * another version is a ReuseUnavailableError. Records without `id` (no `--id-field`, a line
  * without one, or written before records had ids) are passed over.
+ *
+ * The file must hold as many records as the manifest's `counts.failed` (one record per failed
+ * line, refused on reading or by the provider): a file cut at a line boundary or emptied parses
+ * fine, and the ids it lost would never be deleted. Manifests without that count are trusted.
  */
 async function forEachRejectedId(previous: PreviousOutput, expected: string | undefined, each: (id: string) => void): Promise<string> {
   const { store, prefix, location } = previous;
@@ -113,10 +117,12 @@ async function forEachRejectedId(previous: PreviousOutput, expected: string | un
   }
   const lines = createInterface({ input: opened.body, crlfDelay: Infinity });
   let number = 0;
+  let records = 0;
   try {
     for await (const line of lines) {
       number += 1;
       if (line.trim() === '') continue;
+      records += 1;
       let record: { id?: unknown; code?: unknown };
       try {
         record = JSON.parse(line) as { id?: unknown; code?: unknown };
@@ -132,6 +138,10 @@ async function forEachRejectedId(previous: PreviousOutput, expected: string | un
   } finally {
     lines.close();
     opened.body.destroy();
+  }
+  const failed = previous.manifest.counts?.failed;
+  if (failed !== undefined && records !== failed) {
+    throw new ReuseUnavailableError(`${where}: ${records} error records, but the manifest counts ${failed} failed lines; the file was cut short or replaced`);
   }
   return opened.version;
 }

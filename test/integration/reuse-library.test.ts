@@ -376,6 +376,20 @@ describe('reuse library', () => {
     expect(await writeDeletes(open(outRoot), index, errorIds)).toBe(2);
     expect((await readFile(path.join(outRoot, DELETES_FILE), 'utf8')).trim().split('\n')).toEqual(['{"id":"a11"}', '{"id":"r-gone"}']);
 
+    // The manifest counts its failed lines, one record each: a file cut at a line boundary, or
+    // emptied, still parses, but the ids it lost would never be deleted (before, it was accepted).
+    const manifestFile = path.join(root, '_manifest.json');
+    await writeFile(manifestFile, JSON.stringify({ ...JSON.parse(await readFile(manifestFile, 'utf8')), counts: { failed: 6 } }));
+    const counted = await resolvePreviousOutput(root, open);
+    expect((await PreviousErrorIds.build(counted)).see('r-back')).toBe(true);
+    const records = await readFile(path.join(root, '_errors.jsonl'), 'utf8');
+    for (const [cut, found] of [[records.split('\n').slice(0, 4).join('\n'), 4], ['', 0]] as const) {
+      await writeFile(path.join(root, '_errors.jsonl'), cut);
+      const error = await PreviousErrorIds.build(counted).then(() => undefined, (caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ReuseUnavailableError);
+      expect((error as Error).message).toMatch(new RegExp(`refused/_errors\\.jsonl: ${found} error records, but the manifest counts 6 failed lines; the file was cut short or replaced`));
+    }
+
     // _SUCCESS vouches for _errors.jsonl: without it the ids of refused lines are unknown.
     await rm(path.join(root, '_errors.jsonl'));
     const error = await PreviousErrorIds.build(previous).then(() => undefined, (caught: unknown) => caught);
