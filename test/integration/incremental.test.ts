@@ -397,4 +397,27 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
     expect(manifest).not.toHaveProperty('delta');
     expect(out.keys.some((key) => key.startsWith('_delta/'))).toBe(false);
   }, 120_000);
+  it('plan --reuse --id-field reads the previous _errors.jsonl as the run does: with it missing, both say reuse is unavailable, for the same reason', async () => {
+    await world.put('plan/corpus.jsonl', jsonl(FIRST.slice(0, 30)));
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const first = await runEmbedq(world.env, ['submit', 's3://corpus/plan/corpus.jsonl', '--out', 's3://out/plan-previous/', '--id-field', 'id', '--dimension', String(DIMENSION), '--wait']);
+      expect(first.code, first.stderr).toBe(0);
+      await world.s3.client.send(new DeleteObjectCommand({ Bucket: 'out', Key: 'plan-previous/_errors.jsonl' }));
+      const reuseArgs = ['s3://corpus/plan/corpus.jsonl', '--reuse', 's3://out/plan-previous/', '--dimension', String(DIMENSION)];
+      // Without --id-field neither reads it: every line is reused.
+      const withoutIds = await runEmbedq(world.env, ['plan', ...reuseArgs, '--json']);
+      expect(JSON.parse(withoutIds.stdout)).toMatchObject({ reused: 30, reuse_error: null });
+      // Before, plan said "reuse 30 lines" while the run sent everything.
+      const planned = await runEmbedq(world.env, ['plan', ...reuseArgs, '--id-field', 'id', '--json']);
+      expect(planned.code, planned.stderr).toBe(0);
+      const plan = JSON.parse(planned.stdout) as { reused: number; reuse_error: string | null };
+      expect(plan).toMatchObject({ reused: 0, reuse_error: expect.stringMatching(/s3:\/\/out\/plan-previous\/_errors\.jsonl: unreadable/) as unknown });
+      const run = await runEmbedq(world.env, ['submit', ...reuseArgs, '--id-field', 'id', '--out', 's3://out/plan-run/', '--wait']);
+      expect(run.code, run.stderr).toBe(0);
+      expect(manifestOf((await download('s3://out/plan-run/')).folder).reuse_error).toBe(plan.reuse_error);
+    } finally {
+      await pool.close();
+    }
+  });
 });

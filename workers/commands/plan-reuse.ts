@@ -2,6 +2,7 @@ import type { Settings } from '../../src/config.js';
 import { ReuseUnavailableError } from '../../src/errors.js';
 import { embeddingParameters, type JobOptions } from '../../src/job-options.js';
 import { contentKey } from '../../src/reuse/content-key.js';
+import { PreviousErrorIds } from '../../src/reuse/previous-errors.js';
 import { PreviousIndex } from '../../src/reuse/previous-index.js';
 import { resolvePreviousOutput } from '../../src/reuse/previous-output.js';
 import { openStore, parseLocation } from '../../src/storage/locations.js';
@@ -20,6 +21,8 @@ export async function openReuse(
   try {
     const previous = await resolvePreviousOutput(options.reuse!, (location) => openStore(parseLocation(location), s3));
     const index = await PreviousIndex.build(previous);
+    // The run reads the previous `_errors.jsonl` too with --id-field, and embeds everything if it cannot.
+    if (options.idField !== undefined) await PreviousErrorIds.build(previous);
     const parameters = embeddingParameters(options);
     return { from: previous.location, reusable: (source, line, text) => index.match(source, line, contentKey(text, parameters)) !== -1 };
   } catch (error) {
