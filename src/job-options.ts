@@ -46,6 +46,10 @@ const JobOptionsSchema = z
         context.addIssue({ code: 'custom', path: [field], message: (error as Error).message });
       }
     }
+    if (options.format === 'text' && options.idField !== undefined) {
+      // Every line would have a null id: the delta would classify nothing and list nothing.
+      context.addIssue({ code: 'custom', path: ['idField'], message: 'plain-text lines (--format text) have no fields, so no id; --id-field needs JSON Lines input' });
+    }
     if (options.output !== NO_OUTPUT && outputInsideInput(options.input, options.output)) {
       const hidden = parseLocation(options.input).kind === 'local' ? ' (or a hidden folder in it, such as .vectors/, which reading skips)' : '';
       context.addIssue({

@@ -7,7 +7,7 @@ import { embedQueue } from '../jobs/queues.js';
 import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import { READ_AHEAD, readAhead } from '../src/corpus/read-ahead.js';
-import { readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
+import { formatOf, noIdsWarning, readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
 import { embeddingParameters } from '../src/job-options.js';
 import { MODELS, textTokenLimit } from '../src/models.js';
 import { contentKey } from '../src/reuse/content-key.js';
@@ -210,10 +210,12 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   // Skipping written shards by row number is right only over the corpus read before: each object
   // is checked against the version this job read there, if it read one (jobs/corpus-pins.ts).
   let objectsRead = 0;
+  let jsonLinesObjects = 0;
   const listing = listCorpus(options.input, { s3Client: options.input.startsWith('s3://') ? services.s3() : undefined, output: options.output });
   const wanted = (index: number): boolean => written.rowsOf(index) === undefined && written.resumeIn(index) === undefined;
   outer: for await (const object of readAhead(listing, READ_AHEAD, wanted)) {
     const index = objectsRead++;
+    if ((options.format ?? formatOf(object.key)) === 'jsonl') jsonLinesObjects += 1;
     const firstRow = row;
     const verify = (version: string): Promise<void> => corpora.pins.check(id, index, object, version, firstRow);
     const rows = written.rowsOf(index);
@@ -272,6 +274,10 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   if (deleted !== undefined) await corpora.jobs.setReuse(id, generation, { rowsDeleted: deleted });
   const totals = await corpora.jobs.finishSplit(id, generation, { totalLines: row, totalShards });
   logger.info({ lines: row, shards: totalShards }, 'corpus split');
+  if (options.idField !== undefined && objectsRead > 0 && jsonLinesObjects === 0) {
+    // Refused at submit only with --format text: a prefix may hold JSON Lines objects later.
+    logger.warn({ idField: options.idField, objects: objectsRead }, noIdsWarning(options.idField));
+  }
   if (totals && totals.shardsWritten === totals.totalShards) await enqueueFinalize(queues.write, id, generation);
 }
 

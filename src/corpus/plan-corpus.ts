@@ -8,7 +8,7 @@ import { fitToTokenLimit } from '../tokens/fit-tokens.js';
 import { placeLine, type BatchSlot } from './batching.js';
 import { listCorpus } from './list-corpus.js';
 import { readAhead } from './read-ahead.js';
-import { readCorpusLines } from './read-lines.js';
+import { formatOf, noIdsWarning, readCorpusLines } from './read-lines.js';
 
 export interface CorpusPlan {
   objects: number;
@@ -29,6 +29,8 @@ export interface CorpusPlan {
   estimatedCostUsd: number;
   /** Minutes at the account's limits (whichever of QPM and TPM binds). */
   minutesAtQuota: number;
+  /** What the run would do that the options do not say (`--id-field` over plain text only). */
+  warnings: string[];
 }
 
 /**
@@ -49,10 +51,12 @@ export async function planCorpus(
   const tokenLimit = textTokenLimit(options.model);
   const tokenizer = deps.exactTokens ? await loadTokenizer() : undefined;
   const plan = { objects: 0, lines: 0, blank: 0, invalid: 0, tooLong: 0, reused: 0, requests: 0, tokens: 0 };
+  let jsonLinesObjects = 0;
   let slot: BatchSlot | undefined;
   const batching = { shardRows: options.shardRows, maxTextsPerRequest: spec.maxTextsPerRequest };
   for await (const object of readAhead(listCorpus(options.input, { s3Client: deps.s3Client }))) {
     plan.objects += 1;
+    if ((options.format ?? formatOf(object.key)) === 'jsonl') jsonLinesObjects += 1;
     for await (const line of readCorpusLines(object, { format: options.format, textField: options.textField, idField: options.idField })) {
       const row = plan.lines;
       plan.lines += 1;
@@ -85,5 +89,6 @@ export async function planCorpus(
     }
   }
   const minutesAtQuota = Math.max(plan.requests / limits.requestsPerMinute, plan.tokens / limits.tokensPerMinute);
-  return { ...plan, exactTokens: tokenizer !== undefined, estimatedCostUsd: estimateCostUsd(options.model, plan.tokens), minutesAtQuota };
+  const warnings = options.idField !== undefined && plan.objects > 0 && jsonLinesObjects === 0 ? [noIdsWarning(options.idField)] : [];
+  return { ...plan, exactTokens: tokenizer !== undefined, estimatedCostUsd: estimateCostUsd(options.model, plan.tokens), minutesAtQuota, warnings };
 }

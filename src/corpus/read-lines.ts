@@ -99,6 +99,14 @@ export function formatOf(key: string): CorpusFormat {
 }
 
 /**
+ * With `--id-field` over an input without a JSON Lines object: why the delta will be empty (logged
+ * by the split, printed by `plan`). Submit cannot tell without listing the whole input.
+ */
+export function noIdsWarning(idField: string): string {
+  return `--id-field ${idField}: the input has no JSON Lines object (.jsonl, .ndjson, .json); plain-text lines have no id, so no line is classified and the delta lists no id`;
+}
+
+/**
  * Streams the lines of one corpus object, reading only as fast as the consumer pulls. Gunzips when
  * the key ends in `.gz` or the bytes start with the gzip magic; reads UTF-8, or UTF-16 that starts
  * with its byte order mark. Lines end as LineSplitter says (at `\n`, or at any line break in an

@@ -173,6 +173,13 @@ describe('job options', () => {
     expect(inside(process.cwd(), NO_OUTPUT)).toBe(false);
   });
 
+  it('refuses --id-field with --format text: plain-text lines have no id, and the delta would list nothing', () => {
+    expect(problems(() => parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/', format: 'text', idField: 'id' }))).toContain(
+      '- idField: plain-text lines (--format text) have no fields, so no id; --id-field needs JSON Lines input',
+    );
+    expect(parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/', idField: 'id' }).idField).toBe('id');
+  });
+
   it("refuses an output in a folder named _tmp or _delta: a run into the folder above removed its files", () => {
     const reason = "is in a folder named _tmp or _delta, the names an output keeps for its own files: a run into the folder above would remove this one's; choose another name";
     for (const output of ['s3://b/out/_delta/', 's3://b/out/_delta/x/', 's3://b/_tmp', '/data/out/_delta', '/data/_tmp/out/']) {

@@ -41,6 +41,15 @@ describe('embedq plan', () => {
     expect(estimate.tokens).toBeGreaterThanOrEqual(plan.tokens);
   });
 
+  it('warns that --id-field finds no id when the input has no JSON Lines object (plain-text lines have none)', async () => {
+    const text = await planCorpus(parseJobOptions({ input: path.join(folder, 'a.txt'), output: 'unused', idField: 'id' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
+    expect(text.warnings).toEqual(['--id-field id: the input has no JSON Lines object (.jsonl, .ndjson, .json); plain-text lines have no id, so no line is classified and the delta lists no id']);
+    const file = path.join(folder, 'docs.jsonl');
+    await writeFile(file, '{"id": "x", "text": "hello"}\n');
+    expect((await planCorpus(parseJobOptions({ input: file, output: 'unused', idField: 'id' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {})).warnings).toEqual([]);
+    expect((await planCorpus(parseJobOptions({ input: path.join(folder, 'a.txt'), output: 'unused' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {})).warnings).toEqual([]);
+  });
+
   it('finds a line over 8,192 tokens as the run does, also without --exact (the estimate under-counts digits)', async () => {
     // 9,000 × "1 ": ~6,000 tokens by the estimate, 18,000 by the Qwen tokenizer; the run truncates it.
     const file = path.join(folder, 'long.txt');
