@@ -149,7 +149,7 @@ export class SplitReuse {
 async function resolve(services: Services, record: CorpusJobRecord): Promise<PreviousOutput> {
   const open = (location: string) => openOutput(location, services);
   const { options, reusedFrom } = record;
-  const previous = await resolvePreviousOutput(reusedFrom?.location ?? options.reuse!, open, { schedule: record.schedule });
+  const previous = await resolvePreviousOutput(reusedFrom?.location ?? options.reuse!, open, { schedule: record.schedule, output: options.output });
   if (reusedFrom && previous.manifest.job_id !== reusedFrom.jobId) {
     throw new ReuseUnavailableError(`${previous.location} now holds the output of job ${previous.manifest.job_id}, not of ${reusedFrom.jobId} that this job started from`);
   }

@@ -46,8 +46,9 @@ export type OpenLocation = (location: string) => { store: ObjectStore; prefix: s
  * `schedule`: the schedule whose run this is. A pointer another schedule wrote is not followed:
  * two schedules sharing a root (refused at `add` since, but Redis may hold older ones) would
  * otherwise each build on the other's runs, sending every line and missing the deletes.
+ * `output`: the run's own output, which a pointer may name (the run replaces it, so it is no base).
  */
-export async function resolvePreviousOutput(location: string, open: OpenLocation, options: { schedule?: string | null } = {}): Promise<PreviousOutput> {
+export async function resolvePreviousOutput(location: string, open: OpenLocation, options: { schedule?: string | null; output?: string } = {}): Promise<PreviousOutput> {
   const root = open(location);
   const latest = await readJson(root.store, root.prefix + LATEST_FILE, location);
   if (latest !== undefined) {
@@ -56,6 +57,11 @@ export async function resolvePreviousOutput(location: string, open: OpenLocation
     const writer = pointer.data.schedule;
     if (options.schedule && writer !== undefined && writer !== options.schedule) {
       throw new ReuseUnavailableError(`${join(location, LATEST_FILE)}: written by schedule ${writer}, not by this run's schedule ${options.schedule} (their roots are shared); not followed`);
+    }
+    const own = options.output?.replace(/\/+$/, '');
+    if (own !== undefined && pointer.data.output.replace(/\/+$/, '') === own) {
+      // Said as such: reading it gave "no _manifest.json", as an --overwrite run had cleared it.
+      throw new ReuseUnavailableError(`${join(location, LATEST_FILE)} names this job's own output ${options.output}, which the job replaces; not followed`);
     }
     // A schedule whose template has no placeholder keeps `_latest.json` in its own output.
     const via = pointer.data.output !== location ? `named by ${join(location, LATEST_FILE)}` : undefined;

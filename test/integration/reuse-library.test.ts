@@ -302,6 +302,16 @@ describe('reuse library', () => {
       /rewritten-root\/run-2: .*rewritten-root\/_latest\.json names job cj-published there, but the output was since rewritten by job cj-previous/,
     );
 
+    // A root whose _latest.json names the output this job writes (an --overwrite run into it): said
+    // as such; it said "no _manifest.json …; not an embedq output" once the run had cleared it.
+    const ownRoot = local('own-root');
+    const ownOutput = path.join(ownRoot.root, '2026-12-01');
+    await ownRoot.write('_latest.json', JSON.stringify({ output: ownOutput, job_id: 'cj-last' }));
+    await expectReuseError(
+      resolvePreviousOutput(ownRoot.root, open, { output: `${ownOutput}/` }),
+      new RegExp(`own-root/_latest\\.json names this job's own output ${ownOutput}/, which the job replaces; not followed`),
+    );
+
     const lostShard = local('lost-shard');
     await writePreviousOutput(lostShard.write, lostShard.root);
     await rm(path.join(lostShard.root, 'part-00001.parquet'));
