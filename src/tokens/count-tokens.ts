@@ -130,6 +130,27 @@ export function loadTokenizer(): Promise<Tokenizer> {
   return tokenizerPromise;
 }
 
+/**
+ * The longest prefix of `text` whose NFC form `decoded` starts with. The tokenizer normalizes to
+ * NFC, so a decoded cut of text in another form (`e` + U+0301) was stored composed (`é`): not a
+ * prefix of the input line, unlike every line that was not cut. Undefined if none is found near.
+ */
+function originalPrefix(text: string, decoded: string): string | undefined {
+  // NFC never lengthens, so the prefix is at least as long as `decoded`'s length in NFC units:
+  // find the longest prefix whose NFC is no longer than it, then step back to one it starts.
+  let low = 0;
+  let high = text.length;
+  while (low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    if (text.slice(0, middle).normalize('NFC').length <= decoded.length) low = middle;
+    else high = middle - 1;
+  }
+  for (let length = low; length > 0 && length > low - 16; length -= 1) {
+    if (decoded.startsWith(text.slice(0, length).normalize('NFC'))) return text.slice(0, length);
+  }
+  return undefined;
+}
+
 function wrapTokenizer(bpe: BpeTokenizer): Tokenizer {
   const encode = (text: string): number[] => (text.length === 0 ? [] : bpe.encode(text, { add_special_tokens: false }));
   return {
@@ -145,7 +166,9 @@ function wrapTokenizer(bpe: BpeTokenizer): Tokenizer {
         // clean_up_tokenization_spaces would rewrite " ." to "."; keep the original spacing.
         let truncated = bpe.decode(ids.slice(0, keep), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
         while (truncated.endsWith('\uFFFD') && !text.startsWith(truncated)) truncated = truncated.slice(0, -1);
-        if (encode(truncated).length <= maxTokens) return truncated;
+        if (encode(truncated).length > maxTokens) continue;
+        const original = text.startsWith(truncated) ? truncated : originalPrefix(text, truncated);
+        return original !== undefined && encode(original).length <= maxTokens ? original : truncated;
       }
       return '';
     },

@@ -25,6 +25,17 @@ describe('fitToTokenLimit', () => {
     expect(text.startsWith(fit.text)).toBe(true);
   });
 
+  it('cuts a text in another Unicode form than NFC to a prefix of itself (it was stored composed, as the tokenizer normalizes)', async () => {
+    const tokenizer = await loadTokenizer();
+    const decomposed = 'cafe\u0301 '.repeat(12_000);
+    const fit = fitToTokenLimit(tokenizer, decomposed, 8192);
+    expect(fit.exceeded).toBe(true);
+    expect(decomposed.startsWith(fit.text)).toBe(true);
+    expect(fit.text.normalize('NFC')).not.toBe(fit.text);
+    expect(tokenizer.countTokens(fit.text)).toBeLessThanOrEqual(8192);
+    expect(tokenizer.countTokens(fit.text)).toBeGreaterThan(8180);
+  });
+
   it('doubles the prefix when the first one fits but the text goes on', async () => {
     const tokenizer = await loadTokenizer();
     // Long runs of spaces pack many characters into a token: 40,000 characters of them fit in the
