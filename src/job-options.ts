@@ -50,6 +50,10 @@ const JobOptionsSchema = z
       // Every line would have a null id: the delta would classify nothing and list nothing.
       context.addIssue({ code: 'custom', path: ['idField'], message: 'plain-text lines (--format text) have no fields, so no id; --id-field needs JSON Lines input' });
     }
+    if (options.format === 'text' && options.textField !== 'text') {
+      // The whole line would be embedded: the field named is never read.
+      context.addIssue({ code: 'custom', path: ['textField'], message: `plain-text lines (--format text) have no fields: "${options.textField}" would never be read; --text-field needs JSON Lines input` });
+    }
     if (options.output !== NO_OUTPUT && outputInsideInput(options.input, options.output)) {
       const hidden = parseLocation(options.input).kind === 'local' ? ' (or a hidden folder in it, such as .vectors/, which reading skips)' : '';
       context.addIssue({

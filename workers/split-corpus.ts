@@ -7,7 +7,7 @@ import { embedQueue } from '../jobs/queues.js';
 import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import { READ_AHEAD, readAhead } from '../src/corpus/read-ahead.js';
-import { formatOf, noIdsWarning, readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
+import { formatOf, plainTextWarning, readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
 import { embeddingParameters } from '../src/job-options.js';
 import { MODELS, textTokenLimit } from '../src/models.js';
 import { contentKey } from '../src/reuse/content-key.js';
@@ -274,10 +274,9 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   if (deleted !== undefined) await corpora.jobs.setReuse(id, generation, { rowsDeleted: deleted });
   const totals = await corpora.jobs.finishSplit(id, generation, { totalLines: row, totalShards });
   logger.info({ lines: row, shards: totalShards }, 'corpus split');
-  if (options.idField !== undefined && objectsRead > 0 && jsonLinesObjects === 0) {
-    // Refused at submit only with --format text: a prefix may hold JSON Lines objects later.
-    logger.warn({ idField: options.idField, objects: objectsRead }, noIdsWarning(options.idField));
-  }
+  // Refused at submit only with --format text: a prefix may hold JSON Lines objects later.
+  const plainText = objectsRead > 0 && jsonLinesObjects === 0 ? plainTextWarning(options) : undefined;
+  if (plainText) logger.warn({ textField: options.textField, idField: options.idField, objects: objectsRead }, plainText);
   if (totals && totals.shardsWritten === totals.totalShards) await enqueueFinalize(queues.write, id, generation);
 }
 

@@ -8,7 +8,7 @@ import { fitToTokenLimit } from '../tokens/fit-tokens.js';
 import { placeLine, type BatchSlot } from './batching.js';
 import { listCorpus } from './list-corpus.js';
 import { readAhead } from './read-ahead.js';
-import { formatOf, noIdsWarning, readCorpusLines } from './read-lines.js';
+import { formatOf, plainTextWarning, readCorpusLines } from './read-lines.js';
 
 export interface CorpusPlan {
   objects: number;
@@ -29,7 +29,7 @@ export interface CorpusPlan {
   estimatedCostUsd: number;
   /** Minutes at the account's limits (whichever of QPM and TPM binds). */
   minutesAtQuota: number;
-  /** What the run would do that the options do not say (`--id-field` over plain text only). */
+  /** What the run would do that the options do not say (JSON Lines fields asked of plain text). */
   warnings: string[];
 }
 
@@ -89,6 +89,7 @@ export async function planCorpus(
     }
   }
   const minutesAtQuota = Math.max(plan.requests / limits.requestsPerMinute, plan.tokens / limits.tokensPerMinute);
-  const warnings = options.idField !== undefined && plan.objects > 0 && jsonLinesObjects === 0 ? [noIdsWarning(options.idField)] : [];
+  const plainText = plan.objects > 0 && jsonLinesObjects === 0 ? plainTextWarning(options) : undefined;
+  const warnings = plainText === undefined ? [] : [plainText];
   return { ...plan, exactTokens: tokenizer !== undefined, estimatedCostUsd: estimateCostUsd(options.model, plan.tokens), minutesAtQuota, warnings };
 }

@@ -99,11 +99,17 @@ export function formatOf(key: string): CorpusFormat {
 }
 
 /**
- * With `--id-field` over an input without a JSON Lines object: why the delta will be empty (logged
- * by the split, printed by `plan`). Submit cannot tell without listing the whole input.
+ * With JSON Lines fields asked for (`--id-field`, a `--text-field` other than `text`) over an input
+ * without a JSON Lines object: what the run does instead (logged by the split, printed by `plan`).
+ * Submit cannot tell without listing the whole input. Undefined when nothing was asked for.
  */
-export function noIdsWarning(idField: string): string {
-  return `--id-field ${idField}: the input has no JSON Lines object (.jsonl, .ndjson, .json); plain-text lines have no id, so no line is classified and the delta lists no id`;
+export function plainTextWarning(options: { textField?: string | undefined; idField?: string | undefined }): string | undefined {
+  const asked = [options.textField !== undefined && options.textField !== 'text' ? `--text-field ${options.textField}` : undefined, options.idField !== undefined ? `--id-field ${options.idField}` : undefined].filter(Boolean);
+  if (asked.length === 0) return undefined;
+  return (
+    `${asked.join(', ')}: the input has no JSON Lines object (.jsonl, .ndjson, .json), so each line is read as plain text: embedded whole, with no id` +
+    `${options.idField !== undefined ? ' (no line is classified and the delta lists no id)' : ''}; give --format jsonl if the files are JSON Lines under other names`
+  );
 }
 
 /**

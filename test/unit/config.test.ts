@@ -178,6 +178,11 @@ describe('job options', () => {
       '- idField: plain-text lines (--format text) have no fields, so no id; --id-field needs JSON Lines input',
     );
     expect(parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/', idField: 'id' }).idField).toBe('id');
+    // A --text-field other than the default, likewise: the whole line was embedded.
+    expect(problems(() => parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/', format: 'text', textField: 'content' }))).toContain(
+      '- textField: plain-text lines (--format text) have no fields: "content" would never be read; --text-field needs JSON Lines input',
+    );
+    expect(parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/', format: 'text' }).textField).toBe('text');
   });
 
   it("refuses an output in a folder named _tmp or _delta: a run into the folder above removed its files", () => {

@@ -43,7 +43,14 @@ describe('embedq plan', () => {
 
   it('warns that --id-field finds no id when the input has no JSON Lines object (plain-text lines have none)', async () => {
     const text = await planCorpus(parseJobOptions({ input: path.join(folder, 'a.txt'), output: 'unused', idField: 'id' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
-    expect(text.warnings).toEqual(['--id-field id: the input has no JSON Lines object (.jsonl, .ndjson, .json); plain-text lines have no id, so no line is classified and the delta lists no id']);
+    expect(text.warnings).toEqual([
+      '--id-field id: the input has no JSON Lines object (.jsonl, .ndjson, .json), so each line is read as plain text: embedded whole, with no id (no line is classified and the delta lists no id); give --format jsonl if the files are JSON Lines under other names',
+    ]);
+    // A --text-field other than the default asks for JSON Lines too: the raw line was embedded without a word.
+    const field = await planCorpus(parseJobOptions({ input: path.join(folder, 'a.txt'), output: 'unused', textField: 'content' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
+    expect(field.warnings).toEqual([
+      '--text-field content: the input has no JSON Lines object (.jsonl, .ndjson, .json), so each line is read as plain text: embedded whole, with no id; give --format jsonl if the files are JSON Lines under other names',
+    ]);
     const file = path.join(folder, 'docs.jsonl');
     await writeFile(file, '{"id": "x", "text": "hello"}\n');
     expect((await planCorpus(parseJobOptions({ input: file, output: 'unused', idField: 'id' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {})).warnings).toEqual([]);
