@@ -161,7 +161,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     }
     if (line.kind === 'error') {
       textField.missing(line);
-      if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, code: line.code, message: line.message });
+      if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, ...(line.id !== undefined ? { id: line.id } : {}), code: line.code, message: line.message });
       return;
     }
     textField.found();

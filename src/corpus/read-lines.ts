@@ -44,7 +44,8 @@ export interface ReadCorpusLinesOptions {
 export type CorpusLine = (
   | { kind: 'text'; source: string; line: number; text: string; id: string | null }
   | { kind: 'blank'; source: string; line: number }
-  | { kind: 'error'; source: string; line: number; code: InputLineErrorCode; message: string }
+  /** `id`: a JSON Lines line's `--id-field`, when the line has one (its record names it). */
+  | { kind: 'error'; source: string; line: number; code: InputLineErrorCode; message: string; id?: string }
 ) & {
   /** With `offsets`: the line's first byte in the object, for `from`; none in a gzipped object (no ranged reads there). */
   offset?: number;
@@ -525,19 +526,19 @@ function jsonLineReader(source: string, textField: string, idField: string | und
     if (!isRecord(record)) {
       return errorLine(source, line, 'MISSING_TEXT_FIELD', `expected a JSON object with a "${textField}" field, found ${kindOf(record)}`);
     }
+    // A line refused for its text still names its document, when it has an id.
+    const refused = (code: InputLineErrorCode, reason: string): CorpusLine => withId(errorLine(source, line, code, reason), record, raw, idField);
     const text = fieldOf(record, textField);
-    if (text === undefined) return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is missing (the line has ${fieldsOf(record)})`);
-    if (typeof text !== 'string') {
-      return errorLine(source, line, 'MISSING_TEXT_FIELD', `field "${textField}" is ${kindOf(text)}, expected a string`);
-    }
+    if (text === undefined) return refused('MISSING_TEXT_FIELD', `field "${textField}" is missing (the line has ${fieldsOf(record)})`);
+    if (typeof text !== 'string') return refused('MISSING_TEXT_FIELD', `field "${textField}" is ${kindOf(text)}, expected a string`);
     // Refused as in a text file: JSON escapes let through what UTF-8 bytes cannot hold (a NUL was
     // embedded, a lone surrogate stored as U+FFFD, both without a record).
     const nul = text.indexOf('\0');
-    if (nul !== -1) return errorLine(source, line, 'INVALID_UTF8', `field "${textField}" holds a NUL character (\\u0000) at character ${nul}: not text (binary data?)`);
+    if (nul !== -1) return refused('INVALID_UTF8', `field "${textField}" holds a NUL character (\\u0000) at character ${nul}: not text (binary data?)`);
     const surrogate = text.search(LONE_SURROGATE);
     if (surrogate !== -1) {
       const escape = `\\u${text.charCodeAt(surrogate).toString(16)}`;
-      return errorLine(source, line, 'INVALID_UTF8', `field "${textField}" holds an unpaired surrogate (${escape}) at character ${surrogate}: not Unicode text, UTF-8 cannot hold it`);
+      return refused('INVALID_UTF8', `field "${textField}" holds an unpaired surrogate (${escape}) at character ${surrogate}: not Unicode text, UTF-8 cannot hold it`);
     }
     if (!NON_BLANK.test(text)) return { kind: 'blank', source, line };
     if (idField === undefined) return { kind: 'text', source, line, text, id: null };
@@ -550,6 +551,17 @@ function jsonLineReader(source: string, textField: string, idField: string | und
       return errorLine(source, line, 'INVALID_JSON', `field "${idField}" is a number a double cannot hold exactly, and its digits could not be read from the line: ${reason}`);
     }
   };
+}
+
+/** `error` with the line's id, if `idField` is given and the line has one that can be read. */
+function withId(error: CorpusLine, record: Record<string, unknown>, raw: string, idField: string | undefined): CorpusLine {
+  if (idField === undefined || error.kind !== 'error') return error;
+  try {
+    const id = idOf(fieldOf(record, idField), raw, idField);
+    return id === null ? error : { ...error, id };
+  } catch {
+    return error;
+  }
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

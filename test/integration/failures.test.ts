@@ -316,11 +316,19 @@ describe('failures that stop a job, and bad input', () => {
       expect(bigRecord).toMatchObject({ state: 'failed', errorCode: 'MISSING_TEXT_FIELD' });
       expect(bigRecord.error).toContain('the first 1000 lacked it');
       // One line with the field is enough: the rest are records, as before.
-      const late = await runEmbedq(world.env, ['submit', 's3://corpus/text-field-late/', '--out', 's3://out/text-field-late/', '--dimension', '64']);
+      const late = await runEmbedq(world.env, ['submit', 's3://corpus/text-field-late/', '--out', 's3://out/text-field-late/', '--dimension', '64', '--id-field', 'doc_id']);
       expect(await waitForJob(world.services, late.stdout.trim())).toMatchObject({ state: 'completed', rowsEmbedded: 1, rowsFailed: 999 });
     } finally {
       await pool.close();
     }
+    // Each record names its line's document (it named only the line).
+    const { folder } = await downloadPrefix(world.s3, 'out', 'text-field-late/');
+    const errors = readFileSync(path.join(folder, '_errors.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(errors).toHaveLength(999);
+    expect(Object.keys(errors[0]!)).toEqual(['row', 'source', 'line', 'id', 'code', 'message']);
+    expect(errors[0]).toMatchObject({ row: 0, line: 0, id: 'd0', code: 'MISSING_TEXT_FIELD' });
+    expect(errors[998]).toMatchObject({ row: 998, id: 'd998' });
+    await removeFolder(folder);
   });
 
   it('completes a shard whose every line the provider refused (its batch has no rows; the shard writer failed on it)', async () => {

@@ -428,6 +428,18 @@ describe('readCorpusLines: JSON Lines', () => {
     ]);
   });
 
+  it('names the id of a line refused for its text, when it has one (the record named only the line)', async () => {
+    const lines = ['{"doc_id":"d1","body":"no text"}', '{"doc_id":7,"text":null}', '{"doc_id":"d3","text":"a\\u0000b"}', '{"text":[1]}', '[1]'].join('\n');
+    const withId = (record: CorpusLine, id: string): CorpusLine => ({ ...record, id }) as CorpusLine;
+    expect(await linesOf('r.jsonl', `${lines}\n`, { idField: 'doc_id' })).toEqual([
+      withId(failure('r.jsonl', 0, 'MISSING_TEXT_FIELD', 'field "text" is missing (the line has fields "doc_id", "body")'), 'd1'),
+      withId(failure('r.jsonl', 1, 'MISSING_TEXT_FIELD', 'field "text" is null, expected a string'), '7'),
+      withId(failure('r.jsonl', 2, 'INVALID_UTF8', 'field "text" holds a NUL character (\\u0000) at character 1: not text (binary data?)'), 'd3'),
+      failure('r.jsonl', 3, 'MISSING_TEXT_FIELD', 'field "text" is an array, expected a string'),
+      failure('r.jsonl', 4, 'MISSING_TEXT_FIELD', 'expected a JSON object with a "text" field, found an array'),
+    ]);
+  });
+
   it('refuses a text field holding a NUL or an unpaired surrogate, as a text file refuses them (embedded with a NUL, stored as U+FFFD)', async () => {
     const lines = ['{"text":"a\\u0000b"}', '{"text":"x\\ud800y"}', '{"text":"\\udc00"}', '{"text":"pair \\ud83d\\ude00 ok"}'].join('\n');
     expect(await linesOf('s.jsonl', `${lines}\n`)).toEqual([
