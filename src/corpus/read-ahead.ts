@@ -1,5 +1,4 @@
 import { Readable } from 'node:stream';
-import { buffer } from 'node:stream/consumers';
 
 import { EmbedqError, StorageUnavailableError } from '../errors.js';
 import type { OpenedObject } from '../storage/object-store.js';
@@ -44,7 +43,7 @@ export async function* readAhead(
         }
         const fetch = next.value.sizeBytes <= options.maxObjectBytes && wanted(index);
         index += 1;
-        ahead.push(fetch ? { ...next.value, opened: fetchWhole(next.value) } : next.value);
+        ahead.push(fetch ? { ...next.value, opened: fetchWhole(next.value, options.maxObjectBytes) } : next.value);
       }
       const object = ahead.shift();
       if (!object) return;
@@ -55,11 +54,24 @@ export async function* readAhead(
   }
 }
 
-function fetchWhole(object: CorpusObject): Promise<OpenedObject> {
+/**
+ * The object's body read whole, if it is no larger than `maxBytes`. Its listed size may be minutes
+ * old (a page lists a thousand keys): an object rewritten larger since is not buffered whole, but
+ * handed on as a stream of what was read so far and the rest of the same GET.
+ */
+function fetchWhole(object: CorpusObject, maxBytes: number): Promise<OpenedObject> {
   const fetched = (async () => {
     const { body, version } = await object.store.open(object.key);
     try {
-      return { body: Readable.from([await buffer(body)]), version };
+      const chunks = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+      const read: Buffer[] = [];
+      let bytes = 0;
+      for (let next = await chunks.next(); !next.done; next = await chunks.next()) {
+        read.push(next.value);
+        bytes += next.value.length;
+        if (bytes > maxBytes) return { body: Readable.from(readThenRest(read, chunks, body)), version };
+      }
+      return { body: Readable.from([Buffer.concat(read)]), version };
     } catch (error) {
       if (error instanceof EmbedqError) throw error;
       throw new StorageUnavailableError(`read ${object.source}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
@@ -69,4 +81,14 @@ function fetchWhole(object: CorpusObject): Promise<OpenedObject> {
   // when the split stops first).
   fetched.catch(() => undefined);
   return fetched;
+}
+
+/** The chunks read, then the rest of the body; destroying the result destroys the body. */
+async function* readThenRest(read: Buffer[], rest: AsyncIterator<Buffer>, body: Readable): AsyncGenerator<Buffer> {
+  try {
+    yield* read;
+    for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
+  } finally {
+    body.destroy();
+  }
 }

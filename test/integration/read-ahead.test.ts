@@ -76,6 +76,23 @@ describe('read-ahead of small corpus objects', () => {
     expect(finishedWhenStarted.get(key(3))).toBe(0);
   });
 
+  it('streams an object rewritten larger since it was listed, instead of holding it whole (a listing page is minutes old by its last keys)', async () => {
+    await s3.client.send(new PutObjectCommand({ Bucket: 'corpus', Key: 'grown/doc.txt', Body: 'small\n' }));
+    const listed: CorpusObject[] = [];
+    for await (const object of listCorpus('s3://corpus/grown/', { s3Client: s3.client })) listed.push(object);
+    const grown = 'a line of the grown object\n'.repeat(80_000); // 2.2 MB
+    await s3.client.send(new PutObjectCommand({ Bucket: 'corpus', Key: 'grown/doc.txt', Body: grown }));
+    for await (const object of readAhead((async function* () { yield* listed; })(), OPTIONS)) {
+      expect(object.opened).toBeDefined();
+      const chunks: Buffer[] = [];
+      for await (const chunk of (await object.opened!).body) chunks.push(chunk as Buffer);
+      expect(Buffer.concat(chunks).toString()).toBe(grown);
+      // What the fetch held before the reader came: up to the limit and one more network read.
+      expect(chunks[0]!.length).toBeLessThan(1 << 20);
+      expect(chunks.length).toBeGreaterThan(1);
+    }
+  });
+
   it('an object gone since the listing fails when the reader reaches it, after every line before it', async () => {
     const objects = readAhead(listCorpus('s3://corpus/docs/', { s3Client: s3.client }), OPTIONS);
     const lines: string[] = [];
