@@ -1,5 +1,3 @@
-import { text } from 'node:stream/consumers';
-
 import { JobStateLostError } from '../jobs/job-errors.js';
 import { assertNoOtherJobsRun, manifestJobId } from '../jobs/output-files.js';
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
@@ -171,12 +169,17 @@ async function writeOutputFiles(
       throw new Error(`${shard.file} is ${found ? `${found.sizeBytes} bytes` : 'missing'}; the ledger recorded ${shard.bytes} bytes`);
     }
   }
-  const errorParts: string[] = [];
-  for (const shard of shards) {
-    if (shard.errorsKey) errorParts.push(await text(await output.store.read(output.prefix + shard.errorsKey)));
+  // Streamed shard by shard: joined into one string, a run's records past 512 MiB (2.5 million
+  // failed lines) failed finalize for good ("Invalid string length"), after holding them all.
+  async function* errorRecords(): AsyncGenerator<Uint8Array> {
+    for (const shard of shards) {
+      if (!shard.errorsKey) continue;
+      const { body } = await output.store.open(output.prefix + shard.errorsKey);
+      for await (const chunk of body) yield chunk as Uint8Array;
+    }
   }
   await fence.before();
-  await output.store.write(output.prefix + ERRORS_FILE, errorParts.join(''));
+  await output.store.writeStream(output.prefix + ERRORS_FILE, errorRecords());
   await fence.after([ERRORS_FILE]);
 
   const counts = countsOf(record);

@@ -28,13 +28,20 @@ export async function writeDeletes(output: { store: ObjectStore; prefix: string 
     if (!rows) byShard.set(file, (rows = []));
     rows.push(rowInShard);
   }
-  const lines: string[] = [];
   const { store, prefix, manifest } = index.previous;
-  for (const [file, rows] of byShard) {
-    const ids = (await readShardColumns(store, prefix + file, manifest.output_format, ['id'])).columns.get('id')!;
-    for (const row of rows) lines.push(`${JSON.stringify({ id: String(ids[row]) })}\n`);
+  let written = 0;
+  // Streamed a previous shard at a time: joined into one string, millions of ids would not fit.
+  async function* deletes(): AsyncGenerator<Uint8Array> {
+    for (const [file, rows] of byShard) {
+      const ids = (await readShardColumns(store, prefix + file, manifest.output_format, ['id'])).columns.get('id')!;
+      yield Buffer.from(rows.map((row) => `${JSON.stringify({ id: String(ids[row]) })}\n`).join(''));
+      written += rows.length;
+    }
+    const gone: string[] = [];
+    await errorIds.unseen((id) => index.hasRowWithId(id), (id) => gone.push(`${JSON.stringify({ id })}\n`));
+    if (gone.length > 0) yield Buffer.from(gone.join(''));
+    written += gone.length;
   }
-  await errorIds.unseen((id) => index.hasRowWithId(id), (id) => lines.push(`${JSON.stringify({ id })}\n`));
-  await output.store.write(output.prefix + DELETES_FILE, lines.join(''));
-  return lines.length;
+  await output.store.writeStream(output.prefix + DELETES_FILE, deletes());
+  return written;
 }
