@@ -139,13 +139,18 @@ export class InputChangedError extends EmbedqError {
 }
 
 /**
- * No line of a JSON Lines corpus has the text field (a mistyped `--text-field`): the job would
- * "complete" with every line in `_errors.jsonl` (the input-side twin of PROVIDER_REJECTED_SYSTEMATIC),
- * so it fails, after the first few thousand lines or at the corpus's end.
+ * No line of the input could be read (no line has the text field, none is JSON, none is text):
+ * the job would "complete" with every line in `_errors.jsonl` (the input-side twin of
+ * PROVIDER_REJECTED_SYSTEMATIC), so it fails with the code its lines were refused with.
  */
-export class TextFieldMissingError extends EmbedqError {
-  readonly code = 'MISSING_TEXT_FIELD';
+export class UnreadableInputError extends EmbedqError {
   readonly retryable = false;
+  constructor(
+    readonly code: InputLineErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /**

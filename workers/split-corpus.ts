@@ -20,7 +20,7 @@ import type { JobContext } from './run-job.js';
 import type { Services } from './services.js';
 import { SplitReuse } from './split-reuse.js';
 import { stepFence } from './step-fence.js';
-import { TextFieldWatch } from './text-field-watch.js';
+import { UnreadableInputWatch } from './unreadable-input-watch.js';
 
 /** Embed jobs added per Redis round trip. */
 const ENQUEUE_CHUNK = 200;
@@ -83,7 +83,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   let blank = 0;
   let truncated = 0;
   let inputErrors: ErrorRecord[] = [];
-  const textField = new TextFieldWatch(options.textField);
+  const readable = new UnreadableInputWatch(options.textField);
   let stopped = false;
   let lastProgressAt = Date.now();
 
@@ -160,11 +160,11 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
       return;
     }
     if (line.kind === 'error') {
-      textField.missing(line);
+      readable.refused(line);
       if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, ...(line.id !== undefined ? { id: line.id } : {}), code: line.code, message: line.message });
       return;
     }
-    textField.found();
+    readable.readable();
     let text = line.text;
     if (mayExceedTokens(text, maxTokens)) {
       const fit = await fitTokensOffThread(text, maxTokens); // a worker thread: long lines take seconds
@@ -193,7 +193,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
 
   /** Moves past rows that are all in written shards without reading them, as the line loop would. */
   const stepOver = async (end: number): Promise<void> => {
-    textField.steppedOver();
+    readable.steppedOver();
     while ((shard + 1) * shardRows < end) {
       await closeShard((shard + 1) * shardRows);
       await openShard(shard + 1);
@@ -260,7 +260,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     logger.info({ row }, 'split stopped: job no longer active');
     return;
   }
-  textField.atEnd();
+  readable.atEnd();
   await corpora.pins.checkCount(id, options.input, objectsRead);
   // The other objects' ends were recorded as the next one was pinned.
   if (objectsRead > 0) await corpora.pins.recordEnd(id, objectsRead - 1, row);

@@ -1,32 +1,44 @@
-import { TextFieldMissingError } from '../src/errors.js';
+import { UnreadableInputError, type InputLineErrorCode } from '../src/errors.js';
 
-/** Lines lacking the text field, none having it, before the job fails (a mistyped --text-field). */
-const MISSING_TEXT_FIELD_LIMIT = 1_000;
+/** Refused lines, none readable, before the job fails. */
+const REFUSED_LIMIT = 1_000;
 
 /**
- * Fails the job (TextFieldMissingError) when no line has the text field: a mistyped `--text-field`
- * "completed" with every line in `_errors.jsonl`, exit code 0. After MISSING_TEXT_FIELD_LIMIT such
- * lines with no line embeddable, or at the end of a smaller corpus. A split that stepped over
- * written shards (a restart) has not seen their lines, so it does not judge.
+ * What the user most likely got wrong when every line is refused with this code. Other refusals
+ * (TEXT_TOO_LONG, which `--long-lines error` asks for; INVALID_GZIP, one per object) do not count.
  */
-export class TextFieldWatch {
-  #missing = 0;
-  #first: string | undefined;
-  #found = false;
+const HINTS: Partial<Record<InputLineErrorCode, (textField: string) => string>> = {
+  MISSING_TEXT_FIELD: (textField) => `no line has the text field "${textField}": check --text-field, or --format for a text file`,
+  INVALID_JSON: () =>
+    'no line is JSON: JSON Lines needs one JSON object per line (a .json file holding one document, such as an array, is not JSON Lines); give --format text for text under a JSON Lines name',
+  INVALID_UTF8: () => 'no line is text: the input holds binary or compressed data, or text in an encoding other than UTF-8 or UTF-16 with its byte order mark',
+};
+
+/**
+ * Fails the job (UnreadableInputError) when no line of the input could be read: a mistyped
+ * `--text-field`, a JSON document under a `.json` name, binary files "completed" with every line
+ * in `_errors.jsonl` and `submit --wait` exited 0. After REFUSED_LIMIT such lines with no line
+ * readable, or at the end of a smaller corpus. A split that stepped over written shards (a
+ * restart) has not seen their lines, so it does not judge.
+ */
+export class UnreadableInputWatch {
+  #refused = 0;
+  #first: { code: InputLineErrorCode; message: string } | undefined;
+  #readable = false;
   #partial = false;
 
-  constructor(private readonly field: string) {}
+  constructor(private readonly textField: string) {}
 
-  missing(line: { code: string; message: string }): void {
-    if (line.code !== 'MISSING_TEXT_FIELD') return;
-    this.#missing += 1;
-    this.#first ??= line.message;
-    if (this.#missing >= MISSING_TEXT_FIELD_LIMIT) this.atEnd();
+  refused(line: { code: InputLineErrorCode; message: string }): void {
+    if (!HINTS[line.code]) return;
+    this.#refused += 1;
+    this.#first ??= line;
+    if (this.#refused >= REFUSED_LIMIT) this.atEnd();
   }
 
-  /** A line with text (or a blank one): the field is there, or the input is text. */
-  found(): void {
-    this.#found = true;
+  /** A line with text: the input can be read. */
+  readable(): void {
+    this.#readable = true;
   }
 
   steppedOver(): void {
@@ -34,10 +46,8 @@ export class TextFieldWatch {
   }
 
   atEnd(): void {
-    if (this.#found || this.#partial || this.#missing === 0) return;
-    throw new TextFieldMissingError(
-      `no line of the input has the text field "${this.field}": ${this.#missing === MISSING_TEXT_FIELD_LIMIT ? `the first ${this.#missing}` : `all ${this.#missing}`} lacked it (the first: ${this.#first}); check --text-field, or --format for a text file`,
-    );
+    if (this.#readable || this.#partial || this.#first === undefined) return;
+    const many = this.#refused >= REFUSED_LIMIT ? `the first ${this.#refused}` : `all ${this.#refused}`;
+    throw new UnreadableInputError(this.#first.code, `${HINTS[this.#first.code]!(this.textField)} (${many} lines were refused; the first: ${this.#first.message})`);
   }
 }
-

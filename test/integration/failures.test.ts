@@ -41,6 +41,7 @@ describe('failures that stop a job, and bad input', () => {
     const docs = (count: number): string => Array.from({ length: count }, (_, index) => JSON.stringify({ doc_id: `d${index}`, content: `document ${index}` })).join('\n');
     await world.put('no-text-field/small.jsonl', docs(25));
     await world.put('no-text-field-big/big.jsonl', docs(5_000));
+    await world.put('json-document/export.json', JSON.stringify(Array.from({ length: 20 }, (_, index) => ({ id: index, text: `document ${index}` })), null, 2));
     await world.put('text-field-late/docs.jsonl', `${docs(999)}\n${JSON.stringify({ text: 'the one line with text' })}\n`);
     await world.put('refused/corpus.txt', `${Array.from({ length: 10 }, (_, index) => `line ${index}`).join('\n')}\nplease ${MODERATION_WORD} this\n`);
   });
@@ -300,7 +301,7 @@ describe('failures that stop a job, and bad input', () => {
     await removeFolder(folder);
   });
 
-  it('fails a JSON Lines job none of whose lines has the text field, naming the fields its lines have (it completed with every line in _errors.jsonl, exit code 0)', async () => {
+  it('fails a job none of whose lines can be read (no line has the text field, none is JSON), naming why (it completed with every line in _errors.jsonl, exit code 0)', async () => {
     const pool = startWorkers(world.services, { concurrency: 4 });
     try {
       const small = await runEmbedq(world.env, ['submit', 's3://corpus/no-text-field/', '--out', 's3://out/no-text-field/', '--id-field', 'doc_id', '--dimension', '64', '--wait']);
@@ -308,13 +309,18 @@ describe('failures that stop a job, and bad input', () => {
       const record = await waitForJob(world.services, small.stdout.trim().split('\n')[0]!);
       expect(record).toMatchObject({ state: 'failed', errorCode: 'MISSING_TEXT_FIELD', rowsEmbedded: 0 });
       expect(record.error).toContain(
-        'no line of the input has the text field "text": all 25 lacked it (the first: no-text-field/small.jsonl:1: field "text" is missing (the line has fields "doc_id", "content")); check --text-field, or --format for a text file',
+        'no line has the text field "text": check --text-field, or --format for a text file (all 25 lines were refused; the first: no-text-field/small.jsonl:1: field "text" is missing (the line has fields "doc_id", "content"))',
       );
       // A big corpus fails once 1,000 lines lacked it, without reading the rest.
       const big = await runEmbedq(world.env, ['submit', 's3://corpus/no-text-field-big/', '--out', 's3://out/no-text-field-big/', '--dimension', '64']);
       const bigRecord = await waitForJob(world.services, big.stdout.trim());
       expect(bigRecord).toMatchObject({ state: 'failed', errorCode: 'MISSING_TEXT_FIELD' });
-      expect(bigRecord.error).toContain('the first 1000 lacked it');
+      expect(bigRecord.error).toContain('(the first 1000 lines were refused;');
+      // A JSON document (an array, pretty-printed) under a .json name: no line is JSON on its own.
+      const document = await runEmbedq(world.env, ['submit', 's3://corpus/json-document/', '--out', 's3://out/json-document/', '--dimension', '64']);
+      const documentRecord = await waitForJob(world.services, document.stdout.trim());
+      expect(documentRecord).toMatchObject({ state: 'failed', errorCode: 'INVALID_JSON', rowsEmbedded: 0 });
+      expect(documentRecord.error).toMatch(/^split-corpus .*: no line is JSON: JSON Lines needs one JSON object per line .*\(all \d+ lines were refused; the first: json-document\/export\.json:1: invalid JSON/);
       // One line with the field is enough: the rest are records, as before.
       const late = await runEmbedq(world.env, ['submit', 's3://corpus/text-field-late/', '--out', 's3://out/text-field-late/', '--dimension', '64', '--id-field', 'doc_id']);
       expect(await waitForJob(world.services, late.stdout.trim())).toMatchObject({ state: 'completed', rowsEmbedded: 1, rowsFailed: 999 });
