@@ -57,8 +57,9 @@ export interface ManifestInput {
   finishedAt: Date;
 }
 
+/** Rounded to a millionth of a dollar: at four places, a run under ~700 tokens (a small incremental run) cost 0. */
 export function estimateCostUsd(model: JobOptions['model'], tokens: number): number {
-  return Math.round(tokens * MODELS[model].usdPerMillionTokens * 1e4 / 1e6) / 1e4;
+  return Math.round(tokens * MODELS[model].usdPerMillionTokens) / 1e6;
 }
 
 export function buildManifest(input: ManifestInput): Manifest {

@@ -35,7 +35,9 @@ describe('embedq plan', () => {
     const texts = Array.from({ length: 25 }, (_, index) => index).filter((index) => ![3, 9, 17].includes(index));
     expect(plan.tokens).toBe(texts.reduce((sum, index) => sum + tokenizer.countTokens(`hello world number ${index}`), 0));
     expect(plan.minutesAtQuota).toBeCloseTo(4 / 60, 5);
-    expect(plan.estimatedCostUsd).toBe(0);
+    // At $0.07 per million tokens, to a millionth of a dollar (it was rounded to 4 places: 0).
+    expect(plan.estimatedCostUsd).toBe(Math.round(plan.tokens * 0.07) / 1e6);
+    expect(plan.estimatedCostUsd).toBeGreaterThan(0);
     const estimate = await planCorpus(options, { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
     expect(estimate.exactTokens).toBe(false);
     expect(estimate.tokens).toBeGreaterThanOrEqual(plan.tokens);

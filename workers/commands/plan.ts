@@ -46,7 +46,7 @@ export function registerPlanCommand(program: Command): void {
             : []),
           `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
           `tokens     ${plan.exactTokens ? '' : '~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, before the per-text end token)' : ' (estimate: over on prose, under on digit runs; --exact to count)'}`,
-          `cost       ~$${plan.estimatedCostUsd.toFixed(4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
+          `cost       ~$${plan.estimatedCostUsd.toFixed(plan.estimatedCostUsd < 0.01 ? 6 : 4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
           `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM (${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${settings.dashscope.reserve * 100}% reserved` : ''}, the gate aims at ${settings.dashscope.targetUtilization * 100}%)`,
           ...plan.warnings.map((warning) => `warning    ${warning}`),
         ].join('\n') + '\n',
