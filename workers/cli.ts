@@ -33,6 +33,16 @@ program.addCommand(emulatorCommand().showHelpAfterError().exitOverride());
 // The lockfile pins a release that supports Node 20. Set the variable to "false" to see it.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
+// BullMQ prints "IMPORTANT! Eviction policy is …" to stderr for every connection it opens (4 per
+// command, ~12 per worker), between the workers' JSON lines, also when Redis has no maxmemory and so
+// evicts nothing. embedq says it once where it matters (the worker's log at start, `status`, the
+// dashboard; src/redis/redis-memory.ts), with what to do.
+const warn = console.warn.bind(console);
+console.warn = (...args: unknown[]): void => {
+  if (typeof args[0] === 'string' && args[0].startsWith('IMPORTANT! Eviction policy is')) return;
+  warn(...args);
+};
+
 const debug = process.env.LOG_LEVEL === 'debug' || process.env.LOG_LEVEL === 'trace';
 
 // A reader that went away (`embedq status <id> | grep -q running`, `embedq list | head -3`) is not

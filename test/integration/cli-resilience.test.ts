@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { freePort, startPrivateRedis } from '../../src/redis/private-redis.js';
@@ -70,6 +71,28 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       const result = await runBounded(env, args, 30_000);
       expect(result.code, `${args[0]}: ${result.stderr}`).toBe(2);
       expect(result.stderr).toContain(`CONFIG_INVALID: REDIS_CLUSTER_NODES names redis://${host}:${port}, a Redis without cluster mode (cluster_enabled:0)`);
+    }
+  });
+
+  it("prints none of BullMQ's plain-text eviction warnings (4 a command, ~12 a worker, also without a maxmemory): status says it once, with what to do", async () => {
+    const redis = await startPrivateRedis();
+    const admin = new Redis(redis.url);
+    try {
+      await admin.config('SET', 'maxmemory-policy', 'volatile-lru');
+      const env = { ...world.env, REDIS_URL: redis.url };
+      const list = await runEmbedq(env, ['list']);
+      expect(list.code, list.stderr).toBe(0);
+      expect(list.stderr).not.toContain('IMPORTANT! Eviction policy');
+      // With a maxmemory the policy matters: embedq's own line says so.
+      await admin.config('SET', 'maxmemory', '512mb');
+      const submitted = await runEmbedq(env, ['submit', 's3://corpus/data/', '--out', 's3://out/evicting/']);
+      expect(submitted.stderr).not.toContain('IMPORTANT! Eviction policy');
+      const status = await runEmbedq(env, ['status', submitted.stdout.trim()]);
+      expect(status.stdout).toContain('maxmemory-policy is volatile-lru');
+      expect(status.stderr).not.toContain('IMPORTANT! Eviction policy');
+    } finally {
+      admin.disconnect();
+      await redis.stop();
     }
   });
 
