@@ -92,7 +92,12 @@ const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABOR
  * Redis cannot be reached: a socket error, or a command given up for that reason.
  */
 export function isRedisConnectionError(error: unknown): boolean {
-  return (error instanceof Error && CONNECTION_ERROR_CODES.has((error as NodeJS.ErrnoException).code ?? '')) || isRedisUnreachableError(error);
+  return (
+    (error instanceof Error && CONNECTION_ERROR_CODES.has((error as NodeJS.ErrnoException).code ?? '')) ||
+    // A cluster none of whose seeds answers: ioredis's error has no socket code.
+    (error instanceof Error && error.name === 'ClusterAllFailedError') ||
+    isRedisUnreachableError(error)
+  );
 }
 
 /**
@@ -129,14 +134,27 @@ export async function assertRedisAccepts(target: RedisTarget, waitMs: number): P
 }
 
 /**
- * For a cluster target whose seed answers as a Redis without cluster mode (`cluster_enabled:0`),
- * the ConfigError that says so; ioredis only says it failed to refresh the slots cache, and a
- * command said "no answer" from a Redis that had answered. Undefined otherwise (not a cluster
- * target, the seed unreachable, or a cluster indeed).
+ * For a cluster target with a seed that answers as a Redis without cluster mode
+ * (`cluster_enabled:0`), the ConfigError that says so; ioredis only says it failed to refresh the
+ * slots cache, and a command said "no answer" from a Redis that had answered. Every seed is asked
+ * until one answers (one down first hid a plain Redis after it). Undefined otherwise (not a cluster
+ * target, no seed answering, or a cluster indeed).
  */
 export async function standaloneSeedProblem(target: RedisTarget, waitMs = 2_000): Promise<ConfigError | undefined> {
-  if (!target.clusterNodes) return undefined;
-  const seed = parseNodeUrl(target.clusterNodes[0]!);
+  for (const node of target.clusterNodes ?? []) {
+    const seed = parseNodeUrl(node);
+    const clusterEnabled = await clusterEnabledOf(seed, waitMs);
+    if (clusterEnabled === undefined) continue;
+    if (clusterEnabled) return undefined;
+    return new ConfigError(
+      `REDIS_CLUSTER_NODES names ${maskRedisUrl(seed.href)}, a Redis without cluster mode (cluster_enabled:0); give one Redis as REDIS_URL, or the nodes of a Redis Cluster`,
+    );
+  }
+  return undefined;
+}
+
+/** Whether the Redis at `seed` runs in cluster mode, or undefined when it does not answer within `waitMs`. */
+async function clusterEnabledOf(seed: URL, waitMs: number): Promise<boolean | undefined> {
   const probe = new Redis(seed.href, { maxRetriesPerRequest: 1, connectTimeout: waitMs, retryStrategy: () => null, lazyConnect: true });
   probe.on('error', () => undefined);
   let timer: NodeJS.Timeout | undefined;
@@ -145,10 +163,8 @@ export async function standaloneSeedProblem(target: RedisTarget, waitMs = 2_000)
       probe.connect().then(() => probe.info('cluster')),
       new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
     ]).catch(() => undefined);
-    if (!info || !/^cluster_enabled:0\b/m.test(info)) return undefined;
-    return new ConfigError(
-      `REDIS_CLUSTER_NODES names ${maskRedisUrl(seed.href)}, a Redis without cluster mode (cluster_enabled:0); give one Redis as REDIS_URL, or the nodes of a Redis Cluster`,
-    );
+    if (info === undefined) return undefined;
+    return !/^cluster_enabled:0\b/m.test(info);
   } finally {
     clearTimeout(timer);
     probe.disconnect();

@@ -26,7 +26,8 @@ export function isRedisFullError(error: unknown): boolean {
 /** INFO is a read, so it answers on a full Redis too. */
 export async function readRedisMemory(redis: RedisClient): Promise<RedisMemory> {
   const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
-  const memories = await Promise.all(nodes.map(async (node) => parseInfoMemory(await node.info('memory'))));
+  // A cluster not connected yet knows no master: ask it (the command waits for it, or fails).
+  const memories = await Promise.all((nodes.length > 0 ? nodes : [redis]).map(async (node) => parseInfoMemory(await node.info('memory'))));
   return memories.reduce((fullest, memory) => (share(memory) > share(fullest) ? memory : fullest));
 }
 

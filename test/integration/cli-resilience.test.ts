@@ -72,6 +72,27 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       expect(result.code, `${args[0]}: ${result.stderr}`).toBe(2);
       expect(result.stderr).toContain(`CONFIG_INVALID: REDIS_CLUSTER_NODES names redis://${host}:${port}, a Redis without cluster mode (cluster_enabled:0)`);
     }
+    // Behind a seed that is down: every seed is asked (only the first was, and the worker ran on).
+    const behindDown = { ...env, REDIS_CLUSTER_NODES: `127.0.0.1:${await freePort()},${host}:${port}` };
+    for (const args of [['list'], ['worker']]) {
+      const result = await runBounded(behindDown, args, 30_000);
+      expect(result.code, `${args[0]}: ${result.stderr}`).toBe(2);
+      expect(result.stderr).toContain(`CONFIG_INVALID: REDIS_CLUSTER_NODES names redis://${host}:${port}, a Redis without cluster mode`);
+    }
+  });
+
+  it('a worker whose cluster does not answer logs the outage once and reminders, not a stack per reconnection attempt (529 lines in 8 s)', async () => {
+    const { REDIS_URL: _url, ...rest } = world.env;
+    const worker = spawnEmbedq({ ...rest, REDIS_CLUSTER_NODES: `127.0.0.1:${await freePort()}`, EMBEDQ_REDIS_PREFIX: '{gone}' }, ['worker']);
+    let log = '';
+    worker.stdout!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+    worker.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+    await sleep(8_000);
+    await stopProcess(worker, 'SIGKILL');
+    const lines = log.trim().split('\n').filter(Boolean);
+    expect(lines.some((line) => line.includes('REDIS_UNAVAILABLE') && line.includes('lost Redis')), log.slice(0, 2_000)).toBe(true);
+    expect(lines.length, log.slice(0, 2_000)).toBeLessThan(20);
+    expect(log).not.toContain('"type":"ClusterAllFailedError"');
   });
 
   it("prints none of BullMQ's plain-text eviction warnings (4 a command, ~12 a worker, also without a maxmemory): status says it once, with what to do", async () => {
