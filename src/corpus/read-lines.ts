@@ -70,6 +70,8 @@ const UNSUPPORTED_FORMATS: { name: string; at: number; magic: Buffer | RegExp }[
   { name: 'xz-compressed', at: 0, magic: Buffer.of(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00) },
   // POSIX (`ustar\0`) and GNU (`ustar  \0`) headers name themselves at byte 257.
   { name: 'a tar archive', at: 257, magic: /^ustar[\0 ]/ },
+  // A local file header (stored or deflated alike): stored text was read with its headers as lines.
+  { name: 'a zip archive', at: 0, magic: Buffer.of(0x50, 0x4b, 0x03, 0x04) },
 ];
 
 /** Bytes to read before deciding: up to the tar magic's end. */
@@ -87,8 +89,8 @@ function unsupportedFormatOf(head: Buffer): string | undefined {
 /** An object in a format embedq does not read: one record for it, and none of its bytes as lines. */
 class UnsupportedFormatError extends Error {
   constructor(format: string, gzipped: boolean) {
-    const what = gzipped ? `gzipped, and inside ${format === 'a tar archive' ? format : format.replace('-compressed', '-compressed data')}` : format;
-    const fix = format === 'a tar archive' ? 'extract its files into the input' : 'decompress it, or gzip it';
+    const what = gzipped ? `gzipped, and inside ${format.endsWith('archive') ? format : format.replace('-compressed', '-compressed data')}` : format;
+    const fix = format === 'a tar archive' || format === 'a zip archive' ? 'extract its files into the input' : 'decompress it, or gzip it';
     super(`${what}, not supported: ${fix}`);
   }
 }
@@ -177,7 +179,7 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
     }
     if (isDamagedMember(error) && line > 0) {
       const reason = `corrupt gzip data (${(error as Error).message}) in the member holding line ${line}, found after lines 1–${line} were read`;
-      throw new CorruptInputError(`${source}: ${reason}: that member's lines cannot be trusted, and were already queued; fix or replace the file, then retry`, { cause: error });
+      throw new CorruptInputError(`${source}: ${reason}: that member's lines cannot be trusted, and were already queued; fix or replace the file, then submit again with --overwrite (a retry would find the file replaced: INPUT_CHANGED)`, { cause: error });
     }
     if (isZlibError(error) || error instanceof GzipTrailingDataError) {
       const reason = `corrupt gzip data (${(error as Error).message}); the rest of the object was not read`;

@@ -292,7 +292,7 @@ describe('failures that stop a job, and bad input', () => {
       const record = await waitForJob(world.services, submitted.stdout.trim(), undefined, 30_000);
       expect(record.state).toBe('failed');
       expect(record.errorCode).toBe('INVALID_GZIP');
-      expect(record.error).toMatch(/damaged-gzip\/u\.txt\.gz: corrupt gzip data \(.+\) in the member holding line \d+, found after lines 1–\d+ were read: .*fix or replace the file, then retry/);
+      expect(record.error).toMatch(/damaged-gzip\/u\.txt\.gz: corrupt gzip data \(.+\) in the member holding line \d+, found after lines 1–\d+ were read: .*fix or replace the file, then submit again with --overwrite \(a retry would find the file replaced: INPUT_CHANGED\)/);
     } finally {
       await pool.close();
     }

@@ -13,7 +13,7 @@ import { formatOf, readCorpusLines, type CorpusLine, type ReadCorpusLinesOptions
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import type { ObjectStore, OpenedObject, StoredObject } from '../../src/storage/object-store.js';
 import { createS3Client, S3ObjectStore } from '../../src/storage/s3-store.js';
-import { PACKED } from '../support/compressed-fixtures.js';
+import { PACKED, ZIP_STORED } from '../support/compressed-fixtures.js';
 import { startRewritingProxy } from '../support/rewriting-proxy.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
 
@@ -370,6 +370,7 @@ describe('readCorpusLines: compressions and archives it does not read', () => {
       ['c.tar', tar, 'a tar archive, not supported: extract its files into the input'],
       ['c.tar.gz', gzipSync(tar), 'gzipped, and inside a tar archive, not supported: extract its files into the input'],
       ['c.txt', gzipSync(tar), 'gzipped, and inside a tar archive, not supported: extract its files into the input'],
+      ['c.zip', ZIP_STORED, 'a zip archive, not supported: extract its files into the input'],
       ['c.zst.gz', gzipSync(PACKED.zstd), 'gzipped, and inside zstd-compressed data, not supported: decompress it, or gzip it'],
     ];
     for (const [key, bytes, reason] of cases) expect(await linesOf(key, bytes), key).toEqual([failure(key, 0, 'INVALID_UTF8', reason)]);

@@ -1,7 +1,8 @@
 /**
  * Corpus files as the real tools pack them (`bzip2 -c`, `zstd -c -q`, `xz -c`; Debian 12), kept as
  * bytes so the tests need none of the tools. `PACKED` holds 600 lines, `line <i> of a corpus that
- * was compressed` joined by "\n", through each; `ZSTD_SHORT`, "one line\n" 500 times through zstd.
+ * was compressed` joined by "\n", through each; `ZSTD_SHORT`, "one line\n" 500 times through zstd;
+ * `ZIP_STORED`, Python's zipfile (ZIP_STORED) of `src.txt`: two lines of text, stored as they are.
  */
 export const PACKED: Readonly<Record<'bzip2' | 'zstd' | 'xz', Buffer>> = {
   bzip2: Buffer.from(
@@ -43,3 +44,10 @@ export const PACKED: Readonly<Record<'bzip2' | 'zstd' | 'xz', Buffer>> = {
 };
 
 export const ZSTD_SHORT = Buffer.from('KLUv/QRYjQAASG9uZSBsaW5lCgEAiMG+HAFXxCd3', 'base64');
+
+export const ZIP_STORED = Buffer.from(
+  'UEsDBBQAAAAAABkUgV3KZYY7KAAAACgAAAAHAAAAc3JjLnR4dGZpcnN0IGxpbmUgb2YgYSB6aXBwZWQgZmlsZQpzZWNvbmQg' +
+  'bGluZQpQSwECFAMUAAAAAAAZFIFdymWGOygAAAAoAAAABwAAAAAAAAAAAAAAgAEAAAAAc3JjLnR4dFBLBQYAAAAAAQABADUA' +
+  'AABNAAAAAAA=',
+  'base64',
+);
