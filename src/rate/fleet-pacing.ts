@@ -1,4 +1,5 @@
 import type { DashScopeSettings } from '../config.js';
+import { MODEL_NAMES, MODELS } from '../models.js';
 
 /**
  * The settings a worker paces its DashScope requests by. The gate's schedule and learned limit
@@ -10,9 +11,13 @@ import type { DashScopeSettings } from '../config.js';
 export interface WorkerPacing {
   /** Scheme and host only: the gate is per base URL. */
   baseUrl: string;
-  /** Null: the model's default. */
-  requestsPerMinute: number | null;
-  tokensPerMinute: number | null;
+  /**
+   * The ceiling each model gets: one number when all models get the same (an unset EMBEDQ_QPM is
+   * each model's default, so a worker that sets the default value paces as one that sets nothing),
+   * else `model=value` per model.
+   */
+  requestsPerMinute: number | string;
+  tokensPerMinute: number | string;
   reserve: number;
   targetUtilization: number;
 }
@@ -35,11 +40,16 @@ export function pacingOf(settings: Pick<DashScopeSettings, 'baseUrl' | 'requests
   }
   return {
     baseUrl,
-    requestsPerMinute: settings.requestsPerMinute ?? null,
-    tokensPerMinute: settings.tokensPerMinute ?? null,
+    requestsPerMinute: perModel((model) => settings.requestsPerMinute ?? MODELS[model].defaultRequestsPerMinute),
+    tokensPerMinute: perModel((model) => settings.tokensPerMinute ?? MODELS[model].defaultTokensPerMinute),
     reserve: settings.reserve,
     targetUtilization: settings.targetUtilization,
   };
+}
+
+function perModel(limit: (model: (typeof MODEL_NAMES)[number]) => number): number | string {
+  const limits = MODEL_NAMES.map((model) => [model, limit(model)] as const);
+  return limits.every(([, value]) => value === limits[0]![1]) ? limits[0]![1] : limits.map(([model, value]) => `${model}=${value}`).join(',');
 }
 
 /**
@@ -52,7 +62,7 @@ export function pacingDisagreement(processes: ReadonlyArray<{ id: string; pacing
   const differences = SETTING_NAMES.flatMap(([field, variable]) => {
     const holders = new Map<string, string[]>();
     for (const { id, pacing } of known) {
-      const value = pacing[field] === null ? 'default' : String(pacing[field]);
+      const value = String(pacing[field]);
       holders.set(value, [...(holders.get(value) ?? []), id]);
     }
     if (holders.size < 2) return [];

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { pacingDisagreement, pacingOf, type WorkerPacing } from '../../src/rate/fleet-pacing.js';
 
-const base: WorkerPacing = { baseUrl: 'https://dashscope-intl.aliyuncs.com', requestsPerMinute: 1200, tokensPerMinute: null, reserve: 0, targetUtilization: 0.99 };
+const base: WorkerPacing = { baseUrl: 'https://dashscope-intl.aliyuncs.com', requestsPerMinute: 1200, tokensPerMinute: 24_000_000, reserve: 0, targetUtilization: 0.99 };
 
 describe('what workers pace their requests by', () => {
   it('agrees when every worker has the same settings, and leaves out workers that publish none (older versions)', () => {
@@ -10,20 +10,27 @@ describe('what workers pace their requests by', () => {
     expect(pacingDisagreement([])).toBeUndefined();
   });
 
-  it('names each setting that differs, its values and who has each; an unset limit is the default', () => {
+  it('names each setting that differs, its values and who has each', () => {
     const problem = pacingDisagreement([
       { id: 'a:1', pacing: base },
-      { id: 'b:2', pacing: { ...base, requestsPerMinute: null, reserve: 0.2 } },
+      { id: 'b:2', pacing: { ...base, requestsPerMinute: 6000, reserve: 0.2 } },
       { id: 'c:3', pacing: base },
     ]);
     expect(problem).toBe(
-      'workers pace by different settings: EMBEDQ_QPM 1200 (a:1, c:3) vs default (b:2); EMBEDQ_RESERVE 0 (a:1, c:3) vs 0.2 (b:2). ' +
+      'workers pace by different settings: EMBEDQ_QPM 1200 (a:1, c:3) vs 6000 (b:2); EMBEDQ_RESERVE 0 (a:1, c:3) vs 0.2 (b:2). ' +
         'Each paces by its own, so together they may overrun the quota or leave part of it unused: give every worker the same settings',
     );
   });
 
+  it('publishes an unset limit as the value it means (a worker setting the default value agrees with one setting nothing)', () => {
+    const unset = pacingOf({ baseUrl: 'https://dashscope-intl.aliyuncs.com', requestsPerMinute: undefined, tokensPerMinute: undefined, reserve: 0, targetUtilization: 0.99 });
+    const set = pacingOf({ baseUrl: 'https://dashscope-intl.aliyuncs.com', requestsPerMinute: 6000, tokensPerMinute: 24_000_000, reserve: 0, targetUtilization: 0.99 });
+    expect(unset).toEqual(set);
+    expect(pacingDisagreement([{ id: 'a:1', pacing: unset }, { id: 'b:2', pacing: set }])).toBeUndefined();
+  });
+
   it('publishes the base URL without credentials or path', () => {
-    const pacing = pacingOf({ baseUrl: 'https://user:secret@proxy.example.com:8443/dashscope', requestsPerMinute: undefined, tokensPerMinute: 5_000_000, reserve: 0.1, targetUtilization: 0.99 });
-    expect(pacing).toEqual({ baseUrl: 'https://proxy.example.com:8443', requestsPerMinute: null, tokensPerMinute: 5_000_000, reserve: 0.1, targetUtilization: 0.99 });
+    const pacing = pacingOf({ baseUrl: 'https://user:secret@proxy.example.com:8443/dashscope', requestsPerMinute: 1200, tokensPerMinute: 5_000_000, reserve: 0.1, targetUtilization: 0.99 });
+    expect(pacing).toEqual({ baseUrl: 'https://proxy.example.com:8443', requestsPerMinute: 1200, tokensPerMinute: 5_000_000, reserve: 0.1, targetUtilization: 0.99 });
   });
 });
