@@ -8,6 +8,7 @@ import { placeLine, type BatchSlot } from '../src/corpus/batching.js';
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import { READ_AHEAD, readAhead } from '../src/corpus/read-ahead.js';
 import { formatOf, plainTextWarning, readCorpusLines, type CorpusLine } from '../src/corpus/read-lines.js';
+import { UnreadableInput } from '../src/corpus/unreadable-input.js';
 import { embeddingParameters } from '../src/job-options.js';
 import { MODELS, textTokenLimit } from '../src/models.js';
 import { contentKey } from '../src/reuse/content-key.js';
@@ -20,7 +21,6 @@ import type { JobContext } from './run-job.js';
 import type { Services } from './services.js';
 import { SplitReuse } from './split-reuse.js';
 import { stepFence } from './step-fence.js';
-import { UnreadableInputWatch } from './unreadable-input-watch.js';
 
 /** Embed jobs added per Redis round trip. */
 const ENQUEUE_CHUNK = 200;
@@ -83,7 +83,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   let blank = 0;
   let truncated = 0;
   let inputErrors: ErrorRecord[] = [];
-  const readable = new UnreadableInputWatch(options.textField);
+  const readable = new UnreadableInput(options.textField);
   let stopped = false;
   let lastProgressAt = Date.now();
 
@@ -161,6 +161,8 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     }
     if (line.kind === 'error') {
       readable.refused(line);
+      const unreadable = readable.problem(false);
+      if (unreadable) throw unreadable;
       if (!idsOnly) inputErrors.push({ row, source: line.source, line: line.line, ...(line.id !== undefined ? { id: line.id } : {}), code: line.code, message: line.message });
       return;
     }
@@ -260,7 +262,8 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
     logger.info({ row }, 'split stopped: job no longer active');
     return;
   }
-  readable.atEnd();
+  const unreadable = readable.problem(true);
+  if (unreadable) throw unreadable;
   await corpora.pins.checkCount(id, options.input, objectsRead);
   // The other objects' ends were recorded as the next one was pinned.
   if (objectsRead > 0) await corpora.pins.recordEnd(id, objectsRead - 1, row);

@@ -9,6 +9,7 @@ import { placeLine, type BatchSlot } from './batching.js';
 import { listCorpus } from './list-corpus.js';
 import { readAhead } from './read-ahead.js';
 import { formatOf, plainTextWarning, readCorpusLines } from './read-lines.js';
+import { UnreadableInput } from './unreadable-input.js';
 
 export interface CorpusPlan {
   objects: number;
@@ -29,7 +30,7 @@ export interface CorpusPlan {
   estimatedCostUsd: number;
   /** Minutes at the account's limits (whichever of QPM and TPM binds). */
   minutesAtQuota: number;
-  /** What the run would do that the options do not say (JSON Lines fields asked of plain text). */
+  /** What the run would do that the options do not say (JSON Lines fields asked of plain text, a failure for no readable line). */
   warnings: string[];
 }
 
@@ -53,6 +54,7 @@ export async function planCorpus(
   const plan = { objects: 0, lines: 0, blank: 0, invalid: 0, tooLong: 0, reused: 0, requests: 0, tokens: 0 };
   let jsonLinesObjects = 0;
   let slot: BatchSlot | undefined;
+  const readable = new UnreadableInput(options.textField);
   const batching = { shardRows: options.shardRows, maxTextsPerRequest: spec.maxTextsPerRequest };
   for await (const object of readAhead(listCorpus(options.input, { s3Client: deps.s3Client }))) {
     plan.objects += 1;
@@ -61,8 +63,11 @@ export async function planCorpus(
       const row = plan.lines;
       plan.lines += 1;
       if (line.kind === 'blank') plan.blank += 1;
-      else if (line.kind === 'error') plan.invalid += 1;
-      else {
+      else if (line.kind === 'error') {
+        plan.invalid += 1;
+        readable.refused(line);
+      } else {
+        readable.readable();
         let tokens = tokenizer ? tokenizer.countTokens(line.text) : estimateTokens(line.text);
         let text = line.text;
         // Over the limit as the run decides it (workers/split-corpus.ts): only a line with more
@@ -90,6 +95,8 @@ export async function planCorpus(
   }
   const minutesAtQuota = Math.max(plan.requests / limits.requestsPerMinute, plan.tokens / limits.tokensPerMinute);
   const plainText = plan.objects > 0 && jsonLinesObjects === 0 ? plainTextWarning(options) : undefined;
-  const warnings = plainText === undefined ? [] : [plainText];
+  // The run fails when no line can be read: say so here, where it costs nothing.
+  const unreadable = readable.problem(true);
+  const warnings = [...(plainText === undefined ? [] : [plainText]), ...(unreadable ? [`the run will fail with ${unreadable.code}: ${unreadable.message}`] : [])];
   return { ...plan, exactTokens: tokenizer !== undefined, estimatedCostUsd: estimateCostUsd(options.model, plan.tokens), minutesAtQuota, warnings };
 }

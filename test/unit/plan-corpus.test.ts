@@ -59,6 +59,19 @@ describe('embedq plan', () => {
     expect((await planCorpus(parseJobOptions({ input: path.join(folder, 'a.txt'), output: 'unused' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {})).warnings).toEqual([]);
   });
 
+  it('warns that the run will fail when no line can be read (every line lacks the text field, or is no JSON)', async () => {
+    const file = path.join(folder, 'no-text.jsonl');
+    await writeFile(file, Array.from({ length: 30 }, (_, index) => JSON.stringify({ doc_id: index, content: `doc ${index}` })).join('\n'));
+    const plan = await planCorpus(parseJobOptions({ input: file, output: 'unused' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
+    expect(plan).toMatchObject({ lines: 30, invalid: 30, requests: 0 });
+    expect(plan.warnings).toEqual([
+      `the run will fail with MISSING_TEXT_FIELD: no line has the text field "text": check --text-field, or --format for a text file (all 30 lines were refused; the first: ${file}:1: field "text" is missing (the line has fields "doc_id", "content"))`,
+    ]);
+    // One readable line: no warning.
+    await writeFile(file, `${JSON.stringify({ text: 'one' })}\n{"content": "x"}\n`);
+    expect((await planCorpus(parseJobOptions({ input: file, output: 'unused' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {})).warnings).toEqual([]);
+  });
+
   it('finds a line over 8,192 tokens as the run does, also without --exact (the estimate under-counts digits)', async () => {
     // 9,000 × "1 ": ~6,000 tokens by the estimate, 18,000 by the Qwen tokenizer; the run truncates it.
     const file = path.join(folder, 'long.txt');

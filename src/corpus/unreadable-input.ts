@@ -1,4 +1,4 @@
-import { UnreadableInputError, type InputLineErrorCode } from '../src/errors.js';
+import { UnreadableInputError, type InputLineErrorCode } from '../errors.js';
 
 /** Refused lines, none readable, before the job fails. */
 const REFUSED_LIMIT = 1_000;
@@ -15,13 +15,13 @@ const HINTS: Partial<Record<InputLineErrorCode, (textField: string) => string>> 
 };
 
 /**
- * Fails the job (UnreadableInputError) when no line of the input could be read: a mistyped
- * `--text-field`, a JSON document under a `.json` name, binary files "completed" with every line
- * in `_errors.jsonl` and `submit --wait` exited 0. After REFUSED_LIMIT such lines with no line
- * readable, or at the end of a smaller corpus. A split that stepped over written shards (a
- * restart) has not seen their lines, so it does not judge.
+ * Whether no line of the input could be read: a mistyped `--text-field`, a JSON document under a
+ * `.json` name, binary files "completed" with every line in `_errors.jsonl` and `submit --wait`
+ * exited 0. The split fails the job (UnreadableInputError) after REFUSED_LIMIT such lines with no
+ * line readable, or at the end of a smaller corpus; `plan` warns that it will. A split that stepped
+ * over written shards (a restart) has not seen their lines, so it does not judge.
  */
-export class UnreadableInputWatch {
+export class UnreadableInput {
   #refused = 0;
   #first: { code: InputLineErrorCode; message: string } | undefined;
   #readable = false;
@@ -33,7 +33,6 @@ export class UnreadableInputWatch {
     if (!HINTS[line.code]) return;
     this.#refused += 1;
     this.#first ??= line;
-    if (this.#refused >= REFUSED_LIMIT) this.atEnd();
   }
 
   /** A line with text: the input can be read. */
@@ -45,9 +44,11 @@ export class UnreadableInputWatch {
     this.#partial = true;
   }
 
-  atEnd(): void {
-    if (this.#readable || this.#partial || this.#first === undefined) return;
-    const many = this.#refused >= REFUSED_LIMIT ? `the first ${this.#refused}` : `all ${this.#refused}`;
-    throw new UnreadableInputError(this.#first.code, `${HINTS[this.#first.code]!(this.textField)} (${many} lines were refused; the first: ${this.#first.message})`);
+  /** The failure, once it is certain: at the input's end (`ended`), or after REFUSED_LIMIT lines. */
+  problem(ended: boolean): UnreadableInputError | undefined {
+    if (this.#readable || this.#partial || this.#first === undefined) return undefined;
+    if (!ended && this.#refused < REFUSED_LIMIT) return undefined;
+    const many = ended ? `all ${this.#refused}` : `the first ${this.#refused}`;
+    return new UnreadableInputError(this.#first.code, `${HINTS[this.#first.code]!(this.textField)} (${many} lines were refused; the first: ${this.#first.message})`);
   }
 }
