@@ -122,7 +122,7 @@ describe('embedq demo', () => {
     expect(await readFile(path.join(dir, 'notes.txt'), 'utf8')).toBe('mine');
     // A file given as the folder: CONFIG_INVALID, where it was INTERNAL (ENOTDIR).
     const asFile = await runEmbedq(demoEnv(), ['demo', '--dir', path.join(dir, 'notes.txt')]);
-    expect([asFile.code, asFile.stderr]).toEqual([2, `embedq: CONFIG_INVALID: ${path.join(dir, 'notes.txt')} is a file, not a folder; choose a new or empty folder with --dir\n`]);
+    expect([asFile.code, asFile.stderr]).toEqual([2, `embedq: CONFIG_INVALID: ${path.join(dir, 'notes.txt')} cannot be a folder: it, or a folder above it, is a file; choose a new or empty folder with --dir\n`]);
     await rm(dir, { recursive: true, force: true });
   });
 

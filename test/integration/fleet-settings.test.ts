@@ -52,7 +52,7 @@ describe('workers whose pacing settings differ', () => {
       const submitted = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['submit', 's3://corpus/fleet.txt', '--out', 's3://out/fleet/']);
       expect(submitted.code, submitted.stderr).toBe(0);
       const status = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['status', submitted.stdout.trim()]);
-      const line = status.stdout.split('\n').find((text) => text.startsWith('workers '));
+      const line = status.stdout.split('\n').find((text) => text.startsWith('fleet '));
       expect(line, status.stdout).toContain(`EMBEDQ_QPM 1200 (this shell, ${firstId}) vs 6000 (${secondId})`);
     } finally {
       await Promise.all([stopProcess(first), second && stopProcess(second)]);

@@ -238,6 +238,8 @@ describe('embedq schedule', () => {
       expect(Date.parse(listed.paused_at as string)).toBeGreaterThan(0);
       expect((await runEmbedq(world.env, ['schedule', 'list'])).stdout).toContain(`next none (paused since ${listed.paused_at as string})`);
 
+      // An update keeps the pause, and says so.
+      expect((await runEmbedq(world.env, ['schedule', 'add', 'held', ...flags])).stdout).toBe(`updated schedule held; next run none (paused since ${listed.paused_at as string})\n`);
       // An explicit run is the operator's own request: it starts.
       const manual = await runEmbedq(world.env, ['schedule', 'run', 'held']);
       expect(manual.code, manual.stderr).toBe(0);
@@ -246,6 +248,7 @@ describe('embedq schedule', () => {
       const resumed = await runEmbedq(world.env, ['schedule', 'resume', 'held']);
       expect(resumed.code, resumed.stderr).toBe(0);
       expect(resumed.stderr).toMatch(/^resumed schedule held; next run \d{4}-\d\d-\d\dT/);
+      expect((await runEmbedq(world.env, ['schedule', 'resume', 'held'])).stderr).toMatch(/^schedule held was not paused; next run \d{4}-/);
       while ((await schedules.get('held'))!.runs < 2) {
         if (Date.now() > deadline) throw new Error(`no run after resume: ${JSON.stringify(await schedules.get('held'))}`);
         await sleep(50);

@@ -19,7 +19,7 @@ const DEMO_ENTRIES = new Set(['corpus', 'output', DEMO_MARK]);
 export async function prepareDemoFolder(folder: string): Promise<void> {
   const entries: string[] = await readdir(folder).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return [];
-    if (error.code === 'ENOTDIR') throw new ConfigError(`${folder} is a file, not a folder; choose a new or empty folder with --dir`);
+    if (error.code === 'ENOTDIR') throw new ConfigError(`${folder} cannot be a folder: it, or a folder above it, is a file; choose a new or empty folder with --dir`);
     throw error;
   });
   if (!entries.includes(DEMO_MARK) && entries.some((entry) => !DEMO_ENTRIES.has(entry))) {

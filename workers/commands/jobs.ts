@@ -64,7 +64,7 @@ export function registerJobCommands(program: Command): void {
         process.stdout.write(`${describeGateState(await services.rateGate(record.options.model).state())}\n`);
         // The gate line reads this shell's settings; the workers pace by their own.
         const fleetProblem = pacingDisagreement([{ id: 'this shell', pacing: pacingOf(services.settings.dashscope) }, ...(await liveWorkers(services))]);
-        if (fleetProblem) process.stdout.write(`workers   ${fleetProblem}\n`);
+        if (fleetProblem) process.stdout.write(`fleet     ${fleetProblem}\n`);
         return 0;
       });
     });

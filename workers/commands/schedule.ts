@@ -56,7 +56,10 @@ export function registerScheduleCommands(program: Command): void {
       const { updated } = await store.upsert(definition);
       await installScheduler(services.queues[QUEUES.schedule], definition);
       const next = await nextTick(services.queues[QUEUES.schedule], name);
-      process.stdout.write(`${updated ? 'updated' : 'added'} schedule ${name}; next run ${next ? new Date(next).toISOString() : 'none'}\n`);
+      // An update keeps a pause: its ticks start no run until `schedule resume`.
+      const pausedAt = (await store.get(name))?.pausedAt ?? null;
+      const nextRun = pausedAt !== null ? `none (paused since ${new Date(pausedAt).toISOString()})` : next ? new Date(next).toISOString() : 'none';
+      process.stdout.write(`${updated ? 'updated' : 'added'} schedule ${name}; next run ${nextRun}\n`);
     });
   });
 
@@ -140,7 +143,8 @@ export function registerScheduleCommands(program: Command): void {
           return 1;
         }
         const next = await nextTick(services.queues[QUEUES.schedule], name);
-        process.stderr.write(`${result === 'changed' ? 'resumed' : 'was not paused:'} schedule ${name}; next run ${next ? new Date(next).toISOString() : 'none'}\n`);
+        const nextRun = `next run ${next ? new Date(next).toISOString() : 'none'}`;
+        process.stderr.write(result === 'changed' ? `resumed schedule ${name}; ${nextRun}\n` : `schedule ${name} was not paused; ${nextRun}\n`);
         return 0;
       });
     });
