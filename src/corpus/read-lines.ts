@@ -123,7 +123,7 @@ export function plainTextWarning(options: { textField?: string | undefined; idFi
  * line's trailing `\r` and the object's leading BOM.
  *
  * Failures: a line that cannot be used is an `error` line, and reading goes on. An object that is
- * bzip2, zstd, xz or tar (gzipped or not) is one INVALID_UTF8 line saying so, and nothing else.
+ * bzip2, zstd, xz, tar or zip (gzipped or not) is one INVALID_UTF8 line saying so, and nothing else.
  * Truncated gzip data, a bad header or data after the gzip stream is one INVALID_GZIP line at the
  * first line that could not be read, and ends the object (nothing after it can be trusted); the
  * partial line before it is dropped. A gzip member damaged inside (a checksum, a length, an invalid

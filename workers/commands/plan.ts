@@ -37,6 +37,8 @@ export function registerPlanCommand(program: Command): void {
         return;
       }
       const n = (value: number): string => value.toLocaleString('en-US');
+      // 0.07 × 100 is 7.000000000000001 in binary floating point.
+      const percent = (fraction: number): string => `${Number((fraction * 100).toFixed(2))}%`;
       process.stdout.write(
         [
           `input      ${input} (${n(plan.objects)} objects)`,
@@ -47,7 +49,7 @@ export function registerPlanCommand(program: Command): void {
           `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
           `tokens     ${plan.exactTokens ? '' : '~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, before the per-text end token)' : ' (estimate: over on prose, under on digit runs; --exact to count)'}`,
           `cost       ~$${plan.estimatedCostUsd.toFixed(plan.estimatedCostUsd < 0.01 ? 6 : 4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
-          `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM (${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${settings.dashscope.reserve * 100}% reserved` : ''}, the gate aims at ${settings.dashscope.targetUtilization * 100}%)`,
+          `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM (${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${percent(settings.dashscope.reserve)} reserved` : ''}, the gate aims at ${percent(settings.dashscope.targetUtilization)})`,
           ...plan.warnings.map((warning) => `warning    ${warning}`),
         ].join('\n') + '\n',
       );
