@@ -79,7 +79,7 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
   };
 
   beforeAll(async () => {
-    world = await startWorld({ seed: 5, faults: { failRate429: { requests: 0.03, tokens: 0, burst: 0 }, failRate500: 0.05, latencyMs: { min: 2, median: 5, p99: 20 } } });
+    world = await startWorld({ seed: 5, faults: { failRate429: { requests: 0, tokens: 0, burst: 0.03 }, failRate500: 0.05, latencyMs: { min: 2, median: 5, p99: 20 } } });
     await world.put('docs/corpus.jsonl', jsonl(FIRST));
   });
   afterAll(async () => {
