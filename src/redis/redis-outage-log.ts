@@ -5,6 +5,13 @@ import { isRedisConnectionError, type RedisClient } from './redis-client.js';
 export const OUTAGE_REMINDER_MS = 30_000;
 
 /**
+ * A connection ready this long with no connection error since ends an outage. A connection that
+ * finished its handshake as Redis went down reported ready a millisecond after another's reset,
+ * and the outage was logged as over and begun again (two REDIS_UNAVAILABLE lines for one).
+ */
+const BACK_AFTER_MS = 250;
+
+/**
  * Says once that Redis is lost. Each connection of a process (its queues', each worker's) reports
  * every failed reconnection attempt as an error, and each was logged with its stack: measured, 9
  * lines a second from one worker process, 1,260 lines (460 KB) in a 139 s outage, and 705 from the
@@ -15,6 +22,7 @@ export class RedisOutageLog {
   #since: number | undefined;
   #lastReport = 0;
   #errors = 0;
+  #backCheck: NodeJS.Timeout | undefined;
 
   /** `redis`: describeRedisTarget's name of it, password masked. */
   constructor(
@@ -25,7 +33,7 @@ export class RedisOutageLog {
 
   /** A connection of this process: its being ready again ends an outage. */
   watch(client: RedisClient): void {
-    client.on('ready', () => this.#back());
+    client.on('ready', () => this.#ready());
   }
 
   /** Any error of a Redis connection. True when it says Redis is unreachable (then it is logged here, in summary). */
@@ -43,6 +51,17 @@ export class RedisOutageLog {
       this.logger.error({ code: 'REDIS_UNAVAILABLE', redis: this.redis, reason, errors: this.#errors, downForSeconds: this.#downForSeconds(now) }, 'Redis is still unreachable');
     }
     return true;
+  }
+
+  #ready(): void {
+    if (this.#since === undefined || this.#backCheck) return;
+    // Counted, not timed: the reset and the ready came in the same millisecond.
+    const errorsWhenReady = this.#errors;
+    this.#backCheck = setTimeout(() => {
+      this.#backCheck = undefined;
+      if (this.#errors === errorsWhenReady) this.#back();
+    }, BACK_AFTER_MS);
+    this.#backCheck.unref();
   }
 
   #back(): void {

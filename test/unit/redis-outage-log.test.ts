@@ -1,6 +1,9 @@
+import { EventEmitter } from 'node:events';
+
 import { describe, expect, it } from 'vitest';
 
 import { createLogger } from '../../src/logger.js';
+import type { RedisClient } from '../../src/redis/redis-client.js';
 import { RedisOutageLog } from '../../src/redis/redis-outage-log.js';
 
 const refused = (): Error => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED', syscall: 'connect' });
@@ -18,5 +21,23 @@ describe('RedisOutageLog', () => {
     expect(lines.map((line) => line.msg)).toEqual(['lost Redis; waiting for it to come back', 'Redis is still unreachable']);
     expect(lines[1]).toMatchObject({ code: 'REDIS_UNAVAILABLE', redis: 'REDIS_URL=redis://:***@127.0.0.1:6379', reason: 'read ECONNRESET', errors: 21 });
     for (const line of lines) expect(line).not.toHaveProperty('err');
+  });
+
+  it('ends an outage when a connection is ready and no connection error follows; one ready just as Redis went down does not (it logged the outage twice)', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const outage = new RedisOutageLog(logger, 'REDIS_URL=redis://127.0.0.1:6379');
+    // ioredis's client as far as the log sees it: 'ready' events.
+    const connection = new EventEmitter();
+    outage.watch(connection as unknown as RedisClient);
+    outage.note(Object.assign(new Error('write ECONNRESET'), { code: 'ECONNRESET' }));
+    connection.emit('ready');
+    outage.note(refused());
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(lines.map((line) => line.msg)).toEqual(['lost Redis; waiting for it to come back']);
+    connection.emit('ready');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(lines.map((line) => line.msg)).toEqual(['lost Redis; waiting for it to come back', 'Redis is reachable again']);
+    expect(lines[1]).toMatchObject({ errors: 2 });
   });
 });
