@@ -3,10 +3,9 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
 import { settleStopped } from '../settle-stopped.js';
 import { JobLostError } from '../../jobs/job-errors.js';
-import { EMBED_QUEUE_NAMES, QUEUES } from '../../jobs/queues.js';
-import { QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
+import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
-import { backlogOf, embedBacklog, type DashboardSources, type DashboardState } from './snapshot.js';
+import { backlogOf, embedDepth, type DashboardSources, type DashboardState } from './snapshot.js';
 
 /**
  * The JSON API the page uses and scripts can use. Cancel and retry call the same functions as
@@ -50,10 +49,10 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
    */
   app.get('/api/queues', async () => {
     const { queues } = await state.refresh();
-    const embed = Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, EMBED_QUEUE_NAMES.reduce((sum, name) => sum + queues[name][state], 0)]));
+    const embed = embedDepth(queues);
     return {
       ...Object.fromEntries(Object.entries(queues).map(([name, depth]) => [name, { ...depth, backlog: backlogOf(depth) }])),
-      embed: { ...embed, backlog: embedBacklog(queues) },
+      embed: { ...embed, backlog: backlogOf(embed) },
     };
   });
 

@@ -6,7 +6,7 @@ import { metricField } from '../../src/metrics/metrics-keys.js';
 import { readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
 import { readRedisMemory } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
-import { embedBacklog, readQueueDepths } from './snapshot.js';
+import { backlogOf, embedDepth, readQueueDepths } from './snapshot.js';
 import { liveWorkers, type RateSource } from './sources.js';
 
 interface Value {
@@ -69,7 +69,7 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
       METRICS.queueJobs.name,
       QUEUE_NAMES.flatMap((queue) => QUEUE_DEPTH_STATES.map((state) => ({ value: depths[queue][state], labels: { queue, state } }))),
     );
-    map.set(METRICS.embedBacklog.name, [{ value: embedBacklog(depths), labels: {} }]);
+    map.set(METRICS.embedBacklog.name, [{ value: backlogOf(embedDepth(depths)), labels: {} }]);
     const states = ['queued', 'running', 'completed', 'failed', 'cancelled'];
     map.set(
       METRICS.corpusJobs.name,

@@ -45,9 +45,9 @@ export function backlogOf(depth: QueueDepths[QueueName]): number {
   return BACKLOG_STATES.reduce((sum, state) => sum + depth[state], 0);
 }
 
-/** Embed jobs not yet started, every model's queue together: what KEDA scales workers on. */
-export function embedBacklog(depths: QueueDepths): number {
-  return EMBED_QUEUE_NAMES.reduce((sum, name) => sum + backlogOf(depths[name]), 0);
+/** Every model's embed queue together, each state summed: its backlog is what KEDA scales workers on. */
+export function embedDepth(depths: QueueDepths): QueueDepths[QueueName] {
+  return Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, EMBED_QUEUE_NAMES.reduce((sum, name) => sum + depths[name][state], 0)])) as QueueDepths[QueueName];
 }
 
 function emptySnapshot(): Snapshot {
