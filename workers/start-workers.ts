@@ -3,12 +3,12 @@ import { Worker, type Job } from 'bullmq';
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
 import { cappedExponentialBackoff, EMBED_QUEUE_NAMES, isEmbedQueue, JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import type { ScheduleDefinition } from '../jobs/schedule-store.js';
+import { liveWorkers } from '../src/metrics/read-metrics.js';
 import { processIdentity } from '../src/process-identity.js';
 import { pacingDisagreement, pacingOf } from '../src/rate/fleet-pacing.js';
 import { clockSkewProblem, readClockSkew } from '../src/redis/redis-clock.js';
 import { readRedisMemory, redisMemoryProblem } from '../src/redis/redis-memory.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
-import { liveWorkers } from './dashboard/sources.js';
 import { embedBatch } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
@@ -126,7 +126,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   const schedulesTimer = options.schedules && keepSchedules(services, options.schedules, options.schedules.intervalMs ?? RESTORE_INTERVAL_MS);
   const pacing = pacingOf(settings.dashscope);
   services.metrics.start({ concurrency: embedConcurrency, pacing });
-  liveWorkers(services).then(
+  liveWorkers(services.redis, services.settings.redisPrefix).then(
     (workers) => {
       const problem = pacingDisagreement([{ id: processIdentity(), pacing }, ...workers.filter((worker) => worker.id !== processIdentity())]);
       if (problem) logger.warn(problem);

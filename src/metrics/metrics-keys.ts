@@ -16,6 +16,9 @@ export function metricsKeys(prefix: string) {
   };
 }
 
+/** A heartbeat lives this long after the flush that sent it: a worker is live while it is fresh. */
+export const HEARTBEAT_TTL_MS = 20_000;
+
 export interface WorkerHeartbeat {
   /** `host:pid`. */
   id: string;

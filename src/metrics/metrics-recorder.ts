@@ -4,7 +4,7 @@ import { processIdentity } from '../process-identity.js';
 import type { RedisClient } from '../redis/redis-client.js';
 
 import { METRICS, type MetricDefinition } from './metric-names.js';
-import { metricField, metricsKeys, type WorkerHeartbeat } from './metrics-keys.js';
+import { HEARTBEAT_TTL_MS, metricField, metricsKeys, type WorkerHeartbeat } from './metrics-keys.js';
 
 /**
  * Worker-side metrics. Many worker processes on many machines must reach one scrape target, and
@@ -21,8 +21,6 @@ export interface RecorderOptions {
   /** How long per-job request counts stay after the last flush (Default: 7 days). */
   jobStatsTtlSeconds?: number;
 }
-
-const HEARTBEAT_TTL_MS = 20_000;
 
 /** A histogram's field names, built once per metric: `observe` runs for every request. */
 const histogramFieldCache = new WeakMap<MetricDefinition, { buckets: string[]; infinity: string; sum: string; count: string }>();

@@ -1,6 +1,6 @@
 import type { RedisClient } from '../redis/redis-client.js';
 
-import { metricsKeys, parseMetricField } from './metrics-keys.js';
+import { HEARTBEAT_TTL_MS, metricsKeys, parseMetricField, type WorkerHeartbeat } from './metrics-keys.js';
 
 export interface MetricSample {
   name: string;
@@ -31,4 +31,22 @@ export async function readJobRequestStats(redis: RedisClient, prefix: string, id
       return [id, { requests: Number(requests ?? 0), throttled: Number(throttled ?? 0) }];
     }),
   );
+}
+
+export interface WorkerView extends WorkerHeartbeat {
+  /** Seconds since the last heartbeat. */
+  ageSeconds: number;
+}
+
+/** Worker processes whose heartbeat (sent with each metrics flush) is still fresh. */
+export async function liveWorkers(redis: RedisClient, prefix: string, now = Date.now()): Promise<WorkerView[]> {
+  const keys = metricsKeys(prefix);
+  const ids = await redis.zrangebyscore(keys.workers, now - HEARTBEAT_TTL_MS, '+inf');
+  if (ids.length === 0) return [];
+  const beats = await redis.mget(ids.map((id) => keys.worker(id)));
+  return beats
+    .filter((beat): beat is string => beat !== null)
+    .map((beat) => JSON.parse(beat) as WorkerHeartbeat)
+    .map((beat) => ({ ...beat, ageSeconds: Math.max(0, Math.round((now - beat.lastSeen) / 1000)) }))
+    .sort((a, b) => a.id.localeCompare(b.id));
 }

@@ -2,9 +2,10 @@ import type { ChildProcess } from 'node:child_process';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import { sleep } from '../../src/sleep.js';
 import { DashboardState } from '../../workers/dashboard/snapshot.js';
-import { gateRates, liveWorkers, storedSchedules } from '../../workers/dashboard/sources.js';
+import { gateRates, storedSchedules } from '../../workers/dashboard/sources.js';
 import { runEmbedq, spawnEmbedq, startWorld, stopProcess, type World } from '../support/world.js';
 
 /**
@@ -24,7 +25,7 @@ describe('workers whose pacing settings differ', () => {
     let second: ChildProcess | undefined;
     try {
       const deadline = Date.now() + 30_000;
-      while (!(await liveWorkers(world.services)).some((worker) => worker.pid === first.pid)) {
+      while (!(await liveWorkers(world.services.redis, world.services.settings.redisPrefix)).some((worker) => worker.pid === first.pid)) {
         if (Date.now() > deadline) throw new Error('the first worker did not start');
         await sleep(50);
       }
@@ -35,14 +36,14 @@ describe('workers whose pacing settings differ', () => {
         if (Date.now() > deadline) throw new Error(`no warning: ${log}`);
         await sleep(50);
       }
-      const workers = await liveWorkers(world.services);
+      const workers = await liveWorkers(world.services.redis, world.services.settings.redisPrefix);
       const firstId = workers.find((worker) => worker.pid === first.pid)!.id;
       const secondId = `${firstId.split(':')[0]}:${second.pid}`;
       const warning = JSON.parse(log.split('\n').find((line) => line.includes('workers pace by different settings'))!) as { level: number; msg: string };
       expect(warning.level).toBe(40);
       expect(warning.msg).toContain(`EMBEDQ_QPM 6000 (${secondId}) vs 1200 (${firstId}); EMBEDQ_RESERVE 0.2 (${secondId}) vs 0 (${firstId})`);
 
-      while (!(await liveWorkers(world.services)).some((worker) => worker.pid === second!.pid)) await sleep(50);
+      while (!(await liveWorkers(world.services.redis, world.services.settings.redisPrefix)).some((worker) => worker.pid === second!.pid)) await sleep(50);
       const state = new DashboardState(world.services, { rates: gateRates(world.services), schedules: storedSchedules(world.services) });
       const { fleetProblem } = await state.refresh();
       expect(fleetProblem).toContain('EMBEDQ_QPM');
@@ -65,7 +66,7 @@ describe('workers whose pacing settings differ', () => {
     for (const worker of workers) worker.stdout!.on('data', (chunk: Buffer) => (log += chunk.toString()));
     try {
       const deadline = Date.now() + 30_000;
-      while ((await liveWorkers(world.services)).filter((worker) => workers.some((child) => child.pid === worker.pid)).length < 2) {
+      while ((await liveWorkers(world.services.redis, world.services.settings.redisPrefix)).filter((worker) => workers.some((child) => child.pid === worker.pid)).length < 2) {
         if (Date.now() > deadline) throw new Error('workers did not start');
         await sleep(50);
       }

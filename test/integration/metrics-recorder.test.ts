@@ -6,8 +6,7 @@ import { inject } from 'vitest';
 
 import { METRICS } from '../../src/metrics/metric-names.js';
 import { MetricsRecorder } from '../../src/metrics/metrics-recorder.js';
-import { readJobRequestStats, readWorkerMetrics } from '../../src/metrics/read-metrics.js';
-import { liveWorkers } from '../../workers/dashboard/sources.js';
+import { liveWorkers, readJobRequestStats, readWorkerMetrics } from '../../src/metrics/read-metrics.js';
 
 describe('worker metrics through Redis', () => {
   let redis: Redis;
@@ -64,11 +63,10 @@ describe('worker metrics through Redis', () => {
 
   it('lists a started worker as live and drops it when it stops', async () => {
     const recorder = new MetricsRecorder(redis, prefix, { flushIntervalMs: 60_000 });
-    const services = { redis, settings: { redisPrefix: prefix } } as Parameters<typeof liveWorkers>[0];
     recorder.start({ concurrency: 12 });
-    await expect.poll(async () => (await liveWorkers(services)).length, { timeout: 5_000 }).toBe(1);
-    expect((await liveWorkers(services))[0]).toMatchObject({ pid: process.pid, concurrency: 12 });
+    await expect.poll(async () => (await liveWorkers(redis, prefix)).length, { timeout: 5_000 }).toBe(1);
+    expect((await liveWorkers(redis, prefix))[0]).toMatchObject({ pid: process.pid, concurrency: 12 });
     await recorder.stop();
-    expect(await liveWorkers(services)).toEqual([]);
+    expect(await liveWorkers(redis, prefix)).toEqual([]);
   });
 });

@@ -5,11 +5,11 @@ import { JobLostError } from '../../jobs/job-errors.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import { ConfigError } from '../../src/errors.js';
 import type { JobOptions } from '../../src/job-options.js';
+import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import { describeGateState } from '../../src/rate/describe-gate.js';
 import { pacingDisagreement, pacingOf } from '../../src/rate/fleet-pacing.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { QUEUES } from '../../jobs/queues.js';
-import { liveWorkers } from '../dashboard/sources.js';
 import type { Services } from '../services.js';
 import { settleStopped } from '../settle-stopped.js';
 import { withServices } from './context.js';
@@ -63,7 +63,7 @@ export function registerJobCommands(program: Command): void {
         if (redisProblem) process.stdout.write(`redis     ${redisProblem}\n`);
         process.stdout.write(`${describeGateState(await services.rateGate(record.options.model).state())}\n`);
         // The gate line reads this shell's settings; the workers pace by their own.
-        const fleetProblem = pacingDisagreement([{ id: 'this shell', pacing: pacingOf(services.settings.dashscope) }, ...(await liveWorkers(services))]);
+        const fleetProblem = pacingDisagreement([{ id: 'this shell', pacing: pacingOf(services.settings.dashscope) }, ...(await liveWorkers(services.redis, services.settings.redisPrefix))]);
         if (fleetProblem) process.stdout.write(`fleet     ${fleetProblem}\n`);
         return 0;
       });

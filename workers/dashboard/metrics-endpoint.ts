@@ -3,11 +3,11 @@ import { Registry } from 'prom-client';
 import { QUEUE_NAMES } from '../../jobs/queues.js';
 import { METRICS, QUEUE_DEPTH_STATES, type MetricDefinition } from '../../src/metrics/metric-names.js';
 import { metricField } from '../../src/metrics/metrics-keys.js';
-import { readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
+import { liveWorkers, readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
 import { readRedisMemory } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
 import { backlogOf, embedDepth, readQueueDepths } from './snapshot.js';
-import { liveWorkers, type RateSource } from './sources.js';
+import type { RateSource } from './sources.js';
 
 interface Value {
   value: number;
@@ -61,7 +61,7 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
       readQueueDepths(services),
       services.corpora.list(1_000),
       rates.read(),
-      liveWorkers(services),
+      liveWorkers(services.redis, services.settings.redisPrefix),
       readRedisMemory(services.redis),
     ]);
     const map = new Map<string, Value[]>();

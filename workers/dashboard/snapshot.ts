@@ -1,12 +1,12 @@
 import { EMBED_QUEUE_NAMES, QUEUE_NAMES, type QueueName } from '../../jobs/queues.js';
 import { BACKLOG_STATES, QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
-import { readJobRequestStats } from '../../src/metrics/read-metrics.js';
+import { liveWorkers, readJobRequestStats, type WorkerView } from '../../src/metrics/read-metrics.js';
 import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
 import { FirstErrors, toJobView, type JobView } from './job-views.js';
-import { liveWorkers, type RateFigures, type RateSource, type ScheduleSource, type ScheduleView, type WorkerView } from './sources.js';
+import type { RateFigures, RateSource, ScheduleSource, ScheduleView } from './sources.js';
 import { ThroughputTracker } from './throughput.js';
 
 export type QueueDepths = Record<QueueName, Record<(typeof QUEUE_DEPTH_STATES)[number], number>>;
@@ -138,7 +138,7 @@ export class DashboardState {
       readJobRequestStats(services.redis, services.settings.redisPrefix, [...ids]),
       readQueueDepths(services),
       this.sources.rates.read(),
-      liveWorkers(services, now),
+      liveWorkers(services.redis, services.settings.redisPrefix, now),
       this.sources.schedules.list(),
       Promise.all(records.map((record) => this.firstErrors.of(record))),
       readRedisMemory(services.redis),

@@ -1,4 +1,3 @@
-import { metricsKeys, type WorkerHeartbeat } from '../../src/metrics/metrics-keys.js';
 import { MODELS, type ModelName } from '../../src/models.js';
 import type { GateState } from '../../src/rate/rate-gate.js';
 import { listSchedules, type ScheduleListRow } from '../schedule-list.js';
@@ -70,22 +69,4 @@ export interface ScheduleSource {
 /** The schedules as `embedq schedule list --json` shows them. */
 export function storedSchedules(services: Services): ScheduleSource {
   return { list: () => listSchedules(services) };
-}
-
-export interface WorkerView extends WorkerHeartbeat {
-  /** Seconds since the last heartbeat. */
-  ageSeconds: number;
-}
-
-/** Worker processes whose heartbeat (sent with each metrics flush) is still fresh. */
-export async function liveWorkers(services: Pick<Services, 'redis' | 'settings'>, now = Date.now()): Promise<WorkerView[]> {
-  const keys = metricsKeys(services.settings.redisPrefix);
-  const ids = await services.redis.zrangebyscore(keys.workers, now - 20_000, '+inf');
-  if (ids.length === 0) return [];
-  const beats = await services.redis.mget(ids.map((id) => keys.worker(id)));
-  return beats
-    .filter((beat): beat is string => beat !== null)
-    .map((beat) => JSON.parse(beat) as WorkerHeartbeat)
-    .map((beat) => ({ ...beat, ageSeconds: Math.max(0, Math.round((now - beat.lastSeen) / 1000)) }))
-    .sort((a, b) => a.id.localeCompare(b.id));
 }
