@@ -1,5 +1,10 @@
+import { randomUUID } from 'node:crypto';
+
 import type { Queue } from 'bullmq';
+
+import { defineLuaScript, type LuaScript } from '../src/redis/lua-script.js';
 import type { RedisClient } from '../src/redis/redis-client.js';
+import { sleep } from '../src/sleep.js';
 
 import type { CorpusStore } from './corpus-store.js';
 import { JOB_NAMES } from './queues.js';
@@ -13,6 +18,7 @@ import { JOB_NAMES } from './queues.js';
  *   schedules              ZSET  name → creation time (ms)
  *   schedule:<name>        HASH  definition (JSON), counters, current run, last run, last error, paused
  *   schedule:<name>:ticks  LIST  newest first, last 100: `<tick ms> <outcome> <job id or reason>`
+ *   schedules:edit         STRING  held by one `schedule add` or `apply` at a time (whileEditing)
  */
 
 export type OverlapPolicy = 'skip' | 'queue';
@@ -58,17 +64,45 @@ export interface TickLogEntry {
 const CLAIM_GRACE_MS = 60_000;
 const TICK_LOG_LENGTH = 100;
 const ACTIVE_STATES = new Set(['queued', 'running']);
+/** An edit holds the lock this long at most: one that died frees it by itself. */
+const EDIT_LOCK_MS = 30_000;
+const RELEASE_IF_HELD = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 
 export class ScheduleStore {
+  private readonly releaseIfHeld: LuaScript;
+
   constructor(
     private readonly redis: RedisClient,
     private readonly prefix: string,
-  ) {}
+  ) {
+    this.releaseIfHeld = defineLuaScript(redis, RELEASE_IF_HELD);
+  }
 
   private key = (name: string): string => `${this.prefix}:schedule:${name}`;
   private ticksKey = (name: string): string => `${this.prefix}:schedule:${name}:ticks`;
   private get namesKey(): string {
     return `${this.prefix}:schedules`;
+  }
+
+  /**
+   * Runs `edit` while no other `schedule add` or `apply` runs, on any machine. Each reads every
+   * schedule to check the roots (schedule-overlap.ts), then writes: two at once could each pass
+   * beside the other and leave two schedules sharing a root. Waits for the other edit, at most as
+   * long as a lock can be held.
+   */
+  async whileEditing<T>(edit: () => Promise<T>): Promise<T> {
+    const key = `${this.prefix}:schedules:edit`;
+    const token = randomUUID();
+    const deadline = Date.now() + EDIT_LOCK_MS + 5_000;
+    while ((await this.redis.set(key, token, 'PX', EDIT_LOCK_MS, 'NX')) !== 'OK') {
+      if (Date.now() > deadline) throw new Error(`another schedule change has held ${key} for over ${EDIT_LOCK_MS / 1000} s; try again`);
+      await sleep(50);
+    }
+    try {
+      return await edit();
+    } finally {
+      await this.releaseIfHeld([key], token);
+    }
   }
 
   /** Creates or replaces the definition; counters and history are kept. Returns whether it existed. */

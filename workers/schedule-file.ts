@@ -13,9 +13,10 @@ import { scheduleStore } from './schedule-tick.js';
 import type { Services } from './services.js';
 
 /**
- * Schedules as a file (`embedq schedule export` writes it, `schedule apply` reads it), so they
- * can live in version control beside the deployment and come back when Redis loses them: a
- * worker given the file (`EMBEDQ_SCHEDULES_FILE`) puts back every schedule Redis no longer has.
+ * Writing schedules: one from `embedq schedule add`, or a file's (`schedule export` writes it,
+ * `schedule apply` reads it), so they can live in version control beside the deployment and come
+ * back when Redis loses them: a worker given the file (`EMBEDQ_SCHEDULES_FILE`) puts back every
+ * schedule Redis no longer has.
  */
 
 /** BullMQ reserves `:` in ids; the name also appears in job ids and Redis keys. */
@@ -107,6 +108,20 @@ export async function readScheduleFile(file: string): Promise<ScheduleDefinition
   return definitions;
 }
 
+/**
+ * `embedq schedule add`: creates or updates one schedule and its BullMQ Job Scheduler. Refused
+ * when another schedule's root would be shared or reached: each would build on the other's runs.
+ */
+export async function addSchedule(services: Services, definition: ScheduleDefinition): Promise<{ updated: boolean }> {
+  const store = scheduleStore(services);
+  return store.whileEditing(async () => {
+    assertNoOverlap(definition, await store.list());
+    const { updated } = await store.upsert(definition);
+    await installScheduler(services.queues[QUEUES.schedule], definition);
+    return { updated };
+  });
+}
+
 export type ApplyOutcome = 'added' | 'updated' | 'unchanged' | 'removed';
 
 /**
@@ -114,6 +129,11 @@ export type ApplyOutcome = 'added' | 'updated' | 'unchanged' | 'removed';
  * schedules are kept, as with `add`); with `prune`, removes the schedules the file does not name.
  */
 export async function applySchedules(services: Services, definitions: readonly ScheduleDefinition[], prune: boolean): Promise<Map<string, ApplyOutcome>> {
+  const store = scheduleStore(services);
+  return store.whileEditing(() => applyUnderLock(services, definitions, prune));
+}
+
+async function applyUnderLock(services: Services, definitions: readonly ScheduleDefinition[], prune: boolean): Promise<Map<string, ApplyOutcome>> {
   const store = scheduleStore(services);
   const queue = services.queues[QUEUES.schedule];
   const outcomes = new Map<string, ApplyOutcome>();

@@ -5,8 +5,9 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { ScheduleStore } from '../../jobs/schedule-store.js';
+import { ScheduleStore, type ScheduleDefinition } from '../../jobs/schedule-store.js';
 import type { Manifest } from '../../src/output/manifest.js';
+import { addSchedule, applySchedules } from '../../workers/schedule-file.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { runEmbedq, startWorld, type World } from '../support/world.js';
 
@@ -101,6 +102,25 @@ describe('schedule roots', { timeout: 120_000 }, () => {
     const pruned = await runEmbedq(world.env, ['schedule', 'apply', file, '--prune']);
     expect(pruned.code, pruned.stderr).toBe(0);
     expect((await store.names()).sort()).toEqual(['fixed-b', 'monthly']);
+  });
+
+  it('two adds (or an add and an apply) at once, from any machine, cannot both pass the root check', async () => {
+    const definition = (name: string, out: string): ScheduleDefinition => ({
+      name, cron: '0 3 * * *', tz: 'UTC', input: 's3://corpus/', out, options: { dimension: 64 }, incremental: false, onOverlap: 'skip',
+    });
+    // Each pair shares a root. Before, each side read the schedules before either wrote: both were added.
+    for (let pair = 0; pair < 4; pair += 1) {
+      const outcomes = await Promise.allSettled([
+        addSchedule(world.services, definition(`race-${pair}-a`, `s3://race-${pair}/a-{date}/`)),
+        pair % 2 === 0
+          ? addSchedule(world.services, definition(`race-${pair}-b`, `s3://race-${pair}/b-{date}/`))
+          : applySchedules(world.services, [definition(`race-${pair}-b`, `s3://race-${pair}/b-{date}/`)], false),
+      ]);
+      expect(outcomes.map((outcome) => outcome.status).sort(), `pair ${pair}`).toEqual(['fulfilled', 'rejected']);
+      expect(String((outcomes.find((outcome) => outcome.status === 'rejected') as PromiseRejectedResult).reason)).toContain(`same root s3://race-${pair}/`);
+      expect((await store.names()).filter((name) => name.startsWith(`race-${pair}-`))).toHaveLength(1);
+    }
+    expect(await world.services.redis.exists(`${world.settings.redisPrefix}:schedules:edit`)).toBe(0);
   });
 
   it("an incremental run follows _latest.json only when its own schedule wrote it (an older one without the field still is)", async () => {

@@ -3,12 +3,11 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 
 import { QUEUES } from '../../jobs/queues.js';
-import { assertNoOverlap } from '../../jobs/schedule-overlap.js';
 import { runSchedule } from '../../jobs/schedule-run.js';
-import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../../jobs/schedule-store.js';
+import { nextTick, removeScheduler, type ScheduleDefinition } from '../../jobs/schedule-store.js';
 import { listSchedules } from '../schedule-list.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
-import { applySchedules, checkScheduleShape, exportSchedules, readScheduleFile } from '../schedule-file.js';
+import { addSchedule, applySchedules, checkScheduleShape, exportSchedules, readScheduleFile } from '../schedule-file.js';
 import { scheduleStore } from '../schedule-tick.js';
 import type { Services } from '../services.js';
 import { withServices } from './context.js';
@@ -51,10 +50,7 @@ export function registerScheduleCommands(program: Command): void {
     await withServices(async (services) => {
       await assertInputExists(definition.input, { s3Client: definition.input.startsWith('s3://') ? services.s3() : undefined });
       const store = scheduleStore(services);
-      // Another schedule's root would be shared (or reached): each would build on the other's runs.
-      assertNoOverlap(definition, await store.list());
-      const { updated } = await store.upsert(definition);
-      await installScheduler(services.queues[QUEUES.schedule], definition);
+      const { updated } = await addSchedule(services, definition);
       const next = await nextTick(services.queues[QUEUES.schedule], name);
       // An update keeps a pause: its ticks start no run until `schedule resume`.
       const pausedAt = (await store.get(name))?.pausedAt ?? null;
