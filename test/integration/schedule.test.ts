@@ -1,8 +1,8 @@
 import { DeleteObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { QUEUES } from '../../jobs/queues.js';
-import { removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
+import { JOB_NAMES, QUEUES } from '../../jobs/queues.js';
+import { nextTick, removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
 import { sleep } from '../../src/sleep.js';
 import { runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
 
@@ -80,6 +80,23 @@ describe('embedq schedule', () => {
     const removed = await runEmbedq(world.env, ['schedule', 'remove', 'upsert']);
     expect(removed.code).toBe(0);
     expect(await schedules.get('upsert')).toBeUndefined();
+  });
+
+  it('the Job Scheduler plans a tick whose local time a DST change skips at midnight for the first instant after the gap, not a day later', async () => {
+    // Santiago's clocks go from 00:00 (UTC-4) to 01:00 (UTC-3) on 2027-09-05. BullMQ plans from
+    // startDate when it is later than now: as if the schedule were added at noon the day before.
+    const queue = world.services.queues[QUEUES.schedule];
+    await queue.upsertJobScheduler(
+      'santiago',
+      { pattern: '0 0 * * *', tz: 'America/Santiago', startDate: Date.parse('2027-09-04T12:00:00Z') },
+      { name: JOB_NAMES.scheduleTick, data: { v: 1, schedule: 'santiago' } },
+    );
+    try {
+      // Before, 2027-09-06T03:00:00.000Z: the day was lost.
+      expect(new Date((await nextTick(queue, 'santiago'))!).toISOString()).toBe('2027-09-05T04:00:00.000Z');
+    } finally {
+      await removeScheduler(queue, 'santiago');
+    }
   });
 
   it('schedule run takes the same single slot as a tick: refused while the previous run is active', async () => {

@@ -1,3 +1,4 @@
+import { defaultRepeatStrategy } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 
 import { hasPlaceholder, renderTemplate, scheduleRoot, validateCron, validateRoot, validateTemplate } from '../../jobs/schedule-template.js';
@@ -45,5 +46,57 @@ describe('schedule templates', () => {
     expect(() => validateCron('0 0 3 * * * *', 'UTC')).toThrow(/expected 5 fields.*got 7/);
     expect(() => validateCron('0 25 * * *', 'UTC')).toThrow(/--cron "0 25 \* \* \*": .*0-23/);
     expect(() => validateCron('0 3 * * *', 'Europe/Atlantis')).toThrow(/--tz "Europe\/Atlantis"/);
+  });
+});
+
+/**
+ * The ticks a schedule gets, as BullMQ's Job Scheduler plans them: each from the one before, with
+ * the strategy it runs (cron-parser underneath), so what fires is what is tested.
+ */
+function ticks(pattern: string, tz: string, from: string, count: number): string[] {
+  const planned: string[] = [];
+  let millis = Date.parse(from);
+  for (let index = 0; index < count; index++) {
+    millis = defaultRepeatStrategy(millis, { pattern, tz })!;
+    planned.push(new Date(millis).toISOString());
+  }
+  return planned;
+}
+
+describe('ticks across daylight saving changes', () => {
+  // Santiago's clocks skip from 00:00 (UTC-4) to 01:00 (UTC-3) on 2027-09-05; Havana's from 00:00
+  // (UTC-5) to 01:00 (UTC-4) on 2027-03-14. A tick in the skipped hour runs as the clocks skip it,
+  // at 01:00 (01:30 for 00:30); before cron-parser 5.10.5 it was lost, and the day, week or year
+  // with it (BullMQ pins 5.10.3; package.json overrides it).
+  it('a tick in a gap at midnight runs after the gap, for every pattern; the next day is as usual', () => {
+    // Soft: each pattern that loses its tick is reported.
+    expect.soft(ticks('0 0 * * *', 'America/Santiago', '2027-09-04T12:00:00Z', 2)).toEqual(['2027-09-05T04:00:00.000Z', '2027-09-06T03:00:00.000Z']);
+    expect.soft(ticks('30 0 * * *', 'America/Santiago', '2027-09-04T12:00:00Z', 2)).toEqual(['2027-09-05T04:30:00.000Z', '2027-09-06T03:30:00.000Z']);
+    expect.soft(ticks('0 */6 * * *', 'America/Santiago', '2027-09-04T12:00:00Z', 4)).toEqual([
+      '2027-09-04T16:00:00.000Z',
+      '2027-09-04T22:00:00.000Z',
+      '2027-09-05T04:00:00.000Z',
+      '2027-09-05T09:00:00.000Z',
+    ]);
+    expect.soft(ticks('0 0 * * 0', 'America/Santiago', '2027-09-04T12:00:00Z', 2)).toEqual(['2027-09-05T04:00:00.000Z', '2027-09-12T03:00:00.000Z']);
+    expect.soft(ticks('0 0 5 9 *', 'America/Santiago', '2027-01-01T00:00:00Z', 2)).toEqual(['2027-09-05T04:00:00.000Z', '2028-09-05T03:00:00.000Z']);
+    expect.soft(ticks('0 0 * * *', 'America/Havana', '2027-03-13T12:00:00Z', 2)).toEqual(['2027-03-14T05:00:00.000Z', '2027-03-15T04:00:00.000Z']);
+    // Rendered on the day it stands for, at the local time it ran.
+    expect(renderTemplate('{date}/{time}', { tickMillis: Date.parse('2027-09-05T04:00:00Z'), tz: 'America/Santiago', runId: '' })).toBe('2027-09-05/010000');
+  });
+
+  it('a gap at another hour, the repeated hour, zones without the change and UTC are as before', () => {
+    // Berlin skips 02:00-03:00 on 2027-03-28: 02:30 runs at 03:30 CEST.
+    expect(ticks('30 2 * * *', 'Europe/Berlin', '2027-03-27T12:00:00Z', 2)).toEqual(['2027-03-28T01:30:00.000Z', '2027-03-29T00:30:00.000Z']);
+    // Berlin repeats 02:00-03:00 on 2027-10-31: a daily 02:30 runs once, an hourly one at both 02:30s.
+    expect(ticks('30 2 * * *', 'Europe/Berlin', '2027-10-30T12:00:00Z', 2)).toEqual(['2027-10-31T00:30:00.000Z', '2027-11-01T01:30:00.000Z']);
+    expect(ticks('30 * * * *', 'Europe/Berlin', '2027-10-30T23:00:00Z', 3)).toEqual(['2027-10-30T23:30:00.000Z', '2027-10-31T00:30:00.000Z', '2027-10-31T01:30:00.000Z']);
+    // New York's gap is at 02:00; its midnight is untouched.
+    expect(ticks('0 2 * * *', 'America/New_York', '2027-03-13T12:00:00Z', 2)).toEqual(['2027-03-14T07:00:00.000Z', '2027-03-15T06:00:00.000Z']);
+    expect(ticks('0 0 * * *', 'America/New_York', '2027-03-13T12:00:00Z', 2)).toEqual(['2027-03-14T05:00:00.000Z', '2027-03-15T04:00:00.000Z']);
+    // Santiago's midnight on the day the clocks go back (00:00 -03 → 23:00 -04 the day before), and in winter.
+    expect(ticks('0 0 * * *', 'America/Santiago', '2027-04-02T12:00:00Z', 2)).toEqual(['2027-04-03T03:00:00.000Z', '2027-04-04T04:00:00.000Z']);
+    expect(ticks('0 0 * * *', 'America/Santiago', '2027-06-01T12:00:00Z', 2)).toEqual(['2027-06-02T04:00:00.000Z', '2027-06-03T04:00:00.000Z']);
+    expect(ticks('0 0 * * *', 'UTC', '2027-09-04T12:00:00Z', 2)).toEqual(['2027-09-05T00:00:00.000Z', '2027-09-06T00:00:00.000Z']);
   });
 });
