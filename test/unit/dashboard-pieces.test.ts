@@ -1,9 +1,12 @@
+import { PassThrough } from 'node:stream';
+
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { describe, expect, it } from 'vitest';
 
 import { metricField, parseMetricField } from '../../src/metrics/metrics-keys.js';
 import { isLoopbackHost, loginRedirectPath } from '../../workers/dashboard/auth.js';
 import { mergeFamilies } from '../../workers/dashboard/metrics-endpoint.js';
+import { snapshotStream } from '../../workers/dashboard/event-stream.js';
 import { ThroughputTracker } from '../../workers/dashboard/throughput.js';
 import { toJobView } from '../../workers/dashboard/job-views.js';
 import { rateFigures } from '../../workers/dashboard/sources.js';
@@ -141,4 +144,37 @@ describe('dashboard login redirect', () => {
     ['/\n/evil.example.com', '/'],
     ['/%5Cevil.example.com', '/%5Cevil.example.com'],
   ])('next %j goes to %j', (next, path) => expect(loginRedirectPath(next)).toBe(path));
+});
+
+describe('the page\'s event stream', () => {
+  // A PassThrough nobody reads stands for a client that stays connected and stops reading: its
+  // write() says false once 1 KB waits, as a socket does once the kernel's buffers are full.
+  const snapshot = (tick: number) => ({ tick, jobs: 'x'.repeat(2_000) });
+  const ticksIn = (text: string): number[] => [...text.matchAll(/"tick":(\d+)/g)].map((match) => Number(match[1]));
+
+  it('keeps only the newest snapshot for a client that stopped reading, and sends it once the client reads again', async () => {
+    const client = new PassThrough({ highWaterMark: 1_024 });
+    const stream = snapshotStream(client);
+    for (let tick = 1; tick <= 100; tick += 1) stream.send(snapshot(tick));
+    // Before, every snapshot was buffered for it: 100 of them here, one a second for as long as it stayed.
+    expect(client.writableLength + client.readableLength).toBeLessThan(3 * 2_100);
+    let read = '';
+    client.on('data', (chunk: Buffer) => (read += chunk.toString()));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ticksIn(read)).toEqual([1, 100]);
+    stream.send(snapshot(101));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ticksIn(read)).toEqual([1, 100, 101]);
+    stream.close();
+  });
+
+  it('closes a client that drains nothing for the stall limit', async () => {
+    const client = new PassThrough({ highWaterMark: 1_024 });
+    const stream = snapshotStream(client, 50);
+    stream.send(snapshot(1));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(client.destroyed).toBe(true);
+    stream.send(snapshot(2));
+    stream.close();
+  });
 });

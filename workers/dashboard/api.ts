@@ -5,6 +5,7 @@ import { settleStopped } from '../settle-stopped.js';
 import { JobLostError } from '../../jobs/job-errors.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
+import { snapshotStream } from './event-stream.js';
 import { backlogOf, embedDepth, type DashboardSources, type DashboardState } from './snapshot.js';
 
 /**
@@ -62,10 +63,13 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     // Node sends a HEAD response's headers only on end(): no write ever flushes them.
     if (request.method === 'HEAD') return void reply.raw.end();
-    const send = (snapshot: unknown): void => void reply.raw.write(`data: ${JSON.stringify(snapshot)}\n\n`);
-    void state.latest().then(send, () => undefined);
-    const unsubscribe = state.subscribe(send);
-    request.raw.once('close', unsubscribe);
+    const stream = snapshotStream(reply.raw);
+    void state.latest().then((snapshot) => stream.send(snapshot), () => undefined);
+    const unsubscribe = state.subscribe((snapshot) => stream.send(snapshot));
+    request.raw.once('close', () => {
+      unsubscribe();
+      stream.close();
+    });
   });
 }
 
