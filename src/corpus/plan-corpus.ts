@@ -30,8 +30,45 @@ export interface CorpusPlan {
   estimatedCostUsd: number;
   /** Minutes at the account's limits (whichever of QPM and TPM binds). */
   minutesAtQuota: number;
-  /** What the run would do that the options do not say (JSON Lines fields asked of plain text, a failure for no readable line). */
+  /**
+   * About how many bytes of Redis this job's queued lines take at most: the text of the
+   * `maxOpenShards` consecutive shards that hold the most (the split waits for room beyond them),
+   * as BullMQ job data. Its buffered vectors come on top.
+   */
+  queuedTextBytes: number;
+  /** What the run would do that the options do not say (JSON Lines fields asked of plain text, a failure for no readable line, a large Redis). */
   warnings: string[];
+}
+
+/** Beyond this, `plan` warns about the Redis a job's queued lines need (the vectors at the defaults take ~120 MB). */
+const QUEUED_TEXT_WARNING_BYTES = 128 * 1024 * 1024;
+
+/**
+ * A queued line as Redis keeps it: its text with its row, source and hash in the embed job's data
+ * (~200 bytes), and a quarter on top for the allocator's size classes. Measured: 10 lines of 7,900
+ * bytes, 80.5 KB of data, 99 KB by MEMORY USAGE.
+ */
+const queuedLineBytes = (text: string): number => Math.ceil((Buffer.byteLength(text) + 200) * 1.25);
+
+/** The most text any `maxOpenShards` consecutive shards hold: what the split lets Redis keep queued at once. */
+class OpenShardsText {
+  private readonly window: number[] = [];
+  private shard = -1;
+  peak = 0;
+
+  constructor(
+    private readonly shardRows: number,
+    private readonly maxOpenShards: number,
+  ) {}
+
+  add(row: number, bytes: number): void {
+    for (const shard = Math.floor(row / this.shardRows); this.shard < shard; this.shard += 1) {
+      this.window.push(0);
+      if (this.window.length > this.maxOpenShards) this.window.shift();
+    }
+    this.window[this.window.length - 1]! += bytes;
+    this.peak = Math.max(this.peak, this.window.reduce((sum, shardBytes) => sum + shardBytes, 0));
+  }
 }
 
 /**
@@ -46,6 +83,8 @@ export async function planCorpus(
     exactTokens?: boolean;
     /** `--reuse`: whether the previous output has this line (its text as it would be embedded). */
     reusable?: ((source: string, line: number, text: string) => boolean) | undefined;
+    /** EMBEDQ_MAX_OPEN_SHARDS of the workers (Default: 2). */
+    maxOpenShards?: number;
   },
 ): Promise<CorpusPlan> {
   const spec = MODELS[options.model];
@@ -55,6 +94,8 @@ export async function planCorpus(
   let jsonLinesObjects = 0;
   let slot: BatchSlot | undefined;
   const readable = new UnreadableInput(options.textField);
+  const maxOpenShards = deps.maxOpenShards ?? 2;
+  const queued = new OpenShardsText(options.shardRows, maxOpenShards);
   const batching = { shardRows: options.shardRows, maxTextsPerRequest: spec.maxTextsPerRequest };
   for await (const object of readAhead(listCorpus(options.input, { s3Client: deps.s3Client }))) {
     plan.objects += 1;
@@ -88,6 +129,7 @@ export async function planCorpus(
           continue;
         }
         plan.tokens += tokens;
+        queued.add(row, queuedLineBytes(text));
         slot = placeLine(slot, row, batching);
         if (slot.position === 0) plan.requests += 1;
       }
@@ -98,5 +140,11 @@ export async function planCorpus(
   // The run fails when no line can be read: say so here, where it costs nothing.
   const unreadable = readable.problem(true);
   const warnings = [...(plainText === undefined ? [] : [plainText]), ...(unreadable ? [`the run will fail with ${unreadable.code}: ${unreadable.message}`] : [])];
-  return { ...plan, exactTokens: tokenizer !== undefined, estimatedCostUsd: estimateCostUsd(options.model, plan.tokens), minutesAtQuota, warnings };
+  if (queued.peak > QUEUED_TEXT_WARNING_BYTES) {
+    const megabytes = (bytes: number): string => `${Math.round(bytes / 1024 / 1024).toLocaleString('en-US')} MB`;
+    warnings.push(
+      `the job's queued lines will take up to ~${megabytes(queued.peak)} of Redis (the text of ${maxOpenShards} shards of ${options.shardRows.toLocaleString('en-US')} lines, EMBEDQ_MAX_OPEN_SHARDS × --shard-rows), besides its vectors; lower --shard-rows for a smaller Redis`,
+    );
+  }
+  return { ...plan, exactTokens: tokenizer !== undefined, estimatedCostUsd: estimateCostUsd(options.model, plan.tokens), minutesAtQuota, queuedTextBytes: queued.peak, warnings };
 }

@@ -105,4 +105,28 @@ another short line
     const plan = await planCorpus(parseJobOptions({ input: file, output: 'unused' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
     expect(plan).toMatchObject({ objects: 1, lines: 1, blank: 0, invalid: 1, tokens: 0, requests: 0 });
   });
+
+  it("estimates the Redis a job's queued lines take at most (the open shards holding the most text), and warns when it is large", async () => {
+    // Shards of 10 rows of 100, 1,000, 3,000 and 100 bytes (the last 5 rows): the 2 consecutive shards holding the most are the middle ones.
+    const sizes = [...Array(10).fill(100), ...Array(10).fill(1_000), ...Array(10).fill(3_000), ...Array(5).fill(100)] as number[];
+    const file = path.join(folder, 'sizes.txt');
+    await writeFile(file, sizes.map((size) => 'a'.repeat(size)).join('\n'));
+    const asRedisKeepsIt = (size: number): number => Math.ceil((size + 200) * 1.25);
+    const plan = await planCorpus(parseJobOptions({ input: file, output: 'unused', shardRows: 10 }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, { maxOpenShards: 2 });
+    expect(plan.queuedTextBytes).toBe(10 * asRedisKeepsIt(1_000) + 10 * asRedisKeepsIt(3_000));
+    expect(plan.warnings).toEqual([]);
+    const three = await planCorpus(parseJobOptions({ input: file, output: 'unused', shardRows: 10 }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, { maxOpenShards: 3 });
+    expect(three.queuedTextBytes).toBe(10 * asRedisKeepsIt(100) + 10 * asRedisKeepsIt(1_000) + 10 * asRedisKeepsIt(3_000));
+
+    // 14,000 lines of 8,000 bytes fit in the two open shards of 10,000 at the defaults: ~140 MB of Redis.
+    // The README's bound counted the vectors only, and a long-document corpus took 7× what it said.
+    const documents = path.join(folder, 'documents.txt');
+    await writeFile(documents, `${'word '.repeat(1_600)}\n`.repeat(14_000));
+    const large = await planCorpus(parseJobOptions({ input: documents, output: 'unused' }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, {});
+    expect(large.queuedTextBytes).toBe(14_000 * asRedisKeepsIt(8_000));
+    expect(large.warnings).toEqual([
+      "the job's queued lines will take up to ~137 MB of Redis (the text of 2 shards of 10,000 lines, EMBEDQ_MAX_OPEN_SHARDS × --shard-rows), besides its vectors; lower --shard-rows for a smaller Redis",
+    ]);
+    await rm(documents);
+  });
 });

@@ -30,7 +30,7 @@ export function registerPlanCommand(program: Command): void {
       const paced = { requestsPerMinute: limits.requestsPerMinute * share, tokensPerMinute: limits.tokensPerMinute * share };
       // The previous output's reader (hyparquet) is loaded only for `--reuse`, and by no other command.
       const reuse = options.reuse === undefined ? undefined : await (await import('./plan-reuse.js')).openReuse(options, settings);
-      const plan = await planCorpus(options, paced, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable });
+      const plan = await planCorpus(options, paced, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable, maxOpenShards: settings.worker.maxOpenShards });
       if (flags.json) {
         const reuseFields = reuse ? { reused_from: reuse.from ?? null, reuse_error: reuse.error ?? null } : {};
         process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits, paced }, null, 2)}\n`);
@@ -41,7 +41,7 @@ export function registerPlanCommand(program: Command): void {
       const percent = (fraction: number): string => `${Number((fraction * 100).toFixed(2))}%`;
       process.stdout.write(
         [
-          `input      ${input} (${n(plan.objects)} objects)`,
+          `input      ${input} (${n(plan.objects)} ${plan.objects === 1 ? 'object' : 'objects'})`,
           `lines      ${n(plan.lines)} (${n(plan.blank)} blank, ${n(plan.invalid)} invalid, ${n(plan.tooLong)} over ${n(textTokenLimit(options.model))} tokens)`,
           ...(reuse
             ? [reuse.error ? `reuse      unavailable, every line would be sent: ${reuse.error}` : `reuse      ${n(plan.reused)} lines from ${reuse.from} (not sent; requests, tokens, cost and time below are for the rest)`]
