@@ -8,6 +8,7 @@ import { sleep } from '../src/sleep.js';
 
 import type { CorpusStore } from './corpus-store.js';
 import { JOB_NAMES } from './queues.js';
+import { assertNotBullmqQueueKey, isBullmqQueueKey } from './schedule-name.js';
 
 /**
  * Schedules: their definitions and run history in Redis, and the BullMQ Job Scheduler behind
@@ -19,6 +20,9 @@ import { JOB_NAMES } from './queues.js';
  *   schedule:<name>        HASH  definition (JSON), counters, current run, last run, last error, paused
  *   schedule:<name>:ticks  LIST  newest first, last 100: `<tick ms> <outcome> <job id or reason>`
  *   schedules:edit         STRING  held by one `schedule add` or `apply` at a time (whileEditing)
+ *
+ * BullMQ's `schedule` queue keeps its keys beside them (`schedule:wait`, `schedule:repeat`, …):
+ * no name that is one of those is ever written or deleted here (schedule-name.ts).
  */
 
 export type OverlapPolicy = 'skip' | 'queue';
@@ -67,19 +71,32 @@ const ACTIVE_STATES = new Set(['queued', 'running']);
 /** An edit holds the lock this long at most: one that died frees it by itself. */
 const EDIT_LOCK_MS = 30_000;
 const RELEASE_IF_HELD = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
+/**
+ * The record, then the name in the list: a write refused half-way leaves the name unlisted (a
+ * listed name without record once made every `schedule list` fail). Returns ZADD's count.
+ */
+const UPSERT = `redis.call('HSET', KEYS[1], 'definition', ARGV[1], 'updatedAt', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'createdAt', ARGV[2])
+return redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3])`;
 
 export class ScheduleStore {
   private readonly releaseIfHeld: LuaScript;
+  private readonly upsertScript: LuaScript;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly prefix: string,
   ) {
     this.releaseIfHeld = defineLuaScript(redis, RELEASE_IF_HELD);
+    this.upsertScript = defineLuaScript(redis, UPSERT);
   }
 
-  private key = (name: string): string => `${this.prefix}:schedule:${name}`;
-  private ticksKey = (name: string): string => `${this.prefix}:schedule:${name}:ticks`;
+  /** Throws for a name whose key may be BullMQ's: the last guard before any command on it. */
+  private key = (name: string): string => {
+    assertNotBullmqQueueKey(name);
+    return `${this.prefix}:schedule:${name}`;
+  };
+  private ticksKey = (name: string): string => `${this.key(name)}:ticks`;
   private get namesKey(): string {
     return `${this.prefix}:schedules`;
   }
@@ -107,16 +124,13 @@ export class ScheduleStore {
 
   /** Creates or replaces the definition; counters and history are kept. Returns whether it existed. */
   async upsert(definition: ScheduleDefinition, now = Date.now()): Promise<{ updated: boolean }> {
-    const added = await this.redis.zadd(this.namesKey, 'NX', now, definition.name);
-    await this.redis
-      .multi()
-      .hset(this.key(definition.name), { definition: JSON.stringify(definition), updatedAt: now })
-      .hsetnx(this.key(definition.name), 'createdAt', now)
-      .exec();
+    const added = await this.upsertScript([this.key(definition.name), this.namesKey], JSON.stringify(definition), now, definition.name);
     return { updated: Number(added) === 0 };
   }
 
   async get(name: string): Promise<ScheduleRecord | undefined> {
+    // Listed by an older version that let such a name in: it is no schedule, and its key is BullMQ's.
+    if (isBullmqQueueKey(name)) return undefined;
     const hash = await this.redis.hgetall(this.key(name));
     if (!hash.definition) return undefined;
     const number = (field: string): number => Number(hash[field] ?? 0);
@@ -143,6 +157,7 @@ export class ScheduleStore {
    * Only an existing schedule is marked, in one script: a remove meanwhile leaves no half record.
    */
   async setPaused(name: string, paused: boolean, now = Date.now()): Promise<'missing' | 'changed' | 'unchanged'> {
+    if (isBullmqQueueKey(name)) return 'missing';
     const result = await this.redis.eval(
       `if redis.call('HEXISTS', KEYS[1], 'definition') == 0 then return -1 end
        if ARGV[1] == '1' then return redis.call('HSETNX', KEYS[1], 'pausedAt', ARGV[2]) end
@@ -183,6 +198,12 @@ export class ScheduleStore {
   }
 
   async remove(name: string): Promise<boolean> {
+    if (isBullmqQueueKey(name)) {
+      // Only the listing an older version left: the key of that name is BullMQ's (`apply --prune`
+      // deleted the queue's delayed set, and with it every schedule's next tick).
+      await this.redis.zrem(this.namesKey, name);
+      return false;
+    }
     const [[, removed]] = (await this.redis.multi().zrem(this.namesKey, name).del(this.key(name), this.ticksKey(name)).exec()) as [[unknown, number]];
     return Number(removed) === 1;
   }

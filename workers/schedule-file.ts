@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 
 import { QUEUES } from '../jobs/queues.js';
+import { assertScheduleName } from '../jobs/schedule-name.js';
 import { assertNoOverlap, scheduleOverlap } from '../jobs/schedule-overlap.js';
 import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../jobs/schedule-store.js';
 import { hasPlaceholder, renderTemplate, validateCron, validateRoot, validateTemplate } from '../jobs/schedule-template.js';
@@ -18,9 +19,6 @@ import type { Services } from './services.js';
  * back when Redis loses them: a worker given the file (`EMBEDQ_SCHEDULES_FILE`) puts back every
  * schedule Redis no longer has.
  */
-
-/** BullMQ reserves `:` in ids; the name also appears in job ids and Redis keys. */
-const SCHEDULE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 /** How often a worker with a schedules file looks for schedules Redis lost. */
 export const RESTORE_INTERVAL_MS = 60_000;
@@ -48,7 +46,7 @@ const ScheduleFile = z.object({
  */
 export function checkScheduleShape(definition: Pick<ScheduleDefinition, 'name' | 'cron' | 'tz' | 'out' | 'incremental'>): string {
   const { name, cron, tz, out } = definition;
-  if (!SCHEDULE_NAME.test(name)) throw new ConfigError(`schedule name "${name}": use letters, digits, "_", "." and "-" (at most 64, no ":")`);
+  assertScheduleName(name);
   validateCron(cron, tz);
   validateTemplate(out);
   validateRoot(out);

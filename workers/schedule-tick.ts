@@ -2,6 +2,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import { z } from 'zod';
 
 import { JOB_NAMES, QUEUES } from '../jobs/queues.js';
+import { isBullmqQueueKey } from '../jobs/schedule-name.js';
 import { runSchedule } from '../jobs/schedule-run.js';
 import { ScheduleStore, type ScheduleTickPayload } from '../jobs/schedule-store.js';
 import type { Services } from './services.js';
@@ -30,6 +31,11 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
     // A scheduler's job carries its tick as `prevMillis`; a re-queued tick carries it in the payload.
     const tickMillis = payload.tickMillis ?? (job.opts as { prevMillis?: number }).prevMillis ?? job.timestamp;
     const logger = services.logger.child({ queue: job.queueName, job: job.name, jobId: job.id, schedule: payload.schedule, tick: new Date(tickMillis).toISOString() });
+    if (isBullmqQueueKey(payload.schedule)) {
+      // A Job Scheduler an older version installed under a name that is no schedule's.
+      logger.warn('no schedule may have this name; tick ignored (`embedq schedule remove` removes its scheduler)');
+      return;
+    }
     const requeued = payload.tickMillis !== undefined;
     if (!requeued && (await waitingTick(schedules, payload.schedule)) !== null) {
       // A queued tick goes first; a fresh one must not overtake it when the run ends.

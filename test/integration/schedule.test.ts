@@ -1,3 +1,7 @@
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
 import { DeleteObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -280,6 +284,75 @@ describe('embedq schedule', () => {
       expect((await runEmbedq(world.env, ['schedule', 'remove', 'held'])).code).toBe(0);
     } finally {
       await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+
+  it("refuses names that are BullMQ's keys of the schedule queue; remove, pause and run of one touch none of them, and another schedule ticks on", async () => {
+    const { redis } = world.services;
+    const prefix = world.settings.redisPrefix;
+    const flags = ['s3://corpus/daily/corpus.txt', '--cron', '* * * * * *', '--dimension', '64', '--output-type', 'dense'];
+    expect((await runEmbedq(world.env, ['schedule', 'add', 'ticker', ...flags, '--out', 's3://out/ticker/{runId}/'])).code).toBe(0);
+    // Paused, its ticks start no run; each is logged.
+    expect((await runEmbedq(world.env, ['schedule', 'pause', 'ticker'])).code).toBe(0);
+    const ticksReach = async (count: number): Promise<void> => {
+      const deadline = Date.now() + 20_000;
+      while ((await schedules.ticks('ticker')).length < count) {
+        if (Date.now() > deadline) throw new Error(`ticker stopped ticking: ${JSON.stringify(await schedules.get('ticker'))}`);
+        await sleep(50);
+      }
+    };
+    const bullmqKeys = async () =>
+      Object.fromEntries(await Promise.all(['wait', 'delayed', 'repeat', 'events', 'meta'].map(async (suffix) => [suffix, await redis.type(`${prefix}:schedule:${suffix}`)])));
+    const worker = spawnEmbedq(world.env, ['worker']);
+    try {
+      await ticksReach(2);
+      const before = await bullmqKeys();
+      expect(before).toMatchObject({ delayed: 'zset', repeat: 'zset', events: 'stream', meta: 'hash' });
+
+      // Before, `add wait` replaced BullMQ's wait list with a hash (no schedule ticked again), and
+      // `add delayed` failed with WRONGTYPE, leaving its name listed: every `schedule list` failed.
+      const file = path.join(tmpdir(), `embedq-names-${prefix}.json`);
+      const entry = { cron: '0 3 * * *', input: 's3://corpus/daily/corpus.txt', out: 's3://out/names-events/{date}/', options: { dimension: 64 } };
+      await writeFile(file, JSON.stringify({ version: 1, schedules: [{ name: 'events', ...entry }] }));
+      const [wait, digits, applied] = await Promise.all([
+        ...['wait', '42'].map((name) => runEmbedq(world.env, ['schedule', 'add', name, ...flags, '--out', `s3://out/names-${name}/{runId}/`])),
+        runEmbedq(world.env, ['schedule', 'apply', file]),
+      ]);
+      expect([wait!.code, digits!.code, applied!.code]).toEqual([2, 2, 2]);
+      expect(wait!.stderr).toContain(`schedule name "wait": BullMQ keeps the schedule queue's "wait" (<prefix>:schedule:wait)`);
+      expect(digits!.stderr).toContain('schedule name "42": digits only');
+      expect(applied!.stderr).toContain(`- schedule events: schedule name "events": BullMQ keeps the schedule queue's "events"`);
+      // Before, `remove delayed` deleted BullMQ's delayed set (every schedule's next tick), and
+      // `remove repeat` would have deleted every Job Scheduler.
+      const commands = [['remove', 'delayed'], ['pause', 'delayed'], ['run', 'wait'], ['remove', 'repeat']];
+      const results = await Promise.all(commands.map((command) => runEmbedq(world.env, ['schedule', ...command])));
+      expect(results.map((result) => [result.code, result.stderr])).toEqual(commands.map(([, name]) => [1, `no schedule ${name}\n`]));
+      expect(await bullmqKeys()).toEqual(before);
+
+      // A name an older version listed before its write failed: no schedule, and list and export
+      // work; `apply --prune` unlists it and leaves BullMQ's key of that name alone.
+      await redis.zadd(`${prefix}:schedules`, Date.now(), 'events');
+      const listed = await runEmbedq(world.env, ['schedule', 'list', '--json']);
+      expect(listed.code, listed.stderr).toBe(0);
+      expect((JSON.parse(listed.stdout) as Array<{ name: string }>).map((row) => row.name)).toEqual(['ticker']);
+      const exported = await runEmbedq(world.env, ['schedule', 'export']);
+      await writeFile(file, exported.stdout);
+      const pruned = await runEmbedq(world.env, ['schedule', 'apply', file, '--prune']);
+      expect(pruned.stdout).toBe('unchanged schedule ticker\nremoved schedule events\n');
+      expect(await schedules.names()).toEqual(['ticker']);
+      expect(await bullmqKeys()).toEqual(before);
+      await rm(file);
+
+      // A record that cannot be written leaves no name listed without it.
+      await redis.set(`${prefix}:schedule:clash`, 'not a hash');
+      await expect(schedules.upsert({ ...(await schedules.get('ticker'))!, name: 'clash' })).rejects.toThrow(/WRONGTYPE/);
+      expect(await schedules.names()).toEqual(['ticker']);
+      await redis.del(`${prefix}:schedule:clash`);
+
+      await ticksReach((await schedules.ticks('ticker')).length + 2);
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'ticker'])).code).toBe(0);
+    } finally {
+      await stopProcess(worker);
     }
   });
 
