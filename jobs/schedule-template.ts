@@ -13,12 +13,18 @@ export const PLACEHOLDERS = ['date', 'time', 'runId'] as const;
 
 /**
  * Refuses what BullMQ's scheduler would choke on later: a pattern that is not 5 fields (or 6 with
- * seconds), one cron-parser rejects, or a zone the platform does not know. Returns the next tick.
+ * seconds), one cron-parser rejects, a hashed value (`H`), or a zone the platform does not know.
+ * Returns the next tick.
  */
 export function validateCron(pattern: string, tz: string): Date {
-  const fields = pattern.trim().split(/\s+/).length;
-  if (fields !== 5 && fields !== 6) {
-    throw new ConfigError(`--cron "${pattern}": expected 5 fields (minute hour day month weekday), or 6 with seconds first; got ${fields}`);
+  const fields = pattern.trim().split(/\s+/);
+  if (fields.length !== 5 && fields.length !== 6) {
+    throw new ConfigError(`--cron "${pattern}": expected 5 fields (minute hour day month weekday), or 6 with seconds first; got ${fields.length}`);
+  }
+  // cron-parser draws `H` anew at every tick unless given a seed, and BullMQ passes none: `H * * * *`
+  // fired up to three times an hour, `H * * * * *` twice in a minute. (`THU` is no `H`.)
+  if (fields.some((field) => /(^|[,-])H/.test(field))) {
+    throw new ConfigError(`--cron "${pattern}": "H" (a hashed value) is not supported: BullMQ picks it anew at every tick, so runs would come at random; write the value (e.g. 17 * * * * for once an hour)`);
   }
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: tz });

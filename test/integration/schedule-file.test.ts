@@ -85,13 +85,20 @@ describe('schedules file', () => {
       file,
       JSON.stringify({
         version: 1,
-        schedules: [good, { ...good, name: 'badcron', cron: '61 * * * *' }, { ...good, name: 'baddim', options: { dimension: 999 } }, { ...good }],
+        schedules: [
+          good,
+          { ...good, name: 'badcron', cron: '61 * * * *' },
+          { ...good, name: 'hashed', cron: 'H 3 * * *', out: 's3://out/hashed/{date}/' },
+          { ...good, name: 'baddim', options: { dimension: 999 } },
+          { ...good },
+        ],
       }),
     );
     const result = await runEmbedq(world.env, ['schedule', 'apply', file]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(`schedules file ${file}:`);
     expect(result.stderr).toMatch(/- schedule badcron: --cron "61 \* \* \* \*"/);
+    expect(result.stderr).toContain('- schedule hashed: --cron "H 3 * * *": "H" (a hashed value) is not supported');
     expect(result.stderr).toMatch(/- schedule baddim: Invalid options:\n {2}- dimension: 999 is not allowed/);
     expect(result.stderr).toContain('- schedule fine: named twice');
     expect(await store.get('fine')).toBeUndefined();

@@ -38,6 +38,10 @@ describe('embedq schedule', () => {
     const fields = await add(['--cron', '* * *']);
     expect(fields.code).toBe(2);
     expect(fields.stderr).toContain('expected 5 fields');
+    // Before, accepted: BullMQ drew the minute anew at every tick, so it ran up to 3 times an hour.
+    const hashed = await add(['--cron', 'H * * * *']);
+    expect(hashed.code).toBe(2);
+    expect(hashed.stderr).toContain('--cron "H * * * *": "H" (a hashed value) is not supported');
     const zone = await add(['--cron', '0 3 * * *', '--tz', 'Mars/Olympus_Mons']);
     expect(zone.code).toBe(2);
     expect(zone.stderr).toContain('--tz "Mars/Olympus_Mons"');
