@@ -17,25 +17,32 @@ export const NO_OUTPUT = '-';
  * The options of one corpus job (DESIGN "Contract": `embedq submit` / `plan` / `schedule add`).
  * They travel with the job in Redis, so every worker embeds the corpus the same way.
  */
-const JobOptionsSchema = z
-  .object({
-    input: z.string().min(1, 'input is required'),
-    output: z.string().min(1, '--out is required'),
-    model: z.enum(MODEL_NAMES, { error: `must be one of ${MODEL_NAMES.join(', ')}` }).default('text-embedding-v4'),
-    dimension: z.coerce.number().int().positive().optional(),
-    outputType: z.enum(OUTPUT_TYPES, { error: `must be one of ${OUTPUT_TYPES.join(', ')}` }).default('dense&sparse'),
-    textType: z.enum(TEXT_TYPES, { error: `must be one of ${TEXT_TYPES.join(', ')}` }).default('document'),
-    instruct: z.string().min(1).max(1000).optional(),
-    api: z.enum(APIS, { error: `must be one of ${APIS.join(', ')}` }).default('dashscope'),
-    shardRows: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
-    outputFormat: z.enum(['parquet', 'arrow']).default('parquet'),
-    format: z.enum(['text', 'jsonl']).optional(),
-    textField: z.string().min(1).default('text'),
-    idField: z.string().min(1).optional(),
-    longLines: z.enum(['truncate', 'error']).default('truncate'),
-    /** `--reuse`: a previous output (or a schedule root, through its `_latest.json`) whose vectors unchanged lines take. */
-    reuse: z.string().min(1).optional(),
-  })
+const JobOptionFields = z.object({
+  input: z.string().min(1, 'input is required'),
+  output: z.string().min(1, '--out is required'),
+  model: z.enum(MODEL_NAMES, { error: `must be one of ${MODEL_NAMES.join(', ')}` }).default('text-embedding-v4'),
+  dimension: z.coerce.number().int().positive().optional(),
+  outputType: z.enum(OUTPUT_TYPES, { error: `must be one of ${OUTPUT_TYPES.join(', ')}` }).default('dense&sparse'),
+  textType: z.enum(TEXT_TYPES, { error: `must be one of ${TEXT_TYPES.join(', ')}` }).default('document'),
+  instruct: z.string().min(1).max(1000).optional(),
+  api: z.enum(APIS, { error: `must be one of ${APIS.join(', ')}` }).default('dashscope'),
+  shardRows: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
+  outputFormat: z.enum(['parquet', 'arrow']).default('parquet'),
+  format: z.enum(['text', 'jsonl']).optional(),
+  textField: z.string().min(1).default('text'),
+  idField: z.string().min(1).optional(),
+  longLines: z.enum(['truncate', 'error']).default('truncate'),
+  /** `--reuse`: a previous output (or a schedule root, through its `_latest.json`) whose vectors unchanged lines take. */
+  reuse: z.string().min(1).optional(),
+});
+
+/**
+ * Every option's name. Parsing drops other keys (a stored job or schedule of an older version
+ * may carry one); a schedules file, written by hand, is checked against these (schedule-file.ts).
+ */
+export const JOB_OPTION_NAMES: readonly string[] = Object.keys(JobOptionFields.shape);
+
+const JobOptionsSchema = JobOptionFields
   .superRefine((options, context) => {
     for (const field of ['input', 'output', 'reuse'] as const) {
       const value = options[field];

@@ -8,7 +8,7 @@ import { assertNoOverlap, scheduleOverlap } from '../jobs/schedule-overlap.js';
 import { installScheduler, nextTick, removeScheduler, type ScheduleDefinition } from '../jobs/schedule-store.js';
 import { hasPlaceholder, renderTemplate, validateCron, validateRoot, validateTemplate } from '../jobs/schedule-template.js';
 import { ConfigError } from '../src/errors.js';
-import { parseJobOptions } from '../src/job-options.js';
+import { JOB_OPTION_NAMES, parseJobOptions } from '../src/job-options.js';
 import type { Logger } from '../src/logger.js';
 import { scheduleStore } from './schedule-tick.js';
 import type { Services } from './services.js';
@@ -23,21 +23,29 @@ import type { Services } from './services.js';
 /** How often a worker with a schedules file looks for schedules Redis lost. */
 export const RESTORE_INTERVAL_MS = 60_000;
 
-const ScheduleFile = z.object({
-  version: z.literal(1),
-  schedules: z.array(
-    z.object({
-      name: z.string(),
-      cron: z.string(),
-      tz: z.string().default('UTC'),
-      input: z.string(),
-      out: z.string(),
-      options: z.record(z.string(), z.unknown()).default({}),
-      incremental: z.boolean().default(false),
-      onOverlap: z.enum(['skip', 'queue']).default('skip'),
-    }),
-  ),
+/** A schedule's own input and output are its `input` and `out`; `options` holds the rest. */
+const SCHEDULE_OPTION_NAMES = JOB_OPTION_NAMES.filter((name) => name !== 'input' && name !== 'output');
+
+// Strict: a misspelt key (`dimesion`, `timezone`) was dropped and its default applied, exit 0.
+const ScheduleFile = z.strictObject({ version: z.literal(1), schedules: z.array(z.unknown()) });
+const ScheduleEntry = z.strictObject({
+  name: z.string(),
+  cron: z.string(),
+  tz: z.string().default('UTC'),
+  input: z.string(),
+  out: z.string(),
+  // The values are checked as any submit's are, with the defaults filled in (parseJobOptions).
+  options: z.strictObject(Object.fromEntries(SCHEDULE_OPTION_NAMES.map((name) => [name, z.unknown().optional()]))).default({}),
+  incremental: z.boolean().default(false),
+  onOverlap: z.enum(['skip', 'queue']).default('skip'),
 });
+const KNOWN_KEYS = { file: Object.keys(ScheduleFile.shape), schedule: Object.keys(ScheduleEntry.shape), options: SCHEDULE_OPTION_NAMES };
+
+/** What a hand-written key likely means where its spelling does not show it. */
+const SYNONYMS: { [where in keyof typeof KNOWN_KEYS]?: Record<string, string> } = {
+  schedule: { timezone: 'tz', zone: 'tz', output: 'out' },
+  options: { input: "the schedule's input, beside cron", output: "the schedule's out, beside cron" },
+};
 
 /**
  * What every schedule must pass, from `add`'s flags or a file: its name, cron and zone, output
@@ -77,11 +85,18 @@ export async function readScheduleFile(file: string): Promise<ScheduleDefinition
     throw new ConfigError(`schedules file ${file}: ${error instanceof Error ? error.message : String(error)}`);
   }
   const parsed = ScheduleFile.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(`schedules file ${file}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`);
+  if (!parsed.success) throw new ConfigError(`schedules file ${file}: ${parsed.error.issues.map((issue) => describeIssue(issue, 'file')).join('; ')}`);
   const problems: string[] = [];
   const seen = new Set<string>();
   const definitions: ScheduleDefinition[] = [];
-  for (const definition of parsed.data.schedules) {
+  for (const [index, entry] of parsed.data.schedules.entries()) {
+    const shape = ScheduleEntry.safeParse(entry);
+    if (!shape.success) {
+      const name = (entry as { name?: unknown } | null)?.name;
+      for (const issue of shape.error.issues) problems.push(`schedule ${typeof name === 'string' ? name : `#${index + 1}`}: ${describeIssue(issue, 'schedule')}`);
+      continue;
+    }
+    const definition = shape.data;
     try {
       if (seen.has(definition.name)) throw new ConfigError('named twice');
       seen.add(definition.name);
@@ -104,6 +119,47 @@ export async function readScheduleFile(file: string): Promise<ScheduleDefinition
   });
   if (problems.length > 0) throw new ConfigError(`schedules file ${file}:\n- ${problems.join('\n- ')}`);
   return definitions;
+}
+
+/** One problem of a file's shape (`level`: of the file, or of one schedule); an unknown key with the key it likely means. */
+function describeIssue(issue: z.core.$ZodIssue, level: 'file' | 'schedule'): string {
+  if (issue.code !== 'unrecognized_keys') return `${issue.path.join('.') || '(file)'}: ${issue.message}`;
+  const where = level === 'file' ? 'file' : issue.path.length === 0 ? 'schedule' : 'options';
+  return issue.keys
+    .map((key) => {
+      const meant = likelyMeant(key, where);
+      return `${[...issue.path, key].join('.')}: unknown key${meant ? ` (did you mean ${meant}?)` : ''}`;
+    })
+    .join('; ');
+}
+
+/**
+ * The key a misspelt one likely means: the same but for case, `_` or `-` (`output_type`), at most
+ * two letters off (`dimesion`), a synonym (`timezone`), or an option beside `cron` (`dimension`).
+ */
+function likelyMeant(key: string, where: keyof typeof KNOWN_KEYS): string | undefined {
+  const synonym = SYNONYMS[where]?.[key];
+  if (synonym) return synonym;
+  const plain = (name: string): string => name.toLowerCase().replace(/[-_]/g, '');
+  const near = (names: readonly string[]): string | undefined => {
+    const close = names.filter((name) => editDistance(plain(name), plain(key)) <= Math.min(2, Math.floor(key.length / 3)));
+    return close.length === 1 ? close[0] : undefined;
+  };
+  const meant = near(KNOWN_KEYS[where]);
+  if (meant) return meant;
+  const option = where === 'schedule' ? near(SCHEDULE_OPTION_NAMES) : undefined;
+  return option && `options.${option}`;
+}
+
+/** Levenshtein distance. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
 }
 
 /**

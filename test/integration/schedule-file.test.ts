@@ -91,6 +91,9 @@ describe('schedules file', () => {
           { ...good, name: 'hashed', cron: 'H 3 * * *', out: 's3://out/hashed/{date}/' },
           { ...good, name: 'baddim', options: { dimension: 999 } },
           { ...good },
+          // Before, each misspelt key was dropped and its default applied, exit 0.
+          { ...good, name: 'typos', out: 's3://out/typos/{date}/', options: { dimesion: 64, outputtype: 'dense' }, onoverlap: 'queue', Incremental: true },
+          { ...good, name: 'zoned', out: 's3://out/zoned/{date}/', timezone: 'Europe/Berlin', output_type: 'dense', options: { output: 's3://out/x/' } },
         ],
       }),
     );
@@ -101,6 +104,14 @@ describe('schedules file', () => {
     expect(result.stderr).toContain('- schedule hashed: --cron "H 3 * * *": "H" (a hashed value) is not supported');
     expect(result.stderr).toMatch(/- schedule baddim: Invalid options:\n {2}- dimension: 999 is not allowed/);
     expect(result.stderr).toContain('- schedule fine: named twice');
+    for (const problem of [
+      'schedule typos: options.dimesion: unknown key (did you mean dimension?); options.outputtype: unknown key (did you mean outputType?)',
+      'schedule typos: onoverlap: unknown key (did you mean onOverlap?); Incremental: unknown key (did you mean incremental?)',
+      'schedule zoned: timezone: unknown key (did you mean tz?); output_type: unknown key (did you mean options.outputType?)',
+      "schedule zoned: options.output: unknown key (did you mean the schedule's out, beside cron?)",
+    ]) {
+      expect(result.stderr).toContain(`- ${problem}`);
+    }
     expect(await store.get('fine')).toBeUndefined();
     // A worker given it does not start.
     const worker = await runEmbedq({ ...world.env, EMBEDQ_SCHEDULES_FILE: file }, ['worker']);
@@ -113,6 +124,9 @@ describe('schedules file', () => {
     expect(bucket.code).toBe(2);
     expect(bucket.stderr).toContain('- schedule fine: --out "s3://vec-{date}/x/": a placeholder may not appear in the bucket name');
     expect(await store.get('fine')).toBeUndefined();
+
+    await writeFile(file, JSON.stringify({ version: 1, schedule: [good] }));
+    await expect(readScheduleFile(file)).rejects.toThrow('schedule: unknown key (did you mean schedules?)');
 
     await writeFile(file, '{"version": 1, "schedules": [');
     const unreadable = await runEmbedq(world.env, ['schedule', 'apply', file]);
