@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 
 import type { Queue } from 'bullmq';
 
@@ -20,6 +20,7 @@ import { assertNotBullmqQueueKey, isBullmqQueueKey } from './schedule-name.js';
  *   schedule:<name>        HASH  definition (JSON), counters, current run, last run, last error, paused
  *   schedule:<name>:ticks  LIST  newest first, last 100: `<tick ms> <outcome> <job id or reason>`
  *   schedules:edit         STRING  held by one `schedule add` or `apply` at a time (whileEditing)
+ *   schedules:latest:<sha1 of root>  STRING  held by one run moving the root's `_latest.json` (whilePublishingLatest)
  *
  * BullMQ's `schedule` queue keeps its keys beside them (`schedule:wait`, `schedule:repeat`, …):
  * no name that is one of those is ever written or deleted here (schedule-name.ts).
@@ -68,8 +69,8 @@ export interface TickLogEntry {
 const CLAIM_GRACE_MS = 60_000;
 const TICK_LOG_LENGTH = 100;
 const ACTIVE_STATES = new Set(['queued', 'running']);
-/** An edit holds the lock this long at most: one that died frees it by itself. */
-const EDIT_LOCK_MS = 30_000;
+/** An edit (or a move of `_latest.json`) holds its lock this long at most: one that died frees it by itself. */
+const LOCK_MS = 30_000;
 const RELEASE_IF_HELD = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 /**
  * The record, then the name in the list: a write refused half-way leaves the name unlisted (a
@@ -108,15 +109,29 @@ export class ScheduleStore {
    * long as a lock can be held.
    */
   async whileEditing<T>(edit: () => Promise<T>): Promise<T> {
-    const key = `${this.prefix}:schedules:edit`;
+    return this.whileHolding(`${this.prefix}:schedules:edit`, 'another schedule change', edit);
+  }
+
+  /**
+   * Runs `publish` while no other run moves the `_latest.json` at schedule root `root`: its check
+   * that the pointer names no newer run and its write are one step. Apart, an older run's retry
+   * and a newer run finishing together both passed the check, and the pointer went back.
+   */
+  async whilePublishingLatest<T>(root: string, publish: () => Promise<T>): Promise<T> {
+    const key = `${this.prefix}:schedules:latest:${createHash('sha1').update(root).digest('hex')}`;
+    return this.whileHolding(key, `another run's _latest.json at ${root}`, publish);
+  }
+
+  /** `work` under the lock `key`, waited for at most as long as a lock can be held. */
+  private async whileHolding<T>(key: string, holder: string, work: () => Promise<T>): Promise<T> {
     const token = randomUUID();
-    const deadline = Date.now() + EDIT_LOCK_MS + 5_000;
-    while ((await this.redis.set(key, token, 'PX', EDIT_LOCK_MS, 'NX')) !== 'OK') {
-      if (Date.now() > deadline) throw new Error(`another schedule change has held ${key} for over ${EDIT_LOCK_MS / 1000} s; try again`);
+    const deadline = Date.now() + LOCK_MS + 5_000;
+    while ((await this.redis.set(key, token, 'PX', LOCK_MS, 'NX')) !== 'OK') {
+      if (Date.now() > deadline) throw new Error(`${holder} has held ${key} for over ${LOCK_MS / 1000} s; try again`);
       await sleep(50);
     }
     try {
-      return await edit();
+      return await work();
     } finally {
       await this.releaseIfHeld([key], token);
     }

@@ -32,7 +32,8 @@ export interface LatestPointer {
  * so a crash in between repeats this on retry): points the schedule's `_latest.json` at the run,
  * unless it names a newer run, and clears the schedule's last error.
  * A failed run never gets here, so the pointer keeps naming the last good output. Ticks of one
- * schedule never overlap (ScheduleStore.claim); an older run's `retry` may, hence the check.
+ * schedule never overlap (ScheduleStore.claim); an older run's `retry` may, hence the check, made
+ * and acted on under a lock per root.
  */
 export async function publishScheduleLatest(services: Services, record: CorpusJobRecord, logger: Logger): Promise<void> {
   if (!record.schedule) return;
@@ -50,13 +51,15 @@ export async function publishScheduleLatest(services: Services, record: CorpusJo
   const latest: LatestPointer = { output: record.options.output, job_id: record.id, schedule: record.schedule, finished_at: manifest.finished_at, counts: manifest.counts };
   const rootLocation = scheduleRoot(schedule.out);
   const root = openOutput(rootLocation, services);
-  const keep = await reasonToKeepLatest(record, rootLocation, root);
-  if (keep) {
-    logger.warn({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} left as it is: ${keep}`);
-  } else {
-    await root.store.write(root.prefix + LATEST_FILE, `${JSON.stringify(latest, null, 2)}\n`);
-    logger.info({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} updated`);
-  }
+  await schedules.whilePublishingLatest(outputIdentity(rootLocation), async () => {
+    const keep = await reasonToKeepLatest(record, rootLocation, root);
+    if (keep) {
+      logger.warn({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} left as it is: ${keep}`);
+    } else {
+      await root.store.write(root.prefix + LATEST_FILE, `${JSON.stringify(latest, null, 2)}\n`);
+      logger.info({ schedule: record.schedule, output: latest.output }, `${LATEST_FILE} updated`);
+    }
+  });
   await schedules.recordRunCompleted(record.schedule);
 }
 

@@ -2,12 +2,15 @@ import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { DeleteObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
+import { newCorpusJobId } from '../../jobs/enqueue.js';
 import { JOB_NAMES, QUEUES } from '../../jobs/queues.js';
 import { nextTick, removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
 import { sleep } from '../../src/sleep.js';
+import { publishScheduleLatest } from '../../workers/schedule-outcome.js';
 import { runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
 
 /**
@@ -385,6 +388,27 @@ describe('embedq schedule', () => {
     } finally {
       await stopProcess(worker);
     }
+  });
+
+  it('an older and a newer run moving _latest.json at the same moment leave it naming the newer', async () => {
+    await schedules.upsert({ name: 'race', cron: '0 0 1 1 *', tz: 'UTC', input: 's3://corpus/daily/corpus.txt', out: 's3://out/race/{runId}/', options: {}, incremental: false, onOverlap: 'skip' });
+    const older = newCorpusJobId(Date.now() - 60_000);
+    const newer = newCorpusJobId();
+    for (const id of [older, newer]) {
+      await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: `race/${id}/_SUCCESS`, Body: '' }));
+      const manifest = { job_id: id, finished_at: new Date().toISOString(), counts: { lines: 1, embedded: 1 } };
+      await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: `race/${id}/_manifest.json`, Body: JSON.stringify(manifest) }));
+    }
+    const publish = (id: string) => publishScheduleLatest(world.services, { id, schedule: 'race', options: { output: `s3://out/race/${id}/` } } as CorpusJobRecord, world.services.logger);
+    for (let round = 0; round < 5; round++) {
+      await world.s3.client.send(new DeleteObjectCommand({ Bucket: 'out', Key: 'race/_latest.json' }));
+      // The older run's retry finishing as the newer run does. Before, both found no newer run
+      // named, both wrote, and the older's write, landing last, moved the pointer back.
+      await Promise.all([publish(newer), publish(older)]);
+      const latest = JSON.parse(await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'race/_latest.json' }))).Body!.transformToString()) as { job_id: string };
+      expect(latest.job_id, `round ${round}`).toBe(newer);
+    }
+    await schedules.remove('race');
   });
 
   it("a run whose schedule's --out changed meanwhile writes no _latest.json into the new root", async () => {
