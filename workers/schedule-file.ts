@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 
+import { distance } from 'fastest-levenshtein';
 import { z } from 'zod';
 
 import { QUEUES } from '../jobs/queues.js';
@@ -142,24 +143,13 @@ function likelyMeant(key: string, where: keyof typeof KNOWN_KEYS): string | unde
   if (synonym) return synonym;
   const plain = (name: string): string => name.toLowerCase().replace(/[-_]/g, '');
   const near = (names: readonly string[]): string | undefined => {
-    const close = names.filter((name) => editDistance(plain(name), plain(key)) <= Math.min(2, Math.floor(key.length / 3)));
+    const close = names.filter((name) => distance(plain(name), plain(key)) <= Math.min(2, Math.floor(key.length / 3)));
     return close.length === 1 ? close[0] : undefined;
   };
   const meant = near(KNOWN_KEYS[where]);
   if (meant) return meant;
   const option = where === 'schedule' ? near(SCHEDULE_OPTION_NAMES) : undefined;
   return option && `options.${option}`;
-}
-
-/** Levenshtein distance. */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, index) => index);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    row = next;
-  }
-  return row[b.length]!;
 }
 
 /**
