@@ -17,11 +17,13 @@ export function outputIdentity(output: string): string {
 }
 
 /**
- * A job that stopped (failed, cancelled) keeps its output this long, as `ending:<id>`: a step of it
- * may still be uploading a shard (a cancel does not cut an upload), and a run submitted meanwhile
- * with `--overwrite` would clear the output and then receive that stale file. `embedq cancel`
- * (and the worker that failed the job) give it back as soon as none of its steps is active;
- * `retry` of the job takes it again.
+ * A job that stopped (failed, cancelled) keeps its output at most this long, as `ending:<id>`: a
+ * step of it may still be uploading a shard, and a run submitted meanwhile with `--overwrite`
+ * would clear the output and then receive that stale file. Workers cut a stopped job's uploads
+ * within a poll of their stop watch, so `embedq cancel` (and the worker that failed the job) give
+ * the output back moments later, once none of its steps is active; this bound is for a step whose
+ * worker cannot see the stop (Redis out of its reach, the process paused). `retry` of the job
+ * takes the output again.
  */
 export const ENDING_LEASE_MS = 60_000;
 /** What precedes the job id in a stopped job's lease; the end-state and retry scripts write and read it too. */

@@ -20,8 +20,9 @@ export interface SettleOptions {
 
 /**
  * After a job stopped (cancelled, failed): waits until no BullMQ step of it is active (workers
- * abort its requests within a poll of their stop watch, so this is quick unless a shard is being
- * uploaded), then gives back the output lease the job kept meanwhile (OutputLeases.releaseEnding).
+ * abort its requests, shard uploads included, within a poll of their stop watch, so this is quick
+ * unless a worker cannot see the stop), then gives back the output lease the job kept meanwhile
+ * (OutputLeases.releaseEnding).
  * True if they stopped in time; if not, the lease runs out by itself a minute after the stop.
  */
 export async function settleStopped(services: Services, jobId: string, options: SettleOptions = {}): Promise<boolean> {

@@ -7,6 +7,7 @@ import { previousShardsOf } from './previous-shards-of.js';
 import { openOutput } from './output.js';
 import type { JobContext } from './run-job.js';
 import { fencedChunks, stepFence } from './step-fence.js';
+import { JobStoppedError } from './stop-watch.js';
 
 /**
  * Writes one shard once all its batches are embedded: rows sorted by `row`, one Parquet or Arrow
@@ -17,7 +18,8 @@ import { fencedChunks, stepFence } from './step-fence.js';
  * Fenced: nothing is written unless the job runs in this step's generation and the buffer holds
  * every batch the splitter queued (`done == expected`); the job's state is checked again just
  * before each file appears (stepFence), and the ledger checks both, atomically, when it records
- * the shard.
+ * the shard. A job stopped while its file uploads (cancel, failure) cuts the upload (the stop
+ * watch's signal): a PUT held for minutes by a slow S3 landed after the next run had completed.
  */
 export async function writeShard(payload: WriteShardPayload, { services, logger }: JobContext): Promise<void> {
   const { corpora, queues } = services;
@@ -57,25 +59,19 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   // Checked again just before each file appears: this step may have been paused past its lock.
   const fence = stepFence(corpora, id, generation);
   const file = shardFileName(payload.shard, options.outputFormat);
-  const { bytes, rows, upserts } = await services.shardEncoder
-    .encode(
-      embedded,
-      { dimension: options.dimension, format: options.outputFormat, reuse: previous && { list: buffered.reuseList!, previous } },
-      (chunks) => output.store.writeStream(output.prefix + file, fencedChunks(chunks, fence)),
-    )
-    .finally(() => previous?.dispose());
-  const upsertsFile = upserts ? upsertsFileName(payload.shard) : undefined;
-  if (upsertsFile) {
-    await fence();
-    await output.store.write(output.prefix + upsertsFile, upserts!);
+  const stop = services.stopWatch.watch(id, generation);
+  const signal = stop.signal;
+  let written;
+  try {
+    written = await writeFiles();
+  } catch (error) {
+    if (!(error instanceof JobStoppedError)) throw error;
+    log.info('write abandoned: job stopped');
+    return;
+  } finally {
+    stop.done();
   }
-  errors.sort((a, b) => a.row - b.row);
-  let errorsKey: string | null = null;
-  if (errors.length > 0) {
-    errorsKey = shardErrorsFileName(id, payload.shard);
-    await fence();
-    await output.store.write(output.prefix + errorsKey, errors.map((record) => `${JSON.stringify(record)}\n`).join(''));
-  }
+  const { bytes, rows, upsertsFile, errorsKey } = written;
   const result = await corpora.ledger.markWritten(id, generation, {
     shard: payload.shard,
     file,
@@ -100,5 +96,29 @@ export async function writeShard(payload: WriteShardPayload, { services, logger 
   services.metrics.shardWritten({ seconds: (performance.now() - started) / 1000, blank: buffered.blank, failed: errors.length });
   log.info({ file, rows, reused: buffered.reuse.reused, errors: errors.length, bytes, durationMs: Math.round(performance.now() - started) }, 'shard written');
   if (result.totalShards !== null && result.shardsWritten === result.totalShards) await enqueueFinalize(queues.write, id, generation);
+
+  /** The shard's file, its upserts and its error records; each checked by the fence before it appears. */
+  async function writeFiles(): Promise<{ bytes: number; rows: number; upsertsFile: string | undefined; errorsKey: string | null }> {
+    const { bytes, rows, upserts } = await services.shardEncoder
+      .encode(
+        embedded,
+        { dimension: options.dimension, format: options.outputFormat, reuse: previous && { list: buffered!.reuseList!, previous } },
+        (chunks) => output.store.writeStream(output.prefix + file, fencedChunks(chunks, fence), { signal }),
+      )
+      .finally(() => previous?.dispose());
+    const upsertsFile = upserts ? upsertsFileName(payload.shard) : undefined;
+    if (upsertsFile) {
+      await fence();
+      await output.store.write(output.prefix + upsertsFile, upserts!, { signal });
+    }
+    errors.sort((a, b) => a.row - b.row);
+    let errorsKey: string | null = null;
+    if (errors.length > 0) {
+      errorsKey = shardErrorsFileName(id, payload.shard);
+      await fence();
+      await output.store.write(output.prefix + errorsKey, errors.map((record) => `${JSON.stringify(record)}\n`).join(''), { signal });
+    }
+    return { bytes, rows, upsertsFile, errorsKey };
+  }
 }
 

@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { EmbedqError, InputChangedError, StorageError, StorageUnavailableError } from '../errors.js';
 import { CountedChunks } from './counted-chunks.js';
 import { mapStreamErrors } from './map-stream-errors.js';
-import type { ObjectStore, OpenedObject, StoredObject } from './object-store.js';
+import type { ObjectStore, OpenedObject, StoredObject, WriteOptions } from './object-store.js';
 
 /** Names of in-flight writes (`<file>.tmp-<16 hex>`); listings skip them. */
 const TEMP_FILE = /\.tmp-[0-9a-f]{16}$/;
@@ -129,34 +129,40 @@ export class LocalObjectStore implements ObjectStore {
     }
   }
 
-  async write(key: string, body: Uint8Array | string): Promise<void> {
+  async write(key: string, body: Uint8Array | string, options: WriteOptions = {}): Promise<void> {
+    const { signal } = options;
     const file = this.pathOf(key);
     // Same folder as the target, so the rename is atomic (one file system); readers see the old
     // file or the new one, never a partial one.
     const temporary = `${file}.tmp-${randomBytes(8).toString('hex')}`;
     try {
       await mkdir(path.dirname(file), { recursive: true });
-      await writeFile(temporary, body);
+      await writeFile(temporary, body, { signal });
+      signal?.throwIfAborted();
       await this.#renameTemporary(temporary, file, key);
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
+      if (signal?.aborted) throw signal.reason;
       throw this.#error(error, 'write', key);
     }
   }
 
-  async writeStream(key: string, chunks: AsyncIterable<Uint8Array>): Promise<number> {
+  async writeStream(key: string, chunks: AsyncIterable<Uint8Array>, options: WriteOptions = {}): Promise<number> {
+    const { signal } = options;
     const file = this.pathOf(key);
     // As in `write`: a temp file beside the target, renamed only once every chunk is on disk.
     const temporary = `${file}.tmp-${randomBytes(8).toString('hex')}`;
     const counted = new CountedChunks(chunks);
     try {
       await mkdir(path.dirname(file), { recursive: true });
-      await pipeline(Readable.from(counted, { objectMode: false }), createWriteStream(temporary));
+      await pipeline(Readable.from(counted, { objectMode: false }), createWriteStream(temporary), { signal });
+      signal?.throwIfAborted();
       await this.#renameTemporary(temporary, file, key);
       return counted.bytes;
     } catch (error) {
       await rm(temporary, { force: true }).catch(() => undefined);
       if (counted.failure) throw counted.failure.error;
+      if (signal?.aborted) throw signal.reason;
       throw this.#error(error, 'write', key);
     }
   }

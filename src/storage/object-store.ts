@@ -22,6 +22,15 @@ export interface OpenedObject {
   version: string;
 }
 
+export interface WriteOptions {
+  /**
+   * Aborts the write: its requests in flight are cut (a server stores no object whose body did not
+   * arrive whole), nothing appears, and the write throws the signal's reason. A stopped job's
+   * upload went on for minutes and landed in the next run's output.
+   */
+  signal?: AbortSignal | undefined;
+}
+
 /**
  * Where corpus objects are read from and output files written to: an S3 bucket or a local folder.
  * Keys are `/`-separated and relative to the store's root (the bucket, or the folder).
@@ -50,7 +59,7 @@ export interface ObjectStore {
    * Writes the whole object. It becomes visible only complete (S3 PUT; local: temp file + rename),
    * and writing the same key again replaces it.
    */
-  write(key: string, body: Uint8Array | string): Promise<void>;
+  write(key: string, body: Uint8Array | string, options?: WriteOptions): Promise<void>;
   /**
    * Writes an object from chunks as they come, never holding it whole; returns its size in bytes.
    * It becomes visible only complete, as with `write`: S3 sends a multipart upload (a body smaller
@@ -58,7 +67,7 @@ export interface ObjectStore {
    * temp file and renames it. When `chunks` throws, nothing appears (the temp file is removed, the
    * upload aborted) and that same error is thrown.
    */
-  writeStream(key: string, chunks: AsyncIterable<Uint8Array>): Promise<number>;
+  writeStream(key: string, chunks: AsyncIterable<Uint8Array>, options?: WriteOptions): Promise<number>;
   /** Removes the object; no error if it is already gone. Local: empty folders left behind go too. */
   delete(key: string): Promise<void>;
   /**

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 
 import {
+  type __MetadataBearer,
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -17,7 +18,7 @@ import type { S3Settings } from '../config.js';
 import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js';
 import { CountedChunks } from './counted-chunks.js';
 import { mapStreamErrors } from './map-stream-errors.js';
-import type { ObjectStore, OpenedObject, StoredObject } from './object-store.js';
+import type { ObjectStore, OpenedObject, StoredObject, WriteOptions } from './object-store.js';
 
 /**
  * Creates the one S3 client a process shares. Credentials are the static keys from the settings
@@ -163,41 +164,64 @@ export class S3ObjectStore implements ObjectStore {
     return response.Body.transformToByteArray();
   }
 
-  async write(key: string, body: Uint8Array | string): Promise<void> {
+  async write(key: string, body: Uint8Array | string, options: WriteOptions = {}): Promise<void> {
+    const { signal } = options;
     const sizeBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
-    await this.#send('write', key, async () => {
+    try {
       if (sizeBytes > this.#multipartThresholdBytes) {
         // lib-storage uploads parts in parallel and completes the multipart upload, or aborts it
         // on error (leavePartsOnError: false); the object appears only when it completes. A process
         // killed mid-upload leaves the parts: finalize and --overwrite abort those
         // (abortIncompleteWrites).
         const bytes = typeof body === 'string' ? Buffer.from(body) : body;
-        await new Upload({ client: this.client, params: { Bucket: this.bucket, Key: key, Body: bytes }, leavePartsOnError: false }).done();
+        await this.#upload(key, bytes, signal).done();
       } else {
         // An explicit length: the SDK cannot infer one for an empty body and would warn.
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: sizeBytes }));
+        const put = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: sizeBytes });
+        await this.client.send(put, { abortSignal: signal });
       }
-    });
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      throw toStorageError(error, 'write', this.url(key));
+    }
   }
 
-  async writeStream(key: string, chunks: AsyncIterable<Uint8Array>): Promise<number> {
+  async writeStream(key: string, chunks: AsyncIterable<Uint8Array>, options: WriteOptions = {}): Promise<number> {
+    const { signal } = options;
     const counted = new CountedChunks(chunks);
+    const body = Readable.from(counted, { objectMode: false });
     try {
       // lib-storage sends a body shorter than one part as a single PUT; a longer one as a multipart
       // upload, completed after the last part or aborted when the body or a part fails
       // (leavePartsOnError: false). Either way the object appears only complete.
-      await new Upload({
-        client: this.client,
-        params: { Bucket: this.bucket, Key: key, Body: Readable.from(counted, { objectMode: false }) },
-        partSize: this.#streamPartBytes,
-        queueSize: STREAM_PARTS_IN_FLIGHT,
-        leavePartsOnError: false,
-      }).done();
+      await this.#upload(key, body, signal, { partSize: this.#streamPartBytes, queueSize: STREAM_PARTS_IN_FLIGHT }).done();
       return counted.bytes;
     } catch (error) {
+      body.destroy();
       if (counted.failure) throw counted.failure.error;
+      if (signal?.aborted) throw signal.reason;
       throw toStorageError(error, 'write', this.url(key));
     }
+  }
+
+  /**
+   * A lib-storage upload whose every request `signal` cuts. Upload.abort() alone only stops it
+   * from starting more requests: a PUT in flight went on, and a cancelled job's shard landed
+   * minutes later in the next run's output. The abort of the parts uploaded so far is sent without
+   * the signal, or it could not be sent at all.
+   */
+  #upload(key: string, body: Uint8Array | Readable, signal: AbortSignal | undefined, sizes: { partSize?: number; queueSize?: number } = {}): Upload {
+    const client = this.client;
+    const send = (command: { input: object }, options?: object): Promise<__MetadataBearer> => {
+      if (command instanceof AbortMultipartUploadCommand) return client.send(command, options);
+      return client.send(command as PutObjectCommand, { ...options, abortSignal: signal });
+    };
+    // The client as Upload sees it: the same in all but `send`.
+    const scoped = Object.assign(Object.create(client) as S3Client, { send });
+    const abortController = new AbortController();
+    if (signal?.aborted) abortController.abort();
+    else signal?.addEventListener('abort', () => abortController.abort(), { once: true });
+    return new Upload({ client: scoped, params: { Bucket: this.bucket, Key: key, Body: body }, leavePartsOnError: false, abortController, ...sizes });
   }
 
   async delete(key: string): Promise<void> {

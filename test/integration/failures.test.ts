@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { gzipSync } from 'node:zlib';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { submitCorpusJob } from '../../jobs/enqueue.js';
 import { QUEUES } from '../../jobs/queues.js';
@@ -14,6 +14,7 @@ import { createServices } from '../../workers/services.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { buildCorpus, MODERATION_WORD } from '../support/corpus-fixture.js';
 import { queryParquet } from '../support/duckdb.js';
+import { startHoldingProxy } from '../support/holding-proxy.js';
 import { rewriteText, startRewritingProxy } from '../support/rewriting-proxy.js';
 import { downloadPrefix, removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
 import { loadSettings } from '../../src/config.js';
@@ -148,6 +149,46 @@ describe('failures that stop a job, and bad input', () => {
     } finally {
       await pool.close();
       world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });
+    }
+  });
+
+  it("cuts a cancelled job's shard upload at once: held by a slow S3, it landed in the next run's completed output", async () => {
+    const output = 's3://out/held-upload/';
+    const proxy = await startHoldingProxy(world.s3.endpoint, ({ method, url }) => method === 'PUT' && url.startsWith('/out/held-upload/part-00000'));
+    const throughProxy = createServices(loadSettings({ ...world.env, AWS_ENDPOINT_URL_S3: proxy.url }), createLogger({ level: 'silent' }));
+    const pool = startWorkers(throughProxy, { concurrency: 4 });
+    try {
+      const first = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '250', '--dimension', '64', '--output-type', 'dense']);
+      expect(first.code, first.stderr).toBe(0);
+      await vi.waitFor(() => expect(proxy.held).toHaveLength(1), { timeout: 20_000, interval: 50 });
+      const cancelling = Date.now();
+      const cancelled = await runEmbedq(world.env, ['cancel', first.stdout.trim()]);
+      expect(cancelled.code, cancelled.stderr).toBe(0);
+      // The worker's stop watch cut the request, so its step ended and the output was given back
+      // (not "stays leased for a minute", after which the PUT could still land).
+      await vi.waitFor(() => expect(proxy.held[0]!.clientGoneAt).toBeDefined(), { timeout: 3_000, interval: 50 });
+      expect(proxy.held[0]!.clientGoneAt! - cancelling).toBeLessThan(3_000);
+      expect(cancelled.stderr).toBe(`cancelled ${first.stdout.trim()}\n`);
+    } finally {
+      await pool.close();
+      await throughProxy.close();
+    }
+    const direct = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const second = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '250', '--dimension', '128', '--output-type', 'dense', '--overwrite']);
+      expect(second.code, second.stderr).toBe(0);
+      expect((await waitForJob(world.services, second.stdout.trim())).state).toBe('completed');
+      // What the held PUT would have stored, had its client still been there.
+      proxy.release();
+      await sleep(500);
+      const { folder } = await downloadPrefix(world.s3, 'out', 'held-upload/');
+      const embedded = buildCorpus('data/', { textLines: 400 }).expected.filter((line) => line.kind === 'text').length;
+      const rows = await queryParquet(`SELECT count(*) AS n, min(len(dense)) AS low, max(len(dense)) AS high FROM read_parquet('${folder}/part-*.parquet')`);
+      expect(rows).toEqual([{ n: BigInt(embedded), low: 128n, high: 128n }]);
+      await removeFolder(folder);
+    } finally {
+      await direct.close();
+      await proxy.close();
     }
   });
 
