@@ -46,6 +46,12 @@ export interface S3Settings {
   /** `WHEN_REQUIRED` for servers that reject the SDK's default checksums. */
   checksums: 'WHEN_SUPPORTED' | 'WHEN_REQUIRED';
   /**
+   * `S3_TIMEOUT_MS`: the longest a storage request may wait to connect, for its answer, or for the
+   * next bytes of an object being read (a request's body adds its time at a slow link's pace)
+   * (Default: 30,000 ms; createS3Client's DEFAULT_S3_TIMEOUT_MS when unset).
+   */
+  timeoutMs?: number | undefined;
+  /**
    * Static credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` of the
    * environment given to loadSettings; unset means the SDK's own chain (profiles, roles). Secret.
    */
@@ -152,6 +158,7 @@ const EnvSchema = z
     AWS_ENDPOINT_URL_S3: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL with scheme and host' }).optional(),
     S3_FORCE_PATH_STYLE: z.stringbool().default(false),
     S3_CHECKSUMS: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).default('WHEN_SUPPORTED'),
+    S3_TIMEOUT_MS: timerMs.default(30_000),
     AWS_ACCESS_KEY_ID: z.string().min(1).optional(),
     AWS_SECRET_ACCESS_KEY: z.string().min(1).optional(),
     AWS_SESSION_TOKEN: z.string().min(1).optional(),
@@ -237,6 +244,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       endpoint: e.AWS_ENDPOINT_URL_S3,
       forcePathStyle: e.S3_FORCE_PATH_STYLE,
       checksums: e.S3_CHECKSUMS,
+      timeoutMs: e.S3_TIMEOUT_MS,
       credentials:
         e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY
           ? { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, sessionToken: e.AWS_SESSION_TOKEN }

@@ -19,6 +19,18 @@ import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js
 import { CountedChunks } from './counted-chunks.js';
 import { mapStreamErrors } from './map-stream-errors.js';
 import type { ObjectStore, OpenedObject, StoredObject, WriteOptions } from './object-store.js';
+import { failStalledReads } from './stalled-reads.js';
+
+/** How long a storage request may wait to connect, for an answer, or for an object's next bytes. */
+export const DEFAULT_S3_TIMEOUT_MS = 30_000;
+/**
+ * The slowest a working link sends a request's body: a PUT may take its timeout plus its body's
+ * time at this pace (an 8 MiB part: 64 s more) before it is given up.
+ */
+const SLOWEST_BODY_BYTES_PER_SECOND = 128 * 1024;
+const MAX_TIMER_MS = 2_147_483_647;
+/** Each client's timeout, for the stores that use it (locations.ts hands them the process's one client). */
+const timeouts = new WeakMap<S3Client, number>();
 
 /**
  * Creates the one S3 client a process shares. Credentials are the static keys from the settings
@@ -26,7 +38,8 @@ import type { ObjectStore, OpenedObject, StoredObject, WriteOptions } from './ob
  * tests and special setups (for example fixed credentials for a local server). Does no I/O.
  */
 export function createS3Client(settings: S3Settings, overrides: Partial<S3ClientConfig> = {}): S3Client {
-  return new S3Client({
+  const timeoutMs = settings.timeoutMs ?? DEFAULT_S3_TIMEOUT_MS;
+  const client = new S3Client({
     region: settings.region ?? sdkRegionOrDefault(),
     ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
     forcePathStyle: settings.forcePathStyle,
@@ -35,8 +48,15 @@ export function createS3Client(settings: S3Settings, overrides: Partial<S3Client
     responseChecksumValidation: settings.checksums,
     // A copy: settings are frozen, and the SDK marks the credentials object it is given.
     ...(settings.credentials ? { credentials: { ...settings.credentials } } : {}),
+    // Without these a request that got no answer waited for good: a hung PUT held a shard writer
+    // (and every write queued behind it on that worker) for over ten minutes without a word. The
+    // request timeout runs until the answer's headers; a body being read is watched by the store
+    // (failStalledReads), not by a socket timeout, which would also cut a read the reader paused.
+    requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs, throwOnRequestTimeout: true },
     ...overrides,
   });
+  timeouts.set(client, timeoutMs);
+  return client;
 }
 
 /** Where S3 requests go when nothing names a region: S3-compatible servers take any. */
@@ -82,6 +102,7 @@ export class S3ObjectStore implements ObjectStore {
   readonly #listPageSize: number | undefined;
   readonly #multipartThresholdBytes: number;
   readonly #streamPartBytes: number;
+  readonly #timeoutMs: number;
 
   constructor(
     readonly client: S3Client,
@@ -92,6 +113,7 @@ export class S3ObjectStore implements ObjectStore {
     this.#listPageSize = options.listPageSize;
     this.#multipartThresholdBytes = options.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD_BYTES;
     this.#streamPartBytes = options.streamPartBytes ?? DEFAULT_STREAM_PART_BYTES;
+    this.#timeoutMs = timeouts.get(client) ?? DEFAULT_S3_TIMEOUT_MS;
   }
 
   /** `s3://bucket/key`, for messages. */
@@ -152,7 +174,8 @@ export class S3ObjectStore implements ObjectStore {
     // A ranged GET's length is the range's; `Content-Range: bytes a-b/size` has the object's.
     const size = from > 0 ? Number(/\/(\d+)$/.exec(response.ContentRange ?? '')?.[1] ?? Number.NaN) : response.ContentLength;
     // One GET serves one version whole, even if the key is overwritten while it streams.
-    return { body: mapStreamErrors(body, (error) => toStorageError(error, 'read', this.url(key))), version: s3Version(response.ETag, size) };
+    const unstalled = failStalledReads(body, this.#timeoutMs);
+    return { body: mapStreamErrors(unstalled, (error) => toStorageError(error, 'read', this.url(key))), version: s3Version(response.ETag, size) };
   }
 
   async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
@@ -178,7 +201,7 @@ export class S3ObjectStore implements ObjectStore {
       } else {
         // An explicit length: the SDK cannot infer one for an empty body and would warn.
         const put = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: sizeBytes });
-        await this.client.send(put, { abortSignal: signal });
+        await this.client.send(put, { abortSignal: signal, requestTimeout: this.#timeoutWithBody(sizeBytes) });
       }
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
@@ -205,16 +228,18 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /**
-   * A lib-storage upload whose every request `signal` cuts. Upload.abort() alone only stops it
-   * from starting more requests: a PUT in flight went on, and a cancelled job's shard landed
-   * minutes later in the next run's output. The abort of the parts uploaded so far is sent without
-   * the signal, or it could not be sent at all.
+   * A lib-storage upload whose every request `signal` cuts and whose requests with a body get the
+   * time to send it. Upload.abort() alone only stops it from starting more requests: a PUT in
+   * flight went on, and a cancelled job's shard landed minutes later in the next run's output. The
+   * abort of the parts uploaded so far is sent without the signal, or it could not be sent at all.
    */
   #upload(key: string, body: Uint8Array | Readable, signal: AbortSignal | undefined, sizes: { partSize?: number; queueSize?: number } = {}): Upload {
     const client = this.client;
     const send = (command: { input: object }, options?: object): Promise<__MetadataBearer> => {
       if (command instanceof AbortMultipartUploadCommand) return client.send(command, options);
-      return client.send(command as PutObjectCommand, { ...options, abortSignal: signal });
+      const sent = (command.input as { Body?: unknown }).Body;
+      const sizeBytes = sent instanceof Uint8Array ? sent.byteLength : 0;
+      return client.send(command as PutObjectCommand, { ...options, abortSignal: signal, requestTimeout: this.#timeoutWithBody(sizeBytes) });
     };
     // The client as Upload sees it: the same in all but `send`.
     const scoped = Object.assign(Object.create(client) as S3Client, { send });
@@ -222,6 +247,12 @@ export class S3ObjectStore implements ObjectStore {
     if (signal?.aborted) abortController.abort();
     else signal?.addEventListener('abort', () => abortController.abort(), { once: true });
     return new Upload({ client: scoped, params: { Bucket: this.bucket, Key: key, Body: body }, leavePartsOnError: false, abortController, ...sizes });
+  }
+
+  /** A request's time: the timeout, plus its body's at the slowest pace a working link has. */
+  #timeoutWithBody(sizeBytes: number): number {
+    // No more than a timer holds: a longer one fires at once.
+    return Math.min(MAX_TIMER_MS, this.#timeoutMs + Math.ceil((sizeBytes * 1000) / SLOWEST_BODY_BYTES_PER_SECOND));
   }
 
   async delete(key: string): Promise<void> {

@@ -192,6 +192,34 @@ describe('failures that stop a job, and bad input', () => {
     }
   });
 
+  it('gives up a shard PUT S3 never answers and retries it: the job stayed at 0 lines/s for minutes without a word', async () => {
+    // Every attempt the SDK makes of the first upload is held: the timeout reaches the step.
+    const proxy = await startHoldingProxy(world.s3.endpoint, ({ method, url }) => method === 'PUT' && url.startsWith('/out/hung-put/part-00000'), 3);
+    const log: Array<Record<string, unknown>> = [];
+    const throughProxy = createServices(
+      loadSettings({ ...world.env, AWS_ENDPOINT_URL_S3: proxy.url, S3_TIMEOUT_MS: '1000' }),
+      createLogger({ level: 'warn' }, { write: (line: string) => void log.push(JSON.parse(line) as Record<string, unknown>) }),
+    );
+    const pool = startWorkers(throughProxy, { concurrency: 4 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', 's3://out/hung-put/', '--shard-rows', '250', '--dimension', '64']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      expect((await waitForJob(world.services, submitted.stdout.trim(), undefined, 15_000)).state).toBe('completed');
+      expect(proxy.held).toHaveLength(3);
+      expect(log).toContainEqual(
+        expect.objectContaining({ msg: 'job attempt failed; will retry', code: 'STORAGE_UNAVAILABLE', reason: expect.stringMatching(/^write s3:\/\/out\/hung-put\/part-00000\.parquet: TimeoutError/) }),
+      );
+      const { folder } = await downloadPrefix(world.s3, 'out', 'hung-put/');
+      const embedded = buildCorpus('data/', { textLines: 400 }).expected.filter((line) => line.kind === 'text').length;
+      expect(await queryParquet(`SELECT count(*) AS n FROM read_parquet('${folder}/part-*.parquet')`)).toEqual([{ n: BigInt(embedded) }]);
+      await removeFolder(folder);
+    } finally {
+      await pool.close();
+      await throughProxy.close();
+      await proxy.close();
+    }
+  });
+
   /** Workers against a provider that answers every request with a 500 until `run` turns it back on. */
   /** The workers' log lines of the last outage (each failed attempt is a warning). */
   let outageLog: Array<Record<string, unknown>> = [];

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -352,6 +354,38 @@ describe('S3ObjectStore specifics', () => {
       expect((error as StorageUnavailableError).retryable).toBe(true);
     } finally {
       client.destroy();
+    }
+  });
+
+  it('gives up a request that gets no answer, and a body that stops coming, as StorageUnavailableError (both waited for good)', async () => {
+    // A stuck S3: it takes a PUT and never answers; it sends half an object's body and no more.
+    const server = createServer((request, response) => {
+      request.resume();
+      if (request.method === 'GET') {
+        response.writeHead(200, { 'content-length': '100', etag: '"e"' });
+        response.write('x'.repeat(50));
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = createS3Client(
+      { region: 'us-east-1', endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, forcePathStyle: true, checksums: 'WHEN_REQUIRED', timeoutMs: 300 },
+      { credentials: { accessKeyId: 'x', secretAccessKey: 'y' }, maxAttempts: 1 },
+    );
+    try {
+      const store = new S3ObjectStore(client, 'bucket');
+      const started = Date.now();
+      const written = await store.write('shard.parquet', 'bytes').catch((caught: unknown) => caught);
+      expect(written).toBeInstanceOf(StorageUnavailableError);
+      expect((written as Error).message).toMatch(/^write s3:\/\/bucket\/shard\.parquet: TimeoutError.*requestTimeout/);
+      const body = await store.read('corpus.txt');
+      const read = await streamBuffer(body).catch((caught: unknown) => caught);
+      expect(read).toBeInstanceOf(StorageUnavailableError);
+      expect((read as Error).message).toBe('read s3://bucket/corpus.txt: TimeoutError: no bytes came for 300 ms');
+      expect(Date.now() - started).toBeLessThan(3_000);
+    } finally {
+      client.destroy();
+      server.closeAllConnections();
+      server.close();
     }
   });
 

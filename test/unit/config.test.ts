@@ -85,16 +85,17 @@ describe('settings from the environment', () => {
   });
 
   it('refuses an empty number (it read as 0: an empty retention kept job records for good) and a wait no timer can hold', () => {
-    for (const variable of ['EMBEDQ_JOB_RETENTION_DAYS', 'EMBEDQ_QPM', 'EMBEDQ_RESERVE', 'DASHSCOPE_TIMEOUT_MS', 'EMBEDQ_CONCURRENCY']) {
+    for (const variable of ['EMBEDQ_JOB_RETENTION_DAYS', 'EMBEDQ_QPM', 'EMBEDQ_RESERVE', 'DASHSCOPE_TIMEOUT_MS', 'S3_TIMEOUT_MS', 'EMBEDQ_CONCURRENCY']) {
       expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', [variable]: '' }))).toContain(`- ${variable}: is empty: give a number, or unset it for the default`);
       expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', [variable]: '  ' }))).toContain(`- ${variable}: is empty`);
     }
     // Node fires a longer timer after 1 ms: every request "timed out" at once, the stalled check ran in a loop.
-    for (const variable of ['DASHSCOPE_TIMEOUT_MS', 'EMBEDQ_STALLED_INTERVAL_MS', 'EMBEDQ_LOCK_DURATION_MS']) {
+    for (const variable of ['DASHSCOPE_TIMEOUT_MS', 'S3_TIMEOUT_MS', 'EMBEDQ_STALLED_INTERVAL_MS', 'EMBEDQ_LOCK_DURATION_MS']) {
       expect(problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', [variable]: '3000000000' }))).toContain(`- ${variable}: at most 2147483647`);
     }
     expect(loadSettings({ DASHSCOPE_API_KEY: 'k', DASHSCOPE_TIMEOUT_MS: '2147483647' }).dashscope.timeoutMs).toBe(2_147_483_647);
     expect(loadSettings({ DASHSCOPE_API_KEY: 'k', EMBEDQ_QPM: ' 1200 ' }).dashscope.requestsPerMinute).toBe(1200);
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k' }).s3.timeoutMs).toBe(30_000);
   });
 
   it('reads static S3 credentials when given', () => {
