@@ -56,14 +56,26 @@ redis.call('SREM', KEYS[4], ARGV[2])
 return {'recorded', tonumber(redis.call('HGET', KEYS[1], 'shardsWritten') or '0'), tonumber(redis.call('HGET', KEYS[1], 'totalShards') or '-1')}
 `;
 
+// KEYS: job, written. ARGV: generation, shard numbers. Returns how many were forgotten, or -1 if the
+// job does not run in that generation. The ledger and its counter move together (LOST_STATE_LUA).
+const FORGET = `${CURRENT_LUA}
+if not current(KEYS[1], ARGV[1]) then return -1 end
+local forgotten = 0
+for i = 2, #ARGV do forgotten = forgotten + redis.call('HDEL', KEYS[2], ARGV[i]) end
+if forgotten > 0 then redis.call('HINCRBY', KEYS[1], 'shardsWritten', -forgotten) end
+return forgotten
+`;
+
 export class ShardLedger {
   private readonly markWrittenScript;
+  private readonly forgetScript;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: CorpusKeys,
   ) {
     this.markWrittenScript = defineLuaScript(redis, MARK_WRITTEN);
+    this.forgetScript = defineLuaScript(redis, FORGET);
   }
 
   async isWritten(id: string, shard: number): Promise<boolean> {
@@ -95,6 +107,16 @@ export class ShardLedger {
     if (result[0] !== 'recorded') return { status: 'refused', reason: result[0] as 'inactive' | 'incomplete' };
     const totalShards = result[2]!;
     return { status: 'recorded', shardsWritten: result[1]!, totalShards: totalShards < 0 ? null : totalShards };
+  }
+
+  /**
+   * Takes shards out of the ledger, as if never written, while the job runs in `generation`: their
+   * files are gone from the output, and a retry's split embeds and writes the shards the ledger
+   * does not hold. False if the job no longer runs in that generation.
+   */
+  async forget(id: string, generation: number, shards: readonly number[]): Promise<boolean> {
+    if (shards.length === 0) return true;
+    return ((await this.forgetScript([this.keys.job(id), this.keys.writtenShards(id)], generation, ...shards)) as number) >= 0;
   }
 
   /** Stats of every written shard, in shard order. */

@@ -3,6 +3,7 @@ import { assertNoOtherJobsRun, manifestJobId } from '../jobs/output-files.js';
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
 import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ShardStats } from '../jobs/shard-ledger.js';
+import { StorageError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { buildManifest, type Manifest } from '../src/output/manifest.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
@@ -57,6 +58,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   // the scratch files already); only the cleanup is left. A `_SUCCESS` alone is no proof: a paused
   // finalize of the job before put one into this job's output.
   const vouched = ownManifest && (await output.store.stat(output.prefix + SUCCESS_FILE)) !== undefined;
+  if (!vouched) await assertShardFilesInPlace(services, record, payload.generation, shards, output);
   if (!vouched) await writeOutputFiles(id, record, shards, output, { before: fence, after: (written) => withdrawIfStale(services, record, output, fence, written, logger) });
   progress.vouched = true;
   // The whole scratch folder of this job (its shards' error records), and nothing else's.
@@ -150,6 +152,37 @@ async function settleDelta(record: CorpusJobRecord, shards: ShardStats[], output
 }
 
 /**
+ * Every shard file must be the one the ledger recorded: one deleted while the job ran (a cleanup,
+ * an S3 lifecycle rule, a wiped bucket) or replaced (a stale writer of an earlier generation, as a
+ * size that does not match) fails the job at once with STORAGE_ERROR, naming the files, and those
+ * shards leave the ledger, so `embedq retry` writes them again. Before, finalize failed the same
+ * way 14 times over ~8 minutes as INTERNAL, and a retry, its ledger unchanged, failed again.
+ */
+async function assertShardFilesInPlace(
+  services: Services,
+  record: CorpusJobRecord,
+  generation: number,
+  shards: ShardStats[],
+  output: { store: ObjectStore; prefix: string },
+): Promise<void> {
+  const wrong: { shard: number; problem: string }[] = [];
+  for (const shard of shards) {
+    const found = await output.store.stat(output.prefix + shard.file);
+    if (found?.sizeBytes !== shard.bytes) {
+      wrong.push({ shard: shard.shard, problem: `${shard.file} is ${found ? `${found.sizeBytes} bytes` : 'missing'} (${shard.bytes} bytes were written)` });
+    }
+  }
+  if (wrong.length === 0) return;
+  // Not forgotten: the job was stopped or retried meanwhile, and this step has nothing to say.
+  const forgotten = await services.corpora.ledger.forget(record.id, generation, wrong.map(({ shard }) => shard));
+  if (!forgotten) throw new StaleStepError(`job ${record.id} no longer runs in generation ${generation}`);
+  const problems = wrong.map(({ problem }) => problem).join(', ');
+  throw new StorageError(
+    `${problems} in ${record.options.output}: removed or replaced while the job ran (a cleanup, an S3 lifecycle rule, another program writing there). \`embedq retry ${record.id}\` writes ${wrong.length === 1 ? 'that shard' : 'those shards'} again`,
+  );
+}
+
+/**
  * `fence.before` goes before each write and delete: this step may have been paused past its lock
  * (stepFence); `fence.after` follows the errors file, the manifest and `_SUCCESS`, the files
  * readers trust.
@@ -161,14 +194,6 @@ async function writeOutputFiles(
   output: { store: ObjectStore; prefix: string },
   fence: { before: () => Promise<void>; after: (written: readonly string[]) => Promise<void> },
 ): Promise<void> {
-  // Every shard file must be the one the ledger recorded: a stale writer of an earlier generation
-  // that replaced it would show here as a size that does not match.
-  for (const shard of shards) {
-    const found = await output.store.stat(output.prefix + shard.file);
-    if (found?.sizeBytes !== shard.bytes) {
-      throw new Error(`${shard.file} is ${found ? `${found.sizeBytes} bytes` : 'missing'}; the ledger recorded ${shard.bytes} bytes`);
-    }
-  }
   // Streamed shard by shard: joined into one string, a run's records past 512 MiB (2.5 million
   // failed lines) failed finalize for good ("Invalid string length"), after holding them all.
   async function* errorRecords(): AsyncGenerator<Uint8Array> {

@@ -21,6 +21,8 @@ import { loadSettings } from '../../src/config.js';
 import { sleep } from '../../src/sleep.js';
 import type { Manifest } from '../../src/output/manifest.js';
 import { readFileSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 describe('failures that stop a job, and bad input', () => {
@@ -217,6 +219,37 @@ describe('failures that stop a job, and bad input', () => {
       await pool.close();
       await throughProxy.close();
       await proxy.close();
+    }
+  });
+
+  it('fails a job whose shard file was deleted while it ran as STORAGE_ERROR at once, and retry writes that shard again (finalize failed 14 times over 8 minutes, and retry the same)', async () => {
+    world.emulator.setFaults({ latencyMs: { min: 300, median: 400, p99: 600 } });
+    const output = await mkdtemp(path.join(tmpdir(), 'embedq-deleted-shard-'));
+    const pool = startWorkers(world.services, { concurrency: 2 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '50', '--dimension', '64']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const id = submitted.stdout.trim();
+      await waitForJob(world.services, id, (record) => record.shardsWritten >= 1);
+      const [written] = (await readdir(output)).filter((name) => name.startsWith('part-'));
+      await rm(path.join(output, written!));
+      const deletedAt = Date.now();
+      world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } });
+      const failed = await waitForJob(world.services, id);
+      expect(Date.now() - deletedAt).toBeLessThan(15_000);
+      expect(failed).toMatchObject({ state: 'failed', errorCode: 'STORAGE_ERROR' });
+      expect(failed.error).toContain(`${written} is missing (`);
+      expect(failed.error).toContain(`\`embedq retry ${id}\` writes that shard again`);
+
+      expect((await runEmbedq(world.env, ['retry', id])).code).toBe(0);
+      expect((await waitForJob(world.services, id)).state).toBe('completed');
+      const embedded = buildCorpus('data/', { textLines: 400 }).expected.filter((line) => line.kind === 'text').length;
+      const rows = await queryParquet(`SELECT count(*) AS n, count(DISTINCT row) AS distinct_rows, min(len(dense)) AS low FROM read_parquet('${output}/part-*.parquet')`);
+      expect(rows).toEqual([{ n: BigInt(embedded), distinct_rows: BigInt(embedded), low: 64n }]);
+    } finally {
+      await pool.close();
+      await removeFolder(output);
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });
     }
   });
 
