@@ -315,7 +315,7 @@ export class LocalObjectStore implements ObjectStore {
     if (error instanceof EmbedqError) return error;
     const code = (error as NodeJS.ErrnoException | null)?.code;
     const where = `${operation} ${this.#display(key)}`;
-    const reason = code ? (REASONS[code] ?? `${code}: ${(error as Error).message}`) : String(error);
+    const reason = code ? (REASONS[code] ?? withCode(code, (error as Error).message)) : String(error);
     const message = `${where}: ${reason}`;
     return code && TRANSIENT_CODES.has(code) ? new StorageUnavailableError(message, { cause: error }) : new StorageError(message, { cause: error });
   }
@@ -331,6 +331,11 @@ const REASONS: Record<string, string> = {
 
 /** Failures that may pass: descriptor exhaustion, busy or flaky (network) file systems. */
 const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EIO', 'ETIMEDOUT', 'ECONNRESET', 'ESTALE']);
+
+/** Node's message with its code in front, once: most already start with it (`ENOSPC: no space left on device, write`). */
+function withCode(code: string, message: string): string {
+  return message.startsWith(`${code}:`) ? message : `${code}: ${message}`;
+}
 
 function isMissing(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | null)?.code;

@@ -426,6 +426,16 @@ describe('LocalObjectStore specifics', () => {
     expect(keysOf(await collect(store.list('a/b')))).toEqual(['a/b/c', 'a/ba']);
   });
 
+  it('names the errno of a failure it has no words for once (it said `ENOSPC: ENOSPC: no space left on device`)', async () => {
+    const folder = await newFolder();
+    const store = new LocalObjectStore(folder);
+    const key = `${'n'.repeat(300)}.txt`;
+    const error = await store.write(key, 'x').catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(StorageError);
+    const prefix = `write ${path.join(folder, key)}: ENAMETOOLONG: name too long, open '`;
+    expect((error as StorageError).message.slice(0, prefix.length)).toBe(prefix);
+  });
+
   it('does not list in-flight temp files, but does list hidden files (hiding them is the corpus reader’s choice)', async () => {
     const folder = await newFolder();
     const store = new LocalObjectStore(folder);
