@@ -26,6 +26,14 @@ export const EMBED_QUEUES = {
   'text-embedding-v3': 'embed-v3',
 } as const satisfies Record<ModelName, string>;
 
+/**
+ * The one embed queue of versions before the per-model queues. Workers of this version take its
+ * steps too, so a rolling upgrade's runs finish: an older worker stopped mid-run handed its steps
+ * back there, where no newer worker looked, and the run (and a schedule skipping ticks behind it)
+ * stood still for good. Empty once no older worker runs.
+ */
+export const LEGACY_EMBED_QUEUE = 'embed';
+
 export type EmbedQueueName = (typeof EMBED_QUEUES)[ModelName];
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES] | EmbedQueueName;
 
@@ -34,6 +42,9 @@ export const embedQueue = (model: ModelName): EmbedQueueName => EMBED_QUEUES[mod
 export const EMBED_QUEUE_NAMES: readonly EmbedQueueName[] = MODEL_NAMES.map(embedQueue);
 
 export const isEmbedQueue = (name: string): name is EmbedQueueName => (EMBED_QUEUE_NAMES as readonly string[]).includes(name);
+
+/** Whether a worker of `name` runs `embed-batch` steps (a model's queue, or the legacy one). */
+export const takesEmbedSteps = (name: string): boolean => isEmbedQueue(name) || name === LEGACY_EMBED_QUEUE;
 
 /** Every queue, in the order a corpus job passes through them (the dashboard's and /metrics' order). */
 export const QUEUE_NAMES: readonly QueueName[] = [QUEUES.split, ...EMBED_QUEUE_NAMES, QUEUES.write, QUEUES.schedule];

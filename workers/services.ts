@@ -2,7 +2,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { Queue } from 'bullmq';
 
 import { CorpusStore } from '../jobs/corpus-store.js';
-import { QUEUE_NAMES, queueOptions, type QueueName } from '../jobs/queues.js';
+import { LEGACY_EMBED_QUEUE, QUEUE_NAMES, queueOptions, type QueueName } from '../jobs/queues.js';
 import type { Settings } from '../src/config.js';
 import { createDashScopeClient } from '../src/dashscope/dashscope-client.js';
 import type { EmbeddingClient } from '../src/embedding.js';
@@ -27,7 +27,8 @@ export interface Services {
   /** Commands and scripts (not BullMQ's blocking connections); one Redis or a cluster client. */
   redis: RedisClient;
   corpora: CorpusStore;
-  queues: Record<QueueName, Queue>;
+  /** Every queue, and the legacy embed queue workers drain (not shown by the dashboard's own views). */
+  queues: Record<QueueName | typeof LEGACY_EMBED_QUEUE, Queue>;
   embeddings: EmbeddingClient;
   /** Worker-side metrics, flushed to Redis while `embedq worker` runs (read by the dashboard's /metrics). */
   metrics: MetricsRecorder;
@@ -90,7 +91,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   redisOutage.watch(redis);
 
   const queues = Object.fromEntries(
-    QUEUE_NAMES.map((name) => {
+    [...QUEUE_NAMES, LEGACY_EMBED_QUEUE].map((name) => {
       const queue = new Queue(name, queueOptions(settings.redisPrefix, redis));
       queue.on('error', (error) => {
         // A command reports an unreachable Redis once, as REDIS_UNAVAILABLE; its queues' connection
@@ -101,7 +102,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
       releasers.push(() => queue.close());
       return [name, queue];
     }),
-  ) as Record<QueueName, Queue>;
+  ) as Services['queues'];
 
   const metrics = new MetricsRecorder(redis, settings.redisPrefix);
   const embeddings = instrumentEmbeddingClient(createDashScopeClient(settings.dashscope), metrics);

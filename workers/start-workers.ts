@@ -1,7 +1,7 @@
 import { Worker, type Job } from 'bullmq';
 
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
-import { cappedExponentialBackoff, EMBED_QUEUE_NAMES, isEmbedQueue, JOB_NAMES, QUEUES } from '../jobs/queues.js';
+import { cappedExponentialBackoff, EMBED_QUEUE_NAMES, JOB_NAMES, LEGACY_EMBED_QUEUE, QUEUES, takesEmbedSteps } from '../jobs/queues.js';
 import type { ScheduleDefinition } from '../jobs/schedule-store.js';
 import { liveWorkers } from '../src/metrics/read-metrics.js';
 import { processIdentity } from '../src/process-identity.js';
@@ -72,6 +72,8 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     // A model's steps wait for its own gate in its own slots, so one model's backlog never holds
     // the slots another model's free quota could use.
     ...EMBED_QUEUE_NAMES.map((queue) => ({ queue, concurrency: embedConcurrency, process: embed })),
+    // Steps an older version queued before the per-model queues (a rolling upgrade).
+    { queue: LEGACY_EMBED_QUEUE, concurrency: embedConcurrency, process: embed },
     {
       queue: QUEUES.write,
       // Shard writes are CPU and memory heavy (a 10,000-row shard is ~60 MB of vectors): one at a time.
@@ -98,14 +100,14 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       if (isLostLockError(error)) logger.warn({ queue, reason: error.message }, LOST_LOCK_MESSAGE);
       else logger.warn({ err: error, queue }, 'worker error');
     });
-    if (isEmbedQueue(queue)) {
+    if (takesEmbedSteps(queue)) {
       providerBackoff.watch(worker);
       worker.on('completed', () => providerBackoff.succeeded());
     }
     worker.on('failed', (job, error) => {
       // A step that failed because Redis refused a write (its attempt is logged at debug level).
       brake.note(error);
-      if (isEmbedQueue(queue)) providerBackoff.failed(error);
+      if (takesEmbedSteps(queue)) providerBackoff.failed(error);
       failCorpusJobOf(services, job, error.message, logger.child({ queue })).catch((cause: unknown) =>
         logger.warn({ err: cause, queue }, 'could not fail the corpus job of a failed job'),
       );
