@@ -66,15 +66,28 @@ export function checkScheduleShape(definition: Pick<ScheduleDefinition, 'name' |
   return renderTemplate(out, { tickMillis: Date.now(), tz, runId: 'cj-sample-000000' });
 }
 
-/** `embedq schedule export`: the schedules Redis holds, as a file `apply` reads back. */
-export async function exportSchedules(services: Services): Promise<string> {
+/**
+ * `embedq schedule export`: the schedules Redis holds, as a file `apply` reads back, and what in it
+ * `apply` would refuse (undefined: nothing). An older version let some names and options in that
+ * this one refuses; exported as they are, the file was refused whole by `apply` and by a worker's
+ * EMBEDQ_SCHEDULES_FILE (the worker exits), so it brought nothing back after Redis lost its data.
+ */
+export async function exportSchedules(services: Services): Promise<{ file: string; refused: string | undefined }> {
   const store = scheduleStore(services);
   const schedules: ScheduleDefinition[] = [];
   for (const name of await store.names()) {
     const record = await store.get(name);
     if (record) schedules.push({ name, cron: record.cron, tz: record.tz, input: record.input, out: record.out, options: record.options, incremental: record.incremental, onOverlap: record.onOverlap });
   }
-  return `${JSON.stringify({ version: 1, schedules }, null, 2)}\n`;
+  const content = { version: 1, schedules };
+  let refused: string | undefined;
+  try {
+    checkScheduleFile(JSON.parse(JSON.stringify(content)), 'the export');
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    refused = error.message;
+  }
+  return { file: `${JSON.stringify(content, null, 2)}\n`, refused };
 }
 
 /** Reads and checks a schedules file; every problem names the file and the schedule (ConfigError). */
@@ -85,6 +98,11 @@ export async function readScheduleFile(file: string): Promise<ScheduleDefinition
   } catch (error) {
     throw new ConfigError(`schedules file ${file}: ${error instanceof Error ? error.message : String(error)}`);
   }
+  return checkScheduleFile(raw, file);
+}
+
+/** Checks a schedules file's content (`file` names it in messages); every problem names the schedule (ConfigError). */
+function checkScheduleFile(raw: unknown, file: string): ScheduleDefinition[] {
   const parsed = ScheduleFile.safeParse(raw);
   if (!parsed.success) throw new ConfigError(`schedules file ${file}: ${parsed.error.issues.map((issue) => describeIssue(issue, 'file')).join('; ')}`);
   const problems: string[] = [];

@@ -78,6 +78,26 @@ describe('schedules file', () => {
     expect(await nextTick(world.services.queues[QUEUES.schedule], 'adhoc')).toBeNull();
   });
 
+  it('export says which schedules an older version let in that apply and a worker would refuse (the file is still written whole)', async () => {
+    // An older version took a name of digits only; this one refuses it at add, apply and a worker's file.
+    const hourly = (await store.get('hourly'))!;
+    await store.upsert({ ...hourly, name: '2027', out: 's3://out/year-2027/{date}/' });
+    try {
+      const exported = await runEmbedq(world.env, ['schedule', 'export']);
+      expect(exported.code, exported.stderr).toBe(0);
+      expect((JSON.parse(exported.stdout) as { schedules: Array<{ name: string }> }).schedules.map((schedule) => schedule.name)).toContain('2027');
+      // Before, nothing was said: the file was refused whole only when Redis had lost its data.
+      expect(exported.stderr).toContain("embedq: warning: schedule apply and a worker's EMBEDQ_SCHEDULES_FILE refuse this file as it stands");
+      expect(exported.stderr).toContain('schedule 2027: schedule name "2027": digits only');
+      const file = path.join(folder, 'older.json');
+      await writeFile(file, exported.stdout);
+      expect((await runEmbedq(world.env, ['schedule', 'apply', file])).code).toBe(2);
+    } finally {
+      await store.remove('2027');
+    }
+    expect((await runEmbedq(world.env, ['schedule', 'export'])).stderr).toBe('');
+  });
+
   it('refuses a bad file before touching Redis, naming the file, the schedule and every problem (exit 2)', async () => {
     const file = path.join(folder, 'bad.json');
     const good = { name: 'fine', cron: '0 3 * * *', input: 's3://corpus/daily.txt', out: 's3://out/fine/{date}/', options: { dimension: 64 } };

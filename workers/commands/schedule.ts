@@ -86,7 +86,14 @@ export function registerScheduleCommands(program: Command): void {
     .description('print every schedule as a schedules file (JSON) for `schedule apply` and EMBEDQ_SCHEDULES_FILE')
     .action(async () => {
       await withServices(async (services) => {
-        process.stdout.write(await exportSchedules(services));
+        const { file, refused } = await exportSchedules(services);
+        process.stdout.write(file);
+        // Still written whole: the file is what Redis holds. Said, or it failed only at the restore.
+        if (refused) {
+          process.stderr.write(
+            `embedq: warning: schedule apply and a worker's EMBEDQ_SCHEDULES_FILE refuse this file as it stands (an older version let these in):\n${refused}\nAdd each such schedule again as this version takes it (another name, other options), remove the old one, and export again.\n`,
+          );
+        }
       });
     });
 
