@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 import { ConfigError } from './errors.js';
 import type { LoggerSettings } from './logger.js';
-import { hashTagOf, parseNodeUrl } from './redis/redis-client.js';
+import { hashTagOf, parseNodeUrl, redisUrlProblem } from './redis/redis-client.js';
 
 /**
  * Process settings from the environment (DESIGN "Contract"). Parsed once at startup, frozen, and
@@ -113,7 +113,14 @@ const timerMs = positiveInt.pipe(z.number().max(2_147_483_647, 'at most 21474836
 
 const EnvSchema = z
   .object({
-    REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional(),
+    REDIS_URL: z
+      .string()
+      .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+      .superRefine((value, context) => {
+        const problem = redisUrlProblem(value);
+        if (problem) context.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
     REDIS_CLUSTER_NODES: z
       .string()
       .transform((value, context) => {
@@ -219,7 +226,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       apiKey = EMULATOR_API_KEY;
     } else if (options.requireApiKey !== false) {
       throw new ConfigError(
-        `Invalid environment:\n- DASHSCOPE_API_KEY: missing; it is required for ${baseUrl} (set it, or point DASHSCOPE_BASE_URL at \`embedq emulator\`)`,
+        `Invalid environment:\n- DASHSCOPE_API_KEY: missing; it is required for ${new URL(baseUrl).origin} (set it, or point DASHSCOPE_BASE_URL at \`embedq emulator\`)`,
       );
     }
   }

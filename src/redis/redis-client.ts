@@ -29,10 +29,33 @@ export interface ConnectionOptions {
 /** A seed node `host:port` or `redis[s]://[user:password@]host:port`, as a URL. */
 export function parseNodeUrl(node: string): URL {
   const text = /^[a-z]+:\/\//i.test(node) ? node : `redis://${node}`;
-  const url = new URL(text);
-  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new Error(`${node}: must be host:port, redis:// or rediss://`);
-  if (!url.hostname || !url.port) throw new Error(`${node}: needs a host and a port`);
+  // Messages name the node with its password masked: they end up in container and CI logs.
+  const named = maskRedisUrl(node);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`${named}: not a URL; ${PERCENT_ENCODE_ADVICE}`);
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new Error(`${named}: must be host:port, redis:// or rediss://`);
+  if (!url.hostname || !url.port) throw new Error(`${named}: needs a host and a port`);
   return url;
+}
+
+export const PERCENT_ENCODE_ADVICE = 'percent-encode "/", "#", "?", "@" and "%" in a user name or password (%2F, %23, %3F, %40, %25)';
+
+/** Why ioredis cannot read `url` as a Redis URL (it failed with INTERNAL "Invalid URL"), or undefined. */
+export function redisUrlProblem(url: string): string | undefined {
+  try {
+    const parsed = new URL(url);
+    // ioredis decodes both: "%zz" failed as INTERNAL "URI malformed".
+    decodeURIComponent(parsed.username);
+    decodeURIComponent(parsed.password);
+    if (!parsed.hostname) return `${maskRedisUrl(url)} names no host`;
+    return undefined;
+  } catch {
+    return `${maskRedisUrl(url)} is not a URL; ${PERCENT_ENCODE_ADVICE}`;
+  }
 }
 
 export function createRedisClient(target: RedisTarget, options: ConnectionOptions = {}): RedisClient {
@@ -177,24 +200,16 @@ export function credentialsRefused(target: string, error: Error): ConfigError {
 }
 
 /**
- * Query parameters that carry a secret: ioredis reads every parameter of a URL as an option, so
- * `redis://host:6379/?password=secret` authenticates as well as `redis://:secret@host:6379` does.
- */
-const SECRET_PARAMETER = /pass|secret|token/i;
-
-/**
  * `redis://user:secret@host:6379/0?password=secret` → `redis://user:***@host:6379/0?password=***`,
- * for messages.
+ * for messages. Query parameters named like a secret go too: ioredis reads every parameter of a URL
+ * as an option, so `redis://host:6379/?password=secret` authenticates as `redis://:secret@host` does.
  */
 export function maskRedisUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    for (const name of [...parsed.searchParams.keys()]) if (SECRET_PARAMETER.test(name)) parsed.searchParams.set(name, '***');
-    return parsed.toString();
-  } catch {
-    return url.replace(/:[^:@/]*@/, ':***@').replace(/([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*/gi, '$1***');
-  }
+  // As written, not parsed: a password with an unescaped "/" or "#" is no URL, and must not show
+  // either. Everything from the first ":" after the user name to the last "@" goes.
+  return url
+    .replace(/^([a-z]+:\/\/)([^:@]*)(:.*)?@/i, (_match, scheme: string, user: string, secret?: string) => `${scheme}${user}${secret ? ':***' : ''}@`)
+    .replace(/([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*/gi, '$1***');
 }
 
 /** Names the setting in use, passwords masked: `REDIS_URL=…` or `REDIS_CLUSTER_NODES=…`. */

@@ -241,4 +241,22 @@ describe('logger', () => {
     );
     expect(describeRedisTarget({ clusterNodes: ['redis://:Secret-1@h:7000?password=Secret-2', 'h:7001'] })).not.toMatch(/Secret/);
   });
+
+  it('names a Redis URL or base URL in a configuration error without its password: refused credentials, a node, a URL ioredis cannot read', () => {
+    // Printed in clear before: a cluster node's password, and a base URL's user and password.
+    const node = problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', REDIS_CLUSTER_NODES: 'redis://:Node-Secret@127.0.0.1, http://u:Http-Secret@x:1', EMBEDQ_REDIS_PREFIX: '{e}' }));
+    expect(node).toContain('REDIS_CLUSTER_NODES: redis://:***@127.0.0.1: needs a host and a port');
+    expect(node).toContain('http://u:***@x:1: must be host:port, redis:// or rediss://');
+    expect(node).not.toMatch(/Secret/);
+    const base = problems(() => loadSettings({ DASHSCOPE_BASE_URL: 'https://proxyuser:Base-Secret@dashscope.example.com' }));
+    expect(base).toContain('DASHSCOPE_API_KEY: missing; it is required for https://dashscope.example.com (set it');
+    expect(base).not.toMatch(/Secret|proxyuser/);
+    // A "/", "#", "?" or "%" not percent-encoded in a password: ioredis failed on it as INTERNAL, exit 1.
+    for (const url of ['redis://:ab/Pw-Secret@127.0.0.1:6391', 'redis://:ab#Pw-Secret@127.0.0.1:6391', 'redis://:ab%zzPw-Secret@127.0.0.1:6391', 'redis://user:ab?Pw-Secret@h:1']) {
+      const message = problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', REDIS_URL: url }));
+      expect(message, url).toMatch(/- REDIS_URL: redis:\/\/(user)?:\*\*\*@.* is not a URL; percent-encode "\/", "#", "\?", "@" and "%" in a user name or password/);
+      expect(message, url).not.toContain('Pw-Secret');
+    }
+    expect(loadSettings({ DASHSCOPE_API_KEY: 'k', REDIS_URL: 'redis://:ab%2FPw@127.0.0.1:6391' }).redisUrl).toBe('redis://:ab%2FPw@127.0.0.1:6391');
+  });
 });
