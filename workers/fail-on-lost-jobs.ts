@@ -65,7 +65,8 @@ export function sweepFailedJobs(services: Services, queues: readonly string[], i
     running = sweep()
       // A full Redis refuses the sweep's lock too; the workers' RedisFullBrake reports that.
       .catch((error: unknown) => {
-        if (!isRedisFullError(error)) logger.warn({ err: error }, 'could not sweep failed jobs');
+        // An outage (or refused credentials) is the outage log's to report, once.
+        if (!isRedisFullError(error) && !services.redisOutage.note(error)) logger.warn({ err: error }, 'could not sweep failed jobs');
       })
       .finally(() => (running = undefined));
   };

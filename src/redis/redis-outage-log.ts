@@ -1,5 +1,5 @@
 import type { Logger } from '../logger.js';
-import { isRedisConnectionError, type RedisClient } from './redis-client.js';
+import { isRedisAuthError, isRedisConnectionError, type RedisClient } from './redis-client.js';
 
 /** While Redis stays unreachable, a reminder at most this often. */
 export const OUTAGE_REMINDER_MS = 30_000;
@@ -16,10 +16,14 @@ const BACK_AFTER_MS = 250;
  * every failed reconnection attempt as an error, and each was logged with its stack: measured, 9
  * lines a second from one worker process, 1,260 lines (460 KB) in a 139 s outage, and 705 from the
  * dashboard. Here the first is one REDIS_UNAVAILABLE line without a stack, then a reminder every
- * 30 s while it lasts, and one line when a connection is ready again. Other errors are not taken.
+ * 30 s while it lasts, and one line when a connection is ready again. Credentials Redis refuses
+ * while the process runs (a password rotated under it) are such an outage too: each reconnection's
+ * WRONGPASS came with its stack, 27 lines a second from one worker. Other errors are not taken.
  */
 export class RedisOutageLog {
   #since: number | undefined;
+  /** Whether this outage's refused credentials were said (one that began as a reset may turn into them). */
+  #refusalSaid = false;
   #lastReport = 0;
   #errors = 0;
   #backCheck: NodeJS.Timeout | undefined;
@@ -38,17 +42,20 @@ export class RedisOutageLog {
 
   /** Any error of a Redis connection. True when it says Redis is unreachable (then it is logged here, in summary). */
   note(error: unknown): boolean {
-    if (!isRedisConnectionError(error)) return false;
+    const refused = isRedisAuthError(error);
+    if (!refused && !isRedisConnectionError(error)) return false;
     this.#errors += 1;
     const now = Date.now();
     const reason = (error as Error).message;
-    if (this.#since === undefined) {
-      this.#since = now;
+    if (this.#since === undefined || (refused && !this.#refusalSaid)) {
+      this.#since ??= now;
       this.#lastReport = now;
-      this.logger.error({ code: 'REDIS_UNAVAILABLE', redis: this.redis, reason }, 'lost Redis; waiting for it to come back');
+      this.#refusalSaid = refused;
+      const message = refused ? 'Redis refused the credentials (rotated? check the password in the setting named); waiting for it to take them' : 'lost Redis; waiting for it to come back';
+      this.logger.error({ code: 'REDIS_UNAVAILABLE', redis: this.redis, reason }, message);
     } else if (now - this.#lastReport >= this.reminderMs) {
       this.#lastReport = now;
-      this.logger.error({ code: 'REDIS_UNAVAILABLE', redis: this.redis, reason, errors: this.#errors, downForSeconds: this.#downForSeconds(now) }, 'Redis is still unreachable');
+      this.logger.error({ code: 'REDIS_UNAVAILABLE', redis: this.redis, reason, errors: this.#errors, downForSeconds: this.#downForSeconds(now) }, refused ? 'Redis still refuses the credentials' : 'Redis is still unreachable');
     }
     return true;
   }
@@ -68,6 +75,7 @@ export class RedisOutageLog {
     if (this.#since === undefined) return;
     this.logger.info({ redis: this.redis, errors: this.#errors, downForSeconds: this.#downForSeconds(Date.now()) }, 'Redis is reachable again');
     this.#since = undefined;
+    this.#refusalSaid = false;
     this.#errors = 0;
   }
 

@@ -199,4 +199,49 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       expect(stderr).toBe('');
     }
   });
+
+  it('a worker whose Redis password is rotated under it says so once, not a stack per reconnection, and says when Redis takes it again', async () => {
+    const url = new URL(world.env.REDIS_URL!);
+    const admin = new Redis(world.env.REDIS_URL!);
+    const user = `rotated-${process.pid}`;
+    await admin.call('ACL', 'SETUSER', user, 'on', '>first-Secret', '~*', '&*', '+@all');
+    const worker = spawnEmbedq({ ...world.env, REDIS_URL: `redis://${user}:first-Secret@${url.host}`, DASHSCOPE_API_KEY: 'sk-test', LOG_LEVEL: 'info' }, ['worker']);
+    let stdout = '';
+    let stderr = '';
+    worker.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    worker.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    try {
+      const started = Date.now() + 20_000;
+      while (!stdout.includes('workers started')) {
+        if (Date.now() > started || worker.exitCode !== null) throw new Error(`the worker did not start: ${stderr}${stdout}`);
+        await sleep(100);
+      }
+      const before = stdout.length;
+      await admin.call('ACL', 'SETUSER', user, 'resetpass', '>second-Secret');
+      await admin.call('CLIENT', 'KILL', 'USER', user);
+      await sleep(4_000);
+      const during = stdout
+        .slice(before)
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      // Before: 27 lines a second, each `worker error` or `queue error` with WRONGPASS's stack.
+      expect(during.filter((line) => line.err !== undefined || /worker error|queue error/.test(String(line.msg)))).toEqual([]);
+      const outage = during.filter((line) => line.code === 'REDIS_UNAVAILABLE');
+      // The kill's reset may be said first, as a lost connection; the refusal is said once.
+      expect(outage.length, JSON.stringify(outage)).toBeLessThanOrEqual(2);
+      const refusal = outage.filter((line) => String(line.msg).startsWith('Redis refused the credentials'));
+      expect(refusal, JSON.stringify(outage)).toHaveLength(1);
+      expect(refusal[0]).toMatchObject({ redis: `REDIS_URL=redis://${user}:***@${url.host}`, reason: expect.stringMatching(/^WRONGPASS/) });
+      expect(stdout).not.toContain('first-Secret');
+      await admin.call('ACL', 'SETUSER', user, 'resetpass', '>first-Secret');
+      const deadline = Date.now() + 10_000;
+      while (!stdout.includes('Redis is reachable again') && Date.now() < deadline) await sleep(100);
+      expect(stdout).toContain('Redis is reachable again');
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+      await admin.call('ACL', 'DELUSER', user);
+      admin.disconnect();
+    }
+  });
 });

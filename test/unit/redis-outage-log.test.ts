@@ -40,4 +40,24 @@ describe('RedisOutageLog', () => {
     expect(lines.map((line) => line.msg)).toEqual(['lost Redis; waiting for it to come back', 'Redis is reachable again']);
     expect(lines[1]).toMatchObject({ errors: 2 });
   });
+
+  it('takes credentials Redis refuses while the process runs (a rotated password) as an outage: one line saying so, then reminders', () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const outage = new RedisOutageLog(logger, 'REDIS_URL=redis://app:***@127.0.0.1:6379', 60_000);
+    const wrongpass = (): Error => Object.assign(new Error('WRONGPASS invalid username-password pair or user is disabled.'), { name: 'ReplyError' });
+    // Before, not taken: each reconnection's refusal was logged with its stack (27 lines a second).
+    for (let attempt = 0; attempt < 30; attempt += 1) expect(outage.note(wrongpass())).toBe(true);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ code: 'REDIS_UNAVAILABLE', redis: 'REDIS_URL=redis://app:***@127.0.0.1:6379', reason: 'WRONGPASS invalid username-password pair or user is disabled.' });
+    expect(lines[0]!.msg).toMatch(/^Redis refused the credentials/);
+    expect(lines[0]).not.toHaveProperty('err');
+
+    // An outage that began as a reset (the rotation killed the connections) says the refusal once too.
+    const later: Array<Record<string, unknown>> = [];
+    const reset = new RedisOutageLog(createLogger({ level: 'info' }, { write: (line: string) => void later.push(JSON.parse(line) as Record<string, unknown>) }), 'REDIS_URL=redis://app:***@h:1', 60_000);
+    reset.note(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+    for (let attempt = 0; attempt < 10; attempt += 1) reset.note(wrongpass());
+    expect(later.map((line) => String(line.msg).split(';')[0])).toEqual(['lost Redis', 'Redis refused the credentials (rotated? check the password in the setting named)']);
+  });
 });
