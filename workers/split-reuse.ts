@@ -96,7 +96,8 @@ export class SplitReuse {
         // job instead: `retry` drops the open buffers and, with the error recorded, embeds the rest.
         throw new ReuseUnavailableError(`${error.message}; this job had already matched lines against it, so it stops here (embedq retry embeds the rest)`, { cause: error });
       }
-      logger.warn({ err: error, reuse: options.reuse }, 'reuse unavailable; embedding every line');
+      // Classified, so no stack: it is what a schedule's first incremental run always logs.
+      logger.warn({ code: error.code, reason: error.message, reuse: options.reuse }, 'reuse unavailable; embedding every line');
       return undefined;
     }
   }
