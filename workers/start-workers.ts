@@ -128,12 +128,17 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   const schedulesTimer = options.schedules && keepSchedules(services, options.schedules, options.schedules.intervalMs ?? RESTORE_INTERVAL_MS);
   const pacing = pacingOf(settings.dashscope);
   services.metrics.start({ concurrency: embedConcurrency, pacing });
+  // A start check Redis did not answer (down, or refusing a rotated password) is the outage log's,
+  // said once; each logged its stack.
+  const couldNot = (what: string) => (error: unknown): void => {
+    if (!services.redisOutage.note(error)) logger.warn({ err: error }, `could not ${what}`);
+  };
   liveWorkers(services.redis, services.settings.redisPrefix).then(
     (workers) => {
       const problem = pacingDisagreement([{ id: processIdentity(), pacing }, ...workers.filter((worker) => worker.id !== processIdentity())]);
       if (problem) logger.warn(problem);
     },
-    (error: unknown) => logger.warn({ err: error }, "could not compare this worker's settings with the other workers'"),
+    couldNot("compare this worker's settings with the other workers'"),
   );
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   readClockSkew(services.redis).then(
@@ -141,14 +146,14 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       const problem = clockSkewProblem(skewMs);
       if (problem) logger.warn({ clockSkewMs: Math.round(skewMs) }, problem);
     },
-    (error: unknown) => logger.warn({ err: error }, "could not compare this machine's clock with Redis's (TIME)"),
+    couldNot("compare this machine's clock with Redis's (TIME)"),
   );
   readRedisMemory(services.redis).then(
     (memory) => {
       const problem = redisMemoryProblem(memory);
       if (problem) logger.warn({ usedBytes: memory.usedBytes, maxmemoryBytes: memory.maxBytes, maxmemoryPolicy: memory.policy }, problem);
     },
-    (error: unknown) => logger.warn({ err: error }, 'could not read Redis memory (INFO memory)'),
+    couldNot('read Redis memory (INFO memory)'),
   );
   return {
     async close({ force = false } = {}) {
@@ -185,7 +190,9 @@ function keepSchedules(services: Services, schedules: { file: string; definition
   const check = (): void => {
     reread()
       .then(() => restoreLostSchedules(services, definitions, logger))
-      .catch((error: unknown) => logger.warn({ err: error }, 'could not check the schedules against the schedules file'));
+      .catch((error: unknown) => {
+        if (!services.redisOutage.note(error)) logger.warn({ err: error }, 'could not check the schedules against the schedules file');
+      });
   };
   check();
   return setInterval(check, intervalMs).unref();
