@@ -66,7 +66,7 @@ export function sweepFailedJobs(services: Services, queues: readonly string[], i
       // A full Redis refuses the sweep's lock too; the workers' RedisFullBrake reports that.
       .catch((error: unknown) => {
         // An outage (or refused credentials) is the outage log's to report, once.
-        if (!isRedisFullError(error) && !services.redisOutage.note(error)) logger.warn({ err: error }, 'could not sweep failed jobs');
+        if (!isRedisFullError(error)) services.redisOutage.warnUnlessOutage(logger, error, 'could not sweep failed jobs');
       })
       .finally(() => (running = undefined));
   };

@@ -82,7 +82,7 @@ export async function exportSchedules(services: Services): Promise<{ file: strin
   const content = { version: 1, schedules };
   let refused: string | undefined;
   try {
-    checkScheduleFile(JSON.parse(JSON.stringify(content)), 'the export');
+    checkScheduleFile(content, 'the export');
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     refused = error.message;

@@ -130,9 +130,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   services.metrics.start({ concurrency: embedConcurrency, pacing });
   // A start check Redis did not answer (down, or refusing a rotated password) is the outage log's,
   // said once; each logged its stack.
-  const couldNot = (what: string) => (error: unknown): void => {
-    if (!services.redisOutage.note(error)) logger.warn({ err: error }, `could not ${what}`);
-  };
+  const couldNot = (what: string) => (error: unknown): void => services.redisOutage.warnUnlessOutage(logger, error, `could not ${what}`);
   liveWorkers(services.redis, services.settings.redisPrefix).then(
     (workers) => {
       const problem = pacingDisagreement([{ id: processIdentity(), pacing }, ...workers.filter((worker) => worker.id !== processIdentity())]);
@@ -190,9 +188,7 @@ function keepSchedules(services: Services, schedules: { file: string; definition
   const check = (): void => {
     reread()
       .then(() => restoreLostSchedules(services, definitions, logger))
-      .catch((error: unknown) => {
-        if (!services.redisOutage.note(error)) logger.warn({ err: error }, 'could not check the schedules against the schedules file');
-      });
+      .catch((error: unknown) => services.redisOutage.warnUnlessOutage(logger, error, 'could not check the schedules against the schedules file'));
   };
   check();
   return setInterval(check, intervalMs).unref();

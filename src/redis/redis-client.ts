@@ -42,7 +42,7 @@ export function parseNodeUrl(node: string): URL {
   return url;
 }
 
-export const PERCENT_ENCODE_ADVICE = 'percent-encode "/", "#", "?", "@" and "%" in a user name or password (%2F, %23, %3F, %40, %25)';
+const PERCENT_ENCODE_ADVICE = 'percent-encode "/", "#", "?", "@" and "%" in a user name or password (%2F, %23, %3F, %40, %25)';
 
 /** Why ioredis cannot read `url` as a Redis URL (it failed with INTERNAL "Invalid URL"), or undefined. */
 export function redisUrlProblem(url: string): string | undefined {

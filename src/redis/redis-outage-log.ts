@@ -60,6 +60,14 @@ export class RedisOutageLog {
     return true;
   }
 
+  /**
+   * A check or sweep Redis did not answer: an outage (or refused credentials) is said here, once;
+   * any other failure is `logger`'s warning `message`, with its stack.
+   */
+  warnUnlessOutage(logger: Logger, error: unknown, message: string): void {
+    if (!this.note(error)) logger.warn({ err: error }, message);
+  }
+
   #ready(): void {
     if (this.#since === undefined || this.#backCheck) return;
     // Counted, not timed: the reset and the ready came in the same millisecond.

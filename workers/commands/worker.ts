@@ -36,9 +36,7 @@ export function registerWorkerCommand(program: Command): void {
         (problem) => {
           if (problem) logger.warn(problem);
         },
-        (error: unknown) => {
-          if (!services.redisOutage.note(error)) logger.warn({ err: error }, 'could not read Redis persistence (INFO persistence, CONFIG GET save)');
-        },
+        (error: unknown) => services.redisOutage.warnUnlessOutage(logger, error, 'could not read Redis persistence (INFO persistence, CONFIG GET save)'),
       );
       // Where the memory is, every 5 s and after each shard (the bench reads these lines).
       const logMemory = (): void => logger.info(memoryBreakdown(services.shardEncoder.lastThreadMemory), 'memory');
