@@ -39,17 +39,20 @@ export function parseInfoMemory(info: string): RedisMemory {
 /**
  * What an operator must know, or undefined when all is well: Redis full (writes refused, so no job
  * moves), nearly full, or an eviction policy that would drop job records and locks when it fills.
+ * `refusedWrite`: Redis has just answered a write with OOM, so it is full whatever INFO reads a
+ * moment later (the refused command's own memory is freed by then, and used_memory can dip below
+ * maxmemory).
  */
-export function redisMemoryProblem(memory: RedisMemory): string | undefined {
+export function redisMemoryProblem(memory: RedisMemory, { refusedWrite = false } = {}): string | undefined {
   const { usedBytes, maxBytes, policy } = memory;
-  if (maxBytes === 0) return undefined;
+  if (maxBytes === 0 && !refusedWrite) return undefined;
   const usage = `${megabytes(usedBytes)} used of maxmemory ${megabytes(maxBytes)}`;
+  const full = `Redis is full (${usage}): it refuses writes, so no job makes progress; raise maxmemory or free memory, and the jobs go on by themselves`;
+  if (refusedWrite) return full;
   if (policy !== 'noeviction') {
     return `maxmemory-policy is ${policy} (${usage}): once full, Redis evicts keys, and an evicted job record or lock breaks a run; set maxmemory-policy noeviction`;
   }
-  if (usedBytes >= maxBytes) {
-    return `Redis is full (${usage}): it refuses writes, so no job makes progress; raise maxmemory or free memory, and the jobs go on by themselves`;
-  }
+  if (usedBytes >= maxBytes) return full;
   if (usedBytes >= maxBytes * NEARLY_FULL) {
     return `Redis is nearly full (${usage}): when full it refuses writes and jobs stop; raise maxmemory, or lower EMBEDQ_MAX_OPEN_SHARDS or --shard-rows (what each running job holds)`;
   }

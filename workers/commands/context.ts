@@ -59,6 +59,6 @@ export async function withServices<T>(
 
 /** The command's write was refused by a full Redis: say so with its figures, not as an internal error. */
 async function redisFull(services: Services): Promise<RedisFullError> {
-  const problem = await readRedisMemory(services.redis).then(redisMemoryProblem, () => undefined);
+  const problem = await readRedisMemory(services.redis).then((memory) => redisMemoryProblem(memory, { refusedWrite: true }), () => undefined);
   return new RedisFullError(`${problem ?? 'Redis is full: it refuses writes'}; run the command again once there is room`);
 }
