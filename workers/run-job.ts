@@ -6,6 +6,7 @@ import { stepOwner } from '../jobs/queues.js';
 import { EmbedqError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { processIdentity } from '../src/process-identity.js';
+import { isRedisAuthError, isRedisConnectionError } from '../src/redis/redis-client.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
 import type { Services } from './services.js';
 import { failCorpusJob } from './fail-corpus-job.js';
@@ -106,6 +107,9 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
       }
       // A full Redis fails every step at once: the workers' RedisFullBrake logs that, in summary.
       if (isRedisFullError(error)) logger.debug({ err: error }, 'job attempt failed: Redis is full; will retry');
+      // So does a Redis gone or refusing the credentials (a password rotated): the outage log says
+      // that, once; a stack for each step in flight buried its line.
+      else if (isRedisConnectionError(error) || isRedisAuthError(error)) logger.debug({ err: error }, 'job attempt failed: Redis is unreachable or refuses the credentials; will retry');
       // A failure we classified (a provider outage, a storage blip) says all in its code and
       // message; its stack (~1.5 KB) on every attempt of every step made an outage's logs megabytes.
       else if (error instanceof EmbedqError) logger.warn({ code: error.code, reason: error.message }, 'job attempt failed; will retry');

@@ -75,6 +75,20 @@ describe('processor logging', () => {
     // Classified: its code and message say it all; a stack (~2 KB with the SDK's frames) only for the rest.
     expect(failed).not.toHaveProperty('err');
   });
+
+  it('leaves an attempt Redis failed (unreachable, or refusing the credentials) to the outage log: no warning with a stack', async () => {
+    const refused = Object.assign(new Error('WRONGPASS invalid username-password pair or user is disabled.'), { name: 'ReplyError' });
+    const unreachable = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
+    for (const [id, error] of [['cj-refused', refused], ['cj-unreachable', unreachable]] as const) {
+      const job = await realJob(id);
+      const before = lines.length;
+      await expect(processor(services, FinalizeJobPayload, async () => Promise.reject(error))(job)).rejects.toBe(error);
+      const attempt = lines.slice(before).filter((line) => String(line.msg).startsWith('job attempt failed'));
+      // Before: a warning with the error's stack, one for every step in flight when a password was rotated.
+      expect(attempt).toHaveLength(1);
+      expect(attempt[0]).toMatchObject({ jobId: `${id}-finalize`, level: 20 });
+    }
+  });
 });
 
 describe('a step out of date (its job ended while it was paused)', () => {
