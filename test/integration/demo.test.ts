@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { queryParquet, sqlString } from '../support/duckdb.js';
+import { EMBEDQ_BIN } from '../support/fresh-build.js';
 import { ROOT, runEmbedq, spawnEmbedq } from '../support/world.js';
 
 /**
@@ -94,7 +95,7 @@ describe('embedq demo', () => {
 
     // Ctrl-C in a terminal: SIGINT to the demo's whole process group. Its Redis runs in a group of
     // its own, so it is stopped after the workers, not killed under them: no reconnect errors.
-    const typed = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers/cli.ts'), 'demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))], {
+    const typed = spawn(process.execPath, [EMBEDQ_BIN, 'demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))], {
       cwd: ROOT,
       env: demoEnv(),
       stdio: ['ignore', 'pipe', 'pipe'],

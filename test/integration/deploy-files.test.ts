@@ -13,6 +13,7 @@ import { METRICS } from '../../src/metrics/metric-names.js';
 import { DRAIN_TIMEOUT_MS } from '../../workers/commands/worker.js';
 import { buildDashboard } from '../../workers/dashboard/server.js';
 import { createServices, type Services } from '../../workers/services.js';
+import { EMBEDQ_BIN } from '../support/fresh-build.js';
 
 /**
  * The deployment files against the code, with no cluster: every compose, Prometheus, Grafana and
@@ -44,7 +45,7 @@ const composeEmulator = yamlDocs('docker-compose.emulator.yml')[0];
 const helpCache = new Map<string, string>();
 function help(command: string): string {
   if (!helpCache.has(command)) {
-    helpCache.set(command, execFileSync(process.execPath, ['--import', 'tsx', 'workers/cli.ts', command, '--help'], { cwd: ROOT, encoding: 'utf8' }));
+    helpCache.set(command, execFileSync(process.execPath, [EMBEDQ_BIN, command, '--help'], { cwd: ROOT, encoding: 'utf8' }));
   }
   return helpCache.get(command)!;
 }

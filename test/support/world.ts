@@ -14,6 +14,7 @@ import { createLogger } from '../../src/logger.js';
 import { sleep } from '../../src/sleep.js';
 import { createServices, type Services } from '../../workers/services.js';
 import { buildCorpus } from './corpus-fixture.js';
+import { EMBEDQ_BIN } from './fresh-build.js';
 import { startS3rver, type TestS3 } from './s3rver.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -74,9 +75,9 @@ export async function startWorld(emulatorOptions: Partial<EmulatorOptions> = {},
 /** Children still running; a world's close() kills them, so a test that timed out leaves none. */
 const children = new Set<ChildProcess>();
 
-/** `embedq <args>` in a child process, as a user runs it (TypeScript through tsx). */
+/** `embedq <args>` in a child process, as a user runs it (the compiled CLI; fresh-build.ts keeps dist/ current). */
 export function spawnEmbedq(env: NodeJS.ProcessEnv, args: string[]): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers/cli.ts'), ...args], {
+  const child = spawn(process.execPath, [EMBEDQ_BIN, ...args], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
