@@ -5,6 +5,7 @@ import { parseJobOptions } from '../../src/job-options.js';
 import { sleep } from '../../src/sleep.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
+import { startDashboard } from '../support/dashboard.js';
 import { embeddingParameters } from '../support/embedding-parameters.js';
 import { verifyOutput } from '../support/verify-output.js';
 import { downloadPrefix, removeFolder, runEmbedq, startWorld, waitForJob, type World } from '../support/world.js';
@@ -52,10 +53,25 @@ describe('steps an older version queued in the legacy embed queue', () => {
       }
       const steps = await v4.getJobs(['waiting', 'prioritized', 'delayed']);
       expect(steps.length).toBeGreaterThanOrEqual(4);
+      // Held there a moment, to read what KEDA and the dashboard see of them.
+      await legacy.pause();
       for (const step of steps) {
         await legacy.add(step.name, step.data, { jobId: step.id, priority: step.opts.priority, attempts: step.opts.attempts, backoff: step.opts.backoff });
         await step.remove();
       }
+      const dashboard = await startDashboard(services);
+      try {
+        // Before: 0, so KEDA scaled no worker up for steps waiting only there.
+        const queues = (await (await fetch(`${dashboard.url}/api/queues`)).json()) as Record<string, { backlog: number }>;
+        expect(queues.embed?.backlog).toBe(steps.length);
+        expect(queues[embedQueue('text-embedding-v4')]?.backlog).toBe(0);
+        const metrics = await (await fetch(`${dashboard.url}/metrics`)).text();
+        expect(metrics).toMatch(new RegExp(`^embedq_embed_backlog ${steps.length}$`, 'm'));
+        expect(metrics).toMatch(new RegExp(`^embedq_queue_jobs\\{queue="embed",state="prioritized"\\} ${steps.length}$`, 'm'));
+      } finally {
+        await dashboard.close();
+      }
+      await legacy.resume();
       await v4.resume();
       const record = await waitForJob(services, id, undefined, 60_000);
       expect(record.state, record.error ?? '').toBe('completed');
@@ -65,6 +81,7 @@ describe('steps an older version queued in the legacy embed queue', () => {
       await verifyOutput(folder, corpus.expected, embeddingParameters(parseJobOptions({ input: 'x', output: 'y' })), SHARD_ROWS);
     } finally {
       await v4.resume();
+      await legacy.resume();
       await pool.close();
     }
   });

@@ -45,8 +45,9 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
   app.get('/api/workers', async () => (await state.refresh()).workers);
   app.get('/api/rates', async () => sources.rates.read());
   /**
-   * Queue depths, and `embed`: the embed queues of every model together (each state summed).
-   * KEDA's metrics-api trigger reads `embed.backlog`.
+   * Queue depths, and `embed`: every embed queue together, each model's and the legacy one (each
+   * state summed; it stands for the legacy queue's own entry). KEDA's metrics-api trigger reads
+   * `embed.backlog`.
    */
   app.get('/api/queues', async () => {
     const { queues } = await state.refresh();

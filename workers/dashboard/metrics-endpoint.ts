@@ -6,7 +6,7 @@ import { metricField } from '../../src/metrics/metrics-keys.js';
 import { liveWorkers, readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
 import { readRedisMemory } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
-import { backlogOf, embedDepth, readQueueDepths } from './snapshot.js';
+import { backlogOf, DEPTH_QUEUES, embedDepth, readQueueDepths } from './snapshot.js';
 import type { RateSource } from './sources.js';
 
 interface Value {
@@ -67,7 +67,7 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
     const map = new Map<string, Value[]>();
     map.set(
       METRICS.queueJobs.name,
-      QUEUE_NAMES.flatMap((queue) => QUEUE_DEPTH_STATES.map((state) => ({ value: depths[queue][state], labels: { queue, state } }))),
+      DEPTH_QUEUES.flatMap((queue) => QUEUE_DEPTH_STATES.map((state) => ({ value: depths[queue][state], labels: { queue, state } }))),
     );
     map.set(METRICS.embedBacklog.name, [{ value: backlogOf(embedDepth(depths)), labels: {} }]);
     const states = ['queued', 'running', 'completed', 'failed', 'cancelled'];

@@ -72,7 +72,9 @@ function render(s) {
   const pm = (v) => v ? (v.requests == null ? '–' : num(v.requests)) + '<br><span class="paths">' + (v.tokens == null ? '–' : num(v.tokens)) + '</span>' : '–';
   $('#rates').innerHTML = s.rates.map((r) => '<p class="model">' + esc(r.model) + '</p>' + rows([['configured', r.configured], ['learned', r.learned], ['in force', r.inForce]], '',
     ['per minute', 'requests · tokens#'], ([k, v]) => [k, pm(v)])).join('');
-  $('#queues').innerHTML = rows(Object.entries(s.queues), '', ['queue', 'waiting#', 'prior.#', 'delayed#', 'active#'], ([q, d]) => [esc(q), num(d.waiting), num(d.prioritized), num(d.delayed), num(d.active)]);
+  // The legacy queue (steps an older version's worker handed back) only while it holds some.
+  const queues = Object.entries(s.queues).filter(([q, d]) => q !== 'embed' || d.waiting + d.prioritized + d.delayed + d.active > 0);
+  $('#queues').innerHTML = rows(queues, '', ['queue', 'waiting#', 'prior.#', 'delayed#', 'active#'], ([q, d]) => [esc(q === 'embed' ? 'embed (older version)' : q), num(d.waiting), num(d.prioritized), num(d.delayed), num(d.active)]);
   $('#workers').innerHTML = rows(s.workers, 'No live workers.', ['worker', 'conc.#', 'seen#'], (w) => [esc(w.id), num(w.concurrency), w.ageSeconds + ' s ago']);
   $('#schedules').innerHTML = rows(s.schedules, 'No schedules.', ['name', 'next', 'last', 'runs / skipped'], (x) => [esc(x.name) + '<br><span class="paths">' + esc(x.cron) + ' ' + esc(x.tz) + '</span>', x.paused_at ? 'paused' : x.next_run ? time(Date.parse(x.next_run)) : '–', x.last_run ? esc(x.last_run.job_id) + ' ' + esc(x.last_run.state) : '–', x.runs + ' / ' + x.skipped + (x.last_error ? '<br><span class="paths">' + esc(x.last_error) + '</span>' : '')]);
   $('#redis').hidden = !s.redisProblem;

@@ -1,4 +1,4 @@
-import { EMBED_QUEUE_NAMES, QUEUE_NAMES, type QueueName } from '../../jobs/queues.js';
+import { EMBED_QUEUE_NAMES, LEGACY_EMBED_QUEUE, QUEUE_NAMES, type QueueName } from '../../jobs/queues.js';
 import { BACKLOG_STATES, QUEUE_DEPTH_STATES } from '../../src/metrics/metric-names.js';
 import { liveWorkers, readJobRequestStats, type WorkerView } from '../../src/metrics/read-metrics.js';
 import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
@@ -9,7 +9,14 @@ import { FirstErrors, toJobView, type JobView } from './job-views.js';
 import type { RateFigures, RateSource, ScheduleSource, ScheduleView } from './sources.js';
 import { ThroughputTracker } from './throughput.js';
 
-export type QueueDepths = Record<QueueName, Record<(typeof QUEUE_DEPTH_STATES)[number], number>>;
+/**
+ * The queues whose depths are read: this version's, and the legacy `embed` queue, where an older
+ * worker stopped in a rolling upgrade hands its embed steps back (this version's workers take them).
+ */
+export const DEPTH_QUEUES = [...QUEUE_NAMES, LEGACY_EMBED_QUEUE] as const;
+type DepthQueue = QueueName | typeof LEGACY_EMBED_QUEUE;
+export type QueueDepth = Record<(typeof QUEUE_DEPTH_STATES)[number], number>;
+export type QueueDepths = Record<DepthQueue, QueueDepth>;
 
 /** Everything the page shows, as one JSON document (sent over SSE each tick). */
 export interface Snapshot {
@@ -32,7 +39,7 @@ export interface DashboardSources {
 
 export async function readQueueDepths(services: Pick<Services, 'queues'>): Promise<QueueDepths> {
   const entries = await Promise.all(
-    QUEUE_NAMES.map(async (name) => {
+    DEPTH_QUEUES.map(async (name) => {
       const counts = await services.queues[name].getJobCounts(...QUEUE_DEPTH_STATES);
       return [name, Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, counts[state] ?? 0]))] as const;
     }),
@@ -41,18 +48,23 @@ export async function readQueueDepths(services: Pick<Services, 'queues'>): Promi
 }
 
 /** A queue's jobs not yet started. */
-export function backlogOf(depth: QueueDepths[QueueName]): number {
+export function backlogOf(depth: QueueDepth): number {
   return BACKLOG_STATES.reduce((sum, state) => sum + depth[state], 0);
 }
 
-/** Every model's embed queue together, each state summed: its backlog is what KEDA scales workers on. */
-export function embedDepth(depths: QueueDepths): QueueDepths[QueueName] {
-  return Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, EMBED_QUEUE_NAMES.reduce((sum, name) => sum + depths[name][state], 0)])) as QueueDepths[QueueName];
+/**
+ * Every embed queue together (each model's, and the legacy one), each state summed: its backlog is
+ * what KEDA scales workers on. Steps handed back to the legacy queue were not counted, so a backlog
+ * only there scaled no worker up to take it.
+ */
+export function embedDepth(depths: QueueDepths): QueueDepth {
+  const embedQueues: DepthQueue[] = [...EMBED_QUEUE_NAMES, LEGACY_EMBED_QUEUE];
+  return Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, embedQueues.reduce((sum, name) => sum + depths[name][state], 0)])) as QueueDepth;
 }
 
 function emptySnapshot(): Snapshot {
   const depths = Object.fromEntries(QUEUE_DEPTH_STATES.map((state) => [state, 0]));
-  return { at: 0, jobs: [], queues: Object.fromEntries(QUEUE_NAMES.map((name) => [name, { ...depths }])) as QueueDepths, rates: [], workers: [], schedules: [], redisProblem: null, fleetProblem: null };
+  return { at: 0, jobs: [], queues: Object.fromEntries(DEPTH_QUEUES.map((name) => [name, { ...depths }])) as QueueDepths, rates: [], workers: [], schedules: [], redisProblem: null, fleetProblem: null };
 }
 
 /**
