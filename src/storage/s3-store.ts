@@ -352,7 +352,9 @@ function describe(name: string, status: number | undefined, error: unknown): str
   const text = error instanceof Error ? error.message : String(error);
   const code = (error as { code?: unknown } | null)?.code;
   const label = typeof code === 'string' && code !== name ? `${name} ${code}` : name;
-  return `${label}${status ? ` (HTTP ${status})` : ''}: ${text || 'no message'}`;
+  // The SDK's own text ("socket hang up", "requestTimeout …") does not say which setting it is.
+  const setting = name === 'TimeoutError' && status === undefined ? ' (past S3_TIMEOUT_MS; raise it for a slow store)' : '';
+  return `${label}${status ? ` (HTTP ${status})` : ''}: ${text || 'no message'}${setting}`;
 }
 
 function httpStatusOf(error: unknown): number | undefined {

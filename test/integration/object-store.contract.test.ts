@@ -376,11 +376,11 @@ describe('S3ObjectStore specifics', () => {
       const started = Date.now();
       const written = await store.write('shard.parquet', 'bytes').catch((caught: unknown) => caught);
       expect(written).toBeInstanceOf(StorageUnavailableError);
-      expect((written as Error).message).toMatch(/^write s3:\/\/bucket\/shard\.parquet: TimeoutError.*requestTimeout/);
+      expect((written as Error).message).toMatch(/^write s3:\/\/bucket\/shard\.parquet: TimeoutError.*requestTimeout.* \(past S3_TIMEOUT_MS; raise it for a slow store\)$/);
       const body = await store.read('corpus.txt');
       const read = await streamBuffer(body).catch((caught: unknown) => caught);
       expect(read).toBeInstanceOf(StorageUnavailableError);
-      expect((read as Error).message).toBe('read s3://bucket/corpus.txt: TimeoutError: no bytes came for 300 ms');
+      expect((read as Error).message).toBe('read s3://bucket/corpus.txt: TimeoutError: no bytes came for 300 ms (past S3_TIMEOUT_MS; raise it for a slow store)');
       expect(Date.now() - started).toBeLessThan(3_000);
     } finally {
       client.destroy();
