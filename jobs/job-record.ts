@@ -312,7 +312,7 @@ export class JobRecords {
     return (await this.scripts.setFields([this.keys.job(id)], generation, ...args)) === 1;
   }
 
-  /** A step of `generation` failed an attempt and will be retried: what went wrong. */
+  /** A step of `generation` failed an attempt, or was handed back for later (429s), and will be retried: what went wrong. */
   async noteRetry(id: string, generation: number, message: string, at = Date.now()): Promise<void> {
     await this.scripts.setFields([this.keys.job(id)], generation, 'lastRetry', message, 'lastRetryAt', at);
   }

@@ -13,14 +13,30 @@ import { encodeBatch } from '../src/shards/batch-codec.js';
 import type { ShardRow } from '../src/shards/shard-row.js';
 import { estimateTokens } from '../src/tokens/count-tokens.js';
 import { corpusOptions } from './corpus-options.js';
-import type { JobContext } from './run-job.js';
+import { HandBackLaterError, type JobContext } from './run-job.js';
 import { JobStoppedError } from './stop-watch.js';
 
+/** How an embed step meets 429s that keep coming. */
+export interface ThrottlePolicy {
+  /**
+   * 429s a step absorbs in process, each after slowing the shared gate, before it is handed back
+   * to its queue (Default: 20).
+   */
+  retries: number;
+  /**
+   * How long a handed-back step waits in its queue, holding no worker slot, when the 429 carried no
+   * `Retry-After` (Default: 10,000 ms, ±50% jitter so the steps of a storm do not return together).
+   */
+  handBackMs: number;
+}
+
 /**
- * 429s a job absorbs itself (after slowing the shared gate) before handing the batch back to
- * BullMQ's backoff. They use no attempt: a rate limit says "later", not "broken".
+ * A 429 says "later", not "broken", so 429s use no attempt, however long they last: a storm (another
+ * application saturating the account, DashScope's capacity throttling) can outlast the ~10 minutes
+ * the 14 attempts span. Before, the 21st 429 went back to BullMQ as a failed attempt, and a storm of
+ * about 10 minutes failed the corpus job (`PROVIDER_RATE_LIMITED: … gave up after 14 attempts`).
  */
-const MAX_THROTTLED_RETRIES = 20;
+export const DEFAULT_THROTTLE_POLICY: Readonly<ThrottlePolicy> = Object.freeze({ retries: 20, handBackMs: 10_000 });
 
 /**
  * Quick in-call retries of a 5xx, timeout or reset before the whole job goes back to BullMQ's
@@ -42,7 +58,7 @@ export interface EmbeddedLines {
  * One DashScope request of at most 10 lines: embed, place each vector at its global row, store the
  * batch once in the shard's buffer, and queue the shard's writer when this was its last batch.
  */
-export async function embedBatch(payload: EmbedBatchPayload, context: JobContext): Promise<void> {
+export async function embedBatch(payload: EmbedBatchPayload, context: JobContext, throttling: ThrottlePolicy = DEFAULT_THROTTLE_POLICY): Promise<void> {
   // context.logger is read only when something is logged: the job's child logger is built on first use.
   const { services } = context;
   const { corpora, queues } = services;
@@ -70,6 +86,7 @@ export async function embedBatch(payload: EmbedBatchPayload, context: JobContext
       stopping: context.stopping,
       priority: context.priority,
       corpusJobId: id,
+      throttling,
     }), options.dimension);
   } catch (error) {
     if (error instanceof JobStoppedError) {
@@ -147,6 +164,8 @@ interface EmbedDeps {
   corpusJobId?: string | undefined;
   /** The step's BullMQ priority: callers of a higher one (a smaller number) get gate slots first. */
   priority?: number | undefined;
+  /** When 429s that keep coming hand the step back to its queue (Default: DEFAULT_THROTTLE_POLICY). */
+  throttling?: ThrottlePolicy | undefined;
 }
 
 /**
@@ -223,15 +242,28 @@ async function callThroughGate(texts: string[], deps: EmbedDeps): Promise<{ resu
         await sleep(QUICK_RETRY_BASE_MS * unavailable * (0.5 + Math.random()), signal);
         continue;
       }
-      if (!(error instanceof ProviderRateLimitedError) || throttled >= MAX_THROTTLED_RETRIES) throw error;
+      if (!(error instanceof ProviderRateLimitedError)) throw error;
       throttled += 1;
+      // Every 429 teaches the gate, the last before a hand-back too.
       const verdict = await gate.throttled(error.kind, estimate);
       const { logger } = deps;
       if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
       if (verdict.action === 'nudge') logger.info(verdict, 'rate limit lowered: 429s keep coming');
       if (verdict.action === 'restore') logger.info(verdict, 'rate limit restored: lowering it did not stop the 429s');
       logger.debug({ kind: error.kind, requestId: error.failure.requestId, ...(verdict.action === 'skip' ? { reason: verdict.reason } : {}) }, 'rate limited; slot skipped');
+      const policy = deps.throttling ?? DEFAULT_THROTTLE_POLICY;
+      if (throttled > policy.retries) throw handBack(error, throttled, policy);
       if (error.retryAfterMs !== undefined) await sleep(error.retryAfterMs, signal);
     }
   }
+}
+
+/**
+ * After `policy.retries` 429s the step goes back to its queue for a while, with no attempt used
+ * (run-job.ts): its worker slot is free meanwhile for steps of other jobs or models, the gate goes
+ * on pacing the requests still sent, and a cancel finds it there (it ends at its next start).
+ */
+function handBack(error: ProviderRateLimitedError, throttled: number, policy: ThrottlePolicy): HandBackLaterError {
+  const delayMs = error.retryAfterMs ?? Math.round(policy.handBackMs * (0.5 + Math.random()));
+  return new HandBackLaterError(delayMs, `rate-limited: refused ${throttled} times (429)`, { cause: error });
 }

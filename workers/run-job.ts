@@ -1,4 +1,4 @@
-import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type { z } from 'zod';
 
 import { JobStateLostError } from '../jobs/job-errors.js';
@@ -32,6 +32,23 @@ export class WorkerStoppingError extends Error {
   constructor() {
     super('this worker is stopping');
     this.name = 'WorkerStoppingError';
+  }
+}
+
+/**
+ * A step asks to run again later, with no attempt used: what stopped it says "not now", not
+ * "broken" (429s that kept coming). Its job waits in its queue's delayed set for `delayMs`, holding
+ * no worker slot, then starts over (a batch stored meanwhile, or a job stopped, makes it a no-op).
+ * The message says why, for the job's status line; the cause is the last error met.
+ */
+export class HandBackLaterError extends Error {
+  constructor(
+    readonly delayMs: number,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'HandBackLaterError';
   }
 }
 
@@ -80,8 +97,21 @@ export function processor<Schema extends z.ZodType<{ corpusJobId: string; genera
     };
     try {
       await handle(payload, context);
-    } catch (error) {
+    } catch (thrown) {
       const { logger } = context;
+      // Called without a worker's token (a direct call), a step cannot be moved: what it met counts as it is.
+      const error = thrown instanceof HandBackLaterError && token === undefined ? thrown.cause : thrown;
+      if (error instanceof HandBackLaterError && token !== undefined) {
+        await job.moveToDelayed(Date.now() + error.delayMs, token);
+        // One line a hand-back, without a stack: a storm's 429s themselves are logged only at debug.
+        const cause = error.cause instanceof EmbedqError ? error.cause : undefined;
+        logger.info({ code: cause?.code, reason: error.message, delayMs: error.delayMs }, 'step handed back for later; no attempt used');
+        // For `embedq status` and the dashboard: the job waits on the provider, it is neither stuck nor failing.
+        const why = `${cause ? `${cause.code}: ` : ''}${errorMessage(error.cause ?? error)}`;
+        const message = `${job.name} ${error.message}; handed back for ${(error.delayMs / 1000).toFixed(1)} s, no attempt used: ${why}`;
+        await services.corpora.jobs.noteRetry(payload.corpusJobId, payload.generation, message).catch(() => undefined);
+        throw new DelayedError();
+      }
       if (error instanceof WorkerStoppingError && token !== undefined) {
         // Back to waiting, as if never taken: BullMQ counts no attempt for a WaitingError.
         await job.moveToWait(token);

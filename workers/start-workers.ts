@@ -9,7 +9,7 @@ import { pacingDisagreement, pacingOf } from '../src/rate/fleet-pacing.js';
 import { clockSkewProblem, readClockSkew } from '../src/redis/redis-clock.js';
 import { readRedisMemory, redisMemoryProblem } from '../src/redis/redis-memory.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
-import { embedBatch } from './embed-batch.js';
+import { embedBatch, type ThrottlePolicy } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
 import { ProviderBackoff } from './provider-backoff.js';
@@ -30,6 +30,8 @@ export interface WorkerPoolOptions {
    * place counts; a file that no longer reads keeps the last good definitions).
    */
   schedules?: { file: string; definitions: readonly ScheduleDefinition[]; intervalMs?: number };
+  /** When 429s that keep coming hand an embed step back to its queue (Default: DEFAULT_THROTTLE_POLICY; tests shorten it). */
+  throttling?: ThrottlePolicy;
 }
 
 export interface WorkerPool {
@@ -65,7 +67,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   const stopping = new AbortController();
   const write = processor(services, WriteShardPayload, writeShard);
   const finalize = processor(services, FinalizeJobPayload, finalizeJob);
-  const embed = processor(services, EmbedBatchPayload, embedBatch, stopping.signal);
+  const embed = processor(services, EmbedBatchPayload, (payload, context) => embedBatch(payload, context, options.throttling), stopping.signal);
   const embedConcurrency = options.concurrency ?? settings.worker.concurrency;
   const definitions = [
     { queue: QUEUES.split, concurrency: settings.worker.splitConcurrency, process: processor(services, SplitCorpusPayload, splitCorpus, stopping.signal) },
