@@ -58,7 +58,8 @@ describe('a storm of 429s', () => {
       const read = await waitForJob(services, id, (record) => record.linesRead === corpus.expected.length);
       const steps = read.batchesTotal;
       expect(steps).toBeGreaterThanOrEqual(3);
-      const deadline = Date.now() + 15_000;
+      // ~7 s alone (the gate's slow start paces the 429s); a loaded machine takes longer.
+      const deadline = Date.now() + 40_000;
       while (throttled() - before < steps * 60 && Date.now() < deadline) await sleep(50);
       expect(throttled() - before).toBeGreaterThanOrEqual(steps * 60);
 
