@@ -1,4 +1,5 @@
 import type { RedisClient } from '../src/redis/redis-client.js';
+import { redisNow } from '../src/redis/redis-clock.js';
 
 import { CorpusKeys } from './corpus-keys.js';
 import { CorpusPins } from './corpus-pins.js';
@@ -31,7 +32,7 @@ export class CorpusStore {
    * older ones.
    */
   constructor(
-    redis: RedisClient,
+    private readonly redis: RedisClient,
     prefix: string,
     private readonly options: { jobRetentionMs?: number } = {},
   ) {
@@ -53,10 +54,22 @@ export class CorpusStore {
     return this.jobs.list(limit);
   }
 
-  /** Removes records of jobs that ended longer ago than the retention; how many went. */
-  async pruneEnded(now = Date.now()): Promise<number> {
+  /**
+   * Redis's clock in ms (TIME). Job ids and the retention run on it: a machine whose clock is off
+   * must not order runs wrongly, nor age records it did not write.
+   */
+  now(): Promise<number> {
+    return redisNow(this.redis);
+  }
+
+  /**
+   * Removes records of jobs that ended longer ago than the retention, by Redis's clock; how many
+   * went. Before, it was the submitting machine's clock: a submit from one 2 days ahead removed
+   * every ended job's record under a 1-day retention.
+   */
+  async pruneEnded(): Promise<number> {
     const retention = this.options.jobRetentionMs ?? 0;
-    return retention > 0 ? this.jobs.prune(now - retention) : 0;
+    return retention > 0 ? this.jobs.prune((await this.now()) - retention) : 0;
   }
 
   state(id: string): Promise<CorpusJobState | undefined> {

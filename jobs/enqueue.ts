@@ -16,9 +16,14 @@ import { CORPUS_JOB_ID, JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeS
  * workers seeing a shard complete) is a no-op while the first is still queued.
  */
 
-/** Time-sortable corpus job id, e.g. `cj-mfx3k9z1-4f8a2c`. */
-export function newCorpusJobId(now = Date.now()): string {
-  return `cj-${now.toString(36)}-${randomBytes(3).toString('hex')}`;
+/**
+ * Time-sortable corpus job id, e.g. `cj-mfx3k9z1-4f8a2c`. `nowMs` is Redis's clock
+ * (`CorpusStore.now`), so ids made on different machines sort as Redis saw them: a schedule's
+ * `_latest.json` names the newest run by its id. Before, it was the submitting machine's clock, and
+ * a `schedule run` from one an hour ahead made a run that every later run for an hour counted as newer.
+ */
+export function newCorpusJobId(nowMs: number): string {
+  return `cj-${nowMs.toString(36)}-${randomBytes(3).toString('hex')}`;
 }
 
 /** When a corpus job id was made (milliseconds), or undefined for an id not made by newCorpusJobId. */
@@ -60,7 +65,7 @@ export function openOutputLocation(output: string, s3?: () => S3Client): OutputL
  */
 export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, extra: SubmitOptions = {}): Promise<string> {
   const { corpora } = deps;
-  const id = extra.jobId ?? newCorpusJobId();
+  const id = extra.jobId ?? newCorpusJobId(await corpora.now());
   const holder = await corpora.leases.acquire(options.output, id);
   if (holder !== undefined) throw new OutputLeasedError(options.output, holder);
   try {

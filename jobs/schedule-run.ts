@@ -26,8 +26,10 @@ export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMilli
   const schedule = await deps.schedules.get(name);
   if (!schedule) return { kind: 'missing' };
   if (schedule.pausedAt !== null && whenPaused === 'skip') return { kind: 'paused', pausedAt: schedule.pausedAt };
-  const runId = newCorpusJobId();
-  const claim = await deps.schedules.claim(name, runId, deps.corpora);
+  // Redis's clock, as every id is made: run order is Redis's whichever machine runs the tick.
+  const now = await deps.corpora.now();
+  const runId = newCorpusJobId(now);
+  const claim = await deps.schedules.claim(name, runId, deps.corpora, now);
   if (!claim.claimed) return { kind: 'busy', activeJobId: claim.activeJobId };
   const output = renderTemplate(schedule.out, { tickMillis, tz: schedule.tz, runId });
   try {

@@ -3,6 +3,15 @@ import type { RedisClient } from './redis-client.js';
 /** Past this, a machine's clock moves what BullMQ and the heartbeats stamp with it. */
 const TOLERATED_SKEW_MS = 1_000;
 
+/**
+ * Redis's clock (TIME), in ms: the one clock every machine of a deployment shares. What orders or
+ * ages records written from many machines reads it, not the local clock, which may be off.
+ */
+export async function redisNow(redis: RedisClient): Promise<number> {
+  const [seconds, micros] = await redis.time();
+  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+}
+
 /** This machine's clock minus Redis's, in ms (read halfway through the round trip). */
 export async function readClockSkew(redis: RedisClient, clock: () => number = Date.now): Promise<number> {
   const sent = clock();

@@ -393,7 +393,7 @@ describe('embedq schedule', () => {
   it('an older and a newer run moving _latest.json at the same moment leave it naming the newer', async () => {
     await schedules.upsert({ name: 'race', cron: '0 0 1 1 *', tz: 'UTC', input: 's3://corpus/daily/corpus.txt', out: 's3://out/race/{runId}/', options: {}, incremental: false, onOverlap: 'skip' });
     const older = newCorpusJobId(Date.now() - 60_000);
-    const newer = newCorpusJobId();
+    const newer = newCorpusJobId(Date.now());
     for (const id of [older, newer]) {
       await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: `race/${id}/_SUCCESS`, Body: '' }));
       const manifest = { job_id: id, finished_at: new Date().toISOString(), counts: { lines: 1, embedded: 1 } };

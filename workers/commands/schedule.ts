@@ -160,7 +160,8 @@ export function registerScheduleCommands(program: Command): void {
       process.exitCode = await withServices(async (services) => {
         const deps = { schedules: scheduleStore(services), corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 };
         // An explicit run starts even while the schedule is paused (pause holds the ticks).
-        const outcome = await runSchedule(deps, name, Date.now(), 'run');
+        // Its time by Redis's clock, which names the output ({date}, {time}) as a tick's would.
+        const outcome = await runSchedule(deps, name, await services.corpora.now(), 'run');
         if (outcome.kind === 'missing') process.stderr.write(`no schedule ${name}\n`);
         if (outcome.kind === 'busy') process.stderr.write(`schedule ${name}: previous run ${outcome.activeJobId} is still active; not started\n`);
         if (outcome.kind === 'failed') process.stderr.write(`schedule ${name}: ${outcome.error}\n`);

@@ -1,0 +1,106 @@
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+
+import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
+import { cancelCorpusJob, corpusJobIdTime, submitCorpusJob } from '../../jobs/enqueue.js';
+import { QUEUES } from '../../jobs/queues.js';
+import { runSchedule } from '../../jobs/schedule-run.js';
+import { parseJobOptions } from '../../src/job-options.js';
+import { redisNow } from '../../src/redis/redis-clock.js';
+import { publishScheduleLatest } from '../../workers/schedule-outcome.js';
+import { scheduleStore } from '../../workers/schedule-tick.js';
+import { startWorld, type World } from '../support/world.js';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+/**
+ * A machine whose clock is off (NTP broken) in a fleet sharing one Redis: what orders or ages
+ * records of many machines runs on Redis's clock, so one such machine cannot reorder runs, hide
+ * the other workers, blind the failed-step sweep or prune records early. The machine's clock is
+ * this process's `Date` (faked, moved ahead); Redis's TIME is the real one.
+ */
+describe('a machine whose clock is ahead of Redis', () => {
+  let world: World;
+  const outputs = path.join(tmpdir(), `embedq-clock-${process.pid}`);
+  const deps = () => ({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() });
+  /** From here on, this process's clock reads `aheadMs` ahead of Redis's. */
+  const clockAhead = (aheadMs: number): void => {
+    const real = Date.now();
+    vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true });
+    vi.setSystemTime(real + aheadMs);
+  };
+
+  beforeAll(async () => {
+    world = await startWorld({}, { EMBEDQ_JOB_RETENTION_DAYS: '1' });
+    await world.put('x.txt', 'one line\n');
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+  afterAll(async () => {
+    await world.close();
+    await rm(outputs, { recursive: true, force: true });
+  });
+
+  it("makes corpus job ids on Redis's clock: a run started on a clock an hour ahead does not pin _latest.json", async () => {
+    const schedules = scheduleStore(world.services);
+    const out = path.join(outputs, 'skew', '{runId}') + '/';
+    await schedules.upsert({ name: 'skew', cron: '0 0 1 1 *', tz: 'UTC', input: 's3://corpus/x.txt', out, options: {}, incremental: false, onOverlap: 'skip' });
+    const runDeps = { ...deps(), schedules };
+
+    // `schedule run` from a box an hour ahead, then (that run ended) one from a correct box.
+    clockAhead(HOUR);
+    const fast = await runSchedule(runDeps, 'skew', Date.now(), 'run');
+    vi.useRealTimers();
+    if (fast.kind !== 'submitted') throw new Error(`not submitted: ${JSON.stringify(fast)}`);
+    await cancelCorpusJob(world.services.corpora, fast.jobId);
+    const later = await runSchedule(runDeps, 'skew', Date.now(), 'run');
+    if (later.kind !== 'submitted') throw new Error(`not submitted: ${JSON.stringify(later)}`);
+
+    // Both finished, the fast one first; the later run's pointer must win.
+    for (const run of [fast, later]) {
+      await mkdir(run.output, { recursive: true });
+      await writeFile(path.join(run.output, '_manifest.json'), JSON.stringify({ job_id: run.jobId, finished_at: new Date().toISOString(), counts: { lines: 1, embedded: 1 } }));
+      await writeFile(path.join(run.output, '_SUCCESS'), '');
+      await publishScheduleLatest(world.services, { id: run.jobId, schedule: 'skew', options: { output: run.output } } as CorpusJobRecord, world.services.logger);
+    }
+    const latest = JSON.parse(await readFile(path.join(outputs, 'skew', '_latest.json'), 'utf8')) as { job_id: string };
+    // Before, the fast run's id read an hour newer: "_latest.json left as it is: it names …, a
+    // newer run" for every run of that hour, and incremental runs diffed against the stale one.
+    expect(latest.job_id).toBe(later.jobId);
+    await schedules.remove('skew');
+
+    // A plain submit from a fast box too: its id's time is Redis's.
+    clockAhead(HOUR);
+    const submitted = await submitCorpusJob(deps(), parseJobOptions({ input: 's3://corpus/x.txt', output: path.join(outputs, 'submit') }));
+    vi.useRealTimers();
+    expect(Math.abs(corpusJobIdTime(submitted)! - (await redisNow(world.services.redis)))).toBeLessThan(10_000);
+    await cancelCorpusJob(world.services.corpora, submitted);
+  });
+
+  it("prunes ended jobs' records by Redis's clock: a submit from a machine 2 days ahead keeps those within the retention", async () => {
+    const jobs = world.services.corpora.jobs;
+    const seed = async (id: string, endedAgoMs: number): Promise<void> => {
+      await jobs.create(id, parseJobOptions({ input: 's3://corpus/x.txt', output: path.join(outputs, id) }));
+      await jobs.markRunning(id, 0);
+      await jobs.markCompleted(id, 0);
+      const ended = (await redisNow(world.services.redis)) - endedAgoMs;
+      await world.services.redis.zadd(`${world.settings.redisPrefix}:jobs`, ended - 60_000, id);
+      await world.services.redis.hset(`${world.settings.redisPrefix}:job:${id}`, 'createdAt', ended - 60_000, 'finishedAt', ended);
+    };
+    await seed('cj-ended-hour-ago', HOUR);
+    await seed('cj-ended-2-days-ago', 2 * DAY);
+
+    clockAhead(2 * DAY);
+    const fresh = await submitCorpusJob(deps(), parseJobOptions({ input: 's3://corpus/x.txt', output: path.join(outputs, 'pruning') }));
+    vi.useRealTimers();
+    // Before, the retention (1 day) ran from the submitter's now: every ended job's record went.
+    expect(await world.services.corpora.get('cj-ended-hour-ago')).toBeDefined();
+    expect(await world.services.corpora.get('cj-ended-2-days-ago')).toBeUndefined();
+    await cancelCorpusJob(world.services.corpora, fresh);
+  });
+});
