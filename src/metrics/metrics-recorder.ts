@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 
 import { processIdentity } from '../process-identity.js';
+import { defineLuaScript, type LuaScript } from '../redis/lua-script.js';
 import type { RedisClient } from '../redis/redis-client.js';
 
 import { METRICS, type MetricDefinition } from './metric-names.js';
@@ -21,6 +22,24 @@ export interface RecorderOptions {
   /** How long per-job request counts stay after the last flush (Default: 7 days). */
   jobStatsTtlSeconds?: number;
 }
+
+/** A worker missing this long leaves `<prefix>:workers` (its heartbeat key expired long before). */
+const FORGET_WORKER_MS = 3_600_000;
+
+/**
+ * A heartbeat, scored by Redis's clock, and the pruning of workers long gone by the same clock.
+ * Before, both used the worker's own clock: one an hour ahead pruned every other worker from the
+ * set, and the dashboard, `embedq_workers` and the fleet-settings check saw only it.
+ * KEYS: workers ZSET, worker:<id>. ARGV: id, heartbeat JSON, heartbeat TTL (ms), forget after (ms).
+ */
+const HEARTBEAT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - tonumber(ARGV[4]))
+return now
+`;
 
 /** A histogram's field names, built once per metric: `observe` runs for every request. */
 const histogramFieldCache = new WeakMap<MetricDefinition, { buckets: string[]; infinity: string; sum: string; count: string }>();
@@ -45,6 +64,7 @@ export class MetricsRecorder {
   private timer: NodeJS.Timeout | undefined;
   private heartbeat: WorkerHeartbeat | undefined;
   private readonly options: Required<RecorderOptions>;
+  private readonly beat: LuaScript;
 
   constructor(
     private readonly redis: RedisClient,
@@ -52,6 +72,7 @@ export class MetricsRecorder {
     options: RecorderOptions = {},
   ) {
     this.keys = metricsKeys(prefix);
+    this.beat = defineLuaScript(redis, HEARTBEAT);
     this.options = { flushIntervalMs: 5_000, jobStatsTtlSeconds: 7 * 86_400, ...options };
   }
 
@@ -131,13 +152,7 @@ export class MetricsRecorder {
       for (const [field, value] of fields) pipeline.hincrbyfloat(this.keys.job(id), field, value);
       pipeline.expire(this.keys.job(id), this.options.jobStatsTtlSeconds);
     }
-    if (this.heartbeat) {
-      const now = Date.now();
-      const beat = { ...this.heartbeat, lastSeen: now };
-      if (options.leaving) pipeline.zrem(this.keys.workers, beat.id).del(this.keys.worker(beat.id));
-      else pipeline.zadd(this.keys.workers, now, beat.id).set(this.keys.worker(beat.id), JSON.stringify(beat), 'PX', HEARTBEAT_TTL_MS);
-      pipeline.zremrangebyscore(this.keys.workers, 0, now - 3_600_000);
-    }
+    if (this.heartbeat && options.leaving) pipeline.zrem(this.keys.workers, this.heartbeat.id).del(this.keys.worker(this.heartbeat.id));
     try {
       const results = await pipeline.exec();
       const failed = results?.find(([error]) => error);
@@ -146,6 +161,11 @@ export class MetricsRecorder {
       for (const [field, value] of counters) this.add(field, value);
       for (const [id, fields] of jobs) for (const [field, value] of fields) this.incrementJob(id, field, value);
       throw error;
+    }
+    if (this.heartbeat && !options.leaving) {
+      // `lastSeen` is for people reading the JSON; liveness and age come from the set's score.
+      const beat = { ...this.heartbeat, lastSeen: Date.now() };
+      await this.beat([this.keys.workers, this.keys.worker(beat.id)], beat.id, JSON.stringify(beat), HEARTBEAT_TTL_MS, FORGET_WORKER_MS);
     }
   }
 

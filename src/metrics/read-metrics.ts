@@ -1,4 +1,5 @@
 import type { RedisClient } from '../redis/redis-client.js';
+import { redisNow } from '../redis/redis-clock.js';
 
 import { HEARTBEAT_TTL_MS, metricsKeys, parseMetricField, type WorkerHeartbeat } from './metrics-keys.js';
 
@@ -38,15 +39,25 @@ export interface WorkerView extends WorkerHeartbeat {
   ageSeconds: number;
 }
 
-/** Worker processes whose heartbeat (sent with each metrics flush) is still fresh. */
-export async function liveWorkers(redis: RedisClient, prefix: string, now = Date.now()): Promise<WorkerView[]> {
+/**
+ * Worker processes whose heartbeat (sent with each metrics flush) is still fresh, by Redis's clock,
+ * which scores the heartbeats (MetricsRecorder): the reader's clock and the workers' may be off.
+ */
+export async function liveWorkers(redis: RedisClient, prefix: string): Promise<WorkerView[]> {
   const keys = metricsKeys(prefix);
-  const ids = await redis.zrangebyscore(keys.workers, now - HEARTBEAT_TTL_MS, '+inf');
-  if (ids.length === 0) return [];
+  const now = await redisNow(redis);
+  const scored = await redis.zrangebyscore(keys.workers, now - HEARTBEAT_TTL_MS, '+inf', 'WITHSCORES');
+  if (scored.length === 0) return [];
+  const seenAt = new Map<string, number>();
+  for (let i = 0; i < scored.length; i += 2) seenAt.set(scored[i]!, Number(scored[i + 1]));
+  const ids = [...seenAt.keys()];
   const beats = await redis.mget(ids.map((id) => keys.worker(id)));
   return beats
     .filter((beat): beat is string => beat !== null)
     .map((beat) => JSON.parse(beat) as WorkerHeartbeat)
-    .map((beat) => ({ ...beat, ageSeconds: Math.max(0, Math.round((now - beat.lastSeen) / 1000)) }))
+    .map((beat) => {
+      const lastSeen = seenAt.get(beat.id) ?? beat.lastSeen;
+      return { ...beat, lastSeen, ageSeconds: Math.max(0, Math.round((now - lastSeen) / 1000)) };
+    })
     .sort((a, b) => a.id.localeCompare(b.id));
 }

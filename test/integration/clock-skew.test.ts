@@ -9,6 +9,9 @@ import { cancelCorpusJob, corpusJobIdTime, submitCorpusJob } from '../../jobs/en
 import { QUEUES } from '../../jobs/queues.js';
 import { runSchedule } from '../../jobs/schedule-run.js';
 import { parseJobOptions } from '../../src/job-options.js';
+import { metricsKeys } from '../../src/metrics/metrics-keys.js';
+import { MetricsRecorder } from '../../src/metrics/metrics-recorder.js';
+import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import { redisNow } from '../../src/redis/redis-clock.js';
 import { publishScheduleLatest } from '../../workers/schedule-outcome.js';
 import { scheduleStore } from '../../workers/schedule-tick.js';
@@ -80,6 +83,29 @@ describe('a machine whose clock is ahead of Redis', () => {
     vi.useRealTimers();
     expect(Math.abs(corpusJobIdTime(submitted)! - (await redisNow(world.services.redis)))).toBeLessThan(10_000);
     await cancelCorpusJob(world.services.corpora, submitted);
+  });
+
+  it("scores heartbeats on Redis's clock: a worker an hour ahead does not drop the others from the live workers", async () => {
+    const keys = metricsKeys(world.settings.redisPrefix);
+    // A healthy worker on another machine, seen just now.
+    const other = { id: 'other-host:7', host: 'other-host', pid: 7, concurrency: 4, startedAt: Date.now(), lastSeen: Date.now() };
+    await world.services.redis.zadd(keys.workers, await redisNow(world.services.redis), other.id);
+    await world.services.redis.set(keys.worker(other.id), JSON.stringify(other), 'PX', 20_000);
+
+    clockAhead(HOUR);
+    const recorder = new MetricsRecorder(world.services.redis, world.settings.redisPrefix, { flushIntervalMs: 60_000 });
+    recorder.start({ concurrency: 2 });
+    await recorder.flush();
+    // Read on the fast clock (a dashboard beside it) and on a correct one: both see both workers.
+    const seenFast = (await liveWorkers(world.services.redis, world.settings.redisPrefix)).map((worker) => worker.id);
+    vi.useRealTimers();
+    const seen = await liveWorkers(world.services.redis, world.settings.redisPrefix);
+    // Before, the fast worker's flush pruned every heartbeat older than its own now minus an hour.
+    expect(seen.map((worker) => worker.id)).toContain(other.id);
+    expect(seen).toHaveLength(2);
+    expect(seenFast).toEqual(seen.map((worker) => worker.id));
+    expect(Math.max(...seen.map((worker) => worker.ageSeconds))).toBeLessThan(10);
+    await recorder.stop();
   });
 
   it("prunes ended jobs' records by Redis's clock: a submit from a machine 2 days ahead keeps those within the retention", async () => {

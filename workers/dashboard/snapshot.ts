@@ -150,7 +150,7 @@ export class DashboardState {
       readJobRequestStats(services.redis, services.settings.redisPrefix, [...ids]),
       readQueueDepths(services),
       this.sources.rates.read(),
-      liveWorkers(services.redis, services.settings.redisPrefix, now),
+      liveWorkers(services.redis, services.settings.redisPrefix),
       this.sources.schedules.list(),
       Promise.all(records.map((record) => this.firstErrors.of(record))),
       readRedisMemory(services.redis),
