@@ -1,6 +1,7 @@
 import type { Job } from 'bullmq';
 
 import type { Logger } from '../src/logger.js';
+import { redisNow } from '../src/redis/redis-clock.js';
 import { isRedisFullError } from '../src/redis/redis-memory.js';
 import { stepOwner } from '../jobs/queues.js';
 import { failCorpusJob } from './fail-corpus-job.js';
@@ -83,14 +84,20 @@ export function sweepFailedJobs(services: Services, queues: readonly string[], i
 /**
  * Failures are stamped with the clock of the worker that failed them, so the last few seconds' are
  * read again by the next sweeps (a worker's clock a little behind could still add one there); older
- * ones are passed for good.
+ * ones are passed for good. "Now" is Redis's clock, and the cursor never passes Redis's now minus
+ * this: a failure stamped in the future (by a worker whose clock is ahead) is read by every sweep
+ * until Redis's clock passes it (failing a corpus job again changes nothing). Before, the sweeper's
+ * own clock was used: a sweeper an hour ahead moved the cursor past a failure stamped by a worker
+ * an hour ahead, and every failure stamped by a correct clock in that hour was never read.
  */
 const SETTLED_MS = 10_000;
 
 async function sweepQueue(services: Services, name: string, cursorKey: string): Promise<void> {
   const queue = services.queues[name as keyof Services['queues']];
-  const from = Number((await services.redis.get(cursorKey)) ?? 0);
-  const settled = Date.now() - SETTLED_MS;
+  const settled = (await redisNow(services.redis)) - SETTLED_MS;
+  // A cursor past that was moved by a clock ahead (an older version's sweeper): read from there.
+  const stored = Number((await services.redis.get(cursorKey)) ?? 0);
+  const from = Math.min(stored, settled);
   let next = from;
   // All of them at once: BullMQ keeps the last 1,000 (jobs/queues.ts). Reading one again is
   // harmless: failing a corpus job is idempotent and fenced by generation.
@@ -102,5 +109,5 @@ async function sweepQueue(services: Services, name: string, cursorKey: string): 
     const failedAt = Number(failed[i + 1]);
     if (failedAt < settled) next = Math.max(next, failedAt + 1);
   }
-  if (next > from) await services.redis.set(cursorKey, String(next));
+  if (next !== stored) await services.redis.set(cursorKey, String(next));
 }

@@ -2,17 +2,19 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
+import { UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
 import { cancelCorpusJob, corpusJobIdTime, submitCorpusJob } from '../../jobs/enqueue.js';
-import { QUEUES } from '../../jobs/queues.js';
+import { queueOptions, QUEUES, splitJobId } from '../../jobs/queues.js';
 import { runSchedule } from '../../jobs/schedule-run.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { metricsKeys } from '../../src/metrics/metrics-keys.js';
 import { MetricsRecorder } from '../../src/metrics/metrics-recorder.js';
 import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import { redisNow } from '../../src/redis/redis-clock.js';
+import { sweepFailedJobs } from '../../workers/fail-on-lost-jobs.js';
 import { publishScheduleLatest } from '../../workers/schedule-outcome.js';
 import { scheduleStore } from '../../workers/schedule-tick.js';
 import { startWorld, type World } from '../support/world.js';
@@ -106,6 +108,43 @@ describe('a machine whose clock is ahead of Redis', () => {
     expect(seenFast).toEqual(seen.map((worker) => worker.id));
     expect(Math.max(...seen.map((worker) => worker.ageSeconds))).toBeLessThan(10);
     await recorder.stop();
+  });
+
+  it("keeps the failed-step sweep's cursor behind Redis's clock: a failure stamped an hour ahead hides none stamped correctly", async () => {
+    const split = world.services.queues[QUEUES.split];
+    const sweepKeys = `${world.settings.redisPrefix}:failed-sweep`;
+    const sweep = async (): Promise<void> => {
+      await world.services.redis.del(`${sweepKeys}:lock`);
+      await sweepFailedJobs(world.services, [QUEUES.split]).close();
+    };
+    // A step failed 20 s ago by a worker whose clock is an hour ahead, swept by that worker.
+    const fastFailure = (await redisNow(world.services.redis)) + HOUR - 20_000;
+    await world.services.redis.zadd(split.keys.failed!, fastFailure, 'cj-zzzzzzzz-000000-g0-split');
+    clockAhead(HOUR);
+    await sweep();
+    vi.useRealTimers();
+    const cursor = Number(await world.services.redis.get(`${sweepKeys}:cursor:${QUEUES.split}`));
+    expect(cursor).toBeLessThanOrEqual((await redisNow(world.services.redis)) - 10_000 + 1);
+
+    // Now a step of a real job fails on a correct clock, past its stall limit, where no processor of ours sees it.
+    const id = await submitCorpusJob(deps(), parseJobOptions({ input: 's3://corpus/x.txt', output: path.join(outputs, 'swept') }));
+    const bare = new Worker(
+      QUEUES.split,
+      async () => {
+        throw new UnrecoverableError('job stalled more than allowable limit');
+      },
+      queueOptions(world.settings.redisPrefix, world.services.workerConnection()),
+    );
+    try {
+      await expect.poll(() => split.getJobState(splitJobId(id, 0)), { timeout: 5_000 }).toBe('failed');
+    } finally {
+      await bare.close();
+    }
+    await sweep();
+    // Before, the cursor sat an hour ahead and this failure was never read: the job stayed queued.
+    const record = (await world.services.corpora.get(id))!;
+    expect(record.state).toBe('failed');
+    expect(record.errorCode).toBe('JOB_STALLED');
   });
 
   it("prunes ended jobs' records by Redis's clock: a submit from a machine 2 days ahead keeps those within the retention", async () => {
