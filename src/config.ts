@@ -76,6 +76,12 @@ export interface WorkerSettings {
    * until one ends; each split holds read-ahead buffers and, with --reuse, the previous output's index.
    */
   splitConcurrency: number;
+  /**
+   * A worker whose clock is further than this from Redis's refuses to start, and a running one logs
+   * an error (Default: 30,000 ms; 0: only the warning). BullMQ times retries and delayed steps by
+   * the clock of the worker that stamps or promotes them.
+   */
+  maxClockSkewMs: number;
 }
 
 export interface Settings {
@@ -174,6 +180,7 @@ const EnvSchema = z
     EMBEDQ_LOCK_DURATION_MS: timerMs.default(30_000),
     EMBEDQ_MAX_OPEN_SHARDS: positiveInt.default(2),
     EMBEDQ_SPLIT_CONCURRENCY: positiveInt.default(4),
+    EMBEDQ_MAX_CLOCK_SKEW_S: envNumber.pipe(z.number().gte(0)).default(30),
     LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     EMBEDQ_ALLOW_INSECURE_HTTP: z.enum(['0', '1']).optional(),
   })
@@ -263,6 +270,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
       lockDurationMs: e.EMBEDQ_LOCK_DURATION_MS,
       maxOpenShards: e.EMBEDQ_MAX_OPEN_SHARDS,
       splitConcurrency: e.EMBEDQ_SPLIT_CONCURRENCY,
+      maxClockSkewMs: e.EMBEDQ_MAX_CLOCK_SKEW_S * 1000,
     },
     log: { level: e.LOG_LEVEL },
   });

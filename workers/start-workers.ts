@@ -6,9 +6,9 @@ import type { ScheduleDefinition } from '../jobs/schedule-store.js';
 import { liveWorkers } from '../src/metrics/read-metrics.js';
 import { processIdentity } from '../src/process-identity.js';
 import { pacingDisagreement, pacingOf } from '../src/rate/fleet-pacing.js';
-import { clockSkewProblem, readClockSkew } from '../src/redis/redis-clock.js';
 import { readRedisMemory, redisMemoryProblem } from '../src/redis/redis-memory.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
+import { watchClockSkew } from './clock-watch.js';
 import { embedBatch, type ThrottlePolicy } from './embed-batch.js';
 import { failCorpusJobOf, sweepFailedJobs } from './fail-on-lost-jobs.js';
 import { finalizeJob } from './finalize-job.js';
@@ -141,13 +141,8 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     couldNot("compare this worker's settings with the other workers'"),
   );
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
-  readClockSkew(services.redis).then(
-    (skewMs) => {
-      const problem = clockSkewProblem(skewMs);
-      if (problem) logger.warn({ clockSkewMs: Math.round(skewMs) }, problem);
-    },
-    couldNot("compare this machine's clock with Redis's (TIME)"),
-  );
+  // `embedq worker` refused to start past the bound; NTP can still break while it runs.
+  const clockWatch = watchClockSkew(services, logger, settings.worker.maxClockSkewMs);
   readRedisMemory(services.redis).then(
     (memory) => {
       const problem = redisMemoryProblem(memory);
@@ -159,6 +154,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
     async close({ force = false } = {}) {
       clearInterval(staleCopiesTimer);
       clearInterval(schedulesTimer);
+      clockWatch.close();
       brake.close();
       providerBackoff.close();
       stopping.abort(new WorkerStoppingError());

@@ -1,3 +1,4 @@
+import { ConfigError } from '../errors.js';
 import type { RedisClient } from './redis-client.js';
 
 /** Past this, a machine's clock moves what BullMQ and the heartbeats stamp with it. */
@@ -34,5 +35,21 @@ export function clockSkewProblem(skewMs: number): string | undefined {
     `this machine's clock is ${seconds} s ${skewMs > 0 ? 'ahead of' : 'behind'} Redis's: schedule ticks this worker takes run early or late, ` +
     'named after the wrong time (ticks between may never run), the dashboard misses live workers or keeps dead ones, and job times read wrong; ' +
     "keep every machine's clock in sync (NTP, chrony)"
+  );
+}
+
+/**
+ * Why a worker this far off Redis's clock must not run, or undefined (`maxSkewMs` 0: never).
+ * BullMQ stamps a delayed retry with the failing worker's clock and promotes it by the polling
+ * worker's, and its backoff is 1–60 s: 30 s off cancels or doubles most of it, and a worker an hour
+ * ahead strands its retries for an hour after it stops and fires the others' at once.
+ */
+export function clockSkewRefusal(skewMs: number, maxSkewMs: number): ConfigError | undefined {
+  if (maxSkewMs <= 0 || Math.abs(skewMs) <= maxSkewMs) return undefined;
+  const seconds = (Math.abs(skewMs) / 1_000).toFixed(1);
+  return new ConfigError(
+    `this machine's clock is ${seconds} s ${skewMs > 0 ? 'ahead of' : 'behind'} Redis's, more than EMBEDQ_MAX_CLOCK_SKEW_S (${maxSkewMs / 1_000} s): ` +
+      "BullMQ would run this worker's retries and delayed steps at the wrong time (early, without backoff, or stranded) and schedule ticks early or late. " +
+      "Sync this machine's clock (NTP, chrony) and start again; if Redis's host is the one whose clock is wrong, fix it there (EMBEDQ_MAX_CLOCK_SKEW_S=0 starts anyway, with a warning)",
   );
 }

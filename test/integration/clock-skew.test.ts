@@ -10,14 +10,16 @@ import { cancelCorpusJob, corpusJobIdTime, submitCorpusJob } from '../../jobs/en
 import { queueOptions, QUEUES, splitJobId } from '../../jobs/queues.js';
 import { runSchedule } from '../../jobs/schedule-run.js';
 import { parseJobOptions } from '../../src/job-options.js';
+import { createLogger } from '../../src/logger.js';
 import { metricsKeys } from '../../src/metrics/metrics-keys.js';
 import { MetricsRecorder } from '../../src/metrics/metrics-recorder.js';
 import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import { redisNow } from '../../src/redis/redis-clock.js';
+import { refuseSkewedClock, watchClockSkew } from '../../workers/clock-watch.js';
 import { sweepFailedJobs } from '../../workers/fail-on-lost-jobs.js';
 import { publishScheduleLatest } from '../../workers/schedule-outcome.js';
 import { scheduleStore } from '../../workers/schedule-tick.js';
-import { startWorld, type World } from '../support/world.js';
+import { runEmbedq, startWorld, type World } from '../support/world.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -167,5 +169,36 @@ describe('a machine whose clock is ahead of Redis', () => {
     expect(await world.services.corpora.get('cj-ended-hour-ago')).toBeDefined();
     expect(await world.services.corpora.get('cj-ended-2-days-ago')).toBeUndefined();
     await cancelCorpusJob(world.services.corpora, fresh);
+  });
+
+  it('refuses to start a worker whose clock is more than 30 s off Redis\'s (exit 2, naming the skew and NTP), unless EMBEDQ_MAX_CLOCK_SKEW_S=0', async () => {
+    // The worker's clock 2 minutes ahead, moved in the process itself (Date.now is what the check reads).
+    const ahead = { ...world.env, NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent('const n = Date.now; Date.now = () => n() + 120000;')}` };
+    const refused = await runEmbedq(ahead, ['worker']);
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toMatch(/CONFIG_INVALID: this machine's clock is 1(19|20)\.\d s ahead of Redis's, more than EMBEDQ_MAX_CLOCK_SKEW_S \(30 s\).*\(NTP, chrony\)/);
+
+    const redis = world.services.redis;
+    await expect(refuseSkewedClock(redis, 30_000, () => Date.now() - 45_000)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/4[45]\.\d s behind Redis's/) });
+    await expect(refuseSkewedClock(redis, 30_000, () => Date.now() + 5_000)).resolves.toBeUndefined();
+    await expect(refuseSkewedClock(redis, 0, () => Date.now() + HOUR)).resolves.toBeUndefined();
+  });
+
+  it('a running worker logs an error when its clock goes past the bound, once, and a line when it is back', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    let offsetMs = HOUR;
+    const watch = watchClockSkew(world.services, logger, 30_000, { intervalMs: 50, clock: () => Date.now() + offsetMs });
+    try {
+      await expect.poll(() => lines.length).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      offsetMs = 0;
+      await expect.poll(() => lines.length).toBe(2);
+    } finally {
+      watch.close();
+    }
+    const [error, back] = lines.map((line) => JSON.parse(line) as { level: number; msg: string; clockSkewMs: number });
+    expect(error).toMatchObject({ level: 50, msg: expect.stringMatching(/^this machine's clock is 3600\.\d s ahead of Redis's, more than EMBEDQ_MAX_CLOCK_SKEW_S/) });
+    expect(back).toMatchObject({ level: 30, msg: "this machine's clock agrees with Redis's again" });
   });
 });

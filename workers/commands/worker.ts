@@ -8,6 +8,7 @@ import { assertRedisAccepts } from '../../src/redis/redis-client.js';
 import { redisPersistenceProblem } from '../../src/redis/redis-persistence.js';
 import { readScheduleFile } from '../schedule-file.js';
 import { createServices, redisTarget } from '../services.js';
+import { refuseSkewedClock } from '../clock-watch.js';
 import { startWorkers } from '../start-workers.js';
 
 /** How long a stopping worker waits for its running jobs (a request takes seconds at most). */
@@ -30,6 +31,11 @@ export function registerWorkerCommand(program: Command): void {
       const schedules = file === undefined ? undefined : { file, definitions: await readScheduleFile(file) };
       await assertRedisAccepts(redisTarget(settings), 5_000);
       const services = createServices(settings, logger);
+      // A clock far off Redis's would run BullMQ's retries and delayed steps at the wrong time.
+      await refuseSkewedClock(services.redis, settings.worker.maxClockSkewMs).catch(async (error: unknown) => {
+        await services.close();
+        throw error;
+      });
       const pool = startWorkers(services, { concurrency, schedules });
       // Here, not in startWorkers: the demo's and the tests' private Redis keep nothing on purpose.
       redisPersistenceProblem(services.redis).then(
