@@ -35,6 +35,7 @@ export function watchClockSkew(services: Pick<Services, 'redis' | 'redisOutage'>
   const check = (): void => {
     readClockSkew(services.redis, options.clock).then(
       (skewMs) => {
+        if (skewMs === undefined) return; // A reply too slow to tell: the next check will.
         const refusal = clockSkewRefusal(skewMs, maxSkewMs);
         const problem = clockSkewProblem(skewMs);
         const now = refusal ? 'error' : problem ? 'warn' : 'none';

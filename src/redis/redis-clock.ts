@@ -4,21 +4,29 @@ import type { RedisClient } from './redis-client.js';
 /** Past this, a machine's clock moves what BullMQ and the heartbeats stamp with it. */
 const TOLERATED_SKEW_MS = 1_000;
 
+/** A TIME reply, in ms. */
+const timeMs = ([seconds, micros]: readonly (string | number)[]): number => Number(seconds) * 1_000 + Number(micros) / 1_000;
+
 /**
  * Redis's clock (TIME), in ms: the one clock every machine of a deployment shares. What orders or
  * ages records written from many machines reads it, not the local clock, which may be off.
  */
 export async function redisNow(redis: RedisClient): Promise<number> {
-  const [seconds, micros] = await redis.time();
-  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+  return Math.floor(timeMs(await redis.time()));
 }
 
-/** This machine's clock minus Redis's, in ms (read halfway through the round trip). */
-export async function readClockSkew(redis: RedisClient, clock: () => number = Date.now): Promise<number> {
+/**
+ * This machine's clock minus Redis's, in ms (read halfway through the round trip), or undefined
+ * when the round trip took longer than the skew tolerated: such a reading cannot tell (a TIME that
+ * waited in the client's queue for a Redis coming back is off by half the wait; a worker whose Redis
+ * came up 70 s after it logged a clock "34.1 s behind", at error level).
+ */
+export async function readClockSkew(redis: RedisClient, clock: () => number = Date.now): Promise<number | undefined> {
   const sent = clock();
-  const [seconds, micros] = await redis.time();
+  const time = await redis.time();
   const received = clock();
-  return (sent + received) / 2 - (Number(seconds) * 1_000 + Number(micros) / 1_000);
+  if (received - sent > TOLERATED_SKEW_MS) return undefined;
+  return (sent + received) / 2 - timeMs(time);
 }
 
 /**
