@@ -55,7 +55,7 @@ export const METRICS = define({
   },
   queueJobs: {
     name: 'embedq_queue_jobs',
-    help: 'BullMQ jobs per queue (split, embed-v4, embed-v3, write, schedule) and state (waiting, prioritized, delayed, active).',
+    help: 'BullMQ jobs per queue (split, embed-v4, embed-v3, write, schedule, and embed: the legacy queue older workers hand steps back to) and state (waiting, prioritized, delayed, active).',
     type: 'gauge',
     labels: ['queue', 'state'],
   },

@@ -68,6 +68,8 @@ describe('steps an older version queued in the legacy embed queue', () => {
         const metrics = await (await fetch(`${dashboard.url}/metrics`)).text();
         expect(metrics).toMatch(new RegExp(`^embedq_embed_backlog ${steps.length}$`, 'm'));
         expect(metrics).toMatch(new RegExp(`^embedq_queue_jobs\\{queue="embed",state="prioritized"\\} ${steps.length}$`, 'm'));
+        // BullMQ's own count, which the README says to read, has it too.
+        expect(metrics).toMatch(new RegExp(`^bullmq_job_count\\{queue="embed",state="prioritized"\\} ${steps.length}$`, 'm'));
       } finally {
         await dashboard.close();
       }

@@ -1,6 +1,5 @@
 import { Registry } from 'prom-client';
 
-import { QUEUE_NAMES } from '../../jobs/queues.js';
 import { METRICS, QUEUE_DEPTH_STATES, type MetricDefinition } from '../../src/metrics/metric-names.js';
 import { metricField } from '../../src/metrics/metrics-keys.js';
 import { liveWorkers, readWorkerMetrics, type MetricSample } from '../../src/metrics/read-metrics.js';
@@ -98,7 +97,7 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
     async render(): Promise<string> {
       [samples, direct] = await Promise.all([readWorkerMetrics(services.redis, services.settings.redisPrefix), readDirect()]);
       samplesByField = new Map(samples.map((sample) => [metricField(sample.name, sample.labels), sample.value]));
-      const bullmq = await Promise.all(QUEUE_NAMES.map((name) => services.queues[name].exportPrometheusMetrics()));
+      const bullmq = await Promise.all(DEPTH_QUEUES.map((name) => services.queues[name].exportPrometheusMetrics()));
       return `${await registry.metrics()}\n${mergeFamilies(bullmq)}`;
     },
   };
