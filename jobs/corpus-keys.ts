@@ -62,6 +62,18 @@ end
 `;
 
 /**
+ * Lua: Redis's clock (TIME) in ms. A job's times are stamped with it, not with the caller's clock:
+ * `embedq cancel` from a laptop 2 days behind stamped its job ended 2 days ago, and the next prune
+ * (1-day retention) removed the record at once.
+ */
+export const REDIS_NOW_LUA = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`;
+
+/**
  * Lua shared by the scripts that move a running job on: part of its state gone from Redis (a key
  * deleted by hand, evicted under a maxmemory-policy other than noeviction, a partial restore).
  * Without these checks such a job waited forever for a shard that could never complete. Each holds

@@ -1,21 +1,21 @@
-import { CURRENT_LUA } from './corpus-keys.js';
+import { CURRENT_LUA, REDIS_NOW_LUA } from './corpus-keys.js';
 import { DROP_BUFFERS_LUA, STALE_OPEN_BUFFERS } from './open-buffers.js';
 import { ENDING_LEASE_MS, ENDING_PREFIX } from './output-lease.js';
 
 /** The Lua scripts of job-record.ts: every state change of a job record is one of these. */
 
 // KEYS: job, open, the n open buffers, then the lease if the job has one. ARGV: new state,
-// allowed-from (comma list), error, errorCode, time field, time, n, generation ('' = any), job id,
-// then the n open shard numbers. Returns 1 if changed, 0 if not, 2 if changed with shards still
+// allowed-from (comma list), error, errorCode, time field (set to Redis's now), n, generation
+// ('' = any), job id, then the n open shard numbers. Returns 1 if changed, 0 if not, 2 if changed with shards still
 // open that the caller did not list (OpenBuffers.dropLeftovers drops them), 3 if a cancel met a
 // finalize in progress (CLAIM_FINALIZE).
-export const TRANSITION = `${CURRENT_LUA}${DROP_BUFFERS_LUA}
-local n = tonumber(ARGV[7])
+export const TRANSITION = `${CURRENT_LUA}${REDIS_NOW_LUA}${DROP_BUFFERS_LUA}
+local n = tonumber(ARGV[6])
 local lease = KEYS[3 + n]
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return 0 end
 local generation = tonumber(redis.call('HGET', KEYS[1], 'generation'))
-if ARGV[8] ~= '' and generation ~= tonumber(ARGV[8]) then return 0 end
+if ARGV[7] ~= '' and generation ~= tonumber(ARGV[7]) then return 0 end
 local allowed = false
 for st in string.gmatch(ARGV[2], '[^,]+') do if st == s then allowed = true end end
 if not allowed then return 0 end
@@ -25,16 +25,16 @@ local ending = ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'canc
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
 if ending then redis.call('HDEL', KEYS[1], 'finalizing') end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3], 'errorCode', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
-if ending and lease and redis.call('GET', lease) == ARGV[9] then
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], now_ms()) end
+if ending and lease and redis.call('GET', lease) == ARGV[8] then
   -- The output is free for the next job; after a stop, once its steps still writing are done
   -- (output-lease.ts: ENDING_LEASE_MS).
   if ARGV[1] == 'completed' then redis.call('DEL', lease)
-  else redis.call('SET', lease, '${ENDING_PREFIX}' .. ARGV[9], 'PX', ${ENDING_LEASE_MS}) end
+  else redis.call('SET', lease, '${ENDING_PREFIX}' .. ARGV[8], 'PX', ${ENDING_LEASE_MS}) end
 end
 if ending then
   -- Buffers of shards still open are of no use to a job that failed or was cancelled.
-  if ARGV[1] ~= 'completed' and drop_buffers(KEYS[2], 3, n, 10) > 0 then return 2 end
+  if ARGV[1] ~= 'completed' and drop_buffers(KEYS[2], 3, n, 9) > 0 then return 2 end
 end
 return 1
 `;
@@ -91,13 +91,14 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'batchesTotal', c.batches, 'batch
 return {redis.call('HINCRBY', KEYS[1], 'generation', 1)}
 `;
 
-// KEYS: job. ARGV: generation, now. Queued → running (startedAt set once, resumedAt in every
-// generation). Returns 1 if running now.
-export const START = `${CURRENT_LUA}
+// KEYS: job. ARGV: generation. Queued → running (startedAt set once, resumedAt in every
+// generation, on Redis's clock). Returns 1 if running now.
+export const START = `${CURRENT_LUA}${REDIS_NOW_LUA}
 if not current(KEYS[1], ARGV[1]) then return 0 end
 if redis.call('HGET', KEYS[1], 'state') == 'queued' then
-  redis.call('HSET', KEYS[1], 'state', 'running', 'resumedAt', ARGV[2])
-  redis.call('HSETNX', KEYS[1], 'startedAt', ARGV[2])
+  local now = now_ms()
+  redis.call('HSET', KEYS[1], 'state', 'running', 'resumedAt', now)
+  redis.call('HSETNX', KEYS[1], 'startedAt', now)
 end
 return 1
 `;

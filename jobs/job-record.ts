@@ -2,6 +2,7 @@ import type { RedisClient } from '../src/redis/redis-client.js';
 
 import type { JobOptions } from '../src/job-options.js';
 import { defineLuaScript } from '../src/redis/lua-script.js';
+import { redisNow } from '../src/redis/redis-clock.js';
 import type { CorpusKeys } from './corpus-keys.js';
 import { parseHolder } from './output-lease.js';
 import { CLAIM_FINALIZE, FINISH_SPLIT, PRUNE, RELEASE_FINALIZE, RESTART, SET_FIELDS, SET_LINES_READ, START, TRANSITION } from './job-record-scripts.js';
@@ -116,7 +117,9 @@ export class JobRecords {
    * job becomes the output's last taker: an older job stopped there can no longer be retried.
    */
   async create(id: string, options: JobOptions, extra: { schedule?: string | undefined; leaseKey?: string } = {}): Promise<void> {
-    const now = Date.now();
+    // Redis's clock, as every time of a job: `list` orders by it and the retention ages by it, and
+    // the submitting machine's clock may be off.
+    const now = await redisNow(this.redis);
     const transaction = this.redis.multi();
     if (extra.leaseKey) transaction.set(this.keys.takenOf(extra.leaseKey), id);
     await transaction
@@ -236,7 +239,7 @@ export class JobRecords {
 
   /** The split step of `generation` starts: queued → running. False if the job is stopped or newer. */
   async markRunning(id: string, generation: number): Promise<boolean> {
-    return (await this.scripts.start([this.keys.job(id)], generation, Date.now())) === 1;
+    return (await this.scripts.start([this.keys.job(id)], generation)) === 1;
   }
 
   /**
@@ -346,7 +349,6 @@ export class JobRecords {
       fields.error ?? '',
       fields.errorCode ?? '',
       fields.timeField ?? '',
-      Date.now(),
       shards.length,
       fields.generation ?? '',
       id,

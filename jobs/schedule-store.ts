@@ -74,15 +74,26 @@ const LOCK_MS = 30_000;
 const RELEASE_IF_HELD = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 /**
  * The record, then the name in the list: a write refused half-way leaves the name unlisted (a
- * listed name without record once made every `schedule list` fail). Returns ZADD's count.
+ * listed name without record once made every `schedule list` fail). Returns ZADD's count. A
+ * schedule changed to `--on-overlap skip` lets its waiting tick go at once: left waiting, it kept
+ * fresh ticks from running until its next poll.
  */
 const UPSERT = `redis.call('HSET', KEYS[1], 'definition', ARGV[1], 'updatedAt', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'createdAt', ARGV[2])
+if cjson.decode(ARGV[1]).onOverlap ~= 'queue' then redis.call('HDEL', KEYS[1], 'queuedTick') end
 return redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3])`;
+
+// KEYS: schedule. ARGV: tick. Queues the tick only while the schedule (as stored now, not as the
+// tick read it) says `--on-overlap queue` and no other tick waits.
+const QUEUE_TICK = `local definition = redis.call('HGET', KEYS[1], 'definition')
+if not definition or cjson.decode(definition).onOverlap ~= 'queue' then return 'not-queueing' end
+if redis.call('HSETNX', KEYS[1], 'queuedTick', ARGV[1]) == 0 then return 'taken' end
+return 'queued'`;
 
 export class ScheduleStore {
   private readonly releaseIfHeld: LuaScript;
   private readonly upsertScript: LuaScript;
+  private readonly queueTickScript: LuaScript;
 
   constructor(
     private readonly redis: RedisClient,
@@ -90,6 +101,7 @@ export class ScheduleStore {
   ) {
     this.releaseIfHeld = defineLuaScript(redis, RELEASE_IF_HELD);
     this.upsertScript = defineLuaScript(redis, UPSERT);
+    this.queueTickScript = defineLuaScript(redis, QUEUE_TICK);
   }
 
   /** Throws for a name whose key may be BullMQ's: the last guard before any command on it. */
@@ -285,12 +297,13 @@ export class ScheduleStore {
 
   /**
    * `--on-overlap queue`: holds at most one tick waiting for the active run (later overlapping
-   * ticks are skipped, or a slow run would pile up a backlog). False when one is already waiting.
+   * ticks are skipped, or a slow run would pile up a backlog). `taken` when one is already waiting,
+   * `not-queueing` when the schedule no longer queues (changed to skip, or removed).
    */
-  async queueTick(name: string, tickMillis: number, activeJobId: string): Promise<boolean> {
-    const taken = await this.redis.hsetnx(this.key(name), 'queuedTick', tickMillis);
-    if (taken === 1) await this.logTick(name, { tickMillis, outcome: 'queued', detail: `waiting for ${activeJobId}` });
-    return taken === 1;
+  async queueTick(name: string, tickMillis: number, activeJobId: string): Promise<'queued' | 'taken' | 'not-queueing'> {
+    const answer = (await this.queueTickScript([this.key(name)], tickMillis)) as 'queued' | 'taken' | 'not-queueing';
+    if (answer === 'queued') await this.logTick(name, { tickMillis, outcome: 'queued', detail: `waiting for ${activeJobId}` });
+    return answer;
   }
 
   /** The tick waiting under `--on-overlap queue`, if any. */

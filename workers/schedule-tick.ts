@@ -59,10 +59,11 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
     const waitedMs = Date.now() - tickMillis;
     let reason = `previous run ${outcome.activeJobId} still active`;
     if (schedule?.onOverlap === 'queue') {
-      if (waitedMs >= QUEUE_WAIT_LIMIT_MS) {
+      const queued = waitedMs >= QUEUE_WAIT_LIMIT_MS ? 'gave-up' : requeued ? 'queued' : await schedules.queueTick(payload.schedule, tickMillis, outcome.activeJobId);
+      if (queued === 'gave-up') {
         reason = `waited ${Math.round(waitedMs / 60_000)} min for ${outcome.activeJobId}; gave up`;
         await schedules.unqueueTick(payload.schedule, tickMillis);
-      } else if (requeued || (await schedules.queueTick(payload.schedule, tickMillis, outcome.activeJobId))) {
+      } else if (queued === 'queued') {
         if (!requeued) logger.info({ activeJobId: outcome.activeJobId }, 'previous run still active; tick queued');
         const retry: ScheduleTickPayload = { v: 1, schedule: payload.schedule, tickMillis };
         await services.queues[QUEUES.schedule].add(JOB_NAMES.scheduleTick, retry, {
@@ -70,9 +71,10 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
           jobId: `queued-${payload.schedule}-${tickMillis}-${Date.now()}`,
         });
         return;
-      } else {
+      } else if (queued === 'taken') {
         reason = `previous run ${outcome.activeJobId} still active and a tick already queued`;
       }
+      // 'not-queueing': the schedule changed to skip since it was read; skipped as under skip.
     } else if (requeued) {
       // The schedule was changed to `skip` while this tick waited: it gives its place up, or every
       // later tick would be skipped behind it until the wait limit (a day).

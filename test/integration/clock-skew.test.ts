@@ -171,6 +171,27 @@ describe('a machine whose clock is ahead of Redis', () => {
     await cancelCorpusJob(world.services.corpora, fresh);
   });
 
+  it("stamps a job's times on Redis's clock: a submit and a cancel from a machine 2 days behind list in order and stay for the retention", async () => {
+    const options = (name: string) => parseJobOptions({ input: 's3://corpus/x.txt', output: path.join(outputs, name) });
+    const first = await submitCorpusJob(deps(), options('order-first'));
+    clockAhead(-2 * DAY);
+    const behind = await submitCorpusJob(deps(), options('order-behind'));
+    await cancelCorpusJob(world.services.corpora, behind);
+    vi.useRealTimers();
+    const recordOf = async (id: string) => (await world.services.corpora.get(id))!;
+    const now = await redisNow(world.services.redis);
+    for (const time of [(await recordOf(behind)).createdAt, (await recordOf(behind)).finishedAt!]) expect(Math.abs(now - time)).toBeLessThan(60_000);
+
+    // The next submit prunes records that ended over a day ago: before, the cancel stamped from the
+    // clock 2 days behind made this one of them, and `list` put it below the job submitted before it.
+    const last = await submitCorpusJob(deps(), options('order-last'));
+    expect(await world.services.corpora.get(behind)).toBeDefined();
+    const listed = (await world.services.corpora.list()).map((record) => record.id);
+    expect(listed.indexOf(last)).toBeLessThan(listed.indexOf(behind));
+    expect(listed.indexOf(behind)).toBeLessThan(listed.indexOf(first));
+    for (const id of [first, last]) await cancelCorpusJob(world.services.corpora, id);
+  });
+
   it('refuses to start a worker whose clock is more than 30 s off Redis\'s (exit 2, naming the skew and NTP), unless EMBEDQ_MAX_CLOCK_SKEW_S=0', async () => {
     // The worker's clock 2 minutes ahead, moved in the process itself (Date.now is what the check reads).
     const ahead = { ...world.env, NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent('const n = Date.now; Date.now = () => n() + 120000;')}` };

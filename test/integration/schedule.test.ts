@@ -214,7 +214,7 @@ describe('embedq schedule', () => {
     }
   });
 
-  it('--on-overlap changed from queue to skip while a tick waits: the waiting tick goes, and later ticks run (they were skipped for a day)', async () => {
+  it('--on-overlap changed from queue to skip while a tick waits: the waiting tick goes with the change, and later ticks run (they were skipped for a day)', async () => {
     const workers = [spawnEmbedq(world.env, ['worker'])];
     const flags = ['s3://corpus/daily/corpus.txt', '--cron', '*/2 * * * * *', '--out', 's3://out/switch/{runId}/', '--dimension', '64', '--output-type', 'dense', '--shard-rows', '10'];
     try {
@@ -226,6 +226,8 @@ describe('embedq schedule', () => {
       }
       const changed = await runEmbedq(world.env, ['schedule', 'add', 'switch', ...flags, '--on-overlap', 'skip']);
       expect(changed.code, changed.stderr).toBe(0);
+      // Gone with the change, not at the waiting tick's next poll; and no tick queues after it.
+      expect(await schedules.queuedTick('switch')).toBeNull();
       while ((await schedules.get('switch'))!.runs < 2) {
         if (Date.now() > deadline) throw new Error(`timed out: ${JSON.stringify(await schedules.get('switch'))}, queued tick ${await schedules.queuedTick('switch')}`);
         await sleep(50);
@@ -238,6 +240,19 @@ describe('embedq schedule', () => {
     } finally {
       await Promise.all(workers.map((worker) => stopProcess(worker)));
     }
+  });
+
+  it('a tick queues only while the schedule, as stored when it queues, says --on-overlap queue: one that read it before a change to skip is skipped', async () => {
+    const definition = { name: 'requeue', cron: '0 0 1 1 *', tz: 'UTC', input: 's3://corpus/x.txt', out: 's3://out/requeue/{runId}/', options: {}, incremental: false };
+    await schedules.upsert({ ...definition, onOverlap: 'queue' });
+    expect(await schedules.queueTick('requeue', 1_000, 'cj-active')).toBe('queued');
+    expect(await schedules.queueTick('requeue', 2_000, 'cj-active')).toBe('taken');
+    await schedules.upsert({ ...definition, onOverlap: 'skip' });
+    expect(await schedules.queuedTick('requeue')).toBeNull();
+    expect(await schedules.queueTick('requeue', 3_000, 'cj-active')).toBe('not-queueing');
+    expect(await schedules.queuedTick('requeue')).toBeNull();
+    await schedules.remove('requeue');
+    expect(await schedules.queueTick('requeue', 4_000, 'cj-active')).toBe('not-queueing');
   });
 
   it('pause holds the ticks (each logged, none starts a run) and resume lets them run again; schedule run still runs while paused', async () => {
