@@ -25,22 +25,36 @@ describe('module dependencies', () => {
   });
 });
 
+const staticGraph = async (entry: string): Promise<string[]> => {
+  const graph = await madge(path.join(ROOT, entry), {
+    baseDir: ROOT,
+    fileExtensions: ['ts'],
+    tsConfig: path.join(ROOT, 'tsconfig.json'),
+    detectiveOptions: { ts: { skipTypeImports: true, skipAsyncImports: true }, es6: { skipTypeImports: true, skipAsyncImports: true } },
+  });
+  return Object.keys(graph.obj());
+};
+
 /**
- * What `embedq worker` loads: every command is registered by workers/cli.ts, so a heavy module
- * imported statically by any command is loaded, and kept, by every worker. The dashboard (fastify,
- * Bull Board), the emulator, the demo's Parquet reader and the planner's previous-output reader
- * are ~30 MB of RSS a worker does not need; their commands load them when run.
+ * What a command loads: workers/cli.ts loads only the module of the command it runs, and a
+ * command's module imports statically only what the command needs. The dashboard (fastify, Bull
+ * Board), the emulator, the demo's Parquet reader and the planner's previous-output reader are
+ * ~30 MB of RSS a worker does not need, and every module loaded is start-up CPU for each
+ * `embedq status` (tests spawn the CLI hundreds of times).
  */
 describe('the CLI entry', () => {
-  it('loads no command-only module until its command runs', async () => {
-    const graph = await madge(path.join(ROOT, 'workers/cli.ts'), {
-      baseDir: ROOT,
-      fileExtensions: ['ts'],
-      tsConfig: path.join(ROOT, 'tsconfig.json'),
-      detectiveOptions: { ts: { skipTypeImports: true, skipAsyncImports: true }, es6: { skipTypeImports: true, skipAsyncImports: true } },
-    });
-    const loaded = Object.keys(graph.obj());
-    expect(loaded).toContain('workers/start-workers.ts');
-    expect(loaded.filter((file) => ['workers/dashboard/server.ts', 'src/emulator/server.ts', 'src/shards/read-shard.ts', 'src/reuse/previous-index.ts', 'workers/commands/demo-run.ts'].includes(file))).toEqual([]);
+  const commandOnly = ['workers/dashboard/server.ts', 'src/emulator/server.ts', 'src/shards/read-shard.ts', 'src/reuse/previous-index.ts', 'workers/commands/demo-run.ts'];
+
+  it('loads no command module before it knows the command', async () => {
+    expect((await staticGraph('workers/cli.ts')).sort()).toEqual(['src/errors.ts', 'workers/cli.ts']);
+  });
+
+  it("the worker's and the job commands' modules load no command-only module", async () => {
+    const worker = await staticGraph('workers/commands/worker.ts');
+    expect(worker).toContain('workers/start-workers.ts');
+    expect(worker.filter((file) => commandOnly.includes(file))).toEqual([]);
+    const jobs = await staticGraph('workers/commands/jobs.ts');
+    expect(jobs).toContain('jobs/enqueue.ts');
+    expect(jobs.filter((file) => [...commandOnly, 'workers/start-workers.ts'].includes(file))).toEqual([]);
   });
 });
