@@ -102,6 +102,11 @@ export interface Settings {
   jobRetentionMs: number;
   /** `embedq worker`: a schedules file (`embedq schedule export`) whose schedules it puts back when Redis lost them. */
   schedulesFile: string | undefined;
+  /**
+   * `submit --wait` and `schedule run --wait`: how long they keep following a job while Redis cannot
+   * be reached before they give up with REDIS_UNAVAILABLE (Default: 300 s; 0: at once).
+   */
+  waitRedisOutageMs: number;
   dashscope: DashScopeSettings;
   s3: S3Settings;
   worker: WorkerSettings;
@@ -149,6 +154,7 @@ const EnvSchema = z
       .min(1)
       .default('embedq'),
     EMBEDQ_JOB_RETENTION_DAYS: envNumber.pipe(z.number().gte(0)).default(30),
+    EMBEDQ_WAIT_REDIS_OUTAGE_S: envNumber.pipe(z.number().gte(0)).default(300),
     EMBEDQ_SCHEDULES_FILE: z.string().min(1).optional(),
     DASHSCOPE_API_KEY: z.string().optional(),
     DASHSCOPE_REGION: z.enum(Object.keys(REGION_BASE_URLS) as [Region, ...Region[]]).optional(),
@@ -243,6 +249,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, options: Load
     redisPrefix: e.EMBEDQ_REDIS_PREFIX,
     jobRetentionMs: e.EMBEDQ_JOB_RETENTION_DAYS * 24 * 60 * 60 * 1000,
     schedulesFile: e.EMBEDQ_SCHEDULES_FILE,
+    waitRedisOutageMs: e.EMBEDQ_WAIT_REDIS_OUTAGE_S * 1000,
     dashscope: {
       apiKey,
       baseUrl,

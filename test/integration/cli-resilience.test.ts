@@ -160,23 +160,56 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     }
   });
 
-  it('says REDIS_UNAVAILABLE, not INTERNAL, when Redis goes away while submit --wait follows its job', async () => {
+  /** `submit --wait` against `redisUrl`, with what it printed so far. */
+  const followJob = (env: NodeJS.ProcessEnv) => {
+    const child = spawnEmbedq(env, ['submit', 's3://corpus/data/', '--out', `s3://out/redis-gone-${Date.now()}/`, '--wait']);
+    const output = { stdout: '', stderr: '' };
+    child.stdout?.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    return { child, output, exited };
+  };
+
+  it('submit --wait follows its job through a Redis restart, and exits 0 when the job completes', async () => {
+    const redis = await startPrivateRedis({ appendOnly: true });
+    const env = { ...world.env, REDIS_URL: redis.url };
+    let worker: ReturnType<typeof spawnEmbedq> | undefined;
+    const { child, output, exited } = followJob(env);
+    const timer = setTimeout(() => void stopProcess(child, 'SIGKILL'), 50_000);
+    try {
+      await expect.poll(() => output.stdout, { timeout: 20_000 }).toMatch(/cj-\S+/);
+      await redis.kill();
+      await expect.poll(() => output.stderr, { timeout: 10_000 }).toMatch(/lost Redis at REDIS_URL=redis:\/\/127\.0\.0\.1:\d+\/? \(.*\); cj-\S+ goes on in the workers once it is back: waiting up to 300 s for it\n/);
+      await sleep(3_000); // longer than the command's own reconnects (3, ~2 s)
+      await redis.restart();
+      // The job was queued before the outage (no worker yet); one started now finishes it.
+      worker = spawnEmbedq(env, ['worker']);
+      expect(await exited, output.stderr).toBe(0);
+      expect(output.stderr).toMatch(/Redis is back after \d+ s; following cj-\S+ again\n/);
+      expect(output.stderr).not.toMatch(/REDIS_UNAVAILABLE|INTERNAL|\n\s+at /);
+    } finally {
+      clearTimeout(timer);
+      if (worker) await stopProcess(worker);
+      await redis.stop();
+    }
+  });
+
+  it('says REDIS_UNAVAILABLE, not INTERNAL, when Redis stays away longer than EMBEDQ_WAIT_REDIS_OUTAGE_S while submit --wait follows its job', async () => {
     const redis = await startPrivateRedis();
     try {
-      const child = spawnEmbedq({ ...world.env, REDIS_URL: redis.url }, ['submit', 's3://corpus/data/', '--out', 's3://out/redis-gone/', '--wait']);
-      let stdout = '';
-      let stderr = '';
-      child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      await expect.poll(() => stdout, { timeout: 20_000 }).toMatch(/cj-\S+/);
+      const { child, output, exited } = followJob({ ...world.env, REDIS_URL: redis.url, EMBEDQ_WAIT_REDIS_OUTAGE_S: '3' });
+      await expect.poll(() => output.stdout, { timeout: 20_000 }).toMatch(/cj-\S+/);
+      const id = output.stdout.trim();
       await redis.kill();
       const timer = setTimeout(() => void stopProcess(child, 'SIGKILL'), 15_000);
       expect(await exited).toBe(1);
       clearTimeout(timer);
-      expect(stderr).toMatch(/REDIS_UNAVAILABLE: lost Redis at REDIS_URL=redis:\/\/127\.0\.0\.1:\d+\/? while the command ran .*; jobs go on in the workers/);
-      expect(stderr).not.toContain('INTERNAL');
-      expect(stderr).not.toMatch(/\n\s+at /);
+      expect(output.stderr).toContain(`${id} goes on in the workers once it is back: waiting up to 3 s for it\n`);
+      expect(output.stderr).toMatch(
+        new RegExp(`REDIS_UNAVAILABLE: lost Redis at REDIS_URL=redis://127\\.0\\.0\\.1:\\d+/? for [345] s while following ${id} \\(.*EMBEDQ_WAIT_REDIS_OUTAGE_S is 3\\); the job goes on in the workers once Redis is back: embedq status ${id}\n$`),
+      );
+      expect(output.stderr).not.toContain('INTERNAL');
+      expect(output.stderr).not.toMatch(/\n\s+at /);
     } finally {
       await redis.stop();
     }

@@ -1,12 +1,21 @@
 import { FINAL_STATES, type CorpusJobRecord } from '../../jobs/job-record.js';
-import { JobLostError } from '../../jobs/job-errors.js';
+import { JobLostError, RedisUnavailableError } from '../../jobs/job-errors.js';
+import { describeRedisTarget, isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { sleep } from '../../src/sleep.js';
-import type { Services } from '../services.js';
+import { redisTarget, type Services } from '../services.js';
 import { processedLines, progressLine } from './progress.js';
+
+/** While Redis is unreachable, how often `--wait` tries it again. */
+const RECONNECT_MS = 2_000;
 
 /**
  * Follows a corpus job until it ends, drawing progress on `stream` (a redrawn line on a terminal,
  * a line every 5 s otherwise). Returns the final record.
+ *
+ * A Redis outage does not end the wait: the job goes on in the workers once Redis is back, and a
+ * `--wait` in a pipeline that exited 1 at a restart of Redis failed a run that then completed. It
+ * says so, tries Redis again every 2 s, and gives up (REDIS_UNAVAILABLE) after
+ * EMBEDQ_WAIT_REDIS_OUTAGE_S.
  */
 export async function watchJob(
   services: Services,
@@ -16,9 +25,21 @@ export async function watchJob(
 ): Promise<CorpusJobRecord> {
   const interactive = stream.isTTY === true;
   let lastPrinted = 0;
+  let lostAt: number | undefined;
   const samples: Array<{ at: number; done: number }> = [];
   for (;;) {
-    const record = await services.corpora.get(corpusJobId);
+    let record: CorpusJobRecord | undefined;
+    try {
+      record = await services.corpora.get(corpusJobId);
+    } catch (error) {
+      if (!isRedisUnreachableError(error)) throw error;
+      lostAt = await waitOutage(services, corpusJobId, stream, error as Error, lostAt);
+      continue;
+    }
+    if (lostAt !== undefined) {
+      stream.write(`Redis is back after ${Math.round((Date.now() - lostAt) / 1000)} s; following ${corpusJobId} again\n`);
+      lostAt = undefined;
+    }
     if (!record) throw new JobLostError(corpusJobId);
     const now = Date.now();
     samples.push({ at: now, done: processedLines(record) });
@@ -36,4 +57,24 @@ export async function watchJob(
     if (final) return record;
     await sleep(pollMs);
   }
+}
+
+/** One turn of waiting out a Redis outage; returns when it began. Throws once it lasted too long. */
+async function waitOutage(services: Services, corpusJobId: string, stream: NodeJS.WriteStream, error: Error, lostAt: number | undefined): Promise<number> {
+  const budgetMs = services.settings.waitRedisOutageMs;
+  const target = describeRedisTarget(redisTarget(services.settings));
+  const since = lostAt ?? Date.now();
+  if (lostAt === undefined && budgetMs > 0) {
+    stream.write(`${stream.isTTY ? '\n' : ''}lost Redis at ${target} (${error.message}); ${corpusJobId} goes on in the workers once it is back: waiting up to ${budgetMs / 1000} s for it\n`);
+  }
+  if (Date.now() - since >= budgetMs) {
+    throw new RedisUnavailableError(
+      `lost Redis at ${target} for ${Math.round((Date.now() - since) / 1000)} s while following ${corpusJobId} (${error.message}; EMBEDQ_WAIT_REDIS_OUTAGE_S is ${budgetMs / 1000}); the job goes on in the workers once Redis is back: embedq status ${corpusJobId}`,
+    );
+  }
+  await sleep(RECONNECT_MS);
+  // A command's connection gives up after a few reconnects (it must not hang on a Redis that never
+  // answers); start it again. Refused while it is still trying by itself: then it goes on trying.
+  await services.redis.connect().catch(() => undefined);
+  return since;
 }
