@@ -6,9 +6,9 @@ import { ENDING_LEASE_MS, ENDING_PREFIX } from './output-lease.js';
 
 // KEYS: job, open, the n open buffers, then the lease if the job has one. ARGV: new state,
 // allowed-from (comma list), error, errorCode, time field (set to Redis's now), n, generation
-// ('' = any), job id, then the n open shard numbers. Returns 1 if changed, 0 if not, 2 if changed with shards still
-// open that the caller did not list (OpenBuffers.dropLeftovers drops them), 3 if a cancel met a
-// finalize in progress (CLAIM_FINALIZE).
+// ('' = any), job id, then the n open shard numbers. Returns 1 if changed, 0 if not, 2 if changed
+// with shards still open that the caller did not list (OpenBuffers.dropLeftovers drops them), 3 if
+// a cancel met a finalize in progress (CLAIM_FINALIZE).
 export const TRANSITION = `${CURRENT_LUA}${REDIS_NOW_LUA}${DROP_BUFFERS_LUA}
 local n = tonumber(ARGV[6])
 local lease = KEYS[3 + n]

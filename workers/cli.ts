@@ -18,7 +18,7 @@ type Register = (program: Command) => void;
  * The commands, in the order `embedq --help` lists them, each with the module that defines it.
  * Only the module of the command being run is loaded: each brings its own libraries (the dashboard
  * fastify, the schedules cron-parser, the emulator its server), and loading them all cost every
- * `embedq status` and every worker ~0.4 s of CPU at start, and the emulator ~0.7 s.
+ * `embedq status` and every worker ~0.3 s of CPU at start, and the emulator ~0.7 s.
  */
 const COMMANDS: ReadonlyArray<{ names: readonly string[]; load: () => Promise<Register> }> = [
   { names: ['submit', 'status', 'list', 'cancel', 'retry'], load: async () => (await import('./commands/jobs.js')).registerJobCommands },
