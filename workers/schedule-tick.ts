@@ -59,7 +59,12 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
     const waitedMs = Date.now() - tickMillis;
     let reason = `previous run ${outcome.activeJobId} still active`;
     if (schedule?.onOverlap === 'queue') {
-      const queued = waitedMs >= QUEUE_WAIT_LIMIT_MS ? 'gave-up' : requeued ? 'queued' : await schedules.queueTick(payload.schedule, tickMillis, outcome.activeJobId);
+      const queued =
+        waitedMs >= QUEUE_WAIT_LIMIT_MS
+          ? 'gave-up'
+          : requeued
+            ? await stillWaiting(schedules, payload.schedule, tickMillis)
+            : await schedules.queueTick(payload.schedule, tickMillis, outcome.activeJobId);
       if (queued === 'gave-up') {
         reason = `waited ${Math.round(waitedMs / 60_000)} min for ${outcome.activeJobId}; gave up`;
         await schedules.unqueueTick(payload.schedule, tickMillis);
@@ -74,7 +79,8 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
       } else if (queued === 'taken') {
         reason = `previous run ${outcome.activeJobId} still active and a tick already queued`;
       }
-      // 'not-queueing': the schedule changed to skip since it was read; skipped as under skip.
+      // 'not-queueing': the schedule changed to skip since the tick read it, or dropped this waiting
+      // tick meanwhile; skipped as under skip.
     } else if (requeued) {
       // The schedule was changed to `skip` while this tick waited: it gives its place up, or every
       // later tick would be skipped behind it until the wait limit (a day).
@@ -83,6 +89,14 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
     await schedules.recordSkip(payload.schedule, tickMillis, reason);
     logger.warn({ activeJobId: outcome.activeJobId, waitedMs }, `tick skipped: ${reason}`);
   };
+}
+
+/**
+ * Whether a re-queued tick is still the one waiting. A change to skip dropped it, and a change back
+ * to queue may have let a later tick take its place: both would wait, and both run.
+ */
+async function stillWaiting(schedules: ScheduleStore, name: string, tickMillis: number): Promise<'queued' | 'not-queueing'> {
+  return (await schedules.queuedTick(name)) === tickMillis ? 'queued' : 'not-queueing';
 }
 
 /** The tick waiting under `--on-overlap queue`; one left behind by a crash expires with the wait limit. */

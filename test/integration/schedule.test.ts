@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import type { Job } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
@@ -11,6 +12,7 @@ import { JOB_NAMES, QUEUES } from '../../jobs/queues.js';
 import { nextTick, removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
 import { sleep } from '../../src/sleep.js';
 import { publishScheduleLatest } from '../../workers/schedule-outcome.js';
+import { scheduleTickProcessor } from '../../workers/schedule-tick.js';
 import { runEmbedq, spawnEmbedq, startWorld, stopProcess, waitForJob, type World } from '../support/world.js';
 
 /**
@@ -253,6 +255,29 @@ describe('embedq schedule', () => {
     expect(await schedules.queuedTick('requeue')).toBeNull();
     await schedules.remove('requeue');
     expect(await schedules.queueTick('requeue', 4_000, 'cj-active')).toBe('not-queueing');
+  });
+
+  it('a re-queued tick whose place was given up meanwhile (changed to skip and back to queue) is skipped, not queued again beside a later one', async () => {
+    const definition = { name: 'regiven', cron: '0 0 1 1 *', tz: 'UTC', input: 's3://corpus/x.txt', out: 's3://out/regiven/{runId}/', options: {}, incremental: false };
+    await schedules.upsert({ ...definition, onOverlap: 'queue' });
+    // A run still active: a claim within its grace, before its record exists.
+    const active = newCorpusJobId(Date.now());
+    await world.services.redis.hset(`${world.settings.redisPrefix}:schedule:regiven`, { current: active, claimedAt: Date.now() });
+    const tick = Date.now() - 5_000;
+    expect(await schedules.queueTick('regiven', tick, active)).toBe('queued');
+    await schedules.upsert({ ...definition, onOverlap: 'skip' });
+    await schedules.upsert({ ...definition, onOverlap: 'queue' });
+    const later = tick + 1_000;
+    expect(await schedules.queueTick('regiven', later, active)).toBe('queued');
+
+    const queue = world.services.queues[QUEUES.schedule];
+    const requeuedBefore = (await queue.getJobs(['delayed', 'waiting'])).filter((job) => job.id?.startsWith('queued-regiven-')).length;
+    await scheduleTickProcessor(world.services)({ data: { v: 1, schedule: 'regiven', tickMillis: tick }, opts: {}, timestamp: tick, queueName: QUEUES.schedule, name: JOB_NAMES.scheduleTick, id: 'requeued' } as unknown as Job);
+    // Before, it put itself back on the queue, and both ticks waited for the run.
+    expect((await queue.getJobs(['delayed', 'waiting'])).filter((job) => job.id?.startsWith('queued-regiven-'))).toHaveLength(requeuedBefore);
+    expect(await schedules.queuedTick('regiven')).toBe(later);
+    expect((await schedules.ticks('regiven'))[0]).toMatchObject({ tickMillis: tick, outcome: 'skipped', detail: `previous run ${active} still active` });
+    await schedules.remove('regiven');
   });
 
   it('pause holds the ticks (each logged, none starts a run) and resume lets them run again; schedule run still runs while paused', async () => {
