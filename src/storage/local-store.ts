@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, type Dirent, type Stats } from 'node:fs';
+import { once } from 'node:events';
+import { createWriteStream, type Dirent, type Stats, type WriteStream } from 'node:fs';
 import { type FileHandle, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -153,13 +154,18 @@ export class LocalObjectStore implements ObjectStore {
     // As in `write`: a temp file beside the target, renamed only once every chunk is on disk.
     const temporary = `${file}.tmp-${randomBytes(8).toString('hex')}`;
     const counted = new CountedChunks(chunks);
+    let sink: WriteStream | undefined;
     try {
       await mkdir(path.dirname(file), { recursive: true });
-      await pipeline(Readable.from(counted, { objectMode: false }), createWriteStream(temporary), { signal });
+      sink = createWriteStream(temporary);
+      await pipeline(Readable.from(counted, { objectMode: false }), sink, { signal });
       signal?.throwIfAborted();
       await this.#renameTemporary(temporary, file, key);
       return counted.bytes;
     } catch (error) {
+      // A source that failed at once left the file still being opened: removed before the open
+      // created it, the temp file stayed. The stream closes once its open is done.
+      if (sink && !sink.closed) await once(sink, 'close').catch(() => undefined);
       await rm(temporary, { force: true }).catch(() => undefined);
       if (counted.failure) throw counted.failure.error;
       if (signal?.aborted) throw signal.reason;
