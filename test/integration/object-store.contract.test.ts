@@ -357,7 +357,7 @@ describe('S3ObjectStore specifics', () => {
     }
   });
 
-  it('gives up a request that gets no answer, and a body that stops coming, as StorageUnavailableError (both waited for good)', async () => {
+  it('gives up a request that gets no answer, and a body that stops coming (whole or ranged), as StorageUnavailableError (all waited for good)', async () => {
     // A stuck S3: it takes a PUT and never answers; it sends half an object's body and no more.
     const server = createServer((request, response) => {
       request.resume();
@@ -381,6 +381,10 @@ describe('S3ObjectStore specifics', () => {
       const read = await streamBuffer(body).catch((caught: unknown) => caught);
       expect(read).toBeInstanceOf(StorageUnavailableError);
       expect((read as Error).message).toBe('read s3://bucket/corpus.txt: TimeoutError: no bytes came for 300 ms (past S3_TIMEOUT_MS; raise it for a slow store)');
+      // A ranged read (--reuse copies previous rows by row group) waited for good.
+      const ranged = await store.readRange('previous/part-00000.parquet', 0, 100).catch((caught: unknown) => caught);
+      expect(ranged).toBeInstanceOf(StorageUnavailableError);
+      expect((ranged as Error).message).toBe('read s3://bucket/previous/part-00000.parquet: TimeoutError: no bytes came for 300 ms (past S3_TIMEOUT_MS; raise it for a slow store)');
       expect(Date.now() - started).toBeLessThan(3_000);
     } finally {
       client.destroy();
