@@ -10,6 +10,7 @@ import type { Logger } from '../src/logger.js';
 import { instrumentEmbeddingClient } from '../src/metrics/instrumented-client.js';
 import { MetricsRecorder } from '../src/metrics/metrics-recorder.js';
 import { MODELS, type ModelName } from '../src/models.js';
+import { modelLimit, type WorkerPacing } from '../src/rate/fleet-pacing.js';
 import { RateGate, rateGateKey } from '../src/rate/rate-gate.js';
 import { createRedisClient, describeRedisTarget, type ConnectionOptions, type RedisClient, type RedisTarget } from '../src/redis/redis-client.js';
 import { RedisOutageLog } from '../src/redis/redis-outage-log.js';
@@ -32,8 +33,13 @@ export interface Services {
   embeddings: EmbeddingClient;
   /** Worker-side metrics, flushed to Redis while `embedq worker` runs (read by the dashboard's /metrics). */
   metrics: MetricsRecorder;
-  /** The shared rate gate of a model (DashScope limits per model and account). */
+  /** The shared rate gate of a model (DashScope limits per model and account), paced by these settings. */
   rateGate(model: ModelName): RateGate;
+  /**
+   * The same shared gate read with another process's pacing (a live worker's, from its heartbeat):
+   * its key and limits. For reading its state; not kept.
+   */
+  rateGateAs(model: ModelName, pacing: WorkerPacing): RateGate;
   /** The rate gates made so far (one per model), e.g. to release their queued callers on shutdown. */
   rateGates(): RateGate[];
   /** Created on first use: local-only runs never build one. */
@@ -111,6 +117,16 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   const shardEncoder = new ShardEncoder();
   releasers.push(() => shardEncoder.close());
   const gates = new Map<ModelName, RateGate>();
+  const makeGate = (model: ModelName, pacing: Pick<Settings['dashscope'], 'baseUrl' | 'requestsPerMinute' | 'tokensPerMinute' | 'reserve' | 'targetUtilization'>): RateGate =>
+    new RateGate(
+      redis,
+      rateGateKey(settings.redisPrefix, model, pacing.baseUrl),
+      {
+        requestsPerMinute: pacing.requestsPerMinute ?? MODELS[model].defaultRequestsPerMinute,
+        tokensPerMinute: pacing.tokensPerMinute ?? MODELS[model].defaultTokensPerMinute,
+      },
+      { targetUtilization: pacing.targetUtilization, reserve: pacing.reserve, learnedTtlMs: settings.dashscope.learnedLimitTtlMs },
+    );
   let s3Client: S3Client | undefined;
   const workerConnections: RedisClient[] = [];
 
@@ -129,22 +145,19 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
     rateGate(model) {
       let gate = gates.get(model);
       if (!gate) {
-        gate = new RateGate(
-          redis,
-          rateGateKey(settings.redisPrefix, model, settings.dashscope.baseUrl),
-          {
-            requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[model].defaultRequestsPerMinute,
-            tokensPerMinute: settings.dashscope.tokensPerMinute ?? MODELS[model].defaultTokensPerMinute,
-          },
-          {
-            targetUtilization: settings.dashscope.targetUtilization,
-            reserve: settings.dashscope.reserve,
-            learnedTtlMs: settings.dashscope.learnedLimitTtlMs,
-          },
-        );
+        gate = makeGate(model, settings.dashscope);
         gates.set(model, gate);
       }
       return gate;
+    },
+    rateGateAs(model, pacing) {
+      return makeGate(model, {
+        baseUrl: pacing.baseUrl,
+        requestsPerMinute: modelLimit(pacing.requestsPerMinute, model),
+        tokensPerMinute: modelLimit(pacing.tokensPerMinute, model),
+        reserve: pacing.reserve,
+        targetUtilization: pacing.targetUtilization,
+      });
     },
     rateGates() {
       return [...gates.values()];

@@ -1,5 +1,5 @@
 import type { DashScopeSettings } from '../config.js';
-import { MODEL_NAMES, MODELS } from '../models.js';
+import { MODEL_NAMES, MODELS, type ModelName } from '../models.js';
 
 /**
  * The settings a worker paces its DashScope requests by. The gate's schedule and learned limit
@@ -47,7 +47,7 @@ export function pacingOf(settings: Pick<DashScopeSettings, 'baseUrl' | 'requests
   };
 }
 
-function perModel(limit: (model: (typeof MODEL_NAMES)[number]) => number): number | string {
+function perModel(limit: (model: ModelName) => number): number | string {
   const limits = MODEL_NAMES.map((model) => [model, limit(model)] as const);
   return limits.every(([, value]) => value === limits[0]![1]) ? limits[0]![1] : limits.map(([model, value]) => `${model}=${value}`).join(',');
 }
@@ -73,4 +73,25 @@ export function pacingDisagreement(processes: ReadonlyArray<{ id: string; pacing
     `workers pace by different settings: ${differences.join('; ')}. Each paces by its own, so together they may overrun ` +
     'the quota or leave part of it unused: give every worker the same settings'
   );
+}
+
+/**
+ * The pacing the live workers share: what the shared gate's limits are, as far as anyone can say.
+ * Undefined when no live worker publishes one (none running, or all of an older version) or they
+ * differ (each then paces by its own).
+ */
+export function sharedPacing(workers: ReadonlyArray<{ id: string; pacing?: WorkerPacing | undefined }>): WorkerPacing | undefined {
+  const first = workers.find((worker) => worker.pacing !== undefined)?.pacing;
+  return first && pacingDisagreement(workers) === undefined ? first : undefined;
+}
+
+/** A model's ceiling in a pacing's field: the value all models share, or its own of `model=value,…`. */
+export function modelLimit(value: number | string, model: ModelName): number | undefined {
+  if (typeof value === 'number') return value;
+  const own = value
+    .split(',')
+    .map((entry) => entry.split('='))
+    .find(([name]) => name === model)?.[1];
+  const limit = Number(own);
+  return own !== undefined && Number.isFinite(limit) && limit > 0 ? limit : undefined;
 }

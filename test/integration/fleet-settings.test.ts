@@ -49,12 +49,15 @@ describe('workers whose pacing settings differ', () => {
       expect(fleetProblem).toContain('EMBEDQ_QPM');
       expect(fleetProblem).toContain(secondId);
 
-      // status prints the gate line from its own shell's settings, and what the workers pace by.
+      // status: the workers differ, so the gate line is read with the shell's settings and says so; the fleet line names what differs.
       const submitted = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['submit', 's3://corpus/fleet.txt', '--out', 's3://out/fleet/']);
       expect(submitted.code, submitted.stderr).toBe(0);
-      const status = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['status', submitted.stdout.trim()]);
+      const status = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1500' }, ['status', submitted.stdout.trim()]);
+      const gateLine = status.stdout.split('\n').find((text) => text.startsWith('rate gate:'));
+      expect(gateLine, status.stdout).toMatch(/^rate gate: configured 1,500 QPM .*; the workers' settings differ \(below\): by this shell's$/);
       const line = status.stdout.split('\n').find((text) => text.startsWith('fleet '));
-      expect(line, status.stdout).toContain(`EMBEDQ_QPM 1200 (this shell, ${firstId}) vs 6000 (${secondId})`);
+      expect(line, status.stdout).toContain(`EMBEDQ_QPM 1200 (${firstId}) vs 6000 (${secondId})`);
+      expect(line).not.toContain('this shell');
     } finally {
       await Promise.all([stopProcess(first), second && stopProcess(second)]);
     }
@@ -72,8 +75,30 @@ describe('workers whose pacing settings differ', () => {
       }
       await sleep(500);
       const state = new DashboardState(world.services, { rates: gateRates(world.services), schedules: storedSchedules(world.services) });
-      expect((await state.refresh()).fleetProblem).toBeNull();
+      const snapshot = await state.refresh();
+      expect(snapshot.fleetProblem).toBeNull();
       expect(log).not.toContain('workers pace by different settings');
+      // The dashboard (this test's settings: no EMBEDQ_QPM) shows the gate the workers pace by.
+      const v4 = snapshot.rates.find((rate) => rate.model === 'text-embedding-v4')!;
+      expect(v4).toMatchObject({ configured: { requests: 1_200 }, pacedBy: 'workers' });
+
+      // So does status from a shell without the workers' settings, even on another base URL:
+      // read with the shell's own, it showed the default ceiling, and another gate's learned limit.
+      const learned = world.services.rateGate('text-embedding-v4');
+      const key = `${world.settings.redisPrefix}:rate:text-embedding-v4:${new URL(world.env.DASHSCOPE_BASE_URL!).host}:learned`;
+      // A learned 900 a minute, as the gate's cut writes it (rate-gate.test.ts teaches one the long way).
+      const [seconds] = await world.services.redis.time();
+      const now = Number(seconds) * 1000;
+      await world.services.redis.hset(key, { rW: 900, rE0: 873, rA: 0, rCut: now, rRes: now, rN: 0, rF: 720 });
+      await world.services.redis.pexpire(key, 60_000);
+      expect((await learned.state()).learned.requestsPerMinute).toBe(900);
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/fleet.txt', '--out', 's3://out/fleet-agree/']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const shell = { ...world.env, DASHSCOPE_BASE_URL: 'https://dashscope-intl.aliyuncs.com', EMBEDQ_QPM: undefined };
+      const status = await runEmbedq(shell, ['status', submitted.stdout.trim()]);
+      const gateLine = status.stdout.split('\n').find((text) => text.startsWith('rate gate:'));
+      expect(gateLine, status.stdout).toMatch(/^rate gate: configured 1,200 QPM .*; learned 900 QPM .*; by the live workers' settings$/);
+      expect(status.stdout).not.toContain('fleet ');
     } finally {
       await Promise.all(workers.map((worker) => stopProcess(worker)));
     }

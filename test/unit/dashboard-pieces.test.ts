@@ -89,8 +89,8 @@ describe('job and gate figures', () => {
 
   it('shows a limit the gate has not learned as none, not as the configured one', () => {
     const state = { configured: { requestsPerMinute: 6_000, tokensPerMinute: 24_000_000 }, inForce: { requestsPerMinute: 540, tokensPerMinute: 23_760_000 }, shared: false, slowStart: false };
-    expect(rateFigures('text-embedding-v4', { ...state, learned: { requestsPerMinute: 600 } }).learned).toEqual({ requests: 600, tokens: null });
-    expect(rateFigures('text-embedding-v4', { ...state, learned: {} }).learned).toBeNull();
+    expect(rateFigures('text-embedding-v4', { ...state, learned: { requestsPerMinute: 600 } }, 'workers').learned).toEqual({ requests: 600, tokens: null });
+    expect(rateFigures('text-embedding-v4', { ...state, learned: {} }, 'workers').learned).toBeNull();
   });
 });
 

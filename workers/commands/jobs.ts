@@ -7,9 +7,10 @@ import { ConfigError } from '../../src/errors.js';
 import type { JobOptions } from '../../src/job-options.js';
 import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import { describeGateState } from '../../src/rate/describe-gate.js';
-import { pacingDisagreement, pacingOf } from '../../src/rate/fleet-pacing.js';
+import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { QUEUES } from '../../jobs/queues.js';
+import { describePacedBy, readFleetGate } from '../fleet-gate.js';
 import type { Services } from '../services.js';
 import { settleStopped } from '../settle-stopped.js';
 import { withServices } from './context.js';
@@ -61,9 +62,10 @@ export function registerJobCommands(program: Command): void {
         // A job that does not move may be waiting on a full Redis: say so where the operator looks.
         const redisProblem = redisMemoryProblem(await readRedisMemory(services.redis));
         if (redisProblem) process.stdout.write(`redis     ${redisProblem}\n`);
-        process.stdout.write(`${describeGateState(await services.rateGate(record.options.model).state())}\n`);
-        // The gate line reads this shell's settings; the workers pace by their own.
-        const fleetProblem = pacingDisagreement([{ id: 'this shell', pacing: pacingOf(services.settings.dashscope) }, ...(await liveWorkers(services.redis, services.settings.redisPrefix))]);
+        const workers = await liveWorkers(services.redis, services.settings.redisPrefix);
+        const gate = await readFleetGate(services, record.options.model, workers);
+        process.stdout.write(`${describeGateState(gate.state)}; ${describePacedBy(gate.pacedBy, 'this shell')}\n`);
+        const fleetProblem = pacingDisagreement(workers);
         if (fleetProblem) process.stdout.write(`fleet     ${fleetProblem}\n`);
         return 0;
       });

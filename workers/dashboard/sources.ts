@@ -1,5 +1,7 @@
+import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import { MODELS, type ModelName } from '../../src/models.js';
 import type { GateState } from '../../src/rate/rate-gate.js';
+import { readFleetGate, type PacedBy } from '../fleet-gate.js';
 import { listSchedules, type ScheduleListRow } from '../schedule-list.js';
 import type { Services } from '../services.js';
 
@@ -25,6 +27,8 @@ export interface RateFigures {
   learned: { requests: number | null; tokens: number | null } | null;
   /** What the gate lets through now. */
   inForce: PerMinute;
+  /** Whose settings these were read with: the live workers' when they agree, else the dashboard's. */
+  pacedBy: PacedBy;
 }
 
 export interface RateSource {
@@ -36,12 +40,14 @@ export interface RateSource {
  * from the provider's answers (absent until a cluster of 429s taught it something, and forgotten
  * after EMBEDQ_LEARNED_LIMIT_TTL_S), and the rate it paces at now. The same read as `embedq status`.
  */
-export function gateRates(services: Pick<Services, 'rateGate'>): RateSource {
+export function gateRates(services: Pick<Services, 'redis' | 'settings' | 'rateGate' | 'rateGateAs'>): RateSource {
   return {
     async read() {
+      const workers = await liveWorkers(services.redis, services.settings.redisPrefix);
       return Promise.all(
         (Object.keys(MODELS) as ModelName[]).map(async (model) => {
-          return rateFigures(model, await services.rateGate(model).state());
+          const { state, pacedBy } = await readFleetGate(services, model, workers);
+          return rateFigures(model, state, pacedBy);
         }),
       );
     },
@@ -49,7 +55,7 @@ export function gateRates(services: Pick<Services, 'rateGate'>): RateSource {
 }
 
 /** A gate's state as the dashboard shows it. A unit not learned stays null (it was shown as the configured limit, "learned"). */
-export function rateFigures(model: ModelName, state: GateState): RateFigures {
+export function rateFigures(model: ModelName, state: GateState, pacedBy: PacedBy): RateFigures {
   const { learned } = state;
   const learnedAny = learned.requestsPerMinute !== undefined || learned.tokensPerMinute !== undefined;
   return {
@@ -57,6 +63,7 @@ export function rateFigures(model: ModelName, state: GateState): RateFigures {
     configured: { requests: state.configured.requestsPerMinute, tokens: state.configured.tokensPerMinute },
     learned: learnedAny ? { requests: learned.requestsPerMinute ?? null, tokens: learned.tokensPerMinute ?? null } : null,
     inForce: { requests: state.inForce.requestsPerMinute, tokens: state.inForce.tokensPerMinute },
+    pacedBy,
   };
 }
 
