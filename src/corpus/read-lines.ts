@@ -66,6 +66,9 @@ const GZIP_MAGIC = [0x1f, 0x8b] as const;
  */
 const UNSUPPORTED_FORMATS: { name: string; at: number; magic: Buffer | RegExp }[] = [
   { name: 'bzip2-compressed', at: 0, magic: /^BZh[1-9](1AY&SY|\x17rE8P\x90)/ },
+  // Met only once inflated (gzip bytes are gunzipped first): gzip run twice, or a .gz stored with
+  // `Content-Encoding: gzip` by a tool that compressed it again. Its rows were garbage.
+  { name: 'gzip-compressed', at: 0, magic: Buffer.of(0x1f, 0x8b, 0x08) },
   { name: 'zstd-compressed', at: 0, magic: Buffer.of(0x28, 0xb5, 0x2f, 0xfd) },
   { name: 'xz-compressed', at: 0, magic: Buffer.of(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00) },
   // POSIX (`ustar\0`) and GNU (`ustar  \0`) headers name themselves at byte 257.
@@ -89,6 +92,10 @@ function unsupportedFormatOf(head: Buffer): string | undefined {
 /** An object in a format embedq does not read: one record for it, and none of its bytes as lines. */
 class UnsupportedFormatError extends Error {
   constructor(format: string, gzipped: boolean) {
+    if (format === 'gzip-compressed') {
+      super('gzipped twice (gzip data inside gzip), not supported: gunzip it once');
+      return;
+    }
     const what = gzipped ? `gzipped, and inside ${format.endsWith('archive') ? format : format.replace('-compressed', '-compressed data')}` : format;
     const fix = format === 'a tar archive' || format === 'a zip archive' ? 'extract its files into the input' : 'decompress it, or gzip it';
     super(`${what}, not supported: ${fix}`);
@@ -547,12 +554,21 @@ function jsonLineReader(source: string, textField: string, idField: string | und
     try {
       return { kind: 'text', source, line, text, id: idOf(fieldOf(record, idField), raw, idField) };
     } catch (error) {
-      // The exact reader refuses what JSON.parse lets pass (a duplicate key, very deep nesting);
-      // such a line fails alone instead of its whole object (it failed the job as a storage error).
-      const reason = error instanceof RangeError ? 'the line is nested too deeply' : (error as Error).message;
-      return errorLine(source, line, 'INVALID_JSON', `field "${idField}" is a number a double cannot hold exactly, and its digits could not be read from the line: ${reason}`);
+      // Such a line fails alone instead of its whole object (it failed the job as a storage error).
+      if (error instanceof IdFieldError) return errorLine(source, line, error.code, error.message);
+      throw error;
     }
   };
+}
+
+/** An `--id-field` value that cannot be an id; the line is refused with `code`. */
+class IdFieldError extends Error {
+  constructor(
+    readonly code: InputLineErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** `error` with the line's id, if `idField` is given and the line has one that can be read. */
@@ -596,16 +612,35 @@ function fieldOf(record: Record<string, unknown>, field: string): unknown {
  * Strings as they are; numbers and booleans as JSON writes them; objects as JSON; null or missing
  * → null. A number a double does not hold exactly (an integer past 2^53, a fraction, past 1e308)
  * is its text in the line: JSON.parse made 9007199254740993 and …992 one id, and 1e400 "null".
- * Throws when the exact reader cannot read the line.
+ * Throws IdFieldError for what cannot be an id: a string with an unpaired surrogate (written as
+ * U+FFFD, "a\ud800" and "a\udbff" became one id), a line the exact reader cannot read (a
+ * duplicate key, very deep nesting), an array or object nested too deeply to write out.
  */
 function idOf(value: unknown, raw: string, idField: string): string | null {
   if (value === undefined || value === null) return null;
-  if (typeof value === 'string') return value;
+  if (typeof value === 'string') {
+    const surrogate = value.search(LONE_SURROGATE);
+    if (surrogate === -1) return value;
+    const escape = `\\u${value.charCodeAt(surrogate).toString(16)}`;
+    throw new IdFieldError('INVALID_UTF8', `field "${idField}" holds an unpaired surrogate (${escape}) at character ${surrogate}: UTF-8 cannot hold it, and two such ids would be stored as one`);
+  }
   if (typeof value === 'number' && !Number.isSafeInteger(value)) {
-    const exact = fieldOf(parseLossless(raw) as Record<string, unknown>, idField);
+    let exact: unknown;
+    try {
+      exact = fieldOf(parseLossless(raw) as Record<string, unknown>, idField);
+    } catch (error) {
+      // The exact reader refuses what JSON.parse lets pass.
+      const reason = error instanceof RangeError ? 'the line is nested too deeply' : (error as Error).message;
+      throw new IdFieldError('INVALID_JSON', `field "${idField}" is a number a double cannot hold exactly, and its digits could not be read from the line: ${reason}`);
+    }
     if (isLosslessNumber(exact)) return exact.value;
   }
-  return JSON.stringify(value);
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    throw new IdFieldError('INVALID_JSON', `field "${idField}" is ${kindOf(value)} nested too deeply to be written as an id`);
+  }
 }
 
 function kindOf(value: unknown): string {

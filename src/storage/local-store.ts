@@ -45,8 +45,11 @@ export class LocalObjectStore implements ObjectStore {
   /** The file path of `key`. Throws StorageError for keys that could leave the folder. */
   pathOf(key: string): string {
     const segments = key.split('/');
-    if (key === '' || key.includes('\\') || key.includes('\0') || segments.some((part) => part === '' || part === '.' || part === '..')) {
-      throw new StorageError(`invalid key ${JSON.stringify(key)} for ${this.description}: keys are relative paths without empty, "." or ".." parts`);
+    // A backslash is a separator only where the system says so (Windows); on Linux `c\d.txt` is a
+    // file like any other, and refusing it failed the whole job.
+    const separator = path.sep === '\\' && key.includes('\\');
+    if (key === '' || separator || key.includes('\0') || segments.some((part) => part === '' || part === '.' || part === '..')) {
+      throw new StorageError(`invalid key ${JSON.stringify(key)} for ${this.description}: keys are relative paths without empty, "." or ".." parts${path.sep === '\\' ? ' or backslashes' : ''}, and without NUL`);
     }
     return path.join(this.root, ...segments);
   }

@@ -361,7 +361,7 @@ describe('readCorpusLines: compressions and archives it does not read', () => {
     return tar;
   };
 
-  it('refuses bzip2, zstd, xz and tar objects, gzipped or not, with one record saying so and no rows (garbage rows were embedded)', async () => {
+  it('refuses bzip2, zstd, xz, tar and zip objects, gzipped or not, and gzip inside gzip, with one record saying so and no rows (garbage rows were embedded)', async () => {
     const tar = await tarOfTwo();
     const cases: [string, Buffer, string][] = [
       ['c.txt.bz2', PACKED.bzip2, 'bzip2-compressed, not supported: decompress it, or gzip it'],
@@ -372,6 +372,9 @@ describe('readCorpusLines: compressions and archives it does not read', () => {
       ['c.txt', gzipSync(tar), 'gzipped, and inside a tar archive, not supported: extract its files into the input'],
       ['c.zip', ZIP_STORED, 'a zip archive, not supported: extract its files into the input'],
       ['c.zst.gz', gzipSync(PACKED.zstd), 'gzipped, and inside zstd-compressed data, not supported: decompress it, or gzip it'],
+      // gzip run twice: 13 garbage rows of 3,872 were embedded, the rest INVALID_UTF8 records that did not say why.
+      ['c.txt.gz', gzipSync(gzipSync('one\ntwo\n')), 'gzipped twice (gzip data inside gzip), not supported: gunzip it once'],
+      ['c.jsonl', gzipSync(gzipSync('{"text":"one"}\n')), 'gzipped twice (gzip data inside gzip), not supported: gunzip it once'],
     ];
     for (const [key, bytes, reason] of cases) expect(await linesOf(key, bytes), key).toEqual([failure(key, 0, 'INVALID_UTF8', reason)]);
   });
@@ -495,6 +498,19 @@ describe('readCorpusLines: JSON Lines', () => {
     ]);
     // Without an id field the exact reader is not needed, and every line is read.
     expect((await linesOf('d.jsonl', rows.join('\n'))).map((line) => line.kind)).toEqual(['text', 'text', 'text', 'text']);
+  });
+
+  it('refuses an id that cannot be one: an unpaired surrogate (two such ids became one, U+FFFD), an array nested too deeply to write (said "a number")', async () => {
+    const deepArray = `{"text":"deep","id":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+    const rows = ['{"text":"one","id":"a\\ud800"}', '{"text":"two","id":"a\\udbff"}', '{"text":"pair","id":"a\\ud83d\\ude00"}', '{"text":"obj","id":{"k":"a\\ud800"}}', deepArray];
+    expect(await linesOf('s.jsonl', rows.join('\n'), { idField: 'id' })).toEqual([
+      failure('s.jsonl', 0, 'INVALID_UTF8', 'field "id" holds an unpaired surrogate (\\ud800) at character 1: UTF-8 cannot hold it, and two such ids would be stored as one'),
+      failure('s.jsonl', 1, 'INVALID_UTF8', 'field "id" holds an unpaired surrogate (\\udbff) at character 1: UTF-8 cannot hold it, and two such ids would be stored as one'),
+      text('s.jsonl', 2, 'pair', 'a\u{1F600}'),
+      // JSON.stringify writes a lone surrogate inside an object as its escape: distinct, and valid UTF-8.
+      text('s.jsonl', 3, 'obj', '{"k":"a\\ud800"}'),
+      failure('s.jsonl', 4, 'INVALID_JSON', 'field "id" is an array nested too deeply to be written as an id'),
+    ]);
   });
 
   it('defaults textField to "text" and ids to null; handles CRLF, BOM and UTF-8 errors as text does', async () => {
