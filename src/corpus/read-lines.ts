@@ -75,6 +75,10 @@ const UNSUPPORTED_FORMATS: { name: string; at: number; magic: Buffer | RegExp }[
   { name: 'a tar archive', at: 257, magic: /^ustar[\0 ]/ },
   // A local file header (stored or deflated alike): stored text was read with its headers as lines.
   { name: 'a zip archive', at: 0, magic: Buffer.of(0x50, 0x4b, 0x03, 0x04) },
+  // By its byte order mark. The little-endian one starts as UTF-16's: it was read as UTF-16, its
+  // lines refused for NUL bytes with a guess of "UTF-16 without a byte order mark".
+  { name: 'UTF-32 text', at: 0, magic: Buffer.of(0xff, 0xfe, 0x00, 0x00) },
+  { name: 'UTF-32 text', at: 0, magic: Buffer.of(0x00, 0x00, 0xfe, 0xff) },
 ];
 
 /** Bytes to read before deciding: up to the tar magic's end. */
@@ -96,8 +100,8 @@ class UnsupportedFormatError extends Error {
       super('gzipped twice (gzip data inside gzip), not supported: gunzip it once');
       return;
     }
-    const what = gzipped ? `gzipped, and inside ${format.endsWith('archive') ? format : format.replace('-compressed', '-compressed data')}` : format;
-    const fix = format === 'a tar archive' || format === 'a zip archive' ? 'extract its files into the input' : 'decompress it, or gzip it';
+    const what = gzipped ? `gzipped, and inside ${format.endsWith('-compressed') ? format.replace('-compressed', '-compressed data') : format}` : format;
+    const fix = format === 'a tar archive' || format === 'a zip archive' ? 'extract its files into the input' : format === 'UTF-32 text' ? 'convert it to UTF-8' : 'decompress it, or gzip it';
     super(`${what}, not supported: ${fix}`);
   }
 }

@@ -361,7 +361,13 @@ describe('readCorpusLines: compressions and archives it does not read', () => {
     return tar;
   };
 
-  it('refuses bzip2, zstd, xz, tar and zip objects, gzipped or not, and gzip inside gzip, with one record saying so and no rows (garbage rows were embedded)', async () => {
+  const utf32 = (text: string, order: 'le' | 'be'): Buffer => {
+    const bytes = Buffer.alloc(text.length * 4);
+    [...text].forEach((char, index) => (order === 'le' ? bytes.writeUInt32LE(char.codePointAt(0)!, index * 4) : bytes.writeUInt32BE(char.codePointAt(0)!, index * 4)));
+    return bytes;
+  };
+
+  it('refuses bzip2, zstd, xz, tar and zip objects, gzipped or not, gzip inside gzip and UTF-32, with one record saying so and no rows (garbage rows were embedded)', async () => {
     const tar = await tarOfTwo();
     const cases: [string, Buffer, string][] = [
       ['c.txt.bz2', PACKED.bzip2, 'bzip2-compressed, not supported: decompress it, or gzip it'],
@@ -375,6 +381,10 @@ describe('readCorpusLines: compressions and archives it does not read', () => {
       // gzip run twice: 13 garbage rows of 3,872 were embedded, the rest INVALID_UTF8 records that did not say why.
       ['c.txt.gz', gzipSync(gzipSync('one\ntwo\n')), 'gzipped twice (gzip data inside gzip), not supported: gunzip it once'],
       ['c.jsonl', gzipSync(gzipSync('{"text":"one"}\n')), 'gzipped twice (gzip data inside gzip), not supported: gunzip it once'],
+      // Its little-endian mark starts as UTF-16's: read as UTF-16, refused line by line as "UTF-16 without a byte order mark?".
+      ['u.txt', utf32('\uFEFFone\ntwo\n', 'le'), 'UTF-32 text, not supported: convert it to UTF-8'],
+      ['u.txt', utf32('\uFEFFone\ntwo\n', 'be'), 'UTF-32 text, not supported: convert it to UTF-8'],
+      ['u.txt.gz', gzipSync(utf32('\uFEFFone\n', 'le')), 'gzipped, and inside UTF-32 text, not supported: convert it to UTF-8'],
     ];
     for (const [key, bytes, reason] of cases) expect(await linesOf(key, bytes), key).toEqual([failure(key, 0, 'INVALID_UTF8', reason)]);
   });
