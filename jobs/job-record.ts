@@ -315,9 +315,12 @@ export class JobRecords {
     return (await this.scripts.setFields([this.keys.job(id)], generation, ...args)) === 1;
   }
 
-  /** A step of `generation` failed an attempt, or was handed back for later (429s), and will be retried: what went wrong. */
-  async noteRetry(id: string, generation: number, message: string, at = Date.now()): Promise<void> {
-    await this.scripts.setFields([this.keys.job(id)], generation, 'lastRetry', message, 'lastRetryAt', at);
+  /**
+   * A step of `generation` failed an attempt, or was handed back for later (429s), and will be
+   * retried: what went wrong, and when by Redis's clock, as the job's other times.
+   */
+  async noteRetry(id: string, generation: number, message: string): Promise<void> {
+    await this.scripts.setFields([this.keys.job(id)], generation, 'lastRetry', message, 'lastRetryAt', await redisNow(this.redis));
   }
 
   /** The split of `generation` read the whole corpus; undefined if the job stopped or moved on. */

@@ -59,7 +59,7 @@ async function finalizeClaimed(payload: FinalizeJobPayload, { services, logger }
   // finalize of the job before put one into this job's output.
   const vouched = ownManifest && (await output.store.stat(output.prefix + SUCCESS_FILE)) !== undefined;
   if (!vouched) await assertShardFilesInPlace(services, record, payload.generation, shards, output);
-  if (!vouched) await writeOutputFiles(id, record, shards, output, { before: fence, after: (written) => withdrawIfStale(services, record, output, fence, written, logger) });
+  if (!vouched) await writeOutputFiles(id, record, shards, output, () => services.corpora.now(), { before: fence, after: (written) => withdrawIfStale(services, record, output, fence, written, logger) });
   progress.vouched = true;
   // The whole scratch folder of this job (its shards' error records), and nothing else's.
   for await (const object of output.store.list(`${output.prefix}${TEMP_FOLDER}/${id}/`)) await output.store.delete(object.key);
@@ -192,6 +192,8 @@ async function writeOutputFiles(
   record: CorpusJobRecord,
   shards: ShardStats[],
   output: { store: ObjectStore; prefix: string },
+  /** Redis's clock, for the manifest's finished_at as for started_at: a worker's may be up to 30 s off (EMBEDQ_MAX_CLOCK_SKEW_S). */
+  now: () => Promise<number>,
   fence: { before: () => Promise<void>; after: (written: readonly string[]) => Promise<void> },
 ): Promise<void> {
   // Streamed shard by shard: joined into one string, a run's records past 512 MiB (2.5 million
@@ -224,7 +226,7 @@ async function writeOutputFiles(
     ...(delta ? { delta } : {}),
     errorsFile: ERRORS_FILE,
     startedAt: new Date(record.startedAt ?? record.createdAt),
-    finishedAt: new Date(),
+    finishedAt: new Date(await now()),
   });
   await fence.before();
   await output.store.write(output.prefix + MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`);

@@ -171,7 +171,7 @@ describe('a machine whose clock is ahead of Redis', () => {
     await cancelCorpusJob(world.services.corpora, fresh);
   });
 
-  it("stamps a job's times on Redis's clock: a submit and a cancel from a machine 2 days behind list in order and stay for the retention", async () => {
+  it("stamps a job's times on Redis's clock: a submit and a cancel from a machine 2 days behind list in order and stay for the retention; a retry note too", async () => {
     const options = (name: string) => parseJobOptions({ input: 's3://corpus/x.txt', output: path.join(outputs, name) });
     const first = await submitCorpusJob(deps(), options('order-first'));
     clockAhead(-2 * DAY);
@@ -189,6 +189,13 @@ describe('a machine whose clock is ahead of Redis', () => {
     const listed = (await world.services.corpora.list()).map((record) => record.id);
     expect(listed.indexOf(last)).toBeLessThan(listed.indexOf(behind));
     expect(listed.indexOf(behind)).toBeLessThan(listed.indexOf(first));
+
+    // A failed attempt noted by a worker 20 s behind (within the bound a worker may run at): `status`
+    // said "retrying … (20 s ago)" of an attempt that had just failed.
+    clockAhead(-20_000);
+    await world.services.corpora.jobs.noteRetry(last, (await recordOf(last)).generation, 'embed-batch attempt 1 of 5: PROVIDER_UNAVAILABLE: HTTP 503');
+    vi.useRealTimers();
+    expect(Math.abs((await recordOf(last)).lastRetryAt! - (await redisNow(world.services.redis)))).toBeLessThan(5_000);
     for (const id of [first, last]) await cancelCorpusJob(world.services.corpora, id);
   });
 
