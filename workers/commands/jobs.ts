@@ -57,7 +57,8 @@ export function registerJobCommands(program: Command): void {
       process.exitCode = await withServices(async (services) => {
         const record = await services.corpora.get(jobId);
         if (!record) throw new JobLostError(jobId);
-        process.stdout.write(flags.json ? `${JSON.stringify(record, null, 2)}\n` : `${describeJob(record)}\n`);
+        // "retrying … (4 s ago)" by Redis's clock, as the note was stamped: this shell's may be off.
+        process.stdout.write(flags.json ? `${JSON.stringify(record, null, 2)}\n` : `${describeJob(record, await services.corpora.now())}\n`);
         if (flags.json) return 0;
         // A job that does not move may be waiting on a full Redis: say so where the operator looks.
         const redisProblem = redisMemoryProblem(await readRedisMemory(services.redis));
