@@ -5,7 +5,7 @@ import type { GateState } from '../src/rate/rate-gate.js';
 import type { Services } from './services.js';
 
 /** Whose settings a gate's state was read with. */
-export type PacedBy = 'workers' | 'no-live-worker' | 'workers-differ';
+export type PacedBy = 'workers' | 'no-live-worker' | 'workers-differ' | 'workers-unknown';
 
 /**
  * A model's shared gate as the fleet paces it. The gate's limits (ceiling, reserve, target) and
@@ -22,7 +22,7 @@ export async function readFleetGate(
   const live = workers ?? (await liveWorkers(services.redis, services.settings.redisPrefix));
   const pacing = sharedPacing(live);
   if (pacing) return { state: await services.rateGateAs(model, pacing).state(), pacedBy: 'workers' };
-  const pacedBy = live.some((worker) => worker.pacing !== undefined) ? 'workers-differ' : 'no-live-worker';
+  const pacedBy = live.length === 0 ? 'no-live-worker' : live.some((worker) => worker.pacing !== undefined) ? 'workers-differ' : 'workers-unknown';
   return { state: await services.rateGate(model).state(), pacedBy };
 }
 
@@ -35,5 +35,7 @@ export function describePacedBy(pacedBy: PacedBy, reader: string): string {
       return `no live worker: by ${reader}'s settings`;
     case 'workers-differ':
       return `the workers' settings differ (below): by ${reader}'s`;
+    case 'workers-unknown':
+      return `the live workers publish no settings (an older version): by ${reader}'s`;
   }
 }

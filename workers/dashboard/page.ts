@@ -71,7 +71,7 @@ function render(s) {
   $('#jobs').innerHTML = s.jobs.length ? s.jobs.map(job).join('') : '<p class="empty">No corpus jobs yet. Submit one with <code>embedq submit</code>.</p>';
   const pm = (v) => v ? (v.requests == null ? '–' : num(v.requests)) + '<br><span class="paths">' + (v.tokens == null ? '–' : num(v.tokens)) + '</span>' : '–';
   // Read with the live workers' settings when they agree; else the dashboard's own, which may not be theirs.
-  const pacedBy = { 'no-live-worker': 'no live worker: by the dashboard settings', 'workers-differ': 'workers differ: by the dashboard settings' };
+  const pacedBy = { 'no-live-worker': 'no live worker: by the dashboard settings', 'workers-differ': 'workers differ: by the dashboard settings', 'workers-unknown': 'workers of an older version: by the dashboard settings' };
   $('#rates').innerHTML = s.rates.map((r) => '<p class="model">' + esc(r.model) + (pacedBy[r.pacedBy] ? ' <span class="paths">' + pacedBy[r.pacedBy] + '</span>' : '') + '</p>' + rows([['configured', r.configured], ['learned', r.learned], ['in force', r.inForce]], '',
     ['per minute', 'requests · tokens#'], ([k, v]) => [k, pm(v)])).join('');
   // The legacy queue (steps an older version's worker handed back) only while it holds some.
