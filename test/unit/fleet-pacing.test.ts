@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { pacingDisagreement, pacingOf, type WorkerPacing } from '../../src/rate/fleet-pacing.js';
+import { modelLimit, pacingDisagreement, pacingOf, sharedPacing, type WorkerPacing } from '../../src/rate/fleet-pacing.js';
 
 const base: WorkerPacing = { baseUrl: 'https://dashscope-intl.aliyuncs.com', requestsPerMinute: 1200, tokensPerMinute: 24_000_000, reserve: 0, targetUtilization: 0.99 };
 
@@ -32,5 +32,19 @@ describe('what workers pace their requests by', () => {
   it('publishes the base URL without credentials or path', () => {
     const pacing = pacingOf({ baseUrl: 'https://user:secret@proxy.example.com:8443/dashscope', requestsPerMinute: 1200, tokensPerMinute: 5_000_000, reserve: 0.1, targetUtilization: 0.99 });
     expect(pacing).toEqual({ baseUrl: 'https://proxy.example.com:8443', requestsPerMinute: 1200, tokensPerMinute: 5_000_000, reserve: 0.1, targetUtilization: 0.99 });
+  });
+
+  it('gives the settings the live workers share (status and the dashboard read the gate with them), none when they differ or publish none', () => {
+    expect(sharedPacing([{ id: 'old:3' }, { id: 'a:1', pacing: base }, { id: 'b:2', pacing: { ...base } }])).toEqual(base);
+    expect(sharedPacing([{ id: 'a:1', pacing: base }, { id: 'b:2', pacing: { ...base, reserve: 0.2 } }])).toBeUndefined();
+    expect(sharedPacing([{ id: 'old:3' }])).toBeUndefined();
+    expect(sharedPacing([])).toBeUndefined();
+  });
+
+  it("reads a model's ceiling from a pacing field: the value all share, or its own of model=value", () => {
+    expect(modelLimit(1200, 'text-embedding-v3')).toBe(1200);
+    expect(modelLimit('text-embedding-v4=1200,text-embedding-v3=1800', 'text-embedding-v3')).toBe(1800);
+    expect(modelLimit('text-embedding-v4=1200', 'text-embedding-v3')).toBeUndefined();
+    expect(modelLimit('text-embedding-v3=abc', 'text-embedding-v3')).toBeUndefined();
   });
 });
