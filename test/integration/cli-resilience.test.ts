@@ -110,6 +110,8 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       expect(submitted.stderr).not.toContain('IMPORTANT! Eviction policy');
       const status = await runEmbedq(env, ['status', submitted.stdout.trim()]);
       expect(status.stdout).toContain('maxmemory-policy is volatile-lru');
+      // No worker runs here: status says what the job waits for.
+      expect(status.stdout).toContain('workers   none live (no heartbeat in the last 20 s): the job waits until an `embedq worker` runs');
       expect(status.stderr).not.toContain('IMPORTANT! Eviction policy');
     } finally {
       admin.disconnect();

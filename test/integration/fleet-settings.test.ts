@@ -99,6 +99,7 @@ describe('workers whose pacing settings differ', () => {
       const gateLine = status.stdout.split('\n').find((text) => text.startsWith('rate gate:'));
       expect(gateLine, status.stdout).toMatch(/^rate gate: configured 1,200 QPM .*; learned 900 QPM .*; by the live workers' settings$/);
       expect(status.stdout).not.toContain('fleet ');
+      expect(status.stdout).not.toContain('none live');
     } finally {
       await Promise.all(workers.map((worker) => stopProcess(worker)));
     }

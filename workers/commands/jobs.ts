@@ -64,6 +64,10 @@ export function registerJobCommands(program: Command): void {
         const redisProblem = redisMemoryProblem(await readRedisMemory(services.redis));
         if (redisProblem) process.stdout.write(`redis     ${redisProblem}\n`);
         const workers = await liveWorkers(services.redis, services.settings.redisPrefix);
+        // A job that waits on no one: nothing else says that no worker is running.
+        if (workers.length === 0 && (record.state === 'queued' || record.state === 'running')) {
+          process.stdout.write('workers   none live (no heartbeat in the last 20 s): the job waits until an `embedq worker` runs\n');
+        }
         const gate = await readFleetGate(services, record.options.model, workers);
         process.stdout.write(`${describeGateState(gate.state)}; ${describePacedBy(gate.pacedBy, 'this shell')}\n`);
         const fleetProblem = pacingDisagreement(workers);
