@@ -10,6 +10,7 @@ import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-erro
 import { checkOutputWritable, clearPreviousRun, findPreviousRun, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
 import { CORPUS_JOB_ID, JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
+import type { ShardStats } from './shard-ledger.js';
 
 /**
  * Adding jobs. Ids are deterministic, so adding the same step twice (a retried producer, two
@@ -157,18 +158,20 @@ export async function cancelCorpusJob(corpora: CorpusStore, corpusJobId: string)
   return { cancelled: false, message: `it is ${state}, not queued or running` };
 }
 
-export type RetryResult = { retried: true; generation: number } | { retried: false; message: string };
+/** `rewritten`: written shards whose files had gone from the output, which the retry writes again. */
+export type RetryResult = { retried: true; generation: number; rewritten: string[] } | { retried: false; message: string };
 
 /**
  * `embedq retry`: resumes a failed or cancelled job under a new generation (see JobRecords.restart).
- * Written shards are kept; the shards that were still open are embedded again. Throws JobLostError
- * when Redis has no such job.
+ * Written shards are kept, unless their files are gone from the output; the shards that were still
+ * open, and those, are embedded again. Throws JobLostError when Redis has no such job.
  */
-export async function retryCorpusJob(deps: { corpora: CorpusStore; splitQueue: Queue }, corpusJobId: string): Promise<RetryResult> {
-  const result = await deps.corpora.jobs.restart(corpusJobId);
+export async function retryCorpusJob(deps: SubmitDeps, corpusJobId: string): Promise<RetryResult> {
+  const gone = await writtenShardsGone(deps, corpusJobId);
+  const result = await deps.corpora.jobs.restart(corpusJobId, gone.map((shard) => shard.shard));
   if ('generation' in result) {
     await enqueueSplit(deps.splitQueue, corpusJobId, result.generation);
-    return { retried: true, generation: result.generation };
+    return { retried: true, generation: result.generation, rewritten: gone.map((shard) => shard.file) };
   }
   if (result.reason === 'missing') throw new JobLostError(corpusJobId);
   if (result.reason === 'leased') return { retried: false, message: `its output is now being written by job ${result.holder}` };
@@ -176,4 +179,22 @@ export async function retryCorpusJob(deps: { corpora: CorpusStore; splitQueue: Q
     return { retried: false, message: `job ${result.taker} took its output since it stopped, so its shards there may be gone or replaced; submit it again (with --overwrite)` };
   }
   return { retried: false, message: `it is ${result.state}, not failed or cancelled` };
+}
+
+/**
+ * The stopped job's written shards whose files are missing from its output, or of another size
+ * (removed or replaced while it stood stopped: a cleanup between cancel and retry). Before, the
+ * retry embedded the rest, then failed at finalize naming them ("removed or replaced while the job
+ * ran"), and only a second retry wrote them again. None for a job that is not stopped: the restart
+ * refuses it anyway.
+ */
+async function writtenShardsGone(deps: SubmitDeps, corpusJobId: string): Promise<ShardStats[]> {
+  const record = await deps.corpora.get(corpusJobId);
+  if (!record || (record.state !== 'failed' && record.state !== 'cancelled')) return [];
+  const written = await deps.corpora.ledger.stats(corpusJobId);
+  if (written.length === 0) return [];
+  const output = openOutputLocation(record.options.output, deps.s3);
+  const sizes = new Map<string, number>();
+  for await (const object of output.store.list(output.prefix)) sizes.set(object.key.slice(output.prefix.length), object.sizeBytes);
+  return written.filter((shard) => sizes.get(shard.file) !== shard.bytes);
 }

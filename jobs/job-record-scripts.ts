@@ -40,7 +40,8 @@ return 1
 `;
 
 // KEYS: job, open, shards (written), the n open buffers, then the lease and the output's last
-// taker if any. ARGV: job id, n, then the n open shard numbers. Returns {generation} or {0, reason, holder}.
+// taker if any. ARGV: job id, n, the n open shard numbers, then m and m written shards whose files
+// are gone from the output. Returns {generation} or {0, reason, holder}.
 export const RESTART = `${DROP_BUFFERS_LUA}
 local n = tonumber(ARGV[2])
 local lease = KEYS[4 + n]
@@ -58,6 +59,10 @@ if taker and taker ~= ARGV[1] then return {0, 'taken', taker} end
 if drop_buffers(KEYS[2], 4, n, 3) > 0 then return {0, '${STALE_OPEN_BUFFERS}', ''} end
 if lease then redis.call('SET', lease, ARGV[1]) end
 if taken then redis.call('SET', taken, ARGV[1]) end
+-- Written shards whose files went while the job stood stopped (a cleanup between cancel and retry)
+-- leave the ledger: the new run writes them again, and the counters below leave them out.
+local m = tonumber(ARGV[3 + n] or '0')
+for i = 1, m do redis.call('HDEL', KEYS[3], ARGV[3 + n + i]) end
 -- Counters rebuilt from the written shards: the new run counts every other line exactly once.
 local c = {batches = 0, rows = 0, errors = 0, blank = 0, truncated = 0, tokens = 0, n = 0, reused = 0, new = 0, changed = 0, unchanged = 0}
 for _, v in ipairs(redis.call('HVALS', KEYS[3])) do

@@ -278,10 +278,11 @@ export class JobRecords {
 
   /**
    * Back to queued for `embedq retry`, in one script: takes the output lease again, drops the
-   * buffers of unwritten shards, rebuilds the counters from the written shards and bumps the
+   * buffers of unwritten shards, takes `gone` (written shards whose files are no longer in the
+   * output) out of the ledger, rebuilds the counters from the written shards and bumps the
    * generation. Returns the new generation, or why not.
    */
-  async restart(id: string): Promise<{ generation: number } | RestartRefusal> {
+  async restart(id: string, gone: readonly number[] = []): Promise<{ generation: number } | RestartRefusal> {
     for (let attempt = 0; attempt < OPEN_BUFFER_ATTEMPTS; attempt += 1) {
       const { buffers, shards, lease } = await this.openBuffers.declared(id);
       const taken = lease.map((key) => this.keys.takenOf(key));
@@ -290,6 +291,8 @@ export class JobRecords {
         id,
         shards.length,
         ...shards,
+        gone.length,
+        ...gone,
       )) as [number, string?, string?];
       if (result[1] === STALE_OPEN_BUFFERS) continue;
       if (result[0] > 0) return { generation: result[0] };

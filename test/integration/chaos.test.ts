@@ -266,7 +266,7 @@ describe('chaos', () => {
       // Back to back, as a script would: the generation-0 steps are still queued when generation 1 starts.
       const { corpora, queues } = world.services;
       expect(await cancelCorpusJob(corpora, id)).toEqual({ cancelled: true });
-      const retried = await retryCorpusJob({ corpora, splitQueue: queues[QUEUES.split] }, id);
+      const retried = await retryCorpusJob({ corpora, splitQueue: queues[QUEUES.split], s3: () => world.services.s3() }, id);
       expect(retried).toMatchObject({ retried: true, generation: 1 });
       const stale = (await queues[embedQueue('text-embedding-v4')].getJobs(['waiting', 'prioritized'], 0, -1)).filter((job) => job.id?.startsWith(`${id}-g0-`));
       expect(stale.length).toBeGreaterThan(0);

@@ -21,7 +21,7 @@ import { loadSettings } from '../../src/config.js';
 import { sleep } from '../../src/sleep.js';
 import type { Manifest } from '../../src/output/manifest.js';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -246,6 +246,42 @@ describe('failures that stop a job, and bad input', () => {
       expect((await runEmbedq(world.env, ['retry', id])).code).toBe(0);
       expect((await waitForJob(world.services, id)).state).toBe('completed');
       const embedded = buildCorpus('data/', { textLines: 400 }).expected.filter((line) => line.kind === 'text').length;
+      const rows = await queryParquet(`SELECT count(*) AS n, count(DISTINCT row) AS distinct_rows, min(len(dense)) AS low FROM read_parquet('${output}/part-*.parquet')`);
+      expect(rows).toEqual([{ n: BigInt(embedded), distinct_rows: BigInt(embedded), low: 64n }]);
+    } finally {
+      await pool.close();
+      await removeFolder(output);
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });
+    }
+  });
+
+  it('a retry writes again the written shards removed or replaced while the job stood cancelled, in one pass (it failed at finalize, and a second retry was needed)', async () => {
+    world.emulator.setFaults({ latencyMs: { min: 300, median: 400, p99: 600 } });
+    const output = await mkdtemp(path.join(tmpdir(), 'embedq-gone-while-stopped-'));
+    const pool = startWorkers(world.services, { concurrency: 2 });
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '50', '--dimension', '64']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const id = submitted.stdout.trim();
+      await waitForJob(world.services, id, (record) => record.shardsWritten >= 2);
+      expect((await runEmbedq(world.env, ['cancel', id])).code).toBe(0);
+      const cancelled = await waitForJob(world.services, id);
+      expect(cancelled.state).toBe('cancelled');
+      // Every file the ledger holds is in place now (a cancel lets the writes in flight finish).
+      const shards = (await readdir(output)).filter((name) => /^part-\d+\.parquet$/.test(name)).sort();
+      expect(shards.length).toBeGreaterThanOrEqual(2);
+      // An operator's cleanup between cancel and retry: one shard removed, another overwritten.
+      await rm(path.join(output, shards[0]!));
+      await writeFile(path.join(output, shards[1]!), 'not the shard');
+
+      world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } });
+      const retried = await runEmbedq(world.env, ['retry', id]);
+      expect(retried.code, retried.stderr).toBe(0);
+      expect(retried.stderr).toContain(`written shards gone from the output, to be written again: ${shards[0]}, ${shards[1]}`);
+      const record = await waitForJob(world.services, id);
+      expect(record.state, record.error ?? '').toBe('completed');
+      const embedded = buildCorpus('data/', { textLines: 400 }).expected.filter((line) => line.kind === 'text').length;
+      expect(record.rowsEmbedded).toBe(embedded);
       const rows = await queryParquet(`SELECT count(*) AS n, count(DISTINCT row) AS distinct_rows, min(len(dense)) AS low FROM read_parquet('${output}/part-*.parquet')`);
       expect(rows).toEqual([{ n: BigInt(embedded), distinct_rows: BigInt(embedded), low: 64n }]);
     } finally {

@@ -284,7 +284,7 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
       await waitForJob(world.services, id, (record) => record.shardsWritten >= 2);
       expect((await runEmbedq(world.env, ['cancel', id])).code).toBe(0);
       world.emulator.setFaults({ latencyMs: { min: 100, median: 150, p99: 200 } });
-      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id)).toMatchObject({ retried: true });
+      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id)).toMatchObject({ retried: true });
       expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
     } finally {
       await pool.close();
@@ -348,7 +348,7 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
       expect(failed.state).toBe('failed');
       expect(failed.errorCode).toBe('REUSE_UNAVAILABLE');
       expect(failed.error).toContain('s3://out/retried/: no _SUCCESS');
-      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id)).toMatchObject({ retried: true });
+      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id)).toMatchObject({ retried: true });
       expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
     } finally {
       await stopProcess(killed, 'SIGKILL');
@@ -385,7 +385,7 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
       expect(failed.error).toMatch(/no longer holds the text this job matched .* embedq retry embeds the rest of the job without reusing it/);
       // Before, the retry indexed the changed shards and wrote a delta against them: deletes
       // missing, unchanged ids counted new.
-      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id)).toMatchObject({ retried: true });
+      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id)).toMatchObject({ retried: true });
       expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
     } finally {
       await pool.close();

@@ -70,7 +70,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
     const stale = await queuedBatches(id, 0);
     await cancelCorpusJob(world.services.corpora, id);
-    await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id);
+    await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id);
     const before = (await world.services.corpora.get(id))!;
     expect(before.generation).toBe(1);
     await embedBatch(stale[0]!, context());
@@ -94,7 +94,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     });
     expect(late).toEqual({ status: 'refused', reason: 'inactive' });
     expect(await writtenShards(id)).toBe(0);
-    await retryCorpusJob({ corpora, splitQueue: world.services.queues[QUEUES.split] }, id);
+    await retryCorpusJob({ corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id);
     const pool = startWorkers(world.services, { concurrency: 4 });
     try {
       const record = await waitForJob(world.services, id);
@@ -114,7 +114,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     await cancelCorpusJob(corpora, id);
     const cancelled = (await corpora.get(id))!;
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // stood cancelled
-    await retryCorpusJob({ corpora, splitQueue: world.services.queues[QUEUES.split] }, id);
+    await retryCorpusJob({ corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id);
     const queued = (await corpora.get(id))!;
     expect(queued).toMatchObject({ state: 'queued', generation: 1, resumedAt: null, startedAt: cancelled.startedAt, activeMs: cancelled.finishedAt! - cancelled.resumedAt! });
     expect(queued.activeMs).toBeGreaterThanOrEqual(300);

@@ -120,7 +120,7 @@ describe('on a Redis Cluster', () => {
       expect(await world.services.redis.exists(open)).toBe(0);
 
       world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } });
-      await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id);
+      await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id);
       const record = await waitForJob(world.services, id);
       expect(record.error).toBeNull();
       expect(record.state).toBe('completed');

@@ -63,7 +63,7 @@ describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
       const deadline = Date.now() + 20_000;
       while ((await active(0)) < 4 && Date.now() < deadline) await sleep(50);
       expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
-      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split] }, id)).toMatchObject({ retried: true, generation: 1 });
+      expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id)).toMatchObject({ retried: true, generation: 1 });
       while ((await active(1)) === 0 && Date.now() < deadline) await sleep(50);
       expect(await active(1)).toBeGreaterThan(0); // the new run's requests are on the wire (7 s each)
       const started = Date.now();

@@ -112,12 +112,17 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('retry <jobId>')
-    .description('resume a failed or cancelled corpus job; written shards are kept')
+    .description('resume a failed or cancelled corpus job; written shards still in the output are kept')
     .action(async (jobId: string) => {
       process.exitCode = await withServices(async (services) => {
-        const result = await retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, jobId);
-        process.stderr.write(result.retried ? `retrying ${jobId} (generation ${result.generation})\n` : `cannot retry ${jobId}: ${result.message}\n`);
-        return result.retried ? 0 : 1;
+        const result = await retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() }, jobId);
+        if (!result.retried) {
+          process.stderr.write(`cannot retry ${jobId}: ${result.message}\n`);
+          return 1;
+        }
+        const gone = result.rewritten.length > 0 ? `; written shards gone from the output, to be written again: ${result.rewritten.join(', ')}` : '';
+        process.stderr.write(`retrying ${jobId} (generation ${result.generation})${gone}\n`);
+        return 0;
       });
     });
 }

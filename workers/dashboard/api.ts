@@ -35,10 +35,10 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/retry', async (request, reply) => {
     const { id } = request.params;
-    const result = await lostAs404(reply, () => retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split] }, id));
+    const result = await lostAs404(reply, () => retryCorpusJob({ corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: () => services.s3() }, id));
     if (result === undefined) return reply;
     if (!result.retried) return reply.code(409).send({ error: `cannot retry ${id}: ${result.message}` });
-    return { id, retried: true, generation: result.generation };
+    return { id, retried: true, generation: result.generation, rewritten: result.rewritten };
   });
 
   app.get('/api/schedules', async () => sources.schedules.list());
