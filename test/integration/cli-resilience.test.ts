@@ -172,6 +172,24 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     return { child, output, exited };
   };
 
+  it('submit --wait says when no worker is live (its job showed queued without a word), once, and finishes once one starts', async () => {
+    const { child, output, exited } = followJob(world.env);
+    const timer = setTimeout(() => void stopProcess(child, 'SIGKILL'), 60_000);
+    let worker: ReturnType<typeof spawnEmbedq> | undefined;
+    try {
+      await expect.poll(() => output.stdout, { timeout: 20_000 }).toMatch(/cj-\S+/);
+      const id = /cj-\S+/.exec(output.stdout)![0];
+      const note = `no worker is live (no heartbeat in the last 20 s): ${id} waits until an \`embedq worker\` runs against this Redis and EMBEDQ_REDIS_PREFIX\n`;
+      await expect.poll(() => output.stderr, { timeout: 25_000 }).toContain(note);
+      worker = spawnEmbedq(world.env, ['worker']);
+      expect(await exited, output.stderr).toBe(0);
+      expect(output.stderr.split(note)).toHaveLength(2);
+    } finally {
+      clearTimeout(timer);
+      if (worker) await stopProcess(worker);
+    }
+  });
+
   it('submit --wait follows its job through a Redis restart, and exits 0 when the job completes', async () => {
     const redis = await startPrivateRedis({ appendOnly: true });
     const env = { ...world.env, REDIS_URL: redis.url };

@@ -1,5 +1,6 @@
 import { FINAL_STATES, type CorpusJobRecord } from '../../jobs/job-record.js';
 import { JobLostError, RedisUnavailableError } from '../../jobs/job-errors.js';
+import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import { describeRedisTarget, isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { sleep } from '../../src/sleep.js';
 import { redisTarget, type Services } from '../services.js';
@@ -26,6 +27,7 @@ export async function watchJob(
   const interactive = stream.isTTY === true;
   let lastPrinted = 0;
   let lostAt: number | undefined;
+  const noWorkerNote = noLiveWorkerNote(services, corpusJobId);
   const samples: Array<{ at: number; done: number }> = [];
   for (;;) {
     let record: CorpusJobRecord | undefined;
@@ -55,8 +57,36 @@ export async function watchJob(
       lastPrinted = now;
     }
     if (final) return record;
+    const note = await noWorkerNote(now);
+    if (note) stream.write(`${interactive ? '\r\x1b[2K' : ''}${note}\n`);
     await sleep(pollMs);
   }
+}
+
+/** How long a job may wait with no live worker before `--wait` says so: a worker started beside the submit has sent its first heartbeat by then. */
+const NO_WORKER_GRACE_MS = 10_000;
+
+/**
+ * A line to print when no worker has been live for a while (a job waits for one, and the progress
+ * line alone showed it queued without a word), once per such spell; undefined otherwise.
+ */
+function noLiveWorkerNote(services: Services, corpusJobId: string): (now: number) => Promise<string | undefined> {
+  const startedAt = Date.now();
+  let checkedAt = startedAt;
+  let said = false;
+  return async (now) => {
+    if (now - startedAt < NO_WORKER_GRACE_MS || now - checkedAt < 5_000) return undefined;
+    checkedAt = now;
+    // A Redis that fails here fails the next read of the job too, which waits the outage out.
+    const live = await liveWorkers(services.redis, services.settings.redisPrefix).then((workers) => workers.length > 0, () => true);
+    if (live) {
+      said = false;
+      return undefined;
+    }
+    if (said) return undefined;
+    said = true;
+    return `no worker is live (no heartbeat in the last 20 s): ${corpusJobId} waits until an \`embedq worker\` runs against this Redis and EMBEDQ_REDIS_PREFIX`;
+  };
 }
 
 /** One turn of waiting out a Redis outage; returns when it began. Throws once it lasted too long. */
