@@ -222,21 +222,40 @@ describe('failures that stop a job, and bad input', () => {
     }
   });
 
-  it('fails a job whose shard file was deleted while it ran as STORAGE_ERROR at once, and retry writes that shard again (finalize failed 14 times over 8 minutes, and retry the same)', async () => {
+  /**
+   * A job over `s3://corpus/data/` into a fresh local folder, 50 rows a shard, on slow answers: `run`
+   * gets it once `shards` shards are written, the job still running, with answers fast again once
+   * it says so. The output must end exact.
+   */
+  const withJobMidway = async (shards: number, run: (id: string, output: string, fastAgain: () => void) => Promise<void>): Promise<void> => {
     world.emulator.setFaults({ latencyMs: { min: 300, median: 400, p99: 600 } });
-    const output = await mkdtemp(path.join(tmpdir(), 'embedq-deleted-shard-'));
+    const output = await mkdtemp(path.join(tmpdir(), 'embedq-shards-'));
     const pool = startWorkers(world.services, { concurrency: 2 });
     try {
       const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '50', '--dimension', '64']);
       expect(submitted.code, submitted.stderr).toBe(0);
       const id = submitted.stdout.trim();
-      await waitForJob(world.services, id, (record) => record.shardsWritten >= 1);
+      await waitForJob(world.services, id, (record) => record.shardsWritten >= shards);
+      await run(id, output, () => world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } }));
+      const embedded = buildCorpus('data/', { textLines: 400 }).expected.filter((line) => line.kind === 'text').length;
+      expect((await world.services.corpora.get(id))!.rowsEmbedded).toBe(embedded);
+      const rows = await queryParquet(`SELECT count(*) AS n, count(DISTINCT row) AS distinct_rows, min(len(dense)) AS low FROM read_parquet('${output}/part-*.parquet')`);
+      expect(rows).toEqual([{ n: BigInt(embedded), distinct_rows: BigInt(embedded), low: 64n }]);
+    } finally {
+      await pool.close();
+      await removeFolder(output);
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });
+    }
+  };
+
+  it('fails a job whose shard file was deleted while it ran as STORAGE_ERROR at once, and retry writes that shard again (finalize failed 14 times over 8 minutes, and retry the same)', async () => {
+    await withJobMidway(1, async (id, output, fastAgain) => {
       // A written shard, not the temp file of one still being written (shards finish in any order):
       // deleting that one only made its write retry, and the job completed.
       const [written] = (await readdir(output)).filter((name) => /^part-\d+\.parquet$/.test(name));
       await rm(path.join(output, written!));
       const deletedAt = Date.now();
-      world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } });
+      fastAgain();
       const failed = await waitForJob(world.services, id);
       expect(Date.now() - deletedAt).toBeLessThan(15_000);
       expect(failed).toMatchObject({ state: 'failed', errorCode: 'STORAGE_ERROR' });
@@ -245,28 +264,13 @@ describe('failures that stop a job, and bad input', () => {
 
       expect((await runEmbedq(world.env, ['retry', id])).code).toBe(0);
       expect((await waitForJob(world.services, id)).state).toBe('completed');
-      const embedded = buildCorpus('data/', { textLines: 400 }).expected.filter((line) => line.kind === 'text').length;
-      const rows = await queryParquet(`SELECT count(*) AS n, count(DISTINCT row) AS distinct_rows, min(len(dense)) AS low FROM read_parquet('${output}/part-*.parquet')`);
-      expect(rows).toEqual([{ n: BigInt(embedded), distinct_rows: BigInt(embedded), low: 64n }]);
-    } finally {
-      await pool.close();
-      await removeFolder(output);
-      world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });
-    }
+    });
   });
 
   it('a retry writes again the written shards removed or replaced while the job stood cancelled, in one pass (it failed at finalize, and a second retry was needed)', async () => {
-    world.emulator.setFaults({ latencyMs: { min: 300, median: 400, p99: 600 } });
-    const output = await mkdtemp(path.join(tmpdir(), 'embedq-gone-while-stopped-'));
-    const pool = startWorkers(world.services, { concurrency: 2 });
-    try {
-      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', output, '--shard-rows', '50', '--dimension', '64']);
-      expect(submitted.code, submitted.stderr).toBe(0);
-      const id = submitted.stdout.trim();
-      await waitForJob(world.services, id, (record) => record.shardsWritten >= 2);
+    await withJobMidway(2, async (id, output, fastAgain) => {
       expect((await runEmbedq(world.env, ['cancel', id])).code).toBe(0);
-      const cancelled = await waitForJob(world.services, id);
-      expect(cancelled.state).toBe('cancelled');
+      expect((await waitForJob(world.services, id)).state).toBe('cancelled');
       // Every file the ledger holds is in place now (a cancel lets the writes in flight finish).
       const shards = (await readdir(output)).filter((name) => /^part-\d+\.parquet$/.test(name)).sort();
       expect(shards.length).toBeGreaterThanOrEqual(2);
@@ -274,21 +278,13 @@ describe('failures that stop a job, and bad input', () => {
       await rm(path.join(output, shards[0]!));
       await writeFile(path.join(output, shards[1]!), 'not the shard');
 
-      world.emulator.setFaults({ latencyMs: { min: 5, median: 10, p99: 20 } });
+      fastAgain();
       const retried = await runEmbedq(world.env, ['retry', id]);
       expect(retried.code, retried.stderr).toBe(0);
       expect(retried.stderr).toContain(`written shards gone from the output, to be written again: ${shards[0]}, ${shards[1]}`);
       const record = await waitForJob(world.services, id);
       expect(record.state, record.error ?? '').toBe('completed');
-      const embedded = buildCorpus('data/', { textLines: 400 }).expected.filter((line) => line.kind === 'text').length;
-      expect(record.rowsEmbedded).toBe(embedded);
-      const rows = await queryParquet(`SELECT count(*) AS n, count(DISTINCT row) AS distinct_rows, min(len(dense)) AS low FROM read_parquet('${output}/part-*.parquet')`);
-      expect(rows).toEqual([{ n: BigInt(embedded), distinct_rows: BigInt(embedded), low: 64n }]);
-    } finally {
-      await pool.close();
-      await removeFolder(output);
-      world.emulator.setFaults({ latencyMs: { min: 20, median: 30, p99: 60 } });
-    }
+    });
   });
 
   /** Workers against a provider that answers every request with a 500 until `run` turns it back on. */
