@@ -37,7 +37,7 @@ export interface Services {
   rateGate(model: ModelName): RateGate;
   /**
    * The same shared gate read with another process's pacing (a live worker's, from its heartbeat):
-   * its key and limits. For reading its state; not kept.
+   * its key and limits. For reading its state; one per model and pacing.
    */
   rateGateAs(model: ModelName, pacing: WorkerPacing): RateGate;
   /** The rate gates made so far (one per model), e.g. to release their queued callers on shutdown. */
@@ -117,6 +117,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   const shardEncoder = new ShardEncoder();
   releasers.push(() => shardEncoder.close());
   const gates = new Map<ModelName, RateGate>();
+  const gatesAs = new Map<string, RateGate>();
   const makeGate = (model: ModelName, pacing: Pick<Settings['dashscope'], 'baseUrl' | 'requestsPerMinute' | 'tokensPerMinute' | 'reserve' | 'targetUtilization'>): RateGate =>
     new RateGate(
       redis,
@@ -151,13 +152,21 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
       return gate;
     },
     rateGateAs(model, pacing) {
-      return makeGate(model, {
-        baseUrl: pacing.baseUrl,
-        requestsPerMinute: modelLimit(pacing.requestsPerMinute, model),
-        tokensPerMinute: modelLimit(pacing.tokensPerMinute, model),
-        reserve: pacing.reserve,
-        targetUtilization: pacing.targetUtilization,
-      });
+      // Kept per model and pacing: a gate defines its scripts on the client, and the dashboard
+      // reads the gates at every refresh and scrape (a new gate each time grew the client for good).
+      const key = JSON.stringify([model, pacing.baseUrl, pacing.requestsPerMinute, pacing.tokensPerMinute, pacing.reserve, pacing.targetUtilization]);
+      let gate = gatesAs.get(key);
+      if (!gate) {
+        gate = makeGate(model, {
+          baseUrl: pacing.baseUrl,
+          requestsPerMinute: modelLimit(pacing.requestsPerMinute, model),
+          tokensPerMinute: modelLimit(pacing.tokensPerMinute, model),
+          reserve: pacing.reserve,
+          targetUtilization: pacing.targetUtilization,
+        });
+        gatesAs.set(key, gate);
+      }
+      return gate;
     },
     rateGates() {
       return [...gates.values()];

@@ -81,6 +81,10 @@ describe('workers whose pacing settings differ', () => {
       // The dashboard (this test's settings: no EMBEDQ_QPM) shows the gate the workers pace by.
       const v4 = snapshot.rates.find((rate) => rate.model === 'text-embedding-v4')!;
       expect(v4).toMatchObject({ configured: { requests: 1_200 }, pacedBy: 'workers' });
+      // One gate per model and pacing, read at every refresh: a gate defines its scripts on the
+      // Redis client, and a new one per read grew the dashboard's client for as long as it ran.
+      const pacing = (await liveWorkers(world.services.redis, world.services.settings.redisPrefix))[0]!.pacing!;
+      expect(world.services.rateGateAs('text-embedding-v4', { ...pacing })).toBe(world.services.rateGateAs('text-embedding-v4', pacing));
 
       // So does status from a shell without the workers' settings, even on another base URL:
       // read with the shell's own, it showed the default ceiling, and another gate's learned limit.
