@@ -278,7 +278,8 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     const wrong = await fetch(`${dashboard.url}/login`, { method: 'POST', body: new URLSearchParams({ token: 'nope' }), redirect: 'manual' });
     expect(wrong.status).toBe(401);
     // Only a path on the dashboard is followed or echoed: a browser reads `/\host` as `//host`.
-    for (const next of ['/\\evil.example.com/x', '//evil.example.com/x', '/\t/evil.example.com/x', 'https://evil.example.com/']) {
+    // `/.//evil.example.com` normalizes to the path `//evil.example.com`; `//` and `//[` answered 500, with or without the token.
+    for (const next of ['/\\evil.example.com/x', '//evil.example.com/x', '/\t/evil.example.com/x', 'https://evil.example.com/', '/.//evil.example.com', '//', '//[']) {
       const signIn = (token: string) => fetch(`${dashboard.url}/login`, { method: 'POST', body: new URLSearchParams({ token, next }), redirect: 'manual' });
       expect((await signIn(TOKEN)).headers.get('location'), next).toBe('/');
       expect(await (await signIn('nope')).text(), next).toContain('name="next" value="/"');

@@ -143,6 +143,14 @@ describe('dashboard login redirect', () => {
     ['/\t/evil.example.com/x', '/'],
     ['/\n/evil.example.com', '/'],
     ['/%5Cevil.example.com', '/%5Cevil.example.com'],
+    // Normalized to the path `//evil.com`, which a Location header sends off-site.
+    ['/.//evil.com', '/'],
+    ['/..//evil.com', '/'],
+    ['/a/..//evil.com', '/'],
+    ['/a//b', '/a//b'],
+    // The URL parser refuses these: the login answered 500, with or without the token.
+    ['//', '/'],
+    ['//[', '/'],
   ])('next %j goes to %j', (next, path) => expect(loginRedirectPath(next)).toBe(path));
 });
 

@@ -16,14 +16,22 @@ export function isLoopbackHost(host: string): boolean {
 /**
  * Where the login form may send the browser back to: a path on this dashboard, else `/`. Browsers
  * read `\` as `/` and drop tabs and newlines in a URL, so `/\evil.example` led off-site where a
- * check for a leading `//` saw a path.
+ * check for a leading `//` saw a path. The normalized path may start with `//` too (`/.//evil.com`
+ * is the path `//evil.com`, which a Location header sends off-site), and a value the URL parser
+ * refuses (`//`) answered 500, before the token was checked.
  */
 export function loginRedirectPath(next: string | undefined): string {
   if (!next?.startsWith('/') || /[\\\u0000-\u001f\u007f]/.test(next)) return '/';
   const base = new URL('http://dashboard.invalid');
-  const url = new URL(next, base);
+  let url: URL;
+  try {
+    url = new URL(next, base);
+  } catch {
+    return '/';
+  }
+  if (url.origin !== base.origin || url.pathname.startsWith('//')) return '/';
   // The normalized form: percent-encoded, so a Location header can always carry it.
-  return url.origin === base.origin ? `${url.pathname}${url.search}${url.hash}` : '/';
+  return `${url.pathname}${url.search}${url.hash}`;
 }
 
 const sameSecret = (a: string, b: string): boolean => {
