@@ -10,7 +10,7 @@ import type { Logger } from '../src/logger.js';
 import { instrumentEmbeddingClient } from '../src/metrics/instrumented-client.js';
 import { MetricsRecorder } from '../src/metrics/metrics-recorder.js';
 import { MODELS, type ModelName } from '../src/models.js';
-import { modelLimit, type WorkerPacing } from '../src/rate/fleet-pacing.js';
+import { modelLimit, pacingOf, type WorkerPacing } from '../src/rate/fleet-pacing.js';
 import { RateGate, rateGateKey } from '../src/rate/rate-gate.js';
 import { createRedisClient, describeRedisTarget, type ConnectionOptions, type RedisClient, type RedisTarget } from '../src/redis/redis-client.js';
 import { RedisOutageLog } from '../src/redis/redis-outage-log.js';
@@ -37,7 +37,7 @@ export interface Services {
   rateGate(model: ModelName): RateGate;
   /**
    * The same shared gate read with another process's pacing (a live worker's, from its heartbeat):
-   * its key and limits. For reading its state; one per model and pacing.
+   * its key and limits. For reading its state. `rateGate(model)` is this with this process's own.
    */
   rateGateAs(model: ModelName, pacing: WorkerPacing): RateGate;
   /** The rate gates made so far (one per model), e.g. to release their queued callers on shutdown. */
@@ -116,18 +116,31 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
 
   const shardEncoder = new ShardEncoder();
   releasers.push(() => shardEncoder.close());
-  const gates = new Map<ModelName, RateGate>();
-  const gatesAs = new Map<string, RateGate>();
-  const makeGate = (model: ModelName, pacing: Pick<Settings['dashscope'], 'baseUrl' | 'requestsPerMinute' | 'tokensPerMinute' | 'reserve' | 'targetUtilization'>): RateGate =>
-    new RateGate(
-      redis,
-      rateGateKey(settings.redisPrefix, model, pacing.baseUrl),
-      {
-        requestsPerMinute: pacing.requestsPerMinute ?? MODELS[model].defaultRequestsPerMinute,
-        tokensPerMinute: pacing.tokensPerMinute ?? MODELS[model].defaultTokensPerMinute,
-      },
-      { targetUtilization: pacing.targetUtilization, reserve: pacing.reserve, learnedTtlMs: settings.dashscope.learnedLimitTtlMs },
-    );
+  /**
+   * One gate per model and pacing: a gate defines its scripts on the client, and the dashboard
+   * reads the fleet's gates at every refresh and scrape (a new gate each time grew the client for
+   * good). This process's own gates are those of its own pacing, as it publishes it.
+   */
+  const gates = new Map<string, RateGate>();
+  const gateFor = (model: ModelName, pacing: WorkerPacing): RateGate => {
+    const key = JSON.stringify([model, pacing.baseUrl, pacing.requestsPerMinute, pacing.tokensPerMinute, pacing.reserve, pacing.targetUtilization]);
+    let gate = gates.get(key);
+    if (!gate) {
+      gate = new RateGate(
+        redis,
+        rateGateKey(settings.redisPrefix, model, pacing.baseUrl),
+        {
+          requestsPerMinute: modelLimit(pacing.requestsPerMinute, model) ?? MODELS[model].defaultRequestsPerMinute,
+          tokensPerMinute: modelLimit(pacing.tokensPerMinute, model) ?? MODELS[model].defaultTokensPerMinute,
+        },
+        { targetUtilization: pacing.targetUtilization, reserve: pacing.reserve, learnedTtlMs: settings.dashscope.learnedLimitTtlMs },
+      );
+      gates.set(key, gate);
+    }
+    return gate;
+  };
+  const ownPacing = pacingOf(settings.dashscope);
+  const ownGates = new Map<ModelName, RateGate>();
   let s3Client: S3Client | undefined;
   const workerConnections: RedisClient[] = [];
 
@@ -144,32 +157,17 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
     shardEncoder,
     redisOutage,
     rateGate(model) {
-      let gate = gates.get(model);
+      // Looked up per batch: by model alone.
+      let gate = ownGates.get(model);
       if (!gate) {
-        gate = makeGate(model, settings.dashscope);
-        gates.set(model, gate);
+        gate = gateFor(model, ownPacing);
+        ownGates.set(model, gate);
       }
       return gate;
     },
-    rateGateAs(model, pacing) {
-      // Kept per model and pacing: a gate defines its scripts on the client, and the dashboard
-      // reads the gates at every refresh and scrape (a new gate each time grew the client for good).
-      const key = JSON.stringify([model, pacing.baseUrl, pacing.requestsPerMinute, pacing.tokensPerMinute, pacing.reserve, pacing.targetUtilization]);
-      let gate = gatesAs.get(key);
-      if (!gate) {
-        gate = makeGate(model, {
-          baseUrl: pacing.baseUrl,
-          requestsPerMinute: modelLimit(pacing.requestsPerMinute, model),
-          tokensPerMinute: modelLimit(pacing.tokensPerMinute, model),
-          reserve: pacing.reserve,
-          targetUtilization: pacing.targetUtilization,
-        });
-        gatesAs.set(key, gate);
-      }
-      return gate;
-    },
+    rateGateAs: gateFor,
     rateGates() {
-      return [...gates.values()];
+      return [...ownGates.values()];
     },
     s3() {
       if (!s3Client) {
