@@ -1,4 +1,4 @@
-import { liveWorkers, type WorkerView } from '../src/metrics/read-metrics.js';
+import type { WorkerView } from '../src/metrics/read-metrics.js';
 import type { ModelName } from '../src/models.js';
 import { sharedPacing } from '../src/rate/fleet-pacing.js';
 import type { GateState } from '../src/rate/rate-gate.js';
@@ -12,14 +12,14 @@ export type PacedBy = 'workers' | 'no-live-worker' | 'workers-differ' | 'workers
  * its key (per base URL) are each worker's own settings: read with the reader's, a shell without
  * the workers' EMBEDQ_QPM showed the default ceiling, and one with another DASHSCOPE_BASE_URL
  * another gate, "learned none". So the live workers' settings (from their heartbeats) are used
- * when they agree, and the reader's own otherwise, saying so.
+ * when they agree (`live`: the live workers, as liveWorkers reads them), and the reader's own
+ * otherwise, saying so.
  */
 export async function readFleetGate(
-  services: Pick<Services, 'redis' | 'settings' | 'rateGate' | 'rateGateAs'>,
+  services: Pick<Services, 'rateGate' | 'rateGateAs'>,
   model: ModelName,
-  workers?: readonly WorkerView[],
+  live: readonly WorkerView[],
 ): Promise<{ state: GateState; pacedBy: PacedBy }> {
-  const live = workers ?? (await liveWorkers(services.redis, services.settings.redisPrefix));
   const pacing = sharedPacing(live);
   if (pacing) return { state: await services.rateGateAs(model, pacing).state(), pacedBy: 'workers' };
   const pacedBy = live.length === 0 ? 'no-live-worker' : live.some((worker) => worker.pacing !== undefined) ? 'workers-differ' : 'workers-unknown';
