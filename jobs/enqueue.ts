@@ -7,7 +7,7 @@ import type { JobOptions } from '../src/job-options.js';
 import { openStore, parseLocation } from '../src/storage/locations.js';
 import type { CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
-import { checkOutputWritable, clearPreviousRun, findPreviousRun, type OutputLocation } from './output-files.js';
+import { checkOutputWritable, clearPreviousRun, findPreviousRun, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
 import { CORPUS_JOB_ID, JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
 import type { ShardStats } from './shard-ledger.js';
@@ -192,9 +192,5 @@ async function writtenShardsGone(deps: SubmitDeps, corpusJobId: string): Promise
   const record = await deps.corpora.get(corpusJobId);
   if (!record || (record.state !== 'failed' && record.state !== 'cancelled')) return [];
   const written = await deps.corpora.ledger.stats(corpusJobId);
-  if (written.length === 0) return [];
-  const output = openOutputLocation(record.options.output, deps.s3);
-  const sizes = new Map<string, number>();
-  for await (const object of output.store.list(output.prefix)) sizes.set(object.key.slice(output.prefix.length), object.sizeBytes);
-  return written.filter((shard) => sizes.get(shard.file) !== shard.bytes);
+  return (await shardFilesOutOfPlace(openOutputLocation(record.options.output, deps.s3), written)).map(({ shard }) => shard);
 }

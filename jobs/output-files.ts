@@ -4,6 +4,7 @@ import { StorageError } from '../src/errors.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
 import { DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, isShardFile, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 import { OutputTakenError } from './job-errors.js';
+import type { ShardStats } from './shard-ledger.js';
 
 /**
  * The files a run leaves directly under its output prefix. Deeper keys belong to other outputs
@@ -13,6 +14,17 @@ import { OutputTakenError } from './job-errors.js';
 export interface OutputLocation {
   store: ObjectStore;
   prefix: string;
+}
+
+/**
+ * The written shards whose files are not in the output as the ledger recorded them: missing, or of
+ * another size (`found`: the size there). One listing of the output, not a request per shard.
+ */
+export async function shardFilesOutOfPlace(output: OutputLocation, shards: readonly ShardStats[]): Promise<Array<{ shard: ShardStats; found: number | undefined }>> {
+  if (shards.length === 0) return [];
+  const sizes = new Map<string, number>();
+  for await (const object of output.store.list(output.prefix)) sizes.set(object.key.slice(output.prefix.length), object.sizeBytes);
+  return shards.filter((shard) => sizes.get(shard.file) !== shard.bytes).map((shard) => ({ shard, found: sizes.get(shard.file) }));
 }
 
 /** Files that show an earlier run wrote here: any `part-*`, `_manifest.json`, `_SUCCESS` or `_delta/` file. */

@@ -1,5 +1,5 @@
 import { JobStateLostError } from '../jobs/job-errors.js';
-import { assertNoOtherJobsRun, manifestJobId } from '../jobs/output-files.js';
+import { assertNoOtherJobsRun, manifestJobId, shardFilesOutOfPlace } from '../jobs/output-files.js';
 import type { FinalizeJobPayload } from '../jobs/payloads.js';
 import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ShardStats } from '../jobs/shard-ledger.js';
@@ -165,18 +165,12 @@ async function assertShardFilesInPlace(
   shards: ShardStats[],
   output: { store: ObjectStore; prefix: string },
 ): Promise<void> {
-  const wrong: { shard: number; problem: string }[] = [];
-  for (const shard of shards) {
-    const found = await output.store.stat(output.prefix + shard.file);
-    if (found?.sizeBytes !== shard.bytes) {
-      wrong.push({ shard: shard.shard, problem: `${shard.file} is ${found ? `${found.sizeBytes} bytes` : 'missing'} (${shard.bytes} bytes were written)` });
-    }
-  }
+  const wrong = await shardFilesOutOfPlace(output, shards);
   if (wrong.length === 0) return;
   // Not forgotten: the job was stopped or retried meanwhile, and this step has nothing to say.
-  const forgotten = await services.corpora.ledger.forget(record.id, generation, wrong.map(({ shard }) => shard));
+  const forgotten = await services.corpora.ledger.forget(record.id, generation, wrong.map(({ shard }) => shard.shard));
   if (!forgotten) throw new StaleStepError(`job ${record.id} no longer runs in generation ${generation}`);
-  const problems = wrong.map(({ problem }) => problem).join(', ');
+  const problems = wrong.map(({ shard, found }) => `${shard.file} is ${found === undefined ? 'missing' : `${found} bytes`} (${shard.bytes} bytes were written)`).join(', ');
   throw new StorageError(
     `${problems} in ${record.options.output}: removed or replaced while the job ran (a cleanup, an S3 lifecycle rule, another program writing there). \`embedq retry ${record.id}\` writes ${wrong.length === 1 ? 'that shard' : 'those shards'} again`,
   );
