@@ -2,6 +2,8 @@
  * Where corpus job state lives in Redis, under `<prefix>:`
  *
  *   jobs                 ZSET  corpus job id → creation time (ms); a job's keys go after its retention
+ *   jobs:active          ZSET  the queued and running ones among them (same scores): the dashboard
+ *                              shows every one, however many newer jobs there are
  *   job:<id>             HASH  options (JSON), state, generation, times, counters, lease (key)
  *   job:<id>:shard:<k>   HASH  a shard's buffer: b:<n> → encoded batch, e:<n> → error records (JSON),
  *                              expected (batches in the shard), done, meta (JSON), tokens, rejected
@@ -17,6 +19,9 @@ export class CorpusKeys {
 
   get jobs(): string {
     return `${this.prefix}:jobs`;
+  }
+  get activeJobs(): string {
+    return `${this.prefix}:jobs:active`;
   }
   job(id: string): string {
     return `${this.prefix}:job:${id}`;

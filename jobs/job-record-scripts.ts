@@ -4,14 +4,14 @@ import { ENDING_LEASE_MS, ENDING_PREFIX } from './output-lease.js';
 
 /** The Lua scripts of job-record.ts: every state change of a job record is one of these. */
 
-// KEYS: job, open, the n open buffers, then the lease if the job has one. ARGV: new state,
+// KEYS: job, open, active jobs, the n open buffers, then the lease if the job has one. ARGV: new state,
 // allowed-from (comma list), error, errorCode, time field (set to Redis's now), n, generation
 // ('' = any), job id, then the n open shard numbers. Returns 1 if changed, 0 if not, 2 if changed
 // with shards still open that the caller did not list (OpenBuffers.dropLeftovers drops them), 3 if
 // a cancel met a finalize in progress (CLAIM_FINALIZE).
 export const TRANSITION = `${CURRENT_LUA}${REDIS_NOW_LUA}${DROP_BUFFERS_LUA}
 local n = tonumber(ARGV[6])
-local lease = KEYS[3 + n]
+local lease = KEYS[4 + n]
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return 0 end
 local generation = tonumber(redis.call('HGET', KEYS[1], 'generation'))
@@ -23,7 +23,10 @@ local finalizing = redis.call('HGET', KEYS[1], 'finalizing')
 if ARGV[1] == 'cancelled' and finalizing and tonumber(finalizing) == generation then return 3 end
 local ending = ARGV[1] == 'completed' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled'
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
-if ending then redis.call('HDEL', KEYS[1], 'finalizing') end
+if ending then
+  redis.call('HDEL', KEYS[1], 'finalizing')
+  redis.call('ZREM', KEYS[3], ARGV[8])
+end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3], 'errorCode', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], now_ms()) end
 if ending and lease and redis.call('GET', lease) == ARGV[8] then
@@ -34,18 +37,18 @@ if ending and lease and redis.call('GET', lease) == ARGV[8] then
 end
 if ending then
   -- Buffers of shards still open are of no use to a job that failed or was cancelled.
-  if ARGV[1] ~= 'completed' and drop_buffers(KEYS[2], 3, n, 9) > 0 then return 2 end
+  if ARGV[1] ~= 'completed' and drop_buffers(KEYS[2], 4, n, 9) > 0 then return 2 end
 end
 return 1
 `;
 
-// KEYS: job, open, shards (written), the n open buffers, then the lease and the output's last
-// taker if any. ARGV: job id, n, the n open shard numbers, then m and m written shards whose files
+// KEYS: job, open, shards (written), active jobs, the n open buffers, then the lease and the
+// output's last taker if any. ARGV: job id, n, the n open shard numbers, then m and m written shards whose files
 // are gone from the output. Returns {generation} or {0, reason, holder}.
 export const RESTART = `${DROP_BUFFERS_LUA}
 local n = tonumber(ARGV[2])
-local lease = KEYS[4 + n]
-local taken = KEYS[5 + n]
+local lease = KEYS[5 + n]
+local taken = KEYS[6 + n]
 local s = redis.call('HGET', KEYS[1], 'state')
 if not s then return {0, 'missing', ''} end
 if s ~= 'failed' and s ~= 'cancelled' then return {0, s, ''} end
@@ -56,7 +59,7 @@ if holder and holder ~= ARGV[1] and holder ~= '${ENDING_PREFIX}' .. ARGV[1] then
 local taker = taken and redis.call('GET', taken)
 if taker and taker ~= ARGV[1] then return {0, 'taken', taker} end
 -- The new generation's buffers use the same keys: none of the old may survive.
-if drop_buffers(KEYS[2], 4, n, 3) > 0 then return {0, '${STALE_OPEN_BUFFERS}', ''} end
+if drop_buffers(KEYS[2], 5, n, 3) > 0 then return {0, '${STALE_OPEN_BUFFERS}', ''} end
 if lease then redis.call('SET', lease, ARGV[1]) end
 if taken then redis.call('SET', taken, ARGV[1]) end
 -- Written shards whose files went while the job stood stopped (a cleanup between cancel and retry)
@@ -89,6 +92,7 @@ if ran[1] and ranFrom then redis.call('HINCRBY', KEYS[1], 'activeMs', math.max(0
 local failure = redis.call('HMGET', KEYS[1], 'errorCode', 'error', 'reuseError')
 if failure[1] == 'REUSE_UNAVAILABLE' and not failure[3] then redis.call('HSET', KEYS[1], 'reuseError', failure[2]) end
 redis.call('HDEL', KEYS[1], 'error', 'errorCode', 'finishedAt', 'totalLines', 'totalShards', 'rejectStreak', 'rowsDeleted', 'lastRetry', 'lastRetryAt', 'finalizing', 'resumedAt')
+redis.call('ZADD', KEYS[4], tonumber(redis.call('HGET', KEYS[1], 'createdAt') or '0'), ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'batchesTotal', c.batches, 'batchesDone', c.batches,
   'rowsEmbedded', c.rows, 'rowsFailed', c.errors, 'rowsBlank', c.blank, 'rowsTruncated', c.truncated,
   'tokens', c.tokens, 'shardsWritten', c.n, 'rowsReused', c.reused, 'rowsNew', c.new, 'rowsChanged', c.changed,
@@ -145,8 +149,8 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 `;
 
-// KEYS: job, written shards, pins, object ends, shard starts, open, jobs index, the n open
-// buffers, then the output's last taker if the job had a lease. ARGV: job id, cutoff (ms), n.
+// KEYS: job, written shards, pins, object ends, shard starts, open, jobs index, active jobs, the n
+// open buffers, then the output's last taker if the job had a lease. ARGV: job id, cutoff (ms), n.
 // Removes a job that ended before the cutoff (or whose record is gone), with every key of it left
 // after its end: a job whose record Redis lost left its shard buffers (~60 MB each at the
 // defaults) for good. Returns 1 if removed.
@@ -157,11 +161,12 @@ if h[1] then
   if tonumber(h[2] or '0') >= tonumber(ARGV[2]) then return 0 end
 end
 local n = tonumber(ARGV[3])
-for i = 0, n - 1 do redis.call('DEL', KEYS[8 + i]) end
+for i = 0, n - 1 do redis.call('DEL', KEYS[9 + i]) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 redis.call('ZREM', KEYS[7], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
 -- The output's last taker, if it is this job, goes with its record.
-local taken = KEYS[8 + n]
+local taken = KEYS[9 + n]
 if taken and redis.call('GET', taken) == ARGV[1] then redis.call('DEL', taken) end
 return 1
 `;

@@ -132,6 +132,7 @@ export class JobRecords {
         ...(extra.leaseKey ? { lease: extra.leaseKey } : {}),
       })
       .zadd(this.keys.jobs, now, id)
+      .zadd(this.keys.activeJobs, now, id)
       .exec();
   }
 
@@ -141,7 +142,7 @@ export class JobRecords {
    * these commands, which only free memory, it still takes.
    */
   async discard(id: string): Promise<void> {
-    await this.redis.multi().del(this.keys.job(id)).zrem(this.keys.jobs, id).exec();
+    await this.redis.multi().del(this.keys.job(id)).zrem(this.keys.jobs, id).zrem(this.keys.activeJobs, id).exec();
   }
 
   /** The job's record, or undefined when Redis does not have it (never submitted, or Redis lost it). */
@@ -226,13 +227,33 @@ export class JobRecords {
     const [lease, open] = await Promise.all([this.redis.hget(this.keys.job(id), 'lease'), this.redis.smembers(this.keys.openShards(id))]);
     const taken = lease ? [this.keys.takenOf(lease)] : [];
     const buffers = open.map((shard) => this.keys.shard(id, Number(shard)));
-    const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id), this.keys.openShards(id), this.keys.jobs, ...buffers, ...taken];
+    const keys = [this.keys.job(id), this.keys.writtenShards(id), this.keys.pins(id), this.keys.objectEnds(id), this.keys.shardStarts(id), this.keys.openShards(id), this.keys.jobs, this.keys.activeJobs, ...buffers, ...taken];
     return (await this.scripts.prune(keys, id, endedBefore, buffers.length)) as number;
   }
 
   /** Newest first. */
   async list(limit = 50): Promise<CorpusJobRecord[]> {
-    const ids = await this.redis.zrevrange(this.keys.jobs, 0, limit - 1);
+    return this.read(await this.redis.zrevrange(this.keys.jobs, 0, limit - 1));
+  }
+
+  /**
+   * The queued and running jobs, newest first, however old: a running job fell out of the newest
+   * 50 once a schedule had fired 50 times since it started, and the dashboard lost sight of it.
+   * An older version's workers end jobs without taking them out of the index: ended ones are left out here.
+   */
+  async listActive(): Promise<CorpusJobRecord[]> {
+    const records = await this.read(await this.redis.zrevrange(this.keys.activeJobs, 0, -1));
+    return records.filter((record) => record.state === 'queued' || record.state === 'running');
+  }
+
+  /** The newest `limit` jobs and, after them, every older one still queued or running: newest first. */
+  async listWithActive(limit = 50): Promise<CorpusJobRecord[]> {
+    const [newest, active] = await Promise.all([this.list(limit), this.listActive()]);
+    const shown = new Set(newest.map((record) => record.id));
+    return [...newest, ...active.filter((record) => !shown.has(record.id))];
+  }
+
+  private async read(ids: readonly string[]): Promise<CorpusJobRecord[]> {
     const records = await Promise.all(ids.map((id) => this.get(id)));
     return records.filter((record): record is CorpusJobRecord => record !== undefined);
   }
@@ -287,7 +308,7 @@ export class JobRecords {
       const { buffers, shards, lease } = await this.openBuffers.declared(id);
       const taken = lease.map((key) => this.keys.takenOf(key));
       const result = (await this.scripts.restart(
-        [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), ...buffers, ...lease, ...taken],
+        [this.keys.job(id), this.keys.openShards(id), this.keys.writtenShards(id), this.keys.activeJobs, ...buffers, ...lease, ...taken],
         id,
         shards.length,
         ...shards,
@@ -349,7 +370,7 @@ export class JobRecords {
     const drop = to === 'failed' || to === 'cancelled';
     const { buffers, shards, lease } = await this.openBuffers.declared(id, drop);
     const changed = await this.scripts.transition(
-      [this.keys.job(id), this.keys.openShards(id), ...buffers, ...lease],
+      [this.keys.job(id), this.keys.openShards(id), this.keys.activeJobs, ...buffers, ...lease],
       to,
       from.join(','),
       fields.error ?? '',

@@ -65,7 +65,7 @@ export const METRICS = define({
     type: 'gauge',
     labels: [],
   },
-  corpusJobs: { name: 'embedq_corpus_jobs', help: 'Corpus jobs by state (the newest 1,000).', type: 'gauge', labels: ['state'] },
+  corpusJobs: { name: 'embedq_corpus_jobs', help: 'Corpus jobs by state: every queued and running one, the ended ones among the newest 1,000.', type: 'gauge', labels: ['state'] },
   rateConfigured: {
     name: 'embedq_rate_configured_per_minute',
     help: 'Configured account limit per model (unit: requests or tokens per minute).',

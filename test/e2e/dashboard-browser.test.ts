@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,6 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { submitCorpusJob } from '../../jobs/enqueue.js';
 import { QUEUES } from '../../jobs/queues.js';
 import { parseJobOptions } from '../../src/job-options.js';
+import { freePort } from '../../src/redis/private-redis.js';
+import { sleep } from '../../src/sleep.js';
+import { buildDashboard } from '../../workers/dashboard/server.js';
 import { startWorkers, type WorkerPool } from '../../workers/start-workers.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { startDashboard } from '../support/dashboard.js';
@@ -125,5 +129,52 @@ describe.skipIf(SKIP)('dashboard in a real browser', () => {
     // Bull Board's React app lists the three queues once it has loaded its API.
     for (const queue of Object.values(QUEUES)) await page.getByText(queue, { exact: true }).first().waitFor({ timeout: 15_000 });
     await page.screenshot({ path: path.join(ARTIFACTS, 'bull-board.png') });
+  });
+
+  // The browser gives up on an event stream for good at any answer but 200: the page said
+  // "reconnecting…" forever after a proxy's 502 during a restart, or once the token changed.
+  it('reconnects after a proxy answered 502 while the dashboard restarted, and signs in again once the token changed', { timeout: 90_000 }, async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const serve = async (token: string) => {
+      const served = await buildDashboard(world.services, { host: '127.0.0.1', token, refreshMs: 500 });
+      await served.app.listen({ host: '127.0.0.1', port });
+      return served.app;
+    };
+    let app = await serve(TOKEN);
+    // The test before signed in on 127.0.0.1 (cookies ignore the port): start signed out.
+    await browser.clearCookies();
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${url}/`);
+      await page.fill('input[name="token"]', TOKEN);
+      await Promise.all([page.waitForURL(`${url}/`), page.click('button[type="submit"]')]);
+      await page.waitForSelector('#updated:has-text("updated")', { timeout: 10_000 });
+      let reloads = 0;
+      page.on('load', () => (reloads += 1));
+
+      // The dashboard restarts behind a proxy: 502 for a few seconds, then the dashboard again.
+      await app.close();
+      const proxy = createServer((_request, response) => response.writeHead(502).end('Bad Gateway'));
+      await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
+      await page.waitForSelector('#updated:has-text("reconnecting")', { timeout: 15_000 });
+      await sleep(3_000);
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      proxy.closeAllConnections();
+      app = await serve(TOKEN);
+      await page.waitForSelector('#updated:has-text("updated")', { timeout: 30_000 });
+      expect(reloads).toBe(0);
+
+      // The token rotated: the stream's 401 leads to the login form, not to "reconnecting…" forever.
+      await app.close();
+      app = await serve('rotated-token-9b1e');
+      await page.waitForSelector('input[name="token"]', { timeout: 45_000 });
+      await page.fill('input[name="token"]', 'rotated-token-9b1e');
+      await Promise.all([page.waitForURL(`${url}/`), page.click('button[type="submit"]')]);
+      await page.waitForSelector('#updated:has-text("updated")', { timeout: 10_000 });
+    } finally {
+      await page.close();
+      await app.close();
+    }
   });
 });

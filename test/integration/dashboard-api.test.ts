@@ -265,7 +265,32 @@ describe('dashboard: JSON API, /metrics and security against a real job', () => 
     }
     expect((await fetch(`${dashboard.url}/api/jobs/x/cancel`, { method: 'POST' })).status).toBe(401);
     expect((await get('/healthz', {})).status).toBe(200);
+    expect((await get('/livez', {})).status).toBe(200);
     expect((await get('/favicon.ico', {})).status).toBe(204);
+    // The scheme's name in any case (RFC 9110); `bearer` was refused.
+    expect((await get('/api/jobs', { authorization: `bearer ${TOKEN}` })).status).toBe(200);
+    // No page may be framed by another site (clickjacking the cancel button).
+    for (const path of ['/', '/api/jobs', '/queues', '/login']) {
+      const response = await get(path, path === '/login' ? {} : auth);
+      expect(response.headers.get('x-frame-options'), path).toBe('DENY');
+      expect(response.headers.get('content-security-policy'), path).toBe("frame-ancestors 'none'");
+    }
+    // The login form leads back to the whole URL asked for, its query included (it was dropped).
+    const asked = '/queues/queue/split?status=failed&page=2';
+    const form = await (await get(asked, { accept: 'text/html' })).text();
+    expect(form).toContain('name="next" value="/queues/queue/split?status=failed&#38;page=2"');
+    const next = /name="next" value="([^"]*)"/.exec(form)![1]!.replace(/&#(\d+);/g, (_m, code: string) => String.fromCharCode(Number(code)));
+    const signedIn = await fetch(`${dashboard.url}/login`, { method: 'POST', body: new URLSearchParams({ token: TOKEN, next }), redirect: 'manual' });
+    expect(signedIn.headers.get('location')).toBe(asked);
+    expect(signedIn.headers.get('set-cookie')).not.toMatch(/;\s*Secure/i);
+    // Behind a proxy that ends TLS, the cookie is Secure (it never was: the dashboard itself serves http).
+    const proxied = await fetch(`${dashboard.url}/login`, {
+      method: 'POST',
+      headers: { 'x-forwarded-proto': 'https' },
+      body: new URLSearchParams({ token: TOKEN, next: '/' }),
+      redirect: 'manual',
+    });
+    expect(proxied.headers.get('set-cookie')).toMatch(/;\s*Secure/i);
     const login = await fetch(`${dashboard.url}/login`, {
       method: 'POST',
       body: new URLSearchParams({ token: TOKEN, next: '/' }),
@@ -383,5 +408,76 @@ describe('dashboard: /metrics in the text format, before and after the workers c
     expect(series(counted, shardWriteDuration.name)).toEqual(histogram(shardWriteDuration.name, shardWriteDuration.buckets, Array(11).fill(0), 0));
     expect(series(counted, requests.name)).toContainEqual([requests.name, { outcome: 'unavailable', status: '503' }, 1]);
     expect(series(counted, requests.name)).toContainEqual([requests.name, { outcome: 'ok', status: '200' }, 0]);
+  });
+});
+
+describe('dashboard: every queued or running job, however many newer ones there are', () => {
+  let world: World;
+  let dashboard: Awaited<ReturnType<typeof startDashboard>>;
+  beforeAll(async () => {
+    world = await startWorld();
+    dashboard = await startDashboard(world.services);
+  });
+  afterAll(async () => {
+    await dashboard?.close();
+    await world?.close();
+  });
+  const listed = async (): Promise<Array<Record<string, unknown>>> => (await fetch(`${dashboard.url}/api/jobs`)).json() as Promise<Array<Record<string, unknown>>>;
+
+  it('shows a running job behind 60 newer ended ones (page, API, metrics), one shape for any job, and follows cancel, retry and prune', async () => {
+    const { jobs } = world.services.corpora;
+    const options = (name: string) => parseJobOptions({ input: 's3://corpus/data/', output: `s3://out/${name}/` });
+    await jobs.create('cj-old-running', options('old'));
+    expect(await jobs.markRunning('cj-old-running', 0)).toBe(true);
+    await sleep(5);
+    const newer = Array.from({ length: 60 }, (_, index) => `cj-new-${String(index).padStart(3, '0')}`);
+    for (const id of newer) {
+      await jobs.create(id, options(id));
+      expect(await jobs.markFailed(id, 'failed on purpose', 'INTERNAL')).toBe(true);
+    }
+
+    // The newest 50, then the older job still running: before, it was not on the page at all once
+    // 50 newer jobs existed (a schedule every minute makes them in 50 minutes).
+    const shown = await listed();
+    expect(shown.map((job) => job.id)).toEqual([...newer.slice(10).reverse(), 'cj-old-running']);
+    expect(shown.at(-1)).toMatchObject({ state: 'running', linesDone: 0 });
+    const events = await fetch(`${dashboard.url}/api/events`);
+    const reader = events.body!.getReader();
+    let streamed = '';
+    while (!streamed.includes('\n\n')) streamed += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(streamed).toContain('"id":"cj-old-running"');
+
+    // A job older than the list answers in the list's shape (it was the stored record, with other fields).
+    const old = (await (await fetch(`${dashboard.url}/api/jobs/cj-new-000`)).json()) as Record<string, unknown>;
+    expect(Object.keys(old).sort()).toEqual(Object.keys(shown[0]!).sort());
+    expect(old).toMatchObject({ id: 'cj-new-000', state: 'failed', progress: null, error: 'failed on purpose', requests: 0 });
+    expect((await fetch(`${dashboard.url}/api/jobs/cj-never`)).status).toBe(404);
+
+    // Every running and queued job counts in the gauge, not only those among the newest.
+    const gauge = async (state: string) =>
+      parseStrictly(await (await fetch(`${dashboard.url}/metrics`)).text())
+        .get(METRICS.corpusJobs.name)!
+        .samples.find((sample) => sample.labels.state === state)!.value;
+    expect(await gauge('running')).toBe(1);
+    expect(await gauge('failed')).toBe(60);
+
+    // The index follows the job: out when it ends, back on retry, gone with its record.
+    const active = () => world.services.redis.zrange(`${world.services.settings.redisPrefix}:jobs:active`, 0, -1);
+    expect(await jobs.markCancelled('cj-old-running')).toBe('cancelled');
+    expect(await active()).toEqual([]);
+    expect((await listed()).map((job) => job.id)).not.toContain('cj-old-running');
+    expect(await jobs.restart('cj-old-running')).toEqual({ generation: 1 });
+    expect(await active()).toEqual(['cj-old-running']);
+    expect((await listed()).at(-1)).toMatchObject({ id: 'cj-old-running', state: 'queued' });
+    expect(await jobs.markCancelled('cj-old-running')).toBe('cancelled');
+    await jobs.restart('cj-old-running');
+    await jobs.discard('cj-old-running');
+    expect(await active()).toEqual([]);
+    await jobs.create('cj-pruned', options('pruned'));
+    expect(await jobs.markFailed('cj-pruned', 'x', 'INTERNAL')).toBe(true);
+    expect(await jobs.prune((await world.services.corpora.now()) + 1_000)).toBe(61);
+    expect(await active()).toEqual([]);
+    expect(await listed()).toEqual([]);
   });
 });

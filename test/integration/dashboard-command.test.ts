@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
+import { promisify } from 'node:util';
 import type { AddressInfo } from 'node:net';
 
 import { inject } from 'vitest';
@@ -7,6 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startPrivateRedis } from '../../src/redis/private-redis.js';
 import { sleep } from '../../src/sleep.js';
 import { runEmbedq, spawnEmbedq, stopProcess } from '../support/world.js';
+
+const execFileAsync = promisify(execFile);
 
 const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({
   PATH: process.env.PATH,
@@ -117,6 +121,47 @@ describe('embedq dashboard (the command)', () => {
       expect(lines.filter((line) => line.includes('"code":"REDIS_UNAVAILABLE"')), output.slice(before)).toHaveLength(1);
       expect(lines.length, output.slice(before)).toBeLessThanOrEqual(3);
       expect(output.slice(before)).not.toContain('"stack"');
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  it('answers 503 within 5 s and says so on the page while Redis keeps its connections but answers nothing, then recovers', { timeout: 60_000 }, async () => {
+    const redis = await startPrivateRedis();
+    try {
+      const child = spawnEmbedq(env({ REDIS_URL: redis.url }), ['dashboard', '--port', '0']);
+      started.push(child);
+      let output = '';
+      child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      await expect.poll(() => /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)?.[1], { timeout: 30_000 }).toBeDefined();
+      const address = /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)![1]!;
+      expect((await fetch(`${address}/api/jobs`)).status).toBe(200);
+      const events: string[] = [];
+      const stream = await fetch(`${address}/api/events`);
+      const reader = stream.body!.getReader();
+      void (async () => {
+        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) events.push(Buffer.from(chunk.value).toString());
+      })().catch(() => undefined);
+
+      // Connections stay open, no command is answered: a network that drops packets, a Redis
+      // swapping. Before, each endpoint answered ~20 s late and the page showed old figures as live.
+      await execFileAsync('redis-cli', ['-p', String(redis.port), 'CLIENT', 'PAUSE', '20000', 'ALL']);
+      const pausedAt = Date.now();
+      await Promise.all(
+        ['/api/jobs', '/api/jobs/cj-none', '/api/rates', '/api/schedules', '/metrics'].map(async (endpoint) => {
+          const response = await fetch(`${address}${endpoint}`, { signal: AbortSignal.timeout(15_000) });
+          expect(response.status, endpoint).toBe(503);
+          expect(Date.now() - pausedAt, endpoint).toBeLessThan(7_000);
+          expect(await response.json(), endpoint).toMatchObject({ code: 'REDIS_UNAVAILABLE', error: expect.stringContaining('Redis has not answered for 5 s') });
+        }),
+      );
+      expect((await fetch(`${address}/livez`)).status).toBe(200);
+      await expect.poll(() => events.join(''), { timeout: 10_000 }).toMatch(/"redisProblem":"not answering since [^"]+; the figures below are from /);
+      expect(Date.now() - pausedAt, 'the checks must run inside the pause').toBeLessThan(20_000);
+
+      await expect.poll(async () => (await fetch(`${address}/api/jobs`)).status, { timeout: 20_000 }).toBe(200);
+      await expect.poll(() => events.at(-1) ?? '', { timeout: 10_000 }).toContain('"redisProblem":null');
+      await reader.cancel();
     } finally {
       await redis.stop();
     }

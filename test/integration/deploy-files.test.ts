@@ -136,7 +136,9 @@ describe('deployment files agree with the code', () => {
     const container = dashboard.spec.template.spec.containers[0];
     const port = Number(flagValue(container.args, '--port'));
     expect(container.ports[0].containerPort).toBe(port);
-    expect(container.readinessProbe.httpGet.path).toBe('/healthz');
+    // Not /healthz, which is 503 while Redis is away: the page must stay up and say so.
+    expect(container.readinessProbe.httpGet.path).toBe('/livez');
+    expect(container.livenessProbe.httpGet.path).toBe('/livez');
     expect(service.spec.selector).toEqual(dashboard.spec.template.metadata.labels);
     expect(service.spec.ports[0].targetPort).toBe(container.ports[0].name);
     for (const key of Object.keys(find('ConfigMap', 'embedq-config').data)) expect(KNOWN_ENV, key).toContain(key);

@@ -41,7 +41,7 @@ describe('dropping open shard buffers with declared keys', () => {
 
     const transition = defineLuaScript(redis, TRANSITION);
     // The caller read the open set when only shard 0 was open.
-    const answer = await transition([store.keys.job(id), store.keys.openShards(id), store.keys.shard(id, 0)], 'cancelled', 'queued,running', 'x', 'CANCELLED', 'finishedAt', 1, '', id, '0');
+    const answer = await transition([store.keys.job(id), store.keys.openShards(id), store.keys.activeJobs, store.keys.shard(id, 0)], 'cancelled', 'queued,running', 'x', 'CANCELLED', 'finishedAt', 1, '', id, '0');
     expect(answer).toBe(2);
     expect(await store.state(id)).toBe('cancelled');
     expect(await bufferKeys(id)).toEqual([store.keys.shard(id, 1)]);

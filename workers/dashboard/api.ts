@@ -6,6 +6,7 @@ import { JobLostError } from '../../jobs/job-errors.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
 import { snapshotStream } from './event-stream.js';
+import { withinRedisDeadline } from './redis-deadline.js';
 import { backlogOf, embedDepth, type DashboardSources, type DashboardState } from './snapshot.js';
 
 /**
@@ -13,15 +14,11 @@ import { backlogOf, embedDepth, type DashboardSources, type DashboardState } fro
  * `embedq cancel` and `embedq retry`; nothing else here writes.
  */
 export function registerApi(app: FastifyInstance, services: Services, state: DashboardState, sources: DashboardSources): void {
-  app.get('/api/jobs', async () => (await state.refresh()).jobs);
+  app.get('/api/jobs', async () => (await state.fresh()).jobs);
 
   app.get<{ Params: { id: string } }>('/api/jobs/:id', async (request, reply) => {
-    const job = (await state.refresh()).jobs.find((view) => view.id === request.params.id);
-    if (job) return job;
-    const record = await services.corpora.get(request.params.id);
-    if (!record) return reply.code(404).send({ error: `no corpus job ${request.params.id}` });
-    // Older than the page's list: the stored record, without live figures.
-    return record;
+    const job = await state.view(request.params.id);
+    return job ?? reply.code(404).send({ error: `no corpus job ${request.params.id}` });
   });
 
   app.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request, reply) => {
@@ -41,16 +38,16 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
     return { id, retried: true, generation: result.generation, rewritten: result.rewritten };
   });
 
-  app.get('/api/schedules', async () => sources.schedules.list());
-  app.get('/api/workers', async () => (await state.refresh()).workers);
-  app.get('/api/rates', async () => sources.rates.read());
+  app.get('/api/schedules', async () => withinRedisDeadline(sources.schedules.list()));
+  app.get('/api/workers', async () => (await state.fresh()).workers);
+  app.get('/api/rates', async () => withinRedisDeadline(sources.rates.read()));
   /**
    * Queue depths, and `embed`: every embed queue together, each model's and the legacy one (each
    * state summed; it stands for the legacy queue's own entry). KEDA's metrics-api trigger reads
    * `embed.backlog`.
    */
   app.get('/api/queues', async () => {
-    const { queues } = await state.refresh();
+    const { queues } = await state.fresh();
     const embed = embedDepth(queues);
     return {
       ...Object.fromEntries(Object.entries(queues).map(([name, depth]) => [name, { ...depth, backlog: backlogOf(depth) }])),

@@ -5,8 +5,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { loginPage } from './page.js';
 
 export const SESSION_COOKIE = 'embedq_session';
-/** Paths reachable without the token: the liveness probe, the login form and the icon browsers ask for beside it. */
-const OPEN_PATHS = new Set(['/healthz', '/login', '/favicon.ico']);
+/** Paths reachable without the token: the probes, the login form and the icon browsers ask for beside it. */
+const OPEN_PATHS = new Set(['/healthz', '/livez', '/login', '/favicon.ico']);
 
 /** Only loopback hosts may serve without a token. */
 export function isLoopbackHost(host: string): boolean {
@@ -50,7 +50,9 @@ export function registerAuth(app: FastifyInstance, token: string | undefined): v
   const session = createHmac('sha256', token).update('embedq-dashboard-session').digest('hex');
   const authorized = (request: FastifyRequest): boolean => {
     const header = request.headers.authorization;
-    if (header?.startsWith('Bearer ') && sameSecret(header.slice(7), token)) return true;
+    // The scheme's name is case-insensitive (RFC 9110): `bearer` was refused.
+    const bearer = /^bearer +(.*)$/i.exec(header ?? '');
+    if (bearer && sameSecret(bearer[1]!, token)) return true;
     const cookie = request.cookies[SESSION_COOKIE];
     return cookie !== undefined && sameSecret(cookie, session);
   };
@@ -58,14 +60,27 @@ export function registerAuth(app: FastifyInstance, token: string | undefined): v
     const path = request.url.split('?')[0] ?? '';
     if (OPEN_PATHS.has(path) || authorized(request)) return;
     const wantsPage = request.method === 'GET' && (request.headers.accept ?? '').includes('text/html');
-    if (wantsPage) return reply.code(401).type('text/html; charset=utf-8').send(loginPage(path));
+    // Back to the whole URL after signing in: a Bull Board view's query (`?status=failed`) was dropped.
+    if (wantsPage) return reply.code(401).type('text/html; charset=utf-8').send(loginPage(loginRedirectPath(request.url)));
     return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized' });
   });
   app.get('/login', async (_request, reply) => reply.type('text/html; charset=utf-8').send(loginPage('/')));
   app.post<{ Body: { token?: string; next?: string } }>('/login', async (request, reply) => {
     const next = loginRedirectPath(request.body?.next);
     if (!sameSecret(request.body?.token ?? '', token)) return reply.code(401).type('text/html; charset=utf-8').send(loginPage(next, true));
-    reply.setCookie(SESSION_COOKIE, session, { path: '/', httpOnly: true, sameSite: 'strict', secure: request.protocol === 'https' });
+    reply.setCookie(SESSION_COOKIE, session, { path: '/', httpOnly: true, sameSite: 'strict', secure: reachedOverHttps(request) });
     return reply.redirect(next, 303);
   });
+}
+
+/**
+ * Whether the browser reached the dashboard over https: directly, or through a proxy that ends TLS
+ * and says so in `X-Forwarded-Proto` (the first hop's). Trusting the header costs nothing: it can
+ * only add `Secure` to the cookie, which keeps it off plain http. Behind such a proxy the cookie
+ * went without `Secure`.
+ */
+export function reachedOverHttps(request: FastifyRequest): boolean {
+  const forwarded = request.headers['x-forwarded-proto'];
+  const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim().toLowerCase();
+  return request.protocol === 'https' || first === 'https';
 }

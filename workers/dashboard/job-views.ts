@@ -143,7 +143,9 @@ export class FirstErrors {
     return errors;
   }
 
-  private async read(record: CorpusJobRecord): Promise<ErrorRecord[]> {
+  /** Read now, without the cache. */
+  async read(record: CorpusJobRecord): Promise<ErrorRecord[]> {
+    if (record.rowsFailed === 0) return [];
     const { store, prefix } = openOutput(record.options.output, this.services);
     const files =
       record.state === 'completed'

@@ -58,7 +58,7 @@ export function createMetricsEndpoint(services: Services, rates: RateSource) {
   async function readDirect(): Promise<Map<string, Value[]>> {
     const [depths, records, figures, workers, memory] = await Promise.all([
       readQueueDepths(services),
-      services.corpora.list(1_000),
+      services.corpora.jobs.listWithActive(1_000),
       rates.read(),
       liveWorkers(services.redis, services.settings.redisPrefix),
       readRedisMemory(services.redis),

@@ -92,9 +92,26 @@ document.addEventListener('click', async (e) => {
   const r = await fetch('/api/jobs/' + encodeURIComponent(id) + '/' + b.dataset.act, {method: 'POST'});
   if (!r.ok) alert((await r.json()).error);
 });
-const events = new EventSource('/api/events');
-events.onmessage = (m) => render(JSON.parse(m.data));
-events.onerror = () => { $('#updated').textContent = 'reconnecting…'; };
+// The browser reconnects by itself after a dropped connection, but gives up for good on any answer
+// other than 200 (a proxy's 502 while the dashboard restarts, a 401 once the token changed): the
+// page then said "reconnecting…" forever. It connects again itself, and signs in again on a 401.
+let retryMs = 1000;
+function connect() {
+  const events = new EventSource('/api/events');
+  events.onopen = () => { retryMs = 1000; };
+  events.onmessage = (m) => render(JSON.parse(m.data));
+  events.onerror = () => {
+    $('#updated').textContent = 'reconnecting…';
+    if (events.readyState !== EventSource.CLOSED) return;
+    setTimeout(async () => {
+      const probe = await fetch('/api/workers', {headers: {accept: 'application/json'}}).catch(() => undefined);
+      if (probe && probe.status === 401) return location.reload();
+      connect();
+    }, retryMs);
+    retryMs = Math.min(retryMs * 2, 30000);
+  };
+}
+connect();
 `;
 
 export function dashboardPage(): string {
@@ -108,7 +125,8 @@ export function dashboardPage(): string {
 }
 
 export function loginPage(next: string, failed = false): string {
-  const escaped = next.replace(/[&<>"']/g, '');
+  // Escaped, not stripped: a query's `&` must survive the round trip through the form.
+  const escaped = next.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>embedq dashboard: sign in</title><style>${STYLE}
 form{max-width:360px;margin:12vh auto;background:#fff;border:1px solid var(--line);border-radius:10px;padding:24px}input{width:100%;padding:8px;margin:8px 0;font:inherit}</style></head>
 <body><form method="post" action="/login"><h2>embedq dashboard</h2><label>Token (EMBEDQ_DASHBOARD_TOKEN)<input type="password" name="token" autofocus></label>

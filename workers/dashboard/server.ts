@@ -6,13 +6,13 @@ import fastifyFormbody from '@fastify/formbody';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 
 import { ConfigError } from '../../src/errors.js';
-import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import type { Services } from '../services.js';
 import { registerApi } from './api.js';
 import { isLoopbackHost, registerAuth } from './auth.js';
 import { createMetricsEndpoint } from './metrics-endpoint.js';
 import { registerOriginChecks } from './origin-checks.js';
 import { dashboardPage } from './page.js';
+import { isRedisOutage, withinRedisDeadline } from './redis-deadline.js';
 import { DashboardState, type DashboardSources } from './snapshot.js';
 import { gateRates, storedSchedules } from './sources.js';
 
@@ -47,6 +47,13 @@ export async function buildDashboard(services: Services, options: DashboardOptio
     // Open pages hold SSE connections forever; closing must not wait for them.
     forceCloseConnections: true,
   });
+  // No page of ours may be framed by another site: a click inside the frame is same-origin, and
+  // passed the Origin check (clickjacking a tokenless dashboard's cancel button).
+  app.addHook('onSend', async (_request, reply) => {
+    reply.header('x-frame-options', 'DENY');
+    reply.header('content-security-policy', "frame-ancestors 'none'");
+    reply.header('x-content-type-options', 'nosniff');
+  });
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody);
   // Before the token check: a forged request is refused whether or not it carries the cookie.
@@ -54,26 +61,28 @@ export async function buildDashboard(services: Services, options: DashboardOptio
   registerAuth(app, options.token);
 
   // With Redis down, a read fails at once (failWhileUnreachable): say so as 503, not as a 500.
+  // So is a Redis that answers nothing within REDIS_ANSWER_MS (redis-deadline.ts).
   app.setErrorHandler((error, _request, reply) => {
-    if (!isRedisUnreachableError(error)) return reply.send(error);
-    return reply.code(503).send(redisUnavailableBody(error as Error));
+    if (!isRedisOutage(error)) return reply.send(error);
+    return reply.code(503).send(redisUnavailableBody(error));
   });
   app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
   // Browsers ask for it on every page; a 404 put an error in their console.
   app.get('/favicon.ico', async (_request, reply) => reply.code(204).send());
+  // For a liveness probe: the process serves. /healthz answers 503 while Redis is away, and a
+  // liveness probe on it restarted the dashboard in every Redis outage, losing the last figures
+  // the page keeps showing (and its throughput charts).
+  app.get('/livez', async () => ({ ok: true }));
   app.get('/healthz', async (_request, reply) => {
     // Commands wait for a reconnect (maxRetriesPerRequest: null), so the probe bounds its own wait.
-    const redis = await Promise.race([
-      services.redis.ping().then(
-        () => true,
-        () => false,
-      ),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref()),
-    ]);
+    const redis = await withinRedisDeadline(services.redis.ping(), 2_000).then(
+      () => true,
+      () => false,
+    );
     return reply.code(redis ? 200 : 503).send({ ok: redis, redis });
   });
   const metrics = createMetricsEndpoint(services, sources.rates);
-  app.get('/metrics', async (_request, reply) => reply.type(metrics.contentType).send(await metrics.render()));
+  app.get('/metrics', async (_request, reply) => reply.type(metrics.contentType).send(await withinRedisDeadline(metrics.render())));
   registerApi(app, services, state, sources);
 
   // Bull Board shows BullMQ's own view of the queues, read-only: the dashboard writes no pipeline
@@ -104,7 +113,7 @@ function redisUnavailableBody(error: Error): { error: string; code: 'REDIS_UNAVA
 class BoardAdapter extends FastifyAdapter {
   override setErrorHandler(handler: Parameters<FastifyAdapter['setErrorHandler']>[0]): this {
     return super.setErrorHandler((error) =>
-      isRedisUnreachableError(error) ? { status: 503 as ReturnType<typeof handler>['status'], body: redisUnavailableBody(error) } : handler(error),
+      isRedisOutage(error) ? { status: 503 as ReturnType<typeof handler>['status'], body: redisUnavailableBody(error) } : handler(error),
     );
   }
 }

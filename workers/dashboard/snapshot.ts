@@ -5,6 +5,7 @@ import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
+import { RedisNotAnsweringError, isRedisOutage, withinRedisDeadline } from './redis-deadline.js';
 import { FirstErrors, toJobView, type JobView } from './job-views.js';
 import type { RateFigures, RateSource, ScheduleSource, ScheduleView } from './sources.js';
 import { ThroughputTracker } from './throughput.js';
@@ -84,20 +85,20 @@ export class DashboardState {
   constructor(
     private readonly services: Services,
     private readonly sources: DashboardSources,
-    private readonly options: { intervalMs: number; jobLimit: number } = { intervalMs: 1_000, jobLimit: 50 },
+    private readonly options: { intervalMs: number; jobLimit: number; answerMs?: number } = { intervalMs: 1_000, jobLimit: 50 },
   ) {
     this.firstErrors = new FirstErrors(services);
   }
 
   start(): void {
     const tick = (): void => {
-      this.refresh()
+      this.fresh()
         .then(() => (this.unreachableSince = undefined))
         .catch((error: unknown) => {
-          if (!isRedisUnreachableError(error)) return this.services.logger.warn({ err: error }, 'dashboard refresh failed');
-          this.services.redisOutage.note(error);
+          if (!isRedisOutage(error)) return this.services.logger.warn({ err: error }, 'dashboard refresh failed');
+          if (isRedisUnreachableError(error)) this.services.redisOutage.note(error);
           this.unreachableSince ??= Date.now();
-          this.publishUnreachable();
+          this.publishUnreachable(error instanceof RedisNotAnsweringError ? 'not answering' : 'unreachable');
         })
         .finally(() => {
           if (this.timer) this.timer = setTimeout(tick, this.options.intervalMs);
@@ -116,10 +117,10 @@ export class DashboardState {
    * While Redis is down the page keeps the last figures, marked as such: it showed them as live,
    * with no word of Redis, only its "updated" time standing still.
    */
-  private publishUnreachable(): void {
+  private publishUnreachable(how: 'unreachable' | 'not answering'): void {
     const since = new Date(this.unreachableSince!).toISOString();
     const figures = this.current ? `; the figures below are from ${new Date(this.current.at).toISOString()}` : '';
-    const stale: Snapshot = { ...(this.current ?? emptySnapshot()), redisProblem: `unreachable since ${since}${figures}` };
+    const stale: Snapshot = { ...(this.current ?? emptySnapshot()), redisProblem: `${how} since ${since}${figures}` };
     for (const listener of this.listeners) listener(stale);
   }
 
@@ -138,9 +139,36 @@ export class DashboardState {
     return this.running;
   }
 
+  /** A new snapshot, or a RedisNotAnsweringError when Redis takes longer than REDIS_ANSWER_MS. */
+  fresh(): Promise<Snapshot> {
+    return withinRedisDeadline(this.refresh(), this.options.answerMs);
+  }
+
+  /**
+   * One job as the page shows it: from the snapshot, or, for a job older than the page's list,
+   * read now in the same shape (it was the stored record, whose fields differ).
+   */
+  async view(id: string): Promise<JobView | undefined> {
+    const listed = (await this.fresh()).jobs.find((view) => view.id === id);
+    if (listed) return listed;
+    return withinRedisDeadline(
+      (async () => {
+        const record = await this.services.corpora.get(id);
+        if (!record) return undefined;
+        const [requests, errors] = await Promise.all([
+          readJobRequestStats(this.services.redis, this.services.settings.redisPrefix, [id]),
+          this.firstErrors.read(record).catch(() => []),
+        ]);
+        return toJobView(record, requests.get(id) ?? { requests: 0, throttled: 0 }, this.throughput, errors);
+      })(),
+      this.options.answerMs,
+    );
+  }
+
   private async read(): Promise<Snapshot> {
     const { services } = this;
-    const records = await services.corpora.list(this.options.jobLimit);
+    // The newest jobs, and every older one still queued or running: those are what an operator watches.
+    const records = await services.corpora.jobs.listWithActive(this.options.jobLimit);
     const now = Date.now();
     const ids = new Set(records.map((record) => record.id));
     for (const record of records) this.throughput.record(record.id, record.rowsEmbedded + record.rowsFailed + record.rowsBlank, now);
