@@ -79,8 +79,14 @@ export interface CorpusJobRecord extends CorpusJobCounters {
   finishing: boolean;
 }
 
-/** Old records looked at per prune: a submit stays quick however many there are. */
+/** Old records read per round of a prune. */
 const PRUNE_BATCH = 100;
+/**
+ * How long one prune goes on (each submit runs one): a submit stays quick however many records
+ * there are, and a backlog (a retention lowered under a month of a schedule every minute, ~43,000
+ * records) goes over the next submits, ~1,000 a submit.
+ */
+const PRUNE_BUDGET_MS = 500;
 
 /** Why `restart` refused: the job is gone, not stopped, or its output now belongs to another job. */
 export type RestartRefusal =
@@ -203,14 +209,24 @@ export class JobRecords {
 
   /**
    * Removes the records (and what else of them is left: ledger, pins, ends, shard starts) of jobs that ended before
-   * `endedBefore`, looking at most `limit` of the oldest. Redis must not grow with every run of a
+   * `endedBefore`, oldest first, for at most `budgetMs`. Redis must not grow with every run of a
    * schedule. Returns how many went.
    */
-  async prune(endedBefore: number, limit = PRUNE_BATCH): Promise<number> {
-    // Scored by creation, which comes before the end: every job that ended before the cutoff is here.
-    const ids = await this.redis.zrangebyscore(this.keys.jobs, '-inf', endedBefore, 'LIMIT', 0, limit);
+  async prune(endedBefore: number, budgetMs = PRUNE_BUDGET_MS): Promise<number> {
+    const deadline = Date.now() + budgetMs;
     let removed = 0;
-    for (const id of ids) removed += await this.pruneOne(id, endedBefore);
+    // Records kept (still running, or ended after the cutoff) are stepped over: before, a prune
+    // read only the 100 oldest, and 100 old jobs still running stopped every prune behind them.
+    let kept = 0;
+    while (Date.now() < deadline) {
+      // Scored by creation, which comes before the end: every job that ended before the cutoff is here.
+      const ids = await this.redis.zrangebyscore(this.keys.jobs, '-inf', endedBefore, 'LIMIT', kept, PRUNE_BATCH);
+      for (const id of ids) {
+        if ((await this.pruneOne(id, endedBefore)) === 1) removed += 1;
+        else kept += 1;
+      }
+      if (ids.length < PRUNE_BATCH) break;
+    }
     return removed;
   }
 

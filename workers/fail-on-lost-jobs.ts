@@ -38,6 +38,19 @@ export async function failCorpusJobOf(services: Services, job: Pick<Job, 'id' | 
 
 /** How often the failed sets are swept (by one worker of the deployment at a time). */
 export const FAILED_SWEEP_MS = 2_000;
+/** How often the sweeper removes failed steps older than the retention. */
+const FAILED_CLEAN_MS = 60_000;
+
+/**
+ * A failed step holds its lines' text; BullMQ keeps the last 1,000 of each queue however old, so
+ * corpus text stayed in Redis long after its job's record went with EMBEDQ_JOB_RETENTION_DAYS
+ * (up to ~300 MB of long documents a queue). They go with the retention too (0 keeps them).
+ */
+async function removeFailedAfterRetention(services: Services, queues: readonly string[]): Promise<void> {
+  const retentionMs = services.settings.jobRetentionMs;
+  if (retentionMs <= 0) return;
+  for (const name of queues) await services.queues[name as keyof Services['queues']].clean(retentionMs, 1_000, 'failed');
+}
 
 /**
  * Fails the corpus jobs of steps BullMQ failed where no processor of ours saw it: a job past its
@@ -56,10 +69,15 @@ export function sweepFailedJobs(services: Services, queues: readonly string[], i
   const { redis, logger } = services;
   const base = `${services.settings.redisPrefix}:failed-sweep`;
   let running: Promise<void> | undefined;
+  let cleanedAt = 0;
   const sweep = async (): Promise<void> => {
     // One sweeper per interval across the deployment; the lock simply expires (its value says who).
     if ((await redis.set(`${base}:lock`, String(process.pid), 'PX', intervalMs, 'NX')) !== 'OK') return;
     for (const name of queues) await sweepQueue(services, name, `${base}:cursor:${name}`);
+    if (Date.now() - cleanedAt >= FAILED_CLEAN_MS) {
+      cleanedAt = Date.now();
+      await removeFailedAfterRetention(services, queues);
+    }
   };
   const tick = (): void => {
     if (running) return;

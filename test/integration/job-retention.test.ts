@@ -2,7 +2,12 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
+import { UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { queueOptions, QUEUES } from '../../jobs/queues.js';
+import { sleep } from '../../src/sleep.js';
+import { sweepFailedJobs } from '../../workers/fail-on-lost-jobs.js';
 
 import { parseJobOptions } from '../../src/job-options.js';
 import { runEmbedq, startWorld, type World } from '../support/world.js';
@@ -91,10 +96,68 @@ describe('records of ended jobs go after their retention', () => {
     expect((await world.services.corpora.get('cj-retried'))?.state).toBe('queued');
   });
 
+  it('a prune steps over old jobs still running, and goes on past 100 records within its time budget', async () => {
+    // 120 jobs running for weeks at the head of the index, then 150 ended ones: before, a prune read
+    // only the 100 oldest, so the running ones stopped it, and with them out of the way it removed
+    // 100 a submit.
+    for (let index = 0; index < 120; index += 1) await seed(`cj-long-running-${index}`, 30 - index / 1000, 'running');
+    for (let index = 0; index < 150; index += 1) await seed(`cj-ended-${index}`, 20 - index / 1000, index % 2 ? 'completed' : 'cancelled');
+    const cutoff = Date.now() - 7 * DAY;
+    // What a submit runs (the world keeps 7 days).
+    expect(await world.services.corpora.pruneEnded()).toBe(150);
+    const left = await redis().zrangebyscore(key('jobs'), '-inf', cutoff);
+    expect(left.filter((id) => id.startsWith('cj-ended-'))).toEqual([]);
+    expect(left.filter((id) => id.startsWith('cj-long-running-'))).toHaveLength(120);
+    // The budget bounds a submit's share of a backlog: none spent, nothing read.
+    await seed('cj-ended-late', 10, 'completed');
+    expect(await world.services.corpora.jobs.prune(cutoff, 0)).toBe(0);
+    expect(await world.services.corpora.jobs.prune(cutoff, 60_000)).toBe(1);
+  });
+
   it('EMBEDQ_JOB_RETENTION_DAYS=0 keeps every record', async () => {
     await seed('cj-ancient', 400, 'completed');
     const submitted = await submit({ ...world.env, EMBEDQ_JOB_RETENTION_DAYS: '0' }, 'kept');
     expect(submitted.code, submitted.stderr).toBe(0);
     expect((await world.services.corpora.get('cj-ancient'))?.state).toBe('completed');
+  });
+});
+
+describe('failed steps go with the retention too', () => {
+  let world: World;
+  beforeAll(async () => {
+    // 1.7 s: what a failed step holds must not outlive it.
+    world = await startWorld({}, { EMBEDQ_JOB_RETENTION_DAYS: String(2 / 86_400) });
+  });
+  afterAll(async () => world?.close());
+
+  it("a failed step, which holds its lines' text, is removed once older than the retention", async () => {
+    const queue = world.services.queues[QUEUES.write];
+    // A bare BullMQ worker fails the steps, so no corpus job of ours is involved.
+    const failer = new Worker(
+      QUEUES.write,
+      async () => {
+        throw new UnrecoverableError('failed on purpose');
+      },
+      { ...queueOptions(world.settings.redisPrefix, world.services.workerConnection()), autorun: false },
+    );
+    const failedTwice = new Promise<void>((resolve) => {
+      let failures = 0;
+      failer.on('failed', () => ++failures === 2 && resolve());
+    });
+    void failer.run();
+    await queue.add('old', { text: 'a line of a corpus long gone' }, { jobId: 'old-step' });
+    await sleep(2_500);
+    await queue.add('new', { text: 'a line of a job still kept' }, { jobId: 'new-step' });
+    await failedTwice;
+    await failer.close();
+    expect((await queue.getFailed()).map((job) => job.id).sort()).toEqual(['new-step', 'old-step']);
+
+    // Before, BullMQ kept the last 1,000 failed steps of each queue however old.
+    const sweeper = sweepFailedJobs(world.services, [QUEUES.write]);
+    try {
+      await expect.poll(async () => (await queue.getFailed()).map((job) => job.id), { timeout: 10_000 }).toEqual(['new-step']);
+    } finally {
+      await sweeper.close();
+    }
   });
 });
