@@ -75,6 +75,11 @@ export async function resolvePreviousOutput(location: string, open: OpenLocation
     }
     return previous;
   }
+  // A schedule's root before its first good run: nothing to build on yet, which is no fault of the
+  // root (it was called "not an embedq output or schedule root").
+  if (options.schedule && !(await root.store.stat(root.prefix + SUCCESS_FILE)) && !(await root.store.stat(root.prefix + MANIFEST_FILE))) {
+    throw new ReuseUnavailableError(`${location}: no ${LATEST_FILE} yet: schedule ${options.schedule} has no earlier good run to build on, so every line is embedded`);
+  }
   return openOutput(location, open, undefined);
 }
 

@@ -34,12 +34,13 @@ describe('embedq dashboard (the command)', () => {
     expect(result.stderr).toContain('EMBEDQ_DASHBOARD_TOKEN');
   });
 
-  it('exits 2 when its port is taken, instead of running on without listening', async () => {
+  // The emulator too: it said `INTERNAL: listen EADDRINUSE`, exit 1, as if embedq had a bug.
+  it.each(['dashboard', 'emulator'])('%s exits 2 when its port is taken, instead of running on without listening', async (command) => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
     const { port } = taken.address() as AddressInfo;
     try {
-      const child = spawnEmbedq(env(), ['dashboard', '--port', String(port)]);
+      const child = spawnEmbedq(env(), [command, '--port', String(port)]);
       started.push(child);
       let stderr = '';
       child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -48,7 +49,7 @@ describe('embedq dashboard (the command)', () => {
         new Promise<string>((resolve) => setTimeout(() => resolve('still running after 20 s'), 20_000)),
       ]);
       expect(code, stderr).toBe(2);
-      expect(stderr).toContain(`port: 127.0.0.1:${port} is already in use`);
+      expect(stderr).toContain(`CONFIG_INVALID: Invalid options:\n- port: 127.0.0.1:${port} is already in use; choose another with --port`);
     } finally {
       taken.close();
     }

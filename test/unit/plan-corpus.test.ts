@@ -30,10 +30,14 @@ describe('embedq plan', () => {
     expect(plan).toMatchObject({ objects: 1, lines: 25, blank: 2, invalid: 1, tooLong: 0, exactTokens: true });
     // Rows 0-11 hold 10 texts (row 3 blank, row 9 invalid): 1 request; rows 12-23: 11 texts: 2; row 24: 1.
     expect(plan.requests).toBe(4);
-    // Exactly the 22 text lines, counted with the Qwen tokenizer (digits are one token each).
+    // Exactly the 22 text lines, counted with the Qwen tokenizer (digits are one token each), as
+    // billed: v4 adds an end token to each text (the plan was 22 under the run's tokens), v3 none.
     const tokenizer = await loadTokenizer();
     const texts = Array.from({ length: 25 }, (_, index) => index).filter((index) => ![3, 9, 17].includes(index));
-    expect(plan.tokens).toBe(texts.reduce((sum, index) => sum + tokenizer.countTokens(`hello world number ${index}`), 0));
+    const bpe = texts.reduce((sum, index) => sum + tokenizer.countTokens(`hello world number ${index}`), 0);
+    expect(plan.tokens).toBe(bpe + 22);
+    const v3 = await planCorpus(parseJobOptions({ input: path.join(folder, 'a.txt'), output: 'unused', shardRows: 12, model: 'text-embedding-v3', dimension: 512 }), { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, { exactTokens: true });
+    expect(v3.tokens).toBe(bpe);
     expect(plan.minutesAtQuota).toBeCloseTo(4 / 60, 5);
     // At $0.07 per million tokens, to a millionth of a dollar (it was rounded to 4 places: 0).
     expect(plan.estimatedCostUsd).toBe(Math.round(plan.tokens * 0.07) / 1e6);
@@ -84,14 +88,14 @@ another short line
     expect(quick).toMatchObject({ lines: 3, tooLong: 1, requests: 1 });
     const exact = await planCorpus(options, { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, { exactTokens: true });
     expect(exact).toMatchObject({ lines: 3, tooLong: 1 });
-    // The long line counts as what is sent: its first 8,191 tokens (8,192 with the one v4 adds).
+    // The long line counts as what is sent: its first 8,191 tokens, 8,192 with the one v4 adds (as every line).
     const tokenizer = await loadTokenizer();
-    expect(exact.tokens).toBe(8_191 + tokenizer.countTokens('short line') + tokenizer.countTokens('another short line'));
+    expect(exact.tokens).toBe(8_192 + tokenizer.countTokens('short line') + 1 + tokenizer.countTokens('another short line') + 1);
     // With --long-lines error the run records it as TEXT_TOO_LONG and sends nothing: no tokens, no slot.
     const refusing = parseJobOptions({ input: file, output: 'unused', longLines: 'error' });
     const refused = await planCorpus(refusing, { requestsPerMinute: 60, tokensPerMinute: 1_000_000 }, { exactTokens: true });
     expect(refused).toMatchObject({ lines: 3, tooLong: 1, requests: 1 });
-    expect(refused.tokens).toBe(tokenizer.countTokens('short line') + tokenizer.countTokens('another short line'));
+    expect(refused.tokens).toBe(tokenizer.countTokens('short line') + 1 + tokenizer.countTokens('another short line') + 1);
     // Nor does it take a batch slot: the long line and 10 short ones are one request of 10, not two.
     const slots = path.join(folder, 'long-first.txt');
     await writeFile(slots, `${'1 '.repeat(9_000)}\n${'short line\n'.repeat(10)}`);

@@ -5,6 +5,7 @@ import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import { assertRedisAccepts } from '../../src/redis/redis-client.js';
 import { createServices, redisTarget } from '../services.js';
+import { listenError } from './listen-error.js';
 
 /** How long a stopping dashboard waits for its connections to close. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
@@ -30,12 +31,11 @@ export function registerDashboardCommand(program: Command): void {
         // Loaded when run: no other command needs fastify and Bull Board (README, "Bounded memory").
         const { buildDashboard } = await import('../dashboard/server.js');
         const { app } = await buildDashboard(services, { host: flags.host, token });
-        const address = await app.listen({ host: flags.host, port }).catch(async (error: NodeJS.ErrnoException) => {
+        const address = await app.listen({ host: flags.host, port }).catch(async (error: unknown) => {
           // Not listening, the dashboard must not live on: its refresh timer kept the process
           // running, logging a failed refresh every second once the services had closed.
           await app.close();
-          if (error.code === 'EADDRINUSE') throw new ConfigError(`Invalid options:\n- port: ${flags.host}:${port} is already in use; choose another with --port`);
-          throw error;
+          throw listenError(error, flags.host, port);
         });
         logger.info({ address, auth: token ? 'token' : 'none' }, 'dashboard listening');
         await new Promise<void>((resolve) => {

@@ -13,6 +13,7 @@ import {
   parseProbability,
   parseTokenCounting,
 } from '../../src/emulator/emulator-options.js';
+import { listenError } from './listen-error.js';
 
 /** The CLI's default port (the library's default is 0, a free port). */
 const DEFAULT_PORT = 8089;
@@ -80,7 +81,9 @@ export function emulatorCommand(): Command {
       const options = mergeOptions(emulatorOptionsFromEnv(process.env), flags);
       // Loaded when run, so the other commands do not carry the emulator.
       const { startEmulator } = await import('../../src/emulator/server.js');
-      const emulator = await startEmulator(options);
+      const emulator = await startEmulator(options).catch((error: unknown) => {
+        throw listenError(error, options.host ?? '127.0.0.1', options.port ?? DEFAULT_PORT);
+      });
       logger.info(
         {
           url: emulator.url,

@@ -47,7 +47,7 @@ export function registerPlanCommand(program: Command): void {
             ? [reuse.error ? `reuse      unavailable, every line would be sent: ${reuse.error}` : `reuse      ${n(plan.reused)} lines from ${reuse.from} (not sent; requests, tokens, cost and time below are for the rest)`]
             : []),
           `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
-          `tokens     ${plan.exactTokens ? '' : '~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, before the per-text end token)' : ' (estimate: over on prose, under on digit runs; --exact to count)'}`,
+          `tokens     ${plan.exactTokens ? '' : '~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, as billed)' : ' (estimate: over on prose, under on digit runs; --exact to count)'}`,
           `cost       ~$${plan.estimatedCostUsd.toFixed(plan.estimatedCostUsd < 0.01 ? 6 : 4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
           `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM (${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${percent(settings.dashscope.reserve)} reserved` : ''}, the gate aims at ${percent(settings.dashscope.targetUtilization)})`,
           ...plan.warnings.map((warning) => `warning    ${warning}`),

@@ -18,7 +18,7 @@ export function registerWorkerCommand(program: Command): void {
   program
     .command('worker')
     .description('run every processor until SIGTERM/SIGINT, then drain running jobs and exit')
-    .option('--concurrency <n>', 'DashScope requests in flight in this process (default: EMBEDQ_CONCURRENCY or 32)')
+    .option('--concurrency <n>', 'DashScope requests in flight per model in this process (each model has its own slots; default: EMBEDQ_CONCURRENCY or 32)')
     .action(async (flags: { concurrency?: string }) => {
       const concurrency = flags.concurrency === undefined ? undefined : Number(flags.concurrency);
       if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency > 0)) {
