@@ -140,7 +140,7 @@ export class LocalObjectStore implements ObjectStore {
     // file or the new one, never a partial one.
     const temporary = `${file}.tmp-${randomBytes(8).toString('hex')}`;
     try {
-      await mkdir(path.dirname(file), { recursive: true });
+      await makeFolder(path.dirname(file));
       await writeFile(temporary, body, { signal });
       signal?.throwIfAborted();
       await this.#renameTemporary(temporary, file, key);
@@ -159,7 +159,7 @@ export class LocalObjectStore implements ObjectStore {
     const counted = new CountedChunks(chunks);
     let sink: WriteStream | undefined;
     try {
-      await mkdir(path.dirname(file), { recursive: true });
+      await makeFolder(path.dirname(file));
       sink = createWriteStream(temporary);
       await pipeline(Readable.from(counted, { objectMode: false }), sink, { signal });
       signal?.throwIfAborted();
@@ -376,6 +376,41 @@ async function linkTarget(link: string): Promise<Stats | string | undefined> {
     if (!(await lstat(link).then(() => true, () => false))) return undefined;
     return (error as NodeJS.ErrnoException).code ?? String(error);
   }
+}
+
+/**
+ * `mkdir -p`, one folder at a time. Node's recursive mkdir loops for good, a core busy, when mkdir
+ * answers ENOENT under a parent that exists (`/proc/sys`): `submit --out /proc/sys/x` never ended.
+ * A dangling link on the way was "a part of the path is a file, not a folder".
+ */
+async function makeFolder(folder: string): Promise<void> {
+  try {
+    await mkdir(folder);
+    return;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return assertFolder(folder);
+    const parent = path.dirname(folder);
+    if (code !== 'ENOENT' || parent === folder) throw error;
+    await makeFolder(parent);
+  }
+  try {
+    await mkdir(folder);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return assertFolder(folder);
+    if (code === 'ENOENT') throw new StorageError(`cannot create the folder ${folder}: ${path.dirname(folder)} takes no new folders (ENOENT)`, { cause: error });
+    throw error;
+  }
+}
+
+/** Something is at `folder`: a folder (or a link to one), or why it cannot hold files. */
+async function assertFolder(folder: string): Promise<void> {
+  const target = await linkTarget(folder);
+  if (typeof target === 'string') {
+    throw new StorageError(`cannot create files in ${folder}: it is a link that leads nowhere (${target}): its target is missing, not mounted, or a loop of links`);
+  }
+  if (target !== undefined && !target.isDirectory()) throw new StorageError(`cannot create files in ${folder}: it is a file, not a folder`);
 }
 
 async function isFile(file: string): Promise<boolean> {

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -191,6 +192,19 @@ describe('one writer per output', () => {
     const local = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', underFile]);
     expect(local.code).toBe(2);
     expect(local.stderr).toMatch(/STORAGE_ERROR: cannot write to the output .*a-file\/vectors: .*a part of the path is a file/);
+    // Under a link to a share not mounted: said as such (it was "a part of the path is a file").
+    const unmounted = path.join(folder, 'share');
+    await symlink('/nonexistent-mount/share', unmounted);
+    const dangling = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', path.join(unmounted, 'run1')]);
+    expect(dangling.code).toBe(2);
+    expect(dangling.stderr).toContain(`STORAGE_ERROR: cannot write to the output ${unmounted}/run1: cannot create files in ${unmounted}: it is a link that leads nowhere (ENOENT)`);
+    // A file system that refuses new folders where their parent exists: Node's recursive mkdir
+    // spun there for good, a core busy, and the submit never ended.
+    if (existsSync('/proc/sys')) {
+      const proc = await runEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', '/proc/sys/embedq-out']);
+      expect(proc.code, proc.stderr).toBe(2);
+      expect(proc.stderr).toContain('cannot create the folder /proc/sys/embedq-out: /proc/sys takes no new folders (ENOENT)');
+    }
     // Nothing was recorded or paid for, and neither output stays leased.
     expect(world.emulator.stats().requests).toBe(before);
     const outputs = (await world.services.corpora.list()).map((record) => record.options.output);
