@@ -28,6 +28,24 @@ describe('embedq dashboard (the command)', () => {
     await Promise.all(started.splice(0).map((child) => stopProcess(child, 'SIGKILL')));
   });
 
+  /** A dashboard process on `redisUrl`, once it answers, with its log lines and an open event stream. */
+  const watchDashboard = async (redisUrl: string) => {
+    const child = spawnEmbedq(env({ REDIS_URL: redisUrl }), ['dashboard', '--port', '0']);
+    started.push(child);
+    const logs = { text: '' };
+    child.stdout!.on('data', (chunk: Buffer) => (logs.text += chunk.toString()));
+    await expect.poll(() => /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(logs.text)?.[1], { timeout: 30_000 }).toBeDefined();
+    const address = /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(logs.text)![1]!;
+    expect((await fetch(`${address}/api/jobs`)).status).toBe(200);
+    const events: string[] = [];
+    const stream = await fetch(`${address}/api/events`);
+    const reader = stream.body!.getReader();
+    void (async () => {
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) events.push(Buffer.from(chunk.value).toString());
+    })().catch(() => undefined);
+    return { address, logs, events, reader };
+  };
+
   it('refuses a non-loopback host without EMBEDQ_DASHBOARD_TOKEN', async () => {
     const result = await runEmbedq(env(), ['dashboard', '--host', '0.0.0.0', '--port', '0']);
     expect(result.code).toBe(2);
@@ -85,21 +103,9 @@ describe('embedq dashboard (the command)', () => {
   it('answers 503 at once and shows Redis as unreachable while it is down (its endpoints answered nothing, then up to 4 s late), logs it in two lines, then recovers', { timeout: 60_000 }, async () => {
     const redis = await startPrivateRedis();
     try {
-      const child = spawnEmbedq(env({ REDIS_URL: redis.url }), ['dashboard', '--port', '0']);
-      started.push(child);
-      let output = '';
-      child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-      await expect.poll(() => /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)?.[1], { timeout: 30_000 }).toBeDefined();
-      const address = /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)![1]!;
-      expect((await fetch(`${address}/api/jobs`)).status).toBe(200);
-      const events: string[] = [];
-      const stream = await fetch(`${address}/api/events`);
-      const reader = stream.body!.getReader();
-      void (async () => {
-        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) events.push(Buffer.from(chunk.value).toString());
-      })().catch(() => undefined);
+      const { address, logs, events, reader } = await watchDashboard(redis.url);
 
-      const before = output.length;
+      const before = logs.text.length;
       await redis.kill();
       // Long enough for ioredis's reconnection backoff to grow to seconds: a request waited for
       // the next failed attempt but one, 2-4 s.
@@ -117,11 +123,11 @@ describe('embedq dashboard (the command)', () => {
       await expect.poll(async () => (await fetch(`${address}/api/jobs`)).status, { timeout: 20_000 }).toBe(200);
       await reader.cancel();
       // One line for the loss, one for the return; no error with its stack per reconnection attempt.
-      await expect.poll(() => output.slice(before), { timeout: 10_000 }).toContain('Redis is reachable again');
-      const lines = output.slice(before).trim().split('\n');
-      expect(lines.filter((line) => line.includes('"code":"REDIS_UNAVAILABLE"')), output.slice(before)).toHaveLength(1);
-      expect(lines.length, output.slice(before)).toBeLessThanOrEqual(3);
-      expect(output.slice(before)).not.toContain('"stack"');
+      await expect.poll(() => logs.text.slice(before), { timeout: 10_000 }).toContain('Redis is reachable again');
+      const lines = logs.text.slice(before).trim().split('\n');
+      expect(lines.filter((line) => line.includes('"code":"REDIS_UNAVAILABLE"')), logs.text.slice(before)).toHaveLength(1);
+      expect(lines.length, logs.text.slice(before)).toBeLessThanOrEqual(3);
+      expect(logs.text.slice(before)).not.toContain('"stack"');
     } finally {
       await redis.stop();
     }
@@ -130,19 +136,7 @@ describe('embedq dashboard (the command)', () => {
   it('answers 503 within 5 s and says so on the page while Redis keeps its connections but answers nothing, then recovers', { timeout: 60_000 }, async () => {
     const redis = await startPrivateRedis();
     try {
-      const child = spawnEmbedq(env({ REDIS_URL: redis.url }), ['dashboard', '--port', '0']);
-      started.push(child);
-      let output = '';
-      child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-      await expect.poll(() => /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)?.[1], { timeout: 30_000 }).toBeDefined();
-      const address = /"address":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)![1]!;
-      expect((await fetch(`${address}/api/jobs`)).status).toBe(200);
-      const events: string[] = [];
-      const stream = await fetch(`${address}/api/events`);
-      const reader = stream.body!.getReader();
-      void (async () => {
-        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) events.push(Buffer.from(chunk.value).toString());
-      })().catch(() => undefined);
+      const { address, events, reader } = await watchDashboard(redis.url);
 
       // Connections stay open, no command is answered: a network that drops packets, a Redis
       // swapping. Before, each endpoint answered ~20 s late and the page showed old figures as live.
