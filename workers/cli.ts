@@ -84,4 +84,7 @@ try {
     process.stderr.write(`embedq: INTERNAL: ${text}${debug ? '' : ' (LOG_LEVEL=debug shows the stack)'}\n`);
     process.exitCode = 1;
   }
+  // A command that has said what went wrong exits with its code now: a connection, timer or thread
+  // that did not close (a Redis that answers nothing never answers QUIT) held the process for good.
+  process.exit();
 }

@@ -87,7 +87,9 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   const redis = redisConnection(
     settings,
     options.failFast
-      ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, maxReconnects: 3 }
+      ? // A Redis that keeps the connection but answers nothing (stopped, a network dropping packets)
+        // fails each command after the same 5 s: `list` on a Redis that froze while it ran waited for good.
+        { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, commandTimeoutMs: COMMAND_REDIS_TIMEOUT_MS, maxReconnects: 3 }
       : options.failWhileUnreachable
         ? { maxRetriesPerRequest: 1, connectTimeout: COMMAND_REDIS_TIMEOUT_MS, offlineQueue: false }
         : {},

@@ -17,6 +17,12 @@ export interface ConnectionOptions {
   /** `null` (the default) queues commands through reconnects, as BullMQ workers require. */
   maxRetriesPerRequest?: number | null;
   connectTimeout?: number;
+  /**
+   * How long one command waits for its answer before it fails with "Command timed out" (Default:
+   * forever). A Redis that keeps the connection open but answers nothing (stopped, swapping, a
+   * network that drops packets) never closes it, so without this a command waits for good.
+   */
+  commandTimeoutMs?: number;
   /** Reconnection attempts before giving up (Default: forever). */
   maxReconnects?: number;
   /**
@@ -64,6 +70,7 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
   const common: RedisOptions = {
     maxRetriesPerRequest: options.maxRetriesPerRequest === undefined ? null : options.maxRetriesPerRequest,
     ...(options.connectTimeout ? { connectTimeout: options.connectTimeout } : {}),
+    ...(options.commandTimeoutMs ? { commandTimeout: options.commandTimeoutMs } : {}),
     ...(options.offlineQueue === false ? { enableOfflineQueue: false } : {}),
   };
   let client: RedisClient;
@@ -97,13 +104,16 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
 
 /**
  * Whether ioredis failed a command because Redis could not be reached (a connection with bounded
- * retries gave up on it, or one without an offline queue was not connected), not because Redis
- * refused it.
+ * retries gave up on it, one without an offline queue was not connected, or one with a command
+ * timeout got no answer in time), not because Redis refused it.
  */
 export function isRedisUnreachableError(error: unknown): boolean {
   return (
     error instanceof Error &&
-    (error.name === 'MaxRetriesPerRequestError' || error.message === 'Connection is closed.' || error.message.endsWith('enableOfflineQueue options is false'))
+    (error.name === 'MaxRetriesPerRequestError' ||
+      error.message === 'Connection is closed.' ||
+      error.message === 'Command timed out' ||
+      error.message.endsWith('enableOfflineQueue options is false'))
   );
 }
 

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startPrivateRedis } from '../../src/redis/private-redis.js';
 import { sleep } from '../../src/sleep.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
+import { freezeRedis } from '../support/freeze-redis.js';
 import { runEmbedq, spawnEmbedq, startWorld, stopProcess, type World } from '../support/world.js';
 
 /** Runs a command, but never longer than `limitMs` (a hang is the defect these tests look for). */
@@ -46,6 +47,25 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
       // That one line: no log line per reconnection attempt before it (each carried a stack).
       expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
+
+  it('exits 1 after saying REDIS_UNAVAILABLE when Redis keeps its connections but answers nothing (it said so, then never exited)', { timeout: 120_000 }, async () => {
+    const redis = await startPrivateRedis();
+    const env = { ...world.env, REDIS_URL: redis.url };
+    let thaw: (() => void) | undefined;
+    try {
+      const startup = (await runBounded(env, ['--help'], 30_000)).ms;
+      thaw = await freezeRedis(redis);
+      for (const args of [['list'], ['status', 'cj-abc-123'], ['submit', 's3://corpus/data/', '--out', 's3://out/frozen/']]) {
+        const result = await runBounded(env, args, startup + 20_000);
+        expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(1);
+        expect(result.stderr).toContain(`REDIS_UNAVAILABLE: cannot reach Redis at REDIS_URL=${redis.url} (no answer within 5 s)`);
+        expect(result.ms, args.join(' ')).toBeLessThan(startup + 8_000);
+      }
+    } finally {
+      thaw?.();
+      await redis.stop();
     }
   });
 

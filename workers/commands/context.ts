@@ -52,8 +52,11 @@ export async function withServices<T>(
       throw error;
     }
   } finally {
-    // Closing politely waits for a Redis that is gone; never let that hold the command.
-    await Promise.race([services.close(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
+    // Closing politely waits for a Redis that is gone; never let that hold the command. A Redis that
+    // keeps the connection but answers nothing never answers QUIT either, and the open socket kept
+    // the process alive for good after its REDIS_UNAVAILABLE line: then the connection is cut.
+    const closed = await Promise.race([services.close().then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), 1_000).unref())]);
+    if (!closed) services.redis.disconnect();
   }
 }
 
