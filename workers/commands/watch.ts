@@ -1,7 +1,8 @@
 import { FINAL_STATES, type CorpusJobRecord } from '../../jobs/job-record.js';
 import { JobLostError, RedisUnavailableError } from '../../jobs/job-errors.js';
 import { liveWorkers } from '../../src/metrics/read-metrics.js';
-import { describeRedisTarget, isRedisUnreachableError } from '../../src/redis/redis-client.js';
+import { describeRedisTarget } from '../../src/redis/redis-client.js';
+import { isRedisOutage, REDIS_ANSWER_MS, RedisNotAnsweringError, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import { sleep } from '../../src/sleep.js';
 import { redisTarget, type Services } from '../services.js';
 import { processedLines, progressLine } from './progress.js';
@@ -16,7 +17,9 @@ const RECONNECT_MS = 2_000;
  * A Redis outage does not end the wait: the job goes on in the workers once Redis is back, and a
  * `--wait` in a pipeline that exited 1 at a restart of Redis failed a run that then completed. It
  * says so, tries Redis again every 2 s, and gives up (REDIS_UNAVAILABLE) after
- * EMBEDQ_WAIT_REDIS_OUTAGE_S.
+ * EMBEDQ_WAIT_REDIS_OUTAGE_S. A Redis that keeps the connection but answers nothing (stopped, a
+ * network dropping packets) is such an outage once a read has waited REDIS_ANSWER_MS: before, the
+ * read waited for good, without a word and past any EMBEDQ_WAIT_REDIS_OUTAGE_S.
  */
 export async function watchJob(
   services: Services,
@@ -31,11 +34,13 @@ export async function watchJob(
   const samples: Array<{ at: number; done: number }> = [];
   for (;;) {
     let record: CorpusJobRecord | undefined;
+    const askedAt = Date.now();
     try {
-      record = await services.corpora.get(corpusJobId);
+      record = await withinRedisDeadline(services.corpora.get(corpusJobId));
     } catch (error) {
-      if (!isRedisUnreachableError(error)) throw error;
-      lostAt = await waitOutage(services, corpusJobId, stream, error as Error, lostAt);
+      if (!isRedisOutage(error)) throw error;
+      // A Redis that answers nothing has been lost since the read that went unanswered was sent.
+      lostAt = await waitOutage(services, corpusJobId, stream, saidAsNotAnswering(error), lostAt ?? askedAt, lostAt !== undefined);
       continue;
     }
     if (lostAt !== undefined) {
@@ -89,12 +94,22 @@ function noLiveWorkerNote(services: Services, corpusJobId: string): (now: number
   };
 }
 
-/** One turn of waiting out a Redis outage; returns when it began. Throws once it lasted too long. */
-async function waitOutage(services: Services, corpusJobId: string, stream: NodeJS.WriteStream, error: Error, lostAt: number | undefined): Promise<number> {
+/**
+ * A command's connection fails a command after 5 s with ioredis's bare "Command timed out" (see
+ * createServices), about when the read's own deadline would: said the same way as the deadline.
+ */
+function saidAsNotAnswering(error: Error): Error {
+  return error.message === 'Command timed out' ? new RedisNotAnsweringError(REDIS_ANSWER_MS) : error;
+}
+
+/**
+ * One turn of waiting out a Redis outage that began at `since`; returns `since`. Throws once it
+ * lasted too long. `said`: whether the outage has been announced already.
+ */
+async function waitOutage(services: Services, corpusJobId: string, stream: NodeJS.WriteStream, error: Error, since: number, said: boolean): Promise<number> {
   const budgetMs = services.settings.waitRedisOutageMs;
   const target = describeRedisTarget(redisTarget(services.settings));
-  const since = lostAt ?? Date.now();
-  if (lostAt === undefined && budgetMs > 0) {
+  if (!said && budgetMs > 0) {
     stream.write(`${stream.isTTY ? '\n' : ''}lost Redis at ${target} (${error.message}); ${corpusJobId} goes on in the workers once it is back: waiting up to ${budgetMs / 1000} s for it\n`);
   }
   if (Date.now() - since >= budgetMs) {

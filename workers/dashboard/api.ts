@@ -6,7 +6,7 @@ import { JobLostError } from '../../jobs/job-errors.js';
 import { QUEUES } from '../../jobs/queues.js';
 import type { Services } from '../services.js';
 import { snapshotStream } from './event-stream.js';
-import { withinRedisDeadline } from './redis-deadline.js';
+import { withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import { backlogOf, embedDepth, type DashboardSources, type DashboardState } from './snapshot.js';
 
 /**

@@ -12,7 +12,7 @@ import { isLoopbackHost, registerAuth } from './auth.js';
 import { createMetricsEndpoint } from './metrics-endpoint.js';
 import { registerOriginChecks } from './origin-checks.js';
 import { dashboardPage } from './page.js';
-import { isRedisOutage, withinRedisDeadline } from './redis-deadline.js';
+import { isRedisOutage, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import { DashboardState, type DashboardSources } from './snapshot.js';
 import { gateRates, storedSchedules } from './sources.js';
 

@@ -1,10 +1,11 @@
-import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
+import { isRedisUnreachableError } from './redis-client.js';
 
 /**
- * How long a read of Redis may take before the dashboard says Redis is not answering. Its
- * commands wait for a reconnect, and a Redis that keeps the connection open but answers nothing
- * (CLIENT PAUSE, a network that drops packets, a Redis swapping) held every endpoint ~20 s and
- * froze the page on old figures with no word of Redis.
+ * How long a read of Redis may take before it counts as Redis not answering. A Redis that keeps
+ * the connection open but answers nothing (stopped, CLIENT PAUSE, a network that drops packets, a
+ * Redis swapping) never fails a command by itself: the dashboard's endpoints answered ~20 s late
+ * and froze the page on old figures, `submit --wait` said nothing for as long as it lasted, and the
+ * workers never noticed it. Used by the dashboard, `--wait` and the workers' liveness check.
  */
 export const REDIS_ANSWER_MS = 5_000;
 
@@ -24,7 +25,7 @@ export function withinRedisDeadline<T>(read: Promise<T>, ms = REDIS_ANSWER_MS): 
   return Promise.race([read, late]).finally(() => clearTimeout(timer));
 }
 
-/** Whether the dashboard answers this failure with 503 REDIS_UNAVAILABLE: Redis down, or not answering. */
+/** Whether this failure is a Redis outage: Redis down, or not answering (the dashboard answers 503 REDIS_UNAVAILABLE). */
 export function isRedisOutage(error: unknown): error is Error {
   return isRedisUnreachableError(error) || error instanceof RedisNotAnsweringError;
 }
