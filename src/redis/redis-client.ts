@@ -50,18 +50,35 @@ export function parseNodeUrl(node: string): URL {
 
 const PERCENT_ENCODE_ADVICE = 'percent-encode "/", "#", "?", "@" and "%" in a user name or password (%2F, %23, %3F, %40, %25)';
 
-/** Why ioredis cannot read `url` as a Redis URL (it failed with INTERNAL "Invalid URL"), or undefined. */
+/**
+ * Why `url` is not a Redis URL embedq reads, or undefined: ioredis cannot read it (it failed with
+ * INTERNAL "Invalid URL"), or it has more after the host and port than a database number.
+ */
 export function redisUrlProblem(url: string): string | undefined {
+  let parsed: URL;
   try {
-    const parsed = new URL(url);
+    parsed = new URL(url);
     // ioredis decodes both: "%zz" failed as INTERNAL "URI malformed".
     decodeURIComponent(parsed.username);
     decodeURIComponent(parsed.password);
-    if (!parsed.hostname) return `${maskRedisUrl(url)} names no host`;
-    return undefined;
   } catch {
     return `${maskRedisUrl(url)} is not a URL; ${PERCENT_ENCODE_ADVICE}`;
   }
+  // A password with an unencoded "@" before a "/", "#" or "?" parses as a URL whose host is the
+  // password's start and whose path, query or fragment holds the rest and the real host
+  // (`redis://:Pw@secrethost/rest@127.0.0.1:6379`): ioredis dialled "secrethost" and the message
+  // said ENOTFOUND with it. Only its start and its real host are named here (maskRedisUrl masks to
+  // the last "@"), never what follows the host, which may be password.
+  if (!/^(\/\d*)?$/.test(parsed.pathname) || parsed.search || parsed.hash) {
+    return `${hostPartOf(maskRedisUrl(url))}/… is not a Redis URL embedq reads: after host:port it takes only a database number (/0), no other path, query or fragment; ${PERCENT_ENCODE_ADVICE}`;
+  }
+  if (!parsed.hostname) return `${maskRedisUrl(url)} names no host`;
+  return undefined;
+}
+
+/** `redis://user:***@host:6379/anything?more` → `redis://user:***@host:6379`: a masked URL up to its host and port. */
+function hostPartOf(maskedUrl: string): string {
+  return /^[a-z]+:\/\/([^@]*@)?[^/?#]*/i.exec(maskedUrl)?.[0] ?? maskedUrl.replace(/^([a-z]+:\/\/).*$/i, '$1…');
 }
 
 export function createRedisClient(target: RedisTarget, options: ConnectionOptions = {}): RedisClient {

@@ -259,4 +259,26 @@ describe('logger', () => {
     }
     expect(loadSettings({ DASHSCOPE_API_KEY: 'k', REDIS_URL: 'redis://:ab%2FPw@127.0.0.1:6391' }).redisUrl).toBe('redis://:ab%2FPw@127.0.0.1:6391');
   });
+
+  it('refuses a Redis URL with more after the host than a database number, naming neither it nor the password (an "@" then "/", "#" or "?" in a password dialled the password as a host)', () => {
+    // Each parses as a URL: host "secrethost" or "ss", the rest of the password and the real host in
+    // its path, query or fragment. Before: REDIS_UNAVAILABLE (getaddrinfo ENOTFOUND secrethost), exit 1.
+    const cases: Array<[string, string]> = [
+      ['redis://:Pw@secrethost/rest@127.0.0.1:17103', 'redis://:***@127.0.0.1:17103/…'],
+      ['redis://carol:p@ss/w#rd%x?@127.0.0.1:17103', 'redis://carol:***@127.0.0.1:17103/…'],
+      ['redis://:Pw@secrethost?rest@127.0.0.1:17103', 'redis://:***@127.0.0.1:17103/…'],
+      ['redis://:Pw@127.0.0.1:17103/rest', 'redis://:***@127.0.0.1:17103/…'],
+      ['redis://127.0.0.1:17103/0?password=Pw-query', 'redis://127.0.0.1:17103/…'],
+      ['redis://127.0.0.1:17103/#Pw-fragment', 'redis://127.0.0.1:17103/…'],
+    ];
+    for (const [url, named] of cases) {
+      const message = problems(() => loadSettings({ DASHSCOPE_API_KEY: 'k', REDIS_URL: url }));
+      expect(message, url).toContain(`- REDIS_URL: ${named} is not a Redis URL embedq reads: after host:port it takes only a database number (/0)`);
+      expect(message, url).toContain('percent-encode "/", "#", "?", "@" and "%" in a user name or password');
+      expect(message, url).not.toMatch(/Pw|secrethost|rest|ss\/w|rd%x/);
+    }
+    for (const url of ['redis://127.0.0.1:17103', 'redis://127.0.0.1:17103/', 'redis://:p%40ss%2Fw%23rd@127.0.0.1:17103/3']) {
+      expect(loadSettings({ DASHSCOPE_API_KEY: 'k', REDIS_URL: url }).redisUrl, url).toBe(url);
+    }
+  });
 });
