@@ -159,7 +159,8 @@ export function isRedisAuthError(error: unknown): error is Error {
 }
 
 /**
- * Refuses (ConfigError) credentials Redis turned down, by a PING within `waitMs`; a Redis that does
+ * Refuses (ConfigError) credentials Redis turned down, and a database number it does not have
+ * (missingDatabaseProblem), by a PING and a SELECT within `waitMs`; a Redis that does
  * not answer in time passes (it may come up later: workers wait for it). A command said "no answer
  * within 5 s" to a wrong password Redis had refused at once, and a worker retried it forever,
  * logging a stack several times a second. On a connection of its own, opened and closed here, so
@@ -171,15 +172,46 @@ export async function assertRedisAccepts(target: RedisTarget, waitMs: number): P
   if (notCluster) throw notCluster;
   const probe = createRedisClient(target, { maxRetriesPerRequest: 1 });
   let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs)));
   try {
-    const answer = await Promise.race([
-      probe.ping().then(() => undefined, (error: unknown) => error),
-      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
-    ]);
+    const answer = await Promise.race([probe.ping().then(() => 'answered' as const, (error: unknown) => error), late]);
     if (isRedisAuthError(answer)) throw credentialsRefused(describeRedisTarget(target), answer);
+    if (answer !== 'answered') return;
+    const missing = await Promise.race([missingDatabaseProblem(probe, target), late]);
+    if (missing) throw missing;
   } finally {
     clearTimeout(timer);
     probe.disconnect();
+  }
+}
+
+/**
+ * The ConfigError of a `REDIS_URL` database number this Redis does not have (`/16` where it has
+ * the default 16, numbered 0 to 15), found by selecting it on `client`, a connection to `target`
+ * that answers; undefined when it has it, for a cluster (no databases), or when the SELECT fails
+ * otherwise (an outage is other checks' concern). ioredis's own SELECT at connect fails only as an
+ * `error` event and leaves the connection in database 0: commands listed and submitted there, and
+ * workers ran database 0's jobs, after a few `ERR DB index is out of range` stacks.
+ */
+export async function missingDatabaseProblem(client: RedisClient, target: RedisTarget): Promise<ConfigError | undefined> {
+  const database = target.url === undefined ? 0 : databaseOf(target.url);
+  if (database === 0) return undefined;
+  const refusal = await client.select(database).then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  if (!(refusal instanceof Error) || !/DB index is out of range/i.test(refusal.message)) return undefined;
+  return new ConfigError(
+    `Redis at ${describeRedisTarget(target)} has no database ${database} (${refusal.message}); its "databases" setting (16 by default) is how many it has, numbered from 0`,
+  );
+}
+
+/** The database number of a Redis URL (`redis://host:6379/3` → 3); 0 when it names none. */
+function databaseOf(url: string): number {
+  try {
+    return Number(/^\/(\d+)$/.exec(new URL(url).pathname)?.[1] ?? 0);
+  } catch {
+    return 0;
   }
 }
 

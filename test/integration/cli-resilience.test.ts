@@ -84,6 +84,33 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     }
   });
 
+  it('refuses a REDIS_URL database number Redis does not have (CONFIG_INVALID, exit 2) in commands, the worker and the dashboard: they used database 0', async () => {
+    const url = new URL(world.env.REDIS_URL!);
+    const admin = new Redis(world.env.REDIS_URL!);
+    const user = `db-${process.pid}`;
+    await admin.call('ACL', 'SETUSER', user, 'on', '>db-Secret', '~*', '&*', '+@all');
+    try {
+      for (const [database, args] of [
+        ['16', ['list']],
+        ['99', ['submit', 's3://corpus/data/', '--out', 's3://out/no-such-database/']],
+        ['99', ['worker']],
+        ['16', ['dashboard', '--port', '0']],
+      ] as const) {
+        const env = { ...world.env, REDIS_URL: `redis://${user}:db-Secret@${url.host}/${database}`, DASHSCOPE_API_KEY: 'sk-test' };
+        const result = await runBounded(env, [...args], 30_000);
+        expect(result.code, `${args[0]}: ${result.stderr}`).toBe(2);
+        expect(result.stderr).toContain(`CONFIG_INVALID: Redis at REDIS_URL=redis://${user}:***@${url.host}/${database} has no database ${database} (ERR DB index is out of range)`);
+        expect(result.stderr).not.toContain('db-Secret');
+        expect(result.stderr).not.toMatch(/\n\s+at /);
+      }
+      // The submit put no job into database 0 instead.
+      expect((await runEmbedq(world.env, ['list'])).stdout).not.toContain('no-such-database');
+    } finally {
+      await admin.call('ACL', 'DELUSER', user);
+      admin.disconnect();
+    }
+  });
+
   it('says REDIS_CLUSTER_NODES names a Redis without cluster mode (exit 2) where it said "no answer" of a Redis that answered', async () => {
     const { hostname: host, port } = new URL(world.env.REDIS_URL!);
     const { REDIS_URL: _url, ...rest } = world.env;

@@ -1,7 +1,7 @@
 import { RedisFullError, RedisUnavailableError } from '../../jobs/job-errors.js';
 import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { credentialsRefused, describeRedisTarget, isRedisAuthError, isRedisUnreachableError, standaloneSeedProblem } from '../../src/redis/redis-client.js';
+import { credentialsRefused, describeRedisTarget, isRedisAuthError, isRedisUnreachableError, missingDatabaseProblem, standaloneSeedProblem } from '../../src/redis/redis-client.js';
 import { isRedisFullError, readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { COMMAND_REDIS_TIMEOUT_MS, createServices, redisTarget, type Services } from '../services.js';
 
@@ -40,6 +40,8 @@ export async function withServices<T>(
     } finally {
       clearTimeout(timer);
     }
+    const missingDatabase = await missingDatabaseProblem(services.redis, redisTarget(settings));
+    if (missingDatabase) throw missingDatabase;
     try {
       return await run(services);
     } catch (error) {
