@@ -6,6 +6,7 @@ import type { ScheduleDefinition } from '../jobs/schedule-store.js';
 import { liveWorkers } from '../src/metrics/read-metrics.js';
 import { processIdentity } from '../src/process-identity.js';
 import { pacingDisagreement, pacingOf } from '../src/rate/fleet-pacing.js';
+import { watchRedisAnswers } from '../src/redis/redis-liveness.js';
 import { readRedisMemory, redisMemoryProblem } from '../src/redis/redis-memory.js';
 import { removeStaleShardCopies } from '../src/reuse/previous-shards.js';
 import { watchClockSkew } from './clock-watch.js';
@@ -143,6 +144,8 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   logger.info({ queues: definitions.map(({ queue, concurrency }) => ({ queue, concurrency })) }, 'workers started');
   // `embedq worker` refused to start past the bound; NTP can still break while it runs.
   const clockWatch = watchClockSkew(services, logger, settings.worker.maxClockSkewMs);
+  // A Redis that answers nothing but keeps its connections fires no connection error: ask it.
+  const liveness = watchRedisAnswers(services.redis, services.redisOutage);
   readRedisMemory(services.redis).then(
     (memory) => {
       const problem = redisMemoryProblem(memory);
@@ -155,6 +158,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       clearInterval(staleCopiesTimer);
       clearInterval(schedulesTimer);
       clockWatch.close();
+      liveness.close();
       brake.close();
       providerBackoff.close();
       stopping.abort(new WorkerStoppingError());

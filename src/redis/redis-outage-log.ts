@@ -1,5 +1,6 @@
 import type { Logger } from '../logger.js';
 import { isRedisAuthError, isRedisConnectionError, type RedisClient } from './redis-client.js';
+import { RedisNotAnsweringError } from './redis-deadline.js';
 
 /** While Redis stays unreachable, a reminder at most this often. */
 export const OUTAGE_REMINDER_MS = 30_000;
@@ -40,10 +41,13 @@ export class RedisOutageLog {
     client.on('ready', () => this.#ready());
   }
 
-  /** Any error of a Redis connection. True when it says Redis is unreachable (then it is logged here, in summary). */
+  /**
+   * Any error of a Redis connection, or a RedisNotAnsweringError of the liveness check
+   * (redis-liveness.ts). True when it says Redis is unreachable (then it is logged here, in summary).
+   */
   note(error: unknown): boolean {
     const refused = isRedisAuthError(error);
-    if (!refused && !isRedisConnectionError(error)) return false;
+    if (!refused && !isRedisConnectionError(error) && !(error instanceof RedisNotAnsweringError)) return false;
     this.#errors += 1;
     const now = Date.now();
     const reason = (error as Error).message;
@@ -66,6 +70,14 @@ export class RedisOutageLog {
    */
   warnUnlessOutage(logger: Logger, error: unknown, message: string): void {
     if (!this.note(error)) logger.warn({ err: error }, message);
+  }
+
+  /**
+   * Redis answered a command. Ends an outage as a connection's being ready again does: a Redis
+   * that stopped answering without dropping a connection never makes one ready again.
+   */
+  answered(): void {
+    this.#ready();
   }
 
   #ready(): void {

@@ -334,6 +334,40 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     }
   });
 
+  it('a worker says it lost Redis when Redis keeps its connections but answers nothing, and when it answers again (it said nothing through a 12-minute freeze)', { timeout: 120_000 }, async () => {
+    const redis = await startPrivateRedis();
+    const worker = spawnEmbedq({ ...world.env, REDIS_URL: redis.url, DASHSCOPE_API_KEY: 'sk-test', LOG_LEVEL: 'info' }, ['worker']);
+    let stdout = '';
+    worker.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    let thaw: (() => void) | undefined;
+    const outageLines = (): Array<Record<string, unknown>> =>
+      stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .filter((line) => line.code === 'REDIS_UNAVAILABLE' || line.msg === 'Redis is reachable again');
+    try {
+      await expect.poll(() => stdout, { timeout: 30_000 }).toContain('workers started');
+      thaw = await freezeRedis(redis);
+      // A check every 5 s, each with 5 s to answer.
+      await expect.poll(outageLines, { timeout: 15_000 }).toHaveLength(1);
+      expect(outageLines()[0]).toMatchObject({
+        msg: 'lost Redis; waiting for it to come back',
+        redis: `REDIS_URL=${redis.url}`,
+        reason: expect.stringMatching(/^Redis has not answered for 5 s/),
+      });
+      await sleep(6_000); // another check goes unanswered: no second line for the same outage
+      expect(outageLines()).toHaveLength(1);
+      thaw();
+      await expect.poll(() => outageLines().at(-1)?.msg, { timeout: 15_000 }).toBe('Redis is reachable again');
+      expect(outageLines()).toHaveLength(2);
+    } finally {
+      thaw?.();
+      await stopProcess(worker, 'SIGKILL');
+      await redis.stop();
+    }
+  });
+
   it('a worker whose Redis password is rotated under it says so once, not a stack per reconnection, and says when Redis takes it again', async () => {
     const url = new URL(world.env.REDIS_URL!);
     const admin = new Redis(world.env.REDIS_URL!);

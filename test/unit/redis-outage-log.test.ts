@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import { createLogger } from '../../src/logger.js';
 import type { RedisClient } from '../../src/redis/redis-client.js';
+import { RedisNotAnsweringError } from '../../src/redis/redis-deadline.js';
 import { RedisOutageLog } from '../../src/redis/redis-outage-log.js';
 
 const refused = (): Error => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED', syscall: 'connect' });
@@ -39,6 +40,23 @@ describe('RedisOutageLog', () => {
     await new Promise((resolve) => setTimeout(resolve, 400));
     expect(lines.map((line) => line.msg)).toEqual(['lost Redis; waiting for it to come back', 'Redis is reachable again']);
     expect(lines[1]).toMatchObject({ errors: 2 });
+  });
+
+  it('takes a Redis that has not answered in time as an outage, and its answer as the end of it (a frozen Redis fires no connection error, nor a ready)', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const outage = new RedisOutageLog(logger, 'REDIS_URL=redis://127.0.0.1:6379', 50);
+    expect(outage.note(new RedisNotAnsweringError(5_000))).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(outage.note(new RedisNotAnsweringError(5_000))).toBe(true);
+    outage.answered();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(lines.map((line) => line.msg)).toEqual(['lost Redis; waiting for it to come back', 'Redis is still unreachable', 'Redis is reachable again']);
+    expect(lines[0]).toMatchObject({ code: 'REDIS_UNAVAILABLE', reason: expect.stringMatching(/^Redis has not answered for 5 s/) });
+    // An answer outside an outage says nothing.
+    outage.answered();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(lines).toHaveLength(3);
   });
 
   it('takes credentials Redis refuses while the process runs (a rotated password) as an outage: one line saying so, then reminders', () => {
