@@ -84,7 +84,9 @@ try {
     process.stderr.write(`embedq: INTERNAL: ${text}${debug ? '' : ' (LOG_LEVEL=debug shows the stack)'}\n`);
     process.exitCode = 1;
   }
-  // A command that has said what went wrong exits with its code now: a connection, timer or thread
+  // A command that has said what went wrong exits with its code: a connection, timer or thread
   // that did not close (a Redis that answers nothing never answers QUIT) held the process for good.
-  process.exit();
+  // Not at once: what it wrote to a pipe (asynchronous on macOS) gets a moment to drain; the timer
+  // does not itself keep the process alive.
+  setTimeout(() => process.exit(), 500).unref();
 }
