@@ -22,8 +22,10 @@ export function validateCron(pattern: string, tz: string): Date {
     throw new ConfigError(`--cron "${pattern}": expected 5 fields (minute hour day month weekday), or 6 with seconds first; got ${fields.length}`);
   }
   // cron-parser draws `H` anew at every tick unless given a seed, and BullMQ passes none: `H * * * *`
-  // fired up to three times an hour, `H * * * * *` twice in a minute. (`THU` is no `H`.)
-  if (fields.some((field) => /(^|[,-])H/.test(field))) {
+  // fired up to three times an hour, `H * * * * *` twice in a minute. An `H` after no letter is
+  // one wherever it stands: after `/` (`*/H`) it slipped through a check for `^`, `,` and `-` only.
+  // (`THU` is no `H`.)
+  if (fields.some((field) => /(?<![A-Za-z])H/i.test(field))) {
     throw new ConfigError(`--cron "${pattern}": "H" (a hashed value) is not supported: BullMQ picks it anew at every tick, so runs would come at random; write the value (e.g. 17 * * * * for once an hour)`);
   }
   try {

@@ -49,11 +49,12 @@ describe('schedule templates', () => {
   });
 
   it('refuses a hashed value (H) in any field: BullMQ gives cron-parser no seed, so it is drawn anew at every tick', () => {
-    for (const pattern of ['H * * * *', 'H * * * * *', '0 H * * *', 'H/15 * * * *', '0 0 H(1-28) * *', '0 3 * * 1,H', '5,H 3 * * *']) {
+    for (const pattern of ['H * * * *', 'H * * * * *', '0 H * * *', 'H/15 * * * *', '0 0 H(1-28) * *', '0 3 * * 1,H', '5,H 3 * * *', '*/H * * * *', '2/H * * * *', '0 3 * * 1#H', 'h * * * *']) {
       expect(() => validateCron(pattern, 'UTC'), pattern).toThrow(/"H" \(a hashed value\) is not supported/);
     }
     expect(validateCron('0 3 * * THU', 'UTC').getUTCDay()).toBe(4);
     expect(() => validateCron('0 3 * * MON-THU', 'UTC')).not.toThrow();
+    expect(() => validateCron('0 3 * * thu', 'UTC')).not.toThrow();
   });
 });
 
