@@ -368,6 +368,8 @@ export interface ScheduleTickPayload {
   schedule: string;
   /** Set on a re-queued tick (`--on-overlap queue`) and by `schedule run`: the tick it stands for. */
   tickMillis?: number;
+  /** Set on a re-queued tick: the `createdAt` of the schedule it waits on, so that it never runs on a schedule added anew under the name. */
+  scheduleCreatedAt?: number;
 }
 
 /** Installs (or replaces) the BullMQ Job Scheduler that adds one `schedule-tick` job per tick. */

@@ -13,7 +13,12 @@ import type { Services } from './services.js';
  * skipped (counted), or with `--on-overlap queue` comes back every QUEUE_POLL_MS until the run
  * has ended (at most one tick waits; it gives up after QUEUE_WAIT_LIMIT_MS: every wait ends).
  */
-const TickPayload = z.object({ v: z.literal(1), schedule: z.string().min(1), tickMillis: z.number().int().nonnegative().optional() });
+const TickPayload = z.object({
+  v: z.literal(1),
+  schedule: z.string().min(1),
+  tickMillis: z.number().int().nonnegative().optional(),
+  scheduleCreatedAt: z.number().int().nonnegative().optional(),
+});
 
 export const QUEUE_POLL_MS = 1_000;
 export const QUEUE_WAIT_LIMIT_MS = 24 * 60 * 60 * 1_000;
@@ -37,6 +42,13 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
       return;
     }
     const requeued = payload.tickMillis !== undefined;
+    if (requeued && !(await sameScheduleAsQueued(schedules, payload.schedule, tickMillis, payload.scheduleCreatedAt))) {
+      // The schedule it waited on was removed (and maybe added anew under the same name). Run, it
+      // claimed the slot of whatever schedule now has the name, beside the removed one's run that
+      // may still be going.
+      logger.warn('the schedule this tick waited on was removed; queued tick dropped');
+      return;
+    }
     if (!requeued && (await waitingTick(schedules, payload.schedule)) !== null) {
       // A queued tick goes first; a fresh one must not overtake it when the run ends.
       await schedules.recordSkip(payload.schedule, tickMillis, 'a tick already queued');
@@ -70,7 +82,7 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
         await schedules.unqueueTick(payload.schedule, tickMillis);
       } else if (queued === 'queued') {
         if (!requeued) logger.info({ activeJobId: outcome.activeJobId }, 'previous run still active; tick queued');
-        const retry: ScheduleTickPayload = { v: 1, schedule: payload.schedule, tickMillis };
+        const retry: ScheduleTickPayload = { v: 1, schedule: payload.schedule, tickMillis, scheduleCreatedAt: payload.scheduleCreatedAt ?? schedule.createdAt };
         await services.queues[QUEUES.schedule].add(JOB_NAMES.scheduleTick, retry, {
           delay: QUEUE_POLL_MS,
           jobId: `queued-${payload.schedule}-${tickMillis}-${Date.now()}`,
@@ -97,6 +109,19 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
  */
 async function stillWaiting(schedules: ScheduleStore, name: string, tickMillis: number): Promise<'queued' | 'not-queueing'> {
   return (await schedules.queuedTick(name)) === tickMillis ? 'queued' : 'not-queueing';
+}
+
+/**
+ * Whether the schedule a re-queued tick waited on still exists: a schedule added anew under its
+ * name has another creation time. A tick queued before the payload carried one (an older version)
+ * is the schedule's only while it is still the one waiting: a new schedule's own ticks all come
+ * after it was added, so none waits under this older tick.
+ */
+async function sameScheduleAsQueued(schedules: ScheduleStore, name: string, tickMillis: number, scheduleCreatedAt: number | undefined): Promise<boolean> {
+  const schedule = await schedules.get(name);
+  if (!schedule) return false;
+  if (scheduleCreatedAt === undefined) return (await schedules.queuedTick(name)) === tickMillis;
+  return schedule.createdAt === scheduleCreatedAt;
 }
 
 /** The tick waiting under `--on-overlap queue`; one left behind by a crash expires with the wait limit. */

@@ -272,12 +272,39 @@ describe('embedq schedule', () => {
 
     const queue = world.services.queues[QUEUES.schedule];
     const requeuedBefore = (await queue.getJobs(['delayed', 'waiting'])).filter((job) => job.id?.startsWith('queued-regiven-')).length;
-    await scheduleTickProcessor(world.services)({ data: { v: 1, schedule: 'regiven', tickMillis: tick }, opts: {}, timestamp: tick, queueName: QUEUES.schedule, name: JOB_NAMES.scheduleTick, id: 'requeued' } as unknown as Job);
+    const scheduleCreatedAt = (await schedules.get('regiven'))!.createdAt;
+    await scheduleTickProcessor(world.services)({ data: { v: 1, schedule: 'regiven', tickMillis: tick, scheduleCreatedAt }, opts: {}, timestamp: tick, queueName: QUEUES.schedule, name: JOB_NAMES.scheduleTick, id: 'requeued' } as unknown as Job);
     // Before, it put itself back on the queue, and both ticks waited for the run.
     expect((await queue.getJobs(['delayed', 'waiting'])).filter((job) => job.id?.startsWith('queued-regiven-'))).toHaveLength(requeuedBefore);
     expect(await schedules.queuedTick('regiven')).toBe(later);
     expect((await schedules.ticks('regiven'))[0]).toMatchObject({ tickMillis: tick, outcome: 'skipped', detail: `previous run ${active} still active` });
     await schedules.remove('regiven');
+  });
+
+  it('a tick waiting on a schedule that was removed runs on no schedule, not on one added anew under its name', async () => {
+    const definition = { name: 'gone', cron: '*/5 * * * * *', tz: 'UTC', input: 's3://corpus/daily/corpus.txt', out: 's3://out/gone/{runId}/', options: { dimension: 64 }, incremental: false, onOverlap: 'queue' as const };
+    const key = `${world.settings.redisPrefix}:schedule:gone`;
+    // Queued by this version (the payload names the schedule's creation time) and by an older one.
+    for (const carriesCreatedAt of [true, false]) {
+      await schedules.upsert(definition);
+      const active = newCorpusJobId(Date.now());
+      await world.services.redis.hset(key, { current: active, claimedAt: Date.now() });
+      const tick = Date.now() - 5_000;
+      expect(await schedules.queueTick('gone', tick, active)).toBe('queued');
+      const createdAt = (await schedules.get('gone'))!.createdAt;
+      await schedules.remove('gone');
+      await sleep(5);
+      await schedules.upsert({ ...definition, cron: '0 0 1 1 *' });
+
+      const payload = { v: 1, schedule: 'gone', tickMillis: tick, ...(carriesCreatedAt ? { scheduleCreatedAt: createdAt } : {}) };
+      await scheduleTickProcessor(world.services)({ data: payload, opts: {}, timestamp: tick, queueName: QUEUES.schedule, name: JOB_NAMES.scheduleTick, id: 'requeued' } as unknown as Job);
+      // Before, it claimed the new schedule's empty slot and submitted a run beside the removed one's.
+      expect(await world.services.redis.hget(key, 'current')).toBeNull();
+      expect((await schedules.get('gone'))!.runs).toBe(0);
+      expect(await schedules.ticks('gone')).toEqual([]);
+      expect((await world.services.corpora.list(100)).filter((record) => record.schedule === 'gone')).toEqual([]);
+      await schedules.remove('gone');
+    }
   });
 
   it('pause holds the ticks (each logged, none starts a run) and resume lets them run again; schedule run still runs while paused', async () => {
