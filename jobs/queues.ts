@@ -2,6 +2,8 @@ import type { DefaultJobOptions, QueueOptions } from 'bullmq';
 
 import { MODEL_NAMES, type ModelName } from '../src/models.js';
 
+import { scheduleRepeatStrategy } from './schedule-next-tick.js';
+
 /**
  * The queues. Splitting, embedding and writing have different costs, so each gets its own queue
  * and concurrency: many embed calls wait on the network; shard writes are CPU and memory heavy.
@@ -82,6 +84,8 @@ export function queueOptions(prefix: string, connection: QueueOptions['connectio
     defaultJobOptions: DEFAULT_JOB_OPTIONS,
     // BullMQ keeps events (with return values) in a stream of ~10,000 entries by default; cap it.
     streams: { events: { maxLen: 100 } },
+    // Schedules' ticks: cron-parser alone lost, repeated or stopped ticks at some DST changes.
+    settings: { repeatStrategy: scheduleRepeatStrategy },
   };
 }
 

@@ -382,8 +382,15 @@ export async function removeScheduler(queue: Queue, name: string): Promise<void>
   await queue.removeJobScheduler(name);
 }
 
-/** The next tick BullMQ has planned, or null. */
+/**
+ * The next tick BullMQ has planned, or null: no Job Scheduler, or one without the job of its next
+ * tick. BullMQ keeps a scheduler whose repeat strategy planned no tick (cron-parser threw, before
+ * schedule-next-tick.ts) with its last tick as `next`, long past: it never ticked again, and the
+ * schedules-file check took it for healthy and never installed it again.
+ */
 export async function nextTick(queue: Queue, name: string): Promise<number | null> {
   const scheduler = await queue.getJobScheduler(name);
-  return scheduler?.next ?? null;
+  if (!scheduler?.next) return null;
+  // BullMQ's id of a scheduler's job (JobScheduler.getSchedulerNextJobId).
+  return (await queue.getJob(`repeat:${name}:${scheduler.next}`)) ? scheduler.next : null;
 }

@@ -3,6 +3,8 @@ import { CronExpressionParser } from 'cron-parser';
 import { ConfigError } from '../src/errors.js';
 import { parseLocation } from '../src/storage/locations.js';
 
+import { nextScheduleTick } from './schedule-next-tick.js';
+
 /**
  * Cron checks and output templates of schedules (DESIGN "Contract": `schedule add`). Pure: no I/O.
  *
@@ -14,9 +16,9 @@ export const PLACEHOLDERS = ['date', 'time', 'runId'] as const;
 /**
  * Refuses what BullMQ's scheduler would choke on later: a pattern that is not 5 fields (or 6 with
  * seconds), one cron-parser rejects, a hashed value (`H`), or a zone the platform does not know.
- * Returns the next tick.
+ * Returns the next tick after `now`, as the Job Scheduler plans it (schedule-next-tick.ts).
  */
-export function validateCron(pattern: string, tz: string): Date {
+export function validateCron(pattern: string, tz: string, now = Date.now()): Date {
   const fields = pattern.trim().split(/\s+/);
   if (fields.length !== 5 && fields.length !== 6) {
     throw new ConfigError(`--cron "${pattern}": expected 5 fields (minute hour day month weekday), or 6 with seconds first; got ${fields.length}`);
@@ -34,7 +36,8 @@ export function validateCron(pattern: string, tz: string): Date {
     throw new ConfigError(`--tz "${tz}": not an IANA time zone the platform knows (e.g. UTC, Europe/Berlin, Asia/Shanghai)`);
   }
   try {
-    return CronExpressionParser.parse(pattern, { tz }).next().toDate();
+    CronExpressionParser.parse(pattern, { tz });
+    return new Date(nextScheduleTick(pattern, tz, now));
   } catch (error) {
     throw new ConfigError(`--cron "${pattern}": ${(error as Error).message}`);
   }

@@ -2,6 +2,7 @@ import { Worker, type Job } from 'bullmq';
 
 import { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from '../jobs/payloads.js';
 import { cappedExponentialBackoff, EMBED_QUEUE_NAMES, JOB_NAMES, LEGACY_EMBED_QUEUE, QUEUES, takesEmbedSteps } from '../jobs/queues.js';
+import { scheduleRepeatStrategy } from '../jobs/schedule-next-tick.js';
 import type { ScheduleDefinition } from '../jobs/schedule-store.js';
 import { liveWorkers } from '../src/metrics/read-metrics.js';
 import { processIdentity } from '../src/process-identity.js';
@@ -96,7 +97,8 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
       lockDuration: settings.worker.lockDurationMs,
       // A killed worker's jobs come back after `stalledInterval`; allow that to happen several times.
       maxStalledCount: 10,
-      settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade) },
+      // The worker plans each schedule's next tick as it takes the current one: as the queue does.
+      settings: { backoffStrategy: (attemptsMade: number) => cappedExponentialBackoff(attemptsMade), repeatStrategy: scheduleRepeatStrategy },
     });
     worker.on('error', (error) => {
       if (brake.note(error) || services.redisOutage.note(error)) return;

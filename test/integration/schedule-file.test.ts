@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUES } from '../../jobs/queues.js';
 import { nextTick, ScheduleStore } from '../../jobs/schedule-store.js';
 import { sleep } from '../../src/sleep.js';
-import { readScheduleFile } from '../../workers/schedule-file.js';
+import { readScheduleFile, restoreLostSchedules } from '../../workers/schedule-file.js';
 import { startWorkers } from '../../workers/start-workers.js';
 import { runEmbedq, startWorld, type World } from '../support/world.js';
 
@@ -192,6 +192,38 @@ describe('schedules file', () => {
     const exported = JSON.parse((await runEmbedq(world.env, ['schedule', 'export'])).stdout) as { schedules: Array<{ name: string }> };
     expect(exported.schedules.map((schedule) => schedule.name)).toEqual(expect.arrayContaining(['kept', 'lost', 'unscheduled']));
     expect(JSON.parse(await readFile(file, 'utf8')).schedules).toHaveLength(3);
+  });
+
+  it('a schedule whose Job Scheduler planned no next tick is installed again by apply and by a worker given the file', async () => {
+    const queue = world.services.queues[QUEUES.schedule];
+    const file = path.join(folder, 'dead.json');
+    const definition = { name: 'dead', cron: '0 1 * * *', tz: 'Australia/Lord_Howe', input: 's3://corpus/daily.txt', out: 's3://out/dead/{date}/', options: { dimension: 64 }, incremental: false, onOverlap: 'skip' };
+    await writeFile(file, JSON.stringify({ version: 1, schedules: [definition] }));
+    expect((await runEmbedq(world.env, ['schedule', 'apply', file])).code).toBe(0);
+    /**
+     * What cron-parser's "loop limit exceeded" left once the tick it followed had run: BullMQ keeps
+     * the scheduler with that tick as its next, and no job for a next one.
+     */
+    const killScheduler = async (): Promise<number> => {
+      const next = (await queue.getJobScheduler('dead'))!.next!;
+      const jobId = `repeat:dead:${next}`;
+      await world.services.redis.zrem(`${world.settings.redisPrefix}:${QUEUES.schedule}:delayed`, jobId);
+      await world.services.redis.del(`${world.settings.redisPrefix}:${QUEUES.schedule}:${jobId}`);
+      expect(await queue.getJob(jobId)).toBeUndefined();
+      return next;
+    };
+
+    const stale = await killScheduler();
+    expect(await nextTick(queue, 'dead')).toBeNull();
+    // Before, `unchanged`: any `next` counted as healthy, so the schedule never ticked again.
+    expect((await runEmbedq(world.env, ['schedule', 'apply', file])).stdout).toBe('updated schedule dead\n');
+    expect(await nextTick(queue, 'dead')).toBe(stale);
+
+    await killScheduler();
+    expect(await restoreLostSchedules(world.services, await readScheduleFile(file), world.services.logger)).toEqual(['dead']);
+    expect(await nextTick(queue, 'dead')).toBe(stale);
+    await store.remove('dead');
+    await queue.removeJobScheduler('dead');
   });
 
   it('a schedule removed while workers run with a file naming it stays removed; the file as edited since is what a lost Redis gets back', async () => {

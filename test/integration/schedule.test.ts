@@ -112,6 +112,22 @@ describe('embedq schedule', () => {
     }
   });
 
+  it('the Job Scheduler plans the next tick with schedule-next-tick.ts: a daily Lord Howe tick after the April change comes the next day', async () => {
+    // As if the schedule were added a moment after 01:00 on 2027-04-04, half an hour before the
+    // clocks go back. Before, cron-parser threw, BullMQ swallowed it and installed no scheduler.
+    const queue = world.services.queues[QUEUES.schedule];
+    await queue.upsertJobScheduler(
+      'lordhowe',
+      { pattern: '0 1 * * *', tz: 'Australia/Lord_Howe', startDate: Date.parse('2027-04-03T14:00:00.050Z') },
+      { name: JOB_NAMES.scheduleTick, data: { v: 1, schedule: 'lordhowe' } },
+    );
+    try {
+      expect(new Date((await nextTick(queue, 'lordhowe'))!).toISOString()).toBe('2027-04-04T14:30:00.000Z');
+    } finally {
+      await removeScheduler(queue, 'lordhowe');
+    }
+  });
+
   it('schedule run takes the same single slot as a tick: refused while the previous run is active', async () => {
     const added = await runEmbedq(world.env, ['schedule', 'add', 'manual', 's3://corpus/daily/corpus.txt', '--cron', '0 0 1 1 *', '--out', 's3://out/manual/{runId}/', '--dimension', '64']);
     expect(added.code, added.stderr).toBe(0);

@@ -1,6 +1,6 @@
-import { defaultRepeatStrategy } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 
+import { scheduleRepeatStrategy } from '../../jobs/schedule-next-tick.js';
 import { hasPlaceholder, renderTemplate, scheduleRoot, validateCron, validateRoot, validateTemplate } from '../../jobs/schedule-template.js';
 
 describe('schedule templates', () => {
@@ -60,13 +60,13 @@ describe('schedule templates', () => {
 
 /**
  * The ticks a schedule gets, as BullMQ's Job Scheduler plans them: each from the one before, with
- * the strategy it runs (cron-parser underneath), so what fires is what is tested.
+ * the strategy it runs (schedule-next-tick.ts), so what fires is what is tested.
  */
 function ticks(pattern: string, tz: string, from: string, count: number): string[] {
   const planned: string[] = [];
   let millis = Date.parse(from);
   for (let index = 0; index < count; index++) {
-    millis = defaultRepeatStrategy(millis, { pattern, tz })!;
+    millis = scheduleRepeatStrategy(millis, { pattern, tz }) as number;
     planned.push(new Date(millis).toISOString());
   }
   return planned;
