@@ -4,6 +4,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { Queue } from 'bullmq';
 
 import type { JobOptions } from '../src/job-options.js';
+import { LATEST_FILE } from '../src/output/layout.js';
 import { openStore, parseLocation } from '../src/storage/locations.js';
 import type { CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
@@ -49,6 +50,11 @@ export interface SubmitOptions {
   jobId?: string;
   /** Remove an earlier run's files from the output first, instead of refusing (Default: false). */
   overwrite?: boolean;
+  /**
+   * With `overwrite`: the output is a schedule's root, and its `_latest.json` names the run about
+   * to be removed; the pointer goes first (Default: false).
+   */
+  withdrawLatest?: boolean;
 }
 
 /** A job's output as a store plus key prefix. */
@@ -73,7 +79,12 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
     const output = openOutputLocation(options.output, deps.s3);
     const previous = await findPreviousRun(output);
     if (previous.length > 0 && !extra.overwrite) throw new OutputNotEmptyError(options.output, previous);
-    if (extra.overwrite) await clearPreviousRun(output);
+    if (extra.overwrite) {
+      // Before the files it names: a pointer must never name an emptied output (a failed run left
+      // it naming one). A run of the same output holds the lease, so no finalize writes it meanwhile.
+      if (extra.withdrawLatest) await output.store.delete(output.prefix + LATEST_FILE);
+      await clearPreviousRun(output);
+    }
     await checkOutputWritable(output, id, options.output);
     await corpora.jobs.create(id, options, { schedule: extra.schedule, leaseKey: corpora.leases.keyOf(options.output) });
     // After the record, so the lease never lasts without it (another submit would take it over).

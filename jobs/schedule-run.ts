@@ -44,6 +44,8 @@ export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMilli
       // With a placeholder, an output that already exists (say `{date}` ticking twice a day) is
       // refused as for any submit, and the reason shows in `schedule list`.
       overwrite: !hasPlaceholder(schedule.out),
+      // That output is the schedule's root: its `_latest.json` names the run being replaced.
+      withdrawLatest: !hasPlaceholder(schedule.out),
     });
     await deps.schedules.recordRun(name, tickMillis, jobId, output);
     return { kind: 'submitted', jobId, output };

@@ -554,4 +554,38 @@ describe('embedq schedule', () => {
       await stopProcess(worker);
     }
   });
+
+  it('without placeholder, a run withdraws _latest.json as it empties the output: a failed one leaves no pointer to an emptied output', async () => {
+    const worker = spawnEmbedq(world.env, ['worker']);
+    try {
+      await world.put('fx/corpus.txt', 'one line\nanother line\n');
+      const added = await runEmbedq(world.env, ['schedule', 'add', 'fx', 's3://corpus/fx/corpus.txt', '--cron', '0 0 1 1 *', '--out', 's3://out/fx/', '--dimension', '64', '--output-type', 'dense']);
+      expect(added.code, added.stderr).toBe(0);
+      const readLatest = async (): Promise<{ job_id: string; output: string } | null> => {
+        try {
+          return JSON.parse(await (await world.s3.client.send(new GetObjectCommand({ Bucket: 'out', Key: 'fx/_latest.json' }))).Body!.transformToString()) as { job_id: string; output: string };
+        } catch (error) {
+          if ((error as Error).name === 'NoSuchKey') return null;
+          throw error;
+        }
+      };
+      const good = await runEmbedq(world.env, ['schedule', 'run', 'fx', '--wait']);
+      expect(good.code, good.stderr).toBe(0);
+      expect(await readLatest()).toMatchObject({ job_id: good.stdout.trim(), output: 's3://out/fx/' });
+
+      await world.s3.client.send(new DeleteObjectCommand({ Bucket: 'corpus', Key: 'fx/corpus.txt' }));
+      const bad = await runEmbedq(world.env, ['schedule', 'run', 'fx', '--wait']);
+      expect(bad.code).toBe(1);
+      // Before, it still named the first run, whose _SUCCESS and shards the overwrite had removed.
+      expect(await readLatest()).toBeNull();
+
+      await world.put('fx/corpus.txt', 'one line\nanother line\n');
+      const next = await runEmbedq(world.env, ['schedule', 'run', 'fx', '--wait']);
+      expect(next.code, next.stderr).toBe(0);
+      expect(await readLatest()).toMatchObject({ job_id: next.stdout.trim(), output: 's3://out/fx/' });
+      expect((await runEmbedq(world.env, ['schedule', 'remove', 'fx'])).code).toBe(0);
+    } finally {
+      await stopProcess(worker);
+    }
+  });
 });
