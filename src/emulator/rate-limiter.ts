@@ -24,9 +24,10 @@ export function normaliseLimit(value: number | undefined, fallback: number): num
  * DashScope-style throttling per model: requests and tokens, per minute and per second (1/60 of
  * the minute limit), over exact sliding windows. Only accepted requests consume quota.
  *
- * Two deliberate allowances: the per-second request limit is at least 1 (so a 30 QPM limit still
- * lets one request through per second, within the minute limit), and a request larger than a
- * whole token window is accepted when that window is empty (otherwise it could never pass).
+ * Two deliberate allowances: the per-second request limit is rounded up to a whole request (so a
+ * 30 QPM limit still lets one through a second, and 90 QPM two, within the minute limit: an exact
+ * 1.5 let one through a second, so 90 QPM gave 60), and a request larger than a whole token window
+ * is accepted when that window is empty (otherwise it could never pass).
  */
 export class RateLimiter {
   private readonly windows = new Map<string, ModelWindows>();
@@ -51,7 +52,7 @@ export class RateLimiter {
     }
     const { second, minute } = windows;
     if (qpm !== Infinity) {
-      if (second.count(now) + 1 > Math.max(1, qpm / 60) || minute.count(now) + 1 > qpm) return 'requests';
+      if (second.count(now) + 1 > Math.ceil(qpm / 60) || minute.count(now) + 1 > qpm) return 'requests';
     }
     if (tpm !== Infinity) {
       if (second.count(now) > 0 && second.amount(now) + tokens > tpm / 60) return 'tokens';

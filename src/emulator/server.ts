@@ -137,11 +137,11 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const snapshot = (): EmulatorStats => stats.snapshot(limiter.current, Date.now());
 
   async function route(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const path = (request.url ?? '/').split('?')[0];
+    const path = (request.url ?? '/').split('?')[0] ?? '/';
     const api: Api | undefined = path === NATIVE_EMBEDDING_PATH ? 'dashscope' : path === COMPAT_EMBEDDING_PATH ? 'openai' : undefined;
     if (api) {
       const receivedAt = performance.now();
-      if (request.method !== 'POST') return sendError(response, 'dashscope', { ...EMULATOR_ERRORS.notFound, status: 405, message: 'Method Not Allowed.' });
+      if (request.method !== 'POST') return sendError(response, api, { ...EMULATOR_ERRORS.notFound, status: 405, message: 'Method Not Allowed.' });
       const body = await readBody(request);
       if (body === undefined) {
         // Do not read the rest of an oversized body: answer, then close the connection.
@@ -169,7 +169,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
           applyLimits(parseJson(await readBody(request)) as { qpm?: unknown; tpm?: unknown });
           return sendJson(response, 200, snapshot().limits);
         default:
-          return sendError(response, 'dashscope', EMULATOR_ERRORS.notFound);
+          // In the envelope of the API the path is under (facts §1a): a compatible-mode client reads `error`.
+          return sendError(response, path.startsWith('/compatible-mode/') ? 'openai' : 'dashscope', EMULATOR_ERRORS.notFound);
       }
     } catch (error) {
       if (error instanceof ConfigError) return sendJson(response, 400, { code: 'InvalidParameter', message: error.message });

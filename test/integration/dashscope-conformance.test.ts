@@ -243,6 +243,20 @@ describe('server-side error bodies', () => {
     expect(response.json).toEqual({ ...expectedBody, ...ids });
     expect(emulator.stats().accepted).toBe(before);
   });
+
+  // Under the compatible-mode path, in its envelope (facts §1a): they were native bodies there.
+  it.each<[string, string, string]>([
+    ['PUT', NATIVE_EMBEDDING_PATH, 'code'],
+    ['PUT', COMPAT_EMBEDDING_PATH, 'error'],
+    ['GET', '/compatible-mode/v1/models', 'error'],
+    ['GET', '/api/v1/models', 'code'],
+  ])('%s %s: an error in that API\'s envelope', async (method, path, field) => {
+    const response = await fetch(emulator.url + path, { method });
+    expect(response.status).toBe(method === 'PUT' ? 405 : 404);
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(Object.keys(body)).toContain(field);
+    expect(Object.keys(body)).not.toContain(field === 'code' ? 'error' : 'code');
+  });
 });
 
 describe('the row limit at its edge (the emulator counts v4\'s added end token, the strict reading)', () => {

@@ -26,6 +26,14 @@ describe('RateLimiter', () => {
     expect(limiter.tryAcquire('other-model', 1, 1000)).toBeUndefined(); // limits are per model
   });
 
+  it('lets a limit that is not a multiple of 60 through in full: its second rounds up, its minute holds it', () => {
+    // 90 QPM: 1.5 a second. An exact 1.5 refused every second request a second, so 90 gave 60.
+    const limiter = new RateLimiter({ requestsPerMinute: 90, tokensPerMinute: Infinity });
+    const accepted = Array.from({ length: 90 }, (_, index) => limiter.tryAcquire('m', 1, Math.round(index * (60_000 / 90)))).filter((verdict) => verdict === undefined);
+    expect(accepted).toHaveLength(90);
+    expect(limiter.tryAcquire('m', 1, 59_999)).toBe('requests');
+  });
+
   it('enforces the minute window too', () => {
     const limiter = new RateLimiter({ requestsPerMinute: 3, tokensPerMinute: Infinity });
     expect(limiter.tryAcquire('m', 1, 0)).toBeUndefined();
