@@ -36,7 +36,7 @@ export function decodeNativeResponse(body: string | Uint8Array, expect: DecodeEx
   const json = parseJson(body, expect);
   const output = field(json, 'output');
   const embeddings = output && typeof output === 'object' ? (output as Record<string, unknown>).embeddings : undefined;
-  if (!Array.isArray(embeddings)) throw malformed('output.embeddings is not an array', json, expect);
+  if (!Array.isArray(embeddings)) throw malformed(`output.embeddings is not an array${carriedError(json)}`, json, expect);
   const items = placeItems(embeddings, 'text_index', expect, json, (entry) => ({
     dense: expect.dense ? toDense(entry.embedding, expect, json) : null,
     sparse: expect.sparse ? toSparse(entry.sparse_embedding, json, expect) : null,
@@ -51,7 +51,7 @@ export function decodeNativeResponse(body: string | Uint8Array, expect: DecodeEx
 export function decodeCompatResponse(body: string | Uint8Array, expect: DecodeExpectation): EmbeddingResult {
   const json = parseJson(body, expect);
   const data = field(json, 'data');
-  if (!Array.isArray(data)) throw malformed('data is not an array', json, expect);
+  if (!Array.isArray(data)) throw malformed(`data is not an array${carriedError(json)}`, json, expect);
   const items = placeItems(data, 'index', expect, json, (entry) => ({
     dense: toDense(entry.embedding, expect, json),
     sparse: null,
@@ -169,6 +169,20 @@ function parseJson(body: string | Uint8Array, expect: DecodeExpectation): unknow
 
 function field(json: unknown, name: string): unknown {
   return json && typeof json === 'object' ? (json as Record<string, unknown>)[name] : undefined;
+}
+
+/**
+ * An error a 200 body carries instead of embeddings, in either API's envelope (`{code, message}`,
+ * `{error: {code, message}}`), as `; the body carries an error: <code>: <message>`; else ''. The
+ * malformed-response message dropped the provider's own reason.
+ */
+function carriedError(json: unknown): string {
+  const nested = field(json, 'error');
+  const source = nested && typeof nested === 'object' ? nested : json;
+  const code = field(source, 'code');
+  const message = field(source, 'message');
+  if (typeof message !== 'string' && typeof code !== 'string') return '';
+  return `; the body carries an error: ${[code, message].filter((part) => typeof part === 'string' && part !== '').join(': ')}`;
 }
 
 function malformed(reason: string, json: unknown, expect: DecodeExpectation): ProviderUnavailableError {

@@ -49,6 +49,8 @@ describe('decodeNativeResponse', () => {
     ['more tokens than the texts can use', nativeBody([item(0), item(1)], { usage: { total_tokens: 1e12 } }), 'usage.total_tokens 1000000000000 is more than 2 texts can use (at most 100)'],
     ['no usage', JSON.stringify({ output: { embeddings: [item(0), item(1)] }, request_id: 'rid' }), 'usage.total_tokens is missing'],
     ['no output', JSON.stringify({ request_id: 'rid' }), 'output.embeddings is not an array'],
+    // The provider's own reason, which the message dropped.
+    ['a 200 carrying an error', JSON.stringify({ code: 'InternalError', message: 'An internal error has occured.', request_id: 'rid' }), 'output.embeddings is not an array; the body carries an error: InternalError: An internal error has occured.'],
   ])('rejects %s as malformed', (_name, body, reason) => {
     const run = () => decodeNativeResponse(body, expect2);
     expect(run).toThrow(ProviderUnavailableError);
@@ -103,5 +105,7 @@ describe('decodeCompatResponse', () => {
     }
     expect(() => decodeCompatResponse(bytes(body('1e400')), compat)).toThrow('embedding holds Infinity, beyond float32');
     expect(() => decodeCompatResponse(bytes(body('1', 101)), compat)).toThrow('usage.total_tokens 101 is more than 2 texts can use (at most 100)');
+    const carried = JSON.stringify({ error: { message: 'Requests rate limit exceeded.', type: 'limit_requests', code: 'limit_requests' }, id: 'compat-id' });
+    expect(() => decodeCompatResponse(carried, compat)).toThrow('malformed response: data is not an array; the body carries an error: limit_requests: Requests rate limit exceeded. (request_id compat-id)');
   });
 });
