@@ -423,6 +423,9 @@ describe('dashboard: every queued or running job, however many newer ones there 
     await world?.close();
   });
   const listed = async (): Promise<Array<Record<string, unknown>>> => (await fetch(`${dashboard.url}/api/jobs`)).json() as Promise<Array<Record<string, unknown>>>;
+  // A request that meets a refresh under way gets that refresh's snapshot, which may have been read
+  // before the change just made: the checks below wait for one read after it.
+  const listedIds = async (): Promise<unknown[]> => (await listed()).map((job) => job.id);
 
   it('shows a running job behind 60 newer ended ones (page, API, metrics), one shape for any job, and follows cancel, retry and prune', async () => {
     const { jobs } = world.services.corpora;
@@ -438,8 +441,8 @@ describe('dashboard: every queued or running job, however many newer ones there 
 
     // The newest 50, then the older job still running: before, it was not on the page at all once
     // 50 newer jobs existed (a schedule every minute makes them in 50 minutes).
+    await expect.poll(listedIds).toEqual([...newer.slice(10).reverse(), 'cj-old-running']);
     const shown = await listed();
-    expect(shown.map((job) => job.id)).toEqual([...newer.slice(10).reverse(), 'cj-old-running']);
     expect(shown.at(-1)).toMatchObject({ state: 'running', linesDone: 0 });
     const events = await fetch(`${dashboard.url}/api/events`);
     const reader = events.body!.getReader();
@@ -466,10 +469,10 @@ describe('dashboard: every queued or running job, however many newer ones there 
     const active = () => world.services.redis.zrange(`${world.services.settings.redisPrefix}:jobs:active`, 0, -1);
     expect(await jobs.markCancelled('cj-old-running')).toBe('cancelled');
     expect(await active()).toEqual([]);
-    expect((await listed()).map((job) => job.id)).not.toContain('cj-old-running');
+    await expect.poll(listedIds).not.toContain('cj-old-running');
     expect(await jobs.restart('cj-old-running')).toEqual({ generation: 1 });
     expect(await active()).toEqual(['cj-old-running']);
-    expect((await listed()).at(-1)).toMatchObject({ id: 'cj-old-running', state: 'queued' });
+    await expect.poll(async () => (await listed()).at(-1)).toMatchObject({ id: 'cj-old-running', state: 'queued' });
     expect(await jobs.markCancelled('cj-old-running')).toBe('cancelled');
     await jobs.restart('cj-old-running');
     await jobs.discard('cj-old-running');
@@ -478,6 +481,6 @@ describe('dashboard: every queued or running job, however many newer ones there 
     expect(await jobs.markFailed('cj-pruned', 'x', 'INTERNAL')).toBe(true);
     expect(await jobs.prune((await world.services.corpora.now()) + 1_000)).toBe(61);
     expect(await active()).toEqual([]);
-    expect(await listed()).toEqual([]);
+    await expect.poll(listed).toEqual([]);
   });
 });
