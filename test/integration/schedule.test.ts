@@ -95,36 +95,20 @@ describe('embedq schedule', () => {
     expect(await schedules.get('upsert')).toBeUndefined();
   });
 
-  it('the Job Scheduler plans a tick whose local time a DST change skips at midnight for the first instant after the gap, not a day later', async () => {
-    // Santiago's clocks go from 00:00 (UTC-4) to 01:00 (UTC-3) on 2027-09-05. BullMQ plans from
-    // startDate when it is later than now: as if the schedule were added at noon the day before.
+  // Santiago's clocks go from 00:00 (UTC-4) to 01:00 (UTC-3) on 2027-09-05: before, the tick came
+  // on 2027-09-06T03:00:00.000Z and the day was lost. Lord Howe's go back half an hour at 02:00 on
+  // 2027-04-04: before, cron-parser threw, BullMQ swallowed it and installed no scheduler. BullMQ
+  // plans from startDate when it is later than now: as if the schedule were added then.
+  it.each([
+    ['a tick whose local time a DST change skips at midnight, for the first instant after the gap', 'santiago', '0 0 * * *', 'America/Santiago', '2027-09-04T12:00:00Z', '2027-09-05T04:00:00.000Z'],
+    ['a daily Lord Howe tick after the April change, the next day (schedule-next-tick.ts)', 'lordhowe', '0 1 * * *', 'Australia/Lord_Howe', '2027-04-03T14:00:00.050Z', '2027-04-04T14:30:00.000Z'],
+  ])('the Job Scheduler plans %s', async (_case, name, pattern, tz, startDate, next) => {
     const queue = world.services.queues[QUEUES.schedule];
-    await queue.upsertJobScheduler(
-      'santiago',
-      { pattern: '0 0 * * *', tz: 'America/Santiago', startDate: Date.parse('2027-09-04T12:00:00Z') },
-      { name: JOB_NAMES.scheduleTick, data: { v: 1, schedule: 'santiago' } },
-    );
+    await queue.upsertJobScheduler(name, { pattern, tz, startDate: Date.parse(startDate) }, { name: JOB_NAMES.scheduleTick, data: { v: 1, schedule: name } });
     try {
-      // Before, 2027-09-06T03:00:00.000Z: the day was lost.
-      expect(new Date((await nextTick(queue, 'santiago'))!).toISOString()).toBe('2027-09-05T04:00:00.000Z');
+      expect(new Date((await nextTick(queue, name))!).toISOString()).toBe(next);
     } finally {
-      await removeScheduler(queue, 'santiago');
-    }
-  });
-
-  it('the Job Scheduler plans the next tick with schedule-next-tick.ts: a daily Lord Howe tick after the April change comes the next day', async () => {
-    // As if the schedule were added a moment after 01:00 on 2027-04-04, half an hour before the
-    // clocks go back. Before, cron-parser threw, BullMQ swallowed it and installed no scheduler.
-    const queue = world.services.queues[QUEUES.schedule];
-    await queue.upsertJobScheduler(
-      'lordhowe',
-      { pattern: '0 1 * * *', tz: 'Australia/Lord_Howe', startDate: Date.parse('2027-04-03T14:00:00.050Z') },
-      { name: JOB_NAMES.scheduleTick, data: { v: 1, schedule: 'lordhowe' } },
-    );
-    try {
-      expect(new Date((await nextTick(queue, 'lordhowe'))!).toISOString()).toBe('2027-04-04T14:30:00.000Z');
-    } finally {
-      await removeScheduler(queue, 'lordhowe');
+      await removeScheduler(queue, name);
     }
   });
 
