@@ -1,7 +1,6 @@
 import type { DefaultJobOptions, QueueOptions } from 'bullmq';
 
 import { MODEL_NAMES, type ModelName } from '../src/models.js';
-
 import { scheduleRepeatStrategy } from './schedule-next-tick.js';
 
 /**

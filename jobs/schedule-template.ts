@@ -2,7 +2,6 @@ import { CronExpressionParser } from 'cron-parser';
 
 import { ConfigError } from '../src/errors.js';
 import { parseLocation } from '../src/storage/locations.js';
-
 import { nextScheduleTick } from './schedule-next-tick.js';
 
 /**

@@ -4,9 +4,9 @@ import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
 import { settleStopped } from '../settle-stopped.js';
 import { JobLostError } from '../../jobs/job-errors.js';
 import { QUEUES } from '../../jobs/queues.js';
+import { withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import type { Services } from '../services.js';
 import { snapshotStream } from './event-stream.js';
-import { withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import { backlogOf, embedDepth, type DashboardSources, type DashboardState } from './snapshot.js';
 
 /**

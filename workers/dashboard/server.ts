@@ -6,13 +6,13 @@ import fastifyFormbody from '@fastify/formbody';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 
 import { ConfigError } from '../../src/errors.js';
+import { isRedisOutage, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import type { Services } from '../services.js';
 import { registerApi } from './api.js';
 import { isLoopbackHost, registerAuth } from './auth.js';
 import { createMetricsEndpoint } from './metrics-endpoint.js';
 import { registerOriginChecks } from './origin-checks.js';
 import { dashboardPage } from './page.js';
-import { isRedisOutage, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import { DashboardState, type DashboardSources } from './snapshot.js';
 import { gateRates, storedSchedules } from './sources.js';
 

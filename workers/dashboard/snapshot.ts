@@ -3,9 +3,9 @@ import { BACKLOG_STATES, QUEUE_DEPTH_STATES } from '../../src/metrics/metric-nam
 import { liveWorkers, readJobRequestStats, type WorkerView } from '../../src/metrics/read-metrics.js';
 import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
+import { RedisNotAnsweringError, isRedisOutage, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
-import { RedisNotAnsweringError, isRedisOutage, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import { FirstErrors, toJobView, type JobView } from './job-views.js';
 import type { RateFigures, RateSource, ScheduleSource, ScheduleView } from './sources.js';
 import { ThroughputTracker } from './throughput.js';
