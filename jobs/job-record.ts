@@ -253,20 +253,17 @@ export class JobRecords {
   }
 
   /**
-   * The queued and running jobs, newest first, however old: a running job fell out of the newest
-   * 50 once a schedule had fired 50 times since it started, and the dashboard lost sight of it.
-   * An older version's workers end jobs without taking them out of the index: ended ones are left out here.
+   * The newest `limit` jobs and, after them, every older one still queued or running (the
+   * `jobs:active` index), newest first: a running job fell out of the newest 50 once a schedule had
+   * fired 50 times since it started, and the dashboard lost sight of it. Each record is read once.
+   * An older version's workers end jobs without taking them out of the index: ended ones found
+   * only there are left out.
    */
-  async listActive(): Promise<CorpusJobRecord[]> {
-    const records = await this.read(await this.redis.zrevrange(this.keys.activeJobs, 0, -1));
-    return records.filter((record) => record.state === 'queued' || record.state === 'running');
-  }
-
-  /** The newest `limit` jobs and, after them, every older one still queued or running: newest first. */
   async listWithActive(limit = 50): Promise<CorpusJobRecord[]> {
-    const [newest, active] = await Promise.all([this.list(limit), this.listActive()]);
-    const shown = new Set(newest.map((record) => record.id));
-    return [...newest, ...active.filter((record) => !shown.has(record.id))];
+    const [newest, active] = await Promise.all([this.redis.zrevrange(this.keys.jobs, 0, limit - 1), this.redis.zrevrange(this.keys.activeJobs, 0, -1)]);
+    const shown = new Set(newest);
+    const records = await this.read([...newest, ...active.filter((id) => !shown.has(id))]);
+    return records.filter((record) => shown.has(record.id) || record.state === 'queued' || record.state === 'running');
   }
 
   private async read(ids: readonly string[]): Promise<CorpusJobRecord[]> {
