@@ -12,4 +12,4 @@
 // - a full collection once the old generation has doubled since the last (V8 picks up to 4×):
 //   buffers that outlived two scavenges are freed sooner (~40 MB less at the peak, ~5% more CPU,
 //   in V8's concurrent-marking threads; 60% cost ~25%).
-import '../dist/workers/cli.js';
+import '../dist/cli.js';

@@ -3,8 +3,8 @@ import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const SOURCES = ['src', 'jobs', 'workers', 'tsconfig.json', 'tsconfig.build.json', 'package.json'];
-const BUILT_CLI = path.join(ROOT, 'dist/workers/cli.js');
+const SOURCES = ['src', 'jobs', 'workers', 'scripts/build.mjs', 'package.json', 'package-lock.json'];
+const BUILT_CLI = path.join(ROOT, 'dist/cli.js');
 /** The CLI users run (`embedq`, the image's entrypoint): it loads dist/. */
 export const EMBEDQ_BIN = path.join(ROOT, 'bin/embedq.js');
 
@@ -16,7 +16,7 @@ export const EMBEDQ_BIN = path.join(ROOT, 'bin/embedq.js');
  */
 export default function setup(): void {
   if (builtAt() >= newestSource()) return;
-  execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts/build.mjs')], { cwd: ROOT, stdio: 'inherit' });
 }
 
 function builtAt(): number {

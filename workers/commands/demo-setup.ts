@@ -53,7 +53,7 @@ function onPath(command: string): boolean {
   return (process.env.PATH ?? '').split(delimiter).some((dir) => dir !== '' && existsSync(join(dir, command)));
 }
 
-/** The folder holding package.json: two levels above this file in workers/ and in dist/workers/. */
+/** The folder holding package.json: two levels above this file in workers/, one above the bundle in dist/. */
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
