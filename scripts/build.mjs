@@ -4,7 +4,7 @@
 // Why a bundle rather than tsc's one file per source: every `embedq` process (each command, each
 // worker, the emulator) paid ~0.4 s of CPU at start in Node's ESM and CommonJS loaders, reading and
 // linking ~590 files (BullMQ alone 172, zod 99) for `embedq status`. From a few large chunks the
-// same start costs 35-40% less. Code splitting keeps cli.ts's lazy loading: a command still loads
+// same start costs about 30% less CPU. Code splitting keeps cli.ts's lazy loading: a command still loads
 // only its own chunks (the dashboard's fastify, the emulator's server).
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
