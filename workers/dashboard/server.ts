@@ -16,6 +16,7 @@ import { dashboardPage } from './page.js';
 import { DashboardState, type DashboardSources } from './snapshot.js';
 import { gateRates, storedSchedules } from './sources.js';
 
+const CONTENT_SECURITY_POLICY = "frame-ancestors 'none'; style-src 'self' 'unsafe-inline'; font-src 'self' data:";
 export interface DashboardOptions {
   host: string;
   /** EMBEDQ_DASHBOARD_TOKEN; required unless `host` is loopback. */
@@ -48,10 +49,13 @@ export async function buildDashboard(services: Services, options: DashboardOptio
     forceCloseConnections: true,
   });
   // No page of ours may be framed by another site: a click inside the frame is same-origin, and
-  // passed the Origin check (clickjacking a tokenless dashboard's cancel button).
+  // passed the Origin check (clickjacking a tokenless dashboard's cancel button). Styles and fonts
+  // come from the dashboard only: Bull Board's page links a stylesheet on fonts.googleapis.com, which
+  // held the page blank until it timed out where that host cannot be reached (it falls back to the
+  // system's fonts), and told Google of every visit.
   app.addHook('onSend', async (_request, reply) => {
     reply.header('x-frame-options', 'DENY');
-    reply.header('content-security-policy', "frame-ancestors 'none'");
+    reply.header('content-security-policy', CONTENT_SECURITY_POLICY);
     reply.header('x-content-type-options', 'nosniff');
   });
   await app.register(fastifyCookie);
