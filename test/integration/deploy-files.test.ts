@@ -25,9 +25,12 @@ const INFRA = path.join(ROOT, 'infra');
 const read = (file: string): string => readFileSync(path.join(INFRA, file), 'utf8');
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Doc = any;
+/** What compose's `!reset` tag stands for: the key is removed from what it merges into. */
+const RESET = Symbol('!reset');
 const yamlDocs = (file: string): Doc[] =>
-  parseAllDocuments(read(file), { merge: true }).map((document) => {
+  parseAllDocuments(read(file), { merge: true, customTags: [{ tag: '!reset', resolve: () => RESET }] }).map((document) => {
     expect(document.errors, file).toEqual([]);
+    expect(document.warnings, file).toEqual([]);
     return document.toJS() as Doc;
   });
 
@@ -108,6 +111,28 @@ describe('deployment files agree with the code', () => {
     expect(compose.services.grafana.volumes).toContain(`./grafana/embedq.json:${dashboards.options.path}/embedq.json:ro`);
     const grafana = JSON.parse(read('grafana/embedq.json')) as { panels: Array<{ datasource: { uid: string } }> };
     for (const panel of grafana.panels) expect(panel.datasource.uid).toBe(datasource.uid);
+  });
+
+  it('compose: every embedq service, alone and with the emulator overlay, gets an environment the program accepts', () => {
+    // As compose does: the overlay's environment merges into the base's key by key, then
+    // ${VAR:-default} takes its default and ${VAR:?message} the operator's value (a stand-in here).
+    const interpolate = (value: string): string =>
+      value.replace(/\$\{([A-Z0-9_]+):([-?])([^}]*)\}/g, (_whole, _name: string, kind: string, rest: string) => (kind === '-' ? rest : 'set-by-the-operator'));
+    const environmentOf = (...layers: Array<Record<string, unknown> | undefined>): NodeJS.ProcessEnv =>
+      Object.fromEntries(
+        Object.entries(Object.assign({}, ...layers) as Record<string, unknown>)
+          .filter(([, value]) => value !== RESET)
+          .map(([key, value]) => [key, interpolate(String(value))]),
+      );
+    for (const name of ['worker', 'dashboard', 'cli']) {
+      const base = compose.services[name].environment;
+      const overlaid = environmentOf(base, composeEmulator.services[name]?.environment);
+      // The dashboard needs no API key (k8s runs it without one); the worker and the CLI do, and the
+      // base file leaves DASHSCOPE_API_KEY to the operator's shell.
+      expect(() => loadSettings(environmentOf(base, { DASHSCOPE_API_KEY: 'sk-operator' })), `${name}`).not.toThrow();
+      expect(() => loadSettings(overlaid), `${name} with the emulator overlay`).not.toThrow();
+      expect(loadSettings(overlaid).dashscope.baseUrl, name).toBe('http://emulator:8089');
+    }
   });
 
   it('k8s: images, commands, ports, probes, env, grace period and resources', () => {
