@@ -106,6 +106,13 @@ describe('deployment files agree with the code', () => {
       expect(conf).toMatch(/^maxmemory-policy noeviction$/m);
       expect(conf).toMatch(/^appendonly yes$/m);
     }
+    // With a container memory limit, maxmemory sits below it: noeviction's refused writes
+    // (REDIS_FULL) only happen at a maxmemory, and without one the container was OOM-killed instead.
+    const redisPod = find('StatefulSet', 'embedq-redis').spec.template.spec.containers[0];
+    const limitMb = Number.parseInt(redisPod.resources.limits.memory, 10) * (redisPod.resources.limits.memory.endsWith('Gi') ? 1024 : 1);
+    const maxmemoryMb = Number(/^maxmemory (\d+)mb$/m.exec(find('ConfigMap', 'embedq-redis-config').data['redis.conf'])?.[1]);
+    expect(maxmemoryMb).toBeGreaterThan(0);
+    expect(maxmemoryMb).toBeLessThanOrEqual(limitMb * 0.8);
     const datasource = yamlDocs('grafana/provisioning/datasources/prometheus.yml')[0].datasources[0];
     const dashboards = yamlDocs('grafana/provisioning/dashboards/embedq.yml')[0].providers[0];
     expect(compose.services.grafana.volumes).toContain(`./grafana/embedq.json:${dashboards.options.path}/embedq.json:ro`);
