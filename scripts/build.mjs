@@ -6,7 +6,7 @@
 // linking ~590 files (BullMQ alone 172, zod 99) for `embedq status`. From a few large chunks the
 // same start costs about 30% less CPU. Code splitting keeps cli.ts's lazy loading: a command still loads
 // only its own chunks (the dashboard's fastify, the emulator's server).
-import { rm } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { build } from 'esbuild';
@@ -14,8 +14,7 @@ import { build } from 'esbuild';
 const root = path.resolve(import.meta.dirname, '..');
 const outdir = path.join(root, 'dist');
 
-await rm(outdir, { recursive: true, force: true });
-await build({
+const result = await build({
   absWorkingDir: root,
   // One folder, no subfolders: src/threads/start-thread.ts finds a thread's file as
   // `new URL('./<name>-thread.js', import.meta.url)` beside the chunk that starts it.
@@ -41,4 +40,23 @@ await build({
   // built-in modules, which an ES module has no binding for.
   banner: { js: "import { createRequire as __embedqCreateRequire } from 'node:module'; const require = __embedqCreateRequire(import.meta.url);" },
   logLevel: 'warning',
+  // Read only with `node --enable-source-maps` (NODE_OPTIONS): stack traces then name the sources.
+  sourcemap: 'linked',
+  metafile: true,
 });
+
+// Chunks are named by their content and loaded lazily (a `--reuse` split, the dashboard), so a
+// process started before a rebuild still needs its build's chunks: deleting dist/ first failed such
+// a worker's steps with "Cannot find module chunk-…" until it restarted. The files of this build and
+// the one before it stay; older ones go.
+const BUILD_FILES = path.join(outdir, '.build-files.json');
+const built = Object.keys(result.metafile.outputs).map((file) => path.relative(outdir, path.join(root, file)));
+const before = await readFile(BUILD_FILES, 'utf8').then(JSON.parse, () => undefined);
+if (before) {
+  const keep = new Set([...built, ...before.current, path.basename(BUILD_FILES)]);
+  for (const file of await readdir(outdir)) if (!keep.has(file)) await rm(path.join(outdir, file), { recursive: true, force: true });
+} else {
+  // A dist/ from tsc (one file per source, in subfolders) or none: nothing of it is ours to keep.
+  for (const file of await readdir(outdir)) if (!built.includes(file)) await rm(path.join(outdir, file), { recursive: true, force: true });
+}
+await writeFile(BUILD_FILES, JSON.stringify({ current: built }));
