@@ -36,7 +36,7 @@ const result = await build({
   // undefined); ioredis reads its version from `__dirname/../../package.json` for CLIENT SETINFO,
   // which an ES module bundle has no `__dirname` for (Redis listed it as "error-fetching-version").
   external: ['parquet-wasm', 'msgpackr-extract', 'undici', 'ioredis'],
-  // The CommonJS libraries in the bundle (ioredis, the AWS SDK, pino…) call require() for Node's
+  // The CommonJS libraries in the bundle (the AWS SDK, pino, commander…) call require() for Node's
   // built-in modules, which an ES module has no binding for.
   banner: { js: "import { createRequire as __embedqCreateRequire } from 'node:module'; const require = __embedqCreateRequire(import.meta.url);" },
   logLevel: 'warning',
@@ -51,12 +51,8 @@ const result = await build({
 // the one before it stay; older ones go.
 const BUILD_FILES = path.join(outdir, '.build-files.json');
 const built = Object.keys(result.metafile.outputs).map((file) => path.relative(outdir, path.join(root, file)));
-const before = await readFile(BUILD_FILES, 'utf8').then(JSON.parse, () => undefined);
-if (before) {
-  const keep = new Set([...built, ...before.current, path.basename(BUILD_FILES)]);
-  for (const file of await readdir(outdir)) if (!keep.has(file)) await rm(path.join(outdir, file), { recursive: true, force: true });
-} else {
-  // A dist/ from tsc (one file per source, in subfolders) or none: nothing of it is ours to keep.
-  for (const file of await readdir(outdir)) if (!built.includes(file)) await rm(path.join(outdir, file), { recursive: true, force: true });
-}
+// Without a list (a dist/ from tsc, one file per source in subfolders, or none) only this build stays.
+const before = await readFile(BUILD_FILES, 'utf8').then(JSON.parse, () => ({ current: [] }));
+const keep = new Set([...built, ...before.current, path.basename(BUILD_FILES)]);
+for (const file of await readdir(outdir)) if (!keep.has(file)) await rm(path.join(outdir, file), { recursive: true, force: true });
 await writeFile(BUILD_FILES, JSON.stringify({ current: built }));
