@@ -147,7 +147,7 @@ export function startWorkers(services: Services, options: WorkerPoolOptions = {}
   // `embedq worker` refused to start past the bound; NTP can still break while it runs.
   const clockWatch = watchClockSkew(services, logger, settings.worker.maxClockSkewMs);
   // A Redis that answers nothing but keeps its connections fires no connection error: ask it.
-  const liveness = watchRedisAnswers(services.redis, services.redisOutage);
+  const liveness = watchRedisAnswers(services.redis, services.settings.redisPrefix, services.redisOutage);
   readRedisMemory(services.redis).then(
     (memory) => {
       const problem = redisMemoryProblem(memory);

@@ -120,6 +120,15 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
 }
 
 /**
+ * A read answered by the Redis that holds the deployment's keys: on a cluster, the master of the
+ * prefix's slot. A PING goes to any node, which answers it while that slot is down (CLUSTERDOWN) or
+ * its master frozen: /healthz said healthy through a whole cluster outage.
+ */
+export function readPrefixSlot(client: RedisClient, prefix: string): Promise<unknown> {
+  return client.exists(`${prefix}:liveness`);
+}
+
+/**
  * Whether ioredis failed a command because Redis could not be reached (a connection with bounded
  * retries gave up on it, one without an offline queue was not connected, or one with a command
  * timeout got no answer in time), not because Redis refused it.
@@ -130,9 +139,20 @@ export function isRedisUnreachableError(error: unknown): boolean {
     (error.name === 'MaxRetriesPerRequestError' ||
       error.message === 'Connection is closed.' ||
       error.message === 'Command timed out' ||
-      error.message.endsWith('enableOfflineQueue options is false'))
+      error.message.endsWith('enableOfflineQueue options is false') ||
+      CLUSTER_UNAVAILABLE.test(error.message) ||
+      (error.name === 'ClusterAllFailedError' && !isRedisAuthError(error)))
   );
 }
+
+/**
+ * How a cluster command fails while the deployment's slot has no master that serves it: a master
+ * failing over, a cluster that lost one (CLUSTERDOWN, TRYAGAIN), or MOVED to a node that is gone.
+ * ioredis retries them (16 redirections, ~1.6 s), then fails with "Too many Cluster redirections.
+ * Last error: …": `submit --wait` and `status` exited with INTERNAL seconds into a failover, the
+ * dashboard answered 500, and workers logged a stack for each.
+ */
+const CLUSTER_UNAVAILABLE = /^(Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN)\b/;
 
 /** How a socket to a Redis that is down, or not reachable, fails. */
 const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
@@ -155,7 +175,19 @@ export function isRedisConnectionError(error: unknown): boolean {
  * user): an answer, not an outage, and no retry mends it.
  */
 export function isRedisAuthError(error: unknown): error is Error {
-  return error instanceof Error && /^(WRONGPASS|NOAUTH|NOPERM)\b/.test(error.message);
+  return redisAuthRefusal(error) !== undefined;
+}
+
+/**
+ * Redis's own refusal in `error`: the error itself, or on a cluster the last node's answer, which
+ * ioredis wraps ("Failed to refresh slots cache."): a wrong cluster password said REDIS_UNAVAILABLE
+ * and exit 1, and the worker and the dashboard started and waited for good.
+ */
+export function redisAuthRefusal(error: unknown): Error | undefined {
+  const refused = (candidate: unknown): candidate is Error => candidate instanceof Error && /^(WRONGPASS|NOAUTH|NOPERM)\b/.test(candidate.message);
+  if (refused(error)) return error;
+  const last = error instanceof Error && error.name === 'ClusterAllFailedError' ? (error as { lastNodeError?: unknown }).lastNodeError : undefined;
+  return refused(last) ? last : undefined;
 }
 
 /**
@@ -171,11 +203,16 @@ export async function assertRedisAccepts(target: RedisTarget, waitMs: number): P
   const notCluster = await standaloneSeedProblem(target);
   if (notCluster) throw notCluster;
   const probe = createRedisClient(target, { maxRetriesPerRequest: 1 });
+  // A cluster client fails the PING with "None of startup nodes is available"; the seeds' refusal
+  // comes only as an `error` event.
+  let refusedAtConnect: Error | undefined;
+  probe.on('error', (error: unknown) => (refusedAtConnect ??= redisAuthRefusal(error)));
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs)));
   try {
     const answer = await Promise.race([probe.ping().then(() => 'answered' as const, (error: unknown) => error), late]);
-    if (isRedisAuthError(answer)) throw credentialsRefused(describeRedisTarget(target), answer);
+    const refusal = redisAuthRefusal(answer) ?? refusedAtConnect;
+    if (refusal) throw credentialsRefused(describeRedisTarget(target), refusal);
     if (answer !== 'answered') return;
     const missing = await Promise.race([missingDatabaseProblem(probe, target), late]);
     if (missing) throw missing;
@@ -255,7 +292,8 @@ async function clusterEnabledOf(seed: URL, waitMs: number): Promise<boolean | un
 
 /** The ConfigError of credentials Redis refused (`target`: describeRedisTarget's, password masked). */
 export function credentialsRefused(target: string, error: Error): ConfigError {
-  return new ConfigError(`Redis at ${target} refused the credentials (${error.message}); check the user and password there`);
+  const refusal = redisAuthRefusal(error) ?? error;
+  return new ConfigError(`Redis at ${target} refused the credentials (${refusal.message}); check the user and password there`);
 }
 
 /**

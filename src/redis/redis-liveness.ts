@@ -1,4 +1,4 @@
-import type { RedisClient } from './redis-client.js';
+import { readPrefixSlot, type RedisClient } from './redis-client.js';
 import { REDIS_ANSWER_MS, RedisNotAnsweringError, withinRedisDeadline } from './redis-deadline.js';
 import type { RedisOutageLog } from './redis-outage-log.js';
 
@@ -6,15 +6,17 @@ import type { RedisOutageLog } from './redis-outage-log.js';
 export const LIVENESS_CHECK_MS = 5_000;
 
 /**
- * Asks Redis for a PING every `everyMs`, each with `answerMs` to answer, and tells `outage` how it
- * went: a PING left unanswered is an outage (said once, with reminders, as a lost connection is),
- * an answer ends one. A Redis that keeps the connection open but answers nothing (stopped,
- * swapping, a network that drops packets) fires no socket error: a worker went through a
- * 12-minute freeze with no word of Redis, then logged a lost lock for each step it held. One PING
- * at a time on a connection the process has anyway; a check still waiting is not doubled.
+ * Asks Redis for an answer every `everyMs` (readPrefixSlot: on a cluster, the master of the
+ * prefix's slot), each with `answerMs` to answer, and tells `outage` how it went: a read left
+ * unanswered is an outage (said once, with reminders, as a lost connection is), an answer ends one.
+ * A Redis that keeps the connection open but answers nothing (stopped, swapping, a network that
+ * drops packets) fires no socket error: a worker went through a 12-minute freeze with no word of
+ * Redis, then logged a lost lock for each step it held. One read at a time on a connection the
+ * process has anyway; a check still waiting is not doubled.
  */
 export function watchRedisAnswers(
   client: RedisClient,
+  prefix: string,
   outage: RedisOutageLog,
   options: { everyMs?: number; answerMs?: number } = {},
 ): { close(): void } {
@@ -24,7 +26,7 @@ export function watchRedisAnswers(
   const check = async (): Promise<void> => {
     const readyWhenAsked = client.status === 'ready';
     try {
-      await withinRedisDeadline(client.ping(), answerMs);
+      await withinRedisDeadline(readPrefixSlot(client, prefix), answerMs);
       outage.answered();
     } catch (error) {
       // Only a connection that stayed up is a Redis not answering. One down or reconnecting says

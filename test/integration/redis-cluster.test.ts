@@ -143,6 +143,25 @@ describe('on a Redis Cluster', () => {
     expect(Date.now() - started).toBeLessThan(15_000);
   });
 
+  // ioredis wraps a cluster's refusal ("Failed to refresh slots cache.", the node's answer inside):
+  // it said REDIS_UNAVAILABLE (exit 1), and the worker started and waited for good.
+  it('a wrong or missing cluster password is CONFIG_INVALID (exit 2) for a command and the worker', async () => {
+    await Promise.all(masters.map((master) => master.config('SET', 'requirepass', 'cluster-pw')));
+    try {
+      for (const nodes of [cluster.nodes.map((node) => `redis://:wrong@${node}`).join(','), cluster.nodes.join(',')]) {
+        const env = { ...world.env, REDIS_CLUSTER_NODES: nodes };
+        const listed = await runEmbedq(env, ['list']);
+        expect(listed.stderr).toMatch(/^embedq: CONFIG_INVALID: Redis at REDIS_CLUSTER_NODES=\S+ refused the credentials \((WRONGPASS|NOAUTH) /);
+        expect(listed.code).toBe(2);
+        const worker = await runEmbedq(env, ['worker']);
+        expect(worker.stderr).toContain('refused the credentials');
+        expect(worker.code).toBe(2);
+      }
+    } finally {
+      await Promise.all(masters.map((master) => master.config('SET', 'requirepass', '')));
+    }
+  });
+
   it('rate gate: two cluster clients share one evenly spaced rate', async () => {
     const other = createRedisClient({ clusterNodes: cluster.nodes });
     try {
@@ -184,5 +203,77 @@ describe('on a Redis Cluster', () => {
     expect(await leases.holder('s3://out/leased/')).toEqual({ jobId: 'cj-one', ending: false });
     await leases.release('s3://out/leased/', 'cj-one');
     expect(await leases.holder('s3://out/leased/')).toBeUndefined();
+  });
+});
+
+/**
+ * A cluster whose deployment slot cannot be served: a master gone without a replica, so every node
+ * says CLUSTERDOWN. ioredis retries that, then fails with "Too many Cluster redirections", which
+ * embedq did not take for an outage: `status` and `submit --wait` exited with INTERNAL, the
+ * dashboard answered 500 and /healthz 200 (its PING went to a node that answers PING anyway).
+ */
+describe('on a Redis Cluster that goes down (CLUSTERDOWN)', () => {
+  let cluster: TestRedisCluster;
+  let world: World;
+  const prefix = `{d${randomBytes(4).toString('hex')}}`;
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+    world = await startWorld({ seed: 6 }, { REDIS_URL: undefined, REDIS_CLUSTER_NODES: cluster.nodes.join(','), EMBEDQ_REDIS_PREFIX: prefix, EMBEDQ_WAIT_REDIS_OUTAGE_S: '6' });
+    // Three batches at one request a minute: the job is still running when the cluster goes down.
+    await world.put('down/a.txt', Array.from({ length: 30 }, (_, index) => `line ${index}`).join('\n'));
+  });
+  afterAll(async () => {
+    await world?.close();
+    await cluster?.stop();
+  });
+
+  it('status and submit --wait say REDIS_UNAVAILABLE, the dashboard answers 503 and /healthz 503, workers log the outage without stacks', { timeout: 90_000 }, async () => {
+    const waiting = spawnEmbedq(world.env, ['submit', 's3://corpus/down/', '--out', 's3://out/down/', '--wait']);
+    const waitOutput = { stdout: '', stderr: '' };
+    waiting.stdout!.on('data', (chunk: Buffer) => (waitOutput.stdout += chunk.toString()));
+    waiting.stderr!.on('data', (chunk: Buffer) => (waitOutput.stderr += chunk.toString()));
+    const waited = new Promise<number | null>((resolve) => waiting.once('exit', resolve));
+    const worker = spawnEmbedq({ ...world.env, EMBEDQ_QPM: '1', LOG_LEVEL: 'info' }, ['worker']);
+    const workerLog = { text: '' };
+    worker.stdout!.on('data', (chunk: Buffer) => (workerLog.text += chunk.toString()));
+    const dashboard = await startDashboard(world.services);
+    try {
+      await expect.poll(() => workerLog.text, { timeout: 30_000 }).toContain('workers started');
+      await expect.poll(() => waitOutput.stdout, { timeout: 20_000 }).toMatch(/cj-\S+/);
+      const id = /cj-\S+/.exec(waitOutput.stdout)![0];
+      expect((await fetch(`${dashboard.url}/healthz`)).status).toBe(200);
+
+      // Shut down a master that does not hold the prefix's slot: the cluster goes down all the same.
+      const seed = new Redis(`redis://${cluster.nodes[0]}`);
+      const slot = Number(await seed.cluster('KEYSLOT', prefix));
+      const ranges = await seed.cluster('SLOTS');
+      seed.disconnect();
+      const ownerPort = ranges.find(([start, end]) => start <= slot && slot <= end)![2]![1];
+      const victim = new Redis(`redis://${cluster.nodes.find((node) => !node.endsWith(`:${ownerPort}`))}`).on('error', () => undefined);
+      await victim.call('SHUTDOWN', 'NOSAVE').catch(() => undefined);
+      victim.disconnect();
+      const owner = new Redis(`redis://127.0.0.1:${ownerPort}`);
+      await expect.poll(async () => owner.cluster('INFO'), { timeout: 20_000, interval: 250 }).toContain('cluster_state:fail');
+      owner.disconnect();
+
+      const status = await runEmbedq(world.env, ['status', id]);
+      expect(status.stderr).toMatch(/^embedq: REDIS_UNAVAILABLE: /);
+      expect(status.code).toBe(1);
+      await expect.poll(async () => (await fetch(`${dashboard.url}/healthz`)).status, { timeout: 10_000 }).toBe(503);
+      await expect.poll(async () => (await fetch(`${dashboard.url}/api/jobs`)).status, { timeout: 10_000 }).toBe(503);
+      // --wait took it for an outage, waited EMBEDQ_WAIT_REDIS_OUTAGE_S, then gave up as REDIS_UNAVAILABLE.
+      expect(await waited).toBe(1);
+      expect(waitOutput.stderr).toMatch(/lost Redis at REDIS_CLUSTER_NODES=/);
+      expect(waitOutput.stderr).toMatch(/REDIS_UNAVAILABLE/);
+      expect(waitOutput.stderr).not.toMatch(/INTERNAL|\n\s+at /);
+      await expect.poll(() => workerLog.text, { timeout: 15_000 }).toMatch(/"code":"REDIS_UNAVAILABLE"/);
+      const warnings = workerLog.text.split('\n').filter((line) => line.includes('"level":40'));
+      expect(warnings.filter((line) => line.includes('"stack"')), warnings.slice(0, 3).join('\n')).toEqual([]);
+    } finally {
+      await dashboard.close();
+      await stopProcess(waiting, 'SIGKILL');
+      await stopProcess(worker, 'SIGKILL');
+    }
   });
 });

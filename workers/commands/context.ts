@@ -1,7 +1,7 @@
 import { RedisFullError, RedisUnavailableError } from '../../jobs/job-errors.js';
 import { loadSettings } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { credentialsRefused, describeRedisTarget, isRedisAuthError, isRedisUnreachableError, missingDatabaseProblem, standaloneSeedProblem } from '../../src/redis/redis-client.js';
+import { credentialsRefused, describeRedisTarget, isRedisUnreachableError, missingDatabaseProblem, redisAuthRefusal, standaloneSeedProblem } from '../../src/redis/redis-client.js';
 import { isRedisFullError, readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { COMMAND_REDIS_TIMEOUT_MS, createServices, redisTarget, type Services } from '../services.js';
 
@@ -33,7 +33,9 @@ export async function withServices<T>(
     try {
       await Promise.race([services.redis.ping(), timeout]);
     } catch (error) {
-      if (isRedisAuthError(error)) throw credentialsRefused(describeRedisTarget(redisTarget(settings)), error);
+      // A cluster's refusal comes as a connection error; the PING fails with "None of startup nodes".
+      const refusal = redisAuthRefusal(error) ?? redisAuthRefusal(connectionError);
+      if (refusal) throw credentialsRefused(describeRedisTarget(redisTarget(settings)), refusal);
       const notCluster = await standaloneSeedProblem(redisTarget(settings));
       if (notCluster) throw notCluster;
       throw error instanceof RedisUnavailableError ? error : unreachable();

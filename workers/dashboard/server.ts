@@ -6,6 +6,7 @@ import fastifyFormbody from '@fastify/formbody';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 
 import { ConfigError } from '../../src/errors.js';
+import { readPrefixSlot } from '../../src/redis/redis-client.js';
 import { isRedisOutage, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import type { Services } from '../services.js';
 import { registerApi } from './api.js';
@@ -79,7 +80,7 @@ export async function buildDashboard(services: Services, options: DashboardOptio
   app.get('/livez', async () => ({ ok: true }));
   app.get('/healthz', async (_request, reply) => {
     // Commands wait for a reconnect (maxRetriesPerRequest: null), so the probe bounds its own wait.
-    const redis = await withinRedisDeadline(services.redis.ping(), 2_000).then(
+    const redis = await withinRedisDeadline(readPrefixSlot(services.redis, services.settings.redisPrefix), 2_000).then(
       () => true,
       () => false,
     );
