@@ -17,7 +17,9 @@ import { dashboardPage } from './page.js';
 import { DashboardState, type DashboardSources } from './snapshot.js';
 import { gateRates, storedSchedules } from './sources.js';
 
+/** On every response: no framing by other sites; styles and fonts from the dashboard only (why: buildDashboard). */
 const CONTENT_SECURITY_POLICY = "frame-ancestors 'none'; style-src 'self' 'unsafe-inline'; font-src 'self' data:";
+
 export interface DashboardOptions {
   host: string;
   /** EMBEDQ_DASHBOARD_TOKEN; required unless `host` is loopback. */
