@@ -141,6 +141,7 @@ export function isRedisUnreachableError(error: unknown): boolean {
       error.message === 'Command timed out' ||
       error.message.endsWith('enableOfflineQueue options is false') ||
       CLUSTER_UNAVAILABLE.test(error.message) ||
+      // A cluster none of whose seeds answers (ioredis's error has no socket code), unless one refused the credentials.
       (error.name === 'ClusterAllFailedError' && !isRedisAuthError(error)))
   );
 }
@@ -164,8 +165,6 @@ const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABOR
 export function isRedisConnectionError(error: unknown): boolean {
   return (
     (error instanceof Error && CONNECTION_ERROR_CODES.has((error as NodeJS.ErrnoException).code ?? '')) ||
-    // A cluster none of whose seeds answers: ioredis's error has no socket code.
-    (error instanceof Error && error.name === 'ClusterAllFailedError') ||
     isRedisUnreachableError(error)
   );
 }
@@ -290,10 +289,9 @@ async function clusterEnabledOf(seed: URL, waitMs: number): Promise<boolean | un
   }
 }
 
-/** The ConfigError of credentials Redis refused (`target`: describeRedisTarget's, password masked). */
+/** The ConfigError of credentials Redis refused (`error`: redisAuthRefusal's; `target`: describeRedisTarget's, password masked). */
 export function credentialsRefused(target: string, error: Error): ConfigError {
-  const refusal = redisAuthRefusal(error) ?? error;
-  return new ConfigError(`Redis at ${target} refused the credentials (${refusal.message}); check the user and password there`);
+  return new ConfigError(`Redis at ${target} refused the credentials (${error.message}); check the user and password there`);
 }
 
 /**
