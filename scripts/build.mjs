@@ -14,6 +14,43 @@ import { build } from 'esbuild';
 const root = path.resolve(import.meta.dirname, '..');
 const outdir = path.join(root, 'dist');
 
+/**
+ * ioredis finds its version for CLIENT SETINFO by reading `__dirname/../../package.json` at run
+ * time, and an ES module bundle has no `__dirname` (Redis was told "error-fetching-version"). Left
+ * in node_modules instead, its ~60 CommonJS files cost every process ~0.15 s of CPU at start
+ * through Node's loaders (a third of `embedq status`'s loading). So it is bundled with its version
+ * written in. Each replacement must find its text: a new ioredis that reads it another way fails
+ * the build here instead of shipping a bundle that throws a ReferenceError.
+ */
+const ioredisVersion = JSON.parse(await readFile(path.join(root, 'node_modules/ioredis/package.json'), 'utf8')).version;
+const IOREDIS_REWRITES = [
+  {
+    file: /ioredis[\\/]built[\\/]utils[\\/]index\.js$/,
+    replace: [
+      ['(0, path_1.resolve)(__dirname, "..", "..", "package.json")', 'null'],
+      ['await fs_1.promises.readFile(filePath, "utf8")', JSON.stringify(JSON.stringify({ version: ioredisVersion }))],
+    ],
+  },
+  // Only with `showFriendlyErrorStack` (embedq leaves it off): frames under this folder are cut from stacks.
+  { file: /ioredis[\\/]built[\\/]Command\.js$/, replace: [['__dirname', JSON.stringify('node_modules/ioredis/built')]] },
+];
+const ioredisWithoutDirname = {
+  name: 'ioredis-without-dirname',
+  setup(build) {
+    for (const { file, replace } of IOREDIS_REWRITES) {
+      build.onLoad({ filter: file }, async (args) => {
+        let contents = await readFile(args.path, 'utf8');
+        for (const [from, to] of replace) {
+          if (!contents.includes(from)) throw new Error(`${args.path} no longer contains ${from}: see ioredisWithoutDirname in scripts/build.mjs`);
+          contents = contents.replaceAll(from, to);
+        }
+        if (contents.includes('__dirname')) throw new Error(`${args.path} still uses __dirname: see ioredisWithoutDirname in scripts/build.mjs`);
+        return { contents, loader: 'js' };
+      });
+    }
+  },
+};
+
 const result = await build({
   absWorkingDir: root,
   // One folder, no subfolders: src/threads/start-thread.ts finds a thread's file as
@@ -32,10 +69,9 @@ const result = await build({
   target: 'node20',
   // Left in node_modules: parquet-wasm reads its .wasm file beside its own module;
   // msgpackr-extract (BullMQ's optional native decoder) is a compiled addon; undici is CommonJS
-  // loaded by import(), which in a split bundle keeps only its default export (`Agent` was
-  // undefined); ioredis reads its version from `__dirname/../../package.json` for CLIENT SETINFO,
-  // which an ES module bundle has no `__dirname` for (Redis listed it as "error-fetching-version").
-  external: ['parquet-wasm', 'msgpackr-extract', 'undici', 'ioredis'],
+  // loaded by import(), which in a split bundle keeps only its default export (`Agent` was undefined).
+  external: ['parquet-wasm', 'msgpackr-extract', 'undici'],
+  plugins: [ioredisWithoutDirname],
   // The CommonJS libraries in the bundle (the AWS SDK, pino, commander…) call require() for Node's
   // built-in modules, which an ES module has no binding for.
   banner: { js: "import { createRequire as __embedqCreateRequire } from 'node:module'; const require = __embedqCreateRequire(import.meta.url);" },
