@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 
 import type { Queue } from 'bullmq';
+import type { ChainableCommander } from 'ioredis';
 
 import { defineLuaScript, type LuaScript } from '../src/redis/lua-script.js';
 import type { RedisClient } from '../src/redis/redis-client.js';
@@ -278,12 +279,11 @@ export class ScheduleStore {
   }
 
   async recordRun(name: string, tickMillis: number, jobId: string, output: string): Promise<void> {
-    await this.redis
+    const transaction = this.redis
       .multi()
       .hincrby(this.key(name), 'runs', 1)
-      .hset(this.key(name), { lastJobId: jobId, lastOutput: output, lastTickAt: tickMillis })
-      .exec();
-    await this.logTick(name, { tickMillis, outcome: 'submitted', detail: jobId });
+      .hset(this.key(name), { lastJobId: jobId, lastOutput: output, lastTickAt: tickMillis });
+    await this.logTick(name, { tickMillis, outcome: 'submitted', detail: jobId }, transaction);
   }
 
   async recordPausedTick(name: string, tickMillis: number): Promise<void> {
@@ -291,8 +291,7 @@ export class ScheduleStore {
   }
 
   async recordSkip(name: string, tickMillis: number, reason: string): Promise<void> {
-    await this.redis.hincrby(this.key(name), 'skipped', 1);
-    await this.logTick(name, { tickMillis, outcome: 'skipped', detail: reason });
+    await this.logTick(name, { tickMillis, outcome: 'skipped', detail: reason }, this.redis.multi().hincrby(this.key(name), 'skipped', 1));
   }
 
   /**
@@ -318,12 +317,11 @@ export class ScheduleStore {
   }
 
   async recordFailure(name: string, tickMillis: number, message: string, now = Date.now()): Promise<void> {
-    await this.redis
+    const transaction = this.redis
       .multi()
       .hincrby(this.key(name), 'failures', 1)
-      .hset(this.key(name), { lastError: message, lastErrorAt: now, lastTickAt: tickMillis })
-      .exec();
-    await this.logTick(name, { tickMillis, outcome: 'failed', detail: message });
+      .hset(this.key(name), { lastError: message, lastErrorAt: now, lastTickAt: tickMillis });
+    await this.logTick(name, { tickMillis, outcome: 'failed', detail: message }, transaction);
   }
 
   /**
@@ -353,9 +351,12 @@ export class ScheduleStore {
     });
   }
 
-  private async logTick(name: string, entry: TickLogEntry): Promise<void> {
-    await this.redis
-      .multi()
+  /**
+   * Adds the tick to its log, in the same transaction as the counts it goes with (`transaction`):
+   * a reader saw `runs` at 2 while the log had one submitted tick.
+   */
+  private async logTick(name: string, entry: TickLogEntry, transaction: ChainableCommander = this.redis.multi()): Promise<void> {
+    await transaction
       .lpush(this.ticksKey(name), `${entry.tickMillis} ${entry.outcome} ${entry.detail}`)
       .ltrim(this.ticksKey(name), 0, TICK_LOG_LENGTH - 1)
       .exec();
