@@ -103,6 +103,12 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
         ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
       },
       clusterRetryStrategy: retry,
+      // ioredis learns where the slots are only from a MOVED or a dropped connection. A master that
+      // stops answering (frozen, paused, a host gone without a reset) sends neither: after its
+      // replica took over, every command on its socket (BullMQ's blocking fetch, the liveness read,
+      // `submit --wait`'s reads) waited until it came back, 40 s in the test. Asking for the slots
+      // every few seconds drops the old master from the pool, and its pending commands go to the new one.
+      slotsRefreshInterval: CLUSTER_SLOTS_REFRESH_MS,
       ...(options.offlineQueue === false ? { enableOfflineQueue: false } : {}),
       // TLS certificates name the host we dialled, not the IP the cluster announces (ElastiCache).
       ...(first.protocol === 'rediss:' ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) } : {}),
@@ -118,6 +124,12 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
   client.on('error', () => undefined);
   return client;
 }
+
+/**
+ * How often a cluster client asks for the slots' masters (CLUSTER SLOTS, a cheap read). A worker
+ * has a client per queue for BullMQ's blocking fetches besides its own (~14), so ~3 a second.
+ */
+const CLUSTER_SLOTS_REFRESH_MS = 5_000;
 
 /**
  * A read answered by the Redis that holds the deployment's keys: on a cluster, the master of the
@@ -151,9 +163,12 @@ export function isRedisUnreachableError(error: unknown): boolean {
  * failing over, a cluster that lost one (CLUSTERDOWN, TRYAGAIN), or MOVED to a node that is gone.
  * ioredis retries them (16 redirections, ~1.6 s), then fails with "Too many Cluster redirections.
  * Last error: …": `submit --wait` and `status` exited with INTERNAL seconds into a failover, the
- * dashboard answered 500, and workers logged a stack for each.
+ * dashboard answered 500, and workers logged a stack for each. "None of startup nodes is available"
+ * is how a cluster client that reconnected to no node (all down, or all refusing a rotated password)
+ * fails its commands, BullMQ's fetches among them: each queue of a worker logged it with its stack,
+ * ~40 lines a second.
  */
-const CLUSTER_UNAVAILABLE = /^(Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN)\b/;
+const CLUSTER_UNAVAILABLE = /^(Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|None of startup nodes is available)\b/;
 
 /** How a socket to a Redis that is down, or not reachable, fails. */
 const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
