@@ -57,6 +57,9 @@ describe('on a Redis Cluster with replicas', () => {
     worker.stdout!.on('data', (chunk: Buffer) => (log += chunk.toString()));
     try {
       await expect.poll(() => log, { timeout: 30_000 }).toContain('workers started');
+      // A worker past its start. A rotation 1 s after "workers started", on a machine under heavy
+      // load, once left the worker refused after the old password was back (not fixed; README).
+      await sleep(3_000);
       const ports = cluster.allNodes.map((node) => Number(node.split(':')[1]));
       // A new password everywhere, and the clients' connections dropped (a rolling restart, CLIENT KILL).
       await cluster.configSetAll('masterauth', NEW_PASSWORD);
