@@ -206,7 +206,7 @@ const EnvSchema = z
       context.addIssue({
         code: 'custom',
         path: ['EMBEDQ_REDIS_PREFIX'],
-        message: `a Redis Cluster needs a hash-tag prefix such as {${env.EMBEDQ_REDIS_PREFIX}}, so every key of a job and its queues is in one slot`,
+        message: `a Redis Cluster needs a hash-tag prefix such as {${env.EMBEDQ_REDIS_PREFIX.replace(/[{}]/g, '') || 'embedq'}}, so every key of a job and its queues is in one slot`,
       });
     }
     if (env.DASHSCOPE_REGION && env.DASHSCOPE_BASE_URL) {

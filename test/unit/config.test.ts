@@ -59,6 +59,9 @@ describe('settings from the environment', () => {
     expect(loadSettings({ DASHSCOPE_API_KEY: 'k' }).redisClusterNodes).toBeUndefined();
     // Without the hash tag, a job's keys and its queues would scatter over slots (CROSSSLOT).
     expect(problems(() => loadSettings({ ...env, EMBEDQ_REDIS_PREFIX: 'embedq' }))).toMatch(/EMBEDQ_REDIS_PREFIX: a Redis Cluster needs a hash-tag prefix such as \{embedq\}/);
+    // A broken tag is suggested whole, not wrapped again (it said {{xc1} and {{}}).
+    expect(problems(() => loadSettings({ ...env, EMBEDQ_REDIS_PREFIX: '{xc1' }))).toContain('such as {xc1},');
+    expect(problems(() => loadSettings({ ...env, EMBEDQ_REDIS_PREFIX: '{}' }))).toContain('such as {embedq},');
     expect(problems(() => loadSettings({ ...env, REDIS_URL: 'redis://x:6379' }))).toMatch(/REDIS_CLUSTER_NODES: set REDIS_URL .* not both/);
     expect(problems(() => loadSettings({ ...env, REDIS_CLUSTER_NODES: 'nohost, http://h:1' }))).toMatch(/nohost: needs a host and a port[\s\S]*http:\/\/h:1: must be host:port, redis:\/\/ or rediss:\/\//);
     // Braces only as a leading hash tag; one Redis may use one too.
