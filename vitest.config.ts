@@ -33,8 +33,9 @@ export default defineConfig({
           exclude: MEASURED,
           // Three at a time on 2 cores: the files mostly wait (on workers, ticks, backoffs and
           // outages), and with two the cores stood idle ~40% of a run (783 s of CPU in 650 s on a
-          // 2-core AMD EPYC). The busier cores failed two tests that looked for something after a
-          // fixed sleep: wait for what must happen with a deadline instead. Not isolated: each file
+          // 2-core AMD EPYC; three: 611-626 s a run). The busier cores failed two tests at first: one
+          // looked for a log line after a fixed sleep (wait for what must happen with a deadline), one
+          // read a schedule's tick log between two writes (now one transaction). Not isolated: each file
           // re-imported BullMQ, the AWS SDK and the sources in a fresh process (~70 s of CPU a run);
           // every file makes its own world (Redis key prefix, S3 server, emulator) anyway.
           maxWorkers: 3,

@@ -50,7 +50,7 @@ describe('on a Redis Cluster with replicas', () => {
   };
 
   // Before any failover: after one, a rotation can leave a BullMQ worker that never fetches again
-  // (not fixed; the closing note and bullmq#4138).
+  // (not fixed; README "A Redis Cluster", bullmq#4138).
   it('a password rotated under a worker: it says so once, not a stack per queue and retry, and takes jobs once the password is accepted again', { timeout: 120_000 }, async () => {
     const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
     let log = '';
