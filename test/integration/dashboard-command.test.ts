@@ -143,7 +143,8 @@ describe('embedq dashboard (the command)', () => {
       await execFileAsync('redis-cli', ['-p', String(redis.port), 'CLIENT', 'PAUSE', '20000', 'ALL']);
       const pausedAt = Date.now();
       await Promise.all(
-        ['/api/jobs', '/api/jobs/cj-none', '/api/rates', '/api/schedules', '/metrics'].map(async (endpoint) => {
+        // Bull Board's API too: it waited for as long as Redis did.
+        ['/api/jobs', '/api/jobs/cj-none', '/api/rates', '/api/schedules', '/metrics', '/queues/api/queues'].map(async (endpoint) => {
           const response = await fetch(`${address}${endpoint}`, { signal: AbortSignal.timeout(15_000) });
           expect(response.status, endpoint).toBe(503);
           expect(Date.now() - pausedAt, endpoint).toBeLessThan(7_000);

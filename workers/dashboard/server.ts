@@ -112,12 +112,20 @@ function redisUnavailableBody(error: Error): { error: string; code: 'REDIS_UNAVA
   return { error: `Redis is unreachable: ${error.message}`, code: 'REDIS_UNAVAILABLE' };
 }
 
+type BoardRoutes = Parameters<FastifyAdapter['setApiRoutes']>[0];
+
 /**
  * Bull Board answers every failure of its API with 500 (its own error handler, in its own plugin),
  * and its status type lists no 503; an unreachable Redis is a 503 there too, as on the rest of the
- * dashboard.
+ * dashboard. Its reads get the same deadline as the dashboard's own: against a Redis that answered
+ * nothing, its API waited for as long as that lasted.
  */
 class BoardAdapter extends FastifyAdapter {
+  override setApiRoutes(routes: BoardRoutes): this {
+    super.setApiRoutes(routes.map((route) => ({ ...route, handler: async (request) => withinRedisDeadline(Promise.resolve(route.handler(request))) })));
+    return this;
+  }
+
   override setErrorHandler(handler: Parameters<FastifyAdapter['setErrorHandler']>[0]): this {
     return super.setErrorHandler((error) =>
       isRedisOutage(error) ? { status: 503 as ReturnType<typeof handler>['status'], body: redisUnavailableBody(error) } : handler(error),
