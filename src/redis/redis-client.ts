@@ -166,7 +166,7 @@ export function isRedisUnreachableError(error: unknown): boolean {
  * dashboard answered 500, and workers logged a stack for each. "None of startup nodes is available"
  * is how a cluster client that reconnected to no node (all down, or all refusing a rotated password)
  * fails its commands, BullMQ's fetches among them: each queue of a worker logged it with its stack,
- * ~40 lines a second.
+ * 40–110 lines a second.
  */
 const CLUSTER_UNAVAILABLE = /^(Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|None of startup nodes is available)\b/;
 
