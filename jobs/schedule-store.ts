@@ -291,7 +291,8 @@ export class ScheduleStore {
   }
 
   async recordSkip(name: string, tickMillis: number, reason: string): Promise<void> {
-    await this.logTick(name, { tickMillis, outcome: 'skipped', detail: reason }, this.redis.multi().hincrby(this.key(name), 'skipped', 1));
+    const transaction = this.redis.multi().hincrby(this.key(name), 'skipped', 1);
+    await this.logTick(name, { tickMillis, outcome: 'skipped', detail: reason }, transaction);
   }
 
   /**

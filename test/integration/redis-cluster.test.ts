@@ -245,11 +245,7 @@ describe('on a Redis Cluster that goes down (CLUSTERDOWN)', () => {
       expect((await fetch(`${dashboard.url}/healthz`)).status).toBe(200);
 
       // Shut down a master that does not hold the prefix's slot: the cluster goes down all the same.
-      const seed = new Redis(`redis://${cluster.nodes[0]}`);
-      const slot = Number(await seed.cluster('KEYSLOT', prefix));
-      const ranges = await seed.cluster('SLOTS');
-      seed.disconnect();
-      const ownerPort = ranges.find(([start, end]) => start <= slot && slot <= end)![2]![1];
+      const ownerPort = await cluster.masterOf(prefix);
       const victim = new Redis(`redis://${cluster.nodes.find((node) => !node.endsWith(`:${ownerPort}`))}`).on('error', () => undefined);
       await victim.call('SHUTDOWN', 'NOSAVE').catch(() => undefined);
       victim.disconnect();
