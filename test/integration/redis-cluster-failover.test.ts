@@ -50,7 +50,7 @@ describe('on a Redis Cluster with replicas', () => {
   };
 
   // What happens after the password is accepted again is not asserted: one of the worker's BullMQ
-  // queues sometimes never fetches again (about one suite run in ten here, most runs after a
+  // queues sometimes never fetches again (2 of 4 full suite runs; most reproductions after a
   // failover; not fixed: README "A Redis Cluster", bullmq#4138).
   it('a password rotated under a worker: it says so once, not a stack per queue and retry', { timeout: 120_000 }, async () => {
     const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
