@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 
-import type { S3Client } from '@aws-sdk/client-s3';
 import type { Queue } from 'bullmq';
 
 import type { JobOptions } from '../src/job-options.js';
 import { LATEST_FILE } from '../src/output/layout.js';
 import { openStore, parseLocation } from '../src/storage/locations.js';
+import type { S3ClientSource } from '../src/storage/s3-store.js';
 import type { CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
 import { checkOutputWritable, clearPreviousRun, findPreviousRun, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
@@ -40,7 +40,7 @@ export interface SubmitDeps {
   corpora: CorpusStore;
   splitQueue: Queue;
   /** For s3:// outputs (created on first use). */
-  s3: () => S3Client;
+  s3: () => S3ClientSource;
 }
 
 export interface SubmitOptions {
@@ -58,7 +58,7 @@ export interface SubmitOptions {
 }
 
 /** A job's output as a store plus key prefix. */
-export function openOutputLocation(output: string, s3?: () => S3Client): OutputLocation {
+export function openOutputLocation(output: string, s3?: () => S3ClientSource): OutputLocation {
   const location = parseLocation(output);
   return openStore(location, location.kind === 's3' ? s3?.() : undefined);
 }

@@ -15,7 +15,7 @@ import { RateGate, rateGateKey } from '../src/rate/rate-gate.js';
 import { createRedisClient, describeRedisTarget, type ConnectionOptions, type RedisClient, type RedisTarget } from '../src/redis/redis-client.js';
 import { RedisOutageLog } from '../src/redis/redis-outage-log.js';
 import { ShardEncoder } from '../src/shards/shard-encoder.js';
-import { createS3Client } from '../src/storage/s3-store.js';
+import { loadS3Client } from '../src/storage/s3-store.js';
 import { StopWatch } from './stop-watch.js';
 
 /**
@@ -42,8 +42,8 @@ export interface Services {
   rateGateAs(model: ModelName, pacing: WorkerPacing): RateGate;
   /** The rate gates made so far (one per model), e.g. to release their queued callers on shutdown. */
   rateGates(): RateGate[];
-  /** Created on first use: local-only runs never build one. */
-  s3(): S3Client;
+  /** Created on first use: local-only runs never build one (nor load the AWS SDK). */
+  s3(): Promise<S3Client>;
   /** Encodes shard files on a background thread. */
   shardEncoder: ShardEncoder;
   /** Aborts in-flight work of corpus jobs that stopped (cancel, failure, retry). */
@@ -143,7 +143,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
   };
   const ownPacing = pacingOf(settings.dashscope);
   const ownGates = new Map<ModelName, RateGate>();
-  let s3Client: S3Client | undefined;
+  let s3Client: Promise<S3Client> | undefined;
   const workerConnections: RedisClient[] = [];
 
   const corpora = new CorpusStore(redis, settings.redisPrefix, { jobRetentionMs: settings.jobRetentionMs });
@@ -173,9 +173,9 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
     },
     s3() {
       if (!s3Client) {
-        const client = createS3Client(settings.s3);
+        const client = loadS3Client(settings.s3);
         s3Client = client;
-        releasers.push(() => client.destroy());
+        releasers.push(async () => (await client).destroy());
       }
       return s3Client;
     },

@@ -1,10 +1,9 @@
 import path from 'node:path';
 
-import type { S3Client } from '@aws-sdk/client-s3';
-
 import { StorageError } from '../errors.js';
 import { openInput, parseLocation, type InputTarget } from '../storage/locations.js';
 import type { ObjectStore, OpenedObject } from '../storage/object-store.js';
+import type { S3ClientSource } from '../storage/s3-store.js';
 
 /** One object of a corpus, in the order rows are numbered (DESIGN "Contract": objects in key order). */
 export interface CorpusObject {
@@ -25,7 +24,7 @@ export interface CorpusObject {
 
 export interface ListCorpusDependencies {
   /** Needed for `s3://` inputs. */
-  s3Client?: S3Client | undefined;
+  s3Client?: S3ClientSource | undefined;
   /** The job's output: a local folder input refuses a link that leads into it. */
   output?: string | undefined;
 }

@@ -1,8 +1,8 @@
-import type { S3Client } from '@aws-sdk/client-s3';
 
 import type { JobOptions } from '../job-options.js';
 import { MODELS, textTokenLimit } from '../models.js';
 import { estimateCostUsd } from '../output/manifest.js';
+import type { S3ClientSource } from '../storage/s3-store.js';
 import { estimateTokens, loadTokenizer, mayExceedTokens } from '../tokens/count-tokens.js';
 import { fitToTokenLimit } from '../tokens/fit-tokens.js';
 import { placeLine, type BatchSlot } from './batching.js';
@@ -79,7 +79,7 @@ export async function planCorpus(
   options: JobOptions,
   limits: { requestsPerMinute: number; tokensPerMinute: number },
   deps: {
-    s3Client?: S3Client | undefined;
+    s3Client?: S3ClientSource | undefined;
     exactTokens?: boolean;
     /** `--reuse`: whether the previous output has this line (its text as it would be embedded). */
     reusable?: ((source: string, line: number, text: string) => boolean) | undefined;

@@ -2,12 +2,10 @@ import { realpathSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
-import type { S3Client } from '@aws-sdk/client-s3';
-
 import { ConfigError, StorageError } from '../errors.js';
 import { LocalObjectStore } from './local-store.js';
 import type { ObjectStore } from './object-store.js';
-import { S3ObjectStore } from './s3-store.js';
+import { type S3ClientSource, S3ObjectStore } from './s3-store.js';
 
 /** Where an input or output lives: an S3 bucket and key (or prefix), or a local path. */
 export type Location = { kind: 's3'; bucket: string; key: string } | { kind: 'local'; path: string };
@@ -74,7 +72,7 @@ export function formatLocation(location: Location): string {
  * bucket, prefix normalised to end with `/` (unless empty, the bucket root). Local: the folder
  * (created on first write), prefix ''.
  */
-export function openStore(location: Location, s3Client?: S3Client): { store: ObjectStore; prefix: string } {
+export function openStore(location: Location, s3Client?: S3ClientSource): { store: ObjectStore; prefix: string } {
   if (location.kind === 'local') return { store: new LocalObjectStore(location.path), prefix: '' };
   const prefix = location.key === '' || location.key.endsWith('/') ? location.key : `${location.key}/`;
   return { store: new S3ObjectStore(requireClient(s3Client, location), location.bucket), prefix };
@@ -94,7 +92,7 @@ export type InputTarget =
  * anything else throws StorageError naming the path. `output`: the job's output, for a folder's
  * links (LocalObjectStore's `corpus`).
  */
-export async function openInput(location: Location, s3Client?: S3Client, options: { output?: string | undefined } = {}): Promise<InputTarget> {
+export async function openInput(location: Location, s3Client?: S3ClientSource, options: { output?: string | undefined } = {}): Promise<InputTarget> {
   if (location.kind === 's3') {
     const store = new S3ObjectStore(requireClient(s3Client, location), location.bucket);
     return location.key === '' || location.key.endsWith('/')
@@ -120,7 +118,7 @@ export async function openInput(location: Location, s3Client?: S3Client, options
   throw new StorageError(`input ${location.path}: not a regular file or folder`);
 }
 
-function requireClient(s3Client: S3Client | undefined, location: Location): S3Client {
+function requireClient(s3Client: S3ClientSource | undefined, location: Location): S3ClientSource {
   if (!s3Client) throw new ConfigError(`${formatLocation(location)}: an S3 client is needed for s3:// locations`);
   return s3Client;
 }

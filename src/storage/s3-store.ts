@@ -1,18 +1,6 @@
 import { Readable } from 'node:stream';
 
-import {
-  type __MetadataBearer,
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type { __MetadataBearer, PutObjectCommand, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 
 import type { S3Settings } from '../config.js';
 import { EmbedqError, StorageError, StorageUnavailableError } from '../errors.js';
@@ -21,63 +9,41 @@ import { mapStreamErrors } from './map-stream-errors.js';
 import type { ObjectStore, OpenedObject, StoredObject, WriteOptions } from './object-store.js';
 import { failStalledReads } from './stalled-reads.js';
 
-/** How long a storage request may wait to connect, for an answer, or for an object's next bytes. */
-export const DEFAULT_S3_TIMEOUT_MS = 30_000;
+/**
+ * The S3 client a store is given: made already, or being made (`loadS3Client`). This module loads
+ * the AWS SDK only at a store's first request (s3-client.ts says why), so a process that opens no
+ * s3:// location never loads it.
+ */
+export type S3ClientSource = S3Client | Promise<S3Client>;
+
+/** The process's S3 client (see createS3Client), the AWS SDK loaded to make it. */
+export async function loadS3Client(settings: S3Settings, overrides: Partial<S3ClientConfig> = {}): Promise<S3Client> {
+  const { createS3Client } = await import('./s3-client.js');
+  return createS3Client(settings, overrides);
+}
+
+type Sdk = typeof import('./s3-client.js');
+let sdk: Promise<Sdk> | undefined;
+
+/** What a store needs of the AWS SDK (s3-client.ts), loaded once, at the first request of any store. */
+function loadSdk(): Promise<Sdk> {
+  sdk ??= import('./s3-client.js');
+  return sdk;
+}
+
+/** What a request needs: the client, the SDK and the client's timeout. */
+interface Connection {
+  client: S3Client;
+  s3: Sdk;
+  timeoutMs: number;
+}
+
 /**
  * The slowest a working link sends a request's body: a PUT may take its timeout plus its body's
  * time at this pace (an 8 MiB part: 64 s more) before it is given up.
  */
 const SLOWEST_BODY_BYTES_PER_SECOND = 128 * 1024;
 const MAX_TIMER_MS = 2_147_483_647;
-/** Each client's timeout, for the stores that use it (locations.ts hands them the process's one client). */
-const timeouts = new WeakMap<S3Client, number>();
-
-/**
- * Creates the one S3 client a process shares. Credentials are the static keys from the settings
- * when set, else the SDK's own chain (profiles, instance roles); `overrides` is for
- * tests and special setups (for example fixed credentials for a local server). Does no I/O.
- */
-export function createS3Client(settings: S3Settings, overrides: Partial<S3ClientConfig> = {}): S3Client {
-  const timeoutMs = settings.timeoutMs ?? DEFAULT_S3_TIMEOUT_MS;
-  const client = new S3Client({
-    region: settings.region ?? sdkRegionOrDefault(),
-    ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
-    forcePathStyle: settings.forcePathStyle,
-    // S3-compatible servers (s3rver, older MinIO) reject the SDK's default CRC checksums.
-    requestChecksumCalculation: settings.checksums,
-    responseChecksumValidation: settings.checksums,
-    // A copy: settings are frozen, and the SDK marks the credentials object it is given.
-    ...(settings.credentials ? { credentials: { ...settings.credentials } } : {}),
-    // Without these a request that got no answer waited for good: a hung PUT held a shard writer
-    // (and every write queued behind it on that worker) for over ten minutes without a word. The
-    // request timeout runs until the answer's headers; a body being read is watched by the store
-    // (failStalledReads), not by a socket timeout, which would also cut a read the reader paused.
-    requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs, throwOnRequestTimeout: true },
-    ...overrides,
-  });
-  timeouts.set(client, timeoutMs);
-  return client;
-}
-
-/** Where S3 requests go when nothing names a region: S3-compatible servers take any. */
-const FALLBACK_REGION = 'us-east-1';
-
-/**
- * The region the SDK's own chain finds (a profile's `region` in ~/.aws/config, `AWS_PROFILE`),
- * else us-east-1. Before, us-east-1 was always given when `AWS_REGION` was unset, over a
- * profile's region, and a bucket elsewhere answered every request with a redirect error.
- */
-function sdkRegionOrDefault(): () => Promise<string> {
-  // A client given no region resolves one from that chain, lazily, and does no I/O until asked.
-  const fromSdk = new S3Client({}).config.region;
-  return async () => {
-    try {
-      return await fromSdk();
-    } catch {
-      return FALLBACK_REGION;
-    }
-  };
-}
 
 export interface S3ObjectStoreOptions {
   /** `MaxKeys` of each ListObjectsV2 page (Default: 1,000, the S3 maximum). Small values test paging. */
@@ -99,21 +65,29 @@ const STREAM_PARTS_IN_FLIGHT = 2;
 /** An ObjectStore over one S3 bucket; keys are S3 object keys. */
 export class S3ObjectStore implements ObjectStore {
   readonly description: string;
+  readonly #client: Promise<S3Client>;
   readonly #listPageSize: number | undefined;
   readonly #multipartThresholdBytes: number;
   readonly #streamPartBytes: number;
-  readonly #timeoutMs: number;
 
   constructor(
-    readonly client: S3Client,
+    client: S3ClientSource,
     readonly bucket: string,
     options: S3ObjectStoreOptions = {},
   ) {
     this.description = `s3://${bucket}`;
+    this.#client = Promise.resolve(client);
+    // A client that failed to be made fails each request that needs it; a store never asked for
+    // anything must not turn that into an unhandled rejection.
+    this.#client.catch(() => undefined);
     this.#listPageSize = options.listPageSize;
     this.#multipartThresholdBytes = options.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD_BYTES;
     this.#streamPartBytes = options.streamPartBytes ?? DEFAULT_STREAM_PART_BYTES;
-    this.#timeoutMs = timeouts.get(client) ?? DEFAULT_S3_TIMEOUT_MS;
+  }
+
+  async #connect(): Promise<Connection> {
+    const [client, s3] = await Promise.all([this.#client, loadSdk()]);
+    return { client, s3, timeoutMs: s3.timeoutOf(client) };
   }
 
   /** `s3://bucket/key`, for messages. */
@@ -122,11 +96,12 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async *list(prefix: string): AsyncIterable<StoredObject> {
+    const { client, s3 } = await this.#connect();
     let continuationToken: string | undefined;
     do {
       const page = await this.#send('list', prefix, () =>
-        this.client.send(
-          new ListObjectsV2Command({
+        client.send(
+          new s3.ListObjectsV2Command({
             Bucket: this.bucket,
             Prefix: prefix || undefined,
             ContinuationToken: continuationToken,
@@ -149,7 +124,8 @@ export class S3ObjectStore implements ObjectStore {
 
   async stat(key: string): Promise<StoredObject | undefined> {
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const { client, s3 } = await this.#connect();
+      const head = await client.send(new s3.HeadObjectCommand({ Bucket: this.bucket, Key: key }));
       return { key, sizeBytes: head.ContentLength ?? 0, version: s3Version(head.ETag, head.ContentLength) };
     } catch (error) {
       // HEAD responses have no body, so a missing key arrives as a bare 404 (`NotFound`).
@@ -164,8 +140,9 @@ export class S3ObjectStore implements ObjectStore {
 
   async open(key: string, options: { from?: number } = {}): Promise<OpenedObject> {
     const from = options.from ?? 0;
+    const { client, s3, timeoutMs } = await this.#connect();
     const response = await this.#send('read', key, () =>
-      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(from > 0 ? { Range: `bytes=${from}-` } : {}) })),
+      client.send(new s3.GetObjectCommand({ Bucket: this.bucket, Key: key, ...(from > 0 ? { Range: `bytes=${from}-` } : {}) })),
     );
     const body = response.Body;
     if (!(body instanceof Readable)) {
@@ -174,21 +151,22 @@ export class S3ObjectStore implements ObjectStore {
     // A ranged GET's length is the range's; `Content-Range: bytes a-b/size` has the object's.
     const size = from > 0 ? Number(/\/(\d+)$/.exec(response.ContentRange ?? '')?.[1] ?? Number.NaN) : response.ContentLength;
     // One GET serves one version whole, even if the key is overwritten while it streams.
-    const unstalled = failStalledReads(body, this.#timeoutMs);
+    const unstalled = failStalledReads(body, timeoutMs);
     return { body: mapStreamErrors(unstalled, (error) => toStorageError(error, 'read', this.url(key))), version: s3Version(response.ETag, size) };
   }
 
   async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
     if (end <= start) return new Uint8Array(0);
+    const { client, s3, timeoutMs } = await this.#connect();
     const response = await this.#send('read', key, () =>
-      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` })),
+      client.send(new s3.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` })),
     );
     const body = response.Body;
     if (!(body instanceof Readable)) throw new StorageError(`read ${this.url(key)}: the response has no Node.js stream body`);
     // Watched as `open`'s body is: a body that stopped coming held a --reuse split for good.
     const chunks: Buffer[] = [];
     try {
-      for await (const chunk of failStalledReads(body, this.#timeoutMs)) chunks.push(chunk);
+      for await (const chunk of failStalledReads(body, timeoutMs)) chunks.push(chunk);
     } catch (error) {
       throw toStorageError(error, 'read', this.url(key));
     }
@@ -199,17 +177,18 @@ export class S3ObjectStore implements ObjectStore {
     const { signal } = options;
     const sizeBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
     try {
+      const connection = await this.#connect();
       if (sizeBytes > this.#multipartThresholdBytes) {
         // lib-storage uploads parts in parallel and completes the multipart upload, or aborts it
         // on error (leavePartsOnError: false); the object appears only when it completes. A process
         // killed mid-upload leaves the parts: finalize and --overwrite abort those
         // (abortIncompleteWrites).
         const bytes = typeof body === 'string' ? Buffer.from(body) : body;
-        await this.#upload(key, bytes, signal).done();
+        await this.#upload(connection, key, bytes, signal).done();
       } else {
         // An explicit length: the SDK cannot infer one for an empty body and would warn.
-        const put = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: sizeBytes });
-        await this.client.send(put, { abortSignal: signal, requestTimeout: this.#timeoutWithBody(sizeBytes) });
+        const put = new connection.s3.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: sizeBytes });
+        await connection.client.send(put, { abortSignal: signal, requestTimeout: timeoutWithBody(connection.timeoutMs, sizeBytes) });
       }
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
@@ -225,7 +204,7 @@ export class S3ObjectStore implements ObjectStore {
       // lib-storage sends a body shorter than one part as a single PUT; a longer one as a multipart
       // upload, completed after the last part or aborted when the body or a part fails
       // (leavePartsOnError: false). Either way the object appears only complete.
-      await this.#upload(key, body, signal, { partSize: this.#streamPartBytes, queueSize: STREAM_PARTS_IN_FLIGHT }).done();
+      await this.#upload(await this.#connect(), key, body, signal, { partSize: this.#streamPartBytes, queueSize: STREAM_PARTS_IN_FLIGHT }).done();
       return counted.bytes;
     } catch (error) {
       body.destroy();
@@ -241,42 +220,43 @@ export class S3ObjectStore implements ObjectStore {
    * flight went on, and a cancelled job's shard landed minutes later in the next run's output. The
    * abort of the parts uploaded so far is sent without the signal, or it could not be sent at all.
    */
-  #upload(key: string, body: Uint8Array | Readable, signal: AbortSignal | undefined, sizes: { partSize?: number; queueSize?: number } = {}): Upload {
-    const client = this.client;
+  #upload(
+    { client, s3, timeoutMs }: Connection,
+    key: string,
+    body: Uint8Array | Readable,
+    signal: AbortSignal | undefined,
+    sizes: { partSize?: number; queueSize?: number } = {},
+  ): InstanceType<typeof s3.Upload> {
     const send = (command: { input: object }, options?: object): Promise<__MetadataBearer> => {
-      if (command instanceof AbortMultipartUploadCommand) return client.send(command, options);
+      if (command instanceof s3.AbortMultipartUploadCommand) return client.send(command, options);
       const sent = (command.input as { Body?: unknown }).Body;
       const sizeBytes = sent instanceof Uint8Array ? sent.byteLength : 0;
-      return client.send(command as PutObjectCommand, { ...options, abortSignal: signal, requestTimeout: this.#timeoutWithBody(sizeBytes) });
+      return client.send(command as PutObjectCommand, { ...options, abortSignal: signal, requestTimeout: timeoutWithBody(timeoutMs, sizeBytes) });
     };
     // The client as Upload sees it: the same in all but `send`.
     const scoped = Object.assign(Object.create(client) as S3Client, { send });
     const abortController = new AbortController();
     if (signal?.aborted) abortController.abort();
     else signal?.addEventListener('abort', () => abortController.abort(), { once: true });
-    return new Upload({ client: scoped, params: { Bucket: this.bucket, Key: key, Body: body }, leavePartsOnError: false, abortController, ...sizes });
-  }
-
-  /** A request's time: the timeout, plus its body's at the slowest pace a working link has. */
-  #timeoutWithBody(sizeBytes: number): number {
-    // No more than a timer holds: a longer one fires at once.
-    return Math.min(MAX_TIMER_MS, this.#timeoutMs + Math.ceil((sizeBytes * 1000) / SLOWEST_BODY_BYTES_PER_SECOND));
+    return new s3.Upload({ client: scoped, params: { Bucket: this.bucket, Key: key, Body: body }, leavePartsOnError: false, abortController, ...sizes });
   }
 
   async delete(key: string): Promise<void> {
     // S3 answers 204 for keys that do not exist, so "already gone" needs no special case.
-    await this.#send('delete', key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+    const { client, s3 } = await this.#connect();
+    await this.#send('delete', key, () => client.send(new s3.DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
   }
 
   async abortIncompleteWrites(prefix: string, owned: (relativeKey: string) => boolean = () => true): Promise<number> {
+    const { client, s3 } = await this.#connect();
     let aborted = 0;
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
     for (;;) {
       let page;
       try {
-        page = await this.client.send(
-          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix || undefined, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        page = await client.send(
+          new s3.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix || undefined, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
         );
       } catch (error) {
         // Some S3-compatible servers (s3rver) do not list uploads; there is nothing we can abort then.
@@ -286,7 +266,7 @@ export class S3ObjectStore implements ObjectStore {
       for (const upload of page.Uploads ?? []) {
         if (!upload.Key || !upload.UploadId || !owned(upload.Key.slice(prefix.length))) continue;
         await this.#send('abort upload', upload.Key, () =>
-          this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId })),
+          client.send(new s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId })),
         );
         aborted += 1;
       }
@@ -303,6 +283,12 @@ export class S3ObjectStore implements ObjectStore {
       throw toStorageError(error, operation, this.url(key));
     }
   }
+}
+
+/** A request's time: the timeout, plus its body's at the slowest pace a working link has. */
+function timeoutWithBody(timeoutMs: number, sizeBytes: number): number {
+  // No more than a timer holds: a longer one fires at once.
+  return Math.min(MAX_TIMER_MS, timeoutMs + Math.ceil((sizeBytes * 1000) / SLOWEST_BODY_BYTES_PER_SECOND));
 }
 
 /** Error names the SDK or S3 use for failures that waiting will not fix. */

@@ -223,7 +223,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     for (const shard of new Set(batches.map((payload) => payload.shard))) await writeShard({ v: 1, corpusJobId: id, generation: 0, shard }, context());
     // The pause: just before the request leaves, another worker completes the job and a newer job
     // takes the output (its submit cleared it; it is still being written).
-    const client = world.services.s3();
+    const client = await world.services.s3();
     client.middlewareStack.add(
       (next, handlerContext) => async (args) => {
         const key = (args.input as { Key?: string }).Key;
@@ -252,7 +252,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     // cancelled beside a `_SUCCESS`, and the second job, given the lease, cleared the files
     // finalize was vouching for.
     let attempt: Promise<{ cancel: Awaited<ReturnType<typeof cancelCorpusJob>>; second: unknown }> | undefined;
-    const client = world.services.s3();
+    const client = await world.services.s3();
     client.middlewareStack.add(
       (next, { commandName }) => async (args) => {
         const input = args.input as { Key?: string };
@@ -307,7 +307,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     const record = (await world.services.corpora.get(id))!;
     for (let shard = 0; shard < record.totalShards!; shard += 1) await writeShard({ v: 1, corpusJobId: id, generation: 0, shard }, context());
     // The scratch files' cleanup, after `_SUCCESS`, fails once (a storage blip).
-    const client = world.services.s3();
+    const client = await world.services.s3();
     let failed = false;
     client.middlewareStack.add(
       (next, { commandName }) =>
@@ -347,7 +347,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     for (const payload of await queuedBatches(id, 0)) await embedBatch(payload, context());
     await writeShard({ v: 1, corpusJobId: id, generation: 0, shard: 0 }, context());
     // Shard 1's upload is slow (a large shard, a slow store): it is held until released.
-    const client = world.services.s3();
+    const client = await world.services.s3();
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
     let reached!: () => void;

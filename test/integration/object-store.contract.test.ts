@@ -13,7 +13,8 @@ import { isOwnOutputKey } from '../../src/output/layout.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import { openInput, openStore, parseLocation } from '../../src/storage/locations.js';
 import type { ObjectStore, StoredObject } from '../../src/storage/object-store.js';
-import { createS3Client, S3ObjectStore, toStorageError } from '../../src/storage/s3-store.js';
+import { createS3Client } from '../../src/storage/s3-client.js';
+import { S3ObjectStore, toStorageError } from '../../src/storage/s3-store.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';
 
 /** A fresh, empty store per test, plus how its messages name a key. */

@@ -12,7 +12,8 @@ import { listCorpus, assertInputExists, type CorpusObject } from '../../src/corp
 import { formatOf, readCorpusLines, type CorpusLine, type ReadCorpusLinesOptions } from '../../src/corpus/read-lines.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import type { ObjectStore, OpenedObject, StoredObject } from '../../src/storage/object-store.js';
-import { createS3Client, S3ObjectStore } from '../../src/storage/s3-store.js';
+import { createS3Client } from '../../src/storage/s3-client.js';
+import { S3ObjectStore } from '../../src/storage/s3-store.js';
 import { PACKED, ZIP_STORED } from '../support/compressed-fixtures.js';
 import { startRewritingProxy } from '../support/rewriting-proxy.js';
 import { startS3rver, type TestS3 } from '../support/s3rver.js';

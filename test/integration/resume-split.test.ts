@@ -83,7 +83,7 @@ describe('a split that starts again steps over the objects already in written sh
         await world.put(`${prefix}o-${object}.txt`, `${Array.from({ length: LINES }, (_, line) => text(object, line)).join('\n')}\n`);
       }
     }
-    world.services.s3().middlewareStack.add(
+    (await world.services.s3()).middlewareStack.add(
       (next, { commandName }) =>
         async (args) => {
           const { Bucket, Key, Range } = args.input as { Bucket?: string; Key?: string; Range?: string };

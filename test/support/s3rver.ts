@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
 
-import { createS3Client } from '../../src/storage/s3-store.js';
+import { createS3Client } from '../../src/storage/s3-client.js';
 
 /** A running in-process s3rver and a client for it. */
 export interface TestS3 {

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import madge from 'madge';
@@ -5,14 +6,18 @@ import { describe, expect, it } from 'vitest';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
+/** Every module of src/, jobs/ and workers/, with its static and dynamic imports. */
+const wholeGraph = () =>
+  madge(['src', 'jobs', 'workers'].map((folder) => path.join(ROOT, folder)), {
+    baseDir: ROOT,
+    fileExtensions: ['ts'],
+    tsConfig: path.join(ROOT, 'tsconfig.json'),
+  });
+
 /** Dependencies point one way: workers/ → jobs/ → src/; src/ imports neither; no cycles. */
 describe('module dependencies', () => {
   it('point one way and form no cycle', async () => {
-    const graph = await madge(['src', 'jobs', 'workers'].map((folder) => path.join(ROOT, folder)), {
-      baseDir: ROOT,
-      fileExtensions: ['ts'],
-      tsConfig: path.join(ROOT, 'tsconfig.json'),
-    });
+    const graph = await wholeGraph();
     const wrong: string[] = [];
     for (const [file, imports] of Object.entries(graph.obj())) {
       for (const imported of imports) {
@@ -56,5 +61,19 @@ describe('the CLI entry', () => {
     const jobs = await staticGraph('workers/commands/jobs.ts');
     expect(jobs).toContain('jobs/enqueue.ts');
     expect(jobs.filter((file) => [...commandOnly, 'workers/start-workers.ts'].includes(file))).toEqual([]);
+  });
+
+  it('loads the AWS SDK only in a process that opens an s3:// location, at its first use', async () => {
+    // ~0.15 s of CPU at start: `status`, `list`, `cancel` and the schedule commands never need it.
+    // s3-client.ts alone imports it as a value, and s3-store.ts reaches that module with import().
+    for (const entry of ['workers/commands/jobs.ts', 'workers/commands/schedule.ts', 'workers/commands/worker.ts']) {
+      expect(await staticGraph(entry)).not.toContain('src/storage/s3-client.ts');
+    }
+    const graph = await wholeGraph();
+    const importers: string[] = [];
+    for (const file of Object.keys(graph.obj())) {
+      if (/^(import|export) (?!type )[^;]*from '@aws-sdk\//m.test(await readFile(path.join(ROOT, file), 'utf8'))) importers.push(file);
+    }
+    expect(importers).toEqual(['src/storage/s3-client.ts']);
   });
 });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { loadSettings } from '../../src/config.js';
-import { createS3Client } from '../../src/storage/s3-store.js';
+import { createS3Client } from '../../src/storage/s3-client.js';
 
 /** Which region S3 requests go to, as the SDK resolves it for a client made from the environment. */
 async function regionFor(env: NodeJS.ProcessEnv): Promise<string> {

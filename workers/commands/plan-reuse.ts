@@ -6,7 +6,7 @@ import { PreviousErrorIds } from '../../src/reuse/previous-errors.js';
 import { PreviousIndex } from '../../src/reuse/previous-index.js';
 import { resolvePreviousOutput } from '../../src/reuse/previous-output.js';
 import { openStore, parseLocation } from '../../src/storage/locations.js';
-import { createS3Client } from '../../src/storage/s3-store.js';
+import { loadS3Client } from '../../src/storage/s3-store.js';
 
 /**
  * `embedq plan --reuse`: the same index and matching as the split step (workers/split-reuse.ts),
@@ -17,7 +17,7 @@ export async function openReuse(
   options: JobOptions,
   settings: Readonly<Settings>,
 ): Promise<{ from?: string; error?: string; reusable?: (source: string, line: number, text: string) => boolean }> {
-  const s3 = options.reuse!.startsWith('s3://') ? createS3Client(settings.s3) : undefined;
+  const s3 = options.reuse!.startsWith('s3://') ? loadS3Client(settings.s3) : undefined;
   try {
     const previous = await resolvePreviousOutput(options.reuse!, (location) => openStore(parseLocation(location), s3));
     const index = await PreviousIndex.build(previous);
@@ -29,6 +29,6 @@ export async function openReuse(
     if (error instanceof ReuseUnavailableError) return { error: error.message };
     throw error;
   } finally {
-    s3?.destroy();
+    (await s3)?.destroy();
   }
 }

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { loadSettings } from '../../src/config.js';
 import { planCorpus } from '../../src/corpus/plan-corpus.js';
 import { MODELS, textTokenLimit } from '../../src/models.js';
-import { createS3Client } from '../../src/storage/s3-store.js';
+import { loadS3Client } from '../../src/storage/s3-store.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 
 export function registerPlanCommand(program: Command): void {
@@ -18,7 +18,7 @@ export function registerPlanCommand(program: Command): void {
   ).action(async (input: string, flags: Record<string, unknown>) => {
     const options = jobOptionsFromFlags(input, flags);
     const settings = loadSettings(process.env, { requireApiKey: false });
-    const s3Client = input.startsWith('s3://') ? createS3Client(settings.s3) : undefined;
+    const s3Client = input.startsWith('s3://') ? loadS3Client(settings.s3) : undefined;
     try {
       const limits = {
         requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[options.model].defaultRequestsPerMinute,
@@ -54,7 +54,7 @@ export function registerPlanCommand(program: Command): void {
         ].join('\n') + '\n',
       );
     } finally {
-      s3Client?.destroy();
+      (await s3Client)?.destroy();
     }
   });
 }
