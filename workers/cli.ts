@@ -37,6 +37,11 @@ const COMMANDS: ReadonlyArray<{ names: readonly string[]; load: () => Promise<Re
   },
 ];
 
+// BullMQ only packs with msgpackr (its JavaScript encoder); the native addon msgpackr loads at import
+// speeds up unpacking, which nothing here does, and loading it cost every process ~30 ms of CPU.
+// Read when msgpackr is imported, so set before a command's modules load.
+process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED ??= 'true';
+
 // `embedq --help`, `embedq help <command>` and a misspelt command (commander suggests the nearest) see them all.
 const named = COMMANDS.find((command) => command.names.includes(process.argv[2] ?? ''));
 for (const command of named ? [named] : COMMANDS) (await command.load())(program);
