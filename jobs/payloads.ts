@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * Job payloads: small, versioned JSON with no secrets (BullMQ stores job data in Redis as text).

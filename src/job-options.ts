@@ -1,6 +1,6 @@
 import path from 'node:path';
 
-import { z } from 'zod';
+import * as z from 'zod';
 
 import { formatIssues } from './config.js';
 import type { EmbeddingParameters } from './embedding.js';

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 
 import { distance } from 'fastest-levenshtein';
-import { z } from 'zod';
+import * as z from 'zod';
 
 import { QUEUES } from '../jobs/queues.js';
 import { assertScheduleName } from '../jobs/schedule-name.js';

@@ -1,5 +1,5 @@
 import { UnrecoverableError, type Job } from 'bullmq';
-import { z } from 'zod';
+import * as z from 'zod';
 
 import { JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import { isBullmqQueueKey } from '../jobs/schedule-name.js';

@@ -1,6 +1,6 @@
 import { text } from 'node:stream/consumers';
 
-import { z } from 'zod';
+import * as z from 'zod';
 
 import { ReuseUnavailableError, StorageUnavailableError } from '../errors.js';
 import { isShardFile, LATEST_FILE, MANIFEST_FILE, SHARD_FILE_PREFIX, SUCCESS_FILE, TEMP_FOLDER } from '../output/layout.js';
