@@ -1,4 +1,4 @@
-
+import { formatCount } from '../format-count.js';
 import type { JobOptions } from '../job-options.js';
 import { MODELS, textTokenLimit } from '../models.js';
 import { estimateCostUsd } from '../output/manifest.js';
@@ -143,9 +143,9 @@ export async function planCorpus(
   const unreadable = readable.problem(true);
   const warnings = [...(plainText === undefined ? [] : [plainText]), ...(unreadable ? [`the run will fail with ${unreadable.code}: ${unreadable.message}`] : [])];
   if (queued.peak > QUEUED_TEXT_WARNING_BYTES) {
-    const megabytes = (bytes: number): string => `${Math.round(bytes / 1024 / 1024).toLocaleString('en-US')} MB`;
+    const megabytes = (bytes: number): string => `${formatCount(bytes / 1024 / 1024)} MB`;
     warnings.push(
-      `the job's queued lines will take up to ~${megabytes(queued.peak)} of Redis (the text of ${maxOpenShards} shards of ${options.shardRows.toLocaleString('en-US')} lines, EMBEDQ_MAX_OPEN_SHARDS × --shard-rows), besides its vectors; lower --shard-rows for a smaller Redis`,
+      `the job's queued lines will take up to ~${megabytes(queued.peak)} of Redis (the text of ${maxOpenShards} shards of ${formatCount(options.shardRows)} lines, EMBEDQ_MAX_OPEN_SHARDS × --shard-rows), besides its vectors; lower --shard-rows for a smaller Redis`,
     );
   }
   return { ...plan, exactTokens: tokenizer !== undefined, estimatedCostUsd: estimateCostUsd(options.model, plan.tokens), minutesAtQuota, queuedTextBytes: queued.peak, warnings };

@@ -1,6 +1,5 @@
+import { formatCount } from '../format-count.js';
 import type { GateState } from './rate-gate.js';
-
-const count = (value: number): string => Math.round(value).toLocaleString('en-US');
 
 /**
  * One line for `embedq status` and logs: the configured limits (a ceiling), the learned ones
@@ -9,8 +8,8 @@ const count = (value: number): string => Math.round(value).toLocaleString('en-US
 export function describeGateState(state: GateState): string {
   const { configured, learned, inForce } = state;
   const learnedParts = [
-    learned.requestsPerMinute === undefined ? undefined : `${count(learned.requestsPerMinute)} QPM`,
-    learned.tokensPerMinute === undefined ? undefined : `${count(learned.tokensPerMinute)} TPM`,
+    learned.requestsPerMinute === undefined ? undefined : `${formatCount(learned.requestsPerMinute)} QPM`,
+    learned.tokensPerMinute === undefined ? undefined : `${formatCount(learned.tokensPerMinute)} TPM`,
   ].filter(Boolean);
   const notes = [
     // A nudge cannot tell a neighbour from a limit measured a little high (at 10 a second, one
@@ -21,7 +20,7 @@ export function describeGateState(state: GateState): string {
   const expires = notes.length > 0 ? ` (${notes.join('; ')})` : '';
   const learnedText = learnedParts.length > 0 ? `learned ${learnedParts.join(' / ')}${expires}` : 'learned none';
   return (
-    `rate gate: configured ${count(configured.requestsPerMinute)} QPM / ${count(configured.tokensPerMinute)} TPM; ${learnedText}; ` +
-    `in force ${count(inForce.requestsPerMinute)} QPM / ${count(inForce.tokensPerMinute)} TPM${state.slowStart ? ' (slow start)' : ''}`
+    `rate gate: configured ${formatCount(configured.requestsPerMinute)} QPM / ${formatCount(configured.tokensPerMinute)} TPM; ${learnedText}; ` +
+    `in force ${formatCount(inForce.requestsPerMinute)} QPM / ${formatCount(inForce.tokensPerMinute)} TPM${state.slowStart ? ' (slow start)' : ''}`
   );
 }

@@ -5,6 +5,7 @@ import { QUEUES } from '../../jobs/queues.js';
 import { loadSettings } from '../../src/config.js';
 import { DEMO_QUERIES, writeSampleCorpus } from '../../src/demo/sample-corpus.js';
 import { startEmulator } from '../../src/emulator/server.js';
+import { formatCount } from '../../src/format-count.js';
 import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
 import { MANIFEST_FILE } from '../../src/output/layout.js';
@@ -61,7 +62,7 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     const outputFolder = join(folder, 'output');
     await prepareDemoFolder(folder);
     const corpus = await writeSampleCorpus(corpusFolder);
-    say(`embedq demo — sample corpus: ${corpus.lines.toLocaleString('en-US')} lines in ${corpus.files.length} files under ${corpusFolder}`);
+    say(`embedq demo — sample corpus: ${formatCount(corpus.lines)} lines in ${corpus.files.length} files under ${corpusFolder}`);
 
     await ensureRedisServer(say);
     redisStarting = startPrivateRedis({ ownProcessGroup: true });
@@ -99,9 +100,9 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     const manifest = JSON.parse((await readAll(store, MANIFEST_FILE)).toString('utf8')) as Manifest;
     const c = manifest.counts;
     say();
-    say(`rows       ${c.embedded.toLocaleString('en-US')} embedded · ${c.skipped_blank} blank skipped · ${c.failed} failed · ${c.lines.toLocaleString('en-US')} lines`);
-    say(`tokens     ${manifest.tokens.toLocaleString('en-US')} · estimated cost $${manifest.estimated_cost_usd.toFixed(4)}`);
-    say(`throughput ${Math.round(c.lines / seconds).toLocaleString('en-US')} lines/s (${seconds.toFixed(1)} s end to end)`);
+    say(`rows       ${formatCount(c.embedded)} embedded · ${c.skipped_blank} blank skipped · ${c.failed} failed · ${formatCount(c.lines)} lines`);
+    say(`tokens     ${formatCount(manifest.tokens)} · estimated cost $${manifest.estimated_cost_usd.toFixed(4)}`);
+    say(`throughput ${formatCount(c.lines / seconds)} lines/s (${seconds.toFixed(1)} s end to end)`);
     say(`files      ${outputFolder}/ — ${manifest.shards.length} shards (${manifest.shards.map((s) => s.file).join(', ')}), ${MANIFEST_FILE}, _errors.jsonl, _SUCCESS`);
 
     const parameters = { ...embeddingParameters(options), textType: 'query' as const, outputType: 'dense' as const };

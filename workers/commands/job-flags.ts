@@ -2,6 +2,7 @@ import path from 'node:path';
 
 import { Option, type Command } from 'commander';
 
+import { formatCount } from '../../src/format-count.js';
 import { NO_OUTPUT, parseJobOptions, type JobOptions } from '../../src/job-options.js';
 import { APIS, MODEL_NAMES, MODELS, OUTPUT_TYPES, TEXT_TYPES, textTokenLimit } from '../../src/models.js';
 
@@ -23,7 +24,7 @@ export function addJobFlags(command: Command, { requireOut }: { requireOut: bool
     .option('--text-field <field>', 'JSON Lines field holding the text (dotted paths allowed)', 'text')
     .option('--id-field <field>', 'JSON Lines field holding an id to carry into the output')
     .addOption(
-      new Option('--long-lines <mode>', `lines over the model's token limit (${MODEL_NAMES.map((model) => `${model.replace('text-embedding-', '')}: ${textTokenLimit(model).toLocaleString('en-US')}`).join(', ')}): truncate them, or record errors`)
+      new Option('--long-lines <mode>', `lines over the model's token limit (${MODEL_NAMES.map((model) => `${model.replace('text-embedding-', '')}: ${formatCount(textTokenLimit(model))}`).join(', ')}): truncate them, or record errors`)
         .choices(['truncate', 'error'])
         .default('truncate'),
     );

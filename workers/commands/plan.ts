@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 
 import { loadSettings } from '../../src/config.js';
 import { planCorpus } from '../../src/corpus/plan-corpus.js';
+import { formatCount as n } from '../../src/format-count.js';
 import { MODELS, textTokenLimit } from '../../src/models.js';
 import { loadS3Client } from '../../src/storage/s3-store.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
@@ -36,7 +37,6 @@ export function registerPlanCommand(program: Command): void {
         process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits, paced }, null, 2)}\n`);
         return;
       }
-      const n = (value: number): string => value.toLocaleString('en-US');
       // 0.07 × 100 is 7.000000000000001 in binary floating point.
       const percent = (fraction: number): string => `${Number((fraction * 100).toFixed(2))}%`;
       process.stdout.write(

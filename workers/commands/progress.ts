@@ -1,4 +1,5 @@
 import type { CorpusJobRecord } from '../../jobs/job-record.js';
+import { formatCount } from '../../src/format-count.js';
 
 /** Lines accounted for so far: embedded, failed or blank. */
 export const processedLines = (record: CorpusJobRecord): number => record.rowsEmbedded + record.rowsFailed + record.rowsBlank;
@@ -15,11 +16,11 @@ export function progressLine(record: CorpusJobRecord, linesPerSecond?: number): 
   const bar = total === null ? '·'.repeat(width) : '█'.repeat(Math.round(fraction * width)).padEnd(width, '░');
   const parts = [
     `${stateLabel(record).padEnd(9)} [${bar}]`,
-    total === null ? `${fmt(done)} lines (${fmt(record.linesRead)} read)` : `${(fraction * 100).toFixed(1)}% ${fmt(done)}/${fmt(total)} lines`,
-    `${fmt(record.shardsWritten)}${record.totalShards === null ? '' : `/${fmt(record.totalShards)}`} shards`,
+    total === null ? `${formatCount(done)} lines (${formatCount(record.linesRead)} read)` : `${(fraction * 100).toFixed(1)}% ${formatCount(done)}/${formatCount(total)} lines`,
+    `${formatCount(record.shardsWritten)}${record.totalShards === null ? '' : `/${formatCount(record.totalShards)}`} shards`,
   ];
-  if (record.rowsFailed > 0) parts.push(`${fmt(record.rowsFailed)} failed`);
-  if (linesPerSecond !== undefined) parts.push(`${fmt(Math.round(linesPerSecond))} lines/s`);
+  if (record.rowsFailed > 0) parts.push(`${formatCount(record.rowsFailed)} failed`);
+  if (linesPerSecond !== undefined) parts.push(`${formatCount(Math.round(linesPerSecond))} lines/s`);
   return parts.join(' · ');
 }
 
@@ -34,12 +35,12 @@ export function describeJob(record: CorpusJobRecord, now = Date.now()): string {
     `output    ${o.output}`,
     `model     ${o.model} dim ${o.dimension} ${o.outputType} ${o.textType} via ${o.api}`,
     `progress  ${progressLine(record)}`,
-    `counts    embedded ${fmt(record.rowsEmbedded)} · blank ${fmt(record.rowsBlank)} · failed ${fmt(record.rowsFailed)} · truncated ${fmt(record.rowsTruncated)} · tokens ${fmt(record.tokens)}`,
+    `counts    embedded ${formatCount(record.rowsEmbedded)} · blank ${formatCount(record.rowsBlank)} · failed ${formatCount(record.rowsFailed)} · truncated ${formatCount(record.rowsTruncated)} · tokens ${formatCount(record.tokens)}`,
     ...(o.reuse === undefined
       ? []
       : [
-          `reuse     ${record.reuseError ? `unavailable, every line embedded: ${record.reuseError}` : `${record.reusedFrom?.location ?? o.reuse} · reused ${fmt(record.rowsReused)}`}` +
-            (o.idField && !record.reuseError ? ` · new ${fmt(record.rowsNew)} · changed ${fmt(record.rowsChanged)} · unchanged ${fmt(record.rowsUnchanged)} · deleted ${fmt(record.rowsDeleted)}` : ''),
+          `reuse     ${record.reuseError ? `unavailable, every line embedded: ${record.reuseError}` : `${record.reusedFrom?.location ?? o.reuse} · reused ${formatCount(record.rowsReused)}`}` +
+            (o.idField && !record.reuseError ? ` · new ${formatCount(record.rowsNew)} · changed ${formatCount(record.rowsChanged)} · unchanged ${formatCount(record.rowsUnchanged)} · deleted ${formatCount(record.rowsDeleted)}` : ''),
         ]),
     `created   ${new Date(record.createdAt).toISOString()}${record.finishedAt ? ` · finished ${new Date(record.finishedAt).toISOString()}` : ''}`,
   ];
@@ -60,4 +61,4 @@ function ago(ms: number): string {
   return minutes < 120 ? `${minutes} min ago` : `${Math.round(minutes / 60)} h ago`;
 }
 
-const fmt = (value: number): string => value.toLocaleString('en-US');
+const fmt = formatCount;
