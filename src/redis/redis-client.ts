@@ -1,6 +1,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 
 import { ConfigError } from '../errors.js';
+import { SettlingCluster } from './settling-cluster.js';
 
 /**
  * One Redis, or a Redis Cluster: everything in embedq takes a `RedisClient` and works on both.
@@ -113,7 +114,8 @@ export function createRedisClient(target: RedisTarget, options: ConnectionOption
       // TLS certificates name the host we dialled, not the IP the cluster announces (ElastiCache).
       ...(first.protocol === 'rediss:' ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) } : {}),
     };
-    client = new Cluster(
+    // A Cluster whose connect() settles: BullMQ's Workers await it to revive their blocking connection.
+    client = new SettlingCluster(
       seeds.map((seed) => ({ host: seed.hostname, port: Number(seed.port) })),
       clusterOptions,
     );

@@ -41,6 +41,8 @@ export interface RedisClusterOptions {
   replicas?: number;
   /** `cluster-node-timeout` (Default: 5000): how long a master may not answer before a failover. */
   nodeTimeoutMs?: number;
+  /** Nodes on basePort, basePort + 1, … (buses + 10000) instead of free ports anywhere: for a machine shared by port ranges. */
+  basePort?: number;
 }
 
 export async function startRedisCluster(masters = 3, options: RedisClusterOptions = {}): Promise<TestRedisCluster> {
@@ -63,8 +65,10 @@ export async function startRedisCluster(masters = 3, options: RedisClusterOption
   };
   try {
     const ports: number[] = [];
+    let next = options.basePort;
     while (ports.length < count) {
-      const port = await freePort();
+      if (next !== undefined && next >= options.basePort! + 100) throw new Error(`no ${count} free ports (and buses) from ${options.basePort}`);
+      const port = next === undefined ? await freePort() : next++;
       // The cluster bus listens on port + 10000: both must be free.
       if (port + 10_000 <= 65_535 && !ports.includes(port) && (await isFree(port)) && (await isFree(port + 10_000))) ports.push(port);
     }
