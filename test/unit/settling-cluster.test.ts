@@ -1,5 +1,5 @@
 import { Cluster } from 'ioredis';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { CONNECT_ATTEMPT_TIMEOUT_MS, SettlingCluster } from '../../src/redis/settling-cluster.js';
 
@@ -28,13 +28,20 @@ describe('SettlingCluster', () => {
     await expect(connecting).rejects.toThrow('Connection is closed.');
   });
 
-  it('gives up an attempt still connecting after CONNECT_ATTEMPT_TIMEOUT_MS (a ready check sent to a frozen master) and starts over', async () => {
-    vi.useFakeTimers();
-    try {
+  describe('an attempt that never settles (fake timers)', () => {
+    beforeEach(() => vi.useFakeTimers());
+    afterEach(() => vi.useRealTimers());
+
+    /** A client connecting by an attempt of ioredis's that never settles; its disconnect() recorded. */
+    const stalledAttempt = () => {
       vi.spyOn(Cluster.prototype, 'connect').mockImplementation(neverSettles);
       const cluster = lazyCluster();
       const disconnect = vi.spyOn(cluster, 'disconnect').mockImplementation(() => undefined);
-      const connecting = cluster.connect();
+      return { cluster, disconnect, connecting: cluster.connect() };
+    };
+
+    it('is given up after CONNECT_ATTEMPT_TIMEOUT_MS (a ready check sent to a frozen master) and started over', async () => {
+      const { cluster, disconnect, connecting } = stalledAttempt();
       const outcome = expect(connecting).rejects.toThrow('Connection is closed.');
       (cluster as unknown as { status: string }).status = 'connect';
       await vi.advanceTimersByTimeAsync(CONNECT_ATTEMPT_TIMEOUT_MS - 1);
@@ -43,25 +50,15 @@ describe('SettlingCluster', () => {
       await outcome;
       expect(disconnect).toHaveBeenCalledWith(true);
       expect(cluster.listenerCount('ready') + cluster.listenerCount('close') + cluster.listenerCount('end')).toBe(0);
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    });
 
-  it('leaves a client alone once its attempt settled: no late disconnect', async () => {
-    vi.useFakeTimers();
-    try {
-      vi.spyOn(Cluster.prototype, 'connect').mockImplementation(neverSettles);
-      const cluster = lazyCluster();
-      const disconnect = vi.spyOn(cluster, 'disconnect').mockImplementation(() => undefined);
-      const connecting = cluster.connect();
+    it('leaves the client alone once the client became ready: no late disconnect', async () => {
+      const { cluster, disconnect, connecting } = stalledAttempt();
       cluster.emit('ready');
       await connecting;
       await vi.advanceTimersByTimeAsync(CONNECT_ATTEMPT_TIMEOUT_MS * 2);
       expect(disconnect).not.toHaveBeenCalled();
-    } finally {
-      vi.useRealTimers();
-    }
+    });
   });
 
   it("passes on the attempt's own outcome", async () => {
