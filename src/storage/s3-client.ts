@@ -1,3 +1,9 @@
+/**
+ * The S3 client, in a module of its own because it loads the AWS SDK: ~0.15 s of CPU at a process's
+ * start, which commands that never touch S3 (`status`, `list`, `cancel`, a local-only run) no
+ * longer pay. Everything else reaches it through s3-store.ts's `loadS3Client`, at first use.
+ */
+
 import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 
 import type { S3Settings } from '../config.js';
@@ -14,12 +20,6 @@ export {
   PutObjectCommand,
 } from '@aws-sdk/client-s3';
 export { Upload } from '@aws-sdk/lib-storage';
-
-/**
- * The S3 client, in a module of its own because it loads the AWS SDK: ~0.15 s of CPU at a process's
- * start, which commands that never touch S3 (`status`, `list`, `cancel`, a local-only run) no
- * longer pay. Everything else reaches it through s3-store.ts's `loadS3Client`, at first use.
- */
 
 /** How long a storage request may wait to connect, for an answer, or for an object's next bytes. */
 export const DEFAULT_S3_TIMEOUT_MS = 30_000;
@@ -77,4 +77,3 @@ function sdkRegionOrDefault(): () => Promise<string> {
     }
   };
 }
-
