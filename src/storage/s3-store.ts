@@ -16,19 +16,18 @@ import { failStalledReads } from './stalled-reads.js';
  */
 export type S3ClientSource = S3Client | Promise<S3Client>;
 
-/** The process's S3 client (see createS3Client), the AWS SDK loaded to make it. */
-export async function loadS3Client(settings: S3Settings, overrides: Partial<S3ClientConfig> = {}): Promise<S3Client> {
-  const { createS3Client } = await import('./s3-client.js');
-  return createS3Client(settings, overrides);
-}
-
 type Sdk = typeof import('./s3-client.js');
 let sdk: Promise<Sdk> | undefined;
 
-/** What a store needs of the AWS SDK (s3-client.ts), loaded once, at the first request of any store. */
+/** The AWS SDK as a store needs it (s3-client.ts), loaded once: at the first client made or request sent. */
 function loadSdk(): Promise<Sdk> {
   sdk ??= import('./s3-client.js');
   return sdk;
+}
+
+/** The process's S3 client (see createS3Client), the AWS SDK loaded to make it. */
+export async function loadS3Client(settings: S3Settings, overrides: Partial<S3ClientConfig> = {}): Promise<S3Client> {
+  return (await loadSdk()).createS3Client(settings, overrides);
 }
 
 /** What a request needs: the client, the SDK and the client's timeout. */
