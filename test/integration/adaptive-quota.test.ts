@@ -40,6 +40,23 @@ describe('the gate finds a limit below the configured one', () => {
       const status = await runEmbedq(env, ['status', run1.stdout.trim()]);
       expect(status.code, status.stderr).toBe(0);
       expect(status.stdout).toMatch(/rate gate: configured 6,000 QPM .*learned [\d,]+ QPM/);
+      // `embedq plan` times the next run at the rate in force under it, not at the ceiling (a
+      // seventh of the time here).
+      const planned = await runEmbedq(env, ['plan', 's3://corpus/data/', '--output-type', 'dense', '--json']);
+      expect(planned.code, planned.stderr).toBe(0);
+      const plan = JSON.parse(planned.stdout) as {
+        requests: number;
+        tokens: number;
+        minutesAtQuota: number;
+        paced: { requestsPerMinute: number; tokensPerMinute: number };
+        learned: { requestsPerMinute?: number } | null;
+      };
+      expect(plan.learned?.requestsPerMinute).toBeGreaterThan(REAL_QPM * 0.5);
+      expect(plan.learned!.requestsPerMinute).toBeLessThan(REAL_QPM * 1.5);
+      expect(plan.paced.requestsPerMinute).toBeLessThanOrEqual(plan.learned!.requestsPerMinute!);
+      expect(plan.minutesAtQuota).toBeCloseTo(Math.max(plan.requests / plan.paced.requestsPerMinute, plan.tokens / plan.paced.tokensPerMinute), 6);
+      const planText = await runEmbedq(env, ['plan', 's3://corpus/data/', '--output-type', 'dense']);
+      expect(planText.stdout).toMatch(/time {7}~.* at [\d,]+ QPM \/ [\d,]+ TPM, the rate in force under the limit the gate learned on this account \([\d,]+ QPM, remembered \d+ min more\); ~.* at the configured 6,000 \/ 24,000,000, the gate aims at 99%\n/);
       await fetch(`${emulator.url}/emulator/stats/reset`, { method: 'POST' });
       const run2 = await runEmbedq(env, ['submit', 's3://corpus/data/', '--out', 's3://out/two/', '--output-type', 'dense', '--wait']);
       expect(run2.code, run2.stderr).toBe(0);

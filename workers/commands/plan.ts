@@ -6,6 +6,7 @@ import { formatCount as n } from '../../src/format-count.js';
 import { MODELS, textTokenLimit } from '../../src/models.js';
 import { loadS3Client } from '../../src/storage/s3-store.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
+import { hasLearned, readLearnedGate } from './plan-learned.js';
 
 export function registerPlanCommand(program: Command): void {
   addJobFlags(
@@ -20,6 +21,7 @@ export function registerPlanCommand(program: Command): void {
     const options = jobOptionsFromFlags(input, flags);
     const settings = loadSettings(process.env, { requireApiKey: false });
     const s3Client = input.startsWith('s3://') ? loadS3Client(settings.s3) : undefined;
+    let gateError = false;
     try {
       const limits = {
         requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[options.model].defaultRequestsPerMinute,
@@ -28,17 +30,43 @@ export function registerPlanCommand(program: Command): void {
       // The gate paces at the limit times the target utilisation, less the reserve: so does the plan
       // (it timed a run at the whole limit, half the time a 0.5 reserve gives).
       const share = settings.dashscope.targetUtilization * (1 - settings.dashscope.reserve);
-      const paced = { requestsPerMinute: limits.requestsPerMinute * share, tokensPerMinute: limits.tokensPerMinute * share };
+      const pacedAtCeiling = { requestsPerMinute: limits.requestsPerMinute * share, tokensPerMinute: limits.tokensPerMinute * share };
+      // Under a learned limit the next job meets the gate's rate in force (margin, reserve and
+      // target applied), not the ceiling's.
+      const gate = await readLearnedGate(process.env, options.model);
+      gateError = gate.error !== undefined;
+      const learned = hasLearned(gate.state) ? gate.state : undefined;
+      const paced = learned
+        ? {
+            requestsPerMinute: Math.min(pacedAtCeiling.requestsPerMinute, learned.inForce.requestsPerMinute),
+            tokensPerMinute: Math.min(pacedAtCeiling.tokensPerMinute, learned.inForce.tokensPerMinute),
+          }
+        : pacedAtCeiling;
       // The previous output's reader (hyparquet) is loaded only for `--reuse`, and by no other command.
       const reuse = options.reuse === undefined ? undefined : await (await import('./plan-reuse.js')).openReuse(options, settings);
       const plan = await planCorpus(options, paced, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable, maxOpenShards: settings.worker.maxOpenShards });
       if (flags.json) {
         const reuseFields = reuse ? { reused_from: reuse.from ?? null, reuse_error: reuse.error ?? null } : {};
-        process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits, paced }, null, 2)}\n`);
+        const learnedFields = {
+          learned: learned ? { ...learned.learned, expiresInMs: learned.learnedExpiresInMs ?? null, shared: learned.shared } : null,
+          ...(gate.error === undefined ? {} : { learned_error: gate.error }),
+        };
+        process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits, paced, ...learnedFields }, null, 2)}\n`);
         return;
       }
       // 0.07 × 100 is 7.000000000000001 in binary floating point.
       const percent = (fraction: number): string => `${Number((fraction * 100).toFixed(2))}%`;
+      const duration = (minutes: number): string => (minutes < 1 ? `${Math.ceil(minutes * 60)} s` : `${minutes.toFixed(1)} min`);
+      const ceiling = `${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${percent(settings.dashscope.reserve)} reserved` : ''}, the gate aims at ${percent(settings.dashscope.targetUtilization)}`;
+      const learnedParts = learned
+        ? [
+            learned.learned.requestsPerMinute === undefined ? undefined : `${n(learned.learned.requestsPerMinute)} QPM`,
+            learned.learned.tokensPerMinute === undefined ? undefined : `${n(learned.learned.tokensPerMinute)} TPM`,
+          ].filter(Boolean)
+        : [];
+      const expires = learned?.learnedExpiresInMs === undefined ? '' : `, remembered ${Math.ceil(learned.learnedExpiresInMs / 60_000)} min more`;
+      // At the ceiling's pace, as planCorpus times it: what the plan would say with nothing learned.
+      const atCeiling = Math.max(plan.requests / pacedAtCeiling.requestsPerMinute, plan.tokens / pacedAtCeiling.tokensPerMinute);
       process.stdout.write(
         [
           `input      ${input} (${n(plan.objects)} ${plan.objects === 1 ? 'object' : 'objects'})`,
@@ -49,12 +77,18 @@ export function registerPlanCommand(program: Command): void {
           `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
           `tokens     ${plan.exactTokens ? '' : '~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, as billed)' : ' (estimate: over on prose, under on digit runs; --exact to count)'}`,
           `cost       ~$${plan.estimatedCostUsd.toFixed(plan.estimatedCostUsd < 0.01 ? 6 : 4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
-          `time       ~${plan.minutesAtQuota < 1 ? `${Math.ceil(plan.minutesAtQuota * 60)} s` : `${plan.minutesAtQuota.toFixed(1)} min`} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM (${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${percent(settings.dashscope.reserve)} reserved` : ''}, the gate aims at ${percent(settings.dashscope.targetUtilization)})`,
+          learned
+            ? `time       ~${duration(plan.minutesAtQuota)} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM, the rate in force under the limit the gate learned on this account (${learnedParts.join(' / ')}${expires}); ~${duration(atCeiling)} at the configured ${ceiling}`
+            : `time       ~${duration(plan.minutesAtQuota)} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM (${ceiling})`,
           ...plan.warnings.map((warning) => `warning    ${warning}`),
+          ...(gate.error === undefined ? [] : [`warning    learned limit not read, the time is at the configured limit: ${gate.error}`]),
         ].join('\n') + '\n',
       );
     } finally {
       (await s3Client)?.destroy();
+      // A Redis that could not be read leaves ioredis a 2 s timer on its failed socket: exit as
+      // the CLI does after a failure, once the output has had a moment to drain.
+      if (gateError) setTimeout(() => process.exit(), 500).unref();
     }
   });
 }
