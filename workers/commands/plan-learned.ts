@@ -8,14 +8,14 @@ import { withServices } from './context.js';
 /**
  * `embedq plan`'s look at the shared gate: a limit the gate learned on this account (remembered
  * in Redis for an hour) times the run as the next job will meet it; at the configured ceiling, a
- * plan told 6,000 QPM when the account takes 900 said a seventh of the time. Only read where the
- * environment names a Redis (`REDIS_URL`, `REDIS_CLUSTER_NODES`): plan needs no Redis otherwise,
- * and a laptop's default `127.0.0.1:6379` is not the fleet's. Read as `embedq status` reads it
- * (the live workers' settings when they agree). A Redis that cannot be read is said in `error`;
- * the plan then times the run at the configured limit.
+ * plan told 6,000 QPM when the account takes 900 said a seventh of the time. plan calls it only
+ * where the environment names a Redis (`REDIS_URL`, `REDIS_CLUSTER_NODES`): it needs no Redis
+ * otherwise, a laptop's default `127.0.0.1:6379` is not the fleet's, and this module's imports
+ * (BullMQ, ioredis) are loaded only then. Read as `embedq status` reads it (the live workers'
+ * settings when they agree). A Redis that cannot be read is said in `error`; the plan then times
+ * the run at the configured limit.
  */
-export async function readLearnedGate(env: NodeJS.ProcessEnv, model: ModelName): Promise<{ state?: GateState; error?: string }> {
-  if (!env.REDIS_URL && !env.REDIS_CLUSTER_NODES) return {};
+export async function readLearnedGate(model: ModelName): Promise<{ state?: GateState; error?: string }> {
   try {
     const { state } = await withServices(async (services) => readFleetGate(services, model, await liveWorkers(services.redis, services.settings.redisPrefix)));
     return { state };
@@ -23,9 +23,4 @@ export async function readLearnedGate(env: NodeJS.ProcessEnv, model: ModelName):
     if (error instanceof EmbedqError) return { error: error.message };
     throw error;
   }
-}
-
-/** Whether the gate remembers a limit it learned, request or token. */
-export function hasLearned(state: GateState | undefined): state is GateState {
-  return state !== undefined && (state.learned.requestsPerMinute !== undefined || state.learned.tokensPerMinute !== undefined);
 }

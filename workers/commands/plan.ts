@@ -1,12 +1,13 @@
 import type { Command } from 'commander';
 
+import type { GateState } from '../../src/rate/rate-gate.js';
+
 import { loadSettings } from '../../src/config.js';
 import { planCorpus } from '../../src/corpus/plan-corpus.js';
 import { formatCount as n } from '../../src/format-count.js';
 import { MODELS, textTokenLimit } from '../../src/models.js';
 import { loadS3Client } from '../../src/storage/s3-store.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
-import { hasLearned, readLearnedGate } from './plan-learned.js';
 
 export function registerPlanCommand(program: Command): void {
   addJobFlags(
@@ -33,7 +34,8 @@ export function registerPlanCommand(program: Command): void {
       const pacedAtCeiling = { requestsPerMinute: limits.requestsPerMinute * share, tokensPerMinute: limits.tokensPerMinute * share };
       // Under a learned limit the next job meets the gate's rate in force (margin, reserve and
       // target applied), not the ceiling's.
-      const gate = await readLearnedGate(process.env, options.model);
+      // The gate's reader (BullMQ, ioredis) is loaded only where a Redis is named: see plan-learned.ts.
+      const gate = process.env.REDIS_URL || process.env.REDIS_CLUSTER_NODES ? await (await import('./plan-learned.js')).readLearnedGate(options.model) : {};
       gateError = gate.error !== undefined;
       const learned = hasLearned(gate.state) ? gate.state : undefined;
       const paced = learned
@@ -91,4 +93,9 @@ export function registerPlanCommand(program: Command): void {
       if (gateError) setTimeout(() => process.exit(), 500).unref();
     }
   });
+}
+
+/** Whether the gate remembers a limit it learned, request or token. */
+function hasLearned(state: GateState | undefined): state is GateState {
+  return state !== undefined && (state.learned.requestsPerMinute !== undefined || state.learned.tokensPerMinute !== undefined);
 }
