@@ -8,7 +8,7 @@ import { openStore, parseLocation } from '../src/storage/locations.js';
 import type { S3ClientSource } from '../src/storage/s3-store.js';
 import type { CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
-import { checkOutputWritable, clearPreviousRun, findPreviousRun, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
+import { checkOutputWritable, clearPreviousRun, findPreviousRun, latestNamesOutput, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
 import { CORPUS_JOB_ID, JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
 import type { ShardStats } from './shard-ledger.js';
@@ -82,7 +82,9 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
     if (extra.overwrite) {
       // Before the files it names: a pointer must never name an emptied output (a failed run left
       // it naming one). A run of the same output holds the lease, so no finalize writes it meanwhile.
-      if (extra.withdrawLatest) await output.store.delete(output.prefix + LATEST_FILE);
+      // An `embedq submit --overwrite` by hand into a schedule's output withdraws it too: it left the
+      // pointer naming the run it removed, for good (only the schedule's own runs write one).
+      if (extra.withdrawLatest || (await latestNamesOutput(output, options.output))) await output.store.delete(output.prefix + LATEST_FILE);
       await clearPreviousRun(output);
     }
     await checkOutputWritable(output, id, options.output);

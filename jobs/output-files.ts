@@ -2,8 +2,9 @@ import { text } from 'node:stream/consumers';
 
 import { StorageError } from '../src/errors.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
-import { DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, isShardFile, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
+import { DELTA_FOLDER, ERRORS_FILE, isOwnOutputKey, isShardFile, LATEST_FILE, MANIFEST_FILE, SUCCESS_FILE, TEMP_FOLDER } from '../src/output/layout.js';
 import { OutputTakenError } from './job-errors.js';
+import { outputIdentity } from './output-lease.js';
 import type { ShardStats } from './shard-ledger.js';
 
 /**
@@ -61,6 +62,24 @@ export async function manifestJobId(output: OutputLocation): Promise<string | un
     return typeof named === 'string' ? named : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Whether the output holds a schedule's `_latest.json` that names a run in this very output (`name`,
+ * the output as the job has it): a schedule whose `--out` has no placeholder keeps it there. A
+ * pointer at a root whose runs sit in folders below it names one of those, which an overwrite of
+ * the root does not touch; one that does not read names nothing.
+ */
+export async function latestNamesOutput(output: OutputLocation, name: string): Promise<boolean> {
+  const key = output.prefix + LATEST_FILE;
+  if (!(await output.store.stat(key))) return false;
+  const body = await text(await output.store.read(key));
+  try {
+    const named = (JSON.parse(body) as { output?: unknown } | null)?.output;
+    return typeof named === 'string' && outputIdentity(named) === outputIdentity(name);
+  } catch {
+    return false;
   }
 }
 

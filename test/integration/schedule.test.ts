@@ -567,6 +567,20 @@ describe('embedq schedule', () => {
       const next = await runEmbedq(world.env, ['schedule', 'run', 'fx', '--wait']);
       expect(next.code, next.stderr).toBe(0);
       expect(await readLatest()).toMatchObject({ job_id: next.stdout.trim(), output: 's3://out/fx/' });
+
+      // A run by hand into the schedule's output (spelt without the final slash) withdraws the
+      // pointer too: it was left naming the run it removed, beside the new run's manifest.
+      const byHand = ['submit', 's3://corpus/fx/corpus.txt', '--out', 's3://out/fx', '--dimension', '64', '--output-type', 'dense', '--overwrite', '--wait'];
+      const manual = await runEmbedq(world.env, byHand);
+      expect(manual.code, manual.stderr).toBe(0);
+      expect(await readLatest()).toBeNull();
+      // A pointer naming another output (a root whose runs sit in folders below it) is not this
+      // output's run: an overwrite of the root leaves it.
+      const elsewhere = { output: 's3://out/fx/2026-12-01/', job_id: next.stdout.trim(), schedule: 'fx' };
+      await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: 'fx/_latest.json', Body: JSON.stringify(elsewhere) }));
+      const again = await runEmbedq(world.env, byHand);
+      expect(again.code, again.stderr).toBe(0);
+      expect(await readLatest()).toMatchObject(elsewhere);
       expect((await runEmbedq(world.env, ['schedule', 'remove', 'fx'])).code).toBe(0);
     } finally {
       await stopProcess(worker);
