@@ -40,23 +40,30 @@ describe('the gate finds a limit below the configured one', () => {
       const status = await runEmbedq(env, ['status', run1.stdout.trim()]);
       expect(status.code, status.stderr).toBe(0);
       expect(status.stdout).toMatch(/rate gate: configured 6,000 QPM .*learned [\d,]+ QPM/);
-      // `embedq plan` times the next run at the rate in force under it, not at the ceiling (a
-      // seventh of the time here).
-      const planned = await runEmbedq(env, ['plan', 's3://corpus/data/', '--output-type', 'dense', '--json']);
+      // `embedq plan` times the next run at the rates in force under it, not at the ceiling (a
+      // seventh of the time here), and reads them as status does: by the live workers' settings,
+      // not the shell's (here a reserve of 0.5 the workers do not have), tokens as well as requests.
+      const planned = await runEmbedq({ ...env, EMBEDQ_RESERVE: '0.5' }, ['plan', 's3://corpus/data/', '--output-type', 'dense', '--json']);
       expect(planned.code, planned.stderr).toBe(0);
       const plan = JSON.parse(planned.stdout) as {
         requests: number;
         tokens: number;
         minutesAtQuota: number;
+        limits: { requestsPerMinute: number; tokensPerMinute: number };
         paced: { requestsPerMinute: number; tokensPerMinute: number };
-        learned: { requestsPerMinute?: number } | null;
+        learned: { requestsPerMinute?: number; pacedBy: string } | null;
       };
       expect(plan.learned?.requestsPerMinute).toBeGreaterThan(REAL_QPM * 0.5);
       expect(plan.learned!.requestsPerMinute).toBeLessThan(REAL_QPM * 1.5);
+      expect(plan.learned!.pacedBy).toBe('workers');
+      expect(plan.limits).toEqual({ requestsPerMinute: 6_000, tokensPerMinute: 24_000_000 });
       expect(plan.paced.requestsPerMinute).toBeLessThanOrEqual(plan.learned!.requestsPerMinute!);
+      expect(plan.paced.tokensPerMinute).toBeCloseTo(24_000_000 * 0.99, 0);
       expect(plan.minutesAtQuota).toBeCloseTo(Math.max(plan.requests / plan.paced.requestsPerMinute, plan.tokens / plan.paced.tokensPerMinute), 6);
       const planText = await runEmbedq(env, ['plan', 's3://corpus/data/', '--output-type', 'dense']);
-      expect(planText.stdout).toMatch(/time {7}~.* at [\d,]+ QPM \/ [\d,]+ TPM, the rate in force under the limit the gate learned on this account \([\d,]+ QPM, remembered \d+ min more\); ~.* at the configured 6,000 \/ 24,000,000, the gate aims at 99%\n/);
+      expect(planText.stdout).toMatch(
+        /time {7}~.* at [\d,]+ QPM \/ 23,760,000 TPM, the rate in force under the limit the gate learned on this account \([\d,]+ QPM, remembered \d+ min more; configured 6,000 QPM \/ 24,000,000 TPM; by the live workers' settings\)\n/,
+      );
       await fetch(`${emulator.url}/emulator/stats/reset`, { method: 'POST' });
       const run2 = await runEmbedq(env, ['submit', 's3://corpus/data/', '--out', 's3://out/two/', '--output-type', 'dense', '--wait']);
       expect(run2.code, run2.stderr).toBe(0);

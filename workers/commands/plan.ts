@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
 
-import type { GateState } from '../../src/rate/rate-gate.js';
-
 import { loadSettings } from '../../src/config.js';
 import { planCorpus } from '../../src/corpus/plan-corpus.js';
 import { formatCount as n } from '../../src/format-count.js';
@@ -24,51 +22,31 @@ export function registerPlanCommand(program: Command): void {
     const s3Client = input.startsWith('s3://') ? loadS3Client(settings.s3) : undefined;
     let gateError = false;
     try {
-      const limits = {
+      const ownLimits = {
         requestsPerMinute: settings.dashscope.requestsPerMinute ?? MODELS[options.model].defaultRequestsPerMinute,
         tokensPerMinute: settings.dashscope.tokensPerMinute ?? MODELS[options.model].defaultTokensPerMinute,
       };
       // The gate paces at the limit times the target utilisation, less the reserve: so does the plan
       // (it timed a run at the whole limit, half the time a 0.5 reserve gives).
       const share = settings.dashscope.targetUtilization * (1 - settings.dashscope.reserve);
-      const pacedAtCeiling = { requestsPerMinute: limits.requestsPerMinute * share, tokensPerMinute: limits.tokensPerMinute * share };
-      // Under a learned limit the next job meets the gate's rate in force (margin, reserve and
-      // target applied), not the ceiling's.
-      // The gate's reader (BullMQ, ioredis) is loaded only where a Redis is named: see plan-learned.ts.
+      const ownPaced = { requestsPerMinute: ownLimits.requestsPerMinute * share, tokensPerMinute: ownLimits.tokensPerMinute * share };
+      // Under a limit the gate learned, the run is timed at the gate's rates in force instead. Its
+      // reader (BullMQ, ioredis) is loaded only where a Redis is named: see plan-learned.ts.
       const gate = process.env.REDIS_URL || process.env.REDIS_CLUSTER_NODES ? await (await import('./plan-learned.js')).readLearnedGate(options.model) : {};
       gateError = gate.error !== undefined;
-      const learned = hasLearned(gate.state) ? gate.state : undefined;
-      const paced = learned
-        ? {
-            requestsPerMinute: Math.min(pacedAtCeiling.requestsPerMinute, learned.inForce.requestsPerMinute),
-            tokensPerMinute: Math.min(pacedAtCeiling.tokensPerMinute, learned.inForce.tokensPerMinute),
-          }
-        : pacedAtCeiling;
+      const { limits, paced } = gate.learned ?? { limits: ownLimits, paced: ownPaced };
       // The previous output's reader (hyparquet) is loaded only for `--reuse`, and by no other command.
       const reuse = options.reuse === undefined ? undefined : await (await import('./plan-reuse.js')).openReuse(options, settings);
       const plan = await planCorpus(options, paced, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable, maxOpenShards: settings.worker.maxOpenShards });
       if (flags.json) {
         const reuseFields = reuse ? { reused_from: reuse.from ?? null, reuse_error: reuse.error ?? null } : {};
-        const learnedFields = {
-          learned: learned ? { ...learned.learned, expiresInMs: learned.learnedExpiresInMs ?? null, shared: learned.shared } : null,
-          ...(gate.error === undefined ? {} : { learned_error: gate.error }),
-        };
+        const learnedFields = { learned: gate.learned?.json ?? null, ...(gate.error === undefined ? {} : { learned_error: gate.error }) };
         process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits, paced, ...learnedFields }, null, 2)}\n`);
         return;
       }
       // 0.07 × 100 is 7.000000000000001 in binary floating point.
       const percent = (fraction: number): string => `${Number((fraction * 100).toFixed(2))}%`;
       const duration = (minutes: number): string => (minutes < 1 ? `${Math.ceil(minutes * 60)} s` : `${minutes.toFixed(1)} min`);
-      const ceiling = `${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${percent(settings.dashscope.reserve)} reserved` : ''}, the gate aims at ${percent(settings.dashscope.targetUtilization)}`;
-      const learnedParts = learned
-        ? [
-            learned.learned.requestsPerMinute === undefined ? undefined : `${n(learned.learned.requestsPerMinute)} QPM`,
-            learned.learned.tokensPerMinute === undefined ? undefined : `${n(learned.learned.tokensPerMinute)} TPM`,
-          ].filter(Boolean)
-        : [];
-      const expires = learned?.learnedExpiresInMs === undefined ? '' : `, remembered ${Math.ceil(learned.learnedExpiresInMs / 60_000)} min more`;
-      // At the ceiling's pace, as planCorpus times it: what the plan would say with nothing learned.
-      const atCeiling = Math.max(plan.requests / pacedAtCeiling.requestsPerMinute, plan.tokens / pacedAtCeiling.tokensPerMinute);
       process.stdout.write(
         [
           `input      ${input} (${n(plan.objects)} ${plan.objects === 1 ? 'object' : 'objects'})`,
@@ -79,9 +57,11 @@ export function registerPlanCommand(program: Command): void {
           `requests   ${n(plan.requests)} of at most ${MODELS[options.model].maxTextsPerRequest} lines`,
           `tokens     ${plan.exactTokens ? '' : '~'}${n(plan.tokens)}${plan.exactTokens ? ' (exact, as billed)' : ' (estimate: over on prose, under on digit runs; --exact to count)'}`,
           `cost       ~$${plan.estimatedCostUsd.toFixed(plan.estimatedCostUsd < 0.01 ? 6 : 4)} at $${MODELS[options.model].usdPerMillionTokens}/M tokens (${options.model})`,
-          learned
-            ? `time       ~${duration(plan.minutesAtQuota)} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM, the rate in force under the limit the gate learned on this account (${learnedParts.join(' / ')}${expires}); ~${duration(atCeiling)} at the configured ${ceiling}`
-            : `time       ~${duration(plan.minutesAtQuota)} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM (${ceiling})`,
+          `time       ~${duration(plan.minutesAtQuota)} at ${n(Math.floor(paced.requestsPerMinute))} QPM / ${n(Math.floor(paced.tokensPerMinute))} TPM${
+            gate.learned
+              ? `, ${gate.learned.description}`
+              : ` (${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${percent(settings.dashscope.reserve)} reserved` : ''}, the gate aims at ${percent(settings.dashscope.targetUtilization)})`
+          }`,
           ...plan.warnings.map((warning) => `warning    ${warning}`),
           ...(gate.error === undefined ? [] : [`warning    learned limit not read, the time is at the configured limit: ${gate.error}`]),
         ].join('\n') + '\n',
@@ -93,9 +73,4 @@ export function registerPlanCommand(program: Command): void {
       if (gateError) setTimeout(() => process.exit(), 500).unref();
     }
   });
-}
-
-/** Whether the gate remembers a limit it learned, request or token. */
-function hasLearned(state: GateState | undefined): state is GateState {
-  return state !== undefined && (state.learned.requestsPerMinute !== undefined || state.learned.tokensPerMinute !== undefined);
 }
