@@ -2,6 +2,7 @@ import { EmbedqError } from '../../src/errors.js';
 import { formatCount as n } from '../../src/format-count.js';
 import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import type { ModelName } from '../../src/models.js';
+import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import type { RateLimits } from '../../src/rate/rate-gate.js';
 import { describePacedBy, readFleetGate } from '../fleet-gate.js';
 import { withServices } from './context.js';
@@ -16,6 +17,8 @@ export interface LearnedPacing {
   json: { requestsPerMinute?: number; tokensPerMinute?: number; expiresInMs: number | null; shared: boolean; pacedBy: string };
   /** For the `time` line, after the rate: what was learned, the ceiling, and whose settings. */
   description: string;
+  /** How the live workers' settings differ, when they do (the `fleet` line `status` prints too). */
+  fleetProblem?: string | undefined;
 }
 
 /**
@@ -32,7 +35,10 @@ export interface LearnedPacing {
  */
 export async function readLearnedGate(model: ModelName): Promise<{ learned?: LearnedPacing; error?: string }> {
   try {
-    const { state, pacedBy } = await withServices(async (services) => readFleetGate(services, model, await liveWorkers(services.redis, services.settings.redisPrefix)));
+    const { state, pacedBy, workers } = await withServices(async (services) => {
+      const live = await liveWorkers(services.redis, services.settings.redisPrefix);
+      return { ...(await readFleetGate(services, model, live)), workers: live };
+    });
     const { requestsPerMinute, tokensPerMinute } = state.learned;
     if (requestsPerMinute === undefined && tokensPerMinute === undefined) return {};
     const whose = describePacedBy(pacedBy, 'this shell');
@@ -48,6 +54,8 @@ export async function readLearnedGate(model: ModelName): Promise<{ learned?: Lea
         description:
           `the rate in force under the limit the gate learned on this account (${learnedText}${expires}; ` +
           `configured ${n(state.configured.requestsPerMinute)} QPM / ${n(state.configured.tokensPerMinute)} TPM; ${whose})`,
+        // "The workers' settings differ (below)": the line below says how, as in `embedq status`.
+        fleetProblem: pacingDisagreement(workers),
       },
     };
   } catch (error) {

@@ -40,7 +40,10 @@ export function registerPlanCommand(program: Command): void {
       const plan = await planCorpus(options, paced, { s3Client, exactTokens: flags.exact === true, reusable: reuse?.reusable, maxOpenShards: settings.worker.maxOpenShards });
       if (flags.json) {
         const reuseFields = reuse ? { reused_from: reuse.from ?? null, reuse_error: reuse.error ?? null } : {};
-        const learnedFields = { learned: gate.learned?.json ?? null, ...(gate.error === undefined ? {} : { learned_error: gate.error }) };
+        const learnedFields = {
+          learned: gate.learned ? { ...gate.learned.json, fleetProblem: gate.learned.fleetProblem ?? null } : null,
+          ...(gate.error === undefined ? {} : { learned_error: gate.error }),
+        };
         process.stdout.write(`${JSON.stringify({ ...plan, ...reuseFields, limits, paced, ...learnedFields }, null, 2)}\n`);
         return;
       }
@@ -62,6 +65,7 @@ export function registerPlanCommand(program: Command): void {
               ? `, ${gate.learned.description}`
               : ` (${n(limits.requestsPerMinute)} / ${n(limits.tokensPerMinute)}${settings.dashscope.reserve > 0 ? `, ${percent(settings.dashscope.reserve)} reserved` : ''}, the gate aims at ${percent(settings.dashscope.targetUtilization)})`
           }`,
+          ...(gate.learned?.fleetProblem === undefined ? [] : [`fleet      ${gate.learned.fleetProblem}`]),
           ...plan.warnings.map((warning) => `warning    ${warning}`),
           ...(gate.error === undefined ? [] : [`warning    learned limit not read, the time is at the configured limit: ${gate.error}`]),
         ].join('\n') + '\n',
