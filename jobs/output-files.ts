@@ -54,15 +54,7 @@ export async function assertNoOtherJobsRun(output: OutputLocation, jobId: string
 
 /** The job the output's `_manifest.json` names; undefined when there is none, or it does not parse. */
 export async function manifestJobId(output: OutputLocation): Promise<string | undefined> {
-  const key = output.prefix + MANIFEST_FILE;
-  if (!(await output.store.stat(key))) return undefined;
-  const body = await text(await output.store.read(key));
-  try {
-    const named = (JSON.parse(body) as { job_id?: unknown } | null)?.job_id;
-    return typeof named === 'string' ? named : undefined;
-  } catch {
-    return undefined;
-  }
+  return readStringField(output, MANIFEST_FILE, 'job_id');
 }
 
 /**
@@ -72,14 +64,20 @@ export async function manifestJobId(output: OutputLocation): Promise<string | un
  * the root does not touch; one that does not read names nothing.
  */
 export async function latestNamesOutput(output: OutputLocation, name: string): Promise<boolean> {
-  const key = output.prefix + LATEST_FILE;
-  if (!(await output.store.stat(key))) return false;
+  const named = await readStringField(output, LATEST_FILE, 'output');
+  return named !== undefined && outputIdentity(named) === outputIdentity(name);
+}
+
+/** A string field of a JSON file directly under the output; undefined when the file is not there, does not parse, or has no such string. */
+async function readStringField(output: OutputLocation, file: string, field: string): Promise<string | undefined> {
+  const key = output.prefix + file;
+  if (!(await output.store.stat(key))) return undefined;
   const body = await text(await output.store.read(key));
   try {
-    const named = (JSON.parse(body) as { output?: unknown } | null)?.output;
-    return typeof named === 'string' && outputIdentity(named) === outputIdentity(name);
+    const value = (JSON.parse(body) as Record<string, unknown> | null)?.[field];
+    return typeof value === 'string' ? value : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 

@@ -2,6 +2,7 @@ import { EmbedqError } from '../../src/errors.js';
 import { formatCount as n } from '../../src/format-count.js';
 import { liveWorkers } from '../../src/metrics/read-metrics.js';
 import type { ModelName } from '../../src/models.js';
+import { describeLearnedLimits, describeRemembered } from '../../src/rate/describe-gate.js';
 import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import type { RateLimits } from '../../src/rate/rate-gate.js';
 import { describePacedBy, readFleetGate } from '../fleet-gate.js';
@@ -42,17 +43,14 @@ export async function readLearnedGate(model: ModelName): Promise<{ learned?: Lea
     const { requestsPerMinute, tokensPerMinute } = state.learned;
     if (requestsPerMinute === undefined && tokensPerMinute === undefined) return {};
     const whose = describePacedBy(pacedBy, 'this shell');
-    const learnedText = [requestsPerMinute === undefined ? undefined : `${n(requestsPerMinute)} QPM`, tokensPerMinute === undefined ? undefined : `${n(tokensPerMinute)} TPM`]
-      .filter(Boolean)
-      .join(' / ');
-    const expires = state.learnedExpiresInMs === undefined ? '' : `, remembered ${Math.ceil(state.learnedExpiresInMs / 60_000)} min more`;
+    const expires = state.learnedExpiresInMs === undefined ? '' : `, ${describeRemembered(state.learnedExpiresInMs)}`;
     return {
       learned: {
         limits: state.configured,
         paced: state.inForce,
         json: { requestsPerMinute, tokensPerMinute, expiresInMs: state.learnedExpiresInMs ?? null, shared: state.shared, pacedBy },
         description:
-          `the rate in force under the limit the gate learned on this account (${learnedText}${expires}; ` +
+          `the rate in force under the limit the gate learned on this account (${describeLearnedLimits(state.learned)}${expires}; ` +
           `configured ${n(state.configured.requestsPerMinute)} QPM / ${n(state.configured.tokensPerMinute)} TPM; ${whose})`,
         // "The workers' settings differ (below)": the line below says how, as in `embedq status`.
         fleetProblem: pacingDisagreement(workers),
