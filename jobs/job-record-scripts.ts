@@ -86,6 +86,12 @@ end
 local ran = redis.call('HMGET', KEYS[1], 'finishedAt', 'resumedAt', 'startedAt', 'generation')
 local ranFrom = ran[2] or (ran[4] == '0' and ran[3])
 if ran[1] and ranFrom then redis.call('HINCRBY', KEYS[1], 'activeMs', math.max(0, tonumber(ran[1]) - tonumber(ranFrom))) end
+-- The lines it processed that the rebuilt counters leave out (its open shards, and written shards
+-- whose files went) were processed in that time: the average counts them, or a retried job's
+-- average fell to a few lines a second while it ran at its usual rate.
+local before = redis.call('HMGET', KEYS[1], 'rowsEmbedded', 'rowsFailed', 'rowsBlank')
+local redone = (tonumber(before[1]) or 0) + (tonumber(before[2]) or 0) + (tonumber(before[3]) or 0) - (c.rows + c.errors + c.blank)
+if redone > 0 then redis.call('HINCRBY', KEYS[1], 'linesRedone', redone) end
 -- A job that failed because its previous output changed under it must not build on that output
 -- again: the retry would index the changed rows and write a delta mixing two bases. Recorded as
 -- the reason reuse is unavailable, the retry embeds the rest (workers/split-reuse.ts).

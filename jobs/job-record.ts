@@ -57,6 +57,8 @@ export interface CorpusJobRecord extends CorpusJobCounters {
   resumedAt: number | null;
   /** How long the job's ended generations ran (a retried job's time before its last stop). */
   activeMs: number;
+  /** Lines the ended generations processed that a retry took out of the counters (to embed again): the average counts them with `activeMs`. */
+  linesRedone: number;
   finishedAt: number | null;
   /** Why the job failed or was cancelled. */
   error: string | null;
@@ -168,6 +170,7 @@ export class JobRecords {
       startedAt: optional('startedAt'),
       resumedAt: optional('resumedAt'),
       activeMs: number('activeMs'),
+      linesRedone: number('linesRedone'),
       finishedAt: optional('finishedAt'),
       error: hash.error ?? null,
       errorCode: hash.errorCode ?? null,

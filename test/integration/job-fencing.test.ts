@@ -106,18 +106,23 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     }
   });
 
-  it('a retried job records how long its stopped generation ran, so its average leaves out the time it stood cancelled', async () => {
+  it('a retried job records how long its stopped generation ran and what it processed, so its average leaves out the time it stood cancelled and keeps the lines it embeds again', async () => {
     const id = await submit('s3://out/fence-active-time/');
     const corpora = world.services.corpora;
     await splitCorpus({ v: 1, corpusJobId: id, generation: 0 }, context());
+    // Two batches of an open shard: their lines leave the count at the retry, to be embedded again.
+    for (const payload of (await queuedBatches(id, 0)).slice(0, 2)) await embedBatch(payload, context());
     await new Promise((resolve) => setTimeout(resolve, 300));
     await cancelCorpusJob(corpora, id);
     const cancelled = (await corpora.get(id))!;
+    const processedBefore = cancelled.rowsEmbedded + cancelled.rowsFailed + cancelled.rowsBlank;
+    expect(processedBefore).toBeGreaterThan(0);
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // stood cancelled
     await retryCorpusJob({ corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id);
     const queued = (await corpora.get(id))!;
     expect(queued).toMatchObject({ state: 'queued', generation: 1, resumedAt: null, startedAt: cancelled.startedAt, activeMs: cancelled.finishedAt! - cancelled.resumedAt! });
     expect(queued.activeMs).toBeGreaterThanOrEqual(300);
+    expect(queued).toMatchObject({ rowsEmbedded: 0, rowsFailed: 0, rowsBlank: 0, linesRedone: processedBefore });
     await splitCorpus({ v: 1, corpusJobId: id, generation: 1 }, context());
     await embedBatch((await queuedBatches(id, 1))[0]!, context());
     const running = (await corpora.get(id))!;
@@ -125,7 +130,7 @@ describe('fencing: stale, early and unparseable steps change nothing', () => {
     const now = Date.now();
     const view = toJobView(running, { requests: 0, throttled: 0 }, new ThroughputTracker(), [], now);
     expect(view.linesDone).toBeGreaterThan(0);
-    expect(view.throughputAverage).toBeCloseTo(view.linesDone / ((running.activeMs + now - running.resumedAt!) / 1000), 6);
+    expect(view.throughputAverage).toBeCloseTo((view.linesDone + processedBefore) / ((running.activeMs + now - running.resumedAt!) / 1000), 6);
   });
 
   it("a job Redis brought back from an older snapshot leaves alone the output another job finished there since (it removed its _SUCCESS and replaced its shards)", async () => {

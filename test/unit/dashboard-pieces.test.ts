@@ -64,7 +64,7 @@ describe('throughput tracker', () => {
 
 describe('job and gate figures', () => {
   const record = (fields: Partial<CorpusJobRecord>): CorpusJobRecord =>
-    ({ id: 'cj-x', state: 'running', finishing: false, options: parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/' }), schedule: null, totalLines: 2_000, linesRead: 2_000, rowsEmbedded: 0, rowsFailed: 0, rowsBlank: 0, tokens: 0, shardsWritten: 0, totalShards: 2, createdAt: 0, startedAt: 0, resumedAt: null, activeMs: 0, generation: 0, finishedAt: null, error: null, errorCode: null, lastRetry: null, lastRetryAt: null, ...fields }) as CorpusJobRecord;
+    ({ id: 'cj-x', state: 'running', finishing: false, options: parseJobOptions({ input: 's3://b/in/', output: 's3://b/out/' }), schedule: null, totalLines: 2_000, linesRead: 2_000, rowsEmbedded: 0, rowsFailed: 0, rowsBlank: 0, tokens: 0, shardsWritten: 0, totalShards: 2, createdAt: 0, startedAt: 0, resumedAt: null, activeMs: 0, linesRedone: 0, generation: 0, finishedAt: null, error: null, errorCode: null, lastRetry: null, lastRetryAt: null, ...fields }) as CorpusJobRecord;
 
   it('gives no ETA for a running job that stopped moving (it made one up from the average, growing every second)', () => {
     const tracker = new ThroughputTracker();
@@ -83,6 +83,9 @@ describe('job and gate figures', () => {
     expect(view({ ...retried, resumedAt: now - 10_000 })).toBeCloseTo(10, 6);
     expect(view({ ...retried, state: 'queued', resumedAt: null })).toBeCloseTo(700 / 60, 6);
     expect(view({ ...retried, state: 'completed', resumedAt: now - 10_000, finishedAt: now - 5_000 })).toBeCloseTo(700 / 65, 6);
+    // The stopped generation processed 500 lines in its 60 s; the retry took 400 of them (its open
+    // shards) out of the count to embed again: 500 + 300 new lines in 70 s, not 400 in 70 s.
+    expect(view({ ...retried, rowsEmbedded: 400, linesRedone: 400, resumedAt: now - 10_000 })).toBeCloseTo(800 / 70, 6);
     // Never retried: from its start, as before.
     expect(view({ startedAt: now - 70_000, resumedAt: now - 70_000 })).toBeCloseTo(10, 6);
   });

@@ -64,7 +64,8 @@ export function toJobView(
   const elapsed = secondsRun(record, now);
   const running = record.state === 'running';
   const throughputNow = running ? throughput.now(record.id, now) : 0;
-  const throughputAverage = elapsed > 0 ? done / elapsed : 0;
+  // Over every line the job processed in the time it ran, the ones a retry embeds again included.
+  const throughputAverage = elapsed > 0 ? (done + record.linesRedone) / elapsed : 0;
   return {
     id: record.id,
     state: record.state,
