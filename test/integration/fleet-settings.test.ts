@@ -19,6 +19,15 @@ describe('workers whose pacing settings differ', () => {
     await world.put('fleet.txt', 'one line\nanother line\n');
   });
   afterAll(() => world.close());
+  const learnedKey = (): string => `${world.settings.redisPrefix}:rate:text-embedding-v4:${new URL(world.env.DASHSCOPE_BASE_URL!).host}:learned`;
+  /** A learned limit, as the gate's cut writes it (rate-gate.test.ts teaches one the long way). */
+  const learnLimit = async (requestsPerMinute: number): Promise<void> => {
+    const [seconds] = await world.services.redis.time();
+    const now = Number(seconds) * 1000;
+    const f = Math.round(requestsPerMinute * 0.8);
+    await world.services.redis.hset(learnedKey(), { rW: requestsPerMinute, rE0: Math.round(requestsPerMinute * 0.97), rA: 0, rCut: now, rRes: now, rN: 0, rF: f });
+    await world.services.redis.pexpire(learnedKey(), 60_000);
+  };
 
   it('the later worker warns at start naming both, the dashboard shows it, and status adds it below the gate line', async () => {
     const first = spawnEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['worker']);
@@ -58,7 +67,19 @@ describe('workers whose pacing settings differ', () => {
       const line = status.stdout.split('\n').find((text) => text.startsWith('fleet '));
       expect(line, status.stdout).toContain(`EMBEDQ_QPM 1200 (${firstId}) vs 6000 (${secondId})`);
       expect(line).not.toContain('this shell');
+
+      // plan under a learned limit: its time line points below, and the fleet line is there (it was not).
+      await learnLimit(900);
+      const plan = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1500' }, ['plan', 's3://corpus/fleet.txt']);
+      expect(plan.code, plan.stderr).toBe(0);
+      expect(plan.stdout.split('\n').find((text) => text.startsWith('time '))).toMatch(/learned on this account \(900 QPM.*configured 1,500 QPM .*the workers' settings differ \(below\): by this shell's\)$/);
+      expect(plan.stdout.split('\n').find((text) => text.startsWith('fleet '))).toContain(`EMBEDQ_QPM 1200 (${firstId}) vs 6000 (${secondId})`);
+      const planJson = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1500' }, ['plan', 's3://corpus/fleet.txt', '--json']);
+      const { learned } = JSON.parse(planJson.stdout) as { learned: { requestsPerMinute: number; fleetProblem: string | null } };
+      expect(learned.requestsPerMinute).toBe(900);
+      expect(learned.fleetProblem).toContain(`EMBEDQ_QPM 1200 (${firstId}) vs 6000 (${secondId})`);
     } finally {
+      await world.services.redis.del(learnedKey());
       await Promise.all([stopProcess(first), second && stopProcess(second)]);
     }
   });
@@ -88,14 +109,8 @@ describe('workers whose pacing settings differ', () => {
 
       // So does status from a shell without the workers' settings, even on another base URL:
       // read with the shell's own, it showed the default ceiling, and another gate's learned limit.
-      const learned = world.services.rateGate('text-embedding-v4');
-      const key = `${world.settings.redisPrefix}:rate:text-embedding-v4:${new URL(world.env.DASHSCOPE_BASE_URL!).host}:learned`;
-      // A learned 900 a minute, as the gate's cut writes it (rate-gate.test.ts teaches one the long way).
-      const [seconds] = await world.services.redis.time();
-      const now = Number(seconds) * 1000;
-      await world.services.redis.hset(key, { rW: 900, rE0: 873, rA: 0, rCut: now, rRes: now, rN: 0, rF: 720 });
-      await world.services.redis.pexpire(key, 60_000);
-      expect((await learned.state()).learned.requestsPerMinute).toBe(900);
+      await learnLimit(900);
+      expect((await world.services.rateGate('text-embedding-v4').state()).learned.requestsPerMinute).toBe(900);
       const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/fleet.txt', '--out', 's3://out/fleet-agree/']);
       expect(submitted.code, submitted.stderr).toBe(0);
       const shell = { ...world.env, DASHSCOPE_BASE_URL: 'https://dashscope-intl.aliyuncs.com', EMBEDQ_QPM: undefined };
@@ -105,6 +120,7 @@ describe('workers whose pacing settings differ', () => {
       expect(status.stdout).not.toContain('fleet ');
       expect(status.stdout).not.toContain('none live');
     } finally {
+      await world.services.redis.del(learnedKey());
       await Promise.all(workers.map((worker) => stopProcess(worker)));
     }
   });
