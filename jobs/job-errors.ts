@@ -8,6 +8,8 @@ export class OutputLeasedError extends EmbedqError {
   readonly code = 'OUTPUT_LEASED';
   readonly retryable = false;
   readonly holder: string;
+  /** The holder stopped moments ago: the lease goes within a minute by itself. */
+  readonly ending: boolean;
   constructor(
     readonly output: string,
     holder: LeaseHolder,
@@ -18,6 +20,7 @@ export class OutputLeasedError extends EmbedqError {
         : `${output} is being written by job ${holder.jobId}; wait for it to end or cancel it (embedq cancel ${holder.jobId})`,
     );
     this.holder = holder.jobId;
+    this.ending = holder.ending;
   }
 }
 

@@ -1,5 +1,6 @@
 import { parseJobOptions } from '../src/job-options.js';
 import { newCorpusJobId, submitCorpusJob, type SubmitDeps } from './enqueue.js';
+import { OutputLeasedError } from './job-errors.js';
 import { hasPlaceholder, renderTemplate, scheduleRoot } from './schedule-template.js';
 import type { ScheduleStore } from './schedule-store.js';
 
@@ -9,7 +10,8 @@ import type { ScheduleStore } from './schedule-store.js';
  */
 export type ScheduleRunOutcome =
   | { kind: 'submitted'; jobId: string; output: string }
-  | { kind: 'busy'; activeJobId: string }
+  /** `ending`: the run stopped (cancelled, failed) moments ago and a step of it may still be writing. */
+  | { kind: 'busy'; activeJobId: string; ending?: boolean }
   | { kind: 'failed'; error: string }
   | { kind: 'missing' }
   | { kind: 'paused'; pausedAt: number };
@@ -51,6 +53,11 @@ export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMilli
     return { kind: 'submitted', jobId, output };
   } catch (error) {
     await deps.schedules.release(name, runId, claim.previousJobId);
+    // The claim saw the previous run ended, but a run stopped moments ago keeps its output for up
+    // to a minute while a step of it may still be writing (a worker paused, or not yet polled).
+    // That is a run still going, not a failure: a queued tick waits it out, a tick under skip is
+    // skipped. Counted as a failed run, the waiting tick was lost and later ticks failed too.
+    if (error instanceof OutputLeasedError && error.ending) return { kind: 'busy', activeJobId: error.holder, ending: true };
     const message = `run at ${new Date(tickMillis).toISOString()} not started: ${error instanceof Error ? error.message : String(error)}`;
     await deps.schedules.recordFailure(name, tickMillis, message);
     return { kind: 'failed', error: message };

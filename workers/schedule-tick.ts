@@ -6,6 +6,7 @@ import { isBullmqQueueKey } from '../jobs/schedule-name.js';
 import { runSchedule } from '../jobs/schedule-run.js';
 import { ScheduleStore, type ScheduleTickPayload } from '../jobs/schedule-store.js';
 import type { Services } from './services.js';
+import { settleStopped } from './settle-stopped.js';
 
 /**
  * The `schedule-tick` processor. BullMQ's Job Scheduler adds one job per tick, so however many
@@ -55,7 +56,13 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
       logger.warn('tick skipped: a tick already queued');
       return;
     }
-    const outcome = await runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 }, payload.schedule, tickMillis, 'skip');
+    const run = (): ReturnType<typeof runSchedule> =>
+      runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 }, payload.schedule, tickMillis, 'skip');
+    let outcome = await run();
+    // A run stopped moments ago keeps its output until none of its steps is active; the one that
+    // stopped it (`cancel`) gives it back then, or the lease runs out in a minute. The tick gives it
+    // back itself once its steps have stopped, so a waiting tick goes at its next poll, not a minute later.
+    if (outcome.kind === 'busy' && outcome.ending && (await settleStopped(services, outcome.activeJobId, { timeoutMs: 0 }))) outcome = await run();
     if (outcome.kind !== 'busy') {
       if (requeued) await schedules.unqueueTick(payload.schedule, tickMillis);
       if (outcome.kind === 'submitted') logger.info({ corpusJobId: outcome.jobId, output: outcome.output }, 'schedule run submitted');
@@ -69,7 +76,7 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
     }
     const schedule = await schedules.get(payload.schedule);
     const waitedMs = Date.now() - tickMillis;
-    let reason = `previous run ${outcome.activeJobId} still active`;
+    let reason = outcome.ending ? `run ${outcome.activeJobId} stopped moments ago and a step of it may still be writing the output` : `previous run ${outcome.activeJobId} still active`;
     if (schedule?.onOverlap === 'queue') {
       const queued =
         waitedMs >= QUEUE_WAIT_LIMIT_MS

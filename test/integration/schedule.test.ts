@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { CorpusJobRecord } from '../../jobs/corpus-store.js';
 import { newCorpusJobId } from '../../jobs/enqueue.js';
-import { JOB_NAMES, QUEUES } from '../../jobs/queues.js';
+import { embedQueue as embedQueueName, JOB_NAMES, QUEUES } from '../../jobs/queues.js';
 import { nextTick, removeScheduler, ScheduleStore } from '../../jobs/schedule-store.js';
 import { sleep } from '../../src/sleep.js';
 import { publishScheduleLatest } from '../../workers/schedule-outcome.js';
@@ -213,6 +213,60 @@ describe('embedq schedule', () => {
       expect((await runEmbedq(world.env, ['schedule', 'remove', 'fixed'])).code).toBe(0);
     } finally {
       await Promise.all(workers.map((worker) => stopProcess(worker)));
+    }
+  });
+
+  it('a run cancelled while a step of it still writes (its worker paused) is a run still going for the next tick, not a failed run: skip skips, queue waits and runs once the step stopped', async () => {
+    const worker = spawnEmbedq(world.env, ['worker']);
+    const flags = ['s3://corpus/daily/corpus.txt', '--cron', '0 0 1 1 *', '--out', 's3://out/stopping/', '--dimension', '64', '--output-type', 'dense', '--shard-rows', '10'];
+    const tick = async (tickMillis: number): Promise<void> =>
+      scheduleTickProcessor(world.services)({ data: { v: 1, schedule: 'stopping' }, opts: { prevMillis: tickMillis }, timestamp: tickMillis, queueName: QUEUES.schedule, name: JOB_NAMES.scheduleTick, id: `tick-${tickMillis}` } as unknown as Job);
+    let paused = false;
+    try {
+      expect((await runEmbedq(world.env, ['schedule', 'add', 'stopping', ...flags, '--on-overlap', 'skip'])).code).toBe(0);
+      const started = await runEmbedq(world.env, ['schedule', 'run', 'stopping']);
+      expect(started.code, started.stderr).toBe(0);
+      const jobId = started.stdout.trim();
+      // An embed step in flight (the emulator answers after 3 s), then the worker paused: it cannot see the cancel.
+      const steps = world.services.queues[embedQueueName('text-embedding-v4')];
+      const deadline = Date.now() + 30_000;
+      while (!(await steps.getRanges(['active'])).some((id) => id.includes(jobId))) {
+        if (Date.now() > deadline) throw new Error('no embed step of the run became active');
+        await sleep(50);
+      }
+      worker.kill('SIGSTOP');
+      paused = true;
+      const cancelled = await runEmbedq(world.env, ['cancel', jobId]);
+      expect(cancelled.code, cancelled.stderr).toBe(0);
+      expect(await world.services.corpora.leases.holder('s3://out/stopping/')).toEqual({ jobId, ending: true });
+
+      // Before, each of these counted a failed run ("not started: … stopped moments ago"), and a waiting tick was lost.
+      const first = Date.now();
+      await tick(first);
+      expect((await schedules.ticks('stopping'))[0]).toMatchObject({ tickMillis: first, outcome: 'skipped', detail: expect.stringContaining(`run ${jobId} stopped moments ago`) });
+      const manual = await runEmbedq(world.env, ['schedule', 'run', 'stopping']);
+      expect(manual.code).toBe(1);
+      expect(manual.stderr).toContain(`run ${jobId} stopped moments ago`);
+      expect((await runEmbedq(world.env, ['schedule', 'add', 'stopping', ...flags, '--on-overlap', 'queue'])).code).toBe(0);
+      await tick(first + 1_000);
+      expect(await schedules.queuedTick('stopping')).toBe(first + 1_000);
+      expect(await schedules.get('stopping')).toMatchObject({ failures: 0, runs: 1 });
+
+      // The worker resumes, sees the cancel and stops the step: the waiting tick gives the lease back and runs, well within the lease's minute.
+      worker.kill('SIGCONT');
+      paused = false;
+      while ((await schedules.get('stopping'))!.runs < 2) {
+        if (Date.now() > deadline + 15_000) throw new Error(`the waiting tick did not run: ${JSON.stringify(await schedules.get('stopping'))}`);
+        await sleep(100);
+      }
+      const next = (await world.services.corpora.list(100)).find((record) => record.schedule === 'stopping' && record.id !== jobId)!;
+      expect(await waitForJob(world.services, next.id)).toMatchObject({ state: 'completed', rowsEmbedded: LINES });
+      expect(await schedules.get('stopping')).toMatchObject({ failures: 0, runs: 2 });
+      expect((await schedules.ticks('stopping')).find((entry) => entry.outcome === 'submitted')).toMatchObject({ tickMillis: first + 1_000, detail: next.id });
+    } finally {
+      if (paused) worker.kill('SIGCONT');
+      await runEmbedq(world.env, ['schedule', 'remove', 'stopping']);
+      await stopProcess(worker);
     }
   });
 

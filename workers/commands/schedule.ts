@@ -163,7 +163,8 @@ export function registerScheduleCommands(program: Command): void {
         // Its time by Redis's clock, which names the output ({date}, {time}) as a tick's would.
         const outcome = await runSchedule(deps, name, await services.corpora.now(), 'run');
         if (outcome.kind === 'missing') process.stderr.write(`no schedule ${name}\n`);
-        if (outcome.kind === 'busy') process.stderr.write(`schedule ${name}: previous run ${outcome.activeJobId} is still active; not started\n`);
+        if (outcome.kind === 'busy' && outcome.ending) process.stderr.write(`schedule ${name}: run ${outcome.activeJobId} stopped moments ago and a step of it may still be writing the output; not started (try again within a minute)\n`);
+        else if (outcome.kind === 'busy') process.stderr.write(`schedule ${name}: previous run ${outcome.activeJobId} is still active; not started\n`);
         if (outcome.kind === 'failed') process.stderr.write(`schedule ${name}: ${outcome.error}\n`);
         if (outcome.kind !== 'submitted') return 1;
         process.stdout.write(`${outcome.jobId}\n`);
