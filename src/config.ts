@@ -71,9 +71,10 @@ export interface WorkerSettings {
   /** Shards a corpus job may have open (being embedded) at once; bounds Redis memory (Default: 2). */
   maxOpenShards: number;
   /**
-   * Corpus jobs one worker process splits at once (Default: 4). A split lasts as long as its job
-   * (it waits for its shards to be written), so a job past this many running ones stays queued
-   * until one ends; each split holds read-ahead buffers and, with --reuse, the previous output's index.
+   * Corpus jobs one worker process splits at once (Default: 4). A split lasts while it reads its
+   * corpus, which backpressure stretches until all but the job's last maxOpenShards shards are
+   * written, so a job past this many large ones stays queued until a split ends; each split holds
+   * read-ahead buffers and, with --reuse, the previous output's index.
    */
   splitConcurrency: number;
   /**

@@ -141,7 +141,7 @@ describe('EMBEDQ_SPLIT_CONCURRENCY: how many jobs one worker splits at once', ()
   });
   afterAll(() => world.close());
 
-  it('keeps a job past that many queued while the others run (a split lasts as long as its job)', async () => {
+  it('keeps a job past that many queued while the others split (a split lasts while it reads its corpus: behind backpressure, until its last shards are queued)', async () => {
     const { services } = world;
     const submit = submitIn.bind(undefined, world);
     expect(world.settings.worker.splitConcurrency).toBe(1);
