@@ -17,16 +17,26 @@ export const NO_OUTPUT = '-';
  * The options of one corpus job (DESIGN "Contract": `embedq submit` / `plan` / `schedule add`).
  * They travel with the job in Redis, so every worker embeds the corpus the same way.
  */
+/**
+ * A count as a flag gives it (digits) or a stored job holds it (a JSON number). Coerced, `0x10`,
+ * `1e3`, `1024.0` and ` 512` passed as numbers other than the ones typed.
+ */
+const wholeNumber = () =>
+  z.preprocess(
+    (value) => (typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : value),
+    z.number({ error: (issue) => `must be a whole number written in digits, not ${JSON.stringify(issue.input)}` }).int({ error: 'must be a whole number' }),
+  );
+
 const JobOptionFields = z.object({
   input: z.string().min(1, 'input is required'),
   output: z.string().min(1, '--out is required'),
   model: z.enum(MODEL_NAMES, { error: `must be one of ${MODEL_NAMES.join(', ')}` }).default('text-embedding-v4'),
-  dimension: z.coerce.number().int().positive().optional(),
+  dimension: wholeNumber().pipe(z.number().positive()).optional(),
   outputType: z.enum(OUTPUT_TYPES, { error: `must be one of ${OUTPUT_TYPES.join(', ')}` }).default('dense&sparse'),
   textType: z.enum(TEXT_TYPES, { error: `must be one of ${TEXT_TYPES.join(', ')}` }).default('document'),
   instruct: z.string().min(1).max(1000).optional(),
   api: z.enum(APIS, { error: `must be one of ${APIS.join(', ')}` }).default('dashscope'),
-  shardRows: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
+  shardRows: wholeNumber().pipe(z.number().min(10).max(10_000_000)).default(10_000),
   outputFormat: z.enum(['parquet', 'arrow']).default('parquet'),
   format: z.enum(['text', 'jsonl']).optional(),
   textField: z.string().min(1).default('text'),

@@ -138,6 +138,12 @@ describe('job options', () => {
     expect(problems(() => parseJobOptions({ input: 'i', output: 'o', model: 'text-embedding-v9' }))).toMatch(/model: must be one of/);
     expect(problems(() => parseJobOptions({ input: 'i', output: 'o', api: 'openai' }))).toMatch(/outputType: "dense&sparse" needs the native API/);
     expect(parseJobOptions({ input: 'i', output: 'o', api: 'openai', outputType: 'dense', dimension: '64' }).dimension).toBe(64);
+    // Counts are digits (a flag) or JSON numbers (a stored job): coerced, these passed as other numbers.
+    for (const typed of ['0x10', '1e3', '1024.0', ' 512', '']) {
+      expect(problems(() => parseJobOptions({ input: 'i', output: 'o', shardRows: typed }))).toContain(`- shardRows: must be a whole number written in digits, not ${JSON.stringify(typed)}`);
+    }
+    expect(problems(() => parseJobOptions({ input: 'i', output: 'o', dimension: 1024.5 }))).toContain('- dimension: must be a whole number');
+    expect(parseJobOptions({ input: 'i', output: 'o', shardRows: 2_000, dimension: '512' })).toMatchObject({ shardRows: 2_000, dimension: 512 });
     const locations = problems(() => parseJobOptions({ input: 's3://', output: 'ftp://host/out/' }));
     expect(locations).toMatch(/- input: invalid location "s3:\/\/"/);
     expect(locations).toMatch(/- output: unsupported location "ftp:\/\/host\/out\/"/);
