@@ -14,10 +14,6 @@ import { canonicalLocalPath, parseLocation, type Location } from './storage/loca
 export const NO_OUTPUT = '-';
 
 /**
- * The options of one corpus job (DESIGN "Contract": `embedq submit` / `plan` / `schedule add`).
- * They travel with the job in Redis, so every worker embeds the corpus the same way.
- */
-/**
  * A count as a flag gives it (digits) or a stored job holds it (a JSON number). Coerced, `0x10`,
  * `1e3`, `1024.0` and ` 512` passed as numbers other than the ones typed.
  */
@@ -27,6 +23,10 @@ const wholeNumber = () =>
     z.number({ error: (issue) => `must be a whole number written in digits, not ${JSON.stringify(issue.input)}` }).int({ error: 'must be a whole number' }),
   );
 
+/**
+ * The options of one corpus job (DESIGN "Contract": `embedq submit` / `plan` / `schedule add`).
+ * They travel with the job in Redis, so every worker embeds the corpus the same way.
+ */
 const JobOptionFields = z.object({
   input: z.string().min(1, 'input is required'),
   output: z.string().min(1, '--out is required'),
