@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -33,6 +33,12 @@ export interface PrivateRedisOptions {
    * (Default: false).
    */
   ownProcessGroup?: boolean;
+  /**
+   * The server's working folder, made if missing and removed at `stop` (Default: a new one in the
+   * system's temp folder). The demo's is in its `--dir`: a demo killed outright runs no clean-up,
+   * and each such run left an `embedq-redis-*` folder in /tmp.
+   */
+  dir?: string;
 }
 
 /** Starts Debian's (or any) `redis-server` from PATH; `scripts/ensure-redis.sh` installs it. */
@@ -51,7 +57,8 @@ export async function startPrivateRedis(options: PrivateRedisOptions = {}): Prom
 }
 
 async function launch(port: number, options: PrivateRedisOptions): Promise<PrivateRedis> {
-  const dir = await mkdtemp(join(tmpdir(), 'embedq-redis-'));
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'embedq-redis-')));
+  if (options.dir) await mkdir(dir, { recursive: true });
   let child = await spawnServer(port, dir, options).catch(async (error: unknown) => {
     await rm(dir, { recursive: true, force: true });
     throw error;

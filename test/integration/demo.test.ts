@@ -5,7 +5,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 import { queryParquet, sqlString } from '../support/duckdb.js';
 import { EMBEDQ_BIN } from '../support/fresh-build.js';
@@ -53,9 +53,20 @@ function exitCode(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code))));
 }
 
+/** The demo's folders (its Redis data, the emulator's, the output): removed after the tests, as `embedq demo --dir` leaves them for the user. */
+const demoDirs: string[] = [];
+async function demoDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'embedq-demo-'));
+  demoDirs.push(dir);
+  return dir;
+}
+
 describe('embedq demo', () => {
+  afterAll(async () => {
+    await Promise.all(demoDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  });
   it('embeds the sample corpus into Parquet that DuckDB reads, answers its queries, and stops its private Redis', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'embedq-demo-'));
+    const dir = await demoDir();
     const { code, stdout, stderr } = await runEmbedq(demoEnv(), ['demo', '--dir', dir]);
     expect(code, stderr).toBe(0);
 
@@ -80,14 +91,14 @@ describe('embedq demo', () => {
   }, 120_000);
 
   it('stops its private Redis when interrupted (SIGTERM, a terminal\'s Ctrl-C) or when its reader goes away (EPIPE)', async () => {
-    const terminated = spawnEmbedq(demoEnv(), ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
+    const terminated = spawnEmbedq(demoEnv(), ['demo', '--dir', await demoDir()]);
     const terminatedPort = await redisPort(terminated);
     terminated.kill('SIGTERM');
     expect(await exitCode(terminated)).toBe(143);
     expect(await portClosed(terminatedPort)).toBe(true);
 
     // `embedq demo | head -2`: the reader closes the pipe; the next line the demo writes fails.
-    const piped = spawnEmbedq(demoEnv(), ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
+    const piped = spawnEmbedq(demoEnv(), ['demo', '--dir', await demoDir()]);
     const pipedPort = await redisPort(piped);
     piped.stdout!.destroy();
     expect(await exitCode(piped)).toBe(141);
@@ -95,7 +106,7 @@ describe('embedq demo', () => {
 
     // Ctrl-C in a terminal: SIGINT to the demo's whole process group. Its Redis runs in a group of
     // its own, so it is stopped after the workers, not killed under them: no reconnect errors.
-    const typed = spawn(process.execPath, [EMBEDQ_BIN, 'demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))], {
+    const typed = spawn(process.execPath, [EMBEDQ_BIN, 'demo', '--dir', await demoDir()], {
       cwd: ROOT,
       env: demoEnv(),
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -115,7 +126,7 @@ describe('embedq demo', () => {
   }, 90_000);
 
   it('refuses a --dir that holds files it did not make, and leaves them (it used to delete the whole folder)', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'embedq-demo-'));
+    const dir = await demoDir();
     await writeFile(path.join(dir, 'notes.txt'), 'mine');
     const { code, stderr } = await runEmbedq(demoEnv(), ['demo', '--dir', dir]);
     expect(code).toBe(2);
@@ -156,7 +167,7 @@ describe('embedq demo', () => {
       ];
       await writeFile(path.join(bin, 'apt-get'), `${aptGet.join('\n')}\n`, { mode: 0o755 });
       await writeFile(path.join(bin, 'service'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
-      const demo = spawnEmbedq({ ...demoEnv(), PATH: bin }, ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
+      const demo = spawnEmbedq({ ...demoEnv(), PATH: bin }, ['demo', '--dir', await demoDir()]);
       let stderr = '';
       demo.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
       const port = await redisPort(demo);
@@ -171,7 +182,7 @@ describe('embedq demo', () => {
   }, 60_000);
 
   it('leaves no Redis behind when it is killed outright (SIGKILL runs none of its own clean-up)', async () => {
-    const killed = spawnEmbedq(demoEnv(), ['demo', '--dir', await mkdtemp(path.join(tmpdir(), 'embedq-demo-'))]);
+    const killed = spawnEmbedq(demoEnv(), ['demo', '--dir', await demoDir()]);
     const port = await redisPort(killed);
     killed.kill('SIGKILL');
     await exitCode(killed);
@@ -180,4 +191,22 @@ describe('embedq demo', () => {
     while (!(await portClosed(port)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await portClosed(port)).toBe(true);
   }, 60_000);
+
+  it('keeps its Redis in its own folder, so a demo killed outright leaves nothing in the temp folder, and the next run clears it', async () => {
+    const dir = await demoDir();
+    const before = new Set((await readdir(tmpdir())).filter((name) => name.startsWith('embedq-redis-')));
+    const killed = spawnEmbedq(demoEnv(), ['demo', '--dir', dir]);
+    const port = await redisPort(killed);
+    expect(existsSync(path.join(dir, 'redis'))).toBe(true);
+    killed.kill('SIGKILL');
+    await exitCode(killed);
+    const deadline = Date.now() + 10_000;
+    while (!(await portClosed(port)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    // Before, each killed demo left an embedq-redis-* folder in /tmp.
+    expect((await readdir(tmpdir())).filter((name) => name.startsWith('embedq-redis-') && !before.has(name))).toEqual([]);
+    // The next run in the folder accepts what the killed one left, and clears it as it goes.
+    const { code, stderr } = await runEmbedq(demoEnv(), ['demo', '--dir', dir]);
+    expect(code, stderr).toBe(0);
+    expect((await readdir(dir)).sort()).toEqual(['.embedq-demo', 'corpus', 'output']);
+  }, 120_000);
 });

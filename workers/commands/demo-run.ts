@@ -16,7 +16,7 @@ import { sleep } from '../../src/sleep.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
 import { createServices } from '../services.js';
 import { startWorkers } from '../start-workers.js';
-import { ensureRedisServer, prepareDemoFolder } from './demo-setup.js';
+import { DEMO_REDIS_FOLDER, ensureRedisServer, prepareDemoFolder } from './demo-setup.js';
 import { watchJob } from './watch.js';
 
 /** How long a signal's clean-up may take before the private Redis is killed and the demo exits anyway. */
@@ -65,7 +65,7 @@ export async function runDemo(folder: string, out: NodeJS.WritableStream = proce
     say(`embedq demo — sample corpus: ${formatCount(corpus.lines)} lines in ${corpus.files.length} files under ${corpusFolder}`);
 
     await ensureRedisServer(say);
-    redisStarting = startPrivateRedis({ ownProcessGroup: true });
+    redisStarting = startPrivateRedis({ ownProcessGroup: true, dir: join(folder, DEMO_REDIS_FOLDER) });
     const redis = await redisStarting;
     stops.push(() => redis.stop());
     const useEmulator = !process.env.DASHSCOPE_API_KEY;
