@@ -34,7 +34,9 @@ export function instrumentEmbeddingClient(client: EmbeddingClient, metrics: Metr
       try {
         return await client.embed(texts, parameters, options);
       } catch (error) {
-        outcome = outcomeOf(error);
+        // Cut by its caller (a cancel, a stopping worker): not the provider's answer, and counted as
+        // `other` it looked like an unexplained failure beside every cancel.
+        outcome = options?.signal?.aborted ? 'aborted' : outcomeOf(error);
         const failure = (error as { failure?: ProviderFailure }).failure;
         status = failure?.status === undefined ? 'none' : String(failure.status);
         throw error;

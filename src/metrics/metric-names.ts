@@ -30,7 +30,7 @@ export const METRICS = define({
   tokens: { name: 'embedq_tokens_total', help: 'Tokens DashScope billed (usage.total_tokens).', type: 'counter', labels: [] },
   requests: {
     name: 'embedq_requests_total',
-    help: 'DashScope requests by outcome (ok, rate_limited, rejected, unavailable, account, invalid, other) and HTTP status (none for network errors).',
+    help: 'DashScope requests by outcome (ok, rate_limited, rejected, unavailable, account, invalid, aborted by a cancel or a stopping worker, other) and HTTP status (none for network errors and aborted requests).',
     type: 'counter',
     labels: ['outcome', 'status'],
     // The status of other outcomes is not known in advance.
