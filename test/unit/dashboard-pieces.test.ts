@@ -49,6 +49,8 @@ describe('throughput tracker', () => {
       [stopped + 116_000, 0],
       [stopped + 117_000, 198],
     ]);
+    // So does the rate now (it read the first second alone: 990 lines/s).
+    expect(tracker.now('a', stopped + 117_000)).toBe(198);
   });
 
   it('reads a count that went down (a retry rebuilds it from the written shards) as a pause, never as negative lines a second', () => {
@@ -72,7 +74,8 @@ describe('job and gate figures', () => {
     const stalled = toJobView(record({ rowsEmbedded: 680, startedAt: 990_000 }), { requests: 0, throttled: 0 }, tracker, [], 1_008_000);
     expect(stalled).toMatchObject({ throughputNow: 0, etaSeconds: null });
     for (let second = 9; second <= 12; second += 1) tracker.record('cj-x', 680 + (second - 8) * 100, 1_000_000 + second * 1000);
-    expect(toJobView(record({ rowsEmbedded: 1_080, startedAt: 990_000 }), { requests: 0, throttled: 0 }, tracker, [], 1_012_000).etaSeconds).toBeCloseTo(9.2, 0);
+    // Moving again for 4 s at 100 lines/s: 400 lines over the 5 s window, 80 lines/s, and 920 lines to go.
+    expect(toJobView(record({ rowsEmbedded: 1_080, startedAt: 990_000 }), { requests: 0, throttled: 0 }, tracker, [], 1_012_000).etaSeconds).toBeCloseTo(11.5, 1);
   });
 
   it("averages a retried job's lines over the time it ran, not the time it stood stopped", () => {

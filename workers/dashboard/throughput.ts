@@ -36,8 +36,13 @@ export class ThroughputTracker {
     const list = this.samples.get(id) ?? [];
     const last = list.at(-1);
     if (!last || t - last.t > WINDOW_MS * 2) return 0;
-    const first = list.find((sample) => last.t - sample.t <= WINDOW_MS) ?? last;
-    return last.t > first.t ? ((last.done - first.done) * 1000) / (last.t - first.t) : 0;
+    // Over the whole window, as the chart reads it: from the sample inside it, a job moving again
+    // after a pause (a retry, an outage) showed its first second's burst as the rate (133 lines/s
+    // for a job going at 60).
+    const from = last.t - WINDOW_MS;
+    const after = list.findIndex((sample) => sample.t > from);
+    const [t0, done0] = after <= 0 ? [list[0]!.t, list[0]!.done] : countAt(list[after - 1]!, list[after]!, from);
+    return last.t > t0 ? ((last.done - done0) * 1000) / (last.t - t0) : 0;
   }
 
   /** `[time ms, lines/s]` points for the job's chart, each over the few seconds before it (smooths bursts such as a shard's blank lines counted at once). */
@@ -56,9 +61,7 @@ export class ThroughputTracker {
       while (start < i - 1 && list[start + 1]!.t <= from) start += 1;
       // The count where the window starts, read between the samples around it: taking the sample
       // before it spread a job's first seconds after such a stretch over the whole stretch.
-      const a = list[start]!;
-      const next = list[start + 1]!;
-      const [t0, done0] = a.t < from ? [from, a.done + ((next.done - a.done) * (from - a.t)) / (next.t - a.t)] : [a.t, a.done];
+      const [t0, done0] = countAt(list[start]!, list[start + 1]!, from);
       if (b.t > t0) points.push([b.t, Math.round(((b.done - done0) * 1000) / (b.t - t0))]);
     }
     return points;
@@ -69,4 +72,9 @@ export class ThroughputTracker {
     for (const id of this.samples.keys()) if (!ids.has(id)) this.samples.delete(id);
     for (const id of this.dropped.keys()) if (!ids.has(id)) this.dropped.delete(id);
   }
+}
+
+/** `[time, count]` where a window starting at `from` begins: read between the samples around it, or `a` itself when it is not before `from`. */
+function countAt(a: Sample, next: Sample, from: number): [number, number] {
+  return a.t < from ? [from, a.done + ((next.done - a.done) * (from - a.t)) / (next.t - a.t)] : [a.t, a.done];
 }
