@@ -7,6 +7,7 @@ import { metricField, parseMetricField } from '../../src/metrics/metrics-keys.js
 import { isLoopbackHost, loginRedirectPath } from '../../workers/dashboard/auth.js';
 import { mergeFamilies } from '../../workers/dashboard/metrics-endpoint.js';
 import { snapshotStream } from '../../workers/dashboard/event-stream.js';
+import { progressLine } from '../../workers/commands/progress.js';
 import { ThroughputTracker } from '../../workers/dashboard/throughput.js';
 import { toJobView } from '../../workers/dashboard/job-views.js';
 import { rateFigures } from '../../workers/dashboard/sources.js';
@@ -91,6 +92,12 @@ describe('job and gate figures', () => {
     expect(view({ ...retried, rowsEmbedded: 400, linesRedone: 400, resumedAt: now - 10_000 })).toBeCloseTo(800 / 70, 6);
     // Never retried: from its start, as before.
     expect(view({ startedAt: now - 70_000, resumedAt: now - 70_000 })).toBeCloseTo(10, 6);
+  });
+
+  it("counts shards in the CLI's progress line as English does: 1 shard, 2 shards, 1/8 shards", () => {
+    expect(progressLine(record({ shardsWritten: 1, totalShards: null }))).toMatch(/ 1 shard$/);
+    expect(progressLine(record({ shardsWritten: 2, totalShards: null }))).toMatch(/ 2 shards$/);
+    expect(progressLine(record({ shardsWritten: 1, totalShards: 8 }))).toMatch(/ 1\/8 shards$/);
   });
 
   it('shows a limit the gate has not learned as none, not as the configured one', () => {

@@ -17,7 +17,7 @@ export function progressLine(record: CorpusJobRecord, linesPerSecond?: number): 
   const parts = [
     `${stateLabel(record).padEnd(9)} [${bar}]`,
     total === null ? `${formatCount(done)} lines (${formatCount(record.linesRead)} read)` : `${(fraction * 100).toFixed(1)}% ${formatCount(done)}/${formatCount(total)} lines`,
-    `${formatCount(record.shardsWritten)}${record.totalShards === null ? '' : `/${formatCount(record.totalShards)}`} shards`,
+    `${formatCount(record.shardsWritten)}${record.totalShards === null ? '' : `/${formatCount(record.totalShards)}`} shard${record.totalShards === null && record.shardsWritten === 1 ? '' : 's'}`,
   ];
   if (record.rowsFailed > 0) parts.push(`${formatCount(record.rowsFailed)} failed`);
   if (linesPerSecond !== undefined) parts.push(`${formatCount(Math.round(linesPerSecond))} lines/s`);
