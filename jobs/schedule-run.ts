@@ -18,6 +18,12 @@ export type ScheduleRunOutcome =
 
 export interface ScheduleRunDeps extends SubmitDeps {
   schedules: ScheduleStore;
+  /**
+   * Gives back the output a run stopped moments ago still holds (`ending`) if none of its steps is
+   * active any more; true if it did. The run is then tried once more, not refused for the rest of
+   * the lease's minute (the one who stopped the run gives it back too, but may not be watching).
+   */
+  releaseEnded?: (jobId: string) => Promise<boolean>;
 }
 
 /**
@@ -57,7 +63,10 @@ export async function runSchedule(deps: ScheduleRunDeps, name: string, tickMilli
     // to a minute while a step of it may still be writing (a worker paused, or not yet polled).
     // That is a run still going, not a failure: a queued tick waits it out, a tick under skip is
     // skipped. Counted as a failed run, the waiting tick was lost and later ticks failed too.
-    if (error instanceof OutputLeasedError && error.ending) return { kind: 'busy', activeJobId: error.holder, ending: true };
+    if (error instanceof OutputLeasedError && error.ending) {
+      if (deps.releaseEnded && (await deps.releaseEnded(error.holder))) return runSchedule({ ...deps, releaseEnded: undefined }, name, tickMillis, whenPaused);
+      return { kind: 'busy', activeJobId: error.holder, ending: true };
+    }
     const message = `run at ${new Date(tickMillis).toISOString()} not started: ${error instanceof Error ? error.message : String(error)}`;
     await deps.schedules.recordFailure(name, tickMillis, message);
     return { kind: 'failed', error: message };

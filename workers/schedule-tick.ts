@@ -3,7 +3,7 @@ import * as z from 'zod';
 
 import { JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import { isBullmqQueueKey } from '../jobs/schedule-name.js';
-import { runSchedule } from '../jobs/schedule-run.js';
+import { runSchedule, type ScheduleRunDeps } from '../jobs/schedule-run.js';
 import { ScheduleStore, type ScheduleTickPayload } from '../jobs/schedule-store.js';
 import type { Services } from './services.js';
 import { settleStopped } from './settle-stopped.js';
@@ -26,6 +26,21 @@ export const QUEUE_WAIT_LIMIT_MS = 24 * 60 * 60 * 1_000;
 
 export function scheduleStore(services: Pick<Services, 'redis' | 'settings'>): ScheduleStore {
   return new ScheduleStore(services.redis, services.settings.redisPrefix);
+}
+
+/**
+ * What a schedule's run needs, for a tick and `schedule run` alike. A run stopped moments ago keeps
+ * its output until none of its steps is active: found so, it is given back at once, so a waiting
+ * tick goes at its next poll, not a minute later.
+ */
+export function scheduleRunDeps(services: Services, schedules = scheduleStore(services)): ScheduleRunDeps {
+  return {
+    schedules,
+    corpora: services.corpora,
+    splitQueue: services.queues[QUEUES.split],
+    s3: services.s3,
+    releaseEnded: (jobId) => settleStopped(services, jobId, { timeoutMs: 0 }),
+  };
 }
 
 export function scheduleTickProcessor(services: Services): (job: Job) => Promise<void> {
@@ -56,13 +71,7 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
       logger.warn('tick skipped: a tick already queued');
       return;
     }
-    const run = (): ReturnType<typeof runSchedule> =>
-      runSchedule({ schedules, corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 }, payload.schedule, tickMillis, 'skip');
-    let outcome = await run();
-    // A run stopped moments ago keeps its output until none of its steps is active; the one that
-    // stopped it (`cancel`) gives it back then, or the lease runs out in a minute. The tick gives it
-    // back itself once its steps have stopped, so a waiting tick goes at its next poll, not a minute later.
-    if (outcome.kind === 'busy' && outcome.ending && (await settleStopped(services, outcome.activeJobId, { timeoutMs: 0 }))) outcome = await run();
+    const outcome = await runSchedule(scheduleRunDeps(services, schedules), payload.schedule, tickMillis, 'skip');
     if (outcome.kind !== 'busy') {
       if (requeued) await schedules.unqueueTick(payload.schedule, tickMillis);
       if (outcome.kind === 'submitted') logger.info({ corpusJobId: outcome.jobId, output: outcome.output }, 'schedule run submitted');

@@ -8,7 +8,7 @@ import { nextTick, removeScheduler, type ScheduleDefinition } from '../../jobs/s
 import { listSchedules } from '../schedule-list.js';
 import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import { addSchedule, applySchedules, checkScheduleShape, exportSchedules, readScheduleFile } from '../schedule-file.js';
-import { scheduleStore } from '../schedule-tick.js';
+import { scheduleRunDeps, scheduleStore } from '../schedule-tick.js';
 import type { Services } from '../services.js';
 import { withServices } from './context.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
@@ -158,10 +158,9 @@ export function registerScheduleCommands(program: Command): void {
     .option('--wait', 'show progress until the job ends; exit 0 only on success')
     .action(async (name: string, flags: { wait?: boolean }) => {
       process.exitCode = await withServices(async (services) => {
-        const deps = { schedules: scheduleStore(services), corpora: services.corpora, splitQueue: services.queues[QUEUES.split], s3: services.s3 };
         // An explicit run starts even while the schedule is paused (pause holds the ticks).
         // Its time by Redis's clock, which names the output ({date}, {time}) as a tick's would.
-        const outcome = await runSchedule(deps, name, await services.corpora.now(), 'run');
+        const outcome = await runSchedule(scheduleRunDeps(services), name, await services.corpora.now(), 'run');
         if (outcome.kind === 'missing') process.stderr.write(`no schedule ${name}\n`);
         if (outcome.kind === 'busy' && outcome.ending) process.stderr.write(`schedule ${name}: run ${outcome.activeJobId} stopped moments ago and a step of it may still be writing the output; not started (try again within a minute)\n`);
         else if (outcome.kind === 'busy') process.stderr.write(`schedule ${name}: previous run ${outcome.activeJobId} is still active; not started\n`);
