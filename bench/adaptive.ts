@@ -149,10 +149,18 @@ async function withSetup<T>(
 }
 
 /** The scenarios by name, for `--scenario` (tuning one at a time). */
-export type AdaptiveScenario = 'unknown' | 'shared' | 'change' | 'random' | 'frontier';
+export type AdaptiveScenario = 'unknown' | 'shared' | 'neighbour' | 'change' | 'random' | 'frontier';
 
 /** Random RateQuota 429s in the random-refusals scenario: refusals that do not depend on the rate. */
 const RANDOM_429_RATE = 0.05;
+
+/**
+ * The neighbour scenario: an account of 600 QPM, where the neighbour's 30% (3 a second) is more
+ * than the nudges give up of the 10 a second embedq learned alone (at 1,200 QPM they suffice); it
+ * starts 15 s after embedq's submit.
+ */
+const NEIGHBOUR_QPM = 600;
+const NEIGHBOUR_AT = 15;
 
 /**
  * The frontier of the shared account (`--scenario frontier`, not in the default run): embedq told
@@ -199,6 +207,38 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
       results.push(figures('shared account (other client 30%)', await emulator.stats(), run, bySecond));
       printCuts(workers, run);
     });
+    printResult(results.at(-1)!);
+  }
+
+  if (runs('neighbour')) {
+    console.log(`\n6b. a neighbour arrives: told 6,000 QPM, embedq learns the account's ${NEIGHBOUR_QPM} alone; at ${NEIGHBOUR_AT} s another client starts sending 30% of it`);
+    const perSecond = NEIGHBOUR_QPM / 60;
+    await withSetup(redisUrl, 'bench-neighbour', 6_000, async (services, emulator, workers) => {
+      let other: ReturnType<typeof startSteadyClient> | undefined;
+      let arrivedSecond = NaN;
+      const run = await runJob(services, {
+        ...base,
+        prefix: 'bench-neighbour',
+        output: `${folder}/neighbour`,
+        emulator,
+        told: 6_000,
+        tick: async (elapsed) => {
+          if (elapsed === NEIGHBOUR_AT) {
+            arrivedSecond = Math.floor(Date.now() / 1000);
+            other = startSteadyClient(emulator.url, perSecond * 0.3);
+          }
+        },
+      });
+      const bySecond = (await other?.stop()) ?? new Map<number, SteadySecond>();
+      const seconds = [...bySecond].filter(([second]) => second < run.endSecond);
+      console.log(`  other client, 429s per second since it started: ${seconds.map(([, entry]) => entry.limited).join(' ')}`);
+      // Measured from the neighbour's arrival: what embedq had of what it left, and the neighbour's 429s from 5 s after.
+      const after = seconds.filter(([second]) => second >= arrivedSecond + 5).map(([, entry]) => entry);
+      const figure = figures(`a neighbour arrives (30% of ${NEIGHBOUR_QPM} QPM) after the limit was learned`, await emulator.stats(), { startSecond: arrivedSecond, endSecond: run.endSecond }, bySecond, () => perSecond);
+      const share = after.reduce((total, entry) => total + entry.limited, 0) / Math.max(1, after.reduce((total, entry) => total + entry.sent, 0));
+      results.push({ ...figure, otherShare429After5s: share });
+      printCuts(workers, run);
+    }, ['--qpm', String(NEIGHBOUR_QPM)]);
     printResult(results.at(-1)!);
   }
 
@@ -280,13 +320,15 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
   return results;
 }
 
+const CUT_WORDS = { cut: 'cut to', nudge: 'nudged to', dip: 'dipped, then to', restore: 'restored to' } as const;
+
 /** The gate's cuts and nudges since a job's submit second: `12.3 s cut to 1100/min`. */
 function printCuts(workers: readonly WorkerProcess[], window: { startSecond: number; endSecond: number }): void {
   const cuts = workers
     .flatMap((worker) => worker.cuts)
     .filter((cut) => cut.time >= window.startSecond * 1000 && cut.time < (window.endSecond + 1) * 1000)
     .sort((a, b) => a.time - b.time)
-    .map((cut) => `${(cut.time / 1000 - window.startSecond).toFixed(1)} s ${cut.action === 'nudge' ? 'nudged to' : 'cut to'} ${cut.learnedPerMinute}/min`);
+    .map((cut) => `${(cut.time / 1000 - window.startSecond).toFixed(1)} s ${CUT_WORDS[cut.action]} ${cut.learnedPerMinute}/min`);
   console.log(`  cuts and nudges: ${cuts.length ? cuts.join(', ') : 'none'}`);
 }
 

@@ -249,6 +249,7 @@ async function callThroughGate(texts: string[], deps: EmbedDeps): Promise<{ resu
       const { logger } = deps;
       if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
       if (verdict.action === 'nudge') logger.info(verdict, 'rate limit lowered: 429s keep coming');
+      if (verdict.action === 'dip') logger.info(verdict, 'rate limit lowered: 429s went on at the floor; listening at half of it');
       if (verdict.action === 'restore') logger.info(verdict, 'rate limit restored: lowering it did not stop the 429s');
       logger.debug({ kind: error.kind, requestId: error.failure.requestId, ...(verdict.action === 'skip' ? { reason: verdict.reason } : {}) }, 'rate limited; slot skipped');
       const policy = deps.throttling ?? DEFAULT_THROTTLE_POLICY;

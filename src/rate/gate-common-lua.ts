@@ -9,7 +9,8 @@
  * limit per minute, `kE0` the estimate right after the cut, `kA` active ms since the cut, `kCut`
  * when, `kRes` when sending resumed after its drain, `kN` probes that confirmed it, `kF` the floor
  * nudges stop at, `kNudge` the last nudge, `kT0` the limit before the nudges, `kTq` 429s met at the
- * nudges' floor, `kSh` set once a nudge showed a client we cannot see shares the limit); its TTL is
+ * nudges' floor, `kSh` set once a nudge showed a client we cannot see shares the limit, `kDip` when
+ * the last dip to half the limit started); its TTL is
  * set when a limit is learned and is not extended by traffic.
  *
  * ARGV[1..15], shared by every script: configured requests and tokens per minute, target
@@ -70,6 +71,8 @@ local function estimate(lw, k)
   local W = lw[k .. 'W']
   if not W then return nil end
   local t, K = lw[k .. 'A'] / 1000, plateau_at(lw, k)
+  -- A dip listens at E0 before the climb (its active clock starts below zero).
+  if t < 0 then return lw[k .. 'E0'] end
   if t < K then return W + c * W * (t - K) ^ 3 end
   local H = hold_at(lw, k)
   if t < K + H then return W end
@@ -237,7 +240,7 @@ local function advance(now, lw)
         -- ceiling), without a 429: the learned limit no longer applies. Dropped the moment the
         -- estimate met the ceiling, the 429s of the overshoot came back to a gate that had
         -- forgotten the limit and started over from the configured one.
-        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'Res', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'T0', k .. 'Tq', k .. 'Sh')
+        redis.call('HDEL', L, k .. 'W', k .. 'E0', k .. 'A', k .. 'Cut', k .. 'Res', k .. 'N', k .. 'F', k .. 'Nudge', k .. 'T0', k .. 'Tq', k .. 'Sh', k .. 'Dip')
         lw[k .. 'W'] = nil
       else
         redis.call('HSET', L, k .. 'A', lw[k .. 'A'])

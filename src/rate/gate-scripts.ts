@@ -45,9 +45,10 @@ return out
 /**
  * ARGV[16] kind (r, t or b for burst), [17] strikes that cut a limit believed right, [18] strike
  * window ms, [19] cooldown ms, [20..21] folded settlements, [22] the refused request's estimated
- * tokens. Returns the action (skip, nudge, restore, cut) and, after a skip, why (rate-gate.ts's
- * SkipReason), after anything else the learned limit and the new rate in force. S's `kImm`: nudges
- * off until then; `kSAt`/`kS` and `kLAt`/`kL`: the strike windows (one and five strike windows long).
+ * tokens, [23] how long a dip listens (ms of traffic). Returns the action (skip, nudge, dip, restore, cut)
+ * and, after a skip, why (rate-gate.ts's SkipReason), after anything else the learned limit and the
+ * new rate in force. S's `kImm`: nudges off until then; `kSAt`/`kS` and `kLAt`/`kL`: the strike
+ * windows (one and five strike windows long).
  */
 export const THROTTLED_LUA = `${COMMON_LUA}
 local now = now_ms()
@@ -56,6 +57,7 @@ local ss = advance(now, lw)
 settle(now, lw, ss, ARGV[20], tonumber(ARGV[21]))
 local k = ARGV[16]
 local cooldown = tonumber(ARGV[19])
+local listen = tonumber(ARGV[23])
 local requestTokens = tonumber(ARGV[22])
 if requestTokens < 1 then requestTokens = 1 end
 -- Only a 429 that meets a saturated schedule (callers queueing for slots) says something about the
@@ -142,26 +144,47 @@ if not cluster then
   if not W0 then return { 'skip', 'no-cluster-configured' } end
   if now - (lw[k .. 'Nudge'] or 0) < cooldown then return { 'skip', 'after-nudge' } end
   if immune then return { 'skip', 'immune' } end
+  -- These 429s do not depend on our rate (a provider's passing throttling, injected faults): give
+  -- back the limit the nudges started from and, for five minutes, turn nudges off and let only
+  -- clusters end probes, so random 429s cost a few seconds at a lower rate instead of a fifth of
+  -- the rate for good (and probes, ended by each one, could not win it back).
+  local T0 = lw[k .. 'T0'] or W0
+  local function restore()
+    redis.call('HSET', S, k .. 'Imm', now + 300000)
+    redis.call('HSET', L, k .. 'W', T0, k .. 'E0', T0, k .. 'F', T0 * 0.8)
+    redis.call('HDEL', L, k .. 'T0', k .. 'Tq', k .. 'Sh', k .. 'Dip')
+    lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'Sh'] = T0, T0, nil
+    return { 'restore', tostring(T0), tostring(in_force(lw, k, ss)) }
+  end
+  -- Refused while dipped to half the limit (below): a neighbour would have stopped colliding.
+  if lw[k .. 'Dip'] and lw[k .. 'A'] < 0 then return restore() end
   local W = W0 * (1 - nudgeStep)
   local floor = lw[k .. 'F'] or W0 * 0.8
   if W < floor then W = floor end
   if W >= W0 then
-    -- At the floor and still refused: a neighbour would have stopped colliding by now; these are
-    -- refusals no rate avoids (a provider's passing throttling, injected faults). Three of them
-    -- give back the limit the nudges started from and, for five minutes, turn nudges off and
-    -- let only clusters end probes, so random 429s cost a few seconds at a lower rate instead of a
-    -- fifth of the rate for good (and probes, ended by each one, could not win it back).
+    -- At the floor and still refused. A neighbour may need more than the fifth of the limit the
+    -- nudges give up, or the 429s may not depend on our rate at all; only a lower rate tells them
+    -- apart. Dip to half the limit the nudges started from and listen there for listen ms of
+    -- traffic: 429s then are not a neighbour's (restore, above); none, and the neighbour's room lies
+    -- between the floor and half, so the estimate climbs from half along the cubic to the middle,
+    -- the new limit, and half becomes the floor. (Listening during the climb, a neighbour's requests
+    -- met ours at the middle's edge: 7.7 s in, a 429 took the limit back.) (Without the dip, nudges stopped at 80% and three 429s there gave the
+    -- limit back: a neighbour sending 3 of the 10 a second embedq had learned alone saw 16% of its
+    -- requests refused for two minutes.)
+    if floor > T0 * 0.55 then
+      local low, middle = T0 * 0.5, T0 * 0.65
+      lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'A'], lw[k .. 'F'], lw[k .. 'Sh'] = middle, low, -listen, low, 1
+      redis.call('HSET', L, k .. 'W', middle, k .. 'E0', low, k .. 'A', -listen, k .. 'F', low, k .. 'T0', T0, k .. 'Nudge', now, k .. 'Dip', now, k .. 'Sh', 1)
+      redis.call('HDEL', L, k .. 'Tq')
+      return { 'dip', tostring(middle), tostring(in_force(lw, k, ss)) }
+    end
+    -- At the floor a dip set (the neighbour's room): three 429s there give the limit back.
     local atFloor = (lw[k .. 'Tq'] or 0) + 1
     if atFloor < 3 then
       redis.call('HSET', L, k .. 'Tq', atFloor)
       return { 'skip', 'at-floor' }
     end
-    redis.call('HSET', S, k .. 'Imm', now + 300000)
-    local T0 = lw[k .. 'T0'] or W0
-    redis.call('HSET', L, k .. 'W', T0, k .. 'E0', T0, k .. 'F', T0 * 0.8)
-    redis.call('HDEL', L, k .. 'T0', k .. 'Tq', k .. 'Sh')
-    lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'Sh'] = T0, T0, nil
-    return { 'restore', tostring(T0), tostring(in_force(lw, k, ss)) }
+    return restore()
   end
   -- The limit before the first nudge, to give back if nudging does not help.
   if not lw[k .. 'T0'] then redis.call('HSET', L, k .. 'T0', W0) end
@@ -250,7 +273,7 @@ if before > W then
   resumed = tat + drain
 end
 redis.call('HSET', L, k .. 'W', W, k .. 'E0', W * (1 - backoff), k .. 'A', 0, k .. 'Cut', now, k .. 'Res', resumed, k .. 'N', N, k .. 'F', W * 0.8)
-redis.call('HDEL', L, k .. 'T0', k .. 'Tq')
+redis.call('HDEL', L, k .. 'T0', k .. 'Tq', k .. 'Dip')
 -- A cluster at a limit believed right: the limit itself fell. A nudge just before it (the first
 -- 429s of the fall, before they clustered) did not show another client, and its longest holds
 -- would keep a restored quota unused for a minute (measured: 61 s at 9 of 20 a second).

@@ -76,6 +76,12 @@ export interface RateGateOptions {
   /** Step by which 429s that recur without clustering lower the learned limit (Default: 0.1). */
   nudge?: number;
   /**
+   * How long a dip to half the limit listens for 429s, in time with callers queueing (Default:
+   * 8,000 ms; those within the first cooldown are from requests sent before it). Random 429s at 5%
+   * of 9 requests a second all miss such a window one time in 37.
+   */
+  dipListenMs?: number;
+  /**
    * Margin kept below a learned limit (Default: 0.02), and for requests at least one a second (at
    * most a quarter of the limit; 0 turns both off). The limit may be shared with clients the gate
    * cannot see, whose steady streams are refused far more often than embedq is: at 2% alone, 13.7
@@ -130,12 +136,14 @@ export interface Reservation {
 export type SkipReason = 'burst' | 'demand-limited' | 'after-cut' | 'no-cluster-ramping' | 'no-cluster-configured' | 'after-nudge' | 'immune' | 'at-floor' | 'in-drain';
 
 /**
- * What a 429 did: a skipped slot, a nudge of the learned limit, a restore of the limit the nudges
- * started from (they did not stop the 429s), or a cut to a newly learned limit.
+ * What a 429 did: a skipped slot, a nudge of the learned limit, a dip to half of it (nudges reached
+ * their floor; the learned limit becomes the middle between floor and half), a restore of the
+ * limit the nudges started from (they did not stop the 429s, nor did the dip), or a cut to a newly
+ * learned limit.
  */
 export type ThrottleVerdict =
   | { action: 'skip'; reason: SkipReason }
-  | { action: 'nudge' | 'restore' | 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
+  | { action: 'nudge' | 'dip' | 'restore' | 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
 
 /** The gate's limits as `embedq status` and the logs show them. */
 export interface GateState {
@@ -187,6 +195,7 @@ export class RateGate {
       probeDoublingMs: options.probeDoublingMs ?? 4_000,
       backoff: options.backoff ?? 0.03,
       nudge: options.nudge ?? 0.1,
+      dipListenMs: options.dipListenMs ?? 8_000,
       learnedMargin: options.learnedMargin ?? 0.02,
       slowStartFraction: options.slowStartFraction ?? 0.1,
       slowStartDoublingMs: options.slowStartDoublingMs ?? 1_000,
@@ -416,8 +425,9 @@ export class RateGate {
       folded,
       tokenDelta,
       estimatedTokens,
+      o.dipListenMs,
     )) as [string, string?, string?];
-    if (action !== 'cut' && action !== 'nudge' && action !== 'restore') return { action: 'skip', reason: learnedOrReason as SkipReason };
+    if (action !== 'cut' && action !== 'nudge' && action !== 'dip' && action !== 'restore') return { action: 'skip', reason: learnedOrReason as SkipReason };
     return {
       action,
       kind: code === 't' ? 'tokens' : 'requests',

@@ -379,7 +379,7 @@ describe('RateGate (real Redis)', () => {
     expect((await steady429s(jitter, 100, 5)).map((verdict) => verdict.action)).toEqual(['skip', 'skip', 'skip', 'skip', 'skip']);
   });
 
-  it('nudges a learned limit down for 429s that keep coming without clustering (a client it cannot see), down to a floor; gives it back when they go on there', async () => {
+  it('nudges a learned limit down for 429s that keep coming without clustering (a client it cannot see), down to a floor; dips to half there, and gives it back when they go on in the dip', async () => {
     const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
     // No clusters after the first (strikesToCut 100 from then on): the nudges alone.
     const gateKey = key();
@@ -401,10 +401,45 @@ describe('RateGate (real Redis)', () => {
       verdicts.push(verdict.action === 'skip' ? 'skip' : `${verdict.action} ${verdict.learnedPerMinute}`);
       if (index === 0) expect((await gate.state()).inForce.requestsPerMinute).toBeLessThanOrEqual(underShared(1080) + 0.5);
     }
-    // 429s that go on at the floor are not a neighbour's (it would have stopped colliding): the
-    // third gives back the limit the nudges started from and turns nudges off.
-    expect(verdicts).toEqual(['nudge 1080', 'nudge 972', 'nudge 960', 'skip', 'skip', 'restore 1200', 'skip', 'skip']);
+    // At the floor, a 429 dips the rate to half the limit the nudges started from (the learned limit
+    // becomes the middle, 780, climbed back to from 600); one in the dip, past its first cooldown,
+    // is not a neighbour's (it would have stopped colliding): it gives back the limit the nudges
+    // started from and turns nudges off.
+    expect(verdicts).toEqual(['nudge 1080', 'nudge 972', 'nudge 960', 'dip 780', 'restore 1200', 'skip', 'skip', 'skip']);
     expect((await gate.state()).learned.requestsPerMinute).toBe(1200);
+  });
+
+  it('a dip to half that stops the 429s found a neighbour needing more than the nudges gave up: the middle is the new limit, half its floor', async () => {
+    const limits = { requestsPerMinute: 6000, tokensPerMinute: 1e12 };
+    const gateKey = key();
+    const cutter = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, ...steady });
+    const gate = new RateGate(redisB, gateKey, limits, { targetUtilization: 1, ...steady, cooldownMs: 100, strikesToCut: 100, dipListenMs: 500 });
+    const { slotMs } = await cutter.reserve(1);
+    for (let index = 0; index < 20; index += 1) cutter.completed(1, 1, slotMs - 800);
+    await saturate(cutter);
+    expect(await cluster(cutter)).toMatchObject({ action: 'cut', learnedPerMinute: 1200 });
+    // Callers keep queueing through the pause: the dip listens in time with traffic.
+    const next429 = async (pauseMs: number): Promise<string> => {
+      for (let waited = 0; waited < pauseMs; waited += 100) {
+        await sleep(100);
+        await saturate(gate, 2);
+      }
+      const verdict = await gate.throttled('requests', 1);
+      return verdict.action === 'skip' ? 'skip' : `${verdict.action} ${verdict.learnedPerMinute}`;
+    };
+    const verdicts: string[] = [];
+    for (let index = 0; index < 4; index += 1) verdicts.push(await next429(200));
+    expect(verdicts).toEqual(['nudge 1080', 'nudge 972', 'nudge 960', 'dip 780']);
+    // The dip starts at half the limit the nudges started from, below a nudge's step.
+    const dipped = await gate.state();
+    expect(dipped.learned.requestsPerMinute).toBe(780);
+    expect(dipped.inForce.requestsPerMinute).toBeLessThanOrEqual(underShared(600) + 0.5);
+    expect(dipped.shared).toBe(true);
+    // The dip listened quietly: the next 429s nudge from the middle down to half, and only three
+    // there give back the limit learned alone.
+    const after: string[] = [];
+    for (let index = 0; index < 6; index += 1) after.push(await next429(index === 0 ? 700 : 200));
+    expect(after).toEqual(['nudge 702', 'nudge 632', 'nudge 600', 'skip', 'skip', 'restore 1200']);
   });
 
   it('under a learned limit, 429s that keep coming one at a time nudge it; they make no cluster', async () => {
