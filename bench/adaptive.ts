@@ -218,6 +218,7 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
       let arrivedSecond = NaN;
       const run = await runJob(services, {
         ...base,
+        corpus: secondCorpus, // at 10 a second, 75 s of work
         prefix: 'bench-neighbour',
         output: `${folder}/neighbour`,
         emulator,
