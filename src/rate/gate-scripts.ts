@@ -45,8 +45,8 @@ return out
 /**
  * ARGV[16] kind (r, t or b for burst), [17] strikes that cut a limit believed right, [18] strike
  * window ms, [19] cooldown ms, [20..21] folded settlements, [22] the refused request's estimated
- * tokens, [23] how long a dip listens (ms of traffic). Returns the action (skip, nudge, dip, restore, cut)
- * and, after a skip, why (rate-gate.ts's SkipReason), after anything else the learned limit and the
+ * tokens, [23] how long a dip listens (ms of traffic). Returns the action (skip, nudge, dip,
+ * restore, cut) and, after a skip, why (rate-gate.ts's SkipReason), after anything else the learned limit and the
  * new rate in force. S's `kImm`: nudges off until then; `kSAt`/`kS` and `kLAt`/`kL`: the strike
  * windows (one and five strike windows long).
  */
@@ -106,8 +106,11 @@ local strikes = strike(k .. 'SAt', k .. 'S', strikeWindow)
 -- every second.
 local longWindow = 5 * strikeWindow
 local longStrikes = strike(k .. 'LAt', k .. 'L', longWindow)
--- 429s right after a cut come from requests sent before it.
+-- 429s right after a cut come from requests sent before it; so do those right after a dip (below),
+-- which, counted as a cluster, cut below the half it listens at.
 if now - (lw[k .. 'Cut'] or 0) < cooldown then return { 'skip', 'after-cut' } end
+local listening = lw[k .. 'Dip'] and lw[k .. 'A'] < 0
+if listening and now - (lw[k .. 'Nudge'] or 0) < cooldown then return { 'skip', 'after-nudge' } end
 local e = estimate(lw, k)
 -- Probing above a learned limit: the first 429 ends the probe. Each probe takes slots the
 -- account's other clients were using; waiting for a cluster of our own 429s let them see as many.
@@ -156,8 +159,8 @@ if not cluster then
     lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'Sh'] = T0, T0, nil
     return { 'restore', tostring(T0), tostring(in_force(lw, k, ss)) }
   end
-  -- Refused while dipped to half the limit (below): a neighbour would have stopped colliding.
-  if lw[k .. 'Dip'] and lw[k .. 'A'] < 0 then return restore() end
+  -- Refused while the dip listens (below): a neighbour would have stopped colliding.
+  if listening then return restore() end
   local W = W0 * (1 - nudgeStep)
   local floor = lw[k .. 'F'] or W0 * 0.8
   if W < floor then W = floor end
@@ -167,10 +170,10 @@ if not cluster then
     -- apart. Dip to half the limit the nudges started from and listen there for listen ms of
     -- traffic: 429s then are not a neighbour's (restore, above); none, and the neighbour's room lies
     -- between the floor and half, so the estimate climbs from half along the cubic to the middle,
-    -- the new limit, and half becomes the floor. (Listening during the climb, a neighbour's requests
-    -- met ours at the middle's edge: 7.7 s in, a 429 took the limit back.) (Without the dip, nudges stopped at 80% and three 429s there gave the
-    -- limit back: a neighbour sending 3 of the 10 a second embedq had learned alone saw 16% of its
-    -- requests refused for two minutes.)
+    -- the new limit, and half becomes the floor. Without the dip, nudges stopped at 80% and three
+    -- 429s there gave the limit back: a neighbour sending 3 of the 10 a second embedq had learned
+    -- alone saw 16% of its requests refused for two minutes. (Listening during the climb, the
+    -- neighbour's requests met ours at the middle's edge: 7.7 s in, a 429 took the limit back.)
     if floor > T0 * 0.55 then
       local low, middle = T0 * 0.5, T0 * 0.65
       lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'A'], lw[k .. 'F'], lw[k .. 'Sh'] = middle, low, -listen, low, 1

@@ -428,13 +428,18 @@ describe('RateGate (real Redis)', () => {
       return verdict.action === 'skip' ? 'skip' : `${verdict.action} ${verdict.learnedPerMinute}`;
     };
     const verdicts: string[] = [];
-    for (let index = 0; index < 4; index += 1) verdicts.push(await next429(200));
+    for (let index = 0; index < 4; index += 1) verdicts.push(await next429(300)); // the cut is more than a second old at the dip
     expect(verdicts).toEqual(['nudge 1080', 'nudge 972', 'nudge 960', 'dip 780']);
     // The dip starts at half the limit the nudges started from, below a nudge's step.
     const dipped = await gate.state();
     expect(dipped.learned.requestsPerMinute).toBe(780);
     expect(dipped.inForce.requestsPerMinute).toBeLessThanOrEqual(underShared(600) + 0.5);
     expect(dipped.shared).toBe(true);
+    // 429s within its first cooldown come from requests sent before it: even three make no cluster
+    // (a cut there would go below the half the dip listens at).
+    const strict = new RateGate(redisA, gateKey, limits, { targetUtilization: 1, ...steady, cooldownMs: 1_000, dipListenMs: 500 });
+    for (let index = 0; index < 3; index += 1) expect(await strict.throttled('requests', 1)).toMatchObject({ action: 'skip', reason: 'after-nudge' });
+    expect((await gate.state()).learned.requestsPerMinute).toBe(780);
     // The dip listened quietly: the next 429s nudge from the middle down to half, and only three
     // there give back the limit learned alone.
     const after: string[] = [];
