@@ -78,7 +78,7 @@ export interface RateGateOptions {
   /**
    * How long a dip to half the limit listens for 429s, in time with callers queueing (Default:
    * 8,000 ms; those within the first cooldown are from requests sent before it). Random 429s at 5%
-   * of 9 requests a second all miss such a window one time in 37.
+   * of 9 requests a second all miss the 7 s it counts one time in 23.
    */
   dipListenMs?: number;
   /**
