@@ -8,13 +8,15 @@ import { ConfigError } from '../../src/errors.js';
 
 /** Marks a folder as the demo's, so a later run may clear what it wrote there. */
 const DEMO_MARK = '.embedq-demo';
-/** What the demo writes in its folder (and an older demo left without the mark). */
-/** What the demo keeps in its folder; `redis` is its private Redis's working folder. */
+/** The demo's private Redis's working folder, inside the demo's folder. */
 export const DEMO_REDIS_FOLDER = 'redis';
-const DEMO_ENTRIES = new Set(['corpus', 'output', DEMO_REDIS_FOLDER, DEMO_MARK]);
+/** What the demo writes in its folder, removed at its next run. */
+const DEMO_WRITES = ['corpus', 'output', DEMO_REDIS_FOLDER];
+/** What a demo's folder may hold (an older demo left no mark). */
+const DEMO_ENTRIES = new Set([...DEMO_WRITES, DEMO_MARK]);
 
 /**
- * Makes `folder` ready for a run: its `corpus/` and `output/` from an earlier run are removed.
+ * Makes `folder` ready for a run: what an earlier run wrote there (`corpus/`, `output/`, `redis/`) is removed.
  * A folder that holds anything else, and was not made by the demo, is refused: `--dir ~/data`
  * used to delete the whole folder.
  */
@@ -27,7 +29,7 @@ export async function prepareDemoFolder(folder: string): Promise<void> {
   if (!entries.includes(DEMO_MARK) && entries.some((entry) => !DEMO_ENTRIES.has(entry))) {
     throw new ConfigError(`${folder} is not empty and was not made by embedq demo, which clears its folder at each run; choose a new or empty one with --dir`);
   }
-  for (const entry of ['corpus', 'output', DEMO_REDIS_FOLDER]) await rm(join(folder, entry), { recursive: true, force: true });
+  for (const entry of DEMO_WRITES) await rm(join(folder, entry), { recursive: true, force: true });
   await mkdir(folder, { recursive: true });
   await writeFile(join(folder, DEMO_MARK), 'embedq demo writes corpus/, output/ and redis/ here, and removes them at its next run.\n');
 }
