@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 
+import type { CorpusObject } from '../src/corpus/list-corpus.js';
 import { InputChangedError } from '../src/errors.js';
 import { defineLuaScript, type LuaScript } from '../src/redis/lua-script.js';
 import type { RedisClient } from '../src/redis/redis-client.js';
@@ -10,6 +11,19 @@ const RESUBMIT = 'The shards already written hold the corpus as it was; submit t
 
 /** Hex digits of one object's pin. */
 const PIN_LENGTH = 16;
+
+/** An object's pin: its key and version, hashed. */
+function pinOf(key: string, version: string): string {
+  return createHash('sha256').update(`${key}\0${version}`).digest('hex').slice(0, PIN_LENGTH);
+}
+
+function rewritten(id: string, source: string): InputChangedError {
+  return new InputChangedError(`${source} is not the object job ${id} read there before: it was rewritten, or objects before it were added or removed. ` + RESUBMIT);
+}
+
+function gone(id: string, input: string, missing: number, pinned: number): InputChangedError {
+  return new InputChangedError(`${input}: ${missing} of the ${pinned} objects job ${id} read before are gone. ` + RESUBMIT);
+}
 
 // Records object ARGV[1]'s end (ARGV[2]) in the ends list KEYS[1], once and in order.
 const RECORD_END_LUA = `
@@ -83,11 +97,28 @@ export class CorpusPins {
    * the object's first row, which is where the object before it ended.
    */
   async check(id: string, index: number, object: { key: string; source: string }, version: string, startRow?: number): Promise<void> {
-    const pin = createHash('sha256').update(`${object.key}\0${version}`).digest('hex').slice(0, PIN_LENGTH);
-    if ((await this.checkScript([this.keys.pins(id), this.keys.objectEnds(id)], index, pin, startRow ?? '')) === 1) return;
-    throw new InputChangedError(
-      `${object.source} is not the object job ${id} read there before: it was rewritten, or objects before it were added or removed. ` + RESUBMIT,
-    );
+    if ((await this.checkScript([this.keys.pins(id), this.keys.objectEnds(id)], index, pinOf(object.key, version), startRow ?? '')) === 1) return;
+    throw rewritten(id, object.source);
+  }
+
+  /**
+   * `embedq retry`, before it restarts the job: the error its split would meet, if the corpus as
+   * listed now (`objects`, in order) is not the one job `id` read. Only the objects it had read are
+   * compared, so the listing stops there. A job that failed INPUT_CHANGED, retried over a corpus
+   * still changed, was accepted and failed again as soon as its split ran.
+   */
+  async changedSince(id: string, input: string, objects: AsyncIterable<CorpusObject>): Promise<InputChangedError | undefined> {
+    const pins = (await this.redis.get(this.keys.pins(id))) ?? '';
+    const pinned = pins.length / PIN_LENGTH;
+    if (pinned === 0) return undefined;
+    let index = 0;
+    for await (const object of objects) {
+      const version = object.version ?? (await object.store.stat(object.key))?.version;
+      if (version === undefined || pinOf(object.key, version) !== pins.slice(index * PIN_LENGTH, (index + 1) * PIN_LENGTH)) return rewritten(id, object.source);
+      index += 1;
+      if (index === pinned) return undefined;
+    }
+    return gone(id, input, pinned - index, pinned);
   }
 
   /**
@@ -96,10 +127,7 @@ export class CorpusPins {
    */
   async checkCount(id: string, input: string, objects: number): Promise<void> {
     const pinned = (await this.redis.strlen(this.keys.pins(id))) / PIN_LENGTH;
-    if (pinned <= objects) return;
-    throw new InputChangedError(
-      `${input}: ${pinned - objects} of the ${pinned} objects job ${id} read before are gone. ` + RESUBMIT,
-    );
+    if (pinned > objects) throw gone(id, input, pinned - objects, pinned);
   }
 
   /** The last object, `index`, was read to its end: `endRow` is the row after its last. */

@@ -2,11 +2,12 @@ import { randomBytes } from 'node:crypto';
 
 import type { Queue } from 'bullmq';
 
+import { listCorpus } from '../src/corpus/list-corpus.js';
 import type { JobOptions } from '../src/job-options.js';
 import { LATEST_FILE } from '../src/output/layout.js';
 import { openStore, parseLocation } from '../src/storage/locations.js';
 import type { S3ClientSource } from '../src/storage/s3-store.js';
-import type { CorpusStore } from './corpus-store.js';
+import type { CorpusJobRecord, CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
 import { checkOutputWritable, clearPreviousRun, findPreviousRun, latestNamesOutput, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
@@ -180,7 +181,15 @@ export type RetryResult = { retried: true; generation: number; rewritten: string
  * open, and those, are embedded again. Throws JobLostError when Redis has no such job.
  */
 export async function retryCorpusJob(deps: SubmitDeps, corpusJobId: string): Promise<RetryResult> {
-  const gone = await writtenShardsGone(deps, corpusJobId);
+  const record = await deps.corpora.get(corpusJobId);
+  const stopped = record?.state === 'failed' || record?.state === 'cancelled' ? record : undefined;
+  if (stopped) {
+    const { input, output } = stopped.options;
+    const listing = listCorpus(input, { s3Client: input.startsWith('s3://') ? deps.s3() : undefined, output });
+    const changed = await deps.corpora.pins.changedSince(corpusJobId, input, listing);
+    if (changed) return { retried: false, message: `its input changed since it was read: ${changed.message}` };
+  }
+  const gone = stopped ? await writtenShardsGone(deps, stopped) : [];
   const result = await deps.corpora.jobs.restart(corpusJobId, gone.map((shard) => shard.shard));
   if ('generation' in result) {
     await enqueueSplit(deps.splitQueue, corpusJobId, result.generation);
@@ -198,12 +207,9 @@ export async function retryCorpusJob(deps: SubmitDeps, corpusJobId: string): Pro
  * The stopped job's written shards whose files are missing from its output, or of another size
  * (removed or replaced while it stood stopped: a cleanup between cancel and retry). Before, the
  * retry embedded the rest, then failed at finalize naming them ("removed or replaced while the job
- * ran"), and only a second retry wrote them again. None for a job that is not stopped: the restart
- * refuses it anyway.
+ * ran"), and only a second retry wrote them again.
  */
-async function writtenShardsGone(deps: SubmitDeps, corpusJobId: string): Promise<ShardStats[]> {
-  const record = await deps.corpora.get(corpusJobId);
-  if (!record || (record.state !== 'failed' && record.state !== 'cancelled')) return [];
-  const written = await deps.corpora.ledger.stats(corpusJobId);
+async function writtenShardsGone(deps: SubmitDeps, record: CorpusJobRecord): Promise<ShardStats[]> {
+  const written = await deps.corpora.ledger.stats(record.id);
   return (await shardFilesOutOfPlace(openOutputLocation(record.options.output, deps.s3), written)).map(({ shard }) => shard);
 }

@@ -59,7 +59,7 @@ describe('a corpus that changes while its job runs', () => {
     }
   };
 
-  it('an object rewritten with a line inserted before the written rows: the job fails with INPUT_CHANGED naming it, and no _SUCCESS', async () => {
+  it('an object rewritten with a line inserted before the written rows: the job fails with INPUT_CHANGED naming it, no _SUCCESS, and a retry waits for the object put back', async () => {
     await world.put('rewritten/a.txt', lines('a', 200));
     await world.put('rewritten/b.txt', lines('b', 100));
     const result = await interrupted('rewritten/', () => world.put('rewritten/a.txt', `a new first line\n${lines('a', 200)}`));
@@ -69,6 +69,27 @@ describe('a corpus that changes while its job runs', () => {
     const { folder, keys } = await downloadPrefix(world.s3, 'out', 'rewritten/');
     folders.push(folder);
     expect(keys).not.toContain('_SUCCESS');
+
+    // A retry over the corpus still changed is refused, naming the object (before, it was accepted
+    // and failed again as soon as its split ran); with the object put back as it was (S3's ETag
+    // is the same again), it resumes to exact rows.
+    const refused = await runEmbedq(world.env, ['retry', result.id]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`cannot retry ${result.id}: its input changed since it was read: rewritten/a.txt is not the object job ${result.id} read there before`);
+    expect((await world.services.corpora.get(result.id))?.state).toBe('failed');
+    await world.put('rewritten/a.txt', lines('a', 200));
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '8']);
+    try {
+      const retried = await runEmbedq(world.env, ['retry', result.id]);
+      expect(retried.code, retried.stderr).toBe(0);
+      expect((await waitForJob(world.services, result.id, undefined, 60_000)).state).toBe('completed');
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+    const again = await downloadPrefix(world.s3, 'out', 'rewritten/');
+    folders.push(again.folder);
+    const rows = await queryParquet(`SELECT text FROM read_parquet(${sqlString(`${again.folder}/part-*.parquet`)}) ORDER BY row`);
+    expect(rows.map((row) => row.text)).toEqual([...lines('a', 200).trimEnd().split('\n'), ...lines('b', 100).trimEnd().split('\n')]);
   });
 
   it('the first object removed: the one now in its place is named, and the job fails', async () => {
