@@ -329,7 +329,7 @@ function printCuts(workers: readonly WorkerProcess[], window: { startSecond: num
     .flatMap((worker) => worker.cuts)
     .filter((cut) => cut.time >= window.startSecond * 1000 && cut.time < (window.endSecond + 1) * 1000)
     .sort((a, b) => a.time - b.time)
-    .map((cut) => `${(cut.time / 1000 - window.startSecond).toFixed(1)} s ${CUT_WORDS[cut.action]} ${cut.learnedPerMinute}/min`);
+    .map((cut) => `${(cut.time / 1000 - window.startSecond).toFixed(1)} s ${cut.confirmed ? 'confirmed at' : CUT_WORDS[cut.action]} ${cut.learnedPerMinute}/min`);
   console.log(`  cuts and nudges: ${cuts.length ? cuts.join(', ') : 'none'}`);
 }
 

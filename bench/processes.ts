@@ -12,8 +12,8 @@ export interface WorkerProcess {
   child: ChildProcess;
   /** The worker's `memory` lines (every 5 s). */
   memory: Array<Record<string, number>>;
-  /** The gate's cuts, nudges, dips and restores this worker reported (`rate limit learned`/`lowered`/`restored`): wall time (ms) and the limits. */
-  cuts: Array<{ time: number; action: 'cut' | 'nudge' | 'dip' | 'restore'; kind: string; learnedPerMinute: number; inForcePerMinute: number }>;
+  /** The gate's cuts, nudges, dips and restores this worker reported (`rate limit learned`/`confirmed`/`lowered`/`restored`): wall time (ms) and the limits. */
+  cuts: Array<{ time: number; action: 'cut' | 'nudge' | 'dip' | 'restore'; kind: string; learnedPerMinute: number; inForcePerMinute: number; confirmed?: boolean }>;
   /** Stops the worker (SIGTERM) and waits for it to exit. */
   stop(): Promise<void>;
 }
@@ -45,7 +45,7 @@ export function spawnWorker(env: NodeJS.ProcessEnv, concurrency: number, nodeOpt
   const cuts: WorkerProcess['cuts'] = [];
   createInterface({ input: child.stdout! }).on('line', (line) => {
     if (line.includes('"msg":"memory"')) memory.push(JSON.parse(line) as Record<string, number>);
-    if (line.includes('"msg":"rate limit l') || line.includes('"msg":"rate limit restored')) cuts.push({ ...(JSON.parse(line) as WorkerProcess['cuts'][number]), time: Date.now() });
+    if (/"msg":"rate limit (learned|lowered|restored|confirmed)/.test(line)) cuts.push({ ...(JSON.parse(line) as WorkerProcess['cuts'][number]), time: Date.now() });
   });
   return {
     child,

@@ -247,7 +247,9 @@ async function callThroughGate(texts: string[], deps: EmbedDeps): Promise<{ resu
       // Every 429 teaches the gate, the last before a hand-back too.
       const verdict = await gate.throttled(error.kind, estimate);
       const { logger } = deps;
-      if (verdict.action === 'cut') logger.warn(verdict, 'rate limit learned');
+      // A probe that found the same limit again is routine (every 16-60 s): not a warning.
+      if (verdict.action === 'cut' && verdict.confirmed) logger.info(verdict, 'rate limit confirmed: a probe above it met a 429');
+      if (verdict.action === 'cut' && !verdict.confirmed) logger.warn(verdict, 'rate limit learned');
       if (verdict.action === 'nudge') logger.info(verdict, 'rate limit lowered: 429s keep coming');
       if (verdict.action === 'dip') logger.info(verdict, 'rate limit lowered: 429s went on at the floor; listening at half of it');
       if (verdict.action === 'restore') logger.info(verdict, 'rate limit restored: lowering it did not stop the 429s');

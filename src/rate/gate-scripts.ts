@@ -288,7 +288,8 @@ redis.call('PEXPIRE', L, ttl)
 redis.call('HDEL', S, 'ss')
 redis.call('HSET', S, k .. 'S', 0, k .. 'L', 0)
 lw[k .. 'W'], lw[k .. 'E0'], lw[k .. 'A'], lw[k .. 'N'] = W, W * (1 - backoff), 0, N
-return { 'cut', tostring(W), tostring(in_force(lw, k, nil)) }
+-- The fourth element: a confirmation (the logs say so, rather than announce the same limit again).
+return { 'cut', tostring(W), tostring(in_force(lw, k, nil)), N > 0 and '1' or '' }
 `;
 
 /**

@@ -143,7 +143,9 @@ export type SkipReason = 'burst' | 'demand-limited' | 'after-cut' | 'no-cluster-
  */
 export type ThrottleVerdict =
   | { action: 'skip'; reason: SkipReason }
-  | { action: 'nudge' | 'dip' | 'restore' | 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number };
+  | { action: 'nudge' | 'dip' | 'restore'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number }
+  /** `confirmed`: a probe above the learned limit met a 429 and found the same limit again (within 10%). */
+  | { action: 'cut'; kind: 'requests' | 'tokens'; configuredPerMinute: number; learnedPerMinute: number; inForcePerMinute: number; confirmed: boolean };
 
 /** The gate's limits as `embedq status` and the logs show them. */
 export interface GateState {
@@ -415,7 +417,7 @@ export class RateGate {
     const { folded, tokenDelta } = this.takePending();
     const o = this.options;
     // A skip's second element is its reason; the other actions' are the learned limit.
-    const [action, learnedOrReason, inForce] = (await this.scripts.throttled(
+    const [action, learnedOrReason, inForce, confirmed] = (await this.scripts.throttled(
       this.keys,
       ...this.args,
       code,
@@ -426,15 +428,15 @@ export class RateGate {
       tokenDelta,
       estimatedTokens,
       o.dipListenMs,
-    )) as [string, string?, string?];
+    )) as [string, string?, string?, string?];
     if (action !== 'cut' && action !== 'nudge' && action !== 'dip' && action !== 'restore') return { action: 'skip', reason: learnedOrReason as SkipReason };
-    return {
-      action,
-      kind: code === 't' ? 'tokens' : 'requests',
+    const limits = {
+      kind: code === 't' ? ('tokens' as const) : ('requests' as const),
       configuredPerMinute: code === 't' ? this.limits.tokensPerMinute : this.limits.requestsPerMinute,
       learnedPerMinute: Math.round(Number(learnedOrReason)),
       inForcePerMinute: Math.round(Number(inForce)),
     };
+    return action === 'cut' ? { action, ...limits, confirmed: confirmed === '1' } : { action, ...limits };
   }
 
   /** Configured, learned and in-force limits, for status lines and logs. */

@@ -604,7 +604,9 @@ describe('RateGate (real Redis)', () => {
     // One 429 ends it: the limit it left stays, and the rate restarts below it.
     await saturate(gate);
     const ended = await gate.throttled('requests', 1);
-    expect(ended).toMatchObject({ action: 'cut', learnedPerMinute: learned });
+    // The same limit found again: a confirmation, which the worker logs at info, not as a limit learned.
+    expect(verdict.confirmed).toBe(false);
+    expect(ended).toMatchObject({ action: 'cut', learnedPerMinute: learned, confirmed: true });
     expect((await gate.reserve(0)).requestsPerMinute).toBeLessThan(learned);
   });
 
