@@ -2,7 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 import type { Logger } from '../src/logger.js';
 import { ENDING_LEASE_MS } from '../jobs/output-lease.js';
-import { stepOwner } from '../jobs/queues.js';
+import { QUEUES, stepOwner } from '../jobs/queues.js';
 import type { Services } from './services.js';
 
 /** How long `embedq cancel` (and the dashboard's cancel) waits for the job's steps to stop. */
@@ -19,11 +19,22 @@ export interface SettleOptions {
 }
 
 /**
- * After a job stopped (cancelled, failed): waits until no BullMQ step of it is active (workers
- * abort its requests, shard uploads included, within a poll of their stop watch, so this is quick
- * unless a worker cannot see the stop), then gives back the output lease the job kept meanwhile
- * (OutputLeases.releaseEnding).
+ * The queues whose steps write or delete in a job's output: the split (`_SUCCESS`, the delta's
+ * deletes), write-shard and finalize. Embed steps write only to Redis.
+ */
+const OUTPUT_QUEUES = [QUEUES.split, QUEUES.write] as const;
+
+/**
+ * After a job stopped (cancelled, failed): waits until no step of it that writes in its output is
+ * active (workers abort its steps, shard uploads included, within a poll of their stop watch, so
+ * this is quick unless a worker cannot see the stop), then gives back the output lease the job
+ * kept meanwhile (OutputLeases.releaseEnding).
  * True if they stopped in time; if not, the lease runs out by itself a minute after the stop.
+ *
+ * Embed steps are not waited for: a job with thousands queued (a 100,000-line shard) kept some
+ * active for as long as workers took them one after another only to end them as no-ops, and its
+ * cancel waited 5 s and left the output leased for a minute, refusing the `--overwrite` run that
+ * was to replace it.
  */
 export async function settleStopped(services: Services, jobId: string, options: SettleOptions = {}): Promise<boolean> {
   const deadline = Date.now() + (options.timeoutMs ?? CANCEL_WAIT_MS);
@@ -39,7 +50,7 @@ export async function settleStopped(services: Services, jobId: string, options: 
   for (;;) {
     let active = 0;
     // Ids only: an embed step's data is its lines' text.
-    for (const queue of Object.values(services.queues)) active += (await queue.getRanges(['active'])).filter(ownStep).length;
+    for (const name of OUTPUT_QUEUES) active += (await services.queues[name].getRanges(['active'])).filter(ownStep).length;
     if (active === 0) break;
     if (Date.now() > deadline) return false;
     // Unreferenced: a worker process waiting here in the background may still exit.

@@ -605,7 +605,7 @@ describe('RateGate (real Redis)', () => {
     await saturate(gate);
     const ended = await gate.throttled('requests', 1);
     // The same limit found again: a confirmation, which the worker logs at info, not as a limit learned.
-    expect(verdict.confirmed).toBe(false);
+    expect(verdict).toMatchObject({ confirmed: false });
     expect(ended).toMatchObject({ action: 'cut', learnedPerMinute: learned, confirmed: true });
     expect((await gate.reserve(0)).requestsPerMinute).toBeLessThan(learned);
   });

@@ -2,10 +2,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { cancelCorpusJob, retryCorpusJob, submitCorpusJob } from '../../jobs/enqueue.js';
-import { embedQueue, QUEUES } from '../../jobs/queues.js';
+import { embedJobId, embedQueue, queueOptions, QUEUES, writeShardJobId } from '../../jobs/queues.js';
 import { loadSettings } from '../../src/config.js';
 import { parseJobOptions } from '../../src/job-options.js';
 import { createLogger } from '../../src/logger.js';
@@ -73,6 +74,48 @@ describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
       expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
     } finally {
       await pool.close();
+    }
+  });
+
+  it('cancel gives the output back without waiting for embed steps (they write only to Redis), but waits for a step writing there', async () => {
+    const id = await submit(world.services, 's3://out/cancel-embed-churn/');
+    // Bare BullMQ workers hold one step of the job in each queue: an embed step as when workers
+    // take thousands of queued ones after the cancel, each only to end it as a no-op (a 100,000-line
+    // shard kept the cancel waiting 5 s and the output leased for a minute); then a write step.
+    const holders: Worker[] = [];
+    const releases: Array<() => void> = [];
+    const hold = async (queueName: string, stepId: string): Promise<void> => {
+      let started!: () => void;
+      const active = new Promise<void>((resolve) => (started = resolve));
+      const holder = new Worker(
+        queueName,
+        async () => {
+          started();
+          await new Promise<void>((resolve) => releases.push(resolve));
+        },
+        { ...queueOptions(world.settings.redisPrefix, world.services.workerConnection()), autorun: false },
+      );
+      holders.push(holder);
+      void holder.run();
+      await world.services.queues[queueName as keyof Services['queues']].add('held', {}, { jobId: stepId });
+      await active;
+    };
+    try {
+      await hold(embedQueue('text-embedding-v4'), embedJobId(id, 0, 5, 0));
+      expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
+      const started = Date.now();
+      expect(await settleStopped(world.services, id)).toBe(true);
+      expect(Date.now() - started).toBeLessThan(1_000);
+      expect(await world.services.corpora.leases.holder('s3://out/cancel-embed-churn/')).toBeUndefined();
+
+      const writing = await submit(world.services, 's3://out/cancel-write-held/');
+      await hold(QUEUES.write, writeShardJobId(writing, 0, 0));
+      expect(await cancelCorpusJob(world.services.corpora, writing)).toEqual({ cancelled: true });
+      expect(await settleStopped(world.services, writing, { timeoutMs: 500 })).toBe(false);
+      expect(await world.services.corpora.leases.holder('s3://out/cancel-write-held/')).toMatchObject({ jobId: writing });
+    } finally {
+      for (const release of releases) release();
+      await Promise.all(holders.map((holder) => holder.close()));
     }
   });
 
