@@ -106,6 +106,51 @@ describe('RateGate (real Redis)', () => {
     expect(active).toBeGreaterThan(elapsed * 0.5);
   });
 
+  it('a caller waiting seconds for a token slot is traffic, not an idle gap: the slow start goes on, a doubling a call', async () => {
+    // A tenth of 60,000 TPM to start: 100 tokens a second, so each 100-token request's slot is a
+    // second after the one before, and the booking loop asks again after ~0.8 s, past the idle gap.
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e6, tokensPerMinute: 60_000 }, { targetUtilization: 1, slowStartFraction: 0.1, slowStartDoublingMs: 500, idleMs: 500 });
+    const rates: number[] = [];
+    for (let index = 0; index < 5; index += 1) {
+      const reservation = await gate.acquire(100);
+      gate.completed(100, 100, reservation.slotMs);
+      rates.push(reservation.tokensPerMinute);
+    }
+    // Before, every call after such a wait started the slow start again: 6,000 TPM for good (a
+    // single worker told the account's true TPM, its long lines' requests 5 s apart, never left it).
+    expect(rates[0]).toBe(6_000);
+    expect(rates.at(-1)).toBeGreaterThanOrEqual(6_000 * 4);
+    // One doubling per reservation call at most, however long the wait: nothing was sent at the
+    // rates skipped. (An acquire makes two calls: one that finds the slot beyond the horizon, and
+    // the one after the wait; the first comes right after the last request.)
+    for (let index = 1; index < rates.length; index += 1) expect(rates[index]).toBeLessThanOrEqual(rates[index - 1]! * 2.1);
+  });
+
+  it('tokens given back wake a process\'s booking loop: a token limit is used whole when estimates are twice the usage', async () => {
+    // 1,000 tokens a second. Requests reserve 1,000 and use 500; four callers keep the schedule full.
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e6, tokensPerMinute: 60_000 }, { targetUtilization: 1, slowStartFraction: 1 });
+    const used: Array<{ slotMs: number; tokens: number }> = [];
+    const until = Date.now() + 3_500;
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (Date.now() < until) {
+          const reservation = await gate.acquire(1_000);
+          await sleep(100); // the request's latency
+          gate.completed(1_000, 500, reservation.slotMs);
+          used.push({ slotMs: reservation.slotMs, tokens: 500 });
+        }
+      }),
+    );
+    // Tokens used per second over the run's seconds 1 to 3 (the gate's clock): the first second
+    // bursts, the last is partial. Before, the refunds rode on calls planned without them, and most
+    // landed in the past: about two thirds of the limit.
+    const first = Math.min(...used.map((request) => request.slotMs));
+    const inWindow = used.filter((request) => request.slotMs >= first + 1_000 && request.slotMs < first + 3_000);
+    const perSecond = inWindow.reduce((sum, request) => sum + request.tokens, 0) / 2;
+    expect(perSecond).toBeGreaterThan(1_000 * 0.85);
+    expect(perSecond).toBeLessThanOrEqual(1_000 * 1.05);
+  });
+
   it('never books tokens more than a minute ahead, whatever usage a response claims', async () => {
     const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e9, tokensPerMinute: 60_000 }, { targetUtilization: 1, ...steady });
     const { slotMs } = await gate.reserve(500);
