@@ -8,8 +8,8 @@ import { LATEST_FILE } from '../src/output/layout.js';
 import { openStore, parseLocation } from '../src/storage/locations.js';
 import type { S3ClientSource } from '../src/storage/s3-store.js';
 import type { CorpusJobRecord, CorpusStore } from './corpus-store.js';
-import { JobLostError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
-import { checkOutputWritable, clearPreviousRun, findPreviousRun, latestNamesOutput, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
+import { JobLostError, OutputIsScheduleRootError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
+import { checkOutputWritable, clearPreviousRun, findPreviousRun, latestNamesOutput, runsRootedAt, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
 import { CORPUS_JOB_ID, JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
 import type { ShardStats } from './shard-ledger.js';
@@ -78,6 +78,10 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
   if (holder !== undefined) throw new OutputLeasedError(options.output, holder);
   try {
     const output = openOutputLocation(options.output, deps.s3);
+    // Not for a schedule's own runs: one whose template lost its placeholder runs into its root,
+    // where `_latest.json` still names a run below it.
+    const rooted = extra.schedule === undefined ? await runsRootedAt(output, options.output) : undefined;
+    if (rooted) throw new OutputIsScheduleRootError(options.output, rooted.latest, rooted.schedule);
     const previous = await findPreviousRun(output);
     if (previous.length > 0 && !extra.overwrite) throw new OutputNotEmptyError(options.output, previous);
     if (extra.overwrite) {

@@ -38,6 +38,23 @@ export class OutputNotEmptyError extends EmbedqError {
 }
 
 /**
+ * A submit by hand into the root of a schedule's runs: its `_latest.json` names a run in a folder
+ * below it (a template with a placeholder). Accepted, the run's shards, `_manifest.json` and
+ * `_SUCCESS` lay beside the runs' folders, and a glob over the root mixed them with every run's. Exit 2.
+ */
+export class OutputIsScheduleRootError extends EmbedqError {
+  readonly code = 'OUTPUT_NOT_EMPTY';
+  readonly retryable = false;
+  constructor(output: string, latest: string, schedule: string | undefined) {
+    const whose = schedule === undefined ? 'a schedule' : `schedule ${schedule}`;
+    const run = schedule === undefined ? '' : ` (embedq schedule run ${schedule})`;
+    super(
+      `${output} is the root of ${whose}'s runs (its _latest.json names ${latest}): a run submitted here would lie beside them, and a glob over the root would mix its files with theirs; submit into a folder of its own, or start a run of the schedule${run}`,
+    );
+  }
+}
+
+/**
  * A job found, before writing to its output, a finished run of another job there, written since
  * its submit: Redis was brought back from an older state. Fails the job; the output is left as it is.
  */

@@ -68,17 +68,37 @@ export async function latestNamesOutput(output: OutputLocation, name: string): P
   return named !== undefined && outputIdentity(named) === outputIdentity(name);
 }
 
+/**
+ * When the output is the root of a schedule's runs: its `_latest.json` names a run in another
+ * output (a folder below it: a template with a placeholder), and which schedule wrote it.
+ */
+export async function runsRootedAt(output: OutputLocation, name: string): Promise<{ latest: string; schedule: string | undefined } | undefined> {
+  const pointer = await readJsonObject(output, LATEST_FILE);
+  const latest = stringField(pointer, 'output');
+  if (latest === undefined || outputIdentity(latest) === outputIdentity(name)) return undefined;
+  return { latest, schedule: stringField(pointer, 'schedule') };
+}
+
 /** A string field of a JSON file directly under the output; undefined when the file is not there, does not parse, or has no such string. */
 async function readStringField(output: OutputLocation, file: string, field: string): Promise<string | undefined> {
+  return stringField(await readJsonObject(output, file), field);
+}
+
+async function readJsonObject(output: OutputLocation, file: string): Promise<Record<string, unknown> | undefined> {
   const key = output.prefix + file;
   if (!(await output.store.stat(key))) return undefined;
   const body = await text(await output.store.read(key));
   try {
-    const value = (JSON.parse(body) as Record<string, unknown> | null)?.[field];
-    return typeof value === 'string' ? value : undefined;
+    const parsed = JSON.parse(body) as unknown;
+    return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
   }
+}
+
+function stringField(object: Record<string, unknown> | undefined, field: string): string | undefined {
+  const value = object?.[field];
+  return typeof value === 'string' ? value : undefined;
 }
 
 /**

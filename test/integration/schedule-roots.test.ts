@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -121,6 +121,33 @@ describe('schedule roots', { timeout: 120_000 }, () => {
       expect((await store.names()).filter((name) => name.startsWith(`race-${pair}-`))).toHaveLength(1);
     }
     expect(await world.services.redis.exists(`${world.settings.redisPrefix}:schedules:edit`)).toBe(0);
+  });
+
+  it("a submit by hand into the root of a schedule's runs is refused, naming the schedule; into a folder below it, or by the schedule itself, it runs", async () => {
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    try {
+      const root = path.join(folder, 'root4');
+      const input = path.join(folder, 'in/en.jsonl');
+      expect((await add('by-run', input, path.join(root, '{runId}/'))).code).toBe(0);
+      const first = await run('by-run');
+      // Before, it was accepted: its shards, manifest and _SUCCESS lay beside the runs' folders,
+      // and a glob over the root read them with every run's.
+      const refused = await runEmbedq(world.env, ['submit', input, '--out', root, '--dimension', '64', '--output-type', 'dense']);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain(
+        `embedq: OUTPUT_NOT_EMPTY: ${root} is the root of schedule by-run's runs (its _latest.json names ${path.join(root, first)}): a run submitted here would lie beside them`,
+      );
+      expect(refused.stderr).toContain('(embedq schedule run by-run)');
+      // --overwrite would remove none of the runs: refused the same.
+      expect((await runEmbedq(world.env, ['submit', input, '--out', `${root}/`, '--overwrite', '--dimension', '64', '--output-type', 'dense'])).code).toBe(2);
+      expect(readdirSync(root).sort()).toEqual([first, '_latest.json'].sort());
+      const below = await runEmbedq(world.env, ['submit', input, '--out', path.join(root, 'by-hand'), '--dimension', '64', '--output-type', 'dense', '--wait']);
+      expect(below.code, below.stderr).toBe(0);
+      const second = await run('by-run');
+      expect(JSON.parse(readFileSync(path.join(root, '_latest.json'), 'utf8'))).toMatchObject({ job_id: second, schedule: 'by-run' });
+    } finally {
+      await pool.close();
+    }
   });
 
   it("an incremental run follows _latest.json only when its own schedule wrote it (an older one without the field still is)", async () => {
