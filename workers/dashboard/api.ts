@@ -4,7 +4,6 @@ import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
 import { settleStopped } from '../settle-stopped.js';
 import { JobLostError } from '../../jobs/job-errors.js';
 import { QUEUES } from '../../jobs/queues.js';
-import { withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import type { Services } from '../services.js';
 import { snapshotStream } from './event-stream.js';
 import { backlogOf, embedDepth, type DashboardSources, type DashboardState } from './snapshot.js';
@@ -38,9 +37,9 @@ export function registerApi(app: FastifyInstance, services: Services, state: Das
     return { id, retried: true, generation: result.generation, rewritten: result.rewritten };
   });
 
-  app.get('/api/schedules', async () => withinRedisDeadline(sources.schedules.list()));
+  app.get('/api/schedules', async () => state.deadline.within(sources.schedules.list()));
   app.get('/api/workers', async () => (await state.fresh()).workers);
-  app.get('/api/rates', async () => withinRedisDeadline(sources.rates.read()));
+  app.get('/api/rates', async () => state.deadline.within(sources.rates.read()));
   /**
    * Queue depths, and `embed`: every embed queue together, each model's and the legacy one (each
    * state summed; it stands for the legacy queue's own entry). KEDA's metrics-api trigger reads

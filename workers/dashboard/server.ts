@@ -7,7 +7,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 
 import { ConfigError } from '../../src/errors.js';
 import { readPrefixSlot } from '../../src/redis/redis-client.js';
-import { isRedisOutage, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
+import { isRedisOutage, type RedisAnswerWatch, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import type { Services } from '../services.js';
 import { registerApi } from './api.js';
 import { isLoopbackHost, registerAuth } from './auth.js';
@@ -89,12 +89,12 @@ export async function buildDashboard(services: Services, options: DashboardOptio
     return reply.code(redis ? 200 : 503).send({ ok: redis, redis });
   });
   const metrics = createMetricsEndpoint(services, sources.rates);
-  app.get('/metrics', async (_request, reply) => reply.type(metrics.contentType).send(await withinRedisDeadline(metrics.render())));
+  app.get('/metrics', async (_request, reply) => reply.type(metrics.contentType).send(await state.deadline.within(metrics.render())));
   registerApi(app, services, state, sources);
 
   // Bull Board shows BullMQ's own view of the queues, read-only: the dashboard writes no pipeline
   // state except cancel and retry (DESIGN), and Bull Board has no auth of its own (the hook above covers it).
-  const board = new BoardAdapter();
+  const board = new BoardAdapter(state.deadline);
   board.setBasePath('/queues');
   createBullBoard({
     queues: Object.values(services.queues).map((queue) => new BullMQAdapter(queue, { readOnlyMode: true })),
@@ -121,8 +121,12 @@ type BoardRoutes = Parameters<FastifyAdapter['setApiRoutes']>[0];
  * nothing, its API waited for as long as that lasted.
  */
 class BoardAdapter extends FastifyAdapter {
+  constructor(private readonly deadline: RedisAnswerWatch) {
+    super();
+  }
+
   override setApiRoutes(routes: BoardRoutes): this {
-    super.setApiRoutes(routes.map((route) => ({ ...route, handler: async (request) => withinRedisDeadline(Promise.resolve(route.handler(request))) })));
+    super.setApiRoutes(routes.map((route) => ({ ...route, handler: async (request) => this.deadline.within(Promise.resolve(route.handler(request))) })));
     return this;
   }
 

@@ -3,7 +3,7 @@ import { BACKLOG_STATES, QUEUE_DEPTH_STATES } from '../../src/metrics/metric-nam
 import { liveWorkers, readJobRequestStats, type WorkerView } from '../../src/metrics/read-metrics.js';
 import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
-import { RedisNotAnsweringError, isRedisOutage, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
+import { RedisAnswerWatch, RedisNotAnsweringError, isRedisOutage } from '../../src/redis/redis-deadline.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import type { Services } from '../services.js';
 import { FirstErrors, toJobView, type JobView } from './job-views.js';
@@ -81,6 +81,8 @@ export class DashboardState {
   private running: Promise<Snapshot> | undefined;
   /** When a refresh first found Redis unreachable, until one succeeds again. */
   private unreachableSince: number | undefined;
+  /** The deadline of every Redis read the dashboard answers with (its API, /metrics, Bull Board's API). */
+  readonly deadline = new RedisAnswerWatch();
 
   constructor(
     private readonly services: Services,
@@ -141,7 +143,7 @@ export class DashboardState {
 
   /** A new snapshot, or a RedisNotAnsweringError when Redis takes longer than REDIS_ANSWER_MS. */
   fresh(): Promise<Snapshot> {
-    return withinRedisDeadline(this.refresh());
+    return this.deadline.within(this.refresh());
   }
 
   /**
@@ -151,7 +153,7 @@ export class DashboardState {
   async view(id: string): Promise<JobView | undefined> {
     const listed = (await this.fresh()).jobs.find((view) => view.id === id);
     if (listed) return listed;
-    return withinRedisDeadline(
+    return this.deadline.within(
       (async () => {
         const record = await this.services.corpora.get(id);
         if (!record) return undefined;
