@@ -171,6 +171,16 @@ export class ConfigError extends EmbedqError {
 }
 
 /**
+ * `--reuse --id-field`: the input has no line at all while the previous output has ids, so its
+ * delta would delete every one of them. An empty corpus is far more often an export that failed
+ * than one emptied on purpose; a store fed such a delta lost every vector. The job fails instead.
+ */
+export class InputEmptyError extends EmbedqError {
+  readonly code = 'INPUT_EMPTY';
+  readonly retryable = false;
+}
+
+/**
  * `--reuse`: the previous output is missing, unfinished, corrupt or made with other settings.
  * Not fatal to the run: it embeds everything and says why (manifest, log, `schedule list`).
  */

@@ -273,7 +273,7 @@ async function split(payload: SplitCorpusPayload, { services, logger, stopping }
   if (stopped) return;
   // Before the split is recorded as finished (finalize may follow at once): the ids gone.
   if (reuse) await fence();
-  const deleted = await reuse?.writeDeletes(services, options.output);
+  const deleted = await reuse?.writeDeletes(services, options, row);
   if (deleted !== undefined) await corpora.jobs.setReuse(id, generation, { rowsDeleted: deleted });
   const totals = await corpora.jobs.finishSplit(id, generation, { totalLines: row, totalShards });
   logger.info({ lines: row, shards: totalShards }, 'corpus split');

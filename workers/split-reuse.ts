@@ -1,6 +1,6 @@
 import type { CorpusJobRecord } from '../jobs/job-record.js';
 import type { ReuseCounts } from '../jobs/shard-buffer.js';
-import { ReuseUnavailableError } from '../src/errors.js';
+import { InputEmptyError, ReuseUnavailableError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { sleep } from '../src/sleep.js';
 import type { PreviousErrorIds } from '../src/reuse/previous-errors.js';
@@ -137,12 +137,18 @@ export class SplitReuse {
 
   /**
    * After the last line: `_delta/deletes.jsonl` (ids of the previous output's rows and refused
-   * lines never seen). Returns how many.
+   * lines never seen). Returns how many. Throws InputEmptyError, writing nothing, when the input
+   * had no line (`lines`) and every id of the previous output would be deleted.
    */
-  async writeDeletes(services: Services, output: string): Promise<number | undefined> {
+  async writeDeletes(services: Services, options: { input: string; output: string }, lines: number): Promise<number | undefined> {
     if (!this.errorIds) return undefined;
+    if (lines === 0 && (this.index.hasIds || this.errorIds.hasIds)) {
+      throw new InputEmptyError(
+        `${options.input} has no line, and the previous output ${this.index.previous.location} has ids: the delta would delete every one of them. An empty corpus is more often an export that failed than one emptied on purpose; if it was emptied on purpose, submit without --reuse (a run without a delta) and delete the ids from your store yourself`,
+      );
+    }
     const { writeDeletes } = await import('../src/reuse/delta-writer.js');
-    return writeDeletes(openOutput(output, services), this.index, this.errorIds);
+    return writeDeletes(openOutput(options.output, services), this.index, this.errorIds);
   }
 }
 

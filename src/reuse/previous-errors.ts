@@ -36,6 +36,11 @@ export class PreviousErrorIds {
     private readonly seen: Uint8Array,
   ) {}
 
+  /** Whether any refused line of the previous run had an id. */
+  get hasIds(): boolean {
+    return this.count > 0;
+  }
+
   static async build(previous: PreviousOutput): Promise<PreviousErrorIds> {
     let ids = new Uint8Array(1024 * ID_BYTES);
     let count = 0;

@@ -161,6 +161,11 @@ export class PreviousIndex {
    * The deletes: per id of the previous output never classified, its first position, in manifest
    * order. One per id: an id on two previous rows was written to `deletes.jsonl` twice.
    */
+  /** Whether any row has an id. */
+  get hasIds(): boolean {
+    return this.byId.length > 0;
+  }
+
   *unseenIdPositions(): Generator<number> {
     const firsts: number[] = [];
     // byId runs each id's positions together, in position order; classifyId marks a whole run seen.

@@ -193,6 +193,27 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
     }
   });
 
+  it('an empty corpus with --reuse --id-field fails INPUT_EMPTY and writes no delta (it deleted every id); without --id-field it completes empty', async () => {
+    await world.put('empty/corpus.jsonl', '');
+    const pool = startWorkers(world.services, { concurrency: 8 });
+    try {
+      const withIds = await runEmbedq(world.env, ['submit', 's3://corpus/empty/corpus.jsonl', '--out', 's3://out/empty-delta/', '--reuse', 's3://out/dim128/', '--id-field', 'id', '--dimension', '128', '--wait']);
+      expect(withIds.code).toBe(1);
+      const failed = await world.services.corpora.get(withIds.stdout.trim().split('\n')[0]!);
+      expect(failed).toMatchObject({ state: 'failed', errorCode: 'INPUT_EMPTY' });
+      expect(failed!.error).toContain('s3://corpus/empty/corpus.jsonl has no line, and the previous output s3://out/dim128/ has ids: the delta would delete every one of them');
+      const { keys } = await download('s3://out/empty-delta/');
+      expect(keys.filter((key) => key.startsWith('_delta/') || key === '_SUCCESS')).toEqual([]);
+
+      const withoutIds = await runEmbedq(world.env, ['submit', 's3://corpus/empty/corpus.jsonl', '--out', 's3://out/empty-reuse/', '--reuse', 's3://out/dim128/', '--dimension', '128', '--wait']);
+      expect(withoutIds.code, withoutIds.stderr).toBe(0);
+      const done = await download('s3://out/empty-reuse/');
+      expect(manifestOf(done.folder).counts).toMatchObject({ lines: 0, embedded: 0 });
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('lines moved out of order and a few edited: only the edits are sent, and the output is exact', async () => {
     // Previous rows no longer come in row order, so the writer hands the thread the shard to sort
     // whole; the in-order case (the first test) merges instead.
