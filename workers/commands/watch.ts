@@ -30,7 +30,7 @@ export async function watchJob(
   const interactive = stream.isTTY === true;
   let lastPrinted = 0;
   let lostAt: number | undefined;
-  const noWorkerNote = noLiveWorkerNote(services, corpusJobId);
+  let noWorkerNote = noLiveWorkerNote(services, corpusJobId);
   const samples: Array<{ at: number; done: number }> = [];
   for (;;) {
     let record: CorpusJobRecord | undefined;
@@ -46,6 +46,9 @@ export async function watchJob(
     if (lostAt !== undefined) {
       stream.write(`Redis is back after ${Math.round((Date.now() - lostAt) / 1000)} s; following ${corpusJobId} again\n`);
       lostAt = undefined;
+      // The workers could not write their heartbeats meanwhile: they get the grace again (after a
+      // 25 s outage, "no worker is live" was said of a worker that was).
+      noWorkerNote = noLiveWorkerNote(services, corpusJobId);
     }
     if (!record) throw new JobLostError(corpusJobId);
     const now = Date.now();
