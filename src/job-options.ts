@@ -32,7 +32,8 @@ const JobOptionFields = z.object({
   output: z.string().min(1, '--out is required'),
   model: z.enum(MODEL_NAMES, { error: `must be one of ${MODEL_NAMES.join(', ')}` }).default('text-embedding-v4'),
   dimension: wholeNumber().pipe(z.number().positive()).optional(),
-  outputType: z.enum(OUTPUT_TYPES, { error: `must be one of ${OUTPUT_TYPES.join(', ')}` }).default('dense&sparse'),
+  /** Default `dense&sparse`; `dense` with `api: 'openai'`, the one type that endpoint returns. */
+  outputType: z.enum(OUTPUT_TYPES, { error: `must be one of ${OUTPUT_TYPES.join(', ')}` }).optional(),
   textType: z.enum(TEXT_TYPES, { error: `must be one of ${TEXT_TYPES.join(', ')}` }).default('document'),
   instruct: z.string().min(1).max(1000).optional(),
   api: z.enum(APIS, { error: `must be one of ${APIS.join(', ')}` }).default('dashscope'),
@@ -102,7 +103,7 @@ const JobOptionsSchema = JobOptionFields
       context.addIssue({ code: 'custom', path: ['instruct'], message: `${options.model} does not take an instruction (text-embedding-v4 only)` });
     }
     if (options.api === 'openai') {
-      if (wantsSparse(options.outputType)) {
+      if (options.outputType !== undefined && wantsSparse(options.outputType)) {
         context.addIssue({
           code: 'custom',
           path: ['outputType'],
@@ -117,7 +118,12 @@ const JobOptionsSchema = JobOptionFields
       }
     }
   })
-  .transform((options) => ({ ...options, dimension: options.dimension ?? MODELS[options.model].defaultDimension }));
+  .transform((options) => ({
+    ...options,
+    dimension: options.dimension ?? MODELS[options.model].defaultDimension,
+    // Before, `--api openai` without `--output-type dense` was refused: the default asked for sparse.
+    outputType: options.outputType ?? (options.api === 'openai' ? ('dense' as const) : ('dense&sparse' as const)),
+  }));
 
 export type JobOptions = z.output<typeof JobOptionsSchema>;
 export type JobOptionsInput = z.input<typeof JobOptionsSchema>;

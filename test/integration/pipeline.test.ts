@@ -77,6 +77,22 @@ describe('pipeline end to end: S3 corpus → emulator with faults → Parquet on
     expect(manifest.input).toBe('s3://corpus/data/');
   });
 
+  it('over the OpenAI-compatible API, without --output-type (dense, all it returns): the same exact rows despite the same faults', async () => {
+    const pool = startWorkers(world.services, { concurrency: 8 });
+    try {
+      const submitted = await runEmbedq(world.env, [...submitArgs('s3://out/run-openai/'), '--api', 'openai']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const record = await waitForJob(world.services, submitted.stdout.trim());
+      expect(record.state, record.error ?? '').toBe('completed');
+      expect(record.options).toMatchObject({ api: 'openai', outputType: 'dense' });
+    } finally {
+      await pool.close();
+    }
+    const { folder } = await downloadPrefix(world.s3, 'out', 'run-openai/');
+    folders.push(folder);
+    await verifyOutput(folder, corpus.expected, embeddingParameters(parseJobOptions({ input: 'x', output: 'y', api: 'openai' })), SHARD_ROWS);
+  });
+
   it('gives identical output when a worker process is SIGKILLed mid-run and another takes over', async () => {
     world.emulator.setFaults({ failRate429: { requests: 0, tokens: 0, burst: 0 }, failRate500: 0.02, latencyMs: { min: 150, median: 200, p99: 400 } });
     const first = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);

@@ -136,7 +136,10 @@ describe('job options', () => {
     expect(message).toMatch(/dimension: 2048 is not allowed for text-embedding-v3; choose one of 1024, 768, 512/);
     expect(message).toMatch(/instruct: text-embedding-v3 does not take an instruction/);
     expect(problems(() => parseJobOptions({ input: 'i', output: 'o', model: 'text-embedding-v9' }))).toMatch(/model: must be one of/);
-    expect(problems(() => parseJobOptions({ input: 'i', output: 'o', api: 'openai' }))).toMatch(/outputType: "dense&sparse" needs the native API/);
+    // The default follows the API: dense is all the compatible endpoint returns (it was refused).
+    expect(parseJobOptions({ input: 'i', output: 'o', api: 'openai' }).outputType).toBe('dense');
+    expect(parseJobOptions({ input: 'i', output: 'o' }).outputType).toBe('dense&sparse');
+    expect(problems(() => parseJobOptions({ input: 'i', output: 'o', api: 'openai', outputType: 'dense&sparse' }))).toMatch(/outputType: "dense&sparse" needs the native API/);
     expect(parseJobOptions({ input: 'i', output: 'o', api: 'openai', outputType: 'dense', dimension: '64' }).dimension).toBe(64);
     // Counts are digits (a flag) or JSON numbers (a stored job): coerced, these passed as other numbers.
     for (const typed of ['0x10', '1e3', '1024.0', ' 512', '']) {

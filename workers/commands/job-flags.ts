@@ -14,7 +14,7 @@ export function addJobFlags(command: Command, { requireOut }: { requireOut: bool
     .addOption(out)
     .addOption(new Option('--model <model>', 'embedding model').choices(MODEL_NAMES).default('text-embedding-v4'))
     .option('--dimension <n>', `dense dimension (default 1024; ${MODEL_NAMES.map((model) => `${model.replace('text-embedding-', '')}: ${MODELS[model].dimensions.join('/')}`).join(', ')})`)
-    .addOption(new Option('--output-type <type>', 'vectors to keep').choices(OUTPUT_TYPES).default('dense&sparse'))
+    .addOption(new Option('--output-type <type>', 'vectors to keep (default: "dense&sparse"; "dense" with --api openai)').choices(OUTPUT_TYPES))
     .addOption(new Option('--text-type <type>', 'document or query').choices(TEXT_TYPES).default('document'))
     .option('--instruct <text>', 'task instruction (text-embedding-v4, native API)')
     .addOption(new Option('--api <api>', 'native DashScope API or the OpenAI-compatible one (dense only)').choices(APIS).default('dashscope'))
