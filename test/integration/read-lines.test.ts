@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -11,6 +11,7 @@ import { ConfigError, CorruptInputError, InputChangedError, StorageError, Storag
 import { listCorpus, assertInputExists, type CorpusObject } from '../../src/corpus/list-corpus.js';
 import { formatOf, readCorpusLines, type CorpusLine, type ReadCorpusLinesOptions } from '../../src/corpus/read-lines.js';
 import { LocalObjectStore } from '../../src/storage/local-store.js';
+import { sleep } from '../../src/sleep.js';
 import type { ObjectStore, OpenedObject, StoredObject } from '../../src/storage/object-store.js';
 import { createS3Client } from '../../src/storage/s3-client.js';
 import { S3ObjectStore } from '../../src/storage/s3-store.js';
@@ -651,6 +652,31 @@ describe('readCorpusLines: streaming', () => {
       expect((await failed as Error).message).toMatch(new RegExp(`^read ${file.replace(/[.]/g, '\\.')}: the file changed while it was read`));
       // Unchanged, the same file reads to its end.
       expect(await collect(readCorpusLines({ store, key: 'a.txt', source: file, sizeBytes: 1_800_000 }))).toHaveLength(200_000);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  it('finds a local file appended to while a slow job reads it on the way, not only at its end (5,510 of 6,000 lines were paid for first)', async () => {
+    const folder = await mkdtemp(path.join(tmpdir(), 'embedq-read-lines-'));
+    try {
+      const file = path.join(folder, 'a.txt');
+      await writeFile(file, 'old line\n'.repeat(200_000));
+      const store = new LocalObjectStore(folder);
+      let read = 0;
+      const failed = (async () => {
+        for await (const line of readCorpusLines({ store, key: 'a.txt', source: file, sizeBytes: 1_800_000 })) {
+          void line;
+          read += 1;
+          if (read === 1) {
+            await appendFile(file, 'appended line\n');
+            await sleep(600); // the split waits for room (backpressure) with the file half read
+          }
+        }
+      })().catch((error: unknown) => error);
+      expect(await failed).toBeInstanceOf(InputChangedError);
+      expect((await failed as Error).message).toContain('on the way: rewritten in place');
+      expect(read).toBeLessThan(50_000);
     } finally {
       await rm(folder, { recursive: true, force: true });
     }
