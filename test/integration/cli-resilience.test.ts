@@ -242,6 +242,21 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     }
   });
 
+  it('Ctrl-C on submit --wait stops the following, not the job, and says so (it exited 130 without a word)', async () => {
+    const { child, output, exited } = followJob(world.env);
+    try {
+      await expect.poll(() => output.stdout, { timeout: 20_000 }).toMatch(/cj-\S+/);
+      const id = /cj-\S+/.exec(output.stdout)![0];
+      child.kill('SIGINT');
+      expect(await exited).toBe(130);
+      expect(output.stderr).toContain(`stopped following ${id}; it goes on in the workers (embedq status ${id} shows it, embedq cancel ${id} stops it)\n`);
+      expect((await world.services.corpora.get(id))?.state).toBe('queued');
+      expect((await runEmbedq(world.env, ['cancel', id])).code).toBe(0); // not left for the next test's worker
+    } finally {
+      await stopProcess(child, 'SIGKILL');
+    }
+  });
+
   it('submit --wait follows its job through a Redis restart, and exits 0 when the job completes', async () => {
     const redis = await startPrivateRedis({ appendOnly: true });
     const env = { ...world.env, REDIS_URL: redis.url };

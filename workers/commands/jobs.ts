@@ -16,7 +16,7 @@ import { settleStopped } from '../settle-stopped.js';
 import { withServices } from './context.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 import { describeJob, progressLine } from './progress.js';
-import { watchJob } from './watch.js';
+import { waitForEnd } from './watch.js';
 
 /** Fails early, before anything is queued, when the input names nothing. */
 function checkInputExists(services: Services, options: JobOptions): Promise<void> {
@@ -42,10 +42,7 @@ export function registerJobCommands(program: Command): void {
         { overwrite: flags.overwrite === true },
       );
       process.stdout.write(`${id}\n`);
-      if (!flags.wait) return 0;
-      const record = await watchJob(services, id);
-      if (record.state !== 'completed') process.stderr.write(`job ${id} ${record.state}: ${record.errorCode ?? ''} ${record.error ?? ''}\n`);
-      return record.state === 'completed' ? 0 : 1;
+      return flags.wait ? waitForEnd(services, id) : 0;
     });
   });
 

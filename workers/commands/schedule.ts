@@ -12,7 +12,7 @@ import { scheduleRunDeps, scheduleStore } from '../schedule-tick.js';
 import type { Services } from '../services.js';
 import { withServices } from './context.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
-import { watchJob } from './watch.js';
+import { waitForEnd } from './watch.js';
 
 /** `embedq schedule add|list|remove|run` (DESIGN "Contract"), and `export|apply` (a schedules file). */
 
@@ -167,10 +167,7 @@ export function registerScheduleCommands(program: Command): void {
         if (outcome.kind === 'failed') process.stderr.write(`schedule ${name}: ${outcome.error}\n`);
         if (outcome.kind !== 'submitted') return 1;
         process.stdout.write(`${outcome.jobId}\n`);
-        if (!flags.wait) return 0;
-        const record = await watchJob(services, outcome.jobId);
-        if (record.state !== 'completed') process.stderr.write(`job ${outcome.jobId} ${record.state}: ${record.errorCode ?? ''} ${record.error ?? ''}\n`);
-        return record.state === 'completed' ? 0 : 1;
+        return flags.wait ? waitForEnd(services, outcome.jobId) : 0;
       });
     });
 }

@@ -11,6 +11,27 @@ import { processedLines, progressLine } from './progress.js';
 const RECONNECT_MS = 2_000;
 
 /**
+ * `submit --wait` and `schedule run --wait`: follows the job to its end and returns the exit code
+ * (0 when it completed; otherwise 1, after a line naming its state and error). Ctrl-C stops the
+ * following, not the job, and says so: it exited 130 without a word, and the job went on unseen.
+ */
+export async function waitForEnd(services: Services, corpusJobId: string): Promise<number> {
+  const interrupted = (): void => {
+    process.stderr.write(`\nstopped following ${corpusJobId}; it goes on in the workers (embedq status ${corpusJobId} shows it, embedq cancel ${corpusJobId} stops it)\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  try {
+    const record = await watchJob(services, corpusJobId);
+    if (record.state === 'completed') return 0;
+    process.stderr.write(`job ${corpusJobId} ${record.state}: ${record.errorCode ?? ''} ${record.error ?? ''}\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', interrupted);
+  }
+}
+
+/**
  * Follows a corpus job until it ends, drawing progress on `stream` (a redrawn line on a terminal,
  * a line every 5 s otherwise). Returns the final record.
  *
