@@ -13,7 +13,7 @@ import { parseJobOptions } from '../src/job-options.js';
 import { createLogger } from '../src/logger.js';
 import { sleep } from '../src/sleep.js';
 import { createServices, type Services } from '../workers/services.js';
-import { benchCorpus } from './corpus.js';
+import { benchCorpus, benchWordsCorpus } from './corpus.js';
 import { spawnEmulator, spawnWorker, type EmulatorProcess, type WorkerProcess } from './processes.js';
 
 const REAL_QPM = 1_200;
@@ -36,6 +36,9 @@ export interface AdaptiveFigures {
   share429HalvedAfter5s?: number | undefined;
   /** Quota change only: seconds from the restore until a 3-second mean of ≥ 95% of the full quota. */
   secondsBackTo95?: number | undefined;
+  /** Token-bound scenarios only: tokens accepted a second after the first 5 s, and the job's seconds. */
+  tokensPerSecond?: number | undefined;
+  seconds?: number | undefined;
   requests: number;
   accepted: number;
   perSecond: Array<[number, number]>;
@@ -129,16 +132,19 @@ async function withSetup<T>(
   told: number,
   work: (services: Services, emulator: EmulatorProcess, workers: WorkerProcess[]) => Promise<T>,
   emulatorFlags: readonly string[] = [],
+  /** The token scenarios: one worker, and the TPM it is told (else the default). */
+  setup: { workers?: number; toldTpm?: number } = {},
 ): Promise<T> {
   const emulator = await spawnEmulator(['--qpm', String(REAL_QPM), '--tpm', '0', '--token-counting', 'estimate', '--latency-ms', LATENCY, ...emulatorFlags]);
   const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redisUrl, EMBEDQ_REDIS_PREFIX: prefix, DASHSCOPE_BASE_URL: emulator.url, EMBEDQ_QPM: String(told), LOG_LEVEL: 'info' };
   delete env.DASHSCOPE_API_KEY;
   delete env.DASHSCOPE_REGION;
   delete env.EMBEDQ_TPM;
+  if (setup.toldTpm !== undefined) env.EMBEDQ_TPM = String(setup.toldTpm);
   const services = createServices(loadSettings(env), createLogger({ level: 'silent' }));
   const workers: WorkerProcess[] = [];
   try {
-    for (let index = 0; index < WORKERS; index += 1) workers.push(spawnWorker(env, CONCURRENCY));
+    for (let index = 0; index < (setup.workers ?? WORKERS); index += 1) workers.push(spawnWorker(env, CONCURRENCY));
     await sleep(1_500);
     return await work(services, emulator, workers);
   } finally {
@@ -149,7 +155,7 @@ async function withSetup<T>(
 }
 
 /** The scenarios by name, for `--scenario` (tuning one at a time). */
-export type AdaptiveScenario = 'unknown' | 'shared' | 'neighbour' | 'change' | 'random' | 'frontier';
+export type AdaptiveScenario = 'unknown' | 'shared' | 'neighbour' | 'change' | 'random' | 'tokens' | 'frontier';
 
 /** Random RateQuota 429s in the random-refusals scenario: refusals that do not depend on the rate. */
 const RANDOM_429_RATE = 0.05;
@@ -161,6 +167,16 @@ const RANDOM_429_RATE = 0.05;
  */
 const NEIGHBOUR_QPM = 600;
 const NEIGHBOUR_AT = 15;
+
+/**
+ * The token-bound scenario: an account of 1,200,000 TPM (20,000 tokens a second) and no request
+ * limit, lines of 600 common English words (~600 tokens by the emulator's exact count, ~1,400 by
+ * embedq's estimate: a request reserves over twice what it uses), one worker; told the right TPM,
+ * then 5× too much. One worker told the right TPM used to sit in slow start for good. A request is
+ * ~6,000 tokens, so three fit in the emulator's 1-second window: ~90% is the most any sender gets.
+ */
+const TOKENS_TPM = 1_200_000;
+const TOKENS_LINES = 1_200;
 
 /**
  * The frontier of the shared account (`--scenario frontier`, not in the default run): embedq told
@@ -303,6 +319,28 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
     });
     printResult(results.at(-1)!);
   }
+  if (runs('tokens')) {
+    const corpus = await benchWordsCorpus(folder, TOKENS_LINES);
+    for (const told of [TOKENS_TPM, TOKENS_TPM * 5]) {
+      const name = told === TOKENS_TPM ? 'token-bound, one worker told the right TPM' : 'token-bound, one worker told 5× the TPM';
+      console.log(`\n5t. ${name}: the emulator allows ${TOKENS_TPM.toLocaleString('en-US')} TPM (exact counts), embedq told ${told.toLocaleString('en-US')}; ${TOKENS_LINES} lines of ~600 tokens`);
+      const prefix = `bench-tokens-${told}`;
+      await withSetup(
+        redisUrl,
+        prefix,
+        6_000,
+        async (services, emulator, workers) => {
+          const run = await runJob(services, { redisUrl, corpus, prefix, output: `${folder}/tokens-${told}`, emulator, told: 6_000 });
+          results.push(tokenFigures(name, await emulator.stats(), run));
+          printCuts(workers, run);
+        },
+        ['--qpm', '0', '--tpm', String(TOKENS_TPM), '--token-counting', 'exact'],
+        { workers: 1, toldTpm: told },
+      );
+      printResult(results.at(-1)!);
+    }
+  }
+
   if (runs('random')) {
     console.log(`\n7b. random refusals: told ${REAL_QPM} (right); the emulator also refuses ${RANDOM_429_RATE * 100}% of requests with RateQuota 429s at random`);
     await withSetup(
@@ -319,6 +357,15 @@ export async function adaptiveScenarios(redisUrl: string, folder: string, quick:
     printResult(results.at(-1)!);
   }
   return results;
+}
+
+/** A token-bound run's figures: utilisation of the token limit after the first 5 s (the last second, partial, left out). */
+function tokenFigures(scenario: string, stats: EmulatorStats, window: { startSecond: number; endSecond: number }): AdaptiveFigures {
+  const request = figures(scenario, stats, window);
+  const bySecond = new Map(stats.history.map((second) => [second.second, second.tokens]));
+  const steady = Array.from({ length: Math.max(0, window.endSecond - window.startSecond - 6) }, (_, offset) => bySecond.get(window.startSecond + 5 + offset) ?? 0);
+  const tokensPerSecond = steady.reduce((sum, tokens) => sum + tokens, 0) / Math.max(1, steady.length);
+  return { ...request, utilisation: tokensPerSecond / (TOKENS_TPM / 60), secondsToConverge: NaN, tokensPerSecond: Math.round(tokensPerSecond), seconds: window.endSecond - window.startSecond };
 }
 
 const CUT_WORDS = { cut: 'cut to', nudge: 'nudged to', dip: 'dipped, then to', restore: 'restored to' } as const;
@@ -346,6 +393,7 @@ export function adaptiveRows(results: readonly AdaptiveFigures[]): string[] {
   return results.map((r) => {
     const extra = [
       r.otherShare429After5s === undefined ? undefined : `other client's 429s after 5 s: ${percent(r.otherShare429After5s, 2)}`,
+      r.tokensPerSecond === undefined ? undefined : `${r.tokensPerSecond.toLocaleString('en-US')} tokens a second of ${(TOKENS_TPM / 60).toLocaleString('en-US')} from 5 s on; the job took ${r.seconds} s`,
       r.share429HalvedAfter5s === undefined ? undefined : `429s from 5 s after halving: ${percent(r.share429HalvedAfter5s, 2)}; back to ≥ 95% ${Number.isFinite(r.secondsBackTo95) ? `${r.secondsBackTo95} s` : 'not within the run'} after the restore`,
     ]
       .filter(Boolean)

@@ -42,7 +42,7 @@ const QUICK = process.argv.includes('--quick');
  */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 /**
- * With `--only adaptive`: `--scenario unknown|shared|neighbour|change|random|frontier` runs just that one;
+ * With `--only adaptive`: `--scenario unknown|shared|neighbour|change|random|tokens|frontier` runs just that one;
  * with `--only reindex`: `--scenario wide` runs just 5b.
  */
 const SCENARIO = process.argv.includes('--scenario') ? (process.argv[process.argv.indexOf('--scenario') + 1] as AdaptiveScenario | 'wide') : undefined;
