@@ -629,11 +629,13 @@ describe('embedq schedule', () => {
       expect(manual.code, manual.stderr).toBe(0);
       expect(await readLatest()).toBeNull();
       // A pointer naming another output (a root whose runs sit in folders below it) is not this
-      // output's run: an overwrite of the root leaves it.
+      // output's run: the root of a schedule's runs takes no run by hand (it was accepted, beside
+      // them), and the pointer stays.
       const elsewhere = { output: 's3://out/fx/2026-12-01/', job_id: next.stdout.trim(), schedule: 'fx' };
       await world.s3.client.send(new PutObjectCommand({ Bucket: 'out', Key: 'fx/_latest.json', Body: JSON.stringify(elsewhere) }));
       const again = await runEmbedq(world.env, byHand);
-      expect(again.code, again.stderr).toBe(0);
+      expect(again.code).toBe(2);
+      expect(again.stderr).toContain("embedq: OUTPUT_NOT_EMPTY: s3://out/fx is the root of schedule fx's runs (its _latest.json names s3://out/fx/2026-12-01/)");
       expect(await readLatest()).toMatchObject(elsewhere);
       expect((await runEmbedq(world.env, ['schedule', 'remove', 'fx'])).code).toBe(0);
     } finally {
