@@ -44,9 +44,16 @@ export class ProviderBackoff {
     // Counted per rest, not per failure: 32 steps in flight failing together once made the first rest a minute.
     const restMs = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** this.#rests);
     this.#rests += 1;
+    // An HTTP status means DashScope (or a proxy before it) answered: pointing at this machine's
+    // network, as for a refused connection, sent operators the wrong way in a provider outage.
+    const status = error.failure.status;
+    const what =
+      status === undefined
+        ? "check this machine's DASHSCOPE_BASE_URL and network"
+        : `it was answered HTTP ${status}: if every worker says so, DashScope itself is failing; if only this one, check what stands between it and DashScope (DASHSCOPE_BASE_URL, a proxy)`;
     this.logger.warn(
-      { code: error.code, failuresInARow: this.#failures, restMs, reason: error.message },
-      "DashScope fails from this worker and nothing succeeded since: it takes no embed step for a while, and other workers go on; check this machine's DASHSCOPE_BASE_URL and network",
+      { code: error.code, status, failuresInARow: this.#failures, restMs, reason: error.message },
+      `DashScope fails from this worker and nothing succeeded since: it takes no embed step for a while, and other workers go on; ${what}`,
     );
     for (const worker of this.#workers) worker.pause(true).catch((cause: unknown) => this.logger.warn({ err: cause }, 'could not pause an embed worker'));
     this.#resting = setTimeout(() => this.#endRest(), restMs);

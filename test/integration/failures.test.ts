@@ -370,7 +370,9 @@ describe('failures that stop a job, and bad input', () => {
       const failedAttempts = strayLog.filter((line) => line.msg === 'job attempt failed; will retry');
       expect(failedAttempts.length).toBeGreaterThanOrEqual(3);
       expect(failedAttempts.length).toBeLessThanOrEqual(12);
-      expect(strayLog).toContainEqual(expect.objectContaining({ code: 'PROVIDER_UNAVAILABLE', failuresInARow: 3, restMs: 5_000 }));
+      expect(strayLog).toContainEqual(
+        expect.objectContaining({ code: 'PROVIDER_UNAVAILABLE', failuresInARow: 3, restMs: 5_000, msg: expect.stringMatching(/check this machine's DASHSCOPE_BASE_URL and network$/) }),
+      );
     } finally {
       await Promise.all(pools.map((pool) => pool.close()));
       await Promise.all([stray.close(), healthy.close()]);
@@ -393,8 +395,10 @@ describe('failures that stop a job, and bad input', () => {
       // The second rest doubled once per failed step, 16 at once: a minute, where it is 10 s.
       expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
       expect(Date.now() - back).toBeLessThan(25_000);
-      const rests = log.filter((line) => typeof line.restMs === 'number').map((line) => line.restMs);
-      expect(rests.slice(0, 2)).toEqual([5_000, 10_000]);
+      const rests = log.filter((line) => typeof line.restMs === 'number');
+      expect(rests.slice(0, 2).map((line) => line.restMs)).toEqual([5_000, 10_000]);
+      // DashScope answered (500s): not this machine's network, as it once said.
+      expect(rests[0]).toMatchObject({ status: 500, msg: expect.stringContaining('it was answered HTTP 500: if every worker says so, DashScope itself is failing') });
     } finally {
       await pool.close();
       await services.close();
