@@ -100,6 +100,11 @@ describe('job and gate figures', () => {
     expect(progressLine(record({ shardsWritten: 1, totalShards: 8 }))).toMatch(/ 1\/8 shards$/);
   });
 
+  it('shows an input with no line, once split, as all done (it showed 0.0% and an empty bar, completed)', () => {
+    expect(progressLine(record({ state: 'completed', totalLines: 0, totalShards: 0, shardsWritten: 0 }))).toMatch(/^completed +\[█{24}\] · 100\.0% 0\/0 lines/);
+    expect(progressLine(record({ totalLines: null }))).toMatch(/\[·{24}\]/);
+  });
+
   it('shows a limit the gate has not learned as none, not as the configured one', () => {
     const state = { configured: { requestsPerMinute: 6_000, tokensPerMinute: 24_000_000 }, inForce: { requestsPerMinute: 540, tokensPerMinute: 23_760_000 }, shared: false, slowStart: false };
     expect(rateFigures('text-embedding-v4', { ...state, learned: { requestsPerMinute: 600 } }, 'workers').learned).toEqual({ requests: 600, tokens: null });

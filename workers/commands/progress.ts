@@ -12,7 +12,8 @@ export function progressLine(record: CorpusJobRecord, linesPerSecond?: number): 
   const done = processedLines(record);
   const total = record.totalLines;
   const width = 24;
-  const fraction = total ? (total === 0 ? 1 : done / total) : 0;
+  // An input with no line is all done once split (it showed 0.0%, and an empty bar, completed).
+  const fraction = total === null ? 0 : total === 0 ? 1 : done / total;
   const bar = total === null ? '·'.repeat(width) : '█'.repeat(Math.round(fraction * width)).padEnd(width, '░');
   const parts = [
     `${stateLabel(record).padEnd(9)} [${bar}]`,
