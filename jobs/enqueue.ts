@@ -9,7 +9,7 @@ import { openStore, parseLocation } from '../src/storage/locations.js';
 import type { S3ClientSource } from '../src/storage/s3-store.js';
 import type { CorpusJobRecord, CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputIsScheduleRootError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
-import { checkOutputWritable, clearPreviousRun, findPreviousRun, latestNamesOutput, runsRootedAt, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
+import { checkOutputWritable, clearPreviousRun, findPreviousRun, latestPointerAt, shardFilesOutOfPlace, type OutputLocation } from './output-files.js';
 import type { EmbedBatchPayload, FinalizeJobPayload, SplitCorpusPayload, WriteShardPayload } from './payloads.js';
 import { CORPUS_JOB_ID, JOB_NAMES, embedJobId, finalizeJobId, splitJobId, writeShardJobId } from './queues.js';
 import type { ShardStats } from './shard-ledger.js';
@@ -78,18 +78,19 @@ export async function submitCorpusJob(deps: SubmitDeps, options: JobOptions, ext
   if (holder !== undefined) throw new OutputLeasedError(options.output, holder);
   try {
     const output = openOutputLocation(options.output, deps.s3);
+    const pointer = await latestPointerAt(output, options.output);
     // Not for a schedule's own runs: one whose template lost its placeholder runs into its root,
     // where `_latest.json` still names a run below it.
-    const rooted = extra.schedule === undefined ? await runsRootedAt(output, options.output) : undefined;
-    if (rooted) throw new OutputIsScheduleRootError(options.output, rooted.latest, rooted.schedule);
+    if (pointer && !pointer.namesThisOutput && extra.schedule === undefined) throw new OutputIsScheduleRootError(options.output, pointer.latest, pointer.schedule);
     const previous = await findPreviousRun(output);
     if (previous.length > 0 && !extra.overwrite) throw new OutputNotEmptyError(options.output, previous);
     if (extra.overwrite) {
       // Before the files it names: a pointer must never name an emptied output (a failed run left
       // it naming one). A run of the same output holds the lease, so no finalize writes it meanwhile.
       // An `embedq submit --overwrite` by hand into a schedule's output withdraws it too: it left the
-      // pointer naming the run it removed, for good (only the schedule's own runs write one).
-      if (extra.withdrawLatest || (await latestNamesOutput(output, options.output))) await output.store.delete(output.prefix + LATEST_FILE);
+      // pointer naming the run it removed, for good (only the schedule's own runs write one). A
+      // pointer naming a run below (a root of runs) is not this output's, and stays.
+      if (extra.withdrawLatest || pointer?.namesThisOutput) await output.store.delete(output.prefix + LATEST_FILE);
       await clearPreviousRun(output);
     }
     await checkOutputWritable(output, id, options.output);

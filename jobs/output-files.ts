@@ -57,26 +57,26 @@ export async function manifestJobId(output: OutputLocation): Promise<string | un
   return readStringField(output, MANIFEST_FILE, 'job_id');
 }
 
-/**
- * Whether the output holds a schedule's `_latest.json` that names a run in this very output (`name`,
- * the output as the job has it): a schedule whose `--out` has no placeholder keeps it there. A
- * pointer at a root whose runs sit in folders below it names one of those, which an overwrite of
- * the root does not touch; one that does not read names nothing.
- */
-export async function latestNamesOutput(output: OutputLocation, name: string): Promise<boolean> {
-  const named = await readStringField(output, LATEST_FILE, 'output');
-  return named !== undefined && outputIdentity(named) === outputIdentity(name);
+/** What an output's `_latest.json` (a schedule's pointer) names, as `latestPointerAt` reads it. */
+export interface LatestPointer {
+  /** The output it names. */
+  latest: string;
+  /**
+   * Whether that is this very output (`name`, the output as the job has it): a schedule whose
+   * `--out` has no placeholder keeps it there. Otherwise the output is the root of a schedule's
+   * runs, which sit in folders below it (a template with a placeholder).
+   */
+  namesThisOutput: boolean;
+  /** The schedule that wrote it. */
+  schedule: string | undefined;
 }
 
-/**
- * When the output is the root of a schedule's runs: its `_latest.json` names a run in another
- * output (a folder below it: a template with a placeholder), and which schedule wrote it.
- */
-export async function runsRootedAt(output: OutputLocation, name: string): Promise<{ latest: string; schedule: string | undefined } | undefined> {
+/** The output's `_latest.json`; undefined when there is none, or it does not read as a pointer. */
+export async function latestPointerAt(output: OutputLocation, name: string): Promise<LatestPointer | undefined> {
   const pointer = await readJsonObject(output, LATEST_FILE);
   const latest = stringField(pointer, 'output');
-  if (latest === undefined || outputIdentity(latest) === outputIdentity(name)) return undefined;
-  return { latest, schedule: stringField(pointer, 'schedule') };
+  if (latest === undefined) return undefined;
+  return { latest, namesThisOutput: outputIdentity(latest) === outputIdentity(name), schedule: stringField(pointer, 'schedule') };
 }
 
 /** A string field of a JSON file directly under the output; undefined when the file is not there, does not parse, or has no such string. */
