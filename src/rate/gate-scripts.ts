@@ -1,5 +1,5 @@
 /**
- * The rate gate's scripts: reserve a slot, report a 429, read the state. Each starts with the
+ * The rate gate's scripts: reserve a slot, pay for a late one, report a 429, read the state. Each starts with the
  * shared Lua of gate-common-lua.ts (keys, arguments, estimate and rate in force); see rate-gate.ts
  * for the behaviour.
  */
@@ -40,6 +40,33 @@ for estimate in string.gmatch(ARGV[16], '[^,]+') do
 end
 if #out > 4 then redis.call('HSET', S, 'rTat', rTat, 'tTat', tTat) end
 return out
+`;
+
+/**
+ * ARGV[16] how late a request left after its slot (ms), [17..18] folded settlements. Its request
+ * stays in DashScope's 1-second window that much longer: the request schedule gives up its next
+ * free slot, and the token schedule, where it is booked ahead, moves on by the lateness (the
+ * request's tokens end that much later), no more. Booked as a slot at the token schedule's end,
+ * the empty slot pinned the request schedule there, and tokens given back could not bring the
+ * next slot forward: a token-bound gate whose callers all woke late sent half the token limit.
+ * Returns Redis's time and the request slot given up, or -1 when none was: the token schedule
+ * lies past it, and the next request waits for tokens anyway.
+ */
+export const LATE_LUA = `${COMMON_LUA}
+local now = now_ms()
+local lw = hash(L)
+local ss = advance(now, lw)
+settle(now, lw, ss, ARGV[17], tonumber(ARGV[18]))
+local lateMs = tonumber(ARGV[16])
+local rTat = tonumber(redis.call('HGET', S, 'rTat') or '0')
+local tTat = tonumber(redis.call('HGET', S, 'tTat') or '0')
+local slot = math.max(now, rTat)
+rTat = slot + 60000 / in_force(lw, 'r', ss)
+if tTat > now then tTat = tTat + lateMs end
+redis.call('HSET', S, 'rTat', rTat, 'tTat', tTat)
+redis.call('PEXPIRE', S, 3600000)
+if tTat >= rTat then return { tostring(now), '-1' } end
+return { tostring(now), tostring(slot) }
 `;
 
 /**

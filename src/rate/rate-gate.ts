@@ -3,7 +3,7 @@ import type { RedisClient } from '../redis/redis-client.js';
 import type { RateLimitKind } from '../errors.js';
 import { defineLuaScript } from '../redis/lua-script.js';
 import { sleep } from '../sleep.js';
-import { RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
+import { LATE_LUA, RESERVE_LUA, STATE_LUA, THROTTLED_LUA } from './gate-scripts.js';
 
 /**
  * One rate for every worker on every machine, which finds the account's real limit.
@@ -231,6 +231,7 @@ export class RateGate {
     this.keys = [key, `${key}:learned`];
     this.scripts = {
       reserve: defineLuaScript(redis, RESERVE_LUA),
+      late: defineLuaScript(redis, LATE_LUA),
       throttled: defineLuaScript(redis, THROTTLED_LUA),
       state: defineLuaScript(redis, STATE_LUA),
     };
@@ -267,7 +268,7 @@ export class RateGate {
         throw error;
       }
       const lateMs = performance.now() - due;
-      if (lateMs > this.options.maxLatenessMs) return this.sendLate(reservation, lateMs, estimatedTokens);
+      if (lateMs > this.options.maxLatenessMs) return this.sendLate(reservation, lateMs);
     }
     return reservation;
   }
@@ -379,17 +380,18 @@ export class RateGate {
   /**
    * A caller woke up `lateMs` after its slot (a busy event loop). Sent now, its request stays in
    * DashScope's 1-second window `lateMs` longer than its slot allowed and would crowd the window a
-   * second later; so it books the next free slot, beyond the horizon if need be, and leaves that
-   * one empty. (Giving the late slot up and waiting for a new one cost that slot and, late again,
-   * more: with the event loop busy 40 ms of every 60, callers delivered 272-298 requests in 45 s
-   * that way and 333-368 this way.)
+   * second later; so it gives up the next free request slot, and the token schedule moves on by
+   * the lateness (LATE_LUA). (Giving the late slot up and waiting for a new one cost that slot and,
+   * late again, more: with the event loop busy 40 ms of every 60, callers delivered 272-298
+   * requests in 45 s that way and 333-368 this way.)
    *
-   * Both slots stay booked, and the delivery-rate estimate counts a booked slot that was never
-   * sent as one DashScope accepted (gate-common-lua.ts).
+   * The slot given up stays booked, and the delivery-rate estimate counts it, never sent, as one
+   * DashScope accepted (gate-common-lua.ts); where tokens bind, none is given up and none counted.
    */
-  private async sendLate(missed: Reservation, lateMs: number, estimatedTokens: number): Promise<Reservation> {
-    const { slots } = await this.book([estimatedTokens], Number.MAX_SAFE_INTEGER);
-    for (const slot of slots) this.unsent(slot);
+  private async sendLate(missed: Reservation, lateMs: number): Promise<Reservation> {
+    const { folded, tokenDelta } = this.takePending();
+    const [, givenUp] = (await this.scripts.late(this.keys, ...this.args, lateMs, folded, tokenDelta)) as string[];
+    if (Number(givenUp) >= 0) this.unsent(Number(givenUp));
     // Counted by the time it actually leaves, on the gate's clock.
     return { ...missed, waitMs: 0, slotMs: missed.slotMs + lateMs };
   }

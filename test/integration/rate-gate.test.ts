@@ -135,9 +135,16 @@ describe('RateGate (real Redis)', () => {
     expect(rates).toEqual([6_000, 12_000, 24_000, 48_000]);
   });
 
-  it('tokens given back wake a process\'s booking loop: a token limit is used whole when estimates are twice the usage', async () => {
+  it.each([
+    ['never count as late', 60_000],
+    ['all count as late', 0],
+  ])('tokens given back wake a process\'s booking loop: a token limit is used whole when estimates are twice the usage (callers %s)', async (_, maxLatenessMs) => {
     // 1,000 tokens a second. Requests reserve 1,000 and use 500; four callers keep the schedule full.
-    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e6, tokensPerMinute: 60_000 }, { targetUtilization: 1, slowStartFraction: 1 });
+    // Callers that all wake up late (a loaded machine: on CI they woke ~10 ms late) pay for it
+    // with the token schedule moved on by their lateness. Each paid with a second slot of its
+    // estimate at the token schedule's end before, which tokens given back could not bring
+    // forward: 250 tokens a second.
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e6, tokensPerMinute: 60_000 }, { targetUtilization: 1, slowStartFraction: 1, maxLatenessMs });
     const used: Array<{ slotMs: number; tokens: number }> = [];
     const until = Date.now() + 3_500;
     await Promise.all(
@@ -232,9 +239,11 @@ describe('RateGate (real Redis)', () => {
     // 100 ms slots: the first now, the caller's at +100.
     const first = await gate.reserve(1);
     const acquired = gate.acquire(1);
-    await sleep(5); // its reservation is booked
-    // The event loop is busy for 130 ms: the caller wakes up ~35 ms after its slot.
-    const busyUntil = performance.now() + 130;
+    // Its reservation is booked. (5 ms were not always enough on a loaded machine: the reply came
+    // in after the busy loop, and the caller then slept, on time, until its slot.)
+    await sleep(50);
+    // The event loop is busy for 85 ms: the caller wakes up ~35 ms after its slot.
+    const busyUntil = performance.now() + 85;
     while (performance.now() < busyUntil);
     const missed = await acquired;
     // It left at once, not after waiting for another slot (+200, ~65 ms later) ...
@@ -244,6 +253,24 @@ describe('RateGate (real Redis)', () => {
     expect(missed.waitMs).toBe(0);
     // It paid with the slot at +200: the next caller gets +300.
     expect((await gate.reserve(1)).slotMs - first.slotMs).toBe(300);
+  });
+
+  it('a caller late for a token slot pays with the tokens its lateness is worth, not its estimate again', async () => {
+    // 1,000 tokens a second, requests of 1,000: one-second token slots, the first now, the caller's at +1,000.
+    const gate = new RateGate(redisA, key(), { requestsPerMinute: 1e6, tokensPerMinute: 60_000 }, { targetUtilization: 1, ...steady });
+    const first = await gate.reserve(1_000);
+    const acquired = gate.acquire(1_000);
+    await sleep(990); // its reservation is booked, and its slot is ~10 ms away
+    // The event loop is busy past the caller's slot: it wakes up ~50 ms late.
+    const busyUntil = performance.now() + 60;
+    while (performance.now() < busyUntil);
+    const missed = await acquired;
+    const lateMs = missed.slotMs - first.slotMs - 1_000;
+    expect(lateMs).toBeGreaterThan(20);
+    // The next slot moved by the lateness (~50 ms), not by another second (+3,000 before).
+    const next = (await gate.reserve(1_000)).slotMs - first.slotMs;
+    expect(next).toBeGreaterThanOrEqual(2_000 + lateMs - 2);
+    expect(next).toBeLessThan(2_000 + lateMs + 50);
   });
 
   it("books a process's queued callers by their priority, in order of arrival among equals: a small job's step does not wait behind a backfill's", async () => {
