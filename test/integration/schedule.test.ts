@@ -120,7 +120,8 @@ describe('embedq schedule', () => {
     const jobId = first.stdout.trim();
     expect((await world.services.corpora.get(jobId))).toMatchObject({ state: 'queued', schedule: 'manual', options: { output: `s3://out/manual/${jobId}/`, dimension: 64 } });
     const second = await runEmbedq(world.env, ['schedule', 'run', 'manual']);
-    expect(second.code).toBe(1);
+    // Its own code (EX_TEMPFAIL), not a failure's 1: a cron wrapper tells "still going" from "failed".
+    expect(second.code).toBe(75);
     expect(second.stderr).toContain(`previous run ${jobId} is still active; not started`);
     expect((await runEmbedq(world.env, ['cancel', jobId])).code).toBe(0);
     const third = await runEmbedq(world.env, ['schedule', 'run', 'manual']);
@@ -245,7 +246,7 @@ describe('embedq schedule', () => {
       await tick(first);
       expect((await schedules.ticks('stopping'))[0]).toMatchObject({ tickMillis: first, outcome: 'skipped', detail: expect.stringContaining(`run ${jobId} stopped moments ago`) });
       const manual = await runEmbedq(world.env, ['schedule', 'run', 'stopping']);
-      expect(manual.code).toBe(1);
+      expect(manual.code).toBe(75);
       expect(manual.stderr).toContain(`run ${jobId} stopped moments ago`);
       expect((await runEmbedq(world.env, ['schedule', 'add', 'stopping', ...flags, '--on-overlap', 'queue'])).code).toBe(0);
       await tick(first + 1_000);

@@ -14,6 +14,9 @@ import { withServices } from './context.js';
 import { addJobFlags, jobOptionsFromFlags } from './job-flags.js';
 import { waitForEnd } from './watch.js';
 
+/** `schedule run` refused because the schedule's previous run is still going: EX_TEMPFAIL (sysexits.h), try again later. */
+const EXIT_PREVIOUS_RUN_ACTIVE = 75;
+
 /** `embedq schedule add|list|remove|run` (DESIGN "Contract"), and `export|apply` (a schedules file). */
 
 function absoluteTemplate(template: string): string {
@@ -156,6 +159,7 @@ export function registerScheduleCommands(program: Command): void {
     .command('run <name>')
     .description('one run now, the same path as a tick; prints the corpus job id')
     .option('--wait', 'show progress until the job ends; exit 0 only on success')
+    .addHelpText('after', `\nExit codes: 0 started (with --wait: completed), 1 failed or not started, ${EXIT_PREVIOUS_RUN_ACTIVE} not started because the previous run is still going.`)
     .action(async (name: string, flags: { wait?: boolean }) => {
       process.exitCode = await withServices(async (services) => {
         // An explicit run starts even while the schedule is paused (pause holds the ticks).
@@ -165,6 +169,8 @@ export function registerScheduleCommands(program: Command): void {
         if (outcome.kind === 'busy' && outcome.ending) process.stderr.write(`schedule ${name}: run ${outcome.activeJobId} stopped moments ago and a step of it may still be writing the output; not started (try again within a minute)\n`);
         else if (outcome.kind === 'busy') process.stderr.write(`schedule ${name}: previous run ${outcome.activeJobId} is still active; not started\n`);
         if (outcome.kind === 'failed') process.stderr.write(`schedule ${name}: ${outcome.error}\n`);
+        // Not started because a run is going: a cron wrapper tells it from a failure by the code.
+        if (outcome.kind === 'busy') return EXIT_PREVIOUS_RUN_ACTIVE;
         if (outcome.kind !== 'submitted') return 1;
         process.stdout.write(`${outcome.jobId}\n`);
         return flags.wait ? waitForEnd(services, outcome.jobId) : 0;
