@@ -5,7 +5,7 @@ import type { GateState } from './rate-gate.js';
  * One line for `embedq status` and logs: the configured limits (a ceiling), the learned ones
  * (what the provider showed it accepts, remembered for a while) and the rates the gate paces at.
  */
-export function describeGateState(state: GateState): string {
+export function describeGateState(state: GateState, model?: string): string {
   const { configured, learned, inForce } = state;
   const learnedLimits = describeLearnedLimits(learned);
   const notes = [
@@ -17,7 +17,7 @@ export function describeGateState(state: GateState): string {
   const expires = notes.length > 0 ? ` (${notes.join('; ')})` : '';
   const learnedText = learnedLimits ? `learned ${learnedLimits}${expires}` : 'learned none';
   return (
-    `rate gate: configured ${formatCount(configured.requestsPerMinute)} QPM / ${formatCount(configured.tokensPerMinute)} TPM; ${learnedText}; ` +
+    `rate gate${model ? ` (${model})` : ''}: configured ${formatCount(configured.requestsPerMinute)} QPM / ${formatCount(configured.tokensPerMinute)} TPM; ${learnedText}; ` +
     `in force ${formatCount(inForce.requestsPerMinute)} QPM / ${formatCount(inForce.tokensPerMinute)} TPM${state.slowStart ? ' (slow start)' : ''}`
   );
 }

@@ -39,7 +39,10 @@ describe('the gate finds a limit below the configured one', () => {
       // The learned limit is in Redis, and `embedq status` shows it next to the configured one.
       const status = await runEmbedq(env, ['status', run1.stdout.trim()]);
       expect(status.code, status.stderr).toBe(0);
-      expect(status.stdout).toMatch(/rate gate: configured 6,000 QPM .*learned [\d,]+ QPM/);
+      expect(status.stdout).toMatch(/rate gate \(text-embedding-v4\): configured 6,000 QPM .*learned [\d,]+ QPM/);
+      // `list` names the model too: each model has its own gate.
+      const listed = await runEmbedq(env, ['list']);
+      expect(listed.stdout).toMatch(new RegExp(`^${run1.stdout.trim()}  .+  text-embedding-v4  s3://corpus/data/ → s3://out/one/$`, 'm'));
       // `embedq plan` times the next run at the rates in force under it, not at the ceiling (a
       // seventh of the time here), and reads them as status does: by the live workers' settings,
       // not the shell's (here a reserve of 0.5 the workers do not have), tokens as well as requests.

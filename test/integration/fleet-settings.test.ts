@@ -62,8 +62,8 @@ describe('workers whose pacing settings differ', () => {
       const submitted = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1200' }, ['submit', 's3://corpus/fleet.txt', '--out', 's3://out/fleet/']);
       expect(submitted.code, submitted.stderr).toBe(0);
       const status = await runEmbedq({ ...world.env, EMBEDQ_QPM: '1500' }, ['status', submitted.stdout.trim()]);
-      const gateLine = status.stdout.split('\n').find((text) => text.startsWith('rate gate:'));
-      expect(gateLine, status.stdout).toMatch(/^rate gate: configured 1,500 QPM .*; the workers' settings differ \(below\): by this shell's$/);
+      const gateLine = status.stdout.split('\n').find((text) => text.startsWith('rate gate'));
+      expect(gateLine, status.stdout).toMatch(/^rate gate \(text-embedding-v4\): configured 1,500 QPM .*; the workers' settings differ \(below\): by this shell's$/);
       const line = status.stdout.split('\n').find((text) => text.startsWith('fleet '));
       expect(line, status.stdout).toContain(`EMBEDQ_QPM 1200 (${firstId}) vs 6000 (${secondId})`);
       expect(line).not.toContain('this shell');
@@ -115,8 +115,8 @@ describe('workers whose pacing settings differ', () => {
       expect(submitted.code, submitted.stderr).toBe(0);
       const shell = { ...world.env, DASHSCOPE_BASE_URL: 'https://dashscope-intl.aliyuncs.com', EMBEDQ_QPM: undefined };
       const status = await runEmbedq(shell, ['status', submitted.stdout.trim()]);
-      const gateLine = status.stdout.split('\n').find((text) => text.startsWith('rate gate:'));
-      expect(gateLine, status.stdout).toMatch(/^rate gate: configured 1,200 QPM .*; learned 900 QPM .*; by the live workers' settings$/);
+      const gateLine = status.stdout.split('\n').find((text) => text.startsWith('rate gate'));
+      expect(gateLine, status.stdout).toMatch(/^rate gate \(text-embedding-v4\): configured 1,200 QPM .*; learned 900 QPM .*; by the live workers' settings$/);
       expect(status.stdout).not.toContain('fleet ');
       expect(status.stdout).not.toContain('none live');
     } finally {

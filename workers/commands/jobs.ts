@@ -66,7 +66,7 @@ export function registerJobCommands(program: Command): void {
           process.stdout.write('workers   none live (no heartbeat in the last 20 s): the job waits until an `embedq worker` runs\n');
         }
         const gate = await readFleetGate(services, record.options.model, workers);
-        process.stdout.write(`${describeGateState(gate.state)}; ${describePacedBy(gate.pacedBy, 'this shell')}\n`);
+        process.stdout.write(`${describeGateState(gate.state, record.options.model)}; ${describePacedBy(gate.pacedBy, 'this shell')}\n`);
         const fleetProblem = pacingDisagreement(workers);
         if (fleetProblem) process.stdout.write(`fleet     ${fleetProblem}\n`);
         return 0;
@@ -85,7 +85,7 @@ export function registerJobCommands(program: Command): void {
       await withServices(async (services) => {
         const records = await services.corpora.list(limit);
         if (flags.json) process.stdout.write(`${JSON.stringify(records, null, 2)}\n`);
-        else for (const record of records) process.stdout.write(`${record.id}  ${progressLine(record)}  ${record.options.input} → ${record.options.output}\n`);
+        else for (const record of records) process.stdout.write(`${record.id}  ${progressLine(record)}  ${record.options.model}  ${record.options.input} → ${record.options.output}\n`);
       });
     });
 
