@@ -281,6 +281,42 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
     }
   });
 
+  it('submit --wait gives a live worker its grace again after a Redis outage longer than the heartbeat window: it said "no worker is live" of it', { timeout: 120_000 }, async () => {
+    const redis = await startPrivateRedis({ appendOnly: true });
+    const env = { ...world.env, REDIS_URL: redis.url };
+    // 400 lines at 60 requests a minute: ~40 s of work, going on after the outage.
+    for (const object of buildCorpus('slow/', { textLines: 400 }).objects) await world.put(object.key, object.body);
+    const worker = spawnEmbedq({ ...env, EMBEDQ_QPM: '60' }, ['worker']);
+    const child = spawnEmbedq(env, ['submit', 's3://corpus/slow/', '--out', `s3://out/grace-${Date.now()}/`, '--wait']);
+    const output = { stdout: '', stderr: '' };
+    child.stdout?.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
+    try {
+      await expect.poll(() => output.stdout, { timeout: 20_000 }).toMatch(/cj-\S+/);
+      const id = /cj-\S+/.exec(output.stdout)![0];
+      await sleep(3_000);
+      // Away longer than the 20 s in which a heartbeat counts: the worker's last one is then too old.
+      await redis.kill();
+      await sleep(23_000);
+      // The worker reconnects after the command (its backoff may be longer): held until then.
+      worker.kill('SIGSTOP');
+      await redis.restart();
+      await expect.poll(() => output.stderr, { timeout: 15_000 }).toMatch(new RegExp(`Redis is back after \\d+ s; following ${id} again\n`));
+      await sleep(4_000);
+      worker.kill('SIGCONT');
+      // Past the grace (10 s) and the next check (5 s after it): the worker has beaten by then.
+      await sleep(12_000);
+      expect((await runEmbedq(env, ['status', id])).stdout).toMatch(/^state {5}running/m);
+      expect(output.stderr).not.toContain('no worker is live');
+      expect((await runEmbedq(env, ['cancel', id])).code).toBe(0);
+    } finally {
+      worker.kill('SIGCONT');
+      await stopProcess(child, 'SIGKILL');
+      await stopProcess(worker);
+      await redis.stop();
+    }
+  });
+
   it('says REDIS_UNAVAILABLE, not INTERNAL, when Redis stays away longer than EMBEDQ_WAIT_REDIS_OUTAGE_S while submit --wait follows its job', async () => {
     const redis = await startPrivateRedis();
     try {
