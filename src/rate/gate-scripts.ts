@@ -48,7 +48,7 @@ return out
  * free slot, and the token schedule, where it is booked ahead, moves on by the lateness (the
  * request's tokens end that much later), no more. Booked as a slot at the token schedule's end,
  * the empty slot pinned the request schedule there, and tokens given back could not bring the
- * next slot forward: a token-bound gate whose callers all woke late sent half the token limit.
+ * next slot forward: four token-bound callers that all woke late sent a quarter of the token limit.
  * Returns Redis's time and the request slot given up, or -1 when none was: the token schedule
  * lies past it, and the next request waits for tokens anyway.
  */
