@@ -4,6 +4,7 @@ import { createGunzip } from 'node:zlib';
 import { isLosslessNumber, parse as parseLossless } from 'lossless-json';
 
 import { CorruptInputError, EmbedqError, InputLineError, StorageUnavailableError, type InputLineErrorCode } from '../errors.js';
+import { heldExactly } from './exact-number.js';
 import type { CorpusObject } from './list-corpus.js';
 import { LineSplitter, type OversizedLine } from './split-lines.js';
 import { utf16ByteOrder, utf16ToUtf8, type Utf16ByteOrder } from './utf16.js';
@@ -614,8 +615,10 @@ function fieldOf(record: Record<string, unknown>, field: string): unknown {
 
 /**
  * Strings as they are; numbers and booleans as JSON writes them; objects as JSON; null or missing
- * → null. A number a double does not hold exactly (an integer past 2^53, a fraction, past 1e308)
- * is its text in the line: JSON.parse made 9007199254740993 and …992 one id, and 1e400 "null".
+ * → null. A number a double does not hold exactly (an integer past 2^53, most fractions, past
+ * 1e308, below 1e-324) is its text in the line: JSON.parse made 9007199254740993 and …992 one id,
+ * and 1e400 "null". One it holds exactly is as JSON writes it, whatever its text: 1.50 and 1.5
+ * are one id, as 2.0 and 2 are (1.50 was kept as written, another id).
  * Throws IdFieldError for what cannot be an id: a string with an unpaired surrogate (written as
  * U+FFFD, "a\ud800" and "a\udbff" became one id), a line the exact reader cannot read (a
  * duplicate key, very deep nesting), an array or object nested too deeply to write out.
@@ -628,16 +631,21 @@ function idOf(value: unknown, raw: string, idField: string): string | null {
     const escape = `\\u${value.charCodeAt(surrogate).toString(16)}`;
     throw new IdFieldError('INVALID_UTF8', `field "${idField}" holds an unpaired surrogate (${escape}) at character ${surrogate}: UTF-8 cannot hold it, and two such ids would be stored as one`);
   }
-  if (typeof value === 'number' && !Number.isSafeInteger(value)) {
+  // A plain integer in the safe range is exact. The screen looks at the whole line (a cheap test,
+  // not a parse): any fraction or exponent in it, or an integer past 2^53, and the id's own text is
+  // read. Taken as exact from its value alone, 1e-400 became "0" and 1.00000000000000000001 "1".
+  if (typeof value === 'number' && !(Number.isSafeInteger(value) && !/\d[.eE]/.test(raw))) {
     let exact: unknown;
     try {
       exact = fieldOf(parseLossless(raw) as Record<string, unknown>, idField);
     } catch (error) {
-      // The exact reader refuses what JSON.parse lets pass.
+      // The exact reader refuses what JSON.parse lets pass (a duplicate key): an integer in the
+      // safe range is then taken as read, as before the screen.
+      if (Number.isSafeInteger(value)) return JSON.stringify(value);
       const reason = error instanceof RangeError ? 'the line is nested too deeply' : (error as Error).message;
       throw new IdFieldError('INVALID_JSON', `field "${idField}" is a number a double cannot hold exactly, and its digits could not be read from the line: ${reason}`);
     }
-    if (isLosslessNumber(exact)) return exact.value;
+    if (isLosslessNumber(exact) && !heldExactly(exact.value, value)) return exact.value;
   }
   try {
     return JSON.stringify(value);

@@ -483,6 +483,20 @@ describe('readCorpusLines: JSON Lines', () => {
     ]);
   });
 
+  it('never makes two numeric ids one: a number a double only rounds to keeps its text (1e-400 was "0", 1.00000000000000000001 "1"); one it holds exactly is as JSON writes it', async () => {
+    const written = ['1e-400', '2e-400', '0', '-0', '-1e-400', '1.00000000000000000001', '1', '1.50', '1.5', '2.0', '2e0', '1e21', '1000000000000000000000', '0.1', '0.10'];
+    // A line with no fraction or exponent anywhere is read once; these have one in the text.
+    const rows = written.map((id) => `{"id":${id},"text":"v1.2 release"}`);
+    const ids = (await linesOf('n.jsonl', rows.join('\n'), { idField: 'id' })).map((line) => (line.kind === 'text' ? line.id : line.kind));
+    expect(ids).toEqual(['1e-400', '2e-400', '0', '0', '-1e-400', '1.00000000000000000001', '1', '1.5', '1.5', '2', '2', '1e+21', '1e+21', '0.1', '0.10']);
+    // The same ids in lines without any other number: the screen does not change them.
+    const plain = (await linesOf('p.jsonl', written.map((id) => `{"id":${id},"text":"plain"}`).join('\n'), { idField: 'id' })).map((line) => (line.kind === 'text' ? line.id : line.kind));
+    expect(plain).toEqual(ids);
+    // A duplicate key the exact reader refuses: an integer in the safe range is taken as read.
+    const duplicate = await linesOf('d.jsonl', '{"id":7,"text":"v1.2","text":"v1.3"}', { idField: 'id' });
+    expect(duplicate).toEqual([text('d.jsonl', 0, 'v1.3', '7')]);
+  });
+
   it('keeps a numeric id a double cannot hold as written: two ids past 2^53 stay two, 1e400 is not "null"', async () => {
     const rows = [
       '{"id":9007199254740993,"text":"a"}',
