@@ -269,8 +269,9 @@ export class LocalObjectStore implements ObjectStore {
       if (folderKey === '' && (error as NodeJS.ErrnoException).code === 'ENOTDIR' && (await isFile(folder))) {
         throw new StorageError(`list ${this.root}: it is a file, not a folder`);
       }
-      // A missing root (or a folder deleted while listing) lists as empty, like an empty S3 prefix.
-      if (isMissing(error)) return;
+      // A missing root lists as empty, like an empty S3 prefix; so does a folder deleted while
+      // listing, except in a corpus (below).
+      if (isMissing(error) && !(this.#corpus && folderKey !== '')) return;
       throw this.#error(error, 'list', folderKey || '.');
     }
     const children: { name: string; sortKey: Buffer; isFolder: boolean; isLink: boolean }[] = [];
@@ -307,8 +308,8 @@ export class LocalObjectStore implements ObjectStore {
             if (ancestors.length === 0) ancestors = [await realpath(folder)];
             real = child.isLink ? await realpath(childFolder) : path.join(ancestors.at(-1)!, child.name);
           } catch (error) {
-            // Deleted while listing: it is simply no longer there.
-            if (isMissing(error)) continue;
+            // Deleted while listing: it is simply no longer there (in a corpus, see below).
+            if (isMissing(error) && !this.#corpus) continue;
             throw this.#error(error, 'list', key);
           }
           if (ancestors.includes(real)) {
@@ -324,7 +325,11 @@ export class LocalObjectStore implements ObjectStore {
         const object = await this.stat(key).catch((error: unknown) => {
           throw this.#error(error, 'list', key);
         });
-        // Undefined: deleted between readdir and stat; it is simply no longer there.
+        // Undefined: deleted between readdir and stat. A corpus's folder is read whole when the walk
+        // reaches it, and its files are looked at one by one as the split pulls them, minutes later
+        // behind a slow job: skipped, a file removed meanwhile lost its lines without a record (and
+        // the job completed), where S3 fails the read of an object removed after it was listed.
+        if (!object && this.#corpus) throw new StorageError(`list ${this.#display(key)}: no such file: it was removed while the job read the corpus (after its folder was listed)`);
         if (object) yield object;
       }
     }

@@ -519,6 +519,38 @@ describe('LocalObjectStore specifics', () => {
     expect(await readdir(folder)).toEqual(['..\\e.txt', 'c\\d.txt']);
   });
 
+  it('fails a corpus listing when a file or folder it read in a folder is gone by its turn (the file was skipped, its lines lost without a record); other listings skip it', async () => {
+    // [listed before the removal, removed]: a file of the root, of a folder being listed, a folder.
+    const cases = [
+      ['a.txt', 'b.txt'],
+      ['sub/c.txt', 'sub/d.txt'],
+      ['a.txt', 'sub'],
+    ];
+    for (const [listed, gone] of cases) {
+      const folder = await newFolder();
+      for (const file of ['a.txt', 'b.txt', 'sub/c.txt', 'sub/d.txt']) {
+        await mkdir(path.dirname(path.join(folder, file)), { recursive: true });
+        await writeFile(path.join(folder, file), 'x\n');
+      }
+      const corpus = new LocalObjectStore(folder, { corpus: {} }).list('')[Symbol.asyncIterator]();
+      for (let next = await corpus.next(); next.value?.key !== listed; next = await corpus.next());
+      await rm(path.join(folder, gone!), { recursive: true });
+      const error = await (async () => {
+        for (let next = await corpus.next(); !next.done; next = await corpus.next());
+      })().catch((caught: unknown) => caught);
+      expect(error, gone).toBeInstanceOf(StorageError);
+      expect((error as Error).message, gone).toContain(`list ${path.join(folder, gone!)}`);
+      // An output's listing is not a corpus: what is gone is simply not listed.
+      await writeFile(path.join(folder, 'sub2.txt'), 'x\n');
+      const other = new LocalObjectStore(folder).list('')[Symbol.asyncIterator]();
+      await other.next();
+      await rm(path.join(folder, 'sub2.txt'));
+      const rest: string[] = [];
+      for (let next = await other.next(); !next.done; next = await other.next()) rest.push(next.value.key);
+      expect(rest, gone).not.toContain('sub2.txt');
+    }
+  });
+
   it('lists a folder that does not exist as empty', async () => {
     const store = new LocalObjectStore(path.join(await newFolder(), 'not-yet'));
     expect(await collect(store.list(''))).toEqual([]);
