@@ -65,7 +65,7 @@ const GZIP_MAGIC = [0x1f, 0x8b] as const;
  * garbage rows and INVALID_UTF8 records that never said why. bzip2's `BZh` is only taken with the
  * block (or end-of-stream) magic after it, so a text line starting "BZh" is still text.
  */
-const UNSUPPORTED_FORMATS: { name: string; at: number; magic: Buffer | RegExp }[] = [
+const UNSUPPORTED_FORMATS: { name: string; at: number; magic: Buffer | RegExp; fix?: string }[] = [
   { name: 'bzip2-compressed', at: 0, magic: /^BZh[1-9](1AY&SY|\x17rE8P\x90)/ },
   // Met only once inflated (gzip bytes are gunzipped first): gzip run twice, or a .gz stored with
   // `Content-Encoding: gzip` by a tool that compressed it again. Its rows were garbage.
@@ -80,30 +80,41 @@ const UNSUPPORTED_FORMATS: { name: string; at: number; magic: Buffer | RegExp }[
   // lines refused for NUL bytes with a guess of "UTF-16 without a byte order mark".
   { name: 'UTF-32 text', at: 0, magic: Buffer.of(0xff, 0xfe, 0x00, 0x00) },
   { name: 'UTF-32 text', at: 0, magic: Buffer.of(0x00, 0x00, 0xfe, 0xff) },
+  // Files that land in a corpus folder beside its text. Each was read as lines: a PNG's gave one
+  // garbage row (its header's "\x1a") and 253 INVALID_UTF8 records that never said why.
+  { name: 'a PNG image', at: 0, magic: Buffer.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a), fix: 'it holds no text; leave it out of the input' },
+  { name: 'a JPEG image', at: 0, magic: Buffer.of(0xff, 0xd8, 0xff), fix: 'it holds no text; leave it out of the input' },
+  { name: 'a PDF document', at: 0, magic: /^%PDF-\d\.\d/, fix: 'extract its text into the input' },
+  // Its first page header follows (a Thrift struct whose first field is an i32: 0x15).
+  { name: 'a Parquet file', at: 0, magic: /^PAR1\x15/, fix: 'write its text column out as JSON Lines' },
+  { name: 'an Arrow IPC file', at: 0, magic: /^ARROW1\0/, fix: 'write its text column out as JSON Lines' },
+  { name: 'an SQLite database', at: 0, magic: /^SQLite format 3\0/, fix: 'export its text as JSON Lines' },
+  { name: 'an executable (ELF)', at: 0, magic: Buffer.of(0x7f, 0x45, 0x4c, 0x46), fix: 'it holds no text; leave it out of the input' },
 ];
 
 /** Bytes to read before deciding: up to the tar magic's end. */
 const SNIFF_BYTES = 257 + 6;
 
+type UnsupportedFormat = (typeof UNSUPPORTED_FORMATS)[number];
+
 /** What `head` (an object's first bytes, gunzipped or not) shows it is, if a format embedq does not read. */
-function unsupportedFormatOf(head: Buffer): string | undefined {
-  for (const { name, at, magic } of UNSUPPORTED_FORMATS) {
+function unsupportedFormatOf(head: Buffer): UnsupportedFormat | undefined {
+  return UNSUPPORTED_FORMATS.find(({ at, magic }) => {
     const bytes = head.subarray(at, at + 16);
-    if (Buffer.isBuffer(magic) ? bytes.subarray(0, magic.length).equals(magic) : magic.test(bytes.toString('latin1'))) return name;
-  }
-  return undefined;
+    return Buffer.isBuffer(magic) ? bytes.subarray(0, magic.length).equals(magic) : magic.test(bytes.toString('latin1'));
+  });
 }
 
 /** An object in a format embedq does not read: one record for it, and none of its bytes as lines. */
 class UnsupportedFormatError extends Error {
-  constructor(format: string, gzipped: boolean) {
-    if (format === 'gzip-compressed') {
+  constructor({ name, fix }: UnsupportedFormat, gzipped: boolean) {
+    if (name === 'gzip-compressed') {
       super('gzipped twice (gzip data inside gzip), not supported: gunzip it once');
       return;
     }
-    const what = gzipped ? `gzipped, and inside ${format.endsWith('-compressed') ? format.replace('-compressed', '-compressed data') : format}` : format;
-    const fix = format === 'a tar archive' || format === 'a zip archive' ? 'extract its files into the input' : format === 'UTF-32 text' ? 'convert it to UTF-8' : 'decompress it, or gzip it';
-    super(`${what}, not supported: ${fix}`);
+    const what = gzipped ? `gzipped, and inside ${name.endsWith('-compressed') ? name.replace('-compressed', '-compressed data') : name}` : name;
+    const defaultFix = name === 'a tar archive' || name === 'a zip archive' ? 'extract its files into the input' : name === 'UTF-32 text' ? 'convert it to UTF-8' : 'decompress it, or gzip it';
+    super(`${what}, not supported: ${fix ?? defaultFix}`);
   }
 }
 

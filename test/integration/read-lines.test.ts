@@ -391,8 +391,25 @@ describe('readCorpusLines: compressions and archives it does not read', () => {
     for (const [key, bytes, reason] of cases) expect(await linesOf(key, bytes), key).toEqual([failure(key, 0, 'INVALID_UTF8', reason)]);
   });
 
-  it('still reads text that merely starts like one ("BZh" at the start of a line, a short file)', async () => {
+  it('refuses images, PDFs, Parquet, Arrow, SQLite and executables met among the text, with one record each (a PNG gave a garbage row and 253 records that never said why)', async () => {
+    const png = Buffer.concat([Buffer.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a), Buffer.from('\0\0\0\rIHDR\0\0\0\x10\nrest\n', 'latin1')]);
+    const cases: [string, Buffer, string][] = [
+      ['a.png', png, 'a PNG image, not supported: it holds no text; leave it out of the input'],
+      ['a.txt.gz', gzipSync(png), 'gzipped, and inside a PNG image, not supported: it holds no text; leave it out of the input'],
+      ['b.jpg', Buffer.concat([Buffer.of(0xff, 0xd8, 0xff, 0xe0), Buffer.from('\0\x10JFIF\n')]), 'a JPEG image, not supported: it holds no text; leave it out of the input'],
+      ['c.pdf', Buffer.from('%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n', 'latin1'), 'a PDF document, not supported: extract its text into the input'],
+      ['d.parquet', Buffer.from('PAR1\x15\x04\x15\x10\n', 'latin1'), 'a Parquet file, not supported: write its text column out as JSON Lines'],
+      ['e.arrow', Buffer.from('ARROW1\0\0\xff\xff\xff\xff\n', 'latin1'), 'an Arrow IPC file, not supported: write its text column out as JSON Lines'],
+      ['f.db', Buffer.from('SQLite format 3\0\x10\0\n', 'latin1'), 'an SQLite database, not supported: export its text as JSON Lines'],
+      ['g', Buffer.from('\x7fELF\x02\x01\x01\0\n', 'latin1'), 'an executable (ELF), not supported: it holds no text; leave it out of the input'],
+    ];
+    for (const [key, bytes, reason] of cases) expect(await linesOf(key, bytes), key).toEqual([failure(key, 0, 'INVALID_UTF8', reason)]);
+  });
+
+  it('still reads text that merely starts like one ("BZh" at the start of a line, a short file, a line about PDFs or Parquet)', async () => {
     expect(await linesOf('b.txt', 'BZh9 is not bzip2\nab\n')).toEqual([text('b.txt', 0, 'BZh9 is not bzip2'), text('b.txt', 1, 'ab')]);
+    expect(await linesOf('p.txt', '%PDF is a format\n')).toEqual([text('p.txt', 0, '%PDF is a format')]);
+    expect(await linesOf('q.txt', 'PAR1 is where a Parquet file starts\n')).toEqual([text('q.txt', 0, 'PAR1 is where a Parquet file starts')]);
   });
 });
 
