@@ -371,6 +371,9 @@ describe('incremental runs (--reuse, schedules --incremental, the delta)', { tim
       expect(failed.error).toContain('s3://out/retried/: no _SUCCESS');
       expect(await retryCorpusJob({ corpora: world.services.corpora, splitQueue: world.services.queues[QUEUES.split], s3: () => world.services.s3() }, id)).toMatchObject({ retried: true });
       expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
+      // Not "every line embedded": the shards written before the failure copied theirs.
+      const status = await runEmbedq(world.env, ['status', id]);
+      expect(status.stdout).toMatch(/^reuse {5}unavailable after [\d,]+ rows were reused; every other line embedded: .*no _SUCCESS/m);
     } finally {
       await stopProcess(killed, 'SIGKILL');
       if (rescuer) await stopProcess(rescuer);

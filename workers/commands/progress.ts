@@ -40,12 +40,21 @@ export function describeJob(record: CorpusJobRecord, now = Date.now()): string {
     ...(o.reuse === undefined
       ? []
       : [
-          `reuse     ${record.reuseError ? `unavailable, every line embedded: ${record.reuseError}` : `${record.reusedFrom?.location ?? o.reuse} · reused ${formatCount(record.rowsReused)}`}` +
+          `reuse     ${record.reuseError ? `${reuseUnavailable(record.rowsReused)}: ${record.reuseError}` : `${record.reusedFrom?.location ?? o.reuse} · reused ${formatCount(record.rowsReused)}`}` +
             (o.idField && !record.reuseError ? ` · new ${formatCount(record.rowsNew)} · changed ${formatCount(record.rowsChanged)} · unchanged ${formatCount(record.rowsUnchanged)} · deleted ${formatCount(record.rowsDeleted)}` : ''),
         ]),
     `created   ${new Date(record.createdAt).toISOString()}${record.finishedAt ? ` · finished ${new Date(record.finishedAt).toISOString()}` : ''}`,
   ];
   return lines.join('\n');
+}
+
+/**
+ * Reuse given up: from the start, or after shards that copied rows were written (the previous
+ * output changed under the job, and `retry` embeds the rest). It said "every line embedded" of a
+ * retried job that had copied 500 rows.
+ */
+function reuseUnavailable(rowsReused: number): string {
+  return rowsReused > 0 ? `unavailable after ${formatCount(rowsReused)} rows were reused; every other line embedded` : 'unavailable, every line embedded';
 }
 
 /** While the job runs: its steps' last failed attempt, and how long ago (a stall in retries says why). */
