@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
-import { embedQueue, JOB_NAMES, QUEUES } from '../../jobs/queues.js';
+import { embedQueue, JOB_NAMES, QUEUES, stepOwner } from '../../jobs/queues.js';
 import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { sleep } from '../../src/sleep.js';
 import { startPrivateRedis, type PrivateRedis } from '../../src/redis/private-redis.js';
@@ -236,6 +236,28 @@ describe('chaos', () => {
       world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
     }
     await expectExactOutput('sigstop/');
+  });
+
+  it('status names the steps a killed worker still holds once their lock runs out (the job sat ~30 s without a sign), and none while a live worker holds them', async () => {
+    // Slow answers: the worker's embed steps are active, waiting for them, when it is killed.
+    world.emulator.setFaults({ latencyMs: { min: 3_000, median: 3_500, p99: 4_000 } });
+    const worker = spawnEmbedq({ ...world.env, EMBEDQ_LOCK_DURATION_MS: '2000' }, ['worker', '--concurrency', '4']);
+    let id = '';
+    try {
+      id = await submit('s3://out/orphaned/');
+      const embed = world.services.queues[embedQueue('text-embedding-v4')];
+      const ownActive = async (): Promise<number> => (await embed.getRanges(['active'])).filter((step) => stepOwner(step)?.corpusJobId === id).length;
+      await expect.poll(ownActive, { timeout: 30_000 }).toBeGreaterThan(0);
+      expect((await runEmbedq(world.env, ['status', id])).stdout).not.toContain('stalled');
+      await stopProcess(worker, 'SIGKILL');
+      await sleep(3_000); // past the 2 s lock; no worker runs a stalled check
+      const status = await runEmbedq(world.env, ['status', id]);
+      expect(status.stdout).toMatch(/^stalled {3}(1 step of the job is|\d+ steps of the job are) held by a worker that stopped \(killed, or frozen past EMBEDQ_LOCK_DURATION_MS\): a live worker takes (it|them) back at its next stalled check/m);
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+      world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });
+      if (id) await runEmbedq(world.env, ['cancel', id]);
+    }
   });
 
   it('a worker SIGKILLed during write-shard, then another during finalize: exact output', async () => {
