@@ -1,4 +1,5 @@
 import { LEGACY_EMBED_QUEUE, QUEUE_NAMES, QUEUES, stepOwner } from '../jobs/queues.js';
+import { formatCount } from '../src/format-count.js';
 import type { Services } from './services.js';
 
 /**
@@ -17,4 +18,10 @@ export async function orphanedSteps(services: Pick<Services, 'queues' | 'redis'>
     for (const id of own) if ((await services.redis.exists(queue.toKey(`${id}:lock`))) === 0) orphaned += 1;
   }
   return orphaned;
+}
+
+/** What `status` says of `count` (above 0) such steps. */
+export function describeOrphanedSteps(count: number): string {
+  const steps = count === 1 ? '1 step of the job is' : `${formatCount(count)} steps of the job are`;
+  return `${steps} held by a worker that stopped (killed, or frozen past EMBEDQ_LOCK_DURATION_MS): a live worker takes ${count === 1 ? 'it' : 'them'} back at its next stalled check (every EMBEDQ_STALLED_INTERVAL_MS)`;
 }

@@ -157,15 +157,15 @@ export class PreviousIndex {
     return at < this.byId.length && equalBytes(this.ids, this.byId[at]!, key, ID_BYTES);
   }
 
-  /**
-   * The deletes: per id of the previous output never classified, its first position, in manifest
-   * order. One per id: an id on two previous rows was written to `deletes.jsonl` twice.
-   */
   /** Whether any row has an id. */
   get hasIds(): boolean {
     return this.byId.length > 0;
   }
 
+  /**
+   * The deletes: per id of the previous output never classified, its first position, in manifest
+   * order. One per id: an id on two previous rows was written to `deletes.jsonl` twice.
+   */
   *unseenIdPositions(): Generator<number> {
     const firsts: number[] = [];
     // byId runs each id's positions together, in position order; classifyId marks a whole run seen.

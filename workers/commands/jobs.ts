@@ -6,13 +6,12 @@ import { assertInputExists } from '../../src/corpus/list-corpus.js';
 import { ConfigError } from '../../src/errors.js';
 import type { JobOptions } from '../../src/job-options.js';
 import { liveWorkers } from '../../src/metrics/read-metrics.js';
-import { formatCount } from '../../src/format-count.js';
 import { describeGateState } from '../../src/rate/describe-gate.js';
 import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
 import { QUEUES } from '../../jobs/queues.js';
 import { describePacedBy, readFleetGate } from '../fleet-gate.js';
-import { orphanedSteps } from '../orphaned-steps.js';
+import { describeOrphanedSteps, orphanedSteps } from '../orphaned-steps.js';
 import type { Services } from '../services.js';
 import { settleStopped } from '../settle-stopped.js';
 import { withServices } from './context.js';
@@ -68,10 +67,7 @@ export function registerJobCommands(program: Command): void {
           process.stdout.write('workers   none live (no heartbeat in the last 20 s): the job waits until an `embedq worker` runs\n');
         }
         const orphaned = record.state === 'running' ? await orphanedSteps(services, jobId) : 0;
-        if (orphaned > 0) {
-          const steps = orphaned === 1 ? '1 step of the job is' : `${formatCount(orphaned)} steps of the job are`;
-          process.stdout.write(`stalled   ${steps} held by a worker that stopped (killed, or frozen past EMBEDQ_LOCK_DURATION_MS): a live worker takes ${orphaned === 1 ? 'it' : 'them'} back at its next stalled check (every EMBEDQ_STALLED_INTERVAL_MS)\n`);
-        }
+        if (orphaned > 0) process.stdout.write(`stalled   ${describeOrphanedSteps(orphaned)}\n`);
         const gate = await readFleetGate(services, record.options.model, workers);
         process.stdout.write(`${describeGateState(gate.state, record.options.model)}; ${describePacedBy(gate.pacedBy, 'this shell')}\n`);
         const fleetProblem = pacingDisagreement(workers);
