@@ -198,8 +198,10 @@ export async function embedLines(lines: readonly BatchLine[], deps: EmbedDeps): 
       const line = lines[0]!;
       const { providerCode, requestId } = error instanceof ProviderRejectedError ? error.failure : {};
       deps.logger.info({ row: line.row, code: error.code, providerCode, requestId }, 'line rejected by provider');
-      // The record leaves out the request id (it is in the log line above) so re-runs write identical files.
-      const message = requestId ? error.message.replace(` (request_id ${requestId})`, '') : error.message;
+      // The record leaves out the request id (it is in the log line above) so re-runs write identical files;
+      // it names the file and line first, as the reader's records do (`source:line: reason`, lines from 1).
+      const reason = requestId ? error.message.replace(` (request_id ${requestId})`, '') : error.message;
+      const message = `${line.source}:${line.line + 1}: ${reason}`;
       // The id lets the next `--reuse` run know the id (the store keeps its older vector) and the operator reconcile.
       const record: ErrorRecord = { row: line.row, source: line.source, line: line.line, ...(line.id !== null ? { id: line.id } : {}), code: error.code, message };
       return { rows: [], errors: [record], tokens: 0, requestMs: 0 };

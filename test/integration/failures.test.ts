@@ -491,6 +491,10 @@ describe('failures that stop a job, and bad input', () => {
     const { folder } = await downloadPrefix(world.s3, 'out', 'refused/');
     const errors = readFileSync(path.join(folder, '_errors.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(errors).toEqual([expect.objectContaining({ row: 10, code: 'CONTENT_REJECTED' })]);
+    // The message names the file and line (from 1), as the reader's records do, then the provider's reason.
+    const [record] = errors;
+    expect(String(record!.message).startsWith(`${String(record!.source)}:11: `)).toBe(true);
+    expect(record).toMatchObject({ line: 10, message: expect.stringContaining('DataInspectionFailed') });
     const [read] = await queryParquet(`SELECT count(*) AS n FROM read_parquet('${folder}/part-*.parquet')`);
     expect(read).toEqual({ n: 10n });
     await removeFolder(folder);
