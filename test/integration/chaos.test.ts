@@ -4,6 +4,8 @@ import { cancelCorpusJob, retryCorpusJob } from '../../jobs/enqueue.js';
 import { embedQueue, JOB_NAMES, QUEUES, stepOwner } from '../../jobs/queues.js';
 import { embeddingParameters, parseJobOptions } from '../../src/job-options.js';
 import { sleep } from '../../src/sleep.js';
+import { DashboardState } from '../../workers/dashboard/snapshot.js';
+import { gateRates, storedSchedules } from '../../workers/dashboard/sources.js';
 import { startPrivateRedis, type PrivateRedis } from '../../src/redis/private-redis.js';
 import { buildCorpus } from '../support/corpus-fixture.js';
 import { verifyOutput } from '../support/verify-output.js';
@@ -248,11 +250,18 @@ describe('chaos', () => {
       const embed = world.services.queues[embedQueue('text-embedding-v4')];
       const ownActive = async (): Promise<number> => (await embed.getRanges(['active'])).filter((step) => stepOwner(step)?.corpusJobId === id).length;
       await expect.poll(ownActive, { timeout: 30_000 }).toBeGreaterThan(0);
+      // The dashboard reads the same: its job view counts the held steps.
+      const dashboard = new DashboardState(world.services, { rates: gateRates(world.services), schedules: storedSchedules(world.services) });
+      const stalledOnDashboard = async (): Promise<number | undefined> => (await dashboard.refresh()).jobs.find((job) => job.id === id)?.stalledSteps;
       expect((await runEmbedq(world.env, ['status', id])).stdout).not.toContain('stalled');
+      expect(await stalledOnDashboard()).toBe(0);
       await stopProcess(worker, 'SIGKILL');
       await sleep(3_000); // past the 2 s lock; no worker runs a stalled check
       const status = await runEmbedq(world.env, ['status', id]);
       expect(status.stdout).toMatch(/^stalled {3}(1 step of the job is|\d+ steps of the job are) held by a worker that stopped \(killed, or frozen past EMBEDQ_LOCK_DURATION_MS\): a live worker takes (it|them) back at its next stalled check/m);
+      // No live worker moves them meanwhile: the same count as status's.
+      const counted = /^stalled {3}(?:(1) step|(\d+) steps)/m.exec(status.stdout)!;
+      expect(await stalledOnDashboard()).toBe(Number(counted[1] ?? counted[2]));
     } finally {
       await stopProcess(worker, 'SIGKILL');
       world.emulator.setFaults({ latencyMs: { min: 20, median: 40, p99: 80 } });

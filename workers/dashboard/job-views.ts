@@ -44,6 +44,11 @@ export interface JobView {
   /** The last failed attempt of a step that will be retried, and when (ms). */
   lastRetry: string | null;
   lastRetryAt: number | null;
+  /**
+   * Steps of a running job held by a worker that stopped (their lock ran out; a live worker takes
+   * them back at its next stalled check): the job does not move meanwhile. 0 otherwise.
+   */
+  stalledSteps: number;
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
@@ -58,6 +63,7 @@ export function toJobView(
   throughput: ThroughputTracker,
   firstErrors: ErrorRecord[],
   now = Date.now(),
+  stalledSteps = 0,
 ): JobView {
   const done = processedLines(record);
   const total = record.totalLines;
@@ -98,6 +104,7 @@ export function toJobView(
     errorCode: record.errorCode,
     lastRetry: record.lastRetry,
     lastRetryAt: record.lastRetryAt,
+    stalledSteps: running ? stalledSteps : 0,
     createdAt: record.createdAt,
     startedAt: record.startedAt,
     finishedAt: record.finishedAt,

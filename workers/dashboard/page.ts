@@ -47,8 +47,12 @@ function job(j) {
   const actions = j.finishing ? '' : (j.state === 'queued' || j.state === 'running') ? '<button data-act="cancel">cancel</button>' : (j.state === 'failed' || j.state === 'cancelled') ? '<button data-act="retry">retry</button>' : '';
   const errs = j.error ? '<div class="errors">' + esc(j.errorCode + ': ' + j.error) + '</div>' : '';
   const retry = j.lastRetry && (j.state === 'queued' || j.state === 'running') ? '<div class="errors retry">retrying ' + esc(j.lastRetry) + ' (' + time(j.lastRetryAt) + ')</div>' : '';
+  // As status says it: the job does not move until a live worker's stalled check takes them back.
+  const stalled = j.stalledSteps ? '<div class="errors stalled">stalled: ' + (j.stalledSteps === 1 ? '1 step is' : num(j.stalledSteps) + ' steps are') + ' held by a worker that stopped (killed, or frozen past EMBEDQ_LOCK_DURATION_MS); a live worker takes ' + (j.stalledSteps === 1 ? 'it' : 'them') + ' back at its next stalled check</div>' : '';
   // source:line as messages write it, 1-based; the record's line (as in _errors.jsonl) is 0-based.
-  const recs = j.firstErrors.length ? '<div class="errors">' + j.firstErrors.map((e) => esc('row ' + e.row + ' ' + e.source + ':' + (e.line + 1) + ' ' + e.code + ' ' + e.message)).join('\\n') + '</div>' : '';
+  // A message that starts with it already (the reader's, the provider's refusals) is not repeated after it.
+  const rec = (e) => { const at = e.source + ':' + (e.line + 1); return 'row ' + e.row + ' ' + at + ' ' + e.code + ' ' + (e.message.startsWith(at + ': ') ? e.message.slice(at.length + 2) : e.message); };
+  const recs = j.firstErrors.length ? '<div class="errors">' + j.firstErrors.map((e) => esc(rec(e))).join('\\n') + '</div>' : '';
   return '<div class="job ' + esc(j.state) + '" data-job-id="' + esc(j.id) + '">' +
     '<div class="job-head"><span class="job-id">' + esc(j.id) + '</span><span class="state ' + esc(j.state) + '">' + esc(label) + '</span>' +
     (j.schedule ? '<span class="paths">schedule ' + esc(j.schedule) + '</span>' : '') + '<span class="actions">' + actions + '</span></div>' +
@@ -60,7 +64,7 @@ function job(j) {
     '<div><b>ETA</b>' + dur(j.etaSeconds) + '</div><div><b>tokens</b>' + num(j.tokens) + '</div>' +
     '<div><b>est. cost</b>$' + num(j.estimatedCostUsd, 4) + '</div><div><b>429 share</b>' + num(j.throttledShare * 100, 2) + '% of ' + num(j.requests) + '</div>' +
     '<div><b>shards</b>' + num(j.shardsWritten) + (j.totalShards == null ? '' : ' / ' + num(j.totalShards)) + '</div>' +
-    '<div><b>failed · blank</b>' + num(j.failed) + ' · ' + num(j.blank) + '</div></div>' + chart(j.history) + errs + retry + recs + '</div>';
+    '<div><b>failed · blank</b>' + num(j.failed) + ' · ' + num(j.blank) + '</div></div>' + chart(j.history) + errs + retry + stalled + recs + '</div>';
 }
 function rows(list, empty, cols, cells) {
   if (!list.length) return '<p class="empty">' + empty + '</p>';

@@ -5,6 +5,7 @@ import { pacingDisagreement } from '../../src/rate/fleet-pacing.js';
 import { isRedisUnreachableError } from '../../src/redis/redis-client.js';
 import { RedisAnswerWatch, RedisNotAnsweringError, isRedisOutage } from '../../src/redis/redis-deadline.js';
 import { readRedisMemory, redisMemoryProblem } from '../../src/redis/redis-memory.js';
+import { orphanedStepsByJob } from '../orphaned-steps.js';
 import type { Services } from '../services.js';
 import { FirstErrors, toJobView, type JobView } from './job-views.js';
 import type { RateFigures, RateSource, ScheduleSource, ScheduleView } from './sources.js';
@@ -175,7 +176,8 @@ export class DashboardState {
     for (const record of records) this.throughput.record(record.id, record.rowsEmbedded + record.rowsFailed + record.rowsBlank, now);
     this.throughput.keepOnly(ids);
     this.firstErrors.keepOnly(ids);
-    const [requests, queues, rates, workers, schedules, errors, memory] = await Promise.all([
+    const anyRunning = records.some((record) => record.state === 'running');
+    const [requests, queues, rates, workers, schedules, errors, memory, stalled] = await Promise.all([
       readJobRequestStats(services.redis, services.settings.redisPrefix, [...ids]),
       readQueueDepths(services),
       this.sources.rates.read(),
@@ -183,9 +185,10 @@ export class DashboardState {
       this.sources.schedules.list(),
       Promise.all(records.map((record) => this.firstErrors.of(record))),
       readRedisMemory(services.redis),
+      anyRunning ? orphanedStepsByJob(services) : new Map<string, number>(),
     ]);
     const jobs = records.map((record, index) =>
-      toJobView(record, requests.get(record.id) ?? { requests: 0, throttled: 0 }, this.throughput, errors[index] ?? [], now),
+      toJobView(record, requests.get(record.id) ?? { requests: 0, throttled: 0 }, this.throughput, errors[index] ?? [], now, stalled.get(record.id)),
     );
     this.current = {
       at: now,
