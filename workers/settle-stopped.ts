@@ -49,8 +49,9 @@ export async function settleStopped(services: Services, jobId: string, options: 
   };
   for (;;) {
     let active = 0;
-    // Ids only: an embed step's data is its lines' text.
-    for (const name of OUTPUT_QUEUES) active += (await services.queues[name].getRanges(['active'])).filter(ownStep).length;
+    // Ids only, all of them (getRanges reads to index 1 unless told: a third write active missed
+    // this job's, and the output was given back under its upload).
+    for (const name of OUTPUT_QUEUES) active += (await services.queues[name].getRanges(['active'], 0, -1)).filter(ownStep).length;
     if (active === 0) break;
     if (Date.now() > deadline) return false;
     // Unreferenced: a worker process waiting here in the background may still exit.

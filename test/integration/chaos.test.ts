@@ -248,7 +248,7 @@ describe('chaos', () => {
     try {
       id = await submit('s3://out/orphaned/');
       const embed = world.services.queues[embedQueue('text-embedding-v4')];
-      const ownActive = async (): Promise<number> => (await embed.getRanges(['active'])).filter((step) => stepOwner(step)?.corpusJobId === id).length;
+      const ownActive = async (): Promise<number> => (await embed.getRanges(['active'], 0, -1)).filter((step) => stepOwner(step)?.corpusJobId === id).length;
       await expect.poll(ownActive, { timeout: 30_000 }).toBeGreaterThan(0);
       // The dashboard reads the same: its job view counts the held steps.
       const dashboard = new DashboardState(world.services, { rates: gateRates(world.services), schedules: storedSchedules(world.services) });

@@ -231,7 +231,7 @@ describe('embedq schedule', () => {
       // An embed step in flight (the emulator answers after 3 s), then the worker paused: it cannot see the cancel.
       const steps = world.services.queues[embedQueueName('text-embedding-v4')];
       const deadline = Date.now() + 30_000;
-      while (!(await steps.getRanges(['active'])).some((id) => id.includes(jobId))) {
+      while (!(await steps.getRanges(['active'], 0, -1)).some((id) => id.includes(jobId))) {
         if (Date.now() > deadline) throw new Error('no embed step of the run became active');
         await sleep(50);
       }

@@ -110,6 +110,11 @@ describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
 
       const writing = await submit(world.services, 's3://out/cancel-write-held/');
       await hold(QUEUES.write, writeShardJobId(writing, 0, 0));
+      // Other jobs' writes taken after it: the active list was read only to its first two ids
+      // (BullMQ's getRanges stops at index 1 unless told), so the cancel missed this job's and gave
+      // its output back under an upload still going.
+      await hold(QUEUES.write, writeShardJobId('cj-zzzzzz-abcdef', 0, 0));
+      await hold(QUEUES.write, writeShardJobId('cj-zzzzzz-abcdef', 0, 1));
       expect(await cancelCorpusJob(world.services.corpora, writing)).toEqual({ cancelled: true });
       expect(await settleStopped(world.services, writing, { timeoutMs: 500 })).toBe(false);
       expect(await world.services.corpora.leases.holder('s3://out/cancel-write-held/')).toMatchObject({ jobId: writing });
