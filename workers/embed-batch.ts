@@ -66,7 +66,9 @@ export async function embedBatch(payload: EmbedBatchPayload, context: JobContext
   const generation = payload.generation;
   const status = await corpora.buffers.batchStatus(id, generation, payload.shard, payload.batch);
   if (status === 'complete') await enqueueWriteShard(queues.write, id, generation, payload.shard);
-  // inactive (cancelled, failed, lost, or an earlier generation), written, or stored by an earlier attempt
+  // Cancelled, failed, lost, or an earlier generation: so are this generation's other queued steps.
+  if (status === 'inactive') services.stoppedSteps.noteStopped(id, generation, context.logger);
+  // inactive, written, or stored by an earlier attempt
   if (status !== 'pending') return;
 
   const options = await corpusOptions(corpora, id);
@@ -91,6 +93,7 @@ export async function embedBatch(payload: EmbedBatchPayload, context: JobContext
   } catch (error) {
     if (error instanceof JobStoppedError) {
       context.logger.debug({ shard: payload.shard, batch: payload.batch }, 'batch abandoned: job stopped');
+      services.stoppedSteps.noteStopped(id, generation, context.logger);
       return;
     }
     throw error;

@@ -17,6 +17,7 @@ import { RedisOutageLog } from '../src/redis/redis-outage-log.js';
 import { ShardEncoder } from '../src/shards/shard-encoder.js';
 import { loadS3Client } from '../src/storage/s3-store.js';
 import { StopWatch } from './stop-watch.js';
+import { StoppedStepSweeper } from './drop-stopped-steps.js';
 
 /**
  * The composition root: the only place that creates clients. Everything else receives them.
@@ -48,6 +49,8 @@ export interface Services {
   shardEncoder: ShardEncoder;
   /** Aborts in-flight work of corpus jobs that stopped (cancel, failure, retry). */
   stopWatch: StopWatch;
+  /** Removes the queued steps of a generation that stopped, once a step of it is met. */
+  stoppedSteps: StoppedStepSweeper;
   /** A new connection for a BullMQ worker (workers need `maxRetriesPerRequest: null`). */
   workerConnection(): RedisClient;
   /** Takes the connection errors of an unreachable Redis from every connection here, and logs them in summary. */
@@ -153,6 +156,7 @@ export function createServices(settings: Readonly<Settings>, logger: Logger, opt
     redis,
     corpora,
     stopWatch: new StopWatch(corpora.jobs, logger),
+    stoppedSteps: new StoppedStepSweeper({ queues, redis, redisPrefix: settings.redisPrefix }),
     queues,
     embeddings,
     metrics,

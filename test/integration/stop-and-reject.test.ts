@@ -55,6 +55,28 @@ describe('stopping and systematic failures (issue 9, items 9 and 11)', () => {
     }
   });
 
+  it('the queued steps of a cancelled run leave the queues at once (they held embed.backlog, what KEDA scales on, until workers ended them one by one; handed-back ones for their whole delay)', async () => {
+    const pool = startWorkers(world.services, { concurrency: 4 });
+    const embed = world.services.queues[embedQueue('text-embedding-v4')];
+    const other = 'cj-zzzzzz-abcdef';
+    const id = await submit(world.services, 's3://out/cancel-backlog/');
+    // Steps handed back in a 429 storm wait out their delay: one of this run, one of a newer
+    // generation (a retry at once) and one of another job, which must stay.
+    const handedBack = [embedJobId(id, 0, 90, 0), embedJobId(id, 1, 90, 0), embedJobId(other, 0, 90, 0)];
+    try {
+      const deadline = Date.now() + 20_000;
+      while ((await embed.getActive()).length < 4 && Date.now() < deadline) await sleep(50);
+      for (const stepId of handedBack) await embed.add('embed-batch', {}, { jobId: stepId, delay: 60_000 });
+      const queued = async (): Promise<string[]> => (await embed.getRanges(['wait', 'prioritized', 'delayed'], 0, -1)).filter((stepId) => handedBack.includes(stepId) || stepId.startsWith(`${id}-g0-`)).sort();
+      expect((await queued()).length).toBeGreaterThan(handedBack.length); // the run's own, not yet taken
+      expect(await cancelCorpusJob(world.services.corpora, id)).toEqual({ cancelled: true });
+      await expect.poll(queued, { timeout: 3_000, interval: 100 }).toEqual([embedJobId(id, 1, 90, 0), embedJobId(other, 0, 90, 0)].sort());
+    } finally {
+      await pool.close();
+      for (const stepId of handedBack) await embed.remove(stepId);
+    }
+  });
+
   it('cancel then retry at once: the cancel waits only for the stopped run\'s steps, not the new run\'s (it waited 5 s and said the output stayed leased)', async () => {
     const pool = startWorkers(world.services, { concurrency: 4 });
     try {
