@@ -118,9 +118,12 @@ class UnsupportedFormatError extends Error {
   }
 }
 
-/** The format an object's key implies: `.jsonl`, `.ndjson`, `.json` (after any `.gz`) are JSON Lines. */
+/** Gzip by its name: `.gz`, or `.gzip` as some exporters write it (it was gunzipped by its bytes but read as text). */
+const GZIP_NAME = /\.(gz|gzip)$/i;
+
+/** The format an object's key implies: `.jsonl`, `.ndjson`, `.json` (after any `.gz` or `.gzip`) are JSON Lines. */
 export function formatOf(key: string): CorpusFormat {
-  const name = key.toLowerCase().replace(/\.gz$/, '');
+  const name = key.toLowerCase().replace(GZIP_NAME, '');
   return /\.(jsonl|ndjson|json)$/.test(name) ? 'jsonl' : 'text';
 }
 
@@ -162,7 +165,7 @@ export async function* readCorpusLines(object: CorpusObject, options: ReadCorpus
   const toLine = format === 'jsonl' ? jsonLineReader(source, options.textField ?? 'text', options.idField) : textLineReader(source);
   const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
   const from = options.from;
-  const gzipByName = /\.gz$/i.test(object.key);
+  const gzipByName = GZIP_NAME.test(object.key);
   if (from && (object.opened || gzipByName)) throw new Error(`readCorpusLines: ${source} cannot be read from a byte offset`);
   const splitter = new LineSplitter({ maxLineBytes, startOffset: from?.offset });
   let line = from?.line ?? 0;

@@ -571,7 +571,7 @@ describe('readCorpusLines: JSON Lines', () => {
   });
 
   it('chooses the format by extension', () => {
-    const formats = ['a.jsonl', 'a.JSONL', 'a.ndjson', 'a.json', 'a.jsonl.gz', 'a.json.GZ', 'a.txt', 'a.txt.gz', 'a', 'jsonl', 'a.jsonl.bak', 'dir.jsonl/a.txt'].map((key) => [key, formatOf(key)]);
+    const formats = ['a.jsonl', 'a.JSONL', 'a.ndjson', 'a.json', 'a.jsonl.gz', 'a.json.GZ', 'a.ndjson.gzip', 'a.txt', 'a.txt.gz', 'a', 'jsonl', 'a.jsonl.bak', 'dir.jsonl/a.txt'].map((key) => [key, formatOf(key)]);
     expect(formats).toEqual([
       ['a.jsonl', 'jsonl'],
       ['a.JSONL', 'jsonl'],
@@ -579,6 +579,7 @@ describe('readCorpusLines: JSON Lines', () => {
       ['a.json', 'jsonl'],
       ['a.jsonl.gz', 'jsonl'],
       ['a.json.GZ', 'jsonl'],
+      ['a.ndjson.gzip', 'jsonl'],
       ['a.txt', 'text'],
       ['a.txt.gz', 'text'],
       ['a', 'text'],
