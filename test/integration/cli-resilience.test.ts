@@ -467,4 +467,24 @@ describe('commands never wait forever (issue 9, items 4 and 5)', () => {
       admin.disconnect();
     }
   });
+
+  it('submit --wait says why a job makes no progress: its latest failed attempt, as status does (through an outage it showed only 0 lines/s)', { timeout: 90_000 }, async () => {
+    const worker = spawnEmbedq(world.env, ['worker']);
+    world.emulator.setFaults({ failRate500: 1 });
+    const child = spawnEmbedq(world.env, ['submit', 's3://corpus/data/', '--out', `s3://out/retrying-${Date.now()}/`, '--wait']);
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      await expect.poll(() => stderr, { timeout: 40_000 }).toMatch(/^retrying {2}embed-batch attempt \d+ of 14: PROVIDER_UNAVAILABLE: .*\(\d+ s ago\)$/m);
+      world.emulator.setFaults({ failRate500: 0 });
+      expect(await exited).toBe(0);
+      // Once, not at every poll: the next would come 30 s later at the soonest.
+      expect(stderr.match(/^retrying {2}/gm)).toHaveLength(1);
+    } finally {
+      world.emulator.setFaults({ failRate500: 0 });
+      await stopProcess(child, 'SIGKILL');
+      await stopProcess(worker);
+    }
+  });
 });

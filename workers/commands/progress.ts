@@ -58,7 +58,7 @@ function reuseUnavailable(rowsReused: number): string {
 }
 
 /** While the job runs: its steps' last failed attempt, and how long ago (a stall in retries says why). */
-function lastRetryLines(record: CorpusJobRecord, now: number): string[] {
+export function lastRetryLines(record: CorpusJobRecord, now: number): string[] {
   if (record.lastRetry === null || record.lastRetryAt === null) return [];
   if (record.state !== 'running' && record.state !== 'queued') return [];
   return [`retrying  ${record.lastRetry} (${ago(now - record.lastRetryAt)})`];

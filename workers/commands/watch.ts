@@ -5,10 +5,12 @@ import { describeRedisTarget } from '../../src/redis/redis-client.js';
 import { isRedisOutage, REDIS_ANSWER_MS, RedisNotAnsweringError, withinRedisDeadline } from '../../src/redis/redis-deadline.js';
 import { sleep } from '../../src/sleep.js';
 import { redisTarget, type Services } from '../services.js';
-import { processedLines, progressLine } from './progress.js';
+import { lastRetryLines, processedLines, progressLine } from './progress.js';
 
 /** While Redis is unreachable, how often `--wait` tries it again. */
 const RECONNECT_MS = 2_000;
+/** `--wait` repeats a job's latest failed attempt at most this often (a 429 storm notes one a second). */
+const RETRY_NOTE_MS = 30_000;
 
 /**
  * `submit --wait` and `schedule run --wait`: follows the job to its end and returns the exit code
@@ -52,6 +54,7 @@ export async function watchJob(
   let lastPrinted = 0;
   let lostAt: number | undefined;
   let noWorkerNote = noLiveWorkerNote(services, corpusJobId);
+  const retryNote = newRetryNote();
   const samples: Array<{ at: number; done: number }> = [];
   for (;;) {
     let record: CorpusJobRecord | undefined;
@@ -86,10 +89,31 @@ export async function watchJob(
       lastPrinted = now;
     }
     if (final) return record;
-    const note = await noWorkerNote(now);
+    const note = (await noWorkerNote(now)) ?? retryNote(record, now);
     if (note) stream.write(`${interactive ? '\r\x1b[2K' : ''}${note}\n`);
     await sleep(pollMs);
   }
+}
+
+/**
+ * The job's latest failed attempt (`retrying  write-shard attempt 8 of 14: STORAGE_UNAVAILABLE: …`),
+ * as `status` shows it, when one newer than the last said came since the wait began, at most every
+ * RETRY_NOTE_MS; undefined otherwise. Through an S3 outage the progress line alone read `0 lines/s`
+ * with no word of why, while `status` said it.
+ */
+function newRetryNote(): (record: CorpusJobRecord, now: number) => string | undefined {
+  let saidAt = 0;
+  // The last attempt said (stamped by Redis's clock); at first, the one before the wait began.
+  let said: number | undefined;
+  return (record, now) => {
+    if (said === undefined) said = record.lastRetryAt ?? 0;
+    if (record.lastRetryAt === null || record.lastRetryAt <= said || now - saidAt < RETRY_NOTE_MS) return undefined;
+    const [line] = lastRetryLines(record, now);
+    if (line === undefined) return undefined;
+    said = record.lastRetryAt;
+    saidAt = now;
+    return line;
+  };
 }
 
 /** How long a job may wait with no live worker before `--wait` says so: a worker started beside the submit has sent its first heartbeat by then. */
