@@ -48,6 +48,11 @@ export interface ScheduleRecord extends ScheduleDefinition {
   runs: number;
   /** Ticks that came while the previous run was still going, under `--on-overlap skip`. */
   skipped: number;
+  /**
+   * Ticks that never came: while no worker ran (all stopped, or restarting), BullMQ keeps only the
+   * schedule's next tick, which runs late when a worker is back; the ones after it are gone.
+   */
+  missed: number;
   /** Runs that could not start (options no longer valid, submit refused). */
   failures: number;
   lastJobId: string | null;
@@ -62,7 +67,7 @@ export interface ScheduleRecord extends ScheduleDefinition {
 export interface TickLogEntry {
   tickMillis: number;
   /** `paused`: a tick while the schedule was paused; it starts nothing and is not counted as skipped. */
-  outcome: 'submitted' | 'skipped' | 'queued' | 'failed' | 'paused';
+  outcome: 'submitted' | 'skipped' | 'queued' | 'failed' | 'paused' | 'missed';
   detail: string;
 }
 
@@ -169,6 +174,7 @@ export class ScheduleStore {
       updatedAt: number('updatedAt'),
       runs: number('runs'),
       skipped: number('skipped'),
+      missed: number('missed'),
       failures: number('failures'),
       lastJobId: hash.lastJobId ?? null,
       lastOutput: hash.lastOutput ?? null,
@@ -288,6 +294,13 @@ export class ScheduleStore {
 
   async recordPausedTick(name: string, tickMillis: number): Promise<void> {
     await this.logTick(name, { tickMillis, outcome: 'paused', detail: 'schedule paused' });
+  }
+
+  /** `count` ticks after `tickMillis` that no worker ran (the last at `lastMillis`). */
+  async recordMissed(name: string, tickMillis: number, count: number, lastMillis: number): Promise<void> {
+    const transaction = this.redis.multi().hincrby(this.key(name), 'missed', count);
+    const detail = `${count} tick${count === 1 ? '' : 's'} after this one, to ${new Date(lastMillis).toISOString()}, never came: no worker ran then`;
+    await this.logTick(name, { tickMillis, outcome: 'missed', detail }, transaction);
   }
 
   async recordSkip(name: string, tickMillis: number, reason: string): Promise<void> {

@@ -22,6 +22,8 @@ export interface ScheduleListRow {
   last_run: { job_id: string; state: string; output: string | null; error: string | null } | null;
   runs: number;
   skipped: number;
+  /** Ticks that never came while no worker ran (the next ran late; those after it were lost). */
+  missed: number;
   failures: number;
   last_error: string | null;
 }
@@ -49,6 +51,7 @@ export async function listSchedules(services: Services): Promise<ScheduleListRow
         : null,
       runs: record.runs,
       skipped: record.skipped,
+      missed: record.missed,
       failures: record.failures,
       last_error: record.lastError,
     });

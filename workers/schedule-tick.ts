@@ -3,8 +3,10 @@ import * as z from 'zod';
 
 import { JOB_NAMES, QUEUES } from '../jobs/queues.js';
 import { isBullmqQueueKey } from '../jobs/schedule-name.js';
+import { nextScheduleTick } from '../jobs/schedule-next-tick.js';
 import { runSchedule, type ScheduleRunDeps } from '../jobs/schedule-run.js';
 import { ScheduleStore, type ScheduleTickPayload } from '../jobs/schedule-store.js';
+import type { Logger } from '../src/logger.js';
 import type { Services } from './services.js';
 import { settleStopped } from './settle-stopped.js';
 
@@ -23,6 +25,10 @@ const TickPayload = z.object({
 
 export const QUEUE_POLL_MS = 1_000;
 export const QUEUE_WAIT_LIMIT_MS = 24 * 60 * 60 * 1_000;
+/** Missed ticks counted at most (an every-second schedule down for a day would be 86,400 parses). */
+const MISSED_COUNT_LIMIT = 10_000;
+/** A tick this close to now is the next one BullMQ plans, not a missed one. */
+const MISSED_SLACK_MS = 1_000;
 
 export function scheduleStore(services: Pick<Services, 'redis' | 'settings'>): ScheduleStore {
   return new ScheduleStore(services.redis, services.settings.redisPrefix);
@@ -65,6 +71,7 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
       logger.warn('the schedule this tick waited on was removed; queued tick dropped');
       return;
     }
+    if (!requeued) await noteMissedTicks(schedules, payload.schedule, tickMillis, logger);
     if (!requeued && (await waitingTick(schedules, payload.schedule)) !== null) {
       // A queued tick goes first; a fresh one must not overtake it when the run ends.
       await schedules.recordSkip(payload.schedule, tickMillis, 'a tick already queued');
@@ -117,6 +124,32 @@ export function scheduleTickProcessor(services: Services): (job: Job) => Promise
     await schedules.recordSkip(payload.schedule, tickMillis, reason);
     logger.warn({ activeJobId: outcome.activeJobId, waitedMs }, `tick skipped: ${reason}`);
   };
+}
+
+/**
+ * A tick that runs late, after no worker ran for a while (all stopped, or restarting): BullMQ keeps
+ * only a scheduler's next tick, so this one runs now and the ones due since never come. They
+ * vanished without a word (a helper: 11 of a 5-s schedule across a worker's restart, `schedule
+ * list` still saying `skipped 0`); now they are counted (`missed`), logged and in the tick log.
+ */
+async function noteMissedTicks(schedules: ScheduleStore, name: string, tickMillis: number, logger: Logger): Promise<void> {
+  const schedule = await schedules.get(name);
+  // Paused, no tick would have started a run.
+  if (!schedule || schedule.pausedAt !== null) return;
+  const until = Date.now() - MISSED_SLACK_MS;
+  let missed = 0;
+  let last = tickMillis;
+  try {
+    for (let next = nextScheduleTick(schedule.cron, schedule.tz, tickMillis); next <= until && missed < MISSED_COUNT_LIMIT; next = nextScheduleTick(schedule.cron, schedule.tz, next)) {
+      missed += 1;
+      last = next;
+    }
+  } catch {
+    return; // a pattern that no longer parses: the run itself says so
+  }
+  if (missed === 0) return;
+  await schedules.recordMissed(name, tickMillis, missed, last);
+  logger.warn({ missed, lastMissed: new Date(last).toISOString(), lateMs: Date.now() - tickMillis }, `${missed === MISSED_COUNT_LIMIT ? 'at least ' : ''}${missed} later ticks never came while no worker ran; this one runs late`);
 }
 
 /**

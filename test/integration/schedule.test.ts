@@ -362,6 +362,30 @@ describe('embedq schedule', () => {
     }
   });
 
+  it('ticks due while no worker ran are counted as missed, logged and listed (the next ran late, the others vanished without a word)', async () => {
+    const flags = ['s3://corpus/daily/corpus.txt', '--cron', '* * * * * *', '--out', 's3://out/missed/{runId}/', '--dimension', '64', '--output-type', 'dense'];
+    expect((await runEmbedq(world.env, ['schedule', 'add', 'missed', ...flags])).code).toBe(0);
+    await sleep(4_000); // no worker: the first tick waits, the ones after it never come
+    const worker = spawnEmbedq(world.env, ['worker']);
+    try {
+      await expect.poll(async () => (await schedules.get('missed'))!.runs, { timeout: 30_000 }).toBeGreaterThanOrEqual(1);
+      const { missed } = (await schedules.get('missed'))!;
+      expect(missed).toBeGreaterThanOrEqual(2);
+      const log = (await schedules.ticks('missed')).filter((tick) => tick.outcome === 'missed');
+      expect(log).toHaveLength(1);
+      expect(log[0]!.detail).toMatch(new RegExp(`^${missed} ticks after this one, to \\d{4}-\\d\\d-\\d\\dT\\S+Z, never came: no worker ran then$`));
+      expect((await runEmbedq(world.env, ['schedule', 'list'])).stdout).toContain(`missed ${missed}  failures 0`);
+      // With the worker running, the ticks that follow come (run or skipped): none more is missed.
+      await sleep(3_000);
+      expect((await schedules.get('missed'))!.missed).toBe(missed);
+    } finally {
+      await removeScheduler(world.services.queues[QUEUES.schedule], 'missed');
+      for (const record of (await world.services.corpora.list(100)).filter((job) => job.schedule === 'missed')) await runEmbedq(world.env, ['cancel', record.id]);
+      await runEmbedq(world.env, ['schedule', 'remove', 'missed']);
+      await stopProcess(worker);
+    }
+  });
+
   it('pause holds the ticks (each logged, none starts a run) and resume lets them run again; schedule run still runs while paused', async () => {
     const flags = ['s3://corpus/daily/corpus.txt', '--cron', '* * * * * *', '--out', 's3://out/held/{runId}/', '--dimension', '64', '--output-type', 'dense'];
     expect((await runEmbedq(world.env, ['schedule', 'add', 'held', ...flags])).code).toBe(0);

@@ -64,7 +64,7 @@ export function registerScheduleCommands(program: Command): void {
 
   schedule
     .command('list')
-    .description('schedules with next run, last run, skipped ticks and the last error')
+    .description('schedules with next run, last run, skipped and missed ticks and the last error')
     .option('--json', 'print JSON')
     .action(async (flags: { json?: boolean }) => {
       await withServices(async (services) => {
@@ -77,7 +77,7 @@ export function registerScheduleCommands(program: Command): void {
           const last = row.last_run ? `${row.last_run.job_id} ${row.last_run.state} → ${row.last_run.output}` : 'never';
           process.stdout.write(
             `${row.name}  "${row.cron}" ${row.tz}  ${row.input} → ${row.out}\n` +
-              `  next ${row.paused_at ? `none (paused since ${row.paused_at})` : (row.next_run ?? 'none')}  last ${last}  runs ${row.runs}  skipped ${row.skipped}  failures ${row.failures}\n` +
+              `  next ${row.paused_at ? `none (paused since ${row.paused_at})` : (row.next_run ?? 'none')}  last ${last}  runs ${row.runs}  skipped ${row.skipped}  missed ${row.missed}  failures ${row.failures}\n` +
               (row.last_error ? `  error: ${row.last_error}\n` : ''),
           );
         }

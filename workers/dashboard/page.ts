@@ -82,7 +82,7 @@ function render(s) {
   const queues = Object.entries(s.queues).filter(([q, d]) => q !== 'embed' || d.waiting + d.prioritized + d.delayed + d.active > 0);
   $('#queues').innerHTML = rows(queues, '', ['queue', 'waiting#', 'prior.#', 'delayed#', 'active#'], ([q, d]) => [esc(q === 'embed' ? 'embed (older version)' : q), num(d.waiting), num(d.prioritized), num(d.delayed), num(d.active)]);
   $('#workers').innerHTML = rows(s.workers, 'No live workers.', ['worker', 'conc.#', 'seen#'], (w) => [esc(w.id), num(w.concurrency), w.ageSeconds + ' s ago']);
-  $('#schedules').innerHTML = rows(s.schedules, 'No schedules.', ['name', 'next', 'last', 'runs / skipped'], (x) => [esc(x.name) + '<br><span class="paths">' + esc(x.cron) + ' ' + esc(x.tz) + '</span>', x.paused_at ? 'paused' : x.next_run ? time(Date.parse(x.next_run)) : '–', x.last_run ? esc(x.last_run.job_id) + ' ' + esc(x.last_run.state) : '–', x.runs + ' / ' + x.skipped + (x.last_error ? '<br><span class="paths">' + esc(x.last_error) + '</span>' : '')]);
+  $('#schedules').innerHTML = rows(s.schedules, 'No schedules.', ['name', 'next', 'last', 'runs / skipped'], (x) => [esc(x.name) + '<br><span class="paths">' + esc(x.cron) + ' ' + esc(x.tz) + '</span>', x.paused_at ? 'paused' : x.next_run ? time(Date.parse(x.next_run)) : '–', x.last_run ? esc(x.last_run.job_id) + ' ' + esc(x.last_run.state) : '–', x.runs + ' / ' + x.skipped + (x.missed ? ' · ' + x.missed + ' missed' : '') + (x.last_error ? '<br><span class="paths">' + esc(x.last_error) + '</span>' : '')]);
   $('#redis').hidden = !s.redisProblem;
   $('#redis').textContent = s.redisProblem ? 'Redis: ' + s.redisProblem : '';
   $('#fleet').hidden = !s.fleetProblem;
