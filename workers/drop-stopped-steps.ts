@@ -18,9 +18,10 @@ const SWEPT_TTL_MS = 10 * 60_000;
  * Removes the queued steps of a corpus job's generation that stopped (cancelled, failed, or
  * retried into a newer one), and of the generations before it, from every queue. Each was a no-op
  * already (its worker checks the generation first and ends it), but until a worker took it the
- * step counted in `embed.backlog`, what KEDA scales workers on: a cancelled job with 20,000 batches
- * queued held the backlog up ~30 s while workers went through them one by one, and steps handed
- * back in a 429 storm or waiting out a backoff stayed in the delayed set for their whole delay.
+ * step counted in `embed.backlog`, what KEDA scales workers on: steps handed back in a 429 storm or
+ * waiting out a retry's backoff stayed in the delayed set for their whole delay (up to a minute),
+ * and every step while the workers' slots were busy with other jobs. (Free workers end queued
+ * no-ops fast: 1,965 in 0.6 s with or without this.)
  * Returns how many were removed; a step a worker holds meanwhile is left to end as a no-op.
  */
 export async function dropStoppedSteps(services: { queues: StepQueues }, corpusJobId: string, generation: number): Promise<number> {
