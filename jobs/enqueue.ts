@@ -5,7 +5,8 @@ import type { Queue } from 'bullmq';
 import { listCorpus } from '../src/corpus/list-corpus.js';
 import type { JobOptions } from '../src/job-options.js';
 import { LATEST_FILE } from '../src/output/layout.js';
-import { openStore, parseLocation } from '../src/storage/locations.js';
+import { StorageError } from '../src/errors.js';
+import { openInput, openStore, parseLocation } from '../src/storage/locations.js';
 import type { S3ClientSource } from '../src/storage/s3-store.js';
 import type { CorpusJobRecord, CorpusStore } from './corpus-store.js';
 import { JobLostError, OutputIsScheduleRootError, OutputLeasedError, OutputNotEmptyError } from './job-errors.js';
@@ -193,6 +194,13 @@ export async function retryCorpusJob(deps: SubmitDeps, corpusJobId: string): Pro
     const listing = listCorpus(input, { s3Client: input.startsWith('s3://') ? deps.s3() : undefined, output });
     const changed = await deps.corpora.pins.changedSince(corpusJobId, input, listing);
     if (changed) return { retried: false, message: `its input changed since it was read: ${changed.message}` };
+    const gone = await failedOnObjectStillGone(stopped, deps.s3);
+    if (gone) {
+      return {
+        retried: false,
+        message: `it failed because ${gone} was removed after the job listed it, and it is still gone: a retry would read the corpus without it and leave its lines out, with no record. Put it back, or submit the job again with --overwrite`,
+      };
+    }
   }
   const gone = stopped ? await writtenShardsGone(deps, stopped) : [];
   const result = await deps.corpora.jobs.restart(corpusJobId, gone.map((shard) => shard.shard));
@@ -206,6 +214,29 @@ export async function retryCorpusJob(deps: SubmitDeps, corpusJobId: string): Pro
     return { retried: false, message: `job ${result.taker} took its output since it stopped, so its shards there may be gone or replaced; submit it again (with --overwrite)` };
   }
   return { retried: false, message: `it is ${result.state}, not failed or cancelled` };
+}
+
+/** How a corpus object that vanished between the listing and its read is named in the failure (S3, local). */
+const GONE_OBJECT = /\b(?:read|open|stat|list) (s3:\/\/\S+|\/\S+): no such (?:object|file)\b/;
+
+/**
+ * The corpus object a stopped job failed on because it was removed after the listing, while it is
+ * still gone. Such an object was never pinned (only objects opened are), so a retry listed the
+ * corpus without it and completed with its lines missing and nothing saying so (a helper: 100
+ * lines of a 20-object prefix). Undefined when the job failed otherwise, or the object is back.
+ */
+async function failedOnObjectStillGone(record: CorpusJobRecord, s3: () => S3ClientSource): Promise<string | undefined> {
+  if (record.errorCode !== 'STORAGE_ERROR' || record.error === null) return undefined;
+  const location = GONE_OBJECT.exec(record.error)?.[1];
+  if (location === undefined || !location.startsWith(record.options.input)) return undefined;
+  try {
+    const target = await openInput(parseLocation(location), location.startsWith('s3://') ? s3() : undefined);
+    if (target.mode === 'object' && (await target.store.stat(target.key)) !== undefined) return undefined;
+  } catch (error) {
+    // A local path that is neither file nor folder: gone.
+    if (!(error instanceof StorageError)) throw error;
+  }
+  return location;
 }
 
 /**

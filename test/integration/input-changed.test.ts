@@ -92,6 +92,43 @@ describe('a corpus that changes while its job runs', () => {
     expect(rows.map((row) => row.text)).toEqual([...lines('a', 200).trimEnd().split('\n'), ...lines('b', 100).trimEnd().split('\n')]);
   });
 
+  it('an object removed after the listing, before its read: the job fails naming it, and retry is refused while it is gone (it completed without its lines, with no record)', async () => {
+    await world.put('unread/a.txt', lines('a', 200));
+    const small = Array.from({ length: 20 }, (_, index) => `unread/b${String(index).padStart(2, '0')}.txt`);
+    for (const key of small) await world.put(key, lines(key, 3));
+    const last = small.at(-1)!;
+    const worker = spawnEmbedq(world.env, ['worker', '--concurrency', '2']);
+    let id = '';
+    try {
+      const submitted = await runEmbedq(world.env, ['submit', 's3://corpus/unread/', '--out', 's3://out/unread/', '--shard-rows', '40', '--dimension', '64', '--output-type', 'dense']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      id = submitted.stdout.trim();
+      // Listed, and the split waits for room inside a.txt: the last small object is neither read nor fetched ahead.
+      await waitForJob(world.services, id, (record) => record.shardsWritten >= 1);
+      await world.s3.client.send(new DeleteObjectCommand({ Bucket: 'corpus', Key: last }));
+      const failed = await waitForJob(world.services, id, undefined, 60_000);
+      expect(failed.state, failed.error ?? '').toBe('failed');
+      expect(failed.errorCode).toBe('STORAGE_ERROR');
+      expect(failed.error).toContain(`s3://corpus/${last}: no such object`);
+
+      const refused = await runEmbedq(world.env, ['retry', id]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(`cannot retry ${id}: it failed because s3://corpus/${last} was removed after the job listed it, and it is still gone`);
+      expect((await world.services.corpora.get(id))?.state).toBe('failed');
+      // Put back, the retry goes on to every line.
+      await world.put(last, lines(last, 3));
+      const retried = await runEmbedq(world.env, ['retry', id]);
+      expect(retried.code, retried.stderr).toBe(0);
+      expect((await waitForJob(world.services, id, undefined, 60_000)).state).toBe('completed');
+    } finally {
+      await stopProcess(worker, 'SIGKILL');
+    }
+    const { folder } = await downloadPrefix(world.s3, 'out', 'unread/');
+    folders.push(folder);
+    const rows = await queryParquet(`SELECT text FROM read_parquet(${sqlString(`${folder}/part-*.parquet`)}) ORDER BY row`);
+    expect(rows.map((row) => row.text)).toEqual([lines('a', 200), ...small.map((key) => lines(key, 3))].join('').trimEnd().split('\n'));
+  });
+
   it('the first object removed: the one now in its place is named, and the job fails', async () => {
     await world.put('removed/a.txt', lines('a', 30));
     await world.put('removed/b.txt', lines('b', 200));
